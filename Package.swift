@@ -1,0 +1,31 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+  name: "Procord",
+  products: [
+    .library(name: "Procord", targets: ["Procord"]),
+    .library(name: "CProcord", targets: ["CProcord"]),
+    .executable(name: "procord-demo", targets: ["procord-demo"]),
+  ],
+  targets: [
+    // libevent from the system (Debian: libevent-dev).
+    .systemLibrary(
+      name: "CLibevent",
+      pkgConfig: "libevent_core",
+      providers: [.apt(["libevent-dev"])]
+    ),
+    // The C core; its public headers are include/procord/, reached through
+    // the symlink Sources/CProcord/include.
+    .target(name: "CProcord", dependencies: ["CLibevent"]),
+    .target(name: "Procord", dependencies: ["CProcord"]),
+    .executableTarget(name: "procord-demo", dependencies: ["Procord"]),
+    // A worker that misbehaves on purpose, for the tests.
+    .executableTarget(
+      name: "procord-test-worker", dependencies: ["Procord"], path: "Tests/TestWorker"),
+    .testTarget(
+      name: "ProcordTests",
+      dependencies: ["Procord", "procord-demo", "procord-test-worker"]
+    ),
+  ]
+)

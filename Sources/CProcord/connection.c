@@ -1,0 +1,333 @@
+/*
+ * A frame connection over one or two non-blocking descriptors, on a libevent
+ * base (procord/connection.h). Reads go straight into the frame parser, and
+ * big bodies straight into their final buffer; writes go through an evbuffer.
+ */
+#define _GNU_SOURCE
+#include "procord/connection.h"
+#include "loop_private.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Bytes read per read(2) outside of a body, and per readiness callback. */
+#define READ_CHUNK 65536
+#define READ_BUDGET (4 * 1024 * 1024)
+
+struct procord_connection_s {
+  procord_connection_options_t options;
+  procord_loop_t *loop;
+  procord_connection_state_t state;
+  procord_cause_t cause;
+  procord_frame_parser_t parser;
+  struct evbuffer *output;
+  struct event *read_event, *write_event, *close_timer;
+  int in_callback;   /* depth of callbacks running, so free can be deferred */
+  int free_requested;
+  int reading_stopped;
+  int delivering;    /* a frame is being delivered: its body may be taken */
+};
+
+static void set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static void release(procord_connection_t *c) {
+  procord_frame_parser_reset(&c->parser);
+  if (c->read_event) event_free(c->read_event);
+  if (c->write_event) event_free(c->write_event);
+  if (c->close_timer) event_free(c->close_timer);
+  if (c->output) evbuffer_free(c->output);
+  free(c);
+}
+
+static void close_descriptors(procord_connection_t *c) {
+  if (c->read_event) event_del(c->read_event);
+  if (c->write_event) event_del(c->write_event);
+  if (c->close_timer) event_del(c->close_timer);
+  if (c->options.read_fd >= 0) close(c->options.read_fd);
+  if (c->options.write_fd >= 0 && c->options.write_fd != c->options.read_fd)
+    close(c->options.write_fd);
+  c->options.read_fd = c->options.write_fd = -1;
+}
+
+/* Calls the owner's state callback; returns 0 if the connection was freed in it. */
+static int notify_state(procord_connection_t *c) {
+  if (!c->options.on_state) return 1;
+  c->in_callback++;
+  c->options.on_state(c, c->state, c->options.context);
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested;
+}
+
+static int disconnect(procord_connection_t *c, int error, const char *call) {
+  if (c->state == PROCORD_DISCONNECTED) return 1;
+  close_descriptors(c);
+  evbuffer_drain(c->output, evbuffer_get_length(c->output));
+  c->state = PROCORD_DISCONNECTED;
+  c->cause.error = error;
+  c->cause.call = call;
+  return notify_state(c);
+}
+
+/* Delivers a frame or a parser error; returns 0 if the connection was freed. */
+static int deliver(procord_connection_t *c, const procord_frame_t *frame, int error) {
+  if (error) {
+    c->reading_stopped = 1;
+    event_del(c->read_event);
+  }
+  c->in_callback++;
+  c->delivering = frame != NULL;
+  c->options.on_frame(c, frame, error, c->options.context);
+  c->delivering = 0;
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested;
+}
+
+static int still_reading(procord_connection_t *c) {
+  return c->state == PROCORD_CONNECTED && !c->reading_stopped;
+}
+
+/* Feeds bytes to the parser, delivering every frame; 0 if freed or stopped. */
+static int feed(procord_connection_t *c, const unsigned char *bytes, size_t length) {
+  while (length > 0 && still_reading(c)) {
+    procord_frame_t frame;
+    size_t used = 0;
+    int r = procord_frame_parser_feed(&c->parser, bytes, length, &used, &frame);
+    bytes += used;
+    length -= used;
+    if (r == 0) continue;
+    if (!deliver(c, r > 0 ? &frame : NULL, r > 0 ? 0 : r)) return 0;
+    if (r < 0) return 0;
+  }
+  return still_reading(c);
+}
+
+static void on_readable(evutil_socket_t fd, short events, void *argument) {
+  (void)events;
+  procord_connection_t *c = argument;
+  unsigned char chunk[READ_CHUNK];
+  size_t budget = READ_BUDGET;
+  while (still_reading(c) && budget > 0) {
+    unsigned char *window;
+    size_t missing = procord_frame_parser_body_window(&c->parser, &window);
+    ssize_t n = missing ? read(fd, window, missing) : read(fd, chunk, sizeof chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      disconnect(c, -errno, "read");
+      return;
+    }
+    if (n == 0) {
+      disconnect(c, PROCORD_EDISCONNECTED, "read");
+      return;
+    }
+    budget -= (size_t)n < budget ? (size_t)n : budget;
+    if (missing) {
+      procord_frame_t frame;
+      int r = procord_frame_parser_body_advance(&c->parser, (size_t)n, &frame);
+      if (r != 0 && !deliver(c, r > 0 ? &frame : NULL, r > 0 ? 0 : r)) return;
+    } else if (!feed(c, chunk, (size_t)n)) {
+      return;
+    }
+  }
+}
+
+static void finish_close_nicely(procord_connection_t *c) {
+  if (c->options.write_fd >= 0) shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
+  disconnect(c, 0, NULL);
+}
+
+/* Writes what is queued; returns 0 if the connection was freed or closed. */
+static int flush(procord_connection_t *c) {
+  while (evbuffer_get_length(c->output) > 0) {
+    int n = evbuffer_write(c->output, c->options.write_fd);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        event_add(c->write_event, NULL);
+        return 1;
+      }
+      return disconnect(c, -errno, "write") && 0;
+    }
+  }
+  event_del(c->write_event);
+  if (c->state == PROCORD_DISCONNECTING) {
+    finish_close_nicely(c);
+    return 0;
+  }
+  return 1;
+}
+
+static void finish_connect(procord_connection_t *c) {
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (getsockopt(c->options.read_fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
+  if (error) {
+    disconnect(c, -error, "connect");
+    return;
+  }
+  c->state = PROCORD_CONNECTED;
+  event_add(c->read_event, NULL);
+  if (!notify_state(c)) return;
+  if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) flush(c);
+}
+
+static void on_writable(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  procord_connection_t *c = argument;
+  if (c->state == PROCORD_CONNECTING) finish_connect(c);
+  else flush(c);
+}
+
+static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  disconnect(argument, PROCORD_ETIMEOUT, "close");
+}
+
+int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *options,
+                            procord_connection_t **result) {
+  procord_connection_t *c = calloc(1, sizeof *c);
+  int error = c ? 0 : -ENOMEM;
+  if (!error && (options->read_fd < 0 || options->write_fd < 0 || !options->on_frame))
+    error = PROCORD_EINVAL;
+  if (error) {
+    free(c);
+    if (options->read_fd >= 0) close(options->read_fd);
+    if (options->write_fd >= 0 && options->write_fd != options->read_fd) close(options->write_fd);
+    return error;
+  }
+  c->options = *options;
+  c->loop = loop;
+  procord_frame_parser_init(&c->parser, options->max_message_size);
+  set_nonblocking(options->read_fd);
+  set_nonblocking(options->write_fd);
+  struct event_base *base = procord_loop_base(loop);
+  c->output = evbuffer_new();
+  c->read_event = event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_readable, c);
+  c->write_event = event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_writable, c);
+  c->close_timer = evtimer_new(base, on_close_timeout, c);
+  if (!c->output || !c->read_event || !c->write_event || !c->close_timer) {
+    close_descriptors(c);
+    release(c);
+    return -ENOMEM;
+  }
+  if (options->connecting) {
+    c->state = PROCORD_CONNECTING;
+    event_add(c->write_event, NULL);
+  } else {
+    c->state = PROCORD_CONNECTED;
+    event_add(c->read_event, NULL);
+  }
+  *result = c;
+  return 0;
+}
+
+static int can_send(const procord_connection_t *c) {
+  return c->state == PROCORD_CONNECTED || c->state == PROCORD_CONNECTING;
+}
+
+static int queue_header(procord_connection_t *c, unsigned char kind, size_t length) {
+  unsigned char header[PROCORD_FRAME_HEADER_MAX];
+  size_t n = procord_frame_encode_header(kind, length, header);
+  return evbuffer_add(c->output, header, n) < 0 ? -ENOMEM : 0;
+}
+
+static void start_writing(procord_connection_t *c) {
+  /* Write at once when we can: it saves a trip through the loop. */
+  if (c->state == PROCORD_CONNECTED && !c->in_callback) flush(c);
+  else if (c->state == PROCORD_CONNECTED) event_add(c->write_event, NULL);
+}
+
+int procord_connection_send(procord_connection_t *c, unsigned char kind, const void *body,
+                            size_t length) {
+  if (!can_send(c)) return PROCORD_ECLOSED;
+  if (queue_header(c, kind, length) < 0) return -ENOMEM;
+  if (length && evbuffer_add(c->output, body, length) < 0) return -ENOMEM;
+  start_writing(c);
+  return 0;
+}
+
+static void release_owned(const void *data, size_t length, void *release_fn) {
+  (void)length;
+  ((void (*)(void *))release_fn)((void *)data);
+}
+
+int procord_connection_send_owned(procord_connection_t *c, unsigned char kind, void *body,
+                                  size_t length, void (*release_body)(void *)) {
+  int error = can_send(c) ? queue_header(c, kind, length) : PROCORD_ECLOSED;
+  if (!error && length &&
+      evbuffer_add_reference(c->output, body, length, release_owned, (void *)release_body) < 0)
+    error = -ENOMEM;
+  if (error || !length) {
+    release_body(body);
+    if (error) return error;
+  }
+  start_writing(c);
+  return 0;
+}
+
+void *procord_connection_take_body(procord_connection_t *c) {
+  return c->delivering ? procord_frame_parser_take_body(&c->parser) : NULL;
+}
+
+void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
+  if (c->state == PROCORD_DISCONNECTED || c->state == PROCORD_DISCONNECTING) return;
+  int was_connecting = c->state == PROCORD_CONNECTING;
+  c->state = PROCORD_DISCONNECTING;
+  c->reading_stopped = 1;
+  event_del(c->read_event);
+  if (timeout_ms >= 0) {
+    struct timeval limit = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(c->close_timer, &limit);
+  }
+  if (was_connecting) return; /* finish_connect flushes, then closes */
+  if (!c->in_callback) {
+    flush(c);
+  } else if (evbuffer_get_length(c->output) == 0) {
+    finish_close_nicely(c);
+  } else {
+    event_add(c->write_event, NULL);
+  }
+}
+
+void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, NULL); }
+
+procord_connection_state_t procord_connection_state(const procord_connection_t *c) {
+  return c->state;
+}
+
+procord_cause_t procord_connection_cause(const procord_connection_t *c) { return c->cause; }
+
+size_t procord_connection_pending_output(const procord_connection_t *c) {
+  return evbuffer_get_length(c->output);
+}
+
+void procord_connection_free(procord_connection_t *c) {
+  if (!c) return;
+  c->options.on_state = NULL;
+  c->options.on_frame = NULL;
+  if (c->state != PROCORD_DISCONNECTED) {
+    close_descriptors(c);
+    c->state = PROCORD_DISCONNECTED;
+  }
+  if (c->in_callback) c->free_requested = 1;
+  else release(c);
+}

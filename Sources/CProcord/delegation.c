@@ -1,0 +1,393 @@
+/*
+ * The delegated-process state machine (procord/delegation.h): spawn, send the
+ * task, read the answer, map it to an outcome, and report it once the worker
+ * has been reaped.
+ */
+#define _GNU_SOURCE
+#include "procord/delegation.h"
+#include "loop_private.h"
+#include "procord/connection.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_EXIT_GRACE_MS 2000
+/* Where pidfd_open is missing, how often to look for the worker's exit. */
+#define REAP_POLL_MS 100
+
+struct procord_delegation_s {
+  procord_loop_work_t work; /* first: the loop hands this pointer back */
+  procord_loop_t *loop;
+  int references;           /* atomic */
+  int kill_requested;       /* atomic */
+  char *task_name;
+  void *input;
+  size_t input_length;
+  size_t max_message_size;
+  int exit_grace_ms;
+  procord_done_cb on_done;
+  void *context;
+
+  procord_child_t child;
+  int spawn_error;
+  pid_t pid;                /* as spawned; child.pid becomes -1 once reaped */
+  procord_connection_t *connection;
+  struct event *exit_event; /* pidfd readable, or the reap poll timer */
+  struct event *grace_timer;
+  int answered;             /* a terminal frame (or a failure) set the outcome */
+  int reaped;
+  int wait_status;
+  procord_outcome_t outcome;
+  void *body;
+  int finished;             /* guarded by the loop's done lock */
+};
+
+static void retain(procord_delegation_t *d) { __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED); }
+
+void procord_delegation_release(procord_delegation_t *d) {
+  if (!d || __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL) != 0) return;
+  free(d->task_name);
+  free(d->input);
+  free(d->body);
+  free(d);
+}
+
+static void finish(procord_delegation_t *d) {
+  if (d->grace_timer) event_free(d->grace_timer);
+  if (d->exit_event) event_free(d->exit_event);
+  d->grace_timer = d->exit_event = NULL;
+  if (d->reaped && WIFEXITED(d->wait_status)) d->outcome.exit_code = WEXITSTATUS(d->wait_status);
+  if (d->reaped && WIFSIGNALED(d->wait_status)) d->outcome.signal = WTERMSIG(d->wait_status);
+  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
+    d->outcome.kind = PROCORD_OUTCOME_KILLED;
+    d->outcome.body = NULL;
+    d->outcome.length = 0;
+  }
+  if (d->on_done) d->on_done(d, &d->outcome, d->context);
+  pthread_mutex_lock(procord_loop_done_lock(d->loop));
+  d->finished = 1;
+  pthread_cond_broadcast(procord_loop_done_cond(d->loop));
+  pthread_mutex_unlock(procord_loop_done_lock(d->loop));
+  procord_loop_remove_work(d->loop, &d->work);
+  procord_delegation_release(d); /* the loop's reference */
+}
+
+static void fail(procord_delegation_t *d, int error, const char *call) {
+  if (d->answered) return;
+  d->answered = 1;
+  d->outcome.kind = PROCORD_OUTCOME_DISCONNECTED;
+  d->outcome.error = error;
+  d->outcome.call = call;
+}
+
+static void start_grace_timer(procord_delegation_t *d) {
+  if (evtimer_pending(d->grace_timer, NULL)) return;
+  struct timeval limit = {d->exit_grace_ms / 1000, (d->exit_grace_ms % 1000) * 1000};
+  evtimer_add(d->grace_timer, &limit);
+}
+
+/* Both halves are over (stream closed, worker reaped): report. */
+static void finish_if_done(procord_delegation_t *d) {
+  if (!d->connection && d->reaped) finish(d);
+  else start_grace_timer(d);
+}
+
+static void drop_connection(procord_delegation_t *d) {
+  if (!d->connection) return;
+  procord_connection_t *connection = d->connection;
+  d->connection = NULL;
+  procord_connection_free(connection); /* deferred if inside its callback */
+}
+
+static void on_state(procord_connection_t *connection, procord_connection_state_t state,
+                     void *context) {
+  procord_delegation_t *d = context;
+  if (state != PROCORD_DISCONNECTED) return;
+  procord_cause_t cause = procord_connection_cause(connection);
+  fail(d, cause.error ? cause.error : PROCORD_EDISCONNECTED, cause.call ? cause.call : "read");
+  drop_connection(d);
+  finish_if_done(d);
+}
+
+static void write_all(int fd, const unsigned char *bytes, size_t length) {
+  while (length > 0) {
+    ssize_t n = write(fd, bytes, length);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return; /* our own stdout is gone: nothing better to do */
+    bytes += n;
+    length -= (size_t)n;
+  }
+}
+
+/* `P` before the terminal frame: the redirection layer will own this. */
+static void print(const procord_frame_t *frame) {
+  if (frame->body[0] == 'O') write_all(STDOUT_FILENO, frame->body + 1, frame->length - 1);
+  else if (frame->body[0] == 'E') write_all(STDERR_FILENO, frame->body + 1, frame->length - 1);
+  /* Text for an unregistered custom destination is dropped (PROTOCOL.md). */
+}
+
+static void answer(procord_delegation_t *d, procord_outcome_kind_t kind, procord_connection_t *c,
+                   const procord_frame_t *frame) {
+  d->answered = 1;
+  d->outcome.kind = kind;
+  d->body = procord_connection_take_body(c);
+  d->outcome.body = d->body;
+  d->outcome.length = frame->length;
+}
+
+static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                     void *context) {
+  procord_delegation_t *d = context;
+  if (error) {
+    fail(d, error, "parse");
+    procord_connection_close(c);
+    return;
+  }
+  if (d->answered) {
+    /* After the terminal frame only `0R` may come; either way we are done. */
+    if (frame->kind == PROCORD_FRAME_REUSABLE) d->outcome.reusable = 1;
+    procord_connection_close(c);
+    return;
+  }
+  switch (frame->kind) {
+  case PROCORD_FRAME_PRINT: print(frame); return;
+  case PROCORD_FRAME_FLUSH: return; /* we write unbuffered */
+  case PROCORD_FRAME_VALUE: answer(d, PROCORD_OUTCOME_VALUE, c, frame); return;
+  case PROCORD_FRAME_EXCEPTION: answer(d, PROCORD_OUTCOME_EXCEPTION, c, frame); return;
+  case PROCORD_FRAME_UNKNOWN_EXCEPTION: answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, c, frame); return;
+  case PROCORD_FRAME_ERROR: {
+    int code = procord_error_from_frame_body(frame->body, frame->length);
+    if (code == PROCORD_ETASK_NOT_SUPPORTED) {
+      d->answered = 1;
+      d->outcome.kind = PROCORD_OUTCOME_NO_WORKER;
+    } else {
+      fail(d, code, "peer");
+    }
+    procord_connection_close(c);
+    return;
+  }
+  default:
+    fail(d, PROCORD_EUNEXPECTED, "receive");
+    procord_connection_close(c);
+    return;
+  }
+}
+
+static void reap(procord_delegation_t *d) {
+  int status = 0;
+  int r = procord_child_try_reap(&d->child, &status);
+  if (r == 0) return;
+  d->reaped = 1;
+  d->wait_status = r > 0 ? status : 0;
+  event_del(d->exit_event);
+  finish_if_done(d);
+}
+
+static void on_exit_event(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  reap(context);
+}
+
+static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  procord_delegation_t *d = context;
+  /* The worker closed its stream but lingers, or died while something it
+     started still holds the stream: end both. */
+  if (!d->reaped) procord_child_kill(&d->child, SIGKILL);
+  if (d->connection) procord_connection_close(d->connection);
+  else if (!d->reaped) start_grace_timer(d);
+}
+
+static void abort_work(procord_loop_work_t *work) {
+  procord_delegation_t *d = (procord_delegation_t *)work;
+  __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
+  if (!d->reaped) procord_child_kill(&d->child, SIGKILL);
+  if (d->connection) procord_connection_close(d->connection);
+}
+
+static int watch_exit(procord_delegation_t *d, struct event_base *base) {
+  if (d->child.pidfd >= 0) {
+    d->exit_event = event_new(base, d->child.pidfd, EV_READ | EV_PERSIST, on_exit_event, d);
+    return d->exit_event && event_add(d->exit_event, NULL) == 0 ? 0 : -ENOMEM;
+  }
+  struct timeval every = {0, REAP_POLL_MS * 1000};
+  d->exit_event = event_new(base, -1, EV_PERSIST, on_exit_event, d);
+  return d->exit_event && event_add(d->exit_event, &every) == 0 ? 0 : -ENOMEM;
+}
+
+static int open_connection(procord_delegation_t *d) {
+  procord_connection_options_t options = {
+      .read_fd = d->child.read_fd,
+      .write_fd = d->child.write_fd,
+      .max_message_size = d->max_message_size,
+      .on_frame = on_frame,
+      .on_state = on_state,
+      .context = d,
+  };
+  int error = procord_connection_open(d->loop, &options, &d->connection);
+  if (error) {
+    d->connection = NULL;
+    return error;
+  }
+  error = procord_connection_send(d->connection, PROCORD_FRAME_TASK, d->task_name,
+                                  strlen(d->task_name));
+  void *input = d->input;
+  d->input = NULL; /* the connection owns it from here, even on failure */
+  if (error) free(input);
+  else error = procord_connection_send_owned(d->connection, PROCORD_FRAME_VALUE, input,
+                                             d->input_length, free);
+  return error;
+}
+
+static void start_on_loop(void *context) {
+  procord_delegation_t *d = context;
+  struct event_base *base = procord_loop_base(d->loop);
+  procord_loop_add_work(d->loop, &d->work);
+  if (d->spawn_error) {
+    fail(d, d->spawn_error, "posix_spawn");
+    finish(d);
+    return;
+  }
+  d->grace_timer = evtimer_new(base, on_grace_timeout, d);
+  int error = d->grace_timer ? watch_exit(d, base) : -ENOMEM;
+  if (!error) error = open_connection(d);
+  if (error) {
+    fail(d, error, "procord_connection_open");
+    drop_connection(d);
+    procord_child_kill(&d->child, SIGKILL);
+    if (!d->exit_event) { /* cannot watch: reap in a blocking way, it was just killed */
+      int status;
+      while (waitpid(d->child.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      procord_child_try_reap(&d->child, &status);
+      d->reaped = 1;
+      finish(d);
+    }
+    return;
+  }
+  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) abort_work(&d->work);
+}
+
+int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
+                     procord_delegation_t **result) {
+  if (!loop || !options || !options->task_name || !result) return PROCORD_EINVAL;
+  procord_delegation_t *d = calloc(1, sizeof *d);
+  if (!d) return -ENOMEM;
+  d->loop = loop;
+  d->references = 2; /* the caller's and the loop's */
+  d->work.abort = abort_work;
+  d->task_name = strdup(options->task_name);
+  d->input_length = options->input_length;
+  d->input = malloc(options->input_length ? options->input_length : 1);
+  if (!d->task_name || !d->input) {
+    free(d->task_name);
+    free(d->input);
+    free(d);
+    return -ENOMEM;
+  }
+  if (options->input_length) memcpy(d->input, options->input, options->input_length);
+  d->max_message_size = options->max_message_size;
+  d->exit_grace_ms = options->exit_grace_ms > 0 ? options->exit_grace_ms : DEFAULT_EXIT_GRACE_MS;
+  d->on_done = options->on_done;
+  d->context = options->context;
+  d->outcome.exit_code = -1;
+  d->child.pid = -1;
+  d->child.pidfd = -1;
+  d->spawn_error = procord_spawn(&options->worker, &d->child);
+  d->pid = d->spawn_error ? -1 : d->child.pid;
+  int error = procord_loop_call(loop, start_on_loop, d);
+  if (error) {
+    if (!d->spawn_error) {
+      procord_child_kill(&d->child, SIGKILL);
+      int status;
+      while (waitpid(d->child.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      procord_child_try_reap(&d->child, &status);
+      close(d->child.read_fd);
+      if (d->child.write_fd != d->child.read_fd) close(d->child.write_fd);
+    }
+    d->references = 1;
+    procord_delegation_release(d);
+    return error;
+  }
+  *result = d;
+  return 0;
+}
+
+pid_t procord_delegation_pid(const procord_delegation_t *d) { return d->pid; }
+
+static int is_finished(procord_delegation_t *d) {
+  pthread_mutex_lock(procord_loop_done_lock(d->loop));
+  int finished = d->finished;
+  pthread_mutex_unlock(procord_loop_done_lock(d->loop));
+  return finished;
+}
+
+int procord_delegation_is_finished(procord_delegation_t *d) { return is_finished(d); }
+
+const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *d) {
+  return is_finished(d) ? &d->outcome : NULL;
+}
+
+static void kill_on_loop(void *context) {
+  procord_delegation_t *d = context;
+  if (!is_finished(d) && d->work.next) abort_work(&d->work);
+  procord_delegation_release(d);
+}
+
+int procord_delegation_kill(procord_delegation_t *d) {
+  if (is_finished(d)) return PROCORD_ECLOSED;
+  __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
+  retain(d);
+  int error = procord_loop_call(d->loop, kill_on_loop, d);
+  if (error) procord_delegation_release(d);
+  return error;
+}
+
+static int deadline_passed(const struct timespec *deadline) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > deadline->tv_sec ||
+         (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
+                            size_t count, int all, int timeout_ms) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  if (timeout_ms >= 0) {
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_t *lock = procord_loop_done_lock(loop);
+  pthread_mutex_lock(lock);
+  int finished;
+  for (;;) {
+    finished = 0;
+    for (size_t i = 0; i < count; i++) finished += delegations[i]->finished;
+    if (all ? (size_t)finished == count : finished > 0 || count == 0) break;
+    if (timeout_ms < 0) {
+      pthread_cond_wait(procord_loop_done_cond(loop), lock);
+    } else if (pthread_cond_timedwait(procord_loop_done_cond(loop), lock, &deadline) == ETIMEDOUT ||
+               deadline_passed(&deadline)) {
+      finished = 0;
+      for (size_t i = 0; i < count; i++) finished += delegations[i]->finished;
+      break;
+    }
+  }
+  pthread_mutex_unlock(lock);
+  return finished;
+}

@@ -1,0 +1,215 @@
+/*
+ * The readiness loop: one libevent base, a queue of calls from other threads,
+ * and an eventfd that wakes the base when the queue gets work (procord/loop.h).
+ */
+#define _GNU_SOURCE
+#include "loop_private.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+typedef struct queued_call_s {
+  procord_loop_fn fn;
+  void *argument;
+  struct queued_call_s *next;
+} queued_call_t;
+
+struct procord_loop_s {
+  struct event_base *base;
+  int wake_fd;
+  struct event *wake_event;
+  pthread_mutex_t queue_lock;
+  queued_call_t *queue_head, *queue_tail;
+  int stop_requested;   /* guarded by queue_lock */
+  int free_requested;   /* guarded by queue_lock: stop once no work is left */
+  pthread_t thread;
+  int has_thread;
+  pthread_t running_thread;
+  int running;
+  procord_loop_work_t work; /* sentinel of the work list */
+  pthread_mutex_t done_lock;
+  pthread_cond_t done_cond;
+};
+
+static void ignore_sigpipe_once(void) {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) {
+    struct sigaction ignore = {0};
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, NULL);
+  }
+}
+
+static void run_queue(evutil_socket_t fd, short events, void *argument) {
+  (void)events;
+  procord_loop_t *loop = argument;
+  uint64_t count;
+  while (read(fd, &count, sizeof count) < 0 && errno == EINTR) {
+  }
+  pthread_mutex_lock(&loop->queue_lock);
+  queued_call_t *call = loop->queue_head;
+  loop->queue_head = loop->queue_tail = NULL;
+  pthread_mutex_unlock(&loop->queue_lock);
+  while (call) {
+    queued_call_t *next = call->next;
+    call->fn(call->argument);
+    free(call);
+    call = next;
+  }
+  pthread_mutex_lock(&loop->queue_lock);
+  int stop = loop->stop_requested ||
+             (loop->free_requested && loop->work.next == &loop->work && !loop->queue_head);
+  pthread_mutex_unlock(&loop->queue_lock);
+  if (stop) event_base_loopbreak(loop->base);
+}
+
+int procord_loop_new(procord_loop_t **result) {
+  ignore_sigpipe_once();
+  procord_loop_t *loop = calloc(1, sizeof *loop);
+  if (!loop) return -ENOMEM;
+  loop->work.next = loop->work.previous = &loop->work;
+  pthread_mutex_init(&loop->queue_lock, NULL);
+  pthread_mutex_init(&loop->done_lock, NULL);
+  pthread_condattr_t attributes;
+  pthread_condattr_init(&attributes);
+  pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+  pthread_cond_init(&loop->done_cond, &attributes);
+  pthread_condattr_destroy(&attributes);
+  loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int error = loop->wake_fd < 0 ? -errno : 0;
+  if (!error) {
+    loop->base = event_base_new();
+    if (!loop->base) error = -ENOMEM;
+  }
+  if (!error) {
+    loop->wake_event = event_new(loop->base, loop->wake_fd, EV_READ | EV_PERSIST, run_queue, loop);
+    if (!loop->wake_event || event_add(loop->wake_event, NULL) < 0) error = -ENOMEM;
+  }
+  if (error) {
+    if (loop->wake_event) event_free(loop->wake_event);
+    if (loop->base) event_base_free(loop->base);
+    if (loop->wake_fd >= 0) close(loop->wake_fd);
+    free(loop);
+    return error;
+  }
+  *result = loop;
+  return 0;
+}
+
+static void wake(procord_loop_t *loop) {
+  uint64_t one = 1;
+  while (write(loop->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
+  queued_call_t *call = malloc(sizeof *call);
+  if (!call) return -ENOMEM;
+  call->fn = fn;
+  call->argument = argument;
+  call->next = NULL;
+  pthread_mutex_lock(&loop->queue_lock);
+  if (loop->queue_tail) loop->queue_tail->next = call;
+  else loop->queue_head = call;
+  loop->queue_tail = call;
+  pthread_mutex_unlock(&loop->queue_lock);
+  wake(loop);
+  return 0;
+}
+
+int procord_loop_run(procord_loop_t *loop) {
+  loop->running_thread = pthread_self();
+  __atomic_store_n(&loop->running, 1, __ATOMIC_RELEASE);
+  int result = event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+  __atomic_store_n(&loop->running, 0, __ATOMIC_RELEASE);
+  pthread_mutex_lock(&loop->queue_lock);
+  loop->stop_requested = 0;
+  pthread_mutex_unlock(&loop->queue_lock);
+  return result < 0 ? PROCORD_EINVAL : 0;
+}
+
+static void *thread_main(void *argument) {
+  /* The loop thread must never take a signal meant for the program. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_loop_run(argument);
+  return NULL;
+}
+
+int procord_loop_start_thread(procord_loop_t *loop) {
+  if (loop->has_thread) return PROCORD_EINVAL;
+  int error = pthread_create(&loop->thread, NULL, thread_main, loop);
+  if (error) return -error;
+  loop->has_thread = 1;
+  return 0;
+}
+
+void procord_loop_stop(procord_loop_t *loop) {
+  pthread_mutex_lock(&loop->queue_lock);
+  loop->stop_requested = 1;
+  pthread_mutex_unlock(&loop->queue_lock);
+  wake(loop);
+}
+
+int procord_loop_is_current_thread(const procord_loop_t *loop) {
+  return __atomic_load_n(&loop->running, __ATOMIC_ACQUIRE) &&
+         pthread_equal(loop->running_thread, pthread_self());
+}
+
+static void abort_all_work(void *argument) {
+  procord_loop_t *loop = argument;
+  procord_loop_work_t *work = loop->work.next;
+  while (work != &loop->work) {
+    procord_loop_work_t *next = work->next;
+    work->abort(work);
+    work = next;
+  }
+}
+
+void procord_loop_free(procord_loop_t *loop) {
+  if (!loop) return;
+  pthread_mutex_lock(&loop->queue_lock);
+  loop->free_requested = 1;
+  pthread_mutex_unlock(&loop->queue_lock);
+  procord_loop_call(loop, abort_all_work, loop);
+  if (loop->has_thread) pthread_join(loop->thread, NULL);
+  else procord_loop_run(loop);
+  event_free(loop->wake_event);
+  event_base_free(loop->base);
+  close(loop->wake_fd);
+  pthread_mutex_destroy(&loop->queue_lock);
+  pthread_mutex_destroy(&loop->done_lock);
+  pthread_cond_destroy(&loop->done_cond);
+  free(loop);
+}
+
+struct event_base *procord_loop_base(procord_loop_t *loop) { return loop->base; }
+pthread_mutex_t *procord_loop_done_lock(procord_loop_t *loop) { return &loop->done_lock; }
+pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop) { return &loop->done_cond; }
+
+void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work) {
+  pthread_mutex_lock(&loop->queue_lock);
+  work->next = loop->work.next;
+  work->previous = &loop->work;
+  loop->work.next->previous = work;
+  loop->work.next = work;
+  pthread_mutex_unlock(&loop->queue_lock);
+}
+
+void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work) {
+  pthread_mutex_lock(&loop->queue_lock);
+  work->previous->next = work->next;
+  work->next->previous = work->previous;
+  work->next = work->previous = work;
+  int last = loop->free_requested && loop->work.next == &loop->work;
+  pthread_mutex_unlock(&loop->queue_lock);
+  /* Wake the queue so it sees that the loop may stop now. */
+  if (last) wake(loop);
+}

@@ -1,0 +1,34 @@
+/* Private to the C core: what connections and delegations need of a loop. */
+#ifndef PROCORD_LOOP_PRIVATE_H
+#define PROCORD_LOOP_PRIVATE_H
+
+#include <pthread.h>
+
+#include "procord/loop.h"
+
+struct event_base;
+
+/* The loop's libevent base; use it on the loop's thread only. */
+struct event_base *procord_loop_base(procord_loop_t *loop);
+
+/*
+ * The lock and condition that guard "finished" flags of the loop's
+ * delegations, so that other threads can wait on them.
+ */
+pthread_mutex_t *procord_loop_done_lock(procord_loop_t *loop);
+pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop);
+
+/*
+ * Work in progress on a loop (a delegation, later a server): procord_loop_free
+ * calls each item's abort function on the loop's thread, then keeps running
+ * until every item has been removed. Add and remove on the loop's thread.
+ */
+typedef struct procord_loop_work_s {
+  void (*abort)(struct procord_loop_work_s *work);
+  struct procord_loop_work_s *previous, *next;
+} procord_loop_work_t;
+
+void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work);
+void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);
+
+#endif

@@ -1,0 +1,211 @@
+/* Starting workers with posix_spawn, killing and reaping them (procord/spawn.h). */
+#define _GNU_SOURCE
+#include "procord/spawn.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Children spawned and not yet reaped, so that an exiting program reaps them. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t *registry;
+static size_t registry_count, registry_capacity;
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+
+static void register_atexit(void) { atexit(procord_reap_all_children); }
+
+static void registry_add(pid_t pid) {
+  pthread_once(&atexit_once, register_atexit);
+  pthread_mutex_lock(&registry_lock);
+  if (registry_count == registry_capacity) {
+    size_t capacity = registry_capacity ? registry_capacity * 2 : 64;
+    pid_t *grown = realloc(registry, capacity * sizeof *grown);
+    if (grown) {
+      registry = grown;
+      registry_capacity = capacity;
+    }
+  }
+  if (registry_count < registry_capacity) registry[registry_count++] = pid;
+  pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_remove(pid_t pid) {
+  pthread_mutex_lock(&registry_lock);
+  for (size_t i = 0; i < registry_count; i++) {
+    if (registry[i] == pid) {
+      registry[i] = registry[--registry_count];
+      break;
+    }
+  }
+  pthread_mutex_unlock(&registry_lock);
+}
+
+void procord_reap_all_children(void) {
+  pthread_mutex_lock(&registry_lock);
+  for (size_t i = 0; i < registry_count; i++) kill(-registry[i], SIGKILL);
+  for (size_t i = 0; i < registry_count; i++) {
+    while (waitpid(registry[i], NULL, 0) < 0 && errno == EINTR) {
+    }
+  }
+  registry_count = 0;
+  pthread_mutex_unlock(&registry_lock);
+}
+
+/* Moves `fd` to a number above `floor`, keeping it close-on-exec. */
+static int move_above(int fd, int floor) {
+  if (fd > floor) return fd;
+  int moved = fcntl(fd, F_DUPFD_CLOEXEC, floor + 1);
+  int error = errno;
+  close(fd);
+  errno = error;
+  return moved;
+}
+
+static void close_if_open(int fd) {
+  if (fd >= 0) close(fd);
+}
+
+/* The descriptors of the channel: ours[0] read, ours[1] write; theirs likewise. */
+static int make_channel(procord_protocol_channel_t channel, int ours[2], int theirs[2]) {
+  if (channel == PROCORD_CHANNEL_SOCKET) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return -errno;
+    ours[0] = ours[1] = pair[0];
+    /* dup2 onto the same number would keep close-on-exec set: stay clear of it. */
+    theirs[0] = theirs[1] = move_above(pair[1], PROCORD_WORKER_SOCKET_FD);
+    if (theirs[0] < 0) {
+      int error = -errno;
+      close(pair[0]);
+      return error;
+    }
+    return 0;
+  }
+  int to_child[2], from_child[2];
+  if (pipe2(to_child, O_CLOEXEC) < 0) return -errno;
+  if (pipe2(from_child, O_CLOEXEC) < 0) {
+    int error = -errno;
+    close(to_child[0]);
+    close(to_child[1]);
+    return error;
+  }
+  ours[0] = from_child[0];
+  ours[1] = to_child[1];
+  /* Above 2, so that the dup2 onto 0 cannot overwrite the other one. */
+  theirs[0] = move_above(to_child[0], 2);
+  theirs[1] = move_above(from_child[1], 2);
+  if (theirs[0] < 0 || theirs[1] < 0) {
+    int error = -errno;
+    close_if_open(theirs[0]);
+    close_if_open(theirs[1]);
+    close(ours[0]);
+    close(ours[1]);
+    return error;
+  }
+  return 0;
+}
+
+static int file_actions(posix_spawn_file_actions_t *actions, const procord_spawn_options_t *options,
+                        const int theirs[2]) {
+  int e = 0;
+  if (options->channel == PROCORD_CHANNEL_SOCKET) {
+    e = e ? e : posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0);
+    e = e ? e : posix_spawn_file_actions_adddup2(actions, theirs[0], PROCORD_WORKER_SOCKET_FD);
+  } else {
+    e = e ? e : posix_spawn_file_actions_adddup2(actions, theirs[0], 0);
+    e = e ? e : posix_spawn_file_actions_adddup2(actions, theirs[1], 1);
+  }
+  if (!e && options->stderr_fd >= 0 && options->stderr_fd != 2)
+    e = posix_spawn_file_actions_adddup2(actions, options->stderr_fd, 2);
+  return e;
+}
+
+static int attributes(posix_spawnattr_t *attr) {
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  /* Dispositions we may have set to "ignore" (SIGPIPE) survive exec: reset them. */
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  int e = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                             POSIX_SPAWN_SETSIGDEF);
+  e = e ? e : posix_spawnattr_setpgroup(attr, 0);
+  e = e ? e : posix_spawnattr_setsigmask(attr, &none);
+  e = e ? e : posix_spawnattr_setsigdefault(attr, &defaults);
+  return e;
+}
+
+int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child) {
+  if (!options || !options->program || !child) return PROCORD_EINVAL;
+  int ours[2], theirs[2];
+  int error = make_channel(options->channel, ours, theirs);
+  if (error) return error;
+  const char *default_arguments[] = {options->program, NULL};
+  const char *const *arguments = options->arguments ? options->arguments : default_arguments;
+  const char *const *environment =
+      options->environment ? options->environment : (const char *const *)environ;
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  pid_t pid = -1;
+  int e = file_actions(&actions, options, theirs);
+  e = e ? e : attributes(&attr);
+  e = e ? e : posix_spawnp(&pid, options->program, &actions, &attr, (char *const *)arguments,
+                           (char *const *)environment);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(theirs[0]);
+  if (theirs[1] != theirs[0]) close(theirs[1]);
+  if (e) {
+    close(ours[0]);
+    if (ours[1] != ours[0]) close(ours[1]);
+    return -e;
+  }
+  registry_add(pid);
+  child->pid = pid;
+  child->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (child->pidfd >= 0) fcntl(child->pidfd, F_SETFD, FD_CLOEXEC);
+  child->read_fd = ours[0];
+  child->write_fd = ours[1];
+  return 0;
+}
+
+int procord_child_kill(const procord_child_t *child, int signal) {
+  if (child->pid <= 0) return PROCORD_EINVAL;
+  if (kill(-child->pid, signal) < 0) {
+    /* The group may be gone while the leader is an unreaped zombie. */
+    if (errno == ESRCH) return 0;
+    return -errno;
+  }
+  return 0;
+}
+
+int procord_child_try_reap(procord_child_t *child, int *status) {
+  if (child->pid <= 0) return PROCORD_EINVAL;
+  pid_t r;
+  while ((r = waitpid(child->pid, status, WNOHANG)) < 0 && errno == EINTR) {
+  }
+  if (r < 0) {
+    if (errno != ECHILD) return -errno;
+    *status = 0; /* reaped elsewhere (procord_reap_all_children at exit) */
+  } else if (r == 0) {
+    return 0;
+  }
+  registry_remove(child->pid);
+  close_if_open(child->pidfd);
+  child->pidfd = -1;
+  child->pid = -1;
+  return 1;
+}

@@ -1,0 +1,243 @@
+import CProcord
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A delegated task whatever its output type: what waiting on several
+/// processes at once needs. ``DelegatedProcess`` is the typed handle.
+public class AnyDelegatedProcess: @unchecked Sendable {
+  /// The task's name.
+  public let taskName: String
+  /// The worker's process id, or `nil` if the worker could not be started.
+  public let pid: Int32?
+  /// The C core's `procord_delegation_t *`, released when this is freed.
+  let handle: OpaquePointer
+  fileprivate let completion: CompletionBase
+
+  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase) {
+    self.taskName = taskName
+    self.handle = handle
+    self.completion = completion
+    let pid = procord_delegation_pid(handle)
+    self.pid = pid > 0 ? pid : nil
+  }
+
+  deinit { procord_delegation_release(handle) }
+
+  /// Kills the worker (SIGKILL to its whole process group) if it has not
+  /// answered yet; the status becomes `.error(.workerKilled)` at once. Safe
+  /// from any thread, and a no-op once the process has finished.
+  public func kill() {
+    if completion.markKilled() { _ = procord_delegation_kill(handle) }
+  }
+
+  /// True once the status is final. The worker may still be exiting: waiting
+  /// (``run()``, ``Waiter``, `value`) returns only once it has been reaped.
+  public var isFinished: Bool { completion.isFinished }
+
+  /// Blocks until the worker has answered (or failed) and has been reaped.
+  /// Returns `false` if `timeout` passed first.
+  @discardableResult
+  public func wait(timeout: Duration? = nil) -> Bool {
+    Waiter.waitForAll([self], timeout: timeout)
+  }
+}
+
+/// A task delegated to a worker process: its status, and ways to wait for it.
+///
+/// The worker is followed in the background by Procord's loop thread, so the
+/// status changes on its own; nothing polls. Every way of waiting returns
+/// only after the worker process has been reaped.
+public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unchecked Sendable {
+  private let typedCompletion: Completion<Output>
+
+  fileprivate init(taskName: String, handle: OpaquePointer, completion: Completion<Output>) {
+    typedCompletion = completion
+    super.init(taskName: taskName, handle: handle, completion: completion)
+  }
+
+  /// Where the process stands now. Never blocks.
+  public var status: Status<Output> { typedCompletion.status }
+
+  /// Returns the current status, like the original library's `update`. The
+  /// worker's answer is read continuously in the background, so this only
+  /// looks; it never blocks.
+  @discardableResult
+  public func update() -> Status<Output> { status }
+
+  /// Blocks until the process has finished, then returns the output, or
+  /// throws the task's exception or the ``ExecutionError``.
+  public func run() throws -> Output {
+    wait()
+    return try typedCompletion.result()
+  }
+
+  /// The output, once the process has finished; throws the task's
+  /// exception or the ``ExecutionError``. Cancelling the awaiting task kills
+  /// the worker, and the value then throws ``ExecutionError/workerKilled``.
+  public var value: Output {
+    get async throws {
+      await withTaskCancellationHandler {
+        await typedCompletion.finished()
+      } onCancel: {
+        self.kill()
+      }
+      return try typedCompletion.result()
+    }
+  }
+}
+
+/// The part of a process's state the C callback reaches, without generics.
+class CompletionBase: @unchecked Sendable {
+  var isFinished: Bool { fatalError("abstract") }
+  func markKilled() -> Bool { fatalError("abstract") }
+  func complete(_ outcome: procord_outcome_t) { fatalError("abstract") }
+}
+
+final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
+  private struct State {
+    var status: Status<Output> = .working
+    var reaped = false
+    var waiters: [CheckedContinuation<Void, Never>] = []
+  }
+
+  private let state = Mutex(State())
+  let taskName: String
+  let program: String
+  let decodeOutput: @Sendable ([UInt8]) throws -> Output
+  let errorCodec: ErrorCodec?
+
+  init<Input>(task: DelegatedTask<Input, Output>, program: String) {
+    taskName = task.name
+    self.program = program
+    decodeOutput = task.output.decode
+    errorCodec = task.error
+  }
+
+  var status: Status<Output> { state.withLock { $0.status } }
+  override var isFinished: Bool { status.isFinished }
+
+  override func markKilled() -> Bool {
+    state.withLock { state in
+      guard !state.status.isFinished else { return false }
+      state.status = .error(.workerKilled)
+      return true
+    }
+  }
+
+  /// Suspends until the worker has been reaped.
+  func finished() async {
+    await withCheckedContinuation { continuation in
+      let now = state.withLock { state -> Bool in
+        if state.reaped { return true }
+        state.waiters.append(continuation)
+        return false
+      }
+      if now { continuation.resume() }
+    }
+  }
+
+  func result() throws -> Output {
+    switch status {
+    case .success(let output): return output
+    case .exception(let error): throw error
+    case .error(let error): throw error
+    case .working: throw ExecutionError.workerKilled  // unreachable once finished
+    }
+  }
+
+  /// Runs on the loop thread when the C core reports the outcome.
+  override func complete(_ outcome: procord_outcome_t) {
+    let final = status(of: outcome)
+    let waiters = state.withLock { state in
+      if !state.status.isFinished { state.status = final }
+      state.reaped = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  private func status(of outcome: procord_outcome_t) -> Status<Output> {
+    let body = outcome.body.map { [UInt8](UnsafeBufferPointer(start: $0, count: outcome.length)) } ?? []
+    switch outcome.kind {
+    case PROCORD_OUTCOME_VALUE:
+      do { return .success(try decodeOutput(body)) } catch {
+        return .error(.workerDisconnected(.undecodableOutput(String(describing: error))))
+      }
+    case PROCORD_OUTCOME_EXCEPTION:
+      if let errorCodec, let error = try? errorCodec.decode(body) { return .exception(error) }
+      return .error(.workerUnknownException(String(decoding: body, as: UTF8.self)))
+    case PROCORD_OUTCOME_UNKNOWN_EXCEPTION:
+      return .error(.workerUnknownException(String(decoding: body, as: UTF8.self)))
+    case PROCORD_OUTCOME_NO_WORKER:
+      return .error(.noWorkerAvailable(taskName: taskName))
+    case PROCORD_OUTCOME_KILLED:
+      return .error(.workerKilled)
+    default:
+      return .error(.workerDisconnected(DisconnectionCause(outcome, program: program)))
+    }
+  }
+}
+
+extension DisconnectionCause {
+  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome.
+  init(_ outcome: procord_outcome_t, program: String) {
+    let call = outcome.call.map { String(cString: $0) } ?? ""
+    let error = outcome.error
+    let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && call == "read")
+      || error == -EPIPE || error == -ECONNRESET
+    if call == "posix_spawn" {
+      self = .couldNotStart(program: program, errno: -error)
+    } else if outcome.signal != 0 {
+      self = .signaled(outcome.signal)
+    } else if !endOfStream, error <= -4000, error >= -4005,
+      let code = ProtocolError(rawValue: Int(-4000 - error))
+    {
+      self = .protocolError(code, reportedByWorker: call == "peer")
+    } else if endOfStream {
+      self = outcome.exit_code >= 0 ? .exited(code: outcome.exit_code) : .closedWithoutAnswer
+    } else if error < 0, error > -4000 {
+      self = .systemCallFailed(call: call, errno: -error)
+    } else {
+      self = .closedWithoutAnswer
+    }
+  }
+}
+
+/// The C core's completion callback: hands the outcome to the Swift state.
+private let onDone: procord_done_cb = { _, outcome, context in
+  guard let context, let outcome else { return }
+  Unmanaged<CompletionBase>.fromOpaque(context).takeRetainedValue().complete(outcome.pointee)
+}
+
+/// Starts `program` as described and delegates the task to it.
+func startDelegation<Input, Output>(
+  _ task: DelegatedTask<Input, Output>, _ input: Input, worker: WorkerProgram
+) throws -> DelegatedProcess<Output> {
+  let encoded = try task.input.encode(input)
+  let completion = Completion(task: task, program: worker.path)
+  let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
+  var handle: OpaquePointer?
+  let error = worker.withSpawnOptions { spawn in
+    task.name.withCString { name in
+      encoded.withUnsafeBytes { bytes in
+        var options = procord_delegation_options_t()
+        options.task_name = name
+        options.input = bytes.baseAddress
+        options.input_length = bytes.count
+        options.worker = spawn
+        options.on_done = onDone
+        options.context = context
+        return procord_delegate(Runtime.shared.loop, &options, &handle)
+      }
+    }
+  }
+  guard error == 0, let handle else {
+    Unmanaged<CompletionBase>.fromOpaque(context).release()
+    throw ProcordError(code: error, operation: "delegating \(task.name)")
+  }
+  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion)
+}

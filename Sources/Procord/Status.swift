@@ -1,0 +1,115 @@
+import CProcord
+
+/// Where a delegated process stands.
+public enum Status<Output: Sendable>: Sendable {
+  /// The worker has not answered yet.
+  case working
+  /// The task returned this output.
+  case success(Output)
+  /// The task threw this error, carried back by the task's ``ErrorCodec``.
+  case exception(any Error)
+  /// The task did not run to an answer; the error says why.
+  case error(ExecutionError)
+
+  /// True once the status will not change any more.
+  public var isFinished: Bool {
+    if case .working = self { return false }
+    return true
+  }
+}
+
+/// Why a delegated task has no answer from its worker.
+public enum ExecutionError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// The task failed with an error that had no serializer; the text is the
+  /// worker's description of it.
+  case workerUnknownException(String)
+  /// The main program killed the worker (``AnyDelegatedProcess/kill()``, or
+  /// the cancellation of ``DelegatedProcess/value``).
+  case workerKilled
+  /// The worker went away, or broke the protocol, before answering.
+  case workerDisconnected(DisconnectionCause)
+  /// The worker does not have a task of this name (it answered `E0`).
+  case noWorkerAvailable(taskName: String)
+
+  /// The error in English.
+  public var description: String {
+    switch self {
+    case .workerUnknownException(let text): return "worker raised an unknown exception: \(text)"
+    case .workerKilled: return "worker killed by the main program"
+    case .workerDisconnected(let cause): return "worker disconnected: \(cause)"
+    case .noWorkerAvailable(let name): return "no worker available for task \"\(name)\""
+    }
+  }
+}
+
+/// The protocol errors of the wire protocol, one per `E` frame code.
+public enum ProtocolError: Int, Sendable, Equatable, CustomStringConvertible {
+  /// `E0`: the worker has no task of that name.
+  case taskNotSupported = 0
+  /// `E1`: a frame arrived where it may not.
+  case unexpectedMessage = 1
+  /// `E2`: a frame broke the grammar.
+  case illFormedMessage = 2
+  /// `E3`: a frame was longer than the receiver's maximum message size.
+  case messageTooLong = 3
+  /// `E4`: the peer went away.
+  case disconnected = 4
+  /// `E5`: a print to a destination that is not valid.
+  case invalidPrintDestination = 5
+
+  /// The error in English, as the C core names it.
+  public var description: String {
+    String(cString: procord_strerror(Int32(-4000 - rawValue)))
+  }
+}
+
+/// What ended a worker's connection before it answered.
+public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
+  /// The worker program could not be started: the `errno` of `posix_spawn`.
+  case couldNotStart(program: String, errno: Int32)
+  /// A system call on the connection failed.
+  case systemCallFailed(call: String, errno: Int32)
+  /// A frame broke the protocol: ill-formed, too long, unexpected, or an
+  /// `E` frame the worker sent (`reportedByWorker`).
+  case protocolError(ProtocolError, reportedByWorker: Bool)
+  /// The worker closed its stream without answering and exited with this code.
+  case exited(code: Int32)
+  /// The worker was killed by this signal (it crashed, or someone killed it).
+  case signaled(Int32)
+  /// The worker closed its stream without answering, and how it ended is not
+  /// known.
+  case closedWithoutAnswer
+  /// The worker answered with an output its codec could not decode.
+  case undecodableOutput(String)
+
+  /// The cause in English, naming the errno, exit code or signal.
+  public var description: String {
+    switch self {
+    case .couldNotStart(let program, let code):
+      return "could not start \(program): posix_spawn: \(errnoText(code))"
+    case .systemCallFailed(let call, let code):
+      return "\(call) failed: \(errnoText(code))"
+    case .protocolError(let error, let reported):
+      return reported ? "the worker reported a protocol error: \(error)" : "protocol error: \(error)"
+    case .exited(let code):
+      return "the worker exited with code \(code) without answering"
+    case .signaled(let signal):
+      return "the worker was killed by signal \(signalText(signal))"
+    case .closedWithoutAnswer:
+      return "the worker closed the connection without answering"
+    case .undecodableOutput(let reason):
+      return "the worker's output could not be decoded: \(reason)"
+    }
+  }
+}
+
+func errnoText(_ code: Int32) -> String {
+  "\(String(cString: procord_err_name(-code))) (\(String(cString: procord_strerror(-code))))"
+}
+
+/// `SIGSEGV (Segmentation fault)`, or the bare number for an unknown signal.
+func signalText(_ signal: Int32) -> String {
+  guard let name = procord_signal_name(signal) else { return "\(signal)" }
+  let description = procord_signal_description(signal).map { String(cString: $0) } ?? ""
+  return "SIG\(String(cString: name))" + (description.isEmpty ? "" : " (\(description))")
+}

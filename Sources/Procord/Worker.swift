@@ -1,0 +1,156 @@
+import CProcord
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The worker side: serves tasks to a main program.
+public enum Worker {
+  /// A command line whose `--procord-*` options could not be understood.
+  public struct CommandLineError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What was wrong, in English.
+    public let description: String
+  }
+
+  /// Serves `tasks` and exits if the command line asks this program to be a
+  /// worker; returns at once otherwise, so call it first thing in `main`.
+  ///
+  /// Understood options (anything else is left alone):
+  /// - `--procord-worker`: serve one task on stdin/stdout, in the original
+  ///   library's mode (stdout is pointed at stderr meanwhile, so the task's
+  ///   prints cannot corrupt the protocol), then exit.
+  /// - `--procord-socket-fd N` with `--procord-worker`: serve tasks on
+  ///   descriptor N (this project's mode, used when a Procord for Swift
+  ///   program delegates to itself), one after the other (`0R`), until the
+  ///   main program closes it.
+  /// - `--procord-input-file PATH`, `--procord-output-file PATH` with
+  ///   `--procord-worker`: read the frames from a file and write the answer
+  ///   to a file, instead of stdin and stdout.
+  /// - `--procord-max-message-size N`: the largest frame body accepted.
+  /// - `--procord-server`, `--procord-hostname`, `--procord-port`,
+  ///   `--procord-max-simultaneous-tasks`, `--procord-reuse-address`,
+  ///   `--procord-dont-fork`: worker servers (parsed; serving is not
+  ///   available yet, and `--procord-server` exits with a message).
+  ///
+  /// In worker mode this never returns: the process exits with status 0 at a
+  /// clean end, and 1 after a protocol or I/O error (described on stderr).
+  /// - Throws: ``CommandLineError`` for an unknown `--procord-` option or a
+  ///   bad value.
+  public static func runIfRequested(
+    tasks: [any ServableTask], arguments: [String] = CommandLine.arguments,
+    maxMessageSize: Int? = nil
+  ) throws {
+    let parsed = try ParsedCommandLine(arguments)
+    var command = parsed.command
+    guard command.mode != PROCORD_MODE_NONE else { return }
+    if command.mode == PROCORD_MODE_SERVER {
+      writeStandardError("procord: --procord-server is not available in this version\n")
+      exit(2)
+    }
+    if let maxMessageSize, command.max_message_size == 0 { command.max_message_size = maxMessageSize }
+    let result = withExtendedLifetime(parsed) {
+      serve(tasks) { table in procord_worker_run(&command, table.baseAddress, table.count) }
+    }
+    // A protocol error was answered with its `E` frame: the main program
+    // hears of it there, so only I/O errors are worth a line on stderr.
+    if result < 0 && result > -4000 {
+      writeStandardError("procord worker: \(String(cString: procord_strerror(result)))\n")
+    }
+    exit(result == 0 || result == PROCORD_EDISCONNECTED.rawValue ? 0 : 1)
+  }
+
+  /// Serves `tasks` on the given descriptors until the stream ends, and
+  /// returns (it does not exit). With `reusable`, it answers task after task
+  /// (`0R`); otherwise exactly one, like an original worker.
+  /// - Throws: ``ProcordError`` for a protocol error (after answering it with
+  ///   an `E` frame) or a failed read or write.
+  public static func serve(
+    _ tasks: [any ServableTask], readDescriptor: Int32, writeDescriptor: Int32,
+    reusable: Bool = true, maxMessageSize: Int = 0
+  ) throws {
+    let result = serve(tasks) { table in
+      var options = procord_worker_options_t()
+      options.read_fd = readDescriptor
+      options.write_fd = writeDescriptor
+      options.tasks = table.baseAddress
+      options.task_count = table.count
+      options.reusable = reusable ? 1 : 0
+      options.max_message_size = maxMessageSize
+      return procord_worker_serve(&options)
+    }
+    if result != 0 { throw ProcordError(code: result, operation: "serving tasks") }
+  }
+
+  /// Builds the C task table around `tasks` for the duration of `body`.
+  private static func serve(
+    _ tasks: [any ServableTask], _ body: (UnsafeBufferPointer<procord_worker_task_t>) -> Int32
+  ) -> Int32 {
+    let boxes = tasks.map { TaskBox($0) }
+    let names = tasks.map { strdup($0.name) }
+    defer { names.forEach { free($0) } }
+    let table = zip(boxes, names).map { box, name in
+      procord_worker_task_t(
+        name: UnsafePointer(name), run: runTask, context: Unmanaged.passUnretained(box).toOpaque())
+    }
+    return withExtendedLifetime(boxes) { table.withUnsafeBufferPointer(body) }
+  }
+}
+
+/// Holds a task for the C worker loop, which sees it as an opaque pointer.
+private final class TaskBox {
+  let task: any ServableTask
+  init(_ task: any ServableTask) { self.task = task }
+}
+
+/// The C worker loop's task function: decode, run, encode, into a malloc'd reply.
+private let runTask: procord_task_fn = { context, input, length, reply in
+  guard let context, let reply else { return }
+  let task = Unmanaged<TaskBox>.fromOpaque(context).takeUnretainedValue().task
+  let bytes = input.map { [UInt8](UnsafeBufferPointer(start: $0, count: length)) } ?? []
+  let (kind, body): (procord_frame_kind, [UInt8])
+  switch task.reply(to: bytes) {
+  case .value(let output): (kind, body) = (PROCORD_FRAME_VALUE, output)
+  case .exception(let error): (kind, body) = (PROCORD_FRAME_EXCEPTION, error)
+  case .unknownException(let text): (kind, body) = (PROCORD_FRAME_UNKNOWN_EXCEPTION, Array(text.utf8))
+  }
+  let buffer = malloc(max(body.count, 1))
+  body.withUnsafeBytes { bytes in
+    if let base = bytes.baseAddress, let buffer { memcpy(buffer, base, bytes.count) }
+  }
+  reply.pointee.kind = UInt8(kind.rawValue)
+  reply.pointee.body = buffer
+  reply.pointee.length = buffer == nil ? 0 : body.count
+}
+
+/// The `--procord-*` options of a command line, parsed by the C core, with
+/// the C strings they point into.
+final class ParsedCommandLine {
+  let command: procord_worker_command_t
+  private let strings: [UnsafeMutablePointer<CChar>?]
+
+  init(_ arguments: [String]) throws {
+    strings = arguments.map { strdup($0) }
+    var command = procord_worker_command_t()
+    var message = [CChar](repeating: 0, count: 256)
+    let argv = strings.map { UnsafePointer($0) }
+    let error = procord_worker_parse_arguments(Int32(argv.count), argv, &command, &message, 256)
+    self.command = command
+    if error != 0 {
+      let text = message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+      throw Worker.CommandLineError(description: String(decoding: text, as: UTF8.self))
+    }
+  }
+
+  deinit { strings.forEach { free($0) } }
+}
+
+/// Writes to descriptor 2 directly: no stdio buffer, no shared `FILE *`.
+func writeStandardError(_ text: String) {
+  var bytes = Array(text.utf8)[...]
+  while !bytes.isEmpty {
+    let written = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    if written < 0 && errno == EINTR { continue }
+    if written <= 0 { return }
+    bytes = bytes.dropFirst(written)
+  }
+}

@@ -1,0 +1,73 @@
+import Procord
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error whose text is all there is to it.
+struct DemoError: Error, CustomStringConvertible {
+  let description: String
+}
+
+/// fibo(0) = fibo(1) = 1, fibo(n) = fibo(n-1) + fibo(n-2); JSON codec, no error codec.
+let fibo = ProcordTask<Int, Int>(name: "fibo") { n in
+  guard n >= 0 else { throw DemoError(description: "fibo: negative argument \(n)") }
+  var (previous, current) = (1, 1)
+  for _ in 0..<max(0, n - 1) { (previous, current) = (current, previous &+ current) }
+  return n == 0 ? 1 : current
+}
+
+/// n!, as decimal text both ways; errors travel as text in an `X` frame.
+let fact = ProcordTask<Int, Int>(
+  name: "fact", input: .decimal, output: .decimal, error: .text
+) { n in
+  guard n >= 0 else { throw DemoError(description: "fact: negative argument") }
+  return (0...n).dropFirst().reduce(1, &*)
+}
+
+/// The bytes it is given.
+let echo = ProcordTask<[UInt8], [UInt8]>(name: "echo", input: .bytes, output: .bytes) { $0 }
+
+/// Dies in the middle of the task: `segv`, `abort` or `exit:N`.
+let crash = ProcordTask<String, String>(name: "crash", input: .utf8, output: .utf8) { how in
+  // Default dispositions first: the Swift runtime's crash handlers would
+  // spend seconds printing a backtrace before the worker dies.
+  switch how {
+  case "segv":
+    signal(SIGSEGV, SIG_DFL)
+    raise(SIGSEGV)
+  case "abort":
+    signal(SIGABRT, SIG_DFL)
+    abort()
+  case let text where text.hasPrefix("exit:"):
+    guard let code = Int32(text.dropFirst(5)) else { break }
+    exit(code)
+  default:
+    break
+  }
+  throw DemoError(description: "crash: expected segv, abort or exit:N, got \"\(how)\"")
+}
+
+/// Sleeps the given number of milliseconds and returns it.
+let sleepTask = ProcordTask<Int, Int>(name: "sleep", input: .decimal, output: .decimal) { ms in
+  guard ms >= 0 else { throw DemoError(description: "sleep: negative duration") }
+  var remaining = timespec(tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000)
+  var request = remaining
+  while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+  return ms
+}
+
+/// fibo again, but each call delegates its two halves to two new workers and
+/// waits on both at once: workers that delegate to workers.
+let rfibo = ProcordTask<Int, Int>(name: "rfibo") { n in try recursiveFibonacci(n) }
+
+private func recursiveFibonacci(_ n: Int) throws -> Int {
+  guard n >= 2 else { return 1 }
+  let first = try delegate(rfibo, n - 1)
+  let second = try delegate(rfibo, n - 2)
+  Waiter.waitForAll([first, second])
+  return try first.run() + second.run()
+}
+
+/// Every task this program serves as a worker.
+let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo]

@@ -1,0 +1,110 @@
+import Procord
+
+/// One task as `procord-demo run` drives it: how to read an INPUT argument
+/// and how to show an output.
+struct RunnableTask: Sendable {
+  let name: String
+  /// Starts the task on INPUT; nil when INPUT is not a valid input.
+  let start: @Sendable (String, WorkerProgram) throws -> PendingResult?
+}
+
+/// A started task, and how to describe its end.
+struct PendingResult {
+  let process: AnyDelegatedProcess
+  /// The result line and whether the task succeeded; call once finished.
+  let describe: () -> (line: String, succeeded: Bool)
+}
+
+extension RunnableTask {
+  init<Input, Output>(
+    _ task: ProcordTask<Input, Output>, parse: @escaping @Sendable (String) -> Input?,
+    show: @escaping @Sendable (Output) -> String = { "\($0)" }
+  ) {
+    name = task.name
+    start = { text, worker in
+      guard let input = parse(text) else { return nil }
+      let process = try delegate(task.delegated, input, to: worker)
+      return PendingResult(process: process) {
+        let head = "\(task.name)(\(text))"
+        switch process.status {
+        case .success(let output): return ("\(head) = \(show(output))", true)
+        case .exception(let error): return ("\(head) raised: \(error)", false)
+        case .error(let error): return ("\(head) failed: \(error)", false)
+        case .working: return ("\(head) failed: still working", false)
+        }
+      }
+    }
+  }
+}
+
+let runnableTasks: [RunnableTask] = [
+  RunnableTask(fibo, parse: { Int($0) }),
+  RunnableTask(fact, parse: { Int($0) }),
+  RunnableTask(echo, parse: { Array($0.utf8) }, show: { String(decoding: $0, as: UTF8.self) }),
+  RunnableTask(crash, parse: { $0 }),
+  RunnableTask(sleepTask, parse: { Int($0) }),
+  RunnableTask(rfibo, parse: { Int($0) }),
+]
+
+/// `procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...] TASK INPUT...`
+/// Returns the exit status: 0 all succeeded, 1 any raised or failed, 2 usage.
+func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
+  var sequential = false
+  var workerPath: String?
+  var workerArguments: [String] = []
+  var positional: [String] = []
+  var rest = arguments
+  while let argument = rest.popFirst() {
+    switch argument {
+    case "--sequential": sequential = true
+    case "--worker-program", "--worker-arg":
+      guard let value = rest.popFirst() else { return usage("\(argument) needs a value") }
+      if argument == "--worker-program" { workerPath = value } else { workerArguments.append(value) }
+    case "--": positional += rest; rest = []
+    default:
+      if argument.hasPrefix("--") && positional.isEmpty { return usage("unknown option \(argument)") }
+      positional.append(argument)
+    }
+  }
+  guard let name = positional.first else { return usage("run needs a TASK") }
+  guard let task = runnableTasks.first(where: { $0.name == name }) else {
+    return usage("unknown task \(name); tasks: \(runnableTasks.map(\.name).joined(separator: ", "))")
+  }
+  let inputs = positional.dropFirst()
+  guard !inputs.isEmpty else { return usage("run \(name) needs at least one INPUT") }
+  if workerPath == nil && !workerArguments.isEmpty { return usage("--worker-arg needs --worker-program") }
+  let worker = workerPath.map {
+    WorkerProgram(path: $0, arguments: workerArguments.isEmpty ? ["--procord-worker"] : workerArguments)
+  } ?? .current
+
+  var allSucceeded = true
+  func report(_ pending: PendingResult) {
+    let (line, succeeded) = pending.describe()
+    print(line)
+    allSucceeded = allSucceeded && succeeded
+  }
+  do {
+    if sequential {
+      for input in inputs {
+        guard let pending = try task.start(input, worker) else { return usage("invalid input for \(name): \(input)") }
+        pending.process.wait()
+        report(pending)
+      }
+    } else {
+      var started: [PendingResult] = []
+      for input in inputs {
+        guard let pending = try task.start(input, worker) else {
+          started.forEach { $0.process.kill() }
+          return usage("invalid input for \(name): \(input)")
+        }
+        started.append(pending)
+      }
+      Waiter.waitForAll(started.map(\.process))
+      started.forEach(report)
+    }
+  } catch {
+    printError("procord-demo: \(error)")
+    return 1
+  }
+  return allSucceeded ? 0 : 1
+}

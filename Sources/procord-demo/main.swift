@@ -1,0 +1,47 @@
+import Procord
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// procord-demo: a main program and a worker in one executable.
+///
+///     procord-demo                      a short showcase
+///     procord-demo run TASK INPUT...    delegate TASK once per INPUT
+///     procord-demo --procord-worker     serve the tasks on stdin/stdout
+
+func printError(_ text: String) {
+  var bytes = Array((text + "\n").utf8)[...]
+  while !bytes.isEmpty {
+    let written = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    if written < 0 && errno == EINTR { continue }
+    if written <= 0 { return }
+    bytes = bytes.dropFirst(written)
+  }
+}
+
+func usage(_ problem: String) -> Int32 {
+  printError("procord-demo: \(problem)")
+  printError("""
+    usage: procord-demo                         run a short showcase
+           procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...] TASK INPUT...
+           procord-demo --procord-worker        serve tasks on stdin/stdout
+    tasks: \(runnableTasks.map(\.name).joined(separator: ", "))
+    """)
+  return 2
+}
+
+do {
+  try Worker.runIfRequested(tasks: servedTasks)
+} catch {
+  printError("procord-demo: \(error)")
+  exit(2)
+}
+
+let arguments = CommandLine.arguments.dropFirst()
+switch arguments.first {
+case nil: exit(showcase())
+case "run": exit(runCommand(arguments.dropFirst()))
+case "-h", "--help": _ = usage("a main program and a worker in one executable"); exit(0)
+default: exit(usage("unknown command \(arguments.first!)"))
+}

@@ -1,0 +1,127 @@
+/*
+ * procord/connection.h: a buffered, non-blocking frame connection.
+ *
+ * One connection type serves every transport: a pipe pair (separate read and
+ * write descriptors), a socketpair end or a TCP socket (one descriptor for
+ * both). It reads frames with the parser of procord/frame.h, straight into
+ * each body's final buffer, and queues outgoing frames, writing them as the
+ * descriptor becomes writable. It lives on a procord loop and every function
+ * here must be called on that loop's thread.
+ */
+#ifndef PROCORD_CONNECTION_H
+#define PROCORD_CONNECTION_H
+
+#include <stddef.h>
+
+#include "procord/frame.h"
+#include "procord/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct procord_connection_s procord_connection_t;
+
+typedef enum procord_connection_state {
+  PROCORD_CONNECTING,    /* a non-blocking connect(2) is in progress */
+  PROCORD_CONNECTED,     /* frames flow both ways */
+  PROCORD_DISCONNECTING, /* close_nicely: flushing what is queued, reading no more */
+  PROCORD_DISCONNECTED,  /* descriptors closed; see procord_connection_cause */
+} procord_connection_state_t;
+
+/*
+ * Why a connection is disconnected. `error` is 0 after a requested close, a
+ * negated errno with `call` naming the system call that failed ("read",
+ * "write", "connect"), PROCORD_EDISCONNECTED when the peer closed its end
+ * (call "read"), PROCORD_ETIMEOUT when close_nicely ran out of time (call
+ * "close"), or a protocol error code (call "parse").
+ */
+typedef struct procord_cause_s {
+  int error;
+  const char *call; /* static string, or NULL */
+} procord_cause_t;
+
+/*
+ * Called with each complete frame (`error` 0), or once with a protocol error
+ * from the parser (`frame` NULL, `error` PROCORD_ETOO_LONG, PROCORD_EILL_FORMED
+ * or -ENOMEM), after which the connection reads no more: the owner decides
+ * whether to answer with an `E` frame and close nicely. The frame's body is
+ * valid during the call only, unless taken with procord_connection_take_body.
+ */
+typedef void (*procord_frame_cb)(procord_connection_t *connection, const procord_frame_t *frame,
+                                 int error, void *context);
+
+/* Called when the state changes (to CONNECTED after a connect, or DISCONNECTED). */
+typedef void (*procord_state_cb)(procord_connection_t *connection,
+                                 procord_connection_state_t state, void *context);
+
+typedef struct procord_connection_options_s {
+  int read_fd;      /* the descriptor frames are read from */
+  int write_fd;     /* the descriptor frames are written to (may equal read_fd) */
+  int connecting;   /* non-zero: read_fd is a socket with a connect(2) in progress */
+  size_t max_message_size; /* 0: procord_default_max_message_size() */
+  procord_frame_cb on_frame;
+  procord_state_cb on_state;
+  void *context;    /* passed to both callbacks */
+} procord_connection_options_t;
+
+/*
+ * Opens a connection on `loop` over the options' descriptors, which it takes
+ * over: it makes them non-blocking and closes them when it disconnects (also
+ * on failure here). Stores the connection in `*connection`; the caller frees
+ * it with procord_connection_free. Returns 0 or a negative error code.
+ */
+int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *options,
+                            procord_connection_t **connection);
+
+/*
+ * Queues one frame (header and a copy of the body) and starts writing it.
+ * Returns 0, PROCORD_ECLOSED if the connection is disconnecting or
+ * disconnected, or -ENOMEM. A write error shows up later as a disconnection.
+ */
+int procord_connection_send(procord_connection_t *connection, unsigned char kind, const void *body,
+                            size_t length);
+
+/*
+ * Like procord_connection_send, but without copying the body: the connection
+ * owns `body` from this call on and calls `release(body)` once it is written
+ * or dropped (also when this call fails).
+ */
+int procord_connection_send_owned(procord_connection_t *connection, unsigned char kind, void *body,
+                                  size_t length, void (*release)(void *body));
+
+/*
+ * Takes ownership of the body of the frame being delivered to on_frame; the
+ * caller must free() it. Only valid inside on_frame; NULL otherwise.
+ */
+void *procord_connection_take_body(procord_connection_t *connection);
+
+/*
+ * Stops reading, writes what is queued, then closes: the state goes to
+ * DISCONNECTING, then DISCONNECTED with cause 0, or with PROCORD_ETIMEOUT if
+ * the queue is not written within `timeout_ms` milliseconds (negative: no
+ * limit).
+ */
+void procord_connection_close_nicely(procord_connection_t *connection, int timeout_ms);
+
+/* Closes at once, dropping what is queued. The state goes to DISCONNECTED, cause 0. */
+void procord_connection_close(procord_connection_t *connection);
+
+procord_connection_state_t procord_connection_state(const procord_connection_t *connection);
+procord_cause_t procord_connection_cause(const procord_connection_t *connection);
+
+/* Bytes queued and not written yet. */
+size_t procord_connection_pending_output(const procord_connection_t *connection);
+
+/*
+ * Closes the connection if needed and frees it. Safe inside the connection's
+ * own callbacks (the memory is released when the callback returns). No
+ * callback is called after this.
+ */
+void procord_connection_free(procord_connection_t *connection);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * procord/delegation.h: one task delegated to one local worker process.
+ *
+ * procord_delegate starts a worker, sends it the task name (`T`) and the
+ * serialized input (`V`), and follows the worker's answer on a loop: `P`/`F`
+ * frames are printed as they come, then exactly one terminal frame (`V`, `X`,
+ * `U` or `E`) or the end of the stream decides the outcome, mapped as in
+ * docs/PROTOCOL.md. The outcome is reported only once the worker has exited
+ * and been reaped, so a finished delegation never leaves a process behind.
+ */
+#ifndef PROCORD_DELEGATION_H
+#define PROCORD_DELEGATION_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "procord/loop.h"
+#include "procord/spawn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct procord_delegation_s procord_delegation_t;
+
+typedef enum procord_outcome_kind {
+  PROCORD_OUTCOME_VALUE,             /* `V`: body is the serialized output */
+  PROCORD_OUTCOME_EXCEPTION,         /* `X`: body is the serialized error */
+  PROCORD_OUTCOME_UNKNOWN_EXCEPTION, /* `U`: body is a readable text */
+  PROCORD_OUTCOME_NO_WORKER,         /* `E0`: the worker does not have the task */
+  PROCORD_OUTCOME_DISCONNECTED,      /* no terminal frame: see error, call, exit_code, signal */
+  PROCORD_OUTCOME_KILLED,            /* procord_delegation_kill was called */
+} procord_outcome_kind_t;
+
+typedef struct procord_outcome_s {
+  procord_outcome_kind_t kind;
+  const unsigned char *body; /* V, X, U: owned by the delegation */
+  size_t length;
+  /*
+   * DISCONNECTED: why. A negated errno with `call` naming the failed call
+   * ("posix_spawn", "read", "write", ...); PROCORD_EDISCONNECTED with call
+   * "read" when the worker closed the stream without answering; a protocol
+   * error code with call "parse" for an ill-formed or too long frame from the
+   * worker, "peer" for an `E` frame it sent, or "receive" for a frame that was
+   * not expected there.
+   */
+  int error;
+  const char *call;
+  int exit_code; /* how the worker ended: its exit code, or -1 */
+  int signal;    /* the signal that killed it, or 0 */
+  int reusable;  /* the worker sent `0R` after its terminal frame */
+} procord_outcome_t;
+
+/* Called on the loop's thread when the delegation is finished (worker reaped). */
+typedef void (*procord_done_cb)(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                                void *context);
+
+typedef struct procord_delegation_options_s {
+  const char *task_name;          /* required */
+  const void *input;              /* the serialized input, copied */
+  size_t input_length;
+  procord_spawn_options_t worker; /* how to start the worker */
+  size_t max_message_size;        /* of frames from the worker; 0: the default */
+  /* After the worker has closed its stream (or answered), how long it may
+     take to exit before it is killed; 0: 2000 ms. */
+  int exit_grace_ms;
+  procord_done_cb on_done;        /* may be NULL */
+  void *context;
+} procord_delegation_options_t;
+
+/*
+ * Starts a worker and delegates a task to it. Thread-safe: the worker is
+ * started on the calling thread (so its pid is known on return), the rest
+ * happens on the loop's thread. Always stores a delegation in `*delegation`
+ * unless it returns -ENOMEM or PROCORD_EINVAL: when the worker cannot be
+ * started, the delegation finishes as DISCONNECTED with the error of
+ * posix_spawn (on_done still runs, on the loop's thread). The caller holds
+ * one reference and drops it with procord_delegation_release.
+ */
+int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
+                     procord_delegation_t **delegation);
+
+/* The worker's pid, or -1 if it could not be started. Thread-safe. */
+pid_t procord_delegation_pid(const procord_delegation_t *delegation);
+
+/*
+ * Kills the worker (SIGKILL to its process group) unless the delegation has
+ * finished; it then finishes as KILLED once the worker is reaped.
+ * Thread-safe. Returns 0, or PROCORD_ECLOSED if it had already finished.
+ */
+int procord_delegation_kill(procord_delegation_t *delegation);
+
+/* True once on_done has returned. Thread-safe. */
+int procord_delegation_is_finished(procord_delegation_t *delegation);
+
+/*
+ * The outcome, once finished (NULL before). Valid until the last reference
+ * is released. Thread-safe.
+ */
+const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *delegation);
+
+/*
+ * Waits until at least one (`all` 0) or every (`all` non-zero) delegation of
+ * `delegations` has finished, or `timeout_ms` milliseconds have passed
+ * (negative: no limit). All must belong to `loop`, and the loop must be
+ * running on another thread. Returns how many have finished when it returns:
+ * fewer than asked for means the time ran out. Thread-safe.
+ */
+int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
+                            size_t count, int all, int timeout_ms);
+
+/* Drops the caller's reference. Thread-safe. */
+void procord_delegation_release(procord_delegation_t *delegation);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

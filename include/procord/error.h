@@ -1,0 +1,69 @@
+/*
+ * procord/error.h: error codes of the Procord C API.
+ *
+ * Every function that can fail returns 0 on success or a negative error code,
+ * libuv style: either a negated errno value (-ENOENT, -EMFILE, ...) from the
+ * system call that failed, or one of the PROCORD_E* codes below, which are
+ * outside the errno range. There is no global error state.
+ */
+#ifndef PROCORD_ERROR_H
+#define PROCORD_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Procord's own error codes. Values -4000..-4099 never collide with -errno. */
+enum procord_error_code {
+  /* Protocol errors, one per `E` frame code of PROTOCOL.md (code = -4000 - N). */
+  PROCORD_ETASK_NOT_SUPPORTED = -4000, /* E0: the worker has no task of that name */
+  PROCORD_EUNEXPECTED = -4001,         /* E1: a frame arrived where it may not */
+  PROCORD_EILL_FORMED = -4002,         /* E2: a frame broke the grammar */
+  PROCORD_ETOO_LONG = -4003,           /* E3: a SIZE above the maximum message size */
+  PROCORD_EDISCONNECTED = -4004,       /* E4: the peer went away */
+  PROCORD_EINVALID_DESTINATION = -4005,/* E5: a print to a destination that is not valid */
+  /* Errors that have no frame code. */
+  PROCORD_ETIMEOUT = -4020,            /* a bounded wait ran out */
+  PROCORD_EINVAL = -4021,              /* an argument or option is invalid */
+  PROCORD_ECLOSED = -4022,             /* the object was closed or has finished */
+};
+
+/*
+ * Returns an English description of `code` ("No such file or directory",
+ * "message too long"). Never NULL; the string is static and must not be freed.
+ */
+const char *procord_strerror(int code);
+
+/*
+ * Returns the symbolic name of `code` ("ENOENT", "PROCORD_ETOO_LONG"), or
+ * "UNKNOWN" for a code it does not know. Static, never NULL.
+ */
+const char *procord_err_name(int code);
+
+/*
+ * Maps a protocol error code (PROCORD_ETASK_NOT_SUPPORTED..
+ * PROCORD_EINVALID_DESTINATION) to the digit of its `E` frame ('0'..'5'), or
+ * returns 0 for any other code.
+ */
+char procord_error_to_frame_digit(int code);
+
+/*
+ * Maps the body of an `E` frame to its error code, or returns
+ * PROCORD_EILL_FORMED when the body is not exactly one digit '0'..'5'.
+ */
+int procord_error_from_frame_body(const unsigned char *body, unsigned long length);
+
+/*
+ * The name of a signal without its "SIG" prefix ("SEGV"), or NULL for an
+ * unknown number. Static; thread-safe.
+ */
+const char *procord_signal_name(int signal);
+
+/* The English description of a signal ("Segmentation fault"), or NULL. Static. */
+const char *procord_signal_description(int signal);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

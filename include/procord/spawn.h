@@ -1,0 +1,86 @@
+/*
+ * procord/spawn.h: starting worker processes and reaping them.
+ *
+ * Workers are started with posix_spawn (never a bare fork: the Swift runtime
+ * is multithreaded, and a forked copy inherits locked mutexes). Each worker
+ * leads a process group of its own, so that a kill reaches everything it
+ * started. Every descriptor Procord creates is close-on-exec; a child gets
+ * only its standard streams and, in socket mode, the protocol socket.
+ */
+#ifndef PROCORD_SPAWN_H
+#define PROCORD_SPAWN_H
+
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The descriptor that carries the protocol in a worker started in socket
+ * mode. The worker learns it from the option `--procord-socket-fd 3`, which
+ * the caller puts in the worker's arguments.
+ */
+#define PROCORD_WORKER_SOCKET_FD 3
+
+typedef enum procord_protocol_channel {
+  /* The original mode: the protocol runs on the child's stdin and stdout
+     (two pipes); its stderr is inherited or redirected. */
+  PROCORD_CHANNEL_STDIO = 0,
+  /* This project's mode: the protocol runs on one end of a socketpair, which
+     the child finds as descriptor PROCORD_WORKER_SOCKET_FD; the child's stdin
+     is /dev/null and its stdout and stderr are free for the task. */
+  PROCORD_CHANNEL_SOCKET = 1,
+} procord_protocol_channel_t;
+
+typedef struct procord_spawn_options_s {
+  /* The program: a path, or a bare name searched in PATH. Required. */
+  const char *program;
+  /* argv for the child, NULL-terminated, argv[0] included. NULL: { program, NULL }. */
+  const char *const *arguments;
+  /* The environment, NULL-terminated; NULL: the caller's environment. */
+  const char *const *environment;
+  procord_protocol_channel_t channel;
+  /* Descriptor to use as the child's stderr; -1: inherit the caller's. */
+  int stderr_fd;
+} procord_spawn_options_t;
+
+/* A started child. The caller owns the descriptors in it. */
+typedef struct procord_child_s {
+  pid_t pid;
+  int pidfd;    /* readable once the child exits; -1 where pidfd_open is missing */
+  int read_fd;  /* the main program reads the protocol from this */
+  int write_fd; /* and writes to this (equal to read_fd in socket mode) */
+} procord_child_t;
+
+/*
+ * Starts a child. On success fills `*child` and returns 0; the child is
+ * registered so that procord_reap_all_children (run at exit) can reap it. On
+ * failure returns a negated errno of the call that failed (posix_spawn
+ * reports exec failures such as -ENOENT for a program that does not exist)
+ * and leaves no descriptor or process behind.
+ */
+int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child);
+
+/* Sends `signal` to the child's whole process group. Returns 0 or -errno. */
+int procord_child_kill(const procord_child_t *child, int signal);
+
+/*
+ * Reaps the child if it has exited, without blocking. Returns 1 and stores
+ * the wait status in `*status` when it was reaped (the pidfd is closed and
+ * the child unregistered), 0 if it is still running, or -errno.
+ */
+int procord_child_try_reap(procord_child_t *child, int *status);
+
+/*
+ * Kills (SIGKILL to the process group) and reaps every child that was
+ * spawned and not reaped yet. Registered with atexit, so that a main program
+ * that exits leaves no worker behind.
+ */
+void procord_reap_all_children(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * procord/worker.h: the worker side, which serves tasks to a main program.
+ *
+ * A worker reads a task name (`T`) and an input (`V`), runs the task, and
+ * answers with exactly one terminal frame: `V` (the output), `X` (a
+ * serialized error), `U` (a readable error text) or `E` (a protocol error).
+ * In this project's socket mode it then sends `0R` and serves the next task
+ * on the same connection until the end of the stream; in the original
+ * stdin/stdout mode it serves one task and returns, exactly like an original
+ * worker. The worker uses blocking I/O: it runs one task at a time.
+ */
+#ifndef PROCORD_WORKER_H
+#define PROCORD_WORKER_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * What a task answers. The task function sets `kind` to PROCORD_FRAME_VALUE,
+ * PROCORD_FRAME_EXCEPTION or PROCORD_FRAME_UNKNOWN_EXCEPTION and `body` to a
+ * buffer allocated with malloc (or NULL when `length` is 0), which the worker
+ * frees after sending it.
+ */
+typedef struct procord_reply_s {
+  unsigned char kind;
+  void *body;
+  size_t length;
+} procord_reply_t;
+
+/* Runs a task on its serialized input and fills `reply`. */
+typedef void (*procord_task_fn)(void *context, const unsigned char *input, size_t length,
+                                procord_reply_t *reply);
+
+/* A task a worker serves: its name, its function and the function's context. */
+typedef struct procord_worker_task_s {
+  const char *name;
+  procord_task_fn run;
+  void *context;
+} procord_worker_task_t;
+
+typedef struct procord_worker_options_s {
+  int read_fd;  /* where frames come from (0 in the original mode) */
+  int write_fd; /* where answers go (1 in the original mode); may equal read_fd */
+  const procord_worker_task_t *tasks; /* not copied: must outlive the call */
+  size_t task_count;
+  int reusable;            /* send `0R` after each answer and serve the next task */
+  size_t max_message_size; /* 0: procord_default_max_message_size() */
+} procord_worker_options_t;
+
+/*
+ * Serves tasks on the options' descriptors (which it does not close). Returns
+ * 0 at a clean end: the main program closed the stream between tasks (or,
+ * when not reusable, after the one task); a failed write of `0R` is a clean
+ * end too, since the main program may close as soon as it has its answer.
+ * Otherwise returns a negative error code: a protocol error (after sending
+ * the matching `E` frame), PROCORD_EDISCONNECTED for an end of stream in the
+ * middle of a task, or a negated errno of a failed read or write.
+ */
+int procord_worker_serve(const procord_worker_options_t *options);
+
+/* What the `--procord-*` options of a command line ask for. */
+typedef enum procord_worker_mode {
+  PROCORD_MODE_NONE = 0, /* no worker option: the program is a main program */
+  PROCORD_MODE_WORKER,   /* --procord-worker */
+  PROCORD_MODE_SERVER,   /* --procord-server (served by a later part of the core) */
+} procord_worker_mode_t;
+
+typedef struct procord_worker_command_s {
+  procord_worker_mode_t mode;
+  int socket_fd;             /* --procord-socket-fd N: protocol on N, not stdin/stdout; -1 */
+  const char *input_file;    /* --procord-input-file PATH, or NULL */
+  const char *output_file;   /* --procord-output-file PATH, or NULL */
+  const char *hostname;      /* --procord-hostname NAME, or NULL */
+  int port;                  /* --procord-port N, or 0 */
+  int max_simultaneous_tasks;/* --procord-max-simultaneous-tasks N, or 0 */
+  int reuse_address;         /* --procord-reuse-address */
+  int dont_fork;             /* --procord-dont-fork */
+  size_t max_message_size;   /* --procord-max-message-size N, or 0 */
+} procord_worker_command_t;
+
+/*
+ * Reads the `--procord-*` options of `argv` (argv[0] is skipped; other
+ * arguments are left alone). Both `--option VALUE` and `--option=VALUE` are
+ * accepted. Returns 0, or PROCORD_EINVAL for an unknown `--procord-` option
+ * or a bad value, with a message in `error` (of `error_size` bytes, may be
+ * NULL). Strings in `*command` point into argv.
+ */
+int procord_worker_parse_arguments(int argc, const char *const *argv,
+                                   procord_worker_command_t *command, char *error,
+                                   size_t error_size);
+
+/*
+ * Serves tasks as `command` says (mode PROCORD_MODE_WORKER): on the socket
+ * descriptor (reusable, `0R`), on the input and output files, or on stdin and
+ * stdout. In the stdin/stdout mode the protocol descriptors are moved away
+ * from 0 and 1 first, and stdout is pointed at stderr, so that nothing the
+ * task prints can corrupt the protocol. Returns like procord_worker_serve, or
+ * a negated errno if a file could not be opened.
+ */
+int procord_worker_run(const procord_worker_command_t *command,
+                       const procord_worker_task_t *tasks, size_t task_count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
