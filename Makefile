@@ -1,0 +1,62 @@
+# Procord for Swift: build, demo and tests.
+#
+#   make demo    install what is missing, build, run the showcase
+#   make test    install what is missing, build, run every test (C, then Swift)
+#   make build   build everything (debug)
+#   make check-c compile the C core with every warning as an error
+#   make clean   remove build products
+
+SWIFT ?= swift
+CC ?= cc
+BUILD_DIR ?= .build
+# Debian packages the project needs (libevent for the C core).
+APT_PACKAGES = libevent-dev pkg-config
+CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
+LIBS_CORE = $(shell pkg-config --libs libevent_core 2>/dev/null || echo -levent_core) -lpthread
+C_SOURCES = $(wildcard Sources/CProcord/*.c)
+C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_*.c))
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build demo test test-c test-swift check-c clean
+
+all: build
+
+# Installs the Debian packages that are missing (apt-get update once, first).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+demo: build
+	$(BUILD_DIR)/debug/procord-demo
+
+check-c: deps
+	@mkdir -p $(BUILD_DIR)/c-check
+	@for f in $(C_SOURCES); do \
+	  $(CC) $(CFLAGS_CORE) -c $$f -o $(BUILD_DIR)/c-check/$$(basename $$f .c).o || exit 1; done
+	@echo "C core compiles cleanly with -Wall -Wextra -Werror"
+
+$(BUILD_DIR)/c-tests/%: Tests/c/%.c Tests/c/check.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -ISources/CProcord -o $@ $< $(C_SOURCES) $(LIBS_CORE)
+
+test-c: deps check-c $(C_TESTS)
+	@for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; done
+
+# Swift Testing only (there are no XCTest cases), one test at a time: tests
+# count this process's descriptors and children, which parallel tests would
+# disturb.
+test-swift: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --disable-xctest --no-parallel
+
+test: test-c test-swift
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+
+@testable import Procord
+
+/// Where the package's executables were built: next to the test bundle.
+let buildDirectory: URL = {
+  let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+  var directory = exe.deletingLastPathComponent()
+  for _ in 0..<4 {
+    if FileManager.default.fileExists(atPath: directory.appendingPathComponent("procord-demo").path) {
+      return directory
+    }
+    directory = directory.deletingLastPathComponent()
+  }
+  fatalError("procord-demo not found near \(exe.path); run the tests with `make test`")
+}()
+
+/// The demo executable, which serves fibo, fact, echo, crash, sleep, rfibo.
+let demoPath = buildDirectory.appendingPathComponent("procord-demo").path
+/// The misbehaving worker of Tests/TestWorker.
+let testWorkerPath = buildDirectory.appendingPathComponent("procord-test-worker").path
+
+/// The demo as a worker in this project's socket mode.
+let demoSocketWorker = WorkerProgram(path: demoPath, channel: .socket)
+/// The demo as a worker in the original stdin/stdout mode.
+let demoStdioWorker = WorkerProgram(path: demoPath)
+
+/// The demo's tasks, as a main program sees them.
+enum DemoTasks {
+  static let fibo = DelegatedTask<Int, Int>(name: "fibo")
+  static let fact = DelegatedTask<Int, Int>(
+    name: "fact", input: .decimal, output: .decimal, error: .text)
+  static let echo = DelegatedTask<[UInt8], [UInt8]>(name: "echo", input: .bytes, output: .bytes)
+  static let crash = DelegatedTask<String, String>(name: "crash", input: .utf8, output: .utf8)
+  static let sleep = DelegatedTask<Int, Int>(name: "sleep", input: .decimal, output: .decimal)
+  static let rfibo = DelegatedTask<Int, Int>(name: "rfibo")
+}
+
+/// The descriptors this process has open now.
+func openDescriptors() -> Set<Int32> {
+  let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+  return Set(entries.compactMap { Int32($0) })
+}
+
+/// True while `pid` exists, zombie included: false means it was reaped.
+func processExists(_ pid: Int32) -> Bool {
+  kill(pid, 0) == 0 || errno != ESRCH
+}
+
+/// The children of this process (read from /proc), zombies included.
+func childProcesses() -> [Int32] {
+  let me = getpid()
+  let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+  return entries.compactMap { Int32($0) }.filter { pid in
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")")
+    else { return false }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 2 && Int32(fields[1]) == me
+  }
+}
+
+/// Runs `body` and checks that it leaves no descriptor open and no child
+/// process behind. Every process the body delegates must have finished
+/// (been waited for) by the time it returns.
+func expectNoLeaks(
+  sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+) rethrows {
+  warmUp()
+  let before = openDescriptors()
+  try body()
+  let leakedDescriptors = openDescriptors().subtracting(before)
+  #expect(leakedDescriptors.isEmpty, "descriptors left open: \(leakedDescriptors.sorted())", sourceLocation: sourceLocation)
+  #expect(childProcesses().isEmpty, "children left: \(childProcesses())", sourceLocation: sourceLocation)
+}
+
+/// The async twin of ``expectNoLeaks(sourceLocation:_:)``.
+func expectNoLeaks(
+  sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async rethrows {
+  warmUp()
+  let before = openDescriptors()
+  try await body()
+  let leakedDescriptors = openDescriptors().subtracting(before)
+  #expect(leakedDescriptors.isEmpty, "descriptors left open: \(leakedDescriptors.sorted())", sourceLocation: sourceLocation)
+  #expect(childProcesses().isEmpty, "children left: \(childProcesses())", sourceLocation: sourceLocation)
+}
+
+/// Starts the runtime's loop (its eventfd and epoll descriptors are for the
+/// life of the process) so that it does not count as a leak.
+private func warmUp() {
+  _ = Runtime.shared
+}
+
+/// The English text of an execution error, for matching in tests.
+func failure<Output>(_ status: Status<Output>) -> ExecutionError? {
+  if case .error(let error) = status { return error }
+  return nil
+}
