@@ -20,12 +20,15 @@ let package = Package(
     .target(name: "CProcord", dependencies: ["CLibevent"]),
     .target(name: "Procord", dependencies: ["CProcord"]),
     .executableTarget(name: "procord-demo", dependencies: ["Procord"]),
+    // The README's example, compiled as it is printed there.
+    .executableTarget(
+      name: "procord-example", dependencies: ["Procord"], path: "Examples/GettingStarted"),
     // A worker that misbehaves on purpose, for the tests.
     .executableTarget(
       name: "procord-test-worker", dependencies: ["Procord"], path: "Tests/TestWorker"),
     .testTarget(
       name: "ProcordTests",
-      dependencies: ["Procord", "procord-demo", "procord-test-worker"]
+      dependencies: ["Procord", "procord-demo", "procord-test-worker", "procord-example"]
     ),
   ]
 )

@@ -134,7 +134,8 @@ static int run_task(const procord_worker_options_t *options, const procord_worke
     error = write_frame(options->write_fd, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
   }
   free(reply.body);
-  return error;
+  /* The main program went away (killed, or gave up): a disconnection. */
+  return error == -EPIPE || error == -ECONNRESET ? PROCORD_EDISCONNECTED : error;
 }
 
 /* Serves one task; returns 1 when done and another may follow, 0 at a clean end. */

@@ -1,0 +1,211 @@
+import Foundation
+import Testing
+
+@testable import Procord
+
+@Suite struct DelegationTests {
+  @Test(arguments: [demoSocketWorker, demoStdioWorker])
+  func aTaskSucceedsInBothModes(worker: WorkerProgram) throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.fibo, 10, to: worker)
+      #expect(process.pid != nil)
+      #expect(try process.run() == 89)
+      guard case .success(89) = process.status else {
+        Issue.record("status is \(process.status)")
+        return
+      }
+    }
+  }
+
+  @Test func anErrorWithACodecIsAnException() throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.fact, -1, to: demoSocketWorker)
+      process.wait()
+      guard case .exception(let error) = process.status else {
+        Issue.record("status is \(process.status)")
+        return
+      }
+      #expect(error as? TextError == TextError("fact: negative argument"))
+      #expect(throws: TextError("fact: negative argument")) { try process.run() }
+    }
+  }
+
+  @Test func anErrorWithoutACodecIsAnUnknownException() throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.fibo, -1, to: demoSocketWorker)
+      process.wait()
+      #expect(failure(process.status) == .workerUnknownException("fibo: negative argument -1"))
+    }
+  }
+
+  @Test func anUnknownTaskHasNoWorkerAvailable() throws {
+    try expectNoLeaks {
+      let nope = DelegatedTask<Int, Int>(name: "nope")
+      let process = try delegate(nope, 1, to: demoStdioWorker)
+      process.wait()
+      #expect(failure(process.status) == .noWorkerAvailable(taskName: "nope"))
+      #expect(failure(process.status)?.description == "no worker available for task \"nope\"")
+    }
+  }
+
+  @Test(arguments: [("segv", SIGSEGV), ("abort", SIGABRT)])
+  func aWorkerKilledBySignalSaysWhichSignal(how: String, signal: Int32) throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.crash, how, to: demoSocketWorker)
+      process.wait()
+      #expect(failure(process.status) == .workerDisconnected(.signaled(signal)))
+      let name = signal == SIGSEGV ? "SIGSEGV" : "SIGABRT"
+      #expect(failure(process.status)?.description.contains(name) == true)
+    }
+  }
+
+  @Test func aWorkerThatExitsWithoutAnsweringSaysItsExitCode() throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.crash, "exit:3", to: demoStdioWorker)
+      process.wait()
+      #expect(failure(process.status) == .workerDisconnected(.exited(code: 3)))
+    }
+  }
+
+  @Test func aProgramThatDoesNotExistCannotStart() throws {
+    try expectNoLeaks {
+      let process = try delegate(
+        program: "/nonexistent/worker", task: DemoTasks.fibo, input: 1)
+      process.wait()
+      #expect(process.pid == nil)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.couldNotStart(program: "/nonexistent/worker", errno: ENOENT)))
+      #expect(failure(process.status)?.description.contains("ENOENT") == true)
+    }
+  }
+
+  @Test func killEndsTheWorkerAndSaysSo() throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.sleep, 60_000, to: demoSocketWorker)
+      let pid = try #require(process.pid)
+      process.kill()
+      #expect(failure(process.status) == .workerKilled)
+      #expect(process.wait(timeout: .seconds(10)))
+      #expect(!processExists(pid))
+      #expect(throws: ExecutionError.workerKilled) { try process.run() }
+    }
+  }
+
+  @Test func killAfterTheAnswerChangesNothing() throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.fibo, 5, to: demoSocketWorker)
+      #expect(try process.run() == 8)
+      process.kill()
+      guard case .success(8) = process.status else {
+        Issue.record("status is \(process.status)")
+        return
+      }
+    }
+  }
+
+  @Test func valueIsAwaitable() async throws {
+    try await expectNoLeaks {
+      let process = try delegate(DemoTasks.fact, 10, to: demoSocketWorker)
+      #expect(try await process.value == 3_628_800)
+    }
+  }
+
+  @Test func cancellingValueKillsTheWorker() async throws {
+    try await expectNoLeaks {
+      let process = try delegate(DemoTasks.sleep, 60_000, to: demoSocketWorker)
+      let pid = try #require(process.pid)
+      let waiting = Task { try await process.value }
+      waiting.cancel()
+      await #expect(throws: ExecutionError.workerKilled) { try await waiting.value }
+      #expect(!processExists(pid))
+    }
+  }
+
+  @Test func waitForAnyReturnsTheFinishedOnes() throws {
+    try expectNoLeaks {
+      let slow = try delegate(DemoTasks.sleep, 60_000, to: demoSocketWorker)
+      let fast = try delegate(DemoTasks.fibo, 3, to: demoSocketWorker)
+      #expect(Waiter.waitForAny([slow, fast]) == [1])
+      #expect(try fast.run() == 3)
+      #expect(!slow.isFinished)
+      slow.kill()
+      #expect(Waiter.waitForAll([slow, fast], timeout: .seconds(10)))
+    }
+  }
+
+  @Test func waitingTimesOut() throws {
+    try expectNoLeaks {
+      let slow = try delegate(DemoTasks.sleep, 60_000, to: demoSocketWorker)
+      #expect(Waiter.waitForAny([slow], timeout: .milliseconds(50)) == [])
+      #expect(!Waiter.waitForAll([slow], timeout: .milliseconds(50)))
+      #expect(!slow.wait(timeout: .milliseconds(10)))
+      guard case .working = slow.update() else {
+        Issue.record("status is \(slow.status)")
+        return
+      }
+      slow.kill()
+      slow.wait()
+    }
+  }
+
+  @Test func twoHundredConcurrentDelegations() throws {
+    try expectNoLeaks {
+      let processes = try (0..<200).map { index in
+        try delegate(DemoTasks.echo, Array("payload \(index)".utf8), to: demoSocketWorker)
+      }
+      #expect(Waiter.waitForAll(processes, timeout: .seconds(120)))
+      for (index, process) in processes.enumerated() {
+        #expect(try process.run() == Array("payload \(index)".utf8))
+      }
+    }
+  }
+
+  @Test func aLargePayloadTravelsIntactBothWays() throws {
+    try expectNoLeaks {
+      let payload = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
+      let process = try delegate(DemoTasks.echo, payload, to: demoSocketWorker)
+      #expect(try process.run() == payload)
+    }
+  }
+
+  @Test func anAnswerAboveTheMaximumMessageSizeIsTooLong() throws {
+    try expectNoLeaks {
+      Limits.maxMessageSize = 1 << 20
+      defer { Limits.maxMessageSize = 0 }
+      let process = try delegate(DemoTasks.echo, [UInt8](repeating: 7, count: 2 << 20), to: demoSocketWorker)
+      process.wait()
+      #expect(failure(process.status) == .workerDisconnected(.protocolError(.messageTooLong, reportedByWorker: false)))
+    }
+    #expect(Limits.maxMessageSize == 64 << 20)
+  }
+
+  @Test func workersDelegateToWorkers() throws {
+    try expectNoLeaks {
+      let value = try delegate(DemoTasks.rfibo, 8, to: demoSocketWorker).run()
+      #expect(value == 34)
+    }
+  }
+
+  @Test func anIdleMainProgramUsesNoCPU() throws {
+    try expectNoLeaks {
+      let process = try delegate(DemoTasks.sleep, 1_000, to: demoSocketWorker)
+      let start = cpuTime()
+      let clock = ContinuousClock.now
+      #expect(try process.run() == 1_000)
+      let elapsed = ContinuousClock.now - clock
+      let used = cpuTime() - start
+      // Well under 5% of a core while the worker sleeps: nothing polls.
+      #expect(used < elapsed * 0.05, "used \(used) of CPU in \(elapsed)")
+    }
+  }
+}
+
+/// User plus system CPU time of this process so far.
+private func cpuTime() -> Duration {
+  var usage = rusage()
+  getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+  let micros = Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000
+    + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+  return .microseconds(micros)
+}
