@@ -1,0 +1,315 @@
+#define _GNU_SOURCE
+/* The frame connection over pipes, socketpairs and TCP (procord/connection.h). */
+#include "check.h"
+#include "procord/procord.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* What one connection saw, and when to stop the loop. */
+typedef struct seen_s {
+  procord_loop_t *loop;
+  int frames;
+  unsigned char last_kind;
+  size_t last_length;
+  unsigned char last_body[64];
+  int parse_error;
+  int connected;
+  int disconnected;
+  procord_cause_t cause;
+  int stop_after_frames; /* stop the loop once this many frames arrived */
+  int free_in_callback;
+} seen_t;
+
+static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context) {
+  seen_t *seen = context;
+  if (error) {
+    seen->parse_error = error;
+    procord_loop_stop(seen->loop);
+    return;
+  }
+  seen->frames++;
+  seen->last_kind = frame->kind;
+  seen->last_length = frame->length;
+  memcpy(seen->last_body, frame->body, frame->length < 64 ? frame->length : 64);
+  if (seen->frames == seen->stop_after_frames) {
+    if (seen->free_in_callback) procord_connection_free(c);
+    procord_loop_stop(seen->loop);
+  }
+}
+
+static void on_state(procord_connection_t *c, procord_connection_state_t state, void *context) {
+  seen_t *seen = context;
+  if (state == PROCORD_CONNECTED) seen->connected = 1;
+  if (state == PROCORD_DISCONNECTED) {
+    seen->disconnected = 1;
+    seen->cause = procord_connection_cause(c);
+    procord_loop_stop(seen->loop);
+  }
+}
+
+static procord_connection_t *open_on(procord_loop_t *loop, int read_fd, int write_fd, int connecting,
+                                     seen_t *seen) {
+  seen->loop = loop;
+  procord_connection_options_t options = {
+      .read_fd = read_fd, .write_fd = write_fd, .connecting = connecting,
+      .on_frame = on_frame, .on_state = on_state, .context = seen};
+  procord_connection_t *c = NULL;
+  if (procord_connection_open(loop, &options, &c) != 0) return NULL;
+  return c;
+}
+
+static int open_descriptor_count(void) {
+  int count = 0;
+  for (int fd = 0; fd < 1024; fd++) count += fcntl(fd, F_GETFD) >= 0;
+  return count;
+}
+
+static void frames_cross_a_pipe_pair(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int a_to_b[2], b_to_a[2];
+  CHECK(pipe2(a_to_b, O_CLOEXEC) == 0 && pipe2(b_to_a, O_CLOEXEC) == 0);
+  seen_t a = {0}, b = {0};
+  b.stop_after_frames = 2;
+  procord_connection_t *ca = open_on(loop, b_to_a[0], a_to_b[1], 0, &a);
+  procord_connection_t *cb = open_on(loop, a_to_b[0], b_to_a[1], 0, &b);
+  CHECK(ca && cb);
+  CHECK_EQ_INT(procord_connection_send(ca, 'T', "hello", 5), 0);
+  CHECK_EQ_INT(procord_connection_send(ca, 'V', "", 0), 0);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(b.frames, 2);
+  CHECK_EQ_INT(b.last_kind, 'V');
+  CHECK_EQ_INT(b.last_length, 0);
+  procord_connection_free(ca);
+  procord_connection_free(cb);
+  procord_loop_free(loop);
+}
+
+static void a_large_owned_body_crosses_a_socketpair(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t a = {0}, b = {0};
+  b.stop_after_frames = 1;
+  procord_connection_t *ca = open_on(loop, pair[0], pair[0], 0, &a);
+  procord_connection_t *cb = open_on(loop, pair[1], pair[1], 0, &b);
+  size_t size = 3 << 20;
+  unsigned char *body = malloc(size);
+  for (size_t i = 0; i < size; i++) body[i] = (unsigned char)(i * 31);
+  CHECK_EQ_INT(procord_connection_send_owned(ca, 'V', body, size, free), 0);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(b.frames, 1);
+  CHECK_EQ_INT(b.last_length, size);
+  CHECK(b.last_body[1] == 31 && b.last_body[2] == 62);
+  procord_connection_free(ca);
+  procord_connection_free(cb);
+  procord_loop_free(loop);
+}
+
+static void the_end_of_stream_is_a_disconnection(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t seen = {0};
+  procord_connection_t *c = open_on(loop, pair[0], pair[0], 0, &seen);
+  CHECK(write(pair[1], "2V42", 4) == 4);
+  close(pair[1]);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(seen.frames, 1);
+  CHECK_EQ_INT(seen.disconnected, 1);
+  CHECK_EQ_INT(seen.cause.error, PROCORD_EDISCONNECTED);
+  CHECK(strcmp(seen.cause.call, "read") == 0);
+  CHECK_EQ_INT(procord_connection_state(c), PROCORD_DISCONNECTED);
+  procord_connection_free(c);
+  procord_loop_free(loop);
+}
+
+static void an_ill_formed_frame_is_reported_and_reading_stops(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t seen = {0};
+  procord_connection_t *c = open_on(loop, pair[0], pair[0], 0, &seen);
+  CHECK(write(pair[1], "1Vaxyz", 6) == 6);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(seen.frames, 1);
+  CHECK_EQ_INT(seen.parse_error, PROCORD_EILL_FORMED);
+  close(pair[1]);
+  procord_connection_free(c);
+  procord_loop_free(loop);
+}
+
+static void freeing_inside_a_callback_is_safe(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t seen = {0};
+  seen.stop_after_frames = 1;
+  seen.free_in_callback = 1;
+  CHECK(open_on(loop, pair[0], pair[0], 0, &seen) != NULL);
+  CHECK(write(pair[1], "1Va1Vb1Vc", 9) == 9); /* frames after the free are never delivered */
+  procord_loop_run(loop);
+  CHECK_EQ_INT(seen.frames, 1);
+  close(pair[1]);
+  procord_loop_free(loop);
+}
+
+static int listen_on_loopback(struct sockaddr_in *address) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  memset(address, 0, sizeof *address);
+  address->sin_family = AF_INET;
+  address->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof *address;
+  if (bind(fd, (struct sockaddr *)address, length) < 0 || listen(fd, 4) < 0 ||
+      getsockname(fd, (struct sockaddr *)address, &length) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int connect_nonblocking(const struct sockaddr_in *address) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (connect(fd, (const struct sockaddr *)address, sizeof *address) < 0 && errno != EINPROGRESS) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void a_tcp_connect_goes_from_connecting_to_connected(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  struct sockaddr_in address;
+  int listener = listen_on_loopback(&address);
+  CHECK(listener >= 0);
+  int fd = connect_nonblocking(&address);
+  CHECK(fd >= 0);
+  seen_t client = {0};
+  procord_connection_t *c = open_on(loop, fd, fd, 1, &client);
+  CHECK(c != NULL);
+  CHECK_EQ_INT(procord_connection_state(c), PROCORD_CONNECTING);
+  /* Frames queued while connecting go out once connected. */
+  CHECK_EQ_INT(procord_connection_send(c, 'T', "fibo", 4), 0);
+  int accepted = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+  CHECK(accepted >= 0);
+  seen_t server = {0};
+  server.stop_after_frames = 1;
+  procord_connection_t *s = open_on(loop, accepted, accepted, 0, &server);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(client.connected, 1);
+  CHECK_EQ_INT(procord_connection_state(c), PROCORD_CONNECTED);
+  CHECK_EQ_INT(server.frames, 1);
+  CHECK_BYTES(server.last_body, server.last_length, "fibo");
+  procord_connection_free(c);
+  procord_connection_free(s);
+  close(listener);
+  procord_loop_free(loop);
+}
+
+static void a_refused_connect_names_connect(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  struct sockaddr_in address;
+  int listener = listen_on_loopback(&address);
+  CHECK(listener >= 0);
+  close(listener); /* nobody listens on that port any more */
+  int fd = connect_nonblocking(&address);
+  CHECK(fd >= 0);
+  seen_t seen = {0};
+  procord_connection_t *c = open_on(loop, fd, fd, 1, &seen);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(seen.disconnected, 1);
+  CHECK_EQ_INT(seen.cause.error, -ECONNREFUSED);
+  CHECK(strcmp(seen.cause.call, "connect") == 0);
+  procord_connection_free(c);
+  procord_loop_free(loop);
+}
+
+static void close_nicely_writes_everything_first(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t writer = {0}, reader = {0};
+  reader.stop_after_frames = 3;
+  procord_connection_t *w = open_on(loop, pair[0], pair[0], 0, &writer);
+  procord_connection_t *r = open_on(loop, pair[1], pair[1], 0, &reader);
+  size_t size = 2 << 20;
+  CHECK_EQ_INT(procord_connection_send_owned(w, 'V', calloc(1, size), size, free), 0);
+  CHECK_EQ_INT(procord_connection_send(w, 'V', "x", 1), 0);
+  CHECK_EQ_INT(procord_connection_send(w, 'R', NULL, 0), 0);
+  procord_connection_close_nicely(w, 10000);
+  CHECK_EQ_INT(procord_connection_state(w), PROCORD_DISCONNECTING);
+  CHECK_EQ_INT(procord_connection_send(w, 'V', "late", 4), PROCORD_ECLOSED);
+  procord_loop_run(loop); /* until the reader has all three frames */
+  CHECK_EQ_INT(reader.frames, 3);
+  CHECK_EQ_INT(reader.last_kind, 'R');
+  if (!writer.disconnected) procord_loop_run(loop);
+  CHECK_EQ_INT(writer.disconnected, 1);
+  CHECK_EQ_INT(writer.cause.error, 0);
+  procord_connection_free(w);
+  procord_connection_free(r);
+  procord_loop_free(loop);
+}
+
+static void close_nicely_gives_up_after_its_timeout(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t writer = {0};
+  procord_connection_t *w = open_on(loop, pair[0], pair[0], 0, &writer);
+  size_t size = 16 << 20; /* far more than the socket buffers: the peer never reads */
+  CHECK_EQ_INT(procord_connection_send_owned(w, 'V', calloc(1, size), size, free), 0);
+  CHECK(procord_connection_pending_output(w) > 0);
+  procord_connection_close_nicely(w, 50);
+  procord_loop_run(loop);
+  CHECK_EQ_INT(writer.disconnected, 1);
+  CHECK_EQ_INT(writer.cause.error, PROCORD_ETIMEOUT);
+  CHECK(strcmp(writer.cause.call, "close") == 0);
+  close(pair[1]);
+  procord_connection_free(w);
+  procord_loop_free(loop);
+}
+
+static void a_closed_connection_leaves_no_descriptor(void) {
+  int before = open_descriptor_count();
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  int pair[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  seen_t seen = {0};
+  procord_connection_t *c = open_on(loop, pair[0], pair[0], 0, &seen);
+  procord_connection_close(c);
+  CHECK_EQ_INT(procord_connection_state(c), PROCORD_DISCONNECTED);
+  CHECK_EQ_INT(procord_connection_cause(c).error, 0);
+  procord_connection_free(c);
+  close(pair[1]);
+  procord_loop_free(loop);
+  CHECK_EQ_INT(open_descriptor_count(), before);
+}
+
+int main(void) {
+  RUN(frames_cross_a_pipe_pair);
+  RUN(a_large_owned_body_crosses_a_socketpair);
+  RUN(the_end_of_stream_is_a_disconnection);
+  RUN(an_ill_formed_frame_is_reported_and_reading_stops);
+  RUN(freeing_inside_a_callback_is_safe);
+  RUN(a_tcp_connect_goes_from_connecting_to_connected);
+  RUN(a_refused_connect_names_connect);
+  RUN(close_nicely_writes_everything_first);
+  RUN(close_nicely_gives_up_after_its_timeout);
+  RUN(a_closed_connection_leaves_no_descriptor);
+  return CHECK_SUMMARY();
+}
