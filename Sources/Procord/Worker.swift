@@ -33,7 +33,9 @@ public enum Worker {
   ///   available yet, and `--procord-server` exits with a message).
   ///
   /// In worker mode this never returns: the process exits with status 0 at a
-  /// clean end, and 1 after a protocol or I/O error (described on stderr).
+  /// clean end (including a main program that went away), and 1 after a
+  /// protocol error (answered with its `E` frame) or an I/O error (described
+  /// on stderr).
   /// - Throws: ``CommandLineError`` for an unknown `--procord-` option or a
   ///   bad value.
   public static func runIfRequested(

@@ -107,7 +107,10 @@ void procord_connection_close_nicely(procord_connection_t *connection, int timeo
 /* Closes at once, dropping what is queued. The state goes to DISCONNECTED, cause 0. */
 void procord_connection_close(procord_connection_t *connection);
 
+/* The connection's state now. */
 procord_connection_state_t procord_connection_state(const procord_connection_t *connection);
+
+/* Why the connection is DISCONNECTED (all zero before that). */
 procord_cause_t procord_connection_cause(const procord_connection_t *connection);
 
 /* Bytes queued and not written yet. */
