@@ -20,14 +20,17 @@ func printError(_ text: String) {
   }
 }
 
+let usageText = """
+  usage: procord-demo                         run a short showcase
+         procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...] TASK INPUT...
+         procord-demo --procord-worker        serve tasks on stdin/stdout
+  tasks: \(runnableTasks.map(\.name).joined(separator: ", "))
+  """
+
+/// Reports a usage error on stderr; returns the exit status for it.
 func usage(_ problem: String) -> Int32 {
   printError("procord-demo: \(problem)")
-  printError("""
-    usage: procord-demo                         run a short showcase
-           procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...] TASK INPUT...
-           procord-demo --procord-worker        serve tasks on stdin/stdout
-    tasks: \(runnableTasks.map(\.name).joined(separator: ", "))
-    """)
+  printError(usageText)
   return 2
 }
 
@@ -42,6 +45,6 @@ let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case nil: exit(showcase())
 case "run": exit(runCommand(arguments.dropFirst()))
-case "-h", "--help": _ = usage("a main program and a worker in one executable"); exit(0)
+case "-h", "--help": print("procord-demo: a main program and a worker in one executable\n" + usageText); exit(0)
 default: exit(usage("unknown command \(arguments.first!)"))
 }
