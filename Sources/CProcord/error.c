@@ -3,47 +3,49 @@
 #include "procord/error.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
+typedef struct known_error_s {
+  int code;
+  const char *name;
+  const char *text;
+} known_error_t;
+
+static const known_error_t known_errors[] = {
+    {0, "OK", "success"},
+    {PROCORD_ETASK_NOT_SUPPORTED, "PROCORD_ETASK_NOT_SUPPORTED", "task not supported"},
+    {PROCORD_EUNEXPECTED, "PROCORD_EUNEXPECTED", "unexpected message"},
+    {PROCORD_EILL_FORMED, "PROCORD_EILL_FORMED", "ill-formed message"},
+    {PROCORD_ETOO_LONG, "PROCORD_ETOO_LONG", "message too long"},
+    {PROCORD_EDISCONNECTED, "PROCORD_EDISCONNECTED", "disconnected"},
+    {PROCORD_EINVALID_DESTINATION, "PROCORD_EINVALID_DESTINATION", "invalid print destination"},
+    {PROCORD_ETIMEOUT, "PROCORD_ETIMEOUT", "timed out"},
+    {PROCORD_EINVAL, "PROCORD_EINVAL", "invalid argument"},
+    {PROCORD_ECLOSED, "PROCORD_ECLOSED", "already closed"},
+};
+
+static const known_error_t *find_known(int code) {
+  for (size_t i = 0; i < sizeof known_errors / sizeof known_errors[0]; i++)
+    if (known_errors[i].code == code) return &known_errors[i];
+  return NULL;
+}
+
+static int is_errno(int code) { return code < 0 && code > -4000; }
+
 const char *procord_strerror(int code) {
-  switch (code) {
-  case 0: return "success";
-  case PROCORD_ETASK_NOT_SUPPORTED: return "task not supported";
-  case PROCORD_EUNEXPECTED: return "unexpected message";
-  case PROCORD_EILL_FORMED: return "ill-formed message";
-  case PROCORD_ETOO_LONG: return "message too long";
-  case PROCORD_EDISCONNECTED: return "disconnected";
-  case PROCORD_EINVALID_DESTINATION: return "invalid print destination";
-  case PROCORD_ETIMEOUT: return "timed out";
-  case PROCORD_EINVAL: return "invalid argument";
-  case PROCORD_ECLOSED: return "already closed";
-  }
-  if (code < 0 && code > -4000) {
-    /* strerror is not thread-safe in theory; strerrordesc_np is, and static. */
-    const char *text = strerrordesc_np(-code);
-    if (text) return text;
-  }
-  return "unknown error";
+  const known_error_t *known = find_known(code);
+  if (known) return known->text;
+  /* strerror is not thread-safe in theory; strerrordesc_np is, and static. */
+  const char *text = is_errno(code) ? strerrordesc_np(-code) : NULL;
+  return text ? text : "unknown error";
 }
 
 const char *procord_err_name(int code) {
-  switch (code) {
-  case 0: return "OK";
-  case PROCORD_ETASK_NOT_SUPPORTED: return "PROCORD_ETASK_NOT_SUPPORTED";
-  case PROCORD_EUNEXPECTED: return "PROCORD_EUNEXPECTED";
-  case PROCORD_EILL_FORMED: return "PROCORD_EILL_FORMED";
-  case PROCORD_ETOO_LONG: return "PROCORD_ETOO_LONG";
-  case PROCORD_EDISCONNECTED: return "PROCORD_EDISCONNECTED";
-  case PROCORD_EINVALID_DESTINATION: return "PROCORD_EINVALID_DESTINATION";
-  case PROCORD_ETIMEOUT: return "PROCORD_ETIMEOUT";
-  case PROCORD_EINVAL: return "PROCORD_EINVAL";
-  case PROCORD_ECLOSED: return "PROCORD_ECLOSED";
-  }
-  if (code < 0 && code > -4000) {
-    const char *name = strerrorname_np(-code);
-    if (name) return name;
-  }
-  return "UNKNOWN";
+  const known_error_t *known = find_known(code);
+  if (known) return known->name;
+  const char *name = is_errno(code) ? strerrorname_np(-code) : NULL;
+  return name ? name : "UNKNOWN";
 }
 
 char procord_error_to_frame_digit(int code) {
