@@ -147,7 +147,7 @@ static int attributes(posix_spawnattr_t *attr) {
 
 int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child) {
   if (!options || !options->program || !child) return PROCORD_EINVAL;
-  int ours[2], theirs[2];
+  int ours[2] = {-1, -1}, theirs[2] = {-1, -1};
   int error = make_channel(options->channel, ours, theirs);
   if (error) return error;
   const char *default_arguments[] = {options->program, NULL};
