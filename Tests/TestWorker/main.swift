@@ -1,3 +1,266 @@
-// procord-test-worker: a worker that misbehaves on purpose (filled in by the tests' author).
-import Procord
-try Worker.runIfRequested(tasks: [])
+// procord-test-worker: a fake worker that misbehaves on purpose, so that the
+// tests can check what the main program makes of it.
+//
+// It speaks the original stdin/stdout protocol by hand, with raw read(2) and
+// write(2) on descriptors 0 and 1 (no Procord worker loop, no print), and its
+// first argument chooses the misbehaviour:
+//
+//   exit-at-once            exits 0 without reading anything
+//   exit-after-name         reads the `T` frame, exits 0
+//   exit-during-input       reads `T` and part of `V`'s body, exits 5
+//   answer-then-exit N      answers `2V42`, exits N
+//   crash-after-name        reads `T`, dies of SIGSEGV
+//   garbage                 answers `xyz`
+//   garbage-then-crash      answers `xyz`, then dies of SIGSEGV
+//   too-long                answers a 20-digit SIZE (`00000000000000000001`), no kind
+//   size-above-limit        answers `100000000000V`, no body
+//   error-frame D           answers `1E` + D, exits 0
+//   bad-error-frame         answers `1E9`
+//   unexpected-task         answers with a `T` frame
+//   reusable-before-answer  answers `0R`
+//   print-then-answer       prints to `O`, `E` and `7`, flushes, answers `2V42`
+//   answer-then-linger      answers `2V42`, closes stdout, sleeps 30 s
+//   close-and-linger        closes stdout without answering, sleeps 30 s
+//   answer-with-grandchild  starts `sleep 30` on its stdout, answers `2V42`, exits 0
+//   hang                    reads the task, never answers
+//   undecodable             answers `3Vabc`
+//
+// Every mode but the `exit-*` and `crash-*` ones reads the whole task (`T`
+// then `V`) first. After an answer that breaks the protocol, the worker
+// waits for the main program to hang up (end of stdin) and exits 0: a main
+// program that kept waiting for more would hang, which the tests catch.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Raw I/O
+
+/// Exits with a message on stderr: the fake itself went wrong (code 99) or
+/// was called wrongly (code 64).
+func die(_ message: String, code: Int32 = 99) -> Never {
+  let bytes = Array("procord-test-worker: \(message)\n".utf8)
+  _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+  exit(code)
+}
+
+/// Writes all of `bytes` to stdout.
+func writeAll(_ bytes: [UInt8]) {
+  var offset = 0
+  while offset < bytes.count {
+    let n = bytes[offset...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+    if n < 0 && errno == EINTR { continue }
+    if n <= 0 { die("write failed: errno \(errno)") }
+    offset += n
+  }
+}
+
+/// Writes raw text, which need not be a well-formed frame.
+func send(_ text: String) { writeAll(Array(text.utf8)) }
+
+/// Writes one well-formed frame.
+func sendFrame(_ kind: Character, _ body: String) {
+  send("\(body.utf8.count)\(kind)\(body)")
+}
+
+/// Reads up to `count` bytes from stdin (fewer only at the end of the stream).
+func readBytes(_ count: Int) -> [UInt8] {
+  var bytes = [UInt8](repeating: 0, count: count)
+  var filled = 0
+  while filled < count {
+    let n = bytes[filled...].withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+    if n < 0 && errno == EINTR { continue }
+    if n < 0 { die("read failed: errno \(errno)") }
+    if n == 0 { break }
+    filled += n
+  }
+  return Array(bytes[0..<filled])
+}
+
+/// Reads a frame header (SIZE digits, then KIND); exits 99 on anything else.
+func readHeader() -> (kind: UInt8, size: Int) {
+  var size = 0
+  var digits = 0
+  while true {
+    guard let byte = readBytes(1).first else { die("end of stream inside a frame header") }
+    if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+      digits += 1
+      guard digits < 19 else { die("frame SIZE too long") }
+      size = size * 10 + Int(byte - UInt8(ascii: "0"))
+    } else {
+      guard digits > 0 else { die("frame without a SIZE") }
+      return (byte, size)
+    }
+  }
+}
+
+/// Reads one whole frame.
+func readFrame() -> (kind: UInt8, body: [UInt8]) {
+  let (kind, size) = readHeader()
+  let body = readBytes(size)
+  guard body.count == size else { die("end of stream inside a frame body") }
+  return (kind, body)
+}
+
+/// Reads the `T` frame and returns the task name.
+@discardableResult
+func readTaskName() -> String {
+  let frame = readFrame()
+  guard frame.kind == UInt8(ascii: "T") else { die("expected a T frame first") }
+  return String(decoding: frame.body, as: UTF8.self)
+}
+
+/// Reads the whole task: `T`, then `V`.
+func readTask() {
+  readTaskName()
+  guard readFrame().kind == UInt8(ascii: "V") else { die("expected a V frame after T") }
+}
+
+/// Waits until the main program closes our stdin, then exits 0.
+func exitWhenHungUp() -> Never {
+  while !readBytes(4096).isEmpty {}
+  exit(0)
+}
+
+/// Sleeps `seconds`, whatever signals come (used to outlive the main program's patience).
+func linger(seconds: Int) -> Never {
+  var remaining = timespec(tv_sec: seconds, tv_nsec: 0)
+  var request = remaining
+  while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+  exit(0)
+}
+
+/// Starts `sleep 30` as a child that inherits stdin, stdout and stderr.
+func startGrandchild() {
+  var pid: pid_t = 0
+  let arguments: [UnsafeMutablePointer<CChar>?] = ["sleep", "30"].map { (word: String) in strdup(word) } + [nil]
+  defer { arguments.forEach { free($0) } }
+  let error = posix_spawnp(&pid, "sleep", nil, nil, arguments, environ)
+  guard error == 0 else { die("posix_spawnp sleep: errno \(error)") }
+}
+
+/// Dies of SIGSEGV, without a core file and without the Swift runtime's
+/// handler spending time on a backtrace first.
+func crash() -> Never {
+  var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+  setrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &noCore)
+  signal(SIGSEGV, SIG_DFL)
+  raise(SIGSEGV)
+  die("still alive after SIGSEGV")
+}
+
+// MARK: - Modes
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 2 else { die("usage: procord-test-worker MODE [ARGUMENT]", code: 64) }
+let mode = arguments[1]
+/// The mode's numeric argument (`answer-then-exit N`, `error-frame D`).
+func number() -> Int32 {
+  guard arguments.count >= 3, let value = Int32(arguments[2]) else {
+    die("\(mode) needs a number argument", code: 64)
+  }
+  return value
+}
+
+switch mode {
+case "exit-at-once":
+  exit(0)
+
+case "exit-after-name":
+  readTaskName()
+  exit(0)
+
+case "exit-during-input":
+  readTaskName()
+  let (kind, size) = readHeader()
+  guard kind == UInt8(ascii: "V") else { die("expected a V frame after T") }
+  _ = readBytes(size / 2)
+  exit(5)
+
+case "answer-then-exit":
+  readTask()
+  sendFrame("V", "42")
+  exit(number())
+
+case "crash-after-name":
+  readTaskName()
+  crash()
+
+case "garbage-then-crash":
+  readTask()
+  send("xyz")
+  crash()
+
+case "garbage":
+  readTask()
+  send("xyz")
+  exitWhenHungUp()
+
+case "too-long":
+  readTask()
+  send("00000000000000000001")  // 20 digits, worth 1, and no KIND
+  exitWhenHungUp()
+
+case "size-above-limit":
+  readTask()
+  send("100000000000V")  // 100 GB announced, no body
+  exitWhenHungUp()
+
+case "error-frame":
+  readTask()
+  sendFrame("E", String(number()))
+  exit(0)
+
+case "bad-error-frame":
+  readTask()
+  send("1E9")
+  exitWhenHungUp()
+
+case "unexpected-task":
+  readTask()
+  sendFrame("T", "probe")
+  exitWhenHungUp()
+
+case "reusable-before-answer":
+  readTask()
+  send("0R")
+  exitWhenHungUp()
+
+case "print-then-answer":
+  readTask()
+  send("8POmessage")
+  sendFrame("P", "Eto stderr\n")
+  sendFrame("P", "7to nowhere\n")
+  sendFrame("F", "O")
+  sendFrame("V", "42")
+  exit(0)
+
+case "answer-then-linger":
+  readTask()
+  sendFrame("V", "42")
+  close(1)
+  linger(seconds: 30)
+
+case "close-and-linger":
+  readTask()
+  close(1)
+  linger(seconds: 30)
+
+case "answer-with-grandchild":
+  readTask()
+  startGrandchild()
+  sendFrame("V", "42")
+  exit(0)
+
+case "hang":
+  readTask()
+  linger(seconds: 3600)
+
+case "undecodable":
+  readTask()
+  sendFrame("V", "abc")
+  exit(0)
+
+default:
+  die("unknown mode \(mode)", code: 64)
+}

@@ -1,0 +1,432 @@
+// What the main program makes of a worker that misbehaves: each test starts
+// the fake worker of Tests/TestWorker in one of its modes (stdin/stdout
+// channel), waits for it, and checks the exact final status, and that
+// nothing (descriptor, child process) is left behind.
+import Foundation
+import Testing
+
+@testable import Procord
+
+@Suite struct FailureTests {
+  /// The task every fake worker is given: JSON Int to JSON Int.
+  private static let probe = DelegatedTask<Int, Int>(name: "probe")
+  /// A task with raw byte input, for inputs bigger than a pipe.
+  private static let bytesProbe = DelegatedTask<[UInt8], Int>(
+    name: "bytes-probe", input: .bytes, output: .json)
+
+  // MARK: - The worker goes away before answering
+
+  @Test func workerThatExitsAtOnceIsDisconnectedWithItsExitCode() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("exit-at-once"))
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.exited(code: 0)))
+      #expect(
+        failure(process.status)?.description
+          == "worker disconnected: the worker exited with code 0 without answering")
+    }
+  }
+
+  @Test func workerThatExitsAfterTheNameIsDisconnectedWithItsExitCode() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("exit-after-name"))
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.exited(code: 0)))
+    }
+  }
+
+  /// A small input is all in the pipe when the worker exits (read side sees
+  /// the end); a 4 MiB one is still being written (write side sees EPIPE).
+  /// Either way the status names the exit code.
+  @Test(arguments: [16, 4 << 20])
+  func workerThatExitsDuringTheInputIsDisconnectedWithItsExitCode(inputSize: Int) throws {
+    try expectNoLeaks {
+      let input = [UInt8](repeating: UInt8(ascii: "a"), count: inputSize)
+      let process = try delegate(
+        Self.bytesProbe, input, to: FailureFixture.worker("exit-during-input"))
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.exited(code: 5)))
+      #expect(failure(process.status)?.description.contains("exited with code 5") == true)
+    }
+  }
+
+  @Test func workerThatCrashesIsDisconnectedWithTheSignal() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("crash-after-name"))
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.signaled(SIGSEGV)))
+      let description = failure(process.status)?.description ?? ""
+      #expect(description.contains("SIGSEGV"), "\(description)")
+      #expect(description.contains("Segmentation fault"), "\(description)")
+    }
+  }
+
+  // MARK: - An answer, whatever happens next
+
+  /// The terminal frame decides: exiting with an error code afterwards does
+  /// not undo the answer, and a late kill() is a no-op.
+  @Test func answerFollowedByAnErrorExitIsStillASuccess() throws {
+    try expectNoLeaks {
+      let process = try delegate(
+        Self.probe, 7, to: FailureFixture.worker("answer-then-exit", "3"))
+      FailureFixture.finish(process)
+      #expect(FailureFixture.output(process.status) == 42)
+      process.kill()
+      #expect(FailureFixture.output(process.status) == 42)
+      #expect(try process.run() == 42)
+    }
+  }
+
+  /// `P` to stdout and stderr are printed, a `P` to an unregistered custom
+  /// destination is dropped, `F` is accepted; then the answer counts.
+  @Test func printsAndFlushesBeforeTheAnswerArePassedOn() throws {
+    try expectNoLeaks {
+      let (process, printed) = try FailureFixture.capturingStandardStreams {
+        () throws -> DelegatedProcess<Int> in
+        let process = try delegate(
+          Self.probe, 7, to: FailureFixture.worker("print-then-answer"))
+        process.wait(timeout: .seconds(10))
+        return process
+      }
+      FailureFixture.finish(process)
+      #expect(FailureFixture.output(process.status) == 42)
+      #expect(printed.output.contains("message"), "stdout: \(printed.output)")
+      #expect(printed.error.contains("to stderr\n"), "stderr: \(printed.error)")
+      #expect(!printed.output.contains("to stderr") && !printed.error.contains("message"))
+      #expect(!printed.output.contains("to nowhere") && !printed.error.contains("to nowhere"))
+    }
+  }
+
+  // MARK: - Workers that do not go away
+
+  /// The worker answers and closes stdout but does not exit: the main
+  /// program gives it its 2 s grace period, kills it, and keeps the answer.
+  @Test func answerFromALingeringWorkerArrivesAfterTheGracePeriod() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("answer-then-linger"))
+      let elapsed = FailureFixture.finish(process)
+      #expect(elapsed < .seconds(6), "took \(elapsed)")
+      #expect(FailureFixture.output(process.status) == 42)
+      #expect(process.pid.map(processExists) == false)
+    }
+  }
+
+  /// The worker closes stdout without answering and does not exit: the
+  /// main program kills it after the grace period; the status says so.
+  @Test func lingeringWorkerThatClosedWithoutAnsweringIsKilledAfterTheGracePeriod() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("close-and-linger"))
+      let elapsed = FailureFixture.finish(process)
+      #expect(elapsed < .seconds(6), "took \(elapsed)")
+      #expect(elapsed >= .seconds(1), "killed before its grace period: \(elapsed)")
+      // How it ended: by the SIGKILL of the main program's grace timer.
+      #expect(failure(process.status) == .workerDisconnected(.signaled(SIGKILL)))
+      #expect(process.pid.map(processExists) == false)
+    }
+  }
+
+  /// The worker answers and exits, but a grandchild holds its stdout open:
+  /// the main program must not wait for the grandchild.
+  @Test func grandchildHoldingTheStreamDoesNotDelayTheAnswerForever() throws {
+    try expectNoLeaks {
+      let process = try delegate(
+        Self.probe, 7, to: FailureFixture.worker("answer-with-grandchild"))
+      let elapsed = FailureFixture.finish(process)
+      #expect(elapsed < .seconds(6), "took \(elapsed)")
+      #expect(FailureFixture.output(process.status) == 42)
+      // The grandchild (`sleep 30`) is still alive in the worker's process
+      // group, holding the stream: that is what this test is about. End it.
+      let pid = try #require(process.pid)
+      #expect(kill(-pid, SIGKILL) == 0, "the grandchild was not there")
+    }
+  }
+
+  @Test func killingAHangingWorkerReportsItKilledAndReapsIt() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("hang"))
+      let pid = try #require(process.pid)
+      #expect(!process.wait(timeout: .milliseconds(200)))
+      #expect(!process.status.isFinished)
+      #expect(processExists(pid))
+      process.kill()
+      #expect(failure(process.status) == .workerKilled)
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerKilled)
+      #expect(failure(process.status)?.description == "worker killed by the main program")
+      #expect(!processExists(pid))
+    }
+  }
+
+  /// Cancelling the task that awaits `value` kills the worker; `value`
+  /// throws `workerKilled` only once the worker has been reaped.
+  @Test func cancellingTheAwaitKillsAHangingWorker() async throws {
+    try await expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("hang"))
+      let pid = try #require(process.pid)
+      let waiting = Task { try await process.value }
+      waiting.cancel()
+      await #expect(throws: ExecutionError.workerKilled) { try await waiting.value }
+      #expect(!processExists(pid))
+    }
+  }
+
+  /// The async way reports a crash as the same error the status holds.
+  @Test func awaitingACrashedWorkerThrowsTheDisconnection() async throws {
+    try await expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("crash-after-name"))
+      await #expect(throws: ExecutionError.workerDisconnected(.signaled(SIGSEGV))) {
+        try await process.value
+      }
+      #expect(failure(process.status) == .workerDisconnected(.signaled(SIGSEGV)))
+    }
+  }
+
+  // MARK: - Protocol errors
+
+  @Test func garbageIsAnIllFormedMessage() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("garbage"))
+      FailureFixture.finish(process)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+      let description = failure(process.status)?.description ?? ""
+      #expect(description.hasPrefix("worker disconnected: protocol error: "), "\(description)")
+    }
+  }
+
+  /// The protocol error comes first and is the cause, even when the worker
+  /// dies right after it (PROTOCOL.md: an ill-formed frame is a
+  /// disconnection carrying the protocol error).
+  @Test func garbageFollowedByACrashIsStillAnIllFormedMessage() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("garbage-then-crash"))
+      FailureFixture.finish(process)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+    }
+  }
+
+  /// 20 digits worth only 1: the digit count alone is too long, and the
+  /// main program says so without waiting for a KIND.
+  @Test func twentyDigitSizeIsTooLong() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("too-long"))
+      FailureFixture.finish(process)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.protocolError(.messageTooLong, reportedByWorker: false)))
+    }
+  }
+
+  /// A SIZE above the maximum is too long from the SIZE alone, without
+  /// waiting for a body that never comes.
+  @Test func sizeAboveTheMaximumIsTooLong() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("size-above-limit"))
+      FailureFixture.finish(process)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.protocolError(.messageTooLong, reportedByWorker: false)))
+    }
+  }
+
+  @Test func errorFrameZeroMeansNoWorkerAvailable() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("error-frame", "0"))
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .noWorkerAvailable(taskName: "probe"))
+      #expect(failure(process.status)?.description == "no worker available for task \"probe\"")
+    }
+  }
+
+  @Test(arguments: 1...5)
+  func otherErrorFramesAreProtocolErrorsReportedByTheWorker(code: Int) throws {
+    try expectNoLeaks {
+      let process = try delegate(
+        Self.probe, 7, to: FailureFixture.worker("error-frame", String(code)))
+      FailureFixture.finish(process)
+      let error = try #require(ProtocolError(rawValue: code))
+      #expect(
+        failure(process.status) == .workerDisconnected(.protocolError(error, reportedByWorker: true)))
+      let description = failure(process.status)?.description ?? ""
+      #expect(
+        description == "worker disconnected: the worker reported a protocol error: \(error)",
+        "\(description)")
+    }
+  }
+
+  @Test func errorFrameWithAnUnknownCodeIsIllFormed() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("bad-error-frame"))
+      FailureFixture.finish(process)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+    }
+  }
+
+  @Test(arguments: ["unexpected-task", "reusable-before-answer"])
+  func frameThatOnlyTheMainProgramSendsIsUnexpected(mode: String) throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker(mode))
+      FailureFixture.finish(process)
+      #expect(
+        failure(process.status)
+          == .workerDisconnected(.protocolError(.unexpectedMessage, reportedByWorker: false)))
+    }
+  }
+
+  @Test func outputTheCodecCannotDecodeIsUndecodable() throws {
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("undecodable"))
+      FailureFixture.finish(process)
+      guard case .error(.workerDisconnected(.undecodableOutput(let reason))) = process.status else {
+        Issue.record("expected undecodableOutput, got \(process.status)")
+        return
+      }
+      #expect(!reason.isEmpty)
+      let description = failure(process.status)?.description ?? ""
+      #expect(
+        description.hasPrefix("worker disconnected: the worker's output could not be decoded: "),
+        "\(description)")
+      #expect(throws: ExecutionError.self) { try process.run() }
+    }
+  }
+
+  // MARK: - Workers that cannot start
+
+  @Test func programThatDoesNotExistCouldNotStart() throws {
+    try expectNoLeaks {
+      let path = "/nonexistent/procord-no-such-worker"
+      let process = try delegate(Self.probe, 7, to: WorkerProgram(path: path))
+      #expect(process.pid == nil)
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.couldNotStart(program: path, errno: ENOENT)))
+      #expect(
+        failure(process.status)?.description
+          == "worker disconnected: could not start \(path): posix_spawn: ENOENT (No such file or directory)")
+    }
+  }
+
+  @Test func directoryCouldNotStart() throws {
+    try expectNoLeaks {
+      let path = FileManager.default.temporaryDirectory.path
+      let process = try delegate(Self.probe, 7, to: WorkerProgram(path: path))
+      #expect(process.pid == nil)
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.couldNotStart(program: path, errno: EACCES)))
+      #expect(failure(process.status)?.description.contains("EACCES") == true)
+    }
+  }
+
+  @Test func fileThatIsNotExecutableCouldNotStart() throws {
+    let path = FileManager.default.temporaryDirectory
+      .appendingPathComponent("procord-not-executable-\(getpid())").path
+    #expect(FileManager.default.createFile(
+      atPath: path, contents: Data("#!/bin/sh\nexit 0\n".utf8),
+      attributes: [.posixPermissions: 0o644]))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    try expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: WorkerProgram(path: path))
+      #expect(process.pid == nil)
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.couldNotStart(program: path, errno: EACCES)))
+    }
+  }
+
+  // MARK: - Isolation
+
+  /// A crashing and a garbage-speaking worker, side by side with three good
+  /// ones: only the bad ones fail.
+  @Test func badWorkersDoNotDisturbGoodOnes() throws {
+    try expectNoLeaks {
+      let crash = try delegate(DemoTasks.fibo, 7, to: FailureFixture.worker("crash-after-name"))
+      let garbage = try delegate(DemoTasks.fibo, 7, to: FailureFixture.worker("garbage"))
+      let good = try [10, 20, 30].map { try delegate(DemoTasks.fibo, $0, to: demoStdioWorker) }
+      let all: [AnyDelegatedProcess] = [crash, garbage] + good
+      let finished = Waiter.waitForAll(all, timeout: .seconds(10))
+      #expect(finished)
+      if !finished { all.forEach { $0.kill() }; Waiter.waitForAll(all) }
+      #expect(failure(crash.status) == .workerDisconnected(.signaled(SIGSEGV)))
+      #expect(
+        failure(garbage.status)
+          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+      #expect(good.map { FailureFixture.output($0.status) } == [89, 10946, 1_346_269])
+    }
+  }
+}
+
+/// Helpers of this file (named so as not to collide with other test files).
+private enum FailureFixture {
+  /// The fake worker in `mode`, on stdin/stdout.
+  static func worker(_ mode: String, _ argument: String...) -> WorkerProgram {
+    WorkerProgram(path: testWorkerPath, arguments: [mode] + argument)
+  }
+
+  /// Waits for `process`, at most `limit`; past it, records an issue and
+  /// kills the worker so that nothing is left behind. Returns how long the
+  /// wait took.
+  @discardableResult
+  static func finish(
+    _ process: AnyDelegatedProcess, within limit: Duration = .seconds(10),
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) -> Duration {
+    let clock = ContinuousClock()
+    let start = clock.now
+    let returned = process.wait(timeout: limit)
+    let elapsed = clock.now - start
+    #expect(returned, "the process had not finished after \(limit)", sourceLocation: sourceLocation)
+    if !returned {
+      process.kill()
+      process.wait()
+    }
+    #expect(process.isFinished, sourceLocation: sourceLocation)
+    return elapsed
+  }
+
+  /// The output of a successful status, or nil.
+  static func output<Output>(_ status: Status<Output>) -> Output? {
+    if case .success(let output) = status { return output }
+    return nil
+  }
+
+  /// Runs `body` with this process's stdout and stderr sent to temporary
+  /// files, and returns what was written to each. No expectation may be
+  /// checked inside `body` (its report would be captured too).
+  static func capturingStandardStreams<Result>(_ body: () throws -> Result) throws
+    -> (Result, (output: String, error: String))
+  {
+    fflush(nil)
+    let directory = FileManager.default.temporaryDirectory.path
+    var files: [(path: String, fd: Int32, saved: Int32)] = []
+    for (name, stream) in [("out", Int32(1)), ("err", Int32(2))] {
+      var template = Array("\(directory)/procord-failure-\(name)-XXXXXX".utf8CString)
+      let fd = mkstemp(&template)
+      guard fd >= 0 else { throw ProcordError(code: -errno, operation: "mkstemp") }
+      let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+      let saved = dup(stream)
+      dup2(fd, stream)
+      files.append((path, fd, saved))
+    }
+    func restore() -> [String] {
+      fflush(nil)
+      return zip(files, [Int32(1), Int32(2)]).map { file, stream in
+        dup2(file.saved, stream)
+        close(file.saved)
+        close(file.fd)
+        let text = (try? String(contentsOfFile: file.path, encoding: .utf8)) ?? ""
+        unlink(file.path)
+        return text
+      }
+    }
+    let result: Result
+    do { result = try body() } catch {
+      _ = restore()
+      throw error
+    }
+    let texts = restore()
+    return (result, (texts[0], texts[1]))
+  }
+}
