@@ -202,7 +202,10 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
   procord_delegation_t *d = context;
   /* The worker closed its stream but lingers, or died while something it
      started still holds the stream: end both. */
-  if (!d->reaped) procord_child_kill(&d->child, SIGKILL);
+  if (!d->reaped) {
+    d->outcome.killed_after_grace = 1;
+    procord_child_kill(&d->child, SIGKILL);
+  }
   if (d->connection) procord_connection_close(d->connection);
   else if (!d->reaped) start_grace_timer(d);
 }

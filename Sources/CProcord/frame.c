@@ -42,7 +42,7 @@ static int fail(procord_frame_parser_t *parser, int error) {
 /* Body rules of PROTOCOL.md that a receiver checks whatever the context. */
 static int body_is_well_formed(unsigned char kind, const unsigned char *body, size_t length) {
   switch (kind) {
-  case PROCORD_FRAME_ERROR: return procord_error_from_frame_body(body, length) != PROCORD_EILL_FORMED;
+  case PROCORD_FRAME_ERROR: return length == 1 && body[0] >= '0' && body[0] <= '5';
   case PROCORD_FRAME_PRINT: return length >= 1;
   case PROCORD_FRAME_FLUSH: return length == 1;
   case PROCORD_FRAME_REUSABLE: return length == 0;

@@ -202,7 +202,9 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   command->socket_fd = -1;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
-    if (strncmp(arg, "--procord-", 10) != 0) continue;
+    /* Only a leading run of options is ours: the program's own arguments
+       (say `--worker-arg --procord-worker`) must never turn it into a worker. */
+    if (strncmp(arg, "--procord-", 10) != 0) break;
     const char *name = arg + 10;
     const char *equals = strchr(name, '=');
     size_t name_length = equals ? (size_t)(equals - name) : strlen(name);

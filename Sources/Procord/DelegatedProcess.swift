@@ -33,8 +33,10 @@ public class AnyDelegatedProcess: @unchecked Sendable {
     if completion.markKilled() { _ = procord_delegation_kill(handle) }
   }
 
-  /// True once the status is final. The worker may still be exiting: waiting
-  /// (``run()``, ``Waiter``, `value`) returns only once it has been reaped.
+  /// True once the status is final: the worker has answered (or failed)
+  /// and has been reaped, or ``kill()`` was called, in which case the worker
+  /// may still be exiting. Waiting (``DelegatedProcess/run()``, ``Waiter``,
+  /// ``DelegatedProcess/value``) always returns only once it has been reaped.
   public var isFinished: Bool { completion.isFinished }
 
   /// Blocks until the worker has answered (or failed) and has been reaped.
@@ -183,20 +185,23 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
 }
 
 extension DisconnectionCause {
-  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome.
+  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome. A protocol
+  /// error wins over how the worker ended (it may well die after sending
+  /// garbage); the exit code or signal explains a plain end of stream.
   init(_ outcome: procord_outcome_t, program: String) {
     let call = outcome.call.map { String(cString: $0) } ?? ""
     let error = outcome.error
     let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && call == "read")
       || error == -EPIPE || error == -ECONNRESET
+    let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
     if call == "posix_spawn" {
       self = .couldNotStart(program: program, errno: -error)
-    } else if outcome.signal != 0 {
-      self = .signaled(outcome.signal)
     } else if !endOfStream, error <= -4000, error >= -4005,
       let code = ProtocolError(rawValue: Int(-4000 - error))
     {
       self = .protocolError(code, reportedByWorker: call == "peer")
+    } else if signal != 0 {
+      self = .signaled(signal)
     } else if endOfStream {
       self = outcome.exit_code >= 0 ? .exited(code: outcome.exit_code) : .closedWithoutAnswer
     } else if error < 0, error > -4000 {

@@ -77,7 +77,7 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   /// The worker was killed by this signal (it crashed, or someone killed it).
   case signaled(Int32)
   /// The worker closed its stream without answering, and how it ended is not
-  /// known.
+  /// known, or it lingered after closing and Procord killed it.
   case closedWithoutAnswer
   /// The worker answered with an output its codec could not decode.
   case undecodableOutput(String)

@@ -15,7 +15,9 @@ public enum Worker {
   /// Serves `tasks` and exits if the command line asks this program to be a
   /// worker; returns at once otherwise, so call it first thing in `main`.
   ///
-  /// Understood options (anything else is left alone):
+  /// The options must come first, right after the program's name, as Procord
+  /// passes them when it starts a worker; reading stops at the first
+  /// argument that is not one of them, and the rest is left alone. Options:
   /// - `--procord-worker`: serve one task on stdin/stdout, in the original
   ///   library's mode (stdout is pointed at stderr meanwhile, so the task's
   ///   prints cannot corrupt the protocol), then exit.

@@ -48,6 +48,10 @@ typedef struct procord_outcome_s {
   const char *call;
   int exit_code; /* how the worker ended: its exit code, or -1 */
   int signal;    /* the signal that killed it, or 0 */
+  /* The worker neither exited nor closed its stream within the grace period
+     after answering or hanging up, so Procord killed it: `signal` is then
+     Procord's SIGKILL, not something that happened to the worker. */
+  int killed_after_grace;
   int reusable;  /* the worker sent `0R` after its terminal frame */
 } procord_outcome_t;
 

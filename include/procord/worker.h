@@ -82,9 +82,11 @@ typedef struct procord_worker_command_s {
 } procord_worker_command_t;
 
 /*
- * Reads the `--procord-*` options of `argv` (argv[0] is skipped; other
- * arguments are left alone). Both `--option VALUE` and `--option=VALUE` are
- * accepted. Returns 0, or PROCORD_EINVAL for an unknown `--procord-` option
+ * Reads the `--procord-*` options at the start of `argv`: those right after
+ * argv[0], up to the first argument that is not one of them (or its value).
+ * Later arguments belong to the program and are never read, so a program
+ * argument that happens to start with `--procord-` cannot turn the program
+ * into a worker. Both `--option VALUE` and `--option=VALUE` are accepted. Returns 0, or PROCORD_EINVAL for an unknown `--procord-` option
  * or a bad value, with a message in `error` (of `error_size` bytes, may be
  * NULL). Strings in `*command` point into argv.
  */
