@@ -150,13 +150,7 @@ static void check_error_frame_parses(char code) {
 
 static void error_frame_with_code_0_parses(void) { check_error_frame_parses('0'); }
 static void error_frame_with_code_1_parses(void) { check_error_frame_parses('1'); }
-/*
- * BUG (C core, frame.c body_is_well_formed + error.c procord_error_from_frame_body):
- * `1E2` is rejected with PROCORD_EILL_FORMED. procord_error_from_frame_body
- * maps the valid body "2" to PROCORD_EILL_FORMED (E2 is "ill-formed message"),
- * which is also the value it returns for a body that is not a digit 0..5, and
- * body_is_well_formed compares against that value. Left out of RUN() until fixed.
- */
+/* E2 is "ill-formed message", the code the parser itself reports: still a valid frame. */
 static void error_frame_with_code_2_parses(void) { check_error_frame_parses('2'); }
 static void error_frame_with_code_3_parses(void) { check_error_frame_parses('3'); }
 static void error_frame_with_code_4_parses(void) { check_error_frame_parses('4'); }
@@ -241,7 +235,6 @@ static void protocol_example_task_hello(void) {
   CHECK_BYTES(got.frames[0].body, got.frames[0].length, "hello");
 }
 
-/* BUG: the same as error_frame_with_code_2_parses; left out of RUN() until fixed. */
 static void protocol_example_error_code_2(void) {
   got_t got = PARSE("1E2");
   CHECK_EQ_INT(got.error, 0);
@@ -810,8 +803,7 @@ int main(void) {
 
   RUN(error_frame_with_code_0_parses);
   RUN(error_frame_with_code_1_parses);
-  /* BUG: `1E2` is rejected as ill-formed (see the test). RUN(error_frame_with_code_2_parses); */
-  (void)error_frame_with_code_2_parses;
+  RUN(error_frame_with_code_2_parses);
   RUN(error_frame_with_code_3_parses);
   RUN(error_frame_with_code_4_parses);
   RUN(error_frame_with_code_5_parses);
@@ -828,8 +820,7 @@ int main(void) {
   RUN(ill_formed_body_consumes_the_frame);
 
   RUN(protocol_example_task_hello);
-  /* BUG: `1E2` is rejected as ill-formed. RUN(protocol_example_error_code_2); */
-  (void)protocol_example_error_code_2;
+  RUN(protocol_example_error_code_2);
   RUN(protocol_example_print_message);
   RUN(bytes_after_a_frame_are_not_consumed);
 
