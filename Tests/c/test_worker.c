@@ -1,0 +1,860 @@
+#define _GNU_SOURCE
+/*
+ * The worker side (procord/worker.h). The worker runs procord_worker_serve in
+ * a thread on one end of a socketpair; the test thread plays the main
+ * program on the other end with blocking reads and writes.
+ */
+#include "check.h"
+#include "procord/error.h"
+#include "procord/frame.h"
+#include "procord/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- Tasks ---- */
+
+static void reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
+  reply->kind = kind;
+  reply->length = strlen(text);
+  reply->body = malloc(reply->length ? reply->length : 1);
+  memcpy(reply->body, text, reply->length);
+}
+
+/* Doubles a decimal integer. */
+static void task_double(void *context, const unsigned char *input, size_t length,
+                        procord_reply_t *reply) {
+  (void)context;
+  char text[32] = {0};
+  memcpy(text, input, length < sizeof text - 1 ? length : sizeof text - 1);
+  char out[32];
+  snprintf(out, sizeof out, "%lld", 2 * strtoll(text, NULL, 10));
+  reply_text(reply, PROCORD_FRAME_VALUE, out);
+}
+
+static void task_fail(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  reply_text(reply, PROCORD_FRAME_UNKNOWN_EXCEPTION, "it failed");
+}
+
+static void task_raise(void *context, const unsigned char *input, size_t length,
+                       procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  reply_text(reply, PROCORD_FRAME_EXCEPTION, "boom");
+}
+
+static void task_echo(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
+  (void)context;
+  reply->kind = PROCORD_FRAME_VALUE;
+  reply->length = length;
+  reply->body = length ? malloc(length) : NULL;
+  if (length) memcpy(reply->body, input, length);
+}
+
+/* Answers with the text its context points to. */
+static void task_context(void *context, const unsigned char *input, size_t length,
+                         procord_reply_t *reply) {
+  (void)input, (void)length;
+  reply_text(reply, PROCORD_FRAME_VALUE, context);
+}
+
+static void task_bad_kind(void *context, const unsigned char *input, size_t length,
+                          procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  reply_text(reply, 'Q', "x");
+}
+
+static const procord_worker_task_t tasks[] = {
+    {"double", task_double, NULL},   {"fail", task_fail, NULL},
+    {"raise", task_raise, NULL},     {"echo", task_echo, NULL},
+    {"context", task_context, "from the context"},
+    {"bad-kind", task_bad_kind, NULL},
+};
+#define TASK_COUNT (sizeof tasks / sizeof tasks[0])
+
+/* ---- A worker on a thread, and the main program's side ---- */
+
+typedef struct {
+  pthread_t thread;
+  int worker_fd; /* the worker's end; closed by the thread when serve returns */
+  int main_fd;   /* the test's end */
+  procord_worker_options_t options;
+  int result;
+} worker_t;
+
+static void *serve_then_close(void *argument) {
+  worker_t *w = argument;
+  w->result = procord_worker_serve(&w->options);
+  close(w->worker_fd); /* so that the test's reads end */
+  return NULL;
+}
+
+static int start_worker(worker_t *w, int reusable, size_t max_message_size) {
+  memset(w, 0, sizeof *w);
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return -errno;
+  w->main_fd = pair[0];
+  w->worker_fd = pair[1];
+  w->options.read_fd = w->options.write_fd = w->worker_fd;
+  w->options.tasks = tasks;
+  w->options.task_count = TASK_COUNT;
+  w->options.reusable = reusable;
+  w->options.max_message_size = max_message_size;
+  int error = pthread_create(&w->thread, NULL, serve_then_close, w);
+  if (error) {
+    close(pair[0]);
+    close(pair[1]);
+    return -error;
+  }
+  return 0;
+}
+
+/* Joins the worker thread, closes the test's end, returns what serve returned. */
+static int join_worker(worker_t *w) {
+  pthread_join(w->thread, NULL);
+  close(w->main_fd);
+  return w->result;
+}
+
+static void write_all(int fd, const void *data, size_t length) {
+  const unsigned char *bytes = data;
+  while (length > 0) {
+    ssize_t n = write(fd, bytes, length);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return; /* the worker stopped reading: what it sent tells why */
+    bytes += n;
+    length -= (size_t)n;
+  }
+}
+
+/* Reads exactly `length` bytes; returns how many came before the end. */
+static size_t read_exactly(int fd, void *into, size_t length) {
+  unsigned char *bytes = into;
+  size_t got = 0;
+  while (got < length) {
+    ssize_t n = read(fd, bytes + got, length - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  return got;
+}
+
+/*
+ * Reads until the worker's end is closed. ECONNRESET counts as the end: a
+ * socket closed with unread input resets its peer after the data.
+ */
+static size_t read_to_end(int fd, void *into, size_t capacity) {
+  unsigned char *bytes = into;
+  size_t got = 0;
+  for (;;) {
+    ssize_t n = read(fd, bytes + got, capacity - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || got + (size_t)n == capacity) return n > 0 ? got + (size_t)n : got;
+    got += (size_t)n;
+  }
+}
+
+/*
+ * One whole conversation: writes `request`, closes the writing half, reads
+ * every byte the worker sends until it is done; returns serve's result.
+ */
+static int converse(int reusable, size_t max, const char *request, size_t request_length,
+                    char *answer, size_t capacity, size_t *answer_length) {
+  worker_t w;
+  int error = start_worker(&w, reusable, max);
+  if (error) return error;
+  write_all(w.main_fd, request, request_length);
+  shutdown(w.main_fd, SHUT_WR);
+  *answer_length = read_to_end(w.main_fd, answer, capacity);
+  return join_worker(&w);
+}
+
+#define CONVERSE(reusable, request, answer, answer_length)                                        \
+  converse((reusable), 0, (request), sizeof(request) - 1, (answer), sizeof(answer), &(answer_length))
+
+/* ---- Answers ---- */
+
+static void task_value_is_answered_with_v(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "6Tdouble2V21", answer, length), 0);
+  CHECK_BYTES(answer, length, "2V42");
+}
+
+static void task_unknown_exception_is_answered_with_u(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "4Tfail0V", answer, length), 0);
+  CHECK_BYTES(answer, length, "9Uit failed");
+}
+
+static void task_exception_is_answered_with_x(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "5Traise1V1", answer, length), 0);
+  CHECK_BYTES(answer, length, "4Xboom");
+}
+
+static void task_gets_its_context(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "7Tcontext0V", answer, length), 0);
+  CHECK_BYTES(answer, length, "16Vfrom the context");
+}
+
+static void task_reply_of_no_valid_kind_is_an_unknown_exception(void) {
+  char answer[128];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "8Tbad-kind0V", answer, length), 0);
+  CHECK(length > 2);
+  CHECK(memcmp(answer, "38U", 3) == 0);
+}
+
+static void empty_output_is_answered_with_0v(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "4Techo0V", answer, length), 0);
+  CHECK_BYTES(answer, length, "0V");
+}
+
+static void binary_input_reaches_the_task_intact(void) {
+  char answer[64];
+  size_t length = 0;
+  static const char request[] = "4Techo5V\0a\0\0b";
+  CHECK_EQ_INT(converse(0, 0, request, sizeof request - 1, answer, sizeof answer, &length), 0);
+  CHECK_EQ_INT(length, 7);
+  CHECK(memcmp(answer, "5V\0a\0\0b", 7) == 0);
+}
+
+static void large_input_and_output_cross_intact(void) {
+  /* Larger than the worker's read chunk, so the body goes through the window. */
+  enum { SIZE = 300000 };
+  char header[PROCORD_FRAME_HEADER_MAX + 8];
+  size_t h = procord_frame_encode_header('T', 4, (unsigned char *)header);
+  memcpy(header + h, "echo", 4);
+  h += 4;
+  h += procord_frame_encode_header('V', SIZE, (unsigned char *)header + h);
+  char *request = malloc(h + SIZE);
+  char *answer = malloc(SIZE + 64);
+  CHECK(request && answer);
+  memcpy(request, header, h);
+  for (size_t i = 0; i < SIZE; i++) request[h + i] = (char)(i * 31 + 7);
+  size_t length = 0;
+  int result = converse(0, 0, request, h + SIZE, answer, SIZE + 64, &length);
+  int same = length == 7 + SIZE && memcmp(answer, "300000V", 7) == 0 &&
+             memcmp(answer + 7, request + h, SIZE) == 0;
+  free(request);
+  free(answer);
+  CHECK_EQ_INT(result, 0);
+  CHECK(same);
+}
+
+static void request_written_one_byte_at_a_time_is_served(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 0, 0), 0);
+  static const char request[] = "006Tdouble03V100";
+  for (size_t i = 0; i < sizeof request - 1; i++) write_all(w.main_fd, request + i, 1);
+  char answer[16];
+  size_t length = read_to_end(w.main_fd, answer, sizeof answer);
+  CHECK_EQ_INT(join_worker(&w), 0);
+  CHECK_BYTES(answer, length, "3V200");
+}
+
+static void nonblocking_descriptor_is_served(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 0, 0), 0);
+  /* Set after the thread started: the worker must wait instead of failing on EAGAIN. */
+  fcntl(w.worker_fd, F_SETFL, fcntl(w.worker_fd, F_GETFL) | O_NONBLOCK);
+  write_all(w.main_fd, "6Tdouble", 8);
+  write_all(w.main_fd, "1V", 2);
+  write_all(w.main_fd, "4", 1);
+  char answer[16];
+  size_t length = read_to_end(w.main_fd, answer, sizeof answer);
+  CHECK_EQ_INT(join_worker(&w), 0);
+  CHECK_BYTES(answer, length, "1V8");
+}
+
+/* ---- One task or many ---- */
+
+static void non_reusable_worker_returns_after_one_task(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 0, 0), 0);
+  /* Two tasks, and the stream stays open: the worker must return all the same. */
+  write_all(w.main_fd, "6Tdouble1V16Tdouble1V2", 22);
+  pthread_join(w.thread, NULL);
+  char answer[64];
+  size_t length = read_to_end(w.main_fd, answer, sizeof answer);
+  close(w.main_fd);
+  CHECK_EQ_INT(w.result, 0);
+  CHECK_BYTES(answer, length, "1V2");
+}
+
+static void reusable_worker_sends_0r_and_serves_the_next_task(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 1, 0), 0);
+  char answer[16];
+  write_all(w.main_fd, "6Tdouble2V21", 12);
+  size_t length = read_exactly(w.main_fd, answer, 6);
+  CHECK_BYTES(answer, length, "2V420R");
+  write_all(w.main_fd, "5Traise0V", 9);
+  length = read_exactly(w.main_fd, answer, 8);
+  CHECK_BYTES(answer, length, "4Xboom0R");
+  write_all(w.main_fd, "6Tdouble3V100", 13);
+  length = read_exactly(w.main_fd, answer, 7);
+  CHECK_BYTES(answer, length, "3V2000R");
+  shutdown(w.main_fd, SHUT_WR);
+  length = read_to_end(w.main_fd, answer, sizeof answer);
+  CHECK_EQ_INT(length, 0);
+  CHECK_EQ_INT(join_worker(&w), 0);
+}
+
+static void reusable_worker_serves_tasks_sent_together(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(1, "6Tdouble1V16Tdouble1V24Tfail0V", answer, length), 0);
+  CHECK_BYTES(answer, length, "1V20R1V40R9Uit failed0R");
+}
+
+static void reusable_worker_ends_cleanly_when_the_stream_ends_between_tasks(void) {
+  char answer[64];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(1, "6Tdouble1V3", answer, length), 0);
+  CHECK_BYTES(answer, length, "1V60R");
+}
+
+static void reusable_worker_ends_cleanly_when_main_closes_after_reading_0r(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 1, 0), 0);
+  write_all(w.main_fd, "6Tdouble1V3", 11);
+  char answer[8];
+  size_t length = read_exactly(w.main_fd, answer, 5);
+  CHECK_BYTES(answer, length, "1V60R");
+  close(w.main_fd);
+  pthread_join(w.thread, NULL);
+  CHECK_EQ_INT(w.result, 0);
+}
+
+/*
+ * BUG (C core, worker.c next_frame/serve_one): a main program that closes as
+ * soon as it has its answer, without reading the `0R` (what an original main
+ * program does, PROTOCOL.md "Reusable workers"), makes the worker's next read
+ * fail with ECONNRESET (a socket closed with unread input resets its peer),
+ * and procord_worker_serve returns -ECONNRESET (-104) instead of 0.
+ * Reproduction: reusable worker on a socketpair; main writes "6Tdouble1V3",
+ * reads "1V6", waits until the `0R` has arrived (poll POLLIN) and closes
+ * without reading it. Left out of RUN() until fixed. (Closing right after
+ * "1V6" without waiting makes the same test pass or fail by timing.)
+ */
+static void reusable_worker_ends_cleanly_when_main_closes_without_reading_0r(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 1, 0), 0);
+  write_all(w.main_fd, "6Tdouble1V3", 11);
+  char answer[8];
+  size_t length = read_exactly(w.main_fd, answer, 3);
+  CHECK_BYTES(answer, length, "1V6");
+  struct pollfd ready = {.fd = w.main_fd, .events = POLLIN};
+  CHECK_EQ_INT(poll(&ready, 1, -1), 1); /* the `0R` is here, and stays unread */
+  close(w.main_fd);
+  pthread_join(w.thread, NULL);
+  CHECK_EQ_INT(w.result, 0);
+}
+
+static void end_of_stream_before_any_task_returns_0(void) {
+  char answer[16];
+  size_t length = 99;
+  CHECK_EQ_INT(converse(0, 0, "", 0, answer, sizeof answer, &length), 0);
+  CHECK_EQ_INT(length, 0);
+  CHECK_EQ_INT(converse(1, 0, "", 0, answer, sizeof answer, &length), 0);
+  CHECK_EQ_INT(length, 0);
+}
+
+/* ---- Protocol errors: the worker sends the E frame and returns the error ---- */
+
+static void unknown_task_gets_e0(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "4Tnope1V5", answer, length), PROCORD_ETASK_NOT_SUPPORTED);
+  CHECK_BYTES(answer, length, "1E0");
+}
+
+static void unknown_task_gets_e0_in_reusable_mode_too(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(1, "4Tnope1V5", answer, length), PROCORD_ETASK_NOT_SUPPORTED);
+  CHECK_BYTES(answer, length, "1E0");
+}
+
+static void twenty_digits_get_e3(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "00000000000000000000", answer, length), PROCORD_ETOO_LONG);
+  CHECK_BYTES(answer, length, "1E3");
+}
+
+static void twenty_digits_get_e3_without_waiting_for_more(void) {
+  worker_t w;
+  CHECK_EQ_INT(start_worker(&w, 0, 0), 0);
+  write_all(w.main_fd, "00000000000000000000", 20); /* and the stream stays open */
+  char answer[16];
+  size_t length = read_to_end(w.main_fd, answer, sizeof answer);
+  CHECK_EQ_INT(join_worker(&w), PROCORD_ETOO_LONG);
+  CHECK_BYTES(answer, length, "1E3");
+}
+
+static void size_above_the_maximum_gets_e3(void) {
+  char answer[16];
+  size_t length = 0;
+  static const char request[] = "6Tdouble11V12345678901";
+  CHECK_EQ_INT(converse(0, 10, request, sizeof request - 1, answer, sizeof answer, &length),
+               PROCORD_ETOO_LONG);
+  CHECK_BYTES(answer, length, "1E3");
+}
+
+static void size_equal_to_the_maximum_is_served(void) {
+  char answer[32];
+  size_t length = 0;
+  static const char request[] = "4Techo10V0123456789";
+  CHECK_EQ_INT(converse(0, 10, request, sizeof request - 1, answer, sizeof answer, &length), 0);
+  CHECK_BYTES(answer, length, "10V0123456789");
+}
+
+static void not_a_digit_gets_e2(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "xyz", answer, length), PROCORD_EILL_FORMED);
+  CHECK_BYTES(answer, length, "1E2");
+}
+
+static void ill_formed_body_gets_e2(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "2E00", answer, length), PROCORD_EILL_FORMED);
+  CHECK_BYTES(answer, length, "1E2");
+}
+
+static void value_before_task_gets_e1(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "1V5", answer, length), PROCORD_EUNEXPECTED);
+  CHECK_BYTES(answer, length, "1E1");
+}
+
+static void task_after_task_gets_e1(void) {
+  char answer[16];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(0, "6Tdouble6Tdouble", answer, length), PROCORD_EUNEXPECTED);
+  CHECK_BYTES(answer, length, "1E1");
+}
+
+static void protocol_error_in_a_second_task_gets_its_e_frame(void) {
+  char answer[32];
+  size_t length = 0;
+  CHECK_EQ_INT(CONVERSE(1, "6Tdouble1V1xyz", answer, length), PROCORD_EILL_FORMED);
+  CHECK_BYTES(answer, length, "1V20R1E2");
+}
+
+/* ---- The end of the stream in the middle of a task ---- */
+
+static void end_of_stream_inside_a_header_is_disconnected(void) {
+  char answer[16];
+  size_t length = 99;
+  CHECK_EQ_INT(CONVERSE(0, "12", answer, length), PROCORD_EDISCONNECTED);
+  CHECK_EQ_INT(length, 0);
+}
+
+static void end_of_stream_inside_a_task_name_is_disconnected(void) {
+  char answer[16];
+  size_t length = 99;
+  CHECK_EQ_INT(CONVERSE(0, "6Tdou", answer, length), PROCORD_EDISCONNECTED);
+  CHECK_EQ_INT(length, 0);
+}
+
+static void end_of_stream_between_task_and_value_is_disconnected(void) {
+  char answer[16];
+  size_t length = 99;
+  CHECK_EQ_INT(CONVERSE(0, "6Tdouble", answer, length), PROCORD_EDISCONNECTED);
+  CHECK_EQ_INT(length, 0);
+}
+
+static void end_of_stream_inside_a_value_is_disconnected(void) {
+  char answer[16];
+  size_t length = 99;
+  CHECK_EQ_INT(CONVERSE(1, "6Tdouble5V12", answer, length), PROCORD_EDISCONNECTED);
+  CHECK_EQ_INT(length, 0);
+}
+
+static void end_of_stream_inside_a_large_value_is_disconnected(void) {
+  /* The body is read through the window (it is larger than the read chunk). */
+  char request[16 + 70000];
+  memcpy(request, "4Techo100000V", 13);
+  memset(request + 13, 'a', sizeof request - 13);
+  char answer[16];
+  size_t length = 99;
+  CHECK_EQ_INT(converse(0, 0, request, sizeof request, answer, sizeof answer, &length),
+               PROCORD_EDISCONNECTED);
+  CHECK_EQ_INT(length, 0);
+}
+
+/* ---- procord_worker_run ---- */
+
+typedef struct {
+  procord_worker_command_t command;
+  int result;
+} run_t;
+
+static void *run_worker(void *argument) {
+  run_t *r = argument;
+  r->result = procord_worker_run(&r->command, tasks, TASK_COUNT);
+  return NULL;
+}
+
+static void worker_run_on_a_socket_is_reusable_and_closes_it(void) {
+  int pair[2];
+  CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  run_t r = {0};
+  r.command.mode = PROCORD_MODE_WORKER;
+  r.command.socket_fd = pair[1];
+  pthread_t thread;
+  CHECK_EQ_INT(pthread_create(&thread, NULL, run_worker, &r), 0);
+  write_all(pair[0], "6Tdouble1V46Tdouble1V5", 22);
+  shutdown(pair[0], SHUT_WR);
+  char answer[32];
+  size_t length = read_to_end(pair[0], answer, sizeof answer);
+  pthread_join(thread, NULL);
+  close(pair[0]);
+  CHECK_EQ_INT(r.result, 0);
+  CHECK_BYTES(answer, length, "1V80R2V100R");
+  CHECK(fcntl(pair[1], F_GETFD) < 0); /* closed by procord_worker_run */
+}
+
+/* Writes `text` to a new temporary file and returns its path (static buffer of the caller). */
+static int make_temporary(char *path, const char *text) {
+  int fd = mkstemp(path);
+  if (fd < 0) return -1;
+  write_all(fd, text, strlen(text));
+  close(fd);
+  return 0;
+}
+
+static void worker_run_serves_from_an_input_file_to_an_output_file(void) {
+  char input[] = "/tmp/procord-test-input-XXXXXX";
+  char output[] = "/tmp/procord-test-output-XXXXXX";
+  CHECK_EQ_INT(make_temporary(input, "6Tdouble3V123"), 0);
+  CHECK_EQ_INT(make_temporary(output, "old contents to be replaced"), 0);
+  fflush(stdout);
+  /* In a child: the file mode points its stdin at /dev/null and stdout at stderr. */
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER, .socket_fd = -1,
+                                        .input_file = input, .output_file = output};
+    _exit(procord_worker_run(&command, tasks, TASK_COUNT) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  CHECK_EQ_INT(waitpid(pid, &status, 0), pid);
+  char answer[64];
+  int fd = open(output, O_RDONLY | O_CLOEXEC);
+  size_t length = fd >= 0 ? read_to_end(fd, answer, sizeof answer) : 0;
+  if (fd >= 0) close(fd);
+  unlink(input);
+  unlink(output);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK_BYTES(answer, length, "3V246");
+}
+
+static void worker_run_with_a_missing_input_file_is_enoent(void) {
+  char output[] = "/tmp/procord-test-output-XXXXXX";
+  CHECK_EQ_INT(make_temporary(output, ""), 0);
+  procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER, .socket_fd = -1,
+                                      .input_file = "/nonexistent/procord/input",
+                                      .output_file = output};
+  int result = procord_worker_run(&command, tasks, TASK_COUNT);
+  unlink(output);
+  CHECK_EQ_INT(result, -ENOENT);
+}
+
+/* ---- procord_worker_parse_arguments ---- */
+
+#define PARSE_ARGS(command, error, ...)                                                           \
+  procord_worker_parse_arguments(                                                                 \
+      (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                       \
+      (const char *const[]){__VA_ARGS__}, (command), (error), sizeof(error))
+
+static void arguments_without_procord_options_mean_no_worker(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "a", "--b"), 0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_NONE);
+  CHECK_EQ_INT(command.socket_fd, -1);
+  CHECK(command.input_file == NULL);
+  CHECK(command.output_file == NULL);
+  CHECK(command.hostname == NULL);
+  CHECK_EQ_INT(command.port, 0);
+  CHECK_EQ_INT(command.max_message_size, 0);
+}
+
+static void argument_procord_worker_sets_worker_mode(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker"), 0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_WORKER);
+  CHECK_EQ_INT(command.socket_fd, -1);
+  CHECK(command.input_file == NULL);
+}
+
+static void argument_zero_is_skipped(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "--procord-worker"), 0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_NONE);
+}
+
+static void socket_fd_takes_the_next_argument(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker", "--procord-socket-fd", "3"),
+               0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_WORKER);
+  CHECK_EQ_INT(command.socket_fd, 3);
+}
+
+static void socket_fd_takes_a_value_after_equals(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-socket-fd=3", "--procord-worker"), 0);
+  CHECK_EQ_INT(command.socket_fd, 3);
+}
+
+static void socket_fd_that_is_negative_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker", "--procord-socket-fd=-1"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-socket-fd") != NULL);
+}
+
+static void input_file_points_into_argv(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  const char *argv[] = {"prog", "--procord-worker", "--procord-input-file", "X",
+                        "--procord-output-file=Y"};
+  CHECK_EQ_INT(procord_worker_parse_arguments(5, argv, &command, error, sizeof error), 0);
+  CHECK(command.input_file == argv[3]);
+  CHECK(command.output_file != NULL);
+  CHECK(strcmp(command.output_file, "Y") == 0);
+}
+
+static void input_file_without_procord_worker_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-input-file", "X"), PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-worker") != NULL);
+}
+
+static void socket_fd_without_procord_worker_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-socket-fd", "3"), PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-worker") != NULL);
+}
+
+static void unknown_procord_option_is_invalid_with_a_message(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker", "--procord-nope=1"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-nope") != NULL);
+  CHECK(strstr(error, "unknown") != NULL);
+}
+
+static void unknown_procord_option_last_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-nope"), PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-nope") != NULL);
+}
+
+/*
+ * BUG (C core, worker.c procord_worker_parse_arguments): an unknown option
+ * with no `=` is taken as an option with a value, so the message for
+ * `prog --procord-nope` is "--procord-nope needs a value" instead of saying
+ * the option is unknown, and `prog --procord-nope --procord-worker` swallows
+ * `--procord-worker` as its value. The result is PROCORD_EINVAL either way;
+ * only the message is wrong. Left out of RUN() until fixed.
+ */
+static void unknown_procord_option_last_is_reported_as_unknown(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-nope"), PROCORD_EINVAL);
+  CHECK(strstr(error, "unknown") != NULL);
+}
+
+static void port_70000_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-port", "70000"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-port") != NULL);
+}
+
+static void port_that_is_not_a_number_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-port=80x"),
+               PROCORD_EINVAL);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-port="),
+               PROCORD_EINVAL);
+}
+
+static void server_options_are_read(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-hostname",
+                          "example.org", "--procord-port=65535",
+                          "--procord-max-simultaneous-tasks", "4", "--procord-reuse-address",
+                          "--procord-dont-fork", "--procord-max-message-size=1000"),
+               0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_SERVER);
+  CHECK(command.hostname && strcmp(command.hostname, "example.org") == 0);
+  CHECK_EQ_INT(command.port, 65535);
+  CHECK_EQ_INT(command.max_simultaneous_tasks, 4);
+  CHECK_EQ_INT(command.reuse_address, 1);
+  CHECK_EQ_INT(command.dont_fork, 1);
+  CHECK_EQ_INT(command.max_message_size, 1000);
+}
+
+static void flag_with_a_value_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker=yes"), PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-worker") != NULL);
+}
+
+static void option_missing_its_value_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker", "--procord-socket-fd"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-socket-fd") != NULL);
+}
+
+static void program_arguments_after_the_options_are_left_alone(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker", "--procord-socket-fd", "3",
+                          "--verbose", "file", "--procord-nope", "--procord-port=70000"),
+               0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_WORKER);
+  CHECK_EQ_INT(command.socket_fd, 3);
+  CHECK_EQ_INT(command.port, 0);
+}
+
+static void procord_option_after_a_program_argument_is_not_read(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--worker-arg", "--procord-worker"), 0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_NONE);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procordx", "--procord-worker"), 0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_NONE);
+}
+
+static void error_message_is_optional(void) {
+  procord_worker_command_t command;
+  const char *argv[] = {"prog", "--procord-nope=1"};
+  CHECK_EQ_INT(procord_worker_parse_arguments(2, argv, &command, NULL, 0), PROCORD_EINVAL);
+}
+
+static void error_message_is_cut_to_the_buffer(void) {
+  procord_worker_command_t command;
+  char error[9];
+  memset(error, 'z', sizeof error);
+  const char *argv[] = {"prog", "--procord-nope=1"};
+  CHECK_EQ_INT(procord_worker_parse_arguments(2, argv, &command, error, 8), PROCORD_EINVAL);
+  CHECK(memchr(error, '\0', 8) != NULL);
+  CHECK_EQ_INT(error[8], 'z');
+}
+
+int main(void) {
+  /* A write to a closed socket must be an error here, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
+
+  RUN(task_value_is_answered_with_v);
+  RUN(task_unknown_exception_is_answered_with_u);
+  RUN(task_exception_is_answered_with_x);
+  RUN(task_gets_its_context);
+  RUN(task_reply_of_no_valid_kind_is_an_unknown_exception);
+  RUN(empty_output_is_answered_with_0v);
+  RUN(binary_input_reaches_the_task_intact);
+  RUN(large_input_and_output_cross_intact);
+  RUN(request_written_one_byte_at_a_time_is_served);
+  RUN(nonblocking_descriptor_is_served);
+
+  RUN(non_reusable_worker_returns_after_one_task);
+  RUN(reusable_worker_sends_0r_and_serves_the_next_task);
+  RUN(reusable_worker_serves_tasks_sent_together);
+  RUN(reusable_worker_ends_cleanly_when_the_stream_ends_between_tasks);
+  RUN(reusable_worker_ends_cleanly_when_main_closes_after_reading_0r);
+  /* BUG: the worker returns -ECONNRESET (see the test).
+     RUN(reusable_worker_ends_cleanly_when_main_closes_without_reading_0r); */
+  (void)reusable_worker_ends_cleanly_when_main_closes_without_reading_0r;
+  RUN(end_of_stream_before_any_task_returns_0);
+
+  RUN(unknown_task_gets_e0);
+  RUN(unknown_task_gets_e0_in_reusable_mode_too);
+  RUN(twenty_digits_get_e3);
+  RUN(twenty_digits_get_e3_without_waiting_for_more);
+  RUN(size_above_the_maximum_gets_e3);
+  RUN(size_equal_to_the_maximum_is_served);
+  RUN(not_a_digit_gets_e2);
+  RUN(ill_formed_body_gets_e2);
+  RUN(value_before_task_gets_e1);
+  RUN(task_after_task_gets_e1);
+  RUN(protocol_error_in_a_second_task_gets_its_e_frame);
+
+  RUN(end_of_stream_inside_a_header_is_disconnected);
+  RUN(end_of_stream_inside_a_task_name_is_disconnected);
+  RUN(end_of_stream_between_task_and_value_is_disconnected);
+  RUN(end_of_stream_inside_a_value_is_disconnected);
+  RUN(end_of_stream_inside_a_large_value_is_disconnected);
+
+  RUN(worker_run_on_a_socket_is_reusable_and_closes_it);
+  RUN(worker_run_serves_from_an_input_file_to_an_output_file);
+  RUN(worker_run_with_a_missing_input_file_is_enoent);
+
+  RUN(arguments_without_procord_options_mean_no_worker);
+  RUN(argument_procord_worker_sets_worker_mode);
+  RUN(argument_zero_is_skipped);
+  RUN(socket_fd_takes_the_next_argument);
+  RUN(socket_fd_takes_a_value_after_equals);
+  RUN(socket_fd_that_is_negative_is_invalid);
+  RUN(input_file_points_into_argv);
+  RUN(input_file_without_procord_worker_is_invalid);
+  RUN(socket_fd_without_procord_worker_is_invalid);
+  RUN(unknown_procord_option_is_invalid_with_a_message);
+  RUN(unknown_procord_option_last_is_invalid);
+  /* BUG: the message says "needs a value", not "unknown" (see the test).
+     RUN(unknown_procord_option_last_is_reported_as_unknown); */
+  (void)unknown_procord_option_last_is_reported_as_unknown;
+  RUN(port_70000_is_invalid);
+  RUN(port_that_is_not_a_number_is_invalid);
+  RUN(server_options_are_read);
+  RUN(flag_with_a_value_is_invalid);
+  RUN(option_missing_its_value_is_invalid);
+  RUN(program_arguments_after_the_options_are_left_alone);
+  RUN(procord_option_after_a_program_argument_is_not_read);
+  RUN(error_message_is_optional);
+  RUN(error_message_is_cut_to_the_buffer);
+  return CHECK_SUMMARY();
+}
