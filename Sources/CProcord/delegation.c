@@ -65,10 +65,13 @@ static void finish(procord_delegation_t *d) {
   d->grace_timer = d->exit_event = NULL;
   if (d->reaped && WIFEXITED(d->wait_status)) d->outcome.exit_code = WEXITSTATUS(d->wait_status);
   if (d->reaped && WIFSIGNALED(d->wait_status)) d->outcome.signal = WTERMSIG(d->wait_status);
-  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
+  /* A worker that never started was not killed: it could not start. */
+  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE) && !d->spawn_error) {
     d->outcome.kind = PROCORD_OUTCOME_KILLED;
     d->outcome.body = NULL;
     d->outcome.length = 0;
+    d->outcome.error = 0;
+    d->outcome.call = NULL;
   }
   if (d->on_done) d->on_done(d, &d->outcome, d->context);
   pthread_mutex_lock(procord_loop_done_lock(d->loop));
@@ -140,6 +143,8 @@ static void answer(procord_delegation_t *d, procord_outcome_kind_t kind, procord
   d->body = procord_connection_take_body(c);
   d->outcome.body = d->body;
   d->outcome.length = frame->length;
+  /* Now only `0R` or the end of the stream may come, and soon. */
+  start_grace_timer(d);
 }
 
 static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
@@ -163,7 +168,8 @@ static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int 
   case PROCORD_FRAME_EXCEPTION: answer(d, PROCORD_OUTCOME_EXCEPTION, c, frame); return;
   case PROCORD_FRAME_UNKNOWN_EXCEPTION: answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, c, frame); return;
   case PROCORD_FRAME_ERROR: {
-    int code = procord_error_from_frame_body(frame->body, frame->length);
+    int code = PROCORD_EILL_FORMED; /* the parser checked the body already */
+    procord_error_from_frame_body(frame->body, frame->length, &code);
     if (code == PROCORD_ETASK_NOT_SUPPORTED) {
       d->answered = 1;
       d->outcome.kind = PROCORD_OUTCOME_NO_WORKER;

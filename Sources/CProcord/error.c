@@ -54,9 +54,10 @@ char procord_error_to_frame_digit(int code) {
   return 0;
 }
 
-int procord_error_from_frame_body(const unsigned char *body, unsigned long length) {
+int procord_error_from_frame_body(const unsigned char *body, size_t length, int *code) {
   if (length != 1 || body[0] < '0' || body[0] > '5') return PROCORD_EILL_FORMED;
-  return PROCORD_ETASK_NOT_SUPPORTED - (body[0] - '0');
+  *code = PROCORD_ETASK_NOT_SUPPORTED - (body[0] - '0');
+  return 0;
 }
 
 const char *procord_signal_name(int signal) { return sigabbrev_np(signal); }

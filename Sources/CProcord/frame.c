@@ -42,7 +42,10 @@ static int fail(procord_frame_parser_t *parser, int error) {
 /* Body rules of PROTOCOL.md that a receiver checks whatever the context. */
 static int body_is_well_formed(unsigned char kind, const unsigned char *body, size_t length) {
   switch (kind) {
-  case PROCORD_FRAME_ERROR: return length == 1 && body[0] >= '0' && body[0] <= '5';
+  case PROCORD_FRAME_ERROR: {
+    int code;
+    return procord_error_from_frame_body(body, length, &code) == 0;
+  }
   case PROCORD_FRAME_PRINT: return length >= 1;
   case PROCORD_FRAME_FLUSH: return length == 1;
   case PROCORD_FRAME_REUSABLE: return length == 0;
@@ -132,6 +135,8 @@ size_t procord_frame_parser_body_window(procord_frame_parser_t *parser, unsigned
 
 int procord_frame_parser_body_advance(procord_frame_parser_t *parser, size_t count,
                                       procord_frame_t *frame) {
+  if (parser->state != STATE_BODY || count > (size_t)parser->size - parser->filled)
+    return PROCORD_EINVAL;
   parser->filled += count;
   if (parser->filled < parser->size) return 0;
   return complete(parser, frame);

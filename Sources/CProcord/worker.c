@@ -65,8 +65,10 @@ static int next_frame(reader_t *r, procord_frame_t *frame) {
       continue;
     }
     ssize_t n = read_some(r->fd, r->buffer, sizeof r->buffer);
-    if (n < 0) return (int)n;
-    if (n == 0) return procord_frame_parser_is_idle(&r->parser) ? 0 : PROCORD_EDISCONNECTED;
+    /* A main program that closes without reading our `0R` resets the socket:
+       between frames, that is the same clean end as an end of stream. */
+    if (n < 0 && n != -ECONNRESET) return (int)n;
+    if (n <= 0) return procord_frame_parser_is_idle(&r->parser) ? 0 : PROCORD_EDISCONNECTED;
     r->start = 0;
     r->end = (size_t)n;
   }
@@ -217,6 +219,9 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       else command->dont_fork = 1;
       continue;
     }
+    if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
+          IS("max-simultaneous-tasks") || IS("max-message-size")))
+      return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
     const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
     long long n = 0;
@@ -229,10 +234,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       command->max_simultaneous_tasks = (int)n;
     else if (IS("max-message-size") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
       command->max_message_size = (size_t)n;
-    else if (IS("socket-fd") || IS("port") || IS("max-simultaneous-tasks") || IS("max-message-size"))
-      return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
     else
-      return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
+      return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
 #undef IS
   }
   if (command->mode == PROCORD_MODE_NONE &&

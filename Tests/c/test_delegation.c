@@ -360,17 +360,6 @@ static void worker_that_lingers_after_closing_its_stream_is_killed_after_the_gra
   CHECK_NOTHING_LEFT();
 }
 
-/*
- * BUG (C core, delegation.c on_frame/answer): the grace period only starts
- * once the stream is closed or the worker has exited, not when it answers,
- * though delegation.h says it applies "after answering" (exit_grace_ms and
- * killed_after_grace). A worker that answers and then stays alive with its
- * stream open is never killed: the delegation does not finish until the
- * worker exits by itself. Reproduction: worker `sh -c 'head -c 9 >/dev/null;
- * printf 3V120; exec sleep 10'` (channel STDIO), exit_grace_ms 100:
- * procord_delegation_wait(loop, &d, 1, 1, 3000) returns 0. Left out of RUN()
- * until fixed.
- */
 static void worker_that_answers_and_keeps_its_stream_open_is_killed_after_the_grace(void) {
   BEGIN();
   fake_t fake = {.script = "head -c 9 >/dev/null; printf 3V120; exec sleep 10",
@@ -778,9 +767,7 @@ int main(int argc, char **argv) {
   RUN(worker_killed_by_a_signal_is_disconnected_with_the_signal);
   RUN(missing_program_is_disconnected_with_enoent_from_posix_spawn);
   RUN(worker_that_lingers_after_closing_its_stream_is_killed_after_the_grace);
-  /* BUG: never killed after the grace (see the test).
-     RUN(worker_that_answers_and_keeps_its_stream_open_is_killed_after_the_grace); */
-  (void)worker_that_answers_and_keeps_its_stream_open_is_killed_after_the_grace;
+  RUN(worker_that_answers_and_keeps_its_stream_open_is_killed_after_the_grace);
 
   RUN(kill_gives_killed_quickly);
   RUN(kill_reaches_what_the_worker_started);

@@ -104,15 +104,19 @@ static void other_codes_have_no_frame_digit(void) {
 static void frame_digit_round_trips_through_the_frame_body(void) {
   for (int code = PROCORD_ETASK_NOT_SUPPORTED; code >= PROCORD_EINVALID_DESTINATION; code--) {
     unsigned char digit = (unsigned char)procord_error_to_frame_digit(code);
-    CHECK_EQ_INT(procord_error_from_frame_body(&digit, 1), code);
+    int read_back = 0;
+    CHECK_EQ_INT(procord_error_from_frame_body(&digit, 1, &read_back), 0);
+    CHECK_EQ_INT(read_back, code);
   }
 }
 
 static void frame_body_that_is_not_one_digit_0_to_5_is_ill_formed(void) {
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"6", 1), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"x", 1), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"00", 2), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"", 0), PROCORD_EILL_FORMED);
+  int code = 12345;
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"6", 1, &code), PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"x", 1, &code), PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"00", 2, &code), PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"", 0, &code), PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(code, 12345); /* left alone */
 }
 
 static void signal_name_of_sigsegv_is_segv(void) {

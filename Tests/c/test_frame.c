@@ -240,8 +240,9 @@ static void protocol_example_error_code_2(void) {
   CHECK_EQ_INT(got.error, 0);
   CHECK_EQ_INT(got.count, 1);
   CHECK_EQ_INT(got.frames[0].kind, PROCORD_FRAME_ERROR);
-  CHECK_EQ_INT(procord_error_from_frame_body(got.frames[0].body, got.frames[0].length),
-               PROCORD_EILL_FORMED);
+  int code = 0;
+  CHECK_EQ_INT(procord_error_from_frame_body(got.frames[0].body, got.frames[0].length, &code), 0);
+  CHECK_EQ_INT(code, PROCORD_EILL_FORMED);
 }
 
 static void protocol_example_print_message(void) {

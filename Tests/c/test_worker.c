@@ -346,17 +346,6 @@ static void reusable_worker_ends_cleanly_when_main_closes_after_reading_0r(void)
   CHECK_EQ_INT(w.result, 0);
 }
 
-/*
- * BUG (C core, worker.c next_frame/serve_one): a main program that closes as
- * soon as it has its answer, without reading the `0R` (what an original main
- * program does, PROTOCOL.md "Reusable workers"), makes the worker's next read
- * fail with ECONNRESET (a socket closed with unread input resets its peer),
- * and procord_worker_serve returns -ECONNRESET (-104) instead of 0.
- * Reproduction: reusable worker on a socketpair; main writes "6Tdouble1V3",
- * reads "1V6", waits until the `0R` has arrived (poll POLLIN) and closes
- * without reading it. Left out of RUN() until fixed. (Closing right after
- * "1V6" without waiting makes the same test pass or fail by timing.)
- */
 static void reusable_worker_ends_cleanly_when_main_closes_without_reading_0r(void) {
   worker_t w;
   CHECK_EQ_INT(start_worker(&w, 1, 0), 0);
@@ -686,14 +675,6 @@ static void unknown_procord_option_last_is_invalid(void) {
   CHECK(strstr(error, "--procord-nope") != NULL);
 }
 
-/*
- * BUG (C core, worker.c procord_worker_parse_arguments): an unknown option
- * with no `=` is taken as an option with a value, so the message for
- * `prog --procord-nope` is "--procord-nope needs a value" instead of saying
- * the option is unknown, and `prog --procord-nope --procord-worker` swallows
- * `--procord-worker` as its value. The result is PROCORD_EINVAL either way;
- * only the message is wrong. Left out of RUN() until fixed.
- */
 static void unknown_procord_option_last_is_reported_as_unknown(void) {
   procord_worker_command_t command;
   char error[128] = "";
@@ -806,9 +787,7 @@ int main(void) {
   RUN(reusable_worker_serves_tasks_sent_together);
   RUN(reusable_worker_ends_cleanly_when_the_stream_ends_between_tasks);
   RUN(reusable_worker_ends_cleanly_when_main_closes_after_reading_0r);
-  /* BUG: the worker returns -ECONNRESET (see the test).
-     RUN(reusable_worker_ends_cleanly_when_main_closes_without_reading_0r); */
-  (void)reusable_worker_ends_cleanly_when_main_closes_without_reading_0r;
+  RUN(reusable_worker_ends_cleanly_when_main_closes_without_reading_0r);
   RUN(end_of_stream_before_any_task_returns_0);
 
   RUN(unknown_task_gets_e0);
@@ -844,9 +823,7 @@ int main(void) {
   RUN(socket_fd_without_procord_worker_is_invalid);
   RUN(unknown_procord_option_is_invalid_with_a_message);
   RUN(unknown_procord_option_last_is_invalid);
-  /* BUG: the message says "needs a value", not "unknown" (see the test).
-     RUN(unknown_procord_option_last_is_reported_as_unknown); */
-  (void)unknown_procord_option_last_is_reported_as_unknown;
+  RUN(unknown_procord_option_last_is_reported_as_unknown);
   RUN(port_70000_is_invalid);
   RUN(port_that_is_not_a_number_is_invalid);
   RUN(server_options_are_read);

@@ -29,7 +29,8 @@ typedef enum procord_outcome_kind {
   PROCORD_OUTCOME_UNKNOWN_EXCEPTION, /* `U`: body is a readable text */
   PROCORD_OUTCOME_NO_WORKER,         /* `E0`: the worker does not have the task */
   PROCORD_OUTCOME_DISCONNECTED,      /* no terminal frame: see error, call, exit_code, signal */
-  PROCORD_OUTCOME_KILLED,            /* procord_delegation_kill was called */
+  PROCORD_OUTCOME_KILLED,            /* procord_delegation_kill (or procord_loop_free)
+                                        ended a started worker; error and call are 0 */
 } procord_outcome_kind_t;
 
 typedef struct procord_outcome_s {
@@ -99,7 +100,9 @@ int procord_delegation_is_finished(procord_delegation_t *delegation);
 
 /*
  * The outcome, once finished (NULL before). Valid until the last reference
- * is released. Thread-safe.
+ * is released. Thread-safe, while the loop exists: after procord_loop_free,
+ * only procord_delegation_release may be called (read the outcome in on_done
+ * or before freeing the loop).
  */
 const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *delegation);
 

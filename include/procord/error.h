@@ -9,6 +9,8 @@
 #ifndef PROCORD_ERROR_H
 #define PROCORD_ERROR_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -48,10 +50,13 @@ const char *procord_err_name(int code);
 char procord_error_to_frame_digit(int code);
 
 /*
- * Maps the body of an `E` frame to its error code, or returns
- * PROCORD_EILL_FORMED when the body is not exactly one digit '0'..'5'.
+ * Reads the body of an `E` frame: when it is exactly one digit '0'..'5',
+ * stores its error code (PROCORD_ETASK_NOT_SUPPORTED..
+ * PROCORD_EINVALID_DESTINATION) in `*code` and returns 0; otherwise returns
+ * PROCORD_EILL_FORMED and leaves `*code` alone. (The two outcomes are kept
+ * apart because the body "2" does mean "ill-formed message".)
  */
-int procord_error_from_frame_body(const unsigned char *body, unsigned long length);
+int procord_error_from_frame_body(const unsigned char *body, size_t length, int *code);
 
 /*
  * The name of a signal without its "SIG" prefix ("SEGV"), or NULL for an

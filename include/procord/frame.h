@@ -115,7 +115,9 @@ size_t procord_frame_parser_body_window(procord_frame_parser_t *parser, unsigned
 /*
  * Records that `count` bytes (at most what procord_frame_parser_body_window
  * returned) were written into the window. Returns 1 when that completed the
- * frame (stored in `*frame`), 0 when more is missing, or PROCORD_EILL_FORMED.
+ * frame (stored in `*frame`), 0 when more is missing, PROCORD_EILL_FORMED for
+ * a body the kind does not allow, or PROCORD_EINVAL (changing nothing) when
+ * the parser is not in a body or `count` is larger than the window.
  */
 int procord_frame_parser_body_advance(procord_frame_parser_t *parser, size_t count,
                                       procord_frame_t *frame);
