@@ -28,8 +28,12 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 
   /// Kills the worker (SIGKILL to its whole process group) if it has not
   /// answered yet; the status becomes `.error(.workerKilled)` at once. Safe
-  /// from any thread, and a no-op once the process has finished.
+  /// from any thread, and a no-op once the process has finished or when the
+  /// worker could not be started.
   public func kill() {
+    // A worker that could not be started has nothing to kill: its status
+    // keeps saying why it could not start.
+    guard pid != nil else { return }
     if completion.markKilled() { _ = procord_delegation_kill(handle) }
   }
 
