@@ -26,9 +26,12 @@ let package = Package(
     // A worker that misbehaves on purpose, for the tests.
     .executableTarget(
       name: "procord-test-worker", dependencies: ["Procord"], path: "Tests/TestWorker"),
+    .target(name: "CTestSupport", path: "Tests/CTestSupport"),
     .testTarget(
       name: "ProcordTests",
-      dependencies: ["Procord", "procord-demo", "procord-test-worker", "procord-example"]
+      dependencies: [
+        "Procord", "CTestSupport", "procord-demo", "procord-test-worker", "procord-example",
+      ]
     ),
   ]
 )

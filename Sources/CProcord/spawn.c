@@ -194,6 +194,12 @@ int procord_child_kill(const procord_child_t *child, int signal) {
 
 int procord_child_try_reap(procord_child_t *child, int *status) {
   if (child->pid <= 0) return PROCORD_EINVAL;
+  /* Exited but not reaped yet, so its pid still reserves the group's id:
+     end what the task started and left behind in the group, then reap. */
+  siginfo_t info = {0};
+  if (waitid(P_PID, (id_t)child->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid == child->pid)
+    kill(-child->pid, SIGKILL);
   pid_t r;
   while ((r = waitpid(child->pid, status, WNOHANG)) < 0 && errno == EINTR) {
   }

@@ -62,10 +62,14 @@ import Testing
     #expect(run.status == 1)
   }
 
-  @Test func rfiboDelegatesRecursively() throws {
-    let run = try demo(["run", "rfibo", "8"])
-    #expect(run.output == "rfibo(8) = 34\n")
-    #expect(run.status == 0)
+  @Test func rfiboDelegatesRecursivelyAndLeavesNoProcessBehind() throws {
+    // Orphaned workers of workers would be reparented to this process (a
+    // subreaper), where expectNoLeaks counts them.
+    try expectNoLeaks {
+      let run = try demo(["run", "rfibo", "8"])
+      #expect(run.output == "rfibo(8) = 34\n")
+      #expect(run.status == 0)
+    }
   }
 
   @Test func echoAndSequential() throws {

@@ -125,19 +125,26 @@ import Testing
     }
   }
 
-  /// The worker answers and exits, but a grandchild holds its stdout open:
-  /// the main program must not wait for the grandchild.
-  @Test func grandchildHoldingTheStreamDoesNotDelayTheAnswerForever() throws {
+  /// The worker answers and exits, but a grandchild (`sleep 30`) holds its
+  /// stdout open: the main program must not wait for it, and must not leave
+  /// it running either.
+  @Test func grandchildHoldingTheStreamIsEndedWithTheWorker() throws {
     try expectNoLeaks {
       let process = try delegate(
         Self.probe, 7, to: FailureFixture.worker("answer-with-grandchild"))
       let elapsed = FailureFixture.finish(process)
       #expect(elapsed < .seconds(6), "took \(elapsed)")
       #expect(FailureFixture.output(process.status) == 42)
-      // The grandchild (`sleep 30`) is still alive in the worker's process
-      // group, holding the stream: that is what this test is about. End it.
-      let pid = try #require(process.pid)
-      #expect(kill(-pid, SIGKILL) == 0, "the grandchild was not there")
+      // The orphaned grandchild was reparented to this process (a subreaper,
+      // see Support.swift) and killed with the worker's process group: it is
+      // our child now, and must die of that SIGKILL.
+      let orphans = childProcesses()
+      #expect(orphans.count == 1, "the grandchild was not there: \(orphans)")
+      for orphan in orphans {
+        var status: Int32 = 0
+        #expect(waitpid(orphan, &status, 0) == orphan)
+        #expect(status & 0x7f == SIGKILL, "the grandchild was not killed: status \(status)")
+      }
     }
   }
 

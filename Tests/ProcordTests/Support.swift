@@ -1,3 +1,4 @@
+import CTestSupport
 import Foundation
 import Testing
 
@@ -88,10 +89,18 @@ func expectNoLeaks(
 }
 
 /// Starts the runtime's loop (its eventfd and epoll descriptors are for the
-/// life of the process) so that it does not count as a leak.
+/// life of the process) so that it does not count as a leak, and makes this
+/// process the reaper of orphans, so that a worker's worker left behind
+/// becomes our child and is counted.
 private func warmUp() {
   _ = Runtime.shared
+  _ = becomeSubreaper
 }
+
+private let becomeSubreaper: Void = {
+  let error = procord_test_become_subreaper()
+  precondition(error == 0, "prctl(PR_SET_CHILD_SUBREAPER) failed: \(error)")
+}()
 
 /// The English text of an execution error, for matching in tests.
 func failure<Output>(_ status: Status<Output>) -> ExecutionError? {

@@ -68,7 +68,11 @@ int procord_child_kill(const procord_child_t *child, int signal);
 /*
  * Reaps the child if it has exited, without blocking. Returns 1 and stores
  * the wait status in `*status` when it was reaped (the pidfd is closed and
- * the child unregistered), 0 if it is still running, or -errno.
+ * the child unregistered), 0 if it is still running, or -errno. Before the
+ * reap, while the child's pid still reserves its process group's id, it
+ * kills (SIGKILL) whatever is left in that group: processes the task started
+ * and did not wait for. A task that wants something to outlive it must move
+ * it out of the group (setsid).
  */
 int procord_child_try_reap(procord_child_t *child, int *status);
 

@@ -1,0 +1,12 @@
+/* What the Swift tests need from C that Swift cannot call (prctl is variadic). */
+#ifndef PROCORD_TEST_SUPPORT_H
+#define PROCORD_TEST_SUPPORT_H
+
+/*
+ * Makes this process the reaper of its orphaned descendants, so that a
+ * worker's worker left behind becomes our child, where the tests count it.
+ * Returns 0 or -errno.
+ */
+int procord_test_become_subreaper(void);
+
+#endif
