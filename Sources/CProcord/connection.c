@@ -31,6 +31,7 @@ struct procord_connection_s {
   int in_callback;   /* depth of callbacks running, so free can be deferred */
   int free_requested;
   int reading_stopped;
+  int write_failed;  /* the peer stopped reading: output is dropped from now on */
   int delivering;    /* a frame is being delivered: its body may be taken */
 };
 
@@ -153,6 +154,21 @@ static void finish_close_nicely(procord_connection_t *c) {
   disconnect(c, 0, NULL);
 }
 
+/*
+ * The peer stopped reading (EPIPE, ECONNRESET...). Its last words may still
+ * be on their way, such as an `E` frame saying why it stopped: drop the
+ * output and keep reading to the end of the stream, which then decides.
+ * Returns 0 if the connection was freed or closed.
+ */
+static int fail_writing(procord_connection_t *c, int error) {
+  c->write_failed = 1;
+  evbuffer_drain(c->output, evbuffer_get_length(c->output));
+  event_del(c->write_event);
+  if (c->state == PROCORD_CONNECTED && !c->reading_stopped) return 1;
+  disconnect(c, error, "write");
+  return 0;
+}
+
 /* Writes what is queued; returns 0 if the connection was freed or closed. */
 static int flush(procord_connection_t *c) {
   while (evbuffer_get_length(c->output) > 0) {
@@ -163,7 +179,7 @@ static int flush(procord_connection_t *c) {
         event_add(c->write_event, NULL);
         return 1;
       }
-      return disconnect(c, -errno, "write") && 0;
+      return fail_writing(c, -errno);
     }
   }
   event_del(c->write_event);
@@ -180,6 +196,10 @@ static void finish_connect(procord_connection_t *c) {
   if (getsockopt(c->options.read_fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
   if (error) {
     disconnect(c, -error, "connect");
+    return;
+  }
+  if (c->state == PROCORD_DISCONNECTING) { /* close_nicely while connecting */
+    flush(c);
     return;
   }
   c->state = PROCORD_CONNECTED;
@@ -244,21 +264,40 @@ static int can_send(const procord_connection_t *c) {
   return c->state == PROCORD_CONNECTED || c->state == PROCORD_CONNECTING;
 }
 
+/* After a write failure frames are dropped: the failure surfaces at the end
+   of the stream, never inside a send. */
+static int dropping(const procord_connection_t *c) { return c->write_failed; }
+
 static int queue_header(procord_connection_t *c, unsigned char kind, size_t length) {
   unsigned char header[PROCORD_FRAME_HEADER_MAX];
   size_t n = procord_frame_encode_header(kind, length, header);
   return evbuffer_add(c->output, header, n) < 0 ? -ENOMEM : 0;
 }
 
+/*
+ * Writes at once when it can, which saves a trip through the loop, but never
+ * reports anything from inside a send: a failure is left to the write
+ * callback, so the caller's state cannot change under it.
+ */
 static void start_writing(procord_connection_t *c) {
-  /* Write at once when we can: it saves a trip through the loop. */
-  if (c->state == PROCORD_CONNECTED && !c->in_callback) flush(c);
-  else if (c->state == PROCORD_CONNECTED) event_add(c->write_event, NULL);
+  if (c->state != PROCORD_CONNECTED) return; /* connecting: finish_connect flushes */
+  if (!c->in_callback) {
+    int n;
+    while ((n = evbuffer_write(c->output, c->options.write_fd)) < 0 && errno == EINTR) {
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      event_active(c->write_event, EV_WRITE, 0);
+      return;
+    }
+    if (evbuffer_get_length(c->output) == 0) return;
+  }
+  event_add(c->write_event, NULL);
 }
 
 int procord_connection_send(procord_connection_t *c, unsigned char kind, const void *body,
                             size_t length) {
   if (!can_send(c)) return PROCORD_ECLOSED;
+  if (dropping(c)) return 0;
   if (queue_header(c, kind, length) < 0) return -ENOMEM;
   if (length && evbuffer_add(c->output, body, length) < 0) return -ENOMEM;
   start_writing(c);
@@ -272,6 +311,10 @@ static void release_owned(const void *data, size_t length, void *release_fn) {
 
 int procord_connection_send_owned(procord_connection_t *c, unsigned char kind, void *body,
                                   size_t length, void (*release_body)(void *)) {
+  if (can_send(c) && dropping(c)) {
+    release_body(body);
+    return 0;
+  }
   int error = can_send(c) ? queue_header(c, kind, length) : PROCORD_ECLOSED;
   if (!error && length &&
       evbuffer_add_reference(c->output, body, length, release_owned, (void *)release_body) < 0)

@@ -37,6 +37,7 @@ struct procord_delegation_s {
 
   procord_child_t child;
   int spawn_error;
+  int descriptors_taken;    /* the connection owns child.read_fd/write_fd */
   pid_t pid;                /* as spawned; child.pid becomes -1 once reaped */
   procord_connection_t *connection;
   struct event *exit_event; /* pidfd readable, or the reap poll timer */
@@ -224,16 +225,19 @@ static void abort_work(procord_loop_work_t *work) {
 }
 
 static int watch_exit(procord_delegation_t *d, struct event_base *base) {
-  if (d->child.pidfd >= 0) {
-    d->exit_event = event_new(base, d->child.pidfd, EV_READ | EV_PERSIST, on_exit_event, d);
-    return d->exit_event && event_add(d->exit_event, NULL) == 0 ? 0 : -ENOMEM;
-  }
+  /* Where pidfd_open is missing (Linux before 5.3), look every REAP_POLL_MS. */
   struct timeval every = {0, REAP_POLL_MS * 1000};
-  d->exit_event = event_new(base, -1, EV_PERSIST, on_exit_event, d);
-  return d->exit_event && event_add(d->exit_event, &every) == 0 ? 0 : -ENOMEM;
+  int pidfd = d->child.pidfd;
+  d->exit_event = event_new(base, pidfd, pidfd >= 0 ? EV_READ | EV_PERSIST : EV_PERSIST,
+                            on_exit_event, d);
+  if (d->exit_event && event_add(d->exit_event, pidfd >= 0 ? NULL : &every) == 0) return 0;
+  if (d->exit_event) event_free(d->exit_event);
+  d->exit_event = NULL;
+  return -ENOMEM;
 }
 
 static int open_connection(procord_delegation_t *d) {
+  d->descriptors_taken = 1; /* procord_connection_open closes them even when it fails */
   procord_connection_options_t options = {
       .read_fd = d->child.read_fd,
       .write_fd = d->child.write_fd,
@@ -257,6 +261,12 @@ static int open_connection(procord_delegation_t *d) {
   return error;
 }
 
+static void close_child_descriptors(procord_child_t *child) {
+  close(child->read_fd);
+  if (child->write_fd != child->read_fd) close(child->write_fd);
+  child->read_fd = child->write_fd = -1;
+}
+
 static void start_on_loop(void *context) {
   procord_delegation_t *d = context;
   struct event_base *base = procord_loop_base(d->loop);
@@ -270,17 +280,17 @@ static void start_on_loop(void *context) {
   int error = d->grace_timer ? watch_exit(d, base) : -ENOMEM;
   if (!error) error = open_connection(d);
   if (error) {
-    fail(d, error, "procord_connection_open");
+    /* Out of memory setting up: end the worker at once, reaping it here. */
+    fail(d, error, "setup");
     drop_connection(d);
+    if (!d->descriptors_taken) close_child_descriptors(&d->child);
     procord_child_kill(&d->child, SIGKILL);
-    if (!d->exit_event) { /* cannot watch: reap in a blocking way, it was just killed */
-      int status;
-      while (waitpid(d->child.pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      procord_child_try_reap(&d->child, &status);
-      d->reaped = 1;
-      finish(d);
-    }
+    if (d->exit_event) event_del(d->exit_event);
+    int status = 0;
+    procord_child_reap(&d->child, &status);
+    d->reaped = 1;
+    d->wait_status = status;
+    finish(d);
     return;
   }
   if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) abort_work(&d->work);
@@ -316,13 +326,10 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
   int error = procord_loop_call(loop, start_on_loop, d);
   if (error) {
     if (!d->spawn_error) {
+      close_child_descriptors(&d->child);
       procord_child_kill(&d->child, SIGKILL);
       int status;
-      while (waitpid(d->child.pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      procord_child_try_reap(&d->child, &status);
-      close(d->child.read_fd);
-      if (d->child.write_fd != d->child.read_fd) close(d->child.write_fd);
+      procord_child_reap(&d->child, &status);
     }
     d->references = 1;
     procord_delegation_release(d);

@@ -37,15 +37,6 @@ struct procord_loop_s {
   pthread_cond_t done_cond;
 };
 
-static void ignore_sigpipe_once(void) {
-  struct sigaction current;
-  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) {
-    struct sigaction ignore = {0};
-    ignore.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &ignore, NULL);
-  }
-}
-
 static void run_queue(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_loop_t *loop = argument;
@@ -70,7 +61,6 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
 }
 
 int procord_loop_new(procord_loop_t **result) {
-  ignore_sigpipe_once();
   procord_loop_t *loop = calloc(1, sizeof *loop);
   if (!loop) return -ENOMEM;
   loop->work.next = loop->work.previous = &loop->work;
@@ -124,10 +114,24 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
 }
 
 int procord_loop_run(procord_loop_t *loop) {
+  /* A write to a pipe whose reader is gone raises SIGPIPE in the writing
+     thread: blocked here, it stays pending and the write fails with EPIPE,
+     which the connection handles. The process's disposition is left alone,
+     so other children of the program do not inherit an ignored SIGPIPE. */
+  sigset_t pipe_signal, previous;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
   loop->running_thread = pthread_self();
   __atomic_store_n(&loop->running, 1, __ATOMIC_RELEASE);
   int result = event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
   __atomic_store_n(&loop->running, 0, __ATOMIC_RELEASE);
+  if (!sigismember(&previous, SIGPIPE)) {
+    struct timespec now = {0, 0};
+    while (sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  }
   pthread_mutex_lock(&loop->queue_lock);
   loop->stop_requested = 0;
   pthread_mutex_unlock(&loop->queue_lock);
@@ -173,6 +177,13 @@ static void abort_all_work(void *argument) {
   }
 }
 
+static int has_work_left(procord_loop_t *loop) {
+  pthread_mutex_lock(&loop->queue_lock);
+  int left = loop->work.next != &loop->work || loop->queue_head != NULL;
+  pthread_mutex_unlock(&loop->queue_lock);
+  return left;
+}
+
 void procord_loop_free(procord_loop_t *loop) {
   if (!loop) return;
   pthread_mutex_lock(&loop->queue_lock);
@@ -180,7 +191,11 @@ void procord_loop_free(procord_loop_t *loop) {
   pthread_mutex_unlock(&loop->queue_lock);
   procord_loop_call(loop, abort_all_work, loop);
   if (loop->has_thread) pthread_join(loop->thread, NULL);
-  else procord_loop_run(loop);
+  /* Stopped before (procord_loop_stop), or never run: finish here. */
+  while (has_work_left(loop)) {
+    wake(loop);
+    procord_loop_run(loop);
+  }
   event_free(loop->wake_event);
   event_base_free(loop->base);
   close(loop->wake_fd);

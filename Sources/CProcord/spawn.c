@@ -115,7 +115,7 @@ static int make_channel(procord_protocol_channel_t channel, int ours[2], int the
 }
 
 static int file_actions(posix_spawn_file_actions_t *actions, const procord_spawn_options_t *options,
-                        const int theirs[2]) {
+                        const int theirs[2], int stderr_copy) {
   int e = 0;
   if (options->channel == PROCORD_CHANNEL_SOCKET) {
     e = e ? e : posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0);
@@ -124,15 +124,18 @@ static int file_actions(posix_spawn_file_actions_t *actions, const procord_spawn
     e = e ? e : posix_spawn_file_actions_adddup2(actions, theirs[0], 0);
     e = e ? e : posix_spawn_file_actions_adddup2(actions, theirs[1], 1);
   }
-  if (!e && options->stderr_fd >= 0 && options->stderr_fd != 2)
-    e = posix_spawn_file_actions_adddup2(actions, options->stderr_fd, 2);
+  if (!e && stderr_copy >= 0) e = posix_spawn_file_actions_adddup2(actions, stderr_copy, 2);
+  /* Only the intended descriptors reach the worker: not even those the
+     program inherited without close-on-exec (a parent's pipes, say). */
+  int first_closed = options->channel == PROCORD_CHANNEL_SOCKET ? PROCORD_WORKER_SOCKET_FD + 1 : 3;
+  if (!e) e = posix_spawn_file_actions_addclosefrom_np(actions, first_closed);
   return e;
 }
 
 static int attributes(posix_spawnattr_t *attr) {
   sigset_t none, defaults;
   sigemptyset(&none);
-  /* Dispositions we may have set to "ignore" (SIGPIPE) survive exec: reset them. */
+  /* Ignored dispositions survive exec; a worker starts with the defaults. */
   sigemptyset(&defaults);
   sigaddset(&defaults, SIGPIPE);
   sigaddset(&defaults, SIGINT);
@@ -155,12 +158,26 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
   const char *const *environment =
       options->environment ? options->environment : (const char *const *)environ;
 
+  /* The descriptor for stderr may be 0, 1 or 3, which the channel's dup2s
+     overwrite first: hand the child a copy from above them. */
+  int stderr_copy = -1;
+  if (options->stderr_fd >= 0 && options->stderr_fd != 2) {
+    stderr_copy = fcntl(options->stderr_fd, F_DUPFD_CLOEXEC, PROCORD_WORKER_SOCKET_FD + 1);
+    if (stderr_copy < 0) {
+      int error = -errno;
+      close(ours[0]);
+      if (ours[1] != ours[0]) close(ours[1]);
+      close(theirs[0]);
+      if (theirs[1] != theirs[0]) close(theirs[1]);
+      return error;
+    }
+  }
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
   pid_t pid = -1;
-  int e = file_actions(&actions, options, theirs);
+  int e = file_actions(&actions, options, theirs, stderr_copy);
   e = e ? e : attributes(&attr);
   e = e ? e : posix_spawnp(&pid, options->program, &actions, &attr, (char *const *)arguments,
                            (char *const *)environment);
@@ -168,6 +185,7 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
   posix_spawnattr_destroy(&attr);
   close(theirs[0]);
   if (theirs[1] != theirs[0]) close(theirs[1]);
+  close_if_open(stderr_copy);
   if (e) {
     close(ours[0]);
     if (ours[1] != ours[0]) close(ours[1]);
@@ -190,6 +208,16 @@ int procord_child_kill(const procord_child_t *child, int signal) {
     return -errno;
   }
   return 0;
+}
+
+int procord_child_reap(procord_child_t *child, int *status) {
+  if (child->pid <= 0) return PROCORD_EINVAL;
+  siginfo_t info;
+  while (waitid(P_PID, (id_t)child->pid, &info, WEXITED | WNOWAIT) < 0) {
+    if (errno == ECHILD) break; /* reaped elsewhere: try_reap says so */
+    if (errno != EINTR) return -errno;
+  }
+  return procord_child_try_reap(child, status);
 }
 
 int procord_child_try_reap(procord_child_t *child, int *status) {

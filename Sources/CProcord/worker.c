@@ -1,4 +1,7 @@
-/* The worker loop, with blocking I/O, and its command line (procord/worker.h). */
+/*
+ * The worker loop (procord/worker.h): blocking reads and writes, one task at
+ * a time, and a watchdog that ends the worker when its main program is gone.
+ */
 #define _GNU_SOURCE
 #include "procord/worker.h"
 #include "procord/error.h"
@@ -7,10 +10,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -74,7 +79,38 @@ static int next_frame(reader_t *r, procord_frame_t *frame) {
   }
 }
 
-static int write_frame(int fd, unsigned char kind, const void *body, size_t length) {
+typedef struct writer_s {
+  int fd;
+  int is_socket;
+} writer_t;
+
+/*
+ * writev that never raises SIGPIPE, whose default would kill the worker when
+ * the main program has gone: MSG_NOSIGNAL on a socket; on a pipe, SIGPIPE is
+ * blocked around the write and a pending one discarded. The process's
+ * disposition stays as it was, for the task's own children.
+ */
+static ssize_t write_parts(const writer_t *w, struct iovec *parts, int count) {
+  if (w->is_socket) {
+    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
+    return sendmsg(w->fd, &message, MSG_NOSIGNAL);
+  }
+  sigset_t pipe_signal, previous;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
+  ssize_t n = writev(w->fd, parts, count);
+  int error = errno;
+  if (n < 0 && error == EPIPE && !sigismember(&previous, SIGPIPE)) {
+    struct timespec now = {0, 0};
+    sigtimedwait(&pipe_signal, NULL, &now);
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  errno = error;
+  return n;
+}
+
+static int write_frame(const writer_t *w, unsigned char kind, const void *body, size_t length) {
   unsigned char header[PROCORD_FRAME_HEADER_MAX];
   struct iovec parts[2] = {
       {header, procord_frame_encode_header(kind, length, header)},
@@ -83,11 +119,11 @@ static int write_frame(int fd, unsigned char kind, const void *body, size_t leng
   int count = 2;
   struct iovec *at = parts;
   while (count > 0) {
-    ssize_t n = writev(fd, at, count);
+    ssize_t n = write_parts(w, at, count);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        int error = wait_for(fd, POLLOUT);
+        int error = wait_for(w->fd, POLLOUT);
         if (error) return error;
         continue;
       }
@@ -107,9 +143,9 @@ static int write_frame(int fd, unsigned char kind, const void *body, size_t leng
 }
 
 /* Answers a protocol error with its `E` frame, and returns the error. */
-static int protocol_error(int fd, int error) {
+static int protocol_error(const writer_t *w, int error) {
   char digit = procord_error_to_frame_digit(error);
-  if (digit) write_frame(fd, PROCORD_FRAME_ERROR, &digit, 1);
+  if (digit) write_frame(w, PROCORD_FRAME_ERROR, &digit, 1);
   return error;
 }
 
@@ -123,17 +159,82 @@ static const procord_worker_task_t *find_task(const procord_worker_options_t *op
   return NULL;
 }
 
-static int run_task(const procord_worker_options_t *options, const procord_worker_task_t *task,
-                    const procord_frame_t *input) {
+/*
+ * Ends the worker if its main program goes away while a task runs: the task
+ * would otherwise run on for nobody (and a nested worker would outlive a
+ * main program killed by a signal, which runs no atexit). Sockets only: a
+ * closed peer shows as POLLHUP there, unlike a pipe's half-close.
+ */
+typedef struct watchdog_s {
+  int fd;
+  int stop[2];
+  int task_running; /* atomic */
+  pthread_t thread;
+  int started;
+} watchdog_t;
+
+static void *watch(void *argument) {
+  watchdog_t *dog = argument;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  struct pollfd p[2] = {{.fd = dog->fd, .events = 0}, {.fd = dog->stop[0], .events = POLLIN}};
+  for (;;) {
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return NULL;
+    }
+    if (p[1].revents) return NULL;
+    if (p[0].revents & (POLLHUP | POLLERR)) {
+      /* Between tasks the main loop sees the end of the stream by itself. */
+      if (__atomic_load_n(&dog->task_running, __ATOMIC_ACQUIRE))
+        kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
+      return NULL;
+    }
+  }
+}
+
+static void watchdog_start(watchdog_t *dog, int fd) {
+  memset(dog, 0, sizeof *dog);
+  dog->fd = fd;
+  if (pipe2(dog->stop, O_CLOEXEC) < 0) return;
+  if (pthread_create(&dog->thread, NULL, watch, dog) != 0) {
+    close(dog->stop[0]);
+    close(dog->stop[1]);
+    return;
+  }
+  dog->started = 1;
+}
+
+static void watchdog_stop(watchdog_t *dog) {
+  if (!dog->started) return;
+  char byte = 0;
+  while (write(dog->stop[1], &byte, 1) < 0 && errno == EINTR) {
+  }
+  pthread_join(dog->thread, NULL);
+  close(dog->stop[0]);
+  close(dog->stop[1]);
+}
+
+typedef struct session_s {
+  const procord_worker_options_t *options;
+  reader_t reader;
+  writer_t writer;
+  watchdog_t watchdog;
+} session_t;
+
+static int run_task(session_t *s, const procord_worker_task_t *task, const procord_frame_t *input) {
   procord_reply_t reply = {0};
+  __atomic_store_n(&s->watchdog.task_running, 1, __ATOMIC_RELEASE);
   task->run(task->context, input->body, input->length, &reply);
+  __atomic_store_n(&s->watchdog.task_running, 0, __ATOMIC_RELEASE);
   int error;
   if (reply.kind == PROCORD_FRAME_VALUE || reply.kind == PROCORD_FRAME_EXCEPTION ||
       reply.kind == PROCORD_FRAME_UNKNOWN_EXCEPTION) {
-    error = write_frame(options->write_fd, reply.kind, reply.body, reply.length);
+    error = write_frame(&s->writer, reply.kind, reply.body, reply.length);
   } else {
     static const char text[] = "the task gave a reply of no valid kind";
-    error = write_frame(options->write_fd, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
+    error = write_frame(&s->writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
   }
   free(reply.body);
   /* The main program went away (killed, or gave up): a disconnection. */
@@ -141,163 +242,53 @@ static int run_task(const procord_worker_options_t *options, const procord_worke
 }
 
 /* Serves one task; returns 1 when done and another may follow, 0 at a clean end. */
-static int serve_one(const procord_worker_options_t *options, reader_t *r) {
+static int serve_one(session_t *s) {
+  const writer_t *w = &s->writer;
   procord_frame_t frame;
-  int got = next_frame(r, &frame);
+  int got = next_frame(&s->reader, &frame);
   if (got == 0) return 0;
-  if (got < 0) return got == PROCORD_EDISCONNECTED ? got : protocol_error(options->write_fd, got);
-  if (frame.kind != PROCORD_FRAME_TASK) return protocol_error(options->write_fd, PROCORD_EUNEXPECTED);
-  const procord_worker_task_t *task = find_task(options, &frame);
-  if (!task) return protocol_error(options->write_fd, PROCORD_ETASK_NOT_SUPPORTED);
-  got = next_frame(r, &frame);
+  if (got < 0) return got == PROCORD_EDISCONNECTED ? got : protocol_error(w, got);
+  if (frame.kind != PROCORD_FRAME_TASK) return protocol_error(w, PROCORD_EUNEXPECTED);
+  const procord_worker_task_t *task = find_task(s->options, &frame);
+  if (!task) return protocol_error(w, PROCORD_ETASK_NOT_SUPPORTED);
+  got = next_frame(&s->reader, &frame);
   if (got == 0) return PROCORD_EDISCONNECTED;
-  if (got < 0) return got == PROCORD_EDISCONNECTED ? got : protocol_error(options->write_fd, got);
-  if (frame.kind != PROCORD_FRAME_VALUE) return protocol_error(options->write_fd, PROCORD_EUNEXPECTED);
-  int error = run_task(options, task, &frame);
+  if (got < 0) return got == PROCORD_EDISCONNECTED ? got : protocol_error(w, got);
+  if (frame.kind != PROCORD_FRAME_VALUE) return protocol_error(w, PROCORD_EUNEXPECTED);
+  int error = run_task(s, task, &frame);
   return error ? error : 1;
 }
 
+static int is_socket(int fd) {
+  struct stat status;
+  return fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
+}
+
 int procord_worker_serve(const procord_worker_options_t *options) {
-  reader_t *r = calloc(1, sizeof *r);
-  if (!r) return -ENOMEM;
-  r->fd = options->read_fd;
-  procord_frame_parser_init(&r->parser, options->max_message_size);
+  session_t *s = calloc(1, sizeof *s);
+  if (!s) return -ENOMEM;
+  s->options = options;
+  s->reader.fd = options->read_fd;
+  s->writer.fd = options->write_fd;
+  s->writer.is_socket = is_socket(options->write_fd);
+  procord_frame_parser_init(&s->reader.parser, options->max_message_size);
+  if (options->end_with_peer && is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
   int result;
   for (;;) {
-    result = serve_one(options, r);
+    result = serve_one(s);
     if (result <= 0) break;
     if (!options->reusable) {
       result = 0;
       break;
     }
     /* The main program may close as soon as it has its answer: not an error. */
-    if (write_frame(options->write_fd, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) {
+    if (write_frame(&s->writer, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) {
       result = 0;
       break;
     }
   }
-  procord_frame_parser_reset(&r->parser);
-  free(r);
-  return result;
-}
-
-/* ---- The command line ---- */
-
-static int set_error(char *error, size_t size, int code, const char *format, const char *what) {
-  if (error && size) snprintf(error, size, format, what);
-  return code;
-}
-
-static int parse_number(const char *text, long long low, long long high, long long *value) {
-  char *end;
-  errno = 0;
-  long long n = strtoll(text, &end, 10);
-  if (errno || end == text || *end || n < low || n > high) return -1;
-  *value = n;
-  return 0;
-}
-
-int procord_worker_parse_arguments(int argc, const char *const *argv,
-                                   procord_worker_command_t *command, char *error,
-                                   size_t error_size) {
-  memset(command, 0, sizeof *command);
-  command->socket_fd = -1;
-  for (int i = 1; i < argc; i++) {
-    const char *arg = argv[i];
-    /* Only a leading run of options is ours: the program's own arguments
-       (say `--worker-arg --procord-worker`) must never turn it into a worker. */
-    if (strncmp(arg, "--procord-", 10) != 0) break;
-    const char *name = arg + 10;
-    const char *equals = strchr(name, '=');
-    size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
-#define IS(option) (name_length == sizeof option - 1 && strncmp(name, option, name_length) == 0)
-    if (IS("worker") || IS("server") || IS("reuse-address") || IS("dont-fork")) {
-      if (equals) return set_error(error, error_size, PROCORD_EINVAL, "%s takes no value", arg);
-      if (IS("worker")) command->mode = PROCORD_MODE_WORKER;
-      else if (IS("server")) command->mode = PROCORD_MODE_SERVER;
-      else if (IS("reuse-address")) command->reuse_address = 1;
-      else command->dont_fork = 1;
-      continue;
-    }
-    if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
-          IS("max-simultaneous-tasks") || IS("max-message-size")))
-      return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
-    const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
-    long long n = 0;
-    if (IS("input-file")) command->input_file = value;
-    else if (IS("output-file")) command->output_file = value;
-    else if (IS("hostname")) command->hostname = value;
-    else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->socket_fd = (int)n;
-    else if (IS("port") && parse_number(value, 0, 65535, &n) == 0) command->port = (int)n;
-    else if (IS("max-simultaneous-tasks") && parse_number(value, 1, 1 << 20, &n) == 0)
-      command->max_simultaneous_tasks = (int)n;
-    else if (IS("max-message-size") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
-      command->max_message_size = (size_t)n;
-    else
-      return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
-#undef IS
-  }
-  if (command->mode == PROCORD_MODE_NONE &&
-      (command->input_file || command->output_file || command->socket_fd >= 0))
-    return set_error(error, error_size, PROCORD_EINVAL, "%s",
-                     "--procord-input-file, --procord-output-file and --procord-socket-fd "
-                     "need --procord-worker");
-  return 0;
-}
-
-static int open_or_error(const char *path, int flags) {
-  int fd = open(path, flags | O_CLOEXEC, 0644);
-  return fd < 0 ? -errno : fd;
-}
-
-int procord_worker_run(const procord_worker_command_t *command,
-                       const procord_worker_task_t *tasks, size_t task_count) {
-  struct sigaction ignore = {0};
-  ignore.sa_handler = SIG_IGN;
-  sigaction(SIGPIPE, &ignore, NULL); /* a vanished main program is a normal end */
-  procord_worker_options_t options = {
-      .read_fd = 0,
-      .write_fd = 1,
-      .tasks = tasks,
-      .task_count = task_count,
-      .max_message_size = command->max_message_size,
-  };
-  if (command->socket_fd >= 0) {
-    /* Keep the protocol away from any process the task starts. */
-    fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);
-    options.read_fd = options.write_fd = command->socket_fd;
-    options.reusable = 1;
-    int result = procord_worker_serve(&options);
-    close(command->socket_fd);
-    return result;
-  }
-  int in = -1, out = -1;
-  if (command->input_file || command->output_file) {
-    in = command->input_file ? open_or_error(command->input_file, O_RDONLY) : fcntl(0, F_DUPFD_CLOEXEC, 3);
-    out = command->output_file ? open_or_error(command->output_file, O_WRONLY | O_CREAT | O_TRUNC)
-                               : fcntl(1, F_DUPFD_CLOEXEC, 3);
-  } else {
-    in = fcntl(0, F_DUPFD_CLOEXEC, 3);
-    out = fcntl(1, F_DUPFD_CLOEXEC, 3);
-  }
-  if (in < 0 || out < 0) {
-    int error = in < 0 ? (command->input_file ? in : -errno) : (command->output_file ? out : -errno);
-    if (in >= 0) close(in);
-    if (out >= 0) close(out);
-    return error;
-  }
-  /* Whatever the task prints to stdout must not reach the protocol stream. */
-  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null >= 0) {
-    dup2(null, 0);
-    close(null);
-  }
-  dup2(2, 1);
-  options.read_fd = in;
-  options.write_fd = out;
-  int result = procord_worker_serve(&options);
-  close(in);
-  close(out);
+  watchdog_stop(&s->watchdog);
+  procord_frame_parser_reset(&s->reader.parser);
+  free(s);
   return result;
 }

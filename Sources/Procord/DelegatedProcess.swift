@@ -26,10 +26,11 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 
   deinit { procord_delegation_release(handle) }
 
-  /// Kills the worker (SIGKILL to its whole process group) if it has not
-  /// answered yet; the status becomes `.error(.workerKilled)` at once. Safe
-  /// from any thread, and a no-op once the process has finished or when the
-  /// worker could not be started.
+  /// Kills the worker (SIGKILL to its whole process group) unless the
+  /// process has finished (``isFinished``); the status becomes
+  /// `.error(.workerKilled)` at once, even if the worker had just answered
+  /// and was exiting. Safe from any thread; a no-op once finished, or when
+  /// the worker could not be started.
   public func kill() {
     // A worker that could not be started has nothing to kill: its status
     // keeps saying why it could not start.
@@ -105,6 +106,9 @@ class CompletionBase: @unchecked Sendable {
 final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   private struct State {
     var status: Status<Output> = .working
+    /// The answer's bytes, decoded into `status` on first look, on the
+    /// looker's thread: a big decode must not stall the loop thread.
+    var undecoded: (kind: procord_outcome_kind_t, body: [UInt8])?
     var reaped = false
     var waiters: [CheckedContinuation<Void, Never>] = []
   }
@@ -122,12 +126,23 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     errorCodec = task.error
   }
 
-  var status: Status<Output> { state.withLock { $0.status } }
-  override var isFinished: Bool { status.isFinished }
+  var status: Status<Output> {
+    state.withLock { state in
+      if let (kind, body) = state.undecoded {
+        state.undecoded = nil
+        if !state.status.isFinished { state.status = decode(kind, body) }
+      }
+      return state.status
+    }
+  }
+
+  override var isFinished: Bool {
+    state.withLock { $0.undecoded != nil || $0.status.isFinished }
+  }
 
   override func markKilled() -> Bool {
     state.withLock { state in
-      guard !state.status.isFinished else { return false }
+      guard state.undecoded == nil, !state.status.isFinished else { return false }
       state.status = .error(.workerKilled)
       return true
     }
@@ -154,11 +169,16 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     }
   }
 
-  /// Runs on the loop thread when the C core reports the outcome.
+  /// Runs on the loop thread when the C core reports the outcome: keeps the
+  /// answer's bytes for decoding later, or sets a status that needs no codec.
   override func complete(_ outcome: procord_outcome_t) {
-    let final = status(of: outcome)
+    let body = outcome.body.map { [UInt8](UnsafeBufferPointer(start: $0, count: outcome.length)) } ?? []
+    let needsCodec = outcome.kind == PROCORD_OUTCOME_VALUE || outcome.kind == PROCORD_OUTCOME_EXCEPTION
+    let final = needsCodec ? nil : decode(outcome.kind, body, outcome: outcome)
     let waiters = state.withLock { state in
-      if !state.status.isFinished { state.status = final }
+      if !state.status.isFinished {
+        if let final { state.status = final } else { state.undecoded = (outcome.kind, body) }
+      }
       state.reaped = true
       defer { state.waiters = [] }
       return state.waiters
@@ -166,9 +186,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     for waiter in waiters { waiter.resume() }
   }
 
-  private func status(of outcome: procord_outcome_t) -> Status<Output> {
-    let body = outcome.body.map { [UInt8](UnsafeBufferPointer(start: $0, count: outcome.length)) } ?? []
-    switch outcome.kind {
+  private func decode(
+    _ kind: procord_outcome_kind_t, _ body: [UInt8], outcome: procord_outcome_t? = nil
+  ) -> Status<Output> {
+    switch kind {
     case PROCORD_OUTCOME_VALUE:
       do { return .success(try decodeOutput(body)) } catch {
         return .error(.workerDisconnected(.undecodableOutput(String(describing: error))))
@@ -183,6 +204,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     case PROCORD_OUTCOME_KILLED:
       return .error(.workerKilled)
     default:
+      guard let outcome else { return .error(.workerDisconnected(.closedWithoutAnswer)) }
       return .error(.workerDisconnected(DisconnectionCause(outcome, program: program)))
     }
   }
@@ -227,7 +249,7 @@ func startDelegation<Input, Output>(
   _ task: DelegatedTask<Input, Output>, _ input: Input, worker: WorkerProgram
 ) throws -> DelegatedProcess<Output> {
   let encoded = try task.input.encode(input)
-  let completion = Completion(task: task, program: worker.path)
+  let completion = Completion(task: task, program: worker.displayName ?? worker.path)
   let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
   var handle: OpaquePointer?
   let error = worker.withSpawnOptions { spawn in

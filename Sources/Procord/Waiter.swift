@@ -34,8 +34,9 @@ public enum Waiter {
     let handles: [OpaquePointer?] = processes.map { $0.handle }
     let milliseconds = timeout.map { duration -> Int32 in
       let (seconds, attoseconds) = duration.components
-      let total = max(0, seconds) * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-      return Int32(clamping: total)
+      // Rounded up, and never negative: -1 would mean "no limit" to the C core.
+      let total = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+      return Int32(clamping: max(0, total))
     } ?? -1
     return withExtendedLifetime(processes) {
       handles.withUnsafeBufferPointer { buffer in

@@ -40,16 +40,22 @@ public struct WorkerProgram: Sendable {
     self.standardError = standardError
   }
 
-  /// This very executable as a worker, in this project's socket mode. Its
-  /// real path comes from `/proc/self/exe`, never from `argv[0]`, which may be
-  /// relative, a symlink, or anything the caller chose.
+  /// This very executable as a worker, in this project's socket mode. It is
+  /// started through `/proc/self/exe`, never `argv[0]` (which may be
+  /// relative, a symlink, or anything the caller chose): that is the running
+  /// binary even if its file has since been replaced or deleted.
   public static var current: WorkerProgram {
-    WorkerProgram(path: executablePath, arguments: ["--procord-worker"], channel: .socket)
+    var program = WorkerProgram(path: "/proc/self/exe", arguments: ["--procord-worker"], channel: .socket)
+    program.displayName = executablePath
+    return program
   }
+
+  /// The worker's `argv[0]`, when it should differ from ``path``.
+  var displayName: String?
 
   /// The full argument vector, with the option that names the socket.
   var argumentVector: [String] {
-    var vector = [path] + arguments
+    var vector = [displayName ?? path] + arguments
     if channel == .socket { vector += ["--procord-socket-fd", String(PROCORD_WORKER_SOCKET_FD)] }
     return vector
   }
@@ -58,12 +64,16 @@ public struct WorkerProgram: Sendable {
   func withSpawnOptions<R>(_ body: (procord_spawn_options_t) -> R) -> R {
     let vector = argumentVector
     let cStrings = vector.map { strdup($0) }
-    defer { cStrings.forEach { free($0) } }
+    let programPath = strdup(path)
+    defer {
+      cStrings.forEach { free($0) }
+      free(programPath)
+    }
     var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
     pointers.append(nil)
     return pointers.withUnsafeBufferPointer { argv in
       var options = procord_spawn_options_t()
-      options.program = argv[0]
+      options.program = UnsafePointer(programPath)
       options.arguments = argv.baseAddress
       options.environment = nil
       options.channel = channel == .socket ? PROCORD_CHANNEL_SOCKET : PROCORD_CHANNEL_STDIO

@@ -13,8 +13,12 @@ struct DemoError: Error, CustomStringConvertible {
 let fibo = ProcordTask<Int, Int>(name: "fibo") { n in
   guard n >= 0 else { throw DemoError(description: "fibo: negative argument \(n)") }
   var (previous, current) = (1, 1)
-  for _ in 0..<max(0, n - 1) { (previous, current) = (current, previous &+ current) }
-  return n == 0 ? 1 : current
+  for _ in 0..<max(0, n - 1) {
+    let (next, overflow) = previous.addingReportingOverflow(current)
+    guard !overflow else { throw DemoError(description: "fibo: \(n) is too large for a 64-bit result") }
+    (previous, current) = (current, next)
+  }
+  return current
 }
 
 /// n!, as decimal text both ways; errors travel as text in an `X` frame.
@@ -22,7 +26,11 @@ let fact = ProcordTask<Int, Int>(
   name: "fact", input: .decimal, output: .decimal, error: .text
 ) { n in
   guard n >= 0 else { throw DemoError(description: "fact: negative argument") }
-  return (0...n).dropFirst().reduce(1, &*)
+  return try (0...n).dropFirst().reduce(1) { product, factor in
+    let (next, overflow) = product.multipliedReportingOverflow(by: factor)
+    guard !overflow else { throw DemoError(description: "fact: \(n) is too large for a 64-bit result") }
+    return next
+  }
 }
 
 /// The bytes it is given.
@@ -61,7 +69,14 @@ let sleepTask = ProcordTask<Int, Int>(name: "sleep", input: .decimal, output: .d
 /// waits on both at once: workers that delegate to workers.
 let rfibo = ProcordTask<Int, Int>(name: "rfibo") { n in try recursiveFibonacci(n) }
 
+/// The whole call tree is alive at once, 2 fibo(n) - 1 processes: 177 for
+/// n = 10, and it grows as fast as fibo. The cap keeps it a demo.
+let rfiboLimit = 10
+
 private func recursiveFibonacci(_ n: Int) throws -> Int {
+  guard n <= rfiboLimit else {
+    throw DemoError(description: "rfibo: \(n) would start \(2 * (try fibo.worker.body(n)) - 1) processes; the limit is \(rfiboLimit)")
+  }
   guard n >= 2 else { return 1 }
   let first = try delegate(rfibo, n - 1)
   let second = try delegate(rfibo, n - 2)

@@ -1,3 +1,4 @@
+import CTestSupport
 import Foundation
 import Testing
 
@@ -208,4 +209,114 @@ private func cpuTime() -> Duration {
   let micros = Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000
     + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
   return .microseconds(micros)
+}
+
+/// Behaviours found in review: each was a bug once.
+@Suite struct DelegationEdgeTests {
+  @Test func aWorkerThatRefusesTheInputFromItsSizeIsHeard() throws {
+    try expectNoLeaks {
+      // The worker answers `1E3` and closes while we are still writing 1 MB:
+      // its answer must win over our broken pipe.
+      let small = WorkerProgram(path: demoPath, arguments: ["--procord-worker", "--procord-max-message-size", "10"])
+      let process = try delegate(DemoTasks.echo, [UInt8](repeating: 1, count: 1 << 20), to: small)
+      process.wait()
+      #expect(failure(process.status) == .workerDisconnected(.protocolError(.messageTooLong, reportedByWorker: true)))
+    }
+  }
+
+  @Test func workersThatExitAtOnceNeverCrashTheMainProgram() throws {
+    try expectNoLeaks {
+      let processes = try (0..<20).map { _ in
+        try delegate(DemoTasks.fibo, 1, to: WorkerProgram(path: "/bin/true"))
+      }
+      #expect(Waiter.waitForAll(processes, timeout: .seconds(30)))
+      for process in processes {
+        #expect(failure(process.status) == .workerDisconnected(.exited(code: 0)))
+      }
+    }
+  }
+
+  @Test(arguments: [Int32(1), Int32(0)])
+  func anyDescriptorCanBeTheWorkersStandardError(descriptor: Int32) throws {
+    try expectNoLeaks {
+      // 0 and 1 are also where the protocol goes in the child: the worker's
+      // stderr must not land on the protocol.
+      var pipe: [Int32] = [0, 0]
+      #expect(Glibc.pipe(&pipe) == 0)
+      let saved = dup(descriptor)
+      dup2(pipe[1], descriptor)
+      let process = try delegate(
+        program: testWorkerPath, arguments: ["stderr-then-answer"], stderr: descriptor,
+        task: DelegatedTask<Int, Int>(name: "probe"), input: 1)
+      process.wait()
+      dup2(saved, descriptor)
+      close(saved)
+      close(pipe[1])
+      var buffer = [UInt8](repeating: 0, count: 16)
+      let count = read(pipe[0], &buffer, 16)
+      close(pipe[0])
+      #expect(try process.run() == 42)
+      #expect(count == 5 && Array(buffer[0..<5]) == Array("noise".utf8))
+    }
+  }
+
+  @Test func aNegativeTimeoutDoesNotWaitForever() throws {
+    try expectNoLeaks {
+      let slow = try delegate(DemoTasks.sleep, 60_000, to: demoSocketWorker)
+      #expect(!slow.wait(timeout: .milliseconds(-5)))
+      #expect(Waiter.waitForAny([slow], timeout: .seconds(-2)) == [])
+      slow.kill()
+      slow.wait()
+    }
+  }
+
+  @Test func aWorkerDiesWithAMainProgramKilledBySignal() throws {
+    // procord-demo delegates a ten-minute sleep, then dies of SIGKILL (no
+    // atexit runs): its worker, reparented to us (a subreaper), must end by
+    // itself, killed by its watchdog (or, if the task had not arrived yet,
+    // by the end of its stream).
+    warmUp()  // makes us the subreaper
+    let demo = Process()
+    demo.executableURL = URL(fileURLWithPath: demoPath)
+    demo.arguments = ["run", "sleep", "600000"]
+    try demo.run()
+    let worker = try #require(waitForChild(of: demo.processIdentifier))
+    // Into its task: sleeping in nanosleep (a state of another process, which
+    // nothing here can await).
+    #expect(eventually { wchan(of: worker) == "hrtimer_nanosleep" }, "the task never started")
+    kill(demo.processIdentifier, SIGKILL)
+    demo.waitUntilExit()
+    #expect(procord_test_wait_for_exit(worker, 10_000) == 1, "the worker outlived its main program")
+    kill(worker, SIGKILL)  // if it did not end, do not leave it behind
+    var status: Int32 = 0
+    #expect(waitpid(worker, &status, 0) == worker)  // our child now
+    #expect(childProcesses().isEmpty)
+  }
+}
+
+/// The first child of `pid`, once it has one (its worker), read from /proc.
+private func waitForChild(of pid: Int32) -> Int32? {
+  var child: Int32?
+  _ = eventually {
+    let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)
+    child = text?.split(separator: " ").first.flatMap { Int32($0) }
+    return child != nil
+  }
+  return child
+}
+
+/// Where `pid` sleeps in the kernel.
+private func wchan(of pid: Int32) -> String? {
+  try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)
+}
+
+/// Looks at a condition of another process until it holds, for at most 10 s.
+/// For states no descriptor or call can await; yields between looks.
+private func eventually(_ condition: () -> Bool) -> Bool {
+  let deadline = ContinuousClock.now + .seconds(10)
+  while ContinuousClock.now < deadline {
+    if condition() { return true }
+    sched_yield()
+  }
+  return false
 }

@@ -92,7 +92,7 @@ func expectNoLeaks(
 /// life of the process) so that it does not count as a leak, and makes this
 /// process the reaper of orphans, so that a worker's worker left behind
 /// becomes our child and is counted.
-private func warmUp() {
+func warmUp() {
   _ = Runtime.shared
   _ = becomeSubreaper
 }

@@ -24,6 +24,7 @@
 //   answer-with-grandchild  starts `sleep 30` on its stdout, answers `2V42`, exits 0
 //   hang                    reads the task, never answers
 //   undecodable             answers `3Vabc`
+//   stderr-then-answer      writes `noise` to its stderr, answers `2V42`
 //
 // Every mode but the `exit-*` and `crash-*` ones reads the whole task (`T`
 // then `V`) first. After an answer that breaks the protocol, the worker
@@ -259,6 +260,12 @@ case "hang":
 case "undecodable":
   readTask()
   sendFrame("V", "abc")
+  exit(0)
+
+case "stderr-then-answer":
+  readTask()
+  _ = "noise".withCString { write(2, $0, 5) }
+  sendFrame("V", "42")
   exit(0)
 
 default:

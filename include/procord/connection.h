@@ -77,7 +77,11 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
 /*
  * Queues one frame (header and a copy of the body) and starts writing it.
  * Returns 0, PROCORD_ECLOSED if the connection is disconnecting or
- * disconnected, or -ENOMEM. A write error shows up later as a disconnection.
+ * disconnected, or -ENOMEM. No callback runs inside this call. A write error
+ * never shows up here: once the peer has stopped reading, frames are dropped
+ * and the connection reads on to the end of the stream (the peer may have
+ * sent an `E` frame saying why), then disconnects; if it was not reading any
+ * more, it disconnects with the write error as the cause.
  */
 int procord_connection_send(procord_connection_t *connection, unsigned char kind, const void *body,
                             size_t length);

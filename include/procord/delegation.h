@@ -90,8 +90,10 @@ pid_t procord_delegation_pid(const procord_delegation_t *delegation);
 
 /*
  * Kills the worker (SIGKILL to its process group) unless the delegation has
- * finished; it then finishes as KILLED once the worker is reaped.
- * Thread-safe. Returns 0, or PROCORD_ECLOSED if it had already finished.
+ * finished (even if the worker has answered and is exiting: the outcome is
+ * then KILLED); it finishes as KILLED once the worker is reaped, unless the
+ * worker could not be started at all. Thread-safe. Returns 0, PROCORD_ECLOSED
+ * if it had already finished, or -ENOMEM.
  */
 int procord_delegation_kill(procord_delegation_t *delegation);
 

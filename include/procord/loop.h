@@ -21,15 +21,16 @@ typedef void (*procord_loop_fn)(void *argument);
 
 /*
  * Creates a loop and stores it in `*loop`. The caller owns it and frees it
- * with procord_loop_free. Also sets SIGPIPE to ignored for the whole process
- * if it was at its default, so that a broken pipe is a disconnection and never
- * kills the program. Returns 0 or a negative error code.
+ * with procord_loop_free. Returns 0 or a negative error code.
  */
 int procord_loop_new(procord_loop_t **loop);
 
 /*
  * Runs the loop on the calling thread until procord_loop_stop is called.
- * Returns 0, or a negative error code if the loop could not run.
+ * SIGPIPE is blocked on this thread meanwhile (and a pending one discarded
+ * afterwards), so a broken pipe is a disconnection and never kills the
+ * program, without changing the process's disposition. Returns 0, or a
+ * negative error code if the loop could not run.
  */
 int procord_loop_run(procord_loop_t *loop);
 
@@ -56,7 +57,8 @@ int procord_loop_is_current_thread(const procord_loop_t *loop);
 /*
  * Stops the loop if it runs on a thread of its own, joins that thread and
  * frees the loop. Delegations still running on it are killed and reaped
- * first. Must not be called from the loop's thread.
+ * first (their on_done runs), on the calling thread if the loop was stopped
+ * or never run. Must not be called from the loop's thread.
  */
 void procord_loop_free(procord_loop_t *loop);
 

@@ -2,10 +2,14 @@
  * procord/spawn.h: starting worker processes and reaping them.
  *
  * Workers are started with posix_spawn (never a bare fork: the Swift runtime
- * is multithreaded, and a forked copy inherits locked mutexes). Each worker
- * leads a process group of its own, so that a kill reaches everything it
- * started. Every descriptor Procord creates is close-on-exec; a child gets
- * only its standard streams and, in socket mode, the protocol socket.
+ * is multithreaded, and a forked copy inherits locked mutexes), with an empty
+ * signal mask and default dispositions for SIGPIPE, SIGINT and SIGTERM. Each
+ * worker leads a process group of its own, so that a kill reaches what its
+ * task started (a nested Procord worker leads a group of its own again, and
+ * ends when its parent's connection closes). Every descriptor Procord
+ * creates is close-on-exec, and a child gets only its standard streams and,
+ * in socket mode, the protocol socket: every other descriptor is closed in
+ * the child, even one the program inherited without close-on-exec.
  */
 #ifndef PROCORD_SPAWN_H
 #define PROCORD_SPAWN_H
@@ -41,7 +45,8 @@ typedef struct procord_spawn_options_s {
   /* The environment, NULL-terminated; NULL: the caller's environment. */
   const char *const *environment;
   procord_protocol_channel_t channel;
-  /* Descriptor to use as the child's stderr; -1: inherit the caller's. */
+  /* Descriptor to use as the child's stderr (any number, 0 and 1 included;
+     duplicated, not taken); -1: inherit the caller's. */
   int stderr_fd;
 } procord_spawn_options_t;
 
@@ -75,6 +80,12 @@ int procord_child_kill(const procord_child_t *child, int signal);
  * it out of the group (setsid).
  */
 int procord_child_try_reap(procord_child_t *child, int *status);
+
+/*
+ * Waits for the child to exit, then reaps it like procord_child_try_reap.
+ * Blocks: meant for a child that was just killed. Returns 1, or -errno.
+ */
+int procord_child_reap(procord_child_t *child, int *status);
 
 /*
  * Kills (SIGKILL to the process group) and reaps every child that was

@@ -48,6 +48,11 @@ typedef struct procord_worker_options_s {
   size_t task_count;
   int reusable;            /* send `0R` after each answer and serve the next task */
   size_t max_message_size; /* 0: procord_default_max_message_size() */
+  /* On a socket: while a task runs, a watchdog thread watches the
+     connection, and if the main program closes it (it died, or gave up), the
+     worker kills its process group if it leads one (as a worker Procord
+     started does), or else itself. Without it a task runs on for nobody. */
+  int end_with_peer;
 } procord_worker_options_t;
 
 /*
@@ -55,6 +60,9 @@ typedef struct procord_worker_options_s {
  * 0 at a clean end: the main program closed the stream between tasks (or,
  * when not reusable, after the one task); a failed write of `0R` is a clean
  * end too, since the main program may close as soon as it has its answer.
+ * Writes never raise SIGPIPE (MSG_NOSIGNAL on sockets, SIGPIPE blocked
+ * around writes to pipes), and the process's SIGPIPE disposition is left
+ * alone.
  * Otherwise returns a negative error code: a protocol error (after sending
  * the matching `E` frame), PROCORD_EDISCONNECTED for an end of stream in the
  * middle of a task, or a negated errno of a failed read or write.
@@ -96,8 +104,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
 
 /*
  * Serves tasks as `command` says (mode PROCORD_MODE_WORKER): on the socket
- * descriptor (reusable, `0R`), on the input and output files, or on stdin and
- * stdout. In the stdin/stdout mode the protocol descriptors are moved away
+ * descriptor (reusable, `0R`, end_with_peer), on the input and output files,
+ * or on stdin and stdout. In the stdin/stdout mode the protocol descriptors are moved away
  * from 0 and 1 first, and stdout is pointed at stderr, so that nothing the
  * task prints can corrupt the protocol. Returns like procord_worker_serve, or
  * a negated errno if a file could not be opened.

@@ -9,4 +9,12 @@
  */
 int procord_test_become_subreaper(void);
 
+
+
+/*
+ * Waits until process `pid` (any process, not only a child) has exited, for
+ * at most `timeout_ms` milliseconds, with a pidfd: no polling. Returns 1 if
+ * it exited, 0 on timeout, or -errno (-ESRCH: it was already gone).
+ */
+int procord_test_wait_for_exit(int pid, int timeout_ms);
 #endif

@@ -1,0 +1,128 @@
+/* The worker's command line: `--procord-*` options, and running as they say (procord/worker.h). */
+#define _GNU_SOURCE
+#include "procord/error.h"
+#include "procord/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int set_error(char *error, size_t size, int code, const char *format, const char *what) {
+  if (error && size) snprintf(error, size, format, what);
+  return code;
+}
+
+static int parse_number(const char *text, long long low, long long high, long long *value) {
+  char *end;
+  errno = 0;
+  long long n = strtoll(text, &end, 10);
+  if (errno || end == text || *end || n < low || n > high) return -1;
+  *value = n;
+  return 0;
+}
+
+int procord_worker_parse_arguments(int argc, const char *const *argv,
+                                   procord_worker_command_t *command, char *error,
+                                   size_t error_size) {
+  memset(command, 0, sizeof *command);
+  command->socket_fd = -1;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    /* Only a leading run of options is ours: the program's own arguments
+       (say `--worker-arg --procord-worker`) must never turn it into a worker. */
+    if (strncmp(arg, "--procord-", 10) != 0) break;
+    const char *name = arg + 10;
+    const char *equals = strchr(name, '=');
+    size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
+#define IS(option) (name_length == sizeof option - 1 && strncmp(name, option, name_length) == 0)
+    if (IS("worker") || IS("server") || IS("reuse-address") || IS("dont-fork")) {
+      if (equals) return set_error(error, error_size, PROCORD_EINVAL, "%s takes no value", arg);
+      if (IS("worker")) command->mode = PROCORD_MODE_WORKER;
+      else if (IS("server")) command->mode = PROCORD_MODE_SERVER;
+      else if (IS("reuse-address")) command->reuse_address = 1;
+      else command->dont_fork = 1;
+      continue;
+    }
+    if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
+          IS("max-simultaneous-tasks") || IS("max-message-size")))
+      return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
+    const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
+    long long n = 0;
+    if (IS("input-file")) command->input_file = value;
+    else if (IS("output-file")) command->output_file = value;
+    else if (IS("hostname")) command->hostname = value;
+    else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->socket_fd = (int)n;
+    else if (IS("port") && parse_number(value, 0, 65535, &n) == 0) command->port = (int)n;
+    else if (IS("max-simultaneous-tasks") && parse_number(value, 1, 1 << 20, &n) == 0)
+      command->max_simultaneous_tasks = (int)n;
+    else if (IS("max-message-size") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
+      command->max_message_size = (size_t)n;
+    else
+      return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
+#undef IS
+  }
+  if (command->mode == PROCORD_MODE_NONE &&
+      (command->input_file || command->output_file || command->socket_fd >= 0))
+    return set_error(error, error_size, PROCORD_EINVAL, "%s",
+                     "--procord-input-file, --procord-output-file and --procord-socket-fd "
+                     "need --procord-worker");
+  return 0;
+}
+
+static int open_or_error(const char *path, int flags) {
+  int fd = open(path, flags | O_CLOEXEC, 0644);
+  return fd < 0 ? -errno : fd;
+}
+
+int procord_worker_run(const procord_worker_command_t *command,
+                       const procord_worker_task_t *tasks, size_t task_count) {
+  procord_worker_options_t options = {
+      .read_fd = 0,
+      .write_fd = 1,
+      .tasks = tasks,
+      .task_count = task_count,
+      .max_message_size = command->max_message_size,
+  };
+  if (command->socket_fd >= 0) {
+    /* Keep the protocol away from any process the task starts. */
+    fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);
+    options.read_fd = options.write_fd = command->socket_fd;
+    options.reusable = 1;
+    options.end_with_peer = 1;
+    int result = procord_worker_serve(&options);
+    close(command->socket_fd);
+    return result;
+  }
+  int in = -1, out = -1;
+  if (command->input_file || command->output_file) {
+    in = command->input_file ? open_or_error(command->input_file, O_RDONLY) : fcntl(0, F_DUPFD_CLOEXEC, 3);
+    out = command->output_file ? open_or_error(command->output_file, O_WRONLY | O_CREAT | O_TRUNC)
+                               : fcntl(1, F_DUPFD_CLOEXEC, 3);
+  } else {
+    in = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    out = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  }
+  if (in < 0 || out < 0) {
+    int error = in < 0 ? (command->input_file ? in : -errno) : (command->output_file ? out : -errno);
+    if (in >= 0) close(in);
+    if (out >= 0) close(out);
+    return error;
+  }
+  /* Whatever the task prints to stdout must not reach the protocol stream. */
+  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, 0);
+    close(null);
+  }
+  dup2(2, 1);
+  options.read_fd = in;
+  options.write_fd = out;
+  int result = procord_worker_serve(&options);
+  close(in);
+  close(out);
+  return result;
+}
