@@ -300,6 +300,202 @@ static void a_closed_connection_leaves_no_descriptor(void) {
   CHECK_EQ_INT(open_descriptor_count(), before);
 }
 
+/* ---- A peer that stops reading ---- */
+
+/*
+ * One side of a connection whose peer (the test) stops reading. The
+ * callbacks record whether they ran inside one of our sends, and how many
+ * frames had arrived when the disconnection was reported.
+ */
+typedef struct {
+  seen_t seen; /* first: the plain callbacks get it as their context */
+  procord_connection_t *c;
+  int peer_read_fd, peer_write_fd; /* the peer's ends (one socket, or two pipe ends) */
+  int is_socket;
+  int in_send;
+  int callback_in_send;
+  int frames_at_disconnection;
+  int send_result;
+  size_t pending_before_late_send, pending_after_late_send;
+  procord_connection_state_t state_at_late_send;
+  int late_send_result;
+} broken_t;
+
+static void on_frame_watching_sends(procord_connection_t *c, const procord_frame_t *frame,
+                                    int error, void *context) {
+  broken_t *b = context;
+  if (b->in_send) b->callback_in_send = 1;
+  on_frame(c, frame, error, &b->seen);
+}
+
+static void on_state_watching_sends(procord_connection_t *c, procord_connection_state_t state,
+                                    void *context) {
+  broken_t *b = context;
+  if (b->in_send) b->callback_in_send = 1;
+  if (state == PROCORD_DISCONNECTED) b->frames_at_disconnection = b->seen.frames;
+  on_state(c, state, &b->seen);
+}
+
+/* Opens our side over a socketpair or a pipe pair; the peer's ends go into `b`. */
+static int open_broken(procord_loop_t *loop, int is_socket, broken_t *b) {
+  memset(b, 0, sizeof *b);
+  b->seen.loop = loop;
+  b->is_socket = is_socket;
+  int read_fd, write_fd;
+  if (is_socket) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return -1;
+    read_fd = write_fd = pair[0];
+    b->peer_read_fd = b->peer_write_fd = pair[1];
+  } else {
+    int to_peer[2], from_peer[2];
+    if (pipe2(to_peer, O_CLOEXEC) < 0) return -1;
+    if (pipe2(from_peer, O_CLOEXEC) < 0) {
+      close(to_peer[0]);
+      close(to_peer[1]);
+      return -1;
+    }
+    read_fd = from_peer[0];
+    write_fd = to_peer[1];
+    b->peer_read_fd = to_peer[0];
+    b->peer_write_fd = from_peer[1];
+  }
+  procord_connection_options_t options = {
+      .read_fd = read_fd, .write_fd = write_fd, .on_frame = on_frame_watching_sends,
+      .on_state = on_state_watching_sends, .context = b};
+  return procord_connection_open(loop, &options, &b->c);
+}
+
+static void close_peer(broken_t *b) {
+  if (b->peer_read_fd >= 0) close(b->peer_read_fd);
+  if (b->peer_write_fd >= 0 && b->peer_write_fd != b->peer_read_fd) close(b->peer_write_fd);
+  b->peer_read_fd = b->peer_write_fd = -1;
+}
+
+/* Sends 4 MiB, more than any socket or pipe buffer, noting any callback inside. */
+static int send_4_mib(broken_t *b) {
+  size_t size = 4 << 20;
+  b->in_send = 1;
+  int result = procord_connection_send_owned(b->c, 'V', calloc(1, size), size, free);
+  b->in_send = 0;
+  return result;
+}
+
+/* The peer stops reading (our writes fail from now on) but may still write. */
+static void peer_stops_reading(broken_t *b) {
+  if (b->is_socket) {
+    shutdown(b->peer_read_fd, SHUT_RD);
+  } else {
+    close(b->peer_read_fd);
+    b->peer_read_fd = -1;
+  }
+}
+
+/*
+ * On the loop: start sending 4 MiB; meanwhile the peer stops reading, says
+ * `1E3` and closes both ends. In that order, our write failure is usually
+ * seen before the `E` frame is readable, which is the case that matters.
+ */
+static void peer_closes_during_a_large_send(void *argument) {
+  broken_t *b = argument;
+  b->send_result = send_4_mib(b);
+  peer_stops_reading(b);
+  if (write(b->peer_write_fd, "1E3", 3) != 3) b->send_result = -1;
+  close_peer(b);
+}
+
+static void last_frame_of_a_peer_that_closed_during_a_send_is_delivered(int is_socket) {
+  int before = open_descriptor_count();
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  broken_t b;
+  CHECK_EQ_INT(open_broken(loop, is_socket, &b), 0);
+  /* Sends run on the loop's thread, where a broken pipe raises no SIGPIPE. */
+  CHECK_EQ_INT(procord_loop_call(loop, peer_closes_during_a_large_send, &b), 0);
+  procord_loop_run(loop); /* until DISCONNECTED */
+  procord_connection_free(b.c);
+  procord_loop_free(loop);
+  CHECK_EQ_INT(b.send_result, 0);
+  CHECK_EQ_INT(b.callback_in_send, 0);
+  CHECK_EQ_INT(b.seen.parse_error, 0);
+  CHECK_EQ_INT(b.seen.frames, 1);
+  CHECK_EQ_INT(b.seen.last_kind, 'E');
+  CHECK_BYTES(b.seen.last_body, b.seen.last_length, "3");
+  CHECK_EQ_INT(b.seen.disconnected, 1);
+  CHECK_EQ_INT(b.frames_at_disconnection, 1);
+  /* The end of the stream decides, not the failed write. A socket closed
+     with unread input resets its peer after the data. */
+  CHECK(b.seen.cause.call && strcmp(b.seen.cause.call, "read") == 0);
+  CHECK(b.seen.cause.error == PROCORD_EDISCONNECTED ||
+        (is_socket && b.seen.cause.error == -ECONNRESET));
+  CHECK_EQ_INT(open_descriptor_count(), before);
+}
+
+static void last_frame_of_a_peer_that_closed_during_a_send_is_delivered_on_a_socketpair(void) {
+  last_frame_of_a_peer_that_closed_during_a_send_is_delivered(1);
+}
+
+static void last_frame_of_a_peer_that_closed_during_a_send_is_delivered_on_a_pipe_pair(void) {
+  last_frame_of_a_peer_that_closed_during_a_send_is_delivered(0);
+}
+
+/* On the loop, a later turn: the write failure has been handled; send again. */
+static void send_after_the_failure(void *argument) {
+  broken_t *b = argument;
+  b->state_at_late_send = procord_connection_state(b->c);
+  b->pending_before_late_send = procord_connection_pending_output(b->c);
+  b->in_send = 1;
+  b->late_send_result = procord_connection_send(b->c, 'V', "late", 4);
+  b->in_send = 0;
+  b->pending_after_late_send = procord_connection_pending_output(b->c);
+  /* The peer's last words, then the end of the stream. */
+  if (write(b->peer_write_fd, "1E3", 3) != 3) b->late_send_result = -1;
+  close_peer(b);
+}
+
+/* On the loop: the peer stops reading, then we send (the write fails at once). */
+static void peer_stops_reading_then_we_send(void *argument) {
+  broken_t *b = argument;
+  peer_stops_reading(b);
+  b->send_result = send_4_mib(b);
+  /* Runs after the write callback that the failed write activated. */
+  procord_loop_call(b->seen.loop, send_after_the_failure, b);
+}
+
+static void send_after_the_peer_stopped_reading_is_dropped_without_a_callback(int is_socket) {
+  int before = open_descriptor_count();
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  broken_t b;
+  CHECK_EQ_INT(open_broken(loop, is_socket, &b), 0);
+  CHECK_EQ_INT(procord_loop_call(loop, peer_stops_reading_then_we_send, &b), 0);
+  procord_loop_run(loop); /* until DISCONNECTED */
+  procord_connection_free(b.c);
+  procord_loop_free(loop);
+  CHECK_EQ_INT(b.send_result, 0);
+  CHECK_EQ_INT(b.state_at_late_send, PROCORD_CONNECTED);
+  CHECK_EQ_INT(b.pending_before_late_send, 0); /* the 4 MiB were dropped */
+  CHECK_EQ_INT(b.late_send_result, 0);
+  CHECK_EQ_INT(b.pending_after_late_send, 0); /* and so was the late frame */
+  CHECK_EQ_INT(b.callback_in_send, 0);
+  CHECK_EQ_INT(b.seen.frames, 1);
+  CHECK_EQ_INT(b.seen.last_kind, 'E');
+  CHECK_BYTES(b.seen.last_body, b.seen.last_length, "3");
+  CHECK_EQ_INT(b.seen.disconnected, 1);
+  CHECK_EQ_INT(b.frames_at_disconnection, 1);
+  CHECK_EQ_INT(b.seen.cause.error, PROCORD_EDISCONNECTED);
+  CHECK(b.seen.cause.call && strcmp(b.seen.cause.call, "read") == 0);
+  CHECK_EQ_INT(open_descriptor_count(), before);
+}
+
+static void send_after_the_peer_stopped_reading_is_dropped_without_a_callback_on_a_socketpair(void) {
+  send_after_the_peer_stopped_reading_is_dropped_without_a_callback(1);
+}
+
+static void send_after_the_peer_stopped_reading_is_dropped_without_a_callback_on_a_pipe_pair(void) {
+  send_after_the_peer_stopped_reading_is_dropped_without_a_callback(0);
+}
+
 int main(void) {
   RUN(frames_cross_a_pipe_pair);
   RUN(a_large_owned_body_crosses_a_socketpair);
@@ -311,5 +507,9 @@ int main(void) {
   RUN(close_nicely_writes_everything_first);
   RUN(close_nicely_gives_up_after_its_timeout);
   RUN(a_closed_connection_leaves_no_descriptor);
+  RUN(last_frame_of_a_peer_that_closed_during_a_send_is_delivered_on_a_socketpair);
+  RUN(last_frame_of_a_peer_that_closed_during_a_send_is_delivered_on_a_pipe_pair);
+  RUN(send_after_the_peer_stopped_reading_is_dropped_without_a_callback_on_a_socketpair);
+  RUN(send_after_the_peer_stopped_reading_is_dropped_without_a_callback_on_a_pipe_pair);
   return CHECK_SUMMARY();
 }

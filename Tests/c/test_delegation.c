@@ -18,10 +18,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,6 +78,8 @@ typedef struct {
   int exit_grace_ms;
   procord_done_cb on_done;
   void *context;
+  int set_stderr;           /* non-zero: the worker's stderr is stderr_fd, not inherited */
+  int stderr_fd;
 } fake_t;
 
 static int start(const fake_t *fake, procord_delegation_t **delegation) {
@@ -86,7 +92,7 @@ static int start(const fake_t *fake, procord_delegation_t **delegation) {
       .worker = {.program = fake->script ? "/bin/sh" : fake->program,
                  .arguments = fake->script ? sh : fake->arguments,
                  .channel = fake->channel,
-                 .stderr_fd = -1},
+                 .stderr_fd = fake->set_stderr ? fake->stderr_fd : -1},
       .max_message_size = fake->max_message_size,
       .exit_grace_ms = fake->exit_grace_ms,
       .on_done = fake->on_done,
@@ -706,6 +712,225 @@ static void loop_free_kills_running_delegations(void) {
   CHECK_NOTHING_LEFT();
 }
 
+typedef struct {
+  procord_loop_t *loop;
+  sem_t stopped;
+} stop_t;
+
+/* Runs on the loop's thread after the calls queued before it: stops the loop there. */
+static void stop_on_the_loop(void *argument) {
+  stop_t *stop = argument;
+  procord_loop_stop(stop->loop);
+  sem_post(&stop->stopped);
+}
+
+static void loop_free_after_a_stop_kills_and_reaps_running_delegations(void) {
+  BEGIN();
+  procord_loop_t *own = NULL;
+  CHECK_EQ_INT(procord_loop_new(&own), 0);
+  CHECK_EQ_INT(procord_loop_start_thread(own), 0);
+  done_t done = {0};
+  const char *sh[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 10", NULL};
+  procord_delegation_options_t options = {
+      .task_name = "fact",
+      .input = "5",
+      .input_length = 1,
+      .worker = {.program = "/bin/sh", .arguments = sh, .stderr_fd = -1},
+      .on_done = record_done,
+      .context = &done,
+  };
+  procord_delegation_t *delegation = NULL;
+  CHECK_EQ_INT(procord_delegate(own, &options, &delegation), 0);
+  /* Queued after the delegation's start: the loop stops with the worker running. */
+  stop_t stop = {.loop = own};
+  sem_init(&stop.stopped, 0, 0);
+  CHECK_EQ_INT(procord_loop_call(own, stop_on_the_loop, &stop), 0);
+  while (sem_wait(&stop.stopped) < 0 && errno == EINTR) {
+  }
+  sem_destroy(&stop.stopped);
+  long long started = now_ms();
+  procord_loop_free(own); /* joins the stopped thread, then finishes the work here */
+  long long took = now_ms() - started;
+  procord_delegation_release(delegation);
+  CHECK(took < 2000);
+  CHECK_EQ_INT(done.calls, 1);
+  CHECK_EQ_INT(done.kind, PROCORD_OUTCOME_KILLED);
+  CHECK_NOTHING_LEFT();
+}
+
+static void loop_free_of_a_loop_never_run_finishes_its_queued_delegation(void) {
+  BEGIN();
+  procord_loop_t *own = NULL;
+  CHECK_EQ_INT(procord_loop_new(&own), 0);
+  done_t done = {0};
+  const char *sh[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 10", NULL};
+  procord_delegation_options_t options = {
+      .task_name = "fact",
+      .input = "5",
+      .input_length = 1,
+      .worker = {.program = "/bin/sh", .arguments = sh, .stderr_fd = -1},
+      .on_done = record_done,
+      .context = &done,
+  };
+  procord_delegation_t *delegation = NULL;
+  CHECK_EQ_INT(procord_delegate(own, &options, &delegation), 0);
+  CHECK(procord_delegation_pid(delegation) > 0); /* started, its start queued on the loop */
+  long long started = now_ms();
+  procord_loop_free(own);
+  long long took = now_ms() - started;
+  procord_delegation_release(delegation);
+  CHECK(took < 2000);
+  CHECK_EQ_INT(done.calls, 1);
+  CHECK_EQ_INT(done.kind, PROCORD_OUTCOME_KILLED);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- What a worker gets and leaves ---- */
+
+/* A pipe end that is open here without close-on-exec, as an inherited one would be. */
+static int open_without_close_on_exec(int *other) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) return -1;
+  int leaked = dup(p[1]);
+  close(p[1]);
+  if (leaked >= 0) fcntl(leaked, F_SETFD, 0);
+  *other = p[0];
+  return leaked;
+}
+
+static void descriptor_without_close_on_exec_does_not_reach_a_stdio_worker(void) {
+  BEGIN();
+  int other;
+  int leaked = open_without_close_on_exec(&other);
+  CHECK(leaked > 2);
+  CHECK_EQ_INT(fcntl(leaked, F_GETFD) & FD_CLOEXEC, 0);
+  /* The answer is "1" for the worker's own stdout, then whether it has `leaked`. */
+  char script[256];
+  snprintf(script, sizeof script,
+           "head -c 9 >/dev/null; a=0; b=0; test -e /proc/self/fd/1 && a=1; "
+           "test -e /proc/self/fd/%d && b=1; printf 2V$a$b",
+           leaked);
+  result_t r = run_script(script);
+  close(leaked);
+  close(other);
+  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
+  CHECK_BYTES(r.body, r.length, "10");
+  CHECK_NOTHING_LEFT();
+}
+
+static void descriptor_without_close_on_exec_does_not_reach_a_socket_worker(void) {
+  BEGIN();
+  int other;
+  int leaked = open_without_close_on_exec(&other);
+  CHECK(leaked > PROCORD_WORKER_SOCKET_FD);
+  char script[256];
+  snprintf(script, sizeof script,
+           "head -c 9 <&3 >/dev/null; a=0; b=0; test -e /proc/self/fd/3 && a=1; "
+           "test -e /proc/self/fd/%d && b=1; printf 2V$a$b >&3",
+           leaked);
+  fake_t fake = {.script = script, .channel = PROCORD_CHANNEL_SOCKET};
+  result_t r = run(&fake);
+  close(leaked);
+  close(other);
+  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
+  CHECK_BYTES(r.body, r.length, "10");
+  CHECK_NOTHING_LEFT();
+}
+
+/* Reads until the end of the stream, waiting at most 5 s for each part. */
+static size_t read_to_end_within_5s(int fd, char *into, size_t capacity) {
+  size_t got = 0;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  while (got < capacity && poll(&p, 1, 5000) == 1) {
+    ssize_t n = read(fd, into + got, capacity - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  return got;
+}
+
+static void stderr_on_descriptor_1_does_not_overwrite_the_protocol(void) {
+  BEGIN();
+  /* Our descriptor 1 becomes a pipe for the test, so the noise can be checked. */
+  fflush(stdout);
+  int saved = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+  CHECK(saved >= 0);
+  int p[2];
+  CHECK(pipe2(p, O_CLOEXEC) == 0);
+  dup2(p[1], STDOUT_FILENO);
+  close(p[1]);
+  fake_t fake = {.script = "head -c 9 >/dev/null; printf noise >&2; printf 3V120",
+                 .set_stderr = 1, .stderr_fd = STDOUT_FILENO};
+  result_t r = run(&fake);
+  dup2(saved, STDOUT_FILENO); /* the last writer of the pipe is gone */
+  close(saved);
+  char noise[64];
+  size_t length = read_to_end_within_5s(p[0], noise, sizeof noise);
+  close(p[0]);
+  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
+  CHECK_BYTES(r.body, r.length, "120");
+  CHECK_BYTES(noise, length, "noise");
+  CHECK_NOTHING_LEFT();
+}
+
+/*
+ * Waits up to `timeout_ms` for a child of ours to exit and reaps it; returns
+ * 1 with its status, 0 if it is still running after the time (then it is
+ * killed and reaped, so that nothing is left), or -1.
+ */
+static int reap_within(pid_t pid, int timeout_ms, int *status) {
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int exited;
+  if (pidfd >= 0) {
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int r;
+    while ((r = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+    }
+    close(pidfd);
+    exited = r == 1;
+  } else {
+    long long deadline = now_ms() + timeout_ms;
+    siginfo_t info;
+    for (;;) {
+      memset(&info, 0, sizeof info);
+      if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0) return -1;
+      if ((exited = info.si_pid == pid) || now_ms() >= deadline) break;
+      struct timespec tick = {0, 10 * 1000000L};
+      nanosleep(&tick, NULL);
+    }
+  }
+  if (!exited) kill(pid, SIGKILL);
+  while (waitpid(pid, status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return exited;
+}
+
+static void what_a_task_left_in_the_workers_group_is_killed_at_the_reap(void) {
+  BEGIN();
+  /* Orphans become our children meanwhile, so the one left here can be awaited. */
+  CHECK_EQ_INT(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  /* The shell answers with the pid of a `sleep` it leaves behind, and exits. */
+  result_t r = run_script("head -c 9 >/dev/null; sleep 30 </dev/null >/dev/null 2>&1 & "
+                          "pid=$!; printf %dV%s ${#pid} $pid");
+  pid_t left = 0;
+  if (r.outcome.kind == PROCORD_OUTCOME_VALUE && r.length > 0 && r.length < 16) {
+    char text[16] = {0};
+    memcpy(text, r.body, r.length);
+    left = (pid_t)strtol(text, NULL, 10);
+  }
+  int status = 0;
+  int exited = left > 0 ? reap_within(left, 5000, &status) : -1;
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
+  CHECK_EQ_INT(r.outcome.exit_code, 0);
+  CHECK(left > 0);
+  CHECK_EQ_INT(exited, 1);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- The worker side of this program ---- */
 
 static void task_double(void *context, const unsigned char *input, size_t length,
@@ -791,6 +1016,13 @@ int main(int argc, char **argv) {
   RUN(real_worker_without_the_task_is_no_worker);
 
   RUN(loop_free_kills_running_delegations);
+  RUN(loop_free_after_a_stop_kills_and_reaps_running_delegations);
+  RUN(loop_free_of_a_loop_never_run_finishes_its_queued_delegation);
+
+  RUN(descriptor_without_close_on_exec_does_not_reach_a_stdio_worker);
+  RUN(descriptor_without_close_on_exec_does_not_reach_a_socket_worker);
+  RUN(stderr_on_descriptor_1_does_not_overwrite_the_protocol);
+  RUN(what_a_task_left_in_the_workers_group_is_killed_at_the_reap);
 
   procord_loop_free(loop);
   return CHECK_SUMMARY();

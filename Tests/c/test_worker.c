@@ -2,13 +2,17 @@
 /*
  * The worker side (procord/worker.h). The worker runs procord_worker_serve in
  * a thread on one end of a socketpair; the test thread plays the main
- * program on the other end with blocking reads and writes.
+ * program on the other end with blocking reads and writes. A few tests start
+ * this very program as a worker process (--procord-worker, see main).
  */
 #include "check.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/worker.h"
 
+#include "procord/spawn.h"
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -18,7 +22,9 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- Tasks ---- */
@@ -75,11 +81,23 @@ static void task_bad_kind(void *context, const unsigned char *input, size_t leng
   reply_text(reply, 'Q', "x");
 }
 
+/* Says "s" on its stderr once it runs, then sleeps for 30 s: a task that is still running. */
+static void task_sleep(void *context, const unsigned char *input, size_t length,
+                       procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  if (write(STDERR_FILENO, "s", 1) < 0) {
+  }
+  struct timespec thirty = {30, 0};
+  nanosleep(&thirty, NULL);
+  reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+}
+
 static const procord_worker_task_t tasks[] = {
     {"double", task_double, NULL},   {"fail", task_fail, NULL},
     {"raise", task_raise, NULL},     {"echo", task_echo, NULL},
     {"context", task_context, "from the context"},
     {"bad-kind", task_bad_kind, NULL},
+    {"sleep", task_sleep, NULL},
 };
 #define TASK_COUNT (sizeof tasks / sizeof tasks[0])
 
@@ -496,6 +514,188 @@ static void end_of_stream_inside_a_large_value_is_disconnected(void) {
   CHECK_EQ_INT(length, 0);
 }
 
+/* ---- Writes never raise SIGPIPE ---- */
+
+/*
+ * In a child process, with SIGPIPE at its default disposition: serves
+ * "6Tdouble1V3" on `read_fd` and answers on `write_fd`, whose reader is gone.
+ * Exits 0 when serve returned PROCORD_EDISCONNECTED and SIGPIPE is still at
+ * its default, neither blocked nor pending; another code says what went wrong.
+ */
+static void serve_to_a_vanished_reader_and_exit(int read_fd, int write_fd) {
+  signal(SIGPIPE, SIG_DFL);
+  struct sigaction before;
+  sigaction(SIGPIPE, NULL, &before);
+  if (before.sa_handler != SIG_DFL) _exit(10);
+  procord_worker_options_t options = {.read_fd = read_fd, .write_fd = write_fd, .tasks = tasks,
+                                      .task_count = TASK_COUNT};
+  int result = procord_worker_serve(&options);
+  if (result != PROCORD_EDISCONNECTED) _exit(11);
+  struct sigaction after;
+  sigaction(SIGPIPE, NULL, &after);
+  if (after.sa_handler != SIG_DFL) _exit(12);
+  sigset_t set;
+  pthread_sigmask(SIG_BLOCK, NULL, &set);
+  if (sigismember(&set, SIGPIPE)) _exit(13);
+  sigpending(&set);
+  if (sigismember(&set, SIGPIPE)) _exit(14);
+  _exit(0);
+}
+
+/* Waits for a forked child; returns its status, or -1. */
+static int wait_status(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return status;
+}
+
+static void worker_answering_on_a_pipe_without_reader_is_disconnected_without_sigpipe(void) {
+  fflush(stdout);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    int request[2], answer[2];
+    if (pipe(request) < 0 || pipe(answer) < 0) _exit(20);
+    if (write(request[1], "6Tdouble1V3", 11) != 11) _exit(21);
+    close(request[1]);
+    close(answer[0]); /* the main program stopped reading before the answer */
+    serve_to_a_vanished_reader_and_exit(request[0], answer[1]);
+  }
+  int status = wait_status(pid);
+  CHECK(!WIFSIGNALED(status)); /* a SIGPIPE would have killed it */
+  CHECK(WIFEXITED(status));
+  CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
+static void worker_answering_on_a_closed_socket_is_disconnected_without_sigpipe(void) {
+  fflush(stdout);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) < 0) _exit(20);
+    if (write(pair[0], "6Tdouble1V3", 11) != 11) _exit(21);
+    close(pair[0]); /* the main program is gone before the answer */
+    serve_to_a_vanished_reader_and_exit(pair[1], pair[1]);
+  }
+  int status = wait_status(pid);
+  CHECK(!WIFSIGNALED(status));
+  CHECK(WIFEXITED(status));
+  CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
+/* ---- This program as a worker process in socket mode ---- */
+
+static char self_path[4096];
+
+static int count_descriptors(void) {
+  DIR *dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int count = 0;
+  struct dirent *entry;
+  while ((entry = readdir(dir)) != NULL)
+    if (entry->d_name[0] != '.') count++;
+  closedir(dir);
+  return count;
+}
+
+static int no_child_left(void) {
+  errno = 0;
+  return waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+}
+
+/* Starts this program as a socket-mode worker; its stderr goes to `stderr_fd` (-1: ours). */
+static int spawn_self_worker(procord_child_t *child, int stderr_fd) {
+  const char *arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+  procord_spawn_options_t options = {.program = self_path, .arguments = arguments,
+                                     .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = stderr_fd};
+  return procord_spawn(&options, child);
+}
+
+/* True when `fd` becomes readable within `timeout_ms`. */
+static int readable_within(int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int r;
+  while ((r = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  return r == 1;
+}
+
+/*
+ * Waits up to `timeout_ms` for the child to exit and reaps it: returns 1 with
+ * its status, or 0 if it was still running (it is then killed and reaped, so
+ * that nothing is left).
+ */
+static int child_exits_within(procord_child_t *child, int timeout_ms, int *status) {
+  int exited = 0;
+  if (child->pidfd >= 0) {
+    exited = readable_within(child->pidfd, timeout_ms);
+  } else { /* no pidfd_open: look every 10 ms */
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+      siginfo_t info;
+      memset(&info, 0, sizeof info);
+      if (waitid(P_PID, (id_t)child->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid == child->pid) {
+        exited = 1;
+        break;
+      }
+      struct timespec tick = {0, 10 * 1000000L};
+      nanosleep(&tick, NULL);
+    }
+  }
+  if (!exited) procord_child_kill(child, SIGKILL);
+  procord_child_reap(child, status);
+  return exited;
+}
+
+static void socket_worker_whose_main_program_closes_during_a_task_is_killed(void) {
+  int begin_descriptors = count_descriptors();
+  int started[2];
+  CHECK(pipe2(started, O_CLOEXEC) == 0);
+  procord_child_t child;
+  int spawned = spawn_self_worker(&child, started[1]);
+  close(started[1]);
+  if (spawned != 0) close(started[0]);
+  CHECK_EQ_INT(spawned, 0);
+  /* Its own process group: the worker's kill(0, SIGKILL) cannot reach us. */
+  int own_group = getpgid(child.pid) == child.pid;
+  int sent = write(child.write_fd, "5Tsleep0V", 9) == 9;
+  /* The task says "s" on its stderr once it runs. */
+  char said = 0;
+  int running = sent && readable_within(started[0], 5000) && read(started[0], &said, 1) == 1;
+  close(child.read_fd); /* the main program goes away while the task runs */
+  int status = 0;
+  int exited = child_exits_within(&child, 5000, &status);
+  close(started[0]);
+  CHECK(own_group);
+  CHECK(sent);
+  CHECK(running && said == 's');
+  CHECK_EQ_INT(exited, 1);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  CHECK(no_child_left());
+  CHECK_EQ_INT(count_descriptors(), begin_descriptors);
+}
+
+static void socket_worker_whose_main_program_closes_between_tasks_exits_with_0(void) {
+  int begin_descriptors = count_descriptors();
+  procord_child_t child;
+  CHECK_EQ_INT(spawn_self_worker(&child, -1), 0);
+  char answer[8];
+  size_t length = 0;
+  if (write(child.write_fd, "6Tdouble1V3", 11) == 11 && readable_within(child.read_fd, 5000))
+    length = read_exactly(child.read_fd, answer, 5);
+  close(child.read_fd);
+  int status = 0;
+  int exited = child_exits_within(&child, 5000, &status);
+  CHECK_BYTES(answer, length, "1V60R");
+  CHECK_EQ_INT(exited, 1);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(no_child_left());
+  CHECK_EQ_INT(count_descriptors(), begin_descriptors);
+}
+
 /* ---- procord_worker_run ---- */
 
 typedef struct {
@@ -767,7 +967,18 @@ static void error_message_is_cut_to_the_buffer(void) {
   CHECK_EQ_INT(error[8], 'z');
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  procord_worker_command_t command;
+  if (procord_worker_parse_arguments(argc, (const char *const *)argv, &command, NULL, 0) == 0 &&
+      command.mode == PROCORD_MODE_WORKER)
+    return procord_worker_run(&command, tasks, TASK_COUNT) == 0 ? 0 : 1;
+  ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+  if (n <= 0) {
+    fprintf(stderr, "cannot find this program's path\n");
+    return 1;
+  }
+  self_path[n] = 0;
+
   /* A write to a closed socket must be an error here, not a signal. */
   signal(SIGPIPE, SIG_IGN);
 
@@ -807,6 +1018,12 @@ int main(void) {
   RUN(end_of_stream_between_task_and_value_is_disconnected);
   RUN(end_of_stream_inside_a_value_is_disconnected);
   RUN(end_of_stream_inside_a_large_value_is_disconnected);
+
+  RUN(worker_answering_on_a_pipe_without_reader_is_disconnected_without_sigpipe);
+  RUN(worker_answering_on_a_closed_socket_is_disconnected_without_sigpipe);
+
+  RUN(socket_worker_whose_main_program_closes_during_a_task_is_killed);
+  RUN(socket_worker_whose_main_program_closes_between_tasks_exits_with_0);
 
   RUN(worker_run_on_a_socket_is_reusable_and_closes_it);
   RUN(worker_run_serves_from_an_input_file_to_an_output_file);
