@@ -8,6 +8,9 @@ let package = Package(
     .library(name: "CProcord", targets: ["CProcord"]),
     .executable(name: "procord-demo", targets: ["procord-demo"]),
   ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+  ],
   targets: [
     // libevent from the system (Debian: libevent-dev).
     .systemLibrary(
@@ -18,7 +21,10 @@ let package = Package(
     // The C core; its public headers are include/procord/, reached through
     // the symlink Sources/CProcord/include.
     .target(name: "CProcord", dependencies: ["CLibevent"]),
-    .target(name: "Procord", dependencies: ["CProcord"]),
+    .target(
+      name: "Procord",
+      dependencies: ["CProcord", .product(name: "Logging", package: "swift-log")]
+    ),
     .executableTarget(name: "procord-demo", dependencies: ["Procord"]),
     // The README's example, compiled as it is printed there.
     .executableTarget(

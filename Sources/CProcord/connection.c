@@ -28,6 +28,7 @@ struct procord_connection_s {
   procord_frame_parser_t parser;
   struct evbuffer *output;
   struct event *read_event, *write_event, *close_timer;
+  struct event *watch_timer; /* connect timeout, then idle timeout */
   int in_callback;   /* depth of callbacks running, so free can be deferred */
   int free_requested;
   int reading_stopped;
@@ -45,6 +46,7 @@ static void release(procord_connection_t *c) {
   if (c->read_event) event_free(c->read_event);
   if (c->write_event) event_free(c->write_event);
   if (c->close_timer) event_free(c->close_timer);
+  if (c->watch_timer) event_free(c->watch_timer);
   if (c->output) evbuffer_free(c->output);
   free(c);
 }
@@ -53,6 +55,7 @@ static void close_descriptors(procord_connection_t *c) {
   if (c->read_event) event_del(c->read_event);
   if (c->write_event) event_del(c->write_event);
   if (c->close_timer) event_del(c->close_timer);
+  if (c->watch_timer) event_del(c->watch_timer);
   if (c->options.read_fd >= 0) close(c->options.read_fd);
   if (c->options.write_fd >= 0 && c->options.write_fd != c->options.read_fd)
     close(c->options.write_fd);
@@ -100,6 +103,24 @@ static int deliver(procord_connection_t *c, const procord_frame_t *frame, int er
   return !c->free_requested;
 }
 
+static void arm(struct event *timer, int milliseconds) {
+  struct timeval limit = {milliseconds / 1000, (milliseconds % 1000) * 1000};
+  evtimer_add(timer, &limit);
+}
+
+/* The peer was heard from: the idle timeout starts again. */
+static void heard(procord_connection_t *c) {
+  if (c->options.idle_timeout_ms > 0 && c->state == PROCORD_CONNECTED)
+    arm(c->watch_timer, c->options.idle_timeout_ms);
+}
+
+static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  procord_connection_t *c = argument;
+  disconnect(c, PROCORD_ETIMEOUT, c->state == PROCORD_CONNECTING ? "connect" : "idle");
+}
+
 static int still_reading(procord_connection_t *c) {
   return c->state == PROCORD_CONNECTED && !c->reading_stopped;
 }
@@ -139,6 +160,7 @@ static void on_readable(evutil_socket_t fd, short events, void *argument) {
       return;
     }
     budget -= (size_t)n < budget ? (size_t)n : budget;
+    heard(c);
     if (missing) {
       procord_frame_t frame;
       int r = procord_frame_parser_body_advance(&c->parser, (size_t)n, &frame);
@@ -203,6 +225,8 @@ static void finish_connect(procord_connection_t *c) {
     return;
   }
   c->state = PROCORD_CONNECTED;
+  event_del(c->watch_timer);
+  heard(c);
   event_add(c->read_event, NULL);
   if (!notify_state(c)) return;
   if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) flush(c);
@@ -244,7 +268,8 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   c->read_event = event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_readable, c);
   c->write_event = event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_writable, c);
   c->close_timer = evtimer_new(base, on_close_timeout, c);
-  if (!c->output || !c->read_event || !c->write_event || !c->close_timer) {
+  c->watch_timer = evtimer_new(base, on_watch_timeout, c);
+  if (!c->output || !c->read_event || !c->write_event || !c->close_timer || !c->watch_timer) {
     close_descriptors(c);
     release(c);
     return -ENOMEM;
@@ -252,9 +277,11 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   if (options->connecting) {
     c->state = PROCORD_CONNECTING;
     event_add(c->write_event, NULL);
+    if (options->connect_timeout_ms > 0) arm(c->watch_timer, options->connect_timeout_ms);
   } else {
     c->state = PROCORD_CONNECTED;
     event_add(c->read_event, NULL);
+    heard(c);
   }
   *result = c;
   return 0;

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "procord/delegation.h"
 #include "loop_private.h"
+#include "procord/connect.h"
 #include "procord/connection.h"
 #include "procord/error.h"
 
@@ -35,6 +36,13 @@ struct procord_delegation_s {
   procord_done_cb on_done;
   void *context;
 
+  int remote;               /* a worker server, not a child */
+  char *host;
+  int port;
+  int connect_timeout_ms;
+  int idle_timeout_ms;
+  procord_connect_t *attempt; /* remote, while connecting */
+
   procord_child_t child;
   int spawn_error;
   int descriptors_taken;    /* the connection owns child.read_fd/write_fd */
@@ -55,6 +63,7 @@ static void retain(procord_delegation_t *d) { __atomic_add_fetch(&d->references,
 void procord_delegation_release(procord_delegation_t *d) {
   if (!d || __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL) != 0) return;
   free(d->task_name);
+  free(d->host);
   free(d->input);
   free(d->body);
   free(d);
@@ -99,7 +108,7 @@ static void start_grace_timer(procord_delegation_t *d) {
 
 /* Both halves are over (stream closed, worker reaped): report. */
 static void finish_if_done(procord_delegation_t *d) {
-  if (!d->connection && d->reaped) finish(d);
+  if (!d->connection && !d->attempt && (d->reaped || d->remote)) finish(d);
   else start_grace_timer(d);
 }
 
@@ -209,7 +218,7 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
   procord_delegation_t *d = context;
   /* The worker closed its stream but lingers, or died while something it
      started still holds the stream: end both. */
-  if (!d->reaped) {
+  if (!d->reaped && !d->remote) {
     d->outcome.killed_after_grace = 1;
     procord_child_kill(&d->child, SIGKILL);
   }
@@ -220,6 +229,17 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
 static void abort_work(procord_loop_work_t *work) {
   procord_delegation_t *d = (procord_delegation_t *)work;
   __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
+  if (d->remote) {
+    /* Killing a remote task is closing its connection: its server kills it. */
+    if (d->attempt) {
+      procord_connect_cancel(d->attempt);
+      d->attempt = NULL;
+      finish_if_done(d);
+    } else if (d->connection) {
+      procord_connection_close(d->connection);
+    }
+    return;
+  }
   if (!d->reaped) procord_child_kill(&d->child, SIGKILL);
   if (d->connection) procord_connection_close(d->connection);
 }
@@ -242,6 +262,7 @@ static int open_connection(procord_delegation_t *d) {
       .read_fd = d->child.read_fd,
       .write_fd = d->child.write_fd,
       .max_message_size = d->max_message_size,
+      .idle_timeout_ms = d->idle_timeout_ms,
       .on_frame = on_frame,
       .on_state = on_state,
       .context = d,
@@ -267,10 +288,56 @@ static void close_child_descriptors(procord_child_t *child) {
   child->read_fd = child->write_fd = -1;
 }
 
+static void on_connected(int fd, int error, const char *call, const char *detail, void *context) {
+  procord_delegation_t *d = context;
+  d->attempt = NULL;
+  if (error) {
+    fail(d, error, call);
+    d->outcome.detail = detail;
+    finish(d);
+    return;
+  }
+  d->child.read_fd = d->child.write_fd = fd;
+  error = open_connection(d);
+  if (error) {
+    fail(d, error, "setup");
+    drop_connection(d);
+    finish(d);
+  }
+}
+
+static void start_remote(procord_delegation_t *d) {
+  procord_connect_options_t options = {
+      .host = d->host,
+      .port = d->port,
+      .timeout_ms = d->connect_timeout_ms,
+      .on_done = on_connected,
+      .context = d,
+  };
+  int error = procord_connect(d->loop, &options, &d->attempt);
+  if (error) {
+    d->attempt = NULL;
+    fail(d, error, "connect");
+    finish(d);
+  }
+}
+
 static void start_on_loop(void *context) {
   procord_delegation_t *d = context;
   struct event_base *base = procord_loop_base(d->loop);
   procord_loop_add_work(d->loop, &d->work);
+  if (d->remote) {
+    d->grace_timer = evtimer_new(base, on_grace_timeout, d);
+    if (!d->grace_timer) {
+      fail(d, -ENOMEM, "setup");
+      finish(d);
+    } else if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
+      finish(d);
+    } else {
+      start_remote(d);
+    }
+    return;
+  }
   if (d->spawn_error) {
     fail(d, d->spawn_error, "posix_spawn");
     finish(d);
@@ -307,12 +374,18 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
   d->task_name = strdup(options->task_name);
   d->input_length = options->input_length;
   d->input = malloc(options->input_length ? options->input_length : 1);
-  if (!d->task_name || !d->input) {
+  d->remote = options->remote_host != NULL;
+  d->host = d->remote ? strdup(options->remote_host) : NULL;
+  if (!d->task_name || !d->input || (d->remote && !d->host)) {
     free(d->task_name);
     free(d->input);
+    free(d->host);
     free(d);
     return -ENOMEM;
   }
+  d->port = options->remote_port;
+  d->connect_timeout_ms = options->connect_timeout_ms;
+  d->idle_timeout_ms = options->idle_timeout_ms;
   if (options->input_length) memcpy(d->input, options->input, options->input_length);
   d->max_message_size = options->max_message_size;
   d->exit_grace_ms = options->exit_grace_ms > 0 ? options->exit_grace_ms : DEFAULT_EXIT_GRACE_MS;
@@ -321,11 +394,11 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
   d->outcome.exit_code = -1;
   d->child.pid = -1;
   d->child.pidfd = -1;
-  d->spawn_error = procord_spawn(&options->worker, &d->child);
-  d->pid = d->spawn_error ? -1 : d->child.pid;
+  if (!d->remote) d->spawn_error = procord_spawn(&options->worker, &d->child);
+  d->pid = d->spawn_error || d->remote ? -1 : d->child.pid;
   int error = procord_loop_call(loop, start_on_loop, d);
   if (error) {
-    if (!d->spawn_error) {
+    if (!d->spawn_error && !d->remote) {
       close_child_descriptors(&d->child);
       procord_child_kill(&d->child, SIGKILL);
       int status;

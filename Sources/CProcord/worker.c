@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,6 +24,7 @@
 
 typedef struct reader_s {
   int fd;
+  int timeout_ms; /* for each wait for bytes; 0: none */
   procord_frame_parser_t parser;
   unsigned char buffer[READ_CHUNK];
   size_t start, end;
@@ -37,7 +39,22 @@ static int wait_for(int fd, short events) {
   return 0;
 }
 
-static ssize_t read_some(int fd, void *into, size_t length) {
+/* Waits up to `timeout_ms` for bytes; 0 when they are there, or an error. */
+static int wait_readable(int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int r;
+  while ((r = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  if (r < 0) return -errno;
+  return r == 0 ? PROCORD_ETIMEOUT : 0;
+}
+
+static ssize_t read_some(const reader_t *r, void *into, size_t length) {
+  int fd = r->fd;
+  if (r->timeout_ms > 0) {
+    int error = wait_readable(fd, r->timeout_ms);
+    if (error) return error;
+  }
   for (;;) {
     ssize_t n = read(fd, into, length);
     if (n >= 0) return n;
@@ -62,14 +79,14 @@ static int next_frame(reader_t *r, procord_frame_t *frame) {
     unsigned char *window;
     size_t missing = procord_frame_parser_body_window(&r->parser, &window);
     if (missing) {
-      ssize_t n = read_some(r->fd, window, missing);
+      ssize_t n = read_some(r, window, missing);
       if (n < 0) return (int)n;
       if (n == 0) return PROCORD_EDISCONNECTED;
       int result = procord_frame_parser_body_advance(&r->parser, (size_t)n, frame);
       if (result != 0) return result;
       continue;
     }
-    ssize_t n = read_some(r->fd, r->buffer, sizeof r->buffer);
+    ssize_t n = read_some(r, r->buffer, sizeof r->buffer);
     /* A main program that closes without reading our `0R` resets the socket:
        between frames, that is the same clean end as an end of stream. */
     if (n < 0 && n != -ECONNRESET) return (int)n;
@@ -143,9 +160,10 @@ static int write_frame(const writer_t *w, unsigned char kind, const void *body, 
 }
 
 /* Answers a protocol error with its `E` frame, and returns the error. */
-static int protocol_error(const writer_t *w, int error) {
+static int protocol_error(const writer_t *w, procord_worker_report_t *report, int error) {
   char digit = procord_error_to_frame_digit(error);
   if (digit) write_frame(w, PROCORD_FRAME_ERROR, &digit, 1);
+  if (digit && report) report->last_answer = PROCORD_FRAME_ERROR;
   return error;
 }
 
@@ -178,14 +196,15 @@ static void *watch(void *argument) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  struct pollfd p[2] = {{.fd = dog->fd, .events = 0}, {.fd = dog->stop[0], .events = POLLIN}};
+  /* POLLRDHUP: a TCP peer that went away has only sent its FIN. */
+  struct pollfd p[2] = {{.fd = dog->fd, .events = POLLRDHUP}, {.fd = dog->stop[0], .events = POLLIN}};
   for (;;) {
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return NULL;
     }
     if (p[1].revents) return NULL;
-    if (p[0].revents & (POLLHUP | POLLERR)) {
+    if (p[0].revents & (POLLHUP | POLLERR | POLLRDHUP)) {
       /* Between tasks the main loop sees the end of the stream by itself. */
       if (__atomic_load_n(&dog->task_running, __ATOMIC_ACQUIRE))
         kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
@@ -223,6 +242,20 @@ typedef struct session_s {
   watchdog_t watchdog;
 } session_t;
 
+static void report_task(session_t *s, const procord_worker_task_t *task) {
+  procord_worker_report_t *report = s->options->report;
+  if (!report) return;
+  snprintf(report->task_name, sizeof report->task_name, "%s", task->name);
+  report->last_answer = 0;
+}
+
+static void report_answer(session_t *s, unsigned char kind) {
+  procord_worker_report_t *report = s->options->report;
+  if (!report) return;
+  report->last_answer = kind;
+  if (kind != PROCORD_FRAME_ERROR) report->tasks_served++;
+}
+
 static int run_task(session_t *s, const procord_worker_task_t *task, const procord_frame_t *input) {
   procord_reply_t reply = {0};
   __atomic_store_n(&s->watchdog.task_running, 1, __ATOMIC_RELEASE);
@@ -232,9 +265,11 @@ static int run_task(session_t *s, const procord_worker_task_t *task, const proco
   if (reply.kind == PROCORD_FRAME_VALUE || reply.kind == PROCORD_FRAME_EXCEPTION ||
       reply.kind == PROCORD_FRAME_UNKNOWN_EXCEPTION) {
     error = write_frame(&s->writer, reply.kind, reply.body, reply.length);
+    report_answer(s, reply.kind);
   } else {
     static const char text[] = "the task gave a reply of no valid kind";
     error = write_frame(&s->writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
+    report_answer(s, PROCORD_FRAME_UNKNOWN_EXCEPTION);
   }
   free(reply.body);
   /* The main program went away (killed, or gave up): a disconnection. */
@@ -242,19 +277,33 @@ static int run_task(session_t *s, const procord_worker_task_t *task, const proco
 }
 
 /* Serves one task; returns 1 when done and another may follow, 0 at a clean end. */
+/* An error while reading frames: protocol errors are answered, the rest is not. */
+static int reading_failed(session_t *s, int error) {
+  if (error == PROCORD_ETOO_LONG || error == PROCORD_EILL_FORMED)
+    return protocol_error(&s->writer, s->options->report, error);
+  return error;
+}
+
 static int serve_one(session_t *s) {
   const writer_t *w = &s->writer;
+  procord_worker_report_t *report = s->options->report;
   procord_frame_t frame;
   int got = next_frame(&s->reader, &frame);
   if (got == 0) return 0;
-  if (got < 0) return got == PROCORD_EDISCONNECTED ? got : protocol_error(w, got);
-  if (frame.kind != PROCORD_FRAME_TASK) return protocol_error(w, PROCORD_EUNEXPECTED);
+  if (got < 0) return reading_failed(s, got);
+  if (frame.kind != PROCORD_FRAME_TASK) return protocol_error(w, report, PROCORD_EUNEXPECTED);
   const procord_worker_task_t *task = find_task(s->options, &frame);
-  if (!task) return protocol_error(w, PROCORD_ETASK_NOT_SUPPORTED);
+  if (!task && report) {
+    size_t n = frame.length < sizeof report->task_name - 1 ? frame.length : sizeof report->task_name - 1;
+    memcpy(report->task_name, frame.body, n);
+    report->task_name[n] = 0;
+  }
+  if (!task) return protocol_error(w, report, PROCORD_ETASK_NOT_SUPPORTED);
+  report_task(s, task);
   got = next_frame(&s->reader, &frame);
   if (got == 0) return PROCORD_EDISCONNECTED;
-  if (got < 0) return got == PROCORD_EDISCONNECTED ? got : protocol_error(w, got);
-  if (frame.kind != PROCORD_FRAME_VALUE) return protocol_error(w, PROCORD_EUNEXPECTED);
+  if (got < 0) return reading_failed(s, got);
+  if (frame.kind != PROCORD_FRAME_VALUE) return protocol_error(w, report, PROCORD_EUNEXPECTED);
   int error = run_task(s, task, &frame);
   return error ? error : 1;
 }
@@ -269,6 +318,7 @@ int procord_worker_serve(const procord_worker_options_t *options) {
   if (!s) return -ENOMEM;
   s->options = options;
   s->reader.fd = options->read_fd;
+  s->reader.timeout_ms = options->read_timeout_ms;
   s->writer.fd = options->write_fd;
   s->writer.is_socket = is_socket(options->write_fd);
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);

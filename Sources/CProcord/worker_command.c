@@ -1,6 +1,7 @@
 /* The worker's command line: `--procord-*` options, and running as they say (procord/worker.h). */
 #define _GNU_SOURCE
 #include "procord/error.h"
+#include "procord/server.h"
 #include "procord/worker.h"
 
 #include <errno.h>
@@ -29,6 +30,9 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
                                    size_t error_size) {
   memset(command, 0, sizeof *command);
   command->socket_fd = -1;
+  command->handoff_fd = -1;
+  command->port = -1;
+  command->log_level = -1;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
     /* Only a leading run of options is ours: the program's own arguments
@@ -47,7 +51,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       continue;
     }
     if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
-          IS("max-simultaneous-tasks") || IS("max-message-size")))
+          IS("max-simultaneous-tasks") || IS("max-message-size") || IS("handoff-fd") ||
+          IS("read-timeout") || IS("drain-timeout") || IS("log-level")))
       return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
     const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
@@ -56,6 +61,19 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
     else if (IS("output-file")) command->output_file = value;
     else if (IS("hostname")) command->hostname = value;
     else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->socket_fd = (int)n;
+    else if (IS("handoff-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->handoff_fd = (int)n;
+    else if (IS("log-level")) {
+      static const char *const levels[] = {"error", "warning", "info", "debug"};
+      command->log_level = -1;
+      for (int level = 0; level < 4; level++)
+        if (strcmp(value, levels[level]) == 0) command->log_level = level;
+      if (command->log_level < 0)
+        return set_error(error, error_size, PROCORD_EINVAL, "%s: expected error, warning, info or debug", arg);
+    }
+    else if (IS("read-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
+      command->read_timeout_ms = (int)n;
+    else if (IS("drain-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
+      command->drain_timeout_ms = (int)n;
     else if (IS("port") && parse_number(value, 0, 65535, &n) == 0) command->port = (int)n;
     else if (IS("max-simultaneous-tasks") && parse_number(value, 1, 1 << 20, &n) == 0)
       command->max_simultaneous_tasks = (int)n;
@@ -65,11 +83,12 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
 #undef IS
   }
-  if (command->mode == PROCORD_MODE_NONE &&
-      (command->input_file || command->output_file || command->socket_fd >= 0))
+  if (command->mode != PROCORD_MODE_WORKER &&
+      (command->input_file || command->output_file || command->socket_fd >= 0 ||
+       command->handoff_fd > 0))
     return set_error(error, error_size, PROCORD_EINVAL, "%s",
-                     "--procord-input-file, --procord-output-file and --procord-socket-fd "
-                     "need --procord-worker");
+                     "--procord-input-file, --procord-output-file, --procord-socket-fd and "
+                     "--procord-handoff-fd need --procord-worker");
   return 0;
 }
 
@@ -87,6 +106,13 @@ int procord_worker_run(const procord_worker_command_t *command,
       .task_count = task_count,
       .max_message_size = command->max_message_size,
   };
+  options.read_timeout_ms = command->read_timeout_ms;
+  if (command->handoff_fd > 0) {
+    fcntl(command->handoff_fd, F_SETFD, FD_CLOEXEC);
+    int result = procord_worker_serve_handoffs(&options, command->handoff_fd);
+    close(command->handoff_fd);
+    return result;
+  }
   if (command->socket_fd >= 0) {
     /* Keep the protocol away from any process the task starts. */
     fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);

@@ -3,7 +3,10 @@
 /// The worker is this executable, started again in worker mode (so the
 /// program must call ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``
 /// early in `main`), speaking the protocol on a socket of its own: what the
-/// task prints reaches this program's stdout and stderr untouched.
+/// task prints reaches this program's stdout and stderr untouched. Like the
+/// original library, when the program was started with
+/// `--procord-hostname HOST` (and `--procord-port PORT`) before its own
+/// arguments, the task goes to that worker server instead.
 ///
 /// Everything that can go wrong with the worker (it cannot be started, it
 /// crashes, it hangs up, it sends garbage) shows up in the returned process's
@@ -12,7 +15,7 @@
 public func delegate<Input, Output>(
   _ task: DelegatedTask<Input, Output>, _ input: Input
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, worker: .current)
+  try startDelegation(task, input, to: Destination.fromCommandLine)
 }
 
 /// Delegates a task to a new worker process started from this executable;
@@ -20,7 +23,7 @@ public func delegate<Input, Output>(
 public func delegate<Input, Output>(
   _ task: ProcordTask<Input, Output>, _ input: Input
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task.delegated, input, worker: .current)
+  try startDelegation(task.delegated, input, to: Destination.fromCommandLine)
 }
 
 /// Delegates a task to a new process of any worker program, such as one
@@ -43,12 +46,28 @@ public func delegate<Input, Output>(
 ) throws -> DelegatedProcess<Output> {
   let worker = WorkerProgram(
     path: program, arguments: arguments, channel: .standardStreams, standardError: stderr)
-  return try startDelegation(task, input, worker: worker)
+  return try startDelegation(task, input, to: .local(worker))
 }
 
 /// Delegates a task to a new process of the worker program described.
 public func delegate<Input, Output>(
   _ task: DelegatedTask<Input, Output>, _ input: Input, to worker: WorkerProgram
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, worker: worker)
+  try startDelegation(task, input, to: .local(worker))
+}
+
+/// Delegates a task to a worker server over TCP; see ``RemoteServer`` for
+/// the time limits. Killing the returned process closes its connection, and
+/// the server kills the task.
+public func delegate<Input, Output>(
+  host: String, port: Int = 1111, task: DelegatedTask<Input, Output>, input: Input
+) throws -> DelegatedProcess<Output> {
+  try startDelegation(task, input, to: .remote(RemoteServer(host: host, port: port)))
+}
+
+/// Delegates a task to the worker server described.
+public func delegate<Input, Output>(
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to server: RemoteServer
+) throws -> DelegatedProcess<Output> {
+  try startDelegation(task, input, to: .remote(server))
 }

@@ -60,7 +60,7 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unchecked Sendable {
   private let typedCompletion: Completion<Output>
 
-  fileprivate init(taskName: String, handle: OpaquePointer, completion: Completion<Output>) {
+  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>) {
     typedCompletion = completion
     super.init(taskName: taskName, handle: handle, completion: completion)
   }
@@ -115,13 +115,14 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
 
   private let state = Mutex(State())
   let taskName: String
-  let program: String
+  /// The worker program, or `host:port` of a server, for error messages.
+  let workerName: String
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
 
-  init<Input>(task: DelegatedTask<Input, Output>, program: String) {
+  init<Input>(task: DelegatedTask<Input, Output>, workerName: String) {
     taskName = task.name
-    self.program = program
+    self.workerName = workerName
     decodeOutput = task.output.decode
     errorCodec = task.error
   }
@@ -205,70 +206,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
       return .error(.workerKilled)
     default:
       guard let outcome else { return .error(.workerDisconnected(.closedWithoutAnswer)) }
-      return .error(.workerDisconnected(DisconnectionCause(outcome, program: program)))
+      return .error(.workerDisconnected(DisconnectionCause(outcome, worker: workerName)))
     }
   }
-}
-
-extension DisconnectionCause {
-  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome. A protocol
-  /// error wins over how the worker ended (it may well die after sending
-  /// garbage); the exit code or signal explains a plain end of stream.
-  init(_ outcome: procord_outcome_t, program: String) {
-    let call = outcome.call.map { String(cString: $0) } ?? ""
-    let error = outcome.error
-    let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && call == "read")
-      || error == -EPIPE || error == -ECONNRESET
-    let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
-    if call == "posix_spawn" {
-      self = .couldNotStart(program: program, errno: -error)
-    } else if !endOfStream, error <= -4000, error >= -4005,
-      let code = ProtocolError(rawValue: Int(-4000 - error))
-    {
-      self = .protocolError(code, reportedByWorker: call == "peer")
-    } else if signal != 0 {
-      self = .signaled(signal)
-    } else if endOfStream {
-      self = outcome.exit_code >= 0 ? .exited(code: outcome.exit_code) : .closedWithoutAnswer
-    } else if error < 0, error > -4000 {
-      self = .systemCallFailed(call: call, errno: -error)
-    } else {
-      self = .closedWithoutAnswer
-    }
-  }
-}
-
-/// The C core's completion callback: hands the outcome to the Swift state.
-private let onDone: procord_done_cb = { _, outcome, context in
-  guard let context, let outcome else { return }
-  Unmanaged<CompletionBase>.fromOpaque(context).takeRetainedValue().complete(outcome.pointee)
-}
-
-/// Starts `program` as described and delegates the task to it.
-func startDelegation<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, worker: WorkerProgram
-) throws -> DelegatedProcess<Output> {
-  let encoded = try task.input.encode(input)
-  let completion = Completion(task: task, program: worker.displayName ?? worker.path)
-  let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
-  var handle: OpaquePointer?
-  let error = worker.withSpawnOptions { spawn in
-    task.name.withCString { name in
-      encoded.withUnsafeBytes { bytes in
-        var options = procord_delegation_options_t()
-        options.task_name = name
-        options.input = bytes.baseAddress
-        options.input_length = bytes.count
-        options.worker = spawn
-        options.on_done = onDone
-        options.context = context
-        return procord_delegate(Runtime.shared.loop, &options, &handle)
-      }
-    }
-  }
-  guard error == 0, let handle else {
-    Unmanaged<CompletionBase>.fromOpaque(context).release()
-    throw ProcordError(code: error, operation: "delegating \(task.name)")
-  }
-  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion)
 }

@@ -81,6 +81,11 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   case closedWithoutAnswer
   /// The worker answered with an output its codec could not decode.
   case undecodableOutput(String)
+  /// The server's host name could not be resolved; the reason is the
+  /// resolver's.
+  case couldNotResolve(host: String, reason: String)
+  /// A time limit of ``RemoteServer`` passed.
+  case timedOut(TimeoutPhase)
 
   /// The cause in English, naming the errno, exit code or signal.
   public var description: String {
@@ -99,8 +104,22 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
       return "the worker closed the connection without answering"
     case .undecodableOutput(let reason):
       return "the worker's output could not be decoded: \(reason)"
+    case .couldNotResolve(let host, let reason):
+      return "could not resolve \(host): \(reason)"
+    case .timedOut(.connecting):
+      return "connecting to the server timed out"
+    case .timedOut(.waitingForTheWorker):
+      return "the server stayed silent longer than the idle timeout"
     }
   }
+}
+
+/// Which time limit passed.
+public enum TimeoutPhase: Sendable, Equatable {
+  /// ``RemoteServer/connectTimeout``: resolving and connecting.
+  case connecting
+  /// ``RemoteServer/idleTimeout``: waiting for the worker to say anything.
+  case waitingForTheWorker
 }
 
 func errnoText(_ code: Int32) -> String {

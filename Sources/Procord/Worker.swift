@@ -1,4 +1,5 @@
 import CProcord
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -46,14 +47,20 @@ public enum Worker {
   ) throws {
     let parsed = try ParsedCommandLine(arguments)
     var command = parsed.command
-    guard command.mode != PROCORD_MODE_NONE else { return }
+    if command.mode == PROCORD_MODE_NONE {
+      // A main program: `--procord-hostname` sends its delegations to a server.
+      if let host = command.hostname.map({ String(cString: $0) }) {
+        Destination.setFromCommandLine(
+          .remote(RemoteServer(host: host, port: command.port >= 0 ? Int(command.port) : 1111)))
+      }
+      return
+    }
     if command.mode == PROCORD_MODE_SERVER {
-      writeStandardError("procord: --procord-server is not available in this version\n")
-      exit(2)
+      runServer(tasks, command, maxMessageSize: maxMessageSize)
     }
     if let maxMessageSize, command.max_message_size == 0 { command.max_message_size = maxMessageSize }
     let result = withExtendedLifetime(parsed) {
-      serve(tasks) { table in procord_worker_run(&command, table.baseAddress, table.count) }
+      withTaskTable(tasks) { table in procord_worker_run(&command, table.baseAddress, table.count) }
     }
     // A protocol error was answered with its `E` frame: the main program
     // hears of it there, so only I/O errors are worth a line on stderr.
@@ -72,7 +79,7 @@ public enum Worker {
     _ tasks: [any ServableTask], readDescriptor: Int32, writeDescriptor: Int32,
     reusable: Bool = true, maxMessageSize: Int = 0
   ) throws {
-    let result = serve(tasks) { table in
+    let result = withTaskTable(tasks) { table in
       var options = procord_worker_options_t()
       options.read_fd = readDescriptor
       options.write_fd = writeDescriptor
@@ -86,7 +93,7 @@ public enum Worker {
   }
 
   /// Builds the C task table around `tasks` for the duration of `body`.
-  private static func serve(
+  static func withTaskTable(
     _ tasks: [any ServableTask], _ body: (UnsafeBufferPointer<procord_worker_task_t>) -> Int32
   ) -> Int32 {
     let boxes = tasks.map { TaskBox($0) }
@@ -97,6 +104,34 @@ public enum Worker {
         name: UnsafePointer(name), run: runTask, context: Unmanaged.passUnretained(box).toOpaque())
     }
     return withExtendedLifetime(boxes) { table.withUnsafeBufferPointer(body) }
+  }
+}
+
+/// `--procord-server`: serves until SIGTERM or SIGINT, then exits 0.
+private func runServer(
+  _ tasks: [any ServableTask], _ command: procord_worker_command_t, maxMessageSize: Int?
+) -> Never {
+  var options = Server.Options()
+  if let host = command.hostname { options.hostname = String(cString: host) }
+  if command.port >= 0 { options.port = Int(command.port) }
+  if command.max_simultaneous_tasks > 0 { options.maxSimultaneousTasks = Int(command.max_simultaneous_tasks) }
+  options.reuseAddress = command.reuse_address != 0
+  options.dontFork = command.dont_fork != 0
+  if command.drain_timeout_ms > 0 { options.drainTimeout = .milliseconds(command.drain_timeout_ms) }
+  if command.read_timeout_ms > 0 { options.readTimeout = .milliseconds(command.read_timeout_ms) }
+  options.maxMessageSize = command.max_message_size > 0 ? Int(command.max_message_size) : maxMessageSize ?? 0
+  let levels: [Logger.Level] = [.error, .warning, .info, .debug]
+  if command.log_level >= 0 {
+    var logger = Logger(label: "procord.server")
+    logger.logLevel = levels[Int(command.log_level)]
+    options.logger = logger
+  }
+  do {
+    try Server.run(tasks: tasks, options: options)
+    exit(0)
+  } catch {
+    writeStandardError("procord server: \(error)\n")
+    exit(1)
   }
 }
 

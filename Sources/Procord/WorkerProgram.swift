@@ -54,15 +54,17 @@ public struct WorkerProgram: Sendable {
   var displayName: String?
 
   /// The full argument vector, with the option that names the socket.
-  var argumentVector: [String] {
+  func argumentVector(includingSocketOption: Bool = true) -> [String] {
     var vector = [displayName ?? path] + arguments
-    if channel == .socket { vector += ["--procord-socket-fd", String(PROCORD_WORKER_SOCKET_FD)] }
+    if channel == .socket && includingSocketOption {
+      vector += ["--procord-socket-fd", String(PROCORD_WORKER_SOCKET_FD)]
+    }
     return vector
   }
 
   /// Calls `body` with C spawn options that stay valid during the call.
-  func withSpawnOptions<R>(_ body: (procord_spawn_options_t) -> R) -> R {
-    let vector = argumentVector
+  func withSpawnOptions<R>(includingSocketOption: Bool = true, _ body: (procord_spawn_options_t) -> R) -> R {
+    let vector = argumentVector(includingSocketOption: includingSocketOption)
     let cStrings = vector.map { strdup($0) }
     let programPath = strdup(path)
     defer {

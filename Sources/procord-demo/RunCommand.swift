@@ -5,7 +5,13 @@ import Procord
 struct RunnableTask: Sendable {
   let name: String
   /// Starts the task on INPUT; nil when INPUT is not a valid input.
-  let start: @Sendable (String, WorkerProgram) throws -> PendingResult?
+  let start: @Sendable (String, Target) throws -> PendingResult?
+}
+
+/// Where `run` sends its tasks.
+enum Target: Sendable {
+  case program(WorkerProgram)
+  case server(RemoteServer)
 }
 
 /// A started task, and how to describe its end.
@@ -21,9 +27,13 @@ extension RunnableTask {
     show: @escaping @Sendable (Output) -> String = { "\($0)" }
   ) {
     name = task.name
-    start = { text, worker in
+    start = { text, target in
       guard let input = parse(text) else { return nil }
-      let process = try delegate(task.delegated, input, to: worker)
+      let process: DelegatedProcess<Output>
+      switch target {
+      case .program(let worker): process = try delegate(task.delegated, input, to: worker)
+      case .server(let server): process = try delegate(task.delegated, input, to: server)
+      }
       return PendingResult(process: process) {
         let head = "\(task.name)(\(text))"
         switch process.status {
@@ -46,20 +56,32 @@ let runnableTasks: [RunnableTask] = [
   RunnableTask(rfibo, parse: { Int($0) }),
 ]
 
-/// `procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...] TASK INPUT...`
+/// `procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...]
+/// [--procord-hostname H [--procord-port P]] TASK INPUT...`
 /// Returns the exit status: 0 all succeeded, 1 any raised or failed, 2 usage.
 func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
   var sequential = false
   var workerPath: String?
   var workerArguments: [String] = []
+  var host: String?
+  var port = 1111
   var positional: [String] = []
   var rest = arguments
   while let argument = rest.popFirst() {
     switch argument {
     case "--sequential": sequential = true
-    case "--worker-program", "--worker-arg":
+    case "--worker-program", "--worker-arg", "--procord-hostname", "--procord-port":
       guard let value = rest.popFirst() else { return usage("\(argument) needs a value") }
-      if argument == "--worker-program" { workerPath = value } else { workerArguments.append(value) }
+      switch argument {
+      case "--worker-program": workerPath = value
+      case "--worker-arg": workerArguments.append(value)
+      case "--procord-hostname": host = value
+      default:
+        guard let number = Int(value), (1...65535).contains(number) else {
+          return usage("--procord-port needs a port number, got \(value)")
+        }
+        port = number
+      }
     case "--": positional += rest; rest = []
     default:
       if argument.hasPrefix("--") && positional.isEmpty { return usage("unknown option \(argument)") }
@@ -73,9 +95,15 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
   let inputs = positional.dropFirst()
   guard !inputs.isEmpty else { return usage("run \(name) needs at least one INPUT") }
   if workerPath == nil && !workerArguments.isEmpty { return usage("--worker-arg needs --worker-program") }
-  let worker = workerPath.map {
-    WorkerProgram(path: $0, arguments: workerArguments.isEmpty ? ["--procord-worker"] : workerArguments)
-  } ?? .current
+  if workerPath != nil && host != nil { return usage("--worker-program and --procord-hostname exclude each other") }
+  let worker: Target
+  if let host {
+    worker = .server(RemoteServer(host: host, port: port))
+  } else {
+    worker = .program(workerPath.map {
+      WorkerProgram(path: $0, arguments: workerArguments.isEmpty ? ["--procord-worker"] : workerArguments)
+    } ?? .current)
+  }
 
   var allSucceeded = true
   func report(_ pending: PendingResult) {

@@ -22,8 +22,13 @@ func printError(_ text: String) {
 
 let usageText = """
   usage: procord-demo                         run a short showcase
-         procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...] TASK INPUT...
+         procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...]
+                          [--procord-hostname HOST [--procord-port PORT]] TASK INPUT...
          procord-demo --procord-worker        serve tasks on stdin/stdout
+         procord-demo --procord-server [--procord-hostname HOST] [--procord-port PORT]
+                      [--procord-max-simultaneous-tasks N] [--procord-reuse-address]
+                      [--procord-dont-fork] [--procord-log-level LEVEL]
+                                              serve tasks over TCP
   tasks: \(runnableTasks.map(\.name).joined(separator: ", "))
   """
 

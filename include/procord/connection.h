@@ -34,7 +34,8 @@ typedef enum procord_connection_state {
  * negated errno with `call` naming the system call that failed ("read",
  * "write", "connect"), PROCORD_EDISCONNECTED when the peer closed its end
  * (call "read"), PROCORD_ETIMEOUT when close_nicely ran out of time (call
- * "close"), or a protocol error code (call "parse").
+ * "close") or a connect or idle timeout passed (call "connect" or "idle"),
+ * or a protocol error code (call "parse").
  */
 typedef struct procord_cause_s {
   int error;
@@ -60,6 +61,13 @@ typedef struct procord_connection_options_s {
   int write_fd;     /* the descriptor frames are written to (may equal read_fd) */
   int connecting;   /* non-zero: read_fd is a socket with a connect(2) in progress */
   size_t max_message_size; /* 0: procord_default_max_message_size() */
+  /* With `connecting`: how long the connect may take before the connection
+     is DISCONNECTED with PROCORD_ETIMEOUT, call "connect". 0: no limit. */
+  int connect_timeout_ms;
+  /* Once connected: how long the peer may stay silent (no byte read) before
+     the connection is DISCONNECTED with PROCORD_ETIMEOUT, call "idle".
+     0: no limit. */
+  int idle_timeout_ms;
   procord_frame_cb on_frame;
   procord_state_cb on_state;
   void *context;    /* passed to both callbacks */

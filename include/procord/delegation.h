@@ -53,6 +53,7 @@ typedef struct procord_outcome_s {
      after answering or hanging up, so Procord killed it: `signal` is then
      Procord's SIGKILL, not something that happened to the worker. */
   int killed_after_grace;
+  const char *detail; /* more about the error, static (a resolver's message), or NULL */
   int reusable;  /* the worker sent `0R` after its terminal frame */
 } procord_outcome_t;
 
@@ -64,7 +65,21 @@ typedef struct procord_delegation_options_s {
   const char *task_name;          /* required */
   const void *input;              /* the serialized input, copied */
   size_t input_length;
-  procord_spawn_options_t worker; /* how to start the worker */
+  procord_spawn_options_t worker; /* how to start the worker (unless remote_host) */
+  /* A worker server to delegate to instead of starting a worker: its host
+     name or IPv4/IPv6 literal (copied; NULL: start `worker`) and port. The
+     name is resolved without blocking the loop (see procord/connect.h);
+     killing a remote delegation closes its connection, and the server kills
+     the task. Errors: DISCONNECTED with call "getaddrinfo" (error
+     PROCORD_ERESOLVE, detail says why) or "connect" (-ECONNREFUSED,
+     PROCORD_ETIMEOUT...). */
+  const char *remote_host;
+  int remote_port;
+  int connect_timeout_ms; /* remote: for resolving and connecting; 0: no limit */
+  /* How long the worker may stay silent (nothing received) before the
+     delegation ends as DISCONNECTED with PROCORD_ETIMEOUT, call "idle".
+     0: no limit (the original's behaviour). */
+  int idle_timeout_ms;
   size_t max_message_size;        /* of frames from the worker; 0: the default */
   /* After the worker has closed its stream (or answered), how long it may
      take to exit before it is killed; 0: 2000 ms. */

@@ -9,11 +9,13 @@
 #ifndef PROCORD_PROCORD_H
 #define PROCORD_PROCORD_H
 
+#include "procord/connect.h"
 #include "procord/connection.h"
 #include "procord/delegation.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/loop.h"
+#include "procord/server.h"
 #include "procord/spawn.h"
 #include "procord/worker.h"
 

@@ -1,0 +1,580 @@
+/*
+ * A worker server (procord/server.h): accept, hand each connection to a
+ * worker process over a Unix socket, keep a few workers warm, replace those
+ * that die, drain on SIGTERM/SIGINT.
+ */
+#define _GNU_SOURCE
+#include "procord/server.h"
+#include "loop_private.h"
+#include "procord/connection.h"
+#include "procord/error.h"
+#include "server_private.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_DRAIN_TIMEOUT_MS 30000
+#define ACCEPT_RETRY_MS 100 /* after EMFILE: wait for descriptors, do not spin */
+#define REAP_POLL_MS 100    /* where pidfd_open is missing */
+#define PEER_SIZE 64
+
+typedef enum { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_RETIRING } worker_state_t;
+
+typedef struct server_s server_t;
+
+typedef struct server_worker_s {
+  server_t *server;
+  procord_child_t child;
+  int control_fd; /* owned by `connection` */
+  procord_connection_t *connection;
+  struct event *exit_event;
+  worker_state_t state;
+  char peer[PEER_SIZE];
+  struct timespec busy_since;
+  struct server_worker_s *previous, *next;
+} server_worker_t;
+
+typedef struct pending_client_s {
+  int fd;
+  char peer[PEER_SIZE];
+  struct timespec since;
+  struct pending_client_s *next;
+} pending_client_t;
+
+struct server_s {
+  const procord_server_options_t *options;
+  procord_loop_t *loop;
+  struct event_base *base;
+  int listen_fd;
+  struct event *accept_event, *retry_timer, *drain_timer;
+  struct event *signals[2];
+  int accepting, accept_paused, draining, failed;
+  int max, warm;
+  server_worker_t *workers;
+  int total, starting, idle, busy;
+  pending_client_t *pending_head, *pending_tail;
+  int pending;
+  char address[PEER_SIZE + 8];
+};
+
+/* ---- Small helpers ---- */
+
+static void log_line(server_t *s, procord_log_level_t level, const char *format, ...) {
+  if (!s->options->log) return;
+  char line[512];
+  va_list arguments;
+  va_start(arguments, format);
+  vsnprintf(line, sizeof line, format, arguments);
+  va_end(arguments);
+  s->options->log(s->options->context, level, line);
+}
+
+static void describe_address(const struct sockaddr *address, socklen_t length, char *out,
+                             size_t size) {
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  if (getnameinfo(address, length, host, sizeof host, port, sizeof port,
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    snprintf(out, size, "?");
+    return;
+  }
+  snprintf(out, size, address->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+static double milliseconds_since(const struct timespec *start) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static const char *answer_name(unsigned char kind) {
+  switch (kind) {
+  case 'V': return "value";
+  case 'X': return "exception";
+  case 'U': return "unknown exception";
+  case 'E': return "protocol error";
+  default: return "no answer";
+  }
+}
+
+/* ---- Accepting ---- */
+
+static void update_accepting(server_t *s) {
+  int want = !s->draining && !s->accept_paused && s->listen_fd >= 0 &&
+             s->busy + s->pending < s->max;
+  if (want && !s->accepting) event_add(s->accept_event, NULL);
+  if (!want && s->accepting) event_del(s->accept_event);
+  s->accepting = want;
+}
+
+static void maybe_stop(server_t *s) {
+  if (s->draining && s->busy == 0 && s->pending == 0 && s->total == 0) procord_loop_stop(s->loop);
+}
+
+static void begin_drain(server_t *s, const char *why);
+
+static void check_keep_running(server_t *s) {
+  if (s->options->keep_running && !s->draining && !s->options->keep_running(s->options->context))
+    begin_drain(s, "keep-running predicate said stop");
+}
+
+/* ---- Workers ---- */
+
+static void on_control_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                             void *context);
+static void on_control_state(procord_connection_t *c, procord_connection_state_t state,
+                             void *context);
+static void on_worker_exit(evutil_socket_t fd, short events, void *context);
+static void dispatch(server_t *s);
+
+static void retire(server_worker_t *w) {
+  if (w->state == WORKER_IDLE) w->server->idle--;
+  if (w->state == WORKER_STARTING) w->server->starting--;
+  w->state = WORKER_RETIRING;
+  /* Closing its control socket ends the worker: its next receive sees the end. */
+  if (w->connection) procord_connection_close(w->connection);
+}
+
+static int start_worker(server_t *s) {
+  server_worker_t *w = calloc(1, sizeof *w);
+  if (!w) return -ENOMEM;
+  procord_spawn_options_t spawn = s->options->worker;
+  spawn.channel = PROCORD_CHANNEL_SOCKET;
+  int error = procord_spawn(&spawn, &w->child);
+  if (error) {
+    free(w);
+    log_line(s, PROCORD_LOG_ERROR, "could not start a worker (%s): %s",
+             spawn.program ? spawn.program : "?", procord_strerror(error));
+    return error;
+  }
+  w->server = s;
+  w->control_fd = w->child.read_fd;
+  w->state = WORKER_STARTING;
+  procord_connection_options_t options = {
+      .read_fd = w->child.read_fd,
+      .write_fd = w->child.write_fd,
+      .on_frame = on_control_frame,
+      .on_state = on_control_state,
+      .context = w,
+  };
+  int pidfd = w->child.pidfd;
+  struct timeval every = {0, REAP_POLL_MS * 1000};
+  w->exit_event = event_new(s->base, pidfd, pidfd >= 0 ? EV_READ | EV_PERSIST : EV_PERSIST,
+                            on_worker_exit, w);
+  if (w->exit_event) event_add(w->exit_event, pidfd >= 0 ? NULL : &every);
+  if (procord_connection_open(s->loop, &options, &w->connection) != 0) w->connection = NULL;
+  w->next = s->workers;
+  if (s->workers) s->workers->previous = w;
+  s->workers = w;
+  s->total++;
+  s->starting++;
+  if (!w->connection || !w->exit_event) {
+    /* Out of memory: end it at once; its exit (or the final sweep) reaps it. */
+    procord_child_kill(&w->child, SIGKILL);
+    retire(w);
+  }
+  return 0;
+}
+
+static void keep_warm(server_t *s) {
+  if (s->draining || s->options->dont_fork) return;
+  /* Enough idle (or starting) workers for the warm count and for the
+     clients waiting, within the limit. */
+  while (s->total < s->max &&
+         (s->idle + s->starting < s->warm || s->idle + s->starting < s->pending)) {
+    if (start_worker(s) != 0) break;
+  }
+}
+
+static void remove_worker(server_worker_t *w) {
+  server_t *s = w->server;
+  if (w->previous) w->previous->next = w->next;
+  else s->workers = w->next;
+  if (w->next) w->next->previous = w->previous;
+  if (w->state == WORKER_IDLE) s->idle--;
+  if (w->state == WORKER_STARTING) s->starting--;
+  if (w->state == WORKER_BUSY) s->busy--;
+  s->total--;
+  if (w->connection) procord_connection_free(w->connection);
+  if (w->exit_event) event_free(w->exit_event);
+  free(w);
+}
+
+static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_worker_t *w = context;
+  server_t *s = w->server;
+  int status = 0;
+  if (procord_child_try_reap(&w->child, &status) == 0) return;
+  if (w->state == WORKER_BUSY) {
+    char how[48];
+    if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
+    else snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
+    log_line(s, PROCORD_LOG_DEBUG, "%s: worker %s during the task (%.1f ms)", w->peer, how,
+             milliseconds_since(&w->busy_since));
+  } else if (w->state != WORKER_RETIRING) {
+    log_line(s, PROCORD_LOG_WARNING, "an idle worker ended unexpectedly (status %d)", status);
+  }
+  remove_worker(w);
+  check_keep_running(s);
+  keep_warm(s);
+  dispatch(s);
+  update_accepting(s);
+  maybe_stop(s);
+}
+
+static void on_control_state(procord_connection_t *c, procord_connection_state_t state,
+                             void *context) {
+  (void)c;
+  server_worker_t *w = context;
+  if (state != PROCORD_DISCONNECTED) return;
+  /* The worker is exiting (or misbehaved): its exit event reaps it. */
+  procord_connection_free(w->connection);
+  w->connection = NULL;
+  if (w->state != WORKER_BUSY && w->state != WORKER_RETIRING) retire(w);
+}
+
+static void on_control_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                             void *context) {
+  server_worker_t *w = context;
+  server_t *s = w->server;
+  if (error || (frame->kind != PROCORD_CONTROL_READY && frame->kind != PROCORD_CONTROL_DONE)) {
+    procord_child_kill(&w->child, SIGKILL);
+    procord_connection_close(c);
+    return;
+  }
+  if (frame->kind == PROCORD_CONTROL_DONE && w->state == WORKER_BUSY) {
+    unsigned char answer = frame->length > 0 ? frame->body[0] : 0;
+    int name_length = frame->length > 1 ? (int)frame->length - 1 : 0;
+    log_line(s, PROCORD_LOG_DEBUG, "%s: task %.*s, %s (%.1f ms)", w->peer, name_length,
+             name_length ? (const char *)frame->body + 1 : "(none)", answer_name(answer),
+             milliseconds_since(&w->busy_since));
+    s->busy--;
+  } else if (w->state == WORKER_STARTING) {
+    s->starting--;
+  } else {
+    return; /* a retiring worker's last word */
+  }
+  w->state = WORKER_IDLE;
+  s->idle++;
+  check_keep_running(s);
+  dispatch(s);
+  if (s->draining && w->state == WORKER_IDLE) retire(w);
+  update_accepting(s);
+  maybe_stop(s);
+}
+
+/* ---- Clients ---- */
+
+static pending_client_t *take_pending(server_t *s) {
+  pending_client_t *p = s->pending_head;
+  if (!p) return NULL;
+  s->pending_head = p->next;
+  if (!s->pending_head) s->pending_tail = NULL;
+  s->pending--;
+  return p;
+}
+
+static server_worker_t *find_idle(server_t *s) {
+  for (server_worker_t *w = s->workers; w; w = w->next)
+    if (w->state == WORKER_IDLE && w->connection) return w;
+  return NULL;
+}
+
+/* Hands waiting clients to idle workers, oldest first; starts workers for the rest. */
+static void dispatch(server_t *s) {
+  server_worker_t *w;
+  while (s->pending_head && (w = find_idle(s))) {
+    pending_client_t *p = s->pending_head;
+    if (procord_server_hand_over(w->control_fd, p->fd) != 0) {
+      /* That worker is gone or going: it will be reaped and replaced. */
+      procord_child_kill(&w->child, SIGKILL);
+      retire(w);
+      continue;
+    }
+    take_pending(s);
+    close(p->fd);
+    s->idle--;
+    s->busy++;
+    w->state = WORKER_BUSY;
+    memcpy(w->peer, p->peer, sizeof w->peer);
+    w->busy_since = p->since;
+    free(p);
+  }
+  keep_warm(s);
+}
+
+static void serve_here(server_t *s, int fd, const char *peer) {
+  procord_worker_report_t report = {0};
+  procord_worker_options_t options = {
+      .read_fd = fd,
+      .write_fd = fd,
+      .tasks = s->options->tasks,
+      .task_count = s->options->task_count,
+      .reusable = 1,
+      .read_timeout_ms = s->options->read_timeout_ms,
+      .report = &report,
+  };
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  procord_worker_serve(&options);
+  close(fd);
+  log_line(s, PROCORD_LOG_DEBUG, "%s: task %s, %s (%.1f ms)", peer,
+           report.task_name[0] ? report.task_name : "(none)", answer_name(report.last_answer),
+           milliseconds_since(&start));
+}
+
+static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
+  (void)events;
+  server_t *s = context;
+  while (!s->draining && s->busy + s->pending < s->max) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int fd = accept4((int)listen_fd, (struct sockaddr *)&address, &length, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        log_line(s, PROCORD_LOG_WARNING, "accept: %s; retrying in %d ms", strerror(errno),
+                 ACCEPT_RETRY_MS);
+        s->accept_paused = 1;
+        struct timeval later = {0, ACCEPT_RETRY_MS * 1000};
+        evtimer_add(s->retry_timer, &later);
+      }
+      break;
+    }
+    if (s->options->accept_filter &&
+        !s->options->accept_filter(s->options->context, (struct sockaddr *)&address, length)) {
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char peer[PEER_SIZE];
+    describe_address((struct sockaddr *)&address, length, peer, sizeof peer);
+    if (s->options->dont_fork) {
+      serve_here(s, fd, peer);
+      check_keep_running(s);
+      continue;
+    }
+    pending_client_t *p = calloc(1, sizeof *p);
+    if (!p) {
+      close(fd);
+      continue;
+    }
+    p->fd = fd;
+    memcpy(p->peer, peer, sizeof p->peer);
+    clock_gettime(CLOCK_MONOTONIC, &p->since);
+    if (s->pending_tail) s->pending_tail->next = p;
+    else s->pending_head = p;
+    s->pending_tail = p;
+    s->pending++;
+    dispatch(s);
+  }
+  update_accepting(s);
+}
+
+static void on_accept_retry(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_t *s = context;
+  s->accept_paused = 0;
+  update_accepting(s);
+}
+
+/* ---- Stopping ---- */
+
+static void on_drain_timeout(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_t *s = context;
+  log_line(s, PROCORD_LOG_WARNING, "drain timeout: killing %d running tasks", s->busy);
+  for (server_worker_t *w = s->workers; w; w = w->next) procord_child_kill(&w->child, SIGKILL);
+  pending_client_t *p;
+  while ((p = take_pending(s))) {
+    close(p->fd);
+    free(p);
+  }
+}
+
+static void begin_drain(server_t *s, const char *why) {
+  if (s->draining) return;
+  s->draining = 1;
+  log_line(s, PROCORD_LOG_INFO, "stopping (%s): %d tasks running", why, s->busy + s->pending);
+  update_accepting(s);
+  /* Closing the listening socket refuses new connections at once. */
+  if (s->listen_fd >= 0) close(s->listen_fd);
+  s->listen_fd = -1;
+  for (server_worker_t *w = s->workers; w; w = w->next)
+    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
+  dispatch(s);
+  int limit = s->options->drain_timeout_ms > 0 ? s->options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
+  struct timeval later = {limit / 1000, (limit % 1000) * 1000};
+  evtimer_add(s->drain_timer, &later);
+  maybe_stop(s);
+}
+
+static void on_signal(evutil_socket_t signal, short events, void *context) {
+  (void)events;
+  begin_drain(context, signal == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- Setting up ---- */
+
+int procord_server_activated_socket(void) {
+  const char *pid = getenv("LISTEN_PID");
+  const char *count = getenv("LISTEN_FDS");
+  if (!pid || !count || atol(pid) != (long)getpid() || atoi(count) < 1) return -1;
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  int fd = 3; /* SD_LISTEN_FDS_START */
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+static int bind_listener(server_t *s) {
+  const procord_server_options_t *o = s->options;
+  const char *host = o->hostname ? o->hostname : "127.0.0.1";
+  char port[16];
+  snprintf(port, sizeof port, "%d", o->port);
+  struct addrinfo hints = {0}, *addresses;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  int error = getaddrinfo(host, port, &hints, &addresses);
+  if (error) {
+    log_line(s, PROCORD_LOG_ERROR, "cannot resolve %s: %s", host, gai_strerror(error));
+    return PROCORD_ERESOLVE;
+  }
+  int result = -EADDRNOTAVAIL;
+  for (struct addrinfo *a = addresses; a; a = a->ai_next) {
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      result = -errno;
+      continue;
+    }
+    int one = 1;
+    if (o->reuse_address) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+      result = fd;
+      break;
+    }
+    result = -errno;
+    close(fd);
+  }
+  freeaddrinfo(addresses);
+  if (result < 0)
+    log_line(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s", host, o->port,
+             procord_strerror(result));
+  return result;
+}
+
+/* systemd's Type=notify: READY=1 once listening, with the address. */
+static void notify_ready(server_t *s) {
+  const char *path = getenv("NOTIFY_SOCKET");
+  if (!path || !*path || strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path) return;
+  struct sockaddr_un address = {.sun_family = AF_UNIX};
+  memcpy(address.sun_path, path, strlen(path));
+  if (address.sun_path[0] == '@') address.sun_path[0] = 0; /* abstract namespace */
+  socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+  char message[200];
+  int n = snprintf(message, sizeof message, "READY=1\nSTATUS=listening on %s\nMAINPID=%d",
+                   s->address, (int)getpid());
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sendto(fd, message, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
+  close(fd);
+}
+
+static int open_listener(server_t *s) {
+  int fd = s->options->listen_fd;
+  if (fd < 0) fd = procord_server_activated_socket();
+  if (fd >= 0) {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+  } else {
+    fd = bind_listener(s);
+    if (fd < 0) return fd;
+  }
+  struct sockaddr_storage address;
+  socklen_t length = sizeof address;
+  if (getsockname(fd, (struct sockaddr *)&address, &length) == 0)
+    describe_address((struct sockaddr *)&address, length, s->address, sizeof s->address);
+  s->listen_fd = fd;
+  return 0;
+}
+
+static void release_server(server_t *s) {
+  /* Whatever is left: kill, then reap, so no process is left behind. */
+  while (s->workers) {
+    server_worker_t *w = s->workers;
+    procord_child_kill(&w->child, SIGKILL);
+    int status;
+    procord_child_reap(&w->child, &status);
+    w->state = WORKER_RETIRING;
+    remove_worker(w);
+  }
+  pending_client_t *p;
+  while ((p = take_pending(s))) {
+    close(p->fd);
+    free(p);
+  }
+  for (int i = 0; i < 2; i++)
+    if (s->signals[i]) event_free(s->signals[i]);
+  if (s->accept_event) event_free(s->accept_event);
+  if (s->retry_timer) event_free(s->retry_timer);
+  if (s->drain_timer) event_free(s->drain_timer);
+  if (s->listen_fd >= 0) close(s->listen_fd);
+}
+
+int procord_server_run(const procord_server_options_t *options) {
+  if (!options || (!options->dont_fork && !options->worker.program)) return PROCORD_EINVAL;
+  server_t server = {0}, *s = &server;
+  s->options = options;
+  s->listen_fd = -1;
+  s->max = options->max_simultaneous_tasks > 0 ? options->max_simultaneous_tasks
+                                               : PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS;
+  s->warm = options->prestarted_workers > 0 ? options->prestarted_workers : 2;
+  if (s->warm > s->max) s->warm = s->max;
+  int error = procord_loop_new(&s->loop);
+  if (error) return error;
+  s->base = procord_loop_base(s->loop);
+  error = open_listener(s);
+  if (!error) {
+    s->accept_event = event_new(s->base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
+    s->retry_timer = evtimer_new(s->base, on_accept_retry, s);
+    s->drain_timer = evtimer_new(s->base, on_drain_timeout, s);
+    if (!s->accept_event || !s->retry_timer || !s->drain_timer) error = -ENOMEM;
+  }
+  if (!error && options->handle_signals) {
+    s->signals[0] = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->signals[1] = evsignal_new(s->base, SIGINT, on_signal, s);
+    for (int i = 0; i < 2; i++)
+      if (!s->signals[i] || event_add(s->signals[i], NULL) < 0) error = -ENOMEM;
+  }
+  if (!error) {
+    keep_warm(s);
+    update_accepting(s);
+    log_line(s, PROCORD_LOG_INFO, "listening on %s (at most %d tasks at once%s)", s->address,
+             s->max, options->dont_fork ? ", in this process" : "");
+    notify_ready(s);
+    procord_loop_run(s->loop);
+    log_line(s, PROCORD_LOG_INFO, "stopped");
+  }
+  release_server(s);
+  procord_loop_free(s->loop);
+  return error;
+}

@@ -1,0 +1,14 @@
+/* Private to the C core: the control channel between a server and its workers. */
+#ifndef PROCORD_SERVER_PRIVATE_H
+#define PROCORD_SERVER_PRIVATE_H
+
+/* Frame kinds on the control channel (see server_worker.c). */
+#define PROCORD_CONTROL_READY 'r'
+#define PROCORD_CONTROL_DONE 'd'
+/* The byte that carries a client's socket to a worker. */
+#define PROCORD_CONTROL_CLIENT 'C'
+
+/* Passes `client_fd` to the worker at the other end of `control_fd`. Returns 0 or -errno. */
+int procord_server_hand_over(int control_fd, int client_fd);
+
+#endif

@@ -1,0 +1,125 @@
+import CProcord
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Starting a delegation in the C core, and reading its outcome back.
+
+extension DisconnectionCause {
+  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome. A protocol
+  /// error wins over how the worker ended (it may well die after sending
+  /// garbage); the exit code or signal explains a plain end of stream.
+  init(_ outcome: procord_outcome_t, worker: String) {
+    let call = outcome.call.map { String(cString: $0) } ?? ""
+    let error = outcome.error
+    let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && call == "read")
+      || error == -EPIPE || error == -ECONNRESET
+    let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
+    if call == "posix_spawn" {
+      self = .couldNotStart(program: worker, errno: -error)
+    } else if call == "getaddrinfo" {
+      let reason = outcome.detail.map { String(cString: $0) } ?? "unknown reason"
+      self = .couldNotResolve(host: worker, reason: reason)
+    } else if error == PROCORD_ETIMEOUT.rawValue, call == "connect" || call == "idle" {
+      self = .timedOut(call == "connect" ? .connecting : .waitingForTheWorker)
+    } else if !endOfStream, error <= -4000, error >= -4005,
+      let code = ProtocolError(rawValue: Int(-4000 - error))
+    {
+      self = .protocolError(code, reportedByWorker: call == "peer")
+    } else if signal != 0 {
+      self = .signaled(signal)
+    } else if endOfStream {
+      self = outcome.exit_code >= 0 ? .exited(code: outcome.exit_code) : .closedWithoutAnswer
+    } else if error < 0, error > -4000 {
+      self = .systemCallFailed(call: call, errno: -error)
+    } else {
+      self = .closedWithoutAnswer
+    }
+  }
+}
+
+/// The C core's completion callback: hands the outcome to the Swift state.
+private let onDone: procord_done_cb = { _, outcome, context in
+  guard let context, let outcome else { return }
+  Unmanaged<CompletionBase>.fromOpaque(context).takeRetainedValue().complete(outcome.pointee)
+}
+
+/// Where a delegation's worker comes from.
+enum Destination: Sendable {
+  case local(WorkerProgram)
+  case remote(RemoteServer)
+
+  /// Set by ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)`` from
+  /// a main program's `--procord-hostname`/`--procord-port`.
+  private static let commandLineChoice = Mutex<Destination?>(nil)
+
+  static func setFromCommandLine(_ destination: Destination) {
+    commandLineChoice.withLock { $0 = destination }
+  }
+
+  /// Where `delegate(task, input)` sends a task: the server the command
+  /// line named, or this executable as a local worker.
+  static var fromCommandLine: Destination {
+    commandLineChoice.withLock { $0 } ?? .local(.current)
+  }
+
+  var workerName: String {
+    switch self {
+    case .local(let program): return program.displayName ?? program.path
+    case .remote(let server): return server.description
+    }
+  }
+}
+
+/// Starts a worker (or connects to a server) and delegates the task to it.
+func startDelegation<Input, Output>(
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to destination: Destination
+) throws -> DelegatedProcess<Output> {
+  let encoded = try task.input.encode(input)
+  let completion = Completion(task: task, workerName: destination.workerName)
+  let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
+  var handle: OpaquePointer?
+  let start = { (configure: (inout procord_delegation_options_t) -> Void) -> Int32 in
+    task.name.withCString { name in
+      encoded.withUnsafeBytes { bytes in
+        var options = procord_delegation_options_t()
+        options.task_name = name
+        options.input = bytes.baseAddress
+        options.input_length = bytes.count
+        options.on_done = onDone
+        options.context = context
+        configure(&options)
+        return procord_delegate(Runtime.shared.loop, &options, &handle)
+      }
+    }
+  }
+  let error: Int32
+  switch destination {
+  case .local(let program):
+    error = program.withSpawnOptions { spawn in start { $0.worker = spawn } }
+  case .remote(let server):
+    error = server.host.withCString { host in
+      start { options in
+        options.remote_host = host
+        options.remote_port = Int32(server.port)
+        options.connect_timeout_ms = milliseconds(server.connectTimeout)
+        options.idle_timeout_ms = milliseconds(server.idleTimeout)
+      }
+    }
+  }
+  guard error == 0, let handle else {
+    Unmanaged<CompletionBase>.fromOpaque(context).release()
+    throw ProcordError(code: error, operation: "delegating \(task.name)")
+  }
+  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion)
+}
+
+/// A duration as whole milliseconds for the C core, rounded up; nil is 0 (no limit).
+func milliseconds(_ duration: Duration?) -> Int32 {
+  guard let duration else { return 0 }
+  let (seconds, attoseconds) = duration.components
+  let total = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+  return Int32(clamping: max(1, total))
+}
