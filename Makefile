@@ -9,8 +9,9 @@
 SWIFT ?= swift
 CC ?= cc
 BUILD_DIR ?= .build
-# Debian packages the project needs (libevent for the C core).
-APT_PACKAGES = libevent-dev pkg-config
+# Debian packages the project needs: libevent for the C core; nginx with its
+# stream module and systemd's socket activation tool for the server tests.
+APT_PACKAGES = libevent-dev pkg-config nginx-light libnginx-mod-stream systemd
 CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
 LIBS_CORE = $(shell pkg-config --libs libevent_core 2>/dev/null || echo -levent_core) -lpthread
 C_SOURCES = $(wildcard Sources/CProcord/*.c)
