@@ -715,6 +715,7 @@ static void worker_run_on_a_socket_is_reusable_and_closes_it(void) {
   run_t r = {0};
   r.command.mode = PROCORD_MODE_WORKER;
   r.command.socket_fd = pair[1];
+  r.command.handoff_fd = -1;
   pthread_t thread;
   CHECK_EQ_INT(pthread_create(&thread, NULL, run_worker, &r), 0);
   write_all(pair[0], "6Tdouble1V46Tdouble1V5", 22);
@@ -748,7 +749,8 @@ static void worker_run_serves_from_an_input_file_to_an_output_file(void) {
   CHECK(pid >= 0);
   if (pid == 0) {
     procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER, .socket_fd = -1,
-                                        .input_file = input, .output_file = output};
+                                        .handoff_fd = -1, .input_file = input,
+                                        .output_file = output};
     _exit(procord_worker_run(&command, tasks, TASK_COUNT) == 0 ? 0 : 1);
   }
   int status = 0;
@@ -767,6 +769,7 @@ static void worker_run_with_a_missing_input_file_is_enoent(void) {
   char output[] = "/tmp/procord-test-output-XXXXXX";
   CHECK_EQ_INT(make_temporary(output, ""), 0);
   procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER, .socket_fd = -1,
+                                      .handoff_fd = -1,
                                       .input_file = "/nonexistent/procord/input",
                                       .output_file = output};
   int result = procord_worker_run(&command, tasks, TASK_COUNT);
@@ -790,7 +793,7 @@ static void arguments_without_procord_options_mean_no_worker(void) {
   CHECK(command.input_file == NULL);
   CHECK(command.output_file == NULL);
   CHECK(command.hostname == NULL);
-  CHECK_EQ_INT(command.port, 0);
+  CHECK_EQ_INT(command.port, -1);
   CHECK_EQ_INT(command.max_message_size, 0);
 }
 
@@ -939,7 +942,7 @@ static void program_arguments_after_the_options_are_left_alone(void) {
                0);
   CHECK_EQ_INT(command.mode, PROCORD_MODE_WORKER);
   CHECK_EQ_INT(command.socket_fd, 3);
-  CHECK_EQ_INT(command.port, 0);
+  CHECK_EQ_INT(command.port, -1);
 }
 
 static void procord_option_after_a_program_argument_is_not_read(void) {
