@@ -10,18 +10,22 @@ import Glibc
 public class AnyDelegatedProcess: @unchecked Sendable {
   /// The task's name.
   public let taskName: String
-  /// The worker's process id, or `nil` if the worker could not be started.
+  /// The worker's process id; `nil` for a worker server's task, or if the
+  /// worker could not be started.
   public let pid: Int32?
   /// The C core's `procord_delegation_t *`, released when this is freed.
   let handle: OpaquePointer
   fileprivate let completion: CompletionBase
+  /// False for a local worker that could not be started: nothing to kill.
+  private let killable: Bool
 
-  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase) {
+  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase, remote: Bool) {
     self.taskName = taskName
     self.handle = handle
     self.completion = completion
     let pid = procord_delegation_pid(handle)
     self.pid = pid > 0 ? pid : nil
+    killable = remote || pid > 0
   }
 
   deinit { procord_delegation_release(handle) }
@@ -34,7 +38,7 @@ public class AnyDelegatedProcess: @unchecked Sendable {
   public func kill() {
     // A worker that could not be started has nothing to kill: its status
     // keeps saying why it could not start.
-    guard pid != nil else { return }
+    guard killable else { return }
     if completion.markKilled() { _ = procord_delegation_kill(handle) }
   }
 
@@ -60,9 +64,9 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unchecked Sendable {
   private let typedCompletion: Completion<Output>
 
-  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>) {
+  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>, remote: Bool) {
     typedCompletion = completion
-    super.init(taskName: taskName, handle: handle, completion: completion)
+    super.init(taskName: taskName, handle: handle, completion: completion, remote: remote)
   }
 
   /// Where the process stands now. Never blocks.

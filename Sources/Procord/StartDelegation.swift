@@ -113,7 +113,9 @@ func startDelegation<Input, Output>(
     Unmanaged<CompletionBase>.fromOpaque(context).release()
     throw ProcordError(code: error, operation: "delegating \(task.name)")
   }
-  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion)
+  var remote = false
+  if case .remote = destination { remote = true }
+  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion, remote: remote)
 }
 
 /// A duration as whole milliseconds for the C core, rounded up; nil is 0 (no limit).
