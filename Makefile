@@ -1,7 +1,8 @@
 # Procord for Swift: build, demo and tests.
 #
 #   make demo    install what is missing, build, run the showcase
-#   make test    install what is missing, build, run every test (C, then Swift)
+#   make test    install what is missing, build, run every test (C, C under
+#                ASan/UBSan, then Swift)
 #   make build   build everything (debug)
 #   make check-c compile the C core with every warning as an error
 #   make clean   remove build products
@@ -16,9 +17,15 @@ CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
 LIBS_CORE = $(shell pkg-config --libs libevent_core 2>/dev/null || echo -levent_core) -lpthread
 C_SOURCES = $(wildcard Sources/CProcord/*.c)
 C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_*.c))
+C_TESTS_SANITIZED = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests-sanitized/%,$(wildcard Tests/c/test_*.c))
+# AddressSanitizer (with leak checking) and UndefinedBehaviorSanitizer, from
+# the clang that comes with Swift.
+SANITIZE_CC ?= clang
+SANITIZE_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -fno-sanitize-recover=undefined -Iinclude -ISources/CProcord
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build demo test test-c test-swift check-c clean
+.PHONY: all deps build demo test test-c test-c-sanitized test-swift check-c clean
 
 all: build
 
@@ -50,6 +57,15 @@ $(BUILD_DIR)/c-tests/%: Tests/c/%.c Tests/c/check.h $(C_SOURCES) $(wildcard incl
 test-c: deps check-c $(C_TESTS)
 	@for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; done
 
+$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c Tests/c/check.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+	@mkdir -p $(dir $@)
+	$(SANITIZE_CC) $(SANITIZE_FLAGS) -o $@ $< $(C_SOURCES) $(LIBS_CORE)
+
+# The same C tests under the sanitizers; any report fails the run.
+test-c-sanitized: deps $(C_TESTS_SANITIZED)
+	@for t in $(C_TESTS_SANITIZED); do echo "== $$t"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
+
 # Swift Testing only (there are no XCTest cases), one test at a time: tests
 # count this process's descriptors and children, which parallel tests would
 # disturb.
@@ -57,7 +73,7 @@ test-swift: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 
-test: test-c test-swift
+test: test-c test-c-sanitized test-swift
 
 clean:
 	rm -rf $(BUILD_DIR)
