@@ -22,6 +22,9 @@
 #include <unistd.h>
 
 struct procord_connect_s {
+  /* Registered on the loop while a lookup thread runs, so that
+     procord_loop_free waits for the thread's call back into it. */
+  procord_loop_work_t lookup_work;
   procord_loop_t *loop;
   procord_connect_options_t options;
   char *host;
@@ -95,6 +98,7 @@ static void try_next(procord_connect_t *a) {
     if (a->writable) event_free(a->writable);
     a->writable = event_new(base, a->fd, EV_WRITE, on_writable, a);
     if (!a->writable || event_add(a->writable, NULL) < 0) {
+      close(a->fd);
       finish(a, -1, -ENOMEM, "connect", NULL);
       return;
     }
@@ -107,6 +111,7 @@ static void on_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
   procord_connect_t *a = argument;
+  if (a->writable) event_del(a->writable);
   if (a->fd >= 0) close(a->fd);
   finish(a, -1, PROCORD_ETIMEOUT, "connect", NULL);
 }
@@ -114,6 +119,8 @@ static void on_timeout(evutil_socket_t fd, short events, void *argument) {
 /* On the loop thread, once the addresses are known; drops the lookup's reference. */
 static void on_resolved(void *argument) {
   procord_connect_t *a = argument;
+  if (a->lookup_work.next) procord_loop_remove_work(a->loop, &a->lookup_work);
+  a->lookup_work.next = NULL;
   if (!a->cancelled && a->resolve_error) {
     finish(a, -1, PROCORD_ERESOLVE, "getaddrinfo", gai_strerror(a->resolve_error));
   } else if (!a->cancelled) {
@@ -136,9 +143,14 @@ static int lookup(procord_connect_t *a, int flags) {
 static void *resolve(void *argument) {
   procord_connect_t *a = argument;
   a->resolve_error = lookup(a, AI_ADDRCONFIG);
-  if (procord_loop_call(a->loop, on_resolved, a) != 0) release(a);
+  /* Out of memory here, the attempt is left as it is (leaked, never
+     answered): freeing it would touch loop state from this thread. */
+  procord_loop_call(a->loop, on_resolved, a);
   return NULL;
 }
+
+/* The owner cancels the attempt itself; the lookup just has to come back. */
+static void ignore_abort(procord_loop_work_t *work) { (void)work; }
 
 static int start_resolver(procord_connect_t *a) {
   pthread_attr_t attributes;
@@ -150,10 +162,16 @@ static int start_resolver(procord_connect_t *a) {
   pthread_sigmask(SIG_BLOCK, &all, &previous);
   pthread_t thread;
   __atomic_add_fetch(&a->references, 1, __ATOMIC_RELAXED);
+  a->lookup_work.abort = ignore_abort;
+  procord_loop_add_work(a->loop, &a->lookup_work);
   int error = pthread_create(&thread, &attributes, resolve, a);
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
   pthread_attr_destroy(&attributes);
-  if (error) __atomic_sub_fetch(&a->references, 1, __ATOMIC_RELAXED);
+  if (error) {
+    procord_loop_remove_work(a->loop, &a->lookup_work);
+    a->lookup_work.next = NULL;
+    __atomic_sub_fetch(&a->references, 1, __ATOMIC_RELAXED);
+  }
   return -error;
 }
 
@@ -202,7 +220,7 @@ void procord_connect_cancel(procord_connect_t *a) {
   a->cancelled = 1;
   if (a->writable) event_del(a->writable);
   if (a->timer) event_del(a->timer);
-  if (a->fd >= 0) close(a->fd);
+  if (a->fd >= 0) close(a->fd); /* after event_del: the event must not watch a closed fd */
   a->fd = -1;
   release(a); /* a resolver still running holds its own reference */
 }

@@ -203,6 +203,7 @@ static int flush(procord_connection_t *c) {
       }
       return fail_writing(c, -errno);
     }
+    heard(c); /* a peer that reads a long upload is not idle */
   }
   event_del(c->write_event);
   if (c->state == PROCORD_DISCONNECTING) {
@@ -364,6 +365,7 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   c->state = PROCORD_DISCONNECTING;
   c->reading_stopped = 1;
   event_del(c->read_event);
+  event_del(c->watch_timer); /* closing: only close_nicely's own limit applies */
   if (timeout_ms >= 0) {
     struct timeval limit = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     evtimer_add(c->close_timer, &limit);

@@ -62,6 +62,8 @@ struct server_s {
   struct event *accept_event, *retry_timer, *drain_timer;
   struct event *signals[2];
   int accepting, accept_paused, draining, failed;
+  struct event *respawn_timer; /* backoff after workers that fail to start */
+  int start_failures;          /* in a row; reset by a worker that gets ready */
   int max, warm;
   server_worker_t *workers;
   int total, starting, idle, busy;
@@ -124,6 +126,7 @@ static void maybe_stop(server_t *s) {
 }
 
 static void begin_drain(server_t *s, const char *why);
+static void notify(server_t *s, const char *state);
 
 static void check_keep_running(server_t *s) {
   if (s->options->keep_running && !s->draining && !s->options->keep_running(s->options->context))
@@ -138,6 +141,7 @@ static void on_control_state(procord_connection_t *c, procord_connection_state_t
                              void *context);
 static void on_worker_exit(evutil_socket_t fd, short events, void *context);
 static void dispatch(server_t *s);
+static void remove_worker(server_worker_t *w);
 
 static void retire(server_worker_t *w) {
   if (w->state == WORKER_IDLE) w->server->idle--;
@@ -181,20 +185,39 @@ static int start_worker(server_t *s) {
   s->total++;
   s->starting++;
   if (!w->connection || !w->exit_event) {
-    /* Out of memory: end it at once; its exit (or the final sweep) reaps it. */
+    /* Out of memory: end it and reap it here, so its slot is not lost. */
     procord_child_kill(&w->child, SIGKILL);
+    int status;
+    procord_child_reap(&w->child, &status);
     retire(w);
+    remove_worker(w);
+    return -ENOMEM;
   }
   return 0;
 }
 
+/* Workers that die before they are ready (a broken program, no memory):
+   retry later, waiting longer each time, instead of spinning. */
+static void schedule_respawn(server_t *s) {
+  if (evtimer_pending(s->respawn_timer, NULL)) return;
+  int shift = s->start_failures < 6 ? s->start_failures : 6;
+  int delay = 100 << shift; /* 100 ms .. 6.4 s */
+  struct timeval later = {delay / 1000, (delay % 1000) * 1000};
+  evtimer_add(s->respawn_timer, &later);
+}
+
 static void keep_warm(server_t *s) {
-  if (s->draining || s->options->dont_fork) return;
-  /* Enough idle (or starting) workers for the warm count and for the
-     clients waiting, within the limit. */
+  if (s->options->dont_fork || evtimer_pending(s->respawn_timer, NULL)) return;
+  /* Enough idle (or starting) workers for the warm count (not while
+     draining) and for the clients waiting, within the limit. */
+  int warm = s->draining ? 0 : s->warm;
   while (s->total < s->max &&
-         (s->idle + s->starting < s->warm || s->idle + s->starting < s->pending)) {
-    if (start_worker(s) != 0) break;
+         (s->idle + s->starting < warm || s->idle + s->starting < s->pending)) {
+    if (start_worker(s) != 0) {
+      s->start_failures++;
+      schedule_respawn(s);
+      break;
+    }
   }
 }
 
@@ -219,17 +242,23 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
   server_t *s = w->server;
   int status = 0;
   if (procord_child_try_reap(&w->child, &status) == 0) return;
-  if (w->state == WORKER_BUSY) {
-    char how[48];
-    if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
-    else snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
+  char how[48];
+  if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
+  else snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
+  int was_busy = w->state == WORKER_BUSY;
+  if (was_busy) {
     log_line(s, PROCORD_LOG_DEBUG, "%s: worker %s during the task (%.1f ms)", w->peer, how,
              milliseconds_since(&w->busy_since));
-  } else if (w->state != WORKER_RETIRING) {
-    log_line(s, PROCORD_LOG_WARNING, "an idle worker ended unexpectedly (status %d)", status);
+  } else if (w->state == WORKER_STARTING) {
+    s->start_failures++;
+    log_line(s, PROCORD_LOG_ERROR, "a worker %s before it was ready (%d in a row)", how,
+             s->start_failures);
+    schedule_respawn(s);
+  } else if (w->state == WORKER_IDLE) {
+    log_line(s, PROCORD_LOG_WARNING, "an idle worker %s", how);
   }
   remove_worker(w);
-  check_keep_running(s);
+  if (was_busy) check_keep_running(s);
   keep_warm(s);
   dispatch(s);
   update_accepting(s);
@@ -263,14 +292,15 @@ static void on_control_frame(procord_connection_t *c, const procord_frame_t *fra
              name_length ? (const char *)frame->body + 1 : "(none)", answer_name(answer),
              milliseconds_since(&w->busy_since));
     s->busy--;
+    check_keep_running(s);
   } else if (w->state == WORKER_STARTING) {
     s->starting--;
+    s->start_failures = 0;
   } else {
     return; /* a retiring worker's last word */
   }
   w->state = WORKER_IDLE;
   s->idle++;
-  check_keep_running(s);
   dispatch(s);
   if (s->draining && w->state == WORKER_IDLE) retire(w);
   update_accepting(s);
@@ -367,7 +397,7 @@ static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
     if (s->options->dont_fork) {
       serve_here(s, fd, peer);
       check_keep_running(s);
-      continue;
+      break; /* back to the loop: a signal may be waiting */
     }
     pending_client_t *p = calloc(1, sizeof *p);
     if (!p) {
@@ -407,6 +437,9 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *context) {
     close(p->fd);
     free(p);
   }
+  for (server_worker_t *w = s->workers; w; w = w->next)
+    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
+  maybe_stop(s);
 }
 
 static void begin_drain(server_t *s, const char *why) {
@@ -417,13 +450,28 @@ static void begin_drain(server_t *s, const char *why) {
   /* Closing the listening socket refuses new connections at once. */
   if (s->listen_fd >= 0) close(s->listen_fd);
   s->listen_fd = -1;
-  for (server_worker_t *w = s->workers; w; w = w->next)
-    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
+  /* Clients already accepted are served: idle workers take them first, and
+     starting ones stay for the rest; the others go. */
   dispatch(s);
+  int needed = s->pending;
+  for (server_worker_t *w = s->workers; w; w = w->next) {
+    if (w->state == WORKER_STARTING && needed > 0) needed--;
+    else if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
+  }
+  notify(s, "STOPPING=1");
   int limit = s->options->drain_timeout_ms > 0 ? s->options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
   struct timeval later = {limit / 1000, (limit % 1000) * 1000};
   evtimer_add(s->drain_timer, &later);
   maybe_stop(s);
+}
+
+static void on_respawn(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_t *s = context;
+  keep_warm(s);
+  dispatch(s);
+  update_accepting(s);
 }
 
 static void on_signal(evutil_socket_t signal, short events, void *context) {
@@ -482,17 +530,17 @@ static int bind_listener(server_t *s) {
   return result;
 }
 
-/* systemd's Type=notify: READY=1 once listening, with the address. */
-static void notify_ready(server_t *s) {
+/* systemd's Type=notify: READY=1 once listening (with the address), STOPPING=1 at a drain. */
+static void notify(server_t *s, const char *state) {
+  (void)s;
   const char *path = getenv("NOTIFY_SOCKET");
   if (!path || !*path || strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path) return;
   struct sockaddr_un address = {.sun_family = AF_UNIX};
   memcpy(address.sun_path, path, strlen(path));
   if (address.sun_path[0] == '@') address.sun_path[0] = 0; /* abstract namespace */
   socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-  char message[200];
-  int n = snprintf(message, sizeof message, "READY=1\nSTATUS=listening on %s\nMAINPID=%d",
-                   s->address, (int)getpid());
+  char message[256];
+  int n = snprintf(message, sizeof message, "%s\nMAINPID=%d", state, (int)getpid());
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
   sendto(fd, message, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
@@ -537,6 +585,7 @@ static void release_server(server_t *s) {
   if (s->accept_event) event_free(s->accept_event);
   if (s->retry_timer) event_free(s->retry_timer);
   if (s->drain_timer) event_free(s->drain_timer);
+  if (s->respawn_timer) event_free(s->respawn_timer);
   if (s->listen_fd >= 0) close(s->listen_fd);
 }
 
@@ -557,7 +606,8 @@ int procord_server_run(const procord_server_options_t *options) {
     s->accept_event = event_new(s->base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
     s->retry_timer = evtimer_new(s->base, on_accept_retry, s);
     s->drain_timer = evtimer_new(s->base, on_drain_timeout, s);
-    if (!s->accept_event || !s->retry_timer || !s->drain_timer) error = -ENOMEM;
+    s->respawn_timer = evtimer_new(s->base, on_respawn, s);
+    if (!s->accept_event || !s->retry_timer || !s->drain_timer || !s->respawn_timer) error = -ENOMEM;
   }
   if (!error && options->handle_signals) {
     s->signals[0] = evsignal_new(s->base, SIGTERM, on_signal, s);
@@ -570,7 +620,9 @@ int procord_server_run(const procord_server_options_t *options) {
     update_accepting(s);
     log_line(s, PROCORD_LOG_INFO, "listening on %s (at most %d tasks at once%s)", s->address,
              s->max, options->dont_fork ? ", in this process" : "");
-    notify_ready(s);
+    char ready[200];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s", s->address);
+    notify(s, ready);
     procord_loop_run(s->loop);
     log_line(s, PROCORD_LOG_INFO, "stopped");
   }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -30,29 +31,23 @@ typedef struct reader_s {
   size_t start, end;
 } reader_t;
 
-/* Waits for a descriptor that was left non-blocking by whoever gave it to us. */
-static int wait_for(int fd, short events) {
+/*
+ * Waits for a descriptor that was left non-blocking by whoever gave it to
+ * us, for at most `timeout_ms` (0: no limit): PROCORD_ETIMEOUT after that.
+ */
+static int wait_for(int fd, short events, int timeout_ms) {
   struct pollfd p = {.fd = fd, .events = events};
-  while (poll(&p, 1, -1) < 0) {
+  int r;
+  while ((r = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1)) < 0) {
     if (errno != EINTR) return -errno;
   }
-  return 0;
-}
-
-/* Waits up to `timeout_ms` for bytes; 0 when they are there, or an error. */
-static int wait_readable(int fd, int timeout_ms) {
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  int r;
-  while ((r = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
-  }
-  if (r < 0) return -errno;
   return r == 0 ? PROCORD_ETIMEOUT : 0;
 }
 
 static ssize_t read_some(const reader_t *r, void *into, size_t length) {
   int fd = r->fd;
   if (r->timeout_ms > 0) {
-    int error = wait_readable(fd, r->timeout_ms);
+    int error = wait_for(fd, POLLIN, r->timeout_ms);
     if (error) return error;
   }
   for (;;) {
@@ -60,7 +55,7 @@ static ssize_t read_some(const reader_t *r, void *into, size_t length) {
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-    int error = wait_for(fd, POLLIN);
+    int error = wait_for(fd, POLLIN, r->timeout_ms);
     if (error) return error;
   }
 }
@@ -99,6 +94,7 @@ static int next_frame(reader_t *r, procord_frame_t *frame) {
 typedef struct writer_s {
   int fd;
   int is_socket;
+  int timeout_ms; /* for each wait until the peer reads; 0: none */
 } writer_t;
 
 /*
@@ -140,7 +136,8 @@ static int write_frame(const writer_t *w, unsigned char kind, const void *body, 
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        int error = wait_for(w->fd, POLLOUT);
+        /* A peer that stops reading must not hold the worker forever. */
+        int error = wait_for(w->fd, POLLOUT, w->timeout_ms);
         if (error) return error;
         continue;
       }
@@ -187,6 +184,7 @@ typedef struct watchdog_s {
   int fd;
   int stop[2];
   int task_running; /* atomic */
+  int peer_gone;    /* atomic: seen between tasks; the next task is not run */
   pthread_t thread;
   int started;
 } watchdog_t;
@@ -196,17 +194,26 @@ static void *watch(void *argument) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  /* POLLRDHUP: a TCP peer that went away has only sent its FIN. */
-  struct pollfd p[2] = {{.fd = dog->fd, .events = POLLRDHUP}, {.fd = dog->stop[0], .events = POLLIN}};
+  /* A local peer that went away shows as POLLHUP. A TCP peer that went away
+     has only sent its FIN, which a half-close sends too: over TCP a client
+     must not half-close while it waits for an answer (docs/PROTOCOL.md). */
+  struct sockaddr_storage address;
+  socklen_t length = sizeof address;
+  int tcp = getsockname(dog->fd, (struct sockaddr *)&address, &length) == 0 &&
+            (address.ss_family == AF_INET || address.ss_family == AF_INET6);
+  struct pollfd p[2] = {{.fd = dog->fd, .events = tcp ? POLLRDHUP : 0},
+                        {.fd = dog->stop[0], .events = POLLIN}};
   for (;;) {
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return NULL;
     }
     if (p[1].revents) return NULL;
-    if (p[0].revents & (POLLHUP | POLLERR | POLLRDHUP)) {
-      /* Between tasks the main loop sees the end of the stream by itself. */
-      if (__atomic_load_n(&dog->task_running, __ATOMIC_ACQUIRE))
+    if (p[0].revents & (POLLHUP | POLLERR | (tcp ? POLLRDHUP : 0))) {
+      /* Between tasks: the peer's frames may still be buffered, so say it
+         is gone and let the task that would follow not run at all. */
+      __atomic_store_n(&dog->peer_gone, 1, __ATOMIC_SEQ_CST);
+      if (__atomic_load_n(&dog->task_running, __ATOMIC_SEQ_CST))
         kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
       return NULL;
     }
@@ -258,7 +265,13 @@ static void report_answer(session_t *s, unsigned char kind) {
 
 static int run_task(session_t *s, const procord_worker_task_t *task, const procord_frame_t *input) {
   procord_reply_t reply = {0};
-  __atomic_store_n(&s->watchdog.task_running, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->watchdog.task_running, 1, __ATOMIC_SEQ_CST);
+  /* Set after task_running, so that the watchdog either saw the task or left
+     this flag for it: a task is never run for a peer known to be gone. */
+  if (__atomic_load_n(&s->watchdog.peer_gone, __ATOMIC_SEQ_CST)) {
+    __atomic_store_n(&s->watchdog.task_running, 0, __ATOMIC_RELEASE);
+    return PROCORD_EDISCONNECTED;
+  }
   task->run(task->context, input->body, input->length, &reply);
   __atomic_store_n(&s->watchdog.task_running, 0, __ATOMIC_RELEASE);
   int error;
@@ -321,6 +334,7 @@ int procord_worker_serve(const procord_worker_options_t *options) {
   s->reader.timeout_ms = options->read_timeout_ms;
   s->writer.fd = options->write_fd;
   s->writer.is_socket = is_socket(options->write_fd);
+  s->writer.timeout_ms = options->read_timeout_ms;
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);
   if (options->end_with_peer && is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
   int result;

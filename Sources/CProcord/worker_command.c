@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   command->handoff_fd = -1;
   command->port = -1;
   command->log_level = -1;
+  command->read_timeout_ms = -1;
+  command->drain_timeout_ms = -1;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
     /* Only a leading run of options is ours: the program's own arguments
@@ -92,6 +95,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   return 0;
 }
 
+static void ignore_signal(int signal) { (void)signal; }
+
 static int open_or_error(const char *path, int flags) {
   int fd = open(path, flags | O_CLOEXEC, 0644);
   return fd < 0 ? -errno : fd;
@@ -106,8 +111,17 @@ int procord_worker_run(const procord_worker_command_t *command,
       .task_count = task_count,
       .max_message_size = command->max_message_size,
   };
-  options.read_timeout_ms = command->read_timeout_ms;
+  options.read_timeout_ms = command->read_timeout_ms > 0 ? command->read_timeout_ms : 0;
   if (command->handoff_fd > 0) {
+    /* The server decides when its workers stop (it closes their control
+       socket once their task is done): a SIGTERM or SIGINT sent to every
+       process of the service must not kill a running task. A handler, not
+       SIG_IGN, so that what the task starts gets the default again at exec. */
+    struct sigaction survive = {0};
+    survive.sa_handler = ignore_signal;
+    survive.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &survive, NULL);
+    sigaction(SIGINT, &survive, NULL);
     fcntl(command->handoff_fd, F_SETFD, FD_CLOEXEC);
     int result = procord_worker_serve_handoffs(&options, command->handoff_fd);
     close(command->handoff_fd);

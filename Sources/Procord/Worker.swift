@@ -117,8 +117,10 @@ private func runServer(
   if command.max_simultaneous_tasks > 0 { options.maxSimultaneousTasks = Int(command.max_simultaneous_tasks) }
   options.reuseAddress = command.reuse_address != 0
   options.dontFork = command.dont_fork != 0
-  if command.drain_timeout_ms > 0 { options.drainTimeout = .milliseconds(command.drain_timeout_ms) }
-  if command.read_timeout_ms > 0 { options.readTimeout = .milliseconds(command.read_timeout_ms) }
+  if command.drain_timeout_ms >= 0 { options.drainTimeout = .milliseconds(command.drain_timeout_ms) }
+  if command.read_timeout_ms >= 0 {
+    options.readTimeout = command.read_timeout_ms == 0 ? nil : .milliseconds(command.read_timeout_ms)
+  }
   options.maxMessageSize = command.max_message_size > 0 ? Int(command.max_message_size) : maxMessageSize ?? 0
   let levels: [Logger.Level] = [.error, .warning, .info, .debug]
   if command.log_level >= 0 {

@@ -64,9 +64,9 @@ typedef struct procord_connection_options_s {
   /* With `connecting`: how long the connect may take before the connection
      is DISCONNECTED with PROCORD_ETIMEOUT, call "connect". 0: no limit. */
   int connect_timeout_ms;
-  /* Once connected: how long the peer may stay silent (no byte read) before
-     the connection is DISCONNECTED with PROCORD_ETIMEOUT, call "idle".
-     0: no limit. */
+  /* Once connected: how long the peer may stay silent (no byte read from
+     it, and none of ours taken by it) before the connection is DISCONNECTED
+     with PROCORD_ETIMEOUT, call "idle". 0: no limit. */
   int idle_timeout_ms;
   procord_frame_cb on_frame;
   procord_state_cb on_state;

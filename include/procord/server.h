@@ -70,8 +70,10 @@ typedef struct procord_server_options_s {
      The channel is always PROCORD_CHANNEL_SOCKET. */
   procord_spawn_options_t worker;
   /* On SIGTERM or SIGINT: stop accepting (new connections are refused),
-     let running tasks finish, for at most drain_timeout_ms (0: 30000), then
-     kill what is left and return 0. */
+     let running tasks finish, for at most drain_timeout_ms (0: 30000),
+     then kill what is left and return 0. Under socket activation the
+     listening socket belongs to the service manager: connections then wait
+     in its queue for the next start instead of being refused. */
   int handle_signals;
   int drain_timeout_ms;
   /* With dont_fork: how long a client may stay silent while a task's frames

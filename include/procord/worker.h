@@ -53,9 +53,10 @@ typedef struct procord_worker_options_s {
      worker kills its process group if it leads one (as a worker Procord
      started does), or else itself. Without it a task runs on for nobody. */
   int end_with_peer;
-  /* While waiting for a task's frames, how long the peer may stay silent
-     before the worker gives up and returns PROCORD_ETIMEOUT (no `E` frame:
-     a silent peer is not a protocol error). 0: no limit. */
+  /* While waiting for a task's frames, how long the peer may stay silent,
+     and while writing an answer, how long it may go without reading, before
+     the worker gives up and returns PROCORD_ETIMEOUT (no `E` frame: a silent
+     peer is not a protocol error). 0: no limit. */
   int read_timeout_ms;
   /* If not NULL, filled in as tasks are served (for a server's log). */
   struct procord_worker_report_s *report;
@@ -93,8 +94,8 @@ typedef struct procord_worker_command_s {
   procord_worker_mode_t mode;
   int socket_fd;             /* --procord-socket-fd N: protocol on N, not stdin/stdout; -1 */
   int handoff_fd;            /* --procord-handoff-fd N: a server's worker; -1 (0 counts as none too) */
-  int read_timeout_ms;       /* --procord-read-timeout MS, or 0 */
-  int drain_timeout_ms;      /* --procord-drain-timeout MS, or 0 */
+  int read_timeout_ms;       /* --procord-read-timeout MS (0: no limit), or -1 */
+  int drain_timeout_ms;      /* --procord-drain-timeout MS, or -1 */
   int log_level;             /* --procord-log-level error|warning|info|debug, or -1 */
   const char *input_file;    /* --procord-input-file PATH, or NULL */
   const char *output_file;   /* --procord-output-file PATH, or NULL */
