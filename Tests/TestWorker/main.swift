@@ -26,10 +26,23 @@
 //   undecodable             answers `3Vabc`
 //   stderr-then-answer      writes `noise` to its stderr, answers `2V42`
 //
+// Started with leading `--procord-*` options instead of a mode, it is a real
+// Procord program (`Worker.runIfRequested`), a worker or a worker server,
+// serving the tasks below (see `servedTasks`):
+//
+//   concurrency PATH        counts the tasks running at once: under flock on
+//                           the file PATH, which holds `CURRENT MAXIMUM`,
+//                           it increments CURRENT and raises MAXIMUM to it,
+//                           sleeps 20 ms (lock released), decrements CURRENT;
+//                           answers how many ran at its start, itself
+//                           included (decimal)
+//
 // Every mode but the `exit-*` and `crash-*` ones reads the whole task (`T`
 // then `V`) first. After an answer that breaks the protocol, the worker
 // waits for the main program to hang up (end of stdin) and exits 0: a main
 // program that kept waiting for more would hang, which the tests catch.
+
+import Procord
 
 #if canImport(Glibc)
 import Glibc
@@ -150,9 +163,65 @@ func crash() -> Never {
   die("still alive after SIGSEGV")
 }
 
+// MARK: - Real tasks, for `--procord-*` command lines
+
+/// A task that failed in a way the test should see (a `U` answer).
+struct TaskFailure: Error, CustomStringConvertible {
+  let description: String
+}
+
+/// Applies `change` to the `CURRENT MAXIMUM` pair in the file open on `fd`,
+/// under an exclusive flock, and returns the new pair.
+func updateCounter(_ fd: Int32, _ change: (inout (current: Int, maximum: Int)) -> Void) throws
+  -> (current: Int, maximum: Int)
+{
+  while flock(fd, LOCK_EX) != 0 {
+    guard errno == EINTR else { throw TaskFailure(description: "flock: errno \(errno)") }
+  }
+  defer { flock(fd, LOCK_UN) }
+  var bytes = [UInt8](repeating: 0, count: 64)
+  let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+  guard n >= 0 else { throw TaskFailure(description: "pread: errno \(errno)") }
+  let words = String(decoding: bytes[0..<n], as: UTF8.self).split(separator: " ").compactMap { Int($0) }
+  var pair = (current: words.count == 2 ? words[0] : 0, maximum: words.count == 2 ? words[1] : 0)
+  change(&pair)
+  let text = Array("\(pair.current) \(pair.maximum)".utf8)
+  guard ftruncate(fd, 0) == 0,
+    text.withUnsafeBytes({ pwrite(fd, $0.baseAddress, $0.count, 0) }) == text.count
+  else { throw TaskFailure(description: "writing the counter: errno \(errno)") }
+  return pair
+}
+
+/// `concurrency PATH`: see the header.
+let concurrency = WorkerTask<String, Int>(name: "concurrency", input: .utf8, output: .decimal) { path in
+  let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+  guard fd >= 0 else { throw TaskFailure(description: "open \(path): errno \(errno)") }
+  defer { close(fd) }
+  let started = try updateCounter(fd) { pair in
+    pair.current += 1
+    pair.maximum = max(pair.maximum, pair.current)
+  }
+  var request = timespec(tv_sec: 0, tv_nsec: 20_000_000)
+  var remaining = request
+  while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+  _ = try updateCounter(fd) { pair in pair.current -= 1 }
+  return started.current
+}
+
+/// What this program serves as a real worker or server.
+let servedTasks: [any ServableTask] = [concurrency]
+
 // MARK: - Modes
 
 let arguments = CommandLine.arguments
+if arguments.count >= 2 && arguments[1].hasPrefix("--procord-") {
+  do {
+    try Worker.runIfRequested(tasks: servedTasks)
+  } catch {
+    die("\(error)", code: 64)
+  }
+  die("the --procord-* options ask for neither a worker nor a server", code: 64)
+}
 guard arguments.count >= 2 else { die("usage: procord-test-worker MODE [ARGUMENT]", code: 64) }
 let mode = arguments[1]
 /// The mode's numeric argument (`answer-then-exit N`, `error-frame D`).

@@ -1,0 +1,788 @@
+// Worker servers, end to end: each test starts a real server
+// (`procord-demo --procord-server`, or `procord-test-worker` for the
+// `concurrency` task) as a child process, learns its port from its sd_notify
+// message, talks to it with plain sockets or with Procord's client, and
+// stops it with SIGTERM, checking that it exits 0 and leaves no process
+// behind. Every process a test starts is stopped by a `defer`, even when an
+// expectation fails.
+import CTestSupport
+import Foundation
+import Testing
+
+@testable import Procord
+
+@Suite(.serialized) struct ServerTests {
+  // MARK: - 1. Wire compatibility
+
+  /// An original client: `T` and `V` on a raw socket, then read. The answer
+  /// is exactly the original's `3V120`, then this project's `0R`, and the
+  /// end of the stream once the client closes its side.
+  @Test func aRawClientGetsTheAnswerThenR() throws {
+    warmUp()
+    let server = try ServerUnderTest()
+    defer { server.ensureStopped() }
+    let connection = try RawConnection(port: server.port)
+    try connection.send("4Tfact1V5")
+    #expect(try connection.readText(5) == "3V120")
+    #expect(try connection.readText(2) == "0R")
+    try connection.shutdownWrite()  // what an original client does next: nothing more
+    #expect(try connection.readToEnd() == [])
+    server.stop()
+    #expect(childProcesses().isEmpty)
+  }
+
+  /// An original server: reads `T` and `V`, answers `2V42`, closes, never
+  /// sends `0R`. Procord's client takes the answer and is done.
+  @Test func theClientWorksWithAServerThatClosesAfterTheTaskWithoutR() throws {
+    try expectNoLeaks {
+      var port: Int32 = 0
+      let listener = procord_test_listen_loopback(&port)
+      try #require(listener >= 0, "listen: \(-listener)")
+      defer { close(listener) }
+      let received = LockedBox<[UInt8]>([])
+      let serverDone = DispatchSemaphore(value: 0)
+      Thread.detachNewThread {
+        defer { serverDone.signal() }
+        let fd = procord_test_accept(listener, 10_000)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        for _ in 0..<2 {
+          guard let frame = readRawFrame(fd) else { break }
+          bytes += frame
+        }
+        received.value = bytes
+        _ = procord_test_write_all(fd, "2V42", 4)
+      }
+      let process = try delegate(DemoTasks.fibo, 7, to: RemoteServer(host: "127.0.0.1", port: Int(port)))
+      let finished = process.wait(timeout: .seconds(10))
+      serverDone.wait()
+      #expect(finished)
+      #expect(String(decoding: received.value, as: UTF8.self) == "4Tfibo1V7")
+      guard case .success(let value) = process.status else {
+        Issue.record("status: \(process.status)")
+        return
+      }
+      #expect(value == 42)
+    }
+  }
+
+  // MARK: - 2. Many clients, a bounded number of tasks
+
+  /// 500 delegations at once to a server that runs at most 8 tasks: all
+  /// succeed; the tasks themselves count how many run at once (under flock,
+  /// see Tests/TestWorker), and the server's children are sampled meanwhile.
+  @Test func fiveHundredClientsAtOnceAllSucceedAndAtMostEightRunAtOnce() throws {
+    warmUp()
+    let counter = temporaryPath("concurrency")
+    defer { unlink(counter) }
+    let server = try ServerUnderTest(
+      program: testWorkerPath, options: ["--procord-max-simultaneous-tasks", "8"])
+    defer { server.ensureStopped() }
+    let sampler = ChildSampler(parent: server.pid)
+    let task = DelegatedTask<String, Int>(name: "concurrency", input: .utf8, output: .decimal)
+    let processes = try (0..<500).map { _ in try delegate(task, counter, to: server.remote) }
+    let allFinished = Waiter.waitForAll(processes, timeout: .seconds(60))
+    let sampled = sampler.stop()
+    #expect(allFinished)
+    let failed = processes.enumerated().filter { _, process in
+      if case .success(let running) = process.status { return !(1...8).contains(running) }
+      return true
+    }
+    let firstFailure = failed.first.map { "\($0.element.status)" } ?? ""
+    #expect(failed.count == 0, "first: \(firstFailure)")  // a count: the array would print 500 items
+    let recorded = try String(contentsOfFile: counter, encoding: .utf8).split(separator: " ").compactMap { Int($0) }
+    #expect(recorded.count == 2 && recorded[0] == 0, "counter file: \(recorded)")
+    let maximum = recorded.last ?? 0
+    #expect(maximum <= 8, "\(maximum) tasks ran at once")
+    #expect(maximum > 1, "the tasks never ran in parallel")
+    #expect(sampled.samples > 0)
+    #expect(sampled.maximum <= 8, "the server had \(sampled.maximum) children at once")
+    server.stop()
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  // MARK: - 3. Sizes
+
+  /// The largest body the default limit allows (64 MiB), one byte, and
+  /// none: each comes back intact through a server.
+  @Test(arguments: [64 << 20, 1, 0])
+  func echoRoundTripsThroughAServer(size: Int) throws {
+    warmUp()
+    let input = randomBytes(size)
+    let server = try ServerUnderTest()
+    defer { server.ensureStopped() }
+    let process = try delegate(DemoTasks.echo, input, to: server.remote)
+    #expect(process.wait(timeout: .seconds(30)))
+    guard case .success(let output) = process.status else {
+      Issue.record("status: \(process.status)")
+      return
+    }
+    #expect(output.count == input.count)
+    let same = output == input  // not inside #expect: it would print 64 MiB
+    #expect(same, "first difference at \(output.indices.first { $0 >= input.count || output[$0] != input[$0] } ?? -1)")
+    server.stop()
+    #expect(childProcesses().isEmpty)
+  }
+
+  // MARK: - 4. A client that dies
+
+  /// A client killed with SIGKILL while its task sleeps: the server's
+  /// worker for it is gone within a second, and the server goes on serving.
+  @Test func aClientKilledMidTaskHasItsWorkerGoneWithinASecond() throws {
+    warmUp()
+    let server = try ServerUnderTest()
+    defer { server.ensureStopped() }
+    let client = try ChildProcess(
+      demoPath, ["run", "--procord-hostname", "127.0.0.1", "--procord-port", "\(server.port)", "sleep", "600000"])
+    defer { client.ensureStopped() }
+    let busy = try #require(server.waitForBusyWorkers(1), "no worker started the task; server: \(server.output)")
+    let worker = busy[0]
+    kill(client.pid, SIGKILL)
+    let gone = procord_test_wait_for_exit(worker, 1000)
+    #expect(gone == 1 || gone == -ESRCH, "the worker \(worker) is still there after 1 s (\(gone))")
+    let clientEnd = client.waitForExit(timeout: .seconds(5))
+    #expect(clientEnd?.exited == false && clientEnd?.status == SIGKILL)
+    #expect(try outputOf(delegate(DemoTasks.fact, 5, to: server.remote)) == 120)
+    server.stop()
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  // MARK: - 5. Stopping
+
+  /// SIGTERM while three tasks run: the listening socket is closed at once
+  /// (new connections are refused), the three finish with their answers,
+  /// and the server exits 0.
+  @Test func sigtermRefusesNewConnectionsAndLetsRunningTasksFinish() throws {
+    warmUp()
+    let server = try ServerUnderTest(options: ["--procord-log-level", "info"])
+    defer { server.ensureStopped() }
+    let running = try (0..<3).map { _ in try delegate(DemoTasks.sleep, 1500, to: server.remote) }
+    defer { running.forEach { $0.kill() } }  // only matters if the test failed
+    try #require(server.waitForBusyWorkers(3) != nil, "the 3 tasks did not all start; server: \(server.output)")
+    kill(server.pid, SIGTERM)
+    // The server logs the stop just before it closes its listening socket:
+    // refused connections must follow within moments, long before the
+    // tasks end (and the server with them, which would close it anyway).
+    try #require(
+      server.child.output.wait(timeout: .seconds(5)) { $0.contains("stopping (SIGTERM)") },
+      "no stop logged: \(server.output)")
+    var accepted = 0
+    let refused = repeatUntil(deadline: .milliseconds(200)) {
+      let fd = procord_test_connect_loopback(Int32(server.port))
+      if fd >= 0 {
+        accepted += 1
+        close(fd)
+      }
+      return fd == -ECONNREFUSED
+    }
+    #expect(refused, "connections still accepted after SIGTERM (\(accepted) in 200 ms)")
+    #expect(running.allSatisfy { !$0.isFinished }, "a task ended before the refusal was checked")
+    let late = try delegate(DemoTasks.fact, 5, to: server.remote)
+    #expect(late.wait(timeout: .seconds(5)))
+    #expect(failure(late.status) == .workerDisconnected(.systemCallFailed(call: "connect", errno: ECONNREFUSED)))
+    #expect(Waiter.waitForAll(running, timeout: .seconds(10)))
+    for process in running {
+      guard case .success(let value) = process.status else {
+        Issue.record("a draining task ended with \(process.status)")
+        continue
+      }
+      #expect(value == 1500)
+    }
+    let end = server.child.waitForExit(timeout: .seconds(10))
+    #expect(end?.exited == true && end?.status == 0, "server ended \(String(describing: end)): \(server.output)")
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  /// A server inherits its signal mask from whatever starts it: Foundation's
+  /// Process started from a Swift concurrency or dispatch thread (which
+  /// block SIGTERM and SIGINT) passes them on blocked. A server that
+  /// handles those signals must still stop on them.
+  @Test func aServerStartedWithSIGTERMBlockedStillStopsOnSIGTERM() throws {
+    warmUp()
+    var blocked = sigset_t(), previous = sigset_t()
+    sigemptyset(&blocked)
+    sigaddset(&blocked, SIGTERM)
+    sigaddset(&blocked, SIGINT)
+    pthread_sigmask(SIG_BLOCK, &blocked, &previous)
+    let started = Result { try ServerUnderTest(inheritSignalMask: true) }
+    pthread_sigmask(SIG_SETMASK, &previous, nil)
+    let server = try started.get()
+    defer { server.child.ensureStopped(signal: SIGKILL) }
+    #expect(try outputOf(delegate(DemoTasks.fact, 5, to: server.remote)) == 120)
+    kill(server.pid, SIGTERM)
+    let end = server.child.waitForExit(timeout: .seconds(3))
+    #expect(end?.exited == true && end?.status == 0, "still running 3 s after SIGTERM: \(String(describing: end))")
+  }
+
+  // MARK: - 6. Socket activation
+
+  /// systemd-socket-activate binds the port and starts the server at the
+  /// first connection, with the socket in LISTEN_FDS; that connection and
+  /// the next are served.
+  @Test func aSocketActivatedServerServes() throws {
+    warmUp()
+    let activator = try #require(findProgram("systemd-socket-activate"), "systemd-socket-activate is not installed")
+    let port = Int(procord_test_free_port())
+    try #require(port > 0)
+    let notify = try NotifySocket()
+    let child = try ChildProcess(
+      activator, ["-l", "127.0.0.1:\(port)", "-E", "NOTIFY_SOCKET", demoPath, "--procord-server"],
+      environment: ["NOTIFY_SOCKET": notify.path])
+    defer { child.ensureStopped() }
+    try #require(
+      child.output.wait(timeout: .seconds(10)) { $0.contains("Listening on 127.0.0.1:\(port)") },
+      "systemd-socket-activate is not listening: \(child.output.text)")
+    let remote = RemoteServer(host: "127.0.0.1", port: port)
+    let first = try delegate(DemoTasks.fact, 5, to: remote)  // this connection starts the server
+    let ready = notify.receive(timeout: .seconds(10))
+    #expect(ready?.contains("READY=1") == true, "no READY=1: \(ready ?? "nothing"); output: \(child.output.text)")
+    #expect(ready?.contains("STATUS=listening on 127.0.0.1:\(port)") == true, "\(ready ?? "nothing")")
+    #expect(outputOf(first) == 120)
+    #expect(try outputOf(delegate(DemoTasks.fibo, 10, to: remote)) == 89)
+    kill(child.pid, SIGTERM)
+    let end = child.waitForExit(timeout: .seconds(10))
+    #expect(end?.exited == true && end?.status == 0, "server ended \(String(describing: end)): \(child.output.text)")
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  // MARK: - 7. Behind a proxy
+
+  /// nginx's stream module balancing two servers: 200 tasks all succeed and
+  /// both servers serve some (counted from their per-connection log lines);
+  /// with one server stopped, tasks still succeed through the other.
+  @Test func nginxInFrontOfTwoServersSpreadsTheTasksAndSurvivesOneStopping() throws {
+    warmUp()
+    let nginxPath = try #require(findProgram("nginx", extraDirectories: ["/usr/sbin"]), "nginx is not installed")
+    let first = try ServerUnderTest(options: ["--procord-log-level", "debug"])
+    defer { first.ensureStopped() }
+    let second = try ServerUnderTest(options: ["--procord-log-level", "debug"])
+    defer { second.ensureStopped() }
+    let port = Int(procord_test_free_port())
+    try #require(port > 0)
+    let directory = temporaryPath("nginx")
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let configuration = """
+      load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+      daemon off;
+      master_process on;
+      worker_processes 1;
+      pid \(directory)/nginx.pid;
+      error_log stderr notice;
+      events { worker_connections 2048; }
+      stream {
+        upstream u { server 127.0.0.1:\(first.port); server 127.0.0.1:\(second.port); }
+        server { listen 127.0.0.1:\(port); proxy_pass u; }
+      }
+      """
+    try configuration.write(toFile: "\(directory)/nginx.conf", atomically: true, encoding: .utf8)
+    let nginx = try ChildProcess(nginxPath, ["-c", "\(directory)/nginx.conf", "-p", directory, "-e", "stderr"])
+    defer { nginx.ensureStopped(signal: SIGQUIT) }
+    // nginx listens before it starts its workers (and says so).
+    try #require(
+      nginx.output.wait(timeout: .seconds(10)) { $0.contains("start worker process") },
+      "nginx did not start: \(nginx.output.text)")
+    let proxy = RemoteServer(host: "127.0.0.1", port: port)
+
+    let served = "task echo, value"
+    try expectEchoes(200, through: proxy)
+    // Each server logs a connection once its worker is done with it, which
+    // may be just after the client has its answer.
+    let bothLogged = CapturedOutput.wait(timeout: .seconds(10)) {
+      first.output.occurrences(of: served) + second.output.occurrences(of: served) >= 200
+    }
+    let (byFirst, bySecond) = (first.output.occurrences(of: served), second.output.occurrences(of: served))
+    #expect(bothLogged && byFirst + bySecond == 200, "served: \(byFirst) + \(bySecond)")
+    #expect(byFirst > 0 && bySecond > 0, "served: \(byFirst) + \(bySecond)")
+
+    first.stop()
+    try expectEchoes(20, through: proxy)
+    #expect(second.child.output.wait(timeout: .seconds(10)) { $0.occurrences(of: served) == bySecond + 20 })
+
+    kill(nginx.pid, SIGQUIT)
+    let end = nginx.waitForExit(timeout: .seconds(10))
+    #expect(end?.exited == true && end?.status == 0, "nginx ended \(String(describing: end)): \(nginx.output.text)")
+    second.stop()
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  // MARK: - 8. Bad input
+
+  @Test func garbageIsAnsweredIllFormedAndTheServerGoesOn() throws {
+    try expectAnswer("1E2", to: "xyz")
+  }
+
+  @Test func aTwentyDigitSizeIsAnsweredTooLongAtOnce() throws {
+    try expectAnswer("1E3", to: "12345678901234567890")
+  }
+
+  @Test func aSizeAboveTheServersLimitIsAnsweredTooLong() throws {
+    try expectAnswer("1E3", to: "4Tfact5000V", serverOptions: ["--procord-max-message-size", "1000"])
+  }
+
+  /// Half a frame, then silence: the connection is closed once the read
+  /// timeout has passed (the default, 30 s, would fail this test).
+  @Test func aSilentHalfFrameIsClosedAfterTheReadTimeout() throws {
+    warmUp()
+    let server = try ServerUnderTest(options: ["--procord-read-timeout", "300"])
+    defer { server.ensureStopped() }
+    let connection = try RawConnection(port: server.port)
+    try connection.send("4Tfa")
+    let start = ContinuousClock.now
+    let answer = try connection.readToEnd(timeout: .seconds(5))
+    let waited = ContinuousClock.now - start
+    #expect(answer == [], "answered \(String(decoding: answer, as: UTF8.self))")
+    #expect(waited >= .milliseconds(250), "closed after \(waited), before the read timeout")
+    #expect(try outputOf(delegate(DemoTasks.fact, 5, to: server.remote)) == 120)
+    server.stop()
+    #expect(childProcesses().isEmpty)
+  }
+
+  // MARK: - Helpers
+
+  /// Sends `request` on a raw connection to a new server; expects exactly
+  /// `answer` then the end of the stream, and a normal task to succeed after.
+  private func expectAnswer(
+    _ answer: String, to request: String, serverOptions: [String] = [],
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    warmUp()
+    let server = try ServerUnderTest(options: serverOptions)
+    defer { server.ensureStopped() }
+    let connection = try RawConnection(port: server.port)
+    try connection.send(request)
+    let got = String(decoding: try connection.readToEnd(), as: UTF8.self)
+    #expect(got == answer, sourceLocation: sourceLocation)
+    #expect(try outputOf(delegate(DemoTasks.fact, 5, to: server.remote), sourceLocation: sourceLocation) == 120, sourceLocation: sourceLocation)
+    server.stop()
+    #expect(childProcesses().isEmpty, sourceLocation: sourceLocation)
+  }
+
+  /// Delegates `count` echo tasks at once, each with its own text, and
+  /// expects each to come back with it.
+  private func expectEchoes(
+    _ count: Int, through server: RemoteServer, sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    let inputs = (0..<count).map { Array("task \($0)".utf8) }
+    let processes = try inputs.map { try delegate(DemoTasks.echo, $0, to: server) }
+    #expect(Waiter.waitForAll(processes, timeout: .seconds(30)), sourceLocation: sourceLocation)
+    let wrong = zip(processes, inputs).filter { process, input in
+      if case .success(let output) = process.status { return output != input }
+      return true
+    }
+    let firstWrong = wrong.first.map { "\($0.0.status)" } ?? ""
+    #expect(wrong.count == 0, "\(wrong.count) of \(count) failed, first: \(firstWrong)", sourceLocation: sourceLocation)
+  }
+}
+
+// MARK: - Processes
+
+/// Everything a child writes to its stdout and stderr (one pipe), read by a
+/// thread of its own as it comes, so that the child never blocks on a full
+/// pipe and tests can wait for a line. All outputs signal one condition, so
+/// that a test can wait on what several children say.
+private final class CapturedOutput: @unchecked Sendable {
+  let pipe = Pipe()
+  private let lock = NSLock()
+  private var bytes: [UInt8] = []
+  /// Signalled whenever any output grows or ends.
+  private static let changed = NSCondition()
+  /// How many times any output changed; guarded by `changed`.
+  nonisolated(unsafe) private static var generation = 0
+
+  /// Starts reading; call once the child has been started.
+  func start() {
+    let fd = pipe.fileHandleForReading.fileDescriptor
+    Thread.detachNewThread { [self] in
+      var buffer = [UInt8](repeating: 0, count: 65536)
+      while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n > 0 { lock.withLock { bytes += buffer[0..<n] } }
+        Self.changed.lock()
+        Self.generation += 1
+        Self.changed.broadcast()
+        Self.changed.unlock()
+        if n <= 0 { return }
+      }
+    }
+  }
+
+  /// What has come so far.
+  var text: String { lock.withLock { String(decoding: bytes, as: UTF8.self) } }
+
+  /// Waits until `holds` (checked again each time any output changes) or
+  /// until `timeout` has passed. Returns whether it holds.
+  static func wait(timeout: Duration, until holds: () -> Bool) -> Bool {
+    let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+    let deadline = Date(timeIntervalSinceNow: seconds)
+    changed.lock()
+    defer { changed.unlock() }
+    while true {
+      let seen = generation
+      changed.unlock()
+      let done = holds()
+      changed.lock()
+      if done { return true }
+      while generation == seen {
+        if !changed.wait(until: deadline) && generation == seen { return false }
+      }
+    }
+  }
+
+  /// Waits until `holds` for this output's text, for at most `timeout`.
+  func wait(timeout: Duration, until holds: (String) -> Bool) -> Bool {
+    Self.wait(timeout: timeout) { holds(self.text) }
+  }
+}
+
+/// A program run as a child process with Foundation's Process, its output
+/// captured.
+private final class ChildProcess: @unchecked Sendable {
+  let process = Process()
+  let output = CapturedOutput()
+
+  /// Starts `path` with `arguments`; the environment is this process's with
+  /// `environment` added (and no NOTIFY_SOCKET or LISTEN_* unless given).
+  ///
+  /// The child inherits the signal mask of the thread that starts it, and
+  /// the threads tests run on block most signals (libdispatch's workers
+  /// do); unless `inheritSignalMask`, the child starts with none blocked,
+  /// as it would from a shell or a service manager.
+  init(
+    _ path: String, _ arguments: [String], environment: [String: String] = [:],
+    inheritSignalMask: Bool = false
+  ) throws {
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    var inherited = ProcessInfo.processInfo.environment
+    for name in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] { inherited[name] = nil }
+    process.environment = inherited.merging(environment) { $1 }
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = output.pipe
+    process.standardError = output.pipe
+    var none = sigset_t(), previous = sigset_t()
+    sigemptyset(&none)
+    if !inheritSignalMask { pthread_sigmask(SIG_SETMASK, &none, &previous) }
+    defer { if !inheritSignalMask { pthread_sigmask(SIG_SETMASK, &previous, nil) } }
+    try process.run()
+    output.start()
+  }
+
+  var pid: Int32 { process.processIdentifier }
+
+  /// Waits for the child to exit, for at most `timeout`; nil if it has not.
+  /// `exited`: it exited (status is its code), or was killed (status is the signal).
+  func waitForExit(timeout: Duration) -> (exited: Bool, status: Int32)? {
+    let result = procord_test_wait_for_exit(pid, Int32(timeout.components.seconds * 1000))
+    guard result == 1 || result == -ESRCH else { return nil }
+    process.waitUntilExit()
+    return (process.terminationReason == .exit, process.terminationStatus)
+  }
+
+  /// For `defer`: stops the child if it still runs (`signal`, then SIGKILL
+  /// after 10 s, to it and to its children), and reaps those children if
+  /// they were left to us (we are their subreaper).
+  func ensureStopped(signal: Int32 = SIGTERM) {
+    guard process.isRunning else { return }
+    let children = childrenOf(pid)
+    kill(pid, signal)
+    if waitForExit(timeout: .seconds(10)) == nil {
+      kill(pid, SIGKILL)
+      children.forEach { kill($0, SIGKILL) }
+      _ = waitForExit(timeout: .seconds(10))
+    }
+    for child in children where procord_test_wait_for_exit(child, 2000) != 0 {
+      _ = waitpid(child, nil, WNOHANG)
+    }
+  }
+}
+
+/// A worker server run as a child process, listening on a port of its own
+/// choice on 127.0.0.1, ready (it said READY=1 on NOTIFY_SOCKET) once made.
+private final class ServerUnderTest: @unchecked Sendable {
+  let child: ChildProcess
+  let port: Int
+
+  /// Starts `program --procord-server --procord-hostname 127.0.0.1
+  /// --procord-port 0 --procord-drain-timeout 5000 options...` (a failing
+  /// test does not wait 30 s for tasks to drain) and waits for its sd_notify message (see
+  /// ``ChildProcess`` for `inheritSignalMask`).
+  init(program: String = demoPath, options: [String] = [], inheritSignalMask: Bool = false) throws {
+    let notify = try NotifySocket()
+    let child = try ChildProcess(
+      program,
+      ["--procord-server", "--procord-hostname", "127.0.0.1", "--procord-port", "0",
+       "--procord-drain-timeout", "5000"] + options,
+      environment: ["NOTIFY_SOCKET": notify.path], inheritSignalMask: inheritSignalMask)
+    guard let message = notify.receive(timeout: .seconds(10)), message.contains("READY=1"),
+      let status = message.split(separator: "\n").first(where: { $0.hasPrefix("STATUS=listening on 127.0.0.1:") }),
+      let port = Int(status.split(separator: ":").last ?? "")
+    else {
+      child.ensureStopped()
+      throw TestFailure("the server did not say it was ready: \(child.output.text)")
+    }
+    self.child = child
+    self.port = port
+  }
+
+  var pid: Int32 { child.pid }
+  var output: String { child.output.text }
+  var remote: RemoteServer { RemoteServer(host: "127.0.0.1", port: port) }
+
+  /// SIGTERM, then expects the server to exit 0 within 10 s.
+  func stop(sourceLocation: SourceLocation = #_sourceLocation) {
+    kill(pid, SIGTERM)
+    let end = child.waitForExit(timeout: .seconds(10))
+    #expect(end?.exited == true && end?.status == 0, "server ended \(String(describing: end)): \(output)",
+            sourceLocation: sourceLocation)
+    child.ensureStopped()
+  }
+
+  func ensureStopped() { child.ensureStopped() }
+
+  /// The server's workers running a task of the demo's `sleep` (sleeping in
+  /// nanosleep, where idle workers wait in a socket read), once there are
+  /// `count` of them; nil if not within 10 s. Looks at /proc every few ms:
+  /// another process's state, which nothing can await.
+  func waitForBusyWorkers(_ count: Int) -> [Int32]? {
+    var busy: [Int32] = []
+    let found = repeatUntil(deadline: .seconds(10)) {
+      busy = childrenOf(pid).filter {
+        (try? String(contentsOfFile: "/proc/\($0)/wchan", encoding: .utf8)) == "hrtimer_nanosleep"
+      }
+      if busy.count >= count { return true }
+      usleep(5000)
+      return false
+    }
+    return found ? busy : nil
+  }
+}
+
+/// The children of `pid` (of all its threads), from /proc.
+private func childrenOf(_ pid: Int32) -> [Int32] {
+  let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+  return tasks.flatMap { task in
+    let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+    return text.split(separator: " ").compactMap { Int32($0) }
+  }
+}
+
+/// Counts a process's children over and over on a thread of its own until
+/// stopped, keeping the largest count seen.
+private final class ChildSampler: @unchecked Sendable {
+  private let lock = NSLock()
+  private var stopped = false
+  private var result = (maximum: 0, samples: 0)
+  private let done = DispatchSemaphore(value: 0)
+
+  init(parent: Int32) {
+    Thread.detachNewThread { [self] in
+      while true {
+        let count = childrenOf(parent).count
+        lock.lock()
+        result = (max(result.maximum, count), result.samples + 1)
+        let stop = stopped
+        lock.unlock()
+        if stop { break }
+        usleep(1000)
+      }
+      done.signal()
+    }
+  }
+
+  /// Stops sampling; returns the largest count and how many samples were taken.
+  func stop() -> (maximum: Int, samples: Int) {
+    lock.lock()
+    stopped = true
+    lock.unlock()
+    done.wait()
+    lock.lock()
+    defer { lock.unlock() }
+    return result
+  }
+}
+
+// MARK: - Sockets
+
+/// The receiving end of sd_notify: a Unix datagram socket in a directory of
+/// its own, both removed when this is freed.
+private final class NotifySocket {
+  let path: String
+  private let directory: String
+  private let fd: Int32
+
+  init() throws {
+    directory = temporaryPath("notify")
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    path = directory + "/notify"
+    fd = procord_test_notify_socket(path)
+    guard fd >= 0 else {
+      try? FileManager.default.removeItem(atPath: directory)
+      throw TestFailure("notify socket at \(path): errno \(-fd)")
+    }
+  }
+
+  deinit {
+    close(fd)
+    try? FileManager.default.removeItem(atPath: directory)
+  }
+
+  /// The next message, or nil if none came within `timeout`.
+  func receive(timeout: Duration) -> String? {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = procord_test_receive(fd, &buffer, buffer.count, Int32(timeout.components.seconds * 1000))
+    guard n >= 0 else { return nil }
+    return String(decoding: buffer[0..<Int(n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+}
+
+/// A plain TCP connection to 127.0.0.1: no Procord involved.
+private final class RawConnection {
+  let fd: Int32
+
+  init(port: Int) throws {
+    fd = procord_test_connect_loopback(Int32(port))
+    guard fd >= 0 else { throw TestFailure("connect to port \(port): errno \(-fd)") }
+  }
+
+  deinit { close(fd) }
+
+  func send(_ text: String) throws {
+    let bytes = Array(text.utf8)
+    let error = procord_test_write_all(fd, bytes, bytes.count)
+    guard error == 0 else { throw TestFailure("send: errno \(-error)") }
+  }
+
+  /// Exactly `count` bytes (fewer only if the stream ends), within `timeout`.
+  func read(_ count: Int, timeout: Duration = .seconds(5)) throws -> [UInt8] {
+    var buffer = [UInt8](repeating: 0, count: count)
+    var partial = 0
+    let n = procord_test_read(fd, &buffer, count, Int32(timeout.components.seconds * 1000), &partial)
+    guard n >= 0 else {
+      throw TestFailure("read: errno \(-n) after \(String(decoding: buffer[0..<partial], as: UTF8.self))")
+    }
+    return Array(buffer[0..<n])
+  }
+
+  func readText(_ count: Int) throws -> String {
+    String(decoding: try read(count), as: UTF8.self)
+  }
+
+  /// Everything until the end of the stream, which must come within `timeout`.
+  func readToEnd(timeout: Duration = .seconds(5)) throws -> [UInt8] {
+    let limit = 1 << 20
+    let bytes = try read(limit, timeout: timeout)
+    guard bytes.count < limit else { throw TestFailure("more than \(limit) bytes") }
+    return bytes
+  }
+
+  func shutdownWrite() throws {
+    let error = procord_test_shutdown_write(fd)
+    guard error == 0 else { throw TestFailure("shutdown: errno \(-error)") }
+  }
+}
+
+/// Reads one frame (`SIZE KIND BODY`) from `fd`, within 5 s, and returns
+/// all its bytes; nil if the stream ends or breaks the grammar.
+private func readRawFrame(_ fd: Int32) -> [UInt8]? {
+  var bytes: [UInt8] = []
+  var size = 0
+  var byte: UInt8 = 0
+  while true {
+    guard procord_test_read(fd, &byte, 1, 5000, nil) == 1 else { return nil }
+    bytes.append(byte)
+    guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { break }
+    size = size * 10 + Int(byte - UInt8(ascii: "0"))
+    if bytes.count > 18 { return nil }
+  }
+  guard bytes.count > 1 else { return nil }
+  var body = [UInt8](repeating: 0, count: size)
+  guard procord_test_read(fd, &body, size, 5000, nil) == size else { return nil }
+  return bytes + body
+}
+
+// MARK: - Small things
+
+/// The output of `process` once it has finished, within `timeout`; nil,
+/// with an issue recorded, if it failed or did not finish (it is then
+/// killed: a test must not hang on a server that never answers).
+private func outputOf<Output>(
+  _ process: DelegatedProcess<Output>, timeout: Duration = .seconds(10),
+  sourceLocation: SourceLocation = #_sourceLocation
+) -> Output? {
+  guard process.wait(timeout: timeout) else {
+    Issue.record("no answer within \(timeout)", sourceLocation: sourceLocation)
+    process.kill()
+    process.wait()
+    return nil
+  }
+  guard case .success(let output) = process.status else {
+    Issue.record("status: \(process.status)", sourceLocation: sourceLocation)
+    return nil
+  }
+  return output
+}
+
+/// A failure of the test's own setup, with what went wrong.
+private struct TestFailure: Error, CustomStringConvertible {
+  let description: String
+  init(_ description: String) { self.description = description }
+}
+
+/// A value shared with a thread of the test.
+private final class LockedBox<Value>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var stored: Value
+  init(_ value: Value) { stored = value }
+  var value: Value {
+    get { lock.withLock { stored } }
+    set { lock.withLock { stored = newValue } }
+  }
+}
+
+/// Calls `attempt` until it returns true or `deadline` has passed; returns
+/// whether it did. For what nothing can await (another process's state).
+private func repeatUntil(deadline: Duration, _ attempt: () -> Bool) -> Bool {
+  let end = ContinuousClock.now + deadline
+  repeat {
+    if attempt() { return true }
+  } while ContinuousClock.now < end
+  return false
+}
+
+/// A path in the temporary directory, unique to this call.
+private func temporaryPath(_ name: String) -> String {
+  FileManager.default.temporaryDirectory.path + "/procord-server-tests-\(name)-\(UUID().uuidString.prefix(8))"
+}
+
+/// `count` random bytes, from /dev/urandom.
+private func randomBytes(_ count: Int) -> [UInt8] {
+  let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+  precondition(fd >= 0, "/dev/urandom: errno \(errno)")
+  defer { close(fd) }
+  return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+    var filled = 0
+    while filled < count {
+      let n = read(fd, buffer.baseAddress! + filled, count - filled)
+      precondition(n > 0 || errno == EINTR, "/dev/urandom: errno \(errno)")
+      if n > 0 { filled += n }
+    }
+    initialized = count
+  }
+}
+
+/// Where `name` is found in PATH (or in `extraDirectories`), if it is.
+private func findProgram(_ name: String, extraDirectories: [String] = []) -> String? {
+  let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+  let directories = path.split(separator: ":").map(String.init) + extraDirectories
+  return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+private extension String {
+  /// How many times `text` occurs, without overlaps.
+  func occurrences(of text: String) -> Int {
+    components(separatedBy: text).count - 1
+  }
+}
