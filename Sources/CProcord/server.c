@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -610,6 +611,13 @@ int procord_server_run(const procord_server_options_t *options) {
     if (!s->accept_event || !s->retry_timer || !s->drain_timer || !s->respawn_timer) error = -ENOMEM;
   }
   if (!error && options->handle_signals) {
+    /* A program inherits its starter's signal mask (a test runner's threads
+       block SIGTERM, for one): the signals we drain on must get through. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
     s->signals[0] = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->signals[1] = evsignal_new(s->base, SIGINT, on_signal, s);
     for (int i = 0; i < 2; i++)

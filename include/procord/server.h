@@ -69,7 +69,8 @@ typedef struct procord_server_options_s {
      (a Procord worker does with `--procord-worker --procord-handoff-fd 3`).
      The channel is always PROCORD_CHANNEL_SOCKET. */
   procord_spawn_options_t worker;
-  /* On SIGTERM or SIGINT: stop accepting (new connections are refused),
+  /* On SIGTERM or SIGINT (unblocked on the calling thread if the program
+     was started with them blocked): stop accepting (new connections are refused),
      let running tasks finish, for at most drain_timeout_ms (0: 30000),
      then kill what is left and return 0. Under socket activation the
      listening socket belongs to the service manager: connections then wait
