@@ -1,0 +1,65 @@
+import CTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Procord
+
+/// `Server.run`, the API form, in this process (`dontFork`), with its accept
+/// filter and keep-running predicate.
+@Suite struct ServerAPITests {
+  @Test func theAcceptFilterAndTheKeepRunningPredicateAreHonoured() throws {
+    let port = procord_test_free_port()
+    try #require(port > 0)
+    let twice = ProcordTask<Int, Int>(name: "twice", input: .decimal, output: .decimal) { $0 * 2 }
+    let peersSeen = Mutex(0)
+    let served = Mutex(0)
+    var options = Server.Options()
+    options.port = Int(port)
+    options.dontFork = true
+    options.readTimeout = .seconds(5)
+    options.acceptFilter = { peer in
+      // Refuse the first peer, serve the others.
+      peersSeen.withLock { count in
+        count += 1
+        return count > 1 && peer.hasPrefix("127.0.0.1:")
+      }
+    }
+    options.keepRunning = { served.withLock { $0 += 1; return $0 < 1 } }
+    let finished = Mutex<Result<Void, any Error>?>(nil)
+    let configured = options
+    let server = Thread {
+      let result = Result { try Server.run(tasks: [twice], options: configured) }
+      finished.withLock { $0 = result }
+    }
+    server.start()
+
+    // The server starts within moments; nothing to await but its socket.
+    var refused = procord_test_connect_loopback(port)
+    let deadline = ContinuousClock.now + .seconds(10)
+    while refused == -ECONNREFUSED && ContinuousClock.now < deadline {
+      sched_yield()
+      refused = procord_test_connect_loopback(port)
+    }
+    try #require(refused >= 0)
+    var buffer = [UInt8](repeating: 0, count: 16)
+    // Refused by the filter: closed without a byte.
+    #expect(procord_test_read(refused, &buffer, 16, 5000, nil) == 0)
+    close(refused)
+
+    let client = procord_test_connect_loopback(port)
+    try #require(client >= 0)
+    #expect(procord_test_write_all(client, "5Ttwice2V21", 11) == 0)
+    let count = procord_test_read(client, &buffer, 6, 5000, nil)
+    #expect(count == 6 && String(decoding: buffer[0..<6], as: UTF8.self) == "2V420R")
+    close(client)
+
+    // keepRunning said stop after that connection: run returns.
+    let stopDeadline = ContinuousClock.now + .seconds(40)
+    while finished.withLock({ $0 }) == nil && ContinuousClock.now < stopDeadline { sched_yield() }
+    let result = finished.withLock { $0 }
+    #expect(result != nil, "Server.run did not return")
+    if case .failure(let error) = result { Issue.record("Server.run threw \(error)") }
+    #expect(peersSeen.withLock { $0 } == 2)
+  }
+}
