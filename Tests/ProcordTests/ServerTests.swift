@@ -17,6 +17,27 @@ import Testing
   /// An original client: `T` and `V` on a raw socket, then read. The answer
   /// is exactly the original's `3V120`, then this project's `0R`, and the
   /// end of the stream once the client closes its side.
+  /// Like the original: a main program started with `--procord-hostname`
+  /// and `--procord-port` before its own arguments sends `delegate(task,
+  /// input)` to that server (here the README's example, whose `fibo` is the
+  /// demo's).
+  @Test func aMainProgramStartedWithProcordHostnameDelegatesToThatServer() throws {
+    let server = try ServerUnderTest(options: ["--procord-log-level", "debug"])
+    defer { server.ensureStopped() }
+    let example = try ChildProcess(
+      buildDirectory.appendingPathComponent("procord-example").path,
+      ["--procord-hostname", "127.0.0.1", "--procord-port", String(server.port)])
+    defer { example.ensureStopped() }
+    let end = example.waitForExit(timeout: .seconds(30))
+    #expect(end?.exited == true && end?.status == 0, "example ended \(String(describing: end))")
+    #expect(example.output.text.contains("fibo(25) = 121393"))
+    #expect(example.output.text.contains("fibo(40) = 165580141"))
+    server.stop()
+    let served = server.output.components(separatedBy: "task fibo, value").count - 1
+    #expect(served == 7, "the server served \(served) of the 7 tasks: \(server.output)")
+    #expect(childProcesses().isEmpty)
+  }
+
   @Test func aRawClientGetsTheAnswerThenR() throws {
     warmUp()
     let server = try ServerUnderTest()
