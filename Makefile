@@ -10,9 +10,10 @@
 SWIFT ?= swift
 CC ?= cc
 BUILD_DIR ?= .build
-# Debian packages the project needs: libevent for the C core; nginx with its
-# stream module and systemd's socket activation tool for the server tests.
-APT_PACKAGES = libevent-dev pkg-config nginx-light libnginx-mod-stream systemd
+# Debian packages: libevent for the C core; for the server tests also nginx
+# with its stream module and systemd's socket activation tool.
+APT_PACKAGES = libevent-dev pkg-config
+APT_TEST_PACKAGES = nginx-light libnginx-mod-stream systemd
 CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
 LIBS_CORE = $(shell pkg-config --libs libevent_core 2>/dev/null || echo -levent_core) -lpthread
 C_SOURCES = $(wildcard Sources/CProcord/*.c)
@@ -25,18 +26,25 @@ SANITIZE_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,unde
                  -fno-sanitize-recover=undefined -Iinclude -ISources/CProcord
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build demo test test-c test-c-sanitized test-swift check-c clean
+.PHONY: all deps test-deps build demo test test-c test-c-sanitized test-swift check-c clean
 
 all: build
 
 # Installs the Debian packages that are missing (apt-get update once, first).
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(APT_PACKAGES))
+
+test-deps: deps
+	$(call install_missing,$(APT_TEST_PACKAGES))
 
 build: deps
 	$(SWIFT) build
@@ -69,7 +77,7 @@ test-c-sanitized: deps $(C_TESTS_SANITIZED)
 # Swift Testing only (there are no XCTest cases), one test at a time: tests
 # count this process's descriptors and children, which parallel tests would
 # disturb.
-test-swift: deps
+test-swift: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 
