@@ -6,6 +6,8 @@
 #include "procord/worker.h"
 #include "procord/error.h"
 #include "procord/frame.h"
+#include "capture.h"
+#include "frame_writer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,23 +33,10 @@ typedef struct reader_s {
   size_t start, end;
 } reader_t;
 
-/*
- * Waits for a descriptor that was left non-blocking by whoever gave it to
- * us, for at most `timeout_ms` (0: no limit): PROCORD_ETIMEOUT after that.
- */
-static int wait_for(int fd, short events, int timeout_ms) {
-  struct pollfd p = {.fd = fd, .events = events};
-  int r;
-  while ((r = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1)) < 0) {
-    if (errno != EINTR) return -errno;
-  }
-  return r == 0 ? PROCORD_ETIMEOUT : 0;
-}
-
 static ssize_t read_some(const reader_t *r, void *into, size_t length) {
   int fd = r->fd;
   if (r->timeout_ms > 0) {
-    int error = wait_for(fd, POLLIN, r->timeout_ms);
+    int error = procord_wait_for(fd, POLLIN, r->timeout_ms);
     if (error) return error;
   }
   for (;;) {
@@ -55,7 +44,7 @@ static ssize_t read_some(const reader_t *r, void *into, size_t length) {
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-    int error = wait_for(fd, POLLIN, r->timeout_ms);
+    int error = procord_wait_for(fd, POLLIN, r->timeout_ms);
     if (error) return error;
   }
 }
@@ -91,75 +80,10 @@ static int next_frame(reader_t *r, procord_frame_t *frame) {
   }
 }
 
-typedef struct writer_s {
-  int fd;
-  int is_socket;
-  int timeout_ms; /* for each wait until the peer reads; 0: none */
-} writer_t;
-
-/*
- * writev that never raises SIGPIPE, whose default would kill the worker when
- * the main program has gone: MSG_NOSIGNAL on a socket; on a pipe, SIGPIPE is
- * blocked around the write and a pending one discarded. The process's
- * disposition stays as it was, for the task's own children.
- */
-static ssize_t write_parts(const writer_t *w, struct iovec *parts, int count) {
-  if (w->is_socket) {
-    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
-    return sendmsg(w->fd, &message, MSG_NOSIGNAL);
-  }
-  sigset_t pipe_signal, previous;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
-  ssize_t n = writev(w->fd, parts, count);
-  int error = errno;
-  if (n < 0 && error == EPIPE && !sigismember(&previous, SIGPIPE)) {
-    struct timespec now = {0, 0};
-    sigtimedwait(&pipe_signal, NULL, &now);
-  }
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  errno = error;
-  return n;
-}
-
-static int write_frame(const writer_t *w, unsigned char kind, const void *body, size_t length) {
-  unsigned char header[PROCORD_FRAME_HEADER_MAX];
-  struct iovec parts[2] = {
-      {header, procord_frame_encode_header(kind, length, header)},
-      {(void *)body, length},
-  };
-  int count = 2;
-  struct iovec *at = parts;
-  while (count > 0) {
-    ssize_t n = write_parts(w, at, count);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        /* A peer that stops reading must not hold the worker forever. */
-        int error = wait_for(w->fd, POLLOUT, w->timeout_ms);
-        if (error) return error;
-        continue;
-      }
-      return -errno;
-    }
-    while (count > 0 && (size_t)n >= at->iov_len) {
-      n -= (ssize_t)at->iov_len;
-      at++;
-      count--;
-    }
-    if (count > 0) {
-      at->iov_base = (unsigned char *)at->iov_base + n;
-      at->iov_len -= (size_t)n;
-    }
-  }
-  return 0;
-}
-
 /* Answers a protocol error with its `E` frame, and returns the error. */
-static int protocol_error(const writer_t *w, procord_worker_report_t *report, int error) {
+static int protocol_error(procord_frame_writer_t *w, procord_worker_report_t *report, int error) {
   char digit = procord_error_to_frame_digit(error);
-  if (digit) write_frame(w, PROCORD_FRAME_ERROR, &digit, 1);
+  if (digit) procord_frame_writer_send(w, PROCORD_FRAME_ERROR, &digit, 1);
   if (digit && report) report->last_answer = PROCORD_FRAME_ERROR;
   return error;
 }
@@ -245,7 +169,8 @@ static void watchdog_stop(watchdog_t *dog) {
 typedef struct session_s {
   const procord_worker_options_t *options;
   reader_t reader;
-  writer_t writer;
+  procord_frame_writer_t writer;
+  procord_output_capture_t *capture; /* NULL unless capture_output */
   watchdog_t watchdog;
 } session_t;
 
@@ -274,14 +199,15 @@ static int run_task(session_t *s, const procord_worker_task_t *task, const proco
   }
   task->run(task->context, input->body, input->length, &reply);
   __atomic_store_n(&s->watchdog.task_running, 0, __ATOMIC_RELEASE);
+  procord_capture_drain(s->capture); /* what it printed arrives before its answer */
   int error;
   if (reply.kind == PROCORD_FRAME_VALUE || reply.kind == PROCORD_FRAME_EXCEPTION ||
       reply.kind == PROCORD_FRAME_UNKNOWN_EXCEPTION) {
-    error = write_frame(&s->writer, reply.kind, reply.body, reply.length);
+    error = procord_frame_writer_send(&s->writer, reply.kind, reply.body, reply.length);
     report_answer(s, reply.kind);
   } else {
     static const char text[] = "the task gave a reply of no valid kind";
-    error = write_frame(&s->writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
+    error = procord_frame_writer_send(&s->writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
     report_answer(s, PROCORD_FRAME_UNKNOWN_EXCEPTION);
   }
   free(reply.body);
@@ -298,7 +224,7 @@ static int reading_failed(session_t *s, int error) {
 }
 
 static int serve_one(session_t *s) {
-  const writer_t *w = &s->writer;
+  procord_frame_writer_t *w = &s->writer;
   procord_worker_report_t *report = s->options->report;
   procord_frame_t frame;
   int got = next_frame(&s->reader, &frame);
@@ -332,26 +258,27 @@ int procord_worker_serve(const procord_worker_options_t *options) {
   s->options = options;
   s->reader.fd = options->read_fd;
   s->reader.timeout_ms = options->read_timeout_ms;
-  s->writer.fd = options->write_fd;
-  s->writer.is_socket = is_socket(options->write_fd);
-  s->writer.timeout_ms = options->read_timeout_ms;
+  procord_frame_writer_init(&s->writer, options->write_fd, options->read_timeout_ms);
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);
   if (options->end_with_peer && is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
-  int result;
-  for (;;) {
-    result = serve_one(s);
-    if (result <= 0) break;
-    if (!options->reusable) {
-      result = 0;
+  int result = 0;
+  if (options->capture_output != PROCORD_CAPTURE_NONE)
+    result = procord_capture_start(&s->writer,
+                                   options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
+                                   &s->capture);
+  while (result == 0) {
+    int served = serve_one(s);
+    if (served <= 0) {
+      result = served;
       break;
     }
+    if (!options->reusable) break;
     /* The main program may close as soon as it has its answer: not an error. */
-    if (write_frame(&s->writer, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) {
-      result = 0;
-      break;
-    }
+    if (procord_frame_writer_send(&s->writer, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) break;
   }
+  procord_capture_stop(s->capture);
   watchdog_stop(&s->watchdog);
+  procord_frame_writer_destroy(&s->writer);
   procord_frame_parser_reset(&s->reader.parser);
   free(s);
   return result;

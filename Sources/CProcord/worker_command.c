@@ -45,11 +45,13 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
     const char *equals = strchr(name, '=');
     size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
 #define IS(option) (name_length == sizeof option - 1 && strncmp(name, option, name_length) == 0)
-    if (IS("worker") || IS("server") || IS("reuse-address") || IS("dont-fork")) {
+    if (IS("worker") || IS("server") || IS("reuse-address") || IS("dont-fork") ||
+        IS("capture-output")) {
       if (equals) return set_error(error, error_size, PROCORD_EINVAL, "%s takes no value", arg);
       if (IS("worker")) command->mode = PROCORD_MODE_WORKER;
       else if (IS("server")) command->mode = PROCORD_MODE_SERVER;
       else if (IS("reuse-address")) command->reuse_address = 1;
+      else if (IS("capture-output")) command->capture_output = 1;
       else command->dont_fork = 1;
       continue;
     }
@@ -123,6 +125,8 @@ int procord_worker_run(const procord_worker_command_t *command,
     sigaction(SIGTERM, &survive, NULL);
     sigaction(SIGINT, &survive, NULL);
     fcntl(command->handoff_fd, F_SETFD, FD_CLOEXEC);
+    /* The client is elsewhere: what the task prints goes to it. */
+    options.capture_output = PROCORD_CAPTURE_STDOUT_AND_STDERR;
     int result = procord_worker_serve_handoffs(&options, command->handoff_fd);
     close(command->handoff_fd);
     return result;
@@ -133,6 +137,9 @@ int procord_worker_run(const procord_worker_command_t *command,
     options.read_fd = options.write_fd = command->socket_fd;
     options.reusable = 1;
     options.end_with_peer = 1;
+    /* Our stdout and stderr are the main program's already, unless it
+       wants them as frames. */
+    if (command->capture_output) options.capture_output = PROCORD_CAPTURE_STDOUT_AND_STDERR;
     int result = procord_worker_serve(&options);
     close(command->socket_fd);
     return result;
@@ -152,15 +159,17 @@ int procord_worker_run(const procord_worker_command_t *command,
     if (out >= 0) close(out);
     return error;
   }
-  /* Whatever the task prints to stdout must not reach the protocol stream. */
+  /* Whatever the task prints to stdout must not reach the protocol stream:
+     it travels as `P` frames to `O` (stderr stays the main program's). */
   int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null >= 0) {
     dup2(null, 0);
     close(null);
   }
-  dup2(2, 1);
+  dup2(2, 1); /* if the capture cannot start, stdout still stays off the protocol */
   options.read_fd = in;
   options.write_fd = out;
+  options.capture_output = PROCORD_CAPTURE_STDOUT;
   int result = procord_worker_serve(&options);
   close(in);
   close(out);

@@ -84,5 +84,18 @@ private func recursiveFibonacci(_ n: Int) throws -> Int {
   return try first.run() + second.run()
 }
 
+/// Prints N numbered lines to its standard output (Swift's `print`, buffered)
+/// and N to its standard error (`write(2)`), then returns N: what a task
+/// prints reaches the main program's terminal, whichever mode it runs in.
+let printTask = ProcordTask<Int, Int>(name: "print", input: .decimal, output: .decimal) { n in
+  guard n >= 0 else { throw DemoError(description: "print: negative count") }
+  for line in 0..<n {
+    print("print: line \(line + 1) of \(n)")
+    let text = Array("print: error line \(line + 1) of \(n)\n".utf8)
+    _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+  }
+  return n
+}
+
 /// Every task this program serves as a worker.
-let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo]
+let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo, printTask]

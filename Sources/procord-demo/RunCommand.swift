@@ -54,6 +54,7 @@ let runnableTasks: [RunnableTask] = [
   RunnableTask(crash, parse: { $0 }),
   RunnableTask(sleepTask, parse: { Int($0) }),
   RunnableTask(rfibo, parse: { Int($0) }),
+  RunnableTask(printTask, parse: { Int($0) }),
 ]
 
 /// `procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...]

@@ -41,6 +41,13 @@ typedef struct procord_worker_task_s {
   void *context;
 } procord_worker_task_t;
 
+/* What a worker sends to its main program of what its task prints. */
+typedef enum procord_capture {
+  PROCORD_CAPTURE_NONE = 0,              /* stdout and stderr left as they are */
+  PROCORD_CAPTURE_STDOUT = 1,            /* stdout as `P` frames to `O` */
+  PROCORD_CAPTURE_STDOUT_AND_STDERR = 2, /* and stderr as `P` frames to `E` */
+} procord_capture_mode_t;
+
 typedef struct procord_worker_options_s {
   int read_fd;  /* where frames come from (0 in the original mode) */
   int write_fd; /* where answers go (1 in the original mode); may equal read_fd */
@@ -58,6 +65,11 @@ typedef struct procord_worker_options_s {
      the worker gives up and returns PROCORD_ETIMEOUT (no `E` frame: a silent
      peer is not a protocol error). 0: no limit. */
   int read_timeout_ms;
+  /* What the task writes to its stdout (and stderr) is sent to the main
+     program as `P` frames to `O` (and `E`) instead of going anywhere else,
+     and all of it arrives before the task's answer. Serve from one thread
+     at a time: descriptors 1 and 2 are the process's. */
+  procord_capture_mode_t capture_output;
   /* If not NULL, filled in as tasks are served (for a server's log). */
   struct procord_worker_report_s *report;
 } procord_worker_options_t;
@@ -97,6 +109,7 @@ typedef struct procord_worker_command_s {
   int read_timeout_ms;       /* --procord-read-timeout MS (0: no limit), or -1 */
   int drain_timeout_ms;      /* --procord-drain-timeout MS, or -1 */
   int log_level;             /* --procord-log-level error|warning|info|debug, or -1 */
+  int capture_output;        /* --procord-capture-output: socket mode sends stdout/stderr as `P` */
   const char *input_file;    /* --procord-input-file PATH, or NULL */
   const char *output_file;   /* --procord-output-file PATH, or NULL */
   const char *hostname;      /* --procord-hostname NAME, or NULL */
@@ -122,10 +135,12 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
 
 /*
  * Serves tasks as `command` says (mode PROCORD_MODE_WORKER): on the socket
- * descriptor (reusable, `0R`, end_with_peer), on the input and output files,
- * or on stdin and stdout. In the stdin/stdout mode the protocol descriptors are moved away
- * from 0 and 1 first, and stdout is pointed at stderr, so that nothing the
- * task prints can corrupt the protocol. Returns like procord_worker_serve, or
+ * descriptor (reusable, `0R`, end_with_peer; stdout and stderr left alone
+ * unless --procord-capture-output), on a server's handoff descriptor (stdout
+ * and stderr sent as `P` frames), on the input and output files, or on stdin
+ * and stdout. In the last two, the protocol descriptors are moved away from 0
+ * and 1 first and what the task writes to stdout travels as `P` frames to
+ * `O`, so that nothing the task prints can corrupt the protocol. Returns like procord_worker_serve, or
  * a negated errno if a file could not be opened.
  */
 int procord_worker_run(const procord_worker_command_t *command,

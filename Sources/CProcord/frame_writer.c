@@ -1,0 +1,105 @@
+/* Blocking frame writes that never raise SIGPIPE (frame_writer.h). */
+#define _GNU_SOURCE
+#include "frame_writer.h"
+#include "procord/error.h"
+#include "procord/frame.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+int procord_wait_for(int fd, short events, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = events};
+  int r;
+  while ((r = poll(&p, 1, timeout_ms > 0 ? timeout_ms : -1)) < 0) {
+    if (errno != EINTR) return -errno;
+  }
+  return r == 0 ? PROCORD_ETIMEOUT : 0;
+}
+
+void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms) {
+  struct stat status;
+  w->fd = fd;
+  w->is_socket = fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
+  w->timeout_ms = timeout_ms;
+  pthread_mutex_init(&w->lock, NULL);
+}
+
+void procord_frame_writer_destroy(procord_frame_writer_t *w) { pthread_mutex_destroy(&w->lock); }
+
+/*
+ * writev that never raises SIGPIPE, whose default would kill the worker when
+ * the main program has gone: MSG_NOSIGNAL on a socket; on a pipe, SIGPIPE is
+ * blocked around the write and a pending one discarded. The process's
+ * disposition stays as it was, for the task's own children.
+ */
+static ssize_t write_parts(const procord_frame_writer_t *w, struct iovec *parts, int count) {
+  if (w->is_socket) {
+    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
+    return sendmsg(w->fd, &message, MSG_NOSIGNAL);
+  }
+  sigset_t pipe_signal, previous;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
+  ssize_t n = writev(w->fd, parts, count);
+  int error = errno;
+  if (n < 0 && error == EPIPE && !sigismember(&previous, SIGPIPE)) {
+    struct timespec now = {0, 0};
+    sigtimedwait(&pipe_signal, NULL, &now);
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  errno = error;
+  return n;
+}
+
+static int write_all_parts(procord_frame_writer_t *w, struct iovec *at, int count) {
+  while (count > 0) {
+    ssize_t n = write_parts(w, at, count);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        /* A peer that stops reading must not hold the worker forever. */
+        int error = procord_wait_for(w->fd, POLLOUT, w->timeout_ms);
+        if (error) return error;
+        continue;
+      }
+      return -errno;
+    }
+    while (count > 0 && (size_t)n >= at->iov_len) {
+      n -= (ssize_t)at->iov_len;
+      at++;
+      count--;
+    }
+    if (count > 0) {
+      at->iov_base = (unsigned char *)at->iov_base + n;
+      at->iov_len -= (size_t)n;
+    }
+  }
+  return 0;
+}
+
+int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kind,
+                                    const void *prefix, size_t prefix_length, const void *body,
+                                    size_t length) {
+  unsigned char header[PROCORD_FRAME_HEADER_MAX];
+  struct iovec parts[3] = {
+      {header, procord_frame_encode_header(kind, prefix_length + length, header)},
+      {(void *)prefix, prefix_length},
+      {(void *)body, length},
+  };
+  pthread_mutex_lock(&w->lock);
+  int error = write_all_parts(w, parts, 3);
+  pthread_mutex_unlock(&w->lock);
+  return error;
+}
+
+int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, const void *body,
+                              size_t length) {
+  return procord_frame_writer_send_parts(w, kind, NULL, 0, body, length);
+}
