@@ -38,6 +38,27 @@ import Testing
     #expect(childProcesses().isEmpty)
   }
 
+  /// A task on a server prints; its stdout and stderr travel as `P` frames
+  /// and come out on the client's stdout and stderr, before the result.
+  @Test func whatATaskPrintsOnAServerReachesTheClient() throws {
+    let server = try ServerUnderTest()
+    defer { server.ensureStopped() }
+    let client = Process()
+    client.executableURL = URL(fileURLWithPath: demoPath)
+    client.arguments = ["run", "--procord-hostname", "127.0.0.1", "--procord-port", String(server.port), "print", "3"]
+    let stdout = Pipe(), stderr = Pipe()
+    client.standardOutput = stdout
+    client.standardError = stderr
+    try client.run()
+    let output = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let error = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    client.waitUntilExit()
+    #expect(output == "print: line 1 of 3\nprint: line 2 of 3\nprint: line 3 of 3\nprint(3) = 3\n")
+    #expect(error == "print: error line 1 of 3\nprint: error line 2 of 3\nprint: error line 3 of 3\n")
+    #expect(client.terminationStatus == 0)
+    server.stop()
+  }
+
   @Test func aRawClientGetsTheAnswerThenR() throws {
     warmUp()
     let server = try ServerUnderTest()

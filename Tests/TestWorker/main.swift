@@ -25,6 +25,8 @@
 //   hang                    reads the task, never answers
 //   undecodable             answers `3Vabc`
 //   stderr-then-answer      writes `noise` to its stderr, answers `2V42`
+//   empty-print             sends `0P` (a print with no destination), then `2V42`
+//   long-flush              sends `2FOO` (a flush with two bytes), then `2V42`
 //
 // Started with leading `--procord-*` options instead of a mode, it is a real
 // Procord program (`Worker.runIfRequested`), a worker or a worker server,
@@ -330,6 +332,18 @@ case "undecodable":
   readTask()
   sendFrame("V", "abc")
   exit(0)
+
+case "empty-print":
+  readTask()
+  sendFrame("P", "")
+  sendFrame("V", "42")
+  exitWhenHungUp()
+
+case "long-flush":
+  readTask()
+  sendFrame("F", "OO")
+  sendFrame("V", "42")
+  exitWhenHungUp()
 
 case "stderr-then-answer":
   readTask()
