@@ -34,6 +34,8 @@ struct procord_delegation_s {
   size_t max_message_size;
   int exit_grace_ms;
   procord_done_cb on_done;
+  procord_print_cb on_print;
+  int capture_output;
   void *context;
 
   int remote;               /* a worker server, not a child */
@@ -139,11 +141,21 @@ static void write_all(int fd, const unsigned char *bytes, size_t length) {
   }
 }
 
-/* `P` before the terminal frame: the redirection layer will own this. */
-static void print(const procord_frame_t *frame) {
-  if (frame->body[0] == 'O') write_all(STDOUT_FILENO, frame->body + 1, frame->length - 1);
-  else if (frame->body[0] == 'E') write_all(STDERR_FILENO, frame->body + 1, frame->length - 1);
-  /* Text for an unregistered custom destination is dropped (PROTOCOL.md). */
+/* `P` and `F`: to the owner's callback, or stdout/stderr for `O`/`E`. */
+static void print(procord_delegation_t *d, const procord_frame_t *frame) {
+  unsigned char destination = frame->body[0];
+  int standard = destination == 'O' || destination == 'E';
+  if (d->on_print && (!standard || d->capture_output)) {
+    if (frame->kind == PROCORD_FRAME_PRINT)
+      d->on_print(d, destination, frame->body + 1, frame->length - 1, d->context);
+    else
+      d->on_print(d, destination, NULL, 0, d->context);
+    return;
+  }
+  /* Flushing needs nothing: these writes are unbuffered. Text for a custom
+     destination nobody handles is dropped (PROTOCOL.md). */
+  if (frame->kind == PROCORD_FRAME_PRINT && standard)
+    write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1, frame->length - 1);
 }
 
 static void answer(procord_delegation_t *d, procord_outcome_kind_t kind, procord_connection_t *c,
@@ -172,8 +184,8 @@ static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int 
     return;
   }
   switch (frame->kind) {
-  case PROCORD_FRAME_PRINT: print(frame); return;
-  case PROCORD_FRAME_FLUSH: return; /* we write unbuffered */
+  case PROCORD_FRAME_PRINT:
+  case PROCORD_FRAME_FLUSH: print(d, frame); return;
   case PROCORD_FRAME_VALUE: answer(d, PROCORD_OUTCOME_VALUE, c, frame); return;
   case PROCORD_FRAME_EXCEPTION: answer(d, PROCORD_OUTCOME_EXCEPTION, c, frame); return;
   case PROCORD_FRAME_UNKNOWN_EXCEPTION: answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, c, frame); return;
@@ -390,6 +402,8 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
   d->max_message_size = options->max_message_size;
   d->exit_grace_ms = options->exit_grace_ms > 0 ? options->exit_grace_ms : DEFAULT_EXIT_GRACE_MS;
   d->on_done = options->on_done;
+  d->on_print = options->on_print;
+  d->capture_output = options->capture_output;
   d->context = options->context;
   d->outcome.exit_code = -1;
   d->child.pid = -1;

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,28 @@ static int is_socket(int fd) {
   return fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
 }
 
+/* The writer of the session being served, for procord_worker_print. */
+static procord_frame_writer_t *_Atomic current_writer;
+
+static int valid_custom_destination(unsigned char destination) {
+  return destination != 'O' && destination != 'E';
+}
+
+int procord_worker_print(unsigned char destination, const void *text, size_t length) {
+  if (!valid_custom_destination(destination)) return PROCORD_EINVALID_DESTINATION;
+  procord_frame_writer_t *writer = atomic_load(&current_writer);
+  if (!writer) return PROCORD_ECLOSED;
+  if (length == 0) return 0;
+  return procord_frame_writer_send_parts(writer, PROCORD_FRAME_PRINT, &destination, 1, text, length);
+}
+
+int procord_worker_flush(unsigned char destination) {
+  if (!valid_custom_destination(destination)) return PROCORD_EINVALID_DESTINATION;
+  procord_frame_writer_t *writer = atomic_load(&current_writer);
+  if (!writer) return PROCORD_ECLOSED;
+  return procord_frame_writer_send(writer, PROCORD_FRAME_FLUSH, &destination, 1);
+}
+
 int procord_worker_serve(const procord_worker_options_t *options) {
   session_t *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
@@ -262,6 +285,7 @@ int procord_worker_serve(const procord_worker_options_t *options) {
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);
   if (options->end_with_peer && is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
   int result = 0;
+  atomic_store(&current_writer, &s->writer);
   if (options->capture_output != PROCORD_CAPTURE_NONE)
     result = procord_capture_start(&s->writer,
                                    options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
@@ -277,6 +301,7 @@ int procord_worker_serve(const procord_worker_options_t *options) {
     if (procord_frame_writer_send(&s->writer, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) break;
   }
   procord_capture_stop(s->capture);
+  atomic_store(&current_writer, NULL);
   watchdog_stop(&s->watchdog);
   procord_frame_writer_destroy(&s->writer);
   procord_frame_parser_reset(&s->reader.parser);

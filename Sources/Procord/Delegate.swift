@@ -13,17 +13,17 @@
 /// ``DelegatedProcess/status`` as an ``ExecutionError``; this function only
 /// throws when the input cannot be encoded or memory runs out.
 public func delegate<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input
+  _ task: DelegatedTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: Destination.fromCommandLine)
+  try startDelegation(task, input, to: Destination.fromCommandLine, options: options)
 }
 
 /// Delegates a task to a new worker process started from this executable;
 /// see ``delegate(_:_:)-(DelegatedTask<Input,Output>,_)``.
 public func delegate<Input, Output>(
-  _ task: ProcordTask<Input, Output>, _ input: Input
+  _ task: ProcordTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task.delegated, input, to: Destination.fromCommandLine)
+  try startDelegation(task.delegated, input, to: Destination.fromCommandLine, options: options)
 }
 
 /// Delegates a task to a new process of any worker program, such as one
@@ -51,9 +51,10 @@ public func delegate<Input, Output>(
 
 /// Delegates a task to a new process of the worker program described.
 public func delegate<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, to worker: WorkerProgram
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to worker: WorkerProgram,
+  options: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: .local(worker))
+  try startDelegation(task, input, to: .local(worker), options: options)
 }
 
 /// Delegates a task to a worker server over TCP; see ``RemoteServer`` for
@@ -67,7 +68,8 @@ public func delegate<Input, Output>(
 
 /// Delegates a task to the worker server described.
 public func delegate<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, to server: RemoteServer
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to server: RemoteServer,
+  options: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: .remote(server))
+  try startDelegation(task, input, to: .remote(server), options: options)
 }

@@ -72,6 +72,11 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
   /// Where the process stands now. Never blocks.
   public var status: Status<Output> { typedCompletion.status }
 
+  /// What the task wrote to stdout and stderr so far, when the delegation
+  /// was made with ``DelegationOptions/captureOutput``; complete once the
+  /// process has finished.
+  public var capturedOutput: CapturedOutput { typedCompletion.captured }
+
   /// Returns the current status, like the original library's `update`. The
   /// worker's answer is read continuously in the background, so this only
   /// looks; it never blocks.
@@ -102,6 +107,26 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
 
 /// The part of a process's state the C callback reaches, without generics.
 class CompletionBase: @unchecked Sendable {
+  private let printHandlers: [UInt8: PrintHandler]
+  private let capture = Mutex(CapturedOutput())
+
+  init(options: DelegationOptions) {
+    printHandlers = Dictionary(uniqueKeysWithValues: options.printHandlers.map { ($0.key.byte, $0.value) })
+  }
+
+  var captured: CapturedOutput { capture.withLock { $0 } }
+
+  /// Runs on the loop thread for `P`/`F` frames the C core hands over.
+  func print(destination: UInt8, text: UnsafeBufferPointer<UInt8>?) {
+    switch destination {
+    case UInt8(ascii: "O"): capture.withLock { $0.standardOutput += text.map(Array.init) ?? [] }
+    case UInt8(ascii: "E"): capture.withLock { $0.standardError += text.map(Array.init) ?? [] }
+    default:
+      guard let handler = printHandlers[destination] ?? PrintHandlers.handler(for: destination) else { return }
+      handler(text.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .flush)
+    }
+  }
+
   var isFinished: Bool { fatalError("abstract") }
   func markKilled() -> Bool { fatalError("abstract") }
   func complete(_ outcome: procord_outcome_t) { fatalError("abstract") }
@@ -124,11 +149,12 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
 
-  init<Input>(task: DelegatedTask<Input, Output>, workerName: String) {
+  init<Input>(task: DelegatedTask<Input, Output>, workerName: String, options: DelegationOptions) {
     taskName = task.name
     self.workerName = workerName
     decodeOutput = task.output.decode
     errorCodec = task.error
+    super.init(options: options)
   }
 
   var status: Status<Output> {

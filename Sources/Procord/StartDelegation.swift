@@ -40,6 +40,13 @@ extension DisconnectionCause {
   }
 }
 
+/// The C core's print callback: hands `P`/`F` frames to the Swift state.
+private let onPrint: procord_print_cb = { _, destination, text, length, context in
+  guard let context else { return }
+  let completion = Unmanaged<CompletionBase>.fromOpaque(context).takeUnretainedValue()
+  completion.print(destination: destination, text: text.map { UnsafeBufferPointer(start: $0, count: length) })
+}
+
 /// The C core's completion callback: hands the outcome to the Swift state.
 private let onDone: procord_done_cb = { _, outcome, context in
   guard let context, let outcome else { return }
@@ -75,10 +82,11 @@ enum Destination: Sendable {
 
 /// Starts a worker (or connects to a server) and delegates the task to it.
 func startDelegation<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, to destination: Destination
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to destination: Destination,
+  options delegationOptions: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
   let encoded = try task.input.encode(input)
-  let completion = Completion(task: task, workerName: destination.workerName)
+  let completion = Completion(task: task, workerName: destination.workerName, options: delegationOptions)
   let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
   var handle: OpaquePointer?
   let start = { (configure: (inout procord_delegation_options_t) -> Void) -> Int32 in
@@ -89,6 +97,8 @@ func startDelegation<Input, Output>(
         options.input = bytes.baseAddress
         options.input_length = bytes.count
         options.on_done = onDone
+        options.on_print = onPrint
+        options.capture_output = delegationOptions.captureOutput ? 1 : 0
         options.context = context
         configure(&options)
         return procord_delegate(Runtime.shared.loop, &options, &handle)
@@ -97,7 +107,11 @@ func startDelegation<Input, Output>(
   }
   let error: Int32
   switch destination {
-  case .local(let program):
+  case .local(var program):
+    // A socket-mode worker's stdout is ours unless asked to send it as frames.
+    if delegationOptions.captureOutput && program.channel == .socket {
+      program.arguments.append("--procord-capture-output")
+    }
     error = program.withSpawnOptions { spawn in start { $0.worker = spawn } }
   case .remote(let server):
     error = server.host.withCString { host in

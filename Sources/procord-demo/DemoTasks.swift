@@ -97,5 +97,21 @@ let printTask = ProcordTask<Int, Int>(name: "print", input: .decimal, output: .d
   return n
 }
 
+/// Where `progress` reports: custom destination `1`.
+let progressDestination = OutputDestination("1")
+
+/// Sends N progress messages to custom destination `1`, a few milliseconds
+/// apart, then returns N.
+let progress = ProcordTask<Int, Int>(name: "progress", input: .decimal, output: .decimal) { n in
+  guard n >= 0 else { throw DemoError(description: "progress: negative count") }
+  for step in stride(from: 1, through: n, by: 1) {
+    progressDestination.write("step \(step) of \(n)")
+    var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
+    nanosleep(&pause, nil)
+  }
+  progressDestination.flush()
+  return n
+}
+
 /// Every task this program serves as a worker.
-let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo, printTask]
+let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo, printTask, progress]

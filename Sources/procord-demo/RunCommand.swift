@@ -55,6 +55,7 @@ let runnableTasks: [RunnableTask] = [
   RunnableTask(sleepTask, parse: { Int($0) }),
   RunnableTask(rfibo, parse: { Int($0) }),
   RunnableTask(printTask, parse: { Int($0) }),
+  RunnableTask(progress, parse: { Int($0) }),
 ]
 
 /// `procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...]
@@ -105,6 +106,12 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
       WorkerProgram(path: $0, arguments: workerArguments.isEmpty ? ["--procord-worker"] : workerArguments)
     } ?? .current)
   }
+
+  // Progress messages (custom destination `1`) are shown as they arrive, on
+  // stderr, so that the result lines on stdout stay clean.
+  PrintHandlers.setDefault({ event in
+    if case .text(let text) = event { printError("progress: \(text)") }
+  }, for: progressDestination)
 
   var allSucceeded = true
   func report(_ pending: PendingResult) {

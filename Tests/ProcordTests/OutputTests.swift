@@ -69,6 +69,69 @@ import Testing
     #expect(run.errorText.hasSuffix("print: error line \(lines) of \(lines)\n"))
   }
 
+  @Test(arguments: modes)
+  func progressMessagesArriveInOrderBeforeTheResult(mode: [String]) throws {
+    // One pipe for both streams, so that their order can be checked.
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: demoPath)
+    process.arguments = ["run"] + mode + ["progress", "5"]
+    let both = Pipe()
+    process.standardOutput = both
+    process.standardError = both
+    try process.run()
+    let text = String(decoding: both.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(text == (1...5).map { "progress: step \($0) of 5\n" }.joined() + "progress(5) = 5\n")
+  }
+
+  @Test func handlersGetTheirDestinationAndFlushes() throws {
+    try expectNoLeaks {
+      let progress = DelegatedTask<Int, Int>(name: "progress", input: .decimal, output: .decimal)
+      let seen = Mutex<[PrintEvent]>([])
+      var options = DelegationOptions()
+      options.printHandlers[OutputDestination("1")] = { event in seen.withLock { $0.append(event) } }
+      let process = try delegate(progress, 3, to: demoSocketWorker, options: options)
+      let value = try process.run()
+      #expect(value == 3)
+      #expect(seen.withLock { $0 } == [.text("step 1 of 3"), .text("step 2 of 3"), .text("step 3 of 3"), .flush])
+    }
+  }
+
+  @Test func theDefaultHandlerServesDelegationsWithoutTheirOwn() throws {
+    try expectNoLeaks {
+      let progress = DelegatedTask<Int, Int>(name: "progress", input: .decimal, output: .decimal)
+      let count = Mutex(0)
+      PrintHandlers.setDefault({ event in if case .text = event { count.withLock { $0 += 1 } } }, for: OutputDestination("1"))
+      defer { PrintHandlers.setDefault(nil, for: OutputDestination("1")) }
+      let first = try delegate(progress, 2, to: demoSocketWorker).run()
+      #expect(first == 2)
+      #expect(count.withLock { $0 } == 2)
+      // Nobody handles it any more: dropped, and nothing else changes.
+      PrintHandlers.setDefault(nil, for: OutputDestination("1"))
+      let second = try delegate(progress, 2, to: demoSocketWorker).run()
+      #expect(second == 2)
+      #expect(count.withLock { $0 } == 2)
+    }
+  }
+
+  @Test(arguments: [demoSocketWorker, demoStdioWorker])
+  func outputCanBeCapturedAsData(worker: WorkerProgram) throws {
+    try expectNoLeaks {
+      let print = DelegatedTask<Int, Int>(name: "print", input: .decimal, output: .decimal)
+      var options = DelegationOptions()
+      options.captureOutput = true
+      let process = try delegate(print, 2, to: worker, options: options)
+      let value = try process.run()
+      #expect(value == 2)
+      let captured = process.capturedOutput
+      #expect(String(decoding: captured.standardOutput, as: UTF8.self) == "print: line 1 of 2\nprint: line 2 of 2\n")
+      if worker.channel == .socket {
+        #expect(String(decoding: captured.standardError, as: UTF8.self)
+          == "print: error line 1 of 2\nprint: error line 2 of 2\n")
+      }
+    }
+  }
+
   @Test(arguments: ["empty-print", "long-flush"])
   func anIllFormedPrintOrFlushIsADisconnection(mode: String) throws {
     try expectNoLeaks {
@@ -76,7 +139,10 @@ import Testing
       let process = try delegate(DelegatedTask<Int, Int>(name: "probe"), 1, to: WorkerProgram(path: testWorkerPath, arguments: [mode]))
       #expect(Waiter.waitForAll(others + [process], timeout: .seconds(30)))
       #expect(failure(process.status) == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
-      for other in others { #expect(try other.run() == 89) }
+      for other in others {
+        let value = try other.run()
+        #expect(value == 89)
+      }
     }
   }
 }

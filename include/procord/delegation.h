@@ -57,6 +57,15 @@ typedef struct procord_outcome_s {
   int reusable;  /* the worker sent `0R` after its terminal frame */
 } procord_outcome_t;
 
+/*
+ * Called on the loop's thread for each `P` frame (`text` of `length` bytes)
+ * and `F` frame (`text` NULL) to a custom destination, and to `O`/`E` too
+ * when capture_output is set. Must return quickly: the loop waits for it.
+ * The text is valid during the call only.
+ */
+typedef void (*procord_print_cb)(procord_delegation_t *delegation, unsigned char destination,
+                                 const unsigned char *text, size_t length, void *context);
+
 /* Called on the loop's thread when the delegation is finished (worker reaped). */
 typedef void (*procord_done_cb)(procord_delegation_t *delegation, const procord_outcome_t *outcome,
                                 void *context);
@@ -85,6 +94,11 @@ typedef struct procord_delegation_options_s {
      take to exit before it is killed; 0: 2000 ms. */
   int exit_grace_ms;
   procord_done_cb on_done;        /* may be NULL */
+  /* Custom destinations (and `O`/`E` with capture_output); NULL: their text
+     is dropped. Without capture_output, `O` and `E` text is written to this
+     program's stdout and stderr as it arrives. */
+  procord_print_cb on_print;
+  int capture_output;
   void *context;
 } procord_delegation_options_t;
 

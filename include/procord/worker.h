@@ -74,6 +74,18 @@ typedef struct procord_worker_options_s {
   struct procord_worker_report_s *report;
 } procord_worker_options_t;
 
+/*
+ * From inside a task: sends `text` to the main program's handler for custom
+ * `destination` (a byte other than 'O' and 'E', by convention '0'..'9') as
+ * a `P` frame. Thread-safe. Returns 0, PROCORD_EINVALID_DESTINATION for 'O'
+ * or 'E' (print to stdout and stderr instead), PROCORD_ECLOSED when no
+ * worker is serving (the text is dropped), or a write error.
+ */
+int procord_worker_print(unsigned char destination, const void *text, size_t length);
+
+/* Sends an `F` frame for `destination`; returns like procord_worker_print. */
+int procord_worker_flush(unsigned char destination);
+
 /* What a worker served on one connection. */
 typedef struct procord_worker_report_s {
   char task_name[128];       /* the last task's name, cut to fit, NUL-terminated */
