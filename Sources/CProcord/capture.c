@@ -20,6 +20,7 @@
 #define CHUNK 65536
 
 typedef struct stream_s {
+  int closed;       /* every writer is gone (the task replaced the descriptor) */
   int target;       /* 1 or 2 */
   unsigned char destination; /* 'O' or 'E' */
   int saved;        /* the descriptor it had before, put back at stop */
@@ -37,17 +38,26 @@ struct procord_output_capture_s {
   unsigned char chunk[CHUNK];
 };
 
+/* Only the standard streams: fflush(NULL) would wait on the lock of any
+   FILE another thread is blocked on. */
+static void flush_standard_streams(void) {
+  fflush(stdout);
+  fflush(stderr);
+}
+
 /* Reads what is available on one stream and sends it; 0 once empty. Caller holds `reading`. */
 static int forward_available(procord_output_capture_t *c, stream_t *s) {
-  for (;;) {
+  while (!s->closed) {
     ssize_t n = read(s->read_fd, c->chunk, sizeof c->chunk);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return 0; /* EAGAIN: empty; 0: every writer closed */
+    if (n == 0) s->closed = 1; /* the task closed or replaced the descriptor */
+    if (n <= 0) return 0;      /* EAGAIN: empty for now */
     if (!c->failed &&
         procord_frame_writer_send_parts(c->writer, PROCORD_FRAME_PRINT, &s->destination, 1,
                                         c->chunk, (size_t)n) != 0)
       c->failed = 1;
   }
+  return 0;
 }
 
 static void *forward(void *argument) {
@@ -65,8 +75,10 @@ static void *forward(void *argument) {
     }
     if (p[c->count].revents) return NULL;
     pthread_mutex_lock(&c->reading);
-    for (int i = 0; i < c->count; i++)
+    for (int i = 0; i < c->count; i++) {
       if (p[i].revents) forward_available(c, &c->streams[i]);
+      if (c->streams[i].closed) p[i].fd = -1; /* poll would report its end forever */
+    }
     pthread_mutex_unlock(&c->reading);
   }
 }
@@ -103,7 +115,7 @@ int procord_capture_start(procord_frame_writer_t *writer, int with_stderr,
   if (!c) return -ENOMEM;
   c->writer = writer;
   pthread_mutex_init(&c->reading, NULL);
-  fflush(NULL); /* what was printed before belongs where it was going */
+  flush_standard_streams(); /* what was printed before belongs where it was going */
   int error = pipe2(c->stop, O_CLOEXEC) < 0 ? -errno : 0;
   if (!error) error = redirect(&c->streams[c->count], 1, 'O');
   if (!error) c->count++;
@@ -126,7 +138,7 @@ int procord_capture_start(procord_frame_writer_t *writer, int with_stderr,
 
 void procord_capture_drain(procord_output_capture_t *c) {
   if (!c) return;
-  fflush(NULL);
+  flush_standard_streams();
   pthread_mutex_lock(&c->reading);
   for (int i = 0; i < c->count; i++) forward_available(c, &c->streams[i]);
   pthread_mutex_unlock(&c->reading);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -154,8 +155,11 @@ static void print(procord_delegation_t *d, const procord_frame_t *frame) {
   }
   /* Flushing needs nothing: these writes are unbuffered. Text for a custom
      destination nobody handles is dropped (PROTOCOL.md). */
-  if (frame->kind == PROCORD_FRAME_PRINT && standard)
+  if (frame->kind == PROCORD_FRAME_PRINT && standard) {
+    /* After what the program itself printed so far, as a terminal shows it. */
+    fflush(destination == 'O' ? stdout : stderr);
     write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1, frame->length - 1);
+  }
 }
 
 static void answer(procord_delegation_t *d, procord_outcome_kind_t kind, procord_connection_t *c,
@@ -408,6 +412,8 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
   d->outcome.exit_code = -1;
   d->child.pid = -1;
   d->child.pidfd = -1;
+  /* A worker shares our stdout in socket mode: what we printed comes first. */
+  fflush(stdout);
   if (!d->remote) d->spawn_error = procord_spawn(&options->worker, &d->child);
   d->pid = d->spawn_error || d->remote ? -1 : d->child.pid;
   int error = procord_loop_call(loop, start_on_loop, d);

@@ -27,6 +27,7 @@ void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms
   w->fd = fd;
   w->is_socket = fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
   w->timeout_ms = timeout_ms;
+  w->failed = 0;
   pthread_mutex_init(&w->lock, NULL);
 }
 
@@ -40,8 +41,10 @@ void procord_frame_writer_destroy(procord_frame_writer_t *w) { pthread_mutex_des
  */
 static ssize_t write_parts(const procord_frame_writer_t *w, struct iovec *parts, int count) {
   if (w->is_socket) {
+    /* Never block in the send itself, so that the time limit applies even
+       on a blocking socket (a server's client). */
     struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
-    return sendmsg(w->fd, &message, MSG_NOSIGNAL);
+    return sendmsg(w->fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   sigset_t pipe_signal, previous;
   sigemptyset(&pipe_signal);
@@ -94,7 +97,8 @@ int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kin
       {(void *)body, length},
   };
   pthread_mutex_lock(&w->lock);
-  int error = write_all_parts(w, parts, 3);
+  int error = w->failed ? w->failed : write_all_parts(w, parts, 3);
+  if (error) w->failed = error;
   pthread_mutex_unlock(&w->lock);
   return error;
 }

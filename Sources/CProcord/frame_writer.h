@@ -13,7 +13,8 @@
 typedef struct procord_frame_writer_s {
   int fd;
   int is_socket;
-  int timeout_ms; /* for each wait until the peer reads; 0: none */
+  int timeout_ms; /* sockets: for each wait until the peer reads; 0: none */
+  int failed;     /* the first error: a frame may be half written, so no more */
   pthread_mutex_t lock;
 } procord_frame_writer_t;
 

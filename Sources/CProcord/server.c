@@ -357,6 +357,8 @@ static void serve_here(server_t *s, int fd, const char *peer) {
       .task_count = s->options->task_count,
       .reusable = 1,
       .read_timeout_ms = s->options->read_timeout_ms,
+      /* The task's stdout goes to its client; stderr stays the server's (its log). */
+      .capture_output = PROCORD_CAPTURE_STDOUT,
       .report = &report,
   };
   struct timespec start;

@@ -14,7 +14,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,8 +252,13 @@ static int is_socket(int fd) {
   return fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
 }
 
-/* The writer of the session being served, for procord_worker_print. */
-static procord_frame_writer_t *_Atomic current_writer;
+/*
+ * The writer of the session being served, for procord_worker_print: the
+ * first session of the process while it lasts (a worker serves one at a
+ * time). The lock keeps a print from using a writer being torn down.
+ */
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static procord_frame_writer_t *current_writer;
 
 static int valid_custom_destination(unsigned char destination) {
   return destination != 'O' && destination != 'E';
@@ -262,17 +266,23 @@ static int valid_custom_destination(unsigned char destination) {
 
 int procord_worker_print(unsigned char destination, const void *text, size_t length) {
   if (!valid_custom_destination(destination)) return PROCORD_EINVALID_DESTINATION;
-  procord_frame_writer_t *writer = atomic_load(&current_writer);
-  if (!writer) return PROCORD_ECLOSED;
   if (length == 0) return 0;
-  return procord_frame_writer_send_parts(writer, PROCORD_FRAME_PRINT, &destination, 1, text, length);
+  pthread_mutex_lock(&current_lock);
+  int error = current_writer ? procord_frame_writer_send_parts(current_writer, PROCORD_FRAME_PRINT,
+                                                               &destination, 1, text, length)
+                             : PROCORD_ECLOSED;
+  pthread_mutex_unlock(&current_lock);
+  return error;
 }
 
 int procord_worker_flush(unsigned char destination) {
   if (!valid_custom_destination(destination)) return PROCORD_EINVALID_DESTINATION;
-  procord_frame_writer_t *writer = atomic_load(&current_writer);
-  if (!writer) return PROCORD_ECLOSED;
-  return procord_frame_writer_send(writer, PROCORD_FRAME_FLUSH, &destination, 1);
+  pthread_mutex_lock(&current_lock);
+  int error = current_writer
+                  ? procord_frame_writer_send(current_writer, PROCORD_FRAME_FLUSH, &destination, 1)
+                  : PROCORD_ECLOSED;
+  pthread_mutex_unlock(&current_lock);
+  return error;
 }
 
 int procord_worker_serve(const procord_worker_options_t *options) {
@@ -285,11 +295,15 @@ int procord_worker_serve(const procord_worker_options_t *options) {
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);
   if (options->end_with_peer && is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
   int result = 0;
-  atomic_store(&current_writer, &s->writer);
-  if (options->capture_output != PROCORD_CAPTURE_NONE)
-    result = procord_capture_start(&s->writer,
-                                   options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
-                                   &s->capture);
+  pthread_mutex_lock(&current_lock);
+  if (!current_writer) current_writer = &s->writer;
+  pthread_mutex_unlock(&current_lock);
+  /* Without a capture (no descriptors left, say) the task's output goes
+     where descriptors 1 and 2 point, which the callers keep off the protocol. */
+  if (options->capture_output != PROCORD_CAPTURE_NONE &&
+      procord_capture_start(&s->writer, options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
+                            &s->capture) != 0)
+    s->capture = NULL;
   while (result == 0) {
     int served = serve_one(s);
     if (served <= 0) {
@@ -301,7 +315,9 @@ int procord_worker_serve(const procord_worker_options_t *options) {
     if (procord_frame_writer_send(&s->writer, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) break;
   }
   procord_capture_stop(s->capture);
-  atomic_store(&current_writer, NULL);
+  pthread_mutex_lock(&current_lock);
+  if (current_writer == &s->writer) current_writer = NULL;
+  pthread_mutex_unlock(&current_lock);
   watchdog_stop(&s->watchdog);
   procord_frame_writer_destroy(&s->writer);
   procord_frame_parser_reset(&s->reader.parser);

@@ -110,7 +110,7 @@ func startDelegation<Input, Output>(
   case .local(var program):
     // A socket-mode worker's stdout is ours unless asked to send it as frames.
     if delegationOptions.captureOutput && program.channel == .socket {
-      program.arguments.append("--procord-capture-output")
+      program.arguments.insert("--procord-capture-output", at: 0)  // before the program's own
     }
     error = program.withSpawnOptions { spawn in start { $0.worker = spawn } }
   case .remote(let server):

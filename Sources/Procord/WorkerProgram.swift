@@ -53,13 +53,14 @@ public struct WorkerProgram: Sendable {
   /// The worker's `argv[0]`, when it should differ from ``path``.
   var displayName: String?
 
-  /// The full argument vector, with the option that names the socket.
+  /// The full argument vector, with the option that names the socket first:
+  /// a worker reads `--procord-*` options only before its own arguments.
   func argumentVector(includingSocketOption: Bool = true) -> [String] {
-    var vector = [displayName ?? path] + arguments
+    var vector = [displayName ?? path]
     if channel == .socket && includingSocketOption {
       vector += ["--procord-socket-fd", String(PROCORD_WORKER_SOCKET_FD)]
     }
-    return vector
+    return vector + arguments
   }
 
   /// Calls `body` with C spawn options that stay valid during the call.

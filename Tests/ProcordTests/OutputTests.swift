@@ -57,6 +57,14 @@ import Testing
   }
 
   @Test(arguments: modes)
+  func theMainProgramsOwnOutputKeepsItsPlace(mode: [String]) throws {
+    // Each result line is printed (buffered) by the main program after its
+    // task; the next task's lines must not overtake it.
+    let run = try demo(["run", "--sequential"] + mode + ["print", "2", "1"])
+    #expect(run.outputText == "print: line 1 of 2\nprint: line 2 of 2\nprint(2) = 2\nprint: line 1 of 1\nprint(1) = 1\n")
+  }
+
+  @Test(arguments: modes)
   func tenMebibytesOfOutputArriveWholeAndInOrder(mode: [String]) throws {
     let lines = 420_000  // about 10.5 MB on stdout, as much on stderr
     let run = try demo(["run"] + mode + ["print", String(lines)])
