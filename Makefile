@@ -21,7 +21,7 @@ C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_
 C_TESTS_SANITIZED = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests-sanitized/%,$(wildcard Tests/c/test_*.c))
 # AddressSanitizer (with leak checking) and UndefinedBehaviorSanitizer, from
 # the clang that comes with Swift.
-SANITIZE_CC ?= clang
+SANITIZE_CC ?= $(shell command -v clang 2>/dev/null || echo /opt/swift/usr/bin/clang)
 SANITIZE_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                  -fno-sanitize-recover=undefined -Iinclude -ISources/CProcord
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
