@@ -21,8 +21,6 @@
 #include <unistd.h>
 
 #define DEFAULT_EXIT_GRACE_MS 2000
-/* Where pidfd_open is missing, how often to look for the worker's exit. */
-#define REAP_POLL_MS 100
 
 struct procord_delegation_s {
   procord_loop_work_t work; /* first: the loop hands this pointer back */
@@ -78,8 +76,7 @@ static void finish(procord_delegation_t *d) {
   d->grace_timer = d->exit_event = NULL;
   if (d->reaped && WIFEXITED(d->wait_status)) d->outcome.exit_code = WEXITSTATUS(d->wait_status);
   if (d->reaped && WIFSIGNALED(d->wait_status)) d->outcome.signal = WTERMSIG(d->wait_status);
-  /* A worker that never started was not killed: it could not start. */
-  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE) && !d->spawn_error) {
+  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
     d->outcome.kind = PROCORD_OUTCOME_KILLED;
     d->outcome.body = NULL;
     d->outcome.length = 0;
@@ -260,18 +257,6 @@ static void abort_work(procord_loop_work_t *work) {
   if (d->connection) procord_connection_close(d->connection);
 }
 
-static int watch_exit(procord_delegation_t *d, struct event_base *base) {
-  /* Where pidfd_open is missing (Linux before 5.3), look every REAP_POLL_MS. */
-  struct timeval every = {0, REAP_POLL_MS * 1000};
-  int pidfd = d->child.pidfd;
-  d->exit_event = event_new(base, pidfd, pidfd >= 0 ? EV_READ | EV_PERSIST : EV_PERSIST,
-                            on_exit_event, d);
-  if (d->exit_event && event_add(d->exit_event, pidfd >= 0 ? NULL : &every) == 0) return 0;
-  if (d->exit_event) event_free(d->exit_event);
-  d->exit_event = NULL;
-  return -ENOMEM;
-}
-
 static int open_connection(procord_delegation_t *d) {
   d->descriptors_taken = 1; /* procord_connection_open closes them even when it fails */
   procord_connection_options_t options = {
@@ -360,7 +345,8 @@ static void start_on_loop(void *context) {
     return;
   }
   d->grace_timer = evtimer_new(base, on_grace_timeout, d);
-  int error = d->grace_timer ? watch_exit(d, base) : -ENOMEM;
+  if (d->grace_timer) d->exit_event = procord_loop_watch_child(d->loop, d->child.pidfd, on_exit_event, d);
+  int error = d->grace_timer && d->exit_event ? 0 : -ENOMEM;
   if (!error) error = open_connection(d);
   if (error) {
     /* Out of memory setting up: end the worker at once, reaping it here. */
@@ -454,7 +440,8 @@ static void kill_on_loop(void *context) {
 }
 
 int procord_delegation_kill(procord_delegation_t *d) {
-  if (is_finished(d)) return PROCORD_ECLOSED;
+  /* A worker that could not start has nothing to kill: it ends as it is. */
+  if (d->spawn_error || is_finished(d)) return PROCORD_ECLOSED;
   __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
   retain(d);
   int error = procord_loop_call(d->loop, kill_on_loop, d);

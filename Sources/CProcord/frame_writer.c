@@ -22,10 +22,14 @@ int procord_wait_for(int fd, short events, int timeout_ms) {
   return r == 0 ? PROCORD_ETIMEOUT : 0;
 }
 
-void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms) {
+int procord_fd_is_socket(int fd) {
   struct stat status;
+  return fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
+}
+
+void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms) {
   w->fd = fd;
-  w->is_socket = fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
+  w->is_socket = procord_fd_is_socket(fd);
   w->timeout_ms = timeout_ms;
   w->failed = 0;
   pthread_mutex_init(&w->lock, NULL);

@@ -18,6 +18,9 @@ typedef struct procord_frame_writer_s {
   pthread_mutex_t lock;
 } procord_frame_writer_t;
 
+/* True when `fd` is a socket (MSG_NOSIGNAL, POLLHUP and shutdown work on it). */
+int procord_fd_is_socket(int fd);
+
 void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms);
 void procord_frame_writer_destroy(procord_frame_writer_t *w);
 

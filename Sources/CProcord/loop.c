@@ -209,6 +209,18 @@ struct event_base *procord_loop_base(procord_loop_t *loop) { return loop->base; 
 pthread_mutex_t *procord_loop_done_lock(procord_loop_t *loop) { return &loop->done_lock; }
 pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop) { return &loop->done_cond; }
 
+#define REAP_POLL_MS 100
+
+struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
+                                       void (*callback)(int, short, void *), void *argument) {
+  struct timeval every = {0, REAP_POLL_MS * 1000};
+  struct event *watch = event_new(loop->base, pidfd, pidfd >= 0 ? EV_READ | EV_PERSIST : EV_PERSIST,
+                                  callback, argument);
+  if (watch && event_add(watch, pidfd >= 0 ? NULL : &every) == 0) return watch;
+  if (watch) event_free(watch);
+  return NULL;
+}
+
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work) {
   pthread_mutex_lock(&loop->queue_lock);
   work->next = loop->work.next;

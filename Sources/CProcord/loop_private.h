@@ -28,6 +28,15 @@ typedef struct procord_loop_work_s {
   struct procord_loop_work_s *previous, *next;
 } procord_loop_work_t;
 
+/*
+ * An event that fires once the child behind `pidfd` has exited: the pidfd
+ * becoming readable, or, where pidfd_open is missing (Linux before 5.3), a
+ * look every 100 ms. Persistent: the callback reaps and frees it. NULL when
+ * out of memory.
+ */
+struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
+                                       void (*callback)(int, short, void *), void *argument);
+
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work);
 void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);
 

@@ -29,7 +29,6 @@
 
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000
 #define ACCEPT_RETRY_MS 100 /* after EMFILE: wait for descriptors, do not spin */
-#define REAP_POLL_MS 100    /* where pidfd_open is missing */
 #define PEER_SIZE 64
 
 typedef enum { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_RETIRING } worker_state_t;
@@ -85,8 +84,8 @@ static void log_line(server_t *s, procord_log_level_t level, const char *format,
   s->options->log(s->options->context, level, line);
 }
 
-static void describe_address(const struct sockaddr *address, socklen_t length, char *out,
-                             size_t size) {
+void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
+                            size_t size) {
   char host[NI_MAXHOST], port[NI_MAXSERV];
   if (getnameinfo(address, length, host, sizeof host, port, sizeof port,
                   NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
@@ -174,11 +173,7 @@ static int start_worker(server_t *s) {
       .on_state = on_control_state,
       .context = w,
   };
-  int pidfd = w->child.pidfd;
-  struct timeval every = {0, REAP_POLL_MS * 1000};
-  w->exit_event = event_new(s->base, pidfd, pidfd >= 0 ? EV_READ | EV_PERSIST : EV_PERSIST,
-                            on_worker_exit, w);
-  if (w->exit_event) event_add(w->exit_event, pidfd >= 0 ? NULL : &every);
+  w->exit_event = procord_loop_watch_child(s->loop, w->child.pidfd, on_worker_exit, w);
   if (procord_connection_open(s->loop, &options, &w->connection) != 0) w->connection = NULL;
   w->next = s->workers;
   if (s->workers) s->workers->previous = w;
@@ -396,7 +391,7 @@ static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char peer[PEER_SIZE];
-    describe_address((struct sockaddr *)&address, length, peer, sizeof peer);
+    procord_address_string((struct sockaddr *)&address, length, peer, sizeof peer);
     if (s->options->dont_fork) {
       serve_here(s, fd, peer);
       check_keep_running(s);
@@ -563,7 +558,7 @@ static int open_listener(server_t *s) {
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
   if (getsockname(fd, (struct sockaddr *)&address, &length) == 0)
-    describe_address((struct sockaddr *)&address, length, s->address, sizeof s->address);
+    procord_address_string((struct sockaddr *)&address, length, s->address, sizeof s->address);
   s->listen_fd = fd;
   return 0;
 }

@@ -19,7 +19,6 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -247,10 +246,6 @@ static int serve_one(session_t *s) {
   return error ? error : 1;
 }
 
-static int is_socket(int fd) {
-  struct stat status;
-  return fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
-}
 
 /*
  * The writer of the session being served, for procord_worker_print: the
@@ -293,7 +288,7 @@ int procord_worker_serve(const procord_worker_options_t *options) {
   s->reader.timeout_ms = options->read_timeout_ms;
   procord_frame_writer_init(&s->writer, options->write_fd, options->read_timeout_ms);
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);
-  if (options->end_with_peer && is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
+  if (options->end_with_peer && procord_fd_is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
   int result = 0;
   pthread_mutex_lock(&current_lock);
   if (!current_writer) current_writer = &s->writer;

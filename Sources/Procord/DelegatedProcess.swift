@@ -16,16 +16,13 @@ public class AnyDelegatedProcess: @unchecked Sendable {
   /// The C core's `procord_delegation_t *`, released when this is freed.
   let handle: OpaquePointer
   fileprivate let completion: CompletionBase
-  /// False for a local worker that could not be started: nothing to kill.
-  private let killable: Bool
 
-  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase, remote: Bool) {
+  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase) {
     self.taskName = taskName
     self.handle = handle
     self.completion = completion
     let pid = procord_delegation_pid(handle)
     self.pid = pid > 0 ? pid : nil
-    killable = remote || pid > 0
   }
 
   deinit { procord_delegation_release(handle) }
@@ -36,10 +33,9 @@ public class AnyDelegatedProcess: @unchecked Sendable {
   /// and was exiting. Safe from any thread; a no-op once finished, or when
   /// the worker could not be started.
   public func kill() {
-    // A worker that could not be started has nothing to kill: its status
-    // keeps saying why it could not start.
-    guard killable else { return }
-    if completion.markKilled() { _ = procord_delegation_kill(handle) }
+    // The C core refuses when there is nothing to kill (finished, or never
+    // started, whose status keeps saying why).
+    if procord_delegation_kill(handle) == 0 { completion.markKilled() }
   }
 
   /// True once the status is final: the worker has answered (or failed)
@@ -64,9 +60,9 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unchecked Sendable {
   private let typedCompletion: Completion<Output>
 
-  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>, remote: Bool) {
+  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>) {
     typedCompletion = completion
-    super.init(taskName: taskName, handle: handle, completion: completion, remote: remote)
+    super.init(taskName: taskName, handle: handle, completion: completion)
   }
 
   /// Where the process stands now. Never blocks.
@@ -128,7 +124,7 @@ class CompletionBase: @unchecked Sendable {
   }
 
   var isFinished: Bool { fatalError("abstract") }
-  func markKilled() -> Bool { fatalError("abstract") }
+  func markKilled() { fatalError("abstract") }
   func complete(_ outcome: procord_outcome_t) { fatalError("abstract") }
 }
 
@@ -171,11 +167,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     state.withLock { $0.undecoded != nil || $0.status.isFinished }
   }
 
-  override func markKilled() -> Bool {
+  override func markKilled() {
     state.withLock { state in
-      guard state.undecoded == nil, !state.status.isFinished else { return false }
+      guard state.undecoded == nil, !state.status.isFinished else { return }
       state.status = .error(.workerKilled)
-      return true
     }
   }
 

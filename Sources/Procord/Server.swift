@@ -135,16 +135,9 @@ private let log: procord_log_fn = { context, level, message in
 
 private let acceptFilter: procord_accept_filter_fn = { context, address, length in
   guard let address, let filter = hooks(context).options.acceptFilter else { return 1 }
-  var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-  var port = [CChar](repeating: 0, count: Int(NI_MAXSERV))
-  let flags = NI_NUMERICHOST | NI_NUMERICSERV
-  guard getnameinfo(address, length, &host, socklen_t(host.count), &port, socklen_t(port.count), flags) == 0
-  else { return 0 }
-  func text(_ chars: [CChar]) -> String {
-    String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-  }
-  let hostText = text(host), portText = text(port)
-  let peer = hostText.contains(":") ? "[\(hostText)]:\(portText)" : "\(hostText):\(portText)"
+  var text = [CChar](repeating: 0, count: 128)
+  procord_address_string(address, length, &text, text.count)
+  let peer = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
   return filter(peer) ? 1 : 0
 }
 

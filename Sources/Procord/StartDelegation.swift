@@ -127,15 +127,18 @@ func startDelegation<Input, Output>(
     Unmanaged<CompletionBase>.fromOpaque(context).release()
     throw ProcordError(code: error, operation: "delegating \(task.name)")
   }
-  var remote = false
-  if case .remote = destination { remote = true }
-  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion, remote: remote)
+  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion)
 }
 
-/// A duration as whole milliseconds for the C core, rounded up; nil is 0 (no limit).
+/// A duration in whole milliseconds, rounded up (negative stays negative).
+func wholeMilliseconds(_ duration: Duration) -> Int64 {
+  let (seconds, attoseconds) = duration.components
+  return seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+}
+
+/// A time limit for the C core's options, where 0 means none: nil is 0, and
+/// any real limit is at least 1 ms.
 func milliseconds(_ duration: Duration?) -> Int32 {
   guard let duration else { return 0 }
-  let (seconds, attoseconds) = duration.components
-  let total = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-  return Int32(clamping: max(1, total))
+  return Int32(clamping: max(1, wholeMilliseconds(duration)))
 }

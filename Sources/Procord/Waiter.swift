@@ -32,12 +32,8 @@ public enum Waiter {
     -> Int
   {
     let handles: [OpaquePointer?] = processes.map { $0.handle }
-    let milliseconds = timeout.map { duration -> Int32 in
-      let (seconds, attoseconds) = duration.components
-      // Rounded up, and never negative: -1 would mean "no limit" to the C core.
-      let total = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-      return Int32(clamping: max(0, total))
-    } ?? -1
+    // Never negative for a given timeout: -1 means "no limit" to the C core.
+    let milliseconds = timeout.map { Int32(clamping: max(0, wholeMilliseconds($0))) } ?? -1
     return withExtendedLifetime(processes) {
       handles.withUnsafeBufferPointer { buffer in
         Int(procord_delegation_wait(

@@ -122,7 +122,8 @@ pid_t procord_delegation_pid(const procord_delegation_t *delegation);
  * finished (even if the worker has answered and is exiting: the outcome is
  * then KILLED); it finishes as KILLED once the worker is reaped, unless the
  * worker could not be started at all. Thread-safe. Returns 0, PROCORD_ECLOSED
- * if it had already finished, or -ENOMEM.
+ * if it had already finished or its worker could not be started (nothing to
+ * kill: it ends as DISCONNECTED with the spawn error), or -ENOMEM.
  */
 int procord_delegation_kill(procord_delegation_t *delegation);
 

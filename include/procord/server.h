@@ -40,6 +40,14 @@ typedef enum procord_log_level {
 /* Receives the server's log lines; the C core never prints. */
 typedef void (*procord_log_fn)(void *context, procord_log_level_t level, const char *message);
 
+/*
+ * Writes `address` as numeric `host:port` (`[host]:port` for IPv6) into
+ * `out` of `size` bytes (64 is enough), or "?" if it cannot be read. This is
+ * how the server's log names peers.
+ */
+void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
+                            size_t size);
+
 /* Given a connecting peer's address, returns non-zero to serve it, 0 to close it. */
 typedef int (*procord_accept_filter_fn)(void *context, const struct sockaddr *peer,
                                         socklen_t length);
