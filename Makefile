@@ -58,14 +58,14 @@ check-c: deps
 	  $(CC) $(CFLAGS_CORE) -c $$f -o $(BUILD_DIR)/c-check/$$(basename $$f .c).o || exit 1; done
 	@echo "C core compiles cleanly with -Wall -Wextra -Werror"
 
-$(BUILD_DIR)/c-tests/%: Tests/c/%.c Tests/c/check.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+$(BUILD_DIR)/c-tests/%: Tests/c/%.c Tests/c/check.h Tests/c/fixtures.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CORE) -ISources/CProcord -o $@ $< $(C_SOURCES) $(LIBS_CORE)
 
 test-c: deps check-c $(C_TESTS)
 	@for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; done
 
-$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c Tests/c/check.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c Tests/c/check.h Tests/c/fixtures.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
 	@mkdir -p $(dir $@)
 	$(SANITIZE_CC) $(SANITIZE_FLAGS) -o $@ $< $(C_SOURCES) $(LIBS_CORE)
 

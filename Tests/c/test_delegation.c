@@ -10,13 +10,13 @@
  * number of open descriptors is back to what it was.
  */
 #include "check.h"
+#include "fixtures.h"
 #include "procord/delegation.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/loop.h"
 #include "procord/worker.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -34,38 +34,6 @@ static procord_loop_t *loop;
 static char self_path[4096]; /* this program, to start as a real worker */
 
 /* ---- Helpers ---- */
-
-static int count_descriptors(void) {
-  DIR *dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int count = 0;
-  struct dirent *entry;
-  while ((entry = readdir(dir)) != NULL)
-    if (entry->d_name[0] != '.') count++;
-  closedir(dir);
-  return count;
-}
-
-static int no_child_left(void) {
-  errno = 0;
-  return waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
-}
-
-static long long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* Opens a test: remember the descriptors. */
-#define BEGIN() int begin_descriptors = count_descriptors()
-
-/* Closes a test: nothing may be left behind. */
-#define CHECK_NOTHING_LEFT()                                                                      \
-  do {                                                                                            \
-    CHECK(no_child_left());                                                                       \
-    CHECK_EQ_INT(count_descriptors(), begin_descriptors);                                         \
-  } while (0)
 
 typedef struct {
   const char *script;       /* for `sh -c`; or NULL with program/arguments */
@@ -137,6 +105,38 @@ static result_t run(const fake_t *fake) {
 static result_t run_script(const char *script) {
   fake_t fake = {.script = script};
   return run(&fake);
+}
+
+/* The outcome of a delegation that has finished, then the reference released. */
+static result_t release_with_result(procord_delegation_t *delegation) {
+  result_t result = result_of(delegation);
+  procord_delegation_release(delegation);
+  return result;
+}
+
+/* Ends a delegation still running (kill, wait for the end) and releases it. */
+static void kill_and_release(procord_delegation_t *delegation) {
+  procord_delegation_kill(delegation);
+  procord_delegation_wait(loop, &delegation, 1, 1, -1);
+  procord_delegation_release(delegation);
+}
+
+/* The worker was disconnected: `error` from the call named `call`. */
+#define CHECK_DISCONNECTED(r, expected_error, expected_call)                                      \
+  do {                                                                                            \
+    CHECK_EQ_INT((r).outcome.kind, PROCORD_OUTCOME_DISCONNECTED);                                 \
+    CHECK_EQ_INT((r).outcome.error, (expected_error));                                            \
+    CHECK((r).outcome.call && strcmp((r).outcome.call, (expected_call)) == 0);                    \
+  } while (0)
+
+/* A fake that reads the request and answers with `answer`, ends with a disconnection. */
+static void check_answer_disconnects(const char *answer, int error, const char *call) {
+  BEGIN();
+  char script[128];
+  snprintf(script, sizeof script, "head -c 9 >/dev/null; printf %s", answer);
+  result_t r = run_script(script);
+  CHECK_DISCONNECTED(r, error, call);
+  CHECK_NOTHING_LEFT();
 }
 
 /* ---- Answers ---- */
@@ -227,86 +227,47 @@ static void answer_followed_by_0r_is_reusable(void) {
 /* ---- Protocol errors from the worker ---- */
 
 static void ill_formed_e_body_is_disconnected_with_a_parse_error(void) {
-  BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; printf 1E9");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EILL_FORMED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "parse") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("1E9", PROCORD_EILL_FORMED, "parse");
 }
 
 static void two_digit_e_body_is_disconnected_with_a_parse_error(void) {
-  BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; printf 2E00");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EILL_FORMED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "parse") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("2E00", PROCORD_EILL_FORMED, "parse");
 }
 
 static void truncated_frame_is_disconnected_on_read(void) {
-  BEGIN();
   /* `2E9` announces two bytes and sends one before the end of the stream. */
-  result_t r = run_script("head -c 9 >/dev/null; printf 2E9");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EDISCONNECTED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "read") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("2E9", PROCORD_EDISCONNECTED, "read");
 }
 
 static void answer_that_does_not_start_with_a_digit_is_a_parse_error(void) {
-  BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; printf hello");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EILL_FORMED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "parse") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("hello", PROCORD_EILL_FORMED, "parse");
 }
 
 static void e_frame_other_than_e0_is_disconnected_with_a_peer_error(void) {
-  BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; printf 1E3");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_ETOO_LONG);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "peer") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("1E3", PROCORD_ETOO_LONG, "peer");
 }
 
 static void e2_frame_is_disconnected_with_a_peer_error(void) {
-  BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; printf 1E2");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EILL_FORMED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "peer") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("1E2", PROCORD_EILL_FORMED, "peer");
 }
 
 static void peer_error_wins_over_the_exit_code(void) {
   BEGIN();
   result_t r = run_script("head -c 9 >/dev/null; printf 1E1; exit 3");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EUNEXPECTED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "peer") == 0);
+  CHECK_DISCONNECTED(r, PROCORD_EUNEXPECTED, "peer");
   CHECK_EQ_INT(r.outcome.exit_code, 3);
   CHECK_NOTHING_LEFT();
 }
 
 static void frame_of_an_unexpected_kind_is_disconnected_with_a_receive_error(void) {
-  BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; printf 1Tx");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EUNEXPECTED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "receive") == 0);
-  CHECK_NOTHING_LEFT();
+  check_answer_disconnects("1Tx", PROCORD_EUNEXPECTED, "receive");
 }
 
 static void answer_above_the_maximum_is_disconnected_as_too_long(void) {
   BEGIN();
   fake_t fake = {.script = "head -c 9 >/dev/null; printf 11V12345678901", .max_message_size = 10};
   result_t r = run(&fake);
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_ETOO_LONG);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "parse") == 0);
+  CHECK_DISCONNECTED(r, PROCORD_ETOO_LONG, "parse");
   CHECK_NOTHING_LEFT();
 }
 
@@ -315,9 +276,7 @@ static void answer_above_the_maximum_is_disconnected_as_too_long(void) {
 static void worker_that_exits_without_answering_is_disconnected_with_its_exit_code(void) {
   BEGIN();
   result_t r = run_script("head -c 9 >/dev/null; exit 3");
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, PROCORD_EDISCONNECTED);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "read") == 0);
+  CHECK_DISCONNECTED(r, PROCORD_EDISCONNECTED, "read");
   CHECK_EQ_INT(r.outcome.exit_code, 3);
   CHECK_EQ_INT(r.outcome.signal, 0);
   CHECK_NOTHING_LEFT();
@@ -342,11 +301,8 @@ static void missing_program_is_disconnected_with_enoent_from_posix_spawn(void) {
   CHECK_EQ_INT(start(&fake, &delegation), 0);
   CHECK_EQ_INT(procord_delegation_pid(delegation), -1);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
-  result_t r = result_of(delegation);
-  procord_delegation_release(delegation);
-  CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(r.outcome.error, -ENOENT);
-  CHECK(r.outcome.call && strcmp(r.outcome.call, "posix_spawn") == 0);
+  result_t r = release_with_result(delegation);
+  CHECK_DISCONNECTED(r, -ENOENT, "posix_spawn");
   CHECK_EQ_INT(r.outcome.exit_code, -1);
   CHECK_EQ_INT(r.outcome.signal, 0);
   CHECK_NOTHING_LEFT();
@@ -377,8 +333,7 @@ static void worker_that_answers_and_keeps_its_stream_open_is_killed_after_the_gr
     procord_delegation_kill(delegation);
     procord_delegation_wait(loop, &delegation, 1, 1, -1);
   }
-  result_t r = result_of(delegation);
-  procord_delegation_release(delegation);
+  result_t r = release_with_result(delegation);
   CHECK_EQ_INT(finished, 1);
   CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
   CHECK_BYTES(r.body, r.length, "120");
@@ -400,8 +355,7 @@ static void kill_gives_killed_quickly(void) {
   CHECK_EQ_INT(procord_delegation_kill(delegation), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, 5000), 1);
   CHECK(now_ms() - started < 2000);
-  result_t r = result_of(delegation);
-  procord_delegation_release(delegation);
+  result_t r = release_with_result(delegation);
   CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_KILLED);
   CHECK_EQ_INT(r.outcome.signal, SIGKILL);
   CHECK_EQ_INT(r.length, 0);
@@ -416,8 +370,7 @@ static void kill_reaches_what_the_worker_started(void) {
   CHECK_EQ_INT(start(&fake, &delegation), 0);
   CHECK_EQ_INT(procord_delegation_kill(delegation), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, 5000), 1);
-  result_t r = result_of(delegation);
-  procord_delegation_release(delegation);
+  result_t r = release_with_result(delegation);
   CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_KILLED);
   CHECK_NOTHING_LEFT();
 }
@@ -429,8 +382,7 @@ static void kill_after_the_end_is_eclosed(void) {
   CHECK_EQ_INT(start(&fake, &delegation), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
   CHECK_EQ_INT(procord_delegation_kill(delegation), PROCORD_ECLOSED);
-  result_t r = result_of(delegation);
-  procord_delegation_release(delegation);
+  result_t r = release_with_result(delegation);
   CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
   CHECK_NOTHING_LEFT();
 }
@@ -443,8 +395,7 @@ static void kill_of_a_missing_program_leaves_it_disconnected_or_killed(void) {
   int killed = procord_delegation_kill(delegation);
   CHECK(killed == 0 || killed == PROCORD_ECLOSED);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
-  result_t r = result_of(delegation);
-  procord_delegation_release(delegation);
+  result_t r = release_with_result(delegation);
   CHECK(r.outcome.kind == PROCORD_OUTCOME_KILLED || r.outcome.kind == PROCORD_OUTCOME_DISCONNECTED);
   CHECK_NOTHING_LEFT();
 }
@@ -462,9 +413,7 @@ static void wait_with_a_timeout_returns_0_while_the_worker_runs(void) {
   int finished_any = procord_delegation_wait(loop, &delegation, 1, 0, 50);
   int is_finished = procord_delegation_is_finished(delegation);
   const procord_outcome_t *outcome = procord_delegation_outcome(delegation);
-  procord_delegation_kill(delegation);
-  procord_delegation_wait(loop, &delegation, 1, 1, -1);
-  procord_delegation_release(delegation);
+  kill_and_release(delegation);
   CHECK_EQ_INT(finished, 0);
   CHECK_EQ_INT(finished_any, 0);
   CHECK(waited >= 45);
@@ -482,9 +431,7 @@ static void wait_with_a_zero_timeout_does_not_block(void) {
   long long started = now_ms();
   int finished = procord_delegation_wait(loop, &delegation, 1, 1, 0);
   long long waited = now_ms() - started;
-  procord_delegation_kill(delegation);
-  procord_delegation_wait(loop, &delegation, 1, 1, -1);
-  procord_delegation_release(delegation);
+  kill_and_release(delegation);
   CHECK_EQ_INT(finished, 0);
   CHECK(waited < 500);
   CHECK_NOTHING_LEFT();
@@ -503,9 +450,8 @@ static void wait_for_any_returns_when_one_has_finished(void) {
   int all_in_time = procord_delegation_wait(loop, delegations, 2, 1, 50);
   procord_delegation_kill(delegations[0]);
   int all = procord_delegation_wait(loop, delegations, 2, 1, -1);
-  result_t r0 = result_of(delegations[0]), r1 = result_of(delegations[1]);
-  procord_delegation_release(delegations[0]);
-  procord_delegation_release(delegations[1]);
+  result_t r0 = release_with_result(delegations[0]);
+  result_t r1 = release_with_result(delegations[1]);
   CHECK_EQ_INT(any, 1);
   CHECK_EQ_INT(slow_finished, 0);
   CHECK_EQ_INT(quick_finished, 1);
@@ -529,13 +475,13 @@ static void wait_for_all_returns_when_every_one_has_finished(void) {
   for (int i = 0; i < COUNT; i++) CHECK_EQ_INT(start(&fakes[i], &delegations[i]), 0);
   int all = procord_delegation_wait(loop, delegations, COUNT, 1, -1);
   result_t r[COUNT];
-  for (int i = 0; i < COUNT; i++) {
-    r[i] = result_of(delegations[i]);
-    procord_delegation_release(delegations[i]);
-  }
+  for (int i = 0; i < COUNT; i++) r[i] = release_with_result(delegations[i]);
   CHECK_EQ_INT(all, COUNT);
+  CHECK_EQ_INT(r[0].outcome.kind, PROCORD_OUTCOME_VALUE);
   CHECK_BYTES(r[0].body, r[0].length, "1");
+  CHECK_EQ_INT(r[1].outcome.kind, PROCORD_OUTCOME_VALUE);
   CHECK_BYTES(r[1].body, r[1].length, "2");
+  CHECK_EQ_INT(r[2].outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
   CHECK_EQ_INT(r[2].outcome.exit_code, 4);
   CHECK_EQ_INT(r[3].outcome.kind, PROCORD_OUTCOME_NO_WORKER);
   CHECK_NOTHING_LEFT();
@@ -684,31 +630,51 @@ static void real_worker_without_the_task_is_no_worker(void) {
 
 /* ---- Freeing the loop ---- */
 
+static const char *const sh_reading_then_sleeping[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 10",
+                                                        NULL};
+
+/* Delegates to `program` on `own` (not the shared loop); on_done records into `done`. */
+static int delegate_on(procord_loop_t *own, const char *program, const char *const *arguments,
+                       done_t *done, procord_delegation_t **delegation) {
+  procord_delegation_options_t options = {
+      .task_name = "fact",
+      .input = "5",
+      .input_length = 1,
+      .worker = {.program = program, .arguments = arguments, .stderr_fd = -1},
+      .on_done = record_done,
+      .context = done,
+  };
+  return procord_delegate(own, &options, delegation);
+}
+
+/* Frees `own`, then releases the delegation made on it; returns how long the free took. */
+static long long free_loop_then_release(procord_loop_t *own, procord_delegation_t *delegation) {
+  long long started = now_ms();
+  procord_loop_free(own);
+  long long took = now_ms() - started;
+  /* Only the reference is safe to touch now: the loop is gone. */
+  procord_delegation_release(delegation);
+  return took;
+}
+
+/* The delegation on a freed loop was killed, on_done told so once, and quickly. */
+#define CHECK_KILLED_BY_THE_FREE(took, done)                                                      \
+  do {                                                                                            \
+    CHECK((took) < 2000);                                                                         \
+    CHECK_EQ_INT((done).calls, 1);                                                                \
+    CHECK_EQ_INT((done).kind, PROCORD_OUTCOME_KILLED);                                            \
+  } while (0)
+
 static void loop_free_kills_running_delegations(void) {
   BEGIN();
   procord_loop_t *own = NULL;
   CHECK_EQ_INT(procord_loop_new(&own), 0);
   CHECK_EQ_INT(procord_loop_start_thread(own), 0);
   done_t done = {0};
-  const char *arguments[] = {"sleep", "10", NULL};
-  procord_delegation_options_t options = {
-      .task_name = "fact",
-      .input = "5",
-      .input_length = 1,
-      .worker = {.program = "sleep", .arguments = arguments, .stderr_fd = -1},
-      .on_done = record_done,
-      .context = &done,
-  };
   procord_delegation_t *delegation = NULL;
-  CHECK_EQ_INT(procord_delegate(own, &options, &delegation), 0);
-  long long started = now_ms();
-  procord_loop_free(own);
-  long long took = now_ms() - started;
-  /* Only the reference is safe to touch now: the loop is gone. */
-  procord_delegation_release(delegation);
-  CHECK(took < 2000);
-  CHECK_EQ_INT(done.calls, 1);
-  CHECK_EQ_INT(done.kind, PROCORD_OUTCOME_KILLED);
+  CHECK_EQ_INT(delegate_on(own, "sleep", sleep_arguments, &done, &delegation), 0);
+  long long took = free_loop_then_release(own, delegation);
+  CHECK_KILLED_BY_THE_FREE(took, done);
   CHECK_NOTHING_LEFT();
 }
 
@@ -730,17 +696,8 @@ static void loop_free_after_a_stop_kills_and_reaps_running_delegations(void) {
   CHECK_EQ_INT(procord_loop_new(&own), 0);
   CHECK_EQ_INT(procord_loop_start_thread(own), 0);
   done_t done = {0};
-  const char *sh[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 10", NULL};
-  procord_delegation_options_t options = {
-      .task_name = "fact",
-      .input = "5",
-      .input_length = 1,
-      .worker = {.program = "/bin/sh", .arguments = sh, .stderr_fd = -1},
-      .on_done = record_done,
-      .context = &done,
-  };
   procord_delegation_t *delegation = NULL;
-  CHECK_EQ_INT(procord_delegate(own, &options, &delegation), 0);
+  CHECK_EQ_INT(delegate_on(own, "/bin/sh", sh_reading_then_sleeping, &done, &delegation), 0);
   /* Queued after the delegation's start: the loop stops with the worker running. */
   stop_t stop = {.loop = own};
   sem_init(&stop.stopped, 0, 0);
@@ -748,13 +705,9 @@ static void loop_free_after_a_stop_kills_and_reaps_running_delegations(void) {
   while (sem_wait(&stop.stopped) < 0 && errno == EINTR) {
   }
   sem_destroy(&stop.stopped);
-  long long started = now_ms();
-  procord_loop_free(own); /* joins the stopped thread, then finishes the work here */
-  long long took = now_ms() - started;
-  procord_delegation_release(delegation);
-  CHECK(took < 2000);
-  CHECK_EQ_INT(done.calls, 1);
-  CHECK_EQ_INT(done.kind, PROCORD_OUTCOME_KILLED);
+  /* The free joins the stopped thread, then finishes the work here. */
+  long long took = free_loop_then_release(own, delegation);
+  CHECK_KILLED_BY_THE_FREE(took, done);
   CHECK_NOTHING_LEFT();
 }
 
@@ -763,25 +716,11 @@ static void loop_free_of_a_loop_never_run_finishes_its_queued_delegation(void) {
   procord_loop_t *own = NULL;
   CHECK_EQ_INT(procord_loop_new(&own), 0);
   done_t done = {0};
-  const char *sh[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 10", NULL};
-  procord_delegation_options_t options = {
-      .task_name = "fact",
-      .input = "5",
-      .input_length = 1,
-      .worker = {.program = "/bin/sh", .arguments = sh, .stderr_fd = -1},
-      .on_done = record_done,
-      .context = &done,
-  };
   procord_delegation_t *delegation = NULL;
-  CHECK_EQ_INT(procord_delegate(own, &options, &delegation), 0);
+  CHECK_EQ_INT(delegate_on(own, "/bin/sh", sh_reading_then_sleeping, &done, &delegation), 0);
   CHECK(procord_delegation_pid(delegation) > 0); /* started, its start queued on the loop */
-  long long started = now_ms();
-  procord_loop_free(own);
-  long long took = now_ms() - started;
-  procord_delegation_release(delegation);
-  CHECK(took < 2000);
-  CHECK_EQ_INT(done.calls, 1);
-  CHECK_EQ_INT(done.kind, PROCORD_OUTCOME_KILLED);
+  long long took = free_loop_then_release(own, delegation);
+  CHECK_KILLED_BY_THE_FREE(took, done);
   CHECK_NOTHING_LEFT();
 }
 

@@ -9,47 +9,47 @@
 #include <errno.h>
 #include <signal.h>
 
-static const int procord_codes[] = {
-    PROCORD_ETASK_NOT_SUPPORTED, PROCORD_EUNEXPECTED, PROCORD_EILL_FORMED,
-    PROCORD_ETOO_LONG,           PROCORD_EDISCONNECTED, PROCORD_EINVALID_DESTINATION,
-    PROCORD_ETIMEOUT,            PROCORD_EINVAL,      PROCORD_ECLOSED,
+/* Every Procord code, with its name and its description. */
+#define CODE(code, description) {code, #code, description}
+static const struct {
+  int code;
+  const char *name;
+  const char *description;
+} procord_codes[] = {
+    CODE(PROCORD_ETASK_NOT_SUPPORTED, "task not supported"),
+    CODE(PROCORD_EUNEXPECTED, "unexpected message"),
+    CODE(PROCORD_EILL_FORMED, "ill-formed message"),
+    CODE(PROCORD_ETOO_LONG, "message too long"),
+    CODE(PROCORD_EDISCONNECTED, "disconnected"),
+    CODE(PROCORD_EINVALID_DESTINATION, "invalid print destination"),
+    CODE(PROCORD_ETIMEOUT, "timed out"),
+    CODE(PROCORD_EINVAL, "invalid argument"),
+    CODE(PROCORD_ECLOSED, "already closed"),
 };
+#undef CODE
 #define PROCORD_CODE_COUNT (sizeof procord_codes / sizeof procord_codes[0])
 
 static void strerror_describes_each_procord_code(void) {
-  CHECK(strcmp(procord_strerror(PROCORD_ETASK_NOT_SUPPORTED), "task not supported") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_EUNEXPECTED), "unexpected message") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_EILL_FORMED), "ill-formed message") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_ETOO_LONG), "message too long") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_EDISCONNECTED), "disconnected") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_EINVALID_DESTINATION), "invalid print destination") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_ETIMEOUT), "timed out") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_EINVAL), "invalid argument") == 0);
-  CHECK(strcmp(procord_strerror(PROCORD_ECLOSED), "already closed") == 0);
+  for (size_t i = 0; i < PROCORD_CODE_COUNT; i++)
+    CHECK(strcmp(procord_strerror(procord_codes[i].code), procord_codes[i].description) == 0);
 }
 
 static void strerror_descriptions_are_distinct(void) {
   for (size_t i = 0; i < PROCORD_CODE_COUNT; i++)
     for (size_t j = i + 1; j < PROCORD_CODE_COUNT; j++)
-      CHECK(strcmp(procord_strerror(procord_codes[i]), procord_strerror(procord_codes[j])) != 0);
+      CHECK(strcmp(procord_strerror(procord_codes[i].code),
+                   procord_strerror(procord_codes[j].code)) != 0);
 }
 
 static void err_name_names_each_procord_code(void) {
-  CHECK(strcmp(procord_err_name(PROCORD_ETASK_NOT_SUPPORTED), "PROCORD_ETASK_NOT_SUPPORTED") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_EUNEXPECTED), "PROCORD_EUNEXPECTED") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_EILL_FORMED), "PROCORD_EILL_FORMED") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_ETOO_LONG), "PROCORD_ETOO_LONG") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_EDISCONNECTED), "PROCORD_EDISCONNECTED") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_EINVALID_DESTINATION), "PROCORD_EINVALID_DESTINATION") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_ETIMEOUT), "PROCORD_ETIMEOUT") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_EINVAL), "PROCORD_EINVAL") == 0);
-  CHECK(strcmp(procord_err_name(PROCORD_ECLOSED), "PROCORD_ECLOSED") == 0);
+  for (size_t i = 0; i < PROCORD_CODE_COUNT; i++)
+    CHECK(strcmp(procord_err_name(procord_codes[i].code), procord_codes[i].name) == 0);
 }
 
 static void procord_codes_are_outside_the_errno_range(void) {
   for (size_t i = 0; i < PROCORD_CODE_COUNT; i++) {
-    CHECK(procord_codes[i] <= -4000);
-    CHECK(procord_codes[i] >= -4099);
+    CHECK(procord_codes[i].code <= -4000);
+    CHECK(procord_codes[i].code >= -4099);
   }
 }
 

@@ -69,6 +69,14 @@ static got_t parse(const void *data, size_t length, size_t max) {
 
 #define PARSE(literal) parse((literal), sizeof(literal) - 1, 0)
 
+/* The whole of `literal` gives no frame, only PROCORD_EILL_FORMED. */
+#define CHECK_ILL_FORMED(literal)                                                                 \
+  do {                                                                                            \
+    got_t ill_formed = PARSE(literal);                                                            \
+    CHECK_EQ_INT(ill_formed.count, 0);                                                            \
+    CHECK_EQ_INT(ill_formed.error, PROCORD_EILL_FORMED);                                          \
+  } while (0)
+
 static int same_frames(const got_t *a, const got_t *b) {
   if (a->count != b->count || a->error != b->error) return 0;
   for (int i = 0; i < a->count; i++) {
@@ -85,6 +93,23 @@ static int feed_once(const char *data, size_t length, size_t max, procord_frame_
   procord_frame_parser_init(parser, max);
   return procord_frame_parser_feed(parser, data, length, consumed, frame);
 }
+
+/* Feeds `data` in one call to a fresh parser of maximum `max`, then resets it; returns the result. */
+static int feed_once_then_reset(const char *data, size_t length, size_t max, size_t *consumed) {
+  procord_frame_parser_t parser;
+  procord_frame_t frame;
+  int result = feed_once(data, length, max, &frame, consumed, &parser);
+  procord_frame_parser_reset(&parser);
+  return result;
+}
+
+/* One call on a fresh parser fails with `error` after consuming `expected_consumed` bytes. */
+#define CHECK_FEED_ONCE_FAILS(literal, max, error, expected_consumed)                            \
+  do {                                                                                            \
+    size_t consumed = 0;                                                                          \
+    CHECK_EQ_INT(feed_once_then_reset((literal), sizeof(literal) - 1, (max), &consumed), (error)); \
+    CHECK_EQ_INT(consumed, (expected_consumed));                                                  \
+  } while (0)
 
 /* A stream of many frames: every kind, binary bodies, empty bodies, leading zeros. */
 static const char stream[] = "5Thello"
@@ -157,32 +182,23 @@ static void error_frame_with_code_4_parses(void) { check_error_frame_parses('4')
 static void error_frame_with_code_5_parses(void) { check_error_frame_parses('5'); }
 
 static void error_frame_with_code_6_is_ill_formed(void) {
-  got_t got = PARSE("1E6");
-  CHECK_EQ_INT(got.count, 0);
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("1E6");
 }
 
 static void error_frame_with_two_digits_is_ill_formed(void) {
-  got_t got = PARSE("2E00");
-  CHECK_EQ_INT(got.count, 0);
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("2E00");
 }
 
 static void error_frame_with_empty_body_is_ill_formed(void) {
-  got_t got = PARSE("0E");
-  CHECK_EQ_INT(got.count, 0);
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("0E");
 }
 
 static void error_frame_with_a_letter_is_ill_formed(void) {
-  got_t got = PARSE("1Ex");
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("1Ex");
 }
 
 static void print_frame_with_empty_body_is_ill_formed(void) {
-  got_t got = PARSE("0P");
-  CHECK_EQ_INT(got.count, 0);
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("0P");
 }
 
 static void print_frame_with_destination_only_parses(void) {
@@ -200,29 +216,19 @@ static void flush_frame_with_one_byte_parses(void) {
 }
 
 static void flush_frame_with_empty_body_is_ill_formed(void) {
-  got_t got = PARSE("0F");
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("0F");
 }
 
 static void flush_frame_with_two_bytes_is_ill_formed(void) {
-  got_t got = PARSE("2FOE");
-  CHECK_EQ_INT(got.count, 0);
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("2FOE");
 }
 
 static void reusable_frame_with_a_body_is_ill_formed(void) {
-  got_t got = PARSE("1Rx");
-  CHECK_EQ_INT(got.count, 0);
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("1Rx");
 }
 
 static void ill_formed_body_consumes_the_frame(void) {
-  procord_frame_parser_t parser;
-  procord_frame_t frame;
-  size_t consumed = 0;
-  CHECK_EQ_INT(feed_once("2E00rest", 8, 0, &frame, &consumed, &parser), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(consumed, 4);
-  procord_frame_parser_reset(&parser);
+  CHECK_FEED_ONCE_FAILS("2E00rest", 0, PROCORD_EILL_FORMED, 4);
 }
 
 /* ---- The examples of PROTOCOL.md ---- */
@@ -402,22 +408,12 @@ static void parser_is_idle_only_between_frames(void) {
 /* ---- Limits ---- */
 
 static void size_above_max_is_too_long_at_the_digit_that_exceeds_it(void) {
-  procord_frame_parser_t parser;
-  procord_frame_t frame;
-  size_t consumed = 0;
   /* With a maximum of 100, "10" is fine and "101" is over: stop at the '1'. */
-  CHECK_EQ_INT(feed_once("101Vxxxxxxxx", 12, 100, &frame, &consumed, &parser), PROCORD_ETOO_LONG);
-  CHECK_EQ_INT(consumed, 3);
-  procord_frame_parser_reset(&parser);
+  CHECK_FEED_ONCE_FAILS("101Vxxxxxxxx", 100, PROCORD_ETOO_LONG, 3);
 }
 
 static void size_with_more_digits_than_max_is_too_long_before_kind(void) {
-  procord_frame_parser_t parser;
-  procord_frame_t frame;
-  size_t consumed = 0;
-  CHECK_EQ_INT(feed_once("1000", 4, 100, &frame, &consumed, &parser), PROCORD_ETOO_LONG);
-  CHECK_EQ_INT(consumed, 4);
-  procord_frame_parser_reset(&parser);
+  CHECK_FEED_ONCE_FAILS("1000", 100, PROCORD_ETOO_LONG, 4);
 }
 
 static void size_above_max_is_too_long_when_fed_digit_by_digit(void) {
@@ -466,13 +462,7 @@ static void nineteen_digits_with_a_value_within_max_is_accepted(void) {
 }
 
 static void twentieth_digit_is_too_long_at_once(void) {
-  procord_frame_parser_t parser;
-  procord_frame_t frame;
-  size_t consumed = 0;
-  CHECK_EQ_INT(feed_once("00000000000000000000", 20, 0, &frame, &consumed, &parser),
-               PROCORD_ETOO_LONG);
-  CHECK_EQ_INT(consumed, 20);
-  procord_frame_parser_reset(&parser);
+  CHECK_FEED_ONCE_FAILS("00000000000000000000", 0, PROCORD_ETOO_LONG, 20);
 }
 
 static void twentieth_digit_is_too_long_when_fed_one_by_one(void) {
@@ -488,29 +478,16 @@ static void twentieth_digit_is_too_long_when_fed_one_by_one(void) {
 }
 
 static void twenty_digits_are_too_long_even_with_no_maximum_in_reach(void) {
-  procord_frame_parser_t parser;
-  procord_frame_t frame;
-  size_t consumed = 0;
-  CHECK_EQ_INT(feed_once("000000000000000000001V", 22, SIZE_MAX, &frame, &consumed, &parser),
-               PROCORD_ETOO_LONG);
-  CHECK_EQ_INT(consumed, 20);
-  procord_frame_parser_reset(&parser);
+  CHECK_FEED_ONCE_FAILS("000000000000000000001V", SIZE_MAX, PROCORD_ETOO_LONG, 20);
 }
 
 static void first_byte_not_a_digit_is_ill_formed(void) {
-  procord_frame_parser_t parser;
-  procord_frame_t frame;
-  size_t consumed = 0;
-  CHECK_EQ_INT(feed_once("Thello", 6, 0, &frame, &consumed, &parser), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(consumed, 1);
-  procord_frame_parser_reset(&parser);
+  CHECK_FEED_ONCE_FAILS("Thello", 0, PROCORD_EILL_FORMED, 1);
 }
 
 static void sign_before_size_is_ill_formed(void) {
-  got_t got = PARSE("-1Vx");
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
-  got = PARSE(" 1Vx");
-  CHECK_EQ_INT(got.error, PROCORD_EILL_FORMED);
+  CHECK_ILL_FORMED("-1Vx");
+  CHECK_ILL_FORMED(" 1Vx");
 }
 
 static void kind_without_size_after_a_frame_is_ill_formed(void) {

@@ -6,13 +6,13 @@
  * this very program as a worker process (--procord-worker, see main).
  */
 #include "check.h"
+#include "fixtures.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/worker.h"
 
 #include "procord/spawn.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -202,34 +202,34 @@ static int converse(int reusable, size_t max, const char *request, size_t reques
 #define CONVERSE(reusable, request, answer, answer_length)                                        \
   converse((reusable), 0, (request), sizeof(request) - 1, (answer), sizeof(answer), &(answer_length))
 
+/*
+ * One whole conversation on a new worker: serve returns `expected_result`
+ * and the worker sends exactly `expected_answer` ("" for nothing at all).
+ */
+#define CHECK_CONVERSATION(reusable, request, expected_result, expected_answer)                  \
+  do {                                                                                            \
+    char answer[64];                                                                              \
+    size_t length = 99;                                                                           \
+    CHECK_EQ_INT(CONVERSE((reusable), request, answer, length), (expected_result));               \
+    CHECK_BYTES(answer, length, expected_answer);                                                 \
+  } while (0)
+
 /* ---- Answers ---- */
 
 static void task_value_is_answered_with_v(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "6Tdouble2V21", answer, length), 0);
-  CHECK_BYTES(answer, length, "2V42");
+  CHECK_CONVERSATION(0, "6Tdouble2V21", 0, "2V42");
 }
 
 static void task_unknown_exception_is_answered_with_u(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "4Tfail0V", answer, length), 0);
-  CHECK_BYTES(answer, length, "9Uit failed");
+  CHECK_CONVERSATION(0, "4Tfail0V", 0, "9Uit failed");
 }
 
 static void task_exception_is_answered_with_x(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "5Traise1V1", answer, length), 0);
-  CHECK_BYTES(answer, length, "4Xboom");
+  CHECK_CONVERSATION(0, "5Traise1V1", 0, "4Xboom");
 }
 
 static void task_gets_its_context(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "7Tcontext0V", answer, length), 0);
-  CHECK_BYTES(answer, length, "16Vfrom the context");
+  CHECK_CONVERSATION(0, "7Tcontext0V", 0, "16Vfrom the context");
 }
 
 static void task_reply_of_no_valid_kind_is_an_unknown_exception(void) {
@@ -241,10 +241,7 @@ static void task_reply_of_no_valid_kind_is_an_unknown_exception(void) {
 }
 
 static void empty_output_is_answered_with_0v(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "4Techo0V", answer, length), 0);
-  CHECK_BYTES(answer, length, "0V");
+  CHECK_CONVERSATION(0, "4Techo0V", 0, "0V");
 }
 
 static void binary_input_reaches_the_task_intact(void) {
@@ -339,17 +336,11 @@ static void reusable_worker_sends_0r_and_serves_the_next_task(void) {
 }
 
 static void reusable_worker_serves_tasks_sent_together(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(1, "6Tdouble1V16Tdouble1V24Tfail0V", answer, length), 0);
-  CHECK_BYTES(answer, length, "1V20R1V40R9Uit failed0R");
+  CHECK_CONVERSATION(1, "6Tdouble1V16Tdouble1V24Tfail0V", 0, "1V20R1V40R9Uit failed0R");
 }
 
 static void reusable_worker_ends_cleanly_when_the_stream_ends_between_tasks(void) {
-  char answer[64];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(1, "6Tdouble1V3", answer, length), 0);
-  CHECK_BYTES(answer, length, "1V60R");
+  CHECK_CONVERSATION(1, "6Tdouble1V3", 0, "1V60R");
 }
 
 static void reusable_worker_ends_cleanly_when_main_closes_after_reading_0r(void) {
@@ -390,24 +381,15 @@ static void end_of_stream_before_any_task_returns_0(void) {
 /* ---- Protocol errors: the worker sends the E frame and returns the error ---- */
 
 static void unknown_task_gets_e0(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "4Tnope1V5", answer, length), PROCORD_ETASK_NOT_SUPPORTED);
-  CHECK_BYTES(answer, length, "1E0");
+  CHECK_CONVERSATION(0, "4Tnope1V5", PROCORD_ETASK_NOT_SUPPORTED, "1E0");
 }
 
 static void unknown_task_gets_e0_in_reusable_mode_too(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(1, "4Tnope1V5", answer, length), PROCORD_ETASK_NOT_SUPPORTED);
-  CHECK_BYTES(answer, length, "1E0");
+  CHECK_CONVERSATION(1, "4Tnope1V5", PROCORD_ETASK_NOT_SUPPORTED, "1E0");
 }
 
 static void twenty_digits_get_e3(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "00000000000000000000", answer, length), PROCORD_ETOO_LONG);
-  CHECK_BYTES(answer, length, "1E3");
+  CHECK_CONVERSATION(0, "00000000000000000000", PROCORD_ETOO_LONG, "1E3");
 }
 
 static void twenty_digits_get_e3_without_waiting_for_more(void) {
@@ -438,68 +420,41 @@ static void size_equal_to_the_maximum_is_served(void) {
 }
 
 static void not_a_digit_gets_e2(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "xyz", answer, length), PROCORD_EILL_FORMED);
-  CHECK_BYTES(answer, length, "1E2");
+  CHECK_CONVERSATION(0, "xyz", PROCORD_EILL_FORMED, "1E2");
 }
 
 static void ill_formed_body_gets_e2(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "2E00", answer, length), PROCORD_EILL_FORMED);
-  CHECK_BYTES(answer, length, "1E2");
+  CHECK_CONVERSATION(0, "2E00", PROCORD_EILL_FORMED, "1E2");
 }
 
 static void value_before_task_gets_e1(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "1V5", answer, length), PROCORD_EUNEXPECTED);
-  CHECK_BYTES(answer, length, "1E1");
+  CHECK_CONVERSATION(0, "1V5", PROCORD_EUNEXPECTED, "1E1");
 }
 
 static void task_after_task_gets_e1(void) {
-  char answer[16];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(0, "6Tdouble6Tdouble", answer, length), PROCORD_EUNEXPECTED);
-  CHECK_BYTES(answer, length, "1E1");
+  CHECK_CONVERSATION(0, "6Tdouble6Tdouble", PROCORD_EUNEXPECTED, "1E1");
 }
 
 static void protocol_error_in_a_second_task_gets_its_e_frame(void) {
-  char answer[32];
-  size_t length = 0;
-  CHECK_EQ_INT(CONVERSE(1, "6Tdouble1V1xyz", answer, length), PROCORD_EILL_FORMED);
-  CHECK_BYTES(answer, length, "1V20R1E2");
+  CHECK_CONVERSATION(1, "6Tdouble1V1xyz", PROCORD_EILL_FORMED, "1V20R1E2");
 }
 
 /* ---- The end of the stream in the middle of a task ---- */
 
 static void end_of_stream_inside_a_header_is_disconnected(void) {
-  char answer[16];
-  size_t length = 99;
-  CHECK_EQ_INT(CONVERSE(0, "12", answer, length), PROCORD_EDISCONNECTED);
-  CHECK_EQ_INT(length, 0);
+  CHECK_CONVERSATION(0, "12", PROCORD_EDISCONNECTED, "");
 }
 
 static void end_of_stream_inside_a_task_name_is_disconnected(void) {
-  char answer[16];
-  size_t length = 99;
-  CHECK_EQ_INT(CONVERSE(0, "6Tdou", answer, length), PROCORD_EDISCONNECTED);
-  CHECK_EQ_INT(length, 0);
+  CHECK_CONVERSATION(0, "6Tdou", PROCORD_EDISCONNECTED, "");
 }
 
 static void end_of_stream_between_task_and_value_is_disconnected(void) {
-  char answer[16];
-  size_t length = 99;
-  CHECK_EQ_INT(CONVERSE(0, "6Tdouble", answer, length), PROCORD_EDISCONNECTED);
-  CHECK_EQ_INT(length, 0);
+  CHECK_CONVERSATION(0, "6Tdouble", PROCORD_EDISCONNECTED, "");
 }
 
 static void end_of_stream_inside_a_value_is_disconnected(void) {
-  char answer[16];
-  size_t length = 99;
-  CHECK_EQ_INT(CONVERSE(1, "6Tdouble5V12", answer, length), PROCORD_EDISCONNECTED);
-  CHECK_EQ_INT(length, 0);
+  CHECK_CONVERSATION(1, "6Tdouble5V12", PROCORD_EDISCONNECTED, "");
 }
 
 static void end_of_stream_inside_a_large_value_is_disconnected(void) {
@@ -590,22 +545,6 @@ static void worker_answering_on_a_closed_socket_is_disconnected_without_sigpipe(
 
 static char self_path[4096];
 
-static int count_descriptors(void) {
-  DIR *dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int count = 0;
-  struct dirent *entry;
-  while ((entry = readdir(dir)) != NULL)
-    if (entry->d_name[0] != '.') count++;
-  closedir(dir);
-  return count;
-}
-
-static int no_child_left(void) {
-  errno = 0;
-  return waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
-}
-
 /* Starts this program as a socket-mode worker; its stderr goes to `stderr_fd` (-1: ours). */
 static int spawn_self_worker(procord_child_t *child, int stderr_fd) {
   const char *arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
@@ -651,7 +590,7 @@ static int child_exits_within(procord_child_t *child, int timeout_ms, int *statu
 }
 
 static void socket_worker_whose_main_program_closes_during_a_task_is_killed(void) {
-  int begin_descriptors = count_descriptors();
+  BEGIN();
   int started[2];
   CHECK(pipe2(started, O_CLOEXEC) == 0);
   procord_child_t child;
@@ -674,12 +613,11 @@ static void socket_worker_whose_main_program_closes_during_a_task_is_killed(void
   CHECK(running && said == 's');
   CHECK_EQ_INT(exited, 1);
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  CHECK(no_child_left());
-  CHECK_EQ_INT(count_descriptors(), begin_descriptors);
+  CHECK_NOTHING_LEFT();
 }
 
 static void socket_worker_whose_main_program_closes_between_tasks_exits_with_0(void) {
-  int begin_descriptors = count_descriptors();
+  BEGIN();
   procord_child_t child;
   CHECK_EQ_INT(spawn_self_worker(&child, -1), 0);
   char answer[8];
@@ -692,8 +630,7 @@ static void socket_worker_whose_main_program_closes_between_tasks_exits_with_0(v
   CHECK_BYTES(answer, length, "1V60R");
   CHECK_EQ_INT(exited, 1);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  CHECK(no_child_left());
-  CHECK_EQ_INT(count_descriptors(), begin_descriptors);
+  CHECK_NOTHING_LEFT();
 }
 
 /* ---- procord_worker_run ---- */
