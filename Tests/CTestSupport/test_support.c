@@ -85,18 +85,47 @@ static struct sockaddr_in loopback(int port) {
   return address;
 }
 
-int procord_test_listen_loopback(int *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+int procord_test_listen(int family, int backlog, int *port) {
+  struct sockaddr_storage address = {0};
+  socklen_t length;
+  if (family == AF_INET) {
+    struct sockaddr_in v4 = loopback(0);
+    memcpy(&address, &v4, sizeof v4);
+    length = sizeof v4;
+  } else if (family == AF_INET6) {
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    memcpy(&address, &v6, sizeof v6);
+    length = sizeof v6;
+  } else {
+    return -EAFNOSUPPORT;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  struct sockaddr_in address = loopback(0);
-  socklen_t length = sizeof address;
-  if (bind(fd, (struct sockaddr *)&address, sizeof address) < 0 || listen(fd, 64) < 0 ||
+  if (bind(fd, (struct sockaddr *)&address, length) < 0 || listen(fd, backlog) < 0 ||
       getsockname(fd, (struct sockaddr *)&address, &length) < 0) {
     int error = errno;
     close(fd);
     return -error;
   }
-  if (port) *port = ntohs(address.sin_port);
+  if (port) {
+    *port = family == AF_INET ? ntohs(((struct sockaddr_in *)&address)->sin_port)
+                              : ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
+  }
+  return fd;
+}
+
+int procord_test_listen_loopback(int *port) { return procord_test_listen(AF_INET, 64, port); }
+
+int procord_test_connect_pending(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct sockaddr_in address = loopback(port);
+  if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0 && errno != EINPROGRESS &&
+      errno != EAGAIN) {
+    int error = errno;
+    close(fd);
+    return -error;
+  }
   return fd;
 }
 

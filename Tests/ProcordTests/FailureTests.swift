@@ -18,8 +18,7 @@ import Testing
 
   @Test func workerThatExitsAtOnceIsDisconnectedWithItsExitCode() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("exit-at-once"))
-      FailureFixture.finish(process)
+      let process = try FailureFixture.probe("exit-at-once")
       #expect(failure(process.status) == .workerDisconnected(.exited(code: 0)))
       #expect(
         failure(process.status)?.description
@@ -29,8 +28,7 @@ import Testing
 
   @Test func workerThatExitsAfterTheNameIsDisconnectedWithItsExitCode() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("exit-after-name"))
-      FailureFixture.finish(process)
+      let process = try FailureFixture.probe("exit-after-name")
       #expect(failure(process.status) == .workerDisconnected(.exited(code: 0)))
     }
   }
@@ -52,8 +50,7 @@ import Testing
 
   @Test func workerThatCrashesIsDisconnectedWithTheSignal() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("crash-after-name"))
-      FailureFixture.finish(process)
+      let process = try FailureFixture.probe("crash-after-name")
       #expect(failure(process.status) == .workerDisconnected(.signaled(SIGSEGV)))
       let description = failure(process.status)?.description ?? ""
       #expect(description.contains("SIGSEGV"), "\(description)")
@@ -67,9 +64,7 @@ import Testing
   /// not undo the answer, and a late kill() is a no-op.
   @Test func answerFollowedByAnErrorExitIsStillASuccess() throws {
     try expectNoLeaks {
-      let process = try delegate(
-        Self.probe, 7, to: FailureFixture.worker("answer-then-exit", "3"))
-      FailureFixture.finish(process)
+      let process = try FailureFixture.probe("answer-then-exit", "3")
       #expect(FailureFixture.output(process.status) == 42)
       process.kill()
       #expect(FailureFixture.output(process.status) == 42)
@@ -90,10 +85,9 @@ import Testing
       }
       FailureFixture.finish(process)
       #expect(FailureFixture.output(process.status) == 42)
-      #expect(printed.output.contains("message"), "stdout: \(printed.output)")
-      #expect(printed.error.contains("to stderr\n"), "stderr: \(printed.error)")
-      #expect(!printed.output.contains("to stderr") && !printed.error.contains("message"))
-      #expect(!printed.output.contains("to nowhere") && !printed.error.contains("to nowhere"))
+      // Exactly these, each on its own stream; "to nowhere" on neither.
+      #expect(printed.output == "message", "stdout: \(printed.output)")
+      #expect(printed.error == "to stderr\n", "stderr: \(printed.error)")
     }
   }
 
@@ -106,6 +100,7 @@ import Testing
       let process = try delegate(Self.probe, 7, to: FailureFixture.worker("answer-then-linger"))
       let elapsed = FailureFixture.finish(process)
       #expect(elapsed < .seconds(6), "took \(elapsed)")
+      #expect(elapsed >= .seconds(1), "finished before the grace period: \(elapsed)")
       #expect(FailureFixture.output(process.status) == 42)
       #expect(process.pid.map(processExists) == false)
     }
@@ -192,11 +187,8 @@ import Testing
 
   @Test func garbageIsAnIllFormedMessage() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("garbage"))
-      FailureFixture.finish(process)
-      #expect(
-        failure(process.status)
-          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+      let process = try FailureFixture.probe("garbage")
+      #expect(failure(process.status) == FailureFixture.protocolError(.illFormedMessage))
       let description = failure(process.status)?.description ?? ""
       #expect(description.hasPrefix("worker disconnected: protocol error: "), "\(description)")
     }
@@ -207,11 +199,8 @@ import Testing
   /// disconnection carrying the protocol error).
   @Test func garbageFollowedByACrashIsStillAnIllFormedMessage() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("garbage-then-crash"))
-      FailureFixture.finish(process)
-      #expect(
-        failure(process.status)
-          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+      let process = try FailureFixture.probe("garbage-then-crash")
+      #expect(failure(process.status) == FailureFixture.protocolError(.illFormedMessage))
     }
   }
 
@@ -219,11 +208,8 @@ import Testing
   /// main program says so without waiting for a KIND.
   @Test func twentyDigitSizeIsTooLong() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("too-long"))
-      FailureFixture.finish(process)
-      #expect(
-        failure(process.status)
-          == .workerDisconnected(.protocolError(.messageTooLong, reportedByWorker: false)))
+      let process = try FailureFixture.probe("too-long")
+      #expect(failure(process.status) == FailureFixture.protocolError(.messageTooLong))
     }
   }
 
@@ -231,18 +217,14 @@ import Testing
   /// waiting for a body that never comes.
   @Test func sizeAboveTheMaximumIsTooLong() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("size-above-limit"))
-      FailureFixture.finish(process)
-      #expect(
-        failure(process.status)
-          == .workerDisconnected(.protocolError(.messageTooLong, reportedByWorker: false)))
+      let process = try FailureFixture.probe("size-above-limit")
+      #expect(failure(process.status) == FailureFixture.protocolError(.messageTooLong))
     }
   }
 
   @Test func errorFrameZeroMeansNoWorkerAvailable() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("error-frame", "0"))
-      FailureFixture.finish(process)
+      let process = try FailureFixture.probe("error-frame", "0")
       #expect(failure(process.status) == .noWorkerAvailable(taskName: "probe"))
       #expect(failure(process.status)?.description == "no worker available for task \"probe\"")
     }
@@ -266,29 +248,22 @@ import Testing
 
   @Test func errorFrameWithAnUnknownCodeIsIllFormed() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("bad-error-frame"))
-      FailureFixture.finish(process)
-      #expect(
-        failure(process.status)
-          == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+      let process = try FailureFixture.probe("bad-error-frame")
+      #expect(failure(process.status) == FailureFixture.protocolError(.illFormedMessage))
     }
   }
 
   @Test(arguments: ["unexpected-task", "reusable-before-answer"])
   func frameThatOnlyTheMainProgramSendsIsUnexpected(mode: String) throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker(mode))
-      FailureFixture.finish(process)
-      #expect(
-        failure(process.status)
-          == .workerDisconnected(.protocolError(.unexpectedMessage, reportedByWorker: false)))
+      let process = try FailureFixture.probe(mode)
+      #expect(failure(process.status) == FailureFixture.protocolError(.unexpectedMessage))
     }
   }
 
   @Test func outputTheCodecCannotDecodeIsUndecodable() throws {
     try expectNoLeaks {
-      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("undecodable"))
-      FailureFixture.finish(process)
+      let process = try FailureFixture.probe("undecodable")
       guard case .error(.workerDisconnected(.undecodableOutput(let reason))) = process.status else {
         Issue.record("expected undecodableOutput, got \(process.status)")
         return
@@ -370,6 +345,23 @@ private enum FailureFixture {
   /// The fake worker in `mode`, on stdin/stdout.
   static func worker(_ mode: String, _ argument: String...) -> WorkerProgram {
     WorkerProgram(path: testWorkerPath, arguments: [mode] + argument)
+  }
+
+  /// Delegates `probe` with input 7 to the fake worker in `mode` and waits
+  /// for it (see ``finish(_:within:sourceLocation:)``).
+  static func probe(
+    _ mode: String, _ argument: String..., sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> DelegatedProcess<Int> {
+    let process = try delegate(
+      DelegatedTask<Int, Int>(name: "probe"), 7,
+      to: WorkerProgram(path: testWorkerPath, arguments: [mode] + argument))
+    finish(process, sourceLocation: sourceLocation)
+    return process
+  }
+
+  /// The disconnection for a protocol error that the main program found.
+  static func protocolError(_ error: ProtocolError) -> ExecutionError {
+    .workerDisconnected(.protocolError(error, reportedByWorker: false))
   }
 
   /// Waits for `process`, at most `limit`; past it, records an issue and

@@ -7,39 +7,11 @@ import Testing
 /// What a task prints reaches the main program, in every mode, in order,
 /// and never corrupts the protocol.
 @Suite struct OutputTests {
-  struct Run {
-    var output: [UInt8]
-    var error: [UInt8]
-    var status: Int32
-    var outputText: String { String(decoding: output, as: UTF8.self) }
-    var errorText: String { String(decoding: error, as: UTF8.self) }
-  }
-
-  /// Runs procord-demo with `arguments`, its stdout and stderr read to the end.
-  func demo(_ arguments: [String]) throws -> Run {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: demoPath)
-    process.arguments = arguments
-    let stdout = Pipe(), stderr = Pipe()
-    process.standardOutput = stdout
-    process.standardError = stderr
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    // Both pipes at once: a full stderr pipe must not stall a long stdout.
-    let errorData = Mutex<Data>(Data())
-    let errorReader = Thread { errorData.withLock { $0 = stderr.fileHandleForReading.readDataToEndOfFile() } }
-    errorReader.start()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    while !errorReader.isFinished { sched_yield() }
-    return Run(output: [UInt8](output), error: [UInt8](errorData.withLock { $0 }), status: process.terminationStatus)
-  }
-
   static let modes: [[String]] = [[], ["--worker-program", demoPath]]
 
   @Test(arguments: modes)
   func printThreeReachesStdoutAndStderrBeforeTheResult(mode: [String]) throws {
-    let run = try demo(["run"] + mode + ["print", "3"])
+    let run = try runProgram(["run"] + mode + ["print", "3"])
     #expect(run.outputText == """
       print: line 1 of 3
       print: line 2 of 3
@@ -60,14 +32,14 @@ import Testing
   func theMainProgramsOwnOutputKeepsItsPlace(mode: [String]) throws {
     // Each result line is printed (buffered) by the main program after its
     // task; the next task's lines must not overtake it.
-    let run = try demo(["run", "--sequential"] + mode + ["print", "2", "1"])
+    let run = try runProgram(["run", "--sequential"] + mode + ["print", "2", "1"])
     #expect(run.outputText == "print: line 1 of 2\nprint: line 2 of 2\nprint(2) = 2\nprint: line 1 of 1\nprint(1) = 1\n")
   }
 
   @Test(arguments: modes)
   func tenMebibytesOfOutputArriveWholeAndInOrder(mode: [String]) throws {
     let lines = 420_000  // about 10.5 MB on stdout, as much on stderr
-    let run = try demo(["run"] + mode + ["print", String(lines)])
+    let run = try runProgram(["run"] + mode + ["print", String(lines)])
     #expect(run.output.count > 10 << 20)
     let received = run.outputText.split(separator: "\n", omittingEmptySubsequences: false)
     #expect(received.count == lines + 2)  // the lines, the result, the final empty piece
@@ -80,15 +52,9 @@ import Testing
   @Test(arguments: modes)
   func progressMessagesArriveInOrderBeforeTheResult(mode: [String]) throws {
     // One pipe for both streams, so that their order can be checked.
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: demoPath)
-    process.arguments = ["run"] + mode + ["progress", "5"]
-    let both = Pipe()
-    process.standardOutput = both
-    process.standardError = both
-    try process.run()
-    let text = String(decoding: both.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
+    let run = try runProgram(["run"] + mode + ["progress", "5"], mergingStreams: true)
+    let text = run.outputText
+    #expect(run.status == 0)
     #expect(text == (1...5).map { "progress: step \($0) of 5\n" }.joined() + "progress(5) = 5\n")
   }
 
@@ -128,14 +94,34 @@ import Testing
       let print = DelegatedTask<Int, Int>(name: "print", input: .decimal, output: .decimal)
       var options = DelegationOptions()
       options.captureOutput = true
-      let process = try delegate(print, 2, to: worker, options: options)
+      // An original-mode worker's stderr is the descriptor it is given (not
+      // captured): give it a pipe, to see what reaches it.
+      var stderrPipe: [Int32] = [-1, -1]
+      #expect(pipe(&stderrPipe) == 0)
+      stderrPipe.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
+      defer { stderrPipe.filter { $0 >= 0 }.forEach { close($0) } }
+      var program = worker
+      if worker.channel != .socket { program.standardError = stderrPipe[1] }
+      let process = try delegate(print, 2, to: program, options: options)
       let value = try process.run()
       #expect(value == 2)
+      close(stderrPipe[1])
+      stderrPipe[1] = -1
+      // The worker has exited: its end of the pipe is closed, so is ours.
+      let passedOn = String(
+        decoding: FileHandle(fileDescriptor: stderrPipe[0], closeOnDealloc: false).readDataToEndOfFile(),
+        as: UTF8.self)
       let captured = process.capturedOutput
+      let errorLines = "print: error line 1 of 2\nprint: error line 2 of 2\n"
       #expect(String(decoding: captured.standardOutput, as: UTF8.self) == "print: line 1 of 2\nprint: line 2 of 2\n")
       if worker.channel == .socket {
-        #expect(String(decoding: captured.standardError, as: UTF8.self)
-          == "print: error line 1 of 2\nprint: error line 2 of 2\n")
+        // Both streams captured, and nothing passed on.
+        #expect(String(decoding: captured.standardError, as: UTF8.self) == errorLines)
+        #expect(passedOn == "")
+      } else {
+        // Stdout captured; stderr went to its descriptor, untouched.
+        #expect(captured.standardError == [])
+        #expect(passedOn == errorLines)
       }
     }
   }

@@ -18,14 +18,9 @@ import Testing
   }
 
   @Test func theExampleRuns() throws {
-    let process = Process()
-    process.executableURL = buildDirectory.appendingPathComponent("procord-example")
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    #expect(process.terminationStatus == 0)
+    let run = try runProgram([], program: buildDirectory.appendingPathComponent("procord-example").path)
+    let text = run.outputText
+    #expect(run.exitedNormally && run.status == 0)
     #expect(text.contains("fibo(25) = 121393"))
     #expect(text.contains("fibo(40) = 165580141"))
   }

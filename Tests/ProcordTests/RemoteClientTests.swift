@@ -1,3 +1,4 @@
+import CTestSupport
 import Foundation
 import Testing
 
@@ -31,8 +32,9 @@ import Testing
     try expectNoLeaks {
       try withListener(backlog: 0) { port, _ in
         // Fill the tiny backlog so that the kernel drops our SYNs.
-        let fillers = (0..<4).map { _ in connectRaw(port: port) }
-        defer { fillers.forEach { close($0) } }
+        let fillers = (0..<4).map { _ in procord_test_connect_pending(Int32(port)) }
+        defer { fillers.filter { $0 >= 0 }.forEach { close($0) } }
+        try #require(fillers.allSatisfy { $0 >= 0 }, "connect: \(fillers)")
         let server = RemoteServer(host: "127.0.0.1", port: port, connectTimeout: .milliseconds(300))
         let process = try delegate(DemoTasks.fibo, 1, to: server)
         #expect(process.wait(timeout: .seconds(10)))
@@ -46,7 +48,8 @@ import Testing
       try withListener { port, listener in
         let server = RemoteServer(host: "127.0.0.1", port: port, idleTimeout: .milliseconds(200))
         let process = try delegate(DemoTasks.fibo, 1, to: server)
-        let accepted = accept(listener, nil, nil)  // accepted, and never answered
+        let accepted = procord_test_accept(listener, 10_000)  // accepted, and never answered
+        try #require(accepted >= 0, "no connection came: errno \(-accepted)")
         defer { close(accepted) }
         #expect(process.wait(timeout: .seconds(10)))
         #expect(failure(process.status) == .workerDisconnected(.timedOut(.waitingForTheWorker)))
@@ -58,20 +61,17 @@ import Testing
     try expectNoLeaks {
       try withListener { port, listener in
         let process = try delegate(DemoTasks.fibo, 1, to: RemoteServer(host: "127.0.0.1", port: port))
-        let accepted = accept(listener, nil, nil)
+        let accepted = procord_test_accept(listener, 10_000)
+        try #require(accepted >= 0, "no connection came: errno \(-accepted)")
         defer { close(accepted) }
+        // The task's frames are all sent before anything is killed.
+        #expect(readRaw(accepted, 9) == .bytes("4Tfibo1V1"))
         process.kill()
         #expect(process.wait(timeout: .seconds(10)))
         #expect(failure(process.status) == .workerKilled)
-        // The server side sees the end of the stream after the task's frames.
-        var buffer = [UInt8](repeating: 0, count: 64)
-        var total = 0
-        while true {
-          let n = read(accepted, &buffer, 64)
-          if n <= 0 { break }
-          total += n
-        }
-        #expect(total <= 64)
+        // The server side then sees the end of the stream (read returns 0),
+        // with nothing more before it.
+        #expect(readRaw(accepted, 64) == .bytes(""))
       }
     }
   }
@@ -80,17 +80,11 @@ import Testing
     try expectNoLeaks {
       try withListener(family: AF_INET6) { port, listener in
         let process = try delegate(host: "::1", port: port, task: DemoTasks.fibo, input: 1)
-        let accepted = accept(listener, nil, nil)
+        let accepted = procord_test_accept(listener, 10_000)
+        try #require(accepted >= 0, "no connection came: errno \(-accepted)")
         // Read the task (`4Tfibo1V1`), answer like an original worker, close.
-        var buffer = [UInt8](repeating: 0, count: 9)
-        var got = 0
-        while got < 9 {
-          let n = buffer.withUnsafeMutableBytes { read(accepted, $0.baseAddress! + got, 9 - got) }
-          if n <= 0 { break }
-          got += n
-        }
-        #expect(String(decoding: buffer[0..<got], as: UTF8.self) == "4Tfibo1V1")
-        _ = "2V42".withCString { write(accepted, $0, 4) }
+        #expect(readRaw(accepted, 9) == .bytes("4Tfibo1V1"))
+        #expect(procord_test_write_all(accepted, "2V42", 4) == 0)
         close(accepted)
         #expect(try process.run() == 42)
       }
@@ -98,55 +92,30 @@ import Testing
   }
 }
 
-/// Runs `body` with a listening TCP socket on loopback and its port; closes it after.
+/// What a raw read gave: the bytes (fewer than asked only at the end of the
+/// stream), or how it failed (-ETIMEDOUT: neither came within 5 s).
+private enum RawRead: Equatable {
+  case bytes(String)
+  case failed(errno: Int, partial: String)
+}
+
+/// Reads `count` bytes from `fd`, or up to the end of the stream, within 5 s.
+private func readRaw(_ fd: Int32, _ count: Int) -> RawRead {
+  var buffer = [UInt8](repeating: 0, count: count)
+  var partial = 0
+  let n = procord_test_read(fd, &buffer, count, 5000, &partial)
+  if n < 0 { return .failed(errno: -n, partial: String(decoding: buffer[0..<partial], as: UTF8.self)) }
+  return .bytes(String(decoding: buffer[0..<n], as: UTF8.self))
+}
+
+/// Runs `body` with a listening TCP socket on the loopback address of
+/// `family` and its port; closes it after.
 private func withListener<R>(
   family: Int32 = AF_INET, backlog: Int32 = 16, _ body: (Int, Int32) throws -> R
 ) throws -> R {
-  let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  #expect(fd >= 0)
+  var port: Int32 = 0
+  let fd = procord_test_listen(family, backlog, &port)
+  try #require(fd >= 0, "listen: errno \(-fd)")
   defer { close(fd) }
-  var port: UInt16 = 0
-  if family == AF_INET6 {
-    var address = sockaddr_in6()
-    address.sin6_family = sa_family_t(AF_INET6)
-    address.sin6_addr = in6addr_loopback
-    var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-    withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-        _ = bind(fd, pointer, length)
-        _ = listen(fd, backlog)
-        _ = getsockname(fd, pointer, &length)
-      }
-    }
-    port = UInt16(bigEndian: address.sin6_port)
-  } else {
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-        _ = bind(fd, pointer, length)
-        _ = listen(fd, backlog)
-        _ = getsockname(fd, pointer, &length)
-      }
-    }
-    port = UInt16(bigEndian: address.sin_port)
-  }
   return try body(Int(port), fd)
-}
-
-/// A plain non-blocking connect to 127.0.0.1:port (it may stay pending).
-private func connectRaw(port: Int) -> Int32 {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-  address.sin_port = UInt16(port).bigEndian
-  _ = withUnsafePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-      connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-    }
-  }
-  return fd
 }

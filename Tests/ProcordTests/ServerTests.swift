@@ -43,19 +43,11 @@ import Testing
   @Test func whatATaskPrintsOnAServerReachesTheClient() throws {
     let server = try ServerUnderTest()
     defer { server.ensureStopped() }
-    let client = Process()
-    client.executableURL = URL(fileURLWithPath: demoPath)
-    client.arguments = ["run", "--procord-hostname", "127.0.0.1", "--procord-port", String(server.port), "print", "3"]
-    let stdout = Pipe(), stderr = Pipe()
-    client.standardOutput = stdout
-    client.standardError = stderr
-    try client.run()
-    let output = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let error = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    client.waitUntilExit()
-    #expect(output == "print: line 1 of 3\nprint: line 2 of 3\nprint: line 3 of 3\nprint(3) = 3\n")
-    #expect(error == "print: error line 1 of 3\nprint: error line 2 of 3\nprint: error line 3 of 3\n")
-    #expect(client.terminationStatus == 0)
+    let client = try runProgram(
+      ["run", "--procord-hostname", "127.0.0.1", "--procord-port", String(server.port), "print", "3"])
+    #expect(client.outputText == "print: line 1 of 3\nprint: line 2 of 3\nprint: line 3 of 3\nprint(3) = 3\n")
+    #expect(client.errorText == "print: error line 1 of 3\nprint: error line 2 of 3\nprint: error line 3 of 3\n")
+    #expect(client.exitedNormally && client.status == 0)
     server.stop()
   }
 
@@ -139,6 +131,7 @@ import Testing
     #expect(maximum <= 8, "\(maximum) tasks ran at once")
     #expect(maximum > 1, "the tasks never ran in parallel")
     #expect(sampled.samples > 0)
+    #expect(sampled.maximum > 0, "the sampler never saw a worker of the server")
     #expect(sampled.maximum <= 8, "the server had \(sampled.maximum) children at once")
     server.stop()
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")

@@ -1,5 +1,6 @@
 import CTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Procord
@@ -106,4 +107,49 @@ private let becomeSubreaper: Void = {
 func failure<Output>(_ status: Status<Output>) -> ExecutionError? {
   if case .error(let error) = status { return error }
   return nil
+}
+
+/// How a program run by ``runProgram(_:program:input:mergingStreams:)`` ended,
+/// with everything it wrote.
+struct ProgramRun {
+  var output: [UInt8]
+  var error: [UInt8]
+  /// The exit code, or the signal if it did not exit normally.
+  var status: Int32
+  var exitedNormally: Bool
+  var outputText: String { String(decoding: output, as: UTF8.self) }
+  var errorText: String { String(decoding: error, as: UTF8.self) }
+}
+
+/// Runs `program` (procord-demo unless told) with `arguments` to its end,
+/// feeding it `input` on stdin, and returns what it wrote on stdout and
+/// stderr, both read at once (a full stderr pipe must not stall a long
+/// stdout). With `mergingStreams`, both go to one pipe, in the order
+/// written, all in `output`.
+func runProgram(
+  _ arguments: [String], program: String = demoPath, input: [UInt8] = [], mergingStreams: Bool = false
+) throws -> ProgramRun {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: program)
+  process.arguments = arguments
+  let stdin = Pipe(), stdout = Pipe(), stderr = mergingStreams ? nil : Pipe()
+  process.standardInput = stdin
+  process.standardOutput = stdout
+  process.standardError = stderr ?? stdout
+  try process.run()
+  let errorData = Mutex<Data>(Data())
+  let errorReader = stderr.map { stderr in
+    Thread { errorData.withLock { $0 = stderr.fileHandleForReading.readDataToEndOfFile() } }
+  }
+  errorReader?.start()
+  // Only when there is something to write: a program that exits at once
+  // (a usage error) would make even an empty write raise SIGPIPE here.
+  if !input.isEmpty { try stdin.fileHandleForWriting.write(contentsOf: Data(input)) }
+  try stdin.fileHandleForWriting.close()
+  let output = stdout.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  while let errorReader, !errorReader.isFinished { sched_yield() }
+  return ProgramRun(
+    output: [UInt8](output), error: [UInt8](errorData.withLock { $0 }),
+    status: process.terminationStatus, exitedNormally: process.terminationReason == .exit)
 }

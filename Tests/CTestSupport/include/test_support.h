@@ -46,6 +46,19 @@ int procord_test_receive(int fd, char *buffer, size_t size, int timeout_ms);
 int procord_test_listen_loopback(int *port);
 
 /*
+ * A listening TCP socket on the loopback address of `family` (AF_INET:
+ * 127.0.0.1, AF_INET6: ::1) with `backlog`, on a port the system picks,
+ * stored in `*port`; close-on-exec. Returns the descriptor or -errno.
+ */
+int procord_test_listen(int family, int backlog, int *port);
+
+/*
+ * Starts a non-blocking TCP connect to 127.0.0.1:`port` and returns the
+ * socket at once, connected or still pending (close-on-exec), or -errno.
+ */
+int procord_test_connect_pending(int port);
+
+/*
  * A port that was free on 127.0.0.1 a moment ago (bound to port 0, read
  * back, closed), for programs that must be given a port number. Returns the
  * port or -errno.
