@@ -24,6 +24,7 @@ static const known_error_t known_errors[] = {
     {PROCORD_EINVAL, "PROCORD_EINVAL", "invalid argument"},
     {PROCORD_ECLOSED, "PROCORD_ECLOSED", "already closed"},
     {PROCORD_ERESOLVE, "PROCORD_ERESOLVE", "could not resolve host name"},
+    {PROCORD_EFULL, "PROCORD_EFULL", "queue full"},
 };
 
 static const known_error_t *find_known(int code) {

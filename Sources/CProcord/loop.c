@@ -30,6 +30,7 @@ struct procord_loop_s {
   int free_requested;   /* guarded by queue_lock: stop once no work is left */
   pthread_t thread;
   int has_thread;
+  int thread_done;      /* atomic: the loop's own thread has returned */
   pthread_t running_thread;
   int running;
   procord_loop_work_t work; /* sentinel of the work list */
@@ -143,7 +144,9 @@ static void *thread_main(void *argument) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  procord_loop_run(argument);
+  procord_loop_t *loop = argument;
+  procord_loop_run(loop);
+  __atomic_store_n(&loop->thread_done, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
@@ -165,6 +168,38 @@ void procord_loop_stop(procord_loop_t *loop) {
 int procord_loop_is_current_thread(const procord_loop_t *loop) {
   return __atomic_load_n(&loop->running, __ATOMIC_ACQUIRE) &&
          pthread_equal(loop->running_thread, pthread_self());
+}
+
+typedef struct waited_call_s {
+  procord_loop_t *loop;
+  procord_loop_fn fn;
+  void *argument;
+  int done; /* guarded by the done lock */
+} waited_call_t;
+
+static void run_waited_call(void *argument) {
+  waited_call_t *call = argument;
+  call->fn(call->argument);
+  pthread_mutex_lock(&call->loop->done_lock);
+  call->done = 1;
+  pthread_cond_broadcast(&call->loop->done_cond);
+  pthread_mutex_unlock(&call->loop->done_lock);
+}
+
+int procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
+  int elsewhere = (loop->has_thread && !__atomic_load_n(&loop->thread_done, __ATOMIC_ACQUIRE)) ||
+                  __atomic_load_n(&loop->running, __ATOMIC_ACQUIRE);
+  if (!elsewhere || procord_loop_is_current_thread(loop)) {
+    fn(argument);
+    return 0;
+  }
+  waited_call_t call = {loop, fn, argument, 0};
+  int error = procord_loop_call(loop, run_waited_call, &call);
+  if (error) return error;
+  pthread_mutex_lock(&loop->done_lock);
+  while (!call.done) pthread_cond_wait(&loop->done_cond, &loop->done_lock);
+  pthread_mutex_unlock(&loop->done_lock);
+  return 0;
 }
 
 static void abort_all_work(void *argument) {

@@ -37,6 +37,13 @@ typedef struct procord_loop_work_s {
 struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
                                        void (*callback)(int, short, void *), void *argument);
 
+/*
+ * Runs `fn(argument)` on the loop's thread and waits for it to return; runs
+ * it at once on the calling thread when that is the loop's, or when the
+ * loop is not running anywhere (it would never come). Returns 0 or -ENOMEM.
+ */
+int procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument);
+
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work);
 void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);
 

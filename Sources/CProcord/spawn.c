@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -129,6 +131,8 @@ static int file_actions(posix_spawn_file_actions_t *actions, const procord_spawn
      program inherited without close-on-exec (a parent's pipes, say). */
   int first_closed = options->channel == PROCORD_CHANNEL_SOCKET ? PROCORD_WORKER_SOCKET_FD + 1 : 3;
   if (!e) e = posix_spawn_file_actions_addclosefrom_np(actions, first_closed);
+  if (!e && options->working_directory)
+    e = posix_spawn_file_actions_addchdir_np(actions, options->working_directory);
   return e;
 }
 
@@ -146,6 +150,21 @@ static int attributes(posix_spawnattr_t *attr) {
   e = e ? e : posix_spawnattr_setsigmask(attr, &none);
   e = e ? e : posix_spawnattr_setsigdefault(attr, &defaults);
   return e;
+}
+
+static int limit(pid_t pid, int resource, unsigned long long value, unsigned long long hard) {
+  if (!value) return 0;
+  struct rlimit wanted = {(rlim_t)value, (rlim_t)hard};
+  return prlimit(pid, resource, &wanted, NULL) == 0 ? 0 : -errno;
+}
+
+/* Before the worker gets a task: see procord_resource_limits_t. */
+static int apply_limits(pid_t pid, const procord_resource_limits_t *limits) {
+  int error = limit(pid, RLIMIT_AS, limits->address_space_bytes, limits->address_space_bytes);
+  /* A second between SIGXCPU and SIGKILL, for the task to notice. */
+  if (!error) error = limit(pid, RLIMIT_CPU, limits->cpu_seconds, limits->cpu_seconds + 1);
+  if (!error) error = limit(pid, RLIMIT_NOFILE, limits->open_files, limits->open_files);
+  return error;
 }
 
 int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child) {
@@ -190,6 +209,15 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
     close(ours[0]);
     if (ours[1] != ours[0]) close(ours[1]);
     return -e;
+  }
+  int limit_error = apply_limits(pid, &options->limits);
+  if (limit_error) {
+    close(ours[0]);
+    if (ours[1] != ours[0]) close(ours[1]);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return limit_error;
   }
   registry_add(pid);
   child->pid = pid;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 static int set_error(char *error, size_t size, int code, const char *format, const char *what) {
@@ -99,6 +100,25 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
 
 static void ignore_signal(int signal) { (void)signal; }
 
+/* The main program is gone: end this worker and what its task started. */
+static void on_parent_death(int signal) {
+  (void)signal;
+  kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
+}
+
+/*
+ * A local worker of a Procord main program dies with it, even when the main
+ * program was killed outright: Linux sends SIGHUP when the thread that
+ * started the worker (the main program's loop thread) ends. The end of the
+ * protocol stream does the same everywhere, more slowly.
+ */
+static void die_with_parent(void) {
+  struct sigaction action = {0};
+  action.sa_handler = on_parent_death;
+  sigaction(SIGHUP, &action, NULL);
+  prctl(PR_SET_PDEATHSIG, SIGHUP);
+}
+
 static int open_or_error(const char *path, int flags) {
   int fd = open(path, flags | O_CLOEXEC, 0644);
   return fd < 0 ? -errno : fd;
@@ -134,6 +154,7 @@ int procord_worker_run(const procord_worker_command_t *command,
   if (command->socket_fd >= 0) {
     /* Keep the protocol away from any process the task starts. */
     fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);
+    die_with_parent();
     options.read_fd = options.write_fd = command->socket_fd;
     options.reusable = 1;
     options.end_with_peer = 1;

@@ -298,8 +298,7 @@ private func cpuTime() -> Duration {
 private func waitForChild(of pid: Int32) -> Int32? {
   var child: Int32?
   _ = eventually {
-    let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)
-    child = text?.split(separator: " ").first.flatMap { Int32($0) }
+    child = childrenOf(pid).first  // started by its loop thread
     return child != nil
   }
   return child

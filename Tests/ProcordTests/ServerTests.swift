@@ -595,15 +595,6 @@ private final class ServerUnderTest: @unchecked Sendable {
   }
 }
 
-/// The children of `pid` (of all its threads), from /proc.
-private func childrenOf(_ pid: Int32) -> [Int32] {
-  let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-  return tasks.flatMap { task in
-    let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
-    return text.split(separator: " ").compactMap { Int32($0) }
-  }
-}
-
 /// Counts a process's children over and over on a thread of its own until
 /// stopped, keeping the largest count seen.
 private final class ChildSampler: @unchecked Sendable {

@@ -153,3 +153,12 @@ func runProgram(
     output: [UInt8](output), error: [UInt8](errorData.withLock { $0 }),
     status: process.terminationStatus, exitedNormally: process.terminationReason == .exit)
 }
+
+/// The children of `pid` (of all its threads), from /proc.
+func childrenOf(_ pid: Int32) -> [Int32] {
+  let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+  return tasks.flatMap { task in
+    let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+    return text.split(separator: " ").compactMap { Int32($0) }
+  }
+}

@@ -1,12 +1,16 @@
 /*
- * procord/delegation.h: one task delegated to one local worker process.
+ * procord/delegation.h: one task delegated to one worker.
  *
- * procord_delegate starts a worker, sends it the task name (`T`) and the
+ * procord_delegate starts a worker (or connects to a worker server; a pool,
+ * procord/pool.h, lends one of its workers instead), sends it the task name (`T`) and the
  * serialized input (`V`), and follows the worker's answer on a loop: `P`/`F`
  * frames are printed as they come, then exactly one terminal frame (`V`, `X`,
  * `U` or `E`) or the end of the stream decides the outcome, mapped as in
- * docs/PROTOCOL.md. The outcome is reported only once the worker has exited
- * and been reaped, so a finished delegation never leaves a process behind.
+ * docs/PROTOCOL.md. The outcome of a one-off delegation is reported only
+ * once the worker has exited and been reaped, so a finished delegation never
+ * leaves a process behind; a pooled task's answer is reported at once (its
+ * worker goes on to the next task), and a pooled task that ends without an
+ * answer is reported once its worker has been reaped.
  */
 #ifndef PROCORD_DELEGATION_H
 #define PROCORD_DELEGATION_H
@@ -29,8 +33,11 @@ typedef enum procord_outcome_kind {
   PROCORD_OUTCOME_UNKNOWN_EXCEPTION, /* `U`: body is a readable text */
   PROCORD_OUTCOME_NO_WORKER,         /* `E0`: the worker does not have the task */
   PROCORD_OUTCOME_DISCONNECTED,      /* no terminal frame: see error, call, exit_code, signal */
-  PROCORD_OUTCOME_KILLED,            /* procord_delegation_kill (or procord_loop_free)
-                                        ended a started worker; error and call are 0 */
+  PROCORD_OUTCOME_KILLED,            /* procord_delegation_kill (or procord_loop_free, or an
+                                        immediate pool shutdown) ended it; error and call are 0 */
+  PROCORD_OUTCOME_TIMED_OUT,         /* deadline_ms passed first: the worker was killed (SIGTERM,
+                                        then SIGKILL after the grace); error PROCORD_ETIMEOUT,
+                                        call "deadline" */
 } procord_outcome_kind_t;
 
 typedef struct procord_outcome_s {
@@ -54,7 +61,9 @@ typedef struct procord_outcome_s {
      Procord's SIGKILL, not something that happened to the worker. */
   int killed_after_grace;
   const char *detail; /* more about the error, static (a resolver's message), or NULL */
-  int reusable;  /* the worker sent `0R` after its terminal frame */
+  int reusable;  /* the worker sent `0R` after its terminal frame (one-off delegations) */
+  int attempts;  /* how many workers the task was handed to (a pool retries: more than 1) */
+  pid_t worker_pid; /* the last worker's pid, or -1 (remote, or none started) */
 } procord_outcome_t;
 
 /*
@@ -93,6 +102,15 @@ typedef struct procord_delegation_options_s {
   /* After the worker has closed its stream (or answered), how long it may
      take to exit before it is killed; 0: 2000 ms. */
   int exit_grace_ms;
+  /* How long the task may take, counted from this call (time waiting in a
+     pool's queue included), before it ends as TIMED_OUT: its worker gets
+     SIGTERM (its whole process group), then SIGKILL once exit_grace_ms has
+     passed; a remote task's connection is closed. 0: no limit. */
+  int deadline_ms;
+  /* Pools only: the task may run again, on another worker, if its worker
+     goes away before answering (see procord_pool_options_t.max_retries).
+     A task that never reached a worker is retried even without this. */
+  int idempotent;
   procord_done_cb on_done;        /* may be NULL */
   /* Custom destinations (and `O`/`E` with capture_output); NULL: their text
      is dropped. Without capture_output, `O` and `E` text is written to this
@@ -104,8 +122,10 @@ typedef struct procord_delegation_options_s {
 
 /*
  * Starts a worker and delegates a task to it. Thread-safe: the worker is
- * started on the calling thread (so its pid is known on return), the rest
- * happens on the loop's thread. Always stores a delegation in `*delegation`
+ * started on the loop's thread (the thread a worker's parent-death signal
+ * follows; the call waits for it, so the pid is known on return, or on the
+ * calling thread when that is the loop's or the loop is not running), the
+ * rest happens on the loop's thread. Always stores a delegation in `*delegation`
  * unless it returns -ENOMEM or PROCORD_EINVAL: when the worker cannot be
  * started, the delegation finishes as DISCONNECTED with the error of
  * posix_spawn (on_done still runs, on the loop's thread). The caller holds
@@ -114,7 +134,8 @@ typedef struct procord_delegation_options_s {
 int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
                      procord_delegation_t **delegation);
 
-/* The worker's pid, or -1 if it could not be started. Thread-safe. */
+/* The worker's pid, or -1 if it could not be started (or, for a pooled
+   task, while it waits for a worker or runs on a server). Thread-safe. */
 pid_t procord_delegation_pid(const procord_delegation_t *delegation);
 
 /*

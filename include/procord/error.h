@@ -29,6 +29,7 @@ enum procord_error_code {
   PROCORD_EINVAL = -4021,              /* an argument or option is invalid */
   PROCORD_ECLOSED = -4022,             /* the object was closed or has finished */
   PROCORD_ERESOLVE = -4023,            /* a host name could not be resolved */
+  PROCORD_EFULL = -4024,               /* a bounded queue is full */
 };
 
 /*

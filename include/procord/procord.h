@@ -15,6 +15,7 @@
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/loop.h"
+#include "procord/pool.h"
 #include "procord/server.h"
 #include "procord/spawn.h"
 #include "procord/worker.h"

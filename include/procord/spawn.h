@@ -37,6 +37,23 @@ typedef enum procord_protocol_channel {
   PROCORD_CHANNEL_SOCKET = 1,
 } procord_protocol_channel_t;
 
+/*
+ * Resource limits for a worker (0: the limit it inherits). Each is set as
+ * both its soft and its hard limit, so the task cannot raise it again, with
+ * prlimit(2) right after the start: the worker program's own start-up may
+ * run before them, but no task does (the worker gets its task only later),
+ * and what the task starts inherits them.
+ */
+typedef struct procord_resource_limits_s {
+  /* RLIMIT_AS: allocations beyond it fail (malloc returns NULL; mmap ENOMEM). */
+  unsigned long long address_space_bytes;
+  /* RLIMIT_CPU: SIGXCPU once reached, SIGKILL a second later. Counts the
+     worker's whole life, so in a pool it spans its tasks. */
+  unsigned long long cpu_seconds;
+  /* RLIMIT_NOFILE: descriptors numbered at or above it cannot be opened. */
+  unsigned long long open_files;
+} procord_resource_limits_t;
+
 typedef struct procord_spawn_options_s {
   /* The program: a path, or a bare name searched in PATH. Required. */
   const char *program;
@@ -48,6 +65,10 @@ typedef struct procord_spawn_options_s {
   /* Descriptor to use as the child's stderr (any number, 0 and 1 included;
      duplicated, not taken); -1: inherit the caller's. */
   int stderr_fd;
+  /* The child's working directory; NULL: the caller's. A directory that
+     cannot be entered fails the start with its errno (-ENOENT, -EACCES). */
+  const char *working_directory;
+  procord_resource_limits_t limits;
 } procord_spawn_options_t;
 
 /* A started child. The caller owns the descriptors in it. */
@@ -62,8 +83,9 @@ typedef struct procord_child_s {
  * Starts a child. On success fills `*child` and returns 0; the child is
  * registered so that procord_reap_all_children (run at exit) can reap it. On
  * failure returns a negated errno of the call that failed (posix_spawn
- * reports exec failures such as -ENOENT for a program that does not exist)
- * and leaves no descriptor or process behind.
+ * reports exec failures such as -ENOENT for a program that does not exist;
+ * a limit that cannot be set, above this program's own hard limit, gives
+ * prlimit's -EPERM) and leaves no descriptor or process behind.
  */
 int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child);
 

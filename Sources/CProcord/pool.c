@@ -1,0 +1,813 @@
+/*
+ * A pool of reusable workers (procord/pool.h): one queue of tasks, workers
+ * lent to them in turn over links (worker_link.h), started, reused on `0R`,
+ * retired and replaced on the loop's thread.
+ */
+#define _GNU_SOURCE
+#include "delegation_private.h"
+#include "pool_private.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_MAX_QUEUE_LENGTH 65536
+#define FIRST_BACKOFF_MS 250
+#define LAST_BACKOFF_MS 10000
+
+typedef enum worker_state {
+  WORKER_STARTING, /* a server connection in progress */
+  WORKER_IDLE,     /* ready, no task */
+  WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
+  WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
+  WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
+} worker_state_t;
+
+typedef struct pool_worker_s {
+  procord_pool_t *pool;
+  struct pool_worker_s *previous, *next;
+  procord_link_t *link;
+  size_t source;
+  worker_state_t state;
+  int was_ready;
+  procord_delegation_t *task;
+  int tasks_done;
+  struct event *idle_timer;
+} pool_worker_t;
+
+typedef struct pool_source_s {
+  procord_pool_source_t spec; /* deep copy */
+  long long down_until_ms;    /* skipped until then after a failed start */
+  int backoff_ms;
+} pool_source_t;
+
+struct procord_pool_s {
+  procord_loop_work_t work; /* first: the loop hands this pointer back */
+  procord_loop_t *loop;
+  int references;           /* atomic: the caller's, each task's, the loop's until stopped */
+  procord_pool_options_t options;
+  pool_source_t *sources;
+  size_t next_source;
+  pool_worker_t workers;    /* sentinel of the list of workers */
+  procord_delegation_t *queue_head, *queue_tail;
+  struct event *replenish_timer;
+
+  /* On the loop's thread: */
+  int closing;
+  int immediate;
+  int stopped;
+
+  /* Guarded by lock, readable from any thread: */
+  pthread_mutex_t lock;
+  int refusing;             /* shut down: new tasks are refused */
+  int shutdown_requested;
+  size_t waiting;           /* submitted and not yet handed to a worker */
+  procord_pool_stats_t stats;
+};
+
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* ---- Options: a deep copy, so the caller's may go away. ---- */
+
+static char **copy_strings(const char *const *strings, int *failed) {
+  if (!strings) return NULL;
+  size_t count = 0;
+  while (strings[count]) count++;
+  char **copy = calloc(count + 1, sizeof *copy);
+  if (!copy) {
+    *failed = 1;
+    return NULL;
+  }
+  for (size_t i = 0; i < count; i++)
+    if (!(copy[i] = strdup(strings[i]))) *failed = 1;
+  return copy;
+}
+
+static void free_strings(const char *const *strings) {
+  if (!strings) return;
+  for (size_t i = 0; strings[i]; i++) free((char *)strings[i]);
+  free((void *)strings);
+}
+
+static char *copy_string(const char *string, int *failed) {
+  if (!string) return NULL;
+  char *copy = strdup(string);
+  if (!copy) *failed = 1;
+  return copy;
+}
+
+static void free_source(procord_pool_source_t *s) {
+  free((char *)s->worker.program);
+  free_strings(s->worker.arguments);
+  free_strings(s->worker.environment);
+  free((char *)s->worker.working_directory);
+  free((char *)s->remote_host);
+}
+
+static int copy_source(procord_pool_source_t *to, const procord_pool_source_t *from) {
+  int failed = 0;
+  *to = *from;
+  to->worker.program = copy_string(from->worker.program, &failed);
+  to->worker.arguments = (const char *const *)copy_strings(from->worker.arguments, &failed);
+  to->worker.environment = (const char *const *)copy_strings(from->worker.environment, &failed);
+  to->worker.working_directory = copy_string(from->worker.working_directory, &failed);
+  to->remote_host = copy_string(from->remote_host, &failed);
+  if (failed) free_source(to);
+  return failed ? -ENOMEM : 0;
+}
+
+/* ---- References and counts. ---- */
+
+static void pool_unref(procord_pool_t *p) {
+  if (__atomic_sub_fetch(&p->references, 1, __ATOMIC_ACQ_REL) != 0) return;
+  for (size_t i = 0; i < p->options.source_count; i++) free_source(&p->sources[i].spec);
+  free(p->sources);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+void procord_pool_task_released(procord_pool_t *p) { pool_unref(p); }
+
+static int counts_as_live(worker_state_t state) { return state != WORKER_CLOSING; }
+
+static void count_state(procord_pool_t *p, worker_state_t state, int delta) {
+  if (counts_as_live(state)) p->stats.workers += (size_t)delta;
+  if (state == WORKER_IDLE) p->stats.idle += (size_t)delta;
+  if (state == WORKER_BUSY || state == WORKER_DRAINING) p->stats.busy += (size_t)delta;
+}
+
+static void set_state(pool_worker_t *w, worker_state_t state) {
+  procord_pool_t *p = w->pool;
+  pthread_mutex_lock(&p->lock);
+  count_state(p, w->state, -1);
+  count_state(p, state, 1);
+  pthread_mutex_unlock(&p->lock);
+  w->state = state;
+  if (state != WORKER_IDLE && w->idle_timer) event_del(w->idle_timer);
+}
+
+static size_t live_workers(procord_pool_t *p) {
+  pthread_mutex_lock(&p->lock);
+  size_t live = p->stats.workers;
+  pthread_mutex_unlock(&p->lock);
+  return live;
+}
+
+/* ---- The queue (loop thread). ---- */
+
+static void enqueue(procord_pool_t *p, procord_delegation_t *d, int at_front) {
+  d->queued = 1;
+  if (at_front) {
+    d->queue_next = p->queue_head;
+    p->queue_head = d;
+    if (!p->queue_tail) p->queue_tail = d;
+  } else {
+    d->queue_next = NULL;
+    if (p->queue_tail) p->queue_tail->queue_next = d;
+    else p->queue_head = d;
+    p->queue_tail = d;
+  }
+}
+
+static void unqueue(procord_pool_t *p, procord_delegation_t *d) {
+  procord_delegation_t **at = &p->queue_head, *previous = NULL;
+  while (*at && *at != d) {
+    previous = *at;
+    at = &(*at)->queue_next;
+  }
+  if (!*at) return;
+  *at = d->queue_next;
+  if (p->queue_tail == d) p->queue_tail = previous;
+  d->queue_next = NULL;
+  d->queued = 0;
+  pthread_mutex_lock(&p->lock);
+  p->waiting--;
+  p->stats.queued = p->waiting;
+  pthread_mutex_unlock(&p->lock);
+}
+
+static void finish_task(procord_pool_t *p, procord_delegation_t *d) {
+  pthread_mutex_lock(&p->lock);
+  p->stats.tasks_finished++;
+  pthread_mutex_unlock(&p->lock);
+  procord_delegation_finish(d);
+}
+
+/* ---- Sources. ---- */
+
+/* The next source in turn that is not resting after a failure; if all are,
+   the one that rests least (a task is better failed fast than kept). */
+static size_t choose_source(procord_pool_t *p, int *all_down) {
+  long long now = now_ms();
+  size_t count = p->options.source_count, best = p->next_source % count;
+  for (size_t i = 0; i < count; i++) {
+    size_t s = (p->next_source + i) % count;
+    if (p->sources[s].down_until_ms <= now) {
+      p->next_source = s + 1;
+      *all_down = 0;
+      return s;
+    }
+    if (p->sources[s].down_until_ms < p->sources[best].down_until_ms) best = s;
+  }
+  *all_down = 1;
+  p->next_source = best + 1;
+  return best;
+}
+
+static void source_failed(procord_pool_t *p, size_t s) {
+  pool_source_t *source = &p->sources[s];
+  source->backoff_ms = source->backoff_ms ? source->backoff_ms * 2 : FIRST_BACKOFF_MS;
+  if (source->backoff_ms > LAST_BACKOFF_MS) source->backoff_ms = LAST_BACKOFF_MS;
+  source->down_until_ms = now_ms() + source->backoff_ms;
+}
+
+/* ---- Workers. ---- */
+
+static void pump(procord_pool_t *p);
+static void on_ready(procord_link_t *link, void *context);
+static void on_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context);
+static void on_ended(procord_link_t *link, void *context);
+
+static void arm_idle_timer(pool_worker_t *w);
+
+static void retire(pool_worker_t *w) {
+  if (w->state == WORKER_CLOSING) return;
+  set_state(w, WORKER_CLOSING);
+  procord_link_close(w->link);
+}
+
+static void on_idle_timeout(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  pool_worker_t *w = context;
+  if (w->state != WORKER_IDLE) return;
+  if (live_workers(w->pool) > (size_t)w->pool->options.min_workers) retire(w);
+  else arm_idle_timer(w); /* needed now; perhaps not later */
+}
+
+static void arm_idle_timer(pool_worker_t *w) {
+  int limit_ms = w->pool->options.idle_timeout_ms;
+  if (limit_ms <= 0) return;
+  struct timeval limit = {limit_ms / 1000, (limit_ms % 1000) * 1000};
+  evtimer_add(w->idle_timer, &limit);
+}
+
+/* Idle, and last in the list: the most recently used worker is found first. */
+static void become_idle(pool_worker_t *w) {
+  procord_pool_t *p = w->pool;
+  w->previous->next = w->next;
+  w->next->previous = w->previous;
+  w->next = &p->workers;
+  w->previous = p->workers.previous;
+  p->workers.previous->next = w;
+  p->workers.previous = w;
+  set_state(w, WORKER_IDLE);
+  arm_idle_timer(w);
+}
+
+/*
+ * Starts a worker from the next source. Returns it (STARTING for a server,
+ * IDLE for a local worker, which is ready at once), or NULL with `*failure`
+ * filled when it could not even start (a spawn error).
+ */
+static pool_worker_t *start_worker(procord_pool_t *p, int *all_down, procord_link_end_t *failure) {
+  size_t s = choose_source(p, all_down);
+  const procord_pool_source_t *source = &p->sources[s].spec;
+  pool_worker_t *w = calloc(1, sizeof *w);
+  procord_link_options_t options = {
+      .worker = &source->worker,
+      .remote_host = source->remote_host,
+      .remote_port = source->remote_port,
+      .connect_timeout_ms = p->options.connect_timeout_ms,
+      .idle_timeout_ms = p->options.idle_timeout_worker_ms,
+      .max_message_size = p->options.max_message_size,
+      .exit_grace_ms = p->options.exit_grace_ms,
+      .events = {on_ready, on_frame, on_ended},
+      .context = w,
+  };
+  int error = w ? 0 : -ENOMEM;
+  if (w) w->idle_timer = evtimer_new(procord_loop_base(p->loop), on_idle_timeout, w);
+  if (!error && !w->idle_timer) error = -ENOMEM;
+  if (!error) w->link = procord_link_new(p->loop, &options);
+  if (!error && !w->link) error = -ENOMEM;
+  if (!error) error = procord_link_start(w->link);
+  if (error) {
+    /* The link may not have been made, or ended at once (a spawn error). */
+    memset(failure, 0, sizeof *failure);
+    failure->error = error;
+    failure->call = "setup";
+    failure->exit_code = -1;
+    if (w && w->link) *failure = w->link->end;
+    source_failed(p, s); /* rest it, so that nothing retries it in a tight loop */
+    if (w) {
+      procord_link_free(w->link);
+      if (w->idle_timer) event_free(w->idle_timer);
+      free(w);
+    }
+    return NULL;
+  }
+  w->pool = p;
+  w->source = s;
+  w->state = WORKER_CLOSING; /* counted from here on */
+  w->next = &p->workers;
+  w->previous = p->workers.previous;
+  p->workers.previous->next = w;
+  p->workers.previous = w;
+  pthread_mutex_lock(&p->lock);
+  p->stats.workers_started++;
+  pthread_mutex_unlock(&p->lock);
+  if (procord_link_ready(w->link)) {
+    w->was_ready = 1;
+    set_state(w, WORKER_IDLE);
+  } else {
+    set_state(w, WORKER_STARTING);
+  }
+  return w;
+}
+
+/* Hands a task to a worker: sent now, or once a server connection is ready. */
+static void assign(pool_worker_t *w, procord_delegation_t *d) {
+  procord_pool_t *p = w->pool;
+  d->link = w->link;
+  w->task = d;
+  __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
+  d->outcome.worker_pid = w->link->pid;
+  int ready = w->state == WORKER_IDLE;
+  set_state(w, WORKER_BUSY);
+  if (!ready) return;
+  int error = procord_delegation_send(d, w->link);
+  if (error) {
+    procord_link_fail(w->link, error, "setup");
+    retire(w);
+  }
+  (void)p;
+}
+
+/* A task that could not get a worker at all: retried, or finished. */
+static void task_without_worker(procord_pool_t *p, procord_delegation_t *d,
+                                const procord_link_end_t *failure) {
+  if (!p->closing && d->retries < p->options.max_retries) {
+    d->retries++;
+    pthread_mutex_lock(&p->lock);
+    p->stats.tasks_retried++;
+    p->waiting++;
+    p->stats.queued = p->waiting;
+    pthread_mutex_unlock(&p->lock);
+    enqueue(p, d, 1);
+    return;
+  }
+  procord_link_t none = {.end = *failure};
+  procord_delegation_take_end(d, &none);
+  finish_task(p, d);
+}
+
+static pool_worker_t *find_free(procord_pool_t *p) {
+  pool_worker_t *starting = NULL;
+  /* The most recently used idle worker first (last in the list): the
+     others may then idle out. */
+  for (pool_worker_t *w = p->workers.previous; w != &p->workers; w = w->previous) {
+    if (w->state == WORKER_IDLE) return w;
+    if (w->state == WORKER_STARTING && !w->task && !starting) starting = w;
+  }
+  return starting;
+}
+
+static void stop_if_done(procord_pool_t *p);
+static void replenish(procord_pool_t *p);
+
+static procord_delegation_t *dequeue(procord_pool_t *p) {
+  procord_delegation_t *d = p->queue_head;
+  unqueue(p, d);
+  return d;
+}
+
+/* Hands queued tasks to free workers, starting workers up to the maximum. */
+static void pump(procord_pool_t *p) {
+  while (p->queue_head) {
+    pool_worker_t *w = find_free(p);
+    if (!w) {
+      if (live_workers(p) >= (size_t)p->options.max_workers) break;
+      int all_down = 0;
+      procord_link_end_t failure;
+      w = start_worker(p, &all_down, &failure);
+      if (!w) {
+        task_without_worker(p, dequeue(p), &failure);
+        continue;
+      }
+    }
+    assign(w, dequeue(p));
+  }
+  if (p->closing) {
+    /* Nothing more will come: idle workers may go. */
+    for (pool_worker_t *w = p->workers.next, *next; w != &p->workers; w = next) {
+      next = w->next;
+      if (!p->queue_head && (w->state == WORKER_IDLE || (w->state == WORKER_STARTING && !w->task)))
+        retire(w);
+    }
+    stop_if_done(p);
+  } else {
+    replenish(p);
+  }
+}
+
+static void on_replenish(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  pump(context);
+}
+
+/* Keeps min_workers started; after failures, tries again once a source rests no more. */
+static void replenish(procord_pool_t *p) {
+  while (live_workers(p) < (size_t)p->options.min_workers) {
+    int all_down = 0;
+    procord_link_end_t failure;
+    long long now = now_ms();
+    long long soonest = -1;
+    for (size_t i = 0; i < p->options.source_count; i++)
+      if (soonest < 0 || p->sources[i].down_until_ms < soonest) soonest = p->sources[i].down_until_ms;
+    if (soonest > now) {
+      long long wait = soonest - now;
+      struct timeval later = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
+      if (!evtimer_pending(p->replenish_timer, NULL)) evtimer_add(p->replenish_timer, &later);
+      return;
+    }
+    pool_worker_t *w = start_worker(p, &all_down, &failure);
+    if (!w) continue; /* that source now rests; the loop tries the next or waits */
+    if (w->state == WORKER_IDLE) become_idle(w);
+  }
+}
+
+/* ---- Link events. ---- */
+
+static void on_ready(procord_link_t *link, void *context) {
+  (void)link;
+  pool_worker_t *w = context;
+  procord_pool_t *p = w->pool;
+  w->was_ready = 1;
+  p->sources[w->source].backoff_ms = 0;
+  p->sources[w->source].down_until_ms = 0;
+  if (w->state == WORKER_BUSY && w->task) {
+    int error = procord_delegation_send(w->task, w->link);
+    if (error) {
+      procord_link_fail(w->link, error, "setup");
+      retire(w);
+    }
+    return;
+  }
+  if (w->state == WORKER_STARTING) {
+    become_idle(w);
+    pump(p);
+  }
+}
+
+static int should_retire(pool_worker_t *w) {
+  procord_pool_t *p = w->pool;
+  if (p->closing && !p->queue_head) return 1;
+  if (p->options.max_tasks_per_worker > 0 && w->tasks_done >= p->options.max_tasks_per_worker) return 1;
+  return p->options.max_resident_bytes > 0 &&
+         procord_link_resident_bytes(w->link) > p->options.max_resident_bytes;
+}
+
+/* The task has its outcome from the worker's answer: report it now. */
+static void task_answered(pool_worker_t *w) {
+  procord_delegation_t *d = w->task;
+  w->task = NULL;
+  d->link = NULL;
+  w->tasks_done++;
+  finish_task(w->pool, d);
+}
+
+static void on_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context) {
+  pool_worker_t *w = context;
+  if (w->state == WORKER_BUSY && w->task) {
+    switch (procord_delegation_frame(w->task, link, frame, error)) {
+    case PROCORD_FRAME_CONTINUES: return;
+    case PROCORD_FRAME_ANSWERS:
+      task_answered(w);
+      if (should_retire(w)) {
+        retire(w);
+      } else {
+        /* `0R` comes next from a reusable worker, the end from an original one. */
+        set_state(w, WORKER_DRAINING);
+        procord_link_start_grace(link);
+      }
+      pump(w->pool);
+      return;
+    case PROCORD_FRAME_BREAKS:
+      if (w->task->answered) task_answered(w); /* `E0`: the outcome is set */
+      retire(w); /* a broken task ends with its worker's end */
+      return;
+    }
+  }
+  if (w->state == WORKER_DRAINING && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
+    procord_link_cancel_grace(link);
+    become_idle(w);
+    pump(w->pool);
+    return;
+  }
+  if (w->state != WORKER_CLOSING) {
+    procord_link_fail(link, error ? error : PROCORD_EUNEXPECTED, error ? "parse" : "receive");
+    retire(w);
+  }
+}
+
+static void on_ended(procord_link_t *link, void *context) {
+  pool_worker_t *w = context;
+  procord_pool_t *p = w->pool;
+  if (!w->was_ready) source_failed(p, w->source);
+  set_state(w, WORKER_CLOSING);
+  w->previous->next = w->next;
+  w->next->previous = w->previous;
+  procord_delegation_t *d = w->task;
+  if (d) {
+    d->link = NULL;
+    procord_delegation_take_end(d, link);
+    int stopped = __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE) || d->timed_out;
+    int may_retry = d->idempotent || !d->delivered;
+    if (!stopped && !d->answered && !p->immediate && may_retry && d->retries < p->options.max_retries) {
+      /* Run it again on another worker, ahead of the tasks that came later. */
+      d->retries++;
+      procord_outcome_t fresh = {.exit_code = -1, .worker_pid = -1, .attempts = d->outcome.attempts};
+      d->outcome = fresh;
+      d->delivered = 0;
+      pthread_mutex_lock(&p->lock);
+      p->stats.tasks_retried++;
+      p->waiting++;
+      p->stats.queued = p->waiting;
+      pthread_mutex_unlock(&p->lock);
+      __atomic_store_n(&d->pid, -1, __ATOMIC_RELEASE);
+      enqueue(p, d, 1);
+    } else {
+      finish_task(p, d);
+    }
+  }
+  procord_link_free(link);
+  event_free(w->idle_timer);
+  free(w);
+  pump(p);
+}
+
+/* ---- Shutdown. ---- */
+
+static void stop_if_done(procord_pool_t *p) {
+  if (!p->closing || p->stopped || p->queue_head || p->workers.next != &p->workers) return;
+  p->stopped = 1;
+  if (p->replenish_timer) event_free(p->replenish_timer);
+  p->replenish_timer = NULL;
+  pthread_mutex_lock(procord_loop_done_lock(p->loop));
+  pthread_mutex_lock(&p->lock);
+  p->stats.stopped = 1;
+  pthread_mutex_unlock(&p->lock);
+  pthread_cond_broadcast(procord_loop_done_cond(p->loop));
+  pthread_mutex_unlock(procord_loop_done_lock(p->loop));
+  procord_loop_remove_work(p->loop, &p->work);
+  pool_unref(p); /* the loop's reference */
+}
+
+static void shut_down(procord_pool_t *p, int immediate) {
+  if (p->closing && (p->immediate || !immediate)) return;
+  p->closing = 1;
+  p->immediate = immediate;
+  pthread_mutex_lock(&p->lock);
+  p->refusing = 1;
+  pthread_mutex_unlock(&p->lock);
+  if (immediate) {
+    while (p->queue_head) {
+      procord_delegation_t *d = dequeue(p);
+      __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
+      finish_task(p, d);
+    }
+    for (pool_worker_t *w = p->workers.next, *next; w != &p->workers; w = next) {
+      next = w->next;
+      if (w->task) {
+        __atomic_store_n(&w->task->kill_requested, 1, __ATOMIC_RELEASE);
+        set_state(w, WORKER_CLOSING);
+        procord_link_kill(w->link, SIGKILL, 1);
+      } else {
+        retire(w);
+      }
+    }
+  }
+  pump(p);
+}
+
+static void abort_work(procord_loop_work_t *work) { shut_down((procord_pool_t *)work, 1); }
+
+typedef struct shutdown_call_s {
+  procord_pool_t *pool;
+  int immediate;
+} shutdown_call_t;
+
+static void shut_down_on_loop(void *argument) {
+  shutdown_call_t *call = argument;
+  shut_down(call->pool, call->immediate);
+  pool_unref(call->pool);
+  free(call);
+}
+
+void procord_pool_shutdown(procord_pool_t *p, int immediate) {
+  pthread_mutex_lock(&p->lock);
+  p->refusing = 1;
+  p->shutdown_requested = 1;
+  pthread_mutex_unlock(&p->lock);
+  shutdown_call_t *call = malloc(sizeof *call);
+  if (!call) return; /* out of memory: new tasks are refused at least */
+  call->pool = p;
+  call->immediate = immediate;
+  __atomic_add_fetch(&p->references, 1, __ATOMIC_RELAXED);
+  if (procord_loop_call(p->loop, shut_down_on_loop, call) != 0) {
+    __atomic_sub_fetch(&p->references, 1, __ATOMIC_RELAXED);
+    free(call);
+  }
+}
+
+void procord_pool_release(procord_pool_t *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->lock);
+  int requested = p->shutdown_requested;
+  pthread_mutex_unlock(&p->lock);
+  if (!requested) procord_pool_shutdown(p, 1);
+  pool_unref(p);
+}
+
+/* ---- Tasks from other threads. ---- */
+
+void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int signal) {
+  if (d->queued) {
+    unqueue(p, d);
+    finish_task(p, d);
+    pump(p);
+    return;
+  }
+  if (!d->link) return; /* finished, or not yet on the loop */
+  pool_worker_t *w = d->link->context;
+  set_state(w, WORKER_CLOSING);
+  procord_link_kill(w->link, signal, signal == SIGKILL);
+  pump(p);
+}
+
+static void enqueue_on_loop(void *argument) {
+  procord_delegation_t *d = argument;
+  procord_pool_t *p = d->pool;
+  if (p->closing) {
+    /* Shut down between the submission and now. */
+    pthread_mutex_lock(&p->lock);
+    p->waiting--;
+    p->stats.queued = p->waiting;
+    pthread_mutex_unlock(&p->lock);
+    __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
+    finish_task(p, d);
+    return;
+  }
+  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
+    pthread_mutex_lock(&p->lock);
+    p->waiting--;
+    p->stats.queued = p->waiting;
+    pthread_mutex_unlock(&p->lock);
+    finish_task(p, d);
+    return;
+  }
+  if (procord_delegation_arm_deadline(d) != 0) {
+    pthread_mutex_lock(&p->lock);
+    p->waiting--;
+    p->stats.queued = p->waiting;
+    pthread_mutex_unlock(&p->lock);
+    procord_link_t none = {.end = {.error = -ENOMEM, .call = "setup", .exit_code = -1}};
+    procord_delegation_take_end(d, &none);
+    finish_task(p, d);
+    return;
+  }
+  enqueue(p, d, 0);
+  pump(p);
+}
+
+int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t *options,
+                          procord_delegation_t **result) {
+  if (!p || !options || !options->task_name || !result) return PROCORD_EINVAL;
+  pthread_mutex_lock(&p->lock);
+  int error = p->refusing ? PROCORD_ECLOSED : p->waiting >= p->options.max_queue_length ? PROCORD_EFULL : 0;
+  if (!error) {
+    p->waiting++;
+    p->stats.queued = p->waiting;
+    p->stats.tasks_submitted++;
+  }
+  pthread_mutex_unlock(&p->lock);
+  if (error) return error;
+  procord_delegation_t *d = procord_delegation_create(p->loop, options);
+  if (d) {
+    d->pool = p;
+    __atomic_add_fetch(&p->references, 1, __ATOMIC_RELAXED);
+    error = procord_loop_call(p->loop, enqueue_on_loop, d);
+    if (error) {
+      d->references = 1;
+      procord_delegation_release(d);
+    }
+  } else {
+    error = -ENOMEM;
+  }
+  if (error) {
+    pthread_mutex_lock(&p->lock);
+    p->waiting--;
+    p->stats.queued = p->waiting;
+    p->stats.tasks_submitted--;
+    pthread_mutex_unlock(&p->lock);
+    return error;
+  }
+  *result = d;
+  return 0;
+}
+
+/* ---- Making, waiting, looking. ---- */
+
+static void start_on_loop(void *argument) {
+  procord_pool_t *p = argument;
+  procord_loop_add_work(p->loop, &p->work);
+  p->replenish_timer = evtimer_new(procord_loop_base(p->loop), on_replenish, p);
+  if (!p->replenish_timer) {
+    /* Without it the pool cannot keep workers warm: serve on demand only. */
+    p->options.min_workers = 0;
+  }
+  pump(p);
+}
+
+int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options,
+                     procord_pool_t **result) {
+  if (!loop || !options || !result || !options->sources || options->source_count == 0 ||
+      options->min_workers < 0 || options->max_workers < 0 || options->max_retries < 0)
+    return PROCORD_EINVAL;
+  for (size_t i = 0; i < options->source_count; i++)
+    if (!options->sources[i].remote_host && !options->sources[i].worker.program) return PROCORD_EINVAL;
+  procord_pool_t *p = calloc(1, sizeof *p);
+  if (!p) return -ENOMEM;
+  p->loop = loop;
+  p->options = *options;
+  if (p->options.max_workers == 0) p->options.max_workers = (int)options->source_count;
+  if (p->options.min_workers > p->options.max_workers) {
+    free(p);
+    return PROCORD_EINVAL;
+  }
+  if (p->options.max_queue_length == 0) p->options.max_queue_length = DEFAULT_MAX_QUEUE_LENGTH;
+  p->work.abort = abort_work;
+  p->references = 2; /* the caller's and the loop's */
+  p->workers.next = p->workers.previous = &p->workers;
+  pthread_mutex_init(&p->lock, NULL);
+  p->sources = calloc(options->source_count, sizeof *p->sources);
+  size_t copied = 0;
+  int error = p->sources ? 0 : -ENOMEM;
+  while (!error && copied < options->source_count) {
+    error = copy_source(&p->sources[copied].spec, &options->sources[copied]);
+    if (!error) copied++;
+  }
+  p->options.sources = NULL; /* the copies are in p->sources */
+  if (!error) error = procord_loop_call(loop, start_on_loop, p);
+  if (error) {
+    for (size_t i = 0; i < copied; i++) free_source(&p->sources[i].spec);
+    free(p->sources);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+    return error;
+  }
+  *result = p;
+  return 0;
+}
+
+int procord_pool_wait(procord_pool_t *p, int timeout_ms) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  if (timeout_ms >= 0) {
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_t *lock = procord_loop_done_lock(p->loop);
+  pthread_mutex_lock(lock);
+  int stopped;
+  for (;;) {
+    pthread_mutex_lock(&p->lock);
+    stopped = p->stats.stopped;
+    pthread_mutex_unlock(&p->lock);
+    if (stopped) break;
+    if (timeout_ms < 0) pthread_cond_wait(procord_loop_done_cond(p->loop), lock);
+    else if (pthread_cond_timedwait(procord_loop_done_cond(p->loop), lock, &deadline) == ETIMEDOUT)
+      break;
+  }
+  pthread_mutex_unlock(lock);
+  return stopped;
+}
+
+void procord_pool_stats(procord_pool_t *p, procord_pool_stats_t *stats) {
+  pthread_mutex_lock(&p->lock);
+  *stats = p->stats;
+  pthread_mutex_unlock(&p->lock);
+}

@@ -1,0 +1,295 @@
+/*
+ * The link to one worker (worker_link.h): start it, carry its frames, watch
+ * it end, and reap it.
+ */
+#define _GNU_SOURCE
+#include "worker_link.h"
+#include "loop_private.h"
+#include "procord/connect.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DEFAULT_EXIT_GRACE_MS 2000
+
+static void close_child_descriptors(procord_child_t *child) {
+  if (child->read_fd >= 0) close(child->read_fd);
+  if (child->write_fd >= 0 && child->write_fd != child->read_fd) close(child->write_fd);
+  child->read_fd = child->write_fd = -1;
+}
+
+/* Kills and reaps a child the loop does not watch (yet). */
+static void end_child_now(procord_link_t *link) {
+  close_child_descriptors(&link->child);
+  if (link->child.pid <= 0) return;
+  procord_child_kill(&link->child, SIGKILL);
+  if (link->exit_event) event_del(link->exit_event);
+  int status = 0;
+  procord_child_reap(&link->child, &status);
+  link->reaped = 1;
+  link->wait_status = status;
+}
+
+procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_options_t *options) {
+  procord_link_t *link = calloc(1, sizeof *link);
+  if (!link) return NULL;
+  link->loop = loop;
+  link->events = options->events;
+  link->context = options->context;
+  link->remote = options->remote_host != NULL;
+  if (link->remote && !(link->host = strdup(options->remote_host))) {
+    free(link);
+    return NULL;
+  }
+  link->port = options->remote_port;
+  link->connect_timeout_ms = options->connect_timeout_ms;
+  link->idle_timeout_ms = options->idle_timeout_ms;
+  link->max_message_size = options->max_message_size;
+  link->exit_grace_ms = options->exit_grace_ms > 0 ? options->exit_grace_ms : DEFAULT_EXIT_GRACE_MS;
+  link->end.exit_code = -1;
+  link->child.pid = link->pid = -1;
+  link->child.pidfd = link->child.read_fd = link->child.write_fd = -1;
+  if (!link->remote) {
+    /* A worker shares our stdout in socket mode: what we printed comes first. */
+    fflush(stdout);
+    link->spawn_error = procord_spawn(options->worker, &link->child);
+    if (!link->spawn_error) link->pid = link->child.pid;
+  }
+  return link;
+}
+
+void procord_link_fail(procord_link_t *link, int error, const char *call) {
+  if (link->end.error || link->end.call) return;
+  link->end.error = error;
+  link->end.call = call;
+}
+
+static void on_end_event(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  procord_link_t *link = context;
+  if (link->events.on_ended) link->events.on_ended(link, link->context);
+}
+
+/* Once the stream is closed and the child reaped, report on a turn of its own. */
+static void end_if_done(procord_link_t *link) {
+  if (link->ended) return;
+  if (link->connection || link->attempt || !(link->reaped || link->remote)) {
+    procord_link_start_grace(link);
+    return;
+  }
+  link->ended = 1;
+  if (link->grace_timer) event_del(link->grace_timer);
+  if (link->reaped && WIFEXITED(link->wait_status)) link->end.exit_code = WEXITSTATUS(link->wait_status);
+  if (link->reaped && WIFSIGNALED(link->wait_status)) link->end.signal = WTERMSIG(link->wait_status);
+  event_active(link->end_event, EV_TIMEOUT, 0);
+}
+
+static void drop_connection(procord_link_t *link) {
+  if (!link->connection) return;
+  procord_connection_t *connection = link->connection;
+  link->connection = NULL;
+  procord_connection_free(connection); /* deferred if inside its callback */
+}
+
+static void on_state(procord_connection_t *connection, procord_connection_state_t state,
+                     void *context) {
+  procord_link_t *link = context;
+  if (state != PROCORD_DISCONNECTED) return;
+  procord_cause_t cause = procord_connection_cause(connection);
+  procord_link_fail(link, cause.error ? cause.error : PROCORD_EDISCONNECTED,
+                    cause.call ? cause.call : "read");
+  drop_connection(link);
+  end_if_done(link);
+}
+
+static void on_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
+                     void *context) {
+  (void)connection;
+  procord_link_t *link = context;
+  link->events.on_frame(link, frame, error, link->context);
+}
+
+static void on_exit_event(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  procord_link_t *link = context;
+  int status = 0;
+  int r = procord_child_try_reap(&link->child, &status);
+  if (r == 0) return;
+  link->reaped = 1;
+  link->wait_status = r > 0 ? status : 0;
+  event_del(link->exit_event);
+  end_if_done(link);
+}
+
+static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  procord_link_t *link = context;
+  /* The worker lingers with its stream open or closed, or died while
+     something it started still holds the stream: end both. */
+  if (!link->reaped && !link->remote) {
+    link->end.killed_after_grace = 1;
+    procord_child_kill(&link->child, SIGKILL);
+  }
+  if (link->connection) procord_connection_close(link->connection);
+  else if (!link->reaped && !link->remote) procord_link_start_grace(link);
+}
+
+static int open_connection(procord_link_t *link, int read_fd, int write_fd) {
+  procord_connection_options_t options = {
+      .read_fd = read_fd,
+      .write_fd = write_fd,
+      .max_message_size = link->max_message_size,
+      .idle_timeout_ms = link->idle_timeout_ms,
+      .on_frame = on_frame,
+      .on_state = on_state,
+      .context = link,
+  };
+  int error = procord_connection_open(link->loop, &options, &link->connection);
+  if (error) link->connection = NULL; /* it closed the descriptors */
+  return error;
+}
+
+static void on_connected(int fd, int error, const char *call, const char *detail, void *context) {
+  procord_link_t *link = context;
+  link->attempt = NULL;
+  if (!error) error = open_connection(link, fd, fd);
+  if (error) {
+    procord_link_fail(link, error, call ? call : "setup");
+    link->end.detail = detail;
+    end_if_done(link);
+    return;
+  }
+  if (link->events.on_ready) link->events.on_ready(link, link->context);
+}
+
+int procord_link_start(procord_link_t *link) {
+  link->started = 1;
+  struct event_base *base = procord_loop_base(link->loop);
+  link->grace_timer = evtimer_new(base, on_grace_timeout, link);
+  link->end_event = evtimer_new(base, on_end_event, link);
+  int error = link->grace_timer && link->end_event ? 0 : -ENOMEM;
+  if (link->remote) {
+    procord_connect_options_t options = {
+        .host = link->host,
+        .port = link->port,
+        .timeout_ms = link->connect_timeout_ms,
+        .on_done = on_connected,
+        .context = link,
+    };
+    if (!error) error = procord_connect(link->loop, &options, &link->attempt);
+    if (error) {
+      link->attempt = NULL;
+      procord_link_fail(link, error, "connect");
+    }
+    return error;
+  }
+  if (link->spawn_error) {
+    procord_link_fail(link, link->spawn_error, "posix_spawn");
+    return link->spawn_error;
+  }
+  if (!error) {
+    link->exit_event = procord_loop_watch_child(link->loop, link->child.pidfd, on_exit_event, link);
+    if (!link->exit_event) error = -ENOMEM;
+  }
+  if (!error) {
+    int read_fd = link->child.read_fd, write_fd = link->child.write_fd;
+    link->child.read_fd = link->child.write_fd = -1; /* the connection owns them now */
+    error = open_connection(link, read_fd, write_fd);
+  }
+  if (error) {
+    /* Out of memory setting up: end the worker at once, reaping it here. */
+    procord_link_fail(link, error, "setup");
+    end_child_now(link);
+  }
+  return error;
+}
+
+int procord_link_ready(const procord_link_t *link) {
+  return link->connection && procord_connection_state(link->connection) == PROCORD_CONNECTED;
+}
+
+int procord_link_send(procord_link_t *link, unsigned char kind, const void *body, size_t length) {
+  if (!link->connection) return PROCORD_ECLOSED;
+  return procord_connection_send(link->connection, kind, body, length);
+}
+
+int procord_link_send_owned(procord_link_t *link, unsigned char kind, void *body, size_t length,
+                            void (*release)(void *body)) {
+  if (!link->connection) {
+    release(body);
+    return PROCORD_ECLOSED;
+  }
+  return procord_connection_send_owned(link->connection, kind, body, length, release);
+}
+
+void *procord_link_take_body(procord_link_t *link) {
+  return link->connection ? procord_connection_take_body(link->connection) : NULL;
+}
+
+void procord_link_start_grace(procord_link_t *link) {
+  if (!link->grace_timer || link->ended || evtimer_pending(link->grace_timer, NULL)) return;
+  struct timeval limit = {link->exit_grace_ms / 1000, (link->exit_grace_ms % 1000) * 1000};
+  evtimer_add(link->grace_timer, &limit);
+}
+
+void procord_link_cancel_grace(procord_link_t *link) {
+  if (link->grace_timer) event_del(link->grace_timer);
+}
+
+void procord_link_close(procord_link_t *link) {
+  if (link->attempt) {
+    procord_connect_cancel(link->attempt);
+    link->attempt = NULL;
+    end_if_done(link);
+  } else if (link->connection) {
+    procord_connection_close(link->connection); /* on_state follows at once */
+  } else {
+    end_if_done(link);
+  }
+}
+
+void procord_link_kill(procord_link_t *link, int signal, int close_stream) {
+  /* Killing a remote task is closing its connection: its server kills it. */
+  if (link->remote || close_stream) {
+    if (!link->remote && !link->reaped) procord_child_kill(&link->child, signal);
+    procord_link_close(link);
+    return;
+  }
+  if (!link->reaped) procord_child_kill(&link->child, signal);
+  procord_link_start_grace(link);
+}
+
+size_t procord_link_resident_bytes(const procord_link_t *link) {
+  if (link->remote || link->reaped || link->pid <= 0) return 0;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/statm", (int)link->pid);
+  FILE *file = fopen(path, "re");
+  if (!file) return 0;
+  unsigned long size = 0, resident = 0;
+  int read = fscanf(file, "%lu %lu", &size, &resident);
+  fclose(file);
+  return read == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+void procord_link_free(procord_link_t *link) {
+  if (!link) return;
+  if (link->attempt) procord_connect_cancel(link->attempt);
+  drop_connection(link);
+  if (!link->reaped && link->child.pid > 0) end_child_now(link);
+  close_child_descriptors(&link->child);
+  if (link->exit_event) event_free(link->exit_event);
+  if (link->grace_timer) event_free(link->grace_timer);
+  if (link->end_event) event_free(link->end_event);
+  free(link->host);
+  free(link);
+}

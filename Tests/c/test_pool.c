@@ -1,0 +1,759 @@
+#define _GNU_SOURCE
+/*
+ * Pools (procord/pool.h) and task control (deadlines, limits, working
+ * directory) from C, on a loop running on its own thread. The workers are
+ * this very program, started with --procord-worker --procord-socket-fd 3
+ * (reusable) or --procord-worker alone (the original stdio mode, used once),
+ * serving the tasks at the end of the file.
+ *
+ * Every test ends by checking that no child process is left and that the
+ * number of open descriptors is back to what it was.
+ */
+#include "check.h"
+#include "fixtures.h"
+#include "procord/delegation.h"
+#include "procord/error.h"
+#include "procord/frame.h"
+#include "procord/loop.h"
+#include "procord/pool.h"
+#include "procord/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static procord_loop_t *loop;
+static char self_path[4096];
+static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static const char *stdio_arguments[] = {NULL, "--procord-worker", NULL};
+
+/* ---- Helpers ---- */
+
+static procord_pool_source_t local_source(int socket_mode) {
+  procord_pool_source_t source = {
+      .worker = {.program = self_path,
+                 .arguments = socket_mode ? socket_arguments : stdio_arguments,
+                 .channel = socket_mode ? PROCORD_CHANNEL_SOCKET : PROCORD_CHANNEL_STDIO,
+                 .stderr_fd = -1},
+  };
+  return source;
+}
+
+static procord_pool_t *make_pool(procord_pool_options_t options, procord_pool_source_t source) {
+  options.sources = &source;
+  options.source_count = 1;
+  procord_pool_t *pool = NULL;
+  if (procord_pool_new(loop, &options, &pool) != 0) return NULL;
+  return pool;
+}
+
+static procord_delegation_t *submit(procord_pool_t *pool, const char *task, const char *input,
+                                    int deadline_ms, int idempotent) {
+  procord_delegation_options_t options = {
+      .task_name = task,
+      .input = input,
+      .input_length = strlen(input),
+      .deadline_ms = deadline_ms,
+      .idempotent = idempotent,
+  };
+  procord_delegation_t *d = NULL;
+  return procord_pool_delegate(pool, &options, &d) == 0 ? d : NULL;
+}
+
+static const procord_outcome_t *finish(procord_delegation_t *d) {
+  procord_delegation_wait(loop, &d, 1, 1, 20000);
+  return procord_delegation_outcome(d);
+}
+
+static int outcome_is_value(const procord_outcome_t *o, const char *expected) {
+  return o && o->kind == PROCORD_OUTCOME_VALUE && o->length == strlen(expected) &&
+         memcmp(o->body, expected, o->length) == 0;
+}
+
+static void stop_pool(procord_pool_t *pool, int immediate) {
+  procord_pool_shutdown(pool, immediate);
+  procord_pool_wait(pool, -1);
+  procord_pool_release(pool);
+}
+
+static procord_pool_stats_t stats_of(procord_pool_t *pool) {
+  procord_pool_stats_t stats;
+  procord_pool_stats(pool, &stats);
+  return stats;
+}
+
+/* ---- Reuse ---- */
+
+static void reusable_worker_runs_every_task_of_a_pool_of_one(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  for (int i = 0; i < 200; i++) {
+    char input[16], expected[16];
+    snprintf(input, sizeof input, "%d", i);
+    snprintf(expected, sizeof expected, "%d", 2 * i);
+    procord_delegation_t *d = submit(pool, "double", input, 0, 0);
+    CHECK(d);
+    int right = outcome_is_value(finish(d), expected);
+    procord_delegation_release(d);
+    CHECK(right);
+  }
+  CHECK_EQ_INT(stats_of(pool).workers_started, 1);
+  CHECK_EQ_INT(stats_of(pool).tasks_finished, 200);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void many_tasks_in_flight_share_the_maximum_of_workers(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 3}, local_source(1));
+  CHECK(pool);
+  enum { COUNT = 300 };
+  procord_delegation_t *tasks[COUNT];
+  for (int i = 0; i < COUNT; i++) {
+    char input[16];
+    snprintf(input, sizeof input, "%d", i);
+    tasks[i] = submit(pool, "double", input, 0, 0);
+  }
+  for (int i = 0; i < COUNT; i++) CHECK(tasks[i]);
+  CHECK_EQ_INT(procord_delegation_wait(loop, tasks, COUNT, 1, 20000), COUNT);
+  int right = 0;
+  for (int i = 0; i < COUNT; i++) {
+    char expected[16];
+    snprintf(expected, sizeof expected, "%d", 2 * i);
+    right += outcome_is_value(procord_delegation_outcome(tasks[i]), expected);
+    procord_delegation_release(tasks[i]);
+  }
+  CHECK_EQ_INT(right, COUNT);
+  procord_pool_stats_t stats = stats_of(pool);
+  CHECK(stats.workers_started >= 1 && stats.workers_started <= 3);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void original_stdio_worker_is_used_once_and_replaced(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(0));
+  CHECK(pool);
+  for (int i = 0; i < 4; i++) {
+    procord_delegation_t *d = submit(pool, "double", "21", 0, 0);
+    int right = outcome_is_value(finish(d), "42");
+    procord_delegation_release(d);
+    CHECK(right);
+  }
+  CHECK_EQ_INT(stats_of(pool).workers_started, 4);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void min_workers_are_started_ahead_and_kept(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.min_workers = 2, .max_workers = 4},
+                                   local_source(1));
+  CHECK(pool);
+  /* Queued after the pool's start on the loop: the warm workers exist by then. */
+  procord_delegation_t *d = submit(pool, "double", "1", 0, 0);
+  int right = outcome_is_value(finish(d), "2");
+  procord_delegation_release(d);
+  CHECK(right);
+  procord_pool_stats_t stats = stats_of(pool);
+  CHECK_EQ_INT(stats.workers_started, 2);
+  CHECK_EQ_INT(stats.workers, 2);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- Retiring and replacing ---- */
+
+static void worker_is_retired_after_max_tasks(void) {
+  BEGIN();
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .max_tasks_per_worker = 3}, local_source(1));
+  CHECK(pool);
+  for (int i = 0; i < 10; i++) {
+    procord_delegation_t *d = submit(pool, "double", "2", 0, 0);
+    int right = outcome_is_value(finish(d), "4");
+    procord_delegation_release(d);
+    CHECK(right);
+  }
+  CHECK_EQ_INT(stats_of(pool).workers_started, 4); /* 3 + 3 + 3 + 1 */
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void worker_above_the_memory_bound_is_retired(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool(
+      (procord_pool_options_t){.max_workers = 1, .max_resident_bytes = 64u << 20}, local_source(1));
+  CHECK(pool);
+  /* Each "hold" task keeps 100 MiB touched in its worker. */
+  for (int i = 0; i < 3; i++) {
+    procord_delegation_t *d = submit(pool, "hold", "100", 0, 0);
+    int right = outcome_is_value(finish(d), "held");
+    procord_delegation_release(d);
+    CHECK(right);
+  }
+  CHECK_EQ_INT(stats_of(pool).workers_started, 3);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void idle_worker_above_the_minimum_stops_after_the_idle_timeout(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool(
+      (procord_pool_options_t){.min_workers = 1, .max_workers = 2, .idle_timeout_ms = 100},
+      local_source(1));
+  CHECK(pool);
+  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "200", 0, 0), submit(pool, "sleep", "200", 0, 0)};
+  CHECK_EQ_INT(procord_delegation_wait(loop, tasks, 2, 1, 10000), 2);
+  procord_delegation_release(tasks[0]);
+  procord_delegation_release(tasks[1]);
+  CHECK_EQ_INT(stats_of(pool).workers, 2);
+  long long until = now_ms() + 5000;
+  while (stats_of(pool).workers > 1 && now_ms() < until) usleep(10000);
+  CHECK_EQ_INT(stats_of(pool).workers, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void crashed_worker_disconnects_its_task_with_the_signal_and_is_replaced(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "crash", "", 0, 0);
+  const procord_outcome_t *o = finish(d);
+  CHECK(o);
+  int kind = o->kind, signal = o->signal;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(signal, SIGSEGV);
+  d = submit(pool, "double", "5", 0, 0);
+  int right = outcome_is_value(finish(d), "10");
+  procord_delegation_release(d);
+  CHECK(right);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 2);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void idempotent_task_runs_again_after_its_worker_died(void) {
+  BEGIN();
+  char marker[] = "/tmp/procord-test-pool-XXXXXX";
+  int fd = mkstemp(marker);
+  CHECK(fd >= 0);
+  close(fd);
+  unlink(marker); /* "crash_once" crashes while the marker is missing, and makes it */
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .max_retries = 2}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "crash_once", marker, 0, 1);
+  const procord_outcome_t *o = finish(d);
+  int right = outcome_is_value(o, "survived"), attempts = o ? o->attempts : 0;
+  procord_delegation_release(d);
+  unlink(marker);
+  CHECK(right);
+  CHECK_EQ_INT(attempts, 2);
+  CHECK_EQ_INT(stats_of(pool).tasks_retried, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void task_not_marked_idempotent_is_not_run_again(void) {
+  BEGIN();
+  char marker[] = "/tmp/procord-test-pool-XXXXXX";
+  int fd = mkstemp(marker);
+  CHECK(fd >= 0);
+  close(fd);
+  unlink(marker);
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .max_retries = 2}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "crash_once", marker, 0, 0);
+  const procord_outcome_t *o = finish(d);
+  int kind = o ? (int)o->kind : -1;
+  procord_delegation_release(d);
+  unlink(marker);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(stats_of(pool).tasks_retried, 0);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void missing_program_fails_the_task_with_enoent(void) {
+  BEGIN();
+  procord_pool_source_t source = local_source(1);
+  source.worker.program = "/nonexistent/procord-worker";
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, source);
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "double", "1", 0, 0);
+  const procord_outcome_t *o = finish(d);
+  CHECK(o);
+  int kind = o->kind, error = o->error;
+  const char *call = o->call;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(error, -ENOENT);
+  CHECK(call && strcmp(call, "posix_spawn") == 0);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- Killing, deadlines ---- */
+
+/*
+ * This program is a subreaper (see main), so what a worker's task started
+ * becomes our child once the worker is gone. Reaps those orphans, waiting
+ * for each, and returns how many there were, or -1 if one of them ended on
+ * its own instead of being killed.
+ */
+static int reap_orphans(void) {
+  int count = 0, status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, 0)) > 0 || (pid < 0 && errno == EINTR)) {
+    if (pid < 0) continue;
+    if (!WIFSIGNALED(status)) return -1;
+    count++;
+  }
+  return count;
+}
+
+static void kill_of_a_running_pooled_task_kills_its_worker_and_the_pool_replaces_it(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "sleep", "100000", 0, 0);
+  procord_delegation_t *next = submit(pool, "double", "8", 0, 0);
+  /* Running once its worker's pid is known. */
+  long long until = now_ms() + 5000;
+  while (procord_delegation_pid(d) <= 0 && now_ms() < until) usleep(1000);
+  pid_t worker = procord_delegation_pid(d);
+  CHECK(worker > 0);
+  CHECK_EQ_INT(procord_delegation_kill(d), 0);
+  const procord_outcome_t *o = finish(d);
+  int kind = o ? (int)o->kind : -1;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_KILLED);
+  CHECK(kill(worker, 0) < 0 && errno == ESRCH); /* reaped before the outcome */
+  int right = outcome_is_value(finish(next), "16");
+  procord_delegation_release(next);
+  CHECK(right);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void kill_of_a_queued_task_ends_it_without_touching_a_worker(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0);
+  procord_delegation_t *queued = submit(pool, "double", "1", 0, 0);
+  CHECK_EQ_INT(procord_delegation_kill(queued), 0);
+  const procord_outcome_t *o = finish(queued);
+  int kind = o ? (int)o->kind : -1;
+  CHECK(!procord_delegation_is_finished(running) || 1);
+  procord_delegation_release(queued);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_KILLED);
+  int right = outcome_is_value(finish(running), "slept");
+  procord_delegation_release(running);
+  CHECK(right);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void deadline_ends_a_pooled_task_as_timed_out_and_kills_its_group(void) {
+  BEGIN();
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .exit_grace_ms = 500}, local_source(1));
+  CHECK(pool);
+  long long start = now_ms();
+  procord_delegation_t *d = submit(pool, "sleep_child", "30000", 300, 0);
+  const procord_outcome_t *o = finish(d);
+  long long took = now_ms() - start;
+  int kind = o ? (int)o->kind : -1, error = o ? o->error : 0, signal = o ? o->signal : 0;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_TIMED_OUT);
+  CHECK_EQ_INT(error, PROCORD_ETIMEOUT);
+  CHECK_EQ_INT(signal, SIGTERM);
+  CHECK(took >= 300 && took < 3000);
+  CHECK(reap_orphans() >= 1); /* the shell and `sleep` the task started, killed with its worker */
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void deadline_ends_a_one_off_delegation_as_timed_out(void) {
+  BEGIN();
+  const char *arguments[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 30", NULL};
+  procord_delegation_options_t options = {
+      .task_name = "fact",
+      .input = "5",
+      .input_length = 1,
+      .worker = {.program = "/bin/sh", .arguments = arguments, .stderr_fd = -1},
+      .deadline_ms = 200,
+  };
+  long long start = now_ms();
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_delegate(loop, &options, &d), 0);
+  const procord_outcome_t *o = finish(d);
+  long long took = now_ms() - start;
+  int kind = o ? (int)o->kind : -1;
+  const char *call = o ? o->call : NULL;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_TIMED_OUT);
+  CHECK(call && strcmp(call, "deadline") == 0);
+  CHECK(took >= 200 && took < 3000);
+  CHECK(reap_orphans() >= 0); /* `sleep` got the SIGTERM with `sh`, or was never started */
+  CHECK_NOTHING_LEFT();
+}
+
+static void deadline_of_a_task_that_answers_in_time_changes_nothing(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "double", "3", 5000, 0);
+  int right = outcome_is_value(finish(d), "6");
+  procord_delegation_release(d);
+  CHECK(right);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- Queue, shutdown ---- */
+
+static void full_queue_refuses_with_efull(void) {
+  BEGIN();
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .max_queue_length = 2}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "100", 0, 0), submit(pool, "sleep", "100", 0, 0)};
+  procord_delegation_options_t options = {.task_name = "double", .input = "1", .input_length = 1};
+  procord_delegation_t *refused = NULL;
+  int error = procord_pool_delegate(pool, &options, &refused);
+  CHECK_EQ_INT(procord_delegation_wait(loop, tasks, 2, 1, 10000), 2);
+  procord_delegation_release(tasks[0]);
+  procord_delegation_release(tasks[1]);
+  CHECK_EQ_INT(error, PROCORD_EFULL);
+  CHECK(refused == NULL);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void graceful_shutdown_finishes_queued_tasks(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *tasks[5];
+  for (int i = 0; i < 5; i++) tasks[i] = submit(pool, "double", "7", 0, 0);
+  procord_pool_shutdown(pool, 0);
+  procord_delegation_t *late = submit(pool, "double", "1", 0, 0);
+  CHECK_EQ_INT(procord_pool_wait(pool, 10000), 1);
+  int right = 0;
+  for (int i = 0; i < 5; i++) {
+    right += outcome_is_value(procord_delegation_outcome(tasks[i]), "14");
+    procord_delegation_release(tasks[i]);
+  }
+  procord_pool_release(pool);
+  CHECK(late == NULL);
+  CHECK_EQ_INT(right, 5);
+  CHECK_NOTHING_LEFT();
+}
+
+static void immediate_shutdown_kills_running_and_queued_tasks(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *tasks[3] = {submit(pool, "sleep", "100000", 0, 0),
+                                    submit(pool, "double", "1", 0, 0), submit(pool, "double", "2", 0, 0)};
+  long long until = now_ms() + 5000;
+  while (procord_delegation_pid(tasks[0]) <= 0 && now_ms() < until) usleep(1000);
+  procord_pool_shutdown(pool, 1);
+  CHECK_EQ_INT(procord_pool_wait(pool, 5000), 1);
+  int killed = 0;
+  for (int i = 0; i < 3; i++) {
+    const procord_outcome_t *o = procord_delegation_outcome(tasks[i]);
+    killed += o && o->kind == PROCORD_OUTCOME_KILLED;
+    procord_delegation_release(tasks[i]);
+  }
+  procord_pool_release(pool);
+  CHECK_EQ_INT(killed, 3);
+  CHECK_NOTHING_LEFT();
+}
+
+static void released_pool_stops_its_workers(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.min_workers = 2, .max_workers = 2},
+                                   local_source(1));
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "double", "1", 0, 0);
+  finish(d);
+  procord_delegation_release(d);
+  CHECK_EQ_INT(stats_of(pool).workers, 2);
+  procord_pool_release(pool);
+  /* Nothing to wait on once released: the children say when they are gone. */
+  long long until = now_ms() + 5000;
+  while (!no_child_left() && now_ms() < until) usleep(5000);
+  CHECK_NOTHING_LEFT();
+}
+
+static void pool_without_sources_is_einval(void) {
+  procord_pool_options_t options = {.max_workers = 1};
+  procord_pool_t *pool = NULL;
+  CHECK_EQ_INT(procord_pool_new(loop, &options, &pool), PROCORD_EINVAL);
+  procord_pool_source_t source = local_source(1);
+  options.sources = &source;
+  options.source_count = 1;
+  options.min_workers = 3;
+  CHECK_EQ_INT(procord_pool_new(loop, &options, &pool), PROCORD_EINVAL);
+}
+
+/* ---- Spawn options: limits, working directory ---- */
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ADDRESS_SANITIZER 1
+#endif
+#endif
+
+static void address_space_limit_fails_a_big_allocation_cleanly(void) {
+#ifdef UNDER_ADDRESS_SANITIZER
+  return; /* its shadow memory alone is far above the limit: the plain build runs this */
+#endif
+  BEGIN();
+  procord_pool_source_t source = local_source(1);
+  source.worker.limits.address_space_bytes = 256ull << 20;
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, source);
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "alloc", "1024", 0, 0);
+  const procord_outcome_t *o = finish(d);
+  int kind = o ? (int)o->kind : -1;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_EXCEPTION);
+  d = submit(pool, "alloc", "16", 0, 0);
+  int right = outcome_is_value(finish(d), "allocated");
+  procord_delegation_release(d);
+  CHECK(right);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void open_files_limit_reaches_the_worker(void) {
+  BEGIN();
+  procord_pool_source_t source = local_source(1);
+  source.worker.limits.open_files = 40;
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, source);
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "nofile", "", 0, 0);
+  int right = outcome_is_value(finish(d), "40");
+  procord_delegation_release(d);
+  CHECK(right);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void limit_above_our_hard_limit_fails_the_start(void) {
+  BEGIN();
+  struct rlimit ours;
+  getrlimit(RLIMIT_NOFILE, &ours);
+  if (ours.rlim_max == RLIM_INFINITY || getuid() == 0) return; /* root may raise it: nothing to see */
+  procord_pool_source_t source = local_source(1);
+  source.worker.limits.open_files = (unsigned long long)ours.rlim_max + 1;
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, source);
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "double", "1", 0, 0);
+  const procord_outcome_t *o = finish(d);
+  int error = o ? o->error : 0;
+  procord_delegation_release(d);
+  CHECK_EQ_INT(error, -EPERM);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void working_directory_is_the_workers(void) {
+  BEGIN();
+  procord_pool_source_t source = local_source(1);
+  source.worker.working_directory = "/tmp";
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, source);
+  CHECK(pool);
+  procord_delegation_t *d = submit(pool, "cwd", "", 0, 0);
+  int right = outcome_is_value(finish(d), "/tmp");
+  procord_delegation_release(d);
+  CHECK(right);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- The worker side of this program ---- */
+
+static void reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
+  reply->kind = kind;
+  reply->length = strlen(text);
+  reply->body = malloc(reply->length ? reply->length : 1);
+  memcpy(reply->body, text, reply->length);
+}
+
+static long long input_number(const unsigned char *input, size_t length) {
+  char text[32] = {0};
+  memcpy(text, input, length < sizeof text - 1 ? length : sizeof text - 1);
+  return strtoll(text, NULL, 10);
+}
+
+static void task_double(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  char out[32];
+  snprintf(out, sizeof out, "%lld", 2 * input_number(input, length));
+  reply_text(reply, PROCORD_FRAME_VALUE, out);
+}
+
+static void task_sleep(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  usleep((useconds_t)(input_number(input, length) * 1000));
+  reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+}
+
+/* Starts `sleep` in the worker's group, then waits for it. */
+static void task_sleep_child(void *context, const unsigned char *input, size_t length,
+                             procord_reply_t *reply) {
+  (void)context;
+  char command[64];
+  snprintf(command, sizeof command, "sleep %lld", input_number(input, length) / 1000);
+  int status = system(command);
+  (void)status;
+  reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+}
+
+static void task_crash(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  (void)input;
+  (void)length;
+  (void)reply;
+  signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would turn it into an abort */
+  raise(SIGSEGV);
+}
+
+static void task_crash_once(void *context, const unsigned char *input, size_t length,
+                            procord_reply_t *reply) {
+  (void)context;
+  char path[256] = {0};
+  memcpy(path, input, length < sizeof path - 1 ? length : sizeof path - 1);
+  int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    close(fd);
+    raise(SIGKILL);
+  }
+  reply_text(reply, PROCORD_FRAME_VALUE, "survived");
+}
+
+static char *volatile held; /* what "hold" keeps: the worker grows */
+
+static void task_alloc(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  size_t bytes = (size_t)input_number(input, length) << 20;
+  char *memory = malloc(bytes);
+  if (!memory) {
+    reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot allocate");
+    return;
+  }
+  memset(memory, 1, bytes);
+  held = memory; /* so that the allocation is not optimized away */
+  free(held);
+  held = NULL;
+  reply_text(reply, PROCORD_FRAME_VALUE, "allocated");
+}
+
+static void task_hold(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  size_t bytes = (size_t)input_number(input, length) << 20;
+  char *memory = malloc(bytes);
+  if (memory) memset(memory, 1, bytes);
+  held = memory;
+  reply_text(reply, memory ? PROCORD_FRAME_VALUE : PROCORD_FRAME_EXCEPTION, memory ? "held" : "no memory");
+}
+
+static void task_nofile(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  (void)input;
+  (void)length;
+  struct rlimit limit;
+  getrlimit(RLIMIT_NOFILE, &limit);
+  char out[32];
+  snprintf(out, sizeof out, "%llu", (unsigned long long)limit.rlim_cur);
+  reply_text(reply, PROCORD_FRAME_VALUE, out);
+}
+
+static void task_cwd(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  (void)input;
+  (void)length;
+  char directory[4096];
+  reply_text(reply, PROCORD_FRAME_VALUE, getcwd(directory, sizeof directory) ? directory : "?");
+}
+
+static const procord_worker_task_t worker_tasks[] = {
+    {"double", task_double, NULL},         {"sleep", task_sleep, NULL},
+    {"sleep_child", task_sleep_child, NULL}, {"crash", task_crash, NULL},
+    {"crash_once", task_crash_once, NULL}, {"alloc", task_alloc, NULL},
+    {"hold", task_hold, NULL},             {"nofile", task_nofile, NULL},
+    {"cwd", task_cwd, NULL},
+};
+
+int main(int argc, char **argv) {
+  procord_worker_command_t command;
+  if (procord_worker_parse_arguments(argc, (const char *const *)argv, &command, NULL, 0) == 0 &&
+      command.mode == PROCORD_MODE_WORKER)
+    return procord_worker_run(&command, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks) == 0 ? 0 : 1;
+
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  /* What a worker's task leaves behind becomes ours: tests see it. */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+  if (n <= 0) {
+    fprintf(stderr, "cannot find this program's path\n");
+    return 1;
+  }
+  self_path[n] = 0;
+  socket_arguments[0] = stdio_arguments[0] = self_path;
+  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
+    fprintf(stderr, "cannot start the loop\n");
+    return 1;
+  }
+
+  RUN(reusable_worker_runs_every_task_of_a_pool_of_one);
+  RUN(many_tasks_in_flight_share_the_maximum_of_workers);
+  RUN(original_stdio_worker_is_used_once_and_replaced);
+  RUN(min_workers_are_started_ahead_and_kept);
+
+  RUN(worker_is_retired_after_max_tasks);
+  RUN(worker_above_the_memory_bound_is_retired);
+  RUN(idle_worker_above_the_minimum_stops_after_the_idle_timeout);
+  RUN(crashed_worker_disconnects_its_task_with_the_signal_and_is_replaced);
+  RUN(idempotent_task_runs_again_after_its_worker_died);
+  RUN(task_not_marked_idempotent_is_not_run_again);
+  RUN(missing_program_fails_the_task_with_enoent);
+
+  RUN(kill_of_a_running_pooled_task_kills_its_worker_and_the_pool_replaces_it);
+  RUN(kill_of_a_queued_task_ends_it_without_touching_a_worker);
+  RUN(deadline_ends_a_pooled_task_as_timed_out_and_kills_its_group);
+  RUN(deadline_ends_a_one_off_delegation_as_timed_out);
+  RUN(deadline_of_a_task_that_answers_in_time_changes_nothing);
+
+  RUN(full_queue_refuses_with_efull);
+  RUN(graceful_shutdown_finishes_queued_tasks);
+  RUN(immediate_shutdown_kills_running_and_queued_tasks);
+  RUN(released_pool_stops_its_workers);
+  RUN(pool_without_sources_is_einval);
+
+  RUN(address_space_limit_fails_a_big_allocation_cleanly);
+  RUN(open_files_limit_reaches_the_worker);
+  RUN(limit_above_our_hard_limit_fails_the_start);
+  RUN(working_directory_is_the_workers);
+
+  procord_loop_free(loop);
+  return CHECK_SUMMARY();
+}

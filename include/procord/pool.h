@@ -1,0 +1,147 @@
+/*
+ * procord/pool.h: a pool of reusable workers.
+ *
+ * A pool keeps worker processes (started from local programs) and
+ * connections to worker servers alive between tasks, so that a task costs a
+ * round trip instead of a process start. A worker that sends `0R` after its
+ * answer (docs/PROTOCOL.md) gets the next task on the same connection; one
+ * that does not (an original worker) is used once and replaced.
+ *
+ * Tasks wait in one queue, in submission order, for a free worker. The pool
+ * starts workers ahead of time (min_workers), grows on demand up to
+ * max_workers, stops workers idle beyond idle_timeout_ms above the minimum,
+ * retires a worker after max_tasks_per_worker tasks or once its resident
+ * memory passes max_resident_bytes, and replaces a worker that dies: the
+ * task it was running ends as DISCONNECTED naming the cause (its exit code
+ * or signal), or runs again on another worker if it is idempotent.
+ *
+ * A pooled task is a procord_delegation_t like any other: status, waiting,
+ * killing (which kills its worker; the pool replaces it) and releasing work
+ * alike. Everything runs on the pool's loop; the functions here are
+ * thread-safe unless they say otherwise.
+ */
+#ifndef PROCORD_POOL_H
+#define PROCORD_POOL_H
+
+#include <stddef.h>
+
+#include "procord/delegation.h"
+#include "procord/loop.h"
+#include "procord/spawn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct procord_pool_s procord_pool_t;
+
+/* Where a pool's workers come from: a local program, or a worker server. */
+typedef struct procord_pool_source_s {
+  /* A local worker (remote_host NULL): how to start it. To be reused it
+     must speak this project's socket mode (PROCORD_CHANNEL_SOCKET, with
+     `--procord-socket-fd 3` in its arguments); a worker in the original
+     stdio mode answers once and is replaced. */
+  procord_spawn_options_t worker;
+  /* A worker server instead: its host name or address (copied) and port.
+     Each of the pool's connections to it holds one of its worker processes. */
+  const char *remote_host;
+  int remote_port;
+} procord_pool_source_t;
+
+typedef struct procord_pool_options_s {
+  /* At least one. Workers are started from them in turn; a server that
+     cannot be reached is skipped for a while (from 250 ms, doubling up to
+     10 s) while others can serve. Copied. */
+  const procord_pool_source_t *sources;
+  size_t source_count;
+  int min_workers;          /* kept started, even when idle; 0 by default */
+  int max_workers;          /* at most this many at once; 0: the number of sources */
+  /* A worker above min_workers that has been idle this long is stopped.
+     0: never. */
+  int idle_timeout_ms;
+  /* A worker is retired after this many tasks (like Python's
+     max_tasks_per_child); 0: no limit. */
+  int max_tasks_per_worker;
+  /* A local worker whose resident memory is above this after a task is
+     retired (read from /proc after each task); 0: no limit. */
+  size_t max_resident_bytes;
+  /* Tasks waiting for a worker at most; procord_pool_delegate returns
+     PROCORD_EFULL beyond. 0: 65536. */
+  size_t max_queue_length;
+  /* How many more workers a task may be handed to after its worker went
+     away: idempotent tasks after any disconnection, others only when the
+     task never reached the worker (it could not be started or reached). */
+  int max_retries;
+  /* Per worker, as in procord_delegation_options_t: */
+  int connect_timeout_ms;   /* servers: resolving and connecting; 0: no limit */
+  int idle_timeout_worker_ms; /* silence of a busy worker before it is dropped; 0: no limit */
+  size_t max_message_size;  /* of frames from workers; 0: the default */
+  int exit_grace_ms;        /* 0: 2000 ms */
+} procord_pool_options_t;
+
+/* A snapshot of a pool. */
+typedef struct procord_pool_stats_s {
+  size_t workers;           /* started and not retired: starting, idle or busy */
+  size_t idle;              /* ready and waiting for a task */
+  size_t busy;              /* running a task (or finishing one) */
+  size_t queued;            /* tasks waiting for a worker */
+  unsigned long long workers_started; /* since the pool was made, replacements included */
+  unsigned long long tasks_submitted;
+  unsigned long long tasks_finished;
+  unsigned long long tasks_retried;
+  int stopped;              /* shut down, and every worker gone */
+} procord_pool_stats_t;
+
+/*
+ * Makes a pool on `loop` (which must be running, or run later) and starts
+ * min_workers. Stores it in `*pool`; the caller holds one reference, dropped
+ * with procord_pool_release. Returns 0, PROCORD_EINVAL for options that
+ * cannot work (no source, min_workers above max_workers), or -ENOMEM.
+ */
+int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options,
+                     procord_pool_t **pool);
+
+/*
+ * Queues a task for the pool's next free worker. `options` is read as by
+ * procord_delegate, except that `worker`, `remote_host`, `remote_port`,
+ * `connect_timeout_ms`, `idle_timeout_ms`, `max_message_size` and
+ * `exit_grace_ms` come from the pool. Stores the delegation in
+ * `*delegation` (the caller holds one reference). Returns 0, PROCORD_EFULL
+ * when max_queue_length tasks are waiting already, PROCORD_ECLOSED after
+ * procord_pool_shutdown, PROCORD_EINVAL or -ENOMEM.
+ */
+int procord_pool_delegate(procord_pool_t *pool, const procord_delegation_options_t *options,
+                          procord_delegation_t **delegation);
+
+/*
+ * Stops the pool. New tasks are refused from now on (PROCORD_ECLOSED).
+ * Graceful (`immediate` 0): queued and running tasks finish first, then
+ * the workers are closed. Immediate: queued tasks end as KILLED, running
+ * workers are killed (their tasks end as KILLED) and idle ones closed. Either
+ * way every worker is reaped before the pool counts as stopped. Returns at
+ * once; procord_pool_wait waits for the end.
+ */
+void procord_pool_shutdown(procord_pool_t *pool, int immediate);
+
+/*
+ * Waits until the pool has stopped (after procord_pool_shutdown), or
+ * `timeout_ms` passed (negative: no limit). Returns 1 if stopped, 0 if the
+ * time ran out. Must not be called on the loop's thread.
+ */
+int procord_pool_wait(procord_pool_t *pool, int timeout_ms);
+
+/* Fills `*stats` with the pool's state now. */
+void procord_pool_stats(procord_pool_t *pool, procord_pool_stats_t *stats);
+
+/*
+ * Drops the caller's reference. A pool that was not shut down is shut down
+ * immediately first, so that no worker outlives it; its memory goes once it
+ * has stopped and its last task has been released.
+ */
+void procord_pool_release(procord_pool_t *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
