@@ -10,6 +10,7 @@ let package = Package(
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
   ],
   targets: [
     // libevent from the system (Debian: libevent-dev).
@@ -23,7 +24,10 @@ let package = Package(
     .target(name: "CProcord", dependencies: ["CLibevent"]),
     .target(
       name: "Procord",
-      dependencies: ["CProcord", .product(name: "Logging", package: "swift-log")]
+      dependencies: [
+        "CProcord", .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+      ]
     ),
     .executableTarget(name: "procord-demo", dependencies: ["Procord"]),
     // The README's example, compiled as it is printed there.

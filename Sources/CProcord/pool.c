@@ -568,6 +568,7 @@ static void stop_if_done(procord_pool_t *p) {
   pthread_mutex_unlock(&p->lock);
   pthread_cond_broadcast(procord_loop_done_cond(p->loop));
   pthread_mutex_unlock(procord_loop_done_lock(p->loop));
+  if (p->options.on_stopped) p->options.on_stopped(p, p->options.context);
   procord_loop_remove_work(p->loop, &p->work);
   pool_unref(p); /* the loop's reference */
 }

@@ -10,19 +10,25 @@ import Glibc
 public class AnyDelegatedProcess: @unchecked Sendable {
   /// The task's name.
   public let taskName: String
-  /// The worker's process id; `nil` for a worker server's task, or if the
-  /// worker could not be started.
-  public let pid: Int32?
   /// The C core's `procord_delegation_t *`, released when this is freed.
   let handle: OpaquePointer
   fileprivate let completion: CompletionBase
+  /// What must live as long as the task: its ``WorkerPool``.
+  private let owner: AnyObject?
 
-  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase) {
+  fileprivate init(taskName: String, handle: OpaquePointer, completion: CompletionBase, owner: AnyObject?) {
     self.taskName = taskName
     self.handle = handle
     self.completion = completion
+    self.owner = owner
+  }
+
+  /// The worker's process id; `nil` for a worker server's task, if the
+  /// worker could not be started, or while a pooled task waits for a
+  /// worker (a retried one may move to another).
+  public var pid: Int32? {
     let pid = procord_delegation_pid(handle)
-    self.pid = pid > 0 ? pid : nil
+    return pid > 0 ? pid : nil
   }
 
   deinit { procord_delegation_release(handle) }
@@ -31,7 +37,9 @@ public class AnyDelegatedProcess: @unchecked Sendable {
   /// process has finished (``isFinished``); the status becomes
   /// `.error(.workerKilled)` at once, even if the worker had just answered
   /// and was exiting. Safe from any thread; a no-op once finished, or when
-  /// the worker could not be started.
+  /// the worker could not be started. A pooled task still in the queue just
+  /// leaves it; a running one takes its worker down with it, and the pool
+  /// starts another.
   public func kill() {
     // The C core refuses when there is nothing to kill (finished, or never
     // started, whose status keeps saying why).
@@ -60,9 +68,9 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unchecked Sendable {
   private let typedCompletion: Completion<Output>
 
-  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>) {
+  init(taskName: String, handle: OpaquePointer, completion: Completion<Output>, owner: AnyObject? = nil) {
     typedCompletion = completion
-    super.init(taskName: taskName, handle: handle, completion: completion)
+    super.init(taskName: taskName, handle: handle, completion: completion, owner: owner)
   }
 
   /// Where the process stands now. Never blocks.
@@ -144,10 +152,19 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   let workerName: String
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
+  let deadline: Duration?
+  /// Told once the outcome is in (a pool wakes submitters waiting for room).
+  let onFinish: (@Sendable () -> Void)?
+  let startedAt = ContinuousClock.now
 
-  init<Input>(task: DelegatedTask<Input, Output>, workerName: String, options: DelegationOptions) {
+  init<Input>(
+    task: DelegatedTask<Input, Output>, workerName: String, options: DelegationOptions,
+    onFinish: (@Sendable () -> Void)? = nil
+  ) {
     taskName = task.name
     self.workerName = workerName
+    deadline = options.deadline
+    self.onFinish = onFinish
     decodeOutput = task.output.decode
     errorCodec = task.error
     super.init(options: options)
@@ -209,6 +226,8 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
       defer { state.waiters = [] }
       return state.waiters
     }
+    ProcordMetrics.recordOutcome(outcome.kind, after: ContinuousClock.now - startedAt)
+    onFinish?()
     for waiter in waiters { waiter.resume() }
   }
 
@@ -229,6 +248,8 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
       return .error(.noWorkerAvailable(taskName: taskName))
     case PROCORD_OUTCOME_KILLED:
       return .error(.workerKilled)
+    case PROCORD_OUTCOME_TIMED_OUT:
+      return .error(.deadlineExceeded(deadline ?? .zero))
     default:
       guard let outcome else { return .error(.workerDisconnected(.closedWithoutAnswer)) }
       return .error(.workerDisconnected(DisconnectionCause(outcome, worker: workerName)))

@@ -69,22 +69,6 @@ public enum PrintHandlers {
   static func handler(for byte: UInt8) -> PrintHandler? { defaults.withLock { $0[byte] } }
 }
 
-/// How one delegation treats what its task prints.
-public struct DelegationOptions: Sendable {
-  /// Handlers for custom destinations, for this delegation only; the
-  /// defaults of ``PrintHandlers`` cover the others.
-  public var printHandlers: [OutputDestination: PrintHandler] = [:]
-  /// Keep what the task writes to stdout and stderr as data, in
-  /// ``DelegatedProcess/capturedOutput``, instead of passing it through to
-  /// this program's stdout and stderr (to log it with the task's name, say).
-  /// A worker program in the original stdin/stdout mode can only give its
-  /// stdout this way; its stderr is the descriptor it was given.
-  public var captureOutput = false
-
-  /// Options that pass output through, with no handlers of their own.
-  public init() {}
-}
-
 /// What a task wrote to stdout and stderr, when captured.
 public struct CapturedOutput: Sendable, Equatable {
   /// The bytes written to standard output, in order.

@@ -57,6 +57,7 @@ private let onDone: procord_done_cb = { _, outcome, context in
 enum Destination: Sendable {
   case local(WorkerProgram)
   case remote(RemoteServer)
+  case pool(WorkerPool)
 
   /// Set by ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)`` from
   /// a main program's `--procord-hostname`/`--procord-port`.
@@ -76,32 +77,41 @@ enum Destination: Sendable {
     switch self {
     case .local(let program): return program.displayName ?? program.path
     case .remote(let server): return server.description
+    case .pool(let pool): return pool.workerName
     }
   }
 }
 
-/// Starts a worker (or connects to a server) and delegates the task to it.
+/// Starts a worker (or connects to a server, or queues in a pool) and
+/// delegates the task to it.
 func startDelegation<Input, Output>(
   _ task: DelegatedTask<Input, Output>, _ input: Input, to destination: Destination,
   options delegationOptions: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
   let encoded = try task.input.encode(input)
-  let completion = Completion(task: task, workerName: destination.workerName, options: delegationOptions)
+  var pool: WorkerPool?
+  if case .pool(let chosen) = destination { pool = chosen }
+  var onFinish: (@Sendable () -> Void)?
+  if let pool { onFinish = { pool.taskFinished() } }
+  let completion = Completion(
+    task: task, workerName: destination.workerName, options: delegationOptions, onFinish: onFinish)
   let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
   var handle: OpaquePointer?
-  let start = { (configure: (inout procord_delegation_options_t) -> Void) -> Int32 in
+  /// Fills in what every destination shares, then lets `submit` hand it over.
+  let start = { (submit: (inout procord_delegation_options_t) -> Int32) -> Int32 in
     task.name.withCString { name in
       encoded.withUnsafeBytes { bytes in
         var options = procord_delegation_options_t()
         options.task_name = name
         options.input = bytes.baseAddress
         options.input_length = bytes.count
+        options.deadline_ms = milliseconds(delegationOptions.deadline)
+        options.idempotent = delegationOptions.isIdempotent ? 1 : 0
         options.on_done = onDone
         options.on_print = onPrint
         options.capture_output = delegationOptions.captureOutput ? 1 : 0
         options.context = context
-        configure(&options)
-        return procord_delegate(Runtime.shared.loop, &options, &handle)
+        return submit(&options)
       }
     }
   }
@@ -112,7 +122,12 @@ func startDelegation<Input, Output>(
     if delegationOptions.captureOutput && program.channel == .socket {
       program.arguments.insert("--procord-capture-output", at: 0)  // before the program's own
     }
-    error = program.withSpawnOptions { spawn in start { $0.worker = spawn } }
+    error = program.withSpawnOptions { spawn in
+      start { options in
+        options.worker = spawn
+        return procord_delegate(Runtime.shared.loop, &options, &handle)
+      }
+    }
   case .remote(let server):
     error = server.host.withCString { host in
       start { options in
@@ -120,14 +135,22 @@ func startDelegation<Input, Output>(
         options.remote_port = Int32(server.port)
         options.connect_timeout_ms = milliseconds(server.connectTimeout)
         options.idle_timeout_ms = milliseconds(server.idleTimeout)
+        return procord_delegate(Runtime.shared.loop, &options, &handle)
       }
     }
+  case .pool(let pool):
+    error = start { options in procord_pool_delegate(pool.handle, &options, &handle) }
   }
   guard error == 0, let handle else {
     Unmanaged<CompletionBase>.fromOpaque(context).release()
+    if let pool, error == PROCORD_EFULL.rawValue {
+      throw WorkerPoolError.queueFull(limit: pool.configuration.maximumQueueLength)
+    }
+    if pool != nil, error == PROCORD_ECLOSED.rawValue { throw WorkerPoolError.shutDown }
     throw ProcordError(code: error, operation: "delegating \(task.name)")
   }
-  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion)
+  ProcordMetrics.tasksStarted.increment()
+  return DelegatedProcess(taskName: task.name, handle: handle, completion: completion, owner: pool)
 }
 
 /// A duration in whole milliseconds, rounded up (negative stays negative).

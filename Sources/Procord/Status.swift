@@ -30,6 +30,10 @@ public enum ExecutionError: Error, Sendable, Equatable, CustomStringConvertible 
   case workerDisconnected(DisconnectionCause)
   /// The worker does not have a task of this name (it answered `E0`).
   case noWorkerAvailable(taskName: String)
+  /// The task ran past its ``DelegationOptions/deadline`` (this one), so
+  /// its worker was killed: SIGTERM to its process group, then SIGKILL
+  /// after the grace period.
+  case deadlineExceeded(Duration)
 
   /// The error in English.
   public var description: String {
@@ -38,6 +42,8 @@ public enum ExecutionError: Error, Sendable, Equatable, CustomStringConvertible 
     case .workerKilled: return "worker killed by the main program"
     case .workerDisconnected(let cause): return "worker disconnected: \(cause)"
     case .noWorkerAvailable(let name): return "no worker available for task \"\(name)\""
+    case .deadlineExceeded(let deadline):
+      return "the task ran past its deadline of \(durationText(deadline)) and its worker was killed"
     }
   }
 }
@@ -120,6 +126,12 @@ public enum TimeoutPhase: Sendable, Equatable {
   case connecting
   /// ``RemoteServer/idleTimeout``: waiting for the worker to say anything.
   case waitingForTheWorker
+}
+
+/// `2 s`, or `1500 ms` when not a whole number of seconds.
+func durationText(_ duration: Duration) -> String {
+  let milliseconds = wholeMilliseconds(duration)
+  return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
 }
 
 func errnoText(_ code: Int32) -> String {

@@ -28,6 +28,14 @@ public struct WorkerProgram: Sendable {
   public var channel: Channel
   /// A descriptor to give the worker as its stderr; `nil`: inherit ours.
   public var standardError: Int32?
+  /// The worker's whole environment; `nil` (the default): this program's.
+  public var environment: [String: String]?
+  /// The worker's working directory; `nil` (the default): this program's.
+  /// A directory that cannot be entered makes the start fail with
+  /// ``DisconnectionCause/couldNotStart(program:errno:)``.
+  public var workingDirectory: String?
+  /// Resource limits set on the worker before it gets any task.
+  public var limits = ResourceLimits()
 
   /// Describes a worker program.
   public init(
@@ -72,17 +80,69 @@ public struct WorkerProgram: Sendable {
       cStrings.forEach { free($0) }
       free(programPath)
     }
+    let environmentStrings = environment.map { $0.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } }
+    let directory = workingDirectory.map { strdup($0) }
+    defer {
+      environmentStrings?.forEach { free($0) }
+      directory.map { free($0) }
+    }
     var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
     pointers.append(nil)
+    var environmentPointers: [UnsafePointer<CChar>?]? = environmentStrings.map { $0.map { UnsafePointer($0) } + [nil] }
     return pointers.withUnsafeBufferPointer { argv in
-      var options = procord_spawn_options_t()
-      options.program = UnsafePointer(programPath)
-      options.arguments = argv.baseAddress
-      options.environment = nil
-      options.channel = channel == .socket ? PROCORD_CHANNEL_SOCKET : PROCORD_CHANNEL_STDIO
-      options.stderr_fd = standardError ?? -1
-      return body(options)
+      withOptionalBuffer(&environmentPointers) { environ in
+        var options = procord_spawn_options_t()
+        options.program = UnsafePointer(programPath)
+        options.arguments = argv.baseAddress
+        options.environment = environ
+        options.channel = channel == .socket ? PROCORD_CHANNEL_SOCKET : PROCORD_CHANNEL_STDIO
+        options.stderr_fd = standardError ?? -1
+        options.working_directory = directory.flatMap { UnsafePointer($0) }
+        options.limits = limits.cValue
+        return body(options)
+      }
     }
+  }
+}
+
+/// Calls `body` with the base address of `array`, or nil without one.
+private func withOptionalBuffer<Element, R>(
+  _ array: inout [Element]?, _ body: (UnsafePointer<Element>?) -> R
+) -> R {
+  guard array != nil else { return body(nil) }
+  return array!.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
+/// Limits set on a worker process (with `prlimit(2)`) before it gets any
+/// task, as both the soft and the hard limit, so the task cannot raise them;
+/// what the task starts inherits them. `nil`: the limit the worker inherits.
+/// A limit above this program's own hard limit makes the start fail
+/// (`EPERM`). In a ``WorkerPool`` they apply to each worker for its whole
+/// life: the CPU time adds up over the tasks it runs.
+public struct ResourceLimits: Sendable, Equatable {
+  /// `RLIMIT_AS`, in bytes: allocations beyond it fail (`malloc` returns
+  /// NULL, which most Swift code turns into a crash: a task that wants a
+  /// clean error allocates such buffers itself and checks).
+  public var addressSpace: Int?
+  /// `RLIMIT_CPU`, in whole seconds: SIGXCPU once used, SIGKILL a second
+  /// later.
+  public var cpuTime: Duration?
+  /// `RLIMIT_NOFILE`: descriptors numbered at or above it cannot be opened.
+  public var openFiles: Int?
+
+  /// Limits; each `nil` leaves that one as inherited.
+  public init(addressSpace: Int? = nil, cpuTime: Duration? = nil, openFiles: Int? = nil) {
+    self.addressSpace = addressSpace
+    self.cpuTime = cpuTime
+    self.openFiles = openFiles
+  }
+
+  var cValue: procord_resource_limits_t {
+    var limits = procord_resource_limits_t()
+    limits.address_space_bytes = UInt64(max(0, addressSpace ?? 0))
+    limits.cpu_seconds = UInt64(max(0, cpuTime.map { ($0 + .nanoseconds(999_999_999)).components.seconds } ?? 0))
+    limits.open_files = UInt64(max(0, openFiles ?? 0))
+    return limits
   }
 }
 

@@ -113,5 +113,19 @@ let progress = ProcordTask<Int, Int>(name: "progress", input: .decimal, output: 
   return n
 }
 
+/// Allocates N MiB and touches every page, then frees it and returns N. An
+/// allocation the worker's limits refuse (`run --limit-memory`) is a clean
+/// error: malloc's NULL is checked here, where Swift's own allocations would
+/// crash the worker.
+let alloc = ProcordTask<Int, Int>(name: "alloc", input: .decimal, output: .decimal, error: .text) { mebibytes in
+  guard mebibytes >= 0, mebibytes <= 1 << 20 else { throw DemoError(description: "alloc: \(mebibytes) MiB is out of range") }
+  guard let memory = malloc(mebibytes << 20) else {
+    throw DemoError(description: "alloc: cannot allocate \(mebibytes) MiB: \(String(cString: strerror(errno)))")
+  }
+  memset(memory, 1, mebibytes << 20)
+  free(memory)
+  return mebibytes
+}
+
 /// Every task this program serves as a worker.
-let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo, printTask, progress]
+let servedTasks: [any ServableTask] = [fibo, fact, echo, crash, sleepTask, rfibo, printTask, progress, alloc]

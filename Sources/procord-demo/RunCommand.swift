@@ -5,13 +5,14 @@ import Procord
 struct RunnableTask: Sendable {
   let name: String
   /// Starts the task on INPUT; nil when INPUT is not a valid input.
-  let start: @Sendable (String, Target) throws -> PendingResult?
+  let start: @Sendable (String, Target, DelegationOptions) throws -> PendingResult?
 }
 
 /// Where `run` sends its tasks.
 enum Target: Sendable {
   case program(WorkerProgram)
   case server(RemoteServer)
+  case pool(WorkerPool)
 }
 
 /// A started task, and how to describe its end.
@@ -27,12 +28,13 @@ extension RunnableTask {
     show: @escaping @Sendable (Output) -> String = { "\($0)" }
   ) {
     name = task.name
-    start = { text, target in
+    start = { text, target, options in
       guard let input = parse(text) else { return nil }
       let process: DelegatedProcess<Output>
       switch target {
-      case .program(let worker): process = try delegate(task.delegated, input, to: worker)
-      case .server(let server): process = try delegate(task.delegated, input, to: server)
+      case .program(let worker): process = try delegate(task.delegated, input, to: worker, options: options)
+      case .server(let server): process = try delegate(task.delegated, input, to: server, options: options)
+      case .pool(let pool): process = try pool.delegate(task.delegated, input, options: options)
       }
       return PendingResult(process: process) {
         let head = "\(task.name)(\(text))"
@@ -56,56 +58,149 @@ let runnableTasks: [RunnableTask] = [
   RunnableTask(rfibo, parse: { Int($0) }),
   RunnableTask(printTask, parse: { Int($0) }),
   RunnableTask(progress, parse: { Int($0) }),
+  RunnableTask(alloc, parse: { Int($0) }),
 ]
 
-/// `procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...]
-/// [--procord-hostname H [--procord-port P]] TASK INPUT...`
-/// Returns the exit status: 0 all succeeded, 1 any raised or failed, 2 usage.
-func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
+/// What `run`'s options ask for.
+private struct RunOptions {
   var sequential = false
   var workerPath: String?
   var workerArguments: [String] = []
   var host: String?
   var port = 1111
+  var poolSize: Int?
+  var hosts: [RemoteServer] = []
+  var timeout: Duration?
+  var memoryLimit: Int?
   var positional: [String] = []
+}
+
+/// Reads `run`'s options; a usage error as text.
+private func parseRunOptions(_ arguments: ArraySlice<String>) -> Result<RunOptions, UsageError> {
+  var options = RunOptions()
   var rest = arguments
   while let argument = rest.popFirst() {
     switch argument {
-    case "--sequential": sequential = true
-    case "--worker-program", "--worker-arg", "--procord-hostname", "--procord-port":
-      guard let value = rest.popFirst() else { return usage("\(argument) needs a value") }
+    case "--sequential": options.sequential = true
+    case "--worker-program", "--worker-arg", "--procord-hostname", "--procord-port", "--pool", "--hosts",
+      "--timeout", "--limit-memory":
+      guard let value = rest.popFirst() else { return .failure(UsageError("\(argument) needs a value")) }
       switch argument {
-      case "--worker-program": workerPath = value
-      case "--worker-arg": workerArguments.append(value)
-      case "--procord-hostname": host = value
-      default:
+      case "--worker-program": options.workerPath = value
+      case "--worker-arg": options.workerArguments.append(value)
+      case "--procord-hostname": options.host = value
+      case "--procord-port":
         guard let number = Int(value), (1...65535).contains(number) else {
-          return usage("--procord-port needs a port number, got \(value)")
+          return .failure(UsageError("--procord-port needs a port number, got \(value)"))
         }
-        port = number
+        options.port = number
+      case "--pool":
+        guard let size = Int(value), size >= 1 else {
+          return .failure(UsageError("--pool needs a number of workers, got \(value)"))
+        }
+        options.poolSize = size
+      case "--hosts":
+        for item in value.split(separator: ",") {
+          guard let server = parseServer(String(item)) else {
+            return .failure(UsageError("--hosts needs HOST:PORT,HOST:PORT..., got \(item)"))
+          }
+          options.hosts.append(server)
+        }
+      case "--timeout":
+        guard let seconds = Double(value), seconds > 0 else {
+          return .failure(UsageError("--timeout needs a number of seconds, got \(value)"))
+        }
+        options.timeout = .milliseconds(Int64((seconds * 1000).rounded(.up)))
+      default:
+        guard let mebibytes = Int(value), mebibytes > 0 else {
+          return .failure(UsageError("--limit-memory needs a number of MiB, got \(value)"))
+        }
+        options.memoryLimit = mebibytes << 20
       }
-    case "--": positional += rest; rest = []
+    case "--": options.positional += rest; rest = []
     default:
-      if argument.hasPrefix("--") && positional.isEmpty { return usage("unknown option \(argument)") }
-      positional.append(argument)
+      if argument.hasPrefix("--") && options.positional.isEmpty {
+        return .failure(UsageError("unknown option \(argument)"))
+      }
+      options.positional.append(argument)
     }
   }
-  guard let name = positional.first else { return usage("run needs a TASK") }
+  if options.workerPath == nil && !options.workerArguments.isEmpty {
+    return .failure(UsageError("--worker-arg needs --worker-program"))
+  }
+  let remote = options.host != nil || !options.hosts.isEmpty
+  if options.workerPath != nil && remote {
+    return .failure(UsageError("--worker-program excludes --procord-hostname and --hosts"))
+  }
+  if options.host != nil && !options.hosts.isEmpty {
+    return .failure(UsageError("--procord-hostname and --hosts exclude each other"))
+  }
+  if options.memoryLimit != nil && remote {
+    return .failure(UsageError("--limit-memory applies to local workers only"))
+  }
+  return .success(options)
+}
+
+/// `HOST:PORT`, or `[IPV6]:PORT`.
+private func parseServer(_ text: String) -> RemoteServer? {
+  guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+    (1...65535).contains(port)
+  else { return nil }
+  var host = text[..<colon]
+  if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+  return host.isEmpty ? nil : RemoteServer(host: String(host), port: port)
+}
+
+struct UsageError: Error {
+  let text: String
+  init(_ text: String) { self.text = text }
+}
+
+/// `procord-demo run [--sequential] [--pool N] [--hosts H:P,...] [--timeout SECONDS]
+/// [--limit-memory MIB] [--worker-program PATH [--worker-arg ARG]...]
+/// [--procord-hostname H [--procord-port P]] TASK INPUT...`
+/// Returns the exit status: 0 all succeeded, 1 any raised or failed, 2 usage.
+func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
+  let options: RunOptions
+  switch parseRunOptions(arguments) {
+  case .success(let parsed): options = parsed
+  case .failure(let error): return usage(error.text)
+  }
+  guard let name = options.positional.first else { return usage("run needs a TASK") }
   guard let task = runnableTasks.first(where: { $0.name == name }) else {
     return usage("unknown task \(name); tasks: \(runnableTasks.map(\.name).joined(separator: ", "))")
   }
-  let inputs = positional.dropFirst()
+  let inputs = options.positional.dropFirst()
   guard !inputs.isEmpty else { return usage("run \(name) needs at least one INPUT") }
-  if workerPath == nil && !workerArguments.isEmpty { return usage("--worker-arg needs --worker-program") }
-  if workerPath != nil && host != nil { return usage("--worker-program and --procord-hostname exclude each other") }
-  let worker: Target
-  if let host {
-    worker = .server(RemoteServer(host: host, port: port))
-  } else {
-    worker = .program(workerPath.map {
-      WorkerProgram(path: $0, arguments: workerArguments.isEmpty ? ["--procord-worker"] : workerArguments)
-    } ?? .current)
+  var program = options.workerPath.map {
+    WorkerProgram(path: $0, arguments: options.workerArguments.isEmpty ? ["--procord-worker"] : options.workerArguments)
+  } ?? .current
+  program.limits.addressSpace = options.memoryLimit
+  let target: Target
+  do {
+    if !options.hosts.isEmpty {
+      var configuration = WorkerPool.Configuration()
+      configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
+      target = .pool(try WorkerPool(
+        servers: options.hosts, connectionsPerServer: max(1, (options.poolSize ?? options.hosts.count) / options.hosts.count),
+        configuration: configuration))
+    } else if let size = options.poolSize, options.host == nil {
+      var configuration = WorkerPool.Configuration(maximumWorkers: size)
+      configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
+      target = .pool(try WorkerPool([.local(program)], configuration: configuration))
+    } else if let host = options.host {
+      target = .server(RemoteServer(host: host, port: options.port))
+    } else {
+      target = .program(program)
+    }
+  } catch {
+    printError("procord-demo: \(error)")
+    return 1
   }
+  defer { if case .pool(let pool) = target { pool.shutdownAndWait(.immediate) } }
+  // The demo's tasks are pure: a pool over servers may run one again
+  // elsewhere when its server goes away.
+  let delegationOptions = DelegationOptions(deadline: options.timeout, isIdempotent: true)
 
   // Progress messages (custom destination `1`) are shown as they arrive, on
   // stderr, so that the result lines on stdout stay clean.
@@ -120,16 +215,18 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
     allSucceeded = allSucceeded && succeeded
   }
   do {
-    if sequential {
+    if options.sequential {
       for input in inputs {
-        guard let pending = try task.start(input, worker) else { return usage("invalid input for \(name): \(input)") }
+        guard let pending = try task.start(input, target, delegationOptions) else {
+          return usage("invalid input for \(name): \(input)")
+        }
         pending.process.wait()
         report(pending)
       }
     } else {
       var started: [PendingResult] = []
       for input in inputs {
-        guard let pending = try task.start(input, worker) else {
+        guard let pending = try task.start(input, target, delegationOptions) else {
           started.forEach { $0.process.kill() }
           return usage("invalid input for \(name): \(input)")
         }

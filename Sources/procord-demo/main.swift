@@ -22,7 +22,9 @@ func printError(_ text: String) {
 
 let usageText = """
   usage: procord-demo                         run a short showcase
-         procord-demo run [--sequential] [--worker-program PATH [--worker-arg ARG]...]
+         procord-demo run [--sequential] [--pool N] [--hosts HOST:PORT,...]
+                          [--timeout SECONDS] [--limit-memory MIB]
+                          [--worker-program PATH [--worker-arg ARG]...]
                           [--procord-hostname HOST [--procord-port PORT]] TASK INPUT...
          procord-demo --procord-worker        serve tasks on stdin/stdout
          procord-demo --procord-server [--procord-hostname HOST] [--procord-port PORT]

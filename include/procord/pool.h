@@ -77,6 +77,10 @@ typedef struct procord_pool_options_s {
   int idle_timeout_worker_ms; /* silence of a busy worker before it is dropped; 0: no limit */
   size_t max_message_size;  /* of frames from workers; 0: the default */
   int exit_grace_ms;        /* 0: 2000 ms */
+  /* Called once on the loop's thread when the pool has stopped (after a
+     shutdown, every worker reaped); may be NULL. */
+  void (*on_stopped)(procord_pool_t *pool, void *context);
+  void *context;
 } procord_pool_options_t;
 
 /* A snapshot of a pool. */
