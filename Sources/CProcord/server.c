@@ -339,6 +339,8 @@ static void dispatch(server_t *s) {
     memcpy(w->peer, p->peer, sizeof w->peer);
     w->busy_since = p->since;
     free(p);
+    /* Draining: this client gets its task served, and no idle wait after. */
+    if (s->draining) procord_server_tell_stop(w->control_fd);
   }
   keep_warm(s);
 }
@@ -455,6 +457,9 @@ static void begin_drain(server_t *s, const char *why) {
   for (server_worker_t *w = s->workers; w; w = w->next) {
     if (w->state == WORKER_STARTING && needed > 0) needed--;
     else if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
+    /* A client that keeps its connection for more tasks (a pool's) is let
+       go once its running task is done, not at the drain timeout. */
+    else if (w->state == WORKER_BUSY) procord_server_tell_stop(w->control_fd);
   }
   notify(s, "STOPPING=1");
   int limit = s->options->drain_timeout_ms > 0 ? s->options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;

@@ -7,8 +7,13 @@
 #define PROCORD_CONTROL_DONE 'd'
 /* The byte that carries a client's socket to a worker. */
 #define PROCORD_CONTROL_CLIENT 'C'
+/* server -> worker: drain; end the client's connection once idle between tasks. */
+#define PROCORD_CONTROL_STOP 'S'
 
 /* Passes `client_fd` to the worker at the other end of `control_fd`. Returns 0 or -errno. */
 int procord_server_hand_over(int control_fd, int client_fd);
+
+/* Tells the worker at the other end of `control_fd` that the server drains. */
+int procord_server_tell_stop(int control_fd);
 
 #endif

@@ -7,7 +7,9 @@
  *   worker -> server  frames `0r` (ready: started, or done with a client) and
  *                     `Nd` + one byte (the last answer's kind, 0 if none) +
  *                     the last task's name (what it served, for the log);
- *   server -> worker  one byte `C` carrying the client's socket (SCM_RIGHTS).
+ *   server -> worker  one byte `C` carrying the client's socket (SCM_RIGHTS),
+ *                     or one byte `S`: the server drains, so the client's
+ *                     connection ends once it is idle between tasks.
  */
 #define _GNU_SOURCE
 #include "server_private.h"
@@ -50,8 +52,11 @@ static int receive_client(int control_fd) {
   struct msghdr message = {.msg_iov = &part, .msg_iovlen = 1, .msg_control = control.space,
                            .msg_controllen = sizeof control.space};
   ssize_t n;
-  while ((n = recvmsg(control_fd, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
-  }
+  do {
+    message.msg_controllen = sizeof control.space;
+    while ((n = recvmsg(control_fd, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+    }
+  } while (n == 1 && byte == PROCORD_CONTROL_STOP); /* said during the last client: done with */
   if (n < 0) return errno == ECONNRESET ? PROCORD_ECLOSED : -errno;
   if (n == 0) return PROCORD_ECLOSED;
   struct cmsghdr *header = CMSG_FIRSTHDR(&message);
@@ -74,6 +79,7 @@ int procord_worker_serve_handoffs(const procord_worker_options_t *template, int 
     options.reusable = 1;
     options.end_with_peer = 1;
     options.report = &report;
+    options.stop_fd = control_fd;
     procord_worker_serve(&options); /* whatever happened, the client is done */
     close(client);
     unsigned char body[1 + sizeof report.task_name];
@@ -83,6 +89,14 @@ int procord_worker_serve_handoffs(const procord_worker_options_t *template, int 
     error = send_control(control_fd, PROCORD_CONTROL_DONE, body, 1 + name);
   }
   return error == -EPIPE || error == -ECONNRESET ? 0 : error;
+}
+
+int procord_server_tell_stop(int control_fd) {
+  char byte = PROCORD_CONTROL_STOP;
+  ssize_t n;
+  while ((n = send(control_fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {
+  }
+  return n == 1 ? 0 : -errno;
 }
 
 int procord_server_hand_over(int control_fd, int client_fd) {

@@ -222,10 +222,27 @@ static int reading_failed(session_t *s, int error) {
   return error;
 }
 
-static int serve_one(session_t *s) {
+/*
+ * Between tasks: true when the stop descriptor says stop before the peer has
+ * sent anything of a next task (whose bytes, if any, win).
+ */
+static int told_to_stop(session_t *s) {
+  reader_t *r = &s->reader;
+  if (s->options->stop_fd <= 0 || r->start < r->end || !procord_frame_parser_is_idle(&r->parser))
+    return 0;
+  struct pollfd p[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = s->options->stop_fd, .events = POLLIN}};
+  int timeout = r->timeout_ms > 0 ? r->timeout_ms : -1;
+  int n;
+  while ((n = poll(p, 2, timeout)) < 0 && errno == EINTR) {
+  }
+  return n > 0 && !(p[0].revents & (POLLIN | POLLHUP | POLLERR)) && (p[1].revents != 0);
+}
+
+static int serve_one(session_t *s, int after_a_task) {
   procord_frame_writer_t *w = &s->writer;
   procord_worker_report_t *report = s->options->report;
   procord_frame_t frame;
+  if (after_a_task && told_to_stop(s)) return 0;
   int got = next_frame(&s->reader, &frame);
   if (got == 0) return 0;
   if (got < 0) return reading_failed(s, got);
@@ -299,8 +316,8 @@ int procord_worker_serve(const procord_worker_options_t *options) {
       procord_capture_start(&s->writer, options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
                             &s->capture) != 0)
     s->capture = NULL;
-  while (result == 0) {
-    int served = serve_one(s);
+  for (int tasks = 0; result == 0; tasks++) {
+    int served = serve_one(s, tasks > 0);
     if (served <= 0) {
       result = served;
       break;

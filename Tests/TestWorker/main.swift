@@ -38,6 +38,13 @@
 //                           sleeps 20 ms (lock released), decrements CURRENT;
 //                           answers how many ran at its start, itself
 //                           included (decimal)
+//   sleep-with-child MS     starts `sleep` for MS milliseconds (in its own
+//                           process group) and waits for it; answers MS
+//   crash-on-tenths N       dies of SIGSEGV when N is a multiple of 10,
+//                           answers N otherwise (decimal both ways)
+//   environment NAME        answers the worker's value of variable NAME
+//                           (empty if unset)
+//   directory               answers the worker's working directory
 //
 // Every mode but the `exit-*` and `crash-*` ones reads the whole task (`T`
 // then `V`) first. After an answer that breaks the protocol, the worker
@@ -210,8 +217,39 @@ let concurrency = WorkerTask<String, Int>(name: "concurrency", input: .utf8, out
   return started.current
 }
 
+/// `sleep-with-child MS`: see the header.
+let sleepWithChild = WorkerTask<Int, Int>(name: "sleep-with-child", input: .decimal, output: .decimal) { ms in
+  var pid: pid_t = 0
+  let seconds = String(Double(ms) / 1000)
+  let arguments: [UnsafeMutablePointer<CChar>?] = ["sleep", seconds].map { (word: String) in strdup(word) } + [nil]
+  defer { arguments.forEach { free($0) } }
+  let error = posix_spawnp(&pid, "sleep", nil, nil, arguments, environ)
+  guard error == 0 else { throw TaskFailure(description: "posix_spawnp sleep: errno \(error)") }
+  var status: Int32 = 0
+  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  return ms
+}
+
+/// `crash-on-tenths N`: see the header.
+let crashOnTenths = WorkerTask<Int, Int>(name: "crash-on-tenths", input: .decimal, output: .decimal) { n in
+  if n % 10 == 0 { crash() }
+  return n
+}
+
+/// `environment NAME`: see the header.
+let environment = WorkerTask<String, String>(name: "environment", input: .utf8, output: .utf8) { name in
+  getenv(name).map { String(cString: $0) } ?? ""
+}
+
+/// `directory`: see the header.
+let directory = WorkerTask<String, String>(name: "directory", input: .utf8, output: .utf8) { _ in
+  var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+  guard getcwd(&buffer, buffer.count) != nil else { throw TaskFailure(description: "getcwd: errno \(errno)") }
+  return String(cString: buffer)
+}
+
 /// What this program serves as a real worker or server.
-let servedTasks: [any ServableTask] = [concurrency]
+let servedTasks: [any ServableTask] = [concurrency, sleepWithChild, crashOnTenths, environment, directory]
 
 // MARK: - Modes
 

@@ -72,6 +72,12 @@ typedef struct procord_worker_options_s {
   procord_capture_mode_t capture_output;
   /* If not NULL, filled in as tasks are served (for a server's log). */
   struct procord_worker_report_s *report;
+  /* A descriptor (above 2) that becomes readable when the worker should
+     stop: between tasks (after the first), if the peer has sent nothing of
+     a next task, the worker then ends as if the peer had closed. A server
+     that drains uses it to end idle reusable connections (a pool's) at
+     once. 0: none. */
+  int stop_fd;
 } procord_worker_options_t;
 
 /*

@@ -1,0 +1,333 @@
+import CTestSupport
+import Foundation
+import Testing
+
+@testable import Procord
+
+/// The real tasks of Tests/TestWorker, as a main program sees them.
+enum TestWorkerTasks {
+  static let sleepWithChild = DelegatedTask<Int, Int>(name: "sleep-with-child", input: .decimal, output: .decimal)
+  static let crashOnTenths = DelegatedTask<Int, Int>(name: "crash-on-tenths", input: .decimal, output: .decimal)
+  static let environment = DelegatedTask<String, String>(name: "environment", input: .utf8, output: .utf8)
+  static let directory = DelegatedTask<String, String>(name: "directory", input: .utf8, output: .utf8)
+}
+
+/// The test worker as a real, reusable worker.
+let testSocketWorker = WorkerProgram(path: testWorkerPath, arguments: ["--procord-worker"], channel: .socket)
+
+/// The demo's `alloc` task: allocates N MiB, or raises a text error.
+private let alloc = DelegatedTask<Int, Int>(name: "alloc", input: .decimal, output: .decimal, error: .text)
+
+/// n! for the small n the tests use.
+private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
+
+@Suite(.serialized) struct WorkerPoolTests {
+  // MARK: - The acceptance runs of the pool issue
+
+  @Test func aHundredThousandTrivialTasksThroughTwoWorkersStartTwoProcesses() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 2, program: demoSocketWorker)
+      let inputs = (0..<100_000).map { $0 % 20 }
+      let outputs = try await pool.map(DemoTasks.fact, inputs)
+      #expect(outputs == inputs.map(factorial))
+      let statistics = pool.statistics
+      #expect(statistics.workersStarted == 2, "\(statistics)")
+      #expect(statistics.tasksFinished == 100_000)
+      await pool.shutdown()
+      #expect(pool.statistics.isStopped)
+    }
+  }
+
+  @Test func tenThousandTasksWithOneInTenCrashingEachEndOnceAndThePoolStaysFull() async throws {
+    try await expectNoLeaks {
+      var configuration = WorkerPool.Configuration(maximumWorkers: 2, minimumWorkers: 2)
+      configuration.label = "crashing"
+      let pool = try WorkerPool([.local(testSocketWorker)], configuration: configuration)
+      var results: [Int: Result<Int, any Error>] = [:]
+      var repeated = 0
+      for await (index, result) in pool.mapUnordered(TestWorkerTasks.crashOnTenths, 0..<10_000) {
+        if results.updateValue(result, forKey: index) != nil { repeated += 1 }
+      }
+      #expect(results.count == 10_000 && repeated == 0)
+      var wrong: [Int] = []
+      for (index, result) in results {
+        switch result {
+        case .success(let output) where index % 10 != 0 && output == index: continue
+        case .failure(let error as ExecutionError)
+        where index % 10 == 0 && error == .workerDisconnected(.signaled(SIGSEGV)):
+          continue
+        default: wrong.append(index)
+        }
+      }
+      #expect(wrong.isEmpty, "unexpected results for \(wrong.sorted().prefix(10))")
+      // A task delegated now runs after the pool has replaced the last
+      // crashed worker (the loop handles both in order).
+      #expect(try await pool.run(TestWorkerTasks.crashOnTenths, 1) == 1)
+      let statistics = pool.statistics
+      #expect(statistics.workers == 2, "\(statistics)")
+      #expect(statistics.workersStarted == 2 + 1000, "\(statistics)")
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aDeadlineOfOneSecondEndsASleepWithItsWorkerAndItsChild() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: testSocketWorker)
+      let start = ContinuousClock.now
+      let process = try pool.delegate(
+        TestWorkerTasks.sleepWithChild, 100_000_000, options: DelegationOptions(deadline: .seconds(1)))
+      await #expect(throws: ExecutionError.deadlineExceeded(.seconds(1))) { try await process.value }
+      let elapsed = ContinuousClock.now - start
+      #expect(elapsed >= .seconds(1) && elapsed < .seconds(2), "took \(elapsed)")
+      #expect(failure(process.status)?.description
+        == "the task ran past its deadline of 1 s and its worker was killed")
+      // The worker was reaped before the status came. Its `sleep`, killed
+      // with the worker's process group, was left to us (a subreaper).
+      let orphans = childProcesses()
+      #expect(orphans.count == 1, "the task's child is not there: \(orphans)")
+      for orphan in orphans {
+        var status: Int32 = 0
+        #expect(waitpid(orphan, &status, 0) == orphan)
+        #expect(status & 0x7f == SIGTERM || status & 0x7f == SIGKILL, "the child was not killed: \(status)")
+      }
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aPoolOverTwoServersKeepsServingWhenOneIsStopped() async throws {
+    warmUp()
+    let first = try ServerUnderTest()
+    defer { first.ensureStopped() }
+    let second = try ServerUnderTest()
+    defer { second.ensureStopped() }
+    let pool = try WorkerPool(servers: [first.remote, second.remote], connectionsPerServer: 2)
+    let options = DelegationOptions(deadline: nil, isIdempotent: true)
+    let run = Task { try await pool.map(DemoTasks.sleep, Array(repeating: 20, count: 300), options: options) }
+    // Mid-run: once the first server has tasks running.
+    #expect(first.waitForBusyWorkers(1) != nil)
+    // The server lets the pool's connections go as soon as their running
+    // tasks are done, not at its drain timeout (5 s here).
+    let stopping = ContinuousClock.now
+    first.stop()
+    #expect(ContinuousClock.now - stopping < .seconds(3), "the drain waited for idle connections")
+    let outputs = try await run.value
+    #expect(outputs == Array(repeating: 20, count: 300))
+    await pool.shutdown()
+    second.stop()
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  @Test func aWorkerUnderAnAddressSpaceLimitFailsABigAllocationAndThePoolGoesOn() async throws {
+    try await expectNoLeaks {
+      var program = demoSocketWorker
+      program.limits.addressSpace = 256 << 20
+      let pool = try WorkerPool(workers: 1, program: program)
+      await #expect {
+        try await pool.run(alloc, 1024)
+      } throws: { error in
+        (error as? TextError)?.description == "alloc: cannot allocate 1024 MiB: Cannot allocate memory"
+      }
+      #expect(try await pool.run(alloc, 16) == 16)
+      #expect(pool.statistics.workersStarted == 1)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func localWorkersDieWithinASecondOfTheirMainProgramsSIGKILL() throws {
+    warmUp()
+    let demo = try ChildProcess(demoPath, ["run", "--pool", "3", "sleep", "600000", "600000", "600000"])
+    defer { demo.ensureStopped(signal: SIGKILL) }
+    // Its three workers, once each sleeps in its task: another process's
+    // state, which nothing here can await.
+    var workers: [Int32] = []
+    let busy = repeatUntil(deadline: .seconds(10)) {
+      workers = childrenOf(demo.pid).filter {
+        (try? String(contentsOfFile: "/proc/\($0)/wchan", encoding: .utf8)) == "hrtimer_nanosleep"
+      }
+      return workers.count == 3
+    }
+    try #require(busy, "the demo's workers: \(childrenOf(demo.pid)) \(demo.output.text)")
+    kill(demo.pid, SIGKILL)
+    #expect(demo.waitForExit(timeout: .seconds(5)) != nil)
+    let deadline = ContinuousClock.now + .seconds(1)
+    for worker in workers {
+      let left = max(0, wholeMilliseconds(deadline - ContinuousClock.now))
+      #expect(procord_test_wait_for_exit(worker, Int32(left)) == 1, "worker \(worker) outlived its main program")
+    }
+    for worker in workers {
+      kill(worker, SIGKILL)  // if it did not end, do not leave it behind
+      _ = waitpid(worker, nil, 0)  // our child now, as a subreaper
+    }
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  // MARK: - The pool's API
+
+  @Test func mapReturnsTheOutputsInTheOrderOfTheInputs() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 4, program: demoSocketWorker)
+      // Later inputs finish first.
+      let inputs = [120, 90, 60, 30, 0, 0, 0, 0]
+      #expect(try await pool.map(DemoTasks.sleep, inputs) == inputs)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func mapThrowsTheFirstFailure() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 2, program: demoSocketWorker)
+      await #expect(throws: TextError("fact: negative argument")) {
+        try await pool.map(DemoTasks.fact, [1, 2, -1, 3])
+      }
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aFullQueueRefusesDelegateAndMakesSubmitWait() async throws {
+    try await expectNoLeaks {
+      var configuration = WorkerPool.Configuration(maximumWorkers: 1)
+      configuration.maximumQueueLength = 1
+      let pool = try WorkerPool([.local(demoSocketWorker)], configuration: configuration)
+      let running = try pool.delegate(DemoTasks.sleep, 200)
+      // Running once it has a worker's pid; until then it still counts as queued.
+      #expect(await eventually { running.pid != nil })
+      let queued = try pool.delegate(DemoTasks.sleep, 1)
+      #expect(throws: WorkerPoolError.queueFull(limit: 1)) { try pool.delegate(DemoTasks.sleep, 2) }
+      let waited = try await pool.submit(DemoTasks.sleep, 3)
+      #expect(running.isFinished)  // room came when a task finished
+      #expect(try await waited.value == 3)
+      #expect(try await queued.value == 1)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func gracefulShutdownFinishesQueuedTasksAndRefusesNewOnes() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: demoSocketWorker)
+      let processes = try (1...5).map { try pool.delegate(DemoTasks.fact, $0) }
+      await pool.shutdown(.graceful)
+      #expect(throws: WorkerPoolError.shutDown) { try pool.delegate(DemoTasks.fact, 1) }
+      for (index, process) in processes.enumerated() { #expect(try process.run() == factorial(index + 1)) }
+      #expect(pool.statistics.isStopped)
+    }
+  }
+
+  @Test func immediateShutdownKillsRunningAndQueuedTasks() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: demoSocketWorker)
+      let running = try pool.delegate(DemoTasks.sleep, 600_000)
+      let queued = try pool.delegate(DemoTasks.sleep, 1)
+      #expect(await eventually { running.pid != nil })
+      await pool.shutdown(.immediate)
+      #expect(failure(running.status) == .workerKilled)
+      #expect(failure(queued.status) == .workerKilled)
+    }
+  }
+
+  @Test func killingAPooledTaskKillsItsWorkerAndThePoolStartsAnother() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: demoSocketWorker)
+      let process = try pool.delegate(DemoTasks.sleep, 600_000)
+      #expect(await eventually { process.pid != nil })
+      let worker = try #require(process.pid)
+      process.kill()
+      process.wait()
+      #expect(failure(process.status) == .workerKilled)
+      #expect(!processExists(worker))
+      #expect(try await pool.run(DemoTasks.fact, 5) == 120)
+      #expect(pool.statistics.workersStarted == 2)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func anOriginalModeWorkerIsUsedOnceAndReplaced() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: demoStdioWorker)
+      for n in 1...3 { #expect(try await pool.run(DemoTasks.fact, n) == factorial(n)) }
+      #expect(pool.statistics.workersStarted == 3)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aWorkerIsRetiredAfterItsMaximumOfTasks() async throws {
+    try await expectNoLeaks {
+      var configuration = WorkerPool.Configuration(maximumWorkers: 1)
+      configuration.maximumTasksPerWorker = 2
+      let pool = try WorkerPool([.local(demoSocketWorker)], configuration: configuration)
+      for n in 1...5 { #expect(try await pool.run(DemoTasks.fact, n) == factorial(n)) }
+      #expect(pool.statistics.workersStarted == 3)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aMissingProgramFailsTheTaskSayingSo() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: WorkerProgram(path: "/nonexistent/worker", channel: .socket))
+      await #expect(throws: ExecutionError.workerDisconnected(.couldNotStart(program: "/nonexistent/worker", errno: ENOENT))) {
+        try await pool.run(DemoTasks.fact, 1)
+      }
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aPoolWithNoSourceIsRefused() {
+    #expect(throws: ProcordError.self) { try WorkerPool([]) }
+  }
+
+  // MARK: - Task control
+
+  @Test func aOneOffDelegationEndsAtItsDeadline() async throws {
+    try await expectNoLeaks {
+      let process = try delegate(
+        DemoTasks.sleep, 600_000, to: demoSocketWorker, options: DelegationOptions(deadline: .milliseconds(300)))
+      let worker = try #require(process.pid)
+      await #expect(throws: ExecutionError.deadlineExceeded(.milliseconds(300))) { try await process.value }
+      #expect(!processExists(worker))
+      #expect(failure(process.status)?.description
+        == "the task ran past its deadline of 300 ms and its worker was killed")
+    }
+  }
+
+  @Test func aTaskThatAnswersBeforeItsDeadlineIsUnaffected() throws {
+    try expectNoLeaks {
+      let process = try delegate(
+        DemoTasks.fact, 6, to: demoSocketWorker, options: DelegationOptions(deadline: .seconds(10)))
+      #expect(try process.run() == 720)
+    }
+  }
+
+  @Test func aWorkersEnvironmentAndDirectoryAreTheOnesGiven() throws {
+    try expectNoLeaks {
+      var program = testSocketWorker
+      program.environment = ["PROCORD_TEST_VALUE": "given", "PATH": "/usr/bin:/bin"]
+      program.workingDirectory = "/tmp"
+      let value = try delegate(TestWorkerTasks.environment, "PROCORD_TEST_VALUE", to: program)
+      let home = try delegate(TestWorkerTasks.environment, "HOME", to: program)
+      let directory = try delegate(TestWorkerTasks.directory, "", to: program)
+      #expect(try value.run() == "given")
+      #expect(try home.run() == "")  // only what was given
+      #expect(try directory.run() == "/tmp")
+    }
+  }
+
+  @Test func aWorkingDirectoryThatDoesNotExistFailsTheStart() throws {
+    try expectNoLeaks {
+      var program = testSocketWorker
+      program.workingDirectory = "/nonexistent/directory"
+      let process = try delegate(TestWorkerTasks.directory, "", to: program)
+      process.wait()
+      #expect(failure(process.status) == .workerDisconnected(.couldNotStart(program: testWorkerPath, errno: ENOENT)))
+    }
+  }
+}
+
+/// Looks at a condition until it holds, for at most 10 s, yielding between
+/// looks: for a state of another thread or process that nothing can await.
+private func eventually(_ condition: () -> Bool) async -> Bool {
+  let deadline = ContinuousClock.now + .seconds(10)
+  while ContinuousClock.now < deadline {
+    if condition() { return true }
+    await Task.yield()
+  }
+  return false
+}
