@@ -351,41 +351,24 @@ int procord_delegation_kill(procord_delegation_t *d) {
   return error;
 }
 
-static int deadline_passed(const struct timespec *deadline) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec > deadline->tv_sec ||
-         (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+typedef struct finished_count_s {
+  procord_delegation_t *const *delegations;
+  size_t count;
+  int all;
+  int finished;
+} finished_count_t;
+
+/* With the done lock held: counts the finished ones; true when enough. */
+static int enough_finished(void *argument) {
+  finished_count_t *c = argument;
+  c->finished = 0;
+  for (size_t i = 0; i < c->count; i++) c->finished += c->delegations[i]->finished;
+  return c->all ? (size_t)c->finished == c->count : c->finished > 0 || c->count == 0;
 }
 
 int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
                             size_t count, int all, int timeout_ms) {
-  struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  if (timeout_ms >= 0) {
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
-  }
-  pthread_mutex_t *lock = procord_loop_done_lock(loop);
-  pthread_mutex_lock(lock);
-  int finished;
-  for (;;) {
-    finished = 0;
-    for (size_t i = 0; i < count; i++) finished += delegations[i]->finished;
-    if (all ? (size_t)finished == count : finished > 0 || count == 0) break;
-    if (timeout_ms < 0) {
-      pthread_cond_wait(procord_loop_done_cond(loop), lock);
-    } else if (pthread_cond_timedwait(procord_loop_done_cond(loop), lock, &deadline) == ETIMEDOUT ||
-               deadline_passed(&deadline)) {
-      finished = 0;
-      for (size_t i = 0; i < count; i++) finished += delegations[i]->finished;
-      break;
-    }
-  }
-  pthread_mutex_unlock(lock);
-  return finished;
+  finished_count_t counted = {delegations, count, all, 0};
+  procord_loop_wait_until(loop, enough_finished, &counted, timeout_ms);
+  return counted.finished;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct queued_call_s {
@@ -243,6 +244,32 @@ void procord_loop_free(procord_loop_t *loop) {
 struct event_base *procord_loop_base(procord_loop_t *loop) { return loop->base; }
 pthread_mutex_t *procord_loop_done_lock(procord_loop_t *loop) { return &loop->done_lock; }
 pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop) { return &loop->done_cond; }
+
+int procord_loop_wait_until(procord_loop_t *loop, int (*holds)(void *argument), void *argument,
+                            int timeout_ms) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  if (timeout_ms >= 0) {
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_lock(&loop->done_lock);
+  int result;
+  while (!(result = holds(argument))) {
+    if (timeout_ms < 0) {
+      pthread_cond_wait(&loop->done_cond, &loop->done_lock);
+    } else if (pthread_cond_timedwait(&loop->done_cond, &loop->done_lock, &deadline) == ETIMEDOUT) {
+      result = holds(argument);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&loop->done_lock);
+  return result;
+}
 
 #define REAP_POLL_MS 100
 

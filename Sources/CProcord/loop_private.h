@@ -19,6 +19,16 @@ pthread_mutex_t *procord_loop_done_lock(procord_loop_t *loop);
 pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop);
 
 /*
+ * Waits on the done condition until `holds(argument)`, called with the done
+ * lock held, returns true, or `timeout_ms` milliseconds have passed
+ * (negative: no limit). Returns the last answer of `holds`. Whatever
+ * `holds` looks at must change under the done lock, followed by a
+ * broadcast of the done condition.
+ */
+int procord_loop_wait_until(procord_loop_t *loop, int (*holds)(void *argument), void *argument,
+                            int timeout_ms);
+
+/*
  * Work in progress on a loop (a delegation, later a server): procord_loop_free
  * calls each item's abort function on the loop's thread, then keeps running
  * until every item has been removed. Add and remove on the loop's thread.

@@ -780,31 +780,17 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options
   return 0;
 }
 
-int procord_pool_wait(procord_pool_t *p, int timeout_ms) {
-  struct timespec deadline;
-  clock_gettime(CLOCK_MONOTONIC, &deadline);
-  if (timeout_ms >= 0) {
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
-  }
-  pthread_mutex_t *lock = procord_loop_done_lock(p->loop);
-  pthread_mutex_lock(lock);
-  int stopped;
-  for (;;) {
-    pthread_mutex_lock(&p->lock);
-    stopped = p->stats.stopped;
-    pthread_mutex_unlock(&p->lock);
-    if (stopped) break;
-    if (timeout_ms < 0) pthread_cond_wait(procord_loop_done_cond(p->loop), lock);
-    else if (pthread_cond_timedwait(procord_loop_done_cond(p->loop), lock, &deadline) == ETIMEDOUT)
-      break;
-  }
-  pthread_mutex_unlock(lock);
+/* With the done lock held (stop_if_done sets `stopped` under it too). */
+static int has_stopped(void *argument) {
+  procord_pool_t *p = argument;
+  pthread_mutex_lock(&p->lock);
+  int stopped = p->stats.stopped;
+  pthread_mutex_unlock(&p->lock);
   return stopped;
+}
+
+int procord_pool_wait(procord_pool_t *p, int timeout_ms) {
+  return procord_loop_wait_until(p->loop, has_stopped, p, timeout_ms);
 }
 
 void procord_pool_stats(procord_pool_t *p, procord_pool_stats_t *stats) {

@@ -46,13 +46,15 @@ public class AnyDelegatedProcess: @unchecked Sendable {
     if procord_delegation_kill(handle) == 0 { completion.markKilled() }
   }
 
-  /// True once the status is final: the worker has answered (or failed)
-  /// and has been reaped, or ``kill()`` was called, in which case the worker
-  /// may still be exiting. Waiting (``DelegatedProcess/run()``, ``Waiter``,
-  /// ``DelegatedProcess/value``) always returns only once it has been reaped.
+  /// True once the status is final: the worker is done with the task, or
+  /// ``kill()`` was called, in which case the worker may still be exiting.
+  /// Waiting (``DelegatedProcess/run()``, ``Waiter``,
+  /// ``DelegatedProcess/value``) always returns only once the worker is done
+  /// with the task: a worker of its own has been reaped; a pooled worker
+  /// has answered and moved on, or, if it died or was killed, been reaped.
   public var isFinished: Bool { completion.isFinished }
 
-  /// Blocks until the worker has answered (or failed) and has been reaped.
+  /// Blocks until the worker is done with the task (see ``isFinished``).
   /// Returns `false` if `timeout` passed first.
   @discardableResult
   public func wait(timeout: Duration? = nil) -> Bool {
@@ -64,7 +66,8 @@ public class AnyDelegatedProcess: @unchecked Sendable {
 ///
 /// The worker is followed in the background by Procord's loop thread, so the
 /// status changes on its own; nothing polls. Every way of waiting returns
-/// only after the worker process has been reaped.
+/// only after the worker is done with the task: reaped, for a worker of its
+/// own (see ``AnyDelegatedProcess/isFinished`` for pooled ones).
 public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unchecked Sendable {
   private let typedCompletion: Completion<Output>
 
@@ -191,7 +194,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     }
   }
 
-  /// Suspends until the worker has been reaped.
+  /// Suspends until the worker is done with the task.
   func finished() async {
     await withCheckedContinuation { continuation in
       let now = state.withLock { state -> Bool in

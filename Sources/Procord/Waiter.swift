@@ -4,7 +4,8 @@ import CProcord
 ///
 /// Each wait sleeps on a condition variable that the loop thread signals
 /// when a worker finishes; nothing polls. A process counts as finished once
-/// its status is final and its worker has been reaped. For async code,
+/// its status is final and its worker is done with it (reaped, unless it is
+/// a pooled worker that answered and moved on). For async code,
 /// `await` each process's ``DelegatedProcess/value`` instead.
 public enum Waiter {
   /// Blocks until at least one of `processes` has finished, or `timeout`
