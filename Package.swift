@@ -35,7 +35,9 @@ let package = Package(
       name: "procord-example", dependencies: ["Procord"], path: "Examples/GettingStarted"),
     // A worker that misbehaves on purpose, for the tests.
     .executableTarget(
-      name: "procord-test-worker", dependencies: ["Procord"], path: "Tests/TestWorker"),
+      name: "procord-test-worker",
+      dependencies: ["Procord", .product(name: "CoreMetrics", package: "swift-metrics")],
+      path: "Tests/TestWorker"),
     .target(name: "CTestSupport", path: "Tests/CTestSupport"),
     .testTarget(
       name: "ProcordTests",

@@ -79,6 +79,85 @@ import Testing
     #expect(run.outputText == "fact(6) = 720\n")
   }
 
+  // MARK: Pools, servers, deadlines and limits
+
+  @Test func aPoolOfTwoPrintsEveryResultInInputOrder() throws {
+    warmUp()
+    let run = try runProgram(["run", "--pool", "2", "fact", "1", "2", "3", "4", "5"])
+    #expect(run.outputText == "fact(1) = 1\nfact(2) = 2\nfact(3) = 6\nfact(4) = 24\nfact(5) = 120\n")
+    #expect(run.errorText.isEmpty, "stderr: \(run.errorText)")
+    #expect(run.status == 0)
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  /// The order of the lines is the inputs', not the order the tasks end in:
+  /// on two workers, the 50 ms and 10 ms sleeps end long before the 400 ms
+  /// one.
+  @Test func aPoolPrintsInInputOrderWhenTasksEndInAnotherOrder() throws {
+    let run = try runProgram(["run", "--pool", "2", "sleep", "400", "50", "10"])
+    #expect(run.outputText == "sleep(400) = 400\nsleep(50) = 50\nsleep(10) = 10\n")
+    #expect(run.status == 0)
+  }
+
+  /// `--timeout` is in seconds, shown back in milliseconds; the worker is
+  /// killed at the deadline, not left to sleep its 100 s.
+  @Test func aTimeoutKillsTheTaskAtItsDeadline() throws {
+    warmUp()
+    let start = ContinuousClock.now
+    let run = try runProgram(["run", "--timeout", "0.3", "sleep", "100000"])
+    let elapsed = ContinuousClock.now - start
+    #expect(run.outputText == "sleep(100000) failed: the task ran past its deadline of 300 ms and its worker was killed\n")
+    #expect(run.status == 1)
+    #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(3), "took \(elapsed)")
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  /// Under `--limit-memory 256`, 1 GiB is refused as an error the task
+  /// raises (malloc's NULL), not a crash: the pool's only worker survives
+  /// to serve the next input.
+  @Test func aMemoryLimitMakesABigAllocationARaisedError() throws {
+    warmUp()
+    let run = try runProgram(["run", "--pool", "1", "--limit-memory", "256", "alloc", "1024", "16"])
+    #expect(run.outputText == "alloc(1024) raised: alloc: cannot allocate 1024 MiB: Cannot allocate memory\nalloc(16) = 16\n")
+    #expect(run.status == 1)
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  /// `--hosts` runs the tasks on the servers: the same command fails once
+  /// they are stopped (so it did not quietly run them locally).
+  @Test func hostsRunTheTasksOnTheServers() throws {
+    warmUp()
+    let first = try ServerUnderTest()
+    defer { first.ensureStopped() }
+    let second = try ServerUnderTest()
+    defer { second.ensureStopped() }
+    let arguments = ["run", "--hosts", "127.0.0.1:\(first.port),127.0.0.1:\(second.port)",
+                     "fact", "1", "2", "3", "4", "5", "6"]
+    let run = try runProgram(arguments)
+    #expect(run.outputText == "fact(1) = 1\nfact(2) = 2\nfact(3) = 6\nfact(4) = 24\nfact(5) = 120\nfact(6) = 720\n")
+    #expect(run.status == 0, "stderr: \(run.errorText)")
+    first.stop()
+    second.stop()
+    let withoutServers = try runProgram(arguments)
+    #expect(withoutServers.outputText.hasPrefix("fact(1) failed: worker disconnected: connect failed: ECONNREFUSED"),
+            "stdout: \(withoutServers.outputText)")
+    #expect(withoutServers.status == 1)
+    #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
+  }
+
+  @Test(arguments: [
+    (["run", "--pool", "0", "fact", "1"], "--pool"),
+    (["run", "--hosts", "nonsense", "fact", "1"], "--hosts"),
+    (["run", "--timeout", "-1", "fact", "1"], "--timeout"),
+    (["run", "--limit-memory", "256", "--hosts", "127.0.0.1:1", "fact", "1"], "--limit-memory"),
+  ])
+  func badValuesOfTheNewOptionsAreUsageErrors(arguments: [String], option: String) throws {
+    let run = try runProgram(arguments)
+    #expect(run.status == 2)
+    #expect(run.errorText.hasPrefix("procord-demo: \(option) "), "stderr: \(run.errorText)")
+    #expect(run.outputText.isEmpty, "stdout: \(run.outputText)")
+  }
+
   @Test(arguments: [["run"], ["run", "nope", "1"], ["run", "fibo"], ["run", "fibo", "x"], ["frobnicate"],
                     ["run", "--bogus", "fibo", "1"], ["--procord-bogus"]])
   func usageErrorsExitTwo(arguments: [String]) throws {

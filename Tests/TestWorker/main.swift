@@ -38,8 +38,9 @@
 //                           sleeps 20 ms (lock released), decrements CURRENT;
 //                           answers how many ran at its start, itself
 //                           included (decimal)
-//   sleep-with-child MS     starts `sleep` for MS milliseconds (in its own
-//                           process group) and waits for it; answers MS
+//   sleep-with-child MS     starts `sleep` for MS milliseconds (in the
+//                           worker's process group) and waits for it;
+//                           answers MS
 //   crash-on-tenths N       dies of SIGSEGV when N is a multiple of 10,
 //                           answers N otherwise (decimal both ways)
 //   environment NAME        answers the worker's value of variable NAME
@@ -50,8 +51,33 @@
 // then `V`) first. After an answer that breaks the protocol, the worker
 // waits for the main program to hang up (end of stdin) and exits 0: a main
 // program that kept waiting for more would hang, which the tests catch.
+//
+// One mode makes it a main program instead of a fake worker:
+//
+//   metrics                 bootstraps an in-memory swift-metrics backend,
+//                           then runs on a WorkerPool (label `metrics-test`,
+//                           1 worker: this program in socket mode) one task
+//                           after the other: crash-on-tenths 1 and 2 (they
+//                           succeed), crash-on-tenths 10 (its worker dies of
+//                           SIGSEGV: disconnected), sleep-with-child 60000
+//                           with a deadline of 200 ms (deadline exceeded);
+//                           shuts the pool down, prints what the backend
+//                           holds (see `printMetrics`) and exits 0. Each
+//                           task's outcome goes to stderr, for diagnosis.
+//                           A mode of its own because swift-metrics binds a
+//                           metric to the backend of the moment it is made,
+//                           and takes one bootstrap per process: a test
+//                           process cannot do it without changing every
+//                           other test's metrics.
+//
+// The `sleep` of sleep-with-child is in its worker's process group, so a
+// deadline's SIGTERM reaches it too; when the worker dies first, it is
+// orphaned to init, or to the nearest subreaper (a test process that
+// called `warmUp()`), which must reap it.
 
+import CoreMetrics
 import Procord
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -245,11 +271,162 @@ let environment = WorkerTask<String, String>(name: "environment", input: .utf8, 
 let directory = WorkerTask<String, String>(name: "directory", input: .utf8, output: .utf8) { _ in
   var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
   guard getcwd(&buffer, buffer.count) != nil else { throw TaskFailure(description: "getcwd: errno \(errno)") }
-  return String(cString: buffer)
+  return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// What this program serves as a real worker or server.
 let servedTasks: [any ServableTask] = [concurrency, sleepWithChild, crashOnTenths, environment, directory]
+
+// MARK: - The `metrics` mode
+
+/// Names a metric: its label, then its dimensions sorted by name, as
+/// `label{name=value,...}` (just `label` without dimensions), one word that
+/// the values can follow. Two metrics made with the same label and
+/// dimensions share one handler, as in a real backend.
+func metricKey(_ label: String, _ dimensions: [(String, String)]) -> String {
+  guard !dimensions.isEmpty else { return label }
+  let pairs = dimensions.sorted { $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }
+  return "\(label){\(pairs.joined(separator: ","))}"
+}
+
+/// A counter that keeps its total.
+final class MemoryCounter: CounterHandler {
+  let total = Mutex<Int64>(0)
+  func increment(by amount: Int64) { total.withLock { $0 += amount } }
+  func reset() { total.withLock { $0 = 0 } }
+}
+
+/// A recorder (a gauge, for Procord's pools) that keeps every value, in order.
+final class MemoryRecorder: RecorderHandler {
+  let values = Mutex<[Double]>([])
+  func record(_ value: Int64) { record(Double(value)) }
+  func record(_ value: Double) { values.withLock { $0.append(value) } }
+}
+
+/// A timer that keeps every duration, in nanoseconds.
+final class MemoryTimer: TimerHandler {
+  let durations = Mutex<[Int64]>([])
+  func recordNanoseconds(_ duration: Int64) { durations.withLock { $0.append(duration) } }
+}
+
+/// The handler under `key` in `handlers`, made and kept there if it is the
+/// first of its key.
+func handler<Handler>(in handlers: inout [String: Handler], _ key: String, _ make: () -> Handler) -> Handler {
+  if let existing = handlers[key] { return existing }
+  let made = make()
+  handlers[key] = made
+  return made
+}
+
+/// A swift-metrics backend that keeps everything in memory, by metric key.
+/// Handlers are called from any thread (Procord's loop thread, callers of
+/// `delegate`), hence the locks.
+final class MemoryMetricsFactory: MetricsFactory {
+  let counters = Mutex<[String: MemoryCounter]>([:])
+  let recorders = Mutex<[String: MemoryRecorder]>([:])
+  let timers = Mutex<[String: MemoryTimer]>([:])
+
+  func makeCounter(label: String, dimensions: [(String, String)]) -> CounterHandler {
+    counters.withLock { handler(in: &$0, metricKey(label, dimensions), MemoryCounter.init) }
+  }
+  func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> RecorderHandler {
+    recorders.withLock { handler(in: &$0, metricKey(label, dimensions), MemoryRecorder.init) }
+  }
+  func makeTimer(label: String, dimensions: [(String, String)]) -> TimerHandler {
+    timers.withLock { handler(in: &$0, metricKey(label, dimensions), MemoryTimer.init) }
+  }
+  // Destroyed metrics keep their values: the report comes at the end.
+  func destroyCounter(_ handler: CounterHandler) {}
+  func destroyRecorder(_ handler: RecorderHandler) {}
+  func destroyTimer(_ handler: TimerHandler) {}
+}
+
+/// Prints one line per metric the backend was asked for, sorted, with only
+/// what the scenario makes deterministic when Procord works:
+///
+///   counter:  `KEY TOTAL`, e.g. `procord_tasks_failed_total{cause=killed} 0`
+///   timer:    `KEY count=N shortest=positive longest=200ms..10s`, where a
+///             duration out of its range is printed instead, in ns: every
+///             task takes some time, and the longest is the deadline's
+///             (200 ms, then the kill), far from its sleep's 60 s
+///   recorder: `KEY count=N last=X max=Y` (whole numbers), or `KEY count=0`
+///             if nothing was recorded
+func printMetrics(_ factory: MemoryMetricsFactory) {
+  var lines: [String] = []
+  for (key, counter) in factory.counters.withLock({ $0 }) {
+    lines.append("\(key) \(counter.total.withLock { $0 })")
+  }
+  for (key, timer) in factory.timers.withLock({ $0 }) {
+    let durations = timer.durations.withLock { $0 }
+    var line = "\(key) count=\(durations.count)"
+    if let shortest = durations.min(), let longest = durations.max() {
+      line += shortest > 0 ? " shortest=positive" : " shortest=\(shortest)ns"
+      line += (200_000_000..<10_000_000_000).contains(longest) ? " longest=200ms..10s" : " longest=\(longest)ns"
+    }
+    lines.append(line)
+  }
+  for (key, recorder) in factory.recorders.withLock({ $0 }) {
+    let values = recorder.values.withLock { $0 }
+    if let last = values.last, let largest = values.max() {
+      lines.append("\(key) count=\(values.count) last=\(Int(last)) max=\(Int(largest))")
+    } else {
+      lines.append("\(key) count=0")
+    }
+  }
+  for line in lines.sorted() { print(line) }
+}
+
+/// Writes a line to stderr (stdout holds only the metrics).
+func printToStandardError(_ text: String) {
+  let bytes = Array("\(text)\n".utf8)
+  _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+/// `metrics`: see the header.
+func runMetricsScenario() -> Never {
+  // Before anything makes a metric: Procord's are made on first use and
+  // stay bound to the backend of that moment.
+  let factory = MemoryMetricsFactory()
+  MetricsSystem.bootstrap(factory)
+
+  var configuration = WorkerPool.Configuration(maximumWorkers: 1)
+  configuration.label = "metrics-test"
+  let itself = WorkerProgram(path: "/proc/self/exe", arguments: ["--procord-worker"], channel: .socket)
+  let pool: WorkerPool
+  do {
+    pool = try WorkerPool([.local(itself)], configuration: configuration)
+  } catch {
+    die("making the pool: \(error)")
+  }
+  let crashTask = DelegatedTask(name: crashOnTenths.name, input: crashOnTenths.input, output: crashOnTenths.output)
+  let sleepTask = DelegatedTask(name: sleepWithChild.name, input: sleepWithChild.input, output: sleepWithChild.output)
+  // One at a time, each waited for: the counts and the gauges' last values
+  // do not depend on how the tasks interleave.
+  func run(_ task: DelegatedTask<Int, Int>, _ input: Int, options: DelegationOptions = DelegationOptions()) {
+    let process: DelegatedProcess<Int>
+    do {
+      process = try pool.delegate(task, input, options: options)
+    } catch {
+      die("delegating \(task.name)(\(input)): \(error)")
+    }
+    process.wait()
+    let outcome: String
+    switch process.status {
+    case .success(let output): outcome = "= \(output)"
+    case .exception(let error): outcome = "raised: \(error)"
+    case .error(let error): outcome = "failed: \(error)"
+    case .working: outcome = "still working after the wait"
+    }
+    printToStandardError("\(task.name)(\(input)) \(outcome)")
+  }
+  run(crashTask, 1)
+  run(crashTask, 2)
+  run(crashTask, 10)
+  run(sleepTask, 60000, options: DelegationOptions(deadline: .milliseconds(200)))
+  pool.shutdownAndWait()
+  printMetrics(factory)
+  exit(0)
+}
 
 // MARK: - Modes
 
@@ -273,6 +450,9 @@ func number() -> Int32 {
 }
 
 switch mode {
+case "metrics":
+  runMetricsScenario()
+
 case "exit-at-once":
   exit(0)
 
