@@ -33,6 +33,8 @@ let package = Package(
     // The README's example, compiled as it is printed there.
     .executableTarget(
       name: "procord-example", dependencies: ["Procord"], path: "Examples/GettingStarted"),
+    // The README's pool example, compiled as it is printed there.
+    .executableTarget(name: "procord-pool-example", dependencies: ["Procord"], path: "Examples/Pool"),
     // A worker that misbehaves on purpose, for the tests.
     .executableTarget(
       name: "procord-test-worker",
@@ -43,6 +45,7 @@ let package = Package(
       name: "ProcordTests",
       dependencies: [
         "Procord", "CTestSupport", "procord-demo", "procord-test-worker", "procord-example",
+        "procord-pool-example",
       ]
     ),
   ]

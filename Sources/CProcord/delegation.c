@@ -94,13 +94,15 @@ void procord_delegation_finish(procord_delegation_t *d) {
 }
 
 int procord_delegation_send(procord_delegation_t *d, procord_link_t *link) {
-  d->delivered = 1;
   d->outcome.attempts++;
   int error = procord_link_send(link, PROCORD_FRAME_TASK, d->task_name, strlen(d->task_name));
   if (error) return error;
   __atomic_add_fetch(&d->input->references, 1, __ATOMIC_RELAXED);
-  return procord_link_send_owned(link, PROCORD_FRAME_VALUE, d->input->bytes, d->input->length,
-                                 input_release_body);
+  error = procord_link_send_owned(link, PROCORD_FRAME_VALUE, d->input->bytes, d->input->length,
+                                  input_release_body);
+  /* Only now may the worker have it: before, a retry cannot run it twice. */
+  if (!error) d->delivered = 1;
+  return error;
 }
 
 static void write_all(int fd, const unsigned char *bytes, size_t length) {
@@ -257,6 +259,7 @@ static void start_on_loop(void *context) {
   int error = procord_link_start(d->link);
   if (!error) error = procord_delegation_arm_deadline(d);
   if (error) {
+    procord_link_fail(d->link, error, "setup"); /* unless the start said why already */
     procord_delegation_take_end(d, d->link);
     procord_link_free(d->link);
     d->link = NULL;

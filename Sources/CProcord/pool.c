@@ -34,6 +34,7 @@ typedef struct pool_worker_s {
   size_t source;
   worker_state_t state;
   int was_ready;
+  int stopped_by_pool;       /* retired or killed by the pool: not the source's fault */
   procord_delegation_t *task;
   int tasks_done;
   struct event *idle_timer;
@@ -43,6 +44,8 @@ typedef struct pool_source_s {
   procord_pool_source_t spec; /* deep copy */
   long long down_until_ms;    /* skipped until then after a failed start */
   int backoff_ms;
+  int start_failed;           /* its last worker could not be started or reached */
+  procord_link_end_t start_failure; /* why, for the tasks that come while it rests */
 } pool_source_t;
 
 struct procord_pool_s {
@@ -189,9 +192,11 @@ static void unqueue(procord_pool_t *p, procord_delegation_t *d) {
   d->queue_next = NULL;
   d->queued = 0;
   pthread_mutex_lock(&p->lock);
+  int was_full = p->waiting >= p->options.max_queue_length;
   p->waiting--;
   p->stats.queued = p->waiting;
   pthread_mutex_unlock(&p->lock);
+  if (was_full && p->options.on_room) p->options.on_room(p, p->options.context);
 }
 
 static void finish_task(procord_pool_t *p, procord_delegation_t *d) {
@@ -222,8 +227,10 @@ static size_t choose_source(procord_pool_t *p, int *all_down) {
   return best;
 }
 
-static void source_failed(procord_pool_t *p, size_t s) {
+static void source_failed(procord_pool_t *p, size_t s, const procord_link_end_t *start_failure) {
   pool_source_t *source = &p->sources[s];
+  source->start_failed = start_failure != NULL;
+  if (start_failure) source->start_failure = *start_failure;
   source->backoff_ms = source->backoff_ms ? source->backoff_ms * 2 : FIRST_BACKOFF_MS;
   if (source->backoff_ms > LAST_BACKOFF_MS) source->backoff_ms = LAST_BACKOFF_MS;
   source->down_until_ms = now_ms() + source->backoff_ms;
@@ -238,8 +245,16 @@ static void on_ended(procord_link_t *link, void *context);
 
 static void arm_idle_timer(pool_worker_t *w);
 
+/* The source served: it rests no more. */
+static void source_served(procord_pool_t *p, size_t s) {
+  p->sources[s].backoff_ms = 0;
+  p->sources[s].down_until_ms = 0;
+  p->sources[s].start_failed = 0;
+}
+
 static void retire(pool_worker_t *w) {
   if (w->state == WORKER_CLOSING) return;
+  w->stopped_by_pool = 1;
   set_state(w, WORKER_CLOSING);
   procord_link_close(w->link);
 }
@@ -274,12 +289,11 @@ static void become_idle(pool_worker_t *w) {
 }
 
 /*
- * Starts a worker from the next source. Returns it (STARTING for a server,
+ * Starts a worker from source `s`. Returns it (STARTING for a server,
  * IDLE for a local worker, which is ready at once), or NULL with `*failure`
  * filled when it could not even start (a spawn error).
  */
-static pool_worker_t *start_worker(procord_pool_t *p, int *all_down, procord_link_end_t *failure) {
-  size_t s = choose_source(p, all_down);
+static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end_t *failure) {
   const procord_pool_source_t *source = &p->sources[s].spec;
   pool_worker_t *w = calloc(1, sizeof *w);
   procord_link_options_t options = {
@@ -287,7 +301,6 @@ static pool_worker_t *start_worker(procord_pool_t *p, int *all_down, procord_lin
       .remote_host = source->remote_host,
       .remote_port = source->remote_port,
       .connect_timeout_ms = p->options.connect_timeout_ms,
-      .idle_timeout_ms = p->options.idle_timeout_worker_ms,
       .max_message_size = p->options.max_message_size,
       .exit_grace_ms = p->options.exit_grace_ms,
       .events = {on_ready, on_frame, on_ended},
@@ -306,7 +319,7 @@ static pool_worker_t *start_worker(procord_pool_t *p, int *all_down, procord_lin
     failure->call = "setup";
     failure->exit_code = -1;
     if (w && w->link) *failure = w->link->end;
-    source_failed(p, s); /* rest it, so that nothing retries it in a tight loop */
+    source_failed(p, s, failure); /* rest it, so that nothing retries it in a tight loop */
     if (w) {
       procord_link_free(w->link);
       if (w->idle_timer) event_free(w->idle_timer);
@@ -354,7 +367,10 @@ static void assign(pool_worker_t *w, procord_delegation_t *d) {
 /* A task that could not get a worker at all: retried, or finished. */
 static void task_without_worker(procord_pool_t *p, procord_delegation_t *d,
                                 const procord_link_end_t *failure) {
-  if (!p->closing && d->retries < p->options.max_retries) {
+  int all_down = 0;
+  if (!p->closing && d->retries < p->options.max_retries) choose_source(p, &all_down);
+  /* Every source rests after a failure: trying again now would fail alike. */
+  if (!p->closing && d->retries < p->options.max_retries && !all_down) {
     d->retries++;
     pthread_mutex_lock(&p->lock);
     p->stats.tasks_retried++;
@@ -374,7 +390,8 @@ static pool_worker_t *find_free(procord_pool_t *p) {
   /* The most recently used idle worker first (last in the list): the
      others may then idle out. */
   for (pool_worker_t *w = p->workers.previous; w != &p->workers; w = w->previous) {
-    if (w->state == WORKER_IDLE) return w;
+    /* An idle worker whose stream has just ended (its end is on its way) gets no task. */
+    if (w->state == WORKER_IDLE && procord_link_ready(w->link)) return w;
     if (w->state == WORKER_STARTING && !w->task && !starting) starting = w;
   }
   return starting;
@@ -396,8 +413,16 @@ static void pump(procord_pool_t *p) {
     if (!w) {
       if (live_workers(p) >= (size_t)p->options.max_workers) break;
       int all_down = 0;
+      size_t s = choose_source(p, &all_down);
+      if (all_down && p->sources[s].start_failed) {
+        /* Resting after a failed start: the task gets that failure at once,
+           rather than another doomed start (a missing program, a refused
+           connection). */
+        task_without_worker(p, dequeue(p), &p->sources[s].start_failure);
+        continue;
+      }
       procord_link_end_t failure;
-      w = start_worker(p, &all_down, &failure);
+      w = start_worker(p, s, &failure);
       if (!w) {
         task_without_worker(p, dequeue(p), &failure);
         continue;
@@ -439,7 +464,8 @@ static void replenish(procord_pool_t *p) {
       if (!evtimer_pending(p->replenish_timer, NULL)) evtimer_add(p->replenish_timer, &later);
       return;
     }
-    pool_worker_t *w = start_worker(p, &all_down, &failure);
+    size_t s = choose_source(p, &all_down);
+    pool_worker_t *w = start_worker(p, s, &failure);
     if (!w) continue; /* that source now rests; the loop tries the next or waits */
     if (w->state == WORKER_IDLE) become_idle(w);
   }
@@ -452,8 +478,6 @@ static void on_ready(procord_link_t *link, void *context) {
   pool_worker_t *w = context;
   procord_pool_t *p = w->pool;
   w->was_ready = 1;
-  p->sources[w->source].backoff_ms = 0;
-  p->sources[w->source].down_until_ms = 0;
   if (w->state == WORKER_BUSY && w->task) {
     int error = procord_delegation_send(w->task, w->link);
     if (error) {
@@ -482,6 +506,7 @@ static void task_answered(pool_worker_t *w) {
   w->task = NULL;
   d->link = NULL;
   w->tasks_done++;
+  source_served(w->pool, w->source);
   finish_task(w->pool, d);
 }
 
@@ -522,7 +547,11 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
 static void on_ended(procord_link_t *link, void *context) {
   pool_worker_t *w = context;
   procord_pool_t *p = w->pool;
-  if (!w->was_ready) source_failed(p, w->source);
+  /* The source rests if its worker could not be reached, or went away by
+     itself before serving anything (a program that exits at once, a server
+     that closes at once), not when a task took it down or the pool stopped it. */
+  if (!w->was_ready && !w->stopped_by_pool) source_failed(p, w->source, &link->end);
+  else if (w->tasks_done == 0 && !w->task && !w->stopped_by_pool) source_failed(p, w->source, NULL);
   set_state(w, WORKER_CLOSING);
   w->previous->next = w->next;
   w->next->previous = w->previous;
@@ -590,6 +619,7 @@ static void shut_down(procord_pool_t *p, int immediate) {
       next = w->next;
       if (w->task) {
         __atomic_store_n(&w->task->kill_requested, 1, __ATOMIC_RELEASE);
+        w->stopped_by_pool = 1;
         set_state(w, WORKER_CLOSING);
         procord_link_kill(w->link, SIGKILL, 1);
       } else {
@@ -650,6 +680,7 @@ void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int sign
   }
   if (!d->link) return; /* finished, or not yet on the loop */
   pool_worker_t *w = d->link->context;
+  w->stopped_by_pool = 1;
   set_state(w, WORKER_CLOSING);
   procord_link_kill(w->link, signal, signal == SIGKILL);
   pump(p);
@@ -658,8 +689,9 @@ void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int sign
 static void enqueue_on_loop(void *argument) {
   procord_delegation_t *d = argument;
   procord_pool_t *p = d->pool;
-  if (p->closing) {
-    /* Shut down between the submission and now. */
+  if (p->immediate || p->stopped) {
+    /* Shut down between the submission and now: a graceful shutdown still
+       serves it (the pool stops only once its queue is empty). */
     pthread_mutex_lock(&p->lock);
     p->waiting--;
     p->stats.queued = p->waiting;

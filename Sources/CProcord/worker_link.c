@@ -104,8 +104,8 @@ static void on_state(procord_connection_t *connection, procord_connection_state_
   procord_link_t *link = context;
   if (state != PROCORD_DISCONNECTED) return;
   procord_cause_t cause = procord_connection_cause(connection);
-  procord_link_fail(link, cause.error ? cause.error : PROCORD_EDISCONNECTED,
-                    cause.call ? cause.call : "read");
+  /* A close the owner asked for records nothing (see procord_link_end_t). */
+  if (cause.error) procord_link_fail(link, cause.error, cause.call ? cause.call : "read");
   drop_connection(link);
   end_if_done(link);
 }

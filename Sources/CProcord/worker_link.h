@@ -49,7 +49,8 @@ typedef struct procord_link_options_s {
 
 /* How the link ended, once on_ended has been called. */
 typedef struct procord_link_end_s {
-  int error;          /* 0 after a close the owner asked for, else the first cause */
+  int error;          /* the first cause recorded; 0 if the stream ended only because the
+                         owner closed it (an owner's reader takes 0 as the end of stream) */
   const char *call;
   const char *detail;
   int exit_code;      /* the child's exit code, or -1 */

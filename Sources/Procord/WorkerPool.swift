@@ -72,12 +72,15 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     /// away: an idempotent task (``DelegationOptions/isIdempotent``) after
     /// any loss of its worker, any task when it never reached one.
     public var maximumRetries = 2
-    /// Servers: how long resolving and connecting may take.
+    /// Servers: how long resolving and connecting may take. (A task's
+    /// ``DelegationOptions/deadline`` bounds a worker that goes silent.)
     public var connectTimeout: Duration? = .seconds(10)
-    /// How long a busy worker may stay silent before it is dropped (its task
-    /// ends with ``DisconnectionCause/timedOut(_:)``); `nil`: no limit.
-    /// Prefer ``DelegationOptions/deadline``, which counts per task.
-    public var silenceTimeout: Duration?
+    /// Start local workers in socket mode with `--procord-capture-output`,
+    /// so that what their tasks print comes back as data: needed for
+    /// ``DelegationOptions/captureOutput`` on pooled local tasks (tasks on
+    /// servers always send it). Without it a local worker's stdout and
+    /// stderr are this program's, untouched.
+    public var captureOutput = false
     /// How long a worker that was told to stop (or killed with SIGTERM at a
     /// deadline) may take to exit before it gets SIGKILL.
     public var exitGracePeriod: Duration = .seconds(2)
@@ -136,16 +139,9 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   public let configuration: Configuration
   /// For error messages: the program or server, or all of them.
   let workerName: String
-  private let room = Mutex(Room())
-  private let stopSignal = StopSignal()
+  private let events = PoolEvents()
   private let queueLength: Gauge
   private let workerCount: Gauge
-
-  /// Submitters waiting for room in a full queue, woken as tasks finish.
-  private struct Room {
-    var finishedTasks = 0
-    var waiters: [CheckedContinuation<Void, Never>] = []
-  }
 
   /// Makes a pool over `sources` and starts ``Configuration/minimumWorkers``.
   /// Throws ``ProcordError`` for a configuration that cannot work (no
@@ -157,8 +153,15 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     queueLength = Gauge(label: "procord_pool_queue_length", dimensions: [("pool", configuration.label)])
     workerCount = Gauge(label: "procord_pool_workers", dimensions: [("pool", configuration.label)])
     var created: OpaquePointer?
-    let stopSignal = self.stopSignal
-    let error = withCSources(sources[...], []) { cSources in
+    let events = self.events
+    let started = sources.map { source -> Source in
+      guard configuration.captureOutput, case .local(var program) = source, program.channel == .socket else {
+        return source
+      }
+      program.arguments.insert("--procord-capture-output", at: 0)  // before the program's own
+      return .local(program)
+    }
+    let error = withCSources(started[...], []) { cSources in
       cSources.withUnsafeBufferPointer { buffer in
         var options = procord_pool_options_t()
         options.sources = buffer.baseAddress
@@ -171,13 +174,13 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
         options.max_queue_length = max(1, configuration.maximumQueueLength)
         options.max_retries = Int32(clamping: max(0, configuration.maximumRetries))
         options.connect_timeout_ms = milliseconds(configuration.connectTimeout)
-        options.idle_timeout_worker_ms = milliseconds(configuration.silenceTimeout)
         options.max_message_size = max(0, configuration.maximumMessageSize ?? 0)
         options.exit_grace_ms = milliseconds(configuration.exitGracePeriod)
         options.on_stopped = onPoolStopped
-        options.context = Unmanaged.passRetained(stopSignal).toOpaque()  // released once stopped
+        options.on_room = onPoolRoom
+        options.context = Unmanaged.passRetained(events).toOpaque()  // released once stopped
         let error = procord_pool_new(Runtime.shared.loop, &options, &created)
-        if error != 0 { Unmanaged.passUnretained(stopSignal).release() }
+        if error != 0 { Unmanaged.passUnretained(events).release() }
         return error
       }
     }
@@ -246,12 +249,11 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     _ task: DelegatedTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
   ) async throws -> DelegatedProcess<Output> {
     while true {
-      let finishedBefore = room.withLock { $0.finishedTasks }
+      let roomBefore = events.roomCount
       do {
         return try delegate(task, input, options: options)
       } catch WorkerPoolError.queueFull {
-        try Task.checkCancellation()
-        await waitForRoom(finishedBefore: finishedBefore)
+        try await events.waitForRoom(after: roomBefore)
       }
     }
   }
@@ -278,7 +280,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   /// refused (``WorkerPoolError/shutDown``) from the call on.
   public func shutdown(_ mode: ShutdownMode = .graceful) async {
     procord_pool_shutdown(handle, mode == .immediate ? 1 : 0)
-    await stopSignal.stopped()
+    await events.stopped()
   }
 
   /// Stops the pool, blocking until every worker is gone or `timeout`
@@ -303,26 +305,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   // MARK: Internals
 
   /// Called on the loop thread as each of the pool's tasks finishes.
-  func taskFinished() {
-    let waiters = room.withLock { room in
-      room.finishedTasks += 1
-      defer { room.waiters = [] }
-      return room.waiters
-    }
-    for waiter in waiters { waiter.resume() }
-    updateGauges()
-  }
-
-  private func waitForRoom(finishedBefore: Int) async {
-    await withCheckedContinuation { continuation in
-      let now = room.withLock { room -> Bool in
-        if room.finishedTasks != finishedBefore { return true }
-        room.waiters.append(continuation)
-        return false
-      }
-      if now { continuation.resume() }
-    }
-  }
+  func taskFinished() { updateGauges() }
 
   private func updateGauges() {
     var stats = procord_pool_stats_t()
@@ -372,33 +355,85 @@ private func withCSources<R>(
   }
 }
 
-/// Tells those awaiting a pool's end that it has stopped.
-private final class StopSignal: Sendable {
-  private let state = Mutex<(stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+/// What the C core tells a pool's Swift side: that its queue has room
+/// again, and that it has stopped. Retained by the C pool until it stops.
+private final class PoolEvents: Sendable {
+  private struct State {
+    var stopped = false
+    var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    /// How many times the queue got room: a submitter that saw it full
+    /// waits for this to change.
+    var roomCount = 0
+    var roomWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+    var nextWaiter: UInt64 = 0
+  }
+  private let state = Mutex(State())
+
+  var roomCount: Int { state.withLock { $0.roomCount } }
 
   func stopped() async {
     await withCheckedContinuation { continuation in
       let now = state.withLock { state -> Bool in
         if state.stopped { return true }
-        state.waiters.append(continuation)
+        state.stopWaiters.append(continuation)
         return false
       }
       if now { continuation.resume() }
     }
   }
 
-  func signal() {
+  /// Suspends until the queue gets room after `count`; throws
+  /// CancellationError if the waiting task is cancelled first.
+  func waitForRoom(after count: Int) async throws {
+    let id = state.withLock { state -> UInt64 in
+      defer { state.nextWaiter += 1 }
+      return state.nextWaiter
+    }
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        let resumeNow = state.withLock { state -> (any Error)?? in
+          if Task.isCancelled { return .some(CancellationError()) }
+          if state.roomCount != count || state.stopped { return .some(nil) }
+          state.roomWaiters[id] = continuation
+          return nil
+        }
+        if let outcome = resumeNow {
+          if let error = outcome { continuation.resume(throwing: error) } else { continuation.resume() }
+        }
+      }
+    } onCancel: {
+      state.withLock { $0.roomWaiters.removeValue(forKey: id) }?.resume(throwing: CancellationError())
+    }
+  }
+
+  func signalRoom() {
     let waiters = state.withLock { state in
-      state.stopped = true
-      defer { state.waiters = [] }
-      return state.waiters
+      state.roomCount += 1
+      defer { state.roomWaiters = [:] }
+      return state.roomWaiters.values
     }
     for waiter in waiters { waiter.resume() }
+  }
+
+  func signalStopped() {
+    let (stopWaiters, roomWaiters) = state.withLock { state in
+      state.stopped = true
+      defer { (state.stopWaiters, state.roomWaiters) = ([], [:]) }
+      return (state.stopWaiters, Array(state.roomWaiters.values))
+    }
+    for waiter in stopWaiters { waiter.resume() }
+    for waiter in roomWaiters { waiter.resume() }  // they find the pool shut down
   }
 }
 
 /// The C core's pool-stopped callback: signals, then drops the pool's hold.
 private let onPoolStopped: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, context in
   guard let context else { return }
-  Unmanaged<StopSignal>.fromOpaque(context).takeRetainedValue().signal()
+  Unmanaged<PoolEvents>.fromOpaque(context).takeRetainedValue().signalStopped()
+}
+
+/// The C core's room callback: wakes submitters waiting for room.
+private let onPoolRoom: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { _, context in
+  guard let context else { return }
+  Unmanaged<PoolEvents>.fromOpaque(context).takeUnretainedValue().signalRoom()
 }

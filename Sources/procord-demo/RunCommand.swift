@@ -100,19 +100,23 @@ private func parseRunOptions(_ arguments: ArraySlice<String>) -> Result<RunOptio
         }
         options.poolSize = size
       case "--hosts":
-        for item in value.split(separator: ",") {
+        guard !value.split(separator: ",").isEmpty else {
+          return .failure(UsageError("--hosts needs HOST:PORT,HOST:PORT..., got \"\(value)\""))
+        }
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
           guard let server = parseServer(String(item)) else {
             return .failure(UsageError("--hosts needs HOST:PORT,HOST:PORT..., got \(item)"))
           }
           options.hosts.append(server)
         }
       case "--timeout":
-        guard let seconds = Double(value), seconds > 0 else {
-          return .failure(UsageError("--timeout needs a number of seconds, got \(value)"))
+        // A year at most: beyond, Duration's arithmetic is not the point.
+        guard let seconds = Double(value), seconds > 0, seconds <= 365 * 86400 else {
+          return .failure(UsageError("--timeout needs a number of seconds (at most a year), got \(value)"))
         }
         options.timeout = .milliseconds(Int64((seconds * 1000).rounded(.up)))
       default:
-        guard let mebibytes = Int(value), mebibytes > 0 else {
+        guard let mebibytes = Int(value), mebibytes > 0, mebibytes <= Int.max >> 20 else {
           return .failure(UsageError("--limit-memory needs a number of MiB, got \(value)"))
         }
         options.memoryLimit = mebibytes << 20
@@ -176,15 +180,17 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
     WorkerProgram(path: $0, arguments: options.workerArguments.isEmpty ? ["--procord-worker"] : options.workerArguments)
   } ?? .current
   program.limits.addressSpace = options.memoryLimit
+  // --pool N over --procord-hostname: N connections to that one server.
+  let servers = options.hosts.isEmpty && options.poolSize != nil
+    ? options.host.map { [RemoteServer(host: $0, port: options.port)] } ?? [] : options.hosts
   let target: Target
   do {
-    if !options.hosts.isEmpty {
-      var configuration = WorkerPool.Configuration()
+    if !servers.isEmpty {
+      // N connections in all (one per server by default), opened in turn.
+      var configuration = WorkerPool.Configuration(maximumWorkers: options.poolSize ?? servers.count)
       configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
-      target = .pool(try WorkerPool(
-        servers: options.hosts, connectionsPerServer: max(1, (options.poolSize ?? options.hosts.count) / options.hosts.count),
-        configuration: configuration))
-    } else if let size = options.poolSize, options.host == nil {
+      target = .pool(try WorkerPool(servers.map { .remote($0) }, configuration: configuration))
+    } else if let size = options.poolSize {
       var configuration = WorkerPool.Configuration(maximumWorkers: size)
       configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
       target = .pool(try WorkerPool([.local(program)], configuration: configuration))

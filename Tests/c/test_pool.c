@@ -303,6 +303,24 @@ static void missing_program_fails_the_task_with_enoent(void) {
   CHECK_NOTHING_LEFT();
 }
 
+static void program_that_exits_at_once_is_started_again_only_after_a_rest(void) {
+  BEGIN();
+  procord_pool_source_t source = local_source(1);
+  const char *arguments[] = {"true", NULL};
+  source.worker.program = "true";
+  source.worker.arguments = arguments;
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.min_workers = 1, .max_workers = 1}, source);
+  CHECK(pool);
+  /* Kept started, it exits at once, again and again: the pool must rest
+     (250 ms, then 500 ms...) rather than start it in a tight loop. Watching
+     for 600 ms is the point here, not a wait for something. */
+  usleep(600 * 1000);
+  unsigned long long started = stats_of(pool).workers_started;
+  stop_pool(pool, 1);
+  CHECK(started >= 1 && started <= 4);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- Killing, deadlines ---- */
 
 /*
@@ -736,6 +754,7 @@ int main(int argc, char **argv) {
   RUN(idempotent_task_runs_again_after_its_worker_died);
   RUN(task_not_marked_idempotent_is_not_run_again);
   RUN(missing_program_fails_the_task_with_enoent);
+  RUN(program_that_exits_at_once_is_started_again_only_after_a_rest);
 
   RUN(kill_of_a_running_pooled_task_kills_its_worker_and_the_pool_replaces_it);
   RUN(kill_of_a_queued_task_ends_it_without_touching_a_worker);

@@ -17,7 +17,9 @@
  *
  * A pooled task is a procord_delegation_t like any other: status, waiting,
  * killing (which kills its worker; the pool replaces it) and releasing work
- * alike. Everything runs on the pool's loop; the functions here are
+ * alike. procord_delegation_pid gives the worker the task runs on (-1 while
+ * it waits); once the task has finished, that worker may be running others:
+ * signal the task with procord_delegation_kill, never by its pid. Everything runs on the pool's loop; the functions here are
  * thread-safe unless they say otherwise.
  */
 #ifndef PROCORD_POOL_H
@@ -55,7 +57,10 @@ typedef struct procord_pool_options_s {
   const procord_pool_source_t *sources;
   size_t source_count;
   int min_workers;          /* kept started, even when idle; 0 by default */
-  int max_workers;          /* at most this many at once; 0: the number of sources */
+  /* At most this many workers serve at once; 0: the number of sources. (A
+     retired or killed worker may still be exiting, for up to exit_grace_ms,
+     while its replacement starts.) */
+  int max_workers;
   /* A worker above min_workers that has been idle this long is stopped.
      0: never. */
   int idle_timeout_ms;
@@ -72,15 +77,19 @@ typedef struct procord_pool_options_s {
      away: idempotent tasks after any disconnection, others only when the
      task never reached the worker (it could not be started or reached). */
   int max_retries;
-  /* Per worker, as in procord_delegation_options_t: */
+  /* Per worker, as in procord_delegation_options_t (a task's deadline_ms
+     bounds a worker that stays silent): */
   int connect_timeout_ms;   /* servers: resolving and connecting; 0: no limit */
-  int idle_timeout_worker_ms; /* silence of a busy worker before it is dropped; 0: no limit */
   size_t max_message_size;  /* of frames from workers; 0: the default */
   int exit_grace_ms;        /* 0: 2000 ms */
   /* Called once on the loop's thread when the pool has stopped (after a
      shutdown, every worker reaped); may be NULL. */
   void (*on_stopped)(procord_pool_t *pool, void *context);
-  void *context;
+  /* Called on the loop's thread when a full queue gets room again (a task
+     left it for a worker, or ended); may be NULL. For a submitter that
+     waits instead of taking PROCORD_EFULL. */
+  void (*on_room)(procord_pool_t *pool, void *context);
+  void *context;             /* for on_stopped and on_room */
 } procord_pool_options_t;
 
 /* A snapshot of a pool. */

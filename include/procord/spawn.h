@@ -66,7 +66,8 @@ typedef struct procord_spawn_options_s {
      duplicated, not taken); -1: inherit the caller's. */
   int stderr_fd;
   /* The child's working directory; NULL: the caller's. A directory that
-     cannot be entered fails the start with its errno (-ENOENT, -EACCES). */
+     cannot be entered fails the start with its errno (-ENOENT, -EACCES). A
+     relative `program` path is then found from that directory. */
   const char *working_directory;
   procord_resource_limits_t limits;
 } procord_spawn_options_t;
