@@ -125,7 +125,9 @@ typedef struct procord_delegation_options_s {
  * started on the loop's thread (the thread a worker's parent-death signal
  * follows; the call waits for it, so the pid is known on return, or on the
  * calling thread when that is the loop's or the loop is not running), the
- * rest happens on the loop's thread. Always stores a delegation in `*delegation`
+ * rest happens on the loop's thread. Do not call it while another thread
+ * stops the loop (procord_loop_stop): the start would wait for the loop to
+ * run again. Always stores a delegation in `*delegation`
  * unless it returns -ENOMEM or PROCORD_EINVAL: when the worker cannot be
  * started, the delegation finishes as DISCONNECTED with the error of
  * posix_spawn (on_done still runs, on the loop's thread). The caller holds
