@@ -358,20 +358,29 @@ typedef struct finished_count_s {
   procord_delegation_t *const *delegations;
   size_t count;
   int all;
-  int finished;
+  size_t prefix; /* all: the first `prefix` have finished (a finished one stays so) */
 } finished_count_t;
 
-/* With the done lock held: counts the finished ones; true when enough. */
+/* With the done lock held: true when enough have finished. Waiting for all
+   of many costs one pass in all, not one per wakeup. */
 static int enough_finished(void *argument) {
   finished_count_t *c = argument;
-  c->finished = 0;
-  for (size_t i = 0; i < c->count; i++) c->finished += c->delegations[i]->finished;
-  return c->all ? (size_t)c->finished == c->count : c->finished > 0 || c->count == 0;
+  if (c->all) {
+    while (c->prefix < c->count && c->delegations[c->prefix]->finished) c->prefix++;
+    return c->prefix == c->count;
+  }
+  for (size_t i = 0; i < c->count; i++)
+    if (c->delegations[i]->finished) return 1;
+  return c->count == 0;
 }
 
 int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
                             size_t count, int all, int timeout_ms) {
   finished_count_t counted = {delegations, count, all, 0};
   procord_loop_wait_until(loop, enough_finished, &counted, timeout_ms);
-  return counted.finished;
+  int finished = 0;
+  pthread_mutex_lock(procord_loop_done_lock(loop));
+  for (size_t i = 0; i < count; i++) finished += delegations[i]->finished;
+  pthread_mutex_unlock(procord_loop_done_lock(loop));
+  return finished;
 }
