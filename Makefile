@@ -1,14 +1,20 @@
 # Procord for Swift: build, demo and tests.
 #
-#   make demo    install what is missing, build, run the showcase
-#   make test    install what is missing, build, run every test (C, C under
-#                ASan/UBSan, then Swift)
-#   make build   build everything (debug)
-#   make check-c compile the C core with every warning as an error
-#   make clean   remove build products
+#   make            build the C library (libprocord.a, libprocord.so) and the Swift package
+#   make demo       install what is missing, build, run the showcase
+#   make test       install what is missing, build, run every test (C, C under
+#                   ASan/UBSan, the installed library and its examples, then Swift)
+#   make build      build the Swift package (debug)
+#   make lib        build libprocord.a and libprocord.so in .build/lib
+#   make install    install the library, its headers and procord.pc under PREFIX
+#                   (/usr/local by default; DESTDIR is honoured)
+#   make examples   build the C examples (Examples/c) against .build/lib
+#   make check-c    compile the C core and its headers with every warning as an error
+#   make clean      remove build products
 
 SWIFT ?= swift
 CC ?= cc
+CXX ?= c++
 BUILD_DIR ?= .build
 # Debian packages: libevent for the C core; for the server tests also nginx
 # with its stream module and systemd's socket activation tool.
@@ -26,9 +32,21 @@ SANITIZE_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,unde
                  -fno-sanitize-recover=undefined -Iinclude -ISources/CProcord
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps test-deps build demo test test-c test-c-sanitized test-swift check-c clean
+# The C library, for C programs: the same sources SwiftPM compiles.
+VERSION = 0.1.0
+SOVERSION = 0
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+LIB_DIR = $(BUILD_DIR)/lib
+LIB_OBJECTS = $(patsubst Sources/CProcord/%.c,$(LIB_DIR)/objects/%.o,$(C_SOURCES))
+PUBLIC_HEADERS = $(wildcard include/procord/*.h)
+C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Examples/c/*.c))
 
-all: build
+.PHONY: all deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
+        check-headers lib install examples clean
+
+all: lib build
 
 # Installs the Debian packages that are missing (apt-get update once, first).
 define install_missing
@@ -52,11 +70,71 @@ build: deps
 demo: build
 	$(BUILD_DIR)/debug/procord-demo
 
-check-c: deps
+check-c: deps check-headers
 	@mkdir -p $(BUILD_DIR)/c-check
 	@for f in $(C_SOURCES); do \
 	  $(CC) $(CFLAGS_CORE) -c $$f -o $(BUILD_DIR)/c-check/$$(basename $$f .c).o || exit 1; done
 	@echo "C core compiles cleanly with -Wall -Wextra -Werror"
+
+# Each public header on its own, as C11 and as C++17, pedantic; and every
+# public function documented (scripts/c_api.py).
+check-headers:
+	@mkdir -p $(BUILD_DIR)/c-check
+	@for h in $(PUBLIC_HEADERS); do \
+	  echo "#include <procord/$$(basename $$h)>" > $(BUILD_DIR)/c-check/header.c; \
+	  $(CC) -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only $(BUILD_DIR)/c-check/header.c || exit 1; \
+	  $(CXX) -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only -x c++ $(BUILD_DIR)/c-check/header.c || exit 1; \
+	done
+	@python3 scripts/c_api.py check-docs
+	@echo "Public headers compile alone as C11 and C++17 with -Wall -Wextra -Werror -pedantic"
+
+# ---- The C library ----
+
+lib: deps $(LIB_DIR)/libprocord.a $(LIB_DIR)/libprocord.so
+
+$(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -fPIC -ISources/CProcord $$(pkg-config --cflags libevent_core) -c $< -o $@
+
+$(LIB_DIR)/libprocord.a: $(LIB_OBJECTS)
+	rm -f $@
+	ar rcs $@ $^
+
+# Only the functions of the public headers are exported.
+$(LIB_DIR)/procord.map: $(PUBLIC_HEADERS) scripts/c_api.py
+	@mkdir -p $(dir $@)
+	python3 scripts/c_api.py symbols > $@
+
+$(LIB_DIR)/libprocord.so.$(VERSION): $(LIB_OBJECTS) $(LIB_DIR)/procord.map
+	$(CC) -shared -Wl,-soname,libprocord.so.$(SOVERSION) -Wl,--version-script=$(LIB_DIR)/procord.map \
+	  -Wl,--no-undefined -o $@ $(LIB_OBJECTS) $(LIBS_CORE)
+
+$(LIB_DIR)/libprocord.so: $(LIB_DIR)/libprocord.so.$(VERSION)
+	ln -sf libprocord.so.$(VERSION) $(LIB_DIR)/libprocord.so.$(SOVERSION)
+	ln -sf libprocord.so.$(VERSION) $@
+
+# procord.pc names the prefix: written at each install, for that prefix.
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/procord
+	install -m 644 $(LIB_DIR)/libprocord.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIB_DIR)/libprocord.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libprocord.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libprocord.so.$(SOVERSION)
+	ln -sf libprocord.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libprocord.so
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/procord/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' procord.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/procord.pc
+
+examples: lib $(C_EXAMPLES)
+
+$(BUILD_DIR)/examples/%: Examples/c/%.c Examples/c/fibo_task.h $(LIB_DIR)/libprocord.so
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -Iinclude -o $@ $< -L$(LIB_DIR) -Wl,-rpath,$(abspath $(LIB_DIR)) -lprocord
+
+# The library as a C user gets it: installed under a fresh prefix, a program
+# outside the tree compiled with pkg-config alone, delegating to itself and
+# to a demo server; and the examples.
+test-library: lib examples build
+	python3 Tests/c/test_library.py --demo $(BUILD_DIR)/debug/procord-demo --examples $(BUILD_DIR)/examples
 
 $(BUILD_DIR)/c-tests/%: Tests/c/%.c Tests/c/check.h Tests/c/fixtures.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
 	@mkdir -p $(dir $@)
@@ -81,7 +159,7 @@ test-swift: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 
-test: test-c test-c-sanitized test-swift
+test: test-c test-c-sanitized test-library test-swift
 
 clean:
 	rm -rf $(BUILD_DIR)

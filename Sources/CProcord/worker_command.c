@@ -37,11 +37,15 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   command->log_level = -1;
   command->read_timeout_ms = -1;
   command->drain_timeout_ms = -1;
+  command->first_argument = argc;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
     /* Only a leading run of options is ours: the program's own arguments
        (say `--worker-arg --procord-worker`) must never turn it into a worker. */
-    if (strncmp(arg, "--procord-", 10) != 0) break;
+    if (strncmp(arg, "--procord-", 10) != 0) {
+      command->first_argument = i;
+      break;
+    }
     const char *name = arg + 10;
     const char *equals = strchr(name, '=');
     size_t name_length = equals ? (size_t)(equals - name) : strlen(name);

@@ -891,6 +891,17 @@ static void procord_option_after_a_program_argument_is_not_read(void) {
   CHECK_EQ_INT(command.mode, PROCORD_MODE_NONE);
 }
 
+static void first_argument_is_where_the_programs_own_arguments_begin(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-hostname", "h", "--procord-port=7", "10", "20"), 0);
+  CHECK_EQ_INT(command.first_argument, 4);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "10"), 0);
+  CHECK_EQ_INT(command.first_argument, 1);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker"), 0);
+  CHECK_EQ_INT(command.first_argument, 2); /* argc: none of its own */
+}
+
 static void error_message_is_optional(void) {
   procord_worker_command_t command;
   const char *argv[] = {"prog", "--procord-nope=1"};
@@ -988,6 +999,7 @@ int main(int argc, char **argv) {
   RUN(option_missing_its_value_is_invalid);
   RUN(program_arguments_after_the_options_are_left_alone);
   RUN(procord_option_after_a_program_argument_is_not_read);
+  RUN(first_argument_is_where_the_programs_own_arguments_begin);
   RUN(error_message_is_optional);
   RUN(error_message_is_cut_to_the_buffer);
   return CHECK_SUMMARY();

@@ -97,14 +97,15 @@ int procord_connection_send(procord_connection_t *connection, unsigned char kind
 /*
  * Like procord_connection_send, but without copying the body: the connection
  * owns `body` from this call on and calls `release(body)` once it is written
- * or dropped (also when this call fails).
+ * or dropped (also when this call fails). Returns what
+ * procord_connection_send returns.
  */
 int procord_connection_send_owned(procord_connection_t *connection, unsigned char kind, void *body,
                                   size_t length, void (*release)(void *body));
 
 /*
- * Takes ownership of the body of the frame being delivered to on_frame; the
- * caller must free() it. Only valid inside on_frame; NULL otherwise.
+ * Takes ownership of the body of the frame being delivered to on_frame.
+ * Returns it (the caller must free() it), or NULL outside on_frame.
  */
 void *procord_connection_take_body(procord_connection_t *connection);
 
@@ -119,13 +120,14 @@ void procord_connection_close_nicely(procord_connection_t *connection, int timeo
 /* Closes at once, dropping what is queued. The state goes to DISCONNECTED, cause 0. */
 void procord_connection_close(procord_connection_t *connection);
 
-/* The connection's state now. */
+/* Returns the connection's state now. */
 procord_connection_state_t procord_connection_state(const procord_connection_t *connection);
 
-/* Why the connection is DISCONNECTED (all zero before that). */
+/* Returns why the connection is DISCONNECTED (all zero before that); `call`
+   is a static string. */
 procord_cause_t procord_connection_cause(const procord_connection_t *connection);
 
-/* Bytes queued and not written yet. */
+/* Returns how many bytes are queued and not written yet. */
 size_t procord_connection_pending_output(const procord_connection_t *connection);
 
 /*

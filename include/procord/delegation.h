@@ -136,8 +136,9 @@ typedef struct procord_delegation_options_s {
 int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
                      procord_delegation_t **delegation);
 
-/* The worker's pid, or -1 if it could not be started (or, for a pooled
-   task, while it waits for a worker or runs on a server). Thread-safe. */
+/* Returns the worker's pid, or -1 if it could not be started (or, for a
+   pooled task, while it waits for a worker or runs on a server; see
+   procord/pool.h before signalling it). Thread-safe. */
 pid_t procord_delegation_pid(const procord_delegation_t *delegation);
 
 /*
@@ -150,12 +151,12 @@ pid_t procord_delegation_pid(const procord_delegation_t *delegation);
  */
 int procord_delegation_kill(procord_delegation_t *delegation);
 
-/* True once on_done has returned. Thread-safe. */
+/* Returns true once on_done has returned. Thread-safe. */
 int procord_delegation_is_finished(procord_delegation_t *delegation);
 
 /*
- * The outcome, once finished (NULL before). Valid until the last reference
- * is released. Thread-safe, while the loop exists: after procord_loop_free,
+ * Returns the outcome once finished, NULL before. It belongs to the
+ * delegation and is valid until the last reference is released. Thread-safe, while the loop exists: after procord_loop_free,
  * only procord_delegation_release may be called (read the outcome in on_done
  * or before freeing the loop).
  */

@@ -61,12 +61,13 @@ char procord_error_to_frame_digit(int code);
 int procord_error_from_frame_body(const unsigned char *body, size_t length, int *code);
 
 /*
- * The name of a signal without its "SIG" prefix ("SEGV"), or NULL for an
- * unknown number. Static; thread-safe.
+ * Returns the name of a signal without its "SIG" prefix ("SEGV"), or NULL
+ * for an unknown number. Static (never freed); thread-safe.
  */
 const char *procord_signal_name(int signal);
 
-/* The English description of a signal ("Segmentation fault"), or NULL. Static. */
+/* Returns the English description of a signal ("Segmentation fault"), or
+   NULL. Static (never freed); thread-safe. */
 const char *procord_signal_description(int signal);
 
 #ifdef __cplusplus

@@ -129,7 +129,7 @@ int procord_frame_parser_body_advance(procord_frame_parser_t *parser, size_t cou
  */
 void *procord_frame_parser_take_body(procord_frame_parser_t *parser);
 
-/* True when the parser is between frames (no partial frame held). */
+/* Returns true when the parser is between frames (no partial frame held). */
 int procord_frame_parser_is_idle(const procord_frame_parser_t *parser);
 
 /*

@@ -51,7 +51,7 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument);
 /* Asks the loop to return from procord_loop_run. Thread-safe. */
 void procord_loop_stop(procord_loop_t *loop);
 
-/* True when called on the thread that is running the loop. */
+/* Returns true when called on the thread that is running the loop. */
 int procord_loop_is_current_thread(const procord_loop_t *loop);
 
 /*

@@ -106,9 +106,10 @@ typedef struct procord_server_options_s {
 int procord_server_run(const procord_server_options_t *options);
 
 /*
- * The listening socket a service manager passed (systemd's socket
+ * Returns the listening socket a service manager passed (systemd's socket
  * activation: LISTEN_PID is this process and LISTEN_FDS at least 1), made
- * close-on-exec, with those variables removed from the environment; or -1.
+ * close-on-exec, with those variables removed from the environment (the
+ * caller owns it), or -1.
  */
 int procord_server_activated_socket(void);
 

@@ -136,6 +136,8 @@ typedef struct procord_worker_command_s {
   int reuse_address;         /* --procord-reuse-address */
   int dont_fork;             /* --procord-dont-fork */
   size_t max_message_size;   /* --procord-max-message-size N, or 0 */
+  int first_argument;        /* the index in argv of the program's own first argument
+                                (argc when there is none) */
 } procord_worker_command_t;
 
 /*
@@ -163,6 +165,31 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
  */
 int procord_worker_run(const procord_worker_command_t *command,
                        const procord_worker_task_t *tasks, size_t task_count);
+
+/*
+ * Runs a worker server as `command` says (mode PROCORD_MODE_SERVER): it
+ * listens on --procord-hostname (127.0.0.1 by default) and --procord-port
+ * (1111 by default), and serves `tasks` in worker processes that are this
+ * program again (/proc/self/exe with --procord-worker --procord-handoff-fd 3),
+ * or in the server process with --procord-dont-fork, until SIGTERM or SIGINT.
+ * Logs to stderr at --procord-log-level (warnings and errors by default).
+ * Returns 0 after a clean stop, or what procord_server_run returns.
+ */
+int procord_worker_run_server(const procord_worker_command_t *command,
+                              const procord_worker_task_t *tasks, size_t task_count);
+
+/*
+ * The worker main entry: call it first in main. It reads the `--procord-*`
+ * options of argv. When they ask for a worker or a worker server, it serves
+ * `tasks` (which must outlive the call) and ends the process: exit(0) after
+ * a clean end, exit(1) otherwise. For an invalid option it prints a message
+ * on stderr and calls exit(2). When they ask for neither, the program is a
+ * main program: it returns, with `*command` filled in (its hostname and
+ * port name the server its tasks should go to, if any; first_argument is
+ * where the program's own arguments begin).
+ */
+void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tasks,
+                         size_t task_count, procord_worker_command_t *command);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,63 @@
+/*
+ * minimal.c: one program that is both a main program and a worker, like
+ * the original library's minimal example.
+ *
+ * As a main program it delegates fibo(N) for each N of its command line to
+ * a worker process (this very program, started again in worker mode), or to
+ * the worker server named by --procord-hostname and --procord-port, and
+ * prints the results in order. Started with --procord-server, it is that
+ * worker server.
+ *
+ *   minimal 10 20 30
+ *   minimal --procord-server --procord-port 1111 &
+ *   minimal --procord-hostname 127.0.0.1 --procord-port 1111 10 20 30
+ *
+ * Build: cc minimal.c $(pkg-config --cflags --libs procord) -o minimal
+ */
+#include "fibo_task.h"
+
+static const procord_worker_task_t tasks[] = {{"fibo", fibo_task, NULL}};
+
+int main(int argc, char **argv) {
+  /* Worker or server: serves and exits. Otherwise: a main program. */
+  procord_worker_command_t command;
+  procord_worker_main(argc, argv, tasks, 1, &command);
+  int count = argc - command.first_argument;
+  if (count <= 0) {
+    fprintf(stderr, "usage: %s [--procord-hostname HOST [--procord-port PORT]] N...\n", argv[0]);
+    return 2;
+  }
+
+  procord_loop_t *loop;
+  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
+    fprintf(stderr, "%s: cannot start the loop\n", argv[0]);
+    return 1;
+  }
+  /* This program again, in socket mode (the worker's stdout stays free). */
+  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-socket-fd", "3", NULL};
+  procord_delegation_t **delegations = calloc((size_t)count, sizeof *delegations);
+  int started = 0, succeeded = 0;
+  for (int i = 0; i < count && delegations; i++) {
+    const char *input = argv[command.first_argument + i];
+    procord_delegation_options_t options = {
+        .task_name = "fibo",
+        .input = input,
+        .input_length = strlen(input),
+        .worker = {.program = "/proc/self/exe", .arguments = worker_arguments,
+                   .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
+        .remote_host = command.hostname,
+        .remote_port = command.port >= 0 ? command.port : 1111,
+    };
+    if (procord_delegate(loop, &options, &delegations[i]) != 0) break;
+    started++;
+  }
+  /* All at once: each runs in a process of its own. */
+  procord_delegation_wait(loop, delegations, (size_t)started, 1, -1);
+  for (int i = 0; i < started; i++) {
+    succeeded += print_outcome(argv[command.first_argument + i], procord_delegation_outcome(delegations[i]));
+    procord_delegation_release(delegations[i]);
+  }
+  free(delegations);
+  procord_loop_free(loop);
+  return succeeded == count ? 0 : 1;
+}

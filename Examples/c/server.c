@@ -1,0 +1,47 @@
+/*
+ * server.c: a worker server built with the server API directly (rather than
+ * the --procord-server option that procord_worker_main understands). It
+ * serves fibo on 127.0.0.1 at the port given (0: one the system picks, shown
+ * in the log), with at most 4 tasks at once, each in a worker process that
+ * is this program again, until SIGTERM or SIGINT.
+ *
+ *   server 1111 &
+ *   minimal --procord-hostname 127.0.0.1 --procord-port 1111 10 20
+ *
+ * Build: cc server.c $(pkg-config --cflags --libs procord) -o server
+ */
+#include "fibo_task.h"
+
+static const procord_worker_task_t tasks[] = {{"fibo", fibo_task, NULL}};
+
+static void log_line(void *context, procord_log_level_t level, const char *message) {
+  (void)context;
+  static const char *const names[] = {"error", "warning", "info", "debug"};
+  fprintf(stderr, "server: %s: %s\n", names[level], message);
+}
+
+int main(int argc, char **argv) {
+  /* The server's workers are started with --procord-worker --procord-handoff-fd 3. */
+  procord_worker_command_t command;
+  procord_worker_main(argc, argv, tasks, 1, &command);
+  if (argc - command.first_argument != 1) {
+    fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    return 2;
+  }
+  int port = atoi(argv[command.first_argument]);
+  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3", NULL};
+  procord_server_options_t options = {
+      .hostname = "127.0.0.1",
+      .port = port,
+      .reuse_address = 1,
+      .listen_fd = -1,
+      .max_simultaneous_tasks = 4,
+      .worker = {.program = "/proc/self/exe", .arguments = worker_arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
+      .handle_signals = 1,
+      .log = log_line,
+  };
+  int error = procord_server_run(&options);
+  if (error) fprintf(stderr, "%s: %s\n", argv[0], procord_strerror(error));
+  return error ? 1 : 0;
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The C library as a C user gets it (run by `make test-library`).
+
+Installs the library under a fresh prefix (`make install PREFIX=...`),
+compiles Examples/c/minimal.c in a directory outside the tree with nothing
+but `pkg-config --cflags --libs procord`, and runs it as a main program that
+delegates to itself and to a demo worker server. Then runs the examples that
+`make examples` built. Each check is one test; the last line is
+"N passed, N failed".
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+passed = failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name}" + (f"\n    {detail}" if detail else ""))
+
+
+def run(arguments, **options):
+    return subprocess.run(arguments, capture_output=True, text=True, timeout=60, **options)
+
+
+class Server:
+    """A worker server on an ephemeral port of 127.0.0.1, found from the
+    READY=1 / STATUS message it sends on NOTIFY_SOCKET (sd_notify)."""
+
+    def __init__(self, arguments, directory):
+        path = os.path.join(directory, f"notify-{len(os.listdir(directory))}")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(path)
+        self.notify.settimeout(20)
+        environment = dict(os.environ, NOTIFY_SOCKET=path)
+        self.process = subprocess.Popen(arguments, env=environment, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.port = None
+        try:
+            message = self.notify.recv(4096).decode()
+            for line in message.splitlines():
+                if line.startswith("STATUS=listening on 127.0.0.1:"):
+                    self.port = int(line.rsplit(":", 1)[1])
+        except socket.timeout:
+            pass
+
+    def stop(self):
+        """SIGTERM; returns the exit status (None if it had to be killed)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+        finally:
+            self.notify.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--demo", required=True, help="procord-demo, for its worker server")
+    parser.add_argument("--examples", required=True, help="where `make examples` put the examples")
+    options = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="procord-library-test-")
+    try:
+        prefix = os.path.join(work, "prefix")
+        installed = run(["make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}"])
+        check("make install PREFIX=... succeeds", installed.returncode == 0, installed.stderr[-2000:])
+        for path in ["lib/libprocord.a", "lib/libprocord.so", "lib/libprocord.so.0",
+                     "lib/pkgconfig/procord.pc", "include/procord/procord.h", "include/procord/pool.h"]:
+            check(f"installed {path}", os.path.exists(os.path.join(prefix, path)))
+
+        environment = dict(os.environ, PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
+        flags = run(["pkg-config", "--cflags", "--libs", "procord"], env=environment)
+        check("pkg-config --cflags --libs procord", flags.returncode == 0 and "-lprocord" in flags.stdout
+              and f"-I{prefix}/include" in flags.stdout, flags.stdout + flags.stderr)
+
+        # A C program outside the tree, compiled with pkg-config alone.
+        outside = os.path.join(work, "program")
+        os.makedirs(outside)
+        for name in ["minimal.c", "fibo_task.h"]:
+            shutil.copy(os.path.join(ROOT, "Examples", "c", name), outside)
+        compiled = run(["sh", "-c", "cc -std=c11 -Wall -Wextra -Werror minimal.c "
+                        "$(pkg-config --cflags --libs procord) -o minimal"], cwd=outside, env=environment)
+        check("an outside program compiles with pkg-config alone", compiled.returncode == 0,
+              compiled.stderr[-2000:])
+        program = os.path.join(outside, "minimal")
+        linked = run(["ldd", program])
+        check("it runs with the installed libprocord.so",
+              f"{prefix}/lib/libprocord.so.0" in linked.stdout, linked.stdout)
+
+        itself = run([program, "10", "20", "30"])
+        check("it delegates to itself", itself.returncode == 0 and
+              itself.stdout == "fibo(10) = 89\nfibo(20) = 10946\nfibo(30) = 1346269\n",
+              itself.stdout + itself.stderr)
+
+        demo_server = Server([options.demo, "--procord-server", "--procord-hostname", "127.0.0.1",
+                              "--procord-port", "0"], work)
+        check("a demo server starts", demo_server.port is not None)
+        if demo_server.port:
+            remote = run([program, "--procord-hostname", "127.0.0.1", "--procord-port",
+                          str(demo_server.port), "10", "20"])
+            check("it delegates to a demo server", remote.returncode == 0 and
+                  remote.stdout == "fibo(10) = 89\nfibo(20) = 10946\n", remote.stdout + remote.stderr)
+        check("the demo server stops cleanly", demo_server.stop() == 0)
+
+        refused = run([program, "--procord-hostname", "127.0.0.1", "--procord-port",
+                       str(demo_server.port or 1), "10"])
+        check("a stopped server is a clear failure", refused.returncode == 1 and
+              "fibo(10) failed: worker disconnected: connect:" in refused.stdout, refused.stdout)
+
+        # The examples `make examples` built against the tree's library.
+        examples = options.examples
+        minimal = run([os.path.join(examples, "minimal"), "5", "x"])
+        check("minimal reports a refused input", minimal.returncode == 1 and minimal.stdout ==
+              "fibo(5) = 8\nfibo(x) raised: fibo: the input must be a number from 0 to 90\n", minimal.stdout)
+        recursive = run([os.path.join(examples, "recursive"), "8"])
+        check("recursive: workers that delegate to workers", recursive.returncode == 0 and
+              recursive.stdout == "rfibo(8) = 34\n", recursive.stdout + recursive.stderr)
+        c_server = Server([os.path.join(examples, "server"), "0"], work)
+        check("the server example starts", c_server.port is not None)
+        if c_server.port:
+            served = run([os.path.join(examples, "minimal"), "--procord-hostname", "127.0.0.1",
+                          "--procord-port", str(c_server.port), "12", "13"])
+            check("the server example serves fibo", served.returncode == 0 and
+                  served.stdout == "fibo(12) = 233\nfibo(13) = 377\n", served.stdout + served.stderr)
+        check("the server example stops cleanly on SIGTERM", c_server.stop() == 0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
