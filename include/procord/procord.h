@@ -18,6 +18,7 @@
 #include "procord/pool.h"
 #include "procord/server.h"
 #include "procord/spawn.h"
+#include "procord/task.h"
 #include "procord/worker.h"
 
 #endif
