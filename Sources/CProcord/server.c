@@ -7,6 +7,7 @@
 #include "procord/server.h"
 #include "loop_private.h"
 #include "procord/connection.h"
+#include "procord/listen.h"
 #include "procord/error.h"
 #include "server_private.h"
 
@@ -499,38 +500,13 @@ int procord_server_activated_socket(void) {
 static int bind_listener(server_t *s) {
   const procord_server_options_t *o = s->options;
   const char *host = o->hostname ? o->hostname : "127.0.0.1";
-  char port[16];
-  snprintf(port, sizeof port, "%d", o->port);
-  struct addrinfo hints = {0}, *addresses;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  int error = getaddrinfo(host, port, &hints, &addresses);
-  if (error) {
-    log_line(s, PROCORD_LOG_ERROR, "cannot resolve %s: %s", host, gai_strerror(error));
-    return PROCORD_ERESOLVE;
-  }
-  int result = -EADDRNOTAVAIL;
-  for (struct addrinfo *a = addresses; a; a = a->ai_next) {
-    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-      result = -errno;
-      continue;
-    }
-    int one = 1;
-    if (o->reuse_address) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
-      result = fd;
-      break;
-    }
-    result = -errno;
-    close(fd);
-  }
-  freeaddrinfo(addresses);
-  if (result < 0)
-    log_line(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s", host, o->port,
-             procord_strerror(result));
-  return result;
+  int fd = -1;
+  int error = procord_listen_socket(host, o->port, o->reuse_address, &fd);
+  if (error == PROCORD_ERESOLVE)
+    log_line(s, PROCORD_LOG_ERROR, "cannot resolve %s", host);
+  else if (error)
+    log_line(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s", host, o->port, procord_strerror(error));
+  return error ? error : fd;
 }
 
 /* systemd's Type=notify: READY=1 once listening (with the address), STOPPING=1 at a drain. */

@@ -225,6 +225,75 @@ static void a_tcp_connect_goes_from_connecting_to_connected(void) {
   procord_loop_free(loop);
 }
 
+/* What a listener test's accept callback saw. */
+typedef struct accepted_s {
+  procord_loop_t *loop;
+  seen_t seen;
+  procord_connection_t *connection;
+  char peer[96];
+  int count;
+} accepted_t;
+
+static void on_accepted(procord_listener_t *listener, int fd, const char *peer, void *context) {
+  (void)listener;
+  accepted_t *a = context;
+  a->count++;
+  snprintf(a->peer, sizeof a->peer, "%s", peer);
+  a->seen.stop_after_frames = 1;
+  a->connection = open_on(a->loop, fd, fd, 0, &a->seen);
+}
+
+static void a_listener_hands_each_peer_to_its_callback(void) {
+  int before = open_descriptor_count();
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  accepted_t accepted = {.loop = loop};
+  procord_listener_options_t options = {.port = 0, .listen_fd = -1, .on_accept = on_accepted,
+                                        .context = &accepted};
+  procord_listener_t *listener = NULL;
+  CHECK_EQ_INT(procord_listen(loop, &options, &listener), 0);
+  int port = procord_listener_port(listener);
+  CHECK(port > 0);
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = connect_nonblocking(&address);
+  CHECK(fd >= 0);
+  seen_t client = {0};
+  procord_connection_t *c = open_on(loop, fd, fd, 1, &client);
+  CHECK_EQ_INT(procord_connection_send(c, 'T', "echo", 4), 0);
+  procord_loop_run(loop); /* until the accepted side has the frame */
+  CHECK_EQ_INT(accepted.count, 1);
+  CHECK_EQ_INT(accepted.seen.frames, 1);
+  CHECK_BYTES(accepted.seen.last_body, accepted.seen.last_length, "echo");
+  CHECK(strncmp(accepted.peer, "127.0.0.1:", 10) == 0);
+  procord_connection_free(c);
+  procord_connection_free(accepted.connection);
+  procord_listener_close(listener);
+  procord_loop_free(loop);
+  CHECK_EQ_INT(open_descriptor_count(), before);
+}
+
+static void a_port_in_use_is_eaddrinuse(void) {
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  accepted_t accepted = {.loop = loop};
+  procord_listener_options_t options = {.listen_fd = -1, .on_accept = on_accepted, .context = &accepted};
+  procord_listener_t *first = NULL, *second = NULL;
+  CHECK_EQ_INT(procord_listen(loop, &options, &first), 0);
+  options.port = procord_listener_port(first);
+  int error = procord_listen(loop, &options, &second);
+  procord_listener_close(first);
+  procord_loop_free(loop);
+  CHECK_EQ_INT(error, -EADDRINUSE);
+  CHECK(second == NULL);
+}
+
+static void a_host_that_does_not_resolve_is_eresolve(void) {
+  int fd = -1;
+  CHECK_EQ_INT(procord_listen_socket("no-such-host.invalid", 0, 0, &fd), PROCORD_ERESOLVE);
+  CHECK_EQ_INT(fd, -1);
+}
+
 static void a_refused_connect_names_connect(void) {
   procord_loop_t *loop;
   CHECK_EQ_INT(procord_loop_new(&loop), 0);
@@ -505,6 +574,9 @@ int main(void) {
   RUN(freeing_inside_a_callback_is_safe);
   RUN(a_tcp_connect_goes_from_connecting_to_connected);
   RUN(a_refused_connect_names_connect);
+  RUN(a_listener_hands_each_peer_to_its_callback);
+  RUN(a_port_in_use_is_eaddrinuse);
+  RUN(a_host_that_does_not_resolve_is_eresolve);
   RUN(close_nicely_writes_everything_first);
   RUN(close_nicely_gives_up_after_its_timeout);
   RUN(a_closed_connection_leaves_no_descriptor);

@@ -14,6 +14,7 @@
 #include "procord/delegation.h"
 #include "procord/error.h"
 #include "procord/frame.h"
+#include "procord/listen.h"
 #include "procord/loop.h"
 #include "procord/pool.h"
 #include "procord/server.h"

@@ -1,0 +1,74 @@
+/*
+ * procord/listen.h: listening for peers over TCP, for a C program that
+ * serves connections of its own with procord/connection.h. (A worker server,
+ * procord/server.h, does all of this already: use this for something else.)
+ *
+ * A listener accepts on a loop and hands each accepted socket to a callback,
+ * which usually opens a procord_connection_t over it. Like connections,
+ * listeners are used on their loop's thread.
+ */
+#ifndef PROCORD_LISTEN_H
+#define PROCORD_LISTEN_H
+
+#include "procord/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct procord_listener_s procord_listener_t;
+
+/*
+ * Called on the loop's thread with each accepted connection: `fd` is
+ * non-blocking, close-on-exec, with TCP_NODELAY, and owned by the callee
+ * (procord_connection_open takes it); `peer` is the peer's address as text
+ * ("127.0.0.1:51234", "[::1]:51234"), valid during the call only.
+ */
+typedef void (*procord_accept_cb)(procord_listener_t *listener, int fd, const char *peer,
+                                  void *context);
+
+typedef struct procord_listener_options_s {
+  const char *hostname; /* an address or name to bind; NULL: "127.0.0.1" (never exposed by accident) */
+  int port;             /* 0: one the system picks (procord_listener_port says which) */
+  int reuse_address;    /* SO_REUSEADDR */
+  int listen_fd;        /* a listening socket to take over (it is then owned); -1: bind one */
+  procord_accept_cb on_accept; /* required */
+  void *context;
+} procord_listener_options_t;
+
+/*
+ * Binds and listens (or takes over listen_fd) and starts accepting on
+ * `loop`. When the process runs out of descriptors it stops accepting for
+ * 100 ms rather than spin. On the loop's thread (or before the loop runs).
+ * Stores the listener in `*listener` (freed by procord_listener_close).
+ * Returns 0, PROCORD_EINVAL, PROCORD_ERESOLVE for a host name that does not
+ * resolve, a negated errno of socket, bind or listen (-EADDRINUSE), or -ENOMEM.
+ */
+int procord_listen(procord_loop_t *loop, const procord_listener_options_t *options,
+                   procord_listener_t **listener);
+
+/* Returns the port the listener is bound to, or -1 if it cannot be read. */
+int procord_listener_port(const procord_listener_t *listener);
+
+/*
+ * Stops (`paused` non-zero) or resumes accepting; connections wait in the
+ * system's queue meanwhile. On the loop's thread.
+ */
+void procord_listener_pause(procord_listener_t *listener, int paused);
+
+/* Closes the listening socket and frees the listener; on_accept is not
+   called after this. On the loop's thread. */
+void procord_listener_close(procord_listener_t *listener);
+
+/*
+ * The lower level: stores in `*fd` a non-blocking, close-on-exec TCP socket
+ * bound to `hostname` (NULL: "127.0.0.1") and `port`, listening; the caller
+ * owns it. Returns 0, PROCORD_ERESOLVE, or a negated errno.
+ */
+int procord_listen_socket(const char *hostname, int port, int reuse_address, int *fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
