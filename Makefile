@@ -43,6 +43,8 @@ LIB_OBJECTS = $(patsubst Sources/CProcord/%.c,$(LIB_DIR)/objects/%.o,$(C_SOURCES
 PUBLIC_HEADERS = $(wildcard include/procord/*.h)
 C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Examples/c/*.c))
 
+.DELETE_ON_ERROR:
+
 .PHONY: all deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
         check-headers lib install examples clean
 
@@ -58,8 +60,9 @@ define install_missing
 	fi
 endef
 
+# Nothing to do where libevent is there already (any system, not only Debian).
 deps:
-	$(call install_missing,$(APT_PACKAGES))
+	@pkg-config --exists libevent_core 2>/dev/null || { $(call install_missing,$(APT_PACKAGES)); }
 
 test-deps: deps
 	$(call install_missing,$(APT_TEST_PACKAGES))
@@ -92,9 +95,12 @@ check-headers:
 
 lib: deps $(LIB_DIR)/libprocord.a $(LIB_DIR)/libprocord.so
 
-$(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h)
+# Warnings are errors in check-c, not here: a newer compiler must not break a user's build.
+CFLAGS_LIB = -std=c11 -O2 -g -Wall -Wextra -fPIC -Iinclude -ISources/CProcord $(CFLAGS) $(CPPFLAGS)
+
+$(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_CORE) -fPIC -ISources/CProcord $$(pkg-config --cflags libevent_core) -c $< -o $@
+	$(CC) $(CFLAGS_LIB) $$(pkg-config --cflags libevent_core) -c $< -o $@
 
 $(LIB_DIR)/libprocord.a: $(LIB_OBJECTS)
 	rm -f $@
@@ -105,9 +111,11 @@ $(LIB_DIR)/procord.map: $(PUBLIC_HEADERS) scripts/c_api.py
 	@mkdir -p $(dir $@)
 	python3 scripts/c_api.py symbols > $@
 
+# Linked, then checked: every function of the headers is defined and exported.
 $(LIB_DIR)/libprocord.so.$(VERSION): $(LIB_OBJECTS) $(LIB_DIR)/procord.map
 	$(CC) -shared -Wl,-soname,libprocord.so.$(SOVERSION) -Wl,--version-script=$(LIB_DIR)/procord.map \
-	  -Wl,--no-undefined -o $@ $(LIB_OBJECTS) $(LIBS_CORE)
+	  -Wl,--no-undefined $(LDFLAGS) -o $@ $(LIB_OBJECTS) $(LIBS_CORE)
+	python3 scripts/c_api.py check-exports $@
 
 $(LIB_DIR)/libprocord.so: $(LIB_DIR)/libprocord.so.$(VERSION)
 	ln -sf libprocord.so.$(VERSION) $(LIB_DIR)/libprocord.so.$(SOVERSION)
@@ -121,8 +129,14 @@ install: lib
 	ln -sf libprocord.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libprocord.so.$(SOVERSION)
 	ln -sf libprocord.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libprocord.so
 	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/procord/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' procord.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/procord.pc
+	@# Relative to the prefix when under it; a run path only outside the system's directories.
+	libdir='$(LIBDIR)'; includedir='$(INCLUDEDIR)'; rpath=' -Wl,-rpath,$${libdir}'; \
+	[ "$$libdir" = '$(PREFIX)/lib' ] && libdir='$${prefix}/lib'; \
+	[ "$$includedir" = '$(PREFIX)/include' ] && includedir='$${prefix}/include'; \
+	case '$(LIBDIR)' in /usr/lib|/usr/local/lib|/usr/lib/*) rpath='';; esac; \
+	sed -e "s|@PREFIX@|$(PREFIX)|" -e "s|@LIBDIR@|$$libdir|" -e "s|@INCLUDEDIR@|$$includedir|" \
+	    -e "s|@RPATH@|$$rpath|" -e "s|@VERSION@|$(VERSION)|" procord.pc.in \
+	    > $(DESTDIR)$(LIBDIR)/pkgconfig/procord.pc
 
 examples: lib $(C_EXAMPLES)
 

@@ -3,6 +3,8 @@
 
     c_api.py symbols       prints a linker version script that exports the
                            public functions and nothing else
+    c_api.py check-exports LIB  fails unless the shared library LIB defines and
+                           exports every public function, and nothing else
     c_api.py check-docs    fails unless every public function is documented:
                            a comment right above it (or above the group of
                            declarations it belongs to) that, for a function
@@ -83,8 +85,28 @@ def check_docs():
     return 1 if problems else 0
 
 
+def check_exports(library):
+    import subprocess
+    listed = subprocess.run(["nm", "-D", "--defined-only", library], capture_output=True, text=True)
+    if listed.returncode != 0:
+        print(listed.stderr)
+        return 1
+    exported = {line.split()[-1].split("@")[0] for line in listed.stdout.splitlines()
+                if line.split() and line.split()[-2:-1] in (["T"], ["W"])}
+    public = {name for _, _, name, _, _ in public_functions()}
+    missing, extra = sorted(public - exported), sorted(exported - public)
+    for name in missing:
+        print(f"{library}: {name} is declared in a public header but not exported")
+    for name in extra:
+        print(f"{library}: {name} is exported but not in a public header")
+    print(f"{len(public)} public functions, {len(exported)} exported functions")
+    return 1 if missing or extra else 0
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "check-exports" and len(sys.argv) == 3:
+        sys.exit(check_exports(sys.argv[2]))
     if command == "symbols":
         symbols()
     elif command == "check-docs":

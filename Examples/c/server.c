@@ -28,11 +28,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s PORT\n", argv[0]);
     return 2;
   }
-  int port = atoi(argv[command.first_argument]);
+  char *end;
+  long port = strtol(argv[command.first_argument], &end, 10);
+  if (*end || end == argv[command.first_argument] || port < 0 || port > 65535) {
+    fprintf(stderr, "%s: not a port number: %s\n", argv[0], argv[command.first_argument]);
+    return 2;
+  }
   const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3", NULL};
   procord_server_options_t options = {
       .hostname = "127.0.0.1",
-      .port = port,
+      .port = (int)port,
       .reuse_address = 1,
       .listen_fd = -1,
       .max_simultaneous_tasks = 4,

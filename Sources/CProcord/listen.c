@@ -19,6 +19,8 @@
 #define ACCEPT_RETRY_MS 100
 
 struct procord_listener_s {
+  int in_callback; /* procord_listener_close inside on_accept frees it after */
+  int closed;
   int fd;
   struct event *accept_event;
   struct event *retry_timer;
@@ -28,6 +30,7 @@ struct procord_listener_s {
 };
 
 int procord_listen_socket(const char *hostname, int port, int reuse_address, int *result) {
+  if (port < 0 || port > 65535 || !result) return PROCORD_EINVAL;
   const char *host = hostname ? hostname : "127.0.0.1";
   char service[16];
   snprintf(service, sizeof service, "%d", port);
@@ -62,6 +65,13 @@ static void update(procord_listener_t *l) {
   else event_add(l->accept_event, NULL);
 }
 
+static void free_listener(procord_listener_t *l) {
+  event_free(l->accept_event);
+  event_free(l->retry_timer);
+  close(l->fd);
+  free(l);
+}
+
 static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
   (void)events;
   procord_listener_t *l = context;
@@ -72,8 +82,9 @@ static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
     int fd = accept4((int)listen_fd, (struct sockaddr *)&address, &length, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        /* Out of descriptors or memory: pending peers stay queued; try later. */
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        /* Out of descriptors or memory (or a socket gone bad): pending peers
+           stay queued; try later rather than spin. */
         struct timeval later = {0, ACCEPT_RETRY_MS * 1000};
         evtimer_add(l->retry_timer, &later);
         update(l);
@@ -84,7 +95,13 @@ static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char peer[96];
     procord_address_string((struct sockaddr *)&address, length, peer, sizeof peer);
+    l->in_callback = 1;
     l->on_accept(l, fd, peer, l->context);
+    l->in_callback = 0;
+    if (l->closed) {
+      free_listener(l);
+      return;
+    }
   }
 }
 
@@ -96,13 +113,20 @@ static void on_retry(evutil_socket_t fd, short events, void *context) {
 
 int procord_listen(procord_loop_t *loop, const procord_listener_options_t *options,
                    procord_listener_t **result) {
-  if (!loop || !options || !options->on_accept || !result) return PROCORD_EINVAL;
+  int taken = options && options->listen_fd > 0 ? options->listen_fd : -1;
+  if (!loop || !options || !options->on_accept || !result) {
+    if (taken >= 0) close(taken);
+    return PROCORD_EINVAL;
+  }
   procord_listener_t *l = calloc(1, sizeof *l);
-  if (!l) return -ENOMEM;
+  if (!l) {
+    if (taken >= 0) close(taken);
+    return -ENOMEM;
+  }
   l->on_accept = options->on_accept;
   l->context = options->context;
   int error = 0;
-  if (options->listen_fd >= 0) {
+  if (taken >= 0) {
     l->fd = options->listen_fd;
     fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK);
     fcntl(l->fd, F_SETFD, FD_CLOEXEC);
@@ -142,8 +166,10 @@ void procord_listener_pause(procord_listener_t *l, int paused) {
 
 void procord_listener_close(procord_listener_t *l) {
   if (!l) return;
-  event_free(l->accept_event);
-  event_free(l->retry_timer);
-  close(l->fd);
-  free(l);
+  if (l->in_callback) {
+    l->closed = 1; /* freed once on_accept returns */
+    event_del(l->accept_event);
+    return;
+  }
+  free_listener(l);
 }

@@ -26,7 +26,10 @@ static int delegate_with(const procord_task_t *task, const void *input,
   unsigned char *bytes = NULL;
   size_t length = 0;
   int error = task->write_input(input, &bytes, &length, task->context);
-  if (error) return error < 0 ? error : PROCORD_EINVAL;
+  if (error) {
+    free(bytes); /* whatever it allocated before failing */
+    return error < 0 ? error : PROCORD_EINVAL;
+  }
   procord_delegation_options_t options = {0};
   if (given) options = *given;
   options.task_name = task->name;
@@ -65,7 +68,7 @@ int procord_task_result(const procord_task_t *task, procord_delegation_t *delega
   if (!task || !delegation || !value) return PROCORD_EINVAL;
   *value = NULL;
   const procord_outcome_t *outcome = procord_delegation_outcome(delegation);
-  if (!outcome) return PROCORD_ECLOSED;
+  if (!outcome) return -EAGAIN;
   procord_deserialize_fn read = NULL;
   int result = 0;
   if (outcome->kind == PROCORD_OUTCOME_VALUE) {
@@ -105,9 +108,10 @@ static void run_described_task(void *context, const unsigned char *input, size_t
   }
   int ran = task->run(value, &result, task->context);
   procord_task_free_value(task, value);
-  if (ran < 0) {
+  if (ran != PROCORD_TASK_RETURNED && ran != PROCORD_TASK_RAISED) {
     procord_task_free_value(task, result);
-    reply_text(reply, PROCORD_FRAME_UNKNOWN_EXCEPTION, procord_strerror(ran));
+    reply_text(reply, PROCORD_FRAME_UNKNOWN_EXCEPTION,
+               ran < 0 ? procord_strerror(ran) : "the task's run function returned an unknown answer");
     return;
   }
   procord_serialize_fn write = ran == PROCORD_TASK_RAISED ? task->write_error : task->write_output;

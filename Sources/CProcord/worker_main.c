@@ -67,12 +67,13 @@ void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tas
                          size_t task_count, procord_worker_command_t *command) {
   char error[256];
   if (procord_worker_parse_arguments(argc, (const char *const *)argv, command, error, sizeof error) != 0) {
-    fprintf(stderr, "%s: %s\n", argv[0], error);
+    fprintf(stderr, "%s: %s\n", argc > 0 && argv[0] ? argv[0] : "procord", error);
     exit(2);
   }
   if (command->mode == PROCORD_MODE_NONE) return;
   if (command->mode == PROCORD_MODE_WORKER) exit(procord_worker_run(command, tasks, task_count) == 0 ? 0 : 1);
   int result = procord_worker_run_server(command, tasks, task_count);
-  if (result != 0) fprintf(stderr, "%s: server: %s\n", argv[0], procord_strerror(result));
+  if (result != 0)
+    fprintf(stderr, "%s: server: %s\n", argc > 0 && argv[0] ? argv[0] : "procord", procord_strerror(result));
   exit(result == 0 ? 0 : 1);
 }

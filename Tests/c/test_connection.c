@@ -273,6 +273,41 @@ static void a_listener_hands_each_peer_to_its_callback(void) {
   CHECK_EQ_INT(open_descriptor_count(), before);
 }
 
+static void close_and_stop(procord_listener_t *listener, int fd, const char *peer, void *context) {
+  (void)peer;
+  accepted_t *a = context;
+  a->count++;
+  close(fd);
+  procord_listener_close(listener); /* inside the callback: freed once it returns */
+  procord_loop_stop(a->loop);
+}
+
+static void a_listener_closed_inside_its_callback_stops_cleanly(void) {
+  int before = open_descriptor_count();
+  procord_loop_t *loop;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  accepted_t accepted = {.loop = loop};
+  procord_listener_options_t options = {.listen_fd = -1, .on_accept = close_and_stop, .context = &accepted};
+  procord_listener_t *listener = NULL;
+  CHECK_EQ_INT(procord_listen(loop, &options, &listener), 0);
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)procord_listener_port(listener))};
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int first = connect_nonblocking(&address), second = connect_nonblocking(&address);
+  procord_loop_run(loop);
+  close(first);
+  close(second);
+  procord_loop_free(loop);
+  CHECK_EQ_INT(accepted.count, 1); /* the second peer was never handed over */
+  CHECK_EQ_INT(open_descriptor_count(), before);
+}
+
+static void a_port_outside_the_range_is_einval(void) {
+  int fd = -1;
+  CHECK_EQ_INT(procord_listen_socket(NULL, 70000, 0, &fd), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_listen_socket(NULL, -1, 0, &fd), PROCORD_EINVAL);
+  CHECK_EQ_INT(fd, -1);
+}
+
 static void a_port_in_use_is_eaddrinuse(void) {
   procord_loop_t *loop;
   CHECK_EQ_INT(procord_loop_new(&loop), 0);
@@ -576,6 +611,8 @@ int main(void) {
   RUN(a_refused_connect_names_connect);
   RUN(a_listener_hands_each_peer_to_its_callback);
   RUN(a_port_in_use_is_eaddrinuse);
+  RUN(a_listener_closed_inside_its_callback_stops_cleanly);
+  RUN(a_port_outside_the_range_is_einval);
   RUN(a_host_that_does_not_resolve_is_eresolve);
   RUN(close_nicely_writes_everything_first);
   RUN(close_nicely_gives_up_after_its_timeout);

@@ -32,7 +32,13 @@ def check(name, condition, detail=""):
 
 
 def run(arguments, **options):
-    return subprocess.run(arguments, capture_output=True, text=True, timeout=60, **options)
+    """Runs a program to its end (60 s at most: then it is killed, and the
+    result says so with return code None)."""
+    try:
+        return subprocess.run(arguments, capture_output=True, text=True, timeout=60, **options)
+    except subprocess.TimeoutExpired as timeout:
+        return subprocess.CompletedProcess(arguments, None, timeout.stdout or "",
+                                           f"timed out after 60 s: {timeout.stderr or ''}")
 
 
 class Server:
@@ -58,6 +64,8 @@ class Server:
 
     def stop(self):
         """SIGTERM; returns the exit status (None if it had to be killed)."""
+        if self.process.poll() is not None:
+            return self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=20)
@@ -75,6 +83,7 @@ def main():
     parser.add_argument("--examples", required=True, help="where `make examples` put the examples")
     options = parser.parse_args()
     work = tempfile.mkdtemp(prefix="procord-library-test-")
+    servers = []
     try:
         prefix = os.path.join(work, "prefix")
         installed = run(["make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}"])
@@ -109,6 +118,7 @@ def main():
 
         demo_server = Server([options.demo, "--procord-server", "--procord-hostname", "127.0.0.1",
                               "--procord-port", "0"], work)
+        servers.append(demo_server)
         check("a demo server starts", demo_server.port is not None)
         if demo_server.port:
             remote = run([program, "--procord-hostname", "127.0.0.1", "--procord-port",
@@ -131,6 +141,7 @@ def main():
         check("recursive: workers that delegate to workers", recursive.returncode == 0 and
               recursive.stdout == "rfibo(8) = 34\n", recursive.stdout + recursive.stderr)
         c_server = Server([os.path.join(examples, "server"), "0"], work)
+        servers.append(c_server)
         check("the server example starts", c_server.port is not None)
         if c_server.port:
             served = run([os.path.join(examples, "minimal"), "--procord-hostname", "127.0.0.1",
@@ -139,6 +150,9 @@ def main():
                   served.stdout == "fibo(12) = 233\nfibo(13) = 377\n", served.stdout + served.stderr)
         check("the server example stops cleanly on SIGTERM", c_server.stop() == 0)
     finally:
+        for server in servers:  # a check that failed early must not leave one running
+            if server.process.poll() is None:
+                server.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

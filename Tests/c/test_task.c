@@ -199,6 +199,7 @@ static void raised_error_without_serializers_is_an_unknown_exception(void) {
   CHECK(d);
   procord_delegation_wait(loop, &d, 1, 1, 10000);
   const procord_outcome_t *outcome = procord_delegation_outcome(d);
+  CHECK(outcome);
   int kind = outcome->kind;
   int text = outcome->length == strlen("the task raised an error") &&
              memcmp(outcome->body, "the task raised an error", outcome->length) == 0;
@@ -218,6 +219,7 @@ static void failure_without_a_value_is_an_unknown_exception_naming_the_error(voi
   CHECK(d);
   procord_delegation_wait(loop, &d, 1, 1, 10000);
   const procord_outcome_t *outcome = procord_delegation_outcome(d);
+  CHECK(outcome);
   const char *expected = procord_strerror(-ENOTSUP);
   int right = outcome->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION && outcome->length == strlen(expected) &&
               memcmp(outcome->body, expected, outcome->length) == 0;
@@ -236,6 +238,7 @@ static void input_the_worker_cannot_read_is_an_unknown_exception(void) {
   CHECK_EQ_INT(procord_delegate(loop, &options, &d), 0);
   procord_delegation_wait(loop, &d, 1, 1, 10000);
   const procord_outcome_t *outcome = procord_delegation_outcome(d);
+  CHECK(outcome);
   const char *expected = "the task's input could not be read";
   int right = outcome->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION && outcome->length == strlen(expected) &&
               memcmp(outcome->body, expected, outcome->length) == 0;
@@ -264,7 +267,7 @@ static void result_before_the_end_is_eclosed(void) {
   int late = procord_task_result(&divide_task, d, &value);
   procord_task_free_value(&divide_task, value);
   procord_delegation_release(d);
-  CHECK_EQ_INT(early, PROCORD_ECLOSED);
+  CHECK_EQ_INT(early, -EAGAIN);
   CHECK_EQ_INT(late, PROCORD_TASK_RETURNED);
   END_TEST();
 }
@@ -297,6 +300,47 @@ static void described_task_runs_through_a_pool(void) {
   END_TEST();
 }
 
+/* The worker half, run here: every value it makes is freed. */
+static int worker_half_answers(const char *input, unsigned char kind, const char *body) {
+  procord_worker_task_t served_task = procord_task_worker(&divide_task);
+  procord_reply_t reply = {0};
+  served_task.run(served_task.context, (const unsigned char *)input, strlen(input), &reply);
+  int right = reply.kind == kind && reply.length == strlen(body) && memcmp(reply.body, body, reply.length) == 0;
+  free(reply.body);
+  return right;
+}
+
+static void worker_half_frees_every_value_it_makes(void) {
+  CHECK(worker_half_answers("84/2", PROCORD_FRAME_VALUE, "42"));
+  CHECK(worker_half_answers("1/0", PROCORD_FRAME_EXCEPTION, "division by zero"));
+  CHECK(worker_half_answers("1/7", PROCORD_FRAME_UNKNOWN_EXCEPTION, procord_strerror(-ENOTSUP)));
+  CHECK(worker_half_answers("garbage", PROCORD_FRAME_UNKNOWN_EXCEPTION, "the task's input could not be read"));
+  CHECK_EQ_INT(live_values, 0);
+}
+
+static int unreadable(const unsigned char *bytes, size_t length, void **value, void *context) {
+  (void)bytes;
+  (void)length;
+  (void)value;
+  (void)context;
+  return PROCORD_EILL_FORMED;
+}
+
+static void output_the_main_program_cannot_read_is_the_readers_error(void) {
+  BEGIN();
+  procord_delegation_t *d = divide_by(&divide_task, 9, 3);
+  CHECK(d);
+  procord_delegation_wait(loop, &d, 1, 1, 10000);
+  procord_task_t reader = divide_task;
+  reader.read_output = unreadable;
+  void *value = (void *)1;
+  int result = procord_task_result(&reader, d, &value);
+  procord_delegation_release(d);
+  CHECK_EQ_INT(result, PROCORD_EILL_FORMED);
+  CHECK(value == NULL);
+  END_TEST();
+}
+
 static const procord_task_t *const served[] = {&divide_task, &divide_without_errors};
 
 int main(int argc, char **argv) {
@@ -319,6 +363,8 @@ int main(int argc, char **argv) {
   RUN(input_the_serializer_refuses_starts_nothing);
   RUN(result_before_the_end_is_eclosed);
   RUN(described_task_runs_through_a_pool);
+  RUN(worker_half_frees_every_value_it_makes);
+  RUN(output_the_main_program_cannot_read_is_the_readers_error);
 
   procord_loop_free(loop);
   return CHECK_SUMMARY();

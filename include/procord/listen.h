@@ -31,7 +31,9 @@ typedef struct procord_listener_options_s {
   const char *hostname; /* an address or name to bind; NULL: "127.0.0.1" (never exposed by accident) */
   int port;             /* 0: one the system picks (procord_listener_port says which) */
   int reuse_address;    /* SO_REUSEADDR */
-  int listen_fd;        /* a listening socket to take over (it is then owned); -1: bind one */
+  /* A listening socket to take over (the listener owns it from the call on,
+     and closes it if the call fails); 0 or -1: bind one. */
+  int listen_fd;
   procord_accept_cb on_accept; /* required */
   void *context;
 } procord_listener_options_t;
@@ -57,13 +59,14 @@ int procord_listener_port(const procord_listener_t *listener);
 void procord_listener_pause(procord_listener_t *listener, int paused);
 
 /* Closes the listening socket and frees the listener; on_accept is not
-   called after this. On the loop's thread. */
+   called after this. On the loop's thread; safe inside on_accept. */
 void procord_listener_close(procord_listener_t *listener);
 
 /*
  * The lower level: stores in `*fd` a non-blocking, close-on-exec TCP socket
  * bound to `hostname` (NULL: "127.0.0.1") and `port`, listening; the caller
- * owns it. Returns 0, PROCORD_ERESOLVE, or a negated errno.
+ * owns it. Returns 0, PROCORD_EINVAL for a port outside 0..65535,
+ * PROCORD_ERESOLVE, or a negated errno.
  */
 int procord_listen_socket(const char *hostname, int port, int reuse_address, int *fd);
 

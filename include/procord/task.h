@@ -41,17 +41,19 @@ typedef int (*procord_serialize_fn)(const void *value, unsigned char **bytes, si
 typedef int (*procord_deserialize_fn)(const unsigned char *bytes, size_t length, void **value,
                                       void *context);
 
-/* What a task's run function did. */
-typedef enum procord_task_result {
-  PROCORD_TASK_RETURNED = 0, /* `*result` is the output */
-  PROCORD_TASK_RAISED = 1,   /* `*result` is an error value, sent with write_error (an `X` frame) */
-} procord_task_result_t;
+/* What a task's run function did, and what a finished task answered. */
+typedef enum procord_task_answer {
+  PROCORD_TASK_RETURNED = 0, /* the value is the output */
+  PROCORD_TASK_RAISED = 1,   /* the value is an error, sent with write_error (an `X` frame) */
+} procord_task_answer_t;
 
 /*
  * The task itself, in the worker: reads `input` and stores a new value in
  * `*result` (the worker frees it with free_value after sending it). Returns
  * PROCORD_TASK_RETURNED or PROCORD_TASK_RAISED, or a negative error code for
- * a failure with no value (sent as `U` with the code's description).
+ * a failure with no value (sent as `U` with the code's description; any
+ * other return value is sent as `U` too). In a worker server started with
+ * --procord-dont-fork, tasks run one at a time in the server process.
  */
 typedef int (*procord_task_run_fn)(const void *input, void **result, void *context);
 
@@ -74,8 +76,8 @@ typedef struct procord_task_s {
  * Serializes `input` with the task's write_input and delegates it as
  * procord_delegate does: `options` gives the worker and everything else
  * (its task_name, input and input_length are ignored). Returns what
- * procord_delegate returns, or write_input's error. The caller owns the
- * delegation stored in `*delegation`.
+ * procord_delegate returns, or write_input's error (nothing is started
+ * then). The caller owns the delegation stored in `*delegation`.
  */
 int procord_delegate_task(procord_loop_t *loop, const procord_task_t *task, const void *input,
                           const procord_delegation_options_t *options,
@@ -92,10 +94,10 @@ int procord_pool_delegate_task(procord_pool_t *pool, const procord_task_t *task,
  * read_output's value, and returns PROCORD_TASK_RETURNED; for an EXCEPTION
  * outcome read with read_error, the error value, and returns
  * PROCORD_TASK_RAISED. The caller owns the value stored in `*value` and frees
- * it with the task's free_value (procord_task_free_value). Returns
- * PROCORD_ECLOSED for a delegation not finished yet, PROCORD_EUNEXPECTED for
- * an outcome with no value (see procord_delegation_outcome for why), or the
- * deserializer's error.
+ * it with the task's free_value (procord_task_free_value). Returns -EAGAIN
+ * for a delegation not finished yet, PROCORD_EUNEXPECTED for an outcome with
+ * no value (see procord_delegation_outcome for why), or the deserializer's
+ * error.
  */
 int procord_task_result(const procord_task_t *task, procord_delegation_t *delegation, void **value);
 
