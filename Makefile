@@ -45,7 +45,7 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 
 .DELETE_ON_ERROR:
 
-.PHONY: all deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
+.PHONY: all deps install-deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
         check-headers lib install examples clean
 
 all: lib build
@@ -62,7 +62,10 @@ endef
 
 # Nothing to do where libevent is there already (any system, not only Debian).
 deps:
-	@pkg-config --exists libevent_core 2>/dev/null || { $(call install_missing,$(APT_PACKAGES)); }
+	@pkg-config --exists libevent_core 2>/dev/null || $(MAKE) --no-print-directory install-deps
+
+install-deps:
+	$(call install_missing,$(APT_PACKAGES))
 
 test-deps: deps
 	$(call install_missing,$(APT_TEST_PACKAGES))
