@@ -21,11 +21,37 @@ func showcase() -> Int32 {
     show("fibo(-1)", fiboNegative.status, note: "fibo has no error codec: the error travels as text")
     show("crash(segv)", segv.status, note: "the worker died; the main program did not")
     show("echo", hello.status.map { String(decoding: $0, as: UTF8.self) }, note: "raw bytes")
-    print("\nTry: procord-demo run fibo 10 20 30   or   procord-demo run rfibo 8")
+    try showPool()
+    print("\nTry: procord-demo run fibo 10 20 30   or   procord-demo run --pool 2 fact 1 2 3   or   procord-demo run rfibo 8")
     return 0
   } catch {
     printError("procord-demo: \(error)")
     return 1
+  }
+}
+
+/// A pool: many tasks through a few workers that stay alive between tasks.
+private func showPool() throws {
+  let pool = try WorkerPool(workers: 2)
+  defer { pool.shutdownAndWait() }
+  let start = ContinuousClock.now
+  let processes = try (1...1000).map { try pool.delegate(fact, $0 % 20) }
+  Waiter.waitForAll(processes)
+  let elapsed = ContinuousClock.now - start
+  let failed = processes.filter { if case .success = $0.status { return false } else { return true } }.count
+  let statistics = pool.statistics
+  print("""
+
+    A pool of 2 workers ran 1000 fact tasks (\(failed) failed) in \(elapsed.formattedMilliseconds):
+      \(statistics.workersStarted) worker processes started in all, reused task after task.
+    """)
+}
+
+extension Duration {
+  /// `12 ms`.
+  var formattedMilliseconds: String {
+    let (seconds, attoseconds) = components
+    return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000) ms"
   }
 }
 

@@ -173,6 +173,8 @@ import Testing
     #expect(run.outputText.contains("fibo(30) = 1346269"))
     #expect(run.outputText.contains("fact(-1) raised: fact: negative argument"))
     #expect(run.outputText.contains("SIGSEGV"))
+    #expect(run.outputText.contains("A pool of 2 workers ran 1000 fact tasks (0 failed)"))
+    #expect(run.outputText.contains("2 worker processes started in all"))
   }
 
   @Test(arguments: [
