@@ -1,15 +1,23 @@
 /*
  * Helpers shared by the C tests that start processes: what a test must leave
- * behind (no child, no descriptor) and a monotonic clock. Include after
- * check.h, with _GNU_SOURCE defined.
+ * behind (no child, no descriptor), a monotonic clock, and the worker side
+ * of a test program that is its own worker. Include after check.h, with
+ * _GNU_SOURCE defined.
  */
 #ifndef PROCORD_TEST_FIXTURES_H
 #define PROCORD_TEST_FIXTURES_H
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "procord/procord.h"
 
 /* How many descriptors this process has open. */
 static inline int count_descriptors(void) {
@@ -45,5 +53,56 @@ static inline long long now_ms(void) {
     CHECK(no_child_left());                                                                       \
     CHECK_EQ_INT(count_descriptors(), begin_descriptors);                                         \
   } while (0)
+
+/* A worker's reply of `kind` with `text` as its body. */
+static inline void fixture_reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
+  reply->kind = kind;
+  reply->length = strlen(text);
+  reply->body = malloc(reply->length ? reply->length : 1);
+  memcpy(reply->body, text, reply->length);
+}
+
+/* A task's input read as a decimal number (0 if it is not one). */
+static inline long long fixture_input_number(const unsigned char *input, size_t length) {
+  char text[32] = {0};
+  memcpy(text, input, length < sizeof text - 1 ? length : sizeof text - 1);
+  return strtoll(text, NULL, 10);
+}
+
+/* `double`: twice a decimal integer, the task every real test worker serves. */
+static inline void fixture_task_double(void *context, const unsigned char *input, size_t length,
+                                       procord_reply_t *reply) {
+  (void)context;
+  char out[32];
+  snprintf(out, sizeof out, "%lld", 2 * fixture_input_number(input, length));
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, out);
+}
+
+/*
+ * The start of a test program that is also its own worker: started as a
+ * worker, it serves `tasks` and exits. Otherwise it turns core files off (its
+ * workers may die of signals), stores this program's path in `self_path`
+ * and returns a loop running on a thread of its own; NULL, said on stderr,
+ * if either cannot be had.
+ */
+static inline procord_loop_t *fixture_start(int argc, char **argv, const procord_worker_task_t *tasks,
+                                            size_t task_count, char *self_path, size_t size) {
+  procord_worker_command_t command;
+  procord_worker_main(argc, argv, tasks, task_count, &command);
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  ssize_t n = readlink("/proc/self/exe", self_path, size - 1);
+  if (n <= 0) {
+    fprintf(stderr, "cannot find this program's path\n");
+    return NULL;
+  }
+  self_path[n] = 0;
+  procord_loop_t *loop = NULL;
+  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
+    fprintf(stderr, "cannot start the loop\n");
+    return NULL;
+  }
+  return loop;
+}
 
 #endif

@@ -872,40 +872,11 @@ static void what_a_task_left_in_the_workers_group_is_killed_at_the_reap(void) {
 
 /* ---- The worker side of this program ---- */
 
-static void task_double(void *context, const unsigned char *input, size_t length,
-                        procord_reply_t *reply) {
-  (void)context;
-  char text[32] = {0};
-  memcpy(text, input, length < sizeof text - 1 ? length : sizeof text - 1);
-  char out[32];
-  int n = snprintf(out, sizeof out, "%lld", 2 * strtoll(text, NULL, 10));
-  reply->kind = PROCORD_FRAME_VALUE;
-  reply->length = (size_t)n;
-  reply->body = malloc((size_t)n);
-  memcpy(reply->body, out, (size_t)n);
-}
-
-static const procord_worker_task_t worker_tasks[] = {{"double", task_double, NULL}};
+static const procord_worker_task_t worker_tasks[] = {{"double", fixture_task_double, NULL}};
 
 int main(int argc, char **argv) {
-  procord_worker_command_t command;
-  if (procord_worker_parse_arguments(argc, (const char *const *)argv, &command, NULL, 0) == 0 &&
-      command.mode == PROCORD_MODE_WORKER)
-    return procord_worker_run(&command, worker_tasks, 1) == 0 ? 0 : 1;
-
-  /* Workers killed by SIGSEGV here must not leave core files behind. */
-  struct rlimit no_core = {0, 0};
-  setrlimit(RLIMIT_CORE, &no_core);
-  ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
-  if (n <= 0) {
-    fprintf(stderr, "cannot find this program's path\n");
-    return 1;
-  }
-  self_path[n] = 0;
-  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
-    fprintf(stderr, "cannot start the loop\n");
-    return 1;
-  }
+  loop = fixture_start(argc, argv, worker_tasks, 1, self_path, sizeof self_path);
+  if (!loop) return 1;
 
   RUN(value_answer_is_a_value_outcome);
   RUN(value_answer_in_socket_mode_is_a_value_outcome);

@@ -608,30 +608,10 @@ static void working_directory_is_the_workers(void) {
 
 /* ---- The worker side of this program ---- */
 
-static void reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
-  reply->kind = kind;
-  reply->length = strlen(text);
-  reply->body = malloc(reply->length ? reply->length : 1);
-  memcpy(reply->body, text, reply->length);
-}
-
-static long long input_number(const unsigned char *input, size_t length) {
-  char text[32] = {0};
-  memcpy(text, input, length < sizeof text - 1 ? length : sizeof text - 1);
-  return strtoll(text, NULL, 10);
-}
-
-static void task_double(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
-  (void)context;
-  char out[32];
-  snprintf(out, sizeof out, "%lld", 2 * input_number(input, length));
-  reply_text(reply, PROCORD_FRAME_VALUE, out);
-}
-
 static void task_sleep(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
   (void)context;
-  usleep((useconds_t)(input_number(input, length) * 1000));
-  reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+  usleep((useconds_t)(fixture_input_number(input, length) * 1000));
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
 }
 
 /* Starts `sleep` in the worker's group, then waits for it. */
@@ -639,10 +619,10 @@ static void task_sleep_child(void *context, const unsigned char *input, size_t l
                              procord_reply_t *reply) {
   (void)context;
   char command[64];
-  snprintf(command, sizeof command, "sleep %lld", input_number(input, length) / 1000);
+  snprintf(command, sizeof command, "sleep %lld", fixture_input_number(input, length) / 1000);
   int status = system(command);
   (void)status;
-  reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
 }
 
 static void task_crash(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
@@ -664,33 +644,33 @@ static void task_crash_once(void *context, const unsigned char *input, size_t le
     close(fd);
     raise(SIGKILL);
   }
-  reply_text(reply, PROCORD_FRAME_VALUE, "survived");
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "survived");
 }
 
 static char *volatile held; /* what "hold" keeps: the worker grows */
 
 static void task_alloc(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
   (void)context;
-  size_t bytes = (size_t)input_number(input, length) << 20;
+  size_t bytes = (size_t)fixture_input_number(input, length) << 20;
   char *memory = malloc(bytes);
   if (!memory) {
-    reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot allocate");
+    fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot allocate");
     return;
   }
   memset(memory, 1, bytes);
   held = memory; /* so that the allocation is not optimized away */
   free(held);
   held = NULL;
-  reply_text(reply, PROCORD_FRAME_VALUE, "allocated");
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "allocated");
 }
 
 static void task_hold(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
   (void)context;
-  size_t bytes = (size_t)input_number(input, length) << 20;
+  size_t bytes = (size_t)fixture_input_number(input, length) << 20;
   char *memory = malloc(bytes);
   if (memory) memset(memory, 1, bytes);
   held = memory;
-  reply_text(reply, memory ? PROCORD_FRAME_VALUE : PROCORD_FRAME_EXCEPTION, memory ? "held" : "no memory");
+  fixture_reply_text(reply, memory ? PROCORD_FRAME_VALUE : PROCORD_FRAME_EXCEPTION, memory ? "held" : "no memory");
 }
 
 static void task_nofile(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
@@ -701,7 +681,7 @@ static void task_nofile(void *context, const unsigned char *input, size_t length
   getrlimit(RLIMIT_NOFILE, &limit);
   char out[32];
   snprintf(out, sizeof out, "%llu", (unsigned long long)limit.rlim_cur);
-  reply_text(reply, PROCORD_FRAME_VALUE, out);
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, out);
 }
 
 static void task_cwd(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
@@ -709,11 +689,11 @@ static void task_cwd(void *context, const unsigned char *input, size_t length, p
   (void)input;
   (void)length;
   char directory[4096];
-  reply_text(reply, PROCORD_FRAME_VALUE, getcwd(directory, sizeof directory) ? directory : "?");
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, getcwd(directory, sizeof directory) ? directory : "?");
 }
 
 static const procord_worker_task_t worker_tasks[] = {
-    {"double", task_double, NULL},         {"sleep", task_sleep, NULL},
+    {"double", fixture_task_double, NULL},         {"sleep", task_sleep, NULL},
     {"sleep_child", task_sleep_child, NULL}, {"crash", task_crash, NULL},
     {"crash_once", task_crash_once, NULL}, {"alloc", task_alloc, NULL},
     {"hold", task_hold, NULL},             {"nofile", task_nofile, NULL},
@@ -721,26 +701,12 @@ static const procord_worker_task_t worker_tasks[] = {
 };
 
 int main(int argc, char **argv) {
-  procord_worker_command_t command;
-  if (procord_worker_parse_arguments(argc, (const char *const *)argv, &command, NULL, 0) == 0 &&
-      command.mode == PROCORD_MODE_WORKER)
-    return procord_worker_run(&command, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks) == 0 ? 0 : 1;
-
-  struct rlimit no_core = {0, 0};
-  setrlimit(RLIMIT_CORE, &no_core);
+  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
+                       sizeof self_path);
+  if (!loop) return 1;
+  socket_arguments[0] = stdio_arguments[0] = self_path;
   /* What a worker's task leaves behind becomes ours: tests see it. */
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
-  if (n <= 0) {
-    fprintf(stderr, "cannot find this program's path\n");
-    return 1;
-  }
-  self_path[n] = 0;
-  socket_arguments[0] = stdio_arguments[0] = self_path;
-  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
-    fprintf(stderr, "cannot start the loop\n");
-    return 1;
-  }
 
   RUN(reusable_worker_runs_every_task_of_a_pool_of_one);
   RUN(many_tasks_in_flight_share_the_maximum_of_workers);

@@ -346,14 +346,9 @@ static const procord_task_t *const served[] = {&divide_task, &divide_without_err
 int main(int argc, char **argv) {
   procord_worker_task_t tasks[2];
   for (int i = 0; i < 2; i++) tasks[i] = procord_task_worker(served[i]);
-  procord_worker_command_t command;
-  procord_worker_main(argc, argv, tasks, 2, &command);
-
-  ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
-  if (n <= 0) return 1;
-  self_path[n] = 0;
+  loop = fixture_start(argc, argv, tasks, 2, self_path, sizeof self_path);
+  if (!loop) return 1;
   socket_arguments[0] = self_path;
-  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) return 1;
 
   RUN(output_comes_back_as_a_value);
   RUN(raised_error_comes_back_as_an_error_value);

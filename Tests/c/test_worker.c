@@ -29,34 +29,16 @@
 
 /* ---- Tasks ---- */
 
-static void reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
-  reply->kind = kind;
-  reply->length = strlen(text);
-  reply->body = malloc(reply->length ? reply->length : 1);
-  memcpy(reply->body, text, reply->length);
-}
-
-/* Doubles a decimal integer. */
-static void task_double(void *context, const unsigned char *input, size_t length,
-                        procord_reply_t *reply) {
-  (void)context;
-  char text[32] = {0};
-  memcpy(text, input, length < sizeof text - 1 ? length : sizeof text - 1);
-  char out[32];
-  snprintf(out, sizeof out, "%lld", 2 * strtoll(text, NULL, 10));
-  reply_text(reply, PROCORD_FRAME_VALUE, out);
-}
-
 static void task_fail(void *context, const unsigned char *input, size_t length,
                       procord_reply_t *reply) {
   (void)context, (void)input, (void)length;
-  reply_text(reply, PROCORD_FRAME_UNKNOWN_EXCEPTION, "it failed");
+  fixture_reply_text(reply, PROCORD_FRAME_UNKNOWN_EXCEPTION, "it failed");
 }
 
 static void task_raise(void *context, const unsigned char *input, size_t length,
                        procord_reply_t *reply) {
   (void)context, (void)input, (void)length;
-  reply_text(reply, PROCORD_FRAME_EXCEPTION, "boom");
+  fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "boom");
 }
 
 static void task_echo(void *context, const unsigned char *input, size_t length,
@@ -72,13 +54,13 @@ static void task_echo(void *context, const unsigned char *input, size_t length,
 static void task_context(void *context, const unsigned char *input, size_t length,
                          procord_reply_t *reply) {
   (void)input, (void)length;
-  reply_text(reply, PROCORD_FRAME_VALUE, context);
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, context);
 }
 
 static void task_bad_kind(void *context, const unsigned char *input, size_t length,
                           procord_reply_t *reply) {
   (void)context, (void)input, (void)length;
-  reply_text(reply, 'Q', "x");
+  fixture_reply_text(reply, 'Q', "x");
 }
 
 /* Says "s" on its stderr once it runs, then sleeps for 30 s: a task that is still running. */
@@ -89,11 +71,11 @@ static void task_sleep(void *context, const unsigned char *input, size_t length,
   }
   struct timespec thirty = {30, 0};
   nanosleep(&thirty, NULL);
-  reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
 }
 
 static const procord_worker_task_t tasks[] = {
-    {"double", task_double, NULL},   {"fail", task_fail, NULL},
+    {"double", fixture_task_double, NULL},   {"fail", task_fail, NULL},
     {"raise", task_raise, NULL},     {"echo", task_echo, NULL},
     {"context", task_context, "from the context"},
     {"bad-kind", task_bad_kind, NULL},
@@ -920,9 +902,7 @@ static void error_message_is_cut_to_the_buffer(void) {
 
 int main(int argc, char **argv) {
   procord_worker_command_t command;
-  if (procord_worker_parse_arguments(argc, (const char *const *)argv, &command, NULL, 0) == 0 &&
-      command.mode == PROCORD_MODE_WORKER)
-    return procord_worker_run(&command, tasks, TASK_COUNT) == 0 ? 0 : 1;
+  procord_worker_main(argc, argv, tasks, TASK_COUNT, &command);
   ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
   if (n <= 0) {
     fprintf(stderr, "cannot find this program's path\n");
