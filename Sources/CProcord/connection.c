@@ -30,6 +30,7 @@ struct procord_connection_s {
   struct event *read_event, *write_event, *close_timer;
   struct event *watch_timer; /* connect timeout, then idle timeout */
   int in_callback;   /* depth of callbacks running, so free can be deferred */
+  int corked;        /* sends queue without writing (procord_connection_cork) */
   int free_requested;
   int reading_stopped;
   int write_failed;  /* the peer stopped reading: output is dropped from now on */
@@ -303,23 +304,27 @@ static int queue_header(procord_connection_t *c, unsigned char kind, size_t leng
 }
 
 /*
- * Writes at once when it can, which saves a trip through the loop, but never
- * reports anything from inside a send: a failure is left to the write
- * callback, so the caller's state cannot change under it.
+ * Writes at once when it can (inside this connection's own callbacks too: a
+ * pool hands the next task to a worker from the callback of its `0R`),
+ * which saves a trip through the loop, but never reports anything from
+ * inside a send: a failure is left to the write callback, so the caller's
+ * state cannot change under it.
  */
 static void start_writing(procord_connection_t *c) {
-  if (c->state != PROCORD_CONNECTED) return; /* connecting: finish_connect flushes */
-  if (!c->in_callback) {
-    int n;
-    while ((n = evbuffer_write(c->output, c->options.write_fd)) < 0 && errno == EINTR) {
-    }
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      event_active(c->write_event, EV_WRITE, 0);
-      return;
-    }
-    if (evbuffer_get_length(c->output) == 0) return;
+  if (c->state != PROCORD_CONNECTED || c->corked) return; /* connecting: finish_connect flushes */
+  int n;
+  while ((n = evbuffer_write(c->output, c->options.write_fd)) < 0 && errno == EINTR) {
   }
-  event_add(c->write_event, NULL);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    event_active(c->write_event, EV_WRITE, 0);
+    return;
+  }
+  if (evbuffer_get_length(c->output) > 0) event_add(c->write_event, NULL);
+}
+
+void procord_connection_cork(procord_connection_t *c, int corked) {
+  c->corked = corked != 0;
+  if (!c->corked && evbuffer_get_length(c->output) > 0) start_writing(c);
 }
 
 int procord_connection_send(procord_connection_t *c, unsigned char kind, const void *body,

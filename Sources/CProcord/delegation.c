@@ -95,11 +95,14 @@ void procord_delegation_finish(procord_delegation_t *d) {
 
 int procord_delegation_send(procord_delegation_t *d, procord_link_t *link) {
   d->outcome.attempts++;
+  procord_link_cork(link, 1); /* `T` and `V` in one write */
   int error = procord_link_send(link, PROCORD_FRAME_TASK, d->task_name, strlen(d->task_name));
-  if (error) return error;
-  __atomic_add_fetch(&d->input->references, 1, __ATOMIC_RELAXED);
-  error = procord_link_send_owned(link, PROCORD_FRAME_VALUE, d->input->bytes, d->input->length,
-                                  input_release_body);
+  if (!error) {
+    __atomic_add_fetch(&d->input->references, 1, __ATOMIC_RELAXED);
+    error = procord_link_send_owned(link, PROCORD_FRAME_VALUE, d->input->bytes, d->input->length,
+                                    input_release_body);
+  }
+  procord_link_cork(link, 0);
   /* Only now may the worker have it: before, a retry cannot run it twice. */
   if (!error) d->delivered = 1;
   return error;
@@ -290,6 +293,9 @@ static void spawn_link(void *argument) {
 int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
                      procord_delegation_t **result) {
   if (!loop || !options || !options->task_name || !result) return PROCORD_EINVAL;
+  /* A local worker shares our stdout (socket mode): what we printed so far
+     comes first. Here, on the caller's thread, not on the loop's. */
+  if (!options->remote_host) fflush(stdout);
   procord_delegation_t *d = procord_delegation_create(loop, options);
   if (!d) return -ENOMEM;
   d->work.abort = abort_work;

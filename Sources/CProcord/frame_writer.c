@@ -65,18 +65,21 @@ static ssize_t write_parts(const procord_frame_writer_t *w, struct iovec *parts,
   return n;
 }
 
-static int write_all_parts(procord_frame_writer_t *w, struct iovec *at, int count) {
+/* Writes every part; on an error, `*unwritten` (if not NULL) says how many
+   bytes were left. */
+static int write_all_parts(procord_frame_writer_t *w, struct iovec *at, int count, size_t *unwritten) {
   while (count > 0) {
     ssize_t n = write_parts(w, at, count);
+    int error = 0;
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        /* A peer that stops reading must not hold the worker forever. */
-        int error = procord_wait_for(w->fd, POLLOUT, w->timeout_ms);
-        if (error) return error;
-        continue;
-      }
-      return -errno;
+      /* A peer that stops reading must not hold the worker forever. */
+      if (errno == EAGAIN || errno == EWOULDBLOCK) error = procord_wait_for(w->fd, POLLOUT, w->timeout_ms);
+      else error = -errno;
+      if (!error) continue;
+      if (unwritten)
+        for (*unwritten = 0; count > 0; at++, count--) *unwritten += at->iov_len;
+      return error;
     }
     while (count > 0 && (size_t)n >= at->iov_len) {
       n -= (ssize_t)at->iov_len;
@@ -91,6 +94,16 @@ static int write_all_parts(procord_frame_writer_t *w, struct iovec *at, int coun
   return 0;
 }
 
+/* Writes `parts` under the lock; see procord_frame_writer_send_answer for `tail`. */
+static int send_locked(procord_frame_writer_t *w, struct iovec *parts, int count, size_t tail) {
+  size_t unwritten = 0;
+  pthread_mutex_lock(&w->lock);
+  int error = w->failed ? w->failed : write_all_parts(w, parts, count, &unwritten);
+  if (error) w->failed = error;
+  pthread_mutex_unlock(&w->lock);
+  return error && tail && unwritten <= tail ? 1 : error;
+}
+
 int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kind,
                                     const void *prefix, size_t prefix_length, const void *body,
                                     size_t length) {
@@ -100,11 +113,19 @@ int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kin
       {(void *)prefix, prefix_length},
       {(void *)body, length},
   };
-  pthread_mutex_lock(&w->lock);
-  int error = w->failed ? w->failed : write_all_parts(w, parts, 3);
-  if (error) w->failed = error;
-  pthread_mutex_unlock(&w->lock);
-  return error;
+  return send_locked(w, parts, 3, 0);
+}
+
+int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char kind, const void *body,
+                                     size_t length, int then_reusable) {
+  static const char reusable[] = "0R";
+  unsigned char header[PROCORD_FRAME_HEADER_MAX];
+  struct iovec parts[3] = {
+      {header, procord_frame_encode_header(kind, length, header)},
+      {(void *)body, length},
+      {(void *)reusable, then_reusable ? 2 : 0},
+  };
+  return send_locked(w, parts, 3, then_reusable ? 2 : 0);
 }
 
 int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, const void *body,

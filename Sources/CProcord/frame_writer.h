@@ -32,6 +32,15 @@ int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kin
                                     const void *prefix, size_t prefix_length, const void *body,
                                     size_t length);
 
+/*
+ * Writes a task's answer and, with `then_reusable`, the frame `0R` after it,
+ * in the same write (one system call for both, when they fit). Returns 0,
+ * 1 when the answer was written but not `0R` (the peer went away as soon as
+ * it had its answer: a clean end), or an error as send_parts.
+ */
+int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char kind, const void *body,
+                                     size_t length, int then_reusable);
+
 /* Writes one frame with `body`. */
 int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, const void *body,
                               size_t length);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -519,12 +520,13 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
       task_answered(w);
       if (should_retire(w)) {
         retire(w);
+        pump(w->pool); /* a replacement, if tasks wait */
       } else {
-        /* `0R` comes next from a reusable worker, the end from an original one. */
+        /* `0R` comes next from a reusable worker (then it takes the next
+           task), the end from an original one: no other worker is needed. */
         set_state(w, WORKER_DRAINING);
         procord_link_start_grace(link);
       }
-      pump(w->pool);
       return;
     case PROCORD_FRAME_BREAKS:
       if (w->task->answered) task_answered(w); /* `E0`: the outcome is set */
@@ -734,6 +736,7 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
   }
   pthread_mutex_unlock(&p->lock);
   if (error) return error;
+  fflush(stdout); /* a local worker shares our stdout: what we printed comes first */
   procord_delegation_t *d = procord_delegation_create(p->loop, options);
   if (d) {
     d->pool = p;

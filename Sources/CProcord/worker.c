@@ -171,6 +171,7 @@ typedef struct session_s {
   procord_frame_writer_t writer;
   procord_output_capture_t *capture; /* NULL unless capture_output */
   watchdog_t watchdog;
+  int peer_left; /* after an answer, before its `0R` */
 } session_t;
 
 static void report_task(session_t *s, const procord_worker_task_t *task) {
@@ -199,17 +200,21 @@ static int run_task(session_t *s, const procord_worker_task_t *task, const proco
   task->run(task->context, input->body, input->length, &reply);
   __atomic_store_n(&s->watchdog.task_running, 0, __ATOMIC_RELEASE);
   procord_capture_drain(s->capture); /* what it printed arrives before its answer */
-  int error;
-  if (reply.kind == PROCORD_FRAME_VALUE || reply.kind == PROCORD_FRAME_EXCEPTION ||
-      reply.kind == PROCORD_FRAME_UNKNOWN_EXCEPTION) {
-    error = procord_frame_writer_send(&s->writer, reply.kind, reply.body, reply.length);
-    report_answer(s, reply.kind);
-  } else {
-    static const char text[] = "the task gave a reply of no valid kind";
-    error = procord_frame_writer_send(&s->writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, text, sizeof text - 1);
-    report_answer(s, PROCORD_FRAME_UNKNOWN_EXCEPTION);
-  }
+  static const char no_kind[] = "the task gave a reply of no valid kind";
+  int valid = reply.kind == PROCORD_FRAME_VALUE || reply.kind == PROCORD_FRAME_EXCEPTION ||
+              reply.kind == PROCORD_FRAME_UNKNOWN_EXCEPTION;
+  unsigned char kind = valid ? reply.kind : PROCORD_FRAME_UNKNOWN_EXCEPTION;
+  /* The answer, then `0R` when another task may follow, in one write. */
+  int error = procord_frame_writer_send_answer(&s->writer, kind, valid ? reply.body : no_kind,
+                                               valid ? reply.length : sizeof no_kind - 1,
+                                               s->options->reusable);
+  report_answer(s, kind);
   free(reply.body);
+  if (error == 1) {
+    /* The main program may close as soon as it has its answer: not an error. */
+    s->peer_left = 1;
+    return 0;
+  }
   /* The main program went away (killed, or gave up): a disconnection. */
   return error == -EPIPE || error == -ECONNRESET ? PROCORD_EDISCONNECTED : error;
 }
@@ -323,9 +328,7 @@ int procord_worker_serve(const procord_worker_options_t *options) {
       result = served;
       break;
     }
-    if (!options->reusable) break;
-    /* The main program may close as soon as it has its answer: not an error. */
-    if (procord_frame_writer_send(&s->writer, PROCORD_FRAME_REUSABLE, NULL, 0) < 0) break;
+    if (!options->reusable || s->peer_left) break;
   }
   procord_capture_stop(s->capture);
   pthread_mutex_lock(&current_lock);

@@ -57,8 +57,6 @@ procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_option
   link->child.pid = link->pid = -1;
   link->child.pidfd = link->child.read_fd = link->child.write_fd = -1;
   if (!link->remote) {
-    /* A worker shares our stdout in socket mode: what we printed comes first. */
-    fflush(stdout);
     link->spawn_error = procord_spawn(options->worker, &link->child);
     if (!link->spawn_error) link->pid = link->child.pid;
   }
@@ -216,6 +214,10 @@ int procord_link_start(procord_link_t *link) {
 
 int procord_link_ready(const procord_link_t *link) {
   return link->connection && procord_connection_state(link->connection) == PROCORD_CONNECTED;
+}
+
+void procord_link_cork(procord_link_t *link, int corked) {
+  if (link->connection) procord_connection_cork(link->connection, corked);
 }
 
 int procord_link_send(procord_link_t *link, unsigned char kind, const void *body, size_t length) {

@@ -108,6 +108,7 @@ int procord_link_send(procord_link_t *link, unsigned char kind, const void *body
 int procord_link_send_owned(procord_link_t *link, unsigned char kind, void *body, size_t length,
                             void (*release)(void *body));
 void *procord_link_take_body(procord_link_t *link);
+void procord_link_cork(procord_link_t *link, int corked);
 
 /* Records why the link ends, unless a cause is recorded already. */
 void procord_link_fail(procord_link_t *link, int error, const char *call);

@@ -104,6 +104,13 @@ int procord_connection_send_owned(procord_connection_t *connection, unsigned cha
                                   size_t length, void (*release)(void *body));
 
 /*
+ * While corked (`corked` non-zero), sends only queue their frames; uncorking
+ * writes everything queued at once, in one system call when it fits. For
+ * frames that go together (a task's `T` and `V`).
+ */
+void procord_connection_cork(procord_connection_t *connection, int corked);
+
+/*
  * Takes ownership of the body of the frame being delivered to on_frame.
  * Returns it (the caller must free() it), or NULL outside on_frame.
  */
