@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static int set_error(char *error, size_t size, int code, const char *format, const char *what) {
@@ -116,11 +117,23 @@ static void on_parent_death(int signal) {
  * started the worker (the main program's loop thread) ends. The end of the
  * protocol stream does the same everywhere, more slowly.
  */
-static void die_with_parent(void) {
+static void die_with_parent(int socket_fd) {
+  /* The socket's peer is the process that made the socketpair: the main
+     program that started us. (Serving a socket of our own making, as a test
+     may, there is no parent to follow.) */
+  struct ucred peer;
+  socklen_t length = sizeof peer;
+  if (getsockopt(socket_fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 || peer.pid <= 0 ||
+      peer.pid == getpid())
+    return;
   struct sigaction action = {0};
   action.sa_handler = on_parent_death;
   sigaction(SIGHUP, &action, NULL);
   prctl(PR_SET_PDEATHSIG, SIGHUP);
+  /* A main program that died before that call sent no signal: it must
+     still be our parent (a fork of it holding the socket open would hide
+     its death from the stream). */
+  if (getppid() != peer.pid) on_parent_death(SIGHUP);
 }
 
 static int open_or_error(const char *path, int flags) {
@@ -158,7 +171,7 @@ int procord_worker_run(const procord_worker_command_t *command,
   if (command->socket_fd >= 0) {
     /* Keep the protocol away from any process the task starts. */
     fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);
-    die_with_parent();
+    die_with_parent(command->socket_fd);
     options.read_fd = options.write_fd = command->socket_fd;
     options.reusable = 1;
     options.end_with_peer = 1;

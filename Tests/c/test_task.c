@@ -257,7 +257,7 @@ static void input_the_serializer_refuses_starts_nothing(void) {
   END_TEST();
 }
 
-static void result_before_the_end_is_eclosed(void) {
+static void result_before_the_end_is_eagain(void) {
   BEGIN();
   procord_delegation_t *d = divide_by(&divide_task, 10, 500); /* the task takes 300 ms */
   CHECK(d);
@@ -293,10 +293,14 @@ static void described_task_runs_through_a_pool(void) {
     procord_task_free_value(&divide_task, value);
     procord_delegation_release(tasks[i]);
   }
+  procord_pool_stats_t stats;
+  procord_pool_stats(pool, &stats);
   procord_pool_shutdown(pool, 0);
   procord_pool_wait(pool, -1);
   procord_pool_release(pool);
   CHECK_EQ_INT(right, COUNT);
+  CHECK_EQ_INT(stats.tasks_finished, COUNT); /* through the pool, */
+  CHECK(stats.workers_started >= 1 && stats.workers_started <= 2); /* its workers reused */
   END_TEST();
 }
 
@@ -356,7 +360,7 @@ int main(int argc, char **argv) {
   RUN(failure_without_a_value_is_an_unknown_exception_naming_the_error);
   RUN(input_the_worker_cannot_read_is_an_unknown_exception);
   RUN(input_the_serializer_refuses_starts_nothing);
-  RUN(result_before_the_end_is_eclosed);
+  RUN(result_before_the_end_is_eagain);
   RUN(described_task_runs_through_a_pool);
   RUN(worker_half_frees_every_value_it_makes);
   RUN(output_the_main_program_cannot_read_is_the_readers_error);
