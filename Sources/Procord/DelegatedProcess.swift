@@ -143,8 +143,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   private struct State {
     var status: Status<Output> = .working
     /// The answer's bytes, decoded into `status` on first look, on the
-    /// looker's thread: a big decode must not stall the loop thread.
-    var undecoded: (kind: procord_outcome_kind_t, body: [UInt8])?
+    /// looker's thread: a big decode (or copy) must not stall the loop
+    /// thread. Borrowed from the C outcome, which lives as long as the
+    /// process handle, the only way to look.
+    var undecoded: (kind: procord_outcome_kind_t, body: BorrowedBytes)?
     var reaped = false
     var waiters: [CheckedContinuation<Void, Never>] = []
   }
@@ -177,7 +179,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     state.withLock { state in
       if let (kind, body) = state.undecoded {
         state.undecoded = nil
-        if !state.status.isFinished { state.status = decode(kind, body) }
+        if !state.status.isFinished { state.status = decode(kind, Array(body.bytes)) }
       }
       return state.status
     }
@@ -218,12 +220,12 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   /// Runs on the loop thread when the C core reports the outcome: keeps the
   /// answer's bytes for decoding later, or sets a status that needs no codec.
   override func complete(_ outcome: procord_outcome_t) {
-    let body = outcome.body.map { [UInt8](UnsafeBufferPointer(start: $0, count: outcome.length)) } ?? []
+    let body = UnsafeBufferPointer(start: outcome.body, count: outcome.body == nil ? 0 : outcome.length)
     let needsCodec = outcome.kind == PROCORD_OUTCOME_VALUE || outcome.kind == PROCORD_OUTCOME_EXCEPTION
-    let final = needsCodec ? nil : decode(outcome.kind, body, outcome: outcome)
+    let final = needsCodec ? nil : decode(outcome.kind, Array(body), outcome: outcome)
     let waiters = state.withLock { state in
       if !state.status.isFinished {
-        if let final { state.status = final } else { state.undecoded = (outcome.kind, body) }
+        if let final { state.status = final } else { state.undecoded = (outcome.kind, BorrowedBytes(bytes: body)) }
       }
       state.reaped = true
       defer { state.waiters = [] }
@@ -258,4 +260,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
       return .error(.workerDisconnected(DisconnectionCause(outcome, worker: workerName)))
     }
   }
+}
+
+/// Bytes the C core owns and keeps for as long as the one who looks at them
+/// (a process handle's delegation): safe to hand between threads.
+struct BorrowedBytes: @unchecked Sendable {
+  let bytes: UnsafeBufferPointer<UInt8>
 }
