@@ -169,6 +169,9 @@ static void on_readable(evutil_socket_t fd, short events, void *argument) {
     } else if (!feed(c, chunk, (size_t)n)) {
       return;
     }
+    /* A short read emptied the socket: the read that would follow only
+       says EAGAIN, and the loop calls again when more comes. */
+    if ((size_t)n < (missing ? missing : sizeof chunk)) return;
   }
 }
 

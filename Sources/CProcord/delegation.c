@@ -8,6 +8,7 @@
 #include "delegation_private.h"
 #include "pool_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -45,7 +46,7 @@ procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
   d->loop = loop;
   d->references = 2; /* the caller's and the finishing one */
   d->task_name = strdup(options->task_name);
-  d->input = malloc(sizeof *d->input + options->input_length);
+  d->input = procord_malloc_body(sizeof *d->input + options->input_length);
   if (!d->task_name || !d->input) {
     free(d->task_name);
     free(d->input);

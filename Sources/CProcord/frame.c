@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "procord/frame.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -112,7 +113,7 @@ int procord_frame_parser_feed(procord_frame_parser_t *parser, const void *data, 
     *consumed = at;
     if (r <= 0) return r;
     /* One allocation of the exact size, known to be within the maximum. */
-    parser->body = malloc(parser->size ? (size_t)parser->size : 1);
+    parser->body = procord_malloc_body((size_t)parser->size);
     if (!parser->body) return fail(parser, -ENOMEM);
     parser->filled = 0;
     parser->state = STATE_BODY;

@@ -107,11 +107,15 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
   call->argument = argument;
   call->next = NULL;
   pthread_mutex_lock(&loop->queue_lock);
+  /* The loop takes the whole queue each time it wakes, so only a call that
+     finds the queue empty needs to wake it: a burst of calls costs one
+     eventfd write, not one each. */
+  int was_empty = loop->queue_head == NULL;
   if (loop->queue_tail) loop->queue_tail->next = call;
   else loop->queue_head = call;
   loop->queue_tail = call;
   pthread_mutex_unlock(&loop->queue_lock);
-  wake(loop);
+  if (was_empty) wake(loop);
   return 0;
 }
 

@@ -179,7 +179,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     state.withLock { state in
       if let (kind, body) = state.undecoded {
         state.undecoded = nil
-        if !state.status.isFinished { state.status = decode(kind, Array(body.bytes)) }
+        if !state.status.isFinished { state.status = decode(kind, copiedBytes(UnsafeRawBufferPointer(body.bytes))) }
       }
       return state.status
     }

@@ -147,17 +147,14 @@ private final class TaskBox {
 private let runTask: procord_task_fn = { context, input, length, reply in
   guard let context, let reply else { return }
   let task = Unmanaged<TaskBox>.fromOpaque(context).takeUnretainedValue().task
-  let bytes = input.map { [UInt8](UnsafeBufferPointer(start: $0, count: length)) } ?? []
+  let bytes = input.map { copiedBytes(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
   let (kind, body): (procord_frame_kind, [UInt8])
   switch task.reply(to: bytes) {
   case .value(let output): (kind, body) = (PROCORD_FRAME_VALUE, output)
   case .exception(let error): (kind, body) = (PROCORD_FRAME_EXCEPTION, error)
   case .unknownException(let text): (kind, body) = (PROCORD_FRAME_UNKNOWN_EXCEPTION, Array(text.utf8))
   }
-  let buffer = malloc(max(body.count, 1))
-  body.withUnsafeBytes { bytes in
-    if let base = bytes.baseAddress, let buffer { memcpy(buffer, base, bytes.count) }
-  }
+  let buffer = body.withUnsafeBytes { mallocCopy($0) }
   reply.pointee.kind = UInt8(kind.rawValue)
   reply.pointee.body = buffer
   reply.pointee.length = buffer == nil ? 0 : body.count
