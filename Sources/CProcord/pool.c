@@ -25,6 +25,7 @@ typedef enum worker_state {
   WORKER_IDLE,     /* ready, no task */
   WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
   WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
+  WORKER_SKIPPING, /* running a task sent ahead, then killed: its answer is dropped */
   WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
 } worker_state_t;
 
@@ -37,6 +38,9 @@ typedef struct pool_worker_s {
   int was_ready;
   int stopped_by_pool;       /* retired or killed by the pool: not the source's fault */
   procord_delegation_t *task;
+  procord_delegation_t *next_task; /* sent ahead: waits in the worker behind `task` */
+  int skips_next;                  /* the task sent ahead was killed: drop its answer */
+  int said_reusable;               /* has sent `0R`: takes task after task */
   int tasks_done;
   struct event *idle_timer;
 } pool_worker_t;
@@ -145,7 +149,8 @@ static int counts_as_live(worker_state_t state) { return state != WORKER_CLOSING
 static void count_state(procord_pool_t *p, worker_state_t state, int delta) {
   if (counts_as_live(state)) p->stats.workers += (size_t)delta;
   if (state == WORKER_IDLE) p->stats.idle += (size_t)delta;
-  if (state == WORKER_BUSY || state == WORKER_DRAINING) p->stats.busy += (size_t)delta;
+  if (state == WORKER_BUSY || state == WORKER_DRAINING || state == WORKER_SKIPPING)
+    p->stats.busy += (size_t)delta;
 }
 
 static void set_state(pool_worker_t *w, worker_state_t state) {
@@ -401,6 +406,47 @@ static pool_worker_t *find_free(procord_pool_t *p) {
 static void stop_if_done(procord_pool_t *p);
 static void replenish(procord_pool_t *p);
 
+/* For send_ahead: a busy worker that has shown it serves task after task
+   (it has answered one, and said `0R`), with nothing sent ahead yet, and
+   that will not be retired after its current task for its count. */
+static pool_worker_t *find_busy_for_more(procord_pool_t *p) {
+  for (pool_worker_t *w = p->workers.next; w != &p->workers; w = w->next) {
+    if ((w->state == WORKER_BUSY || w->state == WORKER_DRAINING) && w->said_reusable && !w->next_task &&
+        !w->skips_next && procord_link_ready(w->link) &&
+        (p->options.max_tasks_per_worker <= 0 || w->tasks_done + 1 < p->options.max_tasks_per_worker))
+      return w;
+  }
+  return NULL;
+}
+
+/* Sends a task to a busy worker, which starts it after its current one. */
+static void send_ahead(pool_worker_t *w, procord_delegation_t *d) {
+  w->next_task = d;
+  int error = procord_delegation_send(d, w->link);
+  if (error) {
+    procord_link_fail(w->link, error, "setup");
+    retire(w);
+  }
+}
+
+/* The worker said `0R`: the task sent ahead, if any, is the one it runs now. */
+static void start_task_sent_ahead(pool_worker_t *w) {
+  procord_delegation_t *d = w->next_task;
+  w->next_task = NULL;
+  d->link = w->link;
+  w->task = d;
+  __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
+  d->outcome.worker_pid = w->link->pid;
+  set_state(w, WORKER_BUSY);
+}
+
+/* The worker whose task sent ahead is `d`, if any. */
+static pool_worker_t *worker_sent_ahead(procord_pool_t *p, const procord_delegation_t *d) {
+  for (pool_worker_t *w = p->workers.next; w != &p->workers; w = w->next)
+    if (w->next_task == d) return w;
+  return NULL;
+}
+
 static procord_delegation_t *dequeue(procord_pool_t *p) {
   procord_delegation_t *d = p->queue_head;
   unqueue(p, d);
@@ -412,7 +458,12 @@ static void pump(procord_pool_t *p) {
   while (p->queue_head) {
     pool_worker_t *w = find_free(p);
     if (!w) {
-      if (live_workers(p) >= (size_t)p->options.max_workers) break;
+      if (live_workers(p) >= (size_t)p->options.max_workers) {
+        pool_worker_t *ahead = p->options.send_ahead && !p->closing ? find_busy_for_more(p) : NULL;
+        if (!ahead) break;
+        send_ahead(ahead, dequeue(p));
+        continue;
+      }
       int all_down = 0;
       size_t s = choose_source(p, &all_down);
       if (all_down && p->sources[s].start_failed) {
@@ -518,7 +569,9 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
     case PROCORD_FRAME_CONTINUES: return;
     case PROCORD_FRAME_ANSWERS:
       task_answered(w);
-      if (should_retire(w)) {
+      /* A worker with a task sent ahead runs it first (it may have started
+         already): it is retired after that one, if still due. */
+      if (!w->next_task && should_retire(w)) {
         retire(w);
         pump(w->pool); /* a replacement, if tasks wait */
       } else {
@@ -536,8 +589,24 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
   }
   if (w->state == WORKER_DRAINING && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
     procord_link_cancel_grace(link);
-    become_idle(w);
+    w->said_reusable = 1;
+    if (w->next_task) {
+      start_task_sent_ahead(w);
+    } else if (w->skips_next) {
+      w->skips_next = 0;
+      set_state(w, WORKER_SKIPPING);
+    } else {
+      become_idle(w);
+    }
     pump(w->pool);
+    return;
+  }
+  if (w->state == WORKER_SKIPPING && !error) {
+    /* The dropped answer, what its task printed, then `0R`. */
+    if (frame->kind == PROCORD_FRAME_REUSABLE) {
+      become_idle(w);
+      pump(w->pool);
+    }
     return;
   }
   if (w->state != WORKER_CLOSING) {
@@ -557,6 +626,25 @@ static void on_ended(procord_link_t *link, void *context) {
   set_state(w, WORKER_CLOSING);
   w->previous->next = w->next;
   w->next->previous = w->previous;
+  procord_delegation_t *ahead = w->next_task;
+  if (ahead) {
+    /* Sent ahead and never started (the worker had not finished the task
+       before it): back to the front of the queue, no retry counted. It goes
+       in first so that the running task, if it runs again, goes before it. */
+    w->next_task = NULL;
+    ahead->delivered = 0;
+    ahead->outcome.attempts--; /* it was sent, but never taken up */
+    if (__atomic_load_n(&ahead->kill_requested, __ATOMIC_ACQUIRE) || p->immediate) {
+      __atomic_store_n(&ahead->kill_requested, 1, __ATOMIC_RELEASE);
+      finish_task(p, ahead);
+    } else {
+      pthread_mutex_lock(&p->lock);
+      p->waiting++;
+      p->stats.queued = p->waiting;
+      pthread_mutex_unlock(&p->lock);
+      enqueue(p, ahead, 1);
+    }
+  }
   procord_delegation_t *d = w->task;
   if (d) {
     d->link = NULL;
@@ -678,6 +766,15 @@ void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int sign
     unqueue(p, d);
     finish_task(p, d);
     pump(p);
+    return;
+  }
+  pool_worker_t *ahead = d->link ? NULL : worker_sent_ahead(p, d);
+  if (ahead) {
+    /* Sent ahead and not started: it ends now, but cannot be taken back
+       from the worker, which will run it; its answer is dropped. */
+    ahead->next_task = NULL;
+    ahead->skips_next = 1;
+    finish_task(p, d);
     return;
   }
   if (!d->link) return; /* finished, or not yet on the loop */

@@ -72,6 +72,15 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     /// away: an idempotent task (``DelegationOptions/isIdempotent``) after
     /// any loss of its worker, any task when it never reached one.
     public var maximumRetries = 2
+    /// Send tasks ahead: when every worker is busy and no more may start,
+    /// a worker that has already served a task may be sent one more while
+    /// it runs one, so that it goes from task to task without waiting for
+    /// this program (for many short tasks, about a third more tasks per
+    /// second). The price: a task sent ahead waits for its worker even if
+    /// another becomes free, and one killed (or past its deadline) before it
+    /// starts ends at once but still runs on that worker, its answer
+    /// dropped. Off by default.
+    public var sendsTasksAhead = false
     /// Servers: how long resolving and connecting may take. (A task's
     /// ``DelegationOptions/deadline`` bounds a worker that goes silent.)
     public var connectTimeout: Duration? = .seconds(10)
@@ -142,6 +151,10 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   private let events = PoolEvents()
   private let queueLength: Gauge
   private let workerCount: Gauge
+  /// Whether a metrics backend was bootstrapped when the pool was made:
+  /// without one the gauges do nothing, and reading the pool's statistics
+  /// for them on every task would only contend with the loop for its lock.
+  private let gaugesAreLive: Bool
 
   /// Makes a pool over `sources` and starts ``Configuration/minimumWorkers``.
   /// Throws ``ProcordError`` for a configuration that cannot work (no
@@ -152,6 +165,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     workerName = sources.map(\.description).joined(separator: ", ")
     queueLength = Gauge(label: "procord_pool_queue_length", dimensions: [("pool", configuration.label)])
     workerCount = Gauge(label: "procord_pool_workers", dimensions: [("pool", configuration.label)])
+    gaugesAreLive = !(MetricsSystem.factory is NOOPMetricsHandler)
     var created: OpaquePointer?
     let events = self.events
     let started = sources.map { source -> Source in
@@ -173,6 +187,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
         options.max_resident_bytes = max(0, configuration.maximumResidentMemory ?? 0)
         options.max_queue_length = max(1, configuration.maximumQueueLength)
         options.max_retries = Int32(clamping: max(0, configuration.maximumRetries))
+        options.send_ahead = configuration.sendsTasksAhead ? 1 : 0
         options.connect_timeout_ms = milliseconds(configuration.connectTimeout)
         options.max_message_size = max(0, configuration.maximumMessageSize ?? 0)
         options.exit_grace_ms = milliseconds(configuration.exitGracePeriod)
@@ -308,6 +323,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   func taskFinished() { updateGauges() }
 
   private func updateGauges() {
+    guard gaugesAreLive else { return }
     var stats = procord_pool_stats_t()
     procord_pool_stats(handle, &stats)
     queueLength.record(stats.queued)

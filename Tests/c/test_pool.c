@@ -706,6 +706,124 @@ static void working_directory_is_the_workers(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* ---- Send ahead ---- */
+
+/* A pool of one worker with send_ahead, warmed by one task (a worker is sent
+   tasks ahead only once it has shown it takes task after task). */
+static procord_pool_t *send_ahead_pool(void) {
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 1}, local_source(1));
+  procord_delegation_t *warm = pool ? submit(pool, "double", "0", 0, 0) : NULL;
+  int right = warm && outcome_is_value(finish(warm), "0");
+  procord_delegation_release(warm);
+  if (pool && !right) {
+    stop_pool(pool, 1);
+    return NULL;
+  }
+  return pool;
+}
+
+/* Waits (up to 5 s) until no task waits in the queue: the one behind a
+   running task has been sent ahead to its worker. */
+static int queue_empties(procord_pool_t *pool) {
+  long long until = now_ms() + 5000;
+  while (stats_of(pool).queued > 0 && now_ms() < until) usleep(1000);
+  return stats_of(pool).queued == 0;
+}
+
+static void task_sent_ahead_runs_after_the_running_one_on_the_same_worker(void) {
+  BEGIN();
+  procord_pool_t *pool = send_ahead_pool();
+  CHECK(pool);
+  procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0);
+  procord_delegation_t *ahead = submit(pool, "double", "4", 0, 0);
+  CHECK(running && ahead);
+  CHECK(queue_empties(pool));
+  CHECK_EQ_INT(procord_delegation_pid(ahead), -1); /* not started: no worker yet */
+  CHECK(!procord_delegation_is_finished(running));
+  int slept = outcome_is_value(finish(running), "slept");
+  int doubled = outcome_is_value(finish(ahead), "8");
+  procord_delegation_release(running);
+  procord_delegation_release(ahead);
+  CHECK(slept && doubled);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void task_sent_ahead_is_queued_again_when_its_worker_dies_first(void) {
+  BEGIN();
+  procord_pool_t *pool = send_ahead_pool();
+  CHECK(pool);
+  procord_delegation_t *crashing = submit(pool, "crash_after", "300", 0, 0);
+  procord_delegation_t *ahead = submit(pool, "double", "5", 0, 0);
+  CHECK(crashing && ahead);
+  CHECK(queue_empties(pool));
+  const procord_outcome_t *o = finish(crashing);
+  int kind = o ? (int)o->kind : -1, signal = o ? o->signal : 0;
+  int doubled = outcome_is_value(finish(ahead), "10");
+  int attempts = procord_delegation_outcome(ahead)->attempts;
+  procord_delegation_release(crashing);
+  procord_delegation_release(ahead);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(signal, SIGSEGV);
+  CHECK(doubled); /* it never started, so it runs, although it is not idempotent */
+  CHECK_EQ_INT(attempts, 1);
+  CHECK_EQ_INT(stats_of(pool).tasks_retried, 0);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 2);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void killed_task_sent_ahead_ends_at_once_and_its_answer_is_dropped(void) {
+  BEGIN();
+  procord_pool_t *pool = send_ahead_pool();
+  CHECK(pool);
+  procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0);
+  procord_delegation_t *ahead = submit(pool, "double", "6", 0, 0);
+  CHECK(running && ahead);
+  CHECK(queue_empties(pool));
+  CHECK_EQ_INT(procord_delegation_kill(ahead), 0);
+  const procord_outcome_t *o = finish(ahead);
+  int kind = o ? (int)o->kind : -1;
+  CHECK(!procord_delegation_is_finished(running)); /* the running task was left alone */
+  procord_delegation_release(ahead);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_KILLED);
+  int slept = outcome_is_value(finish(running), "slept");
+  procord_delegation_release(running);
+  CHECK(slept);
+  /* The worker ran the killed task; its answer was dropped, and the next
+     task gets its own. */
+  procord_delegation_t *next = submit(pool, "double", "7", 0, 0);
+  int doubled = outcome_is_value(finish(next), "14");
+  procord_delegation_release(next);
+  CHECK(doubled);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void without_send_ahead_the_next_task_waits_in_the_queue(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
+  finish(warm);
+  procord_delegation_release(warm);
+  procord_delegation_t *running = submit(pool, "sleep", "200", 0, 0);
+  procord_delegation_t *queued = submit(pool, "double", "2", 0, 0);
+  long long until = now_ms() + 5000;
+  while (procord_delegation_pid(running) <= 0 && now_ms() < until) usleep(1000);
+  size_t waiting = stats_of(pool).queued;
+  int right = outcome_is_value(finish(running), "slept") && outcome_is_value(finish(queued), "4");
+  procord_delegation_release(running);
+  procord_delegation_release(queued);
+  CHECK_EQ_INT(waiting, 1);
+  CHECK(right);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- The worker side of this program ---- */
 
 static void task_sleep(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
@@ -731,6 +849,16 @@ static void task_crash(void *context, const unsigned char *input, size_t length,
   (void)length;
   (void)reply;
   signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would turn it into an abort */
+  raise(SIGSEGV);
+}
+
+/* Sleeps, then crashes: a task that takes its worker down after a while. */
+static void task_crash_after(void *context, const unsigned char *input, size_t length,
+                             procord_reply_t *reply) {
+  (void)reply;
+  (void)context;
+  usleep((useconds_t)(fixture_input_number(input, length) * 1000));
+  signal(SIGSEGV, SIG_DFL);
   raise(SIGSEGV);
 }
 
@@ -799,7 +927,7 @@ static const procord_worker_task_t worker_tasks[] = {
     {"sleep_child", task_sleep_child, NULL}, {"crash", task_crash, NULL},
     {"crash_once", task_crash_once, NULL}, {"alloc", task_alloc, NULL},
     {"hold", task_hold, NULL},             {"nofile", task_nofile, NULL},
-    {"cwd", task_cwd, NULL},
+    {"cwd", task_cwd, NULL},               {"crash_after", task_crash_after, NULL},
 };
 
 int main(int argc, char **argv) {
@@ -832,6 +960,11 @@ int main(int argc, char **argv) {
   RUN(deadline_of_a_task_that_answers_in_time_changes_nothing);
 
   RUN(workers_die_with_a_main_program_killed_while_their_sockets_stay_open);
+
+  RUN(task_sent_ahead_runs_after_the_running_one_on_the_same_worker);
+  RUN(task_sent_ahead_is_queued_again_when_its_worker_dies_first);
+  RUN(killed_task_sent_ahead_ends_at_once_and_its_answer_is_dropped);
+  RUN(without_send_ahead_the_next_task_waits_in_the_queue);
 
   RUN(full_queue_refuses_with_efull);
   RUN(graceful_shutdown_finishes_queued_tasks);

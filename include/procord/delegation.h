@@ -62,7 +62,8 @@ typedef struct procord_outcome_s {
   int killed_after_grace;
   const char *detail; /* more about the error, static (a resolver's message), or NULL */
   int reusable;  /* the worker sent `0R` after its terminal frame (one-off delegations) */
-  int attempts;  /* how many workers the task was handed to (a pool retries: more than 1) */
+  int attempts;  /* how many workers the task was handed to (a pool retries: more than 1;
+                    a task sent ahead that came back unstarted does not count) */
   pid_t worker_pid; /* the last worker's pid, or -1 (remote, or none started) */
 } procord_outcome_t;
 
