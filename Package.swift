@@ -7,10 +7,13 @@ let package = Package(
     .library(name: "Procord", targets: ["Procord"]),
     .library(name: "CProcord", targets: ["CProcord"]),
     .executable(name: "procord-demo", targets: ["procord-demo"]),
+    .executable(name: "procord-bench", targets: ["procord-bench"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
   ],
   targets: [
     // libevent from the system (Debian: libevent-dev).
@@ -30,6 +33,17 @@ let package = Package(
       ]
     ),
     .executableTarget(name: "procord-demo", dependencies: ["Procord"]),
+    // The benchmark: its floors (ping-pong, bandwidth, bare starts) and the
+    // C API's own round trip are measured in C.
+    .target(name: "CProcordBench", dependencies: ["CProcord"]),
+    .executableTarget(
+      name: "procord-bench",
+      dependencies: [
+        "Procord", "CProcordBench",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
+      ]
+    ),
     // The README's example, compiled as it is printed there.
     .executableTarget(
       name: "procord-example", dependencies: ["Procord"], path: "Examples/GettingStarted"),

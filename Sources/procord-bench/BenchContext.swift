@@ -1,0 +1,92 @@
+import CProcordBench
+import Procord
+
+/// How much work each scenario does: the full run of `make bench`, or the
+/// seconds-long smoke run of `--quick`.
+struct Workload: Sendable {
+  var pingPongRounds: Int
+  var spawnTasks: Int
+  var concurrentSpawns: Int
+  var poolRoundTrips: Int
+  var throughputTasks: Int
+  var payloadRepeats: [(size: Int, repeats: Int)]
+  var codableRepeats: Int
+  var codableRecords: Int
+  var serverRoundTrips: Int
+  var serverTasks: Int
+  var serverClients: Int
+  var pendingRemoteTasks: Int
+
+  static let full = Workload(
+    pingPongRounds: 20_000, spawnTasks: 100, concurrentSpawns: 500, poolRoundTrips: 20_000,
+    throughputTasks: 200_000,
+    payloadRepeats: [(1 << 10, 2000), (1 << 20, 100), (64 << 20, 5), (256 << 20, 3)],
+    codableRepeats: 20, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 100_000,
+    serverClients: 64, pendingRemoteTasks: 10_000)
+
+  static let quick = Workload(
+    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, poolRoundTrips: 300, throughputTasks: 2_000,
+    payloadRepeats: [(1 << 10, 50), (1 << 20, 5)], codableRepeats: 3, codableRecords: 10_000,
+    serverRoundTrips: 200, serverTasks: 2_000, serverClients: 8, pendingRemoteTasks: 1_000)
+}
+
+/// What the scenarios of one run share: the settings, the floors measured
+/// once, the peers' figures and the worker server.
+final class BenchContext {
+  let workload: Workload
+  /// Workers for the throughput scenarios: one per core by default.
+  let workers: Int
+  /// The binary used as worker (and as the bare start of spawn-rtt).
+  let workerPath: String
+  let peers: PeerFigures?
+  /// pool-rtt's p50 in µs, for c-pool-rtt's ratio.
+  var poolRoundTripMedian: Double?
+
+  private var unixPingPong: Latencies?
+  private var tcpPingPong: Latencies?
+  private var server: BenchServer?
+
+  init(workload: Workload, workers: Int, workerPath: String?, peers: PeerFigures?) {
+    self.workload = workload
+    self.workers = workers
+    self.workerPath = workerPath ?? "/proc/self/exe"
+    self.peers = peers
+  }
+
+  /// The worker program for pools and one-off delegations.
+  var workerProgram: WorkerProgram {
+    if workerPath == "/proc/self/exe" { return .current }
+    return WorkerProgram(path: workerPath, arguments: ["--procord-worker"], channel: .socket)
+  }
+
+  /// 1-byte ping-pong between two processes over an AF_UNIX stream
+  /// socketpair (the descriptor a local worker gets), measured once per run.
+  func unixPingPongFloor() throws -> Latencies {
+    if let unixPingPong { return unixPingPong }
+    let measured = try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: workload.pingPongRounds)
+    unixPingPong = measured
+    return measured
+  }
+
+  /// The same over TCP on loopback (what a worker server's client uses).
+  func tcpPingPongFloor() throws -> Latencies {
+    if let tcpPingPong { return tcpPingPong }
+    let measured = try Floors.pingPong(PROCORD_BENCH_PAIR_TCP_LOOPBACK, rounds: workload.pingPongRounds)
+    tcpPingPong = measured
+    return measured
+  }
+
+  /// A worker server on 127.0.0.1, started on first use and stopped by
+  /// ``finish()``.
+  func workerServer() throws -> BenchServer {
+    if let server { return server }
+    let started = try BenchServer(maximumTasks: workload.serverClients + 16)
+    server = started
+    return started
+  }
+
+  func finish() {
+    server?.stop()
+    server = nil
+  }
+}

@@ -1,0 +1,41 @@
+import CProcordBench
+import Procord
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// This benchmark started again as a worker server on 127.0.0.1, on a port
+/// of its own choice, ready once it said so (READY=1 on NOTIFY_SOCKET, as
+/// under systemd).
+final class BenchServer {
+  let port: Int
+  private let child: ChildProcess
+
+  init(maximumTasks: Int) throws {
+    var path = [CChar](repeating: 0, count: 256)
+    let notify = procord_bench_notify_open(&path, path.count)
+    try check(notify, "cannot make a notification socket")
+    let notifyPath = String(decoding: path.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    defer { procord_bench_notify_close(notify, notifyPath) }
+
+    child = try ChildProcess(
+      path: "/proc/self/exe",
+      arguments: [
+        "procord-bench", "--procord-server", "--procord-hostname", "127.0.0.1", "--procord-port", "0",
+        "--procord-max-simultaneous-tasks", String(maximumTasks), "--procord-log-level", "warning",
+      ],
+      extraEnvironment: ["NOTIFY_SOCKET": notifyPath], captureOutput: false)
+    let port = procord_bench_notify_wait_port(notify, 20_000)
+    if port < 0 {
+      child.terminate()
+      throw BenchError("the worker server did not say it was listening", code: port)
+    }
+    self.port = Int(port)
+  }
+
+  var remote: RemoteServer { RemoteServer(host: "127.0.0.1", port: port) }
+
+  /// SIGTERM (the server drains and exits), then reaps it.
+  func stop() { child.terminate() }
+}

@@ -1,0 +1,119 @@
+import Procord
+
+/// Pooled local workers: what a task costs when its process is kept.
+enum PoolScenarios {
+  /// One worker, one task at a time, through `WorkerPool.run`.
+  @Sendable static func roundTrip(_ context: BenchContext) async throws -> [Measurement] {
+    let pool = try WorkerPool(workers: 1, program: context.workerProgram)
+    let latencies: Latencies
+    do {
+      latencies = try await sequentialRoundTrips(pool, count: context.workload.poolRoundTrips, scenario: "pool-rtt")
+    } catch {
+      await pool.shutdown(.immediate)
+      throw error
+    }
+    await pool.shutdown()
+    let floor = try context.unixPingPongFloor()
+    context.poolRoundTripMedian = latencies.microseconds(atPercentile: 50)
+    return roundTripRows("pool-rtt", latencies, floor: floor, medianTarget: 2.5, peers: context.peers)
+  }
+
+  /// As many workers as cores, every task in flight at once: tasks/s, with
+  /// the default configuration and with tasks sent ahead.
+  @Sendable static func throughput(_ context: BenchContext) async throws -> [Measurement] {
+    let count = context.workload.throughputTasks
+    let floor = try context.unixPingPongFloor()
+    var rows: [Measurement] = []
+    for sendsAhead in [false, true] {
+      var configuration = WorkerPool.Configuration(
+        maximumWorkers: context.workers, minimumWorkers: context.workers)
+      configuration.maximumQueueLength = max(configuration.maximumQueueLength, count)
+      configuration.sendsTasksAhead = sendsAhead
+      let pool = try WorkerPool([.local(context.workerProgram)], configuration: configuration)
+      let rate: Double
+      do {
+        _ = try await inFlight(pool, count: context.workers * 100, scenario: "pool-throughput")
+        rate = try await inFlight(pool, count: count, scenario: "pool-throughput")
+      } catch {
+        await pool.shutdown(.immediate)
+        throw error
+      }
+      await pool.shutdown()
+      rows.append(
+        Measurement(
+          scenario: "pool-throughput", metric: "\(context.workers) workers\(sendsAhead ? ", sent ahead" : "")",
+          unit: "tasks/s", kind: .rate,
+          value: rate, floor: Double(context.workers) * 1e6 / floor.microseconds(atPercentile: 50),
+          peers: context.peers?.figures { $0.throughput?.tasks_per_s } ?? [:],
+          targets: [
+            .advantage(over: "multiprocessing.Pool", atLeast: 5),
+            .advantage(over: "ProcessPoolExecutor", atLeast: 10),
+          ]))
+    }
+    return rows
+  }
+
+  /// pool-rtt through the C API, from C code: no Swift on the main side.
+  @Sendable static func cRoundTrip(_ context: BenchContext) async throws -> [Measurement] {
+    let latencies = try Floors.cPoolRoundTrips(context.workerPath, rounds: context.workload.poolRoundTrips)
+    let floor = try context.unixPingPongFloor()
+    var rows = roundTripRows("c-pool-rtt", latencies, floor: floor, medianTarget: nil, peers: nil)
+    if let swiftMedian = context.poolRoundTripMedian {
+      // How much the Swift overlay adds to a round trip: 1.3 is +30%.
+      rows.append(
+        Measurement(
+          scenario: "c-pool-rtt", metric: "pool-rtt p50 ÷ this p50", unit: "×", kind: .cost,
+          value: swiftMedian / latencies.microseconds(atPercentile: 50), floor: 1,
+          targets: [.atMost(1.3)]))
+    }
+    return rows
+  }
+
+  /// Sequential round trips of the trivial task, after a warm-up.
+  static func sequentialRoundTrips(_ pool: WorkerPool, count: Int, scenario: String) async throws -> Latencies {
+    for i in 0..<min(count, 2000) { _ = try await pool.run(BenchTasks.increment, i) }
+    var latencies = Latencies()
+    for i in 0..<count {
+      let start = nowNanoseconds()
+      let answer = try await pool.run(BenchTasks.increment, i)
+      latencies.record(nowNanoseconds() - start)
+      guard answer == i + 1 else { throw BenchError("\(scenario): increment(\(i)) gave \(answer)") }
+    }
+    return latencies
+  }
+
+  /// Delegates `count` trivial tasks at once, then waits for them all;
+  /// returns tasks/s from the first delegation to the last answer.
+  static func inFlight(_ pool: WorkerPool, count: Int, scenario: String) async throws -> Double {
+    let start = nowNanoseconds()
+    var processes: [DelegatedProcess<Int>] = []
+    processes.reserveCapacity(count)
+    for i in 0..<count { processes.append(try pool.delegate(BenchTasks.increment, i)) }
+    for (i, process) in processes.enumerated() {
+      let answer = try await process.value
+      guard answer == i + 1 else { throw BenchError("\(scenario): increment(\(i)) gave \(answer)") }
+    }
+    return Double(count) / (Double(nowNanoseconds() - start) / 1e9)
+  }
+
+  /// p50, p99 and p99.9 rows of a round-trip scenario.
+  static func roundTripRows(
+    _ scenario: String, _ latencies: Latencies, floor: Latencies, medianTarget: Double?, peers: PeerFigures?,
+    percentiles: [(String, Double)] = [("p50", 50), ("p99", 99), ("p99.9", 99.9)]
+  ) -> [Measurement] {
+    percentiles.map { metric, percentile in
+      let peerFigures = peers?.figures { peer in
+        switch metric {
+        case "p50": return peer.rtt?.p50_us
+        case "p99": return peer.rtt?.p99_us
+        default: return peer.rtt?.p999_us
+        }
+      }
+      return Measurement(
+        scenario: scenario, metric: metric, unit: "µs", kind: .cost,
+        value: latencies.microseconds(atPercentile: percentile), floor: floor.microseconds(atPercentile: percentile),
+        peers: peerFigures ?? [:],
+        targets: metric == "p50" ? medianTarget.map { [.ratioToFloor(atMost: $0)] } ?? [] : [])
+    }
+  }
+}

@@ -1,0 +1,48 @@
+import Procord
+
+/// A worker server on loopback, started by the benchmark.
+enum ServerScenarios {
+  /// One connection, one task at a time.
+  @Sendable static func roundTrip(_ context: BenchContext) async throws -> [Measurement] {
+    let server = try context.workerServer()
+    let pool = try WorkerPool(servers: [server.remote], connectionsPerServer: 1)
+    let latencies: Latencies
+    do {
+      latencies = try await PoolScenarios.sequentialRoundTrips(
+        pool, count: context.workload.serverRoundTrips, scenario: "server-rtt")
+    } catch {
+      await pool.shutdown(.immediate)
+      throw error
+    }
+    await pool.shutdown()
+    let floor = try context.tcpPingPongFloor()
+    return PoolScenarios.roundTripRows(
+      "server-rtt", latencies, floor: floor, medianTarget: 3, peers: nil,
+      percentiles: [("p50", 50), ("p99", 99)])
+  }
+
+  /// Many connections (clients), every task in flight at once.
+  @Sendable static func throughput(_ context: BenchContext) async throws -> [Measurement] {
+    let server = try context.workerServer()
+    let clients = context.workload.serverClients
+    var configuration = WorkerPool.Configuration(maximumWorkers: clients, minimumWorkers: clients)
+    configuration.maximumQueueLength = max(configuration.maximumQueueLength, context.workload.serverTasks)
+    let pool = try WorkerPool([.remote(server.remote)], configuration: configuration)
+    let rate: Double
+    do {
+      _ = try await PoolScenarios.inFlight(pool, count: clients * 20, scenario: "server-throughput")
+      rate = try await PoolScenarios.inFlight(pool, count: context.workload.serverTasks, scenario: "server-throughput")
+    } catch {
+      await pool.shutdown(.immediate)
+      throw error
+    }
+    await pool.shutdown()
+    let floor = try context.tcpPingPongFloor()
+    return [
+      Measurement(
+        scenario: "server-throughput", metric: "\(clients) clients", unit: "tasks/s", kind: .rate,
+        value: rate, floor: Double(context.workers) * 1e6 / floor.microseconds(atPercentile: 50),
+        targets: clients >= 64 ? [.atLeast(20_000)] : [])
+    ]
+  }
+}

@@ -1,0 +1,48 @@
+import Procord
+
+/// One worker process per task: what a task costs when nothing is kept.
+enum SpawnScenarios {
+  /// Sequential one-off delegations of the trivial task, each to a new
+  /// process of the worker binary.
+  @Sendable static func roundTrip(_ context: BenchContext) async throws -> [Measurement] {
+    let count = context.workload.spawnTasks
+    let worker = context.workerProgram
+    // A first one of each, unrecorded: the binary's pages come into the cache.
+    _ = try await delegate(BenchTasks.increment.delegated, 0, to: worker).value
+    _ = try Floors.startSequentially(context.workerPath, count: 1)
+
+    var latencies = Latencies()
+    for i in 0..<count {
+      let start = nowNanoseconds()
+      let answer = try await delegate(BenchTasks.increment.delegated, i, to: worker).value
+      latencies.record(nowNanoseconds() - start)
+      guard answer == i + 1 else { throw BenchError("spawn-rtt: increment(\(i)) gave \(answer)") }
+    }
+    let floor = try Floors.startSequentially(context.workerPath, count: count)
+    return [
+      Measurement(
+        scenario: "spawn-rtt", metric: "p50", unit: "ms", kind: .cost,
+        value: latencies.microseconds(atPercentile: 50) / 1000, floor: floor.microseconds(atPercentile: 50) / 1000,
+        targets: [.ratioToFloor(atMost: 1.3)])
+    ]
+  }
+
+  /// Many one-off delegations at once: how fast a burst of them drains.
+  @Sendable static func throughput(_ context: BenchContext) async throws -> [Measurement] {
+    let count = context.workload.concurrentSpawns
+    let worker = context.workerProgram
+    let start = nowNanoseconds()
+    let processes = try (0..<count).map { try delegate(BenchTasks.increment.delegated, $0, to: worker) }
+    for (i, process) in processes.enumerated() {
+      let answer = try await process.value
+      guard answer == i + 1 else { throw BenchError("spawn-throughput: increment(\(i)) gave \(answer)") }
+    }
+    let elapsed = Double(nowNanoseconds() - start) / 1e9
+    let floor = Double(try Floors.startConcurrently(context.workerPath, count: count)) / 1e9
+    return [
+      Measurement(
+        scenario: "spawn-throughput", metric: "\(count) at once", unit: "tasks/s", kind: .rate,
+        value: Double(count) / elapsed, floor: Double(count) / floor)
+    ]
+  }
+}
