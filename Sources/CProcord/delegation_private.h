@@ -49,6 +49,8 @@ struct procord_delegation_s {
   struct procord_pool_s *pool;
   procord_delegation_t *queue_next;
   int queued;
+  int sent_ahead;           /* in a busy worker's list of tasks sent ahead */
+  int dropped;              /* finished while sent ahead: its worker's answer is dropped */
   int delivered;            /* its frames went to a ready worker */
   int retries;
 };

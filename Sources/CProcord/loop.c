@@ -115,7 +115,12 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
   else loop->queue_head = call;
   loop->queue_tail = call;
   pthread_mutex_unlock(&loop->queue_lock);
-  if (was_empty) wake(loop);
+  if (!was_empty) return 0;
+  /* From the loop's own thread (a callback queueing more work), marking
+     the wake event active is enough: the loop runs it before it blocks
+     again, and no eventfd write is needed. */
+  if (procord_loop_is_current_thread(loop)) event_active(loop->wake_event, EV_READ, 0);
+  else wake(loop);
   return 0;
 }
 

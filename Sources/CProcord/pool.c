@@ -25,7 +25,7 @@ typedef enum worker_state {
   WORKER_IDLE,     /* ready, no task */
   WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
   WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
-  WORKER_SKIPPING, /* running a task sent ahead, then killed: its answer is dropped */
+  WORKER_SKIPPING, /* running a task sent ahead that has finished (killed): its answer is dropped */
   WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
 } worker_state_t;
 
@@ -38,8 +38,11 @@ typedef struct pool_worker_s {
   int was_ready;
   int stopped_by_pool;       /* retired or killed by the pool: not the source's fault */
   procord_delegation_t *task;
-  procord_delegation_t *next_task; /* sent ahead: waits in the worker behind `task` */
-  int skips_next;                  /* the task sent ahead was killed: drop its answer */
+  /* Tasks sent ahead, in order, linked by queue_next: they wait in the
+     worker behind `task`. The list holds a reference to each. */
+  procord_delegation_t *ahead_head, *ahead_tail;
+  int ahead_count;
+  procord_delegation_t *skipping; /* in WORKER_SKIPPING: the task whose answer is dropped */
   int said_reusable;               /* has sent `0R`: takes task after task */
   int tasks_done;
   struct event *idle_timer;
@@ -407,21 +410,30 @@ static void stop_if_done(procord_pool_t *p);
 static void replenish(procord_pool_t *p);
 
 /* For send_ahead: a busy worker that has shown it serves task after task
-   (it has answered one, and said `0R`), with nothing sent ahead yet, and
-   that will not be retired after its current task for its count. */
+   (it has said `0R`), with room in its list of tasks sent ahead, and that
+   will not be retired for its count before it gets to them. */
 static pool_worker_t *find_busy_for_more(procord_pool_t *p) {
+  pool_worker_t *best = NULL;
   for (pool_worker_t *w = p->workers.next; w != &p->workers; w = w->next) {
-    if ((w->state == WORKER_BUSY || w->state == WORKER_DRAINING) && w->said_reusable && !w->next_task &&
-        !w->skips_next && procord_link_ready(w->link) &&
-        (p->options.max_tasks_per_worker <= 0 || w->tasks_done + 1 < p->options.max_tasks_per_worker))
-      return w;
+    if (w->state != WORKER_BUSY && w->state != WORKER_DRAINING && w->state != WORKER_SKIPPING) continue;
+    if (!w->said_reusable || w->ahead_count >= p->options.send_ahead || !procord_link_ready(w->link)) continue;
+    if (p->options.max_tasks_per_worker > 0 &&
+        w->tasks_done + 1 + w->ahead_count >= p->options.max_tasks_per_worker)
+      continue;
+    if (!best || w->ahead_count < best->ahead_count) best = w; /* the shortest line */
   }
-  return NULL;
+  return best;
 }
 
-/* Sends a task to a busy worker, which starts it after its current one. */
+/* Sends a task to a busy worker, which starts it after those before it. */
 static void send_ahead(pool_worker_t *w, procord_delegation_t *d) {
-  w->next_task = d;
+  __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED); /* the list's */
+  d->sent_ahead = 1;
+  d->queue_next = NULL;
+  if (w->ahead_tail) w->ahead_tail->queue_next = d;
+  else w->ahead_head = d;
+  w->ahead_tail = d;
+  w->ahead_count++;
   int error = procord_delegation_send(d, w->link);
   if (error) {
     procord_link_fail(w->link, error, "setup");
@@ -429,22 +441,33 @@ static void send_ahead(pool_worker_t *w, procord_delegation_t *d) {
   }
 }
 
-/* The worker said `0R`: the task sent ahead, if any, is the one it runs now. */
+/* Takes the first task sent ahead off a worker's list (the caller gets the
+   list's reference). */
+static procord_delegation_t *take_ahead(pool_worker_t *w) {
+  procord_delegation_t *d = w->ahead_head;
+  w->ahead_head = d->queue_next;
+  if (!w->ahead_head) w->ahead_tail = NULL;
+  w->ahead_count--;
+  d->queue_next = NULL;
+  d->sent_ahead = 0;
+  return d;
+}
+
+/* The worker said `0R`: it now runs the first task sent ahead, or, if that
+   one has finished already (killed while it waited), runs it for nobody. */
 static void start_task_sent_ahead(pool_worker_t *w) {
-  procord_delegation_t *d = w->next_task;
-  w->next_task = NULL;
+  procord_delegation_t *d = take_ahead(w);
+  if (d->dropped) {
+    w->skipping = d;
+    set_state(w, WORKER_SKIPPING);
+    return;
+  }
+  procord_delegation_release(d); /* the list's reference; the pool's own remains until it finishes */
   d->link = w->link;
   w->task = d;
   __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
   d->outcome.worker_pid = w->link->pid;
   set_state(w, WORKER_BUSY);
-}
-
-/* The worker whose task sent ahead is `d`, if any. */
-static pool_worker_t *worker_sent_ahead(procord_pool_t *p, const procord_delegation_t *d) {
-  for (pool_worker_t *w = p->workers.next; w != &p->workers; w = w->next)
-    if (w->next_task == d) return w;
-  return NULL;
 }
 
 static procord_delegation_t *dequeue(procord_pool_t *p) {
@@ -459,7 +482,7 @@ static void pump(procord_pool_t *p) {
     pool_worker_t *w = find_free(p);
     if (!w) {
       if (live_workers(p) >= (size_t)p->options.max_workers) {
-        pool_worker_t *ahead = p->options.send_ahead && !p->closing ? find_busy_for_more(p) : NULL;
+        pool_worker_t *ahead = p->options.send_ahead > 0 && !p->closing ? find_busy_for_more(p) : NULL;
         if (!ahead) break;
         send_ahead(ahead, dequeue(p));
         continue;
@@ -571,7 +594,7 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
       task_answered(w);
       /* A worker with a task sent ahead runs it first (it may have started
          already): it is retired after that one, if still due. */
-      if (!w->next_task && should_retire(w)) {
+      if (!w->ahead_head && should_retire(w)) {
         retire(w);
         pump(w->pool); /* a replacement, if tasks wait */
       } else {
@@ -590,21 +613,18 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
   if (w->state == WORKER_DRAINING && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
     procord_link_cancel_grace(link);
     w->said_reusable = 1;
-    if (w->next_task) {
-      start_task_sent_ahead(w);
-    } else if (w->skips_next) {
-      w->skips_next = 0;
-      set_state(w, WORKER_SKIPPING);
-    } else {
-      become_idle(w);
-    }
+    if (w->ahead_head) start_task_sent_ahead(w);
+    else become_idle(w);
     pump(w->pool);
     return;
   }
   if (w->state == WORKER_SKIPPING && !error) {
     /* The dropped answer, what its task printed, then `0R`. */
     if (frame->kind == PROCORD_FRAME_REUSABLE) {
-      become_idle(w);
+      procord_delegation_release(w->skipping);
+      w->skipping = NULL;
+      if (w->ahead_head) start_task_sent_ahead(w);
+      else become_idle(w);
       pump(w->pool);
     }
     return;
@@ -626,24 +646,36 @@ static void on_ended(procord_link_t *link, void *context) {
   set_state(w, WORKER_CLOSING);
   w->previous->next = w->next;
   w->next->previous = w->previous;
-  procord_delegation_t *ahead = w->next_task;
-  if (ahead) {
-    /* Sent ahead and never started (the worker had not finished the task
-       before it): back to the front of the queue, no retry counted. It goes
-       in first so that the running task, if it runs again, goes before it. */
-    w->next_task = NULL;
-    ahead->delivered = 0;
-    ahead->outcome.attempts--; /* it was sent, but never taken up */
-    if (__atomic_load_n(&ahead->kill_requested, __ATOMIC_ACQUIRE) || p->immediate) {
-      __atomic_store_n(&ahead->kill_requested, 1, __ATOMIC_RELEASE);
-      finish_task(p, ahead);
-    } else {
-      pthread_mutex_lock(&p->lock);
-      p->waiting++;
-      p->stats.queued = p->waiting;
-      pthread_mutex_unlock(&p->lock);
-      enqueue(p, ahead, 1);
+  if (w->skipping) procord_delegation_release(w->skipping);
+  /* Tasks sent ahead never started (the worker had not finished the one
+     before them): back to the front of the queue, in their order, no
+     retry counted; first, so that the running task, if it runs again,
+     goes before them. */
+  procord_delegation_t *returned = NULL;
+  while (w->ahead_head) {
+    procord_delegation_t *a = take_ahead(w);
+    a->queue_next = returned;
+    returned = a;
+  }
+  while (returned) {
+    procord_delegation_t *a = returned;
+    returned = a->queue_next;
+    a->queue_next = NULL;
+    if (!a->dropped) {
+      a->delivered = 0;
+      a->outcome.attempts--; /* it was sent, but never taken up */
+      if (__atomic_load_n(&a->kill_requested, __ATOMIC_ACQUIRE) || p->immediate) {
+        __atomic_store_n(&a->kill_requested, 1, __ATOMIC_RELEASE);
+        finish_task(p, a);
+      } else {
+        pthread_mutex_lock(&p->lock);
+        p->waiting++;
+        p->stats.queued = p->waiting;
+        pthread_mutex_unlock(&p->lock);
+        enqueue(p, a, 1);
+      }
     }
+    procord_delegation_release(a); /* the list's reference */
   }
   procord_delegation_t *d = w->task;
   if (d) {
@@ -768,13 +800,13 @@ void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int sign
     pump(p);
     return;
   }
-  pool_worker_t *ahead = d->link ? NULL : worker_sent_ahead(p, d);
-  if (ahead) {
+  if (d->sent_ahead) {
     /* Sent ahead and not started: it ends now, but cannot be taken back
-       from the worker, which will run it; its answer is dropped. */
-    ahead->next_task = NULL;
-    ahead->skips_next = 1;
-    finish_task(p, d);
+       from its worker, which will run it; its answer is dropped. */
+    if (!d->dropped) {
+      d->dropped = 1;
+      finish_task(p, d);
+    }
     return;
   }
   if (!d->link) return; /* finished, or not yet on the loop */

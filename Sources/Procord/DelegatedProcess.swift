@@ -198,6 +198,9 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
 
   /// Suspends until the worker is done with the task.
   func finished() async {
+    // Already over: no suspension (which would cost a trip through the
+    // executor, and often a thread wake-up, for nothing).
+    if state.withLock({ $0.reaped }) { return }
     await withCheckedContinuation { continuation in
       let now = state.withLock { state -> Bool in
         if state.reaped { return true }

@@ -73,14 +73,14 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     /// any loss of its worker, any task when it never reached one.
     public var maximumRetries = 2
     /// Send tasks ahead: when every worker is busy and no more may start,
-    /// a worker that has already served a task may be sent one more while
-    /// it runs one, so that it goes from task to task without waiting for
-    /// this program (for many short tasks, about a third more tasks per
+    /// a worker that has already served a task may be sent up to this many
+    /// more while it runs one, so that it goes from task to task without
+    /// waiting for this program (for many short tasks, far more tasks per
     /// second). The price: a task sent ahead waits for its worker even if
-    /// another becomes free, and one killed (or past its deadline) before it
-    /// starts ends at once but still runs on that worker, its answer
-    /// dropped. Off by default.
-    public var sendsTasksAhead = false
+    /// another becomes free, and one killed (or past its deadline) before
+    /// it starts ends at once but still runs on that worker, its answer
+    /// dropped. 0 (the default): off.
+    public var tasksSentAhead = 0
     /// Servers: how long resolving and connecting may take. (A task's
     /// ``DelegationOptions/deadline`` bounds a worker that goes silent.)
     public var connectTimeout: Duration? = .seconds(10)
@@ -187,7 +187,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
         options.max_resident_bytes = max(0, configuration.maximumResidentMemory ?? 0)
         options.max_queue_length = max(1, configuration.maximumQueueLength)
         options.max_retries = Int32(clamping: max(0, configuration.maximumRetries))
-        options.send_ahead = configuration.sendsTasksAhead ? 1 : 0
+        options.send_ahead = Int32(clamping: max(0, configuration.tasksSentAhead))
         options.connect_timeout_ms = milliseconds(configuration.connectTimeout)
         options.max_message_size = max(0, configuration.maximumMessageSize ?? 0)
         options.exit_grace_ms = milliseconds(configuration.exitGracePeriod)

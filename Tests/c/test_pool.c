@@ -803,6 +803,66 @@ static void killed_task_sent_ahead_ends_at_once_and_its_answer_is_dropped(void) 
   CHECK_NOTHING_LEFT();
 }
 
+/* Submits double(1), double(2) and double(3) behind a running task. */
+static void submit_three_doubles(procord_pool_t *pool, procord_delegation_t *tasks[3]) {
+  tasks[0] = submit(pool, "double", "1", 0, 0);
+  tasks[1] = submit(pool, "double", "2", 0, 0);
+  tasks[2] = submit(pool, "double", "3", 0, 0);
+}
+
+static void killed_task_in_the_middle_of_those_sent_ahead_is_skipped_and_the_next_runs(void) {
+  BEGIN();
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 3}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
+  finish(warm);
+  procord_delegation_release(warm);
+  procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0), *ahead[3];
+  submit_three_doubles(pool, ahead);
+  CHECK(running && ahead[0] && ahead[1] && ahead[2]);
+  CHECK(queue_empties(pool));
+  CHECK_EQ_INT(procord_delegation_kill(ahead[1]), 0);
+  int killed = finish(ahead[1])->kind == PROCORD_OUTCOME_KILLED;
+  int right = outcome_is_value(finish(running), "slept") && outcome_is_value(finish(ahead[0]), "2") &&
+              outcome_is_value(finish(ahead[2]), "6");
+  procord_delegation_release(running);
+  for (int i = 0; i < 3; i++) procord_delegation_release(ahead[i]);
+  CHECK(killed);
+  CHECK(right);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void tasks_sent_ahead_go_back_in_order_when_their_worker_dies(void) {
+  BEGIN();
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 3}, local_source(1));
+  CHECK(pool);
+  procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
+  finish(warm);
+  procord_delegation_release(warm);
+  procord_delegation_t *crashing = submit(pool, "crash_after", "300", 0, 0), *ahead[3];
+  submit_three_doubles(pool, ahead);
+  CHECK(crashing && ahead[0] && ahead[1] && ahead[2]);
+  CHECK(queue_empties(pool));
+  CHECK_EQ_INT(procord_delegation_kill(ahead[1]), 0); /* dropped: it does not come back */
+  int crashed = finish(crashing)->kind == PROCORD_OUTCOME_DISCONNECTED;
+  int right = outcome_is_value(finish(ahead[0]), "2") && outcome_is_value(finish(ahead[2]), "6") &&
+              finish(ahead[1])->kind == PROCORD_OUTCOME_KILLED;
+  int attempts = procord_delegation_outcome(ahead[0])->attempts;
+  procord_delegation_release(crashing);
+  for (int i = 0; i < 3; i++) procord_delegation_release(ahead[i]);
+  CHECK(crashed);
+  CHECK(right);
+  CHECK_EQ_INT(attempts, 1);
+  CHECK_EQ_INT(stats_of(pool).tasks_retried, 0);
+  CHECK_EQ_INT(stats_of(pool).workers_started, 2);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
 static void without_send_ahead_the_next_task_waits_in_the_queue(void) {
   BEGIN();
   procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
@@ -964,6 +1024,8 @@ int main(int argc, char **argv) {
   RUN(task_sent_ahead_runs_after_the_running_one_on_the_same_worker);
   RUN(task_sent_ahead_is_queued_again_when_its_worker_dies_first);
   RUN(killed_task_sent_ahead_ends_at_once_and_its_answer_is_dropped);
+  RUN(killed_task_in_the_middle_of_those_sent_ahead_is_skipped_and_the_next_runs);
+  RUN(tasks_sent_ahead_go_back_in_order_when_their_worker_dies);
   RUN(without_send_ahead_the_next_task_waits_in_the_queue);
 
   RUN(full_queue_refuses_with_efull);

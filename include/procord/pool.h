@@ -77,15 +77,15 @@ typedef struct procord_pool_options_s {
      away: idempotent tasks after any disconnection, others only when the
      task never reached the worker (it could not be started or reached). */
   int max_retries;
-  /* Send ahead: a busy worker that has already served a task (so it is
-     known to take task after task) may be sent one more while it runs one,
-     when every worker is busy and no more may start. The worker then goes
+  /* Send ahead: when every worker is busy and no more may start, a busy
+     worker that has shown it serves task after task (it has said `0R`)
+     may be sent up to this many more tasks while it runs one. It then goes
      from task to task without waiting for this program: for many short
-     tasks, about a third more tasks per second. The price: a task sent
-     ahead waits for its worker even if another becomes free, and killing
-     it (or its deadline passing) before it starts finishes it at once, as
-     KILLED or TIMED_OUT, but its worker still runs it and the answer is
-     dropped. If the worker goes away first, the task is queued again (it
+     tasks, far more tasks per second. The price: a task sent ahead waits
+     for its worker even if another becomes free, and killing it (or its
+     deadline passing) before it starts finishes it at once, as KILLED or
+     TIMED_OUT, but its worker still runs it and the answer is dropped. If
+     the worker goes away first, the tasks sent ahead are queued again (they
      never started; that is no retry). 0: off. */
   int send_ahead;
   /* Per worker, as in procord_delegation_options_t (a task's deadline_ms
