@@ -59,7 +59,7 @@ let package = Package(
       name: "ProcordTests",
       dependencies: [
         "Procord", "CTestSupport", "procord-demo", "procord-test-worker", "procord-example",
-        "procord-pool-example",
+        "procord-pool-example", "procord-bench",
       ]
     ),
   ]

@@ -340,6 +340,29 @@ int procord_connection_send(procord_connection_t *c, unsigned char kind, const v
   return 0;
 }
 
+static void release_owner(const void *data, size_t length, void *owner) {
+  (void)data;
+  (void)length;
+  ((procord_body_owner_t *)owner)->release(owner);
+}
+
+int procord_connection_send_owned_by(procord_connection_t *c, unsigned char kind, const void *body,
+                                     size_t length, procord_body_owner_t *owner) {
+  if (can_send(c) && dropping(c)) {
+    owner->release(owner);
+    return 0;
+  }
+  int error = can_send(c) ? queue_header(c, kind, length) : PROCORD_ECLOSED;
+  if (!error && length && evbuffer_add_reference(c->output, body, length, release_owner, owner) < 0)
+    error = -ENOMEM;
+  if (error || !length) {
+    owner->release(owner);
+    if (error) return error;
+  }
+  start_writing(c);
+  return 0;
+}
+
 static void release_owned(const void *data, size_t length, void *release_fn) {
   (void)length;
   ((void (*)(void *))release_fn)((void *)data);

@@ -22,12 +22,14 @@
 static void retain(procord_delegation_t *d) { __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED); }
 
 static void input_release(procord_shared_input_t *input) {
-  if (input && __atomic_sub_fetch(&input->references, 1, __ATOMIC_ACQ_REL) == 0) free(input);
+  if (!input || __atomic_sub_fetch(&input->references, 1, __ATOMIC_ACQ_REL) != 0) return;
+  if (input->borrowed_release) input->borrowed_release(input->borrowed_context);
+  free(input);
 }
 
-/* The release function of a `V` frame's body: the shared input it lies in. */
-static void input_release_body(void *body) {
-  input_release((procord_shared_input_t *)((unsigned char *)body - offsetof(procord_shared_input_t, bytes)));
+/* How a `V` frame in flight releases the shared input it was sent from. */
+static void input_release_owner(procord_body_owner_t *owner) {
+  input_release((procord_shared_input_t *)owner); /* the owner is the first member */
 }
 
 void procord_delegation_release(procord_delegation_t *d) {
@@ -46,16 +48,22 @@ procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
   d->loop = loop;
   d->references = 2; /* the caller's and the finishing one */
   d->task_name = strdup(options->task_name);
-  d->input = procord_malloc_body(sizeof *d->input + options->input_length);
+  int borrowed = options->input_release != NULL;
+  d->input = borrowed ? malloc(sizeof *d->input)
+                      : procord_malloc_body(sizeof *d->input + options->input_length);
   if (!d->task_name || !d->input) {
     free(d->task_name);
     free(d->input);
     free(d);
     return NULL;
   }
+  d->input->owner.release = input_release_owner;
   d->input->references = 1;
   d->input->length = options->input_length;
-  if (options->input_length) memcpy(d->input->bytes, options->input, options->input_length);
+  d->input->data = borrowed ? options->input : d->input->bytes;
+  d->input->borrowed_release = options->input_release;
+  d->input->borrowed_context = options->input_context;
+  if (!borrowed && options->input_length) memcpy(d->input->bytes, options->input, options->input_length);
   d->deadline_ms = options->deadline_ms;
   d->idempotent = options->idempotent;
   d->on_done = options->on_done;
@@ -100,8 +108,8 @@ int procord_delegation_send(procord_delegation_t *d, procord_link_t *link) {
   int error = procord_link_send(link, PROCORD_FRAME_TASK, d->task_name, strlen(d->task_name));
   if (!error) {
     __atomic_add_fetch(&d->input->references, 1, __ATOMIC_RELAXED);
-    error = procord_link_send_owned(link, PROCORD_FRAME_VALUE, d->input->bytes, d->input->length,
-                                    input_release_body);
+    error = procord_link_send_owned_by(link, PROCORD_FRAME_VALUE, d->input->data, d->input->length,
+                                       &d->input->owner);
   }
   procord_link_cork(link, 0);
   /* Only now may the worker have it: before, a retry cannot run it twice. */
@@ -291,14 +299,24 @@ static void spawn_link(void *argument) {
   d->spawn_failed = d->link->spawn_error != 0;
 }
 
+void procord_delegation_refuse_input(const procord_delegation_options_t *options) {
+  if (options && options->input_release) options->input_release(options->input_context);
+}
+
 int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
                      procord_delegation_t **result) {
-  if (!loop || !options || !options->task_name || !result) return PROCORD_EINVAL;
+  if (!loop || !options || !options->task_name || !result) {
+    procord_delegation_refuse_input(options);
+    return PROCORD_EINVAL;
+  }
   /* A local worker shares our stdout (socket mode): what we printed so far
      comes first. Here, on the caller's thread, not on the loop's. */
   if (!options->remote_host) fflush(stdout);
   procord_delegation_t *d = procord_delegation_create(loop, options);
-  if (!d) return -ENOMEM;
+  if (!d) {
+    procord_delegation_refuse_input(options);
+    return -ENOMEM;
+  }
   d->work.abort = abort_work;
   spawn_call_t call = {
       .delegation = d,

@@ -16,8 +16,12 @@ struct event;
 
 /* The serialized input, shared by every attempt and the frames in flight. */
 typedef struct procord_shared_input_s {
-  int references; /* atomic */
+  procord_body_owner_t owner; /* how the frames in flight release it */
+  int references;             /* atomic */
   size_t length;
+  const unsigned char *data;  /* `bytes`, or the caller's own (borrowed) */
+  void (*borrowed_release)(void *context); /* for borrowed input: gives it back */
+  void *borrowed_context;
   unsigned char bytes[];
 } procord_shared_input_t;
 
@@ -67,6 +71,10 @@ typedef enum procord_frame_effect {
    finishing one. NULL when out of memory. Any thread. */
 procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
                                                 const procord_delegation_options_t *options);
+
+/* A call that fails before a delegation holds its input gives a borrowed
+   input back at once (see input_release in procord/delegation.h). */
+void procord_delegation_refuse_input(const procord_delegation_options_t *options);
 
 /* Starts the deadline timer, if any. On the loop's thread. */
 int procord_delegation_arm_deadline(procord_delegation_t *delegation);

@@ -855,7 +855,10 @@ static void enqueue_on_loop(void *argument) {
 
 int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t *options,
                           procord_delegation_t **result) {
-  if (!p || !options || !options->task_name || !result) return PROCORD_EINVAL;
+  if (!p || !options || !options->task_name || !result) {
+    procord_delegation_refuse_input(options);
+    return PROCORD_EINVAL;
+  }
   pthread_mutex_lock(&p->lock);
   int error = p->refusing ? PROCORD_ECLOSED : p->waiting >= p->options.max_queue_length ? PROCORD_EFULL : 0;
   if (!error) {
@@ -864,7 +867,10 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
     p->stats.tasks_submitted++;
   }
   pthread_mutex_unlock(&p->lock);
-  if (error) return error;
+  if (error) {
+    procord_delegation_refuse_input(options);
+    return error;
+  }
   fflush(stdout); /* a local worker shares our stdout: what we printed comes first */
   procord_delegation_t *d = procord_delegation_create(p->loop, options);
   if (d) {
@@ -876,6 +882,7 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
       procord_delegation_release(d);
     }
   } else {
+    procord_delegation_refuse_input(options);
     error = -ENOMEM;
   }
   if (error) {

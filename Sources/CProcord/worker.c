@@ -209,7 +209,8 @@ static int run_task(session_t *s, const procord_worker_task_t *task, const proco
                                                valid ? reply.length : sizeof no_kind - 1,
                                                s->options->reusable);
   report_answer(s, kind);
-  free(reply.body);
+  if (reply.release) reply.release(reply.release_context);
+  else free(reply.body);
   if (error == 1) {
     /* The main program may close as soon as it has its answer: not an error. */
     s->peer_left = 1;

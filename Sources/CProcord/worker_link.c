@@ -225,6 +225,15 @@ int procord_link_send(procord_link_t *link, unsigned char kind, const void *body
   return procord_connection_send(link->connection, kind, body, length);
 }
 
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
+                               procord_body_owner_t *owner) {
+  if (!link->connection) {
+    owner->release(owner);
+    return PROCORD_ECLOSED;
+  }
+  return procord_connection_send_owned_by(link->connection, kind, body, length, owner);
+}
+
 int procord_link_send_owned(procord_link_t *link, unsigned char kind, void *body, size_t length,
                             void (*release)(void *body)) {
   if (!link->connection) {

@@ -107,6 +107,9 @@ int procord_link_ready(const procord_link_t *link);
 int procord_link_send(procord_link_t *link, unsigned char kind, const void *body, size_t length);
 int procord_link_send_owned(procord_link_t *link, unsigned char kind, void *body, size_t length,
                             void (*release)(void *body));
+/* See procord_connection_send_owned_by. */
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
+                               procord_body_owner_t *owner);
 void *procord_link_take_body(procord_link_t *link);
 void procord_link_cork(procord_link_t *link, int corked);
 

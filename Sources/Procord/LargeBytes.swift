@@ -39,3 +39,32 @@ func mallocCopy(_ bytes: UnsafeRawBufferPointer) -> UnsafeMutableRawPointer? {
   memcpy(copy, source, bytes.count)
   return copy
 }
+
+/// From this size on, bodies are lent to the C core rather than copied.
+let lendingThreshold = 64 << 10
+
+/// An array's bytes lent to the C core without a copy.
+///
+/// A `[UInt8]` keeps its elements in one heap buffer, which does not move
+/// while a reference to it is alive, and which nobody can change in place
+/// while this box holds one (a mutation through another copy of the array
+/// makes a new buffer first: copy on write). The box keeps that buffer alive
+/// until the C core releases it, so the address taken here stays valid.
+final class PinnedBytes: @unchecked Sendable {
+  private let bytes: [UInt8]
+  let base: UnsafeRawPointer?
+
+  init(_ bytes: [UInt8]) {
+    self.bytes = bytes
+    base = self.bytes.withUnsafeBytes { $0.baseAddress }
+  }
+
+  /// A retained reference for the C core, given back by ``releasePinnedBytes``.
+  func lend() -> UnsafeMutableRawPointer { Unmanaged.passRetained(self).toOpaque() }
+}
+
+/// The C core's release callback for lent bytes.
+let releasePinnedBytes: @convention(c) (UnsafeMutableRawPointer?) -> Void = { context in
+  guard let context else { return }
+  Unmanaged<PinnedBytes>.fromOpaque(context).release()
+}

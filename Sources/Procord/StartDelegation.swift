@@ -105,6 +105,13 @@ func startDelegation<Input, Output>(
         options.task_name = name
         options.input = bytes.baseAddress
         options.input_length = bytes.count
+        if bytes.count >= lendingThreshold {
+          // Lent, not copied: the C core gives it back when done with it.
+          let pinned = PinnedBytes(encoded)
+          options.input = pinned.base
+          options.input_release = releasePinnedBytes
+          options.input_context = pinned.lend()
+        }
         options.deadline_ms = milliseconds(delegationOptions.deadline)
         options.idempotent = delegationOptions.isIdempotent ? 1 : 0
         options.on_done = onDone

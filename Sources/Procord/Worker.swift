@@ -154,8 +154,17 @@ private let runTask: procord_task_fn = { context, input, length, reply in
   case .exception(let error): (kind, body) = (PROCORD_FRAME_EXCEPTION, error)
   case .unknownException(let text): (kind, body) = (PROCORD_FRAME_UNKNOWN_EXCEPTION, Array(text.utf8))
   }
-  let buffer = body.withUnsafeBytes { mallocCopy($0) }
   reply.pointee.kind = UInt8(kind.rawValue)
+  if body.count >= lendingThreshold {
+    // Lent, not copied: the worker gives it back once it has sent it.
+    let pinned = PinnedBytes(body)
+    reply.pointee.body = UnsafeMutableRawPointer(mutating: pinned.base)
+    reply.pointee.length = body.count
+    reply.pointee.release = releasePinnedBytes
+    reply.pointee.release_context = pinned.lend()
+    return
+  }
+  let buffer = body.withUnsafeBytes { mallocCopy($0) }
   reply.pointee.body = buffer
   reply.pointee.length = buffer == nil ? 0 : body.count
 }

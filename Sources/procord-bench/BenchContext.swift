@@ -1,6 +1,10 @@
 import CProcordBench
 import Procord
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How much work each scenario does: the full run of `make bench`, or the
 /// seconds-long smoke run of `--quick`.
 struct Workload: Sendable {
@@ -19,13 +23,13 @@ struct Workload: Sendable {
 
   static let full = Workload(
     pingPongRounds: 20_000, spawnTasks: 100, concurrentSpawns: 500, poolRoundTrips: 20_000,
-    throughputTasks: 200_000,
+    throughputTasks: 100_000,
     payloadRepeats: [(1 << 10, 2000), (1 << 20, 100), (64 << 20, 5), (256 << 20, 3)],
     codableRepeats: 20, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 100_000,
     serverClients: 64, pendingRemoteTasks: 10_000)
 
   static let quick = Workload(
-    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, poolRoundTrips: 300, throughputTasks: 2_000,
+    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, poolRoundTrips: 300, throughputTasks: 1_000,
     payloadRepeats: [(1 << 10, 50), (1 << 20, 5)], codableRepeats: 3, codableRecords: 10_000,
     serverRoundTrips: 200, serverTasks: 2_000, serverClients: 8, pendingRemoteTasks: 1_000)
 }
@@ -39,6 +43,8 @@ final class BenchContext {
   /// The binary used as worker (and as the bare start of spawn-rtt).
   let workerPath: String
   let peers: PeerFigures?
+  /// WorkerPool.Configuration.tasksSentAhead where the scenarios send ahead.
+  var tasksSentAhead = Int(getenv("SEND_AHEAD").map { String(cString: $0) } ?? "4") ?? 4
   /// pool-rtt's p50 in µs, for c-pool-rtt's ratio.
   var poolRoundTripMedian: Double?
 

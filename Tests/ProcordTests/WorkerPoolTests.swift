@@ -250,6 +250,41 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
     }
   }
 
+  @Test func tasksSentAheadWaitInTheirWorkerRatherThanInTheQueue() async throws {
+    try await expectNoLeaks {
+      var configuration = WorkerPool.Configuration(maximumWorkers: 1)
+      configuration.tasksSentAhead = 2
+      let pool = try WorkerPool([.local(demoSocketWorker)], configuration: configuration)
+      // Sent ahead only to a worker known to take task after task.
+      #expect(try await pool.run(DemoTasks.fact, 1) == 1)
+      let running = try pool.delegate(DemoTasks.sleep, 300)
+      let ahead = try [3, 4].map { try pool.delegate(DemoTasks.fact, $0) }
+      #expect(await eventually { pool.statistics.queuedTasks == 0 })
+      #expect(!running.isFinished)
+      #expect(ahead.allSatisfy { $0.pid == nil })  // not started: no worker of their own yet
+      #expect(try await running.value == 300)
+      #expect(try await ahead[0].value == 6)
+      #expect(try await ahead[1].value == 24)
+      #expect(pool.statistics.workersStarted == 1)
+      await pool.shutdown()
+    }
+  }
+
+  @Test func largeBodiesCrossIntactAndTheCallersLaterChangesDoNotReachThem() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: demoSocketWorker)
+      // Above the size from which bodies are lent to the C core, not copied.
+      var input = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+      let original = input
+      let process = try pool.delegate(DemoTasks.echo, input)
+      input[0] = 0  // a new buffer for `input` (copy on write): the lent one is untouched
+      input[input.count - 1] = 0
+      #expect(try await process.value == original)
+      #expect(try await pool.run(DemoTasks.echo, [1, 2, 3]) == [1, 2, 3])
+      await pool.shutdown()
+    }
+  }
+
   @Test func anOriginalModeWorkerIsUsedOnceAndReplaced() async throws {
     try await expectNoLeaks {
       let pool = try WorkerPool(workers: 1, program: demoStdioWorker)

@@ -706,6 +706,58 @@ static void working_directory_is_the_workers(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* ---- Borrowed input ---- */
+
+static int borrowed_releases;
+static void release_borrowed(void *context) {
+  (void)context;
+  __atomic_add_fetch(&borrowed_releases, 1, __ATOMIC_SEQ_CST);
+}
+
+static procord_delegation_options_t borrowing(const char *task, const char *input) {
+  procord_delegation_options_t options = {
+      .task_name = task, .input = input, .input_length = strlen(input),
+      .input_release = release_borrowed, .input_context = (void *)input,
+  };
+  return options;
+}
+
+static void borrowed_input_is_sent_then_given_back_once(void) {
+  BEGIN();
+  borrowed_releases = 0;
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
+  CHECK(pool);
+  static const char input[] = "21";
+  procord_delegation_options_t options = borrowing("double", input);
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_pool_delegate(pool, &options, &d), 0);
+  int right = outcome_is_value(finish(d), "42");
+  procord_delegation_release(d);
+  CHECK(right);
+  CHECK_EQ_INT(__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST), 1);
+  stop_pool(pool, 0);
+  /* Refused: given back at once. */
+  procord_delegation_t *refused = NULL;
+  CHECK_EQ_INT(procord_pool_delegate(pool, &options, &refused), PROCORD_ECLOSED);
+  CHECK_EQ_INT(__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST), 2);
+  CHECK_NOTHING_LEFT();
+}
+
+static void borrowed_input_of_a_one_off_delegation_is_given_back_once(void) {
+  BEGIN();
+  borrowed_releases = 0;
+  static const char input[] = "4";
+  procord_delegation_options_t options = borrowing("double", input);
+  options.worker = local_source(1).worker;
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_delegate(loop, &options, &d), 0);
+  int right = outcome_is_value(finish(d), "8");
+  procord_delegation_release(d);
+  CHECK(right);
+  CHECK_EQ_INT(__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST), 1);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- Send ahead ---- */
 
 /* A pool of one worker with send_ahead, warmed by one task (a worker is sent
@@ -1020,6 +1072,9 @@ int main(int argc, char **argv) {
   RUN(deadline_of_a_task_that_answers_in_time_changes_nothing);
 
   RUN(workers_die_with_a_main_program_killed_while_their_sockets_stay_open);
+
+  RUN(borrowed_input_is_sent_then_given_back_once);
+  RUN(borrowed_input_of_a_one_off_delegation_is_given_back_once);
 
   RUN(task_sent_ahead_runs_after_the_running_one_on_the_same_worker);
   RUN(task_sent_ahead_is_queued_again_when_its_worker_dies_first);

@@ -74,12 +74,30 @@ static void task_sleep(void *context, const unsigned char *input, size_t length,
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
 }
 
+/* Answers with a static text lent to the worker, counting its releases. */
+static const char lent_text[] = "lent, not copied";
+static int lent_releases;
+static void release_lent(void *context) {
+  CHECK_EQ_INT((int)(context == lent_text), 1);
+  lent_releases++;
+}
+static void task_lend(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  reply->kind = PROCORD_FRAME_VALUE;
+  reply->body = (void *)lent_text;
+  reply->length = sizeof lent_text - 1;
+  reply->release = release_lent;
+  reply->release_context = (void *)lent_text;
+}
+
 static const procord_worker_task_t tasks[] = {
     {"double", fixture_task_double, NULL},   {"fail", task_fail, NULL},
     {"raise", task_raise, NULL},     {"echo", task_echo, NULL},
     {"context", task_context, "from the context"},
     {"bad-kind", task_bad_kind, NULL},
     {"sleep", task_sleep, NULL},
+    {"lend", task_lend, NULL},
 };
 #define TASK_COUNT (sizeof tasks / sizeof tasks[0])
 
@@ -220,6 +238,12 @@ static void task_reply_of_no_valid_kind_is_an_unknown_exception(void) {
   CHECK_EQ_INT(CONVERSE(0, "8Tbad-kind0V", answer, length), 0);
   CHECK(length > 2);
   CHECK(memcmp(answer, "38U", 3) == 0);
+}
+
+static void lent_answer_is_sent_then_released_not_freed(void) {
+  lent_releases = 0;
+  CHECK_CONVERSATION(0, "4Tlend0V", 0, "16Vlent, not copied");
+  CHECK_EQ_INT(lent_releases, 1);
 }
 
 static void empty_output_is_answered_with_0v(void) {
@@ -916,6 +940,7 @@ int main(int argc, char **argv) {
   RUN(task_value_is_answered_with_v);
   RUN(task_unknown_exception_is_answered_with_u);
   RUN(task_exception_is_answered_with_x);
+  RUN(lent_answer_is_sent_then_released_not_freed);
   RUN(task_gets_its_context);
   RUN(task_reply_of_no_valid_kind_is_an_unknown_exception);
   RUN(empty_output_is_answered_with_0v);

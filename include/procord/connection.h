@@ -104,6 +104,26 @@ int procord_connection_send_owned(procord_connection_t *connection, unsigned cha
                                   size_t length, void (*release)(void *body));
 
 /*
+ * What the body of a frame sent with procord_connection_send_owned_by
+ * belongs to. Embed it in the owner (typically first) and set `release`.
+ */
+typedef struct procord_body_owner_s procord_body_owner_t;
+struct procord_body_owner_s {
+  void (*release)(procord_body_owner_t *owner);
+};
+
+/*
+ * Like procord_connection_send, without copying the body, which belongs to
+ * `owner`: the connection calls owner->release(owner) once the body is
+ * written or dropped (also when this call fails), and until then the body
+ * must stay valid and unchanged. The same owner may lend bodies to several
+ * frames and connections, counting its references itself. Returns what
+ * procord_connection_send returns.
+ */
+int procord_connection_send_owned_by(procord_connection_t *connection, unsigned char kind,
+                                     const void *body, size_t length, procord_body_owner_t *owner);
+
+/*
  * While corked (`corked` non-zero), sends only queue their frames; uncorking
  * writes everything queued at once, in one system call when it fits. For
  * frames that go together (a task's `T` and `V`).

@@ -28,6 +28,11 @@ typedef struct procord_reply_s {
   unsigned char kind;
   void *body;
   size_t length;
+  /* Optional: when set, `body` was not allocated with malloc and is not
+     freed; the worker calls release(release_context) once it has sent it
+     (for a large answer lent without a copy). */
+  void (*release)(void *release_context);
+  void *release_context;
 } procord_reply_t;
 
 /* Runs a task on its serialized input and fills `reply`. */

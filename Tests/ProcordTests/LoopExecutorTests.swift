@@ -1,0 +1,36 @@
+import CProcord
+import Testing
+
+@testable import Procord
+
+@Suite(.serialized) struct LoopExecutorTests {
+  @Test func codeWithTheLoopExecutorPreferenceRunsOnTheLoopsThread() async {
+    let onLoop = await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+      procord_loop_is_current_thread(Runtime.shared.loop) != 0
+    }
+    #expect(onLoop)
+    #expect(procord_loop_is_current_thread(Runtime.shared.loop) == 0)
+  }
+
+  @Test func pooledTasksAwaitedOnTheLoopGetTheirOutputs() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 2, program: demoSocketWorker)
+      let outputs = try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+        var outputs: [Int] = []
+        for n in 1...200 { outputs.append(try await pool.run(DemoTasks.fact, n % 10)) }
+        return outputs
+      }
+      #expect(outputs == (1...200).map { (1...max(1, $0 % 10)).reduce(1, *) })
+      await pool.shutdown()
+    }
+  }
+
+  @Test func aOneOffDelegationFromTheLoopStartsItsWorkerThere() async throws {
+    try await expectNoLeaks {
+      let output = try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+        try await delegate(DemoTasks.fact, 5, to: demoSocketWorker).value
+      }
+      #expect(output == 120)
+    }
+  }
+}
