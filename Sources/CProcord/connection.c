@@ -30,7 +30,7 @@ struct procord_connection_s {
   struct event *read_event, *write_event, *close_timer;
   struct event *watch_timer; /* connect timeout, then idle timeout */
   int in_callback;   /* depth of callbacks running, so free can be deferred */
-  int corked;        /* sends queue without writing (procord_connection_cork) */
+  int corked;        /* depth of procord_connection_cork: sends queue without writing */
   int free_requested;
   int reading_stopped;
   int write_failed;  /* the peer stopped reading: output is dropped from now on */
@@ -326,7 +326,11 @@ static void start_writing(procord_connection_t *c) {
 }
 
 void procord_connection_cork(procord_connection_t *c, int corked) {
-  c->corked = corked != 0;
+  if (corked) {
+    c->corked++;
+    return;
+  }
+  if (c->corked > 0) c->corked--;
   if (!c->corked && evbuffer_get_length(c->output) > 0) start_writing(c);
 }
 

@@ -234,7 +234,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
       defer { state.waiters = [] }
       return state.waiters
     }
-    ProcordMetrics.recordOutcome(outcome.kind, after: ContinuousClock.now - startedAt)
+    if ProcordMetrics.isLive { ProcordMetrics.recordOutcome(outcome.kind, after: ContinuousClock.now - startedAt) }
     onFinish?()
     for waiter in waiters { waiter.resume() }
   }

@@ -16,6 +16,10 @@ import CoreMetrics
 /// - `procord_pool_queue_length` and `procord_pool_workers` (gauges),
 ///   dimension `pool`: each ``WorkerPool``'s, after every change it sees.
 enum ProcordMetrics {
+  /// Whether a backend was bootstrapped when the metrics were made: without
+  /// one they are no-ops, and the work of feeding them (a clock reading
+  /// and several calls per task, on the loop's thread) is skipped.
+  static let isLive = !(MetricsSystem.factory is NOOPMetricsHandler)
   static let tasksStarted = Counter(label: "procord_tasks_started_total")
   static let tasksSucceeded = Counter(label: "procord_tasks_succeeded_total")
   static let taskDuration = Timer(label: "procord_task_duration_seconds", preferredDisplayUnit: .seconds)

@@ -156,7 +156,7 @@ func startDelegation<Input, Output>(
     if pool != nil, error == PROCORD_ECLOSED.rawValue { throw WorkerPoolError.shutDown }
     throw ProcordError(code: error, operation: "delegating \(task.name)")
   }
-  ProcordMetrics.tasksStarted.increment()
+  if ProcordMetrics.isLive { ProcordMetrics.tasksStarted.increment() }
   return DelegatedProcess(taskName: task.name, handle: handle, completion: completion, owner: pool)
 }
 

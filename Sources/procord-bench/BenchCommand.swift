@@ -42,6 +42,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Workers for the throughput scenarios (default: one per core).")
     var workers: Int?
 
+    @Option(help: "Tasks sent ahead to each busy worker where a scenario sends ahead.")
+    var tasksSentAhead = 8
+
     @Option(
       help: ArgumentHelp(
         "A binary to use as worker and as the bare start, instead of this one.",
@@ -60,6 +63,7 @@ struct BenchCommand: AsyncParsableCommand {
           "no scenario '\(name)'; there are: \(Scenario.all.map(\.name).joined(separator: ", "))")
       }
       if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
+      if tasksSentAhead < 1 { throw ValidationError("--tasks-sent-ahead must be at least 1") }
       if let worker, access(worker, X_OK) != 0 { throw ValidationError("--worker \(worker): not an executable") }
     }
 
@@ -73,7 +77,8 @@ struct BenchCommand: AsyncParsableCommand {
           python: python, script: peersScript, workers: workerCount, quick: quick)
       }
       let context = BenchContext(
-        workload: quick ? .quick : .full, workers: workerCount, workerPath: worker, peers: peerFigures)
+        workload: quick ? .quick : .full, workers: workerCount, tasksSentAhead: tasksSentAhead, workerPath: worker,
+        peers: peerFigures)
       defer { context.finish() }
 
       var measurements: [Measurement] = []

@@ -1,10 +1,6 @@
 import CProcordBench
 import Procord
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// How much work each scenario does: the full run of `make bench`, or the
 /// seconds-long smoke run of `--quick`.
 struct Workload: Sendable {
@@ -43,8 +39,8 @@ final class BenchContext {
   /// The binary used as worker (and as the bare start of spawn-rtt).
   let workerPath: String
   let peers: PeerFigures?
-  /// WorkerPool.Configuration.tasksSentAhead where the scenarios send ahead.
-  var tasksSentAhead = Int(getenv("SEND_AHEAD").map { String(cString: $0) } ?? "4") ?? 4
+  /// WorkerPool.Configuration.tasksSentAhead where a scenario sends ahead.
+  let tasksSentAhead: Int
   /// pool-rtt's p50 in µs, for c-pool-rtt's ratio.
   var poolRoundTripMedian: Double?
 
@@ -52,9 +48,10 @@ final class BenchContext {
   private var tcpPingPong: Latencies?
   private var server: BenchServer?
 
-  init(workload: Workload, workers: Int, workerPath: String?, peers: PeerFigures?) {
+  init(workload: Workload, workers: Int, tasksSentAhead: Int, workerPath: String?, peers: PeerFigures?) {
     self.workload = workload
     self.workers = workers
+    self.tasksSentAhead = tasksSentAhead
     self.workerPath = workerPath ?? "/proc/self/exe"
     self.peers = peers
   }

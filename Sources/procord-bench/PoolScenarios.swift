@@ -64,7 +64,7 @@ enum PoolScenarios {
       await pool.shutdown()
       rows.append(
         Measurement(
-          scenario: "pool-throughput", metric: "\(context.workers) workers\(sendsAhead ? ", sent ahead" : "")\(onLoop ? ", on the loop" : "")",
+          scenario: "pool-throughput", metric: "\(context.workers) workers\(sendsAhead ? ", \(context.tasksSentAhead) sent ahead" : "")\(onLoop ? ", on the loop" : "")",
           unit: "tasks/s", kind: .rate,
           value: rate, floor: Double(context.workers) * 1e6 / floor.microseconds(atPercentile: 50),
           peers: context.peers?.figures { $0.throughput?.tasks_per_s } ?? [:],

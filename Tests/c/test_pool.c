@@ -735,10 +735,13 @@ static void borrowed_input_is_sent_then_given_back_once(void) {
   procord_delegation_release(d);
   CHECK(right);
   CHECK_EQ_INT(__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST), 1);
-  stop_pool(pool, 0);
+  procord_pool_shutdown(pool, 0);
+  procord_pool_wait(pool, -1);
   /* Refused: given back at once. */
   procord_delegation_t *refused = NULL;
-  CHECK_EQ_INT(procord_pool_delegate(pool, &options, &refused), PROCORD_ECLOSED);
+  int error = procord_pool_delegate(pool, &options, &refused);
+  procord_pool_release(pool);
+  CHECK_EQ_INT(error, PROCORD_ECLOSED);
   CHECK_EQ_INT(__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST), 2);
   CHECK_NOTHING_LEFT();
 }
@@ -865,7 +868,7 @@ static void submit_three_doubles(procord_pool_t *pool, procord_delegation_t *tas
 static void killed_task_in_the_middle_of_those_sent_ahead_is_skipped_and_the_next_runs(void) {
   BEGIN();
   procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 3}, local_source(1));
+      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 4}, local_source(1));
   CHECK(pool);
   procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
   finish(warm);
@@ -890,7 +893,7 @@ static void killed_task_in_the_middle_of_those_sent_ahead_is_skipped_and_the_nex
 static void tasks_sent_ahead_go_back_in_order_when_their_worker_dies(void) {
   BEGIN();
   procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 3}, local_source(1));
+      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 4}, local_source(1));
   CHECK(pool);
   procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
   finish(warm);

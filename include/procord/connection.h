@@ -126,7 +126,9 @@ int procord_connection_send_owned_by(procord_connection_t *connection, unsigned 
 /*
  * While corked (`corked` non-zero), sends only queue their frames; uncorking
  * writes everything queued at once, in one system call when it fits. For
- * frames that go together (a task's `T` and `V`).
+ * frames that go together (a task's `T` and `V`, several tasks at once).
+ * Corks nest: each cork (non-zero) needs its uncork (0), and only the last
+ * uncork writes.
  */
 void procord_connection_cork(procord_connection_t *connection, int corked);
 

@@ -79,7 +79,8 @@ typedef struct procord_pool_options_s {
   int max_retries;
   /* Send ahead: when every worker is busy and no more may start, a busy
      worker that has shown it serves task after task (it has said `0R`)
-     may be sent up to this many more tasks while it runs one. It then goes
+     may be sent up to this many more tasks while it runs one (its list is
+     filled up again, in one write, once at most half full). It then goes
      from task to task without waiting for this program: for many short
      tasks, far more tasks per second. The price: a task sent ahead waits
      for its worker even if another becomes free, and killing it (or its
