@@ -10,6 +10,10 @@
 #                   (/usr/local by default; DESTDIR is honoured)
 #   make examples   build the C examples (Examples/c) against .build/lib
 #   make check-c    compile the C core and its headers with every warning as an error
+#   make bench      build procord-bench in release mode and run every scenario, with
+#                   Python's pools as peers: the table, bench/results.json, bench/results.svg
+#   make bench-static  the start-up scenarios again with a worker built with the
+#                   static Swift standard library (.build-static)
 #   make clean      remove build products
 
 SWIFT ?= swift
@@ -46,7 +50,7 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 .DELETE_ON_ERROR:
 
 .PHONY: all deps install-deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
-        check-headers lib install examples clean
+        check-headers lib install examples bench bench-static clean
 
 all: lib build
 
@@ -178,5 +182,23 @@ test-swift: test-deps
 
 test: test-c test-c-sanitized test-library test-swift
 
+# Speed is measured here, in release mode, not by the tests (which run the
+# bench's --quick mode once, as a smoke test).
+BENCH_RESULTS = bench/results
+bench: deps
+	$(SWIFT) build -c release --product procord-bench
+	$(BUILD_DIR)/release/procord-bench --peers --json $(BENCH_RESULTS).json --svg $(BENCH_RESULTS).svg \
+	  --markdown $(BENCH_RESULTS).md | tee $(BENCH_RESULTS).txt
+
+# Process start dominates a one-off delegation: the same scenarios with a
+# worker that links the Swift standard library statically.
+STATIC_BUILD_DIR = .build-static
+bench-static: deps
+	$(SWIFT) build -c release --product procord-bench
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD_DIR) --product procord-bench
+	$(BUILD_DIR)/release/procord-bench spawn-rtt spawn-throughput memory \
+	  --worker $(STATIC_BUILD_DIR)/release/procord-bench --json $(BENCH_RESULTS)-static.json \
+	  --markdown $(BENCH_RESULTS)-static.md | tee $(BENCH_RESULTS)-static.txt
+
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(STATIC_BUILD_DIR)

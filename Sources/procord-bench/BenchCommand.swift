@@ -57,6 +57,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Draw the ratios to the floors as an SVG bar chart in this file.", valueName: "file"))
     var svg: String?
 
+    @Option(help: ArgumentHelp("Write the table as Markdown to this file.", valueName: "file"))
+    var markdown: String?
+
     func validate() throws {
       for name in scenarios where Scenario.named(name) == nil {
         throw ValidationError(
@@ -94,6 +97,7 @@ struct BenchCommand: AsyncParsableCommand {
       print(report.table())
       if let json { try report.writeJSON(to: json) }
       if let svg { try report.writeSVG(to: svg) }
+      if let markdown { try report.writeMarkdown(to: markdown) }
     }
   }
 

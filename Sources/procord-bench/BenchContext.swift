@@ -7,6 +7,7 @@ struct Workload: Sendable {
   var pingPongRounds: Int
   var spawnTasks: Int
   var concurrentSpawns: Int
+  var spawnBursts: Int
   var poolRoundTrips: Int
   var throughputTasks: Int
   var payloadRepeats: [(size: Int, repeats: Int)]
@@ -18,14 +19,14 @@ struct Workload: Sendable {
   var pendingRemoteTasks: Int
 
   static let full = Workload(
-    pingPongRounds: 20_000, spawnTasks: 100, concurrentSpawns: 500, poolRoundTrips: 20_000,
+    pingPongRounds: 20_000, spawnTasks: 100, concurrentSpawns: 500, spawnBursts: 3, poolRoundTrips: 20_000,
     throughputTasks: 100_000,
     payloadRepeats: [(1 << 10, 2000), (1 << 20, 100), (64 << 20, 5), (256 << 20, 3)],
     codableRepeats: 20, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 100_000,
     serverClients: 64, pendingRemoteTasks: 10_000)
 
   static let quick = Workload(
-    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, poolRoundTrips: 300, throughputTasks: 1_000,
+    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, spawnBursts: 1, poolRoundTrips: 300, throughputTasks: 1_000,
     payloadRepeats: [(1 << 10, 50), (1 << 20, 5)], codableRepeats: 3, codableRecords: 10_000,
     serverRoundTrips: 200, serverTasks: 2_000, serverClients: 8, pendingRemoteTasks: 1_000)
 }
@@ -41,11 +42,7 @@ final class BenchContext {
   let peers: PeerFigures?
   /// WorkerPool.Configuration.tasksSentAhead where a scenario sends ahead.
   let tasksSentAhead: Int
-  /// pool-rtt's p50 in µs, for c-pool-rtt's ratio.
-  var poolRoundTripMedian: Double?
 
-  private var unixPingPong: Latencies?
-  private var tcpPingPong: Latencies?
   private var server: BenchServer?
 
   init(workload: Workload, workers: Int, tasksSentAhead: Int, workerPath: String?, peers: PeerFigures?) {
@@ -60,23 +57,6 @@ final class BenchContext {
   var workerProgram: WorkerProgram {
     if workerPath == "/proc/self/exe" { return .current }
     return WorkerProgram(path: workerPath, arguments: ["--procord-worker"], channel: .socket)
-  }
-
-  /// 1-byte ping-pong between two processes over an AF_UNIX stream
-  /// socketpair (the descriptor a local worker gets), measured once per run.
-  func unixPingPongFloor() throws -> Latencies {
-    if let unixPingPong { return unixPingPong }
-    let measured = try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: workload.pingPongRounds)
-    unixPingPong = measured
-    return measured
-  }
-
-  /// The same over TCP on loopback (what a worker server's client uses).
-  func tcpPingPongFloor() throws -> Latencies {
-    if let tcpPingPong { return tcpPingPong }
-    let measured = try Floors.pingPong(PROCORD_BENCH_PAIR_TCP_LOOPBACK, rounds: workload.pingPongRounds)
-    tcpPingPong = measured
-    return measured
   }
 
   /// A worker server on 127.0.0.1, started on first use and stopped by

@@ -1,29 +1,30 @@
+import CProcordBench
 import Procord
 
 /// Pooled local workers: what a task costs when its process is kept.
 enum PoolScenarios {
-  /// One worker, one task at a time, through `WorkerPool.run`.
+  /// One worker, one task at a time, through `WorkerPool.run`: awaited on
+  /// Swift's executor, and on the loop's (``ProcordLoopExecutor``), in
+  /// chunks that alternate with chunks of the ping-pong floor.
   @Sendable static func roundTrip(_ context: BenchContext) async throws -> [Measurement] {
     let pool = try WorkerPool(workers: 1, program: context.workerProgram)
-    let latencies: Latencies
+    var (latencies, onLoop, floor) = (Latencies(), Latencies(), Latencies())
+    let chunk = context.workload.poolRoundTrips / 4
     do {
-      latencies = try await sequentialRoundTrips(pool, count: context.workload.poolRoundTrips, scenario: "pool-rtt")
-    } catch {
-      await pool.shutdown(.immediate)
-      throw error
-    }
-    let onLoop: Latencies
-    do {
-      onLoop = try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
-        try await sequentialRoundTrips(pool, count: context.workload.poolRoundTrips, scenario: "pool-rtt")
+      try await warmUp(pool)
+      for _ in 0..<4 {
+        latencies.add(try await roundTrips(pool, count: chunk, scenario: "pool-rtt"))
+        onLoop.add(
+          try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+            try await roundTrips(pool, count: chunk, scenario: "pool-rtt")
+          })
+        floor.add(try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: chunk))
       }
     } catch {
       await pool.shutdown(.immediate)
       throw error
     }
     await pool.shutdown()
-    let floor = try context.unixPingPongFloor()
-    context.poolRoundTripMedian = latencies.microseconds(atPercentile: 50)
     return roundTripRows("pool-rtt", latencies, floor: floor, medianTarget: 2.5, peers: context.peers)
       + roundTripRows("pool-rtt", onLoop, floor: floor, medianTarget: 2.5, peers: context.peers, suffix: ", on the loop")
   }
@@ -32,7 +33,7 @@ enum PoolScenarios {
   /// the default configuration and with tasks sent ahead.
   @Sendable static func throughput(_ context: BenchContext) async throws -> [Measurement] {
     let count = context.workload.throughputTasks
-    let floor = try context.unixPingPongFloor()
+    let floor = try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: context.workload.pingPongRounds)
     var rows: [Measurement] = []
     for (sendsAhead, onLoop) in [(false, false), (true, false), (true, true)] {
       var configuration = WorkerPool.Configuration(
@@ -76,25 +77,41 @@ enum PoolScenarios {
     return rows
   }
 
-  /// pool-rtt through the C API, from C code: no Swift on the main side.
+  /// pool-rtt through the C API, from C code: no Swift on the main side;
+  /// in chunks that alternate with pool-rtt through Swift and with the
+  /// ping-pong floor, so that the ratio of the two is the overlay's cost.
   @Sendable static func cRoundTrip(_ context: BenchContext) async throws -> [Measurement] {
-    let latencies = try Floors.cPoolRoundTrips(context.workerPath, rounds: context.workload.poolRoundTrips)
-    let floor = try context.unixPingPongFloor()
-    var rows = roundTripRows("c-pool-rtt", latencies, floor: floor, medianTarget: nil, peers: nil)
-    if let swiftMedian = context.poolRoundTripMedian {
-      // How much the Swift overlay adds to a round trip: 1.3 is +30%.
-      rows.append(
-        Measurement(
-          scenario: "c-pool-rtt", metric: "pool-rtt p50 ÷ this p50", unit: "×", kind: .cost,
-          value: swiftMedian / latencies.microseconds(atPercentile: 50), floor: 1,
-          targets: [.atMost(1.3)]))
+    let pool = try WorkerPool(workers: 1, program: context.workerProgram)
+    var (latencies, swift, floor) = (Latencies(), Latencies(), Latencies())
+    let chunk = context.workload.poolRoundTrips / 4
+    do {
+      try await warmUp(pool)
+      for _ in 0..<4 {
+        latencies.add(try Floors.cPoolRoundTrips(context.workerPath, rounds: chunk))
+        swift.add(try await roundTrips(pool, count: chunk, scenario: "c-pool-rtt"))
+        floor.add(try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: chunk))
+      }
+    } catch {
+      await pool.shutdown(.immediate)
+      throw error
     }
-    return rows
+    await pool.shutdown()
+    return roundTripRows("c-pool-rtt", latencies, floor: floor, medianTarget: nil, peers: nil) + [
+      // How much the Swift overlay adds to a round trip: 1.3 is +30%.
+      Measurement(
+        scenario: "c-pool-rtt", metric: "pool-rtt p50 ÷ this p50", unit: "×", kind: .cost,
+        value: swift.microseconds(atPercentile: 50) / latencies.microseconds(atPercentile: 50), floor: 1,
+        targets: [.atMost(1.3)])
+    ]
   }
 
-  /// Sequential round trips of the trivial task, after a warm-up.
-  static func sequentialRoundTrips(_ pool: WorkerPool, count: Int, scenario: String) async throws -> Latencies {
-    for i in 0..<min(count, 2000) { _ = try await pool.run(BenchTasks.increment, i) }
+  /// Trivial tasks, unrecorded: the worker started, its code paged in.
+  static func warmUp(_ pool: WorkerPool) async throws {
+    for i in 0..<2000 { _ = try await pool.run(BenchTasks.increment, i) }
+  }
+
+  /// Sequential round trips of the trivial task.
+  static func roundTrips(_ pool: WorkerPool, count: Int, scenario: String) async throws -> Latencies {
     var latencies = Latencies()
     for i in 0..<count {
       let start = nowNanoseconds()

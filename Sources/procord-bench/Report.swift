@@ -120,6 +120,27 @@ struct Report {
     return ([header, lines[0], rule] + lines.dropFirst()).joined(separator: "\n")
   }
 
+  /// The table as Markdown (`--markdown`), for the README.
+  func markdownTable() -> String {
+    let peerNames = PeerFigures.names.filter { name in measurements.contains { $0.peers[name] != nil } }
+    let header = ["scenario", "metric", "value", "floor", "× floor"] + peerNames + ["target"]
+    let alignment = ["---", "---", "---:", "---:", "---:"] + peerNames.map { _ in "---:" } + ["---"]
+    var lines = ["| " + header.joined(separator: " | ") + " |", "|" + alignment.joined(separator: "|") + "|"]
+    for m in measurements {
+      var cells = [m.scenario, m.metric, "\(formatted(m.value)) \(m.unit)", m.floor.map(formatted) ?? "",
+                   m.ratioToFloor.map { formatted($0) } ?? ""]
+      cells += peerNames.map { name in m.peers[name].map(formatted) ?? "" }
+      cells.append(
+        m.targetResults.map { "\($0.target) \($0.met.map { $0 ? "✓" : "✗" } ?? "?")" }.joined(separator: ", "))
+      lines.append("| " + cells.joined(separator: " | ") + " |")
+    }
+    return lines.joined(separator: "\n") + "\n"
+  }
+
+  func writeMarkdown(to path: String) throws {
+    try write(markdownTable(), to: path)
+  }
+
   /// A horizontal bar chart of every ratio to its floor, ours and the
   /// peers', on a logarithmic axis (`--svg`).
   func writeSVG(to path: String) throws {

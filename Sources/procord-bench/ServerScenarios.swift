@@ -1,3 +1,4 @@
+import CProcordBench
 import Procord
 
 /// A worker server on loopback, started by the benchmark.
@@ -6,16 +7,19 @@ enum ServerScenarios {
   @Sendable static func roundTrip(_ context: BenchContext) async throws -> [Measurement] {
     let server = try context.workerServer()
     let pool = try WorkerPool(servers: [server.remote], connectionsPerServer: 1)
-    let latencies: Latencies
+    var (latencies, floor) = (Latencies(), Latencies())
+    let chunk = context.workload.serverRoundTrips / 4
     do {
-      latencies = try await PoolScenarios.sequentialRoundTrips(
-        pool, count: context.workload.serverRoundTrips, scenario: "server-rtt")
+      try await PoolScenarios.warmUp(pool)
+      for _ in 0..<4 {
+        latencies.add(try await PoolScenarios.roundTrips(pool, count: chunk, scenario: "server-rtt"))
+        floor.add(try Floors.pingPong(PROCORD_BENCH_PAIR_TCP_LOOPBACK, rounds: chunk))
+      }
     } catch {
       await pool.shutdown(.immediate)
       throw error
     }
     await pool.shutdown()
-    let floor = try context.tcpPingPongFloor()
     return PoolScenarios.roundTripRows(
       "server-rtt", latencies, floor: floor, medianTarget: 3, peers: nil,
       percentiles: [("p50", 50), ("p99", 99)])
@@ -37,7 +41,7 @@ enum ServerScenarios {
       throw error
     }
     await pool.shutdown()
-    let floor = try context.tcpPingPongFloor()
+    let floor = try Floors.pingPong(PROCORD_BENCH_PAIR_TCP_LOOPBACK, rounds: context.workload.pingPongRounds)
     return [
       Measurement(
         scenario: "server-throughput", metric: "\(clients) clients", unit: "tasks/s", kind: .rate,

@@ -763,11 +763,12 @@ static void borrowed_input_of_a_one_off_delegation_is_given_back_once(void) {
 
 /* ---- Send ahead ---- */
 
-/* A pool of one worker with send_ahead, warmed by one task (a worker is sent
-   tasks ahead only once it has shown it takes task after task). */
-static procord_pool_t *send_ahead_pool(void) {
+/* A pool of one worker sending up to `depth` tasks ahead, warmed by one task
+   (a worker is sent tasks ahead only once it has shown it takes task after
+   task). */
+static procord_pool_t *send_ahead_pool(int depth) {
   procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 1}, local_source(1));
+      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = depth}, local_source(1));
   procord_delegation_t *warm = pool ? submit(pool, "double", "0", 0, 0) : NULL;
   int right = warm && outcome_is_value(finish(warm), "0");
   procord_delegation_release(warm);
@@ -788,7 +789,7 @@ static int queue_empties(procord_pool_t *pool) {
 
 static void task_sent_ahead_runs_after_the_running_one_on_the_same_worker(void) {
   BEGIN();
-  procord_pool_t *pool = send_ahead_pool();
+  procord_pool_t *pool = send_ahead_pool(1);
   CHECK(pool);
   procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0);
   procord_delegation_t *ahead = submit(pool, "double", "4", 0, 0);
@@ -808,7 +809,7 @@ static void task_sent_ahead_runs_after_the_running_one_on_the_same_worker(void) 
 
 static void task_sent_ahead_is_queued_again_when_its_worker_dies_first(void) {
   BEGIN();
-  procord_pool_t *pool = send_ahead_pool();
+  procord_pool_t *pool = send_ahead_pool(1);
   CHECK(pool);
   procord_delegation_t *crashing = submit(pool, "crash_after", "300", 0, 0);
   procord_delegation_t *ahead = submit(pool, "double", "5", 0, 0);
@@ -832,7 +833,7 @@ static void task_sent_ahead_is_queued_again_when_its_worker_dies_first(void) {
 
 static void killed_task_sent_ahead_ends_at_once_and_its_answer_is_dropped(void) {
   BEGIN();
-  procord_pool_t *pool = send_ahead_pool();
+  procord_pool_t *pool = send_ahead_pool(1);
   CHECK(pool);
   procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0);
   procord_delegation_t *ahead = submit(pool, "double", "6", 0, 0);
@@ -867,12 +868,8 @@ static void submit_three_doubles(procord_pool_t *pool, procord_delegation_t *tas
 
 static void killed_task_in_the_middle_of_those_sent_ahead_is_skipped_and_the_next_runs(void) {
   BEGIN();
-  procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 4}, local_source(1));
+  procord_pool_t *pool = send_ahead_pool(4);
   CHECK(pool);
-  procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
-  finish(warm);
-  procord_delegation_release(warm);
   procord_delegation_t *running = submit(pool, "sleep", "300", 0, 0), *ahead[3];
   submit_three_doubles(pool, ahead);
   CHECK(running && ahead[0] && ahead[1] && ahead[2]);
@@ -892,12 +889,8 @@ static void killed_task_in_the_middle_of_those_sent_ahead_is_skipped_and_the_nex
 
 static void tasks_sent_ahead_go_back_in_order_when_their_worker_dies(void) {
   BEGIN();
-  procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .send_ahead = 4}, local_source(1));
+  procord_pool_t *pool = send_ahead_pool(4);
   CHECK(pool);
-  procord_delegation_t *warm = submit(pool, "double", "0", 0, 0);
-  finish(warm);
-  procord_delegation_release(warm);
   procord_delegation_t *crashing = submit(pool, "crash_after", "300", 0, 0), *ahead[3];
   submit_three_doubles(pool, ahead);
   CHECK(crashing && ahead[0] && ahead[1] && ahead[2]);
