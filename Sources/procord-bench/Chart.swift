@@ -8,7 +8,6 @@ struct ChartDrawing {
   private static let colors = [
     "Procord": "#2f6fb2", "ProcessPoolExecutor": "#d98c2b", "multiprocessing.Pool": "#8a5aa8",
   ]
-  private let labelWidth = 260.0
   private let plotWidth = 560.0
   private let barHeight = 12.0
 
@@ -20,6 +19,8 @@ struct ChartDrawing {
 
   func svg() -> String {
     let rows = measurements.filter { $0.ratioToFloor != nil }
+    // Room for the longest label, at about 6.5 pixels a character.
+    let labelWidth = max(200, Double(rows.map { "\($0.scenario) \($0.metric)".count }.max() ?? 0) * 6.5 + 16)
     let series = ["Procord"] + PeerFigures.names.filter { name in rows.contains { $0.peers[name] != nil } }
     let largest = rows.flatMap { m in [m.ratioToFloor ?? 1] + series.dropFirst().compactMap { peerRatio(m, $0) } }
       .max() ?? 1
