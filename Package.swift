@@ -49,6 +49,9 @@ let package = Package(
       name: "procord-example", dependencies: ["Procord"], path: "Examples/GettingStarted"),
     // The README's pool example, compiled as it is printed there.
     .executableTarget(name: "procord-pool-example", dependencies: ["Procord"], path: "Examples/Pool"),
+    // The README's example of the fast paths for many small tasks.
+    .executableTarget(
+      name: "procord-many-tasks-example", dependencies: ["Procord"], path: "Examples/ManySmallTasks"),
     // A worker that misbehaves on purpose, for the tests.
     .executableTarget(
       name: "procord-test-worker",
@@ -59,7 +62,7 @@ let package = Package(
       name: "ProcordTests",
       dependencies: [
         "Procord", "CTestSupport", "procord-demo", "procord-test-worker", "procord-example",
-        "procord-pool-example", "procord-bench",
+        "procord-pool-example", "procord-many-tasks-example", "procord-bench",
       ]
     ),
   ]

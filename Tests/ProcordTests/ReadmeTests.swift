@@ -7,7 +7,7 @@ import Testing
   let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent()
 
-  @Test(arguments: ["GettingStarted", "Pool"])
+  @Test(arguments: ["GettingStarted", "Pool", "ManySmallTasks"])
   func theReadmeExampleIsTheCompiledExample(_ name: String) throws {
     let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
     let example = try String(
@@ -25,6 +25,17 @@ import Testing
       longest chain below 20001 starts at 17647: 278 steps
       nap(10000): the task ran past its deadline of 200 ms and its worker was killed
       20001 tasks, 4 worker processes started
+
+      """)
+  }
+
+  @Test func theManySmallTasksExampleRuns() throws {
+    let run = try runProgram(
+      [], program: buildDirectory.appendingPathComponent("procord-many-tasks-example").path)
+    #expect(run.exitedNormally && run.status == 0, "\(run.errorText)")
+    #expect(run.outputText == """
+      sum of the squares of 1...10000: 333383335000
+      one after the other: [1, 4, 9, 16, 25]
 
       """)
   }
