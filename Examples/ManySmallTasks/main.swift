@@ -9,8 +9,9 @@ var configuration = WorkerPool.Configuration(maximumWorkers: 2, minimumWorkers: 
 configuration.tasksSentAhead = 8  // each busy worker gets up to 8 more tasks at once
 let pool = try WorkerPool([.local(.current)], configuration: configuration)
 
-// 10,000 tasks in flight at once.
-let processes = try (1...10_000).map { try pool.delegate(square, $0) }
+// 10,000 tasks in flight at once; only idempotent tasks are sent ahead.
+let idempotent = DelegationOptions(isIdempotent: true)
+let processes = try (1...10_000).map { try pool.delegate(square, $0, options: idempotent) }
 var sum = 0
 for process in processes { sum += try await process.value }
 print("sum of the squares of 1...10000: \(sum)")

@@ -54,7 +54,7 @@ struct procord_delegation_s {
   procord_delegation_t *queue_next;
   int queued;
   int sent_ahead;           /* in a busy worker's list of tasks sent ahead */
-  int dropped;              /* finished while sent ahead: its worker's answer is dropped */
+  int dropped;              /* finished while sent ahead: its worker is killed when it gets to it */
   int delivered;            /* its frames went to a ready worker */
   int retries;
 };

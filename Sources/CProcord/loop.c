@@ -115,12 +115,11 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
   else loop->queue_head = call;
   loop->queue_tail = call;
   pthread_mutex_unlock(&loop->queue_lock);
-  if (!was_empty) return 0;
-  /* From the loop's own thread (a callback queueing more work), marking
-     the wake event active is enough: the loop runs it before it blocks
-     again, and no eventfd write is needed. */
-  if (procord_loop_is_current_thread(loop)) event_active(loop->wake_event, EV_READ, 0);
-  else wake(loop);
+  /* Also from the loop's own thread: the eventfd makes the loop poll its
+     descriptors before it runs the queue again, so work that keeps queueing
+     work (a job on ProcordLoopExecutor that yields in a loop) cannot starve
+     its I/O, as an event made active from inside the loop would. */
+  if (was_empty) wake(loop);
   return 0;
 }
 

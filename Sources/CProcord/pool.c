@@ -25,7 +25,6 @@ typedef enum worker_state {
   WORKER_IDLE,     /* ready, no task */
   WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
   WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
-  WORKER_SKIPPING, /* running a task sent ahead that has finished (killed): its answer is dropped */
   WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
 } worker_state_t;
 
@@ -42,7 +41,7 @@ typedef struct pool_worker_s {
      worker behind `task`. The list holds a reference to each. */
   procord_delegation_t *ahead_head, *ahead_tail;
   int ahead_count;
-  procord_delegation_t *skipping; /* in WORKER_SKIPPING: the task whose answer is dropped */
+  int retire_due;                  /* to be retired once its tasks sent ahead are done */
   int said_reusable;               /* has sent `0R`: takes task after task */
   int tasks_done;
   struct event *idle_timer;
@@ -152,8 +151,7 @@ static int counts_as_live(worker_state_t state) { return state != WORKER_CLOSING
 static void count_state(procord_pool_t *p, worker_state_t state, int delta) {
   if (counts_as_live(state)) p->stats.workers += (size_t)delta;
   if (state == WORKER_IDLE) p->stats.idle += (size_t)delta;
-  if (state == WORKER_BUSY || state == WORKER_DRAINING || state == WORKER_SKIPPING)
-    p->stats.busy += (size_t)delta;
+  if (state == WORKER_BUSY || state == WORKER_DRAINING) p->stats.busy += (size_t)delta;
 }
 
 static void set_state(pool_worker_t *w, worker_state_t state) {
@@ -413,8 +411,8 @@ static void replenish(procord_pool_t *p);
    (it has said `0R`), with room in its list of tasks sent ahead, and that
    will not be retired for its count before it gets to them. */
 static int may_send_ahead(procord_pool_t *p, const pool_worker_t *w) {
-  if (w->state != WORKER_BUSY && w->state != WORKER_DRAINING && w->state != WORKER_SKIPPING) return 0;
-  if (!w->said_reusable || w->ahead_count >= p->options.send_ahead || !procord_link_ready(w->link)) return 0;
+  if (w->state != WORKER_BUSY && w->state != WORKER_DRAINING) return 0;
+  if (w->retire_due || !w->said_reusable || w->ahead_count >= p->options.send_ahead || !procord_link_ready(w->link)) return 0;
   return p->options.max_tasks_per_worker <= 0 ||
          w->tasks_done + 1 + w->ahead_count < p->options.max_tasks_per_worker;
 }
@@ -457,16 +455,22 @@ static procord_delegation_t *take_ahead(pool_worker_t *w) {
   return d;
 }
 
-/* The worker said `0R`: it now runs the first task sent ahead, or, if that
-   one has finished already (killed while it waited), runs it for nobody. */
+/*
+ * The worker said `0R`: it now runs the first task sent ahead. If that one
+ * has finished already (killed, or past its deadline, while it waited), the
+ * worker is killed rather than left to run it for nobody, with no bound: the
+ * tasks behind it go back to the queue (on_ended), never started.
+ */
 static void start_task_sent_ahead(pool_worker_t *w) {
   procord_delegation_t *d = take_ahead(w);
-  if (d->dropped) {
-    w->skipping = d;
-    set_state(w, WORKER_SKIPPING);
+  int dropped = d->dropped;
+  procord_delegation_release(d); /* the list's reference; the pool's own remains until it finishes */
+  if (dropped) {
+    w->stopped_by_pool = 1;
+    set_state(w, WORKER_CLOSING);
+    procord_link_kill(w->link, SIGKILL, 1);
     return;
   }
-  procord_delegation_release(d); /* the list's reference; the pool's own remains until it finishes */
   d->link = w->link;
   w->task = d;
   __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
@@ -486,13 +490,17 @@ static void pump(procord_pool_t *p) {
     pool_worker_t *w = find_free(p);
     if (!w) {
       if (live_workers(p) >= (size_t)p->options.max_workers) {
-        pool_worker_t *ahead = p->options.send_ahead > 0 && !p->closing ? find_busy_for_more(p) : NULL;
+        /* Only an idempotent task may go ahead: in a race with a stop of its
+           worker, one may run although it is reported as never started. */
+        int eligible = p->options.send_ahead > 0 && !p->closing && p->queue_head->idempotent;
+        pool_worker_t *ahead = eligible ? find_busy_for_more(p) : NULL;
         if (!ahead) break;
         /* Its list filled up at once, in one write (and, often, one read
            for the worker). */
         procord_link_t *link = ahead->link;
         procord_link_cork(link, 1);
-        while (p->queue_head && may_send_ahead(p, ahead)) send_ahead(ahead, dequeue(p));
+        while (p->queue_head && p->queue_head->idempotent && may_send_ahead(p, ahead))
+          send_ahead(ahead, dequeue(p));
         procord_link_cork(link, 0);
         continue;
       }
@@ -601,9 +609,10 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
     case PROCORD_FRAME_CONTINUES: return;
     case PROCORD_FRAME_ANSWERS:
       task_answered(w);
-      /* A worker with a task sent ahead runs it first (it may have started
-         already): it is retired after that one, if still due. */
-      if (!w->ahead_head && should_retire(w)) {
+      /* A worker with tasks sent ahead runs them first (one may have
+         started already): it is retired once they are done. */
+      if (should_retire(w)) w->retire_due = 1;
+      if (w->retire_due && !w->ahead_head) {
         retire(w);
         pump(w->pool); /* a replacement, if tasks wait */
       } else {
@@ -627,17 +636,6 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
     pump(w->pool);
     return;
   }
-  if (w->state == WORKER_SKIPPING && !error) {
-    /* The dropped answer, what its task printed, then `0R`. */
-    if (frame->kind == PROCORD_FRAME_REUSABLE) {
-      procord_delegation_release(w->skipping);
-      w->skipping = NULL;
-      if (w->ahead_head) start_task_sent_ahead(w);
-      else become_idle(w);
-      pump(w->pool);
-    }
-    return;
-  }
   if (w->state != WORKER_CLOSING) {
     procord_link_fail(link, error ? error : PROCORD_EUNEXPECTED, error ? "parse" : "receive");
     retire(w);
@@ -655,7 +653,6 @@ static void on_ended(procord_link_t *link, void *context) {
   set_state(w, WORKER_CLOSING);
   w->previous->next = w->next;
   w->next->previous = w->previous;
-  if (w->skipping) procord_delegation_release(w->skipping);
   /* Tasks sent ahead never started (the worker had not finished the one
      before them): back to the front of the queue, in their order, no
      retry counted; first, so that the running task, if it runs again,
@@ -810,8 +807,8 @@ void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int sign
     return;
   }
   if (d->sent_ahead) {
-    /* Sent ahead and not started: it ends now, but cannot be taken back
-       from its worker, which will run it; its answer is dropped. */
+    /* Sent ahead and not started: it ends now. It cannot be taken back from
+       its worker, which is killed when it gets to it (start_task_sent_ahead). */
     if (!d->dropped) {
       d->dropped = 1;
       finish_task(p, d);

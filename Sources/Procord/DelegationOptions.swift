@@ -29,7 +29,7 @@ public struct DelegationOptions: Sendable {
   public init() {}
 
   /// Options with a deadline and, for pools, idempotence.
-  public init(deadline: Duration?, isIdempotent: Bool = false) {
+  public init(deadline: Duration? = nil, isIdempotent: Bool = false) {
     self.deadline = deadline
     self.isIdempotent = isIdempotent
   }

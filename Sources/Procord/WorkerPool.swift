@@ -74,12 +74,15 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     public var maximumRetries = 2
     /// Send tasks ahead: when every worker is busy and no more may start,
     /// a worker that has already served a task may be sent up to this many
-    /// more while it runs one, so that it goes from task to task without
-    /// waiting for this program (for many short tasks, far more tasks per
-    /// second). The price: a task sent ahead waits for its worker even if
-    /// another becomes free, and one killed (or past its deadline) before
-    /// it starts ends at once but still runs on that worker, its answer
-    /// dropped. 0 (the default): off.
+    /// more idempotent tasks while it runs one, so that it goes from task
+    /// to task without waiting for this program (for many short tasks, far
+    /// more tasks per second). Only tasks delegated with
+    /// ``DelegationOptions/isIdempotent`` go ahead: if the pool stops a
+    /// worker just as it finishes a task, the one after may have started
+    /// unseen, and runs again elsewhere. A task sent ahead waits for its
+    /// worker even if another becomes free; one killed (or past its
+    /// deadline) before it starts ends at once, and its worker is killed
+    /// when it gets to it. 0 (the default): off.
     public var tasksSentAhead = 0
     /// Servers: how long resolving and connecting may take. (A task's
     /// ``DelegationOptions/deadline`` bounds a worker that goes silent.)

@@ -123,12 +123,14 @@ enum PoolScenarios {
   }
 
   /// Delegates `count` trivial tasks at once, then waits for them all;
-  /// returns tasks/s from the first delegation to the last answer.
+  /// returns tasks/s from the first delegation to the last answer. The
+  /// tasks are idempotent (only those are sent ahead).
   static func inFlight(_ pool: WorkerPool, count: Int, scenario: String) async throws -> Double {
     let start = nowNanoseconds()
     var processes: [DelegatedProcess<Int>] = []
     processes.reserveCapacity(count)
-    for i in 0..<count { processes.append(try pool.delegate(BenchTasks.increment, i)) }
+    let idempotent = DelegationOptions(isIdempotent: true)
+    for i in 0..<count { processes.append(try pool.delegate(BenchTasks.increment, i, options: idempotent)) }
     for (i, process) in processes.enumerated() {
       let answer = try await process.value
       guard answer == i + 1 else { throw BenchError("\(scenario): increment(\(i)) gave \(answer)") }

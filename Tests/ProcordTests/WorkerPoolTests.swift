@@ -258,7 +258,8 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       // Sent ahead only to a worker known to take task after task.
       #expect(try await pool.run(DemoTasks.fact, 1) == 1)
       let running = try pool.delegate(DemoTasks.sleep, 300)
-      let ahead = try [3, 4].map { try pool.delegate(DemoTasks.fact, $0) }
+      let idempotent = DelegationOptions(isIdempotent: true)  // only those go ahead
+      let ahead = try [3, 4].map { try pool.delegate(DemoTasks.fact, $0, options: idempotent) }
       #expect(await eventually { pool.statistics.queuedTasks == 0 })
       #expect(!running.isFinished)
       #expect(ahead.allSatisfy { $0.pid == nil })  // not started: no worker of their own yet

@@ -82,15 +82,8 @@ typedef void (*procord_done_cb)(procord_delegation_t *delegation, const procord_
 
 typedef struct procord_delegation_options_s {
   const char *task_name;          /* required */
-  const void *input;              /* the serialized input, copied (unless input_release) */
+  const void *input;              /* the serialized input, copied (unless input_release, below) */
   size_t input_length;
-  /* Optional, for large inputs: when set, the input is not copied but
-     borrowed. It must then stay valid and unchanged until the library calls
-     input_release(input_context), exactly once, from any thread, when it no
-     longer needs it: after the task has ended, or at once when the call
-     fails (whatever it returns). */
-  void (*input_release)(void *input_context);
-  void *input_context;
   procord_spawn_options_t worker; /* how to start the worker (unless remote_host) */
   /* A worker server to delegate to instead of starting a worker: its host
      name or IPv4/IPv6 literal (copied; NULL: start `worker`) and port. The
@@ -126,6 +119,13 @@ typedef struct procord_delegation_options_s {
   procord_print_cb on_print;
   int capture_output;
   void *context;
+  /* Optional, for large inputs: when set, the input is not copied but
+     borrowed. It must then stay valid and unchanged until the library calls
+     input_release(input_context), exactly once, from any thread, when it no
+     longer needs it: after the task has ended, or at once when the call
+     fails (whatever it returns). */
+  void (*input_release)(void *input_context);
+  void *input_context;
 } procord_delegation_options_t;
 
 /*

@@ -77,18 +77,6 @@ typedef struct procord_pool_options_s {
      away: idempotent tasks after any disconnection, others only when the
      task never reached the worker (it could not be started or reached). */
   int max_retries;
-  /* Send ahead: when every worker is busy and no more may start, a busy
-     worker that has shown it serves task after task (it has said `0R`)
-     may be sent up to this many more tasks while it runs one (its list is
-     filled up again, in one write, once at most half full). It then goes
-     from task to task without waiting for this program: for many short
-     tasks, far more tasks per second. The price: a task sent ahead waits
-     for its worker even if another becomes free, and killing it (or its
-     deadline passing) before it starts finishes it at once, as KILLED or
-     TIMED_OUT, but its worker still runs it and the answer is dropped. If
-     the worker goes away first, the tasks sent ahead are queued again (they
-     never started; that is no retry). 0: off. */
-  int send_ahead;
   /* Per worker, as in procord_delegation_options_t (a task's deadline_ms
      bounds a worker that stays silent): */
   int connect_timeout_ms;   /* servers: resolving and connecting; 0: no limit */
@@ -102,6 +90,22 @@ typedef struct procord_pool_options_s {
      waits instead of taking PROCORD_EFULL. */
   void (*on_room)(procord_pool_t *pool, void *context);
   void *context;             /* for on_stopped and on_room */
+  /* Send ahead: when every worker is busy and no more may start, a busy
+     worker that has shown it serves task after task (it has said `0R`)
+     may be sent up to this many more idempotent tasks while it runs one
+     (its list is filled up again, in one write, once at most half full).
+     It then goes from task to task without waiting for this program: for
+     many short tasks, far more tasks per second. Only tasks marked
+     idempotent go ahead (the queue's head decides; order is kept): if the
+     pool stops a worker just as it finishes a task, the one after may have
+     started unseen, and is run again elsewhere. A task sent ahead waits for
+     its worker even if another becomes free; killing it (or its deadline
+     passing) before it starts finishes it at once, as KILLED or TIMED_OUT,
+     and its worker is killed when it gets to it. If the worker goes away
+     first, the tasks sent ahead are queued again (no retry is counted). A
+     worker due for retirement (max_resident_bytes) takes no more and is
+     retired once those it has are done. 0: off. */
+  int send_ahead;
 } procord_pool_options_t;
 
 /* A snapshot of a pool. */
