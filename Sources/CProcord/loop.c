@@ -15,6 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Callbacks run before the base polls its descriptors again, however many
+   more are active: work that keeps queueing work cannot starve I/O. */
+#define MAX_CALLBACKS_BETWEEN_POLLS 32
+
 typedef struct queued_call_s {
   procord_loop_fn fn;
   void *argument;
@@ -76,7 +80,10 @@ int procord_loop_new(procord_loop_t **result) {
   loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int error = loop->wake_fd < 0 ? -errno : 0;
   if (!error) {
-    loop->base = event_base_new();
+    struct event_config *config = event_config_new();
+    if (config) event_config_set_max_dispatch_interval(config, NULL, MAX_CALLBACKS_BETWEEN_POLLS, 0);
+    loop->base = config ? event_base_new_with_config(config) : NULL;
+    if (config) event_config_free(config);
     if (!loop->base) error = -ENOMEM;
   }
   if (!error) {
@@ -115,11 +122,14 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
   else loop->queue_head = call;
   loop->queue_tail = call;
   pthread_mutex_unlock(&loop->queue_lock);
-  /* Also from the loop's own thread: the eventfd makes the loop poll its
-     descriptors before it runs the queue again, so work that keeps queueing
-     work (a job on ProcordLoopExecutor that yields in a loop) cannot starve
-     its I/O, as an event made active from inside the loop would. */
-  if (was_empty) wake(loop);
+  if (!was_empty) return 0;
+  /* From the loop's own thread (a callback, or a Swift job on the loop,
+     queueing more work), marking the wake event active saves the eventfd's
+     write, poll and read. It cannot starve the loop's I/O even if work keeps
+     queueing work: the base polls its descriptors again after every
+     MAX_CALLBACKS_BETWEEN_POLLS callbacks (procord_loop_new). */
+  if (procord_loop_is_current_thread(loop)) event_active(loop->wake_event, EV_READ, 0);
+  else wake(loop);
   return 0;
 }
 

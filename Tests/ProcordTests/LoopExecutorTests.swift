@@ -25,6 +25,23 @@ import Testing
     }
   }
 
+  /// Code on the loop that keeps yielding keeps queueing work for the loop,
+  /// which must still poll its descriptors in between (or the answer it
+  /// waits for would never be read).
+  @Test func codeThatKeepsYieldingOnTheLoopDoesNotStarveItsIO() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 1, program: demoSocketWorker)
+      let finished = try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+        let process = try pool.delegate(DemoTasks.fact, 6)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !process.isFinished && ContinuousClock.now < deadline { await Task.yield() }
+        return process.isFinished
+      }
+      #expect(finished, "the loop never read the answer while code on it kept yielding")
+      await pool.shutdown()
+    }
+  }
+
   @Test func aOneOffDelegationFromTheLoopStartsItsWorkerThere() async throws {
     try await expectNoLeaks {
       let output = try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
