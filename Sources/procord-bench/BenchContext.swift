@@ -22,7 +22,7 @@ struct Workload: Sendable {
     pingPongRounds: 20_000, spawnTasks: 100, concurrentSpawns: 500, spawnBursts: 3, poolRoundTrips: 20_000,
     throughputTasks: 100_000,
     payloadRepeats: [(1 << 10, 2000), (1 << 20, 100), (64 << 20, 5), (256 << 20, 3)],
-    codableRepeats: 20, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 100_000,
+    codableRepeats: 20, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 40_000,
     serverClients: 64, pendingRemoteTasks: 10_000)
 
   static let quick = Workload(
