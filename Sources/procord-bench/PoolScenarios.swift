@@ -44,20 +44,7 @@ enum PoolScenarios {
       let rate: Double
       do {
         _ = try await inFlight(pool, count: context.workers * 100, scenario: "pool-throughput")
-        // The median of three runs: one run is at the mercy of whatever
-        // else the machine does meanwhile.
-        var rates: [Double] = []
-        for _ in 0..<3 {
-          if onLoop {
-            rates.append(
-              try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
-                try await inFlight(pool, count: count, scenario: "pool-throughput")
-              })
-          } else {
-            rates.append(try await inFlight(pool, count: count, scenario: "pool-throughput"))
-          }
-        }
-        rate = rates.sorted()[1]
+        rate = try await medianRate(pool, count: count, onLoop: onLoop, scenario: "pool-throughput")
       } catch {
         await pool.shutdown(.immediate)
         throw error
@@ -120,6 +107,23 @@ enum PoolScenarios {
       guard answer == i + 1 else { throw BenchError("\(scenario): increment(\(i)) gave \(answer)") }
     }
     return latencies
+  }
+
+  /// The median of three runs of ``inFlight(_:count:scenario:)``: one run is
+  /// at the mercy of whatever else the machine does meanwhile.
+  static func medianRate(_ pool: WorkerPool, count: Int, onLoop: Bool, scenario: String) async throws -> Double {
+    var rates: [Double] = []
+    for _ in 0..<3 {
+      if onLoop {
+        rates.append(
+          try await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+            try await inFlight(pool, count: count, scenario: scenario)
+          })
+      } else {
+        rates.append(try await inFlight(pool, count: count, scenario: scenario))
+      }
+    }
+    return rates.sorted()[1]
   }
 
   /// Delegates `count` trivial tasks at once, then waits for them all;

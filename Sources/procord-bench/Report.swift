@@ -98,18 +98,19 @@ struct Report {
     try write(try jsonText(document) + "\n", to: path)
   }
 
+  /// One row of the table: the figure, its floor, the peers', the targets.
+  private func cells(of m: Measurement, peers peerNames: [String], missing: String) -> [String] {
+    [m.scenario, m.metric, "\(formatted(m.value)) \(m.unit)", m.floor.map(formatted) ?? missing,
+     m.ratioToFloor.map { formatted($0) } ?? missing]
+      + peerNames.map { name in m.peers[name].map(formatted) ?? missing }
+      + [m.targetResults.map { "\($0.target) \($0.met.map { $0 ? "✓" : "✗" } ?? "?")" }.joined(separator: ", ")]
+  }
+
   /// The table printed at the end of a run.
   func table() -> String {
     let peerNames = PeerFigures.names.filter { name in measurements.contains { $0.peers[name] != nil } }
-    var rows = [["scenario", "metric", "value", "floor", "× floor"] + peerNames + ["target"]]
-    for m in measurements {
-      var row = [m.scenario, m.metric, "\(formatted(m.value)) \(m.unit)", m.floor.map(formatted) ?? "-",
-                 m.ratioToFloor.map { formatted($0) } ?? "-"]
-      row += peerNames.map { name in m.peers[name].map(formatted) ?? "-" }
-      row.append(
-        m.targetResults.map { "\($0.target) \($0.met.map { $0 ? "✓" : "✗" } ?? "?")" }.joined(separator: ", "))
-      rows.append(row)
-    }
+    let rows = [["scenario", "metric", "value", "floor", "× floor"] + peerNames + ["target"]]
+      + measurements.map { cells(of: $0, peers: peerNames, missing: "-") }
     let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
     let lines = rows.map { row in
       zip(row, widths).map { $0.padding($1 + 2) }.joined().trimmingTrailingSpaces()
@@ -127,12 +128,7 @@ struct Report {
     let alignment = ["---", "---", "---:", "---:", "---:"] + peerNames.map { _ in "---:" } + ["---"]
     var lines = ["| " + header.joined(separator: " | ") + " |", "|" + alignment.joined(separator: "|") + "|"]
     for m in measurements {
-      var cells = [m.scenario, m.metric, "\(formatted(m.value)) \(m.unit)", m.floor.map(formatted) ?? "",
-                   m.ratioToFloor.map { formatted($0) } ?? ""]
-      cells += peerNames.map { name in m.peers[name].map(formatted) ?? "" }
-      cells.append(
-        m.targetResults.map { "\($0.target) \($0.met.map { $0 ? "✓" : "✗" } ?? "?")" }.joined(separator: ", "))
-      lines.append("| " + cells.joined(separator: " | ") + " |")
+      lines.append("| " + cells(of: m, peers: peerNames, missing: "").joined(separator: " | ") + " |")
     }
     return lines.joined(separator: "\n") + "\n"
   }

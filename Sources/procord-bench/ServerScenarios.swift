@@ -44,14 +44,11 @@ enum ServerScenarios {
       configuration.maximumQueueLength = max(configuration.maximumQueueLength, context.workload.serverTasks)
       configuration.tasksSentAhead = sentAhead
       let pool = try WorkerPool([.remote(server.remote)], configuration: configuration)
-      var rates: [Double] = []
+      let rate: Double
       do {
         _ = try await PoolScenarios.inFlight(pool, count: clients * 20, scenario: "server-throughput")
-        // The median of three runs, as for pool-throughput.
-        for _ in 0..<3 {
-          rates.append(
-            try await PoolScenarios.inFlight(pool, count: context.workload.serverTasks, scenario: "server-throughput"))
-        }
+        rate = try await PoolScenarios.medianRate(
+          pool, count: context.workload.serverTasks, onLoop: false, scenario: "server-throughput")
       } catch {
         await pool.shutdown(.immediate)
         throw error
@@ -60,7 +57,7 @@ enum ServerScenarios {
       rows.append(
         Measurement(
           scenario: "server-throughput", metric: "\(clients) clients\(sentAhead > 0 ? ", \(sentAhead) sent ahead" : "")",
-          unit: "tasks/s", kind: .rate, value: rates.sorted()[1],
+          unit: "tasks/s", kind: .rate, value: rate,
           floor: Double(context.workers) * 1e6 / floor.microseconds(atPercentile: 50),
           targets: clients >= 64 ? [.atLeast(20_000)] : []))
     }
