@@ -18,7 +18,7 @@ private let benchPath = buildDirectory.appendingPathComponent("procord-bench").p
     defer { child.ensureStopped() }
     let end = try #require(child.waitForExit(timeout: .seconds(300)), "still running: \(child.output.text)")
     #expect(end.exited && end.status == 0, "\(child.output.text)")
-    #expect(child.output.text.contains("procord-bench, debug build"))
+    #expect(child.output.wait(timeout: .seconds(10)) { $0.contains("procord-bench, debug build") })
 
     let document = try #require(
       try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
@@ -58,6 +58,7 @@ private let benchPath = buildDirectory.appendingPathComponent("procord-bench").p
     defer { child.ensureStopped() }
     let end = try #require(child.waitForExit(timeout: .seconds(30)))
     #expect(end.exited && end.status == 64, "exit status \(end.status)")
-    #expect(child.output.text.contains("no scenario 'no-such-scenario'; there are: spawn-rtt, spawn-throughput"))
+    let refusal = "no scenario 'no-such-scenario'; there are: spawn-rtt, spawn-throughput"
+    #expect(child.output.wait(timeout: .seconds(10)) { $0.contains(refusal) })
   }
 }

@@ -38,7 +38,9 @@ final class StreamRecorder: @unchecked Sendable {
     }
   }
 
-  /// What has come so far.
+  /// What has come so far. A child that has exited may still have output
+  /// in the pipe that this reader has not taken yet: to check for a line,
+  /// wait for it (``wait(timeout:until:)``).
   var text: String { lock.withLock { String(decoding: bytes, as: UTF8.self) } }
 
   /// Waits until `holds` (checked again each time any output changes) or
