@@ -138,7 +138,7 @@ def default_repeats(size):
     """Timed repeats for a payload size: fewer for the big, slow ones."""
     if size <= MIB:
         return 20
-    return 3 if size <= 64 * MIB else 2
+    return 2 if size <= 64 * MIB else 1
 
 
 def run_payload(peer, context, sizes, repeats):

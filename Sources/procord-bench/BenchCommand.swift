@@ -43,7 +43,7 @@ struct BenchCommand: AsyncParsableCommand {
     var workers: Int?
 
     @Option(help: "Tasks sent ahead to each busy worker where a scenario sends ahead.")
-    var tasksSentAhead = 8
+    var tasksSentAhead = 32
 
     @Option(
       help: ArgumentHelp(
@@ -73,15 +73,11 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
       let chosen = scenarios.isEmpty ? Scenario.all : Scenario.all.filter { scenarios.contains($0.name) }
       let workerCount = workers ?? WorkerPool.Configuration.defaultWorkerCount
-      var peerFigures: PeerFigures?
-      if peers {
-        progress("peers: running \(peersScript)")
-        peerFigures = try PeerFigures.measure(
-          python: python, script: peersScript, workers: workerCount, quick: quick)
-      }
+      let peerRunner = peers
+        ? PeerRunner(python: python, script: peersScript, workers: workerCount, quick: quick) : nil
       let context = BenchContext(
         workload: quick ? .quick : .full, workers: workerCount, tasksSentAhead: tasksSentAhead, workerPath: worker,
-        peers: peerFigures)
+        peerRunner: peerRunner)
       defer { context.finish() }
 
       var measurements: [Measurement] = []
@@ -93,7 +89,7 @@ struct BenchCommand: AsyncParsableCommand {
       }
       context.finish()
 
-      let report = Report(measurements: measurements, machine: .current(quick: quick), peers: peerFigures)
+      let report = Report(measurements: measurements, machine: .current(quick: quick), peers: peerRunner?.anyRun)
       print(report.table())
       if let json { try report.writeJSON(to: json) }
       if let svg { try report.writeSVG(to: svg) }

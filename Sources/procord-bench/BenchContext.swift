@@ -20,9 +20,9 @@ struct Workload: Sendable {
 
   static let full = Workload(
     pingPongRounds: 20_000, spawnTasks: 100, concurrentSpawns: 500, spawnBursts: 3, poolRoundTrips: 20_000,
-    throughputTasks: 100_000,
+    throughputTasks: 50_000,
     payloadRepeats: [(1 << 10, 2000), (1 << 20, 100), (64 << 20, 5), (256 << 20, 3)],
-    codableRepeats: 20, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 40_000,
+    codableRepeats: 10, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 25_000,
     serverClients: 64, pendingRemoteTasks: 10_000)
 
   static let quick = Workload(
@@ -39,24 +39,31 @@ final class BenchContext {
   let workers: Int
   /// The binary used as worker (and as the bare start of spawn-rtt).
   let workerPath: String
-  let peers: PeerFigures?
+  /// Python's pools, when `--peers` asks for them.
+  let peerRunner: PeerRunner?
   /// WorkerPool.Configuration.tasksSentAhead where a scenario sends ahead.
   let tasksSentAhead: Int
 
   private var server: BenchServer?
 
-  init(workload: Workload, workers: Int, tasksSentAhead: Int, workerPath: String?, peers: PeerFigures?) {
+  init(workload: Workload, workers: Int, tasksSentAhead: Int, workerPath: String?, peerRunner: PeerRunner?) {
     self.workload = workload
     self.workers = workers
     self.tasksSentAhead = tasksSentAhead
     self.workerPath = workerPath ?? "/proc/self/exe"
-    self.peers = peers
+    self.peerRunner = peerRunner
   }
 
   /// The worker program for pools and one-off delegations.
   var workerProgram: WorkerProgram {
     if workerPath == "/proc/self/exe" { return .current }
     return WorkerProgram(path: workerPath, arguments: ["--procord-worker"], channel: .socket)
+  }
+
+  /// The peers' figures for one of their scenarios (`rtt`, `throughput`,
+  /// `payload`), measured on first use; nil without `--peers`.
+  func peers(_ scenario: String) throws -> PeerFigures? {
+    try peerRunner?.figures(for: scenario)
   }
 
   /// A worker server on 127.0.0.1, started on first use and stopped by

@@ -5,6 +5,7 @@ enum PayloadScenarios {
   /// Raw bytes echoed by one pooled worker, by size: GB/s counting the bytes
   /// both ways.
   @Sendable static func payload(_ context: BenchContext) async throws -> [Measurement] {
+    let peers = try context.peers("payload")
     var configuration = WorkerPool.Configuration(maximumWorkers: 1)
     configuration.maximumMessageSize = BenchTasks.maxMessageSize
     let pool = try WorkerPool([.local(context.workerProgram)], configuration: configuration)
@@ -28,7 +29,7 @@ enum PayloadScenarios {
           Measurement(
             scenario: "payload", metric: label, unit: "GB/s", kind: .rate,
             value: gigabytes / (median(samples) / 1e9), floor: gigabytes / (median(floorSamples) / 1e9),
-            peers: context.peers?.figures { $0.payload?[String(size)]?.gb_per_s } ?? [:],
+            peers: peers?.figures { $0.payload?[String(size)]?.gb_per_s } ?? [:],
             targets: size == 256 << 20
               ? [.ratioToFloor(atMost: 2), .advantage(over: "ProcessPoolExecutor", atLeast: 5)] : []))
       }

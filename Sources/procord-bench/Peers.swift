@@ -42,9 +42,12 @@ struct PeerFigures: Decodable, Sendable {
     return result
   }
 
-  /// Runs `script` with `python` and reads its JSON.
-  static func measure(python: String, script: String, workers: Int, quick: Bool) throws -> PeerFigures {
-    var arguments = [python, script, "--json", "--workers", String(workers)]
+  /// Runs `script` with `python` on one of its scenarios (`rtt`,
+  /// `throughput` or `payload`) and reads its JSON.
+  static func measure(
+    python: String, script: String, workers: Int, quick: Bool, scenario: String
+  ) throws -> PeerFigures {
+    var arguments = [python, script, "--json", "--workers", String(workers), "--scenarios", scenario]
     if quick { arguments.append("--quick") }
     let child = try ChildProcess(path: try executable(named: python), arguments: arguments, captureOutput: true)
     let (output, status) = child.finish()
@@ -55,6 +58,37 @@ struct PeerFigures: Decodable, Sendable {
       throw BenchError("\(script) printed something that is not its JSON: \(error)")
     }
   }
+}
+
+/// How to run the peers, and their figures once run: each scenario of
+/// bench/peers.py runs right before the scenario of ours it is compared
+/// with, so that both see the same minute of the machine.
+final class PeerRunner {
+  let python: String
+  let script: String
+  let workers: Int
+  let quick: Bool
+  private var figures: [String: PeerFigures] = [:]
+
+  init(python: String, script: String, workers: Int, quick: Bool) {
+    self.python = python
+    self.script = script
+    self.workers = workers
+    self.quick = quick
+  }
+
+  /// The peers' figures for `scenario`, measured now if not yet.
+  func figures(for scenario: String) throws -> PeerFigures {
+    if let known = figures[scenario] { return known }
+    progress("peers: running \(script) --scenarios \(scenario)")
+    let measured = try PeerFigures.measure(
+      python: python, script: script, workers: workers, quick: quick, scenario: scenario)
+    figures[scenario] = measured
+    return measured
+  }
+
+  /// Which Python ran, once any scenario has.
+  var anyRun: PeerFigures? { figures.values.first }
 }
 
 /// The path of `name`: itself if it has a slash, otherwise looked up in PATH.

@@ -7,6 +7,7 @@ enum PoolScenarios {
   /// Swift's executor, and on the loop's (``ProcordLoopExecutor``), in
   /// chunks that alternate with chunks of the ping-pong floor.
   @Sendable static func roundTrip(_ context: BenchContext) async throws -> [Measurement] {
+    let peers = try context.peers("rtt")
     let pool = try WorkerPool(workers: 1, program: context.workerProgram)
     var (latencies, onLoop, floor) = (Latencies(), Latencies(), Latencies())
     let chunk = context.workload.poolRoundTrips / 4
@@ -25,14 +26,15 @@ enum PoolScenarios {
       throw error
     }
     await pool.shutdown()
-    return roundTripRows("pool-rtt", latencies, floor: floor, medianTarget: 2.5, peers: context.peers)
-      + roundTripRows("pool-rtt", onLoop, floor: floor, medianTarget: 2.5, peers: context.peers, suffix: ", on the loop")
+    return roundTripRows("pool-rtt", latencies, floor: floor, medianTarget: 2.5, peers: peers)
+      + roundTripRows("pool-rtt", onLoop, floor: floor, medianTarget: 2.5, peers: peers, suffix: ", on the loop")
   }
 
   /// As many workers as cores, every task in flight at once: tasks/s, with
   /// the default configuration and with tasks sent ahead.
   @Sendable static func throughput(_ context: BenchContext) async throws -> [Measurement] {
     let count = context.workload.throughputTasks
+    let peers = try context.peers("throughput")
     let floor = try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: context.workload.pingPongRounds)
     var rows: [Measurement] = []
     for (sendsAhead, onLoop) in [(false, false), (true, false), (true, true)] {
@@ -55,7 +57,7 @@ enum PoolScenarios {
           scenario: "pool-throughput", metric: "\(context.workers) workers\(sendsAhead ? ", \(context.tasksSentAhead) sent ahead" : "")\(onLoop ? ", on the loop" : "")",
           unit: "tasks/s", kind: .rate,
           value: rate, floor: Double(context.workers) * 1e6 / floor.microseconds(atPercentile: 50),
-          peers: context.peers?.figures { $0.throughput?.tasks_per_s } ?? [:],
+          peers: peers?.figures { $0.throughput?.tasks_per_s } ?? [:],
           targets: [
             .advantage(over: "multiprocessing.Pool", atLeast: 5),
             .advantage(over: "ProcessPoolExecutor", atLeast: 10),
