@@ -39,7 +39,7 @@ let package = Package(
     .executableTarget(
       name: "procord-bench",
       dependencies: [
-        "Procord", "CProcordBench",
+        "Procord", "CProcord", "CProcordBench",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
       ]

@@ -2,22 +2,15 @@
 import Glibc
 #endif
 
-/// Calls `body` with a NULL-terminated C argument vector for `strings`,
-/// valid during the call (the type posix_spawn takes).
-func withArgumentVector<R>(
-  _ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) throws -> R
-) rethrows -> R {
-  let vector = strings.map { strdup($0) } + [nil]
-  defer { vector.forEach { free($0) } }
-  return try vector.withUnsafeBufferPointer { try body($0.baseAddress!) }
-}
-
-/// The same, typed as `const char *const *`.
+/// Calls `body` with a NULL-terminated C string vector (`const char *const *`)
+/// for `strings`, valid during the call.
 func withConstArgumentVector<R>(
   _ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) throws -> R
 ) rethrows -> R {
-  try withArgumentVector(strings) { vector in
-    try body(UnsafeRawPointer(vector).assumingMemoryBound(to: UnsafePointer<CChar>?.self))
+  let vector = strings.map { strdup($0) } + [nil]
+  defer { vector.forEach { free($0) } }
+  return try vector.withUnsafeBufferPointer { buffer in
+    try body(UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: UnsafePointer<CChar>?.self))
   }
 }
 

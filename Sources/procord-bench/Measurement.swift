@@ -92,32 +92,11 @@ struct Latencies {
     histogram.add(other.histogram)
   }
 
-  /// Runs `measure` and `floor` in alternating chunks of `total / chunks`
-  /// samples each and merges each side's samples: both then see the same
-  /// machine, whatever else it does meanwhile (a figure and its floor
-  /// measured a minute apart can differ by a third on a shared machine).
-  static func interleaved(
-    total: Int, chunks: Int = 4, _ measure: (Int) async throws -> Latencies, floor: (Int) throws -> Latencies
-  ) async throws -> (value: Latencies, floor: Latencies) {
-    var value = Latencies()
-    var bound = Latencies()
-    let chunk = max(1, total / chunks)
-    for _ in 0..<chunks {
-      value.add(try await measure(chunk))
-      bound.add(try floor(chunk))
-    }
-    return (value, bound)
-  }
-
-  var count: Int { Int(histogram.totalCount) }
-
   /// The percentile `p` (0...100), in microseconds.
   func microseconds(atPercentile p: Double) -> Double {
     Double(histogram.valueAtPercentile(p)) / 1000
   }
 
-  /// The mean, in microseconds.
-  var meanMicroseconds: Double { histogram.mean / 1000 }
 }
 
 /// A number with at most three significant digits after the point, for

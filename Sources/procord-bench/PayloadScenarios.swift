@@ -8,37 +8,28 @@ enum PayloadScenarios {
     let peers = try context.peers("payload")
     var configuration = WorkerPool.Configuration(maximumWorkers: 1)
     configuration.maximumMessageSize = BenchTasks.maxMessageSize
-    let pool = try WorkerPool([.local(context.workerProgram)], configuration: configuration)
-    var rows: [Measurement] = []
-    do {
+    return try await PoolRuns.withPool([.local(context.workerProgram)], configuration) { pool in
+      var rows: [Measurement] = []
       for (size, repeats) in context.workload.payloadRepeats {
         let input = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-        var samples: [UInt64] = []
-        for round in 0...repeats {
-          let start = nowNanoseconds()
+        let samples = try await PoolRuns.timedRepeats(repeats) {
           let output = try await pool.run(BenchTasks.echo, input)
-          if round > 0 { samples.append(nowNanoseconds() - start) }  // round 0 warms up
           guard output.count == size, output.first == input.first, output.last == input.last,
             output[size / 2] == input[size / 2]
           else { throw BenchError("payload: the echo of \(size) bytes came back different") }
         }
         let floorSamples = try Floors.storeAndForward(size: size, repeats: max(3, min(repeats, 200)))
         let gigabytes = 2 * Double(size) / 1e9
-        let label = sizeLabel(size)
         rows.append(
           Measurement(
-            scenario: "payload", metric: label, unit: "GB/s", kind: .rate,
+            scenario: "payload", metric: sizeLabel(size), unit: "GB/s", kind: .rate,
             value: gigabytes / (median(samples) / 1e9), floor: gigabytes / (median(floorSamples) / 1e9),
             peers: peers?.figures { $0.payload?[String(size)]?.gb_per_s } ?? [:],
             targets: size == 256 << 20
               ? [.ratioToFloor(atMost: 2), .advantage(over: "ProcessPoolExecutor", atLeast: 5)] : []))
       }
-    } catch {
-      await pool.shutdown(.immediate)
-      throw error
+      return rows
     }
-    await pool.shutdown()
-    return rows
   }
 
   /// A Codable array echoed by one pooled worker (JSON both ways), against
@@ -47,33 +38,25 @@ enum PayloadScenarios {
   @Sendable static func codable(_ context: BenchContext) async throws -> [Measurement] {
     let records = BenchRecord.sample(count: context.workload.codableRecords)
     let repeats = context.workload.codableRepeats
-    let pool = try WorkerPool(workers: 1, program: context.workerProgram)
-    var samples: [UInt64] = []
-    do {
-      for round in 0...repeats {
-        let start = nowNanoseconds()
-        let output = try await pool.run(BenchTasks.echoRecords, records)
-        if round > 0 { samples.append(nowNanoseconds() - start) }
-        guard output == records else { throw BenchError("codable: the echo came back different") }
+    let samples = try await PoolRuns.withPool(
+      [.local(context.workerProgram)], WorkerPool.Configuration(maximumWorkers: 1)
+    ) { pool in
+      try await PoolRuns.timedRepeats(repeats) {
+        guard try await pool.run(BenchTasks.echoRecords, records) == records else {
+          throw BenchError("codable: the echo came back different")
+        }
       }
-    } catch {
-      await pool.shutdown(.immediate)
-      throw error
     }
-    await pool.shutdown()
-
     let codec = BenchTasks.echoRecords.delegated.input
-    var floorSamples: [UInt64] = []
-    for _ in 0...repeats {
-      let start = nowNanoseconds()
-      let decoded = try codec.decode(try codec.encode(records))
-      floorSamples.append(nowNanoseconds() - start)
-      guard decoded.count == records.count else { throw BenchError("codable: the in-process round trip lost records") }
+    let floorSamples = try await PoolRuns.timedRepeats(repeats) {
+      guard try codec.decode(try codec.encode(records)).count == records.count else {
+        throw BenchError("codable: the in-process round trip lost records")
+      }
     }
     return [
       Measurement(
         scenario: "codable", metric: "\(records.count) structs", unit: "ms", kind: .cost,
-        value: median(samples) / 1e6, floor: median(Array(floorSamples.dropFirst())) / 1e6)
+        value: median(samples) / 1e6, floor: median(floorSamples) / 1e6)
     ]
   }
 }
