@@ -350,44 +350,39 @@ static void release_owner(const void *data, size_t length, void *owner) {
   ((procord_body_owner_t *)owner)->release(owner);
 }
 
-int procord_connection_send_owned_by(procord_connection_t *c, unsigned char kind, const void *body,
-                                     size_t length, procord_body_owner_t *owner) {
-  if (can_send(c) && dropping(c)) {
-    owner->release(owner);
-    return 0;
-  }
-  int error = can_send(c) ? queue_header(c, kind, length) : PROCORD_ECLOSED;
-  if (!error && length && evbuffer_add_reference(c->output, body, length, release_owner, owner) < 0)
-    error = -ENOMEM;
-  if (error || !length) {
-    owner->release(owner);
-    if (error) return error;
-  }
-  start_writing(c);
-  return 0;
-}
-
 static void release_owned(const void *data, size_t length, void *release_fn) {
   (void)length;
   ((void (*)(void *))release_fn)((void *)data);
 }
 
-int procord_connection_send_owned(procord_connection_t *c, unsigned char kind, void *body,
-                                  size_t length, void (*release_body)(void *)) {
+/* Sends a body the connection references rather than copies; `cleanup`
+   (evbuffer's signature) gives it back once written or dropped, also when
+   this fails. The two public forms differ only in how they give it back. */
+static int send_referenced(procord_connection_t *c, unsigned char kind, const void *body, size_t length,
+                           evbuffer_ref_cleanup_cb cleanup, void *argument) {
   if (can_send(c) && dropping(c)) {
-    release_body(body);
+    cleanup(body, length, argument);
     return 0;
   }
   int error = can_send(c) ? queue_header(c, kind, length) : PROCORD_ECLOSED;
-  if (!error && length &&
-      evbuffer_add_reference(c->output, body, length, release_owned, (void *)release_body) < 0)
+  if (!error && length && evbuffer_add_reference(c->output, body, length, cleanup, argument) < 0)
     error = -ENOMEM;
   if (error || !length) {
-    release_body(body);
+    cleanup(body, length, argument);
     if (error) return error;
   }
   start_writing(c);
   return 0;
+}
+
+int procord_connection_send_owned_by(procord_connection_t *c, unsigned char kind, const void *body,
+                                     size_t length, procord_body_owner_t *owner) {
+  return send_referenced(c, kind, body, length, release_owner, owner);
+}
+
+int procord_connection_send_owned(procord_connection_t *c, unsigned char kind, void *body,
+                                  size_t length, void (*release_body)(void *)) {
+  return send_referenced(c, kind, body, length, release_owned, (void *)release_body);
 }
 
 void *procord_connection_take_body(procord_connection_t *c) {

@@ -266,6 +266,21 @@ static void retire(pool_worker_t *w) {
   procord_link_close(w->link);
 }
 
+/* Kills a worker (its process group; SIGKILL also closes its stream). */
+static void kill_worker(pool_worker_t *w, int signal) {
+  w->stopped_by_pool = 1;
+  set_state(w, WORKER_CLOSING);
+  procord_link_kill(w->link, signal, signal == SIGKILL);
+}
+
+/* Makes `d` the task that worker `w` runs. */
+static void bind_task(pool_worker_t *w, procord_delegation_t *d) {
+  d->link = w->link;
+  w->task = d;
+  __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
+  d->outcome.worker_pid = w->link->pid;
+}
+
 static void on_idle_timeout(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
@@ -355,11 +370,7 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
 
 /* Hands a task to a worker: sent now, or once a server connection is ready. */
 static void assign(pool_worker_t *w, procord_delegation_t *d) {
-  procord_pool_t *p = w->pool;
-  d->link = w->link;
-  w->task = d;
-  __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
-  d->outcome.worker_pid = w->link->pid;
+  bind_task(w, d);
   int ready = w->state == WORKER_IDLE;
   set_state(w, WORKER_BUSY);
   if (!ready) return;
@@ -368,7 +379,6 @@ static void assign(pool_worker_t *w, procord_delegation_t *d) {
     procord_link_fail(w->link, error, "setup");
     retire(w);
   }
-  (void)p;
 }
 
 /* A task that could not get a worker at all: retried, or finished. */
@@ -466,15 +476,10 @@ static void start_task_sent_ahead(pool_worker_t *w) {
   int dropped = d->dropped;
   procord_delegation_release(d); /* the list's reference; the pool's own remains until it finishes */
   if (dropped) {
-    w->stopped_by_pool = 1;
-    set_state(w, WORKER_CLOSING);
-    procord_link_kill(w->link, SIGKILL, 1);
+    kill_worker(w, SIGKILL);
     return;
   }
-  d->link = w->link;
-  w->task = d;
-  __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
-  d->outcome.worker_pid = w->link->pid;
+  bind_task(w, d);
   set_state(w, WORKER_BUSY);
 }
 
@@ -747,9 +752,7 @@ static void shut_down(procord_pool_t *p, int immediate) {
       next = w->next;
       if (w->task) {
         __atomic_store_n(&w->task->kill_requested, 1, __ATOMIC_RELEASE);
-        w->stopped_by_pool = 1;
-        set_state(w, WORKER_CLOSING);
-        procord_link_kill(w->link, SIGKILL, 1);
+        kill_worker(w, SIGKILL);
       } else {
         retire(w);
       }
@@ -817,9 +820,7 @@ void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int sign
   }
   if (!d->link) return; /* finished, or not yet on the loop */
   pool_worker_t *w = d->link->context;
-  w->stopped_by_pool = 1;
-  set_state(w, WORKER_CLOSING);
-  procord_link_kill(w->link, signal, signal == SIGKILL);
+  kill_worker(w, signal);
   pump(p);
 }
 

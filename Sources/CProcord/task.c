@@ -35,9 +35,10 @@ static int delegate_with(const procord_task_t *task, const void *input,
   options.task_name = task->name;
   options.input = bytes;
   options.input_length = length;
-  error = submit(target, &options, delegation);
-  free(bytes); /* the delegation keeps a copy */
-  return error;
+  /* Lent, not copied: the delegation frees them (also when submit fails). */
+  options.input_release = free;
+  options.input_context = bytes;
+  return submit(target, &options, delegation);
 }
 
 static int submit_one_off(void *loop, const procord_delegation_options_t *options,

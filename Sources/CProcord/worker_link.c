@@ -171,7 +171,6 @@ static void on_connected(int fd, int error, const char *call, const char *detail
 }
 
 int procord_link_start(procord_link_t *link) {
-  link->started = 1;
   struct event_base *base = procord_loop_base(link->loop);
   link->grace_timer = evtimer_new(base, on_grace_timeout, link);
   link->end_event = evtimer_new(base, on_end_event, link);
@@ -232,15 +231,6 @@ int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const v
     return PROCORD_ECLOSED;
   }
   return procord_connection_send_owned_by(link->connection, kind, body, length, owner);
-}
-
-int procord_link_send_owned(procord_link_t *link, unsigned char kind, void *body, size_t length,
-                            void (*release)(void *body)) {
-  if (!link->connection) {
-    release(body);
-    return PROCORD_ECLOSED;
-  }
-  return procord_connection_send_owned(link->connection, kind, body, length, release);
 }
 
 void *procord_link_take_body(procord_link_t *link) {

@@ -73,7 +73,6 @@ struct procord_link_s {
   procord_child_t child;
   pid_t pid;               /* as spawned (-1 for none); child.pid is -1 once reaped */
   int spawn_error;
-  int started;
   procord_connect_t *attempt;
   procord_connection_t *connection;
   struct event *exit_event;  /* pidfd readable, or the reap poll */
@@ -103,10 +102,8 @@ int procord_link_start(procord_link_t *link);
 /* True when frames may be sent. */
 int procord_link_ready(const procord_link_t *link);
 
-/* See procord_connection_send and procord_connection_send_owned. */
+/* See procord_connection_send and procord_connection_send_owned_by. */
 int procord_link_send(procord_link_t *link, unsigned char kind, const void *body, size_t length);
-int procord_link_send_owned(procord_link_t *link, unsigned char kind, void *body, size_t length,
-                            void (*release)(void *body));
 /* See procord_connection_send_owned_by. */
 int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
                                procord_body_owner_t *owner);
