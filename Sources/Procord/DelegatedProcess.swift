@@ -126,8 +126,8 @@ class CompletionBase: @unchecked Sendable {
   /// Runs on the loop thread for `P`/`F` frames the C core hands over.
   func print(destination: UInt8, text: UnsafeBufferPointer<UInt8>?) {
     switch destination {
-    case UInt8(ascii: "O"): capture.withLock { $0.standardOutput += text.map(Array.init) ?? [] }
-    case UInt8(ascii: "E"): capture.withLock { $0.standardError += text.map(Array.init) ?? [] }
+    case UInt8(ascii: "O"): if let text { capture.withLock { $0.standardOutput.append(contentsOf: text) } }
+    case UInt8(ascii: "E"): if let text { capture.withLock { $0.standardError.append(contentsOf: text) } }
     default:
       guard let handler = printHandlers[destination] ?? PrintHandlers.handler(for: destination) else { return }
       handler(text.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .flush)
@@ -158,9 +158,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
   let deadline: Duration?
-  /// Told once the outcome is in (a pool wakes submitters waiting for room).
+  /// Told once the outcome is in (a pool updates its gauges).
   let onFinish: (@Sendable () -> Void)?
-  let startedAt = ContinuousClock.now
+  /// For the duration metric only.
+  let startedAt: ContinuousClock.Instant? = ProcordMetrics.isLive ? ContinuousClock.now : nil
 
   init<Input>(
     task: DelegatedTask<Input, Output>, workerName: String, options: DelegationOptions,
@@ -234,7 +235,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
       defer { state.waiters = [] }
       return state.waiters
     }
-    if ProcordMetrics.isLive { ProcordMetrics.recordOutcome(outcome.kind, after: ContinuousClock.now - startedAt) }
+    if let startedAt { ProcordMetrics.recordOutcome(outcome.kind, after: ContinuousClock.now - startedAt) }
     onFinish?()
     for waiter in waiters { waiter.resume() }
   }

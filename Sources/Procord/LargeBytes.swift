@@ -32,10 +32,9 @@ func copiedBytes(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
 }
 
 /// A malloc'd copy of `bytes` (for the C core, which frees it), or nil for
-/// no bytes or no memory.
+/// no bytes or no memory. Only for small bodies: large ones are lent.
 func mallocCopy(_ bytes: UnsafeRawBufferPointer) -> UnsafeMutableRawPointer? {
   guard let source = bytes.baseAddress, bytes.count > 0, let copy = malloc(bytes.count) else { return nil }
-  adviseHugePages(copy, count: bytes.count)
   memcpy(copy, source, bytes.count)
   return copy
 }
@@ -61,6 +60,14 @@ final class PinnedBytes: @unchecked Sendable {
 
   /// A retained reference for the C core, given back by ``releasePinnedBytes``.
   func lend() -> UnsafeMutableRawPointer { Unmanaged.passRetained(self).toOpaque() }
+
+  /// `bytes` lent to the C core if they are large enough to be worth it:
+  /// their address, and the context to give to ``releasePinnedBytes``.
+  static func lendIfLarge(_ bytes: [UInt8]) -> (base: UnsafeRawPointer?, context: UnsafeMutableRawPointer)? {
+    guard bytes.count >= lendingThreshold else { return nil }
+    let pinned = PinnedBytes(bytes)
+    return (pinned.base, pinned.lend())
+  }
 }
 
 /// The C core's release callback for lent bytes.

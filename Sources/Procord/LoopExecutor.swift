@@ -23,10 +23,10 @@ public final class ProcordLoopExecutor: TaskExecutor, @unchecked Sendable {
 
   private init() {}
 
-  /// Queues `job` on the loop's thread.
+  /// Queues `job` on the loop's thread. The job itself is the call's
+  /// argument: an unowned job is one pointer.
   public func enqueue(_ job: consuming ExecutorJob) {
-    let box = QueuedJob(UnownedJob(job), executor: asUnownedTaskExecutor())
-    let argument = Unmanaged.passRetained(box).toOpaque()
+    let argument = unsafeBitCast(UnownedJob(job), to: UnsafeMutableRawPointer.self)
     if procord_loop_call(Runtime.shared.loop, runQueuedJob, argument) != 0 {
       // Only malloc can fail here; a job cannot be dropped.
       fatalError("Procord could not queue a job on its loop: out of memory")
@@ -34,18 +34,8 @@ public final class ProcordLoopExecutor: TaskExecutor, @unchecked Sendable {
   }
 }
 
-/// A job on its way to the loop's thread.
-private final class QueuedJob {
-  let job: UnownedJob
-  let executor: UnownedTaskExecutor
-  init(_ job: UnownedJob, executor: UnownedTaskExecutor) {
-    self.job = job
-    self.executor = executor
-  }
-}
-
 private let runQueuedJob: procord_loop_fn = { argument in
   guard let argument else { return }
-  let queued = Unmanaged<QueuedJob>.fromOpaque(argument).takeRetainedValue()
-  queued.job.runSynchronously(on: queued.executor)
+  let job = unsafeBitCast(argument, to: UnownedJob.self)
+  job.runSynchronously(on: ProcordLoopExecutor.shared.asUnownedTaskExecutor())
 }

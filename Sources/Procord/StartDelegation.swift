@@ -92,7 +92,7 @@ func startDelegation<Input, Output>(
   var pool: WorkerPool?
   if case .pool(let chosen) = destination { pool = chosen }
   var onFinish: (@Sendable () -> Void)?
-  if let pool { onFinish = { pool.taskFinished() } }
+  if let pool, ProcordMetrics.isLive { onFinish = { pool.taskFinished() } }
   let completion = Completion(
     task: task, workerName: destination.workerName, options: delegationOptions, onFinish: onFinish)
   let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
@@ -105,12 +105,11 @@ func startDelegation<Input, Output>(
         options.task_name = name
         options.input = bytes.baseAddress
         options.input_length = bytes.count
-        if bytes.count >= lendingThreshold {
+        if let lent = PinnedBytes.lendIfLarge(encoded) {
           // Lent, not copied: the C core gives it back when done with it.
-          let pinned = PinnedBytes(encoded)
-          options.input = pinned.base
+          options.input = lent.base
           options.input_release = releasePinnedBytes
-          options.input_context = pinned.lend()
+          options.input_context = lent.context
         }
         options.deadline_ms = milliseconds(delegationOptions.deadline)
         options.idempotent = delegationOptions.isIdempotent ? 1 : 0
@@ -164,6 +163,12 @@ func startDelegation<Input, Output>(
 func wholeMilliseconds(_ duration: Duration) -> Int64 {
   let (seconds, attoseconds) = duration.components
   return seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+}
+
+/// A timeout for the C core's waits, where -1 means none: nil is -1, and a
+/// given timeout is never negative (a negative one is 0: do not wait).
+func waitMilliseconds(_ timeout: Duration?) -> Int32 {
+  timeout.map { Int32(clamping: max(0, wholeMilliseconds($0))) } ?? -1
 }
 
 /// A time limit for the C core's options, where 0 means none: nil is 0, and

@@ -33,8 +33,7 @@ public enum Waiter {
     -> Int
   {
     let handles: [OpaquePointer?] = processes.map { $0.handle }
-    // Never negative for a given timeout: -1 means "no limit" to the C core.
-    let milliseconds = timeout.map { Int32(clamping: max(0, wholeMilliseconds($0))) } ?? -1
+    let milliseconds = waitMilliseconds(timeout)
     return withExtendedLifetime(processes) {
       handles.withUnsafeBufferPointer { buffer in
         Int(procord_delegation_wait(

@@ -155,13 +155,12 @@ private let runTask: procord_task_fn = { context, input, length, reply in
   case .unknownException(let text): (kind, body) = (PROCORD_FRAME_UNKNOWN_EXCEPTION, Array(text.utf8))
   }
   reply.pointee.kind = UInt8(kind.rawValue)
-  if body.count >= lendingThreshold {
+  if let lent = PinnedBytes.lendIfLarge(body) {
     // Lent, not copied: the worker gives it back once it has sent it.
-    let pinned = PinnedBytes(body)
-    reply.pointee.body = UnsafeMutableRawPointer(mutating: pinned.base)
+    reply.pointee.body = UnsafeMutableRawPointer(mutating: lent.base)
     reply.pointee.length = body.count
     reply.pointee.release = releasePinnedBytes
-    reply.pointee.release_context = pinned.lend()
+    reply.pointee.release_context = lent.context
     return
   }
   let buffer = body.withUnsafeBytes { mallocCopy($0) }

@@ -154,10 +154,6 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   private let events = PoolEvents()
   private let queueLength: Gauge
   private let workerCount: Gauge
-  /// Whether a metrics backend was bootstrapped when the pool was made:
-  /// without one the gauges do nothing, and reading the pool's statistics
-  /// for them on every task would only contend with the loop for its lock.
-  private let gaugesAreLive: Bool
 
   /// Makes a pool over `sources` and starts ``Configuration/minimumWorkers``.
   /// Throws ``ProcordError`` for a configuration that cannot work (no
@@ -168,7 +164,6 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     workerName = sources.map(\.description).joined(separator: ", ")
     queueLength = Gauge(label: "procord_pool_queue_length", dimensions: [("pool", configuration.label)])
     workerCount = Gauge(label: "procord_pool_workers", dimensions: [("pool", configuration.label)])
-    gaugesAreLive = !(MetricsSystem.factory is NOOPMetricsHandler)
     var created: OpaquePointer?
     let events = self.events
     let started = sources.map { source -> Source in
@@ -306,7 +301,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   @discardableResult
   public func shutdownAndWait(_ mode: ShutdownMode = .graceful, timeout: Duration? = nil) -> Bool {
     procord_pool_shutdown(handle, mode == .immediate ? 1 : 0)
-    return procord_pool_wait(handle, timeout.map { Int32(clamping: wholeMilliseconds($0)) } ?? -1) == 1
+    return procord_pool_wait(handle, waitMilliseconds(timeout)) == 1
   }
 
   /// The pool's state now.
@@ -326,7 +321,9 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   func taskFinished() { updateGauges() }
 
   private func updateGauges() {
-    guard gaugesAreLive else { return }
+    // Without a backend the gauges do nothing, and reading the pool's
+    // statistics for them on every task would only contend for its lock.
+    guard ProcordMetrics.isLive else { return }
     var stats = procord_pool_stats_t()
     procord_pool_stats(handle, &stats)
     queueLength.record(stats.queued)
