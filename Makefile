@@ -20,12 +20,15 @@ SWIFT ?= swift
 CC ?= cc
 CXX ?= c++
 BUILD_DIR ?= .build
-# Debian packages: libevent for the C core; for the server tests also nginx
-# with its stream module and systemd's socket activation tool.
-APT_PACKAGES = libevent-dev pkg-config
-APT_TEST_PACKAGES = nginx-light libnginx-mod-stream systemd
+# Debian packages: libevent (with its OpenSSL bufferevents) and OpenSSL for
+# the C core; for the server tests also nginx with its stream module,
+# systemd's socket activation tool, and the openssl command (the security
+# tests make their certificates with it).
+APT_PACKAGES = libevent-dev libssl-dev pkg-config
+APT_TEST_PACKAGES = nginx-light libnginx-mod-stream systemd openssl
 CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
-LIBS_CORE = $(shell pkg-config --libs libevent_core 2>/dev/null || echo -levent_core) -lpthread
+LIBS_CORE = $(shell pkg-config --libs libevent_core libevent_openssl openssl 2>/dev/null || \
+              echo -levent_core -levent_openssl -lssl -lcrypto) -lpthread
 C_SOURCES = $(wildcard Sources/CProcord/*.c)
 C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_*.c))
 C_TESTS_SANITIZED = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests-sanitized/%,$(wildcard Tests/c/test_*.c))
@@ -66,7 +69,8 @@ endef
 
 # Nothing to do where libevent is there already (any system, not only Debian).
 deps:
-	@pkg-config --exists libevent_core 2>/dev/null || $(MAKE) --no-print-directory install-deps
+	@pkg-config --exists libevent_core libevent_openssl openssl 2>/dev/null || \
+	  $(MAKE) --no-print-directory install-deps
 
 install-deps:
 	$(call install_missing,$(APT_PACKAGES))
@@ -107,7 +111,7 @@ CFLAGS_LIB = -std=c11 -O2 -g -Wall -Wextra -fPIC -Iinclude -ISources/CProcord $(
 
 $(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_LIB) $$(pkg-config --cflags libevent_core) -c $< -o $@
+	$(CC) $(CFLAGS_LIB) $$(pkg-config --cflags libevent_core libevent_openssl openssl) -c $< -o $@
 
 $(LIB_DIR)/libprocord.a: $(LIB_OBJECTS)
 	rm -f $@

@@ -67,8 +67,9 @@ static inline int print_outcome(const char *input, const procord_outcome_t *outc
     printf("fibo(%s) raised: %.*s\n", input, (int)outcome->length, (const char *)outcome->body);
     return 0;
   case PROCORD_OUTCOME_DISCONNECTED:
-    printf("fibo(%s) failed: worker disconnected: %s: %s\n", input, outcome->call ? outcome->call : "?",
-           procord_strerror(outcome->error));
+    printf("fibo(%s) failed: worker disconnected: %s: %s%s%s\n", input, outcome->call ? outcome->call : "?",
+           procord_strerror(outcome->error), outcome->detail ? ": " : "",
+           outcome->detail ? outcome->detail : "");
     return 0;
   default:
     printf("fibo(%s) failed: outcome %d\n", input, (int)outcome->kind);

@@ -12,6 +12,11 @@
  *   minimal --procord-server --procord-port 1111 &
  *   minimal --procord-hostname 127.0.0.1 --procord-port 1111 10 20 30
  *
+ * With TLS (docs/SECURITY.md makes the files), on both sides:
+ *
+ *   minimal --procord-server --procord-tls-cert server.pem --procord-tls-key server.key &
+ *   minimal --procord-hostname 127.0.0.1 --procord-tls-ca ca.pem 10 20 30
+ *
  * Build: cc minimal.c $(pkg-config --cflags --libs procord) -o minimal
  */
 #include "fibo_task.h"
@@ -25,6 +30,14 @@ int main(int argc, char **argv) {
   int count = argc - command.first_argument;
   if (count <= 0) {
     fprintf(stderr, "usage: %s [--procord-hostname HOST [--procord-port PORT]] N...\n", argv[0]);
+    return 2;
+  }
+
+  /* --procord-tls-ca and friends, for the server named by --procord-hostname. */
+  procord_security_t *security = NULL;
+  char problem[512];
+  if (procord_security_from_command(&command, PROCORD_SECURITY_CLIENT, &security, problem, sizeof problem) != 0) {
+    fprintf(stderr, "%s: %s\n", argv[0], problem);
     return 2;
   }
 
@@ -47,6 +60,7 @@ int main(int argc, char **argv) {
                    .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
         .remote_host = command.hostname,
         .remote_port = command.port >= 0 ? command.port : 1111,
+        .security = security,
     };
     if (procord_delegate(loop, &options, &delegations[i]) != 0) break;
     started++;
@@ -59,5 +73,6 @@ int main(int argc, char **argv) {
   }
   free(delegations);
   procord_loop_free(loop);
+  procord_security_release(security);
   return succeeded == count ? 0 : 1;
 }

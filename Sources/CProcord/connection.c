@@ -2,9 +2,10 @@
  * A frame connection over one or two non-blocking descriptors, on a libevent
  * base (procord/connection.h). Reads go straight into the frame parser, and
  * big bodies straight into their final buffer; writes go through an evbuffer.
+ * TLS and authentication, when asked for, come from connection_secure.c.
  */
 #define _GNU_SOURCE
-#include "procord/connection.h"
+#include "connection_private.h"
 #include "loop_private.h"
 #include "procord/error.h"
 
@@ -12,30 +13,15 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 /* Bytes read per read(2) outside of a body, and per readiness callback. */
 #define READ_CHUNK 65536
 #define READ_BUDGET (4 * 1024 * 1024)
-
-struct procord_connection_s {
-  procord_connection_options_t options;
-  procord_loop_t *loop;
-  procord_connection_state_t state;
-  procord_cause_t cause;
-  procord_frame_parser_t parser;
-  struct evbuffer *output;
-  struct event *read_event, *write_event, *close_timer;
-  struct event *watch_timer; /* connect timeout, then idle timeout */
-  int in_callback;   /* depth of callbacks running, so free can be deferred */
-  int corked;        /* depth of procord_connection_cork: sends queue without writing */
-  int free_requested;
-  int reading_stopped;
-  int write_failed;  /* the peer stopped reading: output is dropped from now on */
-  int delivering;    /* a frame is being delivered: its body may be taken */
-};
 
 static void set_nonblocking(int fd) {
   int flags = fcntl(fd, F_GETFL);
@@ -49,6 +35,10 @@ static void release(procord_connection_t *c) {
   if (c->close_timer) event_free(c->close_timer);
   if (c->watch_timer) event_free(c->watch_timer);
   if (c->output) evbuffer_free(c->output);
+  if (c->urgent) evbuffer_free(c->urgent);
+  procord_connection_tls_free(c);
+  procord_security_release(c->security);
+  free(c->peer_name);
   free(c);
 }
 
@@ -57,6 +47,10 @@ static void close_descriptors(procord_connection_t *c) {
   if (c->write_event) event_del(c->write_event);
   if (c->close_timer) event_del(c->close_timer);
   if (c->watch_timer) event_del(c->watch_timer);
+  if (c->tls) {
+    procord_connection_tls_free(c); /* closes the socket */
+    c->options.read_fd = c->options.write_fd = -1;
+  }
   if (c->options.read_fd >= 0) close(c->options.read_fd);
   if (c->options.write_fd >= 0 && c->options.write_fd != c->options.read_fd)
     close(c->options.write_fd);
@@ -76,18 +70,26 @@ static int notify_state(procord_connection_t *c) {
   return !c->free_requested;
 }
 
-static int disconnect(procord_connection_t *c, int error, const char *call) {
+int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,
+                                  const char *detail) {
   if (c->state == PROCORD_DISCONNECTED) return 1;
   close_descriptors(c);
   evbuffer_drain(c->output, evbuffer_get_length(c->output));
   c->state = PROCORD_DISCONNECTED;
+  c->securing = 0;
   c->cause.error = error;
   c->cause.call = call;
+  c->detail = detail;
   return notify_state(c);
+}
+
+static int disconnect(procord_connection_t *c, int error, const char *call) {
+  return procord_connection_disconnect(c, error, call, NULL);
 }
 
 /* Delivers a frame or a parser error; returns 0 if the connection was freed. */
 static int deliver(procord_connection_t *c, const procord_frame_t *frame, int error) {
+  if (c->securing) return procord_connection_secure_frame(c, frame, error);
   if (error) {
     c->reading_stopped = 1;
     event_del(c->read_event);
@@ -119,11 +121,12 @@ static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
   procord_connection_t *c = argument;
-  disconnect(c, PROCORD_ETIMEOUT, c->state == PROCORD_CONNECTING ? "connect" : "idle");
+  disconnect(c, PROCORD_ETIMEOUT,
+             c->securing ? "handshake" : c->state == PROCORD_CONNECTING ? "connect" : "idle");
 }
 
 static int still_reading(procord_connection_t *c) {
-  return c->state == PROCORD_CONNECTED && !c->reading_stopped;
+  return (c->state == PROCORD_CONNECTED || c->securing) && !c->reading_stopped;
 }
 
 /* Feeds bytes to the parser, delivering every frame; 0 if freed or stopped. */
@@ -141,25 +144,30 @@ static int feed(procord_connection_t *c, const unsigned char *bytes, size_t leng
   return still_reading(c);
 }
 
-static void on_readable(evutil_socket_t fd, short events, void *argument) {
-  (void)events;
-  procord_connection_t *c = argument;
+/* Takes bytes from the descriptor or the TLS layer: how many, 0 for none
+   now, -1 once disconnected (the end of the stream, or an error). */
+static ssize_t pull(procord_connection_t *c, void *buffer, size_t size) {
+  if (c->tls) return (ssize_t)procord_connection_tls_read(c, buffer, size);
+  for (;;) {
+    ssize_t n = read(c->options.read_fd, buffer, size);
+    if (n > 0) return n;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, "read");
+    return -1;
+  }
+}
+
+void procord_connection_receive(procord_connection_t *c) {
   unsigned char chunk[READ_CHUNK];
-  size_t budget = READ_BUDGET;
+  /* A descriptor says again when more is there; the TLS layer only when
+     more arrives, so all it holds is taken now. */
+  size_t budget = c->tls ? SIZE_MAX : READ_BUDGET;
   while (still_reading(c) && budget > 0) {
     unsigned char *window;
     size_t missing = procord_frame_parser_body_window(&c->parser, &window);
-    ssize_t n = missing ? read(fd, window, missing) : read(fd, chunk, sizeof chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      disconnect(c, -errno, "read");
-      return;
-    }
-    if (n == 0) {
-      disconnect(c, PROCORD_EDISCONNECTED, "read");
-      return;
-    }
+    ssize_t n = missing ? pull(c, window, missing) : pull(c, chunk, sizeof chunk);
+    if (n <= 0) return;
     budget -= (size_t)n < budget ? (size_t)n : budget;
     heard(c);
     if (missing) {
@@ -171,12 +179,19 @@ static void on_readable(evutil_socket_t fd, short events, void *argument) {
     }
     /* A short read emptied the socket: the read that would follow only
        says EAGAIN, and the loop calls again when more comes. */
-    if ((size_t)n < (missing ? missing : sizeof chunk)) return;
+    if (!c->tls && (size_t)n < (missing ? missing : sizeof chunk)) return;
   }
 }
 
+static void on_readable(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  procord_connection_receive(argument);
+}
+
 static void finish_close_nicely(procord_connection_t *c) {
-  if (c->options.write_fd >= 0) shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
+  if (c->tls) procord_connection_tls_goodbye(c);
+  else if (c->options.write_fd >= 0) shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
   disconnect(c, 0, NULL);
 }
 
@@ -195,10 +210,27 @@ static int fail_writing(procord_connection_t *c, int error) {
   return 0;
 }
 
-/* Writes what is queued; returns 0 if the connection was freed or closed. */
-static int flush(procord_connection_t *c) {
-  while (evbuffer_get_length(c->output) > 0) {
-    int n = evbuffer_write(c->output, c->options.write_fd);
+/* What to write next: authentication frames first; the owner's frames
+   only once the peer is trusted. */
+static struct evbuffer *next_output(procord_connection_t *c) {
+  if (evbuffer_get_length(c->urgent) > 0) return c->urgent;
+  if (c->securing || evbuffer_get_length(c->output) == 0) return NULL;
+  return c->output;
+}
+
+int procord_connection_flush(procord_connection_t *c) {
+  if (c->tls) {
+    /* The TLS layer writes on its own, and says when it has (on_tls_written). */
+    if (!c->securing && procord_connection_tls_write(c, c->output) == 0 &&
+        c->state == PROCORD_DISCONNECTING) {
+      finish_close_nicely(c);
+      return 0;
+    }
+    return 1;
+  }
+  struct evbuffer *output;
+  while ((output = next_output(c))) {
+    int n = evbuffer_write(output, c->options.write_fd);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -217,6 +249,32 @@ static int flush(procord_connection_t *c) {
   return 1;
 }
 
+int procord_connection_become_connected(procord_connection_t *c) {
+  c->securing = 0;
+  c->state = PROCORD_CONNECTED;
+  event_del(c->watch_timer);
+  heard(c);
+  if (!c->tls) event_add(c->read_event, NULL);
+  if (!notify_state(c)) return 0;
+  if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) return procord_connection_flush(c);
+  return 0;
+}
+
+static int start_securing(procord_connection_t *c) {
+  c->securing = 1;
+  return procord_security_uses_tls(c->security) ? procord_connection_start_tls(c)
+                                                : procord_connection_start_auth(c);
+}
+
+void procord_connection_begin(procord_connection_t *c) {
+  if (!c->security) {
+    procord_connection_become_connected(c);
+    return;
+  }
+  int error = start_securing(c);
+  if (error) disconnect(c, error, "handshake");
+}
+
 static void finish_connect(procord_connection_t *c) {
   int error = 0;
   socklen_t length = sizeof error;
@@ -226,23 +284,19 @@ static void finish_connect(procord_connection_t *c) {
     return;
   }
   if (c->state == PROCORD_DISCONNECTING) { /* close_nicely while connecting */
-    flush(c);
+    procord_connection_flush(c);
     return;
   }
-  c->state = PROCORD_CONNECTED;
-  event_del(c->watch_timer);
-  heard(c);
-  event_add(c->read_event, NULL);
-  if (!notify_state(c)) return;
-  if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) flush(c);
+  event_del(c->write_event);
+  procord_connection_begin(c);
 }
 
 static void on_writable(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
   procord_connection_t *c = argument;
-  if (c->state == PROCORD_CONNECTING) finish_connect(c);
-  else flush(c);
+  if (c->state == PROCORD_CONNECTING && !c->securing) finish_connect(c);
+  else procord_connection_flush(c);
 }
 
 static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
@@ -270,25 +324,41 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   set_nonblocking(options->write_fd);
   struct event_base *base = procord_loop_base(loop);
   c->output = evbuffer_new();
+  c->urgent = evbuffer_new();
+  c->security = procord_security_retain(options->security);
+  if (options->peer_name) c->peer_name = strdup(options->peer_name);
   c->read_event = event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_readable, c);
   c->write_event = event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_writable, c);
   c->close_timer = evtimer_new(base, on_close_timeout, c);
   c->watch_timer = evtimer_new(base, on_watch_timeout, c);
-  if (!c->output || !c->read_event || !c->write_event || !c->close_timer || !c->watch_timer) {
+  if (!c->output || !c->urgent || !c->read_event || !c->write_event || !c->close_timer ||
+      !c->watch_timer) {
     close_descriptors(c);
     release(c);
     return -ENOMEM;
   }
+  c->state = PROCORD_CONNECTING;
+  if (options->connect_timeout_ms > 0 && (options->connecting || options->security))
+    arm(c->watch_timer, options->connect_timeout_ms);
+  *result = c;
   if (options->connecting) {
-    c->state = PROCORD_CONNECTING;
     event_add(c->write_event, NULL);
-    if (options->connect_timeout_ms > 0) arm(c->watch_timer, options->connect_timeout_ms);
-  } else {
+    return 0;
+  }
+  if (!options->security) {
     c->state = PROCORD_CONNECTED;
     event_add(c->read_event, NULL);
     heard(c);
+    return 0;
   }
-  *result = c;
+  /* The handshake starts now; its outcome is reported from the loop. */
+  error = start_securing(c);
+  if (error) {
+    close_descriptors(c);
+    release(c);
+    *result = NULL;
+    return error;
+  }
   return 0;
 }
 
@@ -315,6 +385,10 @@ static int queue_header(procord_connection_t *c, unsigned char kind, size_t leng
  */
 static void start_writing(procord_connection_t *c) {
   if (c->state != PROCORD_CONNECTED || c->corked) return; /* connecting: finish_connect flushes */
+  if (c->tls) {
+    procord_connection_tls_write(c, c->output);
+    return;
+  }
   int n;
   while ((n = evbuffer_write(c->output, c->options.write_fd)) < 0 && errno == EINTR) {
   }
@@ -391,6 +465,11 @@ void *procord_connection_take_body(procord_connection_t *c) {
 
 void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   if (c->state == PROCORD_DISCONNECTED || c->state == PROCORD_DISCONNECTING) return;
+  if (c->securing) {
+    /* Nothing the owner queued may go to a peer not trusted yet. */
+    disconnect(c, 0, NULL);
+    return;
+  }
   int was_connecting = c->state == PROCORD_CONNECTING;
   c->state = PROCORD_DISCONNECTING;
   c->reading_stopped = 1;
@@ -402,7 +481,7 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   }
   if (was_connecting) return; /* finish_connect flushes, then closes */
   if (!c->in_callback) {
-    flush(c);
+    procord_connection_flush(c);
   } else if (evbuffer_get_length(c->output) == 0) {
     finish_close_nicely(c);
   } else {
@@ -419,8 +498,10 @@ procord_connection_state_t procord_connection_state(const procord_connection_t *
 procord_cause_t procord_connection_cause(const procord_connection_t *c) { return c->cause; }
 
 size_t procord_connection_pending_output(const procord_connection_t *c) {
-  return evbuffer_get_length(c->output);
+  return evbuffer_get_length(c->output) + procord_connection_tls_pending(c);
 }
+
+const char *procord_connection_detail(const procord_connection_t *c) { return c->detail; }
 
 void procord_connection_free(procord_connection_t *c) {
   if (!c) return;

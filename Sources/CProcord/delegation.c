@@ -326,6 +326,7 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
               .remote_host = options->remote_host,
               .remote_port = options->remote_port,
               .connect_timeout_ms = options->connect_timeout_ms,
+              .security = options->security,
               .idle_timeout_ms = options->idle_timeout_ms,
               .max_message_size = options->max_message_size,
               .exit_grace_ms = options->exit_grace_ms,

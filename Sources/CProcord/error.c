@@ -25,6 +25,8 @@ static const known_error_t known_errors[] = {
     {PROCORD_ECLOSED, "PROCORD_ECLOSED", "already closed"},
     {PROCORD_ERESOLVE, "PROCORD_ERESOLVE", "could not resolve host name"},
     {PROCORD_EFULL, "PROCORD_EFULL", "queue full"},
+    {PROCORD_ETLS, "PROCORD_ETLS", "TLS failed"},
+    {PROCORD_EAUTH, "PROCORD_EAUTH", "authentication failed"},
 };
 
 static const known_error_t *find_known(int code) {

@@ -120,6 +120,7 @@ static void free_source(procord_pool_source_t *s) {
   free_strings(s->worker.environment);
   free((char *)s->worker.working_directory);
   free((char *)s->remote_host);
+  procord_security_release(s->security);
 }
 
 static int copy_source(procord_pool_source_t *to, const procord_pool_source_t *from) {
@@ -130,6 +131,7 @@ static int copy_source(procord_pool_source_t *to, const procord_pool_source_t *f
   to->worker.environment = (const char *const *)copy_strings(from->worker.environment, &failed);
   to->worker.working_directory = copy_string(from->worker.working_directory, &failed);
   to->remote_host = copy_string(from->remote_host, &failed);
+  procord_security_retain(to->security);
   if (failed) free_source(to);
   return failed ? -ENOMEM : 0;
 }
@@ -323,6 +325,7 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
       .remote_host = source->remote_host,
       .remote_port = source->remote_port,
       .connect_timeout_ms = p->options.connect_timeout_ms,
+      .security = source->security,
       .max_message_size = p->options.max_message_size,
       .exit_grace_ms = p->options.exit_grace_ms,
       .events = {on_ready, on_frame, on_ended},

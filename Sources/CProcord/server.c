@@ -9,7 +9,9 @@
 #include "procord/connection.h"
 #include "procord/listen.h"
 #include "procord/error.h"
+#include "security_private.h"
 #include "server_private.h"
+#include "server_secure.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -48,6 +50,15 @@ typedef struct server_worker_s {
   struct server_worker_s *previous, *next;
 } server_worker_t;
 
+/* A peer in the gate (TLS, authentication), or a TLS client's relay. */
+typedef struct secured_peer_s {
+  server_t *server;
+  procord_gate_t *gate;   /* until it passes or is refused */
+  procord_relay_t *relay; /* then, for a TLS client */
+  char peer[PEER_SIZE];
+  struct secured_peer_s *previous, *next;
+} secured_peer_t;
+
 typedef struct pending_client_s {
   int fd;
   char peer[PEER_SIZE];
@@ -70,6 +81,8 @@ struct server_s {
   int total, starting, idle, busy;
   pending_client_t *pending_head, *pending_tail;
   int pending;
+  secured_peer_t *secured; /* gates and relays */
+  int securing;            /* peers in the gate */
   char address[PEER_SIZE + 8];
 };
 
@@ -116,14 +129,15 @@ static const char *answer_name(unsigned char kind) {
 
 static void update_accepting(server_t *s) {
   int want = !s->draining && !s->accept_paused && s->listen_fd >= 0 &&
-             s->busy + s->pending < s->max;
+             s->busy + s->pending + s->securing < s->max;
   if (want && !s->accepting) event_add(s->accept_event, NULL);
   if (!want && s->accepting) event_del(s->accept_event);
   s->accepting = want;
 }
 
 static void maybe_stop(server_t *s) {
-  if (s->draining && s->busy == 0 && s->pending == 0 && s->total == 0) procord_loop_stop(s->loop);
+  if (s->draining && s->busy == 0 && s->pending == 0 && s->total == 0 && !s->secured)
+    procord_loop_stop(s->loop);
 }
 
 static void begin_drain(server_t *s, const char *why);
@@ -368,10 +382,109 @@ static void serve_here(server_t *s, int fd, const char *peer) {
            milliseconds_since(&start));
 }
 
+static void enqueue(server_t *s, int fd, const char *peer) {
+  pending_client_t *p = calloc(1, sizeof *p);
+  if (!p) {
+    close(fd);
+    return;
+  }
+  p->fd = fd;
+  memcpy(p->peer, peer, sizeof p->peer);
+  clock_gettime(CLOCK_MONOTONIC, &p->since);
+  if (s->pending_tail) s->pending_tail->next = p;
+  else s->pending_head = p;
+  s->pending_tail = p;
+  s->pending++;
+}
+
+/* ---- Secured peers ---- */
+
+static void forget_secured(secured_peer_t *e) {
+  server_t *s = e->server;
+  if (e->previous) e->previous->next = e->next;
+  else s->secured = e->next;
+  if (e->next) e->next->previous = e->previous;
+  free(e);
+}
+
+static void on_relay_done(procord_relay_t *relay, void *context) {
+  (void)relay;
+  secured_peer_t *e = context;
+  server_t *s = e->server;
+  forget_secured(e);
+  maybe_stop(s);
+}
+
+static void on_gate_done(procord_gate_t *gate, const procord_gate_result_t *result, void *context) {
+  (void)gate;
+  secured_peer_t *e = context;
+  server_t *s = e->server;
+  e->gate = NULL;
+  s->securing--;
+  if (!result->passed) {
+    log_line(s, result->peer_left ? PROCORD_LOG_DEBUG : PROCORD_LOG_WARNING, "%s: %s: %s%s", e->peer,
+             result->peer_left ? "gone" : "refused",
+             result->tls_failed ? "TLS handshake failed: " : "", result->reason);
+  } else if (result->tls) {
+    int worker_fd = -1;
+    e->relay = procord_relay_start(result->tls, &worker_fd, on_relay_done, e);
+    if (e->relay) enqueue(s, worker_fd, e->peer);
+    else log_line(s, PROCORD_LOG_ERROR, "%s: no descriptors or memory for its relay", e->peer);
+  } else if (s->options->dont_fork) {
+    serve_here(s, result->fd, e->peer);
+    check_keep_running(s);
+  } else {
+    enqueue(s, result->fd, e->peer);
+  }
+  if (!e->relay) forget_secured(e);
+  dispatch(s);
+  update_accepting(s);
+  maybe_stop(s);
+}
+
+static void secure(server_t *s, int fd, const char *peer) {
+  secured_peer_t *e = calloc(1, sizeof *e);
+  if (!e) {
+    close(fd);
+    return;
+  }
+  e->server = s;
+  memcpy(e->peer, peer, sizeof e->peer);
+  int timeout = s->options->handshake_timeout_ms > 0 ? s->options->handshake_timeout_ms
+                                                     : PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  e->gate = procord_gate_start(s->base, s->options->security, fd, timeout, on_gate_done, e);
+  if (!e->gate) {
+    free(e);
+    return;
+  }
+  e->next = s->secured;
+  if (s->secured) s->secured->previous = e;
+  s->secured = e;
+  s->securing++;
+}
+
+/* Drops every peer still in the gate (a drain, a stop); with `relays`, the
+   relays of clients being served too. */
+static void drop_secured(server_t *s, int relays) {
+  secured_peer_t *e = s->secured, *next;
+  for (; e; e = next) {
+    next = e->next;
+    if (e->gate) {
+      procord_gate_abort(e->gate);
+      s->securing--;
+    } else if (relays) {
+      procord_relay_free(e->relay);
+    } else {
+      continue;
+    }
+    forget_secured(e);
+  }
+}
+
 static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
   (void)events;
   server_t *s = context;
-  while (!s->draining && s->busy + s->pending < s->max) {
+  while (!s->draining && s->busy + s->pending + s->securing < s->max) {
     struct sockaddr_storage address;
     socklen_t length = sizeof address;
     int fd = accept4((int)listen_fd, (struct sockaddr *)&address, &length, SOCK_CLOEXEC);
@@ -395,23 +508,16 @@ static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char peer[PEER_SIZE];
     procord_address_string((struct sockaddr *)&address, length, peer, sizeof peer);
+    if (s->options->security) {
+      secure(s, fd, peer);
+      continue;
+    }
     if (s->options->dont_fork) {
       serve_here(s, fd, peer);
       check_keep_running(s);
       break; /* back to the loop: a signal may be waiting */
     }
-    pending_client_t *p = calloc(1, sizeof *p);
-    if (!p) {
-      close(fd);
-      continue;
-    }
-    p->fd = fd;
-    memcpy(p->peer, peer, sizeof p->peer);
-    clock_gettime(CLOCK_MONOTONIC, &p->since);
-    if (s->pending_tail) s->pending_tail->next = p;
-    else s->pending_head = p;
-    s->pending_tail = p;
-    s->pending++;
+    enqueue(s, fd, peer);
     dispatch(s);
   }
   update_accepting(s);
@@ -440,6 +546,7 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *context) {
   }
   for (server_worker_t *w = s->workers; w; w = w->next)
     if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
+  drop_secured(s, 1);
   maybe_stop(s);
 }
 
@@ -451,6 +558,8 @@ static void begin_drain(server_t *s, const char *why) {
   /* Closing the listening socket refuses new connections at once. */
   if (s->listen_fd >= 0) close(s->listen_fd);
   s->listen_fd = -1;
+  /* Peers not through the gate yet are not clients yet. */
+  drop_secured(s, 0);
   /* Clients already accepted are served: idle workers take them first, and
      starting ones stay for the rest; the others go. */
   dispatch(s);
@@ -544,6 +653,41 @@ static int open_listener(server_t *s) {
   return 0;
 }
 
+static int is_loopback(const struct sockaddr_storage *address) {
+  if (address->ss_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)address)->sin_addr.s_addr) >> 24) == 127;
+  if (address->ss_family != AF_INET6) return 1; /* a Unix socket, say: not the network */
+  const struct in6_addr *a = &((const struct sockaddr_in6 *)address)->sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* What a server's security options allow; logs why not. */
+static int check_security(server_t *s) {
+  const procord_security_t *security = s->options->security;
+  if (!security) return 0;
+  if (security->role != PROCORD_SECURITY_SERVER) {
+    log_line(s, PROCORD_LOG_ERROR, "the server's security options were made for a client");
+    return PROCORD_EINVAL;
+  }
+  if (security->tls && s->options->dont_fork) {
+    log_line(s, PROCORD_LOG_ERROR, "TLS needs worker processes: it cannot be combined with dont-fork");
+    return PROCORD_EINVAL;
+  }
+  return 0;
+}
+
+/* Exposed without protection: say so, once, at start. */
+static void warn_if_exposed(server_t *s) {
+  struct sockaddr_storage address;
+  socklen_t length = sizeof address;
+  if (s->options->security || getsockname(s->listen_fd, (struct sockaddr *)&address, &length) != 0 ||
+      is_loopback(&address))
+    return;
+  log_line(s, PROCORD_LOG_WARNING,
+           "listening on %s without TLS or a shared secret: anyone who can reach this port can run "
+           "tasks (see docs/SECURITY.md)", s->address);
+}
+
 static void release_server(server_t *s) {
   /* Whatever is left: kill, then reap, so no process is left behind. */
   while (s->workers) {
@@ -559,6 +703,7 @@ static void release_server(server_t *s) {
     close(p->fd);
     free(p);
   }
+  drop_secured(s, 1);
   for (int i = 0; i < 2; i++)
     if (s->signals[i]) event_free(s->signals[i]);
   if (s->accept_event) event_free(s->accept_event);
@@ -580,7 +725,9 @@ int procord_server_run(const procord_server_options_t *options) {
   int error = procord_loop_new(&s->loop);
   if (error) return error;
   s->base = procord_loop_base(s->loop);
-  error = open_listener(s);
+  error = check_security(s);
+  if (!error) error = open_listener(s);
+  if (!error) warn_if_exposed(s);
   if (!error) {
     s->accept_event = event_new(s->base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
     s->retry_timer = evtimer_new(s->base, on_accept_retry, s);

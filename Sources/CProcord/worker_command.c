@@ -38,6 +38,7 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   command->log_level = -1;
   command->read_timeout_ms = -1;
   command->drain_timeout_ms = -1;
+  command->handshake_timeout_ms = -1;
   command->first_argument = argc;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
@@ -52,18 +53,26 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
     size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
 #define IS(option) (name_length == sizeof option - 1 && strncmp(name, option, name_length) == 0)
     if (IS("worker") || IS("server") || IS("reuse-address") || IS("dont-fork") ||
-        IS("capture-output")) {
+        IS("capture-output") || IS("tls") || IS("tls-require-client-cert")) {
       if (equals) return set_error(error, error_size, PROCORD_EINVAL, "%s takes no value", arg);
       if (IS("worker")) command->mode = PROCORD_MODE_WORKER;
       else if (IS("server")) command->mode = PROCORD_MODE_SERVER;
       else if (IS("reuse-address")) command->reuse_address = 1;
       else if (IS("capture-output")) command->capture_output = 1;
+      else if (IS("tls")) command->tls = 1;
+      else if (IS("tls-require-client-cert")) command->tls_require_client_certificate = 1;
       else command->dont_fork = 1;
       continue;
     }
+    /* A secret on the command line would be in every user's `ps`. */
+    if (IS("secret"))
+      return set_error(error, error_size, PROCORD_EINVAL, "%s: a secret is never read from the command "
+                       "line; use --procord-secret-file PATH or --procord-secret-env NAME", arg);
     if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
           IS("max-simultaneous-tasks") || IS("max-message-size") || IS("handoff-fd") ||
-          IS("read-timeout") || IS("drain-timeout") || IS("log-level")))
+          IS("read-timeout") || IS("drain-timeout") || IS("log-level") || IS("tls-cert") ||
+          IS("tls-key") || IS("tls-ca") || IS("tls-server-name") || IS("secret-file") ||
+          IS("secret-env") || IS("handshake-timeout")))
       return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
     const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
@@ -71,6 +80,14 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
     if (IS("input-file")) command->input_file = value;
     else if (IS("output-file")) command->output_file = value;
     else if (IS("hostname")) command->hostname = value;
+    else if (IS("tls-cert")) command->tls_certificate_file = value;
+    else if (IS("tls-key")) command->tls_private_key_file = value;
+    else if (IS("tls-ca")) command->tls_ca_file = value;
+    else if (IS("tls-server-name")) command->tls_server_name = value;
+    else if (IS("secret-file")) command->secret_file = value;
+    else if (IS("secret-env")) command->secret_environment = value;
+    else if (IS("handshake-timeout") && parse_number(value, 1, 1 << 30, &n) == 0)
+      command->handshake_timeout_ms = (int)n;
     else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->socket_fd = (int)n;
     else if (IS("handoff-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->handoff_fd = (int)n;
     else if (IS("log-level")) {
@@ -94,6 +111,9 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
 #undef IS
   }
+  if (command->secret_file && command->secret_environment)
+    return set_error(error, error_size, PROCORD_EINVAL, "%s",
+                     "--procord-secret-file and --procord-secret-env exclude each other");
   if (command->mode != PROCORD_MODE_WORKER &&
       (command->input_file || command->output_file || command->socket_fd >= 0 ||
        command->handoff_fd > 0))

@@ -50,6 +50,7 @@ procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_option
   }
   link->port = options->remote_port;
   link->connect_timeout_ms = options->connect_timeout_ms;
+  if (link->remote) link->security = procord_security_retain(options->security);
   link->idle_timeout_ms = options->idle_timeout_ms;
   link->max_message_size = options->max_message_size;
   link->exit_grace_ms = options->exit_grace_ms > 0 ? options->exit_grace_ms : DEFAULT_EXIT_GRACE_MS;
@@ -100,9 +101,16 @@ static void drop_connection(procord_link_t *link) {
 static void on_state(procord_connection_t *connection, procord_connection_state_t state,
                      void *context) {
   procord_link_t *link = context;
+  if (state == PROCORD_CONNECTED) {
+    /* A secured connection: TLS and authentication are done. */
+    if (link->events.on_ready) link->events.on_ready(link, link->context);
+    return;
+  }
   if (state != PROCORD_DISCONNECTED) return;
   procord_cause_t cause = procord_connection_cause(connection);
   /* A close the owner asked for records nothing (see procord_link_end_t). */
+  if (cause.error && !link->end.error && !link->end.call)
+    link->end.detail = procord_connection_detail(connection);
   if (cause.error) procord_link_fail(link, cause.error, cause.call ? cause.call : "read");
   drop_connection(link);
   end_if_done(link);
@@ -142,10 +150,25 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
   else if (!link->reaped && !link->remote) procord_link_start_grace(link);
 }
 
+/* What is left of the connect limit (resolving and connecting took the
+   rest), for the handshake; 0: no limit. */
+static int remaining_connect_ms(const procord_link_t *link) {
+  if (link->connect_timeout_ms <= 0) return 0;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long long spent = (long long)(now.tv_sec - link->connect_start.tv_sec) * 1000 +
+                    (now.tv_nsec - link->connect_start.tv_nsec) / 1000000;
+  long long left = link->connect_timeout_ms - spent;
+  return left > 1 ? (int)left : 1;
+}
+
 static int open_connection(procord_link_t *link, int read_fd, int write_fd) {
   procord_connection_options_t options = {
       .read_fd = read_fd,
       .write_fd = write_fd,
+      .security = link->remote ? link->security : NULL,
+      .peer_name = link->host,
+      .connect_timeout_ms = link->remote ? remaining_connect_ms(link) : 0,
       .max_message_size = link->max_message_size,
       .idle_timeout_ms = link->idle_timeout_ms,
       .on_frame = on_frame,
@@ -167,7 +190,8 @@ static void on_connected(int fd, int error, const char *call, const char *detail
     end_if_done(link);
     return;
   }
-  if (link->events.on_ready) link->events.on_ready(link, link->context);
+  /* A secured connection is ready once its handshake is done (on_state). */
+  if (procord_link_ready(link) && link->events.on_ready) link->events.on_ready(link, link->context);
 }
 
 int procord_link_start(procord_link_t *link) {
@@ -176,6 +200,7 @@ int procord_link_start(procord_link_t *link) {
   link->end_event = evtimer_new(base, on_end_event, link);
   int error = link->grace_timer && link->end_event ? 0 : -ENOMEM;
   if (link->remote) {
+    clock_gettime(CLOCK_MONOTONIC, &link->connect_start);
     procord_connect_options_t options = {
         .host = link->host,
         .port = link->port,
@@ -292,5 +317,6 @@ void procord_link_free(procord_link_t *link) {
   if (link->grace_timer) event_free(link->grace_timer);
   if (link->end_event) event_free(link->end_event);
   free(link->host);
+  procord_security_release(link->security);
   free(link);
 }

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "procord/connect.h"
 #include "procord/connection.h"
@@ -40,6 +41,7 @@ typedef struct procord_link_options_s {
   const char *remote_host;               /* or a worker server (copied) */
   int remote_port;
   int connect_timeout_ms;
+  procord_security_t *security;          /* a worker server's: TLS, a secret (a reference is taken) */
   int idle_timeout_ms;
   size_t max_message_size;
   int exit_grace_ms; /* 0: 2000 ms */
@@ -66,6 +68,8 @@ struct procord_link_s {
   char *host;
   int port;
   int connect_timeout_ms;
+  struct timespec connect_start; /* the connect limit covers the handshake too */
+  procord_security_t *security;
   int idle_timeout_ms;
   size_t max_message_size;
   int exit_grace_ms;

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "procord/error.h"
+#include "procord/security.h"
 #include "procord/server.h"
 #include "procord/worker.h"
 
@@ -43,6 +44,16 @@ int procord_worker_run_server(const procord_worker_command_t *command,
   }
   arguments[n] = NULL;
   int level = command->log_level >= 0 ? command->log_level : PROCORD_LOG_WARNING;
+  /* Read before any worker starts: a secret in the environment is removed
+     from it, so workers never inherit it. */
+  procord_security_t *security = NULL;
+  char problem[512];
+  int error = procord_security_from_command(command, PROCORD_SECURITY_SERVER, &security, problem,
+                                            sizeof problem);
+  if (error) {
+    log_to_stderr(&level, PROCORD_LOG_ERROR, problem);
+    return error;
+  }
   procord_server_options_t options = {
       .hostname = command->hostname,
       .port = command->port >= 0 ? command->port : DEFAULT_SERVER_PORT,
@@ -59,8 +70,12 @@ int procord_worker_run_server(const procord_worker_command_t *command,
       .read_timeout_ms = command->read_timeout_ms > 0 ? command->read_timeout_ms : 0,
       .log = log_to_stderr,
       .context = &level,
+      .security = security,
+      .handshake_timeout_ms = command->handshake_timeout_ms > 0 ? command->handshake_timeout_ms : 0,
   };
-  return procord_server_run(&options);
+  error = procord_server_run(&options);
+  procord_security_release(security);
+  return error;
 }
 
 void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tasks,

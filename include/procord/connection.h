@@ -15,6 +15,7 @@
 
 #include "procord/frame.h"
 #include "procord/loop.h"
+#include "procord/security.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -71,6 +72,16 @@ typedef struct procord_connection_options_s {
   procord_frame_cb on_frame;
   procord_state_cb on_state;
   void *context;    /* passed to both callbacks */
+  /* Optional, a client's security (procord/security.h; a reference is
+     taken): on a connected socket, TLS and/or authentication run first,
+     with the state CONNECTING, bounded by connect_timeout_ms; frames sent
+     meanwhile wait. Failing, the connection is DISCONNECTED with
+     PROCORD_ETLS (call "tls") or PROCORD_EAUTH (call "authenticate"), and
+     procord_connection_detail says why. */
+  procord_security_t *security;
+  /* The host connected to: the name the server's certificate must carry
+     (unless the security names one). Copied. */
+  const char *peer_name;
 } procord_connection_options_t;
 
 /*
@@ -155,6 +166,10 @@ procord_connection_state_t procord_connection_state(const procord_connection_t *
 /* Returns why the connection is DISCONNECTED (all zero before that); `call`
    is a static string. */
 procord_cause_t procord_connection_cause(const procord_connection_t *connection);
+
+/* Returns a static English sentence with more about why the connection is
+   DISCONNECTED (a TLS or authentication failure's reason), or NULL. */
+const char *procord_connection_detail(const procord_connection_t *connection);
 
 /* Returns how many bytes are queued and not written yet. */
 size_t procord_connection_pending_output(const procord_connection_t *connection);

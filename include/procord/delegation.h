@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "procord/loop.h"
+#include "procord/security.h"
 #include "procord/spawn.h"
 
 #ifdef __cplusplus
@@ -126,6 +127,12 @@ typedef struct procord_delegation_options_s {
      fails (whatever it returns). */
   void (*input_release)(void *input_context);
   void *input_context;
+  /* Remote only, optional: how to secure the connection to the server
+     (procord/security.h, a client's; a reference is taken). Errors: DISCONNECTED with
+     PROCORD_ETLS, call "tls", or PROCORD_EAUTH, call "authenticate", and
+     `detail` saying why; PROCORD_ETIMEOUT with call "handshake" when
+     connect_timeout_ms ran out during it. */
+  procord_security_t *security;
 } procord_delegation_options_t;
 
 /*

@@ -30,6 +30,8 @@ enum procord_error_code {
   PROCORD_ECLOSED = -4022,             /* the object was closed or has finished */
   PROCORD_ERESOLVE = -4023,            /* a host name could not be resolved */
   PROCORD_EFULL = -4024,               /* a bounded queue is full */
+  PROCORD_ETLS = -4025,                /* TLS failed: the handshake, a certificate, a record */
+  PROCORD_EAUTH = -4026,               /* shared-secret authentication failed */
 };
 
 /*

@@ -48,6 +48,9 @@ typedef struct procord_pool_source_s {
      Each of the pool's connections to it holds one of its worker processes. */
   const char *remote_host;
   int remote_port;
+  /* For a server, optional: how to secure its connections (a client's
+     procord/security.h; the pool takes a reference). */
+  procord_security_t *security;
 } procord_pool_source_t;
 
 typedef struct procord_pool_options_s {

@@ -17,6 +17,7 @@
 #include "procord/listen.h"
 #include "procord/loop.h"
 #include "procord/pool.h"
+#include "procord/security.h"
 #include "procord/server.h"
 #include "procord/spawn.h"
 #include "procord/task.h"

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "procord/security.h"
 #include "procord/spawn.h"
 #include "procord/worker.h"
 
@@ -93,6 +94,19 @@ typedef struct procord_server_options_s {
   procord_keep_running_fn keep_running;   /* NULL: run until a signal */
   procord_log_fn log;                     /* NULL: no log */
   void *context;                          /* passed to the three callbacks */
+  /* Optional, a server's security (procord/security.h): each connection
+     goes through TLS and/or shared-secret authentication in the server
+     process before anything of a task is read. A peer that fails is told
+     why when the protocol allows (a `U` frame), logged at warning level
+     ("PEER: refused: REASON") and closed, and never reaches a worker. A TLS
+     client's bytes are relayed to its worker over a socketpair; workers
+     never load the key or the secret. Peers in the handshake count toward
+     max_simultaneous_tasks. Without security, a server listening beyond
+     loopback logs a warning at start. TLS cannot be combined with dont_fork. */
+  procord_security_t *security;
+  /* How long a peer has to finish TLS and authentication;
+     0: PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS. */
+  int handshake_timeout_ms;
 } procord_server_options_t;
 
 /*

@@ -143,6 +143,19 @@ typedef struct procord_worker_command_s {
   size_t max_message_size;   /* --procord-max-message-size N, or 0 */
   int first_argument;        /* the index in argv of the program's own first argument
                                 (argc when there is none) */
+  /* Security (procord/security.h; procord_security_from_command reads these).
+     A server's TLS options are its own certificate, key and the CA of its
+     clients; a main program's, its client certificate, key and the CA of
+     the server. */
+  int tls;                            /* --procord-tls: TLS (implied by the options below) */
+  const char *tls_certificate_file;   /* --procord-tls-cert PATH, or NULL */
+  const char *tls_private_key_file;   /* --procord-tls-key PATH, or NULL */
+  const char *tls_ca_file;            /* --procord-tls-ca PATH, or NULL */
+  int tls_require_client_certificate; /* --procord-tls-require-client-cert (a server) */
+  const char *tls_server_name;        /* --procord-tls-server-name NAME (a main program), or NULL */
+  const char *secret_file;            /* --procord-secret-file PATH, or NULL */
+  const char *secret_environment;     /* --procord-secret-env NAME: the variable holding it, or NULL */
+  int handshake_timeout_ms;           /* --procord-handshake-timeout MS (a server), or -1 */
 } procord_worker_command_t;
 
 /*
@@ -178,7 +191,10 @@ int procord_worker_run(const procord_worker_command_t *command,
  * program again (/proc/self/exe with --procord-worker --procord-handoff-fd 3),
  * or in the server process with --procord-dont-fork, until SIGTERM or SIGINT.
  * Logs to stderr at --procord-log-level (warnings and errors by default).
- * Returns 0 after a clean stop, or what procord_server_run returns.
+ * Secured as the `--procord-tls*` and `--procord-secret-*` options say
+ * (procord_security_from_command), with --procord-handshake-timeout.
+ * Returns 0 after a clean stop, what procord_server_run returns, or
+ * PROCORD_EINVAL when the security options are wrong (logged).
  */
 int procord_worker_run_server(const procord_worker_command_t *command,
                               const procord_worker_task_t *tasks, size_t task_count);

@@ -1,0 +1,152 @@
+/*
+ * A TLS client's relay (server_secure.h): plaintext between the client's
+ * TLS connection and its worker's socketpair, with back-pressure both ways.
+ */
+#define _GNU_SOURCE
+#include "server_secure.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Bytes waiting for a slow side before the other side is read no more. */
+#define HIGH_WATER (4 * 1024 * 1024)
+/* After the worker is done: how long the client gets to take the rest. */
+#define FLUSH_LIMIT_MS 10000
+
+struct procord_relay_s {
+  struct bufferevent *client; /* TLS */
+  struct bufferevent *worker; /* our end of the socketpair */
+  int client_gone, worker_gone;
+  struct event *flush_timer;
+  procord_relay_done_fn done;
+  void *context;
+};
+
+void procord_relay_free(procord_relay_t *r) {
+  if (!r) return;
+  if (r->client) bufferevent_free(r->client);
+  if (r->worker) bufferevent_free(r->worker);
+  if (r->flush_timer) event_free(r->flush_timer);
+  free(r);
+}
+
+static void end(procord_relay_t *r) {
+  procord_relay_done_fn done = r->done;
+  void *context = r->context;
+  procord_relay_free(r);
+  done(r, context);
+}
+
+static struct bufferevent *other(procord_relay_t *r, struct bufferevent *bev) {
+  return bev == r->client ? r->worker : r->client;
+}
+
+/* Moves what `from` read to the other side; stops reading `from` while the
+   other side has HIGH_WATER bytes to write. */
+static void on_readable(struct bufferevent *from, void *argument) {
+  procord_relay_t *r = argument;
+  struct bufferevent *to = other(r, from);
+  if (!to || (to == r->worker ? r->worker_gone : r->client_gone)) {
+    evbuffer_drain(bufferevent_get_input(from), evbuffer_get_length(bufferevent_get_input(from)));
+    return;
+  }
+  struct evbuffer *output = bufferevent_get_output(to);
+  evbuffer_add_buffer(output, bufferevent_get_input(from));
+  if (evbuffer_get_length(output) >= HIGH_WATER) {
+    bufferevent_disable(from, EV_READ);
+    bufferevent_setwatermark(to, EV_WRITE, HIGH_WATER / 2, 0);
+  }
+}
+
+static void client_flushed(procord_relay_t *r) {
+  SSL *ssl = bufferevent_openssl_get_ssl(r->client);
+  if (ssl) SSL_shutdown(ssl); /* close_notify, best effort */
+  ERR_clear_error();
+  end(r);
+}
+
+static void on_written(struct bufferevent *to, void *argument) {
+  procord_relay_t *r = argument;
+  size_t left = evbuffer_get_length(bufferevent_get_output(to));
+  struct bufferevent *from = other(r, to);
+  if (left < HIGH_WATER / 2) {
+    bufferevent_setwatermark(to, EV_WRITE, 0, 0);
+    if (from) bufferevent_enable(from, EV_READ);
+  }
+  if (left > 0) return;
+  /* The client went: the worker has all it sent, and now sees the end. */
+  if (to == r->worker && r->client_gone) shutdown(bufferevent_getfd(r->worker), SHUT_WR);
+  /* The worker is done: the client has all of it. */
+  if (to == r->client && r->worker_gone) client_flushed(r);
+}
+
+static void on_flush_timeout(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  end(argument);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *argument) {
+  procord_relay_t *r = argument;
+  if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
+  if (bev == r->client) {
+    r->client_gone = 1;
+    bufferevent_disable(r->client, EV_READ);
+    ERR_clear_error();
+    if (r->worker_gone) {
+      end(r);
+      return;
+    }
+    /* The worker's watchdog takes a peer gone mid-task as the end of it. */
+    if (evbuffer_get_length(bufferevent_get_output(r->worker)) == 0)
+      shutdown(bufferevent_getfd(r->worker), SHUT_WR);
+    return;
+  }
+  r->worker_gone = 1;
+  bufferevent_disable(r->worker, EV_READ);
+  if (r->client_gone || evbuffer_get_length(bufferevent_get_output(r->client)) == 0) {
+    if (r->client_gone) end(r);
+    else client_flushed(r);
+    return;
+  }
+  struct timeval limit = {FLUSH_LIMIT_MS / 1000, 0};
+  evtimer_add(r->flush_timer, &limit);
+}
+
+procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,
+                                     procord_relay_done_fn done, void *context) {
+  int pair[2] = {-1, -1};
+  procord_relay_t *r = calloc(1, sizeof *r);
+  if (!r || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    free(r);
+    bufferevent_free(tls);
+    return NULL;
+  }
+  struct event_base *base = bufferevent_get_base(tls);
+  r->client = tls;
+  r->done = done;
+  r->context = context;
+  evutil_make_socket_nonblocking(pair[0]);
+  r->worker = bufferevent_socket_new(base, pair[0], BEV_OPT_CLOSE_ON_FREE);
+  r->flush_timer = evtimer_new(base, on_flush_timeout, r);
+  if (!r->worker || !r->flush_timer) {
+    if (!r->worker) close(pair[0]);
+    close(pair[1]);
+    procord_relay_free(r);
+    return NULL;
+  }
+  bufferevent_setcb(r->client, on_readable, on_written, on_event, r);
+  bufferevent_setcb(r->worker, on_readable, on_written, on_event, r);
+  bufferevent_enable(r->client, EV_READ | EV_WRITE);
+  bufferevent_enable(r->worker, EV_READ | EV_WRITE);
+  /* What the client sent with its last handshake bytes is waiting already. */
+  if (evbuffer_get_length(bufferevent_get_input(r->client)) > 0) on_readable(r->client, r);
+  *worker_fd = pair[1];
+  return r;
+}
