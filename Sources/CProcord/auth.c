@@ -1,4 +1,5 @@
 /* Shared-secret authentication: nonces and proofs (auth_private.h). */
+#define _GNU_SOURCE
 #include "auth_private.h"
 #include "security_private.h"
 
@@ -74,8 +75,13 @@ static procord_auth_result_t server_step(procord_auth_t *auth, const procord_fra
 static procord_auth_result_t client_step(procord_auth_t *auth, const procord_frame_t *frame,
                                          unsigned char *reply, size_t *reply_length,
                                          const char **reason) {
-  if (frame->kind == PROCORD_FRAME_UNKNOWN_EXCEPTION)
-    return failed(reason, "the server refused our proof of the shared secret");
+  if (frame->kind == PROCORD_FRAME_UNKNOWN_EXCEPTION) {
+    /* The server's refusal: a TLS server tells a plaintext client so first. */
+    static const char tls[] = "requires TLS";
+    int wants_tls = memmem(frame->body, frame->length, tls, sizeof tls - 1) != NULL;
+    return failed(reason, wants_tls ? "the server requires TLS, and we spoke plaintext"
+                                    : "the server refused our proof of the shared secret");
+  }
   if (frame->kind == PROCORD_FRAME_ERROR)
     return failed(reason, "the server does not take a shared secret (it answered with a protocol error)");
   if (frame->kind != PROCORD_FRAME_AUTH)

@@ -114,6 +114,7 @@ int procord_security_new(const procord_security_options_t *o, procord_security_t
   if (o->server_name && o->role == PROCORD_SECURITY_CLIENT && !(s->server_name = strdup(o->server_name)))
     result = fail(error, size, -ENOMEM, "out of memory");
   if (!result && tls) result = load_tls(s, o, error, size);
+  s->verifies_clients = tls && o->role == PROCORD_SECURITY_SERVER && o->require_client_certificate;
   if (result) {
     free_security(s);
     return result;

@@ -10,6 +10,7 @@ struct procord_security_s {
   int references;
   procord_security_role_t role;
   SSL_CTX *tls;        /* NULL: no TLS */
+  int verifies_clients; /* a server that requires client certificates */
   char *server_name;   /* a client's fixed name for the server's certificate, or NULL */
   size_t secret_length; /* 0: no secret */
   unsigned char secret[PROCORD_SECRET_MAX_LENGTH];

@@ -676,16 +676,18 @@ static int check_security(server_t *s) {
   return 0;
 }
 
-/* Exposed without protection: say so, once, at start. */
+/* Reachable beyond this machine by clients it cannot tell apart: say so,
+   once, at start. TLS alone encrypts, but lets any client in. */
 static void warn_if_exposed(server_t *s) {
+  const procord_security_t *security = s->options->security;
+  if (security && (security->secret_length > 0 || security->verifies_clients)) return;
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
-  if (s->options->security || getsockname(s->listen_fd, (struct sockaddr *)&address, &length) != 0 ||
-      is_loopback(&address))
-    return;
+  if (getsockname(s->listen_fd, (struct sockaddr *)&address, &length) != 0 || is_loopback(&address)) return;
   log_line(s, PROCORD_LOG_WARNING,
-           "listening on %s without TLS or a shared secret: anyone who can reach this port can run "
-           "tasks (see docs/SECURITY.md)", s->address);
+           "listening on %s %s: anyone who can reach this port can run tasks (see docs/SECURITY.md)",
+           s->address, security ? "with TLS but without client certificates or a shared secret"
+                                : "without TLS or a shared secret");
 }
 
 static void release_server(server_t *s) {

@@ -64,6 +64,14 @@ static void on_readable(struct bufferevent *from, void *argument) {
   }
 }
 
+/* Both directions, as a local main program that dies does: a Unix socket
+   shows POLLHUP only then, and that is what the worker's watchdog takes as
+   its client gone mid-task (a half-close shows as POLLRDHUP only). What the
+   worker still says is for nobody. */
+static void hang_up_on_worker(procord_relay_t *r) {
+  shutdown(bufferevent_getfd(r->worker), SHUT_RDWR);
+}
+
 static void client_flushed(procord_relay_t *r) {
   SSL *ssl = bufferevent_openssl_get_ssl(r->client);
   if (ssl) SSL_shutdown(ssl); /* close_notify, best effort */
@@ -81,7 +89,7 @@ static void on_written(struct bufferevent *to, void *argument) {
   }
   if (left > 0) return;
   /* The client went: the worker has all it sent, and now sees the end. */
-  if (to == r->worker && r->client_gone) shutdown(bufferevent_getfd(r->worker), SHUT_WR);
+  if (to == r->worker && r->client_gone) hang_up_on_worker(r);
   /* The worker is done: the client has all of it. */
   if (to == r->client && r->worker_gone) client_flushed(r);
 }
@@ -103,9 +111,7 @@ static void on_event(struct bufferevent *bev, short what, void *argument) {
       end(r);
       return;
     }
-    /* The worker's watchdog takes a peer gone mid-task as the end of it. */
-    if (evbuffer_get_length(bufferevent_get_output(r->worker)) == 0)
-      shutdown(bufferevent_getfd(r->worker), SHUT_WR);
+    if (evbuffer_get_length(bufferevent_get_output(r->worker)) == 0) hang_up_on_worker(r);
     return;
   }
   r->worker_gone = 1;

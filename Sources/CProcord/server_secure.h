@@ -59,7 +59,8 @@ typedef void (*procord_relay_done_fn)(procord_relay_t *relay, void *context);
  * Starts relaying between the TLS connection `tls` (taken) and a new
  * socketpair, whose other end, blocking and close-on-exec, goes in
  * `*worker_fd` for a worker. When the client goes, the worker's end is
- * shut down for writing (its watchdog sees the peer gone); when the worker
+ * shut down both ways once it has what the client sent (its watchdog sees
+ * the peer gone, as for a plain client); when the worker
  * closes its end, what is left goes to the client and the TLS connection
  * is closed. Returns NULL (and frees `tls`) when out of descriptors or memory.
  */

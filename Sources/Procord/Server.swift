@@ -17,8 +17,15 @@ import Glibc
 /// executable (never a fork of the server), handed the connection over a
 /// Unix socket; a few workers are kept ready. A task that crashes its worker
 /// affects nothing else, and a client that disconnects mid-task gets its
-/// task killed. The server has no authentication: keep it on trusted
-/// networks.
+/// task killed.
+///
+/// Anyone who can reach the port can run tasks unless
+/// ``Options/security`` asks for TLS (with client certificates, for mutual
+/// TLS) or a shared secret: the server process then runs TLS and
+/// authentication for each connection, within ``Options/handshakeTimeout``,
+/// and refuses a peer that fails them (with a warning naming it) before it
+/// reaches a worker. Without security, keep the server on loopback or a
+/// trusted network; listening elsewhere logs a warning.
 public enum Server {
   /// How a server listens and serves.
   public struct Options: Sendable {
@@ -46,6 +53,15 @@ public enum Server {
     public var readTimeout: Duration? = .seconds(30)
     /// The largest frame body accepted (0: ``Limits/maxMessageSize``).
     public var maxMessageSize: Int = 0
+    /// How to secure connections: a server's ``ConnectionSecurity`` (TLS, a
+    /// shared secret, or both); `nil`: none, as in the original. TLS cannot
+    /// be combined with ``dontFork``.
+    public var security: ConnectionSecurity?
+    /// How long a client may take to finish TLS and authentication before
+    /// it is refused; only with ``security``. Clients in this phase count
+    /// toward ``maxSimultaneousTasks``, so this also frees the places held by
+    /// silent peers.
+    public var handshakeTimeout: Duration = .seconds(10)
     /// Given a connecting peer's address (`host:port`), returns whether to
     /// serve it.
     public var acceptFilter: (@Sendable (String) -> Bool)?
@@ -71,8 +87,14 @@ public enum Server {
 
   /// Runs a server until SIGTERM or SIGINT (or `keepRunning` returns false),
   /// lets running tasks finish, and returns.
-  /// - Throws: ``ProcordError`` if it cannot listen (a log line says why).
+  /// - Throws: ``ProcordError`` if it cannot listen (a log line says why);
+  ///   ``SecurityConfigurationError`` if ``Options/security`` is a client's.
   public static func run(tasks: [any ServableTask], options: Options) throws {
+    if let security = options.security, security.role != .server {
+      throw SecurityConfigurationError(
+        code: PROCORD_EINVAL.rawValue,
+        message: "a server's security must be a server's; make it with ConnectionSecurity(for: .server, ...)")
+    }
     let hooks = Hooks(options)
     var workerArguments = [executablePath, "--procord-worker", "--procord-handoff-fd", "3"]
     if let readTimeout = options.readTimeout {
@@ -104,6 +126,9 @@ public enum Server {
         c.keep_running = options.keepRunning == nil ? nil : keepRunning
         c.log = log
         c.context = Unmanaged.passUnretained(hooks).toOpaque()
+        // The hooks keep options.security, and so its reference, alive.
+        c.security = options.security?.pointer
+        c.handshake_timeout_ms = milliseconds(options.handshakeTimeout)
         return withExtendedLifetime(hooks) { procord_server_run(&c) }
       }
     }

@@ -22,8 +22,12 @@ extension DisconnectionCause {
     } else if call == "getaddrinfo" {
       let reason = outcome.detail.map { String(cString: $0) } ?? "unknown reason"
       self = .couldNotResolve(host: worker, reason: reason)
-    } else if error == PROCORD_ETIMEOUT.rawValue, call == "connect" || call == "idle" {
-      self = .timedOut(call == "connect" ? .connecting : .waitingForTheWorker)
+    } else if error == PROCORD_ETLS.rawValue {
+      self = .tlsFailed(reason: outcome.detail.map { String(cString: $0) } ?? "unknown reason")
+    } else if error == PROCORD_EAUTH.rawValue {
+      self = .authenticationFailed(reason: outcome.detail.map { String(cString: $0) } ?? "unknown reason")
+    } else if error == PROCORD_ETIMEOUT.rawValue, let phase = TimeoutPhase(call: call) {
+      self = .timedOut(phase)
     } else if !endOfStream, error <= -4000, error >= -4005,
       let code = ProtocolError(rawValue: Int(-4000 - error))
     {
@@ -135,13 +139,16 @@ func startDelegation<Input, Output>(
       }
     }
   case .remote(let server):
+    let security = try server.clientSecurity()
     error = server.host.withCString { host in
       start { options in
         options.remote_host = host
         options.remote_port = Int32(server.port)
         options.connect_timeout_ms = milliseconds(server.connectTimeout)
         options.idle_timeout_ms = milliseconds(server.idleTimeout)
-        return procord_delegate(Runtime.shared.loop, &options, &handle)
+        options.security = security?.pointer
+        // The C core takes a reference of its own before returning.
+        return withExtendedLifetime(security) { procord_delegate(Runtime.shared.loop, &options, &handle) }
       }
     }
   case .pool(let pool):

@@ -92,6 +92,14 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   case couldNotResolve(host: String, reason: String)
   /// A time limit of ``RemoteServer`` passed.
   case timedOut(TimeoutPhase)
+  /// TLS with the server failed (``RemoteServer/security``): the handshake,
+  /// the server's certificate, or a record. The reason is OpenSSL's, e.g.
+  /// "certificate verify failed".
+  case tlsFailed(reason: String)
+  /// Proving the shared secret failed (``RemoteServer/security``): the
+  /// server refused our proof, could not prove that it knows the secret, or
+  /// does not take one; the reason says which.
+  case authenticationFailed(reason: String)
 
   /// The cause in English, naming the errno, exit code or signal.
   public var description: String {
@@ -116,6 +124,12 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
       return "connecting to the server timed out"
     case .timedOut(.waitingForTheWorker):
       return "the server stayed silent longer than the idle timeout"
+    case .timedOut(.handshake):
+      return "TLS or authentication with the server timed out"
+    case .tlsFailed(let reason):
+      return "TLS with the server failed: \(reason)"
+    case .authenticationFailed(let reason):
+      return "authentication with the server failed: \(reason)"
     }
   }
 }
@@ -126,6 +140,19 @@ public enum TimeoutPhase: Sendable, Equatable {
   case connecting
   /// ``RemoteServer/idleTimeout``: waiting for the worker to say anything.
   case waitingForTheWorker
+  /// ``RemoteServer/connectTimeout``: TLS and authentication, once
+  /// connected (the limit covers resolving, connecting and these).
+  case handshake
+
+  /// The phase the C core's `call` names for `PROCORD_ETIMEOUT`.
+  init?(call: String) {
+    switch call {
+    case "connect": self = .connecting
+    case "idle": self = .waitingForTheWorker
+    case "handshake": self = .handshake
+    default: return nil
+    }
+  }
 }
 
 /// `2 s`, or `1500 ms` when not a whole number of seconds.

@@ -32,15 +32,42 @@ public enum Worker {
   /// - `--procord-max-message-size N`: the largest frame body accepted.
   /// - `--procord-server`, `--procord-hostname`, `--procord-port`,
   ///   `--procord-max-simultaneous-tasks`, `--procord-reuse-address`,
-  ///   `--procord-dont-fork`: worker servers (parsed; serving is not
-  ///   available yet, and `--procord-server` exits with a message).
+  ///   `--procord-dont-fork`: worker servers (see ``Server``).
+  /// - Without `--procord-server`, `--procord-hostname H` (and
+  ///   `--procord-port P`) make this a main program whose delegations go
+  ///   to that server, and the function returns.
+  /// - Security (docs/SECURITY.md), for a server and for a main program
+  ///   that delegates to one:
+  ///   - `--procord-tls`: TLS (implied by the options below); a main
+  ///     program then trusts the system's CA store.
+  ///   - `--procord-tls-cert PATH`, `--procord-tls-key PATH`: a server's
+  ///     certificate and key (the key may be in the certificate's file); a
+  ///     main program's client certificate.
+  ///   - `--procord-tls-ca PATH`: a server's CA of client certificates; a
+  ///     main program's CA of the server.
+  ///   - `--procord-tls-require-client-cert`: a server requires client
+  ///     certificates signed by its CA (mutual TLS).
+  ///   - `--procord-tls-server-name NAME`: the name a main program checks in
+  ///     the server's certificate instead of the host.
+  ///   - `--procord-secret-file PATH` or `--procord-secret-env NAME`: a
+  ///     shared secret (16 to 1024 bytes, one trailing newline dropped),
+  ///     from a file or an environment variable, which is then removed from
+  ///     the environment. Never from the command line (`--procord-secret`
+  ///     is refused), where every user of the machine can read it.
+  ///   - `--procord-handshake-timeout MS`: how long a server gives a client
+  ///     to finish TLS and authentication (default 10000).
+  ///
+  ///   A server whose security options are wrong (a missing file, a key that
+  ///   does not match, no certificate...) says why on stderr and exits with
+  ///   status 2.
   ///
   /// In worker mode this never returns: the process exits with status 0 at a
   /// clean end (including a main program that went away), and 1 after a
   /// protocol error (answered with its `E` frame) or an I/O error (described
   /// on stderr).
   /// - Throws: ``CommandLineError`` for an unknown `--procord-` option or a
-  ///   bad value.
+  ///   bad value, or, in a main program, security options that cannot be
+  ///   used (the message says why).
   public static func runIfRequested(
     tasks: [any ServableTask], arguments: [String] = CommandLine.arguments,
     maxMessageSize: Int? = nil
@@ -50,13 +77,19 @@ public enum Worker {
     if command.mode == PROCORD_MODE_NONE {
       // A main program: `--procord-hostname` sends its delegations to a server.
       if let host = command.hostname.map({ String(cString: $0) }) {
+        let security: ConnectionSecurity?
+        do {
+          security = try ConnectionSecurity.fromCommand(parsed, role: .client)
+        } catch {
+          throw CommandLineError(description: error.message)
+        }
         Destination.setFromCommandLine(
-          .remote(RemoteServer(host: host, port: command.port >= 0 ? Int(command.port) : 1111)))
+          .remote(RemoteServer(host: host, port: command.port >= 0 ? Int(command.port) : 1111, security: security)))
       }
       return
     }
     if command.mode == PROCORD_MODE_SERVER {
-      runServer(tasks, command, maxMessageSize: maxMessageSize)
+      runServer(tasks, parsed, maxMessageSize: maxMessageSize)
     }
     if let maxMessageSize, command.max_message_size == 0 { command.max_message_size = maxMessageSize }
     let result = withExtendedLifetime(parsed) {
@@ -109,8 +142,9 @@ public enum Worker {
 
 /// `--procord-server`: serves until SIGTERM or SIGINT, then exits 0.
 private func runServer(
-  _ tasks: [any ServableTask], _ command: procord_worker_command_t, maxMessageSize: Int?
+  _ tasks: [any ServableTask], _ parsed: ParsedCommandLine, maxMessageSize: Int?
 ) -> Never {
+  let command = parsed.command
   var options = Server.Options()
   if let host = command.hostname { options.hostname = String(cString: host) }
   if command.port >= 0 { options.port = Int(command.port) }
@@ -122,6 +156,13 @@ private func runServer(
     options.readTimeout = command.read_timeout_ms == 0 ? nil : .milliseconds(command.read_timeout_ms)
   }
   options.maxMessageSize = command.max_message_size > 0 ? Int(command.max_message_size) : maxMessageSize ?? 0
+  do {
+    options.security = try ConnectionSecurity.fromCommand(parsed, role: .server)
+  } catch {
+    writeStandardError("procord server: \(error.message)\n")
+    exit(2)
+  }
+  if command.handshake_timeout_ms >= 0 { options.handshakeTimeout = .milliseconds(command.handshake_timeout_ms) }
   let levels: [Logger.Level] = [.error, .warning, .info, .debug]
   if command.log_level >= 0 {
     var logger = Logger(label: "procord.server")

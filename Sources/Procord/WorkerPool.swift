@@ -157,8 +157,10 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
 
   /// Makes a pool over `sources` and starts ``Configuration/minimumWorkers``.
   /// Throws ``ProcordError`` for a configuration that cannot work (no
-  /// source, a minimum above the maximum).
+  /// source, a minimum above the maximum), or ``SecurityConfigurationError``
+  /// for a server whose ``RemoteServer/security`` is a server's.
   public init(_ sources: [Source], configuration: Configuration = Configuration()) throws {
+    for case .remote(let server) in sources { _ = try server.clientSecurity() }
     self.sources = sources
     self.configuration = configuration
     workerName = sources.map(\.description).joined(separator: ", ")
@@ -366,7 +368,9 @@ private func withCSources<R>(
       var source = procord_pool_source_t()
       source.remote_host = host
       source.remote_port = Int32(server.port)
-      return withCSources(rest, done + [source], body)
+      // The pool takes a reference of its own; ours lasts until it is made.
+      source.security = server.security?.pointer
+      return withExtendedLifetime(server.security) { withCSources(rest, done + [source], body) }
     }
   }
 }

@@ -72,7 +72,19 @@ private struct RunOptions {
   var hosts: [RemoteServer] = []
   var timeout: Duration?
   var memoryLimit: Int?
+  /// `--procord-tls*`, `--procord-secret-*`: how to secure the servers' connections.
+  var tls: TLSConfiguration?
+  var secretFile: String?
+  var secretVariable: String?
   var positional: [String] = []
+
+  /// The client security these options ask for, or nil.
+  func security() throws -> ConnectionSecurity? {
+    let secret = try secretFile.map { try SharedSecret(contentsOfFile: $0) }
+      ?? secretVariable.map { try SharedSecret(environmentVariable: $0) }
+    guard tls != nil || secret != nil else { return nil }
+    return try ConnectionSecurity(for: .client, tls: tls, secret: secret)
+  }
 }
 
 /// Reads `run`'s options; a usage error as text.
@@ -82,6 +94,20 @@ private func parseRunOptions(_ arguments: ArraySlice<String>) -> Result<RunOptio
   while let argument = rest.popFirst() {
     switch argument {
     case "--sequential": options.sequential = true
+    case "--procord-tls": options.tls = options.tls ?? TLSConfiguration()
+    case "--procord-tls-cert", "--procord-tls-key", "--procord-tls-ca", "--procord-tls-server-name",
+      "--procord-secret-file", "--procord-secret-env":
+      guard let value = rest.popFirst() else { return .failure(UsageError("\(argument) needs a value")) }
+      var tls = options.tls ?? TLSConfiguration()
+      switch argument {
+      case "--procord-tls-cert": tls.certificateFile = value
+      case "--procord-tls-key": tls.privateKeyFile = value
+      case "--procord-tls-ca": tls.trustedCAFile = value
+      case "--procord-tls-server-name": tls.serverName = value
+      case "--procord-secret-file": options.secretFile = value
+      default: options.secretVariable = value
+      }
+      if argument.hasPrefix("--procord-tls") { options.tls = tls }
     case "--worker-program", "--worker-arg", "--procord-hostname", "--procord-port", "--pool", "--hosts",
       "--timeout", "--limit-memory":
       guard let value = rest.popFirst() else { return .failure(UsageError("\(argument) needs a value")) }
@@ -142,6 +168,12 @@ private func parseRunOptions(_ arguments: ArraySlice<String>) -> Result<RunOptio
   if options.memoryLimit != nil && remote {
     return .failure(UsageError("--limit-memory applies to local workers only"))
   }
+  if (options.tls != nil || options.secretFile != nil || options.secretVariable != nil) && !remote {
+    return .failure(UsageError("--procord-tls* and --procord-secret-* apply to servers (--procord-hostname, --hosts)"))
+  }
+  if options.secretFile != nil && options.secretVariable != nil {
+    return .failure(UsageError("--procord-secret-file and --procord-secret-env exclude each other"))
+  }
   return .success(options)
 }
 
@@ -162,7 +194,7 @@ struct UsageError: Error {
 
 /// `procord-demo run [--sequential] [--pool N] [--hosts H:P,...] [--timeout SECONDS]
 /// [--limit-memory MIB] [--worker-program PATH [--worker-arg ARG]...]
-/// [--procord-hostname H [--procord-port P]] TASK INPUT...`
+/// [--procord-hostname H [--procord-port P]] [--procord-tls-ca FILE ...] TASK INPUT...`
 /// Returns the exit status: 0 all succeeded, 1 any raised or failed, 2 usage.
 func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
   let options: RunOptions
@@ -180,9 +212,16 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
     WorkerProgram(path: $0, arguments: options.workerArguments.isEmpty ? ["--procord-worker"] : options.workerArguments)
   } ?? .current
   program.limits.addressSpace = options.memoryLimit
+  let security: ConnectionSecurity?
+  do {
+    security = try options.security()
+  } catch {
+    return usage("\(error)")
+  }
   // --pool N over --procord-hostname: N connections to that one server.
-  let servers = options.hosts.isEmpty && options.poolSize != nil
+  var servers = options.hosts.isEmpty && options.poolSize != nil
     ? options.host.map { [RemoteServer(host: $0, port: options.port)] } ?? [] : options.hosts
+  for index in servers.indices { servers[index].security = security }
   let target: Target
   do {
     if !servers.isEmpty {
@@ -195,7 +234,7 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
       configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
       target = .pool(try WorkerPool([.local(program)], configuration: configuration))
     } else if let host = options.host {
-      target = .server(RemoteServer(host: host, port: options.port))
+      target = .server(RemoteServer(host: host, port: options.port, security: security))
     } else {
       target = .program(program)
     }

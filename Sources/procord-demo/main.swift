@@ -25,12 +25,17 @@ let usageText = """
          procord-demo run [--sequential] [--pool N] [--hosts HOST:PORT,...]
                           [--timeout SECONDS] [--limit-memory MIB]
                           [--worker-program PATH [--worker-arg ARG]...]
-                          [--procord-hostname HOST [--procord-port PORT]] TASK INPUT...
+                          [--procord-hostname HOST [--procord-port PORT]]
+                          [SECURITY...] TASK INPUT...
          procord-demo --procord-worker        serve tasks on stdin/stdout
          procord-demo --procord-server [--procord-hostname HOST] [--procord-port PORT]
                       [--procord-max-simultaneous-tasks N] [--procord-reuse-address]
-                      [--procord-dont-fork] [--procord-log-level LEVEL]
+                      [--procord-dont-fork] [--procord-log-level LEVEL] [SECURITY...]
+                      [--procord-tls-require-client-cert] [--procord-handshake-timeout MS]
                                               serve tasks over TCP
+  SECURITY (docs/SECURITY.md): [--procord-tls] [--procord-tls-cert FILE] [--procord-tls-key FILE]
+           [--procord-tls-ca FILE] [--procord-tls-server-name NAME]
+           [--procord-secret-file FILE | --procord-secret-env VARIABLE]
   tasks: \(runnableTasks.map(\.name).joined(separator: ", "))
   """
 

@@ -101,8 +101,10 @@ typedef struct procord_server_options_s {
      ("PEER: refused: REASON") and closed, and never reaches a worker. A TLS
      client's bytes are relayed to its worker over a socketpair; workers
      never load the key or the secret. Peers in the handshake count toward
-     max_simultaneous_tasks. Without security, a server listening beyond
-     loopback logs a warning at start. TLS cannot be combined with dont_fork. */
+     max_simultaneous_tasks. A server listening beyond loopback that does
+     not authenticate its clients (no shared secret, no required client
+     certificate) logs a warning at start. TLS cannot be combined with
+     dont_fork. */
   procord_security_t *security;
   /* How long a peer has to finish TLS and authentication;
      0: PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS. */
