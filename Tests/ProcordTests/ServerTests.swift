@@ -454,7 +454,7 @@ private final class ChildSampler: @unchecked Sendable {
 // MARK: - Sockets
 
 /// A plain TCP connection to 127.0.0.1: no Procord involved.
-private final class RawConnection {
+final class RawConnection {
   let fd: Int32
 
   init(port: Int) throws {
@@ -541,7 +541,7 @@ private func outputOf<Output>(
 }
 
 /// A value shared with a thread of the test.
-private final class LockedBox<Value>: @unchecked Sendable {
+final class LockedBox<Value>: @unchecked Sendable {
   private let lock = NSLock()
   private var stored: Value
   init(_ value: Value) { stored = value }
@@ -552,7 +552,7 @@ private final class LockedBox<Value>: @unchecked Sendable {
 }
 
 /// `count` random bytes, from /dev/urandom.
-private func randomBytes(_ count: Int) -> [UInt8] {
+func randomBytes(_ count: Int) -> [UInt8] {
   let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
   precondition(fd >= 0, "/dev/urandom: errno \(errno)")
   defer { close(fd) }
