@@ -40,7 +40,10 @@ int procord_connection_start_auth(procord_connection_t *c) {
   unsigned char nonce[PROCORD_AUTH_NONCE_LENGTH];
   int error = procord_auth_start(&c->auth, c->security, PROCORD_AUTH_CLIENT, nonce);
   /* Small frames only until the server is trusted. */
-  if (!error) procord_frame_parser_init(&c->parser, PROCORD_AUTH_MAX_FRAME);
+  if (!error) {
+    procord_frame_parser_reset(&c->parser);
+    procord_frame_parser_init(&c->parser, PROCORD_AUTH_MAX_FRAME);
+  }
   if (!c->tls) event_add(c->read_event, NULL);
   return error ? error : send_urgent(c, nonce, sizeof nonce);
 }
@@ -57,6 +60,7 @@ int procord_connection_secure_frame(procord_connection_t *c, const procord_frame
   if (length && send_urgent(c, reply, length) != 0) return fail(c, -ENOMEM, "authenticate", NULL);
   if (result == PROCORD_AUTH_CONTINUE) return 1;
   memset(&c->auth, 0, sizeof c->auth);
+  procord_frame_parser_reset(&c->parser);
   procord_frame_parser_init(&c->parser, c->options.max_message_size);
   return procord_connection_become_connected(c);
 }

@@ -178,8 +178,10 @@ const char *procord_tls_failure(SSL *ssl) {
 
 /* Drops one trailing "\n" or "\r\n": the newline an editor or `echo` adds. */
 static size_t without_newline(const unsigned char *bytes, size_t length) {
-  if (length > 0 && bytes[length - 1] == '\n') length--;
-  if (length > 0 && bytes[length - 1] == '\r') length--;
+  if (length > 0 && bytes[length - 1] == '\n') {
+    length--;
+    if (length > 0 && bytes[length - 1] == '\r') length--;
+  }
   return length;
 }
 

@@ -53,8 +53,9 @@ static void free_gate(procord_gate_t *g) {
   if (g->peek_event) event_free(g->peek_event);
   if (g->timer) event_free(g->timer);
   if (g->bev) bufferevent_free(g->bev);
-  /* A TLS bufferevent closed the socket; a plain one never does. */
-  if (g->fd >= 0 && !(g->bev && g->tls)) close(g->fd);
+  /* A TLS bufferevent closes the socket; a plain one (a plaintext client
+     told to use TLS, or a secret without TLS) never does. */
+  if (g->fd >= 0 && !(g->bev && bufferevent_openssl_get_ssl(g->bev))) close(g->fd);
   procord_frame_parser_reset(&g->parser);
   procord_security_release(g->security);
   free(g);
@@ -104,9 +105,9 @@ static void on_linger_readable(struct bufferevent *bev, void *argument) {
 static void on_linger_written(struct bufferevent *bev, void *argument) {
   procord_gate_t *g = argument;
   if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
-  if (g->tls) {
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (ssl) SSL_shutdown(ssl);
+  SSL *ssl = bufferevent_openssl_get_ssl(bev);
+  if (ssl) {
+    SSL_shutdown(ssl);
     ERR_clear_error();
   } else {
     shutdown(g->fd, SHUT_WR);

@@ -37,7 +37,7 @@ static int send_all(int fd, const unsigned char *bytes, size_t length) {
 static int send_control(int fd, unsigned char kind, const void *body, size_t length) {
   unsigned char frame[PROCORD_FRAME_HEADER_MAX + 1 + sizeof ((procord_worker_report_t *)0)->task_name];
   size_t header = procord_frame_encode_header(kind, length, frame);
-  memcpy(frame + header, body, length);
+  if (length) memcpy(frame + header, body, length);
   return send_all(fd, frame, header + length);
 }
 

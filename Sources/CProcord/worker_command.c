@@ -67,7 +67,7 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
     /* A secret on the command line would be in every user's `ps`. */
     if (IS("secret"))
       return set_error(error, error_size, PROCORD_EINVAL, "%s: a secret is never read from the command "
-                       "line; use --procord-secret-file PATH or --procord-secret-env NAME", arg);
+                       "line; use --procord-secret-file PATH or --procord-secret-env NAME", "--procord-secret");
     if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
           IS("max-simultaneous-tasks") || IS("max-message-size") || IS("handoff-fd") ||
           IS("read-timeout") || IS("drain-timeout") || IS("log-level") || IS("tls-cert") ||

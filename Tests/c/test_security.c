@@ -1,0 +1,1614 @@
+#define _GNU_SOURCE
+/*
+ * Security (procord/security.h): shared secrets, security objects, the
+ * `--procord-tls*` / `--procord-secret-*` options, the shared-secret
+ * exchange of auth_private.h driven frame by frame, and, end to end, this
+ * very program run as a worker server (--procord-server) with TLS, mutual
+ * TLS or a shared secret, and delegated to with procord_delegate.
+ *
+ * The certificates are made at start in a temporary directory with the
+ * `openssl` command (EC P-256): a CA, a server certificate it signs for
+ * localhost and 127.0.0.1, a client certificate it signs, and a second,
+ * unrelated CA. The server's port comes from its sd_notify message
+ * (READY=1, STATUS=listening on 127.0.0.1:PORT) on a datagram socket of
+ * ours; its log (stderr) comes through a pipe.
+ *
+ * Every test that starts a process or opens a descriptor ends by checking
+ * that no child process is left and that the number of open descriptors is
+ * back to what it was.
+ */
+#include "check.h"
+#include "fixtures.h"
+
+#include "auth_private.h"
+#include "procord/delegation.h"
+#include "procord/error.h"
+#include "procord/frame.h"
+#include "procord/loop.h"
+#include "procord/security.h"
+#include "procord/spawn.h"
+#include "procord/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static procord_loop_t *loop;
+static char self_path[4096];
+
+/* A secret of 32 bytes, and another one. */
+#define SECRET "0123456789abcdef0123456789abcdef"
+#define OTHER_SECRET "fedcba9876543210fedcba9876543210"
+/* The variable a server started with --procord-secret-env reads. */
+#define SERVER_SECRET_VARIABLE "PROCORD_TEST_SERVER_SECRET"
+/* The variable the secret tests set and load. */
+#define TEST_SECRET_VARIABLE "PROCORD_TEST_SECRET"
+
+/* A message `text` contains `word`; says both when it does not. */
+#define CHECK_CONTAINS(text, word)                                                                \
+  do {                                                                                            \
+    const char *check_text = (text);                                                              \
+    if (!check_text || !strstr(check_text, (word))) {                                             \
+      fprintf(stderr, "    %s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,          \
+              check_text ? check_text : "(null)", (word));                                        \
+      check_current_failed = 1;                                                                   \
+      return;                                                                                     \
+    }                                                                                             \
+  } while (0)
+
+/* ---- Tasks the server's workers serve ---- */
+
+static void task_echo(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
+  (void)context;
+  reply->kind = PROCORD_FRAME_VALUE;
+  reply->length = length;
+  reply->body = length ? malloc(length) : NULL;
+  if (length) memcpy(reply->body, input, length);
+}
+
+/* What a worker finds of the server's secret variable in its environment. */
+static void task_secret_variable(void *context, const unsigned char *input, size_t length,
+                                 procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  const char *value = getenv(SERVER_SECRET_VARIABLE);
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, value ? value : "(unset)");
+}
+
+static const procord_worker_task_t tasks[] = {
+    {"echo", task_echo, NULL},
+    {"secret-variable", task_secret_variable, NULL},
+};
+#define TASK_COUNT (sizeof tasks / sizeof tasks[0])
+
+/* ---- Files ---- */
+
+static char directory[] = "/tmp/procord-security-XXXXXX";
+static int have_certificates;
+static char ca_pem[256], ca_key[256], other_ca_pem[256], server_pem[256], server_key[256],
+    client_pem[256], client_key[256], secret_file[256];
+
+static void name_file(char *path, const char *name) {
+  snprintf(path, 256, "%s/%s", directory, name);
+}
+
+static int write_file(const char *path, const void *bytes, size_t length) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, bytes, length);
+  close(fd);
+  return n == (ssize_t)length ? 0 : -1;
+}
+
+/* Runs a shell command in the temporary directory; 0 when it exits with 0. */
+static int run_in_directory(const char *command) {
+  char line[2048];
+  snprintf(line, sizeof line, "cd '%s' && { %s; } >/dev/null 2>&1", directory, command);
+  int status = system(line);
+  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fprintf(stderr, "failed: %s\n", line);
+    return -1;
+  }
+  return 0;
+}
+
+#define NEW_EC_KEY "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+
+/* The CAs, the server's and the client's certificates, and a secret file. */
+static int make_files(void) {
+  name_file(ca_pem, "ca.pem");
+  name_file(ca_key, "ca.key");
+  name_file(other_ca_pem, "other-ca.pem");
+  name_file(server_pem, "server.pem");
+  name_file(server_key, "server.key");
+  name_file(client_pem, "client.pem");
+  name_file(client_key, "client.key");
+  name_file(secret_file, "secret");
+  if (write_file(secret_file, SECRET "\n", sizeof SECRET) != 0) return -1;
+  static const char *const commands[] = {
+      "openssl req -x509 " NEW_EC_KEY " -days 2 -subj /CN=TestCA -keyout ca.key -out ca.pem",
+      "openssl req -x509 " NEW_EC_KEY " -days 2 -subj /CN=OtherCA -keyout other-ca.key -out other-ca.pem",
+      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext",
+      "openssl req -new " NEW_EC_KEY " -subj /CN=localhost -keyout server.key -out server.csr",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile server.ext -out server.pem",
+      "printf 'extendedKeyUsage=clientAuth\\n' > client.ext",
+      "openssl req -new " NEW_EC_KEY " -subj /CN=client -keyout client.key -out client.csr",
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile client.ext -out client.pem",
+  };
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+    if (run_in_directory(commands[i]) != 0) return -1;
+  return 0;
+}
+
+/* ---- Secrets ---- */
+
+/* Loads the secret of a temporary file holding `contents`. */
+static int load_from_file(const void *contents, size_t contents_length, unsigned char *secret,
+                          size_t size, size_t *length, char *error, size_t error_size) {
+  char path[256];
+  name_file(path, "loaded-secret");
+  if (write_file(path, contents, contents_length) != 0) return -12345;
+  int result = procord_secret_load(path, NULL, secret, size, length, error, error_size);
+  unlink(path);
+  return result;
+}
+
+#define LOAD_FILE(contents, secret, length, error)                                                \
+  load_from_file((contents), sizeof(contents) - 1, (secret), sizeof(secret), (length), (error),   \
+                 sizeof(error))
+
+static void secret_file_drops_one_trailing_newline(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE(SECRET "\n", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, SECRET);
+}
+
+static void secret_file_drops_one_trailing_crlf(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE(SECRET "\r\n", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, SECRET);
+}
+
+static void secret_file_without_a_newline_is_taken_whole(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE(SECRET, secret, &length, error), 0);
+  CHECK_BYTES(secret, length, SECRET);
+}
+
+static void secret_file_drops_only_one_newline(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE(SECRET "\n\n", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, SECRET "\n");
+  CHECK_EQ_INT(LOAD_FILE(SECRET "\r\n\r\n", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, SECRET "\r\n");
+}
+
+static void secret_file_keeps_spaces(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE(" " SECRET " \t\n", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, " " SECRET " \t");
+}
+
+/* Only "\n" or "\r\n" is a newline: a carriage return alone is the secret's. */
+static void secret_file_keeps_a_lone_trailing_carriage_return(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE(SECRET "\r", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, SECRET "\r");
+}
+
+static void secret_file_is_binary_safe(void) {
+  static const unsigned char contents[] = {0, 1, 2, 0, 255, 254, 10, 13, 0, 9, 8, 7, 6, 5, 4, 3, 0, '\n'};
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(load_from_file(contents, sizeof contents, secret, sizeof secret, &length, error,
+                              sizeof error),
+               0);
+  CHECK_EQ_INT(length, sizeof contents - 1);
+  CHECK(memcmp(secret, contents, length) == 0);
+}
+
+static void secret_of_16_bytes_is_accepted(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE("0123456789abcdef\n", secret, &length, error), 0);
+  CHECK_BYTES(secret, length, "0123456789abcdef");
+}
+
+static void secret_of_15_bytes_is_refused(void) {
+  unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(LOAD_FILE("0123456789abcde\n", secret, &length, error), PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "16");
+  CHECK_CONTAINS(error, "it has 15");
+}
+
+static void secret_of_1024_bytes_is_accepted_and_of_1025_refused(void) {
+  static unsigned char contents[PROCORD_SECRET_MAX_LENGTH + 2];
+  memset(contents, 'k', sizeof contents);
+  static unsigned char secret[PROCORD_SECRET_MAX_LENGTH + 16];
+  size_t length = 0;
+  char error[256] = "";
+  contents[PROCORD_SECRET_MAX_LENGTH] = '\n';
+  CHECK_EQ_INT(load_from_file(contents, PROCORD_SECRET_MAX_LENGTH + 1, secret, sizeof secret,
+                              &length, error, sizeof error),
+               0);
+  CHECK_EQ_INT(length, PROCORD_SECRET_MAX_LENGTH);
+  contents[PROCORD_SECRET_MAX_LENGTH] = 'k';
+  contents[PROCORD_SECRET_MAX_LENGTH + 1] = '\n';
+  CHECK_EQ_INT(load_from_file(contents, PROCORD_SECRET_MAX_LENGTH + 2, secret, sizeof secret,
+                              &length, error, sizeof error),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "1024");
+}
+
+static void secret_longer_than_the_buffer_is_refused_and_the_buffer_untouched(void) {
+  unsigned char secret[40];
+  memset(secret, 'z', sizeof secret);
+  size_t length = 99;
+  char error[256] = "";
+  CHECK_EQ_INT(load_from_file(SECRET "\n", sizeof SECRET, secret, 20, &length, error, sizeof error),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "20");
+  CHECK_CONTAINS(error, "it has 32");
+  CHECK_EQ_INT(length, 99);
+  for (size_t i = 0; i < sizeof secret; i++) CHECK_EQ_INT(secret[i], 'z');
+}
+
+static void missing_secret_file_is_refused_with_its_path(void) {
+  unsigned char secret[64];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(procord_secret_load("/nonexistent/procord/secret", NULL, secret, sizeof secret,
+                                   &length, error, sizeof error),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "/nonexistent/procord/secret");
+  CHECK_CONTAINS(error, "secret file");
+}
+
+static void secret_from_the_environment_is_read_then_removed(void) {
+  CHECK_EQ_INT(setenv(TEST_SECRET_VARIABLE, SECRET "\r\n", 1), 0);
+  unsigned char secret[64];
+  size_t length = 0;
+  char error[256] = "";
+  int result = procord_secret_load(NULL, TEST_SECRET_VARIABLE, secret, sizeof secret, &length,
+                                   error, sizeof error);
+  const char *left = getenv(TEST_SECRET_VARIABLE);
+  unsetenv(TEST_SECRET_VARIABLE);
+  CHECK_EQ_INT(result, 0);
+  CHECK_BYTES(secret, length, SECRET);
+  CHECK(left == NULL);
+  for (char **e = environ; *e; e++)
+    CHECK(strncmp(*e, TEST_SECRET_VARIABLE "=", sizeof TEST_SECRET_VARIABLE) != 0);
+}
+
+static void unset_secret_variable_is_refused_with_its_name(void) {
+  unsetenv(TEST_SECRET_VARIABLE);
+  unsigned char secret[64];
+  size_t length = 0;
+  char error[256] = "";
+  CHECK_EQ_INT(procord_secret_load(NULL, TEST_SECRET_VARIABLE, secret, sizeof secret, &length,
+                                   error, sizeof error),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, TEST_SECRET_VARIABLE);
+  CHECK_CONTAINS(error, "not set");
+}
+
+static void short_secret_in_the_environment_is_refused(void) {
+  CHECK_EQ_INT(setenv(TEST_SECRET_VARIABLE, "0123456789abcde", 1), 0);
+  unsigned char secret[64];
+  size_t length = 0;
+  char error[256] = "";
+  int result = procord_secret_load(NULL, TEST_SECRET_VARIABLE, secret, sizeof secret, &length,
+                                   error, sizeof error);
+  unsetenv(TEST_SECRET_VARIABLE);
+  CHECK_EQ_INT(result, PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "it has 15");
+}
+
+/* ---- procord_security_new ---- */
+
+/* procord_security_new refuses `options` with a message containing `word`, leaving `*security` alone. */
+static int refuses(const procord_security_options_t *options, const char *word, char *error,
+                   size_t size) {
+  procord_security_t *untouched = (procord_security_t *)&untouched;
+  procord_security_t *security = untouched;
+  int result = procord_security_new(options, &security, error, size);
+  if (result == 0 && security != untouched) procord_security_release(security);
+  return result == PROCORD_EINVAL && security == untouched && strstr(error, word) != NULL;
+}
+
+#define CHECK_REFUSED(options, word)                                                              \
+  do {                                                                                            \
+    char check_error[512] = "";                                                                   \
+    if (!refuses((options), (word), check_error, sizeof check_error)) {                           \
+      fprintf(stderr, "    %s:%d: not refused with \"%s\": \"%s\"\n", __FILE__, __LINE__, (word),  \
+              check_error);                                                                       \
+      check_current_failed = 1;                                                                   \
+      return;                                                                                     \
+    }                                                                                             \
+  } while (0)
+
+static void server_with_tls_and_no_certificate_is_refused(void) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER, .tls = 1};
+  CHECK_REFUSED(&options, "certificate");
+}
+
+static void requiring_client_certificates_without_a_ca_file_is_refused(void) {
+  CHECK(have_certificates);
+  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER,
+                                        .certificate_file = server_pem,
+                                        .private_key_file = server_key,
+                                        .require_client_certificate = 1};
+  CHECK_REFUSED(&options, "CA");
+}
+
+static void missing_certificate_file_is_refused_with_its_path(void) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER,
+                                        .certificate_file = "/nonexistent/procord/server.pem",
+                                        .private_key_file = "/nonexistent/procord/server.key"};
+  CHECK_REFUSED(&options, "/nonexistent/procord/server.pem");
+}
+
+static void missing_ca_file_is_refused_with_its_path(void) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT,
+                                        .ca_file = "/nonexistent/procord/ca.pem"};
+  CHECK_REFUSED(&options, "/nonexistent/procord/ca.pem");
+}
+
+static void key_that_does_not_match_its_certificate_is_refused(void) {
+  CHECK(have_certificates);
+  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER,
+                                        .certificate_file = server_pem,
+                                        .private_key_file = client_key};
+  CHECK_REFUSED(&options, client_key);
+  CHECK_REFUSED(&options, "match"); /* "does not match", "key values mismatch" */
+}
+
+static void secret_of_the_wrong_length_is_refused(void) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT,
+                                        .secret = "0123456789abcde", .secret_length = 15};
+  CHECK_REFUSED(&options, "16");
+  static const char long_secret[PROCORD_SECRET_MAX_LENGTH + 1] = {0};
+  options.secret = long_secret;
+  options.secret_length = sizeof long_secret;
+  CHECK_REFUSED(&options, "1024");
+}
+
+static void options_with_neither_tls_nor_a_secret_are_refused(void) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT};
+  CHECK_REFUSED(&options, "neither");
+}
+
+static void client_with_only_a_ca_file_uses_tls(void) {
+  CHECK(have_certificates);
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT, .ca_file = ca_pem};
+  procord_security_t *security = NULL;
+  char error[512] = "";
+  CHECK_EQ_INT(procord_security_new(&options, &security, error, sizeof error), 0);
+  int tls = procord_security_uses_tls(security), secret = procord_security_uses_secret(security);
+  procord_security_release(security);
+  CHECK(tls);
+  CHECK(!secret);
+}
+
+static void server_with_its_certificate_and_key_uses_tls(void) {
+  CHECK(have_certificates);
+  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER,
+                                        .certificate_file = server_pem,
+                                        .private_key_file = server_key,
+                                        .ca_file = ca_pem,
+                                        .require_client_certificate = 1};
+  procord_security_t *security = NULL;
+  char error[512] = "";
+  CHECK_EQ_INT(procord_security_new(&options, &security, error, sizeof error), 0);
+  int tls = procord_security_uses_tls(security);
+  procord_security_release(security);
+  CHECK(tls);
+}
+
+static void secret_only_security_uses_the_secret_and_not_tls(void) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER, .secret = SECRET,
+                                        .secret_length = sizeof SECRET - 1};
+  procord_security_t *security = NULL;
+  char error[512] = "";
+  CHECK_EQ_INT(procord_security_new(&options, &security, error, sizeof error), 0);
+  int tls = procord_security_uses_tls(security), secret = procord_security_uses_secret(security);
+  procord_security_release(security);
+  CHECK(secret);
+  CHECK(!tls);
+}
+
+/* Each reference is dropped once, the last frees: AddressSanitizer sees a leak or a double free. */
+static void each_reference_is_released_once_and_the_last_frees(void) {
+  CHECK(have_certificates);
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT, .ca_file = ca_pem,
+                                        .secret = SECRET, .secret_length = sizeof SECRET - 1};
+  procord_security_t *security = NULL;
+  char error[512] = "";
+  CHECK_EQ_INT(procord_security_new(&options, &security, error, sizeof error), 0);
+  procord_security_t *second = procord_security_retain(security);
+  procord_security_t *third = procord_security_retain(security);
+  procord_security_release(security);
+  procord_security_release(second);
+  int still_there = procord_security_uses_tls(third) && procord_security_uses_secret(third);
+  procord_security_release(third);
+  procord_security_release(NULL); /* ignored */
+  CHECK(second == security && third == security);
+  CHECK(still_there);
+  CHECK(procord_security_retain(NULL) == NULL);
+}
+
+/* ---- procord_worker_parse_arguments and procord_security_from_command ---- */
+
+#define PARSE_ARGS(command, error, ...)                                                           \
+  procord_worker_parse_arguments(                                                                 \
+      (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                       \
+      (const char *const[]){__VA_ARGS__}, (command), (error), sizeof(error))
+
+static int same(const char *a, const char *b) { return a && b && strcmp(a, b) == 0; }
+
+static void tls_options_are_read(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-tls",
+                          "--procord-tls-cert", "s.pem", "--procord-tls-key=s.key",
+                          "--procord-tls-ca", "ca.pem", "--procord-tls-require-client-cert",
+                          "--procord-tls-server-name=example.org", "--procord-handshake-timeout",
+                          "250", "own"),
+               0);
+  CHECK_EQ_INT(command.mode, PROCORD_MODE_SERVER);
+  CHECK_EQ_INT(command.tls, 1);
+  CHECK(same(command.tls_certificate_file, "s.pem"));
+  CHECK(same(command.tls_private_key_file, "s.key"));
+  CHECK(same(command.tls_ca_file, "ca.pem"));
+  CHECK_EQ_INT(command.tls_require_client_certificate, 1);
+  CHECK(same(command.tls_server_name, "example.org"));
+  CHECK_EQ_INT(command.handshake_timeout_ms, 250);
+  CHECK_EQ_INT(command.first_argument, 12);
+}
+
+static void security_options_are_absent_by_default(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server"), 0);
+  CHECK_EQ_INT(command.tls, 0);
+  CHECK(command.tls_certificate_file == NULL && command.tls_private_key_file == NULL);
+  CHECK(command.tls_ca_file == NULL && command.tls_server_name == NULL);
+  CHECK_EQ_INT(command.tls_require_client_certificate, 0);
+  CHECK(command.secret_file == NULL && command.secret_environment == NULL);
+  CHECK_EQ_INT(command.handshake_timeout_ms, -1);
+}
+
+static void secret_file_option_is_read(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-secret-file", "/etc/s"), 0);
+  CHECK(same(command.secret_file, "/etc/s"));
+  CHECK(command.secret_environment == NULL);
+}
+
+static void secret_env_option_is_read(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-secret-env=MY_SECRET"), 0);
+  CHECK(same(command.secret_environment, "MY_SECRET"));
+  CHECK(command.secret_file == NULL);
+}
+
+static void handshake_timeout_that_is_not_a_positive_number_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-handshake-timeout", "0"),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "--procord-handshake-timeout");
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-handshake-timeout=5s"),
+               PROCORD_EINVAL);
+}
+
+static void secret_on_the_command_line_is_refused(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-secret",
+                          "hunter2hunter2hunter2"),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "never read from the command line");
+}
+
+/* `--procord-secret=VALUE` is refused too, and the refusal (printed, logged) must not repeat it. */
+static void secret_on_the_command_line_is_not_repeated_in_the_refusal(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-secret=hunter2hunter2hunter2"),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "never read from the command line");
+  CHECK(strstr(error, "hunter2") == NULL);
+}
+
+static void secret_file_with_secret_env_is_refused(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-secret-file", "/etc/s",
+                          "--procord-secret-env", "MY_SECRET"),
+               PROCORD_EINVAL);
+  CHECK_CONTAINS(error, "--procord-secret-file");
+  CHECK_CONTAINS(error, "--procord-secret-env");
+}
+
+static void security_from_a_command_without_security_options_is_null(void) {
+  procord_worker_command_t command;
+  char error[256] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-port", "7"), 0);
+  procord_security_t *security = (procord_security_t *)&command; /* must become NULL */
+  CHECK_EQ_INT(procord_security_from_command(&command, PROCORD_SECURITY_SERVER, &security, error,
+                                             sizeof error),
+               0);
+  CHECK(security == NULL);
+}
+
+static void security_from_a_command_has_its_tls_and_secret(void) {
+  CHECK(have_certificates);
+  procord_worker_command_t command;
+  char error[512] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-hostname", "h", "--procord-tls-ca",
+                          ca_pem, "--procord-secret-file", secret_file),
+               0);
+  procord_security_t *security = NULL;
+  CHECK_EQ_INT(procord_security_from_command(&command, PROCORD_SECURITY_CLIENT, &security, error,
+                                             sizeof error),
+               0);
+  int tls = procord_security_uses_tls(security), secret = procord_security_uses_secret(security);
+  procord_security_release(security);
+  CHECK(tls);
+  CHECK(secret);
+}
+
+static void security_from_a_command_with_a_bad_secret_file_says_why(void) {
+  procord_worker_command_t command;
+  char error[512] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-secret-file", "/nonexistent/procord/s"),
+               0);
+  procord_security_t *security = NULL;
+  CHECK_EQ_INT(procord_security_from_command(&command, PROCORD_SECURITY_SERVER, &security, error,
+                                             sizeof error),
+               PROCORD_EINVAL);
+  CHECK(security == NULL);
+  CHECK_CONTAINS(error, "/nonexistent/procord/s");
+}
+
+/* ---- The shared-secret exchange, frame by frame ---- */
+
+static procord_security_t *auth_client, *auth_server, *auth_client_wrong;
+
+static procord_security_t *secret_security(procord_security_role_t role, const char *secret) {
+  procord_security_options_t options = {.role = role, .secret = secret,
+                                        .secret_length = strlen(secret)};
+  procord_security_t *security = NULL;
+  return procord_security_new(&options, &security, NULL, 0) == 0 ? security : NULL;
+}
+
+/* Gives `auth` a frame of `kind` with a copy of `body`. */
+static procord_auth_result_t step(procord_auth_t *auth, unsigned char kind, const unsigned char *body,
+                                  size_t length, unsigned char reply[PROCORD_AUTH_PROOF_LENGTH],
+                                  size_t *reply_length, const char **reason) {
+  unsigned char copy[PROCORD_AUTH_MAX_FRAME];
+  memcpy(copy, body, length);
+  procord_frame_t frame = {.kind = kind, .body = copy, .length = length};
+  return procord_auth_step(auth, &frame, reply, reply_length, reason);
+}
+
+/* A client and a server up to the client's proof (frame 3), which is left in `proof`. */
+typedef struct {
+  procord_auth_t client, server;
+  unsigned char proof[PROCORD_AUTH_PROOF_LENGTH];
+  int ok;
+} exchange_t;
+
+static exchange_t exchange_up_to_the_client_proof(procord_security_t *client_security,
+                                                  procord_security_t *server_security) {
+  exchange_t x;
+  memset(&x, 0, sizeof x);
+  unsigned char nonce[PROCORD_AUTH_NONCE_LENGTH], unused[PROCORD_AUTH_NONCE_LENGTH];
+  unsigned char server_nonce[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  if (procord_auth_start(&x.client, client_security, PROCORD_AUTH_CLIENT, nonce) != 0 ||
+      procord_auth_start(&x.server, server_security, PROCORD_AUTH_SERVER, unused) != 0)
+    return x;
+  if (step(&x.server, PROCORD_FRAME_AUTH, nonce, sizeof nonce, server_nonce, &length, &reason) !=
+          PROCORD_AUTH_CONTINUE ||
+      length != PROCORD_AUTH_NONCE_LENGTH)
+    return x;
+  if (step(&x.client, PROCORD_FRAME_AUTH, server_nonce, length, x.proof, &length, &reason) !=
+          PROCORD_AUTH_CONTINUE ||
+      length != PROCORD_AUTH_PROOF_LENGTH)
+    return x;
+  x.ok = 1;
+  return x;
+}
+
+static void same_secret_brings_both_sides_to_done(void) {
+  CHECK(auth_client && auth_server);
+  exchange_t x = exchange_up_to_the_client_proof(auth_client, auth_server);
+  CHECK(x.ok);
+  unsigned char server_proof[PROCORD_AUTH_PROOF_LENGTH], nothing[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length,
+                    &reason),
+               PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(length, PROCORD_AUTH_PROOF_LENGTH);
+  CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, server_proof, length, nothing, &length, &reason),
+               PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(length, 0);
+  CHECK(reason == NULL);
+}
+
+static void client_starts_with_a_fresh_nonce_each_time(void) {
+  CHECK(auth_client);
+  procord_auth_t a, b;
+  unsigned char first[PROCORD_AUTH_NONCE_LENGTH], second[PROCORD_AUTH_NONCE_LENGTH];
+  CHECK_EQ_INT(procord_auth_start(&a, auth_client, PROCORD_AUTH_CLIENT, first), 0);
+  CHECK_EQ_INT(procord_auth_start(&b, auth_client, PROCORD_AUTH_CLIENT, second), 0);
+  CHECK(memcmp(first, second, sizeof first) != 0);
+}
+
+static void different_secrets_fail_at_the_server_with_wrong_shared_secret(void) {
+  CHECK(auth_client_wrong && auth_server);
+  exchange_t x = exchange_up_to_the_client_proof(auth_client_wrong, auth_server);
+  CHECK(x.ok);
+  unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 99;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, reply, &length, &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(length, 0); /* no proof of ours for a peer that failed */
+  CHECK_CONTAINS(reason, "wrong shared secret");
+}
+
+static void tampered_server_proof_fails_the_client(void) {
+  CHECK(auth_client && auth_server);
+  exchange_t x = exchange_up_to_the_client_proof(auth_client, auth_server);
+  CHECK(x.ok);
+  unsigned char server_proof[PROCORD_AUTH_PROOF_LENGTH], nothing[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length,
+                    &reason),
+               PROCORD_AUTH_DONE);
+  server_proof[PROCORD_AUTH_PROOF_LENGTH - 1] ^= 1;
+  CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, server_proof, length, nothing, &length, &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_CONTAINS(reason, "could not prove");
+}
+
+/* The labels keep the client's own proof, sent back, from passing for the server's. */
+static void client_proof_reflected_as_the_server_proof_fails_the_client(void) {
+  CHECK(auth_client && auth_server);
+  exchange_t x = exchange_up_to_the_client_proof(auth_client, auth_server);
+  CHECK(x.ok);
+  unsigned char nothing[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, nothing, &length, &reason),
+               PROCORD_AUTH_FAILED);
+}
+
+/* A proof made for other nonces (another connection) does not pass. */
+static void client_proof_replayed_on_another_exchange_fails(void) {
+  CHECK(auth_client && auth_server);
+  exchange_t first = exchange_up_to_the_client_proof(auth_client, auth_server);
+  exchange_t second = exchange_up_to_the_client_proof(auth_client, auth_server);
+  CHECK(first.ok && second.ok);
+  unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&second.server, PROCORD_FRAME_AUTH, first.proof, sizeof first.proof, reply,
+                    &length, &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_CONTAINS(reason, "wrong shared secret");
+}
+
+static void task_frame_first_fails_the_server_mentioning_the_shared_secret(void) {
+  CHECK(auth_server);
+  procord_auth_t server;
+  unsigned char unused[PROCORD_AUTH_NONCE_LENGTH], reply[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 99;
+  const char *reason = NULL;
+  CHECK_EQ_INT(procord_auth_start(&server, auth_server, PROCORD_AUTH_SERVER, unused), 0);
+  CHECK_EQ_INT(step(&server, PROCORD_FRAME_TASK, (const unsigned char *)"echo", 4, reply, &length,
+                    &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(length, 0);
+  CHECK_CONTAINS(reason, "shared secret");
+}
+
+static void client_proof_of_the_wrong_length_fails_the_server(void) {
+  CHECK(auth_client && auth_server);
+  exchange_t x = exchange_up_to_the_client_proof(auth_client, auth_server);
+  CHECK(x.ok);
+  unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof - 1, reply, &length,
+                    &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK(reason != NULL);
+}
+
+static void server_proof_of_the_wrong_length_fails_the_client(void) {
+  CHECK(auth_client && auth_server);
+  exchange_t x = exchange_up_to_the_client_proof(auth_client, auth_server);
+  CHECK(x.ok);
+  unsigned char server_proof[PROCORD_AUTH_PROOF_LENGTH + 1], nothing[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length,
+                    &reason),
+               PROCORD_AUTH_DONE);
+  server_proof[PROCORD_AUTH_PROOF_LENGTH] = 0; /* the right proof and a byte more */
+  CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, server_proof, sizeof server_proof, nothing,
+                    &length, &reason),
+               PROCORD_AUTH_FAILED);
+}
+
+static void nonce_of_the_wrong_length_fails(void) {
+  CHECK(auth_client && auth_server);
+  procord_auth_t server, client;
+  unsigned char nonce[PROCORD_AUTH_NONCE_LENGTH], reply[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(procord_auth_start(&server, auth_server, PROCORD_AUTH_SERVER, nonce), 0);
+  CHECK_EQ_INT(step(&server, PROCORD_FRAME_AUTH, nonce, 16, reply, &length, &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(procord_auth_start(&client, auth_client, PROCORD_AUTH_CLIENT, nonce), 0);
+  CHECK_EQ_INT(step(&client, PROCORD_FRAME_AUTH, nonce, 31, reply, &length, &reason),
+               PROCORD_AUTH_FAILED);
+}
+
+static void refusal_from_the_server_fails_the_client(void) {
+  CHECK(auth_client);
+  procord_auth_t client;
+  unsigned char nonce[PROCORD_AUTH_NONCE_LENGTH], reply[PROCORD_AUTH_PROOF_LENGTH];
+  size_t length = 0;
+  const char *reason = NULL;
+  CHECK_EQ_INT(procord_auth_start(&client, auth_client, PROCORD_AUTH_CLIENT, nonce), 0);
+  static const char refusal[] = "wrong shared secret";
+  CHECK_EQ_INT(step(&client, PROCORD_FRAME_UNKNOWN_EXCEPTION, (const unsigned char *)refusal,
+                    sizeof refusal - 1, reply, &length, &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_CONTAINS(reason, "refused");
+  CHECK_EQ_INT(procord_auth_start(&client, auth_client, PROCORD_AUTH_CLIENT, nonce), 0);
+  CHECK_EQ_INT(step(&client, PROCORD_FRAME_ERROR, (const unsigned char *)"1", 1, reply, &length,
+                    &reason),
+               PROCORD_AUTH_FAILED);
+  CHECK_CONTAINS(reason, "does not take a shared secret");
+}
+
+/* ---- A worker server of ours ---- */
+
+typedef struct {
+  procord_child_t child;
+  int running;
+  int notify_fd;
+  char notify_path[100];
+  int log_fd;
+  char log[65536];
+  size_t log_length;
+  int port;
+} server_t;
+
+static server_t server = {.notify_fd = -1, .log_fd = -1};
+/* Set by a test that expects the server not to start: nothing to show then. */
+static int quiet;
+
+/* Reads what the server logged, waiting up to `timeout_ms`; 0 at the end of its log. */
+static int read_log(int timeout_ms) {
+  if (server.log_fd < 0) return 0;
+  struct pollfd p = {.fd = server.log_fd, .events = POLLIN};
+  if (poll(&p, 1, timeout_ms) <= 0) return 1;
+  /* Once the buffer is full, the rest is read and dropped. */
+  char sink[4096];
+  size_t room = sizeof server.log - 1 - server.log_length;
+  char *into = room ? server.log + server.log_length : sink;
+  ssize_t n = read(server.log_fd, into, room ? room : sizeof sink);
+  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 0;
+  if (n > 0 && room) {
+    server.log_length += (size_t)n;
+    server.log[server.log_length] = 0;
+  }
+  return 1;
+}
+
+/* Waits up to `timeout_ms` for `text` in the server's log. */
+static int logged_within(const char *text, int timeout_ms) {
+  long long end = now_ms() + timeout_ms;
+  while (!strstr(server.log, text)) {
+    long long left = end - now_ms();
+    if (left <= 0 || !read_log((int)left)) return strstr(server.log, text) != NULL;
+  }
+  return 1;
+}
+
+/* The server said `text` in its log; shows the log when not. */
+#define CHECK_LOGGED(found, text)                                                                 \
+  do {                                                                                            \
+    if (!(found)) {                                                                               \
+      fprintf(stderr, "    %s:%d: the server did not log \"%s\"; its log:\n%.4000s\n", __FILE__,    \
+              __LINE__, (text), server.log);                                                      \
+      check_current_failed = 1;                                                                   \
+      return;                                                                                     \
+    }                                                                                             \
+  } while (0)
+
+/* Waits for the server's READY=1 and reads its port from STATUS=listening on 127.0.0.1:PORT. */
+static int await_ready(int timeout_ms) {
+  long long end = now_ms() + timeout_ms;
+  for (;;) {
+    long long left = end - now_ms();
+    if (left <= 0) return -1;
+    struct pollfd p[3] = {{.fd = server.notify_fd, .events = POLLIN},
+                          {.fd = server.log_fd, .events = POLLIN},
+                          {.fd = server.child.pidfd, .events = POLLIN}};
+    if (poll(p, server.child.pidfd >= 0 ? 3 : 2, (int)left) < 0 && errno != EINTR) return -1;
+    if (p[1].revents) read_log(0);
+    if (p[2].revents) return -1; /* it ended before it was ready */
+    if (!p[0].revents) continue;
+    char message[512];
+    ssize_t n = recv(server.notify_fd, message, sizeof message - 1, 0);
+    if (n <= 0) continue;
+    message[n] = 0;
+    static const char status[] = "STATUS=listening on 127.0.0.1:";
+    const char *at = strstr(message, status);
+    if (strstr(message, "READY=1") && at) {
+      server.port = atoi(at + sizeof status - 1);
+      return server.port > 0 ? 0 : -1;
+    }
+  }
+}
+
+/* Waits up to `timeout_ms` for the server to exit; kills it if it does not. Reaps it. */
+static int server_exits_within(int timeout_ms, int *status) {
+  long long end = now_ms() + timeout_ms;
+  int exited = 0;
+  while (!exited) {
+    long long left = end - now_ms();
+    if (left <= 0) break;
+    if (server.child.pidfd >= 0) {
+      struct pollfd p[2] = {{.fd = server.child.pidfd, .events = POLLIN},
+                            {.fd = server.log_fd, .events = POLLIN}};
+      if (poll(p, 2, (int)left) < 0 && errno != EINTR) break;
+      if (p[1].revents) read_log(0);
+      exited = p[0].revents != 0;
+    } else {
+      siginfo_t info;
+      memset(&info, 0, sizeof info);
+      exited = waitid(P_PID, (id_t)server.child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+               info.si_pid == server.child.pid;
+      if (!exited) read_log(10);
+    }
+  }
+  if (!exited) procord_child_kill(&server.child, SIGKILL);
+  procord_child_reap(&server.child, status);
+  return exited;
+}
+
+/* Stops the server with SIGTERM and reaps it; returns 1 when it exited with 0 in time. Closes all of ours. */
+static int stop_server(void) {
+  int clean = 0;
+  if (server.running) {
+    procord_child_kill(&server.child, SIGTERM);
+    int status = 0;
+    int exited = server_exits_within(5000, &status);
+    clean = exited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!clean && !quiet)
+      fprintf(stderr, "    the server %s (status %d); its log:\n%.4000s\n",
+              exited ? "did not exit cleanly" : "was still running after SIGTERM", status, server.log);
+    close(server.child.read_fd);
+    close(server.child.write_fd);
+    server.running = 0;
+  }
+  /* Its log ends when the server and its workers are gone. */
+  long long end = now_ms() + 5000;
+  while (server.log_fd >= 0 && now_ms() < end && read_log((int)(end - now_ms()))) {
+  }
+  /* Under the sanitizers, the server and its workers are sanitized too: any report fails. */
+  if (clean && strstr(server.log, "Sanitizer")) {
+    if (!quiet) fprintf(stderr, "    the server's log has a sanitizer report:\n%.4000s\n", server.log);
+    clean = 0;
+  }
+  if (server.log_fd >= 0) close(server.log_fd);
+  if (server.notify_fd >= 0) close(server.notify_fd);
+  unlink(server.notify_path);
+  server.log_fd = server.notify_fd = -1;
+  return clean;
+}
+
+/*
+ * Starts this program as a worker server on 127.0.0.1 and an ephemeral
+ * port, with the options of `extra` (NULL-terminated) and, in its
+ * environment, `variable` (NAME=VALUE, or NULL); waits until it is ready.
+ */
+static int start_server(const char *const *extra, const char *variable) {
+  server.log[0] = 0;
+  server.log_length = 0;
+  server.port = 0;
+  server.running = 0;
+  snprintf(server.notify_path, sizeof server.notify_path, "%s/notify", directory);
+  unlink(server.notify_path);
+  struct sockaddr_un address = {.sun_family = AF_UNIX};
+  if (strlen(server.notify_path) >= sizeof address.sun_path) return -1;
+  memcpy(address.sun_path, server.notify_path, strlen(server.notify_path) + 1);
+  server.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int log_pipe[2] = {-1, -1};
+  if (server.notify_fd < 0 || bind(server.notify_fd, (struct sockaddr *)&address, sizeof address) != 0 ||
+      pipe2(log_pipe, O_CLOEXEC) != 0) {
+    stop_server();
+    return -1;
+  }
+  server.log_fd = log_pipe[0];
+  const char *arguments[32];
+  size_t n = 0;
+  arguments[n++] = self_path;
+  arguments[n++] = "--procord-server";
+  arguments[n++] = "--procord-hostname";
+  arguments[n++] = "127.0.0.1";
+  arguments[n++] = "--procord-port";
+  arguments[n++] = "0";
+  for (; extra && *extra && n < 31; extra++) arguments[n++] = *extra;
+  arguments[n] = NULL;
+  /* Ours, without what would make it a systemd service of another's, and with our notify socket. */
+  size_t count = 0;
+  while (environ[count]) count++;
+  const char **environment = calloc(count + 3, sizeof *environment);
+  char notify[128];
+  snprintf(notify, sizeof notify, "NOTIFY_SOCKET=%s", server.notify_path);
+  size_t e = 0;
+  for (size_t i = 0; environment && i < count; i++)
+    if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0 && strncmp(environ[i], "LISTEN_", 7) != 0)
+      environment[e++] = environ[i];
+  if (environment) {
+    environment[e++] = notify;
+    if (variable) environment[e++] = variable;
+  }
+  procord_spawn_options_t options = {.program = self_path, .arguments = arguments,
+                                     .environment = environment,
+                                     .channel = PROCORD_CHANNEL_STDIO, .stderr_fd = log_pipe[1]};
+  int spawned = environment ? procord_spawn(&options, &server.child) : -ENOMEM;
+  free(environment);
+  close(log_pipe[1]);
+  if (spawned != 0) {
+    stop_server();
+    return spawned;
+  }
+  server.running = 1;
+  if (await_ready(10000) != 0) {
+    if (!quiet) fprintf(stderr, "    the server did not say it was ready; its log:\n%.4000s\n", server.log);
+    stop_server();
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * True while the server process holds a TCP connection of its port open:
+ * a socket of /proc/net/tcp whose local port is the server's, other than
+ * the listening one, found among the server's descriptors. (A socket the
+ * server has closed is either gone or a TIME_WAIT entry without an inode.)
+ */
+static int server_holds_a_connection(void) {
+  unsigned long inodes[256];
+  size_t count = 0;
+  FILE *tcp = fopen("/proc/net/tcp", "re");
+  if (!tcp) return -1;
+  char line[512];
+  while (fgets(line, sizeof line, tcp)) {
+    unsigned local_port = 0, state = 0;
+    unsigned long inode = 0;
+    if (sscanf(line, " %*u: %*x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &local_port, &state,
+               &inode) == 3 &&
+        (int)local_port == server.port && state != 0x0A /* LISTEN */ && inode != 0 && count < 256)
+      inodes[count++] = inode;
+  }
+  fclose(tcp);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd", (int)server.child.pid);
+  DIR *dir = opendir(path);
+  if (!dir) return -1;
+  int held = 0;
+  struct dirent *entry;
+  while (!held && (entry = readdir(dir)) != NULL) {
+    char link[512], target[64];
+    snprintf(link, sizeof link, "%s/%s", path, entry->d_name);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    unsigned long inode = 0;
+    if (n <= 0) continue;
+    target[n] = 0;
+    if (sscanf(target, "socket:[%lu]", &inode) != 1) continue;
+    for (size_t i = 0; i < count; i++)
+      if (inodes[i] == inode) held = 1;
+  }
+  closedir(dir);
+  return held;
+}
+
+/*
+ * After the server logged a refusal (it closes the peer in the same call),
+ * waits up to `timeout_ms` until it holds no connection; 1 then.
+ */
+static int server_lets_go_within(int timeout_ms) {
+  long long end = now_ms() + timeout_ms;
+  while (server_holds_a_connection() != 0) {
+    if (now_ms() >= end) return 0;
+    read_log(10);
+  }
+  return 1;
+}
+
+/* ---- Delegating to it ---- */
+
+typedef struct {
+  int started;
+  int finished;
+  procord_outcome_kind_t kind;
+  int error;
+  char call[32];
+  char detail[256];
+  char body[512];
+} result_t;
+
+/* Delegates `task` with `input` to the server, secured by `security` (released here), and waits. */
+static result_t delegate(procord_security_t *security, const char *task, const char *input) {
+  result_t r;
+  memset(&r, 0, sizeof r);
+  procord_delegation_options_t options = {
+      .task_name = task,
+      .input = input,
+      .input_length = strlen(input),
+      .remote_host = "127.0.0.1",
+      .remote_port = server.port,
+      .connect_timeout_ms = 5000,
+      .security = security,
+  };
+  procord_delegation_t *d = NULL;
+  int error = procord_delegate(loop, &options, &d);
+  procord_security_release(security); /* the delegation holds its own reference */
+  if (error) {
+    r.error = error;
+    return r;
+  }
+  r.started = 1;
+  if (procord_delegation_wait(loop, &d, 1, 1, 8000) != 1) {
+    procord_delegation_kill(d);
+    procord_delegation_wait(loop, &d, 1, 1, -1);
+    procord_delegation_release(d);
+    return r;
+  }
+  const procord_outcome_t *o = procord_delegation_outcome(d);
+  r.finished = 1;
+  r.kind = o->kind;
+  r.error = o->error;
+  snprintf(r.call, sizeof r.call, "%s", o->call ? o->call : "");
+  snprintf(r.detail, sizeof r.detail, "%s", o->detail ? o->detail : "");
+  size_t length = o->length < sizeof r.body - 1 ? o->length : sizeof r.body - 1;
+  if (length) memcpy(r.body, o->body, length);
+  r.body[length] = 0;
+  procord_delegation_release(d);
+  return r;
+}
+
+/* A client's security, or NULL (said on stderr). */
+static procord_security_t *client(const char *ca, const char *certificate, const char *key,
+                                  const char *server_name, const char *secret) {
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT,
+                                        .ca_file = ca,
+                                        .certificate_file = certificate,
+                                        .private_key_file = key,
+                                        .server_name = server_name,
+                                        .secret = secret,
+                                        .secret_length = secret ? strlen(secret) : 0};
+  procord_security_t *security = NULL;
+  char error[512] = "";
+  if (procord_security_new(&options, &security, error, sizeof error) != 0) {
+    fprintf(stderr, "    cannot make the client's security: %s\n", error);
+    return NULL;
+  }
+  return security;
+}
+
+#define CHECK_VALUE(r, expected)                                                                  \
+  do {                                                                                            \
+    if (!(r).finished || (r).kind != PROCORD_OUTCOME_VALUE || strcmp((r).body, (expected)) != 0) { \
+      fprintf(stderr, "    %s:%d: expected the value \"%s\"; got finished %d, kind %d, error %s, " \
+              "call \"%s\", detail \"%s\", body \"%s\"\n", __FILE__, __LINE__, (expected),       \
+              (r).finished, (int)(r).kind,                                                        \
+              procord_err_name((r).error), (r).call, (r).detail, (r).body);                       \
+      check_current_failed = 1;                                                                   \
+      return;                                                                                     \
+    }                                                                                             \
+  } while (0)
+
+#define CHECK_DISCONNECTED(r, expected_error, expected_call)                                      \
+  do {                                                                                            \
+    if (!(r).finished || (r).kind != PROCORD_OUTCOME_DISCONNECTED ||                              \
+        (r).error != (expected_error) || strcmp((r).call, (expected_call)) != 0) {                \
+      fprintf(stderr, "    %s:%d: expected DISCONNECTED, %s, \"%s\"; got finished %d, kind %d, "  \
+              "error %s, call \"%s\", detail \"%s\", body \"%s\"\n", __FILE__, __LINE__,          \
+              procord_err_name(expected_error), (expected_call), (r).finished, (int)(r).kind,     \
+              procord_err_name((r).error), (r).call, (r).detail, (r).body);                       \
+      check_current_failed = 1;                                                                   \
+      return;                                                                                     \
+    }                                                                                             \
+  } while (0)
+
+#define TLS_SERVER "--procord-tls-cert", server_pem, "--procord-tls-key", server_key
+#define MUTUAL_TLS_SERVER TLS_SERVER, "--procord-tls-ca", ca_pem, "--procord-tls-require-client-cert"
+
+/* ---- End to end: what passes ---- */
+
+static void task_round_trips_over_tls(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, NULL, NULL, NULL, NULL), "echo", "over TLS");
+  int stopped = stop_server();
+  CHECK_VALUE(r, "over TLS");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void task_round_trips_over_mutual_tls_with_a_client_certificate(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {MUTUAL_TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, client_pem, client_key, NULL, NULL), "echo", "mutual");
+  int stopped = stop_server();
+  CHECK_VALUE(r, "mutual");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void task_round_trips_with_a_shared_secret(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-secret-file", secret_file, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(NULL, NULL, NULL, NULL, SECRET), "echo", "secret");
+  int stopped = stop_server();
+  CHECK_VALUE(r, "secret");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void task_round_trips_over_tls_with_a_shared_secret(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, "--procord-secret-file", secret_file, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, NULL, NULL, NULL, SECRET), "echo", "both");
+  int stopped = stop_server();
+  CHECK_VALUE(r, "both");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void server_name_of_the_client_is_checked_instead_of_the_address(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, NULL, NULL, "localhost", NULL), "echo", "by name");
+  int stopped = stop_server();
+  CHECK_VALUE(r, "by name");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void secret_from_the_environment_never_reaches_the_workers(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-secret-env", SERVER_SECRET_VARIABLE, NULL};
+  CHECK_EQ_INT(start_server(options, SERVER_SECRET_VARIABLE "=" SECRET), 0);
+  result_t r = delegate(client(NULL, NULL, NULL, NULL, SECRET), "secret-variable", "");
+  int stopped = stop_server();
+  CHECK_VALUE(r, "(unset)");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- End to end: what is refused, and logged ---- */
+
+static void client_trusting_another_ca_fails_with_etls(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(other_ca_pem, NULL, NULL, NULL, NULL), "echo", "x");
+  int logged = logged_within("refused: TLS handshake failed", 5000);
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_ETLS, "tls");
+  CHECK_CONTAINS(r.detail, "certificate");
+  CHECK_LOGGED(logged, "refused: TLS handshake failed");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_expecting_another_name_fails_with_etls(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, NULL, NULL, "other.example", NULL), "echo", "x");
+  int logged = logged_within("refused: TLS handshake failed", 5000);
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_ETLS, "tls");
+  CHECK(r.detail[0] != 0);
+  CHECK_LOGGED(logged, "refused: TLS handshake failed");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_without_a_certificate_fails_with_etls_where_one_is_required(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {MUTUAL_TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, NULL, NULL, NULL, NULL), "echo", "x");
+  int logged = logged_within("refused: TLS handshake failed", 5000) &&
+               logged_within("certificate", 1000);
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_ETLS, "tls");
+  CHECK_CONTAINS(r.detail, "certificate");
+  CHECK_LOGGED(logged, "refused: TLS handshake failed: ... certificate");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_with_a_certificate_of_another_ca_fails_with_etls(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  /* The server's own certificate is signed by the CA, not by the other CA its clients need. */
+  const char *const options[] = {TLS_SERVER, "--procord-tls-ca", other_ca_pem,
+                                 "--procord-tls-require-client-cert", NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, client_pem, client_key, NULL, NULL), "echo", "x");
+  int logged = logged_within("refused: TLS handshake failed", 5000);
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_ETLS, "tls");
+  CHECK_LOGGED(logged, "refused: TLS handshake failed");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void plaintext_client_of_a_tls_server_gets_an_unknown_exception_saying_tls_is_required(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(NULL, "echo", "x");
+  int logged = logged_within("refused: this server requires TLS", 5000);
+  int stopped = stop_server();
+  CHECK(r.finished);
+  CHECK_EQ_INT(r.kind, PROCORD_OUTCOME_UNKNOWN_EXCEPTION);
+  CHECK_CONTAINS(r.body, "requires TLS");
+  CHECK_LOGGED(logged, "refused: this server requires TLS");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_with_the_wrong_secret_fails_with_eauth(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-secret-file", secret_file, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(NULL, NULL, NULL, NULL, OTHER_SECRET), "echo", "x");
+  int logged = logged_within("refused: wrong shared secret", 5000);
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_EAUTH, "authenticate");
+  CHECK_CONTAINS(r.detail, "refused our proof");
+  CHECK_LOGGED(logged, "refused: wrong shared secret");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_with_the_wrong_secret_over_tls_fails_with_eauth(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, "--procord-secret-file", secret_file, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(ca_pem, NULL, NULL, NULL, OTHER_SECRET), "echo", "x");
+  int logged = logged_within("refused: wrong shared secret", 5000);
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_EAUTH, "authenticate");
+  CHECK_LOGGED(logged, "refused: wrong shared secret");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_without_a_secret_gets_an_unknown_exception_about_the_shared_secret(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-secret-file", secret_file, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(NULL, "echo", "x");
+  int logged = logged_within("refused: this server requires a shared secret", 5000);
+  int stopped = stop_server();
+  CHECK(r.finished);
+  CHECK_EQ_INT(r.kind, PROCORD_OUTCOME_UNKNOWN_EXCEPTION);
+  CHECK_CONTAINS(r.body, "shared secret");
+  CHECK_LOGGED(logged, "refused: this server requires a shared secret");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void client_with_a_secret_of_a_server_without_one_fails_with_eauth(void) {
+  BEGIN();
+  const char *const options[] = {NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(NULL, NULL, NULL, NULL, SECRET), "echo", "x");
+  int stopped = stop_server();
+  CHECK_DISCONNECTED(r, PROCORD_EAUTH, "authenticate");
+  CHECK_CONTAINS(r.detail, "does not take a shared secret");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+/* Opens a plain TCP connection to the server; -1 on failure. */
+static int connect_plainly(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)server.port)};
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Reads until the end of the stream (or a reset) within `timeout_ms`; 1 when it ended. */
+static int ends_within(int fd, int timeout_ms) {
+  long long end = now_ms() + timeout_ms;
+  for (;;) {
+    long long left = end - now_ms();
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (left <= 0 || poll(&p, 1, (int)left) <= 0) return 0;
+    char sink[256];
+    ssize_t n = recv(fd, sink, sizeof sink, 0);
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 1;
+  }
+}
+
+static void silent_peer_is_dropped_after_the_handshake_timeout(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-secret-file", secret_file,
+                                 "--procord-handshake-timeout", "200", NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  int fd = connect_plainly();
+  long long start = now_ms();
+  int ended = fd >= 0 && ends_within(fd, 5000);
+  long long waited = now_ms() - start;
+  if (fd >= 0) close(fd);
+  int logged = logged_within("refused: authentication timed out", 5000);
+  int stopped = stop_server();
+  CHECK(fd >= 0);
+  CHECK(ended);
+  CHECK(waited >= 150);
+  CHECK_LOGGED(logged, "refused: authentication timed out");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+/* A plaintext client is told why in a `U` frame, then the server closes: it never waits for the client. */
+static void plaintext_client_of_a_tls_server_is_told_why_then_closed(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  int fd = connect_plainly();
+  int sent = fd >= 0 && send(fd, "4Techo1Vx", 9, MSG_NOSIGNAL) == 9;
+  char answer[256] = "";
+  size_t length = 0;
+  int ended = 0;
+  long long end = now_ms() + 3000; /* the server lingers 1 s at most */
+  while (sent && !ended && now_ms() < end) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(end - now_ms())) <= 0) continue;
+    ssize_t n = recv(fd, answer + length, sizeof answer - 1 - length, 0);
+    if (n > 0) length += (size_t)n;
+    else if (n == 0 || (errno != EINTR && errno != EAGAIN)) ended = 1;
+    answer[length] = 0;
+  }
+  if (fd >= 0) close(fd);
+  int logged = logged_within("refused: this server requires TLS", 5000);
+  int stopped = stop_server();
+  CHECK(sent);
+  CHECK_CONTAINS(answer, "Uthis server requires TLS");
+  CHECK(ended);
+  CHECK_LOGGED(logged, "refused: this server requires TLS");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void refused_plaintext_client_leaves_no_connection_in_the_server(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(NULL, "echo", "x");
+  int logged = logged_within("refused: this server requires TLS", 5000);
+  int let_go = server_lets_go_within(2000);
+  int stopped = stop_server();
+  CHECK(r.finished);
+  CHECK_LOGGED(logged, "refused: this server requires TLS");
+  CHECK(let_go);
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void refused_tls_client_leaves_no_connection_in_the_server(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(other_ca_pem, NULL, NULL, NULL, NULL), "echo", "x");
+  int logged = logged_within("refused: TLS handshake failed", 5000);
+  int let_go = server_lets_go_within(2000);
+  int stopped = stop_server();
+  CHECK(r.finished);
+  CHECK_LOGGED(logged, "refused: TLS handshake failed");
+  CHECK(let_go);
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void refused_secret_client_leaves_no_connection_in_the_server(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-secret-file", secret_file, NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  result_t r = delegate(client(NULL, NULL, NULL, NULL, OTHER_SECRET), "echo", "x");
+  int logged = logged_within("refused: wrong shared secret", 5000);
+  int let_go = server_lets_go_within(2000);
+  int stopped = stop_server();
+  CHECK(r.finished);
+  CHECK_LOGGED(logged, "refused: wrong shared secret");
+  CHECK(let_go);
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
+static void server_with_a_missing_certificate_does_not_start_and_says_why(void) {
+  BEGIN();
+  const char *const options[] = {"--procord-tls-cert", "/nonexistent/procord/server.pem", NULL};
+  quiet = 1;
+  int started = start_server(options, NULL) == 0;
+  if (started) stop_server();
+  quiet = 0;
+  CHECK(!started);
+  CHECK_CONTAINS(server.log, "/nonexistent/procord/server.pem");
+  CHECK_NOTHING_LEFT();
+}
+
+int main(int argc, char **argv) {
+  loop = fixture_start(argc, argv, tasks, TASK_COUNT, self_path, sizeof self_path);
+  if (!loop) return 1;
+  /* A write to a closed socket must be an error here, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
+  if (!mkdtemp(directory)) {
+    fprintf(stderr, "cannot make a temporary directory\n");
+    return 1;
+  }
+  have_certificates = make_files() == 0;
+  auth_client = secret_security(PROCORD_SECURITY_CLIENT, SECRET);
+  auth_server = secret_security(PROCORD_SECURITY_SERVER, SECRET);
+  auth_client_wrong = secret_security(PROCORD_SECURITY_CLIENT, OTHER_SECRET);
+
+  RUN(secret_file_drops_one_trailing_newline);
+  RUN(secret_file_drops_one_trailing_crlf);
+  RUN(secret_file_without_a_newline_is_taken_whole);
+  RUN(secret_file_drops_only_one_newline);
+  RUN(secret_file_keeps_spaces);
+  RUN(secret_file_keeps_a_lone_trailing_carriage_return);
+  RUN(secret_file_is_binary_safe);
+  RUN(secret_of_16_bytes_is_accepted);
+  RUN(secret_of_15_bytes_is_refused);
+  RUN(secret_of_1024_bytes_is_accepted_and_of_1025_refused);
+  RUN(secret_longer_than_the_buffer_is_refused_and_the_buffer_untouched);
+  RUN(missing_secret_file_is_refused_with_its_path);
+  RUN(secret_from_the_environment_is_read_then_removed);
+  RUN(unset_secret_variable_is_refused_with_its_name);
+  RUN(short_secret_in_the_environment_is_refused);
+
+  RUN(server_with_tls_and_no_certificate_is_refused);
+  RUN(requiring_client_certificates_without_a_ca_file_is_refused);
+  RUN(missing_certificate_file_is_refused_with_its_path);
+  RUN(missing_ca_file_is_refused_with_its_path);
+  RUN(key_that_does_not_match_its_certificate_is_refused);
+  RUN(secret_of_the_wrong_length_is_refused);
+  RUN(options_with_neither_tls_nor_a_secret_are_refused);
+  RUN(client_with_only_a_ca_file_uses_tls);
+  RUN(server_with_its_certificate_and_key_uses_tls);
+  RUN(secret_only_security_uses_the_secret_and_not_tls);
+  RUN(each_reference_is_released_once_and_the_last_frees);
+
+  RUN(tls_options_are_read);
+  RUN(security_options_are_absent_by_default);
+  RUN(secret_file_option_is_read);
+  RUN(secret_env_option_is_read);
+  RUN(handshake_timeout_that_is_not_a_positive_number_is_invalid);
+  RUN(secret_on_the_command_line_is_refused);
+  RUN(secret_on_the_command_line_is_not_repeated_in_the_refusal);
+  RUN(secret_file_with_secret_env_is_refused);
+  RUN(security_from_a_command_without_security_options_is_null);
+  RUN(security_from_a_command_has_its_tls_and_secret);
+  RUN(security_from_a_command_with_a_bad_secret_file_says_why);
+
+  RUN(same_secret_brings_both_sides_to_done);
+  RUN(client_starts_with_a_fresh_nonce_each_time);
+  RUN(different_secrets_fail_at_the_server_with_wrong_shared_secret);
+  RUN(tampered_server_proof_fails_the_client);
+  RUN(client_proof_reflected_as_the_server_proof_fails_the_client);
+  RUN(client_proof_replayed_on_another_exchange_fails);
+  RUN(task_frame_first_fails_the_server_mentioning_the_shared_secret);
+  RUN(client_proof_of_the_wrong_length_fails_the_server);
+  RUN(server_proof_of_the_wrong_length_fails_the_client);
+  RUN(nonce_of_the_wrong_length_fails);
+  RUN(refusal_from_the_server_fails_the_client);
+
+  RUN(task_round_trips_over_tls);
+  RUN(task_round_trips_over_mutual_tls_with_a_client_certificate);
+  RUN(task_round_trips_with_a_shared_secret);
+  RUN(task_round_trips_over_tls_with_a_shared_secret);
+  RUN(server_name_of_the_client_is_checked_instead_of_the_address);
+  RUN(secret_from_the_environment_never_reaches_the_workers);
+
+  RUN(client_trusting_another_ca_fails_with_etls);
+  RUN(client_expecting_another_name_fails_with_etls);
+  RUN(client_without_a_certificate_fails_with_etls_where_one_is_required);
+  RUN(client_with_a_certificate_of_another_ca_fails_with_etls);
+  RUN(plaintext_client_of_a_tls_server_gets_an_unknown_exception_saying_tls_is_required);
+  RUN(client_with_the_wrong_secret_fails_with_eauth);
+  RUN(client_with_the_wrong_secret_over_tls_fails_with_eauth);
+  RUN(client_without_a_secret_gets_an_unknown_exception_about_the_shared_secret);
+  RUN(client_with_a_secret_of_a_server_without_one_fails_with_eauth);
+  RUN(silent_peer_is_dropped_after_the_handshake_timeout);
+  RUN(plaintext_client_of_a_tls_server_is_told_why_then_closed);
+  RUN(refused_plaintext_client_leaves_no_connection_in_the_server);
+  RUN(refused_tls_client_leaves_no_connection_in_the_server);
+  RUN(refused_secret_client_leaves_no_connection_in_the_server);
+  RUN(server_with_a_missing_certificate_does_not_start_and_says_why);
+
+  procord_security_release(auth_client);
+  procord_security_release(auth_server);
+  procord_security_release(auth_client_wrong);
+  procord_loop_free(loop);
+  char command[128];
+  snprintf(command, sizeof command, "rm -rf '%s'", directory);
+  if (system(command) != 0) fprintf(stderr, "cannot remove %s\n", directory);
+  return CHECK_SUMMARY();
+}
