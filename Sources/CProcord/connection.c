@@ -88,12 +88,16 @@ static int disconnect(procord_connection_t *c, int error, const char *call) {
 }
 
 /* Delivers a frame or a parser error; returns 0 if the connection was freed. */
+/* Reads no more: the descriptor's event, or the TLS layer's reading. */
+static void stop_reading(procord_connection_t *c) {
+  c->reading_stopped = 1;
+  event_del(c->read_event);
+  if (c->tls) bufferevent_disable(c->tls, EV_READ);
+}
+
 static int deliver(procord_connection_t *c, const procord_frame_t *frame, int error) {
   if (c->securing) return procord_connection_secure_frame(c, frame, error);
-  if (error) {
-    c->reading_stopped = 1;
-    event_del(c->read_event);
-  }
+  if (error) stop_reading(c);
   c->in_callback++;
   c->delivering = frame != NULL;
   c->options.on_frame(c, frame, error, c->options.context);
@@ -338,8 +342,11 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
     return -ENOMEM;
   }
   c->state = PROCORD_CONNECTING;
-  if (options->connect_timeout_ms > 0 && (options->connecting || options->security))
-    arm(c->watch_timer, options->connect_timeout_ms);
+  /* A handshake without a connect limit still ends if the peer stays silent. */
+  int limit = options->connect_timeout_ms > 0 ? options->connect_timeout_ms
+              : options->security             ? options->idle_timeout_ms
+                                              : 0;
+  if (limit > 0 && (options->connecting || options->security)) arm(c->watch_timer, limit);
   *result = c;
   if (options->connecting) {
     event_add(c->write_event, NULL);
@@ -465,22 +472,24 @@ void *procord_connection_take_body(procord_connection_t *c) {
 
 void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   if (c->state == PROCORD_DISCONNECTED || c->state == PROCORD_DISCONNECTING) return;
-  if (c->securing) {
-    /* Nothing the owner queued may go to a peer not trusted yet. */
+  if (c->securing || (c->security && c->state == PROCORD_CONNECTING)) {
+    /* Nothing the owner queued may go to a peer not trusted yet (or not
+       even connected: finish_connect would write it in clear). */
     disconnect(c, 0, NULL);
     return;
   }
   int was_connecting = c->state == PROCORD_CONNECTING;
   c->state = PROCORD_DISCONNECTING;
-  c->reading_stopped = 1;
-  event_del(c->read_event);
+  stop_reading(c);
   event_del(c->watch_timer); /* closing: only close_nicely's own limit applies */
   if (timeout_ms >= 0) {
     struct timeval limit = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     evtimer_add(c->close_timer, &limit);
   }
   if (was_connecting) return; /* finish_connect flushes, then closes */
-  if (!c->in_callback) {
+  if (!c->in_callback || c->tls) {
+    /* With TLS this only hands the bytes to the TLS layer, which writes
+       from the loop; the raw write event must stay off. */
     procord_connection_flush(c);
   } else if (evbuffer_get_length(c->output) == 0) {
     finish_close_nicely(c);

@@ -52,10 +52,11 @@ static void arm(struct event *timer, int milliseconds) {
 static void free_gate(procord_gate_t *g) {
   if (g->peek_event) event_free(g->peek_event);
   if (g->timer) event_free(g->timer);
-  if (g->bev) bufferevent_free(g->bev);
   /* A TLS bufferevent closes the socket; a plain one (a plaintext client
      told to use TLS, or a secret without TLS) never does. */
-  if (g->fd >= 0 && !(g->bev && bufferevent_openssl_get_ssl(g->bev))) close(g->fd);
+  int closes_socket = g->bev && bufferevent_openssl_get_ssl(g->bev) != NULL;
+  if (g->bev) bufferevent_free(g->bev);
+  if (g->fd >= 0 && !closes_socket) close(g->fd);
   procord_frame_parser_reset(&g->parser);
   procord_security_release(g->security);
   free(g);
@@ -232,21 +233,23 @@ static void on_auth_readable(struct bufferevent *bev, void *argument) {
 
 static void on_gate_event(struct bufferevent *bev, short what, void *argument);
 
-static void start_auth(procord_gate_t *g) {
-  if (!procord_security_uses_secret(g->security)) {
-    pass(g);
-    return;
-  }
+/* Waits for the client's first `A` frame; fails only without random bytes. */
+static int begin_auth(procord_gate_t *g) {
   unsigned char unused[PROCORD_AUTH_NONCE_LENGTH];
-  if (procord_auth_start(&g->auth, g->security, PROCORD_AUTH_SERVER, unused) != 0) {
-    refuse(g, "no random bytes for a nonce", 0);
-    return;
-  }
+  if (procord_auth_start(&g->auth, g->security, PROCORD_AUTH_SERVER, unused) != 0) return -ENOMEM;
+  procord_frame_parser_reset(&g->parser);
   procord_frame_parser_init(&g->parser, PROCORD_AUTH_MAX_FRAME);
   g->stage = GATE_AUTHENTICATING;
   bufferevent_setcb(g->bev, on_auth_readable, NULL, on_gate_event, g);
   bufferevent_enable(g->bev, EV_READ | EV_WRITE);
   if (evbuffer_get_length(bufferevent_get_input(g->bev)) > 0) on_auth_readable(g->bev, g);
+  return 0;
+}
+
+/* After TLS: the secret, if any, else the peer is through. */
+static void after_tls(procord_gate_t *g) {
+  if (!procord_security_uses_secret(g->security)) pass(g);
+  else if (begin_auth(g) != 0) refuse(g, "no random bytes for a nonce", 0);
 }
 
 /* ---- TLS ---- */
@@ -266,7 +269,7 @@ static void on_gate_event(struct bufferevent *bev, short what, void *argument) {
   (void)bev;
   procord_gate_t *g = argument;
   if (what & BEV_EVENT_CONNECTED) {
-    start_auth(g);
+    after_tls(g);
     return;
   }
   if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
@@ -353,8 +356,9 @@ procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *
   if (g->tls) {
     g->stage = GATE_PEEKING;
     event_add(g->peek_event, NULL);
-  } else {
-    start_auth(g);
+  } else if (begin_auth(g) != 0) {
+    free_gate(g); /* `done` is never called from here */
+    return NULL;
   }
   return g;
 }

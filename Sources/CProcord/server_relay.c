@@ -16,7 +16,8 @@
 
 /* Bytes waiting for a slow side before the other side is read no more. */
 #define HIGH_WATER (4 * 1024 * 1024)
-/* After the worker is done: how long the client gets to take the rest. */
+/* After the worker is done: how long the client may take nothing of the
+   rest before it is dropped (a slow client that keeps reading is waited for). */
 #define FLUSH_LIMIT_MS 10000
 
 struct procord_relay_s {
@@ -24,6 +25,7 @@ struct procord_relay_s {
   struct bufferevent *worker; /* our end of the socketpair */
   int client_gone, worker_gone;
   struct event *flush_timer;
+  size_t unflushed; /* the client's output at the last look */
   procord_relay_done_fn done;
   void *context;
 };
@@ -94,10 +96,18 @@ static void on_written(struct bufferevent *to, void *argument) {
   if (to == r->client && r->worker_gone) client_flushed(r);
 }
 
+static void arm_flush_timer(procord_relay_t *r) {
+  r->unflushed = evbuffer_get_length(bufferevent_get_output(r->client));
+  struct timeval limit = {FLUSH_LIMIT_MS / 1000, 0};
+  evtimer_add(r->flush_timer, &limit);
+}
+
 static void on_flush_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
-  end(argument);
+  procord_relay_t *r = argument;
+  if (evbuffer_get_length(bufferevent_get_output(r->client)) < r->unflushed) arm_flush_timer(r);
+  else end(r);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *argument) {
@@ -121,8 +131,7 @@ static void on_event(struct bufferevent *bev, short what, void *argument) {
     else client_flushed(r);
     return;
   }
-  struct timeval limit = {FLUSH_LIMIT_MS / 1000, 0};
-  evtimer_add(r->flush_timer, &limit);
+  arm_flush_timer(r);
 }
 
 procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,

@@ -21,6 +21,7 @@
 #include "fixtures.h"
 
 #include "auth_private.h"
+#include "procord/connection.h"
 #include "procord/delegation.h"
 #include "procord/error.h"
 #include "procord/frame.h"
@@ -1502,6 +1503,58 @@ static void refused_secret_client_leaves_no_connection_in_the_server(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* ---- A secured connection closed before it is connected ---- */
+
+static void ignore_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context) {
+  (void)c, (void)frame, (void)error, (void)context;
+}
+
+static void stop_when_disconnected(procord_connection_t *c, procord_connection_state_t state, void *context) {
+  (void)c;
+  if (state == PROCORD_DISCONNECTED) procord_loop_stop(context);
+}
+
+/* close_nicely while the TCP connect is still in progress: what the owner
+   queued must not go out (it would go in clear, before any handshake). */
+static void closing_a_secured_connection_while_connecting_sends_nothing(void) {
+  BEGIN();
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t length = sizeof address;
+  CHECK(listener >= 0);
+  CHECK_EQ_INT(bind(listener, (struct sockaddr *)&address, sizeof address), 0);
+  CHECK_EQ_INT(listen(listener, 4), 0);
+  CHECK_EQ_INT(getsockname(listener, (struct sockaddr *)&address, &length), 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  CHECK(fd >= 0);
+  int r = connect(fd, (struct sockaddr *)&address, sizeof address);
+  CHECK(r == 0 || errno == EINPROGRESS);
+  procord_loop_t *own = NULL;
+  CHECK_EQ_INT(procord_loop_new(&own), 0);
+  procord_connection_options_t options = {
+      .read_fd = fd, .write_fd = fd, .connecting = 1, .on_frame = ignore_frame,
+      .on_state = stop_when_disconnected, .context = own, .security = auth_client,
+  };
+  procord_connection_t *connection = NULL;
+  CHECK_EQ_INT(procord_connection_open(own, &options, &connection), 0);
+  CHECK_EQ_INT(procord_connection_send(connection, PROCORD_FRAME_TASK, "echo", 4), 0);
+  procord_connection_close_nicely(connection, 1000);
+  if (procord_connection_state(connection) != PROCORD_DISCONNECTED) procord_loop_run(own);
+  CHECK_EQ_INT(procord_connection_state(connection), PROCORD_DISCONNECTED);
+  procord_connection_free(connection);
+  procord_loop_free(own);
+  int accepted = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+  CHECK(accepted >= 0);
+  struct pollfd readable = {.fd = accepted, .events = POLLIN};
+  CHECK_EQ_INT(poll(&readable, 1, 5000), 1);
+  char received[64];
+  ssize_t n = read(accepted, received, sizeof received);
+  CHECK(n <= 0); /* the end of the stream (or a reset), never "4Techo" */
+  close(accepted);
+  close(listener);
+  CHECK_NOTHING_LEFT();
+}
+
 static void server_with_a_missing_certificate_does_not_start_and_says_why(void) {
   BEGIN();
   const char *const options[] = {"--procord-tls-cert", "/nonexistent/procord/server.pem", NULL};
@@ -1602,6 +1655,7 @@ int main(int argc, char **argv) {
   RUN(refused_tls_client_leaves_no_connection_in_the_server);
   RUN(refused_secret_client_leaves_no_connection_in_the_server);
   RUN(server_with_a_missing_certificate_does_not_start_and_says_why);
+  RUN(closing_a_secured_connection_while_connecting_sends_nothing);
 
   procord_security_release(auth_client);
   procord_security_release(auth_server);
