@@ -3,7 +3,8 @@
 #   make            build the C library (libprocord.a, libprocord.so) and the Swift package
 #   make demo       install what is missing, build, run the showcase
 #   make test       install what is missing, build, run every test (C, C under
-#                   ASan/UBSan, the installed library and its examples, then Swift)
+#                   ASan/UBSan, the fuzz harnesses, the installed library and its
+#                   examples, then Swift)
 #   make build      build the Swift package (debug)
 #   make lib        build libprocord.a and libprocord.so in .build/lib
 #   make install    install the library, its headers and procord.pc under PREFIX
@@ -14,6 +15,9 @@
 #                   Python's pools as peers: the table, bench/results.json, bench/results.svg
 #   make bench-static  the start-up scenarios again with a worker built with the
 #                   static Swift standard library (.build-static)
+#   make fuzz       build the libFuzzer harnesses (Tests/fuzz) and run each for SECONDS
+#                   seconds (60 by default) on a copy of its corpus in .build/fuzz/corpus
+#   make test-fuzz  replay each fuzz corpus, then run each harness for 5 s (part of make test)
 #   make clean      remove build products
 
 SWIFT ?= swift
@@ -53,7 +57,7 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 .DELETE_ON_ERROR:
 
 .PHONY: all deps install-deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
-        check-headers lib install examples bench bench-static clean
+        check-headers lib install examples bench bench-static clean fuzz test-fuzz
 
 all: lib build
 
@@ -184,7 +188,43 @@ test-swift: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 
-test: test-c test-c-sanitized test-library test-swift
+# ---- Fuzzing (Tests/fuzz) ----
+
+# libFuzzer harnesses under ASan and UBSan, with the clang of SANITIZE_CC: the
+# core is compiled once with the fuzzer's coverage, and each harness links it.
+FUZZ_HARNESSES = frame worker client auth
+FUZZ_DIR = $(BUILD_DIR)/fuzz
+FUZZ_BINARIES = $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_HARNESSES))
+FUZZ_OBJECTS = $(patsubst Sources/CProcord/%.c,$(FUZZ_DIR)/objects/%.o,$(C_SOURCES))
+FUZZ_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+             -Iinclude -ISources/CProcord
+# lld when the compiler has one; gold warns about each sanitizer symbol it
+# cannot export, so its warnings are filtered out (no binary: the build fails).
+FUZZ_LINKER = $(if $(filter /%,$(shell $(SANITIZE_CC) -print-prog-name=ld.lld 2>/dev/null)),-fuse-ld=lld)
+SECONDS ?= 60
+
+$(FUZZ_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
+	@mkdir -p $(dir $@)
+	$(SANITIZE_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined \
+	  $$(pkg-config --cflags libevent_core libevent_openssl openssl) -c $< -o $@
+
+$(FUZZ_BINARIES): $(FUZZ_DIR)/fuzz_%: Tests/fuzz/fuzz_%.c Tests/fuzz/fuzz_support.h $(FUZZ_OBJECTS)
+	@rm -f $@
+	$(SANITIZE_CC) $(FUZZ_FLAGS) -Wall -Wextra -fsanitize=fuzzer,address,undefined $(FUZZ_LINKER) \
+	  -o $@ $< $(FUZZ_OBJECTS) $(LIBS_CORE) 2>&1 | { grep -v 'Cannot export local symbol' >&2 || true; }
+	@test -x $@
+
+# New inputs go to the copy of each corpus in $(FUZZ_DIR)/corpus, findings to
+# $(FUZZ_DIR)/artifacts; each harness's log is $(FUZZ_DIR)/HARNESS.log.
+fuzz: deps $(FUZZ_BINARIES)
+	@Tests/fuzz/run.sh fuzz $(FUZZ_DIR) $(SECONDS) $(FUZZ_HARNESSES)
+
+# Every input of the corpora in the tree, then a few seconds of fuzzing each.
+test-fuzz: deps $(FUZZ_BINARIES)
+	@Tests/fuzz/run.sh replay $(FUZZ_DIR) $(FUZZ_HARNESSES)
+	@Tests/fuzz/run.sh fuzz $(FUZZ_DIR) 5 $(FUZZ_HARNESSES)
+
+test: test-c test-c-sanitized test-fuzz test-library test-swift
 
 # Speed is measured here, in release mode, not by the tests (which run the
 # bench's --quick mode once, as a smoke test).

@@ -5,6 +5,7 @@
 #include "procord/frame.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -96,7 +97,9 @@ static int write_all_parts(procord_frame_writer_t *w, struct iovec *at, int coun
 
 /* Writes `parts` under the lock; see procord_frame_writer_send_answer for `tail`. */
 static int send_locked(procord_frame_writer_t *w, struct iovec *parts, int count, size_t tail) {
-  size_t unwritten = 0;
+  /* A writer that failed before writes none of this frame: all of it is
+     unwritten, not only a lost `0R`. */
+  size_t unwritten = SIZE_MAX;
   pthread_mutex_lock(&w->lock);
   int error = w->failed ? w->failed : write_all_parts(w, parts, count, &unwritten);
   if (error) w->failed = error;
