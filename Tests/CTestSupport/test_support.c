@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -16,6 +17,11 @@
 
 int procord_test_become_subreaper(void) {
   return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int procord_test_limit_descriptors(int pid, unsigned long limit) {
+  struct rlimit wanted = {(rlim_t)limit, (rlim_t)limit};
+  return prlimit(pid, RLIMIT_NOFILE, &wanted, NULL) == 0 ? 0 : -errno;
 }
 
 int procord_test_wait_for_exit(int pid, int timeout_ms) {

@@ -27,6 +27,24 @@
 //   stderr-then-answer      writes `noise` to its stderr, answers `2V42`
 //   empty-print             sends `0P` (a print with no destination), then `2V42`
 //   long-flush              sends `2FOO` (a flush with two bytes), then `2V42`
+//   die-mid-output N K      sends the header of an N-byte `V` frame and K
+//                           bytes of its body, then exits 6
+//   killed-mid-output N K   the same, then dies of SIGKILL
+//   answer-then-crash       answers `2V42`, then dies of SIGSEGV before it
+//                           could send `0R` (in socket mode)
+//   stall-mid-frame         sends `1000V` and 10 bytes of the body, then
+//                           sleeps an hour (never ends the frame)
+//   answer-byte-by-byte US  sends `P` to `7`, `F` to `7`, `P` to `7`, then
+//                           the 300-byte `V` of ``slowAnswer``, one byte per
+//                           write with US microseconds between writes
+//   large-answer BLOCKS     answers a `V` of BLOCKS blocks of 64 KiB
+//                           (``patternBlock(_:)``), written as they come:
+//                           a main program that does not read blocks it
+//
+// Started by Procord in socket mode (`--procord-socket-fd N MODE ...`, the
+// option Procord puts first), a fake speaks its mode on descriptor N
+// instead of stdin and stdout; only the modes that do not close stdout
+// make sense there.
 //
 // Started with leading `--procord-*` options instead of a mode, it is a real
 // Procord program (`Worker.runIfRequested`), a worker or a worker server,
@@ -46,14 +64,43 @@
 //   environment NAME        answers the worker's value of variable NAME
 //                           (empty if unset)
 //   directory               answers the worker's working directory
+//   crash-mid-output        in a server's worker: writes `1000V` and 10
+//                           bytes straight onto the client's TCP socket
+//                           (the task's own answer never comes), then dies
+//                           of SIGSEGV
+//   stall-mid-output        the same, then sleeps an hour
+//   pattern BLOCKS          answers the same bytes as `large-answer BLOCKS`
+//                           (decimal in, bytes out)
 //
 // Every mode but the `exit-*` and `crash-*` ones reads the whole task (`T`
 // then `V`) first. After an answer that breaks the protocol, the worker
 // waits for the main program to hang up (end of stdin) and exits 0: a main
 // program that kept waiting for more would hang, which the tests catch.
 //
-// One mode makes it a main program instead of a fake worker:
+// Three modes make it a main program instead of a fake worker:
 //
+//   delegate-at-descriptor-limit
+//                           delegates `crash-on-tenths 7` to itself in
+//                           socket mode (one-off, and through a pool of one
+//                           worker: `warm pool`), then lowers its
+//                           RLIMIT_NOFILE to 128 and opens /dev/null until
+//                           EMFILE. There it delegates again, one-off, to a
+//                           second pool that has no worker yet (`cold
+//                           pool`), to the warm pool, and to a server
+//                           (127.0.0.1 port 1), prints `at the limit`, and
+//                           waits for SIGUSR1 (a test measures its CPU time
+//                           meanwhile). Then it closes those descriptors
+//                           and delegates one-off and to the cold pool
+//                           again. One line per delegation on stdout,
+//                           `LABEL: OUTCOME` (see `outcome(of:)`); exits 0.
+//   delegate-at-process-limit
+//                           delegates `crash-on-tenths 7` to itself, sets
+//                           its soft RLIMIT_NPROC to 1 (the process and its
+//                           threads are more already), delegates one-off
+//                           and to a pool, puts the soft limit back and
+//                           delegates once more; lines as above; exits 0.
+//                           Meaningful only for a user that the limit
+//                           binds (not root).
 //   metrics                 bootstraps an in-memory swift-metrics backend,
 //                           then runs on a WorkerPool (label `metrics-test`,
 //                           1 worker: this program in socket mode) one task
@@ -85,6 +132,16 @@ import Glibc
 
 // MARK: - Raw I/O
 
+/// The descriptor a fake speaks on: stdin and stdout, or the socket that
+/// socket mode names (`--procord-socket-fd N` before the mode).
+let socketModeDescriptor: Int32? = {
+  let all = CommandLine.arguments
+  guard all.count >= 4, all[1] == "--procord-socket-fd", !all[3].hasPrefix("--procord-") else { return nil }
+  return Int32(all[2])
+}()
+let protocolInput = socketModeDescriptor ?? 0
+let protocolOutput = socketModeDescriptor ?? 1
+
 /// Exits with a message on stderr: the fake itself went wrong (code 99) or
 /// was called wrongly (code 64).
 func die(_ message: String, code: Int32 = 99) -> Never {
@@ -93,11 +150,11 @@ func die(_ message: String, code: Int32 = 99) -> Never {
   exit(code)
 }
 
-/// Writes all of `bytes` to stdout.
+/// Writes all of `bytes` to the main program (stdout).
 func writeAll(_ bytes: [UInt8]) {
   var offset = 0
   while offset < bytes.count {
-    let n = bytes[offset...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+    let n = bytes[offset...].withUnsafeBytes { write(protocolOutput, $0.baseAddress, $0.count) }
     if n < 0 && errno == EINTR { continue }
     if n <= 0 { die("write failed: errno \(errno)") }
     offset += n
@@ -112,12 +169,13 @@ func sendFrame(_ kind: Character, _ body: String) {
   send("\(body.utf8.count)\(kind)\(body)")
 }
 
-/// Reads up to `count` bytes from stdin (fewer only at the end of the stream).
+/// Reads up to `count` bytes from the main program (stdin; fewer only at
+/// the end of the stream).
 func readBytes(_ count: Int) -> [UInt8] {
   var bytes = [UInt8](repeating: 0, count: count)
   var filled = 0
   while filled < count {
-    let n = bytes[filled...].withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+    let n = bytes[filled...].withUnsafeMutableBytes { read(protocolInput, $0.baseAddress, $0.count) }
     if n < 0 && errno == EINTR { continue }
     if n < 0 { die("read failed: errno \(errno)") }
     if n == 0 { break }
@@ -198,6 +256,50 @@ func crash() -> Never {
   die("still alive after SIGSEGV")
 }
 
+/// A frame's bytes, for writing them some other way than `sendFrame`.
+func frameBytes(_ kind: Character, _ body: String) -> [UInt8] {
+  Array("\(body.utf8.count)\(kind)\(body)".utf8)
+}
+
+/// What the `*-mid-*` modes and tasks send before they stop: the header of
+/// a 1000-byte `V` frame and the first 10 bytes of its body.
+let partialFrame = Array("1000V0123456789".utf8)
+
+/// `die-mid-output` and `killed-mid-output`: the header of a `size`-byte
+/// `V` frame, then `sent` bytes of its body, in writes of at most 64 KiB.
+func sendPartialValue(size: Int, sent: Int) {
+  send("\(size)V")
+  let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 65536)
+  var left = sent
+  while left > 0 {
+    writeAll(Array(chunk.prefix(left)))
+    left -= min(left, chunk.count)
+  }
+}
+
+/// The body of `answer-byte-by-byte`'s `V` frame: 300 bytes. The tests
+/// expect the same text.
+let slowAnswer = String(repeating: "slow answer ", count: 25)
+
+/// The bytes of block 0 of `large-answer` but for its first 8.
+let patternBase: [UInt8] = (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+
+/// Block `index` of `large-answer`: 64 KiB, the index in its first 8 bytes
+/// (little-endian), then byte (7 * position + 3) mod 256 at each position.
+/// The tests build the same blocks to check the answer.
+func patternBlock(_ index: Int) -> [UInt8] {
+  var block = patternBase
+  for i in 0..<8 { block[i] = UInt8(truncatingIfNeeded: UInt64(index) >> (8 * UInt64(i))) }
+  return block
+}
+
+/// Sleeps `microseconds`, whatever signals come.
+func pause(microseconds: Int) {
+  var request = timespec(tv_sec: microseconds / 1_000_000, tv_nsec: (microseconds % 1_000_000) * 1000)
+  var remaining = request
+  while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+}
+
 // MARK: - Real tasks, for `--procord-*` command lines
 
 /// A task that failed in a way the test should see (a `U` answer).
@@ -274,8 +376,54 @@ let directory = WorkerTask<String, String>(name: "directory", input: .utf8, outp
   return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
+/// The connection to the client, in a server's worker: its one TCP socket
+/// (the handoff socket and the rest are Unix sockets, pipes and files).
+func clientSocket() -> Int32? {
+  for fd in Int32(0)..<1024 {
+    var address = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    let named = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+    }
+    let family = Int32(address.ss_family)
+    if named == 0 && (family == AF_INET || family == AF_INET6) { return fd }
+  }
+  return nil
+}
+
+/// Writes ``partialFrame`` straight onto the client's socket, behind the
+/// worker loop's back, as a worker dying in the middle of its answer would
+/// have left it.
+func sendPartialFrameToClient() throws {
+  guard let fd = clientSocket() else { throw TaskFailure(description: "no TCP socket: not in a server's worker") }
+  let sent = partialFrame.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+  guard sent == partialFrame.count else { throw TaskFailure(description: "send: errno \(errno)") }
+}
+
+/// `crash-mid-output`: see the header.
+let crashMidOutput = WorkerTask<String, String>(name: "crash-mid-output", input: .utf8, output: .utf8) { _ in
+  try sendPartialFrameToClient()
+  crash()
+}
+
+/// `stall-mid-output`: see the header.
+let stallMidOutput = WorkerTask<String, String>(name: "stall-mid-output", input: .utf8, output: .utf8) { _ in
+  try sendPartialFrameToClient()
+  linger(seconds: 3600)
+}
+
+/// `pattern BLOCKS`: see the header.
+let pattern = WorkerTask<Int, [UInt8]>(name: "pattern", input: .decimal, output: .bytes) { blocks in
+  var output: [UInt8] = []
+  output.reserveCapacity(blocks * patternBase.count)
+  for index in 0..<blocks { output += patternBlock(index) }
+  return output
+}
+
 /// What this program serves as a real worker or server.
-let servedTasks: [any ServableTask] = [concurrency, sleepWithChild, crashOnTenths, environment, directory]
+let servedTasks: [any ServableTask] = [
+  concurrency, sleepWithChild, crashOnTenths, environment, directory, crashMidOutput, stallMidOutput, pattern,
+]
 
 // MARK: - The `metrics` mode
 
@@ -428,9 +576,114 @@ func runMetricsScenario() -> Never {
   exit(0)
 }
 
+// MARK: - The `delegate-at-*-limit` modes
+
+/// Writes a line to stdout at once (no buffer: the test reads as it comes).
+func printLine(_ text: String) {
+  let bytes = Array("\(text)\n".utf8)
+  _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+}
+
+/// `= 7`, or `failed: ` and the error's description, or `threw: ` and the
+/// error `delegate` threw, or `still working after 10 s` (then killed).
+func outcome(of make: () throws -> DelegatedProcess<Int>) -> String {
+  let process: DelegatedProcess<Int>
+  do {
+    process = try make()
+  } catch {
+    return "threw: \(error)"
+  }
+  guard process.wait(timeout: .seconds(10)) else {
+    process.kill()
+    process.wait()
+    return "still working after 10 s"
+  }
+  switch process.status {
+  case .success(let output): return "= \(output)"
+  case .exception(let error): return "raised: \(error)"
+  case .error(let error): return "failed: \(error)"
+  case .working: return "still working after the wait"
+  }
+}
+
+/// The task these modes delegate, and where: this program in socket mode.
+let limitProbe = DelegatedTask(name: crashOnTenths.name, input: crashOnTenths.input, output: crashOnTenths.output)
+let itselfAsWorker = WorkerProgram(path: "/proc/self/exe", arguments: ["--procord-worker"], channel: .socket)
+
+/// A pool of one worker of this program.
+func makeLimitPool() -> WorkerPool {
+  do {
+    return try WorkerPool([.local(itselfAsWorker)], configuration: WorkerPool.Configuration(maximumWorkers: 1))
+  } catch {
+    die("making a pool: \(error)")
+  }
+}
+
+/// `delegate-at-descriptor-limit`: see the header.
+func runAtDescriptorLimit() -> Never {
+  // Blocked before any thread starts, so that every thread inherits the
+  // mask and sigwait below is the only taker.
+  var resume = sigset_t()
+  sigemptyset(&resume)
+  sigaddset(&resume, SIGUSR1)
+  pthread_sigmask(SIG_BLOCK, &resume, nil)
+  let warmPool = makeLimitPool(), coldPool = makeLimitPool()
+  printLine("before: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
+  printLine("warm pool before: \(outcome { try warmPool.delegate(limitProbe, 7) })")
+
+  var limit = rlimit()
+  getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+  limit.rlim_cur = 128
+  guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { die("setrlimit: errno \(errno)") }
+  var held: [Int32] = []
+  while true {
+    let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+    if fd >= 0 {
+      held.append(fd)
+      continue
+    }
+    guard errno == EMFILE else { die("open /dev/null: errno \(errno)") }
+    break
+  }
+  printLine("one-off: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
+  printLine("cold pool: \(outcome { try coldPool.delegate(limitProbe, 7) })")
+  printLine("warm pool: \(outcome { try warmPool.delegate(limitProbe, 7) })")
+  printLine("remote: \(outcome { try delegate(limitProbe, 7, to: RemoteServer(host: "127.0.0.1", port: 1)) })")
+  printLine("at the limit")
+  var signal: Int32 = 0
+  while sigwait(&resume, &signal) != 0 {}
+
+  held.forEach { close($0) }
+  printLine("one-off after: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
+  printLine("cold pool after: \(outcome { try coldPool.delegate(limitProbe, 7) })")
+  _ = warmPool.shutdownAndWait(timeout: .seconds(10))
+  _ = coldPool.shutdownAndWait(timeout: .seconds(10))
+  exit(0)
+}
+
+/// `delegate-at-process-limit`: see the header.
+func runAtProcessLimit() -> Never {
+  let pool = makeLimitPool()
+  printLine("before: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
+  var limit = rlimit()
+  getrlimit(__rlimit_resource_t(__RLIMIT_NPROC.rawValue), &limit)
+  let saved = limit
+  limit.rlim_cur = 1
+  guard setrlimit(__rlimit_resource_t(__RLIMIT_NPROC.rawValue), &limit) == 0 else { die("setrlimit: errno \(errno)") }
+  printLine("one-off: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
+  printLine("pool: \(outcome { try pool.delegate(limitProbe, 7) })")
+  limit = saved
+  guard setrlimit(__rlimit_resource_t(__RLIMIT_NPROC.rawValue), &limit) == 0 else { die("setrlimit: errno \(errno)") }
+  printLine("one-off after: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
+  _ = pool.shutdownAndWait(timeout: .seconds(10))
+  exit(0)
+}
+
 // MARK: - Modes
 
-let arguments = CommandLine.arguments
+/// The command line, without the socket-mode option before a fake's mode.
+let arguments =
+  socketModeDescriptor == nil ? CommandLine.arguments : [CommandLine.arguments[0]] + CommandLine.arguments.dropFirst(3)
 if arguments.count >= 2 && arguments[1].hasPrefix("--procord-") {
   do {
     try Worker.runIfRequested(tasks: servedTasks)
@@ -449,9 +702,23 @@ func number() -> Int32 {
   return value
 }
 
+/// The mode's numeric argument number `index` (1: the first after the mode).
+func numberArgument(_ index: Int) -> Int {
+  guard arguments.count > index + 1, let value = Int(arguments[index + 1]) else {
+    die("\(mode) needs \(index) number argument(s)", code: 64)
+  }
+  return value
+}
+
 switch mode {
 case "metrics":
   runMetricsScenario()
+
+case "delegate-at-descriptor-limit":
+  runAtDescriptorLimit()
+
+case "delegate-at-process-limit":
+  runAtProcessLimit()
 
 case "exit-at-once":
   exit(0)
@@ -567,6 +834,44 @@ case "stderr-then-answer":
   readTask()
   _ = "noise".withCString { write(2, $0, 5) }
   sendFrame("V", "42")
+  exit(0)
+
+case "die-mid-output":
+  readTask()
+  sendPartialValue(size: numberArgument(1), sent: numberArgument(2))
+  exit(6)
+
+case "killed-mid-output":
+  readTask()
+  sendPartialValue(size: numberArgument(1), sent: numberArgument(2))
+  raise(SIGKILL)
+  die("still alive after SIGKILL")
+
+case "answer-then-crash":
+  readTask()
+  sendFrame("V", "42")
+  crash()
+
+case "stall-mid-frame":
+  readTask()
+  writeAll(partialFrame)
+  linger(seconds: 3600)
+
+case "answer-byte-by-byte":
+  readTask()
+  let gap = numberArgument(1)
+  let bytes = frameBytes("P", "7one ") + frameBytes("F", "7") + frameBytes("P", "7two ") + frameBytes("V", slowAnswer)
+  for byte in bytes {
+    writeAll([byte])
+    pause(microseconds: gap)
+  }
+  exit(0)
+
+case "large-answer":
+  readTask()
+  let blocks = numberArgument(1)
+  send("\(blocks * patternBase.count)V")
+  for index in 0..<blocks { writeAll(patternBlock(index)) }
   exit(0)
 
 default:

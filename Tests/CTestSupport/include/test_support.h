@@ -21,6 +21,13 @@ int procord_test_become_subreaper(void);
  */
 int procord_test_wait_for_exit(int pid, int timeout_ms);
 
+/*
+ * Sets both the soft and the hard RLIMIT_NOFILE of process `pid` (another
+ * process: prlimit(2), which Swift's Glibc does not show) to `limit`.
+ * Returns 0 or -errno.
+ */
+int procord_test_limit_descriptors(int pid, unsigned long limit);
+
 /* ---- sd_notify, from the receiving end (a service manager's) ---- */
 
 /*
