@@ -15,6 +15,8 @@
 #                   Python's pools as peers: the table, bench/results.json, bench/results.svg
 #   make bench-static  the start-up scenarios again with a worker built with the
 #                   static Swift standard library (.build-static)
+#   make soak       MINUTES=N (10 by default): mixed load through pools and a worker server;
+#                   every task's final status, memory, descriptors and processes left: bench/soak.json
 #   make fuzz       build the libFuzzer harnesses (Tests/fuzz) and run each for SECONDS
 #                   seconds (60 by default) on a copy of its corpus in .build/fuzz/corpus
 #   make test-fuzz  replay each fuzz corpus, then run each harness for 5 s (part of make test)
@@ -57,7 +59,7 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 .DELETE_ON_ERROR:
 
 .PHONY: all deps install-deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
-        check-headers lib install examples bench bench-static clean fuzz test-fuzz
+        check-headers lib install examples bench bench-static clean fuzz test-fuzz soak
 
 all: lib build
 
@@ -187,6 +189,14 @@ test-c-sanitized: deps $(C_TESTS_SANITIZED)
 test-swift: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
+
+# Mixed load through pools and a worker server for MINUTES minutes (10 by
+# default; fractions work): every task's final status, memory, descriptors
+# and processes left. Fails if any of them is off; the report is bench/soak.json.
+MINUTES ?= 10
+soak: deps
+	$(SWIFT) build -c release --product procord-bench
+	$(BUILD_DIR)/release/procord-bench soak --minutes $(MINUTES) --json bench/soak.json
 
 # ---- Fuzzing (Tests/fuzz) ----
 

@@ -17,7 +17,7 @@ struct BenchCommand: AsyncParsableCommand {
       floor/value for rates: 1.0 is the limit, larger is worse. Scenarios: \
       \(Scenario.all.map(\.name).joined(separator: ", ")).
       """,
-    subcommands: [Run.self, List.self, MemoryProbe.self],
+    subcommands: [Run.self, List.self, Soak.self, MemoryProbe.self],
     defaultSubcommand: Run.self)
 
   /// `procord-bench [run] [SCENARIO...]`.

@@ -36,6 +36,13 @@ final class BenchServer {
 
   var remote: RemoteServer { RemoteServer(host: "127.0.0.1", port: port) }
 
+  /// The server's process id.
+  var pid: Int32 { child.pid }
+
   /// SIGTERM (the server drains and exits), then reaps it.
   func stop() { child.terminate() }
+
+  /// SIGTERM, then its exit status once it has drained and exited, or nil
+  /// if it was still running after `timeout` (it is then killed).
+  func stop(timeout: Duration) -> Int32? { child.stop(timeout: timeout) }
 }

@@ -63,10 +63,33 @@ final class ChildProcess {
     return (String(decoding: bytes, as: UTF8.self), reap())
   }
 
+  /// Its process id.
+  var pid: Int32 { child.pid }
+
   /// Asks the child's process group to stop (SIGTERM) and reaps the child.
   func terminate() {
     if !reaped { procord_child_kill(&child, SIGTERM) }
     _ = finish()
+  }
+
+  /// SIGTERM to the child's process group, then waits up to `timeout` for
+  /// it to exit; returns its exit status (128 + signal for a signal), or
+  /// nil if it had to be killed (SIGKILL) when the time ran out.
+  func stop(timeout: Duration) -> Int32? {
+    guard !reaped else { return nil }
+    procord_child_kill(&child, SIGTERM)
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      var status: Int32 = 0
+      if procord_child_try_reap(&child, &status) == 1 {
+        reaped = true
+        return Self.exitStatus(status)
+      }
+      usleep(10_000)
+    }
+    procord_child_kill(&child, SIGKILL)
+    _ = reap()
+    return nil
   }
 
   private func reap() -> Int32 {
@@ -74,6 +97,11 @@ final class ChildProcess {
     var status: Int32 = 0
     _ = procord_child_reap(&child, &status)
     reaped = true
+    return Self.exitStatus(status)
+  }
+
+  /// A wait status as a shell shows it: the exit code, or 128 + signal.
+  private static func exitStatus(_ status: Int32) -> Int32 {
     let signal = status & 0x7f
     return signal != 0 ? 128 + signal : (status >> 8) & 0xff
   }

@@ -22,7 +22,7 @@ enum Entry {
     }
     // Worker and server modes: the benchmark delegates to itself.
     do {
-      try Worker.runIfRequested(tasks: BenchTasks.all, maxMessageSize: BenchTasks.maxMessageSize)
+      try Worker.runIfRequested(tasks: BenchTasks.all + SoakTasks.all, maxMessageSize: BenchTasks.maxMessageSize)
     } catch {
       progress("\(error)")
       exit(2)

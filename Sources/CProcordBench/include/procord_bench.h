@@ -174,6 +174,21 @@ int procord_bench_notify_wait_port(int fd, int timeout_ms);
  */
 void procord_bench_notify_close(int fd, const char *path);
 
+/*
+ * Hands the allocator's free memory back to the system (glibc's
+ * malloc_trim(0); nothing elsewhere), so that resident memory read right
+ * after counts what is allocated, not what the allocator keeps for later.
+ * The soak calls it before each of its quiescent samples.
+ */
+void procord_bench_trim_memory(void);
+
+/*
+ * Bytes the program has allocated with malloc and not freed, in every
+ * arena and in its own mappings (glibc's mallinfo2: uordblks + hblkhd);
+ * 0 elsewhere. What the allocator keeps free is not counted.
+ */
+size_t procord_bench_heap_in_use(void);
+
 #ifdef __cplusplus
 }
 #endif
