@@ -500,6 +500,13 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
 
 void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, NULL); }
 
+void procord_connection_abort(procord_connection_t *c) {
+  if (c->state == PROCORD_DISCONNECTED) return;
+  struct linger reset = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(c->options.read_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset); /* ENOTSOCK: a pipe */
+  disconnect(c, 0, NULL);
+}
+
 procord_connection_state_t procord_connection_state(const procord_connection_t *c) {
   return c->state;
 }

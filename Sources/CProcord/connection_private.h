@@ -41,6 +41,12 @@ struct procord_connection_s {
   char *peer_name;          /* for the server's certificate check */
 };
 
+/* Closes at once like procord_connection_close, but a socket is reset
+   (SO_LINGER 0) rather than shut down in order: the peer learns it at once
+   even when it is not reading (a worker busy with a task, with tasks sent
+   ahead unread in its socket, would never see an orderly end). */
+void procord_connection_abort(procord_connection_t *c);
+
 /* Closes the descriptors and reports DISCONNECTED once; returns 0 if the
    connection was freed in the owner's callback. */
 int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,

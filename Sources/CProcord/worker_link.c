@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "worker_link.h"
+#include "connection_private.h"
 #include "loop_private.h"
 #include "procord/connect.h"
 #include "procord/error.h"
@@ -285,7 +286,12 @@ void procord_link_close(procord_link_t *link) {
 }
 
 void procord_link_kill(procord_link_t *link, int signal, int close_stream) {
-  /* Killing a remote task is closing its connection: its server kills it. */
+  /* Killing a remote task is resetting its connection: its server kills it
+     (an orderly close could wait behind tasks sent ahead that it has not read). */
+  if (link->remote && link->connection && !link->attempt) {
+    procord_connection_abort(link->connection); /* on_state follows at once */
+    return;
+  }
   if (link->remote || close_stream) {
     if (!link->remote && !link->reaped) procord_child_kill(&link->child, signal);
     procord_link_close(link);

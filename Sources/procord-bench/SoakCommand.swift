@@ -34,11 +34,12 @@ extension BenchCommand {
     @Option(help: "Idempotent tasks (echo, fibo) sent ahead to each busy worker of the local pool; 0: off.")
     var tasksSentAhead = 4
 
-    // Off by default: a task killed (or past its deadline) on a server
-    // connection with tasks sent ahead behind it can keep running on the
-    // server, its connection's end stuck behind the unsent tasks.
+    // A task killed (or past its deadline) on a server connection with tasks
+    // sent ahead behind it must still end on the server: the soak found it
+    // running on, its connection's orderly end stuck behind the unread tasks
+    // (killing a remote task now resets its connection).
     @Option(help: "The same for the pool over the server.")
-    var serverTasksSentAhead = 0
+    var serverTasksSentAhead = 4
 
     @Option(help: "Seeds the mix of tasks (default: from the clock); the report says which was used.")
     var seed: UInt64?

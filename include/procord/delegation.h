@@ -89,8 +89,9 @@ typedef struct procord_delegation_options_s {
   /* A worker server to delegate to instead of starting a worker: its host
      name or IPv4/IPv6 literal (copied; NULL: start `worker`) and port. The
      name is resolved without blocking the loop (see procord/connect.h);
-     killing a remote delegation closes its connection, and the server kills
-     the task. Errors: DISCONNECTED with call "getaddrinfo" (error
+     killing a remote delegation (or its deadline) resets its connection
+     (SO_LINGER 0, so that a server whose worker is busy, with more tasks
+     unread behind, sees it at once), and the server kills the task. Errors: DISCONNECTED with call "getaddrinfo" (error
      PROCORD_ERESOLVE, detail says why) or "connect" (-ECONNREFUSED,
      PROCORD_ETIMEOUT...). */
   const char *remote_host;
