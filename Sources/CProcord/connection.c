@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "connection_private.h"
 #include "loop_private.h"
+#include "security_private.h"
 #include "procord/error.h"
 
 #include <errno.h>
@@ -110,15 +111,9 @@ static int deliver(procord_connection_t *c, const procord_frame_t *frame, int er
   return !c->free_requested;
 }
 
-static void arm(struct event *timer, int milliseconds) {
-  struct timeval limit = {milliseconds / 1000, (milliseconds % 1000) * 1000};
-  evtimer_add(timer, &limit);
-}
-
-/* The peer was heard from: the idle timeout starts again. */
-static void heard(procord_connection_t *c) {
+void procord_connection_heard(procord_connection_t *c) {
   if (c->options.idle_timeout_ms > 0 && c->state == PROCORD_CONNECTED)
-    arm(c->watch_timer, c->options.idle_timeout_ms);
+    procord_timer_arm(c->watch_timer, c->options.idle_timeout_ms);
 }
 
 static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
@@ -173,7 +168,7 @@ void procord_connection_receive(procord_connection_t *c) {
     ssize_t n = missing ? pull(c, window, missing) : pull(c, chunk, sizeof chunk);
     if (n <= 0) return;
     budget -= (size_t)n < budget ? (size_t)n : budget;
-    heard(c);
+    procord_connection_heard(c);
     if (missing) {
       procord_frame_t frame;
       int r = procord_frame_parser_body_advance(&c->parser, (size_t)n, &frame);
@@ -194,7 +189,7 @@ static void on_readable(evutil_socket_t fd, short events, void *argument) {
 }
 
 static void finish_close_nicely(procord_connection_t *c) {
-  if (c->tls) procord_connection_tls_goodbye(c);
+  if (c->tls) procord_tls_goodbye(c->tls);
   else if (c->options.write_fd >= 0) shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
   disconnect(c, 0, NULL);
 }
@@ -243,7 +238,7 @@ int procord_connection_flush(procord_connection_t *c) {
       }
       return fail_writing(c, -errno);
     }
-    heard(c); /* a peer that reads a long upload is not idle */
+    procord_connection_heard(c); /* a peer that reads a long upload is not idle */
   }
   event_del(c->write_event);
   if (c->state == PROCORD_DISCONNECTING) {
@@ -257,7 +252,7 @@ int procord_connection_become_connected(procord_connection_t *c) {
   c->securing = 0;
   c->state = PROCORD_CONNECTED;
   event_del(c->watch_timer);
-  heard(c);
+  procord_connection_heard(c);
   if (!c->tls) event_add(c->read_event, NULL);
   if (!notify_state(c)) return 0;
   if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) return procord_connection_flush(c);
@@ -270,7 +265,9 @@ static int start_securing(procord_connection_t *c) {
                                                 : procord_connection_start_auth(c);
 }
 
-void procord_connection_begin(procord_connection_t *c) {
+/* The TCP connection (and nothing else) is up: starts TLS or
+   authentication, or reports CONNECTED. */
+static void begin(procord_connection_t *c) {
   if (!c->security) {
     procord_connection_become_connected(c);
     return;
@@ -292,7 +289,7 @@ static void finish_connect(procord_connection_t *c) {
     return;
   }
   event_del(c->write_event);
-  procord_connection_begin(c);
+  begin(c);
 }
 
 static void on_writable(evutil_socket_t fd, short events, void *argument) {
@@ -346,7 +343,7 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   int limit = options->connect_timeout_ms > 0 ? options->connect_timeout_ms
               : options->security             ? options->idle_timeout_ms
                                               : 0;
-  if (limit > 0 && (options->connecting || options->security)) arm(c->watch_timer, limit);
+  if (limit > 0 && (options->connecting || options->security)) procord_timer_arm(c->watch_timer, limit);
   *result = c;
   if (options->connecting) {
     event_add(c->write_event, NULL);
@@ -355,7 +352,7 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   if (!options->security) {
     c->state = PROCORD_CONNECTED;
     event_add(c->read_event, NULL);
-    heard(c);
+    procord_connection_heard(c);
     return 0;
   }
   /* The handshake starts now; its outcome is reported from the loop. */

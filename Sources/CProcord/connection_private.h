@@ -52,9 +52,9 @@ void procord_connection_abort(procord_connection_t *c);
 int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,
                                   const char *detail);
 
-/* The TCP connection (and nothing else) is up: starts TLS or
-   authentication, or reports CONNECTED. */
-void procord_connection_begin(procord_connection_t *c);
+/* The peer was heard from (it sent, or took some of ours): the idle
+   timeout starts again. */
+void procord_connection_heard(procord_connection_t *c);
 
 /* Reports CONNECTED and writes what waits; returns 0 if the connection was
    freed or closed in the owner's callback. */
@@ -80,9 +80,6 @@ int procord_connection_secure_frame(procord_connection_t *c, const procord_frame
 
 /* TLS: moves what is queued to the TLS layer, returning what it still holds. */
 size_t procord_connection_tls_write(procord_connection_t *c, struct evbuffer *queue);
-
-/* TLS: sends close_notify (best effort). */
-void procord_connection_tls_goodbye(procord_connection_t *c);
 
 /* TLS: bytes the TLS layer has not written yet. */
 size_t procord_connection_tls_pending(const procord_connection_t *c);

@@ -74,26 +74,11 @@ static void on_tls_readable(struct bufferevent *bev, void *argument) {
 
 static void on_tls_written(struct bufferevent *bev, void *argument) {
   procord_connection_t *c = argument;
-  if (c->options.idle_timeout_ms > 0 && c->state == PROCORD_CONNECTED) {
-    struct timeval limit = {c->options.idle_timeout_ms / 1000, (c->options.idle_timeout_ms % 1000) * 1000};
-    evtimer_add(c->watch_timer, &limit); /* a peer that reads a long upload is not idle */
-  }
+  procord_connection_heard(c); /* a peer that reads a long upload is not idle */
   if (c->state == PROCORD_DISCONNECTING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
     procord_connection_flush(c);
 }
 
-/* Why TLS failed: the certificate check's verdict, else the first error
-   the TLS layer kept from OpenSSL; NULL for a plain socket error. */
-static const char *tls_reason(procord_connection_t *c) {
-  unsigned long code = bufferevent_get_openssl_error(c->tls);
-  const char *reason = code ? ERR_reason_error_string(code) : NULL;
-  while (bufferevent_get_openssl_error(c->tls)) {
-  }
-  SSL *ssl = bufferevent_openssl_get_ssl(c->tls);
-  long verdict = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-  if (verdict != X509_V_OK) return X509_verify_cert_error_string(verdict);
-  return reason ? reason : procord_tls_failure(NULL);
-}
 
 static void on_tls_event(struct bufferevent *bev, short what, void *argument) {
   (void)bev;
@@ -112,7 +97,7 @@ static void on_tls_event(struct bufferevent *bev, short what, void *argument) {
   }
   if (what & BEV_EVENT_ERROR) {
     int error = errno;
-    const char *reason = tls_reason(c);
+    const char *reason = procord_tls_failure(c->tls);
     if (reason) fail(c, PROCORD_ETLS, "tls", reason);
     else fail(c, error ? -error : PROCORD_EDISCONNECTED, what & BEV_EVENT_WRITING ? "write" : "read", NULL);
   }
@@ -151,11 +136,6 @@ size_t procord_connection_tls_pending(const procord_connection_t *c) {
   return c->tls ? evbuffer_get_length(bufferevent_get_output(c->tls)) : 0;
 }
 
-void procord_connection_tls_goodbye(procord_connection_t *c) {
-  SSL *ssl = bufferevent_openssl_get_ssl(c->tls);
-  if (ssl) SSL_shutdown(ssl); /* close_notify, if the socket takes it now */
-  ERR_clear_error();
-}
 
 void procord_connection_tls_free(procord_connection_t *c) {
   if (!c->tls) return;

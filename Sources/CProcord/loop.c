@@ -133,6 +133,11 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
   return 0;
 }
 
+void procord_timer_arm(struct event *timer, int milliseconds) {
+  struct timeval limit = {milliseconds / 1000, (milliseconds % 1000) * 1000};
+  evtimer_add(timer, &limit);
+}
+
 int procord_loop_run(procord_loop_t *loop) {
   /* A write to a pipe whose reader is gone raises SIGPIPE in the writing
      thread: blocked here, it stays pending and the write fails with EPIPE,

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdarg.h>
@@ -114,7 +115,6 @@ int procord_security_new(const procord_security_options_t *o, procord_security_t
   if (o->server_name && o->role == PROCORD_SECURITY_CLIENT && !(s->server_name = strdup(o->server_name)))
     result = fail(error, size, -ENOMEM, "out of memory");
   if (!result && tls) result = load_tls(s, o, error, size);
-  s->verifies_clients = tls && o->role == PROCORD_SECURITY_SERVER && o->require_client_certificate;
   if (result) {
     free_security(s);
     return result;
@@ -164,14 +164,24 @@ SSL *procord_security_new_ssl(const procord_security_t *s, const char *host) {
   return ssl;
 }
 
-const char *procord_tls_failure(SSL *ssl) {
-  long verdict = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-  if (verdict != X509_V_OK) {
-    ERR_clear_error();
-    return X509_verify_cert_error_string(verdict);
+const char *procord_tls_failure(struct bufferevent *tls) {
+  /* libevent keeps the errors OpenSSL queued during its I/O: take them all. */
+  unsigned long code = bufferevent_get_openssl_error(tls);
+  while (bufferevent_get_openssl_error(tls)) {
   }
-  if (!ERR_peek_last_error()) return NULL;
-  return openssl_reason();
+  SSL *ssl = bufferevent_openssl_get_ssl(tls);
+  long verdict = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+  if (verdict != X509_V_OK) return X509_verify_cert_error_string(verdict);
+  const char *reason = code ? ERR_reason_error_string(code) : NULL;
+  if (reason) return reason;
+  return ERR_peek_last_error() ? openssl_reason() : NULL;
+}
+
+int procord_tls_goodbye(struct bufferevent *tls) {
+  SSL *ssl = bufferevent_openssl_get_ssl(tls);
+  if (ssl) SSL_shutdown(ssl); /* close_notify, if the socket takes it now */
+  ERR_clear_error();
+  return ssl != NULL;
 }
 
 /* ---- Secrets ---- */

@@ -680,7 +680,7 @@ static int check_security(server_t *s) {
    once, at start. TLS alone encrypts, but lets any client in. */
 static void warn_if_exposed(server_t *s) {
   const procord_security_t *security = s->options->security;
-  if (security && (security->secret_length > 0 || security->verifies_clients)) return;
+  if (security && (security->secret_length > 0 || (security->tls && (SSL_CTX_get_verify_mode(security->tls) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT)))) return;
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
   if (getsockname(s->listen_fd, (struct sockaddr *)&address, &length) != 0 || is_loopback(&address)) return;

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "auth_private.h"
+#include "loop_private.h"
 #include "procord/error.h"
 #include "security_private.h"
 #include "server_secure.h"
@@ -43,11 +44,6 @@ struct procord_gate_s {
   procord_gate_done_fn done;
   void *context;
 };
-
-static void arm(struct event *timer, int milliseconds) {
-  struct timeval limit = {milliseconds / 1000, (milliseconds % 1000) * 1000};
-  evtimer_add(timer, &limit);
-}
 
 static void free_gate(procord_gate_t *g) {
   if (g->peek_event) event_free(g->peek_event);
@@ -106,13 +102,7 @@ static void on_linger_readable(struct bufferevent *bev, void *argument) {
 static void on_linger_written(struct bufferevent *bev, void *argument) {
   procord_gate_t *g = argument;
   if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
-  SSL *ssl = bufferevent_openssl_get_ssl(bev);
-  if (ssl) {
-    SSL_shutdown(ssl);
-    ERR_clear_error();
-  } else {
-    shutdown(g->fd, SHUT_WR);
-  }
+  if (!procord_tls_goodbye(bev)) shutdown(g->fd, SHUT_WR);
 }
 
 static void on_linger_event(struct bufferevent *bev, short what, void *argument) {
@@ -141,7 +131,7 @@ static void refuse(procord_gate_t *g, const char *reason, int tell) {
     event_free(g->peek_event);
     g->peek_event = event_new(g->base, g->fd, EV_READ | EV_PERSIST, on_linger_raw, g);
     if (g->peek_event && event_add(g->peek_event, NULL) == 0) {
-      arm(g->timer, LINGER_MS);
+      procord_timer_arm(g->timer, LINGER_MS);
       return;
     }
   }
@@ -157,7 +147,7 @@ static void refuse(procord_gate_t *g, const char *reason, int tell) {
   bufferevent_setwatermark(g->bev, EV_WRITE, 0, 0);
   bufferevent_setcb(g->bev, on_linger_readable, on_linger_written, on_linger_event, g);
   bufferevent_enable(g->bev, EV_READ | EV_WRITE);
-  arm(g->timer, LINGER_MS);
+  procord_timer_arm(g->timer, LINGER_MS);
 }
 
 /* ---- Authenticating ---- */
@@ -254,17 +244,6 @@ static void after_tls(procord_gate_t *g) {
 
 /* ---- TLS ---- */
 
-static const char *tls_refusal(procord_gate_t *g) {
-  unsigned long code = bufferevent_get_openssl_error(g->bev);
-  while (bufferevent_get_openssl_error(g->bev)) {
-  }
-  SSL *ssl = bufferevent_openssl_get_ssl(g->bev);
-  long verdict = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-  if (verdict != X509_V_OK) return X509_verify_cert_error_string(verdict);
-  const char *reason = code ? ERR_reason_error_string(code) : NULL;
-  return reason ? reason : "the connection ended";
-}
-
 static void on_gate_event(struct bufferevent *bev, short what, void *argument) {
   (void)bev;
   procord_gate_t *g = argument;
@@ -276,7 +255,8 @@ static void on_gate_event(struct bufferevent *bev, short what, void *argument) {
   if (g->stage == GATE_HANDSHAKE) {
     g->tls_failed = 1;
     /* The alert OpenSSL sent is all a TLS peer can be told. */
-    refuse(g, tls_refusal(g), 0);
+    const char *reason = procord_tls_failure(g->bev);
+    refuse(g, reason ? reason : "the connection ended", 0);
   } else {
     g->peer_left = 1;
     refuse(g, "the client went away during authentication", 0);
@@ -352,7 +332,7 @@ procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *
     free_gate(g);
     return NULL;
   }
-  arm(g->timer, timeout_ms);
+  procord_timer_arm(g->timer, timeout_ms);
   if (g->tls) {
     g->stage = GATE_PEEKING;
     event_add(g->peek_event, NULL);

@@ -3,6 +3,8 @@
  * TLS connection and its worker's socketpair, with back-pressure both ways.
  */
 #define _GNU_SOURCE
+#include "loop_private.h"
+#include "security_private.h"
 #include "server_secure.h"
 
 #include <errno.h>
@@ -75,9 +77,7 @@ static void hang_up_on_worker(procord_relay_t *r) {
 }
 
 static void client_flushed(procord_relay_t *r) {
-  SSL *ssl = bufferevent_openssl_get_ssl(r->client);
-  if (ssl) SSL_shutdown(ssl); /* close_notify, best effort */
-  ERR_clear_error();
+  procord_tls_goodbye(r->client);
   end(r);
 }
 
@@ -98,8 +98,7 @@ static void on_written(struct bufferevent *to, void *argument) {
 
 static void arm_flush_timer(procord_relay_t *r) {
   r->unflushed = evbuffer_get_length(bufferevent_get_output(r->client));
-  struct timeval limit = {FLUSH_LIMIT_MS / 1000, 0};
-  evtimer_add(r->flush_timer, &limit);
+  procord_timer_arm(r->flush_timer, FLUSH_LIMIT_MS);
 }
 
 static void on_flush_timeout(evutil_socket_t fd, short events, void *argument) {

@@ -243,3 +243,22 @@ func repeatUntil(deadline: Duration, _ attempt: () -> Bool) -> Bool {
 func temporaryPath(_ name: String) -> String {
   FileManager.default.temporaryDirectory.path + "/procord-server-tests-\(name)-\(UUID().uuidString.prefix(8))"
 }
+
+/// The output of `process` once finished within `timeout`, or nil with the
+/// status recorded as an issue (killed if it had not finished).
+func outputOf<Output>(
+  _ process: DelegatedProcess<Output>, timeout: Duration = .seconds(10),
+  sourceLocation: SourceLocation = #_sourceLocation
+) -> Output? {
+  guard process.wait(timeout: timeout) else {
+    Issue.record("no answer within \(timeout)", sourceLocation: sourceLocation)
+    process.kill()
+    process.wait()
+    return nil
+  }
+  guard case .success(let output) = process.status else {
+    Issue.record("status: \(process.status)", sourceLocation: sourceLocation)
+    return nil
+  }
+  return output
+}

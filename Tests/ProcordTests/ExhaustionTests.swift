@@ -70,7 +70,7 @@ import Testing
     #expect(used < .milliseconds(200), "the server used \(used) of CPU in 1 s at its limit")
     clients.removeAll()  // closes them
     let process = try delegate(ExhaustionFixture.probe, 7, to: server.remote)
-    #expect(ExhaustionFixture.output(of: process, within: .seconds(10)) == 7, "server: \(server.output)")
+    #expect(outputOf(process, timeout: .seconds(10)) == 7, "server: \(server.output)")
     server.stop()
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
   }
@@ -141,9 +141,9 @@ import Testing
     #expect(
       (firstClosed ?? .zero) >= .milliseconds(250),
       "closed after \(String(describing: firstClosed)), before the read timeout")
-    #expect(ExhaustionFixture.output(of: behindThem, within: .seconds(10)) == 7)
+    #expect(outputOf(behindThem, timeout: .seconds(10)) == 7)
     let later = try delegate(ExhaustionFixture.probe, 8, to: server.remote)
-    #expect(ExhaustionFixture.output(of: later, within: .seconds(5)) == 8)
+    #expect(outputOf(later, timeout: .seconds(5)) == 8)
     server.stop()
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
   }
@@ -196,24 +196,5 @@ private enum ExhaustionFixture {
     let expected = lines.joined(separator: "\n") + "\n"
     _ = child.output.wait(timeout: .seconds(10)) { $0.hasSuffix("\(lines.last ?? "")\n") }
     #expect(child.output.text == expected, sourceLocation: sourceLocation)
-  }
-
-  /// The output of `process` once finished within `limit`, or nil with the
-  /// status recorded as an issue (killed if it had not finished).
-  static func output<Output>(
-    of process: DelegatedProcess<Output>, within limit: Duration,
-    sourceLocation: SourceLocation = #_sourceLocation
-  ) -> Output? {
-    guard process.wait(timeout: limit) else {
-      Issue.record("no answer within \(limit)", sourceLocation: sourceLocation)
-      process.kill()
-      process.wait()
-      return nil
-    }
-    guard case .success(let output) = process.status else {
-      Issue.record("status: \(process.status)", sourceLocation: sourceLocation)
-      return nil
-    }
-    return output
   }
 }

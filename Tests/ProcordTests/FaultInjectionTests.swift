@@ -141,7 +141,7 @@ import Testing
     let worker = try #require(busy?.first, "the task never started on the server: \(server.output)")
     let gone = procord_test_wait_for_exit(worker, 2000)
     #expect(gone == 1 || gone == -ESRCH, "the server's worker \(worker) still runs the stalled task")
-    #expect(FaultFixture.output(of: try delegate(FaultFixture.crashOnTenths, 7, to: server.remote)) == 7)
+    #expect(outputOf(try delegate(FaultFixture.crashOnTenths, 7, to: server.remote)) == 7)
     server.stop()
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
   }
@@ -225,7 +225,7 @@ import Testing
       $0.contains("worker killed by signal \(SIGSEGV) during the task")
     }
     #expect(logged, "the server did not log its worker's death: \(server.output)")
-    #expect(FaultFixture.output(of: try delegate(FaultFixture.crashOnTenths, 7, to: server.remote)) == 7)
+    #expect(outputOf(try delegate(FaultFixture.crashOnTenths, 7, to: server.remote)) == 7)
     server.stop()
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
   }
@@ -271,19 +271,6 @@ private enum FaultFixture {
   static func output<Output>(_ status: Status<Output>) -> Output? {
     if case .success(let output) = status { return output }
     return nil
-  }
-
-  /// The output of `process` once finished (within 10 s), or nil with the
-  /// status recorded as an issue.
-  static func output<Output>(
-    of process: DelegatedProcess<Output>, sourceLocation: SourceLocation = #_sourceLocation
-  ) -> Output? {
-    finish(process, sourceLocation: sourceLocation)
-    guard case .success(let output) = process.status else {
-      Issue.record("status: \(process.status)", sourceLocation: sourceLocation)
-      return nil
-    }
-    return output
   }
 
   /// What /proc says process `pid` waits in (its main thread), or "".

@@ -523,22 +523,6 @@ private func readRawFrame(_ fd: Int32) -> [UInt8]? {
 /// The output of `process` once it has finished, within `timeout`; nil,
 /// with an issue recorded, if it failed or did not finish (it is then
 /// killed: a test must not hang on a server that never answers).
-private func outputOf<Output>(
-  _ process: DelegatedProcess<Output>, timeout: Duration = .seconds(10),
-  sourceLocation: SourceLocation = #_sourceLocation
-) -> Output? {
-  guard process.wait(timeout: timeout) else {
-    Issue.record("no answer within \(timeout)", sourceLocation: sourceLocation)
-    process.kill()
-    process.wait()
-    return nil
-  }
-  guard case .success(let output) = process.status else {
-    Issue.record("status: \(process.status)", sourceLocation: sourceLocation)
-    return nil
-  }
-  return output
-}
 
 /// A value shared with a thread of the test.
 final class LockedBox<Value>: @unchecked Sendable {

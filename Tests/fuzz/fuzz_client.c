@@ -210,22 +210,6 @@ static void wait_server_idle(void) {
 
 /* ---- What the delegation must end with ---- */
 
-typedef struct bytes_s {
-  unsigned char *data;
-  size_t length, capacity;
-} bytes_t;
-
-static void append(bytes_t *b, const void *data, size_t length) {
-  if (b->length + length > b->capacity) {
-    size_t capacity = b->capacity ? b->capacity : 256;
-    while (capacity < b->length + length) capacity *= 2;
-    b->data = realloc(b->data, capacity);
-    FUZZ_CHECK(b->data, "out of memory");
-    b->capacity = capacity;
-  }
-  if (length) memcpy(b->data + b->length, data, length);
-  b->length += length;
-}
 
 /* One print as on_print sees it: `P` or `F`, the destination, the length, the text. */
 static void append_print(bytes_t *b, unsigned char kind, unsigned char destination,

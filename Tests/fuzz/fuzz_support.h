@@ -45,6 +45,24 @@ static inline unsigned fuzz_options(const uint8_t **data, size_t *size) {
   return 0;
 }
 
+/* A growing byte buffer: what a peer or a callback received. */
+typedef struct bytes_s {
+  unsigned char *data;
+  size_t length, capacity;
+} bytes_t;
+
+static inline void append(bytes_t *b, const void *data, size_t length) {
+  if (b->length + length > b->capacity) {
+    size_t capacity = b->capacity ? b->capacity : 256;
+    while (capacity < b->length + length) capacity *= 2;
+    b->data = realloc(b->data, capacity);
+    FUZZ_CHECK(b->data, "out of memory");
+    b->capacity = capacity;
+  }
+  if (length) memcpy(b->data + b->length, data, length);
+  b->length += length;
+}
+
 /* How many descriptors this process has open (those of the directory
    stream it reads are not counted). */
 static inline int fuzz_count_descriptors(void) {

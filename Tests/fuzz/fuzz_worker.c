@@ -39,25 +39,6 @@
 
 enum { PIPE_TO_NULL, PIPE_TO_CLOSED_PIPE, SOCKET, SOCKET_PEER_GONE };
 
-/* ---- A growing byte buffer ---- */
-
-typedef struct bytes_s {
-  unsigned char *data;
-  size_t length, capacity;
-} bytes_t;
-
-static void append(bytes_t *b, const void *data, size_t length) {
-  if (b->length + length > b->capacity) {
-    size_t capacity = b->capacity ? b->capacity : 256;
-    while (capacity < b->length + length) capacity *= 2;
-    b->data = realloc(b->data, capacity);
-    FUZZ_CHECK(b->data, "out of memory");
-    b->capacity = capacity;
-  }
-  if (length) memcpy(b->data + b->length, data, length);
-  b->length += length;
-}
-
 static void append_frame(bytes_t *b, unsigned char kind, const void *prefix, size_t prefix_length,
                          const void *body, size_t length) {
   unsigned char header[PROCORD_FRAME_HEADER_MAX];
