@@ -36,6 +36,7 @@ CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
 LIBS_CORE = $(shell pkg-config --libs libevent_core libevent_openssl openssl 2>/dev/null || \
               echo -levent_core -levent_openssl -lssl -lcrypto) -lpthread
 C_SOURCES = $(wildcard Sources/CProcord/*.c)
+C_TEST_HEADERS = $(wildcard Tests/c/*.h)
 C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_*.c))
 C_TESTS_SANITIZED = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests-sanitized/%,$(wildcard Tests/c/test_*.c))
 # AddressSanitizer (with leak checking) and UndefinedBehaviorSanitizer, from
@@ -58,7 +59,7 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 
 .DELETE_ON_ERROR:
 
-.PHONY: all deps install-deps test-deps build demo test test-c test-c-sanitized test-library test-swift check-c \
+.PHONY: all deps install-deps test-deps build demo test test-c test-c-harness test-c-sanitized test-library test-swift check-c \
         check-headers lib install examples bench bench-static clean fuzz test-fuzz soak
 
 all: lib build
@@ -167,21 +168,33 @@ $(BUILD_DIR)/examples/%: Examples/c/%.c Examples/c/fibo_task.h $(LIB_DIR)/libpro
 test-library: lib examples build
 	python3 Tests/c/test_library.py --demo $(BUILD_DIR)/debug/procord-demo --examples $(BUILD_DIR)/examples
 
-$(BUILD_DIR)/c-tests/%: Tests/c/%.c Tests/c/check.h Tests/c/fixtures.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+$(BUILD_DIR)/c-tests/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CORE) -ISources/CProcord -o $@ $< $(C_SOURCES) $(LIBS_CORE)
 
-test-c: deps check-c $(C_TESTS)
-	@for t in $(C_TESTS); do echo "== $$t"; $$t || exit 1; done
+# Each binary within C_TEST_LIMIT seconds (each of its tests has a limit of
+# its own, see Tests/c/check_runner.h); the harness's self-test first.
+C_TEST_LIMIT ?= 300
+RUN_C_TEST = timeout --kill-after=10 $(C_TEST_LIMIT)
 
-$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c Tests/c/check.h Tests/c/fixtures.h $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+test-c: deps check-c test-c-harness $(C_TESTS)
+	@for t in $(C_TESTS); do echo "== $$t"; $(RUN_C_TEST) $$t || { echo "$$t failed or ran past $(C_TEST_LIMIT) s"; exit 1; }; done
+
+# The harness itself: a test that hangs, one that leaves a child, one that
+# leaves a descriptor, one whose CHECK fails with a pool running; each must
+# fail by its own name within its limit, and the tests after it still run.
+test-c-harness: $(BUILD_DIR)/c-tests/check_self_test
+	python3 Tests/c/check_self_test.py $(BUILD_DIR)/c-tests/check_self_test
+
+$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
 	@mkdir -p $(dir $@)
 	$(SANITIZE_CC) $(SANITIZE_FLAGS) -o $@ $< $(C_SOURCES) $(LIBS_CORE)
 
 # The same C tests under the sanitizers; any report fails the run.
 test-c-sanitized: deps $(C_TESTS_SANITIZED)
 	@for t in $(C_TESTS_SANITIZED); do echo "== $$t"; \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(RUN_C_TEST) $$t || \
+	  { echo "$$t failed or ran past $(C_TEST_LIMIT) s"; exit 1; }; done
 
 # Swift Testing only (there are no XCTest cases), one test at a time: tests
 # count this process's descriptors and children, which parallel tests would

@@ -1,8 +1,11 @@
 /*
  * A tiny test harness for the C tests: one function per behaviour, named for
- * it, registered in main with RUN(name). CHECK stops the current test at the
- * first failed condition. The last line is "N passed, N failed", and the exit
- * status is non-zero if anything failed.
+ * it, registered in main with RUN(name), or RUN_WITHIN(name, seconds) for one
+ * that needs more than the default limit. CHECK stops the current test at the
+ * first failed condition. Each test runs within a time limit, and fails if it
+ * leaves a child process or a descriptor behind; a failed test cannot affect
+ * the next (check_runner.h says how). The last line is "N passed, N failed",
+ * and the exit status is non-zero if anything failed.
  */
 #ifndef PROCORD_TEST_CHECK_H
 #define PROCORD_TEST_CHECK_H
@@ -10,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int check_passed, check_failed, check_current_failed;
+#include "check_runner.h"
 
 #define CHECK(condition)                                                                  \
   do {                                                                                    \
@@ -35,18 +38,8 @@ static int check_passed, check_failed, check_current_failed;
 #define CHECK_BYTES(actual, length, expected)                                             \
   CHECK((length) == strlen(expected) && memcmp((actual), (expected), (length)) == 0)
 
-#define RUN(test)                                                                         \
-  do {                                                                                    \
-    check_current_failed = 0;                                                             \
-    test();                                                                               \
-    if (check_current_failed) {                                                           \
-      check_failed++;                                                                     \
-      printf("FAIL %s\n", #test);                                                         \
-    } else {                                                                              \
-      check_passed++;                                                                     \
-      printf("ok   %s\n", #test);                                                         \
-    }                                                                                     \
-  } while (0)
+#define RUN(test) check_run(#test, test, 0)
+#define RUN_WITHIN(test, seconds) check_run(#test, test, (seconds))
 
 #define CHECK_SUMMARY()                                                                   \
   (printf("%d passed, %d failed\n", check_passed, check_failed), check_failed ? 1 : 0)
