@@ -410,13 +410,31 @@ static void kill_of_a_queued_task_ends_it_without_touching_a_worker(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/*
+ * A task past its deadline ends within DEADLINE_MARGIN_MS of it (the kill,
+ * the reaping, a start under the sanitizers), plus the grace period when its
+ * worker needs it. Tight on purpose: each test's deadline is longer than
+ * its margin, so a deadline armed twice too late fails.
+ */
+#define DEADLINE_MARGIN_MS 300
+#define CHECK_ENDED_AT_DEADLINE(took, deadline_ms, grace_spent_ms)                                   \
+  do {                                                                                               \
+    long long check_took = (took), check_deadline = (deadline_ms), check_grace = (grace_spent_ms);  \
+    if (check_took < check_deadline || check_took >= check_deadline + check_grace + DEADLINE_MARGIN_MS) { \
+      fprintf(stderr, "    %s:%d: ended after %lld ms: its deadline is %lld ms (%lld ms of grace, %d ms of margin)\n", \
+              __FILE__, __LINE__, check_took, check_deadline, check_grace, DEADLINE_MARGIN_MS);      \
+      check_current_failed = 1;                                                                      \
+      return;                                                                                        \
+    }                                                                                                \
+  } while (0)
+
 static void deadline_ends_a_pooled_task_as_timed_out_and_kills_its_group(void) {
   BEGIN();
   procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .exit_grace_ms = 500}, local_source(1));
+      make_pool((procord_pool_options_t){.max_workers = 1, .exit_grace_ms = 200}, local_source(1));
   CHECK(pool);
   long long start = now_ms();
-  procord_delegation_t *d = submit(pool, "sleep_child", "30000", 300, 0);
+  procord_delegation_t *d = submit(pool, "sleep_child", "30000", 500, 0);
   const procord_outcome_t *o = finish(d);
   long long took = now_ms() - start;
   int kind = o ? (int)o->kind : -1, error = o ? o->error : 0, signal = o ? o->signal : 0;
@@ -424,9 +442,51 @@ static void deadline_ends_a_pooled_task_as_timed_out_and_kills_its_group(void) {
   CHECK_EQ_INT(kind, PROCORD_OUTCOME_TIMED_OUT);
   CHECK_EQ_INT(error, PROCORD_ETIMEOUT);
   CHECK_EQ_INT(signal, SIGTERM);
-  CHECK(took >= 300 && took < 3000);
-  CHECK(reap_orphans() >= 1); /* the shell and `sleep` the task started, killed with its worker */
+  CHECK_ENDED_AT_DEADLINE(took, 500, 0); /* the worker dies of the SIGTERM: no grace spent */
+  /* The shell and `sleep` the task started, if it got that far, were killed
+     with its worker (deadline_sends_sigterm_to_the_whole_process_group_of_the_task
+     checks that they get the SIGTERM). */
+  CHECK(reap_orphans() >= 0);
   stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/*
+ * The deadline's SIGTERM goes to the worker's process group, so what the task
+ * started can clean up too: here a shell that leaves "TERM" in a file when it
+ * gets SIGTERM. The worker survives SIGTERM and waits for the shell, so only a
+ * SIGTERM sent to the group ends it in time; without it, the grace period's
+ * SIGKILL ends everything and nothing is written.
+ */
+static void deadline_sends_sigterm_to_the_whole_process_group_of_the_task(void) {
+  BEGIN();
+  char directory[] = "/tmp/procord-test-XXXXXX", marker[64];
+  CHECK(mkdtemp(directory));
+  snprintf(marker, sizeof marker, "%s/term", directory);
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 1, .exit_grace_ms = 500}, local_source(1));
+  CHECK(pool);
+  long long start = now_ms();
+  /* Long enough for the worker to have started its shell, even sanitized. */
+  procord_delegation_t *d = submit(pool, "child_traps_term", marker, 1000, 0);
+  const procord_outcome_t *o = finish(d);
+  long long took = now_ms() - start;
+  int kind = o ? (int)o->kind : -1;
+  procord_delegation_release(d);
+  char written[16] = "";
+  FILE *file = fopen(marker, "re");
+  if (file) {
+    if (!fgets(written, sizeof written, file)) written[0] = 0;
+    fclose(file);
+  }
+  unlink(marker);
+  rmdir(directory);
+  int orphans = reap_orphans(); /* the shell's `sleep`, killed by the SIGTERM */
+  stop_pool(pool, 0);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_TIMED_OUT);
+  CHECK(strcmp(written, "TERM\n") == 0);
+  CHECK_ENDED_AT_DEADLINE(took, 1000, 0); /* the shell and then the worker end at the SIGTERM */
+  CHECK_EQ_INT(orphans, 1);
   CHECK_NOTHING_LEFT();
 }
 
@@ -438,7 +498,7 @@ static void deadline_ends_a_one_off_delegation_as_timed_out(void) {
       .input = "5",
       .input_length = 1,
       .worker = {.program = "/bin/sh", .arguments = arguments, .stderr_fd = -1},
-      .deadline_ms = 200,
+      .deadline_ms = 500,
   };
   long long start = now_ms();
   procord_delegation_t *d = NULL;
@@ -450,7 +510,7 @@ static void deadline_ends_a_one_off_delegation_as_timed_out(void) {
   procord_delegation_release(d);
   CHECK_EQ_INT(kind, PROCORD_OUTCOME_TIMED_OUT);
   CHECK(call && strcmp(call, "deadline") == 0);
-  CHECK(took >= 200 && took < 3000);
+  CHECK_ENDED_AT_DEADLINE(took, 500, 0); /* `sh` dies of the SIGTERM */
   CHECK(reap_orphans() >= 0); /* `sleep` got the SIGTERM with `sh`, or was never started */
   CHECK_NOTHING_LEFT();
 }
@@ -546,13 +606,17 @@ static void full_queue_refuses_with_efull(void) {
   procord_pool_t *pool =
       make_pool((procord_pool_options_t){.max_workers = 1, .max_queue_length = 2}, local_source(1));
   CHECK(pool);
-  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "100", 0, 0), submit(pool, "sleep", "100", 0, 0)};
+  /* One running (it left the queue once its worker had it), two queued: full. */
+  procord_delegation_t *tasks[3] = {submit(pool, "sleep", "100", 0, 0)};
+  long long until = now_ms() + 5000;
+  while (procord_delegation_pid(tasks[0]) <= 0 && now_ms() < until) usleep(1000);
+  tasks[1] = submit(pool, "sleep", "1", 0, 0);
+  tasks[2] = submit(pool, "sleep", "1", 0, 0);
   procord_delegation_options_t options = {.task_name = "double", .input = "1", .input_length = 1};
   procord_delegation_t *refused = NULL;
   int error = procord_pool_delegate(pool, &options, &refused);
-  CHECK_EQ_INT(procord_delegation_wait(loop, tasks, 2, 1, 10000), 2);
-  procord_delegation_release(tasks[0]);
-  procord_delegation_release(tasks[1]);
+  CHECK_EQ_INT(procord_delegation_wait(loop, tasks, 3, 1, 10000), 3);
+  for (int i = 0; i < 3; i++) procord_delegation_release(tasks[i]);
   CHECK_EQ_INT(error, PROCORD_EFULL);
   CHECK(refused == NULL);
   stop_pool(pool, 0);
@@ -1027,6 +1091,32 @@ static void task_sleep_child(void *context, const unsigned char *input, size_t l
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
 }
 
+static void ignore_term(int signal) { (void)signal; }
+
+/*
+ * Starts a shell that writes "TERM" to the file named by the input when it
+ * gets SIGTERM, and waits for it, outliving SIGTERM itself: only a SIGTERM to
+ * the whole group reaches the shell. No answer: the deadline has passed.
+ */
+static void task_child_traps_term(void *context, const unsigned char *input, size_t length,
+                                  procord_reply_t *reply) {
+  (void)context;
+  char path[256] = {0};
+  memcpy(path, input, length < sizeof path - 1 ? length : sizeof path - 1);
+  struct sigaction survive = {0};
+  survive.sa_handler = ignore_term; /* a handler, not SIG_IGN: the shell gets the default back */
+  sigaction(SIGTERM, &survive, NULL);
+  char *arguments[] = {"sh", "-c", "trap 'echo TERM > \"$0\"; exit 0' TERM; sleep 30 & wait", path, NULL};
+  pid_t shell;
+  if (posix_spawn(&shell, "/bin/sh", NULL, NULL, arguments, environ) != 0) {
+    fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot start sh");
+    return;
+  }
+  while (waitpid(shell, NULL, 0) < 0 && errno == EINTR) {
+  }
+  _exit(0);
+}
+
 static void task_crash(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
   (void)context;
   (void)input;
@@ -1112,6 +1202,7 @@ static const procord_worker_task_t worker_tasks[] = {
     {"crash_once", task_crash_once, NULL}, {"alloc", task_alloc, NULL},
     {"hold", task_hold, NULL},             {"nofile", task_nofile, NULL},
     {"cwd", task_cwd, NULL},               {"crash_after", task_crash_after, NULL},
+    {"child_traps_term", task_child_traps_term, NULL},
 };
 
 int main(int argc, char **argv) {
@@ -1140,6 +1231,7 @@ int main(int argc, char **argv) {
   RUN(kill_of_a_running_pooled_task_kills_its_worker_and_the_pool_replaces_it);
   RUN(kill_of_a_queued_task_ends_it_without_touching_a_worker);
   RUN(deadline_ends_a_pooled_task_as_timed_out_and_kills_its_group);
+  RUN(deadline_sends_sigterm_to_the_whole_process_group_of_the_task);
   RUN(deadline_ends_a_one_off_delegation_as_timed_out);
   RUN(deadline_of_a_task_that_answers_in_time_changes_nothing);
 
