@@ -781,6 +781,125 @@ static void server_proof_of_the_wrong_length_fails_the_client(void) {
                PROCORD_AUTH_FAILED);
 }
 
+/*
+ * A proof wrong in any one byte, or of any other length, must fail on
+ * either side. A check that compared only the first byte, or all but the
+ * last, or at most as many bytes as came, would pass one of these.
+ */
+typedef enum { CLIENT_PROOF_TO_THE_SERVER, SERVER_PROOF_TO_THE_CLIENT } proof_way_t;
+typedef enum {
+  PROOF_UNALTERED,
+  PROOF_FIRST_BYTE_FLIPPED,
+  PROOF_LAST_BYTE_FLIPPED,
+  PROOF_ONE_BYTE_SHORT,
+  PROOF_ONE_BYTE_LONG,
+} proof_alteration_t;
+
+typedef struct {
+  int ok; /* the exchange got as far as the proof */
+  procord_auth_result_t result;
+  size_t reply_length;
+  const char *reason;
+} proof_outcome_t;
+
+/* The right proof of one side for a fresh exchange, altered, given to the other side. */
+static proof_outcome_t proof_checked(proof_way_t way, proof_alteration_t alteration) {
+  proof_outcome_t outcome = {.ok = 0};
+  exchange_t x = exchange_up_to_the_client_proof(auth_client, auth_server);
+  if (!x.ok) return outcome;
+  /* A byte more than a proof: a short frame still has the right last byte
+     just past its end, so a check that reads past the length would pass it. */
+  unsigned char proof[PROCORD_AUTH_PROOF_LENGTH + 1] = {0}, reply[PROCORD_AUTH_PROOF_LENGTH];
+  procord_auth_t *checker = &x.server;
+  memcpy(proof, x.proof, sizeof x.proof);
+  if (way == SERVER_PROOF_TO_THE_CLIENT) {
+    size_t length = 0;
+    const char *reason = NULL;
+    if (step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, proof, &length, &reason) !=
+            PROCORD_AUTH_DONE ||
+        length != PROCORD_AUTH_PROOF_LENGTH)
+      return outcome;
+    checker = &x.client;
+  }
+  size_t length = PROCORD_AUTH_PROOF_LENGTH;
+  switch (alteration) {
+  case PROOF_UNALTERED: break;
+  case PROOF_FIRST_BYTE_FLIPPED: proof[0] ^= 1; break;
+  case PROOF_LAST_BYTE_FLIPPED: proof[PROCORD_AUTH_PROOF_LENGTH - 1] ^= 1; break;
+  case PROOF_ONE_BYTE_SHORT: length--; break;
+  case PROOF_ONE_BYTE_LONG: length++; break; /* the right proof, then a 0 */
+  }
+  procord_frame_t frame = {.kind = PROCORD_FRAME_AUTH, .body = proof, .length = length};
+  outcome.reply_length = 99; /* so that a failure must set it to 0 */
+  outcome.result = procord_auth_step(checker, &frame, reply, &outcome.reply_length, &outcome.reason);
+  outcome.ok = 1;
+  return outcome;
+}
+
+static void altered_proof_fails(proof_way_t way, proof_alteration_t alteration) {
+  CHECK(auth_client && auth_server);
+  proof_outcome_t outcome = proof_checked(way, alteration);
+  CHECK(outcome.ok);
+  CHECK_EQ_INT(outcome.result, PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(outcome.reply_length, 0); /* no proof of ours for a peer that failed */
+  CHECK_CONTAINS(outcome.reason, way == CLIENT_PROOF_TO_THE_SERVER
+                                     ? "wrong shared secret"
+                                     : "the server could not prove that it knows the shared secret");
+}
+
+/* The controls: the same path with the proof left alone passes, so the
+   failures above come from the alteration and not from the path. */
+static void unaltered_client_proof_passes_the_server_on_the_same_path(void) {
+  CHECK(auth_client && auth_server);
+  proof_outcome_t outcome = proof_checked(CLIENT_PROOF_TO_THE_SERVER, PROOF_UNALTERED);
+  CHECK(outcome.ok);
+  CHECK_EQ_INT(outcome.result, PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(outcome.reply_length, PROCORD_AUTH_PROOF_LENGTH); /* the server's proof */
+  CHECK(outcome.reason == NULL);
+}
+
+static void unaltered_server_proof_passes_the_client_on_the_same_path(void) {
+  CHECK(auth_client && auth_server);
+  proof_outcome_t outcome = proof_checked(SERVER_PROOF_TO_THE_CLIENT, PROOF_UNALTERED);
+  CHECK(outcome.ok);
+  CHECK_EQ_INT(outcome.result, PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(outcome.reply_length, 0); /* the client has nothing more to send */
+  CHECK(outcome.reason == NULL);
+}
+
+static void client_proof_wrong_in_its_first_byte_fails_the_server(void) {
+  altered_proof_fails(CLIENT_PROOF_TO_THE_SERVER, PROOF_FIRST_BYTE_FLIPPED);
+}
+
+static void client_proof_wrong_in_its_last_byte_fails_the_server(void) {
+  altered_proof_fails(CLIENT_PROOF_TO_THE_SERVER, PROOF_LAST_BYTE_FLIPPED);
+}
+
+static void client_proof_one_byte_short_fails_the_server(void) {
+  altered_proof_fails(CLIENT_PROOF_TO_THE_SERVER, PROOF_ONE_BYTE_SHORT);
+}
+
+/* 33 bytes: an `A` frame may be up to PROCORD_AUTH_MAX_FRAME long before authentication. */
+static void client_proof_one_byte_long_fails_the_server(void) {
+  altered_proof_fails(CLIENT_PROOF_TO_THE_SERVER, PROOF_ONE_BYTE_LONG);
+}
+
+static void server_proof_wrong_in_its_first_byte_fails_the_client(void) {
+  altered_proof_fails(SERVER_PROOF_TO_THE_CLIENT, PROOF_FIRST_BYTE_FLIPPED);
+}
+
+static void server_proof_wrong_in_its_last_byte_fails_the_client(void) {
+  altered_proof_fails(SERVER_PROOF_TO_THE_CLIENT, PROOF_LAST_BYTE_FLIPPED);
+}
+
+static void server_proof_one_byte_short_fails_the_client(void) {
+  altered_proof_fails(SERVER_PROOF_TO_THE_CLIENT, PROOF_ONE_BYTE_SHORT);
+}
+
+static void server_proof_one_byte_long_fails_the_client(void) {
+  altered_proof_fails(SERVER_PROOF_TO_THE_CLIENT, PROOF_ONE_BYTE_LONG);
+}
+
 static void nonce_of_the_wrong_length_fails(void) {
   CHECK(auth_client && auth_server);
   procord_auth_t server, client;
@@ -1630,6 +1749,16 @@ int main(int argc, char **argv) {
   RUN(task_frame_first_fails_the_server_mentioning_the_shared_secret);
   RUN(client_proof_of_the_wrong_length_fails_the_server);
   RUN(server_proof_of_the_wrong_length_fails_the_client);
+  RUN(unaltered_client_proof_passes_the_server_on_the_same_path);
+  RUN(unaltered_server_proof_passes_the_client_on_the_same_path);
+  RUN(client_proof_wrong_in_its_first_byte_fails_the_server);
+  RUN(client_proof_wrong_in_its_last_byte_fails_the_server);
+  RUN(client_proof_one_byte_short_fails_the_server);
+  RUN(client_proof_one_byte_long_fails_the_server);
+  RUN(server_proof_wrong_in_its_first_byte_fails_the_client);
+  RUN(server_proof_wrong_in_its_last_byte_fails_the_client);
+  RUN(server_proof_one_byte_short_fails_the_client);
+  RUN(server_proof_one_byte_long_fails_the_client);
   RUN(nonce_of_the_wrong_length_fails);
   RUN(refusal_from_the_server_fails_the_client);
 
