@@ -103,6 +103,24 @@ private let becomeSubreaper: Void = {
   precondition(error == 0, "prctl(PR_SET_CHILD_SUBREAPER) failed: \(error)")
 }()
 
+/// How long past its deadline a task may end when its worker dies of the
+/// deadline's SIGTERM: the kill, the reaping, a busy machine. Every deadline
+/// the tests set is longer, so a deadline that fires twice too late fails.
+let deadlineMargin = Duration.milliseconds(400)
+
+/// Expects a task that ran past `deadline` to have ended at it: not before,
+/// and within the grace period its worker spent (none when it dies of the
+/// SIGTERM) plus `margin` after it. `elapsed` counts from the delegation.
+func expectEndedAtDeadline(
+  _ elapsed: Duration, _ deadline: Duration, graceSpent: Duration = .zero,
+  margin: Duration = deadlineMargin, sourceLocation: SourceLocation = #_sourceLocation
+) {
+  #expect(
+    elapsed >= deadline && elapsed < deadline + graceSpent + margin,
+    "ended after \(elapsed): its deadline is \(deadline), with \(graceSpent) of grace and \(margin) of margin",
+    sourceLocation: sourceLocation)
+}
+
 /// The English text of an execution error, for matching in tests.
 func failure<Output>(_ status: Status<Output>) -> ExecutionError? {
   if case .error(let error) = status { return error }
