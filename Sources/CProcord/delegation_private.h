@@ -47,7 +47,8 @@ struct procord_delegation_s {
   int answered;             /* a terminal frame set the outcome */
   procord_outcome_t outcome;
   void *body;
-  int finished;             /* guarded by the loop's done lock */
+  int outcome_ready;        /* guarded by the loop's done lock: final, set before on_done */
+  int finished;             /* guarded by the loop's done lock: on_done has returned */
 
   /* Pooled tasks: */
   struct procord_pool_s *pool;

@@ -534,6 +534,56 @@ static void on_done_runs_once_on_the_loop_thread_with_the_outcome(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* What on_done sees of procord_delegation_outcome, and what a thread it wakes sees. */
+typedef struct {
+  const procord_outcome_t *during_call;
+  const procord_outcome_t *given;
+  procord_delegation_t *delegation;
+  sem_t woken, read; /* on_done woke the test's thread; that thread has read the outcome */
+} outcome_seen_t;
+
+static void wake_a_thread(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                          void *context) {
+  outcome_seen_t *seen = context;
+  seen->delegation = delegation;
+  seen->given = outcome;
+  seen->during_call = procord_delegation_outcome(delegation);
+  sem_post(&seen->woken);
+  /* The woken thread reads the outcome while this call has not returned. */
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
+  sem_timedwait(&seen->read, &limit);
+}
+
+static void outcome_is_readable_from_the_moment_on_done_is_called(void) {
+  BEGIN();
+  outcome_seen_t seen = {0};
+  CHECK_EQ_INT(sem_init(&seen.woken, 0, 0), 0);
+  CHECK_EQ_INT(sem_init(&seen.read, 0, 0), 0);
+  fake_t fake = {.script = "head -c 9 >/dev/null; printf 3V120", .on_done = wake_a_thread,
+                 .context = &seen};
+  procord_delegation_t *delegation = NULL;
+  CHECK_EQ_INT(start(&fake, &delegation), 0);
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
+  int woken = sem_timedwait(&seen.woken, &limit) == 0;
+  const procord_outcome_t *from_another_thread = woken ? procord_delegation_outcome(delegation) : NULL;
+  int finished_meanwhile = procord_delegation_is_finished(delegation);
+  sem_post(&seen.read);
+  CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
+  procord_delegation_release(delegation);
+  sem_destroy(&seen.woken);
+  sem_destroy(&seen.read);
+  CHECK(woken);
+  CHECK(seen.during_call == seen.given); /* on the loop's thread, during on_done */
+  CHECK(from_another_thread == seen.given);
+  CHECK_EQ_INT(from_another_thread->kind, PROCORD_OUTCOME_VALUE);
+  CHECK_EQ_INT(finished_meanwhile, 0); /* "finished" still means on_done has returned */
+  CHECK_NOTHING_LEFT();
+}
+
 static void on_done_runs_for_a_missing_program(void) {
   BEGIN();
   done_t done = {0};
@@ -916,6 +966,7 @@ int main(int argc, char **argv) {
   RUN(wait_for_none_returns_0_at_once);
 
   RUN(on_done_runs_once_on_the_loop_thread_with_the_outcome);
+  RUN(outcome_is_readable_from_the_moment_on_done_is_called);
   RUN(on_done_runs_for_a_missing_program);
   RUN(delegation_released_before_the_end_still_finishes);
 

@@ -77,7 +77,13 @@ typedef struct procord_outcome_s {
 typedef void (*procord_print_cb)(procord_delegation_t *delegation, unsigned char destination,
                                  const unsigned char *text, size_t length, void *context);
 
-/* Called on the loop's thread when the delegation is finished (worker reaped). */
+/*
+ * Called on the loop's thread, once, when the outcome is final (the worker
+ * reaped, or the task ended without one). `outcome` is the one that
+ * procord_delegation_outcome returns, from any thread, from this moment on;
+ * procord_delegation_is_finished and procord_delegation_wait count the
+ * delegation as finished once this call has returned.
+ */
 typedef void (*procord_done_cb)(procord_delegation_t *delegation, const procord_outcome_t *outcome,
                                 void *context);
 
@@ -171,10 +177,12 @@ int procord_delegation_kill(procord_delegation_t *delegation);
 int procord_delegation_is_finished(procord_delegation_t *delegation);
 
 /*
- * Returns the outcome once finished, NULL before. It belongs to the
- * delegation and is valid until the last reference is released. Thread-safe, while the loop exists: after procord_loop_free,
- * only procord_delegation_release may be called (read the outcome in on_done
- * or before freeing the loop).
+ * Returns the outcome once it is final (from the moment on_done is called,
+ * before it returns), NULL before. It belongs to the delegation, does not
+ * change, and is valid until the last reference is released. Thread-safe,
+ * while the loop exists: after procord_loop_free, only
+ * procord_delegation_release may be called (read the outcome in on_done or
+ * before freeing the loop).
  */
 const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *delegation);
 
