@@ -252,9 +252,11 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
   server_worker_t *w = context;
   server_t *s = w->server;
   int status = 0;
-  if (procord_child_try_reap(&w->child, &status) == 0) return;
-  char how[48];
-  if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
+  int reaped = procord_child_try_reap(&w->child, &status);
+  if (reaped == 0) return;
+  char how[64];
+  if (reaped != 1) snprintf(how, sizeof how, "ended, reaped elsewhere in this program (status unknown)");
+  else if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
   else snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
   int was_busy = w->state == WORKER_BUSY;
   if (was_busy) {

@@ -259,15 +259,16 @@ int procord_child_try_reap(procord_child_t *child, int *status) {
   pid_t r;
   while ((r = waitpid(child->pid, status, WNOHANG)) < 0 && errno == EINTR) {
   }
-  if (r < 0) {
-    if (errno != ECHILD) return -errno;
-    *status = 0; /* reaped elsewhere (procord_reap_all_children at exit) */
-  } else if (r == 0) {
-    return 0;
-  }
+  /* Reaped elsewhere: by the host program (a SIGCHLD handler calling
+     waitpid(-1)) or procord_reap_all_children at exit. The status is lost;
+     the child is done with all the same. */
+  int reaped_elsewhere = r < 0 && errno == ECHILD;
+  if (r < 0 && !reaped_elsewhere) return -errno;
+  if (r == 0) return 0;
+  if (reaped_elsewhere) *status = 0;
   registry_remove(child->pid);
   close_if_open(child->pidfd);
   child->pidfd = -1;
   child->pid = -1;
-  return 1;
+  return reaped_elsewhere ? -ECHILD : 1;
 }

@@ -26,6 +26,23 @@ static void close_child_descriptors(procord_child_t *child) {
   child->read_fd = child->write_fd = -1;
 }
 
+/* Notes how a reap went (`result` of procord_child_try_reap or _reap). A
+   worker that the host program reaped itself has no status: its end says
+   so, never a clean exit. That replaces a bare end of stream, whose exit
+   status would have said how it ended, but no more precise cause. */
+static void record_reap(procord_link_t *link, int result, int status) {
+  link->reaped = 1;
+  link->status_known = result == 1;
+  link->wait_status = result == 1 ? status : 0;
+  int bare_end = !link->end.error || link->end.error == PROCORD_EDISCONNECTED;
+  if (result == -ECHILD && bare_end) {
+    link->end.error = -ECHILD;
+    link->end.call = "waitpid";
+    link->end.detail = "the worker was reaped by another part of this program (a SIGCHLD handler "
+                       "calling waitpid(-1)?), so how it ended is unknown";
+  }
+}
+
 /* Kills and reaps a child the loop does not watch (yet). */
 static void end_child_now(procord_link_t *link) {
   close_child_descriptors(&link->child);
@@ -33,9 +50,7 @@ static void end_child_now(procord_link_t *link) {
   procord_child_kill(&link->child, SIGKILL);
   if (link->exit_event) event_del(link->exit_event);
   int status = 0;
-  procord_child_reap(&link->child, &status);
-  link->reaped = 1;
-  link->wait_status = status;
+  record_reap(link, procord_child_reap(&link->child, &status), status);
 }
 
 procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_options_t *options) {
@@ -87,8 +102,8 @@ static void end_if_done(procord_link_t *link) {
   }
   link->ended = 1;
   if (link->grace_timer) event_del(link->grace_timer);
-  if (link->reaped && WIFEXITED(link->wait_status)) link->end.exit_code = WEXITSTATUS(link->wait_status);
-  if (link->reaped && WIFSIGNALED(link->wait_status)) link->end.signal = WTERMSIG(link->wait_status);
+  if (link->status_known && WIFEXITED(link->wait_status)) link->end.exit_code = WEXITSTATUS(link->wait_status);
+  if (link->status_known && WIFSIGNALED(link->wait_status)) link->end.signal = WTERMSIG(link->wait_status);
   event_active(link->end_event, EV_TIMEOUT, 0);
 }
 
@@ -131,8 +146,7 @@ static void on_exit_event(evutil_socket_t fd, short events, void *context) {
   int status = 0;
   int r = procord_child_try_reap(&link->child, &status);
   if (r == 0) return;
-  link->reaped = 1;
-  link->wait_status = r > 0 ? status : 0;
+  record_reap(link, r, status);
   event_del(link->exit_event);
   end_if_done(link);
 }

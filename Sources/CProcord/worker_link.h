@@ -84,6 +84,7 @@ struct procord_link_s {
   struct event *end_event;   /* calls on_ended on a turn of its own */
   int reaped;
   int wait_status;
+  int status_known;  /* reaped by us: wait_status is real (not when the host reaped it) */
   int ended;
   procord_link_end_t end;
 };

@@ -19,6 +19,8 @@ extension DisconnectionCause {
     let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
     if call == "posix_spawn" {
       self = .couldNotStart(program: worker, errno: -error)
+    } else if call == "waitpid" && error == -ECHILD {
+      self = .reapedElsewhere
     } else if call == "getaddrinfo" {
       let reason = outcome.detail.map { String(cString: $0) } ?? "unknown reason"
       self = .couldNotResolve(host: worker, reason: reason)

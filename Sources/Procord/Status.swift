@@ -100,6 +100,10 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   /// server refused our proof, could not prove that it knows the secret, or
   /// does not take one; the reason says which.
   case authenticationFailed(reason: String)
+  /// The worker ended, but another part of this program reaped it first
+  /// (a `SIGCHLD` handler calling `waitpid(-1)`, say), so how it ended is
+  /// unknown. Reap only the children you started yourself.
+  case reapedElsewhere
 
   /// The cause in English, naming the errno, exit code or signal.
   public var description: String {
@@ -130,6 +134,9 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
       return "TLS with the server failed: \(reason)"
     case .authenticationFailed(let reason):
       return "authentication with the server failed: \(reason)"
+    case .reapedElsewhere:
+      return "the worker ended, but another part of this program reaped it first (a SIGCHLD handler "
+        + "calling waitpid(-1)?), so how it ended is unknown: reap only the children you started"
     }
   }
 }

@@ -127,6 +127,7 @@ struct SoakOutcome: Sendable {
     case .timedOut: return "timed out"
     case .tlsFailed: return "TLS failed"
     case .authenticationFailed: return "authentication failed"
+    case .reapedElsewhere: return "reaped elsewhere"
     }
   }
 

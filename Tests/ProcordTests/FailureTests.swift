@@ -159,6 +159,27 @@ import Testing
     }
   }
 
+  /// A program that reaps children itself (a SIGCHLD handler calling
+  /// `waitpid(-1)`) may take a worker's status first: the worker aborted, so
+  /// nothing may say it exited cleanly. The reap happens on the loop's
+  /// thread, before the loop can look, so the program always wins the race.
+  @Test func aWorkerTheProgramReapedItselfIsReportedAsReapedElsewhere() async throws {
+    try await expectNoLeaks {
+      let process = try delegate(Self.probe, 7, to: FailureFixture.worker("hang"))
+      let pid = try #require(process.pid)
+      let status = await withTaskExecutorPreference(ProcordLoopExecutor.shared) {
+        kill(pid, SIGABRT)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status
+      }
+      #expect(status & 0x7f == SIGABRT)
+      FailureFixture.finish(process)
+      #expect(failure(process.status) == .workerDisconnected(.reapedElsewhere))
+      #expect(failure(process.status)?.description.contains("reaped it first") == true)
+    }
+  }
+
   /// Cancelling the task that awaits `value` kills the worker; `value`
   /// throws `workerKilled` only once the worker has been reaped.
   @Test func cancellingTheAwaitKillsAHangingWorker() async throws {

@@ -293,6 +293,51 @@ static void worker_killed_by_a_signal_is_disconnected_with_the_signal(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* Holds the loop's thread in a call until the test lets it go. */
+static void hold_the_loop(void *argument) {
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
+  sem_timedwait(argument, &limit);
+}
+
+/*
+ * A host program that reaps children itself (a SIGCHLD handler calling
+ * waitpid(-1)) can take a worker's status before the library: the worker
+ * aborted, yet nothing may read as a clean exit. The loop is held while the
+ * worker dies and is reaped here, so the host always wins that race.
+ */
+static void worker_reaped_by_the_host_program_is_never_a_clean_exit(void) {
+  BEGIN();
+  fake_t fake = {.script = "exec sleep 30"};
+  procord_delegation_t *delegation = NULL;
+  CHECK_EQ_INT(start(&fake, &delegation), 0);
+  pid_t worker = procord_delegation_pid(delegation);
+  CHECK(worker > 0);
+  sem_t release;
+  sem_init(&release, 0, 0);
+  CHECK_EQ_INT(procord_loop_call(loop, hold_the_loop, &release), 0);
+  kill(worker, SIGABRT);
+  int status = 0;
+  pid_t reaped = waitpid(worker, &status, 0);
+  sem_post(&release);
+  result_t result = {0};
+  if (procord_delegation_wait(loop, &delegation, 1, 1, 10000) == 1) result = result_of(delegation);
+  else kill_and_release(delegation), delegation = NULL;
+  if (delegation) procord_delegation_release(delegation);
+  sem_destroy(&release);
+  CHECK_EQ_INT(reaped, worker);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+  CHECK(result.finished);
+  CHECK_EQ_INT(result.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(result.outcome.error, -ECHILD);
+  CHECK(result.outcome.call && strcmp(result.outcome.call, "waitpid") == 0);
+  CHECK(result.outcome.detail && strstr(result.outcome.detail, "reaped by another part of this program"));
+  CHECK_EQ_INT(result.outcome.exit_code, -1); /* not 0: the status is unknown */
+  CHECK_EQ_INT(result.outcome.signal, 0);
+  CHECK_NOTHING_LEFT();
+}
+
 static void missing_program_is_disconnected_with_enoent_from_posix_spawn(void) {
   BEGIN();
   const char *arguments[] = {"procord-no-such-worker", NULL};
@@ -951,6 +996,7 @@ int main(int argc, char **argv) {
   RUN(worker_that_exits_without_answering_is_disconnected_with_its_exit_code);
   RUN(worker_killed_by_a_signal_is_disconnected_with_the_signal);
   RUN(missing_program_is_disconnected_with_enoent_from_posix_spawn);
+  RUN(worker_reaped_by_the_host_program_is_never_a_clean_exit);
   RUN(worker_that_lingers_after_closing_its_stream_is_killed_after_the_grace);
   RUN(worker_that_answers_and_keeps_its_stream_open_is_killed_after_the_grace);
 

@@ -96,7 +96,11 @@ int procord_child_kill(const procord_child_t *child, int signal);
 /*
  * Reaps the child if it has exited, without blocking. Returns 1 and stores
  * the wait status in `*status` when it was reaped (the pidfd is closed and
- * the child unregistered), 0 if it is still running, or -errno. Before the
+ * the child unregistered), 0 if it is still running, -ECHILD if something
+ * else in the program reaped it first (a SIGCHLD handler calling
+ * waitpid(-1), say: the child is done with as after a reap, but its status
+ * is lost and `*status` is 0, which must not be read as a clean exit), or
+ * another -errno. Before the
  * reap, while the child's pid still reserves its process group's id, it
  * kills (SIGKILL) whatever is left in that group: processes the task started
  * and did not wait for. A task that wants something to outlive it must move
@@ -106,7 +110,8 @@ int procord_child_try_reap(procord_child_t *child, int *status);
 
 /*
  * Waits for the child to exit, then reaps it like procord_child_try_reap.
- * Blocks: meant for a child that was just killed. Returns 1, or -errno.
+ * Blocks: meant for a child that was just killed. Returns 1, -ECHILD (reaped
+ * elsewhere, as above), or another -errno.
  */
 int procord_child_reap(procord_child_t *child, int *status);
 
