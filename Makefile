@@ -201,6 +201,8 @@ test-c-sanitized: deps $(C_TESTS_SANITIZED)
 # disturb.
 test-swift: test-deps
 	$(SWIFT) build --build-tests
+	@# What only the optimizer can break is checked against this one too.
+	$(SWIFT) build -c release --product procord-demo
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 
 # Mixed load through pools and a worker server for MINUTES minutes (10 by

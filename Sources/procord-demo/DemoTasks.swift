@@ -113,17 +113,29 @@ let progress = ProcordTask<Int, Int>(name: "progress", input: .decimal, output: 
   return n
 }
 
-/// Allocates N MiB and touches every page, then frees it and returns N. An
-/// allocation the worker's limits refuse (`run --limit-memory`) is a clean
-/// error: malloc's NULL is checked here, where Swift's own allocations would
-/// crash the worker.
+/// Maps N MiB, writes to every page and reads each back, then unmaps them
+/// and returns N. A mapping rather than malloc: the optimizer may drop a
+/// malloc'd block that nothing reads (a release build did, and "allocated"
+/// 1 GiB under a 256 MiB limit in no time), never a mapping. An allocation
+/// the worker's limits refuse (`run --limit-memory`) is a clean error, where
+/// Swift's own allocations would crash the worker.
 let alloc = ProcordTask<Int, Int>(name: "alloc", input: .decimal, output: .decimal, error: .text) { mebibytes in
   guard mebibytes >= 0, mebibytes <= 1 << 20 else { throw DemoError(description: "alloc: \(mebibytes) MiB is out of range") }
-  guard let memory = malloc(mebibytes << 20) else {
+  let size = mebibytes << 20
+  guard size > 0 else { return 0 }
+  let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+  guard let memory = mapped, memory != UnsafeMutableRawPointer(bitPattern: -1) else {
     throw DemoError(description: "alloc: cannot allocate \(mebibytes) MiB: \(String(cString: strerror(errno)))")
   }
-  memset(memory, 1, mebibytes << 20)
-  free(memory)
+  defer { munmap(memory, size) }
+  let page = sysconf(Int32(_SC_PAGESIZE))
+  let bytes = memory.assumingMemoryBound(to: UInt8.self)
+  for offset in stride(from: 0, to: size, by: page) { bytes[offset] = UInt8(truncatingIfNeeded: offset / page | 1) }
+  var kept = 0
+  for offset in stride(from: 0, to: size, by: page) where bytes[offset] == UInt8(truncatingIfNeeded: offset / page | 1) {
+    kept += 1
+  }
+  guard kept == size / page else { throw DemoError(description: "alloc: only \(kept) of \(size / page) pages kept what was written") }
   return mebibytes
 }
 

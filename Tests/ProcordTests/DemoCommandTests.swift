@@ -114,11 +114,16 @@ import Testing
   }
 
   /// Under `--limit-memory 256`, 1 GiB is refused as an error the task
-  /// raises (malloc's NULL), not a crash: the pool's only worker survives
-  /// to serve the next input.
-  @Test func aMemoryLimitMakesABigAllocationARaisedError() throws {
+  /// raises (mmap's ENOMEM), not a crash: the pool's only worker survives
+  /// to serve the next input. In the release build too, where the
+  /// optimizer once removed the allocation altogether.
+  @Test(arguments: [demoPath, releaseDemoPath])
+  func aMemoryLimitMakesABigAllocationARaisedError(demo: String) throws {
     warmUp()
-    let run = try runProgram(["run", "--pool", "1", "--limit-memory", "256", "alloc", "1024", "16"])
+    try #require(
+      FileManager.default.isExecutableFile(atPath: demo),
+      "\(demo) is missing: `make test` builds it (swift build -c release --product procord-demo)")
+    let run = try runProgram(["run", "--pool", "1", "--limit-memory", "256", "alloc", "1024", "16"], program: demo)
     #expect(run.outputText == "alloc(1024) raised: alloc: cannot allocate 1024 MiB: Cannot allocate memory\nalloc(16) = 16\n")
     #expect(run.status == 1)
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")

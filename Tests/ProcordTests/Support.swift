@@ -20,6 +20,10 @@ let buildDirectory: URL = {
 
 /// The demo executable, which serves fibo, fact, echo, crash, sleep, rfibo.
 let demoPath = buildDirectory.appendingPathComponent("procord-demo").path
+/// The demo built in release mode (`make test` builds it), for what only the
+/// optimizer can break.
+let releaseDemoPath = buildDirectory.deletingLastPathComponent()
+  .appendingPathComponent("release/procord-demo").path
 /// The misbehaving worker of Tests/TestWorker.
 let testWorkerPath = buildDirectory.appendingPathComponent("procord-test-worker").path
 
