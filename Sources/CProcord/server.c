@@ -98,6 +98,38 @@ static void log_line(server_t *s, procord_log_level_t level, const char *format,
   s->options->log(s->options->context, level, line);
 }
 
+/* libevent has one log for the whole process, which prints on stderr unless
+   told otherwise: while a server runs, what libevent says goes to the
+   server's log instead (the core never prints). */
+static pthread_mutex_t libevent_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static server_t *libevent_log_server;
+
+static void on_libevent_log(int severity, const char *message) {
+  procord_log_level_t level = severity >= EVENT_LOG_ERR ? PROCORD_LOG_ERROR
+                              : severity == EVENT_LOG_WARN ? PROCORD_LOG_WARNING
+                                                           : PROCORD_LOG_DEBUG;
+  pthread_mutex_lock(&libevent_log_lock);
+  if (libevent_log_server) log_line(libevent_log_server, level, "libevent: %s", message);
+  pthread_mutex_unlock(&libevent_log_lock);
+}
+
+static void route_libevent_log(server_t *s) {
+  pthread_mutex_lock(&libevent_log_lock);
+  libevent_log_server = s;
+  event_set_log_callback(on_libevent_log);
+  pthread_mutex_unlock(&libevent_log_lock);
+}
+
+/* Back to libevent's own, unless another server took it over since. */
+static void unroute_libevent_log(server_t *s) {
+  pthread_mutex_lock(&libevent_log_lock);
+  if (libevent_log_server == s) {
+    libevent_log_server = NULL;
+    event_set_log_callback(NULL);
+  }
+  pthread_mutex_unlock(&libevent_log_lock);
+}
+
 void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
                             size_t size) {
   char host[NI_MAXHOST], port[NI_MAXSERV];
@@ -638,7 +670,20 @@ static void notify(server_t *s, const char *state) {
 }
 
 static int open_listener(server_t *s) {
-  int fd = s->options->listen_fd;
+  /* 0 is "none", as in a zero-initialized struct: never stdin. */
+  int fd = s->options->listen_fd > 0 ? s->options->listen_fd : -1;
+  if (fd >= 0) {
+    int listening = 0;
+    socklen_t size = sizeof listening;
+    int error = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 ? -errno
+                : listening                                                     ? 0
+                                                                                : PROCORD_EINVAL;
+    if (error) {
+      log_line(s, PROCORD_LOG_ERROR, "cannot serve descriptor %d (listen_fd): %s", fd,
+               error == PROCORD_EINVAL ? "a socket that does not listen" : strerror(-error));
+      return error;
+    }
+  }
   if (fd < 0) fd = procord_server_activated_socket();
   if (fd >= 0) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -729,6 +774,7 @@ int procord_server_run(const procord_server_options_t *options) {
   int error = procord_loop_new(&s->loop);
   if (error) return error;
   s->base = procord_loop_base(s->loop);
+  route_libevent_log(s);
   error = check_security(s);
   if (!error) error = open_listener(s);
   if (!error) warn_if_exposed(s);
@@ -765,5 +811,6 @@ int procord_server_run(const procord_server_options_t *options) {
   }
   release_server(s);
   procord_loop_free(s->loop);
+  unroute_libevent_log(s);
   return error;
 }

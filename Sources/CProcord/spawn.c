@@ -180,7 +180,7 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
   /* The descriptor for stderr may be 0, 1 or 3, which the channel's dup2s
      overwrite first: hand the child a copy from above them. */
   int stderr_copy = -1;
-  if (options->stderr_fd >= 0 && options->stderr_fd != 2) {
+  if (options->stderr_fd > 0 && options->stderr_fd != 2) {
     stderr_copy = fcntl(options->stderr_fd, F_DUPFD_CLOEXEC, PROCORD_WORKER_SOCKET_FD + 1);
     if (stderr_copy < 0) {
       int error = -errno;

@@ -63,7 +63,8 @@ typedef struct procord_server_options_s {
   const char *hostname;
   int port;              /* 0: an ephemeral port (see the log or sd_notify STATUS) */
   int reuse_address;     /* SO_REUSEADDR */
-  /* A listening socket to serve instead of binding one; -1: bind, unless
+  /* A listening socket to serve instead of binding one (above 0; anything
+     else fails the start with a log line saying why); 0 or -1: bind, unless
      the process was socket-activated (procord_server_activated_socket). */
   int listen_fd;
   int max_simultaneous_tasks;  /* 0: PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS */
@@ -92,7 +93,10 @@ typedef struct procord_server_options_s {
   int read_timeout_ms;
   procord_accept_filter_fn accept_filter; /* NULL: serve everyone */
   procord_keep_running_fn keep_running;   /* NULL: run until a signal */
-  procord_log_fn log;                     /* NULL: no log */
+  /* NULL: no log. While the server runs, libevent's own messages (one log
+     for the whole process) come here too, as "libevent: ...", possibly from
+     another thread of the process. */
+  procord_log_fn log;
   void *context;                          /* passed to the three callbacks */
   /* Optional, a server's security (procord/security.h): each connection
      goes through TLS and/or shared-secret authentication in the server

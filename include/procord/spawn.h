@@ -62,8 +62,9 @@ typedef struct procord_spawn_options_s {
   /* The environment, NULL-terminated; NULL: the caller's environment. */
   const char *const *environment;
   procord_protocol_channel_t channel;
-  /* Descriptor to use as the child's stderr (any number, 0 and 1 included;
-     duplicated, not taken); -1: inherit the caller's. */
+  /* Descriptor to use as the child's stderr (above 0, 1 included;
+     duplicated, not taken); 0 or -1: inherit the caller's, so that a
+     zero-initialized struct never hands the child our stdin as its stderr. */
   int stderr_fd;
   /* The child's working directory; NULL: the caller's. A directory that
      cannot be entered fails the start with its errno (-ENOENT, -EACCES). A

@@ -1,0 +1,286 @@
+#define _GNU_SOURCE
+/*
+ * Zero-initialized options mean the defaults: a C program that sets only
+ * the fields it needs (`= {.program = ...}`) gets no descriptor 0 where it
+ * meant none. And the core never prints: libevent's own messages go to the
+ * server's log while one runs.
+ */
+#include "check.h"
+#include "fixtures.h"
+#include "procord/delegation.h"
+#include "procord/error.h"
+#include "procord/loop.h"
+#include "procord/server.h"
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static procord_loop_t *loop;
+
+/* ---- What this program writes on its stderr, for a while ---- */
+
+typedef struct {
+  int saved; /* our stderr, put back by stderr_release */
+  int read_fd;
+} stderr_capture_t;
+
+static int stderr_capture(stderr_capture_t *c) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+  fflush(stderr);
+  c->saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
+  dup2(fds[1], 2);
+  close(fds[1]);
+  c->read_fd = fds[0];
+  return c->saved >= 0 ? 0 : -1;
+}
+
+/* Puts our stderr back and returns what was written meanwhile (NUL-terminated in `text`). */
+static void stderr_release(stderr_capture_t *c, char *text, size_t size) {
+  dup2(c->saved, 2);
+  close(c->saved);
+  ssize_t n = read(c->read_fd, text, size - 1);
+  text[n > 0 ? n : 0] = 0;
+  close(c->read_fd);
+}
+
+/* ---- Spawn options ---- */
+
+static void zero_stderr_fd_gives_the_worker_the_callers_stderr(void) {
+  BEGIN();
+  const char *arguments[] = {"sh", "-c", "head -c 9 >/dev/null; echo worker-stderr >&2; printf 3V120", NULL};
+  /* Only what is needed: stderr_fd stays 0. */
+  procord_delegation_options_t options = {
+      .task_name = "fact",
+      .input = "5",
+      .input_length = 1,
+      .worker = {.program = "/bin/sh", .arguments = arguments},
+  };
+  stderr_capture_t capture;
+  CHECK_EQ_INT(stderr_capture(&capture), 0);
+  procord_delegation_t *d = NULL;
+  int started = procord_delegate(loop, &options, &d);
+  int finished = started == 0 && procord_delegation_wait(loop, &d, 1, 1, 10000) == 1;
+  const procord_outcome_t *o = finished ? procord_delegation_outcome(d) : NULL;
+  int answered = o && o->kind == PROCORD_OUTCOME_VALUE && o->length == 3 && memcmp(o->body, "120", 3) == 0;
+  if (started == 0) procord_delegation_release(d);
+  char written[256];
+  stderr_release(&capture, written, sizeof written);
+  CHECK_EQ_INT(started, 0);
+  CHECK(answered);
+  CHECK(strcmp(written, "worker-stderr\n") == 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- Server options ---- */
+
+/* A server run on a thread of its own, with dont_fork and one task. */
+typedef struct {
+  procord_server_options_t options;
+  pthread_t thread;
+  int result;
+  pthread_mutex_t lock;
+  pthread_cond_t logged;
+  char log[8192];
+  int ended;
+} test_server_t;
+
+static void record_log(void *context, procord_log_level_t level, const char *message) {
+  (void)level;
+  test_server_t *s = context;
+  pthread_mutex_lock(&s->lock);
+  size_t used = strlen(s->log);
+  snprintf(s->log + used, sizeof s->log - used, "%s\n", message);
+  pthread_cond_broadcast(&s->logged);
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* One connection, then stop. */
+static int stop_after_a_connection(void *context) {
+  (void)context;
+  return 0;
+}
+
+static void *run_server(void *argument) {
+  test_server_t *s = argument;
+  s->result = procord_server_run(&s->options);
+  pthread_mutex_lock(&s->lock);
+  s->ended = 1;
+  pthread_cond_broadcast(&s->logged);
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+static const procord_worker_task_t server_tasks[] = {{"double", fixture_task_double, NULL}};
+
+/* Starts a server with only these options set (listen_fd and the rest stay 0). */
+static int server_start(test_server_t *s, int listen_fd) {
+  memset(s, 0, sizeof *s);
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->logged, NULL);
+  s->options.dont_fork = 1;
+  s->options.tasks = server_tasks;
+  s->options.task_count = 1;
+  s->options.log = record_log;
+  s->options.keep_running = stop_after_a_connection;
+  s->options.context = s;
+  s->options.listen_fd = listen_fd;
+  return pthread_create(&s->thread, NULL, run_server, s);
+}
+
+/* Waits up to 10 s for `text` in the log, or the end of the server; true if logged. */
+static int server_logged(test_server_t *s, const char *text) {
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
+  pthread_mutex_lock(&s->lock);
+  int timed_out = 0;
+  while (!strstr(s->log, text) && !s->ended && !timed_out)
+    timed_out = pthread_cond_timedwait(&s->logged, &s->lock, &limit) != 0;
+  int found = strstr(s->log, text) != NULL;
+  pthread_mutex_unlock(&s->lock);
+  return found;
+}
+
+/* The port of "listening on 127.0.0.1:PORT", or 0. */
+static int server_port(test_server_t *s) {
+  if (!server_logged(s, "listening on 127.0.0.1:")) return 0;
+  pthread_mutex_lock(&s->lock);
+  int port = atoi(strstr(s->log, "listening on 127.0.0.1:") + strlen("listening on 127.0.0.1:"));
+  pthread_mutex_unlock(&s->lock);
+  return port;
+}
+
+/* Waits up to 10 s for the server's thread to end; true if it did. */
+static int server_joined(test_server_t *s) {
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
+  if (pthread_timedjoin_np(s->thread, NULL, &limit) != 0) return 0;
+  pthread_cond_destroy(&s->logged);
+  pthread_mutex_destroy(&s->lock);
+  return 1;
+}
+
+/* Connects to 127.0.0.1:port and closes: the server stops after it. */
+static void knock(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  connect(fd, (struct sockaddr *)&address, sizeof address);
+  close(fd);
+}
+
+static void zero_listen_fd_binds_a_socket_of_the_servers_own(void) {
+  BEGIN();
+  test_server_t server;
+  CHECK_EQ_INT(server_start(&server, 0), 0);
+  int port = server_port(&server);
+  procord_delegation_options_t options = {
+      .task_name = "double", .input = "21", .input_length = 2, .remote_host = "127.0.0.1", .remote_port = port};
+  procord_delegation_t *d = NULL;
+  int answered = 0;
+  if (port > 0 && procord_delegate(loop, &options, &d) == 0) {
+    if (procord_delegation_wait(loop, &d, 1, 1, 10000) == 1) {
+      const procord_outcome_t *o = procord_delegation_outcome(d);
+      answered = o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
+    }
+    procord_delegation_release(d);
+  }
+  int joined = server_joined(&server);
+  if (!joined) fprintf(stderr, "    the server still runs; its log:\n%s", server.log);
+  CHECK(port > 0);
+  CHECK(answered);
+  CHECK(joined);
+  CHECK_EQ_INT(server.result, 0);
+  CHECK(!strstr(server.log, "libevent"));
+  CHECK_NOTHING_LEFT();
+}
+
+static void listen_fd_that_is_not_a_socket_fails_the_start_saying_why(void) {
+  BEGIN();
+  int fds[2];
+  CHECK_EQ_INT(pipe2(fds, O_CLOEXEC), 0);
+  test_server_t server;
+  CHECK_EQ_INT(server_start(&server, fds[0]), 0);
+  int joined = server_joined(&server);
+  close(fds[0]);
+  close(fds[1]);
+  CHECK(joined);
+  CHECK_EQ_INT(server.result, -ENOTSOCK);
+  CHECK(strstr(server.log, "cannot serve descriptor"));
+  CHECK(strstr(server.log, "(listen_fd): Socket operation on non-socket"));
+  CHECK_NOTHING_LEFT();
+}
+
+static void listen_fd_of_a_socket_that_does_not_listen_fails_the_start_saying_why(void) {
+  BEGIN();
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(fd >= 0);
+  test_server_t server;
+  CHECK_EQ_INT(server_start(&server, fd), 0);
+  int joined = server_joined(&server);
+  close(fd);
+  CHECK(joined);
+  CHECK_EQ_INT(server.result, PROCORD_EINVAL);
+  CHECK(strstr(server.log, "(listen_fd): a socket that does not listen"));
+  CHECK_NOTHING_LEFT();
+}
+
+static void on_nothing(evutil_socket_t fd, short events, void *context) {
+  (void)fd, (void)events, (void)context;
+}
+
+/* Makes libevent warn: an event added for a descriptor that is closed. */
+static void make_libevent_warn(void) {
+  struct event_base *base = event_base_new();
+  int fds[2];
+  if (!base || pipe2(fds, O_CLOEXEC) != 0) return;
+  close(fds[0]);
+  close(fds[1]);
+  struct event *e = event_new(base, fds[0], EV_READ, on_nothing, NULL);
+  if (e) {
+    event_add(e, NULL);
+    event_free(e);
+  }
+  event_base_free(base);
+}
+
+static void libevent_messages_go_to_the_servers_log_not_to_stderr(void) {
+  BEGIN();
+  test_server_t server;
+  CHECK_EQ_INT(server_start(&server, 0), 0);
+  int port = server_port(&server);
+  stderr_capture_t capture;
+  int captured = stderr_capture(&capture) == 0;
+  make_libevent_warn();
+  char written[512] = "";
+  if (captured) stderr_release(&capture, written, sizeof written);
+  int logged = server_logged(&server, "libevent: ");
+  if (port > 0) knock(port);
+  int joined = server_joined(&server);
+  CHECK(port > 0);
+  CHECK(captured);
+  CHECK(joined);
+  CHECK(logged);
+  CHECK(strcmp(written, "") == 0);
+  CHECK_NOTHING_LEFT();
+}
+
+int main(void) {
+  if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
+    fprintf(stderr, "cannot start the loop\n");
+    return 1;
+  }
+  RUN(zero_stderr_fd_gives_the_worker_the_callers_stderr);
+  RUN(zero_listen_fd_binds_a_socket_of_the_servers_own);
+  RUN(listen_fd_that_is_not_a_socket_fails_the_start_saying_why);
+  RUN(listen_fd_of_a_socket_that_does_not_listen_fails_the_start_saying_why);
+  RUN(libevent_messages_go_to_the_servers_log_not_to_stderr);
+  procord_loop_free(loop);
+  return CHECK_SUMMARY();
+}
