@@ -26,7 +26,8 @@ public struct WorkerProgram: Sendable {
   public var arguments: [String]
   /// Where the protocol runs.
   public var channel: Channel
-  /// A descriptor to give the worker as its stderr; `nil`: inherit ours.
+  /// A descriptor to give the worker as its stderr (above 0: 1 for our
+  /// stdout, say); `nil` (or 0): inherit ours.
   public var standardError: Int32?
   /// The worker's whole environment; `nil` (the default): this program's.
   public var environment: [String: String]?
