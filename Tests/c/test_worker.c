@@ -91,6 +91,57 @@ static void task_lend(void *context, const unsigned char *input, size_t length,
   reply->release_context = (void *)lent_text;
 }
 
+/* With the main program's side below; print-then-answer writes with it too. */
+static void write_all(int fd, const void *data, size_t length);
+
+/*
+ * What print-then-answer prints: byte `i` of its stdio text or of its raw
+ * text. The two alphabets share no byte, so a reader can tell the two texts
+ * apart however they interleave; the shift every 4099 bytes keeps any 64 KiB
+ * chunk of a text from looking like another (one sent twice or out of order
+ * shows).
+ */
+static const char stdio_alphabet[] = "abcdefghijklmnopqrstuvwxyz\n";
+static const char raw_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+static char printed_byte(const char *alphabet, size_t alphabet_length, size_t i) {
+  return alphabet[(i + i / 4099) % alphabet_length];
+}
+#define STDIO_BYTE(i) printed_byte(stdio_alphabet, sizeof stdio_alphabet - 1, (i))
+#define RAW_BYTE(i) printed_byte(raw_alphabet, sizeof raw_alphabet - 1, (i))
+
+/*
+ * Prints as many bytes as its input says to stdout through stdio (buffered,
+ * never flushed here) and as many with raw write() calls; with a context, the
+ * same to stderr. Its last stdio piece stays in stdio's buffer and its last
+ * raw piece is written just before it returns, so only the drain before the
+ * answer is sure to send them in time. Answers "printed N".
+ */
+static void task_print_then_answer(void *context, const unsigned char *input, size_t length,
+                                   procord_reply_t *reply) {
+  size_t n = (size_t)fixture_input_number(input, length);
+  size_t last = n > 200 ? 100 : n - n / 2; /* 100 bytes, or the larger half of a short text */
+  char *stdio_text = malloc(n + 1), *raw_text = malloc(n + 1);
+  if (!stdio_text || !raw_text) abort();
+  for (size_t i = 0; i < n; i++) {
+    stdio_text[i] = STDIO_BYTE(i);
+    raw_text[i] = RAW_BYTE(i);
+  }
+  stdio_text[n] = raw_text[n] = 0;
+  printf("%.*s", (int)(n - last), stdio_text);
+  write_all(STDOUT_FILENO, raw_text, n - last);
+  if (context) {
+    fputs(stdio_text, stderr);
+    write_all(STDERR_FILENO, raw_text, n);
+  }
+  fputs(stdio_text + n - last, stdout);
+  char answer[32];
+  snprintf(answer, sizeof answer, "printed %zu", n);
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, answer);
+  write_all(STDOUT_FILENO, raw_text + n - last, last);
+  free(stdio_text);
+  free(raw_text);
+}
+
 static const procord_worker_task_t tasks[] = {
     {"double", fixture_task_double, NULL},   {"fail", task_fail, NULL},
     {"raise", task_raise, NULL},     {"echo", task_echo, NULL},
@@ -98,6 +149,8 @@ static const procord_worker_task_t tasks[] = {
     {"bad-kind", task_bad_kind, NULL},
     {"sleep", task_sleep, NULL},
     {"lend", task_lend, NULL},
+    {"print-then-answer", task_print_then_answer, NULL},
+    {"print-to-both-then-answer", task_print_then_answer, "and to stderr"},
 };
 #define TASK_COUNT (sizeof tasks / sizeof tasks[0])
 
@@ -639,6 +692,224 @@ static void socket_worker_whose_main_program_closes_between_tasks_exits_with_0(v
   CHECK_NOTHING_LEFT();
 }
 
+/* ---- What a task prints reaches the main program before its answer ---- */
+
+/* Starts this program as a worker whose task's output comes back as `P` frames. */
+static int spawn_self_capturing_worker(procord_child_t *child, procord_protocol_channel_t channel) {
+  /* stdio mode captures stdout always; socket mode, stdout and stderr on request. */
+  const char *stdio[] = {self_path, "--procord-worker", NULL};
+  const char *socket[] = {self_path, "--procord-worker", "--procord-socket-fd", "3",
+                          "--procord-capture-output", NULL};
+  procord_spawn_options_t options = {
+      .program = self_path, .channel = channel, .stderr_fd = -1,
+      .arguments = channel == PROCORD_CHANNEL_SOCKET ? socket : stdio};
+  return procord_spawn(&options, child);
+}
+
+typedef struct {
+  char *bytes;
+  size_t length, capacity;
+} text_t;
+
+static void text_append(text_t *t, const void *data, size_t length) {
+  if (t->length + length > t->capacity) {
+    size_t capacity = t->capacity ? t->capacity : 65536;
+    while (capacity < t->length + length) capacity *= 2;
+    t->bytes = realloc(t->bytes, capacity);
+    if (!t->bytes) abort();
+    t->capacity = capacity;
+  }
+  memcpy(t->bytes + t->length, data, length);
+  t->length += length;
+}
+
+/* What a worker sent for one task. */
+typedef struct {
+  text_t printed[2];        /* the text of the `P` frames to O, to E */
+  char answer[64];          /* the body of the `V` */
+  size_t answer_length;
+  int answers;              /* `V` frames */
+  int printed_after_answer; /* `P` frames after the `V` */
+  int other_frames;         /* any other frame, or anything after the `0R` */
+  int complete;             /* the stream ended, or the `0R` came, between frames */
+} transcript_t;
+
+static void record_frame(transcript_t *t, const procord_frame_t *frame) {
+  if (frame->kind == PROCORD_FRAME_PRINT && (frame->body[0] == 'O' || frame->body[0] == 'E')) {
+    text_append(&t->printed[frame->body[0] == 'E'], frame->body + 1, frame->length - 1);
+    if (t->answers) t->printed_after_answer++;
+  } else if (frame->kind == PROCORD_FRAME_VALUE) {
+    t->answers++;
+    t->answer_length = frame->length < sizeof t->answer ? frame->length : sizeof t->answer;
+    memcpy(t->answer, frame->body, t->answer_length);
+  } else {
+    t->other_frames++;
+  }
+}
+
+/*
+ * Reads and parses what the worker sends, for at most `timeout_ms` in all:
+ * until the end of the stream, or with `until_0r` until the `0R` after the
+ * answer (a reusable worker then waits for another task).
+ */
+static void read_transcript(int fd, int until_0r, int timeout_ms, transcript_t *t) {
+  memset(t, 0, sizeof *t);
+  procord_frame_parser_t parser;
+  procord_frame_parser_init(&parser, 0);
+  unsigned char chunk[65536];
+  long long deadline = now_ms() + timeout_ms;
+  for (;;) {
+    long long left = deadline - now_ms();
+    if (left <= 0 || !readable_within(fd, (int)left)) break;
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      t->complete = n == 0 && !until_0r && procord_frame_parser_is_idle(&parser);
+      break;
+    }
+    for (size_t offset = 0; offset < (size_t)n;) {
+      size_t used = 0;
+      procord_frame_t frame;
+      int got =
+          procord_frame_parser_feed(&parser, chunk + offset, (size_t)n - offset, &used, &frame);
+      offset += used;
+      if (got < 0) {
+        t->other_frames++; /* ill-formed: nothing after it can be trusted */
+        goto done;
+      }
+      if (got == 0) continue;
+      if (until_0r && frame.kind == PROCORD_FRAME_REUSABLE && t->answers == 1) {
+        t->complete = 1;
+        if (offset < (size_t)n) t->other_frames++;
+        goto done;
+      }
+      record_frame(t, &frame);
+    }
+  }
+done:
+  procord_frame_parser_reset(&parser);
+}
+
+/*
+ * True when `text` is what print-then-answer printed to one destination for
+ * an input of `n`: all of its stdio text and all of its raw text, each in
+ * order. stdio's buffer decides where its text falls among the raw writes,
+ * so that interleaving is the only freedom.
+ */
+static int is_printed_text(const text_t *text, size_t n) {
+  if (text->length != 2 * n) return 0;
+  size_t stdio = 0, raw = 0;
+  for (size_t i = 0; i < text->length; i++) {
+    if (stdio < n && text->bytes[i] == STDIO_BYTE(stdio)) stdio++;
+    else if (raw < n && text->bytes[i] == RAW_BYTE(raw)) raw++;
+    else return 0;
+  }
+  return 1;
+}
+
+/* One round of check_printing_task, as the checks need it. */
+typedef struct {
+  int complete, answers, answer_is_right, printed_after_answer, other_frames;
+  size_t out, err;
+  int out_is_right, err_is_right;
+  int exited, status; /* of the worker, once it is reaped */
+} round_t;
+
+/* Sums up a transcript of print-then-answer for `n`, and frees its texts; true if all is right. */
+static int sum_up(transcript_t *t, size_t n, int with_stderr, round_t *r) {
+  char answer[32];
+  snprintf(answer, sizeof answer, "printed %zu", n);
+  r->complete = t->complete;
+  r->answers = t->answers;
+  r->answer_is_right =
+      t->answer_length == strlen(answer) && memcmp(t->answer, answer, t->answer_length) == 0;
+  r->printed_after_answer = t->printed_after_answer;
+  r->other_frames = t->other_frames;
+  r->out = t->printed[0].length;
+  r->err = t->printed[1].length;
+  r->out_is_right = is_printed_text(&t->printed[0], n);
+  r->err_is_right = with_stderr ? is_printed_text(&t->printed[1], n) : r->err == 0;
+  free(t->printed[0].bytes);
+  free(t->printed[1].bytes);
+  return r->complete && r->answers == 1 && r->answer_is_right && !r->printed_after_answer &&
+         !r->other_frames && r->out_is_right && r->err_is_right;
+}
+
+/* Sends print-then-answer for `n` (in socket mode, the one that prints to stderr too). */
+static void send_printing_task(int fd, int socket_mode, size_t n) {
+  const char *name = socket_mode ? "print-to-both-then-answer" : "print-then-answer";
+  char input[24], request[128];
+  int input_length = snprintf(input, sizeof input, "%zu", n);
+  size_t length = procord_frame_encode_header('T', strlen(name), (unsigned char *)request);
+  memcpy(request + length, name, strlen(name));
+  length += strlen(name);
+  length +=
+      procord_frame_encode_header('V', (size_t)input_length, (unsigned char *)request + length);
+  memcpy(request + length, input, (size_t)input_length);
+  length += (size_t)input_length;
+  write_all(fd, request, length);
+}
+
+/*
+ * `rounds` times, a new worker in `channel` mode runs print-then-answer for
+ * `n` bytes (in socket mode to stdout and stderr): every byte printed comes
+ * back in `P` frames to the right destination, all before the `V`, which is
+ * exactly the answer; nothing else is sent, and the worker exits with 0.
+ */
+static void check_printing_task(procord_protocol_channel_t channel, size_t n, int rounds) {
+  BEGIN();
+  int socket_mode = channel == PROCORD_CHANNEL_SOCKET;
+  round_t r = {0};
+  for (int round = 0; round < rounds; round++) {
+    procord_child_t child;
+    CHECK_EQ_INT(spawn_self_capturing_worker(&child, channel), 0);
+    send_printing_task(child.write_fd, socket_mode, n);
+    if (!socket_mode) close(child.write_fd); /* all of it: a stdio-mode worker serves one task */
+    transcript_t t;
+    read_transcript(child.read_fd, socket_mode, 10000, &t);
+    close(child.read_fd); /* a socket-mode worker then ends with the stream */
+    r.exited = child_exits_within(&child, 5000, &r.status);
+    int right = sum_up(&t, n, socket_mode, &r);
+    if (!right || !r.exited || !WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0) break;
+  }
+  CHECK(r.complete);
+  CHECK_EQ_INT(r.answers, 1);
+  CHECK(r.answer_is_right);
+  CHECK_EQ_INT(r.printed_after_answer, 0);
+  CHECK_EQ_INT(r.out, 2 * n);
+  CHECK(r.out_is_right);
+  CHECK_EQ_INT(r.err, socket_mode ? 2 * n : 0); /* stdio mode leaves stderr alone */
+  CHECK(r.err_is_right);
+  CHECK_EQ_INT(r.other_frames, 0);
+  CHECK_EQ_INT(r.exited, 1);
+  CHECK(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* Over three pipe buffers: the forwarding thread sends most of it, the drain what is left. */
+static void task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_stdio_mode(void) {
+  check_printing_task(PROCORD_CHANNEL_STDIO, 200000, 1);
+}
+
+static void task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_socket_mode(void) {
+  check_printing_task(PROCORD_CHANNEL_SOCKET, 200000, 1);
+}
+
+/*
+ * All of it is still in stdio's buffer or the pipe when the task returns.
+ * Whether the drain or the forwarding thread takes it is a race that a test
+ * cannot decide (either is right). A new worker's drain mostly wins (a
+ * worker that has run tasks already much less often), so a few new workers
+ * make sure some of the text is the drain's to send.
+ */
+static void task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_stdio_mode(void) {
+  check_printing_task(PROCORD_CHANNEL_STDIO, 5, 10);
+}
+
+static void task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_socket_mode(void) {
+  check_printing_task(PROCORD_CHANNEL_SOCKET, 5, 10);
+}
+
 /* ---- procord_worker_run ---- */
 
 typedef struct {
@@ -980,6 +1251,11 @@ int main(int argc, char **argv) {
 
   RUN(socket_worker_whose_main_program_closes_during_a_task_is_killed);
   RUN(socket_worker_whose_main_program_closes_between_tasks_exits_with_0);
+
+  RUN(task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_stdio_mode);
+  RUN(task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_socket_mode);
+  RUN(task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_stdio_mode);
+  RUN(task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_socket_mode);
 
   RUN(worker_run_on_a_socket_is_reusable_and_closes_it);
   RUN(worker_run_serves_from_an_input_file_to_an_output_file);
