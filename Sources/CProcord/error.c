@@ -27,6 +27,8 @@ static const known_error_t known_errors[] = {
     {PROCORD_EFULL, "PROCORD_EFULL", "queue full"},
     {PROCORD_ETLS, "PROCORD_ETLS", "TLS failed"},
     {PROCORD_EAUTH, "PROCORD_EAUTH", "authentication failed"},
+    {PROCORD_ENESTED, "PROCORD_ENESTED", "delegations nested too deep"},
+    {PROCORD_ENOTSERVING, "PROCORD_ENOTSERVING", "a worker delegated before serving"},
 };
 
 static const known_error_t *find_known(int code) {

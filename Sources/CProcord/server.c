@@ -4,6 +4,7 @@
  * that die, drain on SIGTERM/SIGINT.
  */
 #define _GNU_SOURCE
+#include "lineage_private.h"
 #include "procord/server.h"
 #include "loop_private.h"
 #include "procord/connection.h"
@@ -763,6 +764,7 @@ static void release_server(server_t *s) {
 }
 
 int procord_server_run(const procord_server_options_t *options) {
+  procord_lineage_mark_serving(); /* it may delegate from now on */
   if (!options || (!options->dont_fork && !options->worker.program)) return PROCORD_EINVAL;
   server_t server = {0}, *s = &server;
   s->options = options;

@@ -12,6 +12,7 @@
  *                     connection ends once it is idle between tasks.
  */
 #define _GNU_SOURCE
+#include "lineage_private.h"
 #include "server_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
@@ -68,6 +69,7 @@ static int receive_client(int control_fd) {
 }
 
 int procord_worker_serve_handoffs(const procord_worker_options_t *template, int control_fd) {
+  procord_lineage_mark_serving(); /* it may delegate from now on */
   int error = send_control(control_fd, PROCORD_CONTROL_READY, NULL, 0);
   while (!error) {
     int client = receive_client(control_fd);

@@ -1,6 +1,7 @@
 /* Starting workers with posix_spawn, killing and reaping them (procord/spawn.h). */
 #define _GNU_SOURCE
 #include "procord/spawn.h"
+#include "lineage_private.h"
 #include "procord/error.h"
 
 #include <errno.h>
@@ -169,13 +170,21 @@ static int apply_limits(pid_t pid, const procord_resource_limits_t *limits) {
 
 int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child) {
   if (!options || !options->program || !child) return PROCORD_EINVAL;
+  /* A worker that forgot to serve, or recursion without end, stops here
+     rather than in a machine full of processes. */
+  int refused = procord_lineage_may_spawn();
+  if (refused) return refused;
+  char **environment = procord_lineage_environment(
+      options->environment ? options->environment : (const char *const *)environ);
+  if (!environment) return -ENOMEM;
   int ours[2] = {-1, -1}, theirs[2] = {-1, -1};
   int error = make_channel(options->channel, ours, theirs);
-  if (error) return error;
+  if (error) {
+    free(environment);
+    return error;
+  }
   const char *default_arguments[] = {options->program, NULL};
   const char *const *arguments = options->arguments ? options->arguments : default_arguments;
-  const char *const *environment =
-      options->environment ? options->environment : (const char *const *)environ;
 
   /* The descriptor for stderr may be 0, 1 or 3, which the channel's dup2s
      overwrite first: hand the child a copy from above them. */
@@ -184,6 +193,7 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
     stderr_copy = fcntl(options->stderr_fd, F_DUPFD_CLOEXEC, PROCORD_WORKER_SOCKET_FD + 1);
     if (stderr_copy < 0) {
       int error = -errno;
+      free(environment);
       close(ours[0]);
       if (ours[1] != ours[0]) close(ours[1]);
       close(theirs[0]);
@@ -199,7 +209,8 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
   int e = file_actions(&actions, options, theirs, stderr_copy);
   e = e ? e : attributes(&attr);
   e = e ? e : posix_spawnp(&pid, options->program, &actions, &attr, (char *const *)arguments,
-                           (char *const *)environment);
+                           environment);
+  free(environment);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(theirs[0]);

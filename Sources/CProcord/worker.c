@@ -3,6 +3,7 @@
  * a time, and a watchdog that ends the worker when its main program is gone.
  */
 #define _GNU_SOURCE
+#include "lineage_private.h"
 #include "procord/worker.h"
 #include "procord/error.h"
 #include "procord/frame.h"
@@ -305,6 +306,7 @@ int procord_worker_flush(unsigned char destination) {
 }
 
 int procord_worker_serve(const procord_worker_options_t *options) {
+  procord_lineage_mark_serving(); /* it may delegate from now on */
   session_t *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->options = options;

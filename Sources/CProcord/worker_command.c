@@ -1,5 +1,6 @@
 /* The worker's command line: `--procord-*` options, and running as they say (procord/worker.h). */
 #define _GNU_SOURCE
+#include "lineage_private.h"
 #include "procord/error.h"
 #include "procord/server.h"
 #include "procord/worker.h"
@@ -132,28 +133,33 @@ static void on_parent_death(int signal) {
 }
 
 /*
- * A local worker of a Procord main program dies with it, even when the main
- * program was killed outright: Linux sends SIGHUP when the thread that
- * started the worker (the main program's loop thread) ends. The end of the
- * protocol stream does the same everywhere, more slowly.
+ * A worker of ours dies with whatever started it, even when that was killed
+ * outright: Linux sends SIGHUP when the thread that started the worker (a
+ * main program's loop thread, a server's thread) ends. The end of the
+ * protocol stream does the same where it can, more slowly, and not for a
+ * task that is busy. `parent` is the process that started us, or 0 when
+ * that is unknown (then nothing is asked).
  */
-static void die_with_parent(int socket_fd) {
-  /* The socket's peer is the process that made the socketpair: the main
-     program that started us. (Serving a socket of our own making, as a test
-     may, there is no parent to follow.) */
-  struct ucred peer;
-  socklen_t length = sizeof peer;
-  if (getsockopt(socket_fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 || peer.pid <= 0 ||
-      peer.pid == getpid())
-    return;
+static void die_with(pid_t parent) {
+  if (parent <= 0 || parent == getpid()) return;
   struct sigaction action = {0};
   action.sa_handler = on_parent_death;
   sigaction(SIGHUP, &action, NULL);
   prctl(PR_SET_PDEATHSIG, SIGHUP);
-  /* A main program that died before that call sent no signal: it must
-     still be our parent (a fork of it holding the socket open would hide
-     its death from the stream). */
-  if (getppid() != peer.pid) on_parent_death(SIGHUP);
+  /* A parent that died before that call sent no signal: it must still be
+     our parent (a fork of it holding our stream open would hide its death). */
+  if (getppid() != parent) on_parent_death(SIGHUP);
+}
+
+/* The process at the other end of a socketpair it made: the one that
+   started us. 0 if unknown, or if we made it ourselves (a test may). */
+static pid_t socket_peer(int socket_fd) {
+  struct ucred peer;
+  socklen_t length = sizeof peer;
+  if (getsockopt(socket_fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 || peer.pid <= 0 ||
+      peer.pid == getpid())
+    return 0;
+  return peer.pid;
 }
 
 static int open_or_error(const char *path, int flags) {
@@ -163,6 +169,7 @@ static int open_or_error(const char *path, int flags) {
 
 int procord_worker_run(const procord_worker_command_t *command,
                        const procord_worker_task_t *tasks, size_t task_count) {
+  procord_lineage_mark_serving();
   procord_worker_options_t options = {
       .read_fd = 0,
       .write_fd = 1,
@@ -182,6 +189,7 @@ int procord_worker_run(const procord_worker_command_t *command,
     sigaction(SIGTERM, &survive, NULL);
     sigaction(SIGINT, &survive, NULL);
     fcntl(command->handoff_fd, F_SETFD, FD_CLOEXEC);
+    die_with(socket_peer(command->handoff_fd));
     /* The client is elsewhere: what the task prints goes to it. */
     options.capture_output = PROCORD_CAPTURE_STDOUT_AND_STDERR;
     int result = procord_worker_serve_handoffs(&options, command->handoff_fd);
@@ -191,7 +199,7 @@ int procord_worker_run(const procord_worker_command_t *command,
   if (command->socket_fd >= 0) {
     /* Keep the protocol away from any process the task starts. */
     fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);
-    die_with_parent(command->socket_fd);
+    die_with(socket_peer(command->socket_fd));
     options.read_fd = options.write_fd = command->socket_fd;
     options.reusable = 1;
     options.end_with_peer = 1;
@@ -217,6 +225,10 @@ int procord_worker_run(const procord_worker_command_t *command,
     if (out >= 0) close(out);
     return error;
   }
+  /* The original mode has no socket to say who started us: a Procord main
+     program says so in our environment; otherwise our parent now is it. */
+  if (!command->input_file && !command->output_file)
+    die_with(procord_lineage_parent() > 0 ? procord_lineage_parent() : getppid());
   /* Whatever the task prints to stdout must not reach the protocol stream:
      it travels as `P` frames to `O` (stderr stays the main program's). */
   int null = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "worker_link.h"
+#include "lineage_private.h"
 #include "connection_private.h"
 #include "loop_private.h"
 #include "procord/connect.h"
@@ -231,7 +232,10 @@ int procord_link_start(procord_link_t *link) {
     return error;
   }
   if (link->spawn_error) {
-    procord_link_fail(link, link->spawn_error, "posix_spawn");
+    /* Refused before any posix_spawn: the detail says why and what to do. */
+    const char *refusal = procord_lineage_refusal(link->spawn_error);
+    procord_link_fail(link, link->spawn_error, refusal ? "spawn" : "posix_spawn");
+    link->end.detail = refusal;
     return link->spawn_error;
   }
   if (!error) {

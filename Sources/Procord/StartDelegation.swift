@@ -17,7 +17,9 @@ extension DisconnectionCause {
     let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && call == "read")
       || error == -EPIPE || error == -ECONNRESET
     let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
-    if call == "posix_spawn" {
+    if call == "spawn" && (error == PROCORD_ENOTSERVING.rawValue || error == PROCORD_ENESTED.rawValue) {
+      self = .startRefused(program: worker, reason: outcome.detail.map { String(cString: $0) } ?? "")
+    } else if call == "posix_spawn" {
       self = .couldNotStart(program: worker, errno: -error)
     } else if call == "waitpid" && error == -ECHILD {
       self = .reapedElsewhere

@@ -73,6 +73,12 @@ public enum ProtocolError: Int, Sendable, Equatable, CustomStringConvertible {
 public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   /// The worker program could not be started: the `errno` of `posix_spawn`.
   case couldNotStart(program: String, errno: Int32)
+  /// Procord refused to start the worker, and the reason says what to do:
+  /// this process was started as a worker and delegates before serving
+  /// (its `main` does not call ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``
+  /// first), or the worker would be more delegations deep than
+  /// `PROCORD_MAX_DELEGATION_DEPTH` (16 unless the environment says otherwise).
+  case startRefused(program: String, reason: String)
   /// A system call on the connection failed.
   case systemCallFailed(call: String, errno: Int32)
   /// A frame broke the protocol: ill-formed, too long, unexpected, or an
@@ -110,6 +116,8 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
     switch self {
     case .couldNotStart(let program, let code):
       return "could not start \(program): posix_spawn: \(errnoText(code))"
+    case .startRefused(let program, let reason):
+      return "did not start \(program): \(reason)"
     case .systemCallFailed(let call, let code):
       return "\(call) failed: \(errnoText(code))"
     case .protocolError(let error, let reported):

@@ -122,6 +122,7 @@ struct SoakOutcome: Sendable {
     case .protocolError(let error, _): return "protocol error (\(error))"
     case .systemCallFailed(let call, _): return "\(call) failed"
     case .couldNotStart: return "could not start"
+    case .startRefused: return "start refused"
     case .undecodableOutput: return "undecodable output"
     case .couldNotResolve: return "could not resolve"
     case .timedOut: return "timed out"

@@ -159,6 +159,31 @@ import Testing
     }
   }
 
+  /// A program that forgets `Worker.runIfRequested` runs its `main` in each
+  /// worker, which delegates again: copies without end. Procord refuses the
+  /// worker's delegation at once, and says what to do.
+  @Test func aWorkerThatDelegatesBeforeServingIsRefusedAtOnce() throws {
+    try expectNoLeaks {
+      var ends: [Int32] = [0, 0]
+      try #require(pipe(&ends) == 0)
+      for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+      let process = try delegate(
+        DelegatedTask<Int, Int>(name: "probe"), 7,
+        to: WorkerProgram(path: testWorkerPath, arguments: ["delegate-before-serving"], standardError: ends[1]))
+      FailureFixture.finish(process)
+      close(ends[1])
+      var said = [UInt8](repeating: 0, count: 4096)
+      let count = read(ends[0], &said, said.count)
+      close(ends[0])
+      let text = String(decoding: said[0..<max(0, count)], as: UTF8.self)
+      // Its own delegation was refused: no second generation.
+      #expect(failure(process.status) == .workerDisconnected(.exited(code: 3)), "the worker said: \(text)")
+      #expect(text.hasPrefix("refused: "), "\(text)")
+      #expect(text.contains("started as a Procord worker and delegates before serving"), "\(text)")
+      #expect(text.contains("Worker.runIfRequested(tasks:)"), "\(text)")
+    }
+  }
+
   /// A program that reaps children itself (a SIGCHLD handler calling
   /// `waitpid(-1)`) may take a worker's status first: the worker aborted, so
   /// nothing may say it exited cleanly. The reap happens on the loop's

@@ -32,6 +32,13 @@
 //   killed-mid-output N K   the same, then dies of SIGKILL
 //   answer-then-crash       answers `2V42`, then dies of SIGSEGV before it
 //                           could send `0R` (in socket mode)
+//   delegate-before-serving a program that forgot Worker.runIfRequested:
+//                           delegates `probe` to itself in this same mode,
+//                           as its main would; says on stderr what became
+//                           of that delegation; exits 3 when Procord refused
+//                           to start it, 4 otherwise (a third generation
+//                           stops at once with 9, so that a broken build's
+//                           cascade stays short)
 //   stall-mid-frame         sends `1000V` and 10 bytes of the body, then
 //                           sleeps an hour (never ends the frame)
 //   answer-byte-by-byte US  sends `P` to `7`, `F` to `7`, `P` to `7`, then
@@ -858,6 +865,19 @@ case "answer-then-crash":
   readTask()
   sendFrame("V", "42")
   crash()
+
+case "delegate-before-serving":
+  let generation = getenv("PROCORD_TEST_GENERATION").flatMap { Int(String(cString: $0)) } ?? 0
+  if generation >= 3 { die("generation \(generation): stopped by the test's own bound", code: 9) }
+  setenv("PROCORD_TEST_GENERATION", "\(generation + 1)", 1)
+  let again = WorkerProgram(path: "/proc/self/exe", arguments: ["delegate-before-serving"])
+  let process = try delegate(DelegatedTask<Int, Int>(name: "probe"), 7, to: again)
+  process.wait()
+  let refused: Bool
+  if case .error(.workerDisconnected(.startRefused)) = process.status { refused = true } else { refused = false }
+  let said = Array("\(refused ? "refused" : "delegated"): \(process.status)\n".utf8)
+  _ = said.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+  exit(refused ? 3 : 4)
 
 case "stall-mid-frame":
   readTask()

@@ -25,6 +25,12 @@ static const struct {
     CODE(PROCORD_ETIMEOUT, "timed out"),
     CODE(PROCORD_EINVAL, "invalid argument"),
     CODE(PROCORD_ECLOSED, "already closed"),
+    CODE(PROCORD_ERESOLVE, "could not resolve host name"),
+    CODE(PROCORD_EFULL, "queue full"),
+    CODE(PROCORD_ETLS, "TLS failed"),
+    CODE(PROCORD_EAUTH, "authentication failed"),
+    CODE(PROCORD_ENESTED, "delegations nested too deep"),
+    CODE(PROCORD_ENOTSERVING, "a worker delegated before serving"),
 };
 #undef CODE
 #define PROCORD_CODE_COUNT (sizeof procord_codes / sizeof procord_codes[0])

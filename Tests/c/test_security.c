@@ -36,10 +36,12 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <poll.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,9 +90,20 @@ static void task_secret_variable(void *context, const unsigned char *input, size
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, value ? value : "(unset)");
 }
 
+/* Says "started" (its client gets it as a print), then sleeps for the input's milliseconds. */
+static void task_announce_then_sleep(void *context, const unsigned char *input, size_t length,
+                                     procord_reply_t *reply) {
+  (void)context;
+  printf("started\n");
+  fflush(stdout);
+  usleep((useconds_t)(fixture_input_number(input, length) * 1000));
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+}
+
 static const procord_worker_task_t tasks[] = {
     {"echo", task_echo, NULL},
     {"secret-variable", task_secret_variable, NULL},
+    {"announce-then-sleep", task_announce_then_sleep, NULL},
 };
 #define TASK_COUNT (sizeof tasks / sizeof tasks[0])
 
@@ -1364,6 +1377,96 @@ static void secret_from_the_environment_never_reaches_the_workers(void) {
   CHECK_NOTHING_LEFT();
 }
 
+static void post_on_print(procord_delegation_t *delegation, unsigned char destination,
+                          const unsigned char *text, size_t length, void *context) {
+  (void)delegation, (void)destination, (void)text, (void)length;
+  sem_post(context);
+}
+
+/* The children of `pid` (from /proc), up to `capacity`; how many. */
+static int children_of(pid_t pid, pid_t *children, int capacity) {
+  DIR *proc = opendir("/proc");
+  if (!proc) return 0;
+  int count = 0;
+  struct dirent *entry;
+  while ((entry = readdir(proc)) != NULL && count < capacity) {
+    char path[300], stat[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
+    FILE *file = fopen(path, "re");
+    if (!file) continue;
+    size_t n = fread(stat, 1, sizeof stat - 1, file);
+    fclose(file);
+    stat[n] = 0;
+    const char *after = strrchr(stat, ')');
+    int parent = 0;
+    if (after && sscanf(after + 1, " %*c %d", &parent) == 1 && parent == pid) children[count++] = atoi(stat);
+  }
+  closedir(proc);
+  return count;
+}
+
+/* Waits up to `timeout_ms` for `pid` (any process) to exit: a pidfd, nothing polls. */
+static int process_ends_within(pid_t pid, int timeout_ms) {
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) return errno == ESRCH;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int n;
+  while ((n = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  return n == 1;
+}
+
+/*
+ * A server killed outright takes its workers with it: the idle ones and the
+ * one whose task sleeps for a minute (it reads nothing that could tell it).
+ */
+static void workers_of_a_server_killed_outright_end_with_it(void) {
+  BEGIN();
+  CHECK_EQ_INT(start_server(NULL, NULL), 0);
+  sem_t started;
+  sem_init(&started, 0, 0);
+  procord_delegation_options_t options = {
+      .task_name = "announce-then-sleep",
+      .input = "60000",
+      .input_length = 5,
+      .remote_host = "127.0.0.1",
+      .remote_port = server.port,
+      .on_print = post_on_print,
+      .capture_output = 1,
+      .context = &started,
+  };
+  procord_delegation_t *d = NULL;
+  int delegated = procord_delegate(loop, &options, &d);
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
+  int running = delegated == 0 && sem_timedwait(&started, &limit) == 0;
+  pid_t workers[64];
+  int count = running ? children_of(server.child.pid, workers, 64) : 0;
+  kill(server.child.pid, SIGKILL);
+  int ended = 1;
+  for (int i = 0; i < count; i++) {
+    if (process_ends_within(workers[i], 2000)) continue;
+    ended = 0;
+    fprintf(stderr, "    worker %d outlived its server\n", (int)workers[i]);
+    kill(workers[i], SIGKILL);
+  }
+  if (delegated == 0) {
+    procord_delegation_wait(loop, &d, 1, 1, 10000);
+    procord_delegation_release(d);
+  }
+  sem_destroy(&started);
+  quiet = 1; /* killed, it cannot exit cleanly */
+  stop_server();
+  quiet = 0;
+  CHECK_EQ_INT(delegated, 0);
+  CHECK(running);
+  CHECK(count >= 2); /* the busy one and an idle one at least */
+  CHECK(ended);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- End to end: what is refused, and logged ---- */
 
 static void client_trusting_another_ca_fails_with_etls(void) {
@@ -1768,6 +1871,7 @@ int main(int argc, char **argv) {
   RUN(task_round_trips_over_tls_with_a_shared_secret);
   RUN(server_name_of_the_client_is_checked_instead_of_the_address);
   RUN(secret_from_the_environment_never_reaches_the_workers);
+  RUN(workers_of_a_server_killed_outright_end_with_it);
 
   RUN(client_trusting_another_ca_fails_with_etls);
   RUN(client_expecting_another_name_fails_with_etls);

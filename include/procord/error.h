@@ -32,6 +32,13 @@ enum procord_error_code {
   PROCORD_EFULL = -4024,               /* a bounded queue is full */
   PROCORD_ETLS = -4025,                /* TLS failed: the handshake, a certificate, a record */
   PROCORD_EAUTH = -4026,               /* shared-secret authentication failed */
+  /* A worker would be more delegations deep than PROCORD_MAX_DELEGATION_DEPTH
+     (environment variable; 16 by default): recursion that does not stop. */
+  PROCORD_ENESTED = -4027,
+  /* A process started as a worker delegated before serving: its program
+     does not call its worker entry point (procord_worker_main,
+     Worker.runIfRequested) first, and would start copies of itself without end. */
+  PROCORD_ENOTSERVING = -4028,
 };
 
 /*

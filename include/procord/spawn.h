@@ -88,6 +88,19 @@ typedef struct procord_child_s {
  * reports exec failures such as -ENOENT for a program that does not exist;
  * a limit that cannot be set, above this program's own hard limit, gives
  * prlimit's -EPERM) and leaves no descriptor or process behind.
+ *
+ * The child's environment gets PROCORD_LINEAGE ("DEPTH PARENT_PID"): how
+ * many workers deep it is, and who started it. It is what lets a worker die
+ * with its parent in every mode, and what stops runaway chains. Refused
+ * before anything starts:
+ * - PROCORD_ENOTSERVING: this process was itself started as a worker and
+ *   has not begun to serve (its program does not call procord_worker_main,
+ *   or Worker.runIfRequested, first): it would start copies of itself
+ *   without end;
+ * - PROCORD_ENESTED: the child would be deeper than the environment's
+ *   PROCORD_MAX_DELEGATION_DEPTH (16 when unset or not a positive number).
+ * A delegation refused so ends DISCONNECTED with call "spawn" and a detail
+ * that says what to do.
  */
 int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child);
 

@@ -1,0 +1,87 @@
+/* Where this process stands in a chain of delegations (lineage_private.h). */
+#define _GNU_SOURCE
+#include "lineage_private.h"
+#include "procord/error.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Read once: what this process was started with. */
+static pthread_once_t read_once = PTHREAD_ONCE_INIT;
+static int depth;
+static pid_t parent;
+static int serving;
+
+static void read_lineage(void) {
+  const char *value = getenv(PROCORD_LINEAGE_VARIABLE);
+  int d = 0;
+  long p = 0;
+  if (value && sscanf(value, "%d %ld", &d, &p) == 2 && d > 0 && p > 0) {
+    depth = d;
+    parent = (pid_t)p;
+  }
+}
+
+pid_t procord_lineage_parent(void) {
+  pthread_once(&read_once, read_lineage);
+  return parent;
+}
+
+void procord_lineage_mark_serving(void) { __atomic_store_n(&serving, 1, __ATOMIC_RELEASE); }
+
+/* Read at each start, so that a program may lower it for its workers. */
+static int max_depth(void) {
+  const char *value = getenv(PROCORD_MAX_DEPTH_VARIABLE);
+  char *end = NULL;
+  long n = value ? strtol(value, &end, 10) : 0;
+  return value && end != value && *end == 0 && n > 0 && n <= INT_MAX ? (int)n
+                                                                      : PROCORD_DEFAULT_MAX_DELEGATION_DEPTH;
+}
+
+int procord_lineage_may_spawn(void) {
+  pthread_once(&read_once, read_lineage);
+  /* Exec'd by a Procord process as its worker (a process its task started
+     has another parent), and not serving: main ran instead of the worker
+     entry point, and is delegating again. */
+  if (parent > 0 && getppid() == parent && !__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
+    return PROCORD_ENOTSERVING;
+  return depth + 1 > max_depth() ? PROCORD_ENESTED : 0;
+}
+
+const char *procord_lineage_refusal(int error) {
+  if (error == PROCORD_ENOTSERVING)
+    return "this process was started as a Procord worker and delegates before serving its tasks: "
+           "its program must call its worker entry point first thing in main "
+           "(Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C), "
+           "or it starts copies of itself without end";
+  if (error == PROCORD_ENESTED)
+    return "the worker would be more delegations deep than PROCORD_MAX_DELEGATION_DEPTH "
+           "(16 unless the environment says otherwise): a task that delegates recursively "
+           "without end, or a program whose workers delegate before serving";
+  return NULL;
+}
+
+char **procord_lineage_environment(const char *const *base) {
+  pthread_once(&read_once, read_lineage);
+  size_t count = 0, kept = 0;
+  while (base[count]) count++;
+  char entry[64];
+  int length = snprintf(entry, sizeof entry, "%s=%d %ld", PROCORD_LINEAGE_VARIABLE, depth + 1,
+                        (long)getpid());
+  /* The pointers, then the one string of ours, in one block. */
+  char **environment = malloc((count + 2) * sizeof *environment + (size_t)length + 1);
+  if (!environment) return NULL;
+  char *ours = (char *)(environment + count + 2);
+  memcpy(ours, entry, (size_t)length + 1);
+  size_t prefix = strlen(PROCORD_LINEAGE_VARIABLE);
+  for (size_t i = 0; i < count; i++)
+    if (strncmp(base[i], PROCORD_LINEAGE_VARIABLE, prefix) != 0 || base[i][prefix] != '=')
+      environment[kept++] = (char *)base[i];
+  environment[kept++] = ours;
+  environment[kept] = NULL;
+  return environment;
+}

@@ -1,0 +1,192 @@
+#define _GNU_SOURCE
+/*
+ * Chains of delegations (PROCORD_LINEAGE, set by procord_spawn): a program
+ * started as a worker that delegates before serving is refused at once
+ * instead of starting copies of itself without end, and recursion stops at
+ * PROCORD_MAX_DELEGATION_DEPTH with an error that says so.
+ *
+ * This program is its own worker (the `nest` task) and, with the argument
+ * `delegate-before-serving`, the program that forgot its worker entry point.
+ */
+#include "check.h"
+#include "fixtures.h"
+#include "procord/delegation.h"
+#include "procord/error.h"
+#include "procord/loop.h"
+#include "procord/worker.h"
+
+#include <fcntl.h>
+#include <poll.h>
+
+static procord_loop_t *loop;
+static char self_path[4096];
+
+/* How deep this process is, from its environment. */
+static int own_depth(void) {
+  const char *lineage = getenv("PROCORD_LINEAGE");
+  return lineage ? atoi(lineage) : 0;
+}
+
+/* Delegates `task` with `input` to this program started with `arguments`
+   (NULL: the worker options), waits, and returns the outcome's copy. */
+static procord_outcome_t delegate_to_self(const char *task, const char *input, const char *const *arguments,
+                                          int stderr_fd, char *body, size_t size) {
+  const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+  procord_delegation_options_t options = {
+      .task_name = task,
+      .input = input,
+      .input_length = strlen(input),
+      .worker = {.program = self_path,
+                 .arguments = arguments ? arguments : worker_arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET,
+                 .stderr_fd = stderr_fd},
+  };
+  procord_outcome_t copy = {.kind = PROCORD_OUTCOME_DISCONNECTED, .exit_code = -1};
+  body[0] = 0;
+  procord_delegation_t *d = NULL;
+  if (procord_delegate(loop, &options, &d) != 0) return copy;
+  if (procord_delegation_wait(loop, &d, 1, 1, 20000) == 1) {
+    copy = *procord_delegation_outcome(d);
+    size_t length = copy.length < size - 1 ? copy.length : size - 1;
+    memcpy(body, copy.body, length);
+    body[length] = 0;
+    copy.body = NULL;
+  } else {
+    procord_delegation_kill(d);
+    procord_delegation_wait(loop, &d, 1, 1, -1);
+  }
+  procord_delegation_release(d);
+  return copy;
+}
+
+/* ---- The worker side ---- */
+
+/* `nest N`: delegates `nest N-1` to a new worker; at 0 answers where it is. */
+static void task_nest(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context;
+  long long levels = fixture_input_number(input, length);
+  char text[1024];
+  if (levels <= 0) {
+    snprintf(text, sizeof text, "bottom at depth %d", own_depth());
+    fixture_reply_text(reply, PROCORD_FRAME_VALUE, text);
+    return;
+  }
+  /* A worker has no loop of its own, nor its path, until its task delegates. */
+  if (!self_path[0] && readlink("/proc/self/exe", self_path, sizeof self_path - 1) <= 0) self_path[0] = 0;
+  if (!loop && (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0)) {
+    fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot start a loop");
+    return;
+  }
+  char next[32], body[1024];
+  snprintf(next, sizeof next, "%lld", levels - 1);
+  procord_outcome_t o = delegate_to_self("nest", next, NULL, -1, body, sizeof body);
+  if (o.kind == PROCORD_OUTCOME_VALUE) {
+    fixture_reply_text(reply, PROCORD_FRAME_VALUE, body);
+  } else if (o.kind == PROCORD_OUTCOME_EXCEPTION) {
+    fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, body); /* from deeper down, as it is */
+  } else {
+    snprintf(text, sizeof text, "%s at depth %d: %s", procord_err_name(o.error), own_depth(),
+             o.detail ? o.detail : "");
+    fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, text);
+  }
+}
+
+static const procord_worker_task_t worker_tasks[] = {{"nest", task_nest, NULL},
+                                                     {"double", fixture_task_double, NULL}};
+
+/*
+ * A program that forgot its worker entry point: it delegates to itself,
+ * started the same way, as its main does. Says on stderr what became of its
+ * delegation; exits 3 when it was refused. The generation count only keeps a
+ * broken build's cascade short (it stops at the third).
+ */
+static int delegate_before_serving(void) {
+  const char *generation = getenv("PROCORD_TEST_GENERATION");
+  int n = generation ? atoi(generation) : 0;
+  if (n >= 3) {
+    fprintf(stderr, "generation %d: stopped by the test's own bound\n", n);
+    return 9;
+  }
+  char next[16];
+  snprintf(next, sizeof next, "%d", n + 1);
+  setenv("PROCORD_TEST_GENERATION", next, 1);
+  const char *arguments[] = {self_path, "delegate-before-serving", NULL};
+  char body[256];
+  procord_outcome_t o = delegate_to_self("double", "4", arguments, -1, body, sizeof body);
+  int refused = o.kind == PROCORD_OUTCOME_DISCONNECTED && o.error == PROCORD_ENOTSERVING;
+  fprintf(stderr, "%s %s: %s\n", refused ? "refused" : "delegated", procord_err_name(o.error),
+          o.detail ? o.detail : "(no detail)");
+  return refused ? 3 : 4;
+}
+
+/* ---- Tests ---- */
+
+static void program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once(void) {
+  BEGIN();
+  int err[2];
+  CHECK_EQ_INT(pipe2(err, O_CLOEXEC), 0);
+  const char *arguments[] = {self_path, "delegate-before-serving", NULL};
+  char body[256], said[2048] = "";
+  procord_outcome_t o = delegate_to_self("double", "4", arguments, err[1], body, sizeof body);
+  close(err[1]);
+  ssize_t n = read(err[0], said, sizeof said - 1);
+  said[n > 0 ? n : 0] = 0;
+  close(err[0]);
+  if (!strstr(said, "refused")) fprintf(stderr, "    the worker said: %s", said);
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(o.exit_code, 3); /* its own delegation was refused: no second generation */
+  CHECK(strstr(said, "refused PROCORD_ENOTSERVING: this process was started as a Procord worker"));
+  CHECK(strstr(said, "Worker.runIfRequested(tasks:)") && strstr(said, "procord_worker_main"));
+  CHECK_NOTHING_LEFT();
+}
+
+static void recursion_within_the_maximum_depth_reaches_the_bottom(void) {
+  BEGIN();
+  setenv("PROCORD_MAX_DELEGATION_DEPTH", "3", 1);
+  char body[1024];
+  procord_outcome_t o = delegate_to_self("nest", "2", NULL, -1, body, sizeof body);
+  unsetenv("PROCORD_MAX_DELEGATION_DEPTH");
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_VALUE);
+  CHECK(strcmp(body, "bottom at depth 3") == 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/* Few enough levels that a build without the bound ends too (at the bottom). */
+static void recursion_past_the_maximum_depth_stops_with_enested(void) {
+  BEGIN();
+  setenv("PROCORD_MAX_DELEGATION_DEPTH", "3", 1);
+  char body[1024];
+  procord_outcome_t o = delegate_to_self("nest", "8", NULL, -1, body, sizeof body);
+  unsetenv("PROCORD_MAX_DELEGATION_DEPTH");
+  if (!strstr(body, "PROCORD_ENESTED at depth 3")) fprintf(stderr, "    the answer: %s\n", body);
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_EXCEPTION);
+  CHECK(strstr(body, "PROCORD_ENESTED at depth 3: the worker would be more delegations deep than "
+                     "PROCORD_MAX_DELEGATION_DEPTH"));
+  CHECK_NOTHING_LEFT();
+}
+
+/* 16 deep by default; a maximum that is not a positive number keeps it. */
+static void recursion_stops_at_the_default_depth_of_16(void) {
+  BEGIN();
+  setenv("PROCORD_MAX_DELEGATION_DEPTH", "0", 1);
+  char body[1024];
+  procord_outcome_t o = delegate_to_self("nest", "20", NULL, -1, body, sizeof body);
+  unsetenv("PROCORD_MAX_DELEGATION_DEPTH");
+  if (!strstr(body, "PROCORD_ENESTED at depth 16")) fprintf(stderr, "    the answer: %s\n", body);
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_EXCEPTION);
+  CHECK(strstr(body, "PROCORD_ENESTED at depth 16:"));
+  CHECK_NOTHING_LEFT();
+}
+
+int main(int argc, char **argv) {
+  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
+                       sizeof self_path);
+  if (!loop) return 1;
+  if (argc == 2 && strcmp(argv[1], "delegate-before-serving") == 0) return delegate_before_serving();
+  RUN(program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once);
+  RUN(recursion_within_the_maximum_depth_reaches_the_bottom);
+  RUN(recursion_past_the_maximum_depth_stops_with_enested);
+  RUN(recursion_stops_at_the_default_depth_of_16);
+  procord_loop_free(loop);
+  return CHECK_SUMMARY();
+}
