@@ -25,7 +25,7 @@
 struct procord_relay_s {
   struct bufferevent *client; /* TLS */
   struct bufferevent *worker; /* our end of the socketpair */
-  int client_gone, worker_gone;
+  int worker_gone;
   struct event *flush_timer;
   size_t unflushed; /* the client's output at the last look */
   procord_relay_done_fn done;
@@ -56,7 +56,7 @@ static struct bufferevent *other(procord_relay_t *r, struct bufferevent *bev) {
 static void on_readable(struct bufferevent *from, void *argument) {
   procord_relay_t *r = argument;
   struct bufferevent *to = other(r, from);
-  if (!to || (to == r->worker ? r->worker_gone : r->client_gone)) {
+  if (to == r->worker && r->worker_gone) {
     evbuffer_drain(bufferevent_get_input(from), evbuffer_get_length(bufferevent_get_input(from)));
     return;
   }
@@ -90,8 +90,6 @@ static void on_written(struct bufferevent *to, void *argument) {
     if (from) bufferevent_enable(from, EV_READ);
   }
   if (left > 0) return;
-  /* The client went: the worker has all it sent, and now sees the end. */
-  if (to == r->worker && r->client_gone) hang_up_on_worker(r);
   /* The worker is done: the client has all of it. */
   if (to == r->client && r->worker_gone) client_flushed(r);
 }
@@ -113,24 +111,22 @@ static void on_event(struct bufferevent *bev, short what, void *argument) {
   procord_relay_t *r = argument;
   if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
   if (bev == r->client) {
-    r->client_gone = 1;
-    bufferevent_disable(r->client, EV_READ);
+    /* The client went (an end, an error, a reset): the worker is hung up on
+       at once, as a plain client's going frees its worker, and what is
+       queued either way is dropped. Waiting to hand the worker the rest of
+       what the client sent could be forever: once HIGH_WATER bytes wait
+       for the client the worker is read no more, so it blocks writing its
+       answer and reads nothing either. Nor would it run those tasks: its
+       watchdog lets none run for a client that went. */
     ERR_clear_error();
-    if (r->worker_gone) {
-      end(r);
-      return;
-    }
-    if (evbuffer_get_length(bufferevent_get_output(r->worker)) == 0) hang_up_on_worker(r);
+    if (!r->worker_gone) hang_up_on_worker(r);
+    end(r);
     return;
   }
   r->worker_gone = 1;
   bufferevent_disable(r->worker, EV_READ);
-  if (r->client_gone || evbuffer_get_length(bufferevent_get_output(r->client)) == 0) {
-    if (r->client_gone) end(r);
-    else client_flushed(r);
-    return;
-  }
-  arm_flush_timer(r);
+  if (evbuffer_get_length(bufferevent_get_output(r->client)) == 0) client_flushed(r);
+  else arm_flush_timer(r);
 }
 
 procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,

@@ -52,17 +52,19 @@ void procord_gate_abort(procord_gate_t *gate);
 
 typedef struct procord_relay_s procord_relay_t;
 
-/* Called once when both sides are done and the relay has freed itself. */
+/* Called once when the relay is done (its client gone, or its worker done and
+   the rest given to the client or given up on) and has freed itself. */
 typedef void (*procord_relay_done_fn)(procord_relay_t *relay, void *context);
 
 /*
  * Starts relaying between the TLS connection `tls` (taken) and a new
  * socketpair, whose other end, blocking and close-on-exec, goes in
- * `*worker_fd` for a worker. When the client goes, the worker's end is
- * shut down both ways once it has what the client sent (its watchdog sees
- * the peer gone, as for a plain client); when the worker
- * closes its end, what is left goes to the client and the TLS connection
- * is closed. Returns NULL (and frees `tls`) when out of descriptors or memory.
+ * `*worker_fd` for a worker. When the client goes (an end, an error, a
+ * reset), the worker's end is shut down both ways at once, whatever is
+ * still queued either way, and the relay ends (the worker's watchdog sees
+ * the peer gone, as for a plain client); when the worker closes its end,
+ * what is left goes to the client and the TLS connection is closed.
+ * Returns NULL (and frees `tls`) when out of descriptors or memory.
  */
 procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,
                                      procord_relay_done_fn done, void *context);

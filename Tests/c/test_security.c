@@ -35,6 +35,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -1218,8 +1220,10 @@ typedef struct {
   char body[512];
 } result_t;
 
-/* Delegates `task` with `input` to the server, secured by `security` (released here), and waits. */
-static result_t delegate(procord_security_t *security, const char *task, const char *input) {
+/* Delegates `task` with `input` to the server, secured by `security` (released here), and
+   waits up to `wait_ms` for its end (then kills it: not finished). */
+static result_t delegate_within(procord_security_t *security, const char *task, const char *input,
+                                int wait_ms) {
   result_t r;
   memset(&r, 0, sizeof r);
   procord_delegation_options_t options = {
@@ -1239,7 +1243,7 @@ static result_t delegate(procord_security_t *security, const char *task, const c
     return r;
   }
   r.started = 1;
-  if (procord_delegation_wait(loop, &d, 1, 1, 8000) != 1) {
+  if (procord_delegation_wait(loop, &d, 1, 1, wait_ms) != 1) {
     procord_delegation_kill(d);
     procord_delegation_wait(loop, &d, 1, 1, -1);
     procord_delegation_release(d);
@@ -1256,6 +1260,10 @@ static result_t delegate(procord_security_t *security, const char *task, const c
   r.body[length] = 0;
   procord_delegation_release(d);
   return r;
+}
+
+static result_t delegate(procord_security_t *security, const char *task, const char *input) {
+  return delegate_within(security, task, input, 8000);
 }
 
 /* A client's security, or NULL (said on stderr). */
@@ -1725,6 +1733,94 @@ static void refused_secret_client_leaves_no_connection_in_the_server(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* ---- A TLS client that leaves with its answers unread ---- */
+
+/*
+ * A TLS client (OpenSSL alone, trusting our CA) that sends 1 MiB `echo`
+ * tasks back to back and reads none of the answers, until its writes have
+ * not moved for a second, or `most` tasks; then closes its socket without a
+ * word, its answers unread (the server gets a reset). 1 when its writes
+ * stopped moving (so its worker and the relay were full both ways), with
+ * the tasks it began in `*tasks`; 0 otherwise.
+ */
+static int pipeline_without_reading_then_leave(int most, int *tasks) {
+  enum { BODY = 1024 * 1024, STALL_MS = 1000 };
+  static const char header[] = "4Techo1048576V";
+  size_t size = sizeof header - 1 + BODY;
+  *tasks = 0;
+  char *frame = malloc(size);
+  SSL_CTX *context = SSL_CTX_new(TLS_client_method());
+  int fd = connect_plainly();
+  SSL *ssl = context && fd >= 0 ? SSL_new(context) : NULL;
+  int blocked = 0;
+  if (!frame || !ssl || SSL_CTX_load_verify_locations(context, ca_pem, NULL) != 1) goto leave;
+  memcpy(frame, header, sizeof header - 1);
+  memset(frame + sizeof header - 1, 'x', BODY);
+  SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+  SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  /* The handshake blocks, for 5 s at most. */
+  struct timeval limit = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  if (SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1) goto leave;
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  while (!blocked && *tasks < most) {
+    size_t offset = 0;
+    (*tasks)++;
+    while (!blocked && offset < size) {
+      int n = SSL_write(ssl, frame + offset, (int)(size - offset));
+      if (n > 0) {
+        offset += (size_t)n;
+        continue;
+      }
+      int error = SSL_get_error(ssl, n);
+      if (error != SSL_ERROR_WANT_WRITE && error != SSL_ERROR_WANT_READ) goto leave;
+      struct pollfd p = {.fd = fd, .events = error == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
+      int ready = poll(&p, 1, STALL_MS);
+      if (ready < 0 && errno != EINTR) goto leave;
+      blocked = ready == 0;
+    }
+  }
+leave:
+  ERR_clear_error();
+  if (ssl) SSL_free(ssl); /* no close_notify: the client just goes */
+  if (context) SSL_CTX_free(context);
+  if (fd >= 0) close(fd);
+  free(frame);
+  return blocked;
+}
+
+/*
+ * A TLS client that sends tasks without reading fills all between it and
+ * its worker: the relay's limit (4 MiB) waits for the client, so the relay
+ * reads the worker no more, and the worker blocks writing an answer and
+ * reads nothing either. When that client leaves, its worker is hung up on
+ * at once, as a plain client's leaving frees its worker, and the server's
+ * one slot serves the next client. Without a read timeout nothing else
+ * would free that worker; the short drain timeout kills it at the stop if
+ * it is still held.
+ */
+static void tls_client_that_pipelines_without_reading_then_leaves_frees_its_worker(void) {
+  BEGIN();
+  CHECK(have_certificates);
+  const char *const options[] = {TLS_SERVER, "--procord-max-simultaneous-tasks", "1",
+                                 "--procord-read-timeout", "0", "--procord-drain-timeout", "1000",
+                                 NULL};
+  CHECK_EQ_INT(start_server(options, NULL), 0);
+  int tasks = 0;
+  int blocked = pipeline_without_reading_then_leave(64, &tasks);
+  result_t r = delegate_within(client(ca_pem, NULL, NULL, NULL, NULL), "echo", "next", 5000);
+  int stopped = stop_server();
+  if (!blocked) fprintf(stderr, "    the pipelining client's writes never stopped (%d tasks)\n", tasks);
+  if (!r.finished)
+    fprintf(stderr, "    no answer within 5 s for the next client: the worker of the one that "
+                    "left (after %d tasks) still holds the server's only slot\n", tasks);
+  CHECK(blocked);
+  CHECK_VALUE(r, "next");
+  CHECK(stopped);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- A secured connection closed before it is connected ---- */
 
 static void ignore_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context) {
@@ -1887,6 +1983,7 @@ int main(int argc, char **argv) {
   RUN(refused_plaintext_client_leaves_no_connection_in_the_server);
   RUN(refused_tls_client_leaves_no_connection_in_the_server);
   RUN(refused_secret_client_leaves_no_connection_in_the_server);
+  RUN(tls_client_that_pipelines_without_reading_then_leaves_frees_its_worker);
   RUN(server_with_a_missing_certificate_does_not_start_and_says_why);
   RUN(closing_a_secured_connection_while_connecting_sends_nothing);
 
