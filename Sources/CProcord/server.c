@@ -319,6 +319,7 @@ static void on_control_state(procord_connection_t *c, procord_connection_state_t
   /* The worker is exiting (or misbehaved): its exit event reaps it. */
   procord_connection_free(w->connection);
   w->connection = NULL;
+  w->control_fd = -1; /* closed: its number may be another descriptor's already */
   if (w->state != WORKER_BUSY && w->state != WORKER_RETIRING) retire(w);
 }
 
@@ -604,7 +605,7 @@ static void begin_drain(server_t *s, const char *why) {
     else if (w->state == WORKER_IDLE || w->state == WORKER_STARTING) retire(w);
     /* A client that keeps its connection for more tasks (a pool's) is let
        go once its running task is done, not at the drain timeout. */
-    else if (w->state == WORKER_BUSY) procord_server_tell_stop(w->control_fd);
+    else if (w->state == WORKER_BUSY && w->connection) procord_server_tell_stop(w->control_fd);
   }
   notify(s, "STOPPING=1");
   int limit = s->options->drain_timeout_ms > 0 ? s->options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;

@@ -45,13 +45,29 @@ struct procord_gate_s {
   void *context;
 };
 
+/*
+ * Frees the gate's bufferevent, its events first. Called from the
+ * bufferevent's own callback (the gate ends there), bufferevent_free leaves
+ * its events watching the socket until that callback returns; meanwhile the
+ * socket is closed, or handed to a worker and closed, and the server opens
+ * descriptors (a new worker's) that may take its number. libevent counts
+ * such a number as watched already and never adds it to epoll, whose entry
+ * is the old socket's: the new worker's reports, or its exit, would never
+ * be seen.
+ */
+static void free_bufferevent(procord_gate_t *g) {
+  bufferevent_disable(g->bev, EV_READ | EV_WRITE);
+  bufferevent_free(g->bev);
+  g->bev = NULL;
+}
+
 static void free_gate(procord_gate_t *g) {
   if (g->peek_event) event_free(g->peek_event);
   if (g->timer) event_free(g->timer);
   /* A TLS bufferevent closes the socket; a plain one (a plaintext client
      told to use TLS, or a secret without TLS) never does. */
   int closes_socket = g->bev && bufferevent_openssl_get_ssl(g->bev) != NULL;
-  if (g->bev) bufferevent_free(g->bev);
+  if (g->bev) free_bufferevent(g);
   if (g->fd >= 0 && !closes_socket) close(g->fd);
   procord_frame_parser_reset(&g->parser);
   procord_security_release(g->security);
@@ -74,7 +90,7 @@ static void pass(procord_gate_t *g) {
     bufferevent_setcb(g->bev, NULL, NULL, NULL, NULL);
   } else {
     result.fd = g->fd;
-    bufferevent_free(g->bev);
+    free_bufferevent(g);
     /* Workers read and write their client's socket blocking, as accepted. */
     fcntl(g->fd, F_SETFL, fcntl(g->fd, F_GETFL) & ~O_NONBLOCK);
   }
