@@ -65,6 +65,11 @@ struct procord_pool_s {
   pool_worker_t workers;    /* sentinel of the list of workers */
   procord_delegation_t *queue_head, *queue_tail;
   struct event *replenish_timer;
+  /* After a start failed for lack of resources, the pool is held at the
+     workers it had (see hold_size); its end and why, on the loop thread: */
+  int hold_backoff_ms;               /* 0 once a start succeeds */
+  procord_link_end_t hold_failure;   /* for the tasks that come while it holds at none */
+  struct event *hold_timer;          /* pumps when the hold ends */
 
   /* On the loop's thread: */
   int closing;
@@ -76,6 +81,8 @@ struct procord_pool_s {
   int refusing;             /* shut down: new tasks are refused */
   int shutdown_requested;
   size_t waiting;           /* submitted and not yet handed to a worker */
+  size_t held_at;           /* the most workers while held (written on the loop thread) */
+  long long held_until_ms;  /* held until then; 0: not held */
   procord_pool_stats_t stats;
 };
 
@@ -245,6 +252,55 @@ static void source_failed(procord_pool_t *p, size_t s, const procord_link_end_t 
   source->down_until_ms = now_ms() + source->backoff_ms;
 }
 
+/* ---- Holding the pool's size after a start failed for lack of resources. ---- */
+
+/* Descriptors, processes, memory: this program's (or the system's) limits,
+   which every source meets alike; not the fault of the program or server. */
+static int lacks_resources(int error) {
+  return error == -EMFILE || error == -ENFILE || error == -EAGAIN || error == -ENOMEM || error == -ENOBUFS;
+}
+
+/* The most workers the pool may have now: max_workers, or those it had
+   when a start failed for lack of resources, until the hold ends. */
+static size_t worker_limit(procord_pool_t *p) {
+  size_t limit = (size_t)p->options.max_workers;
+  pthread_mutex_lock(&p->lock);
+  if (p->held_until_ms > now_ms() && p->held_at < limit) limit = p->held_at;
+  pthread_mutex_unlock(&p->lock);
+  return limit;
+}
+
+static void set_hold(procord_pool_t *p, size_t held_at, long long until_ms) {
+  pthread_mutex_lock(&p->lock);
+  p->held_at = held_at;
+  p->held_until_ms = until_ms;
+  pthread_mutex_unlock(&p->lock);
+}
+
+/*
+ * A start failed for lack of resources: retrying at once would fail alike,
+ * and failing the tasks that wait would be wrong while workers can serve
+ * them. The pool grows no further than the workers it has for a while
+ * (from 250 ms, doubling up to 10 s, as a source rests), then tries again.
+ * Holding at none, it fails tasks at once with `failure` (pump).
+ */
+static void hold_size(procord_pool_t *p, size_t live, const procord_link_end_t *failure) {
+  p->hold_failure = *failure;
+  p->hold_backoff_ms = p->hold_backoff_ms ? p->hold_backoff_ms * 2 : FIRST_BACKOFF_MS;
+  if (p->hold_backoff_ms > LAST_BACKOFF_MS) p->hold_backoff_ms = LAST_BACKOFF_MS;
+  set_hold(p, live, now_ms() + p->hold_backoff_ms);
+  pthread_mutex_lock(&p->lock);
+  p->stats.starts_limited++;
+  pthread_mutex_unlock(&p->lock);
+  /* Without the timer, the hold ends at the next task or worker event. */
+  if (!p->hold_timer) return;
+  struct timeval later = {p->hold_backoff_ms / 1000, (p->hold_backoff_ms % 1000) * 1000};
+  evtimer_add(p->hold_timer, &later);
+}
+
+/* A worker ended and gave back what it held: a start may succeed again. */
+static void end_hold(procord_pool_t *p) { set_hold(p, 0, 0); }
+
 /* ---- Workers. ---- */
 
 static void pump(procord_pool_t *p);
@@ -344,7 +400,9 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
     failure->call = "setup";
     failure->exit_code = -1;
     if (w && w->link) *failure = w->link->end;
-    source_failed(p, s, failure); /* rest it, so that nothing retries it in a tight loop */
+    /* Rest the source, or hold the pool, so that nothing retries in a tight loop. */
+    if (lacks_resources(failure->error)) hold_size(p, live_workers(p), failure);
+    else source_failed(p, s, failure);
     if (w) {
       procord_link_free(w->link);
       if (w->idle_timer) event_free(w->idle_timer);
@@ -362,6 +420,7 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
   pthread_mutex_lock(&p->lock);
   p->stats.workers_started++;
   pthread_mutex_unlock(&p->lock);
+  p->hold_backoff_ms = 0; /* resources were there: the next hold starts short */
   if (procord_link_ready(w->link)) {
     w->was_ready = 1;
     set_state(w, WORKER_IDLE);
@@ -384,6 +443,13 @@ static void assign(pool_worker_t *w, procord_delegation_t *d) {
   }
 }
 
+/* Finishes a task that never reached a worker, with why. */
+static void fail_task(procord_pool_t *p, procord_delegation_t *d, const procord_link_end_t *failure) {
+  procord_link_t none = {.end = *failure};
+  procord_delegation_take_end(d, &none);
+  finish_task(p, d);
+}
+
 /* A task that could not get a worker at all: retried, or finished. */
 static void task_without_worker(procord_pool_t *p, procord_delegation_t *d,
                                 const procord_link_end_t *failure) {
@@ -400,9 +466,7 @@ static void task_without_worker(procord_pool_t *p, procord_delegation_t *d,
     enqueue(p, d, 1);
     return;
   }
-  procord_link_t none = {.end = *failure};
-  procord_delegation_take_end(d, &none);
-  finish_task(p, d);
+  fail_task(p, d, failure);
 }
 
 static pool_worker_t *find_free(procord_pool_t *p) {
@@ -497,7 +561,16 @@ static void pump(procord_pool_t *p) {
   while (p->queue_head) {
     pool_worker_t *w = find_free(p);
     if (!w) {
-      if (live_workers(p) >= (size_t)p->options.max_workers) {
+      size_t limit = worker_limit(p);
+      if (limit == 0 && p->workers.next == &p->workers) {
+        /* Held at no worker, and none to wait for (not even one ending,
+           whose end would give resources back): failed now with the cause,
+           not kept waiting for a start that would fail alike. No retry
+           either, for the same reason. */
+        fail_task(p, dequeue(p), &p->hold_failure);
+        continue;
+      }
+      if (live_workers(p) >= limit) {
         /* Only an idempotent task may go ahead: in a race with a stop of its
            worker, one may run although it is reported as never started. */
         int eligible = p->options.send_ahead > 0 && !p->closing && p->queue_head->idempotent;
@@ -524,7 +597,9 @@ static void pump(procord_pool_t *p) {
       procord_link_end_t failure;
       w = start_worker(p, s, &failure);
       if (!w) {
-        task_without_worker(p, dequeue(p), &failure);
+        /* For lack of resources, the pool is held now: the task waits for a
+           worker it has, or (it has none) fails at the top of the loop. */
+        if (!lacks_resources(failure.error)) task_without_worker(p, dequeue(p), &failure);
         continue;
       }
     }
@@ -552,6 +627,7 @@ static void on_replenish(evutil_socket_t fd, short events, void *context) {
 /* Keeps min_workers started; after failures, tries again once a source rests no more. */
 static void replenish(procord_pool_t *p) {
   while (live_workers(p) < (size_t)p->options.min_workers) {
+    if (live_workers(p) >= worker_limit(p)) return; /* held: the hold's timer comes back */
     int all_down = 0;
     procord_link_end_t failure;
     long long now = now_ms();
@@ -661,6 +737,7 @@ static void on_ended(procord_link_t *link, void *context) {
   set_state(w, WORKER_CLOSING);
   w->previous->next = w->next;
   w->next->previous = w->previous;
+  end_hold(p); /* its descriptors and process are given back */
   /* Tasks sent ahead never started (the worker had not finished the one
      before them): back to the front of the queue, in their order, no
      retry counted; first, so that the running task, if it runs again,
@@ -727,6 +804,8 @@ static void stop_if_done(procord_pool_t *p) {
   p->stopped = 1;
   if (p->replenish_timer) event_free(p->replenish_timer);
   p->replenish_timer = NULL;
+  if (p->hold_timer) event_free(p->hold_timer);
+  p->hold_timer = NULL;
   pthread_mutex_lock(procord_loop_done_lock(p->loop));
   pthread_mutex_lock(&p->lock);
   p->stats.stopped = 1;
@@ -917,6 +996,7 @@ static void start_on_loop(void *argument) {
     /* Without it the pool cannot keep workers warm: serve on demand only. */
     p->options.min_workers = 0;
   }
+  p->hold_timer = evtimer_new(procord_loop_base(p->loop), on_replenish, p);
   pump(p);
 }
 
@@ -975,7 +1055,9 @@ int procord_pool_wait(procord_pool_t *p, int timeout_ms) {
 }
 
 void procord_pool_stats(procord_pool_t *p, procord_pool_stats_t *stats) {
+  size_t limit = worker_limit(p);
   pthread_mutex_lock(&p->lock);
   *stats = p->stats;
   pthread_mutex_unlock(&p->lock);
+  stats->max_workers_now = limit;
 }

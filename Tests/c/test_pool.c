@@ -18,8 +18,10 @@
 #include "procord/pool.h"
 #include "procord/worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -344,6 +346,259 @@ static void program_that_exits_at_once_is_started_again_only_after_a_rest(void) 
   unsigned long long started = stats_of(pool).workers_started;
   stop_pool(pool, 1);
   CHECK(started >= 2 && started <= 3); /* at 0 ms, after 250 ms of rest, and not again before 750 ms */
+  CHECK_NOTHING_LEFT();
+}
+
+/* ---- At this program's own limits ---- */
+
+/* This program's descriptor limit, lowered for a test, and what it was. */
+typedef struct descriptor_limit_s {
+  struct rlimit saved;
+  int *placeholders; /* /dev/null, open to fill holes below the limit */
+  int placeholder_count;
+} descriptor_limit_t;
+
+static void close_placeholders(descriptor_limit_t *limit) {
+  for (int i = 0; i < limit->placeholder_count; i++) close(limit->placeholders[i]);
+  free(limit->placeholders);
+  limit->placeholders = NULL;
+  limit->placeholder_count = 0;
+}
+
+/*
+ * Lowers this program's soft RLIMIT_NOFILE so that exactly `room` more
+ * descriptors can be opened. The limit must stay above the highest
+ * descriptor open, and the holes below it (between inherited descriptors,
+ * say) are free too: placeholders fill those beyond `room`. Returns 0, or -1
+ * (with nothing changed) when that cannot be.
+ */
+static int lower_descriptor_limit(descriptor_limit_t *limit, int room) {
+  *limit = (descriptor_limit_t){.placeholders = NULL};
+  DIR *dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int own = dirfd(dir), open_count = 0, highest = -1;
+  struct dirent *entry;
+  while ((entry = readdir(dir)) != NULL) {
+    if (entry->d_name[0] == '.' || atoi(entry->d_name) == own) continue;
+    open_count++;
+    if (atoi(entry->d_name) > highest) highest = atoi(entry->d_name);
+  }
+  closedir(dir);
+  int value = open_count + room > highest + 1 ? open_count + room : highest + 1;
+  int fill = value - open_count - room;
+  limit->placeholders = calloc((size_t)fill + 1, sizeof *limit->placeholders);
+  int error = !limit->placeholders || getrlimit(RLIMIT_NOFILE, &limit->saved) != 0;
+  while (!error && limit->placeholder_count < fill) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free number: a hole */
+    if (fd < 0) error = 1;
+    else limit->placeholders[limit->placeholder_count++] = fd;
+  }
+  struct rlimit lowered = {(rlim_t)value, limit->saved.rlim_max};
+  if (!error) error = setrlimit(RLIMIT_NOFILE, &lowered) != 0;
+  if (error) close_placeholders(limit);
+  return error ? -1 : 0;
+}
+
+/* Puts the limit back, then closes the placeholders. */
+static void restore_descriptor_limit(descriptor_limit_t *limit) {
+  setrlimit(RLIMIT_NOFILE, &limit->saved);
+  close_placeholders(limit);
+}
+
+/* Says on stderr how the first of `tasks` that did not get `expected` ended. */
+static void tell_first_failure(procord_delegation_t *const *tasks, int count, const char *expected) {
+  for (int i = 0; i < count; i++) {
+    const procord_outcome_t *o = procord_delegation_outcome(tasks[i]);
+    if (outcome_is_value(o, expected)) continue;
+    fprintf(stderr, "    task %d of %d ended as kind %d: %s: %s\n", i + 1, count, o ? (int)o->kind : -1,
+            o && o->call ? o->call : "-", o ? procord_err_name(o->error) : "-");
+    return;
+  }
+}
+
+/* A local worker in socket mode holds two of our descriptors: its end of
+   the socketpair and its pidfd. */
+enum { DESCRIPTORS_PER_WORKER = 2, TASKS_AT_THE_LIMIT = 40 };
+
+/*
+ * Submits TASKS_AT_THE_LIMIT tasks that sleep 20 ms (so that the workers are
+ * busy as the next ones come, and the pool wants more of them) to `pool`,
+ * waits for all, and returns how many answered.
+ */
+static int run_tasks_at_the_limit(procord_pool_t *pool) {
+  procord_delegation_t *tasks[TASKS_AT_THE_LIMIT];
+  int submitted = 0;
+  while (submitted < TASKS_AT_THE_LIMIT && (tasks[submitted] = submit(pool, "sleep", "20", 0, 0)))
+    submitted++;
+  procord_delegation_wait(loop, tasks, submitted, 1, 10000); /* on one worker, under 1 s */
+  tell_first_failure(tasks, submitted, "slept");
+  int answered = 0;
+  for (int i = 0; i < submitted; i++) {
+    answered += outcome_is_value(procord_delegation_outcome(tasks[i]), "slept");
+    procord_delegation_release(tasks[i]);
+  }
+  return answered;
+}
+
+static void pool_at_the_descriptor_limit_runs_queued_tasks_on_the_workers_it_has(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 8}, local_source(1));
+  CHECK(pool);
+  /* Room for two workers and one descriptor more: the third start fails at
+     its socketpair with EMFILE. */
+  descriptor_limit_t limit;
+  int lowered = lower_descriptor_limit(&limit, 2 * DESCRIPTORS_PER_WORKER + 1) == 0;
+  int answered = lowered ? run_tasks_at_the_limit(pool) : 0;
+  procord_pool_stats_t stats = stats_of(pool);
+  /* Back before any CHECK: a failed test's next image inherits the limit. */
+  if (lowered) restore_descriptor_limit(&limit);
+  CHECK(lowered);
+  CHECK_EQ_INT(answered, TASKS_AT_THE_LIMIT);
+  CHECK(stats.workers_started >= 1 && stats.workers_started < 8);
+  CHECK(stats.starts_limited >= 1);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+static void pool_without_a_worker_at_the_descriptor_limit_fails_the_task_at_once_with_emfile(void) {
+  BEGIN();
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 2}, local_source(1));
+  CHECK(pool);
+  descriptor_limit_t limit;
+  int lowered = lower_descriptor_limit(&limit, 1) == 0; /* not even a socketpair */
+  procord_delegation_t *d = lowered ? submit(pool, "double", "1", 0, 0) : NULL;
+  const procord_outcome_t *o = d ? finish(d) : NULL;
+  int kind = o ? (int)o->kind : -1, error = o ? o->error : 0;
+  const char *call = o ? o->call : NULL;
+  procord_delegation_release(d);
+  procord_pool_stats_t held = stats_of(pool);
+  if (lowered) restore_descriptor_limit(&limit);
+  /* Held at no worker for a while (from 250 ms), then it starts them again. */
+  long long until = now_ms() + 5000;
+  while (stats_of(pool).max_workers_now != 2 && now_ms() < until) usleep(1000);
+  d = submit(pool, "double", "21", 0, 0);
+  int right = outcome_is_value(finish(d), "42");
+  procord_delegation_release(d);
+  CHECK(lowered);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK_EQ_INT(error, -EMFILE);
+  CHECK(call && strcmp(call, "posix_spawn") == 0);
+  CHECK_EQ_INT(held.starts_limited, 1);
+  CHECK_EQ_INT(held.max_workers_now, 0);
+  CHECK(right);
+  stop_pool(pool, 0);
+  CHECK_NOTHING_LEFT();
+}
+
+/*
+ * `test_pool at-process-limit`, started as root: becomes a user of its own
+ * (become_a_user_of_its_own, before any thread starts), so that the
+ * processes RLIMIT_NPROC counts for its user are its own threads and
+ * workers, nothing else on the machine. Lowers its soft RLIMIT_NPROC to
+ * leave room for about two workers, runs tasks as above on a pool of 8 at
+ * most, puts the limit back and prints "ANSWERED STARTED LIMITED".
+ */
+static int run_at_process_limit(void) {
+  /* Its workers keep the lowered limit to their end, where LeakSanitizer
+     (in the sanitized build) could not start its thread: they go without. */
+  size_t count = 0;
+  while (environ[count]) count++;
+  const char **environment = calloc(count + 2, sizeof *environment);
+  if (!environment) return 1;
+  size_t kept = 0;
+  for (size_t i = 0; i < count; i++)
+    if (strncmp(environ[i], "ASAN_OPTIONS=", 13) != 0) environment[kept++] = environ[i];
+  environment[kept] = "ASAN_OPTIONS=detect_leaks=0";
+  procord_pool_source_t source = local_source(1);
+  source.worker.environment = environment;
+  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 8}, source);
+  free(environment); /* the pool has its copy */
+  if (!pool) return 1;
+  struct rlimit saved, lowered;
+  getrlimit(RLIMIT_NPROC, &saved);
+  DIR *dir = opendir("/proc/self/task");
+  int threads = 0;
+  for (struct dirent *entry; dir && (entry = readdir(dir)) != NULL;) threads += entry->d_name[0] != '.';
+  if (dir) closedir(dir);
+  /* A worker's task has a watchdog thread: room for two workers, or one. */
+  lowered = (struct rlimit){(rlim_t)(threads + 3), saved.rlim_max};
+  if (threads == 0 || setrlimit(RLIMIT_NPROC, &lowered) != 0) {
+    stop_pool(pool, 1);
+    return 1;
+  }
+  int answered = run_tasks_at_the_limit(pool);
+  setrlimit(RLIMIT_NPROC, &saved);
+  procord_pool_stats_t stats = stats_of(pool);
+  printf("%d %llu %llu\n", answered, stats.workers_started, stats.starts_limited);
+  fflush(stdout);
+  stop_pool(pool, 0);
+  return 0;
+}
+
+/* Becomes a user id that no account has (2000000000 and up, made unique by
+   the pid): what RLIMIT_NPROC counts for it is the helper's alone. 0, or
+   -errno. */
+static int become_a_user_of_its_own(void) {
+  uid_t user = 2000000000u + (uid_t)getpid();
+  if (setgroups(0, NULL) != 0 || setresgid(user, user, user) != 0 || setresuid(user, user, user) != 0)
+    return -errno;
+  prctl(PR_SET_DUMPABLE, 1); /* a uid change clears it; LeakSanitizer's tracer needs it */
+  return 0;
+}
+
+/* Reads one line from `fd` within `timeout_ms`; its length, or -1. */
+static int read_line_within(int fd, char *line, size_t size, int timeout_ms) {
+  size_t filled = 0;
+  long long until = now_ms() + timeout_ms;
+  while (filled < size - 1 && !memchr(line, '\n', filled)) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    long long left = until - now_ms();
+    if (left <= 0 || poll(&p, 1, (int)left) <= 0) return -1;
+    ssize_t n = read(fd, line + filled, size - 1 - filled);
+    if (n <= 0) return -1;
+    filled += (size_t)n;
+  }
+  line[filled] = 0;
+  return (int)filled;
+}
+
+/* RLIMIT_NPROC does not bind root: the check runs in a helper that is
+   another user (run_at_process_limit). */
+static void pool_at_the_process_limit_runs_queued_tasks_on_the_workers_it_has(void) {
+  BEGIN();
+  if (geteuid() != 0) {
+    /* This user's process count is not this program's alone: not checked. */
+    fprintf(stderr, "    skipped: not root, cannot run the helper as a user of its own\n");
+    return;
+  }
+  int out[2];
+  CHECK(pipe2(out, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  char *const arguments[] = {self_path, "at-process-limit", NULL};
+  pid_t helper = -1;
+  int spawned = posix_spawn(&helper, self_path, &actions, NULL, arguments, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  char line[128] = {0};
+  int n = spawned == 0 ? read_line_within(out[0], line, sizeof line, 20000) : -1;
+  close(out[0]);
+  int status = 0;
+  if (spawned == 0) waitpid(helper, &status, 0);
+  int answered = -1;
+  unsigned long long started = 0, limited = 0;
+  if (strncmp(line, "cannot become", 13) == 0) {
+    fprintf(stderr, "    skipped: the helper %s", line); /* a container without CAP_SETUID */
+    return;
+  }
+  int parsed = n > 0 && sscanf(line, "%d %llu %llu", &answered, &started, &limited) == 3;
+  CHECK_EQ_INT(spawned, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(parsed);
+  CHECK_EQ_INT(answered, TASKS_AT_THE_LIMIT);
+  CHECK(started >= 1 && started < 8);
+  CHECK(limited >= 1);
   CHECK_NOTHING_LEFT();
 }
 
@@ -1223,12 +1478,20 @@ static const procord_worker_task_t worker_tasks[] = {
 };
 
 int main(int argc, char **argv) {
+  int at_process_limit = argc == 2 && strcmp(argv[1], "at-process-limit") == 0;
+  /* Before the loop's thread starts: every thread is then that user's. */
+  int user_error = at_process_limit ? become_a_user_of_its_own() : 0;
+  if (user_error) {
+    printf("cannot become another user: %s\n", procord_err_name(user_error));
+    return 0;
+  }
   loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
                        sizeof self_path);
   if (!loop) return 1;
   socket_arguments[0] = stdio_arguments[0] = self_path;
   if (argc == 2 && strcmp(argv[1], "make-orphans") == 0) return make_orphans(1);
   if (argc == 2 && strcmp(argv[1], "make-stdio-orphans") == 0) return make_orphans(0);
+  if (at_process_limit) return run_at_process_limit();
   /* What a worker's task leaves behind becomes ours: tests see it. */
   prctl(PR_SET_CHILD_SUBREAPER, 1);
 
@@ -1245,6 +1508,9 @@ int main(int argc, char **argv) {
   RUN(task_not_marked_idempotent_is_not_run_again);
   RUN(missing_program_fails_the_task_with_enoent);
   RUN(program_that_exits_at_once_is_started_again_only_after_a_rest);
+  RUN(pool_at_the_descriptor_limit_runs_queued_tasks_on_the_workers_it_has);
+  RUN(pool_without_a_worker_at_the_descriptor_limit_fails_the_task_at_once_with_emfile);
+  RUN(pool_at_the_process_limit_runs_queued_tasks_on_the_workers_it_has);
 
   RUN(kill_of_a_running_pooled_task_kills_its_worker_and_the_pool_replaces_it);
   RUN(kill_of_a_queued_task_ends_it_without_touching_a_worker);

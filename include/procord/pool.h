@@ -15,6 +15,19 @@
  * task it was running ends as DISCONNECTED naming the cause (its exit code
  * or signal), or runs again on another worker if it is idempotent.
  *
+ * A start that fails for the program or server itself (a missing program,
+ * a refused connection) rests its source (see `sources`) and fails the task
+ * or, with max_retries, hands it to another source. One
+ * that fails for lack of resources (EMFILE, ENFILE, EAGAIN: this program at
+ * its descriptor or process limit; ENOMEM, ENOBUFS) is no source's fault:
+ * the pool then holds at the workers it has, growing no further for a
+ * while (from 250 ms, doubling up to 10 s; back to 250 ms once a start
+ * succeeds, and the hold ends early when a worker ends, giving back what it
+ * held), and queued tasks wait for those workers. A pool with no worker at
+ * all (not even one still exiting) has nothing to wait for: while it holds,
+ * a task that needs a worker fails at once with that start's cause (say
+ * posix_spawn's -EMFILE), never retried, since any start would fail alike.
+ *
  * A pooled task is a procord_delegation_t like any other: status, waiting,
  * killing (which kills its worker; the pool replaces it) and releasing work
  * alike. procord_delegation_pid gives the worker the task runs on (-1 while
@@ -62,7 +75,8 @@ typedef struct procord_pool_options_s {
   int min_workers;          /* kept started, even when idle; 0 by default */
   /* At most this many workers serve at once; 0: the number of sources. (A
      retired or killed worker may still be exiting, for up to exit_grace_ms,
-     while its replacement starts.) */
+     while its replacement starts.) Fewer for a while after a start failed
+     for lack of resources (see the top of this file). */
   int max_workers;
   /* A worker above min_workers that has been idle this long is stopped.
      0: never. */
@@ -122,6 +136,13 @@ typedef struct procord_pool_stats_s {
   unsigned long long tasks_finished;
   unsigned long long tasks_retried;
   int stopped;              /* shut down, and every worker gone */
+  /* Added last, so that the fields before keep their places (the struct
+     grew: a program built with an older header must be built again). */
+  unsigned long long starts_limited; /* starts that failed for lack of resources */
+  /* The most workers the pool may have now: max_workers, or, while it holds
+     after a start failed for lack of resources, those it had then (0: it
+     has none, and fails tasks that need one). */
+  size_t max_workers_now;
 } procord_pool_stats_t;
 
 /*
