@@ -181,8 +181,9 @@ test-c: deps check-c test-c-harness $(C_TESTS)
 	@for t in $(C_TESTS); do echo "== $$t"; $(RUN_C_TEST) $$t || { echo "$$t failed or ran past $(C_TEST_LIMIT) s"; exit 1; }; done
 
 # The harness itself: a test that hangs, one that leaves a child, one that
-# leaves a descriptor, one whose CHECK fails with a pool running; each must
-# fail by its own name within its limit, and the tests after it still run.
+# leaves a descriptor, one whose CHECK fails with a worker running, one that
+# crashes; each must fail by its own name within its limit, and the tests
+# after it still run.
 test-c-harness: $(BUILD_DIR)/c-tests/check_self_test
 	python3 Tests/c/check_self_test.py $(BUILD_DIR)/c-tests/check_self_test
 

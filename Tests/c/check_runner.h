@@ -9,6 +9,9 @@
  * - Leftovers: a child process still there when the test returns (running or
  *   unreaped) fails the test and is killed with its group and reaped; so does
  *   a descriptor the test opened and left open (it is named).
+ * - Crashes: SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT (where nothing
+ *   else handles them: a sanitizer reports, then aborts) fail the test by
+ *   its name, and the program goes on with the next test.
  * - Isolation: after a failed test the program executes itself again and
  *   resumes after that test. A failed CHECK returns early, past the test's
  *   clean-up: its pools, delegations and threads may still be running, and
@@ -50,6 +53,7 @@ static struct {
   char *argv[CHECK_MAX_ARGUMENTS + 1];
   char **environment;     /* environ at the test's start, plus `resume` */
   char resume[256];       /* PROCORD_TEST_RESUME for the image after this test */
+  char name[200];         /* the running test's, for the crash handler */
   char timeout_verdict[512], timeout_detail[512]; /* what the alarm's handler writes */
 } check_runner;
 
@@ -199,6 +203,24 @@ static void check_on_alarm(int signal) {
   check_execute_again();
 }
 
+/* A test that crashes (a sanitizer's report ends in abort) fails by its
+   name, and the tests after it still run. */
+static void check_on_crash(int signal) {
+  char number[16];
+  int at = (int)sizeof number;
+  number[--at] = 0;
+  do number[--at] = (char)('0' + signal % 10); while ((signal /= 10) > 0 && at > 0);
+  check_write(2, "    ");
+  check_write(2, check_runner.name);
+  check_write(2, " crashed: signal ");
+  check_write(2, number + at);
+  check_write(2, "; going on with the next test\n");
+  check_write(1, "FAIL ");
+  check_write(1, check_runner.name);
+  check_write(1, " (crashed)\n");
+  check_execute_again();
+}
+
 /* Keeps what a new image needs: this program's path and arguments. */
 static int check_read_own_command(void) {
   ssize_t n = readlink("/proc/self/exe", check_runner.path, sizeof check_runner.path - 1);
@@ -247,11 +269,22 @@ static void check_start(void) {
   struct sigaction on_alarm = {0};
   on_alarm.sa_handler = check_on_alarm;
   sigaction(SIGALRM, &on_alarm, NULL);
+  /* Only where nobody else handles the signal (a sanitizer handles SIGSEGV
+     to report it, then aborts). */
+  static const int crashes[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+  for (size_t i = 0; i < sizeof crashes / sizeof *crashes; i++) {
+    struct sigaction current, on_crash = {0};
+    on_crash.sa_handler = check_on_crash;
+    on_crash.sa_flags = SA_RESETHAND;
+    if (sigaction(crashes[i], NULL, &current) == 0 && current.sa_handler == SIG_DFL)
+      sigaction(crashes[i], &on_crash, NULL);
+  }
   check_resume();
 }
 
 /* The environment and messages the next image gets if this test fails. */
 static void check_prepare_failure(const char *test, unsigned limit_seconds) {
+  snprintf(check_runner.name, sizeof check_runner.name, "%s", test);
   snprintf(check_runner.resume, sizeof check_runner.resume, "PROCORD_TEST_RESUME=%d %d %d %s",
            check_runner.index, check_passed, check_failed + 1, test);
   size_t count = 0;

@@ -1,8 +1,8 @@
 #define _GNU_SOURCE
 /*
  * The C test harness (check.h, check_runner.h) tested on itself: tests that
- * hang, leave a child or a descriptor behind, or fail a CHECK with a worker
- * still running, between tests that pass. check_self_test.py runs this
+ * hang, leave a child or a descriptor behind, fail a CHECK with a worker
+ * still running, or crash, between tests that pass. check_self_test.py runs this
  * program and checks that each failure is reported under its own name,
  * within its limit, and that every test after it still runs, cleanly.
  *
@@ -70,6 +70,13 @@ static void fails_a_check_with_a_delegation_running(void) {
   procord_delegation_release(d);
 }
 
+static void crashes(void) {
+  volatile int *nowhere = NULL;
+  *nowhere = 1;
+}
+
+static void passes_after_the_crash(void) { CHECK(no_child_left()); }
+
 static void passes_last_with_nothing_left_from_the_others(void) {
   BEGIN();
   procord_delegation_t *d = delegate_sleep("0");
@@ -100,6 +107,8 @@ int main(void) {
   RUN(passes_after_the_child);
   RUN(leaves_a_descriptor_open);
   RUN(fails_a_check_with_a_delegation_running);
+  RUN(crashes);
+  RUN(passes_after_the_crash);
   RUN(passes_last_with_nothing_left_from_the_others);
   procord_loop_free(loop);
   return CHECK_SUMMARY();

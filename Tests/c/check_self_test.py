@@ -5,7 +5,7 @@ Runs the self-test program with a default limit of 2 s and checks, from the
 outside, what a reader of a failing `make test-c` would rely on: each failure
 (a hang on the main thread while the loop's thread runs, a hang past a
 shorter limit of its own, a child left behind, a descriptor left open, a
-failed CHECK with a worker still running) is reported under its own name and
+failed CHECK with a worker still running, a crash) is reported under its own name and
 not under the next test's; the hangs end within their limits; every test
 after a failure still runs, with nothing of the failed one left; no process
 started by the tests survives; and the summary counts all of them.
@@ -28,6 +28,8 @@ EXPECTED_VERDICTS = [
     ("ok", "passes_after_the_child"),
     ("FAIL", "leaves_a_descriptor_open"),
     ("FAIL", "fails_a_check_with_a_delegation_running"),
+    ("FAIL", "crashes"),
+    ("ok", "passes_after_the_crash"),
     ("ok", "passes_last_with_nothing_left_from_the_others"),
 ]
 
@@ -80,6 +82,8 @@ def main():
         r"leaves_a_descriptor_open left descriptor \d+ \(/dev/null\) open",
         r"check_self_test.c:\d+: CHECK\(procord_delegation_is_finished\(d\)\) failed",
         r"fails_a_check_with_a_delegation_running left child process \d+ \((sleep|sh)\)",
+        r"FAIL crashes \(crashed\)",
+        r"crashes crashed: signal 11; going on with the next test",
     ]
     for pattern in expected_lines:
         if not re.search(pattern, out + err):

@@ -616,6 +616,7 @@ static void outcome_is_readable_from_the_moment_on_done_is_called(void) {
   int woken = sem_timedwait(&seen.woken, &limit) == 0;
   const procord_outcome_t *from_another_thread = woken ? procord_delegation_outcome(delegation) : NULL;
   int finished_meanwhile = procord_delegation_is_finished(delegation);
+  int kind = from_another_thread ? (int)from_another_thread->kind : -1;
   sem_post(&seen.read);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
   procord_delegation_release(delegation);
@@ -624,7 +625,7 @@ static void outcome_is_readable_from_the_moment_on_done_is_called(void) {
   CHECK(woken);
   CHECK(seen.during_call == seen.given); /* on the loop's thread, during on_done */
   CHECK(from_another_thread == seen.given);
-  CHECK_EQ_INT(from_another_thread->kind, PROCORD_OUTCOME_VALUE);
+  CHECK_EQ_INT(kind, PROCORD_OUTCOME_VALUE);
   CHECK_EQ_INT(finished_meanwhile, 0); /* "finished" still means on_done has returned */
   CHECK_NOTHING_LEFT();
 }

@@ -48,7 +48,7 @@ static procord_outcome_t delegate_to_self(const char *task, const char *input, c
   if (procord_delegation_wait(loop, &d, 1, 1, 20000) == 1) {
     copy = *procord_delegation_outcome(d);
     size_t length = copy.length < size - 1 ? copy.length : size - 1;
-    memcpy(body, copy.body, length);
+    if (length) memcpy(body, copy.body, length);
     body[length] = 0;
     copy.body = NULL;
   } else {
