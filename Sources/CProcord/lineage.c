@@ -20,9 +20,9 @@ static void read_lineage(void) {
   const char *value = getenv(PROCORD_LINEAGE_VARIABLE);
   int d = 0;
   long p = 0;
-  if (value && sscanf(value, "%d %ld", &d, &p) == 2 && d > 0 && p > 0) {
+  if (value && sscanf(value, "%d %ld", &d, &p) == 2 && d > 0 && p >= 0) {
     depth = d;
-    parent = (pid_t)p;
+    parent = (pid_t)p; /* 0: started as a program of its own */
   }
 }
 
@@ -65,13 +65,13 @@ const char *procord_lineage_refusal(int error) {
   return NULL;
 }
 
-char **procord_lineage_environment(const char *const *base) {
+char **procord_lineage_environment(const char *const *base, int main_program) {
   pthread_once(&read_once, read_lineage);
   size_t count = 0, kept = 0;
   while (base[count]) count++;
   char entry[64];
   int length = snprintf(entry, sizeof entry, "%s=%d %ld", PROCORD_LINEAGE_VARIABLE, depth + 1,
-                        (long)getpid());
+                        main_program ? 0L : (long)getpid());
   /* The pointers, then the one string of ours, in one block. */
   char **environment = malloc((count + 2) * sizeof *environment + (size_t)length + 1);
   if (!environment) return NULL;

@@ -37,9 +37,10 @@ int procord_lineage_may_spawn(void);
 const char *procord_lineage_refusal(int error);
 
 /*
- * `base` (NULL-terminated) with PROCORD_LINEAGE set for a worker of this
- * process, in one block for free(); NULL when out of memory.
+ * `base` (NULL-terminated) with PROCORD_LINEAGE set for a child of this
+ * process: a worker, or (`main_program`) a program of its own, one level
+ * deeper all the same. In one block for free(); NULL when out of memory.
  */
-char **procord_lineage_environment(const char *const *base);
+char **procord_lineage_environment(const char *const *base, int main_program);
 
 #endif

@@ -35,6 +35,8 @@ final class ChildProcess {
         // its unused descriptor 3 is closed below.
         options.channel = captureOutput ? PROCORD_CHANNEL_STDIO : PROCORD_CHANNEL_SOCKET
         options.stderr_fd = -1
+        // A program of its own (a server, a probe that delegates at once), not a worker.
+        options.main_program = 1
         return procord_spawn(&options, &child)
       }
     }

@@ -236,17 +236,18 @@ private func cpuTime() -> Duration {
     }
   }
 
-  @Test(arguments: [Int32(1), Int32(0)])
-  func anyDescriptorCanBeTheWorkersStandardError(descriptor: Int32) throws {
+  /// 1 is also where the protocol goes in the child: as the worker's
+  /// stderr, it must not land on the protocol. 0 means ours (stderr), as in
+  /// a zero-initialized C struct, never our stdin.
+  @Test(arguments: zip([Int32(1), Int32(0)], [Int32(1), Int32(2)]))
+  func aDescriptorCanBeTheWorkersStandardError(given: Int32, landsOn descriptor: Int32) throws {
     try expectNoLeaks {
-      // 0 and 1 are also where the protocol goes in the child: the worker's
-      // stderr must not land on the protocol.
       var pipe: [Int32] = [0, 0]
       #expect(Glibc.pipe(&pipe) == 0)
       let saved = dup(descriptor)
       dup2(pipe[1], descriptor)
       let process = try delegate(
-        program: testWorkerPath, arguments: ["stderr-then-answer"], stderr: descriptor,
+        program: testWorkerPath, arguments: ["stderr-then-answer"], stderr: given,
         task: DelegatedTask<Int, Int>(name: "probe"), input: 1)
       process.wait()
       dup2(saved, descriptor)

@@ -29,8 +29,17 @@ static int own_depth(void) {
 
 /* Delegates `task` with `input` to this program started with `arguments`
    (NULL: the worker options), waits, and returns the outcome's copy. */
+static procord_outcome_t delegate_to_self_as(const char *task, const char *input, const char *const *arguments,
+                                             int stderr_fd, int main_program, char *body, size_t size);
+
 static procord_outcome_t delegate_to_self(const char *task, const char *input, const char *const *arguments,
                                           int stderr_fd, char *body, size_t size) {
+  return delegate_to_self_as(task, input, arguments, stderr_fd, 0, body, size);
+}
+
+/* The same, the child started as a program of its own when `main_program`. */
+static procord_outcome_t delegate_to_self_as(const char *task, const char *input, const char *const *arguments,
+                                             int stderr_fd, int main_program, char *body, size_t size) {
   const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
   procord_delegation_options_t options = {
       .task_name = task,
@@ -39,7 +48,8 @@ static procord_outcome_t delegate_to_self(const char *task, const char *input, c
       .worker = {.program = self_path,
                  .arguments = arguments ? arguments : worker_arguments,
                  .channel = PROCORD_CHANNEL_SOCKET,
-                 .stderr_fd = stderr_fd},
+                 .stderr_fd = stderr_fd,
+                 .main_program = main_program},
   };
   procord_outcome_t copy = {.kind = PROCORD_OUTCOME_DISCONNECTED, .exit_code = -1};
   body[0] = 0;
@@ -140,6 +150,26 @@ static void program_started_as_a_worker_that_delegates_before_serving_is_refused
   CHECK_NOTHING_LEFT();
 }
 
+/* Started as a program of its own (main_program), it may delegate at once;
+   the worker it starts (this same program, which forgot to serve) may not. */
+static void program_started_as_a_main_program_may_delegate_at_once(void) {
+  BEGIN();
+  int err[2];
+  CHECK_EQ_INT(pipe2(err, O_CLOEXEC), 0);
+  const char *arguments[] = {self_path, "delegate-before-serving", NULL};
+  char body[256], said[4096] = "";
+  procord_outcome_t o = delegate_to_self_as("double", "4", arguments, err[1], 1, body, sizeof body);
+  close(err[1]);
+  ssize_t n = read(err[0], said, sizeof said - 1);
+  said[n > 0 ? n : 0] = 0;
+  close(err[0]);
+  const char *refused = strstr(said, "refused PROCORD_ENOTSERVING");
+  CHECK_EQ_INT(o.exit_code, 4); /* its delegation went ahead */
+  CHECK(refused);                /* its worker's was refused */
+  CHECK(!strstr(refused + 1, "refused"));
+  CHECK_NOTHING_LEFT();
+}
+
 static void recursion_within_the_maximum_depth_reaches_the_bottom(void) {
   BEGIN();
   setenv("PROCORD_MAX_DELEGATION_DEPTH", "3", 1);
@@ -184,6 +214,7 @@ int main(int argc, char **argv) {
   if (!loop) return 1;
   if (argc == 2 && strcmp(argv[1], "delegate-before-serving") == 0) return delegate_before_serving();
   RUN(program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once);
+  RUN(program_started_as_a_main_program_may_delegate_at_once);
   RUN(recursion_within_the_maximum_depth_reaches_the_bottom);
   RUN(recursion_past_the_maximum_depth_stops_with_enested);
   RUN(recursion_stops_at_the_default_depth_of_16);

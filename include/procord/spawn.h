@@ -71,6 +71,11 @@ typedef struct procord_spawn_options_s {
      relative `program` path is then found from that directory. */
   const char *working_directory;
   procord_resource_limits_t limits;
+  /* The child is a program of its own (a tool, a benchmark's probe), not a
+     worker: it may delegate at once, without serving first (see
+     PROCORD_ENOTSERVING below), and has no parent to die with. Its own
+     workers still count toward PROCORD_MAX_DELEGATION_DEPTH. 0: a worker. */
+  int main_program;
 } procord_spawn_options_t;
 
 /* A started child. The caller owns the descriptors in it. */
@@ -90,7 +95,7 @@ typedef struct procord_child_s {
  * prlimit's -EPERM) and leaves no descriptor or process behind.
  *
  * The child's environment gets PROCORD_LINEAGE ("DEPTH PARENT_PID"): how
- * many workers deep it is, and who started it. It is what lets a worker die
+ * many workers deep it is, and who started it (0 for a main_program). It is what lets a worker die
  * with its parent in every mode, and what stops runaway chains. Refused
  * before anything starts:
  * - PROCORD_ENOTSERVING: this process was itself started as a worker and
