@@ -2,9 +2,13 @@
 #define _GNU_SOURCE
 #include "lineage_private.h"
 #include "procord/error.h"
+#include "procord/spawn.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,16 +18,54 @@
 static pthread_once_t read_once = PTHREAD_ONCE_INIT;
 static int depth;
 static pid_t parent;
+static int channel = -1; /* the protocol's, a procord_protocol_channel_t; -1: unknown */
 static int serving;
+static int told_parent;
 
 static void read_lineage(void) {
   const char *value = getenv(PROCORD_LINEAGE_VARIABLE);
-  int d = 0;
+  int d = 0, c = -1;
   long p = 0;
-  if (value && sscanf(value, "%d %ld", &d, &p) == 2 && d > 0 && p >= 0) {
+  if (value && sscanf(value, "%d %ld %d", &d, &p, &c) >= 2 && d > 0 && p >= 0) {
     depth = d;
     parent = (pid_t)p; /* 0: started as a program of its own */
+    channel = c;
   }
+}
+
+/*
+ * A worker that delegates before serving is a program that forgot its worker
+ * entry point: its main program would only see it end without an answer (or
+ * read its prints as ill-formed frames). Its protocol channel is still there,
+ * untouched: a `U` frame on it tells the main program what went wrong, and
+ * where. Once; a main program gone meanwhile is no signal (SIGPIPE is held
+ * and taken back).
+ */
+static void tell_parent(const char *why) {
+  int fd = channel == PROCORD_CHANNEL_SOCKET  ? PROCORD_WORKER_SOCKET_FD
+           : channel == PROCORD_CHANNEL_STDIO ? 1
+                                              : -1;
+  if (fd < 0 || __atomic_exchange_n(&told_parent, 1, __ATOMIC_ACQ_REL)) return;
+  char body[900], frame[1024];
+  int body_length = snprintf(body, sizeof body, "worker (pid %d): %s", (int)getpid(), why);
+  if (body_length < 0 || (size_t)body_length >= sizeof body) return;
+  int header = snprintf(frame, sizeof frame, "%dU", body_length);
+  memcpy(frame + header, body, (size_t)body_length);
+  size_t total = (size_t)header + (size_t)body_length;
+  sigset_t pipe_signal, saved;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &saved);
+  for (size_t done = 0; done < total;) {
+    ssize_t n = write(fd, frame + done, total - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += (size_t)n;
+  }
+  struct timespec now = {0, 0};
+  while (sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
+  }
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
 }
 
 pid_t procord_lineage_parent(void) {
@@ -47,8 +89,10 @@ int procord_lineage_may_spawn(void) {
   /* Exec'd by a Procord process as its worker (a process its task started
      has another parent), and not serving: main ran instead of the worker
      entry point, and is delegating again. */
-  if (parent > 0 && getppid() == parent && !__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
+  if (parent > 0 && getppid() == parent && !__atomic_load_n(&serving, __ATOMIC_ACQUIRE)) {
+    tell_parent(procord_lineage_refusal(PROCORD_ENOTSERVING));
     return PROCORD_ENOTSERVING;
+  }
   return depth + 1 > max_depth() ? PROCORD_ENESTED : 0;
 }
 
@@ -65,13 +109,13 @@ const char *procord_lineage_refusal(int error) {
   return NULL;
 }
 
-char **procord_lineage_environment(const char *const *base, int main_program) {
+char **procord_lineage_environment(const char *const *base, int main_program, int child_channel) {
   pthread_once(&read_once, read_lineage);
   size_t count = 0, kept = 0;
   while (base[count]) count++;
   char entry[64];
-  int length = snprintf(entry, sizeof entry, "%s=%d %ld", PROCORD_LINEAGE_VARIABLE, depth + 1,
-                        main_program ? 0L : (long)getpid());
+  int length = snprintf(entry, sizeof entry, "%s=%d %ld %d", PROCORD_LINEAGE_VARIABLE, depth + 1,
+                        main_program ? 0L : (long)getpid(), child_channel);
   /* The pointers, then the one string of ours, in one block. */
   char **environment = malloc((count + 2) * sizeof *environment + (size_t)length + 1);
   if (!environment) return NULL;

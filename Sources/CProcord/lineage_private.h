@@ -1,12 +1,14 @@
 /*
  * Where this process stands in a chain of delegations (lineage.c).
  *
- * procord_spawn gives every worker PROCORD_LINEAGE="DEPTH PARENT": how many
- * workers deep it is (1 for a main program's worker) and the pid of the
- * Procord process that started it. From that a process knows:
+ * procord_spawn gives every worker PROCORD_LINEAGE="DEPTH PARENT CHANNEL":
+ * how many workers deep it is (1 for a main program's worker), the pid of
+ * the Procord process that started it (0 for a program of its own) and its
+ * protocol channel. From that a process knows:
  * - whether it was started as a worker (its parent is that pid): such a
  *   process that delegates before it serves forgot its worker entry point,
- *   and would start copies of itself without end;
+ *   and would start copies of itself without end (its main program is told
+ *   so with a `U` frame on the channel);
  * - how deep it is, so that even genuinely recursive tasks stop at
  *   PROCORD_MAX_DELEGATION_DEPTH (environment; 16 by default);
  * - which parent to die with, in every mode.
@@ -41,6 +43,6 @@ const char *procord_lineage_refusal(int error);
  * process: a worker, or (`main_program`) a program of its own, one level
  * deeper all the same. In one block for free(); NULL when out of memory.
  */
-char **procord_lineage_environment(const char *const *base, int main_program);
+char **procord_lineage_environment(const char *const *base, int main_program, int channel);
 
 #endif

@@ -175,7 +175,8 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
   int refused = procord_lineage_may_spawn();
   if (refused) return refused;
   char **environment = procord_lineage_environment(
-      options->environment ? options->environment : (const char *const *)environ, options->main_program);
+      options->environment ? options->environment : (const char *const *)environ, options->main_program,
+      options->channel);
   if (!environment) return -ENOMEM;
   int ours[2] = {-1, -1}, theirs[2] = {-1, -1};
   int error = make_channel(options->channel, ours, theirs);

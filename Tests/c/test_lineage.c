@@ -131,22 +131,28 @@ static int delegate_before_serving(void) {
 
 /* ---- Tests ---- */
 
+/*
+ * Its own delegation is refused (no second generation), and its main program
+ * hears why from it, as a `U` answer, rather than an end without one.
+ */
 static void program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once(void) {
   BEGIN();
   int err[2];
   CHECK_EQ_INT(pipe2(err, O_CLOEXEC), 0);
   const char *arguments[] = {self_path, "delegate-before-serving", NULL};
-  char body[256], said[2048] = "";
+  char body[2048], said[2048] = "";
   procord_outcome_t o = delegate_to_self("double", "4", arguments, err[1], body, sizeof body);
   close(err[1]);
   ssize_t n = read(err[0], said, sizeof said - 1);
   said[n > 0 ? n : 0] = 0;
   close(err[0]);
   if (!strstr(said, "refused")) fprintf(stderr, "    the worker said: %s", said);
-  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_DISCONNECTED);
-  CHECK_EQ_INT(o.exit_code, 3); /* its own delegation was refused: no second generation */
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_UNKNOWN_EXCEPTION);
+  CHECK(strstr(body, "worker (pid ") &&
+        strstr(body, "): this process was started as a Procord worker and delegates before serving"));
+  CHECK(strstr(body, "Worker.runIfRequested(tasks:)") && strstr(body, "procord_worker_main"));
+  CHECK_EQ_INT(o.exit_code, 3); /* it saw its delegation refused */
   CHECK(strstr(said, "refused PROCORD_ENOTSERVING: this process was started as a Procord worker"));
-  CHECK(strstr(said, "Worker.runIfRequested(tasks:)") && strstr(said, "procord_worker_main"));
   CHECK_NOTHING_LEFT();
 }
 
