@@ -65,8 +65,8 @@ typedef struct {
   char state;    /* 'Z' for an unreaped child */
 } check_child_t;
 
-/* Every process whose parent is this one, up to `capacity`; how many there are. */
-static int check_children(check_child_t *children, int capacity) {
+/* Every process whose parent is `parent`, up to `capacity`; how many there are. */
+static int check_children_of(pid_t parent_pid, check_child_t *children, int capacity) {
   DIR *proc = opendir("/proc");
   if (!proc) return 0;
   int count = 0;
@@ -86,7 +86,7 @@ static int check_children(check_child_t *children, int capacity) {
     char state = 0;
     int parent = 0;
     if (!open_paren || !close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2) continue;
-    if (parent != getpid()) continue;
+    if (parent != parent_pid) continue;
     if (count < capacity) {
       check_child_t *child = &children[count];
       child->pid = atoi(stat);
@@ -106,7 +106,7 @@ static int check_children(check_child_t *children, int capacity) {
    says so, as left behind by `test`; how many there were. */
 static int check_kill_children(const char *test) {
   check_child_t children[64];
-  int count = check_children(children, 64);
+  int count = check_children_of(getpid(), children, 64);
   for (int i = 0; i < count; i++) {
     int pid = children[i].pid;
     char path[64], command[256] = "";

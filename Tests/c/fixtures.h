@@ -9,10 +9,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +37,19 @@ static inline int count_descriptors(void) {
 static inline int no_child_left(void) {
   errno = 0;
   return waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+}
+
+/* Waits up to `timeout_ms` for `pid` (any process, ours or not) to exit: a
+   pidfd, nothing polls. True once it has (or when it is gone already). */
+static inline int process_exits_within(pid_t pid, int timeout_ms) {
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) return errno == ESRCH;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int n;
+  while ((n = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  return n == 1;
 }
 
 /* Milliseconds on the monotonic clock. */

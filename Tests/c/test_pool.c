@@ -786,18 +786,6 @@ static void deadline_of_a_task_that_answers_in_time_changes_nothing(void) {
 
 /* ---- Workers die with their main program ---- */
 
-/* Waits up to `timeout_ms` for `pid` to exit (a pidfd: nothing polls). */
-static int exits_within(pid_t pid, int timeout_ms) {
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (fd < 0) return errno == ESRCH;
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  int n;
-  while ((n = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
-  }
-  close(fd);
-  return n == 1;
-}
-
 /*
  * `test_pool make-orphans`: a main program with two pooled workers busy in
  * long tasks. It prints their pids and that of a copy of itself (fork, no
@@ -848,8 +836,8 @@ static int workers_die_with_their_killed_main_program(const char *mode) {
   int pids[3] = {0, 0, 0};
   int parsed = n > 0 && sscanf(line, "%d %d %d", &pids[0], &pids[1], &pids[2]) == 3;
   long long start = now_ms();
-  int ended = parsed && exits_within(pids[0], 1000) &&
-              exits_within(pids[1], (int)(1000 - (now_ms() - start)));
+  int ended = parsed && process_exits_within(pids[0], 1000) &&
+              process_exits_within(pids[1], (int)(1000 - (now_ms() - start)));
   for (int i = 0; parsed && i < 3; i++) {
     kill(pids[i], SIGKILL); /* the holder, and workers that outlived their main program */
     waitpid(pids[i], NULL, 0);

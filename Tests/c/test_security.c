@@ -44,7 +44,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1395,40 +1394,6 @@ static void post_on_print(procord_delegation_t *delegation, unsigned char destin
   sem_post(context);
 }
 
-/* The children of `pid` (from /proc), up to `capacity`; how many. */
-static int children_of(pid_t pid, pid_t *children, int capacity) {
-  DIR *proc = opendir("/proc");
-  if (!proc) return 0;
-  int count = 0;
-  struct dirent *entry;
-  while ((entry = readdir(proc)) != NULL && count < capacity) {
-    char path[300], stat[512];
-    snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
-    FILE *file = fopen(path, "re");
-    if (!file) continue;
-    size_t n = fread(stat, 1, sizeof stat - 1, file);
-    fclose(file);
-    stat[n] = 0;
-    const char *after = strrchr(stat, ')');
-    int parent = 0;
-    if (after && sscanf(after + 1, " %*c %d", &parent) == 1 && parent == pid) children[count++] = atoi(stat);
-  }
-  closedir(proc);
-  return count;
-}
-
-/* Waits up to `timeout_ms` for `pid` (any process) to exit: a pidfd, nothing polls. */
-static int process_ends_within(pid_t pid, int timeout_ms) {
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (fd < 0) return errno == ESRCH;
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  int n;
-  while ((n = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
-  }
-  close(fd);
-  return n == 1;
-}
-
 /*
  * A server killed outright takes its workers with it: the idle ones and the
  * one whose task sleeps for a minute (it reads nothing that could tell it).
@@ -1454,15 +1419,15 @@ static void workers_of_a_server_killed_outright_end_with_it(void) {
   clock_gettime(CLOCK_REALTIME, &limit);
   limit.tv_sec += 10;
   int running = delegated == 0 && sem_timedwait(&started, &limit) == 0;
-  pid_t workers[64];
-  int count = running ? children_of(server.child.pid, workers, 64) : 0;
+  check_child_t workers[64];
+  int count = running ? check_children_of(server.child.pid, workers, 64) : 0;
   kill(server.child.pid, SIGKILL);
   int ended = 1;
   for (int i = 0; i < count; i++) {
-    if (process_ends_within(workers[i], 2000)) continue;
+    if (process_exits_within(workers[i].pid, 2000)) continue;
     ended = 0;
-    fprintf(stderr, "    worker %d outlived its server\n", (int)workers[i]);
-    kill(workers[i], SIGKILL);
+    fprintf(stderr, "    worker %d outlived its server\n", workers[i].pid);
+    kill(workers[i].pid, SIGKILL);
   }
   if (delegated == 0) {
     procord_delegation_wait(loop, &d, 1, 1, 10000);
