@@ -141,6 +141,14 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     public var tasksRetried: Int
     /// Shut down, and every worker gone.
     public var isStopped: Bool
+    /// Worker starts that failed for lack of resources (descriptors,
+    /// processes, memory): the pool then runs its tasks on the workers it has
+    /// for a while instead of failing them.
+    public var startsLimitedByResources: Int = 0
+    /// The most workers the pool may have now: ``Configuration/maximumWorkers``,
+    /// or, for a while after a start failed for lack of resources, the
+    /// workers it had then.
+    public var maximumWorkersNow: Int = 0
   }
 
   /// The C core's `procord_pool_t *`.
@@ -314,7 +322,8 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
       workers: stats.workers, idleWorkers: stats.idle, busyWorkers: stats.busy, queuedTasks: stats.queued,
       workersStarted: Int(stats.workers_started), tasksSubmitted: Int(stats.tasks_submitted),
       tasksFinished: Int(stats.tasks_finished), tasksRetried: Int(stats.tasks_retried),
-      isStopped: stats.stopped != 0)
+      isStopped: stats.stopped != 0, startsLimitedByResources: Int(stats.starts_limited),
+      maximumWorkersNow: Int(stats.max_workers_now))
   }
 
   // MARK: Internals

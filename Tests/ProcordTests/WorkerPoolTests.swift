@@ -33,6 +33,8 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let statistics = pool.statistics
       #expect(statistics.workersStarted == 2, "\(statistics)")
       #expect(statistics.tasksFinished == 100_000)
+      // Nothing ran short: the pool may grow to its maximum.
+      #expect(statistics.startsLimitedByResources == 0 && statistics.maximumWorkersNow == 2, "\(statistics)")
       await pool.shutdown()
       #expect(pool.statistics.isStopped)
     }
