@@ -90,7 +90,9 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
     else if (IS("handshake-timeout") && parse_number(value, 1, 1 << 30, &n) == 0)
       command->handshake_timeout_ms = (int)n;
     else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->socket_fd = (int)n;
-    else if (IS("handoff-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->handoff_fd = (int)n;
+    /* 0 would be taken for "none" (a zero-initialized command) and the
+       worker would serve stdin instead: refused. */
+    else if (IS("handoff-fd") && parse_number(value, 1, 1 << 30, &n) == 0) command->handoff_fd = (int)n;
     else if (IS("log-level")) {
       static const char *const levels[] = {"error", "warning", "info", "debug"};
       command->log_level = -1;

@@ -1051,6 +1051,16 @@ static void socket_fd_that_is_negative_is_invalid(void) {
   CHECK(strstr(error, "--procord-socket-fd") != NULL);
 }
 
+/* 0 means "none" in a zero-initialized command: as an argument it would
+   quietly make a stdio worker of a server's. */
+static void handoff_fd_0_is_invalid(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-worker", "--procord-handoff-fd", "0"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-handoff-fd") != NULL);
+}
+
 static void input_file_points_into_argv(void) {
   procord_worker_command_t command;
   char error[128] = "";
@@ -1267,6 +1277,7 @@ int main(int argc, char **argv) {
   RUN(socket_fd_takes_the_next_argument);
   RUN(socket_fd_takes_a_value_after_equals);
   RUN(socket_fd_that_is_negative_is_invalid);
+  RUN(handoff_fd_0_is_invalid);
   RUN(input_file_points_into_argv);
   RUN(input_file_without_procord_worker_is_invalid);
   RUN(socket_fd_without_procord_worker_is_invalid);

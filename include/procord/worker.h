@@ -128,7 +128,7 @@ typedef enum procord_worker_mode {
 typedef struct procord_worker_command_s {
   procord_worker_mode_t mode;
   int socket_fd;             /* --procord-socket-fd N: protocol on N, not stdin/stdout; -1 */
-  int handoff_fd;            /* --procord-handoff-fd N: a server's worker; -1 (0 counts as none too) */
+  int handoff_fd;            /* --procord-handoff-fd N (N > 0): a server's worker; -1 (0 counts as none too) */
   int read_timeout_ms;       /* --procord-read-timeout MS (0: no limit), or -1 */
   int drain_timeout_ms;      /* --procord-drain-timeout MS, or -1 */
   int log_level;             /* --procord-log-level error|warning|info|debug, or -1 */
