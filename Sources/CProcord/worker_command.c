@@ -144,6 +144,16 @@ static void on_parent_death(int signal) {
  */
 static void die_with(pid_t parent) {
   if (parent <= 0 || parent == getpid()) return;
+  if (getppid() != parent) {
+    /* Gone already (a fork of it holding our stream open would hide its
+       death), or alive and we were started through a wrapper that did not
+       exec us (`sh -c 'worker ...; ...'`): then we die with the wrapper. */
+    if (kill(parent, 0) != 0 && errno == ESRCH) {
+      on_parent_death(SIGHUP);
+      return;
+    }
+    parent = getppid();
+  }
   struct sigaction action = {0};
   action.sa_handler = on_parent_death;
   sigaction(SIGHUP, &action, NULL);
@@ -228,7 +238,7 @@ int procord_worker_run(const procord_worker_command_t *command,
     return error;
   }
   /* The original mode has no socket to say who started us: a Procord main
-     program says so in our environment; otherwise our parent now is it. */
+     program says so in our environment; otherwise our parent is it. */
   if (!command->input_file && !command->output_file)
     die_with(procord_lineage_parent() > 0 ? procord_lineage_parent() : getppid());
   /* Whatever the task prints to stdout must not reach the protocol stream:

@@ -176,6 +176,44 @@ static void program_started_as_a_main_program_may_delegate_at_once(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* A worker started through a shell that does not exec it has the shell as
+   its parent: it dies with the shell, not at once for want of its main
+   program, and serves. */
+static int serves_behind_a_shell(procord_protocol_channel_t channel) {
+  const char *socket_script = "\"$0\" --procord-worker --procord-socket-fd 3; true";
+  const char *stdio_script = "\"$0\" --procord-worker; true";
+  const char *arguments[] = {"sh", "-c", channel == PROCORD_CHANNEL_SOCKET ? socket_script : stdio_script,
+                             self_path, NULL};
+  procord_delegation_options_t options = {
+      .task_name = "double",
+      .input = "21",
+      .input_length = 2,
+      .worker = {.program = "/bin/sh", .arguments = arguments, .channel = channel},
+  };
+  procord_delegation_t *d = NULL;
+  if (procord_delegate(loop, &options, &d) != 0) return 0;
+  int answered = 0;
+  if (procord_delegation_wait(loop, &d, 1, 1, 10000) == 1) {
+    const procord_outcome_t *o = procord_delegation_outcome(d);
+    answered = o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
+    if (!answered) fprintf(stderr, "    kind %d, %s\n", o->kind, procord_err_name(o->error));
+  }
+  procord_delegation_release(d);
+  return answered;
+}
+
+static void stdio_worker_behind_a_shell_that_does_not_exec_it_serves(void) {
+  BEGIN();
+  CHECK(serves_behind_a_shell(PROCORD_CHANNEL_STDIO));
+  CHECK_NOTHING_LEFT();
+}
+
+static void socket_worker_behind_a_shell_that_does_not_exec_it_serves(void) {
+  BEGIN();
+  CHECK(serves_behind_a_shell(PROCORD_CHANNEL_SOCKET));
+  CHECK_NOTHING_LEFT();
+}
+
 static void recursion_within_the_maximum_depth_reaches_the_bottom(void) {
   BEGIN();
   setenv("PROCORD_MAX_DELEGATION_DEPTH", "3", 1);
@@ -221,6 +259,8 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "delegate-before-serving") == 0) return delegate_before_serving();
   RUN(program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once);
   RUN(program_started_as_a_main_program_may_delegate_at_once);
+  RUN(stdio_worker_behind_a_shell_that_does_not_exec_it_serves);
+  RUN(socket_worker_behind_a_shell_that_does_not_exec_it_serves);
   RUN(recursion_within_the_maximum_depth_reaches_the_bottom);
   RUN(recursion_past_the_maximum_depth_stops_with_enested);
   RUN(recursion_stops_at_the_default_depth_of_16);
