@@ -64,7 +64,7 @@ import Testing
   /// comparison fail).
   @Test func everyTaskIsTimedOnceInTheRightUnit() throws {
     let scenario = try Self.scenario.get()
-    #expect(scenario.metrics["procord_task_duration_seconds"] == "count=4 shortest=positive longest=500ms..900ms",
+    #expect(scenario.metrics["procord_task_duration_seconds"] == "count=4 shortest=positive longest=480ms..900ms",
             "\(scenario)")
   }
 
