@@ -182,6 +182,10 @@ static int open_or_error(const char *path, int flags) {
 int procord_worker_run(const procord_worker_command_t *command,
                        const procord_worker_task_t *tasks, size_t task_count) {
   procord_lineage_mark_serving();
+  /* Started through /proc/self/exe (the running binary, even if its file
+     was replaced since), a worker is named `exe` in ps and pgrep: it takes
+     its program's name, from argv[0], instead. */
+  prctl(PR_SET_NAME, program_invocation_short_name);
   procord_worker_options_t options = {
       .read_fd = 0,
       .write_fd = 1,

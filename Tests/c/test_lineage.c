@@ -5,6 +5,8 @@
  * instead of starting copies of itself without end, and recursion stops at
  * PROCORD_MAX_DELEGATION_DEPTH with an error that says so.
  *
+ * Also: a worker started through /proc/self/exe goes by its program's name.
+ *
  * This program is its own worker (the `nest` task) and, with the argument
  * `delegate-before-serving`, the program that forgot its worker entry point.
  */
@@ -101,8 +103,19 @@ static void task_nest(void *context, const unsigned char *input, size_t length, 
   }
 }
 
+/* `comm`: this process's name, as ps and pgrep see it. */
+static void task_comm(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+  (void)context, (void)input, (void)length;
+  char name[64] = "?";
+  FILE *file = fopen("/proc/self/comm", "re");
+  if (file && fgets(name, sizeof name, file)) name[strcspn(name, "\n")] = 0;
+  if (file) fclose(file);
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, name);
+}
+
 static const procord_worker_task_t worker_tasks[] = {{"nest", task_nest, NULL},
-                                                     {"double", fixture_task_double, NULL}};
+                                                     {"double", fixture_task_double, NULL},
+                                                     {"comm", task_comm, NULL}};
 
 /*
  * A program that forgot its worker entry point: it delegates to itself,
@@ -214,6 +227,27 @@ static void socket_worker_behind_a_shell_that_does_not_exec_it_serves(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* Started through /proc/self/exe, a worker still goes by its program's name. */
+static void worker_started_through_proc_self_exe_is_named_for_its_program(void) {
+  BEGIN();
+  const char *arguments[] = {"/opt/somewhere/named-worker", "--procord-worker", "--procord-socket-fd", "3", NULL};
+  procord_delegation_options_t options = {
+      .task_name = "comm",
+      .input = "",
+      .worker = {.program = "/proc/self/exe", .arguments = arguments, .channel = PROCORD_CHANNEL_SOCKET},
+  };
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_delegate(loop, &options, &d), 0);
+  char name[64] = "";
+  if (procord_delegation_wait(loop, &d, 1, 1, 10000) == 1) {
+    const procord_outcome_t *o = procord_delegation_outcome(d);
+    if (o->kind == PROCORD_OUTCOME_VALUE && o->length < sizeof name) memcpy(name, o->body, o->length);
+  }
+  procord_delegation_release(d);
+  CHECK(strcmp(name, "named-worker") == 0);
+  CHECK_NOTHING_LEFT();
+}
+
 static void recursion_within_the_maximum_depth_reaches_the_bottom(void) {
   BEGIN();
   setenv("PROCORD_MAX_DELEGATION_DEPTH", "3", 1);
@@ -261,6 +295,7 @@ int main(int argc, char **argv) {
   RUN(program_started_as_a_main_program_may_delegate_at_once);
   RUN(stdio_worker_behind_a_shell_that_does_not_exec_it_serves);
   RUN(socket_worker_behind_a_shell_that_does_not_exec_it_serves);
+  RUN(worker_started_through_proc_self_exe_is_named_for_its_program);
   RUN(recursion_within_the_maximum_depth_reaches_the_bottom);
   RUN(recursion_past_the_maximum_depth_stops_with_enested);
   RUN(recursion_stops_at_the_default_depth_of_16);
