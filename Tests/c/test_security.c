@@ -1923,30 +1923,12 @@ static int pool_tasks_answered(int connections, int count, int timeout_ms) {
    their parent, but a pidfd still says when a process is gone), in
    `pidfds`; how many. */
 static int open_server_workers(int *pidfds, int capacity) {
-  DIR *proc = opendir("/proc");
-  if (!proc) return 0;
-  int count = 0;
-  struct dirent *entry;
-  while (count < capacity && (entry = readdir(proc)) != NULL) {
-    if (entry->d_name[0] < '1' || entry->d_name[0] > '9') continue;
-    char path[300], stat[512];
-    snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ssize_t n = read(fd, stat, sizeof stat - 1);
-    close(fd);
-    if (n <= 0) continue;
-    stat[n] = 0;
-    /* "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses. */
-    const char *after_name = strrchr(stat, ')');
-    int parent = 0;
-    if (!after_name || sscanf(after_name + 1, " %*c %d", &parent) != 1 ||
-        parent != (int)server.child.pid)
-      continue;
-    int pidfd = (int)syscall(SYS_pidfd_open, atoi(entry->d_name), 0); /* close-on-exec */
+  check_child_t workers[64];
+  int found = check_children_of(server.child.pid, workers, capacity < 64 ? capacity : 64), count = 0;
+  for (int i = 0; i < found; i++) {
+    int pidfd = (int)syscall(SYS_pidfd_open, workers[i].pid, 0); /* close-on-exec */
     if (pidfd >= 0) pidfds[count++] = pidfd; /* else it is gone already */
   }
-  closedir(proc);
   return count;
 }
 
