@@ -142,13 +142,30 @@ static void on_parent_death(int signal) {
  * task that is busy. `parent` is the process that started us, or 0 when
  * that is unknown (then nothing is asked).
  */
+/* The parent of `pid`, from /proc; 0 if unknown. */
+static pid_t parent_of(pid_t pid) {
+  char path[64], stat[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, stat, sizeof stat - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  stat[n] = 0;
+  /* "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses. */
+  const char *after_name = strrchr(stat, ')');
+  int parent = 0;
+  return after_name && sscanf(after_name + 1, " %*c %d", &parent) == 1 ? (pid_t)parent : 0;
+}
+
 static void die_with(pid_t parent) {
   if (parent <= 0 || parent == getpid()) return;
   if (getppid() != parent) {
-    /* Gone already (a fork of it holding our stream open would hide its
-       death), or alive and we were started through a wrapper that did not
-       exec us (`sh -c 'worker ...; ...'`): then we die with the wrapper. */
-    if (kill(parent, 0) != 0 && errno == ESRCH) {
+    /* Started through a wrapper that did not exec us (`sh -c 'worker ...;
+       ...'`), whose parent is `parent`: we die with the wrapper. Otherwise
+       `parent` is gone already (a zombie not reaped yet looks alive to
+       kill(0); a fork of it holding our stream open would hide its death). */
+    if (parent_of(getppid()) != parent) {
       on_parent_death(SIGHUP);
       return;
     }

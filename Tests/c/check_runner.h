@@ -20,6 +20,8 @@
  *   reaps the children the old one left. Where to resume and the counts so
  *   far travel in PROCORD_TEST_RESUME, removed from the environment at once.
  *
+ * PROCORD_TEST_ONLY=NAME runs that test alone (to repeat a rare failure).
+ *
  * Include through check.h, in a file that defines _GNU_SOURCE first.
  */
 #ifndef PROCORD_TEST_CHECK_RUNNER_H
@@ -316,6 +318,8 @@ static void check_run(const char *name, void (*test)(void), unsigned limit_secon
   if (!check_runner.ready) check_start();
   check_runner.index++;
   if (check_runner.index <= check_runner.resume_after) return;
+  const char *only = getenv("PROCORD_TEST_ONLY"); /* one test, to repeat it */
+  if (only && strcmp(only, name) != 0) return;
   if (limit_seconds == 0) limit_seconds = check_runner.limit_seconds;
   static int before[CHECK_MAX_DESCRIPTORS];
   int before_count = check_descriptors(before, CHECK_MAX_DESCRIPTORS);
