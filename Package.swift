@@ -1,4 +1,5 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.2
+// 6.2: the overlay uses SendableMetatype (Swift 6.2); an older toolchain stops here, saying so.
 import PackageDescription
 
 let package = Package(

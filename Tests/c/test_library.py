@@ -5,7 +5,8 @@ Installs the library under a fresh prefix (`make install PREFIX=...`),
 compiles Examples/c/minimal.c in a directory outside the tree with nothing
 but `pkg-config --cflags --libs procord`, and runs it as a main program that
 delegates to itself and to a demo worker server. Then runs the examples that
-`make examples` built. Each check is one test; the last line is
+`make examples` built. First, that a build without libevent's or OpenSSL's
+headers names the package to install. Each check is one test; the last line is
 "N passed, N failed".
 """
 import argparse
@@ -77,11 +78,29 @@ class Server:
             self.notify.close()
 
 
+def requirements_are_named_when_missing():
+    """Without libevent's and OpenSSL's headers on the include path, the
+    build says which packages to install (Sources/CProcord/requirements.c)."""
+    with tempfile.TemporaryDirectory() as empty:
+        compiled = run(["cc", "-std=c11", "-nostdinc", "-isystem", empty, "-fsyntax-only",
+                        os.path.join(ROOT, "Sources/CProcord/requirements.c")])
+        said = compiled.stderr
+        check("a build without libevent's headers says: apt-get install libevent-dev",
+              compiled.returncode != 0 and "apt-get install libevent-dev" in said, said[-2000:])
+        check("a build without OpenSSL's headers says: apt-get install libssl-dev",
+              compiled.returncode != 0 and "apt-get install libssl-dev" in said, said[-2000:])
+    compiled = run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only",
+                    os.path.join(ROOT, "Sources/CProcord/requirements.c")])
+    check("with them, the requirements check compiles without a word", compiled.returncode == 0 and
+          compiled.stderr == "", compiled.stderr[-2000:])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", required=True, help="procord-demo, for its worker server")
     parser.add_argument("--examples", required=True, help="where `make examples` put the examples")
     options = parser.parse_args()
+    requirements_are_named_when_missing()
     work = tempfile.mkdtemp(prefix="procord-library-test-")
     servers = []
     try:
