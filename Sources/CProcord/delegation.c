@@ -95,9 +95,7 @@ void procord_delegation_finish(procord_delegation_t *d) {
   }
   /* Readable from any thread before on_done runs: on_done may wake a
      thread that reads it at once. */
-  pthread_mutex_lock(procord_loop_done_lock(d->loop));
-  d->outcome_ready = 1;
-  pthread_mutex_unlock(procord_loop_done_lock(d->loop));
+  __atomic_store_n(&d->outcome_ready, 1, __ATOMIC_RELEASE);
   if (d->on_done) d->on_done(d, &d->outcome, d->context);
   pthread_mutex_lock(procord_loop_done_lock(d->loop));
   d->finished = 1;
@@ -366,10 +364,7 @@ static int is_finished(procord_delegation_t *d) {
 int procord_delegation_is_finished(procord_delegation_t *d) { return is_finished(d); }
 
 const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *d) {
-  pthread_mutex_lock(procord_loop_done_lock(d->loop));
-  int ready = d->outcome_ready;
-  pthread_mutex_unlock(procord_loop_done_lock(d->loop));
-  return ready ? &d->outcome : NULL;
+  return __atomic_load_n(&d->outcome_ready, __ATOMIC_ACQUIRE) ? &d->outcome : NULL;
 }
 
 static void kill_on_loop(void *context) {

@@ -47,7 +47,7 @@ struct procord_delegation_s {
   int answered;             /* a terminal frame set the outcome */
   procord_outcome_t outcome;
   void *body;
-  int outcome_ready;        /* guarded by the loop's done lock: final, set before on_done */
+  int outcome_ready;        /* atomic: the outcome is final (set before on_done) */
   int finished;             /* guarded by the loop's done lock: on_done has returned */
 
   /* Pooled tasks: */

@@ -1,14 +1,13 @@
 /* Where this process stands in a chain of delegations (lineage_private.h). */
 #define _GNU_SOURCE
 #include "lineage_private.h"
+#include "frame_writer.h"
 #include "procord/error.h"
+#include "procord/frame.h"
 #include "procord/spawn.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,34 +37,21 @@ static void read_lineage(void) {
  * entry point: its main program would only see it end without an answer (or
  * read its prints as ill-formed frames). Its protocol channel is still there,
  * untouched: a `U` frame on it tells the main program what went wrong, and
- * where. Once; a main program gone meanwhile is no signal (SIGPIPE is held
- * and taken back).
+ * where. Once; written like any answer (never raising SIGPIPE, and giving
+ * up after a second if the main program does not read).
  */
 static void tell_parent(const char *why) {
   int fd = channel == PROCORD_CHANNEL_SOCKET  ? PROCORD_WORKER_SOCKET_FD
            : channel == PROCORD_CHANNEL_STDIO ? 1
                                               : -1;
   if (fd < 0 || __atomic_exchange_n(&told_parent, 1, __ATOMIC_ACQ_REL)) return;
-  char body[900], frame[1024];
-  int body_length = snprintf(body, sizeof body, "worker (pid %d): %s", (int)getpid(), why);
-  if (body_length < 0 || (size_t)body_length >= sizeof body) return;
-  int header = snprintf(frame, sizeof frame, "%dU", body_length);
-  memcpy(frame + header, body, (size_t)body_length);
-  size_t total = (size_t)header + (size_t)body_length;
-  sigset_t pipe_signal, saved;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, &saved);
-  for (size_t done = 0; done < total;) {
-    ssize_t n = write(fd, frame + done, total - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += (size_t)n;
-  }
-  struct timespec now = {0, 0};
-  while (sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
-  }
-  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  char who[48];
+  int length = snprintf(who, sizeof who, "worker (pid %d): ", (int)getpid());
+  procord_frame_writer_t writer;
+  procord_frame_writer_init(&writer, fd, 1000);
+  procord_frame_writer_send_parts(&writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, who, (size_t)length, why,
+                                  strlen(why));
+  procord_frame_writer_destroy(&writer);
 }
 
 pid_t procord_lineage_parent(void) {
