@@ -139,6 +139,11 @@ $(LIB_DIR)/libprocord.so: $(LIB_DIR)/libprocord.so.$(VERSION)
 	ln -sf libprocord.so.$(VERSION) $(LIB_DIR)/libprocord.so.$(SOVERSION)
 	ln -sf libprocord.so.$(VERSION) $@
 
+# The pkg-config file names no run path for the system's directories: there
+# the loader's cache must learn of the new library (ldconfig), or programs
+# fail to start. Not into a staging DESTDIR.
+INSTALL_NEEDS_LDCONFIG = $(if $(DESTDIR),,$(filter /usr/lib /usr/local/lib /usr/lib/%,$(LIBDIR)))
+
 # procord.pc names the prefix: written at each install, for that prefix.
 install: lib
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/procord
@@ -155,6 +160,8 @@ install: lib
 	sed -e "s|@PREFIX@|$(PREFIX)|" -e "s|@LIBDIR@|$$libdir|" -e "s|@INCLUDEDIR@|$$includedir|" \
 	    -e "s|@RPATH@|$$rpath|" -e "s|@VERSION@|$(VERSION)|" procord.pc.in \
 	    > $(DESTDIR)$(LIBDIR)/pkgconfig/procord.pc
+	$(if $(INSTALL_NEEDS_LDCONFIG),@if [ "$$(id -u)" = 0 ]; then ldconfig; \
+	  else echo "Run 'sudo ldconfig' so that programs find libprocord.so in $(LIBDIR)."; fi)
 
 examples: lib $(C_EXAMPLES)
 

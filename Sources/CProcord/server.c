@@ -650,7 +650,11 @@ static int bind_listener(server_t *s) {
   if (error == PROCORD_ERESOLVE)
     log_line(s, PROCORD_LOG_ERROR, "cannot resolve %s", host);
   else if (error)
-    log_line(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s", host, o->port, procord_strerror(error));
+    log_line(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s%s", host, o->port, procord_strerror(error),
+             error == -EADDRINUSE && !o->reuse_address
+                 ? " (another server has it, or a stopped one's connections still wait out TIME_WAIT: "
+                   "reuse_address, --procord-reuse-address, takes it over from those)"
+                 : "");
   return error ? error : fd;
 }
 

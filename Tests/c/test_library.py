@@ -95,12 +95,24 @@ def requirements_are_named_when_missing():
           compiled.stderr == "", compiled.stderr[-2000:])
 
 
+def install_into_the_system_updates_the_loaders_cache():
+    """The pkg-config file names no run path for /usr/local/lib and the like,
+    so `make install` there runs ldconfig (programs failed to start without
+    it); elsewhere the run path does the work. Read from the recipe, not run."""
+    system = run(["make", "-n", "-s", "-C", ROOT, "install", "PREFIX=/usr/local"])
+    private = run(["make", "-n", "-s", "-C", ROOT, "install", "PREFIX=/opt/procord-test"])
+    check("make install into /usr/local runs ldconfig", "ldconfig" in system.stdout, system.stdout[-2000:])
+    check("make install elsewhere does not", private.returncode == 0 and "ldconfig" not in private.stdout,
+          private.stdout[-2000:])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", required=True, help="procord-demo, for its worker server")
     parser.add_argument("--examples", required=True, help="where `make examples` put the examples")
     options = parser.parse_args()
     requirements_are_named_when_missing()
+    install_into_the_system_updates_the_loaders_cache()
     work = tempfile.mkdtemp(prefix="procord-library-test-")
     servers = []
     try:

@@ -117,8 +117,8 @@ static void *run_server(void *argument) {
 
 static const procord_worker_task_t server_tasks[] = {{"double", fixture_task_double, NULL}};
 
-/* Starts a server with only these options set (listen_fd and the rest stay 0). */
-static int server_start(test_server_t *s, int listen_fd) {
+/* Starts a server with only these options set (the rest stay 0). */
+static int server_start_on(test_server_t *s, int listen_fd, int port) {
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->logged, NULL);
@@ -129,8 +129,11 @@ static int server_start(test_server_t *s, int listen_fd) {
   s->options.keep_running = stop_after_a_connection;
   s->options.context = s;
   s->options.listen_fd = listen_fd;
+  s->options.port = port;
   return pthread_create(&s->thread, NULL, run_server, s);
 }
+
+static int server_start(test_server_t *s, int listen_fd) { return server_start_on(s, listen_fd, 0); }
 
 /* Waits up to 10 s for `text` in the log, or the end of the server; true if logged. */
 static int server_logged(test_server_t *s, const char *text) {
@@ -231,6 +234,27 @@ static void listen_fd_of_a_socket_that_does_not_listen_fails_the_start_saying_wh
   CHECK_NOTHING_LEFT();
 }
 
+/* A port in use: the log says so, and what takes it over when it is only
+   a stopped server's connections waiting out TIME_WAIT. */
+static void port_in_use_fails_the_start_naming_reuse_address(void) {
+  BEGIN();
+  int taken = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in address = {.sin_family = AF_INET};
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  CHECK(taken >= 0 && bind(taken, (struct sockaddr *)&address, sizeof address) == 0 && listen(taken, 1) == 0 &&
+        getsockname(taken, (struct sockaddr *)&address, &length) == 0);
+  test_server_t server;
+  CHECK_EQ_INT(server_start_on(&server, 0, ntohs(address.sin_port)), 0);
+  int joined = server_joined(&server);
+  close(taken);
+  CHECK(joined);
+  CHECK_EQ_INT(server.result, -EADDRINUSE);
+  CHECK(strstr(server.log, "Address already in use (another server has it"));
+  CHECK(strstr(server.log, "--procord-reuse-address"));
+  CHECK_NOTHING_LEFT();
+}
+
 static void on_nothing(evutil_socket_t fd, short events, void *context) {
   (void)fd, (void)events, (void)context;
 }
@@ -280,6 +304,7 @@ int main(void) {
   RUN(zero_listen_fd_binds_a_socket_of_the_servers_own);
   RUN(listen_fd_that_is_not_a_socket_fails_the_start_saying_why);
   RUN(listen_fd_of_a_socket_that_does_not_listen_fails_the_start_saying_why);
+  RUN(port_in_use_fails_the_start_naming_reuse_address);
   RUN(libevent_messages_go_to_the_servers_log_not_to_stderr);
   procord_loop_free(loop);
   return CHECK_SUMMARY();
