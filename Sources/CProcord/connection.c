@@ -23,6 +23,8 @@
 /* Bytes read per read(2) outside of a body, and per readiness callback. */
 #define READ_CHUNK 65536
 #define READ_BUDGET (4 * 1024 * 1024)
+/* Bytes read ahead while paused (see read_ahead). */
+#define PAUSED_READ_AHEAD (256 * 1024)
 
 static void set_nonblocking(int fd) {
   int flags = fcntl(fd, F_GETFL);
@@ -37,6 +39,7 @@ static void release(procord_connection_t *c) {
   if (c->watch_timer) event_free(c->watch_timer);
   if (c->output) evbuffer_free(c->output);
   if (c->urgent) evbuffer_free(c->urgent);
+  if (c->stash) evbuffer_free(c->stash);
   procord_connection_tls_free(c);
   procord_security_release(c->security);
   free(c->peer_name);
@@ -124,21 +127,56 @@ static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
              c->securing ? "handshake" : c->state == PROCORD_CONNECTING ? "connect" : "idle");
 }
 
+static int report_input(procord_connection_t *c, size_t count);
+
 static int still_reading(procord_connection_t *c) {
-  return (c->state == PROCORD_CONNECTED || c->securing) && !c->reading_stopped;
+  return (c->state == PROCORD_CONNECTED || c->securing) && !c->reading_stopped && !c->paused;
 }
 
-/* Feeds bytes to the parser, delivering every frame; 0 if freed or stopped. */
-static int feed(procord_connection_t *c, const unsigned char *bytes, size_t length) {
-  while (length > 0 && still_reading(c)) {
+/* Feeds bytes to the parser, delivering every frame, until they are used up
+   or reading stops or pauses; stores in `*used` how many it took. Returns 0
+   if the connection was freed. */
+static int feed_some(procord_connection_t *c, const unsigned char *bytes, size_t length,
+                     size_t *used) {
+  *used = 0;
+  while (*used < length && still_reading(c)) {
     procord_frame_t frame;
-    size_t used = 0;
-    int r = procord_frame_parser_feed(&c->parser, bytes, length, &used, &frame);
-    bytes += used;
-    length -= used;
+    size_t taken = 0;
+    int r = procord_frame_parser_feed(&c->parser, bytes + *used, length - *used, &taken, &frame);
+    *used += taken;
     if (r == 0) continue;
     if (!deliver(c, r > 0 ? &frame : NULL, r > 0 ? 0 : r)) return 0;
-    if (r < 0) return 0;
+  }
+  return 1;
+}
+
+/* Feeds a chunk just read; what a pause leaves of it waits in the stash.
+   Returns 0 if freed or no longer reading. */
+static int feed(procord_connection_t *c, const unsigned char *bytes, size_t length) {
+  size_t used;
+  if (!feed_some(c, bytes, length, &used)) return 0;
+  if (used < length && c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
+    if (!c->stash) c->stash = evbuffer_new();
+    if (!c->stash || evbuffer_add(c->stash, bytes + used, length - used) < 0) {
+      disconnect(c, -ENOMEM, "read");
+      return 0;
+    }
+  }
+  return still_reading(c);
+}
+
+/* Feeds what a pause kept, first; returns 0 if freed or not reading. */
+static int feed_stash(procord_connection_t *c) {
+  while (c->stash && evbuffer_get_length(c->stash) > 0 && still_reading(c)) {
+    size_t length = evbuffer_get_length(c->stash), used;
+    const unsigned char *bytes = evbuffer_pullup(c->stash, -1);
+    if (!bytes) {
+      disconnect(c, -ENOMEM, "read");
+      return 0;
+    }
+    struct evbuffer *stash = c->stash;
+    if (!feed_some(c, bytes, length, &used)) return 0;
+    evbuffer_drain(stash, used);
   }
   return still_reading(c);
 }
@@ -157,11 +195,43 @@ static ssize_t pull(procord_connection_t *c, void *buffer, size_t size) {
   }
 }
 
+/*
+ * While paused: keeps reading into the stash, up to PAUSED_READ_AHEAD bytes,
+ * so that the peer's end (or a reset) is still seen; past that, reads no
+ * more until unpaused.
+ */
+static void read_ahead(procord_connection_t *c) {
+  unsigned char chunk[READ_CHUNK];
+  while (c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
+    size_t held = c->stash ? evbuffer_get_length(c->stash) : 0;
+    if (held >= PAUSED_READ_AHEAD) {
+      event_del(c->read_event);
+      if (c->tls) bufferevent_disable(c->tls, EV_READ);
+      return;
+    }
+    size_t want = PAUSED_READ_AHEAD - held < sizeof chunk ? PAUSED_READ_AHEAD - held : sizeof chunk;
+    ssize_t n = pull(c, chunk, want);
+    if (n <= 0) return; /* none now, or disconnected (and maybe freed) */
+    procord_connection_heard(c);
+    if (!c->stash) c->stash = evbuffer_new();
+    if (!c->stash || evbuffer_add(c->stash, chunk, (size_t)n) < 0) {
+      disconnect(c, -ENOMEM, "read");
+      return;
+    }
+    if (!c->tls && (size_t)n < want) return;
+  }
+}
+
 void procord_connection_receive(procord_connection_t *c) {
+  if (c->paused) {
+    read_ahead(c);
+    return;
+  }
   unsigned char chunk[READ_CHUNK];
   /* A descriptor says again when more is there; the TLS layer only when
      more arrives, so all it holds is taken now. */
   size_t budget = c->tls ? SIZE_MAX : READ_BUDGET;
+  if (!feed_stash(c)) return;
   while (still_reading(c) && budget > 0) {
     unsigned char *window;
     size_t missing = procord_frame_parser_body_window(&c->parser, &window);
@@ -169,6 +239,7 @@ void procord_connection_receive(procord_connection_t *c) {
     if (n <= 0) return;
     budget -= (size_t)n < budget ? (size_t)n : budget;
     procord_connection_heard(c);
+    if (c->on_input && !report_input(c, (size_t)n)) return;
     if (missing) {
       procord_frame_t frame;
       int r = procord_frame_parser_body_advance(&c->parser, (size_t)n, &frame);
@@ -180,6 +251,37 @@ void procord_connection_receive(procord_connection_t *c) {
        says EAGAIN, and the loop calls again when more comes. */
     if (!c->tls && (size_t)n < (missing ? missing : sizeof chunk)) return;
   }
+}
+
+/* Calls the on_input hook; returns 0 if the connection was freed or closed in it. */
+static int report_input(procord_connection_t *c, size_t count) {
+  c->in_callback++;
+  c->on_input(c, count, c->options.context);
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested && c->state != PROCORD_DISCONNECTED;
+}
+
+void procord_connection_set_hooks(procord_connection_t *c,
+                                  void (*on_input)(procord_connection_t *c, size_t count, void *context),
+                                  void (*on_drained)(procord_connection_t *c, void *context)) {
+  c->on_input = on_input;
+  c->on_drained = on_drained;
+}
+
+void procord_connection_pause_reading(procord_connection_t *c, int paused) {
+  if (c->paused == (paused != 0)) return;
+  c->paused = paused != 0;
+  if (paused || c->state != PROCORD_CONNECTED || c->reading_stopped) return;
+  /* Reading may have stopped at the read-ahead limit. */
+  if (c->tls) bufferevent_enable(c->tls, EV_READ);
+  else event_add(c->read_event, NULL);
+  /* What the stash or the TLS layer holds will not make the descriptor
+     readable again: look from the loop. */
+  if ((c->stash && evbuffer_get_length(c->stash) > 0) || c->tls) event_active(c->read_event, EV_READ, 0);
 }
 
 static void on_readable(evutil_socket_t fd, short events, void *argument) {
@@ -204,7 +306,8 @@ static int fail_writing(procord_connection_t *c, int error) {
   c->write_failed = 1;
   evbuffer_drain(c->output, evbuffer_get_length(c->output));
   event_del(c->write_event);
-  if (c->state == PROCORD_CONNECTED && !c->reading_stopped) return 1;
+  /* Paused, its last words would not be read anyway. */
+  if (c->state == PROCORD_CONNECTED && !c->reading_stopped && !c->paused) return 1;
   disconnect(c, error, "write");
   return 0;
 }
@@ -215,6 +318,20 @@ static struct evbuffer *next_output(procord_connection_t *c) {
   if (evbuffer_get_length(c->urgent) > 0) return c->urgent;
   if (c->securing || evbuffer_get_length(c->output) == 0) return NULL;
   return c->output;
+}
+
+/* Calls the on_drained hook once the queue is empty; returns 0 if the
+   connection was freed or closed in it. */
+static int report_drained(procord_connection_t *c) {
+  if (!c->on_drained || c->state != PROCORD_CONNECTED || procord_connection_pending_output(c) > 0) return 1;
+  c->in_callback++;
+  c->on_drained(c, c->options.context);
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested && c->state == PROCORD_CONNECTED;
 }
 
 int procord_connection_flush(procord_connection_t *c) {
@@ -245,7 +362,7 @@ int procord_connection_flush(procord_connection_t *c) {
     finish_close_nicely(c);
     return 0;
   }
-  return 1;
+  return report_drained(c);
 }
 
 int procord_connection_become_connected(procord_connection_t *c) {

@@ -39,7 +39,34 @@ struct procord_connection_s {
   struct evbuffer *urgent;  /* authentication frames, written before `output` */
   procord_auth_t auth;
   char *peer_name;          /* for the server's certificate check */
+  /* A server's hold on a client (procord_connection_pause_reading,
+     procord_connection_set_hooks). */
+  int paused;
+  struct evbuffer *stash; /* bytes read past the frame that paused reading */
+  void (*on_input)(procord_connection_t *c, size_t count, void *context);
+  void (*on_drained)(procord_connection_t *c, void *context);
 };
+
+/*
+ * While paused, delivers no frame: what comes is kept (what was read past
+ * the frame being delivered too), up to 256 KiB, then reading stops; the
+ * peer's end or a failed write still disconnects. Unpaused, frames resume
+ * from the loop, never inside this call. A server holds a client's next
+ * task this way while the one before runs (one task per connection at a
+ * time), and a worker's output while its client is slow.
+ */
+void procord_connection_pause_reading(procord_connection_t *c, int paused);
+
+/*
+ * Optional hooks for a server's accounting: `on_input` after each read of
+ * `count` bytes from the peer (before they are parsed), `on_drained` when a
+ * write from the loop has emptied the queue (never inside a send: check
+ * procord_connection_pending_output after it). Either may be NULL. Both may
+ * close or free the connection.
+ */
+void procord_connection_set_hooks(procord_connection_t *c,
+                                  void (*on_input)(procord_connection_t *c, size_t count, void *context),
+                                  void (*on_drained)(procord_connection_t *c, void *context));
 
 /* Closes at once like procord_connection_close, but a socket is reset
    (SO_LINGER 0) rather than shut down in order: the peer learns it at once

@@ -5,10 +5,15 @@
 /* Frame kinds on the control channel (see server_worker.c). */
 #define PROCORD_CONTROL_READY 'r'
 #define PROCORD_CONTROL_DONE 'd'
-/* The byte that carries a client's socket to a worker. */
+/* The byte that carries a session's socket to a worker. */
 #define PROCORD_CONTROL_CLIENT 'C'
 /* server -> worker: drain; end the client's connection once idle between tasks. */
 #define PROCORD_CONTROL_STOP 'S'
+
+/* The server's own worker thread (dont_fork): serves sessions handed over
+   on `control_fd`, one task each, until the server closes it. */
+struct procord_worker_options_s;
+int procord_server_serve_in_process(const struct procord_worker_options_s *options, int control_fd);
 
 /* Passes `client_fd` to the worker at the other end of `control_fd`. Returns 0 or -errno. */
 int procord_server_hand_over(int control_fd, int client_fd);

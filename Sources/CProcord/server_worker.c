@@ -1,15 +1,16 @@
 /*
- * The worker side of a server (procord/server.h): receive a client's socket
- * from the server, serve it, report, and wait for the next one.
+ * The worker side of a server (procord/server.h): receive a session (a
+ * socket on which the server sends whole tasks and takes their answers for
+ * their clients) from the server, serve it, report, and wait for the next.
  *
  * Between a server and its workers (never on a client's connection), on the
  * Unix socket the worker finds as its handoff descriptor:
- *   worker -> server  frames `0r` (ready: started, or done with a client) and
+ *   worker -> server  frames `0r` (ready: started) and, after each session,
  *                     `Nd` + one byte (the last answer's kind, 0 if none) +
- *                     the last task's name (what it served, for the log);
- *   server -> worker  one byte `C` carrying the client's socket (SCM_RIGHTS),
- *                     or one byte `S`: the server drains, so the client's
- *                     connection ends once it is idle between tasks.
+ *                     the last task's name;
+ *   server -> worker  one byte `C` carrying the session's socket (SCM_RIGHTS),
+ *                     or one byte `S` (older servers: end the session once
+ *                     idle between tasks), which is skipped.
  */
 #define _GNU_SOURCE
 #include "lineage_private.h"
@@ -68,22 +69,27 @@ static int receive_client(int control_fd) {
   return fd;
 }
 
-int procord_worker_serve_handoffs(const procord_worker_options_t *template, int control_fd) {
+/* Serves sessions until the server closes `control_fd`. A worker process
+   serves each session for as long as the server keeps it, and dies with its
+   task if the server closes it mid-task (the watchdog); the server's own
+   thread (`in_process`) serves one task per session (so that what its task
+   prints is captured only meanwhile) and is never killed. */
+static int serve_handoffs(const procord_worker_options_t *template, int control_fd, int in_process) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
   int error = send_control(control_fd, PROCORD_CONTROL_READY, NULL, 0);
   while (!error) {
-    int client = receive_client(control_fd);
-    if (client == PROCORD_ECLOSED) return 0; /* the server is done with us */
-    if (client < 0) return client;
+    int session = receive_client(control_fd);
+    if (session == PROCORD_ECLOSED) return 0; /* the server is done with us */
+    if (session < 0) return session;
     procord_worker_report_t report = {0};
     procord_worker_options_t options = *template;
-    options.read_fd = options.write_fd = client;
-    options.reusable = 1;
-    options.end_with_peer = 1;
+    options.read_fd = options.write_fd = session;
+    options.reusable = !in_process;
+    options.end_with_peer = !in_process;
     options.report = &report;
     options.stop_fd = control_fd;
-    procord_worker_serve(&options); /* whatever happened, the client is done */
-    close(client);
+    procord_worker_serve(&options); /* whatever happened, the session is done */
+    close(session);
     unsigned char body[1 + sizeof report.task_name];
     size_t name = strlen(report.task_name);
     body[0] = report.last_answer;
@@ -91,6 +97,14 @@ int procord_worker_serve_handoffs(const procord_worker_options_t *template, int 
     error = send_control(control_fd, PROCORD_CONTROL_DONE, body, 1 + name);
   }
   return error == -EPIPE || error == -ECONNRESET ? 0 : error;
+}
+
+int procord_worker_serve_handoffs(const procord_worker_options_t *template, int control_fd) {
+  return serve_handoffs(template, control_fd, 0);
+}
+
+int procord_server_serve_in_process(const procord_worker_options_t *template, int control_fd) {
+  return serve_handoffs(template, control_fd, 1);
 }
 
 int procord_server_tell_stop(int control_fd) {

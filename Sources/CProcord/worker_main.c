@@ -72,6 +72,7 @@ int procord_worker_run_server(const procord_worker_command_t *command,
       .context = &level,
       .security = security,
       .handshake_timeout_ms = command->handshake_timeout_ms > 0 ? command->handshake_timeout_ms : 0,
+      .max_message_size = command->max_message_size,
   };
   error = procord_server_run(&options);
   procord_security_release(security);

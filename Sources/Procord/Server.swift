@@ -129,6 +129,7 @@ public enum Server {
         // The hooks keep options.security, and so its reference, alive.
         c.security = options.security?.pointer
         c.handshake_timeout_ms = milliseconds(options.handshakeTimeout)
+        c.max_message_size = options.maxMessageSize > 0 ? options.maxMessageSize : 0
         return withExtendedLifetime(hooks) { procord_server_run(&c) }
       }
     }

@@ -2,15 +2,24 @@
  * procord/server.h: worker servers, which serve tasks to main programs over
  * TCP, speaking exactly the wire protocol of docs/PROTOCOL.md.
  *
- * The server process only accepts connections and hands each to a worker
- * process started by exec (posix_spawn; never a fork of the server), passing
- * the accepted socket over a Unix socket (SCM_RIGHTS). A few workers are
- * started ahead of time, so a client does not wait for a process start, and
- * a worker goes back to the server when its connection ends. At most
- * `max_simultaneous_tasks` connections are served at once; the others wait
- * in the listening socket's backlog, neither refused nor dropped. A worker
- * that crashes is replaced and affects no one else; a client that goes away
- * mid-task makes its worker kill itself (its watchdog).
+ * The server process reads each client's task (its `T` and `V` frames)
+ * itself, and only then hands it to a worker process started by exec
+ * (posix_spawn; never a fork of the server), over a Unix socket, and
+ * carries the answer back. A task slot is for a task, not a connection: a
+ * client that is only connected, half-way through a task, or between tasks
+ * holds no worker. At most `max_simultaneous_tasks` tasks run at once;
+ * whole tasks wait their turn oldest first, one per connection at a time,
+ * so a client that sends task after task goes behind the others after each
+ * one. A few workers are started ahead of time, so a task does not wait for
+ * a process start. A worker that crashes is replaced and affects no one
+ * else; a client that goes away mid-task has its task's worker killed.
+ *
+ * Every client is bounded in time: a task must arrive whole within
+ * task_timeout_ms (longer for a big one, at min_receive_rate), an answer
+ * must be taken within answer_timeout_ms (at min_send_rate), a connection
+ * may wait idle between tasks idle_timeout_ms. And in number: at most
+ * max_connections clients (the one idle longest makes way for a new one),
+ * optionally per client address. See docs/SERVER.md.
  */
 #ifndef PROCORD_SERVER_H
 #define PROCORD_SERVER_H
@@ -28,8 +37,15 @@ extern "C" {
 
 /* The port a server listens on when none is given (the original's). */
 #define PROCORD_DEFAULT_PORT 1111
-/* Connections served at once when no limit is given. */
+/* Tasks run at once when no limit is given. */
 #define PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS 16
+/* Client connections held at once when no limit is given. */
+#define PROCORD_DEFAULT_MAX_CONNECTIONS 1024
+/* Time limits and rates when none is given (docs/SERVER.md). */
+#define PROCORD_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define PROCORD_DEFAULT_TASK_TIMEOUT_MS 10000
+#define PROCORD_DEFAULT_ANSWER_TIMEOUT_MS 10000
+#define PROCORD_DEFAULT_MIN_RATE (64 * 1024) /* bytes per second, both ways */
 
 typedef enum procord_log_level {
   PROCORD_LOG_ERROR = 0,
@@ -53,8 +69,34 @@ void procord_address_string(const struct sockaddr *address, socklen_t length, ch
 typedef int (*procord_accept_filter_fn)(void *context, const struct sockaddr *peer,
                                         socklen_t length);
 
-/* Asked after each connection; returning 0 stops the server as SIGTERM does. */
+/* Asked after each task and each client connection's end; returning 0
+   stops the server as SIGTERM does. */
 typedef int (*procord_keep_running_fn)(void *context);
+
+/*
+ * A server's figures, kept up to date while it runs (by its thread, with
+ * relaxed atomic stores: another thread may read each field with
+ * __atomic_load_n, or plainly for an estimate). Counters only grow;
+ * the `_now` fields are gauges.
+ */
+typedef struct procord_server_stats_s {
+  unsigned long long connections_accepted;
+  unsigned long long tasks_answered;      /* a terminal frame carried back to its client */
+  unsigned long long refused_max_connections;  /* at max_connections, none idle to close */
+  unsigned long long refused_peer_connections; /* at max_connections_per_peer */
+  unsigned long long evicted_idle;        /* idle clients closed to make way for a new one */
+  unsigned long long idle_timeouts;       /* idle past idle_timeout_ms */
+  unsigned long long task_timeouts;       /* a task not whole within its time (or silent past read_timeout_ms) */
+  unsigned long long answer_timeouts;     /* an answer not taken within its time */
+  unsigned long long protocol_errors;     /* ill-formed, unexpected or too long: answered `E` */
+  unsigned long long unknown_tasks;       /* answered `E0` */
+  unsigned long long clients_gone_mid_task; /* its worker killed */
+  unsigned long long workers_lost_mid_task; /* the worker ended during a task */
+  unsigned long long workers_started;
+  int connections_now;   /* client connections (not those in the gate) */
+  int tasks_running_now;
+  int tasks_waiting_now; /* whole tasks waiting for a worker */
+} procord_server_stats_t;
 
 typedef struct procord_server_options_s {
   /* Where to listen: an IPv4 or IPv6 literal or a DNS name; NULL means
@@ -67,12 +109,15 @@ typedef struct procord_server_options_s {
      else fails the start with a log line saying why); 0 or -1: bind, unless
      the process was socket-activated (procord_server_activated_socket). */
   int listen_fd;
-  int max_simultaneous_tasks;  /* 0: PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS */
+  int max_simultaneous_tasks;  /* tasks running at once; 0: PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS */
   int prestarted_workers;      /* idle workers kept ready; 0: min(2, max) */
-  /* Serve each connection inside the server process, one at a time, with
-     `tasks`, instead of in worker processes. */
+  /* Run each task inside the server process (on a thread of its own), one
+     at a time, with `tasks`, instead of in worker processes. */
   int dont_fork;
-  const procord_worker_task_t *tasks; /* for dont_fork */
+  /* The tasks the workers serve (with dont_fork, the ones run here). When
+     given, a task of another name is answered `E0` by the server itself,
+     without a worker; NULL with 0: every name goes to a worker. */
+  const procord_worker_task_t *tasks;
   size_t task_count;
   /* How to start a worker: its program and argv, which must make it call
      procord_worker_serve_handoffs on descriptor PROCORD_WORKER_SOCKET_FD
@@ -87,9 +132,10 @@ typedef struct procord_server_options_s {
      in its queue for the next start instead of being refused. */
   int handle_signals;
   int drain_timeout_ms;
-  /* With dont_fork: how long a client may stay silent while a task's frames
-     are awaited (procord_worker_options_t's read_timeout_ms); 0: no limit.
-     Workers get theirs from their argv (`--procord-read-timeout MS`). */
+  /* How long a client may stay silent in the middle of a task (on top of
+     task_timeout_ms, which bounds the whole); 0: no such limit. Workers get
+     theirs from their argv (`--procord-read-timeout MS`), for the server's
+     side of their socket. */
   int read_timeout_ms;
   procord_accept_filter_fn accept_filter; /* NULL: serve everyone */
   procord_keep_running_fn keep_running;   /* NULL: run until a signal */
@@ -103,9 +149,10 @@ typedef struct procord_server_options_s {
      process before anything of a task is read. A peer that fails is told
      why when the protocol allows (a `U` frame), logged at warning level
      ("PEER: refused: REASON") and closed, and never reaches a worker. A TLS
-     client's bytes are relayed to its worker over a socketpair; workers
-     never load the key or the secret. Peers in the handshake count toward
-     max_simultaneous_tasks. A server listening beyond loopback that does
+     client's bytes are relayed to the server's side over a socketpair;
+     workers never load the key or the secret. Peers in the handshake count
+     toward max_connections (and per peer), never toward the task slots. A
+     server listening beyond loopback that does
      not authenticate its clients (no shared secret, no required client
      certificate) logs a warning at start. TLS cannot be combined with
      dont_fork. */
@@ -113,6 +160,31 @@ typedef struct procord_server_options_s {
   /* How long a peer has to finish TLS and authentication;
      0: PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS. */
   int handshake_timeout_ms;
+  /* ---- Bounds on clients (docs/SERVER.md) ---- */
+  /* Client connections held at once (in the gate too); 0:
+     PROCORD_DEFAULT_MAX_CONNECTIONS. At the limit a new connection closes
+     the one idle longest; if none is idle it is refused with a `U` frame
+     saying so. */
+  int max_connections;
+  /* Per client address (IP): connections, and tasks running at once
+     (beyond it, its tasks wait while other addresses' run); 0: no limit. */
+  int max_connections_per_peer;
+  int max_tasks_per_peer;
+  /* Milliseconds; 0: the PROCORD_DEFAULT_* above; negative: no limit.
+     idle: between tasks, and before the first. task: from a task's first
+     byte to its last, plus one second per min_receive_rate bytes received.
+     answer: from the answer queued to its last byte taken, plus one second
+     per min_send_rate bytes of it. */
+  int idle_timeout_ms;
+  int task_timeout_ms;
+  int answer_timeout_ms;
+  int min_receive_rate; /* bytes per second; 0: PROCORD_DEFAULT_MIN_RATE */
+  int min_send_rate;    /* bytes per second; 0: PROCORD_DEFAULT_MIN_RATE */
+  /* The largest frame a client may send (`E3` beyond); 0: the process's
+     default (procord_default_max_message_size()). */
+  size_t max_message_size;
+  /* Optional: figures the server keeps up to date while it runs. */
+  procord_server_stats_t *stats;
 } procord_server_options_t;
 
 /*
