@@ -24,9 +24,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -282,8 +284,9 @@ static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        server_log(s, PROCORD_LOG_WARNING, "accept: %s; retrying in %d ms (max_connections is %d: lower it, or "
-                   "raise the descriptor limit)", strerror(errno), ACCEPT_RETRY_MS, s->max_connections);
+        server_note(s, REASON_OUT_OF_DESCRIPTORS, PROCORD_LOG_WARNING, "server",
+                    "accept: %s; retrying in %d ms (%d connections held; lower max_connections, or raise the "
+                    "descriptor limit)", strerror(errno), ACCEPT_RETRY_MS, s->client_count);
         s->accept_paused = 1;
         event_del(s->accept_event);
         procord_timer_arm(s->retry_timer, ACCEPT_RETRY_MS);
@@ -497,8 +500,41 @@ static void apply_limits(server_t *s, const procord_server_options_t *options) {
   s->min_send_rate = options->min_send_rate > 0 ? options->min_send_rate : PROCORD_DEFAULT_MIN_RATE;
   s->drain_timeout_ms = options->drain_timeout_ms > 0 ? options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
   s->max_message_size = options->max_message_size > 0 ? options->max_message_size : procord_default_max_message_size();
+  s->max_held_bytes = options->max_buffered_task_bytes;
+  if (s->max_held_bytes == 0) {
+    s->max_held_bytes = (size_t)256 << 20;
+    if (s->max_message_size <= SIZE_MAX / 2 && 2 * s->max_message_size > s->max_held_bytes)
+      s->max_held_bytes = 2 * s->max_message_size;
+  }
   s->stats = options->stats ? options->stats : &s->local_stats;
   memset(s->stats, 0, sizeof *s->stats);
+}
+
+/*
+ * Descriptors for max_connections clients (a TLS client holds three: its
+ * socket and its relay's pair) and the workers (their control and session
+ * sockets): the soft limit is raised toward the hard one if it is short
+ * (Linux starts programs at 1024), and max_connections lowered, saying so,
+ * if even that is not enough.
+ */
+static void fit_descriptor_limit(server_t *s) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  rlim_t per_client = s->options->security && procord_security_uses_tls(s->options->security) ? 3 : 1;
+  rlim_t reserve = (rlim_t)s->max * 4 + 64;
+  rlim_t needed = (rlim_t)s->max_connections * per_client + reserve;
+  if (limit.rlim_cur >= needed) return;
+  rlim_t raised = limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= needed ? needed : limit.rlim_max;
+  if (raised > limit.rlim_cur) {
+    struct rlimit wanted = {raised, limit.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &wanted) == 0) limit.rlim_cur = raised;
+  }
+  if (limit.rlim_cur >= needed) return;
+  int fits = limit.rlim_cur > reserve + per_client ? (int)((limit.rlim_cur - reserve) / per_client) : 1;
+  server_log(s, PROCORD_LOG_WARNING,
+             "max_connections lowered from %d to %d: the descriptor limit is %llu (raise it with ulimit -n, "
+             "or LimitNOFILE= under systemd)", s->max_connections, fits, (unsigned long long)limit.rlim_cur);
+  s->max_connections = fits;
 }
 
 int procord_server_run(const procord_server_options_t *options) {
@@ -518,6 +554,7 @@ int procord_server_run(const procord_server_options_t *options) {
   s->base = procord_loop_base(s->loop);
   route_libevent_log(s);
   error = check_security(s);
+  if (!error) fit_descriptor_limit(s);
   if (!error) error = open_listener(s);
   if (!error) warn_if_exposed(s);
   if (!error) {

@@ -21,6 +21,8 @@
    the worker is read no more (the worker then waits, its slot held, under
    the answer time limit). */
 #define HIGH_WATER (4 * 1024 * 1024)
+/* A task this small never waits for room under max_held_bytes. */
+#define SMALL_TASK (64 * 1024)
 /* Bodies at least this big are lent from the worker's session, not copied. */
 #define LEND_FROM 65536
 
@@ -29,11 +31,18 @@ static void arm_timer(server_client_t *c);
 
 /* ---- Lists: every client; the ready queue and the idle list ---- */
 
+static server_client_t **queue_head(server_t *s, int which) {
+  return which == 1 ? &s->ready_head : which == 2 ? &s->idle_head : &s->budget_head;
+}
+
+static server_client_t **queue_tail(server_t *s, int which) {
+  return which == 1 ? &s->ready_tail : which == 2 ? &s->idle_tail : &s->budget_tail;
+}
+
 static void unqueue(server_client_t *c) {
   server_t *s = c->server;
   if (!c->queued_in) return;
-  server_client_t **head = c->queued_in == 1 ? &s->ready_head : &s->idle_head;
-  server_client_t **tail = c->queued_in == 1 ? &s->ready_tail : &s->idle_tail;
+  server_client_t **head = queue_head(s, c->queued_in), **tail = queue_tail(s, c->queued_in);
   if (c->queue_previous) c->queue_previous->queue_next = c->queue_next;
   else *head = c->queue_next;
   if (c->queue_next) c->queue_next->queue_previous = c->queue_previous;
@@ -46,8 +55,7 @@ static void unqueue(server_client_t *c) {
 static void enqueue(server_client_t *c, int which) {
   server_t *s = c->server;
   unqueue(c);
-  server_client_t **head = which == 1 ? &s->ready_head : &s->idle_head;
-  server_client_t **tail = which == 1 ? &s->ready_tail : &s->idle_tail;
+  server_client_t **head = queue_head(s, which), **tail = queue_tail(s, which);
   c->queue_previous = *tail;
   if (*tail) (*tail)->queue_next = c;
   else *head = c;
@@ -64,7 +72,21 @@ static void set_state(server_client_t *c, client_state_t state) {
   clock_gettime(CLOCK_MONOTONIC, &c->since);
 }
 
+static void resume_waiting(server_t *s);
+
+/* The task's bytes are no longer the server's to hold (handed to a worker,
+   or dropped): room for those waiting. */
+static void release_held(server_client_t *c) {
+  server_t *s = c->server;
+  if (!c->held) return;
+  s->held_bytes -= c->held;
+  c->held = 0;
+  SERVER_SET(s, task_bytes_buffered_now, s->held_bytes);
+  resume_waiting(s);
+}
+
 static void forget_task(server_client_t *c) {
+  release_held(c);
   free(c->task_name);
   free(c->input);
   c->task_name = NULL;
@@ -77,6 +99,7 @@ static void forget_task(server_client_t *c) {
 static void client_free(server_client_t *c) {
   server_t *s = c->server;
   unqueue(c);
+  release_held(c);
   if (c->state == CLIENT_RECEIVING) s->receiving--;
   if (c->worker) {
     server_worker_t *w = c->worker;
@@ -127,8 +150,9 @@ static double remaining_ms(server_client_t *c) {
   server_t *s = c->server;
   double elapsed = server_ms_since(&c->since), limit = -1;
   switch (c->state) {
-  case CLIENT_IDLE:
+  case CLIENT_IDLE: /* silent since its last answer (or since it came) */
     limit = s->idle_timeout_ms;
+    if (s->read_timeout_ms > 0 && (limit < 0 || s->read_timeout_ms < limit)) limit = s->read_timeout_ms;
     break;
   case CLIENT_RECEIVING:
     if (s->task_timeout_ms >= 0) limit = s->task_timeout_ms + (double)c->received * 1000.0 / (double)s->min_receive_rate;
@@ -170,8 +194,8 @@ static void on_timer(evutil_socket_t fd, short events, void *argument) {
   }
   switch (c->state) {
   case CLIENT_IDLE:
-    server_note(s, REASON_IDLE_TIMEOUT, PROCORD_LOG_DEBUG, c->name, "closed: idle for %d ms",
-                s->idle_timeout_ms);
+    server_note(s, REASON_IDLE_TIMEOUT, PROCORD_LOG_DEBUG, c->name, "closed: idle for %.0f ms",
+                server_ms_since(&c->since));
     client_close(c, 0);
     return;
   case CLIENT_RECEIVING:
@@ -202,13 +226,47 @@ static void begin_receiving(server_client_t *c) {
   arm_timer(c);
 }
 
+/* Stops reading a big task until there is room (resume_waiting); the time
+   it waits is not counted against it. */
+static void wait_for_room(server_client_t *c) {
+  procord_connection_pause_reading(c->connection, 1);
+  clock_gettime(CLOCK_MONOTONIC, &c->waiting_since);
+  event_del(c->timer);
+  enqueue(c, 3);
+}
+
+static void shift(struct timespec *t, double ms) {
+  long long ns = (long long)t->tv_nsec + (long long)(ms * 1e6);
+  t->tv_sec += (time_t)(ns / 1000000000LL);
+  t->tv_nsec = (long)(ns % 1000000000LL);
+}
+
+static void resume_waiting(server_t *s) {
+  while (s->budget_head && s->held_bytes < s->max_held_bytes) {
+    server_client_t *c = s->budget_head;
+    unqueue(c);
+    double waited = server_ms_since(&c->waiting_since);
+    shift(&c->since, waited);
+    shift(&c->last_input, waited);
+    arm_timer(c);
+    procord_connection_pause_reading(c->connection, 0);
+  }
+}
+
 static void on_input(procord_connection_t *connection, size_t count, void *context) {
   (void)connection;
   server_client_t *c = context;
+  server_t *s = c->server;
   if (c->state == CLIENT_IDLE) begin_receiving(c);
   if (c->state != CLIENT_RECEIVING) return; /* a next task, read ahead: counted when it begins */
   c->received += count;
+  c->held += count;
+  s->held_bytes += count;
+  SERVER_SET(s, task_bytes_buffered_now, s->held_bytes);
   clock_gettime(CLOCK_MONOTONIC, &c->last_input);
+  /* Past max_held_bytes, a big task waits for room (small ones never do,
+     nor the only task being read: it would never end). */
+  if (c->held > SMALL_TASK && s->held_bytes > s->max_held_bytes && s->held_bytes > c->held) wait_for_room(c);
 }
 
 static int known_task(server_t *s, const procord_frame_t *name) {
@@ -313,6 +371,7 @@ server_client_t *server_client_next_ready(server_t *s) {
   for (server_client_t *c = s->ready_head; c; c = c->queue_next) {
     if (s->max_tasks_per_peer > 0 && c->peer && c->peer->running >= s->max_tasks_per_peer) continue;
     unqueue(c);
+    release_held(c); /* its input goes to the worker now */
     set_state(c, CLIENT_RUNNING);
     c->since = c->queued; /* the task's time, for the log */
     if (c->peer) c->peer->running++;

@@ -73,8 +73,10 @@ struct server_client_s {
   size_t answer_bytes;    /* queued for the client when its answer was */
   server_worker_t *worker; /* while RUNNING */
   server_client_t *previous, *next;             /* every client */
-  server_client_t *queue_previous, *queue_next; /* the ready queue, or the idle list */
-  int queued_in;                                /* 0 none, 1 ready queue, 2 idle list */
+  server_client_t *queue_previous, *queue_next; /* the ready queue, the idle list, or the wait for room */
+  int queued_in;                                /* 0 none, 1 ready, 2 idle, 3 waiting for room */
+  size_t held;                                  /* of its task, in held_bytes */
+  struct timespec waiting_since;                /* for room: its time limit stops meanwhile */
 };
 
 typedef enum {
@@ -98,6 +100,7 @@ struct server_worker_s {
   worker_state_t state;
   server_client_t *client;  /* whose task it runs */
   int done_reported;        /* its `d` came before its session's end was read */
+  int needs_session;        /* none could be made (no descriptors): tried again later */
   server_worker_t *previous, *next;
 };
 
@@ -114,6 +117,7 @@ typedef enum {
   REASON_UNKNOWN_TASK,
   REASON_CLIENT_GONE,
   REASON_WORKER_LOST,
+  REASON_OUT_OF_DESCRIPTORS, /* accept or a session's socket: EMFILE and the like (logged only) */
   REASON_COUNT
 } server_reason_t;
 
@@ -141,6 +145,10 @@ struct server_s {
   int ready;
   server_client_t *idle_head, *idle_tail;
   int receiving;
+  /* Bytes of tasks read and not yet handed to a worker, and the clients
+     waiting for room under max_held_bytes to read on. */
+  size_t held_bytes, max_held_bytes;
+  server_client_t *budget_head, *budget_tail;
   /* Peers in the gate, and TLS relays (server.c). */
   struct secured_peer_s *secured;
   int securing;

@@ -76,6 +76,7 @@ static void count_reason(server_t *s, server_reason_t reason) {
   case REASON_UNKNOWN_TASK: SERVER_COUNT(s, unknown_tasks, 1); break;
   case REASON_CLIENT_GONE: SERVER_COUNT(s, clients_gone_mid_task, 1); break;
   case REASON_WORKER_LOST: SERVER_COUNT(s, workers_lost_mid_task, 1); break;
+  case REASON_OUT_OF_DESCRIPTORS:
   case REASON_COUNT: break;
   }
 }
@@ -102,4 +103,26 @@ void server_note(server_t *s, server_reason_t reason, procord_log_level_t level,
     server_log(s, level, "%s: %s (and %u more like it since the last such line)", peer, what, unlogged);
   else
     server_log(s, level, "%s: %s", peer, what);
+}
+
+void procord_server_stats_read(const procord_server_stats_t *stats, procord_server_stats_t *copy) {
+#define READ(field) copy->field = __atomic_load_n(&stats->field, __ATOMIC_RELAXED)
+  READ(connections_accepted);
+  READ(tasks_answered);
+  READ(refused_max_connections);
+  READ(refused_peer_connections);
+  READ(evicted_idle);
+  READ(idle_timeouts);
+  READ(task_timeouts);
+  READ(answer_timeouts);
+  READ(protocol_errors);
+  READ(unknown_tasks);
+  READ(clients_gone_mid_task);
+  READ(workers_lost_mid_task);
+  READ(workers_started);
+  READ(connections_now);
+  READ(tasks_running_now);
+  READ(tasks_waiting_now);
+  READ(task_bytes_buffered_now);
+#undef READ
 }

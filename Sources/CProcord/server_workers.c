@@ -29,6 +29,8 @@ static void on_session_state(procord_connection_t *c, procord_connection_state_t
 static void on_control_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context);
 static void on_control_state(procord_connection_t *c, procord_connection_state_t state, void *context);
 static void on_worker_exit(evutil_socket_t fd, short events, void *context);
+static void open_session(server_worker_t *w);
+static void schedule_respawn(server_t *s);
 
 /* ---- States and counts ---- */
 
@@ -187,6 +189,11 @@ static void schedule_respawn(server_t *s) {
 
 void server_workers_keep_warm(server_t *s) {
   if (evtimer_pending(s->respawn_timer, NULL)) return;
+  for (server_worker_t *w = s->workers, *next; w; w = next) {
+    next = w->next;
+    if (w->needs_session && w->state == WORKER_BETWEEN) open_session(w);
+    if (evtimer_pending(s->respawn_timer, NULL)) return;
+  }
   /* Enough workers on their way to idle for the warm count (not while
      draining) and for the tasks waiting, within the limit. */
   int warm = s->draining ? 0 : s->warm;
@@ -206,9 +213,15 @@ void server_workers_keep_warm(server_t *s) {
 static void open_session(server_worker_t *w) {
   server_t *s = w->server;
   int pair[2];
+  w->needs_session = 0;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    server_log(s, PROCORD_LOG_ERROR, "no socket for a worker's session: %s; the worker is retired", strerror(errno));
-    retire(w, 1);
+    /* Out of descriptors (clients hold them): the worker waits, and the
+       respawn timer tries again, rather than spinning or killing it. */
+    server_note(s, REASON_OUT_OF_DESCRIPTORS, PROCORD_LOG_WARNING, "server",
+                "no socket for a worker's session (%s); trying again shortly", strerror(errno));
+    w->needs_session = 1;
+    s->start_failures++;
+    schedule_respawn(s);
     return;
   }
   int error = procord_server_hand_over(w->control_fd, pair[1]);
@@ -251,6 +264,7 @@ static server_worker_t *find_idle(server_t *s) {
 
 void server_dispatch(server_t *s) {
   server_worker_t *w;
+  server_workers_keep_warm(s); /* sessions that could not be made before, first */
   while (s->ready > 0 && (w = find_idle(s))) {
     server_client_t *c = server_client_next_ready(s);
     if (!c) break; /* each waiting task's address runs its most already */
@@ -348,6 +362,7 @@ static void on_control_frame(procord_connection_t *control, const procord_frame_
   server_t *s = w->server;
   if (!error && frame->kind == PROCORD_CONTROL_READY && w->state == WORKER_STARTING) {
     s->start_failures = 0;
+    set_state(w, WORKER_BETWEEN);
     open_session(w);
     server_dispatch(s);
     return;

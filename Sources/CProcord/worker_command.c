@@ -40,6 +40,7 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   command->read_timeout_ms = -1;
   command->drain_timeout_ms = -1;
   command->handshake_timeout_ms = -1;
+  command->idle_timeout_ms = command->task_timeout_ms = command->answer_timeout_ms = -1;
   command->first_argument = argc;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
@@ -73,7 +74,9 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
           IS("max-simultaneous-tasks") || IS("max-message-size") || IS("handoff-fd") ||
           IS("read-timeout") || IS("drain-timeout") || IS("log-level") || IS("tls-cert") ||
           IS("tls-key") || IS("tls-ca") || IS("tls-server-name") || IS("secret-file") ||
-          IS("secret-env") || IS("handshake-timeout")))
+          IS("secret-env") || IS("handshake-timeout") || IS("max-connections") ||
+          IS("max-connections-per-peer") || IS("max-tasks-per-peer") || IS("idle-timeout") ||
+          IS("task-timeout") || IS("answer-timeout") || IS("min-receive-rate") || IS("min-send-rate")))
       return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
     const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
@@ -110,6 +113,22 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       command->max_simultaneous_tasks = (int)n;
     else if (IS("max-message-size") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
       command->max_message_size = (size_t)n;
+    else if (IS("max-connections") && parse_number(value, 1, 1 << 24, &n) == 0)
+      command->max_connections = (int)n;
+    else if (IS("max-connections-per-peer") && parse_number(value, 1, 1 << 24, &n) == 0)
+      command->max_connections_per_peer = (int)n;
+    else if (IS("max-tasks-per-peer") && parse_number(value, 1, 1 << 20, &n) == 0)
+      command->max_tasks_per_peer = (int)n;
+    else if (IS("idle-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
+      command->idle_timeout_ms = (int)n;
+    else if (IS("task-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
+      command->task_timeout_ms = (int)n;
+    else if (IS("answer-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
+      command->answer_timeout_ms = (int)n;
+    else if (IS("min-receive-rate") && parse_number(value, 1, 1 << 30, &n) == 0)
+      command->min_receive_rate = (int)n;
+    else if (IS("min-send-rate") && parse_number(value, 1, 1 << 30, &n) == 0)
+      command->min_send_rate = (int)n;
     else
       return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
 #undef IS

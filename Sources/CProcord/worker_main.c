@@ -22,6 +22,10 @@ static void log_to_stderr(void *context, procord_log_level_t level, const char *
   fprintf(stderr, "procord server: %s: %s\n", level_names[level], message);
 }
 
+/* A command line's time limit as the server's options take it: not given
+   (-1) is the default (0), and 0 given is no limit (-1). */
+static int server_time_limit(int command_ms) { return command_ms < 0 ? 0 : command_ms == 0 ? -1 : command_ms; }
+
 int procord_worker_run_server(const procord_worker_command_t *command,
                               const procord_worker_task_t *tasks, size_t task_count) {
   /* The workers are this program again, told what the server was told. */
@@ -73,6 +77,14 @@ int procord_worker_run_server(const procord_worker_command_t *command,
       .security = security,
       .handshake_timeout_ms = command->handshake_timeout_ms > 0 ? command->handshake_timeout_ms : 0,
       .max_message_size = command->max_message_size,
+      .max_connections = command->max_connections,
+      .max_connections_per_peer = command->max_connections_per_peer,
+      .max_tasks_per_peer = command->max_tasks_per_peer,
+      .idle_timeout_ms = server_time_limit(command->idle_timeout_ms),
+      .task_timeout_ms = server_time_limit(command->task_timeout_ms),
+      .answer_timeout_ms = server_time_limit(command->answer_timeout_ms),
+      .min_receive_rate = command->min_receive_rate,
+      .min_send_rate = command->min_send_rate,
   };
   error = procord_server_run(&options);
   procord_security_release(security);

@@ -60,7 +60,17 @@ import Testing
       program: testWorkerPath,
       options: ["--procord-max-simultaneous-tasks", "64", "--procord-read-timeout", "20000"])
     defer { server.ensureStopped() }
-    let highest = try #require(ExhaustionFixture.descriptors(of: server.pid).max())
+    // Its two warm workers start after it says it is ready, and each takes
+    // descriptors for a while as it starts: measure once they are settled.
+    var settled: [Int32] = []
+    let quiet = repeatUntil(deadline: .seconds(10)) {
+      let before = ExhaustionFixture.descriptors(of: server.pid)
+      usleep(200_000)
+      settled = ExhaustionFixture.descriptors(of: server.pid)
+      return childrenOf(server.pid).count == 2 && Set(before) == Set(settled)
+    }
+    try #require(quiet, "the server's workers did not settle: \(server.output)")
+    let highest = try #require(settled.max())
     let limited = procord_test_limit_descriptors(server.pid, UInt(highest + 13))
     try #require(limited == 0, "prlimit: errno \(-limited)")
     var clients = try (0..<40).map { _ in try RawConnection(port: server.port) }

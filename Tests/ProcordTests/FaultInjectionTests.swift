@@ -123,9 +123,10 @@ import Testing
     }
   }
 
-  /// A server whose worker stalls mid-frame: with an idle timeout the
-  /// delegation ends `.timedOut(.waitingForTheWorker)`; the server's worker,
-  /// whose client went away mid-task, is ended, and the server serves on.
+  /// A server whose worker stalls mid-frame (the server, which forwards
+  /// whole frames, is then silent): with an idle timeout the delegation
+  /// ends `.timedOut(.waitingForTheWorker)`; the server's worker, whose
+  /// client went away mid-task, is ended, and the server serves on.
   @Test func serverStalledMidFrameTimesOutAtTheIdleTimeout() throws {
     warmUp()
     let server = try ServerUnderTest(program: testWorkerPath)
@@ -211,10 +212,11 @@ import Testing
 
   // MARK: - On a worker server
 
-  /// The server's worker writes part of a `V` frame on the client's socket
-  /// and dies of SIGSEGV: the client is disconnected (a server's worker has
-  /// no exit code to give), the server logs the death and serves the next
-  /// client.
+  /// The server's worker writes part of a `V` frame to the server and dies
+  /// of SIGSEGV: the client is disconnected (the server forwards whole
+  /// frames only, and a server's worker has no exit code to give), the
+  /// server logs the death, naming the worker's pid and signal, and serves
+  /// the next client.
   @Test func taskThatCrashesMidOutputOnAServerLeavesTheServerServing() throws {
     warmUp()
     let server = try ServerUnderTest(program: testWorkerPath, options: ["--procord-log-level", "debug"])
@@ -223,7 +225,7 @@ import Testing
     FaultFixture.finish(process)
     #expect(failure(process.status) == .workerDisconnected(.closedWithoutAnswer))
     let logged = server.child.output.wait(timeout: .seconds(10)) {
-      $0.contains("worker killed by signal \(SIGSEGV) during the task")
+      $0.contains("the worker running its task crash-mid-output (pid ") && $0.contains("was killed by signal \(SIGSEGV)")
     }
     #expect(logged, "the server did not log its worker's death: \(server.output)")
     #expect(outputOf(try delegate(FaultFixture.crashOnTenths, 7, to: server.remote)) == 7)

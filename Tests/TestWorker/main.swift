@@ -72,7 +72,7 @@
 //                           (empty if unset)
 //   directory               answers the worker's working directory
 //   crash-mid-output        in a server's worker: writes `1000V` and 10
-//                           bytes straight onto the client's TCP socket
+//                           bytes straight onto its session with the server
 //                           (the task's own answer never comes), then dies
 //                           of SIGSEGV
 //   stall-mid-output        the same, then sleeps an hour
@@ -389,26 +389,26 @@ let directory = WorkerTask<String, String>(name: "directory", input: .utf8, outp
   return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// The connection to the client, in a server's worker: its one TCP socket
-/// (the handoff socket and the rest are Unix sockets, pipes and files).
-func clientSocket() -> Int32? {
-  for fd in Int32(0)..<1024 {
+/// Where a server's worker writes its answers: its session with the server
+/// (which carries them to the client), the Unix stream socket other than
+/// the handoff descriptor 3 (the rest are pipes and files).
+func sessionSocket() -> Int32? {
+  for fd in Int32(4)..<1024 {
     var address = sockaddr_storage()
     var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
     let named = withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
-    let family = Int32(address.ss_family)
-    if named == 0 && (family == AF_INET || family == AF_INET6) { return fd }
+    if named == 0 && Int32(address.ss_family) == AF_UNIX { return fd }
   }
   return nil
 }
 
-/// Writes ``partialFrame`` straight onto the client's socket, behind the
+/// Writes ``partialFrame`` straight onto the session's socket, behind the
 /// worker loop's back, as a worker dying in the middle of its answer would
 /// have left it.
 func sendPartialFrameToClient() throws {
-  guard let fd = clientSocket() else { throw TaskFailure(description: "no TCP socket: not in a server's worker") }
+  guard let fd = sessionSocket() else { throw TaskFailure(description: "no session socket: not in a server's worker") }
   let sent = partialFrame.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
   guard sent == partialFrame.count else { throw TaskFailure(description: "send: errno \(errno)") }
 }

@@ -96,7 +96,12 @@ typedef struct procord_server_stats_s {
   int connections_now;   /* client connections (not those in the gate) */
   int tasks_running_now;
   int tasks_waiting_now; /* whole tasks waiting for a worker */
+  unsigned long long task_bytes_buffered_now; /* see max_buffered_task_bytes */
 } procord_server_stats_t;
+
+/* Copies `stats` into `*copy`, each field read atomically: for a thread
+   other than the server's. */
+void procord_server_stats_read(const procord_server_stats_t *stats, procord_server_stats_t *copy);
 
 typedef struct procord_server_options_s {
   /* Where to listen: an IPv4 or IPv6 literal or a DNS name; NULL means
@@ -183,6 +188,11 @@ typedef struct procord_server_options_s {
   /* The largest frame a client may send (`E3` beyond); 0: the process's
      default (procord_default_max_message_size()). */
   size_t max_message_size;
+  /* Bytes of tasks read and not yet handed to a worker, all clients
+     together. Past it, a task above 64 KiB waits (its time limit stopped)
+     until there is room; smaller ones never wait. 0: 256 MiB or twice
+     max_message_size, whichever is more. */
+  size_t max_buffered_task_bytes;
   /* Optional: figures the server keeps up to date while it runs. */
   procord_server_stats_t *stats;
 } procord_server_options_t;

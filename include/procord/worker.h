@@ -156,6 +156,17 @@ typedef struct procord_worker_command_s {
   const char *secret_file;            /* --procord-secret-file PATH, or NULL */
   const char *secret_environment;     /* --procord-secret-env NAME: the variable holding it, or NULL */
   int handshake_timeout_ms;           /* --procord-handshake-timeout MS (a server), or -1 */
+  /* A server's bounds on its clients (procord_server_options_t's, which
+     say what each does): 0 (or -1 for the time limits) when not given; a
+     time limit of 0 given means none. */
+  int max_connections;                /* --procord-max-connections N */
+  int max_connections_per_peer;       /* --procord-max-connections-per-peer N */
+  int max_tasks_per_peer;             /* --procord-max-tasks-per-peer N */
+  int idle_timeout_ms;                /* --procord-idle-timeout MS */
+  int task_timeout_ms;                /* --procord-task-timeout MS */
+  int answer_timeout_ms;              /* --procord-answer-timeout MS */
+  int min_receive_rate;               /* --procord-min-receive-rate BYTES_PER_SECOND */
+  int min_send_rate;                  /* --procord-min-send-rate BYTES_PER_SECOND */
 } procord_worker_command_t;
 
 /*
