@@ -62,4 +62,67 @@ import Testing
     if case .failure(let error) = result { Issue.record("Server.run threw \(error)") }
     #expect(peersSeen.withLock { $0 } == 2)
   }
+
+  /// The bounds and figures of `Server.Options`: a second connection from
+  /// an address allowed one is refused with a `U` frame naming the limit;
+  /// the statistics count the answered task, the refusal and the unknown
+  /// task (answered `E0` by the server itself), and the connections now.
+  @Test func aPerAddressLimitRefusesWithAReasonAndTheStatisticsCountIt() throws {
+    let port = procord_test_free_port()
+    try #require(port > 0)
+    let twice = ProcordTask<Int, Int>(name: "twice", input: .decimal, output: .decimal) { $0 * 2 }
+    let statistics = ServerStatistics()
+    let stop = Mutex(false)
+    var options = Server.Options()
+    options.port = Int(port)
+    options.dontFork = true
+    options.maxConnectionsPerPeer = 1
+    options.statistics = statistics
+    options.keepRunning = { !stop.withLock { $0 } }
+    let finished = Mutex<Result<Void, any Error>?>(nil)
+    let configured = options
+    let server = Thread {
+      let result = Result { try Server.run(tasks: [twice], options: configured) }
+      finished.withLock { $0 = result }
+    }
+    server.start()
+    var first = procord_test_connect_loopback(port)
+    let deadline = ContinuousClock.now + .seconds(10)
+    while first == -ECONNREFUSED && ContinuousClock.now < deadline {
+      sched_yield()
+      first = procord_test_connect_loopback(port)
+    }
+    try #require(first >= 0)
+    defer { close(first) }
+
+    let second = procord_test_connect_loopback(port)
+    try #require(second >= 0)
+    var buffer = [UInt8](repeating: 0, count: 512)
+    let refusal = procord_test_read(second, &buffer, buffer.count, 5000, nil)
+    close(second)
+    let text = String(decoding: buffer[0..<max(0, refusal)], as: UTF8.self)
+    #expect(text.contains("U") && text.contains("this address has 1 connections already"), "got \(text)")
+
+    #expect(procord_test_write_all(first, "5Ttwice2V21", 11) == 0)
+    #expect(procord_test_read(first, &buffer, 6, 5000, nil) == 6)
+    #expect(String(decoding: buffer[0..<6], as: UTF8.self) == "2V420R")
+    // Asked after each task and each connection's end: the end of this
+    // one, which an `E` answer closes, stops the server.
+    stop.withLock { $0 = true }
+    #expect(procord_test_write_all(first, "4Tnope1V1", 9) == 0)
+    let answer = procord_test_read(first, &buffer, 16, 5000, nil)
+    #expect(String(decoding: buffer[0..<max(0, answer)], as: UTF8.self) == "1E0", "then the end of the stream")
+
+    let figures = statistics.current
+    #expect(figures.tasksAnswered == 1)
+    #expect(figures.refusedAtPeerConnections == 1)
+    #expect(figures.unknownTasks == 1)
+    #expect(figures.connectionsAccepted == 1, "the refused one is not accepted as a client")
+    #expect(figures.tasksRunningNow == 0 && figures.tasksWaitingNow == 0)
+
+    let stopDeadline = ContinuousClock.now + .seconds(40)
+    while finished.withLock({ $0 }) == nil && ContinuousClock.now < stopDeadline { sched_yield() }
+    #expect(finished.withLock { $0 } != nil, "Server.run did not return")
+    #expect(statistics.current.connectionsNow == 0)
+  }
 }

@@ -1143,6 +1143,36 @@ static void server_options_are_read(void) {
   CHECK_EQ_INT(command.max_message_size, 1000);
 }
 
+static void server_bounds_on_clients_are_read(void) {
+  procord_worker_command_t command;
+  char error[128] = "";
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server"), 0);
+  CHECK_EQ_INT(command.max_connections, 0);
+  CHECK_EQ_INT(command.idle_timeout_ms, -1); /* not given: the server's default */
+  CHECK_EQ_INT(command.task_timeout_ms, -1);
+  CHECK_EQ_INT(command.answer_timeout_ms, -1);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections", "300",
+                          "--procord-max-connections-per-peer=20", "--procord-max-tasks-per-peer", "3",
+                          "--procord-idle-timeout", "0", "--procord-task-timeout=2500",
+                          "--procord-answer-timeout", "4000", "--procord-min-receive-rate", "1000",
+                          "--procord-min-send-rate=2000"),
+               0);
+  CHECK_EQ_INT(command.max_connections, 300);
+  CHECK_EQ_INT(command.max_connections_per_peer, 20);
+  CHECK_EQ_INT(command.max_tasks_per_peer, 3);
+  CHECK_EQ_INT(command.idle_timeout_ms, 0); /* given as 0: no limit */
+  CHECK_EQ_INT(command.task_timeout_ms, 2500);
+  CHECK_EQ_INT(command.answer_timeout_ms, 4000);
+  CHECK_EQ_INT(command.min_receive_rate, 1000);
+  CHECK_EQ_INT(command.min_send_rate, 2000);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections", "0"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-max-connections") != NULL);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-min-send-rate", "fast"),
+               PROCORD_EINVAL);
+  CHECK(strstr(error, "--procord-min-send-rate") != NULL);
+}
+
 static void flag_with_a_value_is_invalid(void) {
   procord_worker_command_t command;
   char error[128] = "";
@@ -1272,6 +1302,7 @@ int main(int argc, char **argv) {
   RUN(worker_run_with_a_missing_input_file_is_enoent);
 
   RUN(arguments_without_procord_options_mean_no_worker);
+  RUN(server_bounds_on_clients_are_read);
   RUN(argument_procord_worker_sets_worker_mode);
   RUN(argument_zero_is_skipped);
   RUN(socket_fd_takes_the_next_argument);
