@@ -122,16 +122,18 @@ void server_check_keep_running(server_t *s) {
 /* ---- Accepting ---- */
 
 /* Tells a peer why it is not served, as an original client shows a task's
-   error (a `U` frame), then closes. Best effort: a new socket has room. */
-static void refuse(int fd, const char *why) {
-  char frame[300];
-  size_t length = strlen(why);
-  int n = snprintf(frame, sizeof frame, "%zuU%s", length, why);
+   error (a `U` frame naming this server), then closes. Best effort: a new
+   socket has room. */
+static void refuse(server_t *s, int fd, server_peer_t *peer, const char *why) {
+  char text[256], frame[300];
+  int length = snprintf(text, sizeof text, "refused by the server at %s: %s", s->address, why);
+  int n = length > 0 ? snprintf(frame, sizeof frame, "%dU%s", length, text) : -1;
   if (n > 0 && (size_t)n < sizeof frame) {
     ssize_t ignored = send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)ignored;
   }
   close(fd);
+  server_peer_forget_if_unused(s, peer);
 }
 
 /* Room for one more connection: at max_connections, the client idle longest
@@ -247,24 +249,19 @@ static void admit(server_t *s, int fd, const struct sockaddr_storage *address, s
     close(fd);
     return;
   }
+  char why[160];
   if (s->max_connections_per_peer > 0 && peer->connections >= s->max_connections_per_peer) {
     server_note(s, REASON_PEER_CONNECTIONS, PROCORD_LOG_WARNING, name,
                 "refused: its address has %d connections already (max_connections_per_peer)", peer->connections);
-    char why[160];
-    snprintf(why, sizeof why, "refused by the server at %s: this address has %d connections already (its limit)",
-             s->address, peer->connections);
-    refuse(fd, why);
-    server_peer_forget_if_unused(s, peer);
+    snprintf(why, sizeof why, "this address has %d connections already (its limit)", peer->connections);
+    refuse(s, fd, peer, why);
     return;
   }
   if (!make_room(s)) {
     server_note(s, REASON_MAX_CONNECTIONS, PROCORD_LOG_WARNING, name,
                 "refused: %d connections, none idle (max_connections)", s->max_connections);
-    char why[160];
-    snprintf(why, sizeof why, "refused by the server at %s: it holds %d connections, none idle; try again later",
-             s->address, s->max_connections);
-    refuse(fd, why);
-    server_peer_forget_if_unused(s, peer);
+    snprintf(why, sizeof why, "it holds %d connections, none idle; try again later", s->max_connections);
+    refuse(s, fd, peer, why);
     return;
   }
   SERVER_COUNT(s, connections_accepted, 1);

@@ -26,21 +26,8 @@ import Testing
       }
     }
     options.keepRunning = { served.withLock { $0 += 1; return $0 < 1 } }
-    let finished = Mutex<Result<Void, any Error>?>(nil)
-    let configured = options
-    let server = Thread {
-      let result = Result { try Server.run(tasks: [twice], options: configured) }
-      finished.withLock { $0 = result }
-    }
-    server.start()
-
-    // The server starts within moments; nothing to await but its socket.
-    var refused = procord_test_connect_loopback(port)
-    let deadline = ContinuousClock.now + .seconds(10)
-    while refused == -ECONNREFUSED && ContinuousClock.now < deadline {
-      sched_yield()
-      refused = procord_test_connect_loopback(port)
-    }
+    let server = ServerThread(tasks: [twice], options: options)
+    let refused = server.connect()
     try #require(refused >= 0)
     var buffer = [UInt8](repeating: 0, count: 16)
     // Refused by the filter: closed without a byte.
@@ -55,11 +42,7 @@ import Testing
     close(client)
 
     // keepRunning said stop after that connection: run returns.
-    let stopDeadline = ContinuousClock.now + .seconds(40)
-    while finished.withLock({ $0 }) == nil && ContinuousClock.now < stopDeadline { sched_yield() }
-    let result = finished.withLock { $0 }
-    #expect(result != nil, "Server.run did not return")
-    if case .failure(let error) = result { Issue.record("Server.run threw \(error)") }
+    server.expectReturn()
     #expect(peersSeen.withLock { $0 } == 2)
   }
 
@@ -79,19 +62,8 @@ import Testing
     options.maxConnectionsPerPeer = 1
     options.statistics = statistics
     options.keepRunning = { !stop.withLock { $0 } }
-    let finished = Mutex<Result<Void, any Error>?>(nil)
-    let configured = options
-    let server = Thread {
-      let result = Result { try Server.run(tasks: [twice], options: configured) }
-      finished.withLock { $0 = result }
-    }
-    server.start()
-    var first = procord_test_connect_loopback(port)
-    let deadline = ContinuousClock.now + .seconds(10)
-    while first == -ECONNREFUSED && ContinuousClock.now < deadline {
-      sched_yield()
-      first = procord_test_connect_loopback(port)
-    }
+    let server = ServerThread(tasks: [twice], options: options)
+    let first = server.connect()
     try #require(first >= 0)
     defer { close(first) }
 
@@ -120,9 +92,42 @@ import Testing
     #expect(figures.connectionsAccepted == 1, "the refused one is not accepted as a client")
     #expect(figures.tasksRunningNow == 0 && figures.tasksWaitingNow == 0)
 
-    let stopDeadline = ContinuousClock.now + .seconds(40)
-    while finished.withLock({ $0 }) == nil && ContinuousClock.now < stopDeadline { sched_yield() }
-    #expect(finished.withLock { $0 } != nil, "Server.run did not return")
+    server.expectReturn()
     #expect(statistics.current.connectionsNow == 0)
+  }
+}
+
+/// `Server.run` on a thread of its own, listening on `options.port`.
+private final class ServerThread: Sendable {
+  private let finished = Mutex<Result<Void, any Error>?>(nil)
+  private let port: Int32
+
+  init(tasks: [any ServableTask], options: Server.Options) {
+    port = Int32(options.port)
+    Thread { [self] in
+      let result = Result { try Server.run(tasks: tasks, options: options) }
+      finished.withLock { $0 = result }
+    }.start()
+  }
+
+  /// A connection to it, once it listens (within moments: nothing to await
+  /// but its socket); a negated errno if it never does within 10 s.
+  func connect() -> Int32 {
+    var fd = procord_test_connect_loopback(port)
+    let deadline = ContinuousClock.now + .seconds(10)
+    while fd == -ECONNREFUSED && ContinuousClock.now < deadline {
+      sched_yield()
+      fd = procord_test_connect_loopback(port)
+    }
+    return fd
+  }
+
+  /// Expects `Server.run` to return, without throwing, within 40 s.
+  func expectReturn(sourceLocation: SourceLocation = #_sourceLocation) {
+    let deadline = ContinuousClock.now + .seconds(40)
+    while finished.withLock({ $0 }) == nil && ContinuousClock.now < deadline { sched_yield() }
+    let result = finished.withLock { $0 }
+    #expect(result != nil, "Server.run did not return", sourceLocation: sourceLocation)
+    if case .failure(let error) = result { Issue.record("Server.run threw \(error)", sourceLocation: sourceLocation) }
   }
 }
