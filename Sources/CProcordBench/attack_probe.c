@@ -272,6 +272,7 @@ static void fill_figures(const attack_probes_t *probes, procord_bench_attack_res
 }
 
 void attack_probes_finish(attack_probes_t *probes, procord_bench_attack_result_t *result) {
+  if (probes->wakeup_fd >= 0) collect_delegations(probes); /* ended, not yet taken */
   uint64_t now = procord_bench_now_ns();
   for (int i = 0; i < probes->count; i++) {
     attack_probe_t *probe = &probes->probes[i];
