@@ -63,7 +63,7 @@ let package = Package(
       name: "ProcordTests",
       dependencies: [
         "Procord", "CTestSupport", "procord-demo", "procord-test-worker", "procord-example",
-        "procord-pool-example", "procord-many-tasks-example", "procord-bench",
+        "procord-pool-example", "procord-many-tasks-example", "procord-bench", "CProcordBench",
       ]
     ),
   ]

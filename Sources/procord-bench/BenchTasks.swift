@@ -23,7 +23,19 @@ enum BenchTasks {
     return milliseconds
   }
 
-  static let all: [any ServableTask] = [increment, echo, echoRecords, sleep]
+  /// n!, as the demo's: decimal text both ways (`4Tfact1V5` is answered
+  /// `3V120`), for the server-under-attack scenario, whose C clients speak
+  /// the wire protocol by hand.
+  static let fact = ProcordTask<Int, Int>(name: "fact", input: .decimal, output: .decimal, error: .text) { n in
+    guard n >= 0 else { throw BenchError("fact: negative argument") }
+    return try (0...n).dropFirst().reduce(1) { product, factor in
+      let (next, overflow) = product.multipliedReportingOverflow(by: factor)
+      guard !overflow else { throw BenchError("fact: \(n) is too large for a 64-bit result") }
+      return next
+    }
+  }
+
+  static let all: [any ServableTask] = [increment, echo, echoRecords, sleep, fact]
 
   /// Room for the largest payload (256 MiB) and its frame header.
   static let maxMessageSize = 300 << 20

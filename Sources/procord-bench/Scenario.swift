@@ -6,7 +6,8 @@ struct Scenario: Sendable {
   let run: @Sendable (BenchContext) async throws -> [Measurement]
 
   /// Every scenario, in the order a full run takes them. pool-rtt comes
-  /// before c-pool-rtt, which compares itself with it.
+  /// before c-pool-rtt, which compares itself with it; server-under-attack,
+  /// the longest, which loads the machine most, comes last.
   static let all: [Scenario] = [
     Scenario(
       name: "spawn-rtt",
@@ -48,6 +49,10 @@ struct Scenario: Sendable {
       name: "memory",
       summary: "resident memory of a main program with pending remote tasks, and of an idle worker",
       run: MemoryScenario.run),
+    Scenario(
+      name: AttackScenario.name,
+      summary: "a server with 8 task slots under five hostile clients (slowloris, idle flood...), probed with fact 5 every 100 ms",
+      run: AttackScenario.run),
   ]
 
   static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }

@@ -3,7 +3,8 @@
  * the benchmark compares Procord with: a 1-byte round trip between two
  * processes, a store-and-forward exchange of N bytes, a process start, and
  * the library's own C pool round trip. Plus the peer side those floors
- * talk to, and a systemd-style readiness socket for a worker server.
+ * talk to, a systemd-style readiness socket for a worker server, and
+ * hostile clients to run against one (procord_bench_attack).
  *
  * Times are nanoseconds of CLOCK_MONOTONIC. Functions that can fail return
  * 0 (or a non-negative value) on success and a negated errno otherwise
@@ -27,6 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -188,6 +190,162 @@ void procord_bench_trim_memory(void);
  * 0 elsewhere. What the allocator keeps free is not counted.
  */
 size_t procord_bench_heap_in_use(void);
+
+/* ---- A worker server under attack (issue 16) ---- */
+
+/* Hostile clients of a worker server on 127.0.0.1. */
+typedef enum procord_bench_attack_kind {
+  /* No attacker: the probe alone, to know what it sees from a server at
+     rest (and that it is answered at all). */
+  PROCORD_BENCH_ATTACK_NONE = 0,
+  /* Connections that each send a valid task (`4Tfact1V5`, then the same
+     again) one byte per second, reading and dropping what comes back.
+     8 by default. */
+  PROCORD_BENCH_ATTACK_SLOWLORIS = 1,
+  /* Connections that connect and send nothing. 5000 by default, clamped
+     to what the descriptor limit (raised to its hard limit for the run)
+     leaves room for. */
+  PROCORD_BENCH_ATTACK_IDLE_FLOOD = 2,
+  /* Clients that each keep a connection and send `fact 5` back to back:
+     the task, its answer `3V120`, the `0R` that follows, the next task (a
+     close right after the answer is followed by a new connection). 200 by
+     default. */
+  PROCORD_BENCH_ATTACK_GREEDY = 3,
+  /* Connections to a server started with a shared secret that never
+     finish the secret exchange: the even ones send nothing, the odd ones
+     the first 13 bytes of the 35 of its first frame (`32A` and 10 bytes of
+     the nonce). 8 by default. Needs `secret`. */
+  PROCORD_BENCH_ATTACK_HANDSHAKE_STALL = 4,
+  /* Connections that each send an `echo` task with 1 MiB of input
+     (`4Techo1048576V` and the bytes), then read the answer one byte per
+     second, with a receive buffer of 4 KiB (SO_RCVBUF) so that the
+     kernel does not read ahead for them. 8 by default. */
+  PROCORD_BENCH_ATTACK_SLOW_READER = 5,
+} procord_bench_attack_kind_t;
+
+/* How many kinds there are, NONE included: they are numbered from 0. */
+#define PROCORD_BENCH_ATTACK_KIND_COUNT 6
+
+/* Returns the kind's name ("none", "slowloris", "idle-flood", "greedy",
+   "handshake-stall", "slow-reader"), static, or NULL for no kind. */
+const char *procord_bench_attack_name(procord_bench_attack_kind_t kind);
+
+typedef struct procord_bench_attack_options_s {
+  procord_bench_attack_kind_t kind;
+  /* The server's port on 127.0.0.1. */
+  int port;
+  /* How many attackers; 0: the kind's default (above; NONE has none). */
+  int attackers;
+  /* How long the attack runs, in ms (> 0). */
+  int duration_ms;
+  /* A probe every this many ms while the attack runs; 0: 100; negative: no
+     probe (for a baseline: greedy with 8 attackers and no probe measures
+     the server's throughput without contention). */
+  int probe_interval_ms;
+  /* How long a probe may wait for its answer before it counts as
+     unanswered; 0: 2000. */
+  int probe_limit_ms;
+  /* The server's pid, for its figures from /proc; 0: none. */
+  pid_t server_pid;
+  /* After the attack, how long to wait for the server's descriptors to
+     come back to their count before it; 0: 5000 ms. */
+  int settle_limit_ms;
+  /* The server's shared secret (PROCORD_SECRET_MIN_LENGTH to
+     PROCORD_SECRET_MAX_LENGTH bytes, see procord/security.h), or NULL.
+     With one, probes authenticate: each is a delegation of the library's
+     C client (procord_delegate to 127.0.0.1:port) instead of a bare
+     connection. */
+  const void *secret;
+  size_t secret_length;
+} procord_bench_attack_options_t;
+
+typedef struct procord_bench_attack_result_s {
+  /* ---- The attackers ---- */
+  int attackers;              /* how many ran (after the clamp of idle-flood) */
+  uint64_t elapsed_ns;        /* how long the attack ran */
+  uint64_t connections;       /* connections they started, reopened ones included */
+  uint64_t connect_failures;  /* of those, connects that failed (refused, no descriptor...) */
+  uint64_t server_closes;     /* established connections that the server closed or reset */
+  int max_connected;          /* most connections established at once */
+  /* Greedy only, counted while the attack runs (not after): answers
+     `3V120`, answers that were not that (or a `0R` that was not there),
+     answers per second, how many attackers got at least one answer, and
+     the fewest answers that any attacker got. */
+  uint64_t answers;
+  uint64_t wrong_answers;
+  double answers_per_second;
+  int clients_served;
+  uint64_t min_client_answers;
+
+  /* ---- The probe ---- */
+  /* Every interval, a new connection sends `4Tfact1V5` and waits for
+     `3V120` (what follows, `0R` or a close, does not matter); its latency
+     runs from the start of its connect to that answer. Probes are sent
+     while the attack runs, and each is given its full limit, the attack
+     going on meanwhile. Failed: the connection was refused, closed or
+     answered something else before the limit. */
+  int probes_sent;
+  int probes_answered;
+  int probes_failed;
+  int probes_timed_out;
+  /* Percentiles (nearest rank) and maximum of the latencies of every probe
+     sent, an unanswered one (failed or timed out) counting as the limit:
+     with more than 1% of probes unanswered, the p99 is the limit. 0 when
+     no probe was sent. */
+  uint64_t probe_p50_ns;
+  uint64_t probe_p99_ns;
+  uint64_t probe_max_ns;
+
+  /* ---- The server, from /proc/PID (when server_pid is given) ---- */
+  int server_sampled;         /* the figures below were read */
+  int server_exited;          /* the process was gone at some sample */
+  /* Before the attack, at most during it (sampled every 100 ms), and after
+     it: VmRSS, open descriptors (/proc/PID/fd), children (workers). */
+  uint64_t server_rss_before_bytes;
+  uint64_t server_rss_max_bytes;
+  int server_descriptors_before;
+  int server_descriptors_max;
+  int server_descriptors_after;
+  int server_children_before;
+  int server_children_max;
+  int server_children_after;
+  /* Whether, once every attacker and probe had closed, the descriptors came
+     back to their count before the attack within settle_limit_ms, and
+     how long they took (or the time waited). A server that keeps the
+     workers it started for later connections holds their descriptors
+     too (today's: a socket and a pidfd each): see the children. */
+  int server_descriptors_back;
+  uint64_t server_settle_ns;
+  /* Then: the TCP connections (in any state but LISTEN, from
+     /proc/PID/net/tcp and tcp6) on sockets that the server or one of its
+     children still holds: what it kept of the attack, whatever it keeps of
+     its workers. */
+  int server_connections_after;
+} procord_bench_attack_result_t;
+
+/*
+ * Runs one attack of `options->kind` against the worker server at
+ * 127.0.0.1:`port` for `duration_ms`, with a probe (a normal client) beside
+ * it, and fills `*result` (zeroed first). Everything runs on the calling
+ * thread, on one epoll loop, with non-blocking sockets (plus the library's
+ * loop thread for probes with a secret): nothing waits for the server
+ * without a limit, so the call returns within about duration_ms +
+ * probe_limit_ms + settle_limit_ms + 1 s, however the server behaves.
+ * Closed attacker connections are opened again at once, but no sooner than
+ * 100 ms after the last was opened when the closed one got no answer (a
+ * server that closes at once is not met with a busy loop); a failed
+ * connect is tried again 100 ms later. RLIMIT_NOFILE's soft limit is
+ * raised to the hard one for the call, and put back before it returns.
+ *
+ * Returns 0 when the attack ran, whatever the server did (its failures are
+ * figures); -EINVAL for bad options (handshake-stall without a secret, a
+ * secret of the wrong length); -EMFILE when the descriptor limit leaves no
+ * room for one attacker; or the negated errno (or PROCORD_E* code) of a
+ * call that the harness itself needs (epoll_create1, eventfd, the
+ * library's loop). Every descriptor is closed before it returns.
+ */
+int procord_bench_attack(const procord_bench_attack_options_t *options,
+                         procord_bench_attack_result_t *result);
 
 #ifdef __cplusplus
 }
