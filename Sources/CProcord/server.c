@@ -36,7 +36,8 @@
 
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000
 #define ACCEPT_RETRY_MS 100 /* after EMFILE: wait for descriptors, do not spin */
-#define ACCEPTS_PER_TURN 64 /* then back to the loop: the others' bytes wait too */
+#define ACCEPTS_PER_TURN 64
+#define DEFER_ACCEPT_S 5 /* then back to the loop: the others' bytes wait too */
 
 /* A peer in the gate (TLS, authentication), or a TLS client's relay. */
 typedef struct secured_peer_s {
@@ -426,6 +427,13 @@ static int open_listener(server_t *s) {
   if (getsockname(fd, (struct sockaddr *)&address, &length) == 0)
     procord_address_string((struct sockaddr *)&address, length, s->address, sizeof s->address);
   s->listen_fd = fd;
+  /* Every client speaks first (a task, a TLS greeting, a secret's first
+     frame): the kernel keeps a connection until its first bytes come, so
+     a flood of connections that say nothing costs the server nothing and
+     crowds no client out. After DEFER_ACCEPT_S a silent one is accepted
+     anyway, and its idle limit applies. */
+  int seconds = DEFER_ACCEPT_S;
+  setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds); /* not TCP: harmless */
   return 0;
 }
 

@@ -382,7 +382,7 @@ int procord_bench_attack(const procord_bench_attack_options_t *options,
   pid_t server = options->server_pid;
   if (!error && server) {
     attack_server_figures_t before;
-    if (attack_server_read(server, &before) == 0) {
+    if (attack_server_quiet(server, 5000, &before) == 0) {
       result->server_sampled = 1;
       result->server_rss_before_bytes = result->server_rss_max_bytes = before.rss_bytes;
       result->server_descriptors_before = result->server_descriptors_max = before.descriptors;

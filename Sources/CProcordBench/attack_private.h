@@ -98,6 +98,11 @@ typedef struct attack_server_figures_s {
    `pid`. Returns 0, or -ESRCH once the process is gone. */
 int attack_server_read(pid_t pid, attack_server_figures_t *figures);
 
+/* Reads the figures once the server has been still (the same descriptors
+   and children for 200 ms: its warm workers started and given their
+   sessions), or after `limit_ms`; returns like attack_server_read. */
+int attack_server_quiet(pid_t pid, int limit_ms, attack_server_figures_t *figures);
+
 /* Adds one sample taken during the attack to `result`'s maxima. */
 void attack_server_record(pid_t pid, procord_bench_attack_result_t *result);
 

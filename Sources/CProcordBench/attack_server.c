@@ -157,6 +157,24 @@ void attack_server_record(pid_t pid, procord_bench_attack_result_t *result) {
   if (now.children > result->server_children_max) result->server_children_max = now.children;
 }
 
+int attack_server_quiet(pid_t pid, int limit_ms, attack_server_figures_t *figures) {
+  uint64_t deadline = procord_bench_now_ns() + (uint64_t)limit_ms * 1000000u;
+  attack_server_figures_t earlier;
+  if (attack_server_read(pid, &earlier) < 0) return -ESRCH;
+  for (;;) {
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000000}, NULL);
+    if (attack_server_read(pid, figures) < 0) return -ESRCH;
+    if ((figures->descriptors == earlier.descriptors && figures->children == earlier.children) ||
+        procord_bench_now_ns() >= deadline)
+      return 0;
+    earlier = *figures;
+  }
+}
+
+/* What the workers the server keeps account for: a worker costs it three
+   descriptors (its control socket, its pidfd, its session). */
+#define DESCRIPTORS_PER_WORKER 3
+
 void attack_server_settle(pid_t pid, int limit_ms, procord_bench_attack_result_t *result) {
   uint64_t start = procord_bench_now_ns();
   uint64_t deadline = start + (uint64_t)limit_ms * 1000000u;
@@ -166,7 +184,9 @@ void attack_server_settle(pid_t pid, int limit_ms, procord_bench_attack_result_t
       result->server_exited = 1;
       break;
     }
-    if (now.descriptors <= result->server_descriptors_before) {
+    int kept_workers = now.children > result->server_children_before ? now.children - result->server_children_before : 0;
+    if (now.descriptors <= result->server_descriptors_before + DESCRIPTORS_PER_WORKER * kept_workers &&
+        count_connections(pid) == 0) {
       result->server_descriptors_back = 1;
       break;
     }

@@ -309,11 +309,12 @@ typedef struct procord_bench_attack_result_s {
   int server_children_before;
   int server_children_max;
   int server_children_after;
-  /* Whether, once every attacker and probe had closed, the descriptors came
-     back to their count before the attack within settle_limit_ms, and
-     how long they took (or the time waited). A server that keeps the
-     workers it started for later connections holds their descriptors
-     too (today's: a socket and a pidfd each): see the children. */
+  /* Whether, once every attacker and probe had closed, the server held no
+     TCP connection and its descriptors came back to their count before the
+     attack (measured once the server was still), but for the workers it
+     started meanwhile and keeps (three each: control socket, pidfd,
+     session), within settle_limit_ms; and how long that took (or the time
+     waited). */
   int server_descriptors_back;
   uint64_t server_settle_ns;
   /* Then: the TCP connections (in any state but LISTEN, from
