@@ -37,7 +37,7 @@
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000
 #define ACCEPT_RETRY_MS 100 /* after EMFILE: wait for descriptors, do not spin */
 #define ACCEPTS_PER_TURN 64
-#define DEFER_ACCEPT_S 5 /* then back to the loop: the others' bytes wait too */
+#define DEFER_ACCEPT_S 2 /* then back to the loop: the others' bytes wait too */
 
 /* A peer in the gate (TLS, authentication), or a TLS client's relay. */
 typedef struct secured_peer_s {
@@ -536,7 +536,8 @@ static void fit_descriptor_limit(server_t *s) {
   }
   if (limit.rlim_cur >= needed) return;
   int fits = limit.rlim_cur > reserve + per_client ? (int)((limit.rlim_cur - reserve) / per_client) : 1;
-  server_log(s, PROCORD_LOG_WARNING,
+  /* Only a limit asked for is worth a warning: the default fits itself. */
+  server_log(s, s->options->max_connections > 0 ? PROCORD_LOG_WARNING : PROCORD_LOG_INFO,
              "max_connections lowered from %d to %d: the descriptor limit is %llu (raise it with ulimit -n, "
              "or LimitNOFILE= under systemd)", s->max_connections, fits, (unsigned long long)limit.rlim_cur);
   s->max_connections = fits;

@@ -11,8 +11,8 @@ import Glibc
 /// the one before left, and the probe first runs alone against one (the
 /// floor of its latencies). What a server must hold: every probe answered,
 /// p99 under 100 ms, greedy clients all served at about the throughput of
-/// 8 clients alone, its descriptors back to their count once the attack
-/// ends.
+/// 8 clients alone, no connection kept and no descriptor but its workers'
+/// once the attack ends.
 enum AttackScenario {
   static let name = "server-under-attack"
   static let taskSlots = 8
@@ -56,8 +56,11 @@ enum AttackScenario {
   ) throws -> procord_bench_attack_result_t {
     let secret = kind == PROCORD_BENCH_ATTACK_HANDSHAKE_STALL ? try SecretFile() : nil
     defer { secret?.remove() }
+    // Idle connections end after 2 s (60 s by default): those a connect
+    // flood leaves open on the server's side only are gone when it is checked.
     let server = try BenchServer(
-      maximumTasks: taskSlots, secretFile: secret?.path, drainTimeoutMilliseconds: 5000)
+      maximumTasks: taskSlots, secretFile: secret?.path, drainTimeoutMilliseconds: 5000,
+      extraOptions: ["--procord-idle-timeout", "2000"])
     defer {
       if server.stop(timeout: .seconds(10)) == nil {
         progress("\(name): the server did not stop within 10 s of SIGTERM: killed")
@@ -147,7 +150,9 @@ enum AttackScenario {
   }
 
   /// The server's memory, and its descriptors after the attack against
-  /// before it (the floor): back to baseline is a ratio of at most 1.
+  /// before it plus those of the workers it started meanwhile and keeps
+  /// (three each): the floor, which a server that kept no connection and
+  /// leaked nothing meets (a ratio of at most 1).
   static func serverRows(_ kind: procord_bench_attack_kind_t, _ r: procord_bench_attack_result_t) -> [Measurement] {
     guard r.server_sampled != 0 else { return [] }
     let label = label(kind, r)
@@ -159,7 +164,8 @@ enum AttackScenario {
         scenario: name,
         metric: "\(label): server descriptors \(fixed(Double(r.server_settle_ns) / 1e9, digits: 1)) s after",
         unit: "fds", kind: .cost, value: Double(r.server_descriptors_after),
-        floor: Double(r.server_descriptors_before), targets: [.ratioToFloor(atMost: 1)]),
+        floor: Double(r.server_descriptors_before + 3 * max(0, r.server_children_after - r.server_children_before)),
+        targets: [.ratioToFloor(atMost: 1)]),
     ]
   }
 

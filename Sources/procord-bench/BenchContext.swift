@@ -29,13 +29,13 @@ struct Workload: Sendable {
     payloadRepeats: [(1 << 10, 2000), (1 << 20, 100), (64 << 20, 5), (256 << 20, 3)],
     codableRepeats: 10, codableRecords: 10_000, serverRoundTrips: 10_000, serverTasks: 25_000,
     serverClients: 64, pendingRemoteTasks: 10_000, attackMilliseconds: 15_000, greedyAttackMilliseconds: 60_000,
-    attackSettleMilliseconds: 5_000)
+    attackSettleMilliseconds: 8_000)
 
   static let quick = Workload(
     pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, spawnBursts: 1, poolRoundTrips: 300, throughputTasks: 1_000,
     payloadRepeats: [(1 << 10, 50), (1 << 20, 5)], codableRepeats: 3, codableRecords: 10_000,
     serverRoundTrips: 200, serverTasks: 2_000, serverClients: 8, pendingRemoteTasks: 1_000, attackMilliseconds: 2_000,
-    greedyAttackMilliseconds: 3_000, attackSettleMilliseconds: 1_000)
+    greedyAttackMilliseconds: 3_000, attackSettleMilliseconds: 6_000)
 }
 
 /// What the scenarios of one run share: the settings, the floors measured

@@ -15,7 +15,9 @@ final class BenchServer {
   /// With `secretFile`, clients must prove they know the secret in it
   /// (`--procord-secret-file`); with `drainTimeoutMilliseconds`, a stop
   /// waits at most that long for running tasks.
-  init(maximumTasks: Int, secretFile: String? = nil, drainTimeoutMilliseconds: Int? = nil) throws {
+  init(
+    maximumTasks: Int, secretFile: String? = nil, drainTimeoutMilliseconds: Int? = nil, extraOptions: [String] = []
+  ) throws {
     var path = [CChar](repeating: 0, count: 256)
     let notify = procord_bench_notify_open(&path, path.count)
     try check(notify, "cannot make a notification socket")
@@ -28,7 +30,7 @@ final class BenchServer {
         "procord-bench", "--procord-server", "--procord-hostname", "127.0.0.1", "--procord-port", "0",
         "--procord-max-simultaneous-tasks", String(maximumTasks), "--procord-log-level", "warning",
       ] + (secretFile.map { ["--procord-secret-file", $0] } ?? [])
-        + (drainTimeoutMilliseconds.map { ["--procord-drain-timeout", String($0)] } ?? []),
+        + (drainTimeoutMilliseconds.map { ["--procord-drain-timeout", String($0)] } ?? []) + extraOptions,
       extraEnvironment: ["NOTIFY_SOCKET": notifyPath], captureOutput: false)
     let port = procord_bench_notify_wait_port(notify, 20_000)
     if port < 0 {

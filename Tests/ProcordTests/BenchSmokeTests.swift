@@ -27,7 +27,7 @@ private let benchPath = buildDirectory.appendingPathComponent("procord-bench").p
     #expect(
       names == [
         "spawn-rtt", "spawn-throughput", "pool-rtt", "pool-throughput", "payload", "codable", "server-rtt",
-        "server-throughput", "c-pool-rtt", "memory",
+        "server-throughput", "c-pool-rtt", "memory", "server-under-attack",
       ])
     for entry in scenarios {
       let label = "\(entry["name"] ?? "?") \(entry["metric"] ?? "?")"

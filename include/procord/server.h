@@ -40,7 +40,7 @@ extern "C" {
 /* Tasks run at once when no limit is given. */
 #define PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS 16
 /* Client connections held at once when no limit is given. */
-#define PROCORD_DEFAULT_MAX_CONNECTIONS 1024
+#define PROCORD_DEFAULT_MAX_CONNECTIONS 16384
 /* Time limits and rates when none is given (docs/SERVER.md). */
 #define PROCORD_DEFAULT_IDLE_TIMEOUT_MS 60000
 #define PROCORD_DEFAULT_TASK_TIMEOUT_MS 10000
