@@ -178,10 +178,11 @@ static void on_gate_done(procord_gate_t *gate, const procord_gate_result_t *resu
   server_t *s = e->server;
   server_peer_t *peer = e->peer;
   leave_gate(e);
-  if (!result->passed) {
-    server_log(s, result->peer_left ? PROCORD_LOG_DEBUG : PROCORD_LOG_WARNING, "%s: %s: %s%s", e->name,
-               result->peer_left ? "gone" : "refused", result->tls_failed ? "TLS handshake failed: " : "",
-               result->reason);
+  if (result->peer_left) {
+    server_log(s, PROCORD_LOG_DEBUG, "%s: gone: %s", e->name, result->reason);
+  } else if (!result->passed) {
+    server_note(s, REASON_HANDSHAKE_REFUSED, PROCORD_LOG_WARNING, e->name, "refused: %s%s",
+                result->tls_failed ? "TLS handshake failed: " : "", result->reason);
   } else if (result->tls) {
     /* The relay carries the client's plaintext to our end of a socketpair,
        which is the client as far as the rest of the server knows. */

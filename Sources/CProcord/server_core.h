@@ -117,6 +117,7 @@ typedef enum {
   REASON_UNKNOWN_TASK,
   REASON_CLIENT_GONE,
   REASON_WORKER_LOST,
+  REASON_HANDSHAKE_REFUSED,
   REASON_OUT_OF_DESCRIPTORS, /* accept or a session's socket: EMFILE and the like (logged only) */
   REASON_COUNT
 } server_reason_t;

@@ -76,6 +76,7 @@ static void count_reason(server_t *s, server_reason_t reason) {
   case REASON_UNKNOWN_TASK: SERVER_COUNT(s, unknown_tasks, 1); break;
   case REASON_CLIENT_GONE: SERVER_COUNT(s, clients_gone_mid_task, 1); break;
   case REASON_WORKER_LOST: SERVER_COUNT(s, workers_lost_mid_task, 1); break;
+  case REASON_HANDSHAKE_REFUSED: SERVER_COUNT(s, handshakes_refused, 1); break;
   case REASON_OUT_OF_DESCRIPTORS:
   case REASON_COUNT: break;
   }
@@ -120,6 +121,7 @@ void procord_server_stats_read(const procord_server_stats_t *stats, procord_serv
   READ(clients_gone_mid_task);
   READ(workers_lost_mid_task);
   READ(workers_started);
+  READ(handshakes_refused);
   READ(connections_now);
   READ(tasks_running_now);
   READ(tasks_waiting_now);

@@ -59,6 +59,8 @@ public final class ServerStatistics: @unchecked Sendable {
     public var workersLostMidTask: Int
     /// Worker processes started.
     public var workersStarted: Int
+    /// Peers refused by TLS or the shared secret (failed, or too slow).
+    public var handshakesRefused: Int
     /// Client connections open now.
     public var connectionsNow: Int
     /// Tasks running now.
@@ -82,6 +84,7 @@ public final class ServerStatistics: @unchecked Sendable {
       clientsGoneMidTask = Int(c.clients_gone_mid_task)
       workersLostMidTask = Int(c.workers_lost_mid_task)
       workersStarted = Int(c.workers_started)
+      handshakesRefused = Int(c.handshakes_refused)
       connectionsNow = Int(c.connections_now)
       tasksRunningNow = Int(c.tasks_running_now)
       tasksWaitingNow = Int(c.tasks_waiting_now)

@@ -93,6 +93,7 @@ typedef struct procord_server_stats_s {
   unsigned long long clients_gone_mid_task; /* its worker killed */
   unsigned long long workers_lost_mid_task; /* the worker ended during a task */
   unsigned long long workers_started;
+  unsigned long long handshakes_refused;  /* TLS or the secret failed, or timed out */
   int connections_now;   /* client connections (not those in the gate) */
   int tasks_running_now;
   int tasks_waiting_now; /* whole tasks waiting for a worker */
