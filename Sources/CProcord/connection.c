@@ -24,7 +24,7 @@
 #define READ_CHUNK 65536
 #define READ_BUDGET (4 * 1024 * 1024)
 /* Bytes read ahead while paused (see read_ahead). */
-#define PAUSED_READ_AHEAD (256 * 1024)
+#define PAUSED_READ_AHEAD (16 * 1024)
 
 static void set_nonblocking(int fd) {
   int flags = fcntl(fd, F_GETFL);

@@ -49,7 +49,7 @@ struct procord_connection_s {
 
 /*
  * While paused, delivers no frame: what comes is kept (what was read past
- * the frame being delivered too), up to 256 KiB, then reading stops; the
+ * the frame being delivered too), up to 16 KiB, then reading stops; the
  * peer's end or a failed write still disconnects. Unpaused, frames resume
  * from the loop, never inside this call. A server holds a client's next
  * task this way while the one before runs (one task per connection at a

@@ -512,6 +512,7 @@ static void apply_limits(server_t *s, const procord_server_options_t *options) {
     if (s->max_message_size <= SIZE_MAX / 2 && 2 * s->max_message_size > s->max_held_bytes)
       s->max_held_bytes = 2 * s->max_message_size;
   }
+  s->max_owed_bytes = options->max_buffered_answer_bytes > 0 ? options->max_buffered_answer_bytes : s->max_held_bytes;
   s->stats = options->stats ? options->stats : &s->local_stats;
   memset(s->stats, 0, sizeof *s->stats);
 }

@@ -21,7 +21,7 @@
    the worker is read no more (the worker then waits, its slot held, under
    the answer time limit). */
 #define HIGH_WATER (4 * 1024 * 1024)
-/* A task this small never waits for room under max_held_bytes. */
+/* A task this small may use the headroom above max_held_bytes. */
 #define SMALL_TASK (64 * 1024)
 /* Bodies at least this big are lent from the worker's session, not copied. */
 #define LEND_FROM 65536
@@ -74,6 +74,17 @@ static void set_state(server_client_t *c, client_state_t state) {
 
 static void resume_waiting(server_t *s);
 
+/* Counts what the client has not taken yet in owed_bytes; when that falls
+   back under its bound, tasks may be handed to workers again. */
+static void recount_owed(server_client_t *c, size_t pending) {
+  server_t *s = c->server;
+  int was_over = s->owed_bytes > s->max_owed_bytes;
+  s->owed_bytes = s->owed_bytes - c->owed + pending;
+  c->owed = pending;
+  SERVER_SET(s, answer_bytes_buffered_now, s->owed_bytes);
+  if (was_over && s->owed_bytes <= s->max_owed_bytes) server_dispatch_soon(s);
+}
+
 /* The task's bytes are no longer the server's to hold (handed to a worker,
    or dropped): room for those waiting. */
 static void release_held(server_client_t *c) {
@@ -100,6 +111,7 @@ static void client_free(server_client_t *c) {
   server_t *s = c->server;
   unqueue(c);
   release_held(c);
+  recount_owed(c, 0);
   if (c->state == CLIENT_RECEIVING) s->receiving--;
   if (c->worker) {
     server_worker_t *w = c->worker;
@@ -264,9 +276,11 @@ static void on_input(procord_connection_t *connection, size_t count, void *conte
   s->held_bytes += count;
   SERVER_SET(s, task_bytes_buffered_now, s->held_bytes);
   clock_gettime(CLOCK_MONOTONIC, &c->last_input);
-  /* Past max_held_bytes, a big task waits for room (small ones never do,
-     nor the only task being read: it would never end). */
-  if (c->held > SMALL_TASK && s->held_bytes > s->max_held_bytes && s->held_bytes > c->held) wait_for_room(c);
+  /* Past max_held_bytes, a big task waits for room; small ones have an
+     eighth more, so that big ones cannot keep them waiting; the only task
+     being read never waits (it would never end). */
+  size_t limit = c->held > SMALL_TASK ? s->max_held_bytes : s->max_held_bytes + s->max_held_bytes / 8;
+  if (s->held_bytes > limit && s->held_bytes > c->held) wait_for_room(c);
 }
 
 static int known_task(server_t *s, const procord_frame_t *name) {
@@ -359,6 +373,7 @@ static void enter_idle(server_client_t *c) {
 static void on_drained(procord_connection_t *connection, void *context) {
   (void)connection;
   server_client_t *c = context;
+  recount_owed(c, 0);
   if (c->state == CLIENT_ANSWERING) enter_idle(c);
   else if (c->state == CLIENT_RUNNING && c->worker) {
     event_del(c->timer);
@@ -387,19 +402,32 @@ static void send_frame(server_client_t *c, unsigned char kind, procord_connectio
   else procord_connection_send(c->connection, kind, frame->body, frame->length);
 }
 
+static void count_forwarded(server_client_t *c);
+
 void server_client_forward(server_client_t *c, unsigned char kind, procord_connection_t *from,
                            const procord_frame_t *frame) {
   send_frame(c, kind, from, frame);
-  if (kind == PROCORD_FRAME_PRINT || kind == PROCORD_FRAME_FLUSH) return;
+  if (kind == PROCORD_FRAME_PRINT || kind == PROCORD_FRAME_FLUSH) {
+    count_forwarded(c);
+    return;
+  }
   /* The answer: `0R` with it when another task may follow (not after an `E`,
      which ends a connection as an original worker would, nor in a drain). */
   server_t *s = c->server;
   if (kind != PROCORD_FRAME_ERROR && !s->draining) procord_connection_send(c->connection, PROCORD_FRAME_REUSABLE, NULL, 0);
+  count_forwarded(c);
+}
+
+/* What a frame forwarded left queued for the client counts toward
+   max_buffered_answer_bytes (see has_room and server_dispatch). */
+static void count_forwarded(server_client_t *c) {
+  recount_owed(c, procord_connection_pending_output(c->connection));
 }
 
 int server_client_has_room(server_client_t *c) {
+  server_t *s = c->server;
   size_t pending = procord_connection_pending_output(c->connection);
-  if (pending <= HIGH_WATER) return 1;
+  if (pending == 0 || (pending <= HIGH_WATER && s->owed_bytes <= s->max_owed_bytes)) return 1;
   if (!evtimer_pending(c->timer, NULL)) {
     clock_gettime(CLOCK_MONOTONIC, &c->since);
     c->answer_bytes = pending;

@@ -76,6 +76,7 @@ struct server_client_s {
   server_client_t *queue_previous, *queue_next; /* the ready queue, the idle list, or the wait for room */
   int queued_in;                                /* 0 none, 1 ready, 2 idle, 3 waiting for room */
   size_t held;                                  /* of its task, in held_bytes */
+  size_t owed;                                  /* its part of owed_bytes */
   struct timespec waiting_since;                /* for room: its time limit stops meanwhile */
 };
 
@@ -150,6 +151,11 @@ struct server_s {
      waiting for room under max_held_bytes to read on. */
   size_t held_bytes, max_held_bytes;
   server_client_t *budget_head, *budget_tail;
+  /* Bytes queued toward clients and not yet taken (as last counted), and
+     their bound: past it, no task is handed to a worker, and running
+     tasks' prints wait, until clients take theirs (or time out). */
+  size_t owed_bytes, max_owed_bytes;
+  struct event *dispatch_event; /* server_dispatch from the loop */
   /* Peers in the gate, and TLS relays (server.c). */
   struct secured_peer_s *secured;
   int securing;
@@ -198,6 +204,8 @@ int server_client_has_room(server_client_t *c);
 void server_workers_keep_warm(server_t *s);
 /* Hands ready tasks to idle workers. */
 void server_dispatch(server_t *s);
+/* The same, from the loop (from inside a client's or a worker's callback). */
+void server_dispatch_soon(server_t *s);
 /* Ends a running task whose client went away (the worker is ended too). */
 void server_worker_abandon(server_worker_t *w);
 /* The client took its output: the worker's session may be read again. */

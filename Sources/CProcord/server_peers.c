@@ -126,5 +126,6 @@ void procord_server_stats_read(const procord_server_stats_t *stats, procord_serv
   READ(tasks_running_now);
   READ(tasks_waiting_now);
   READ(task_bytes_buffered_now);
+  READ(answer_bytes_buffered_now);
 #undef READ
 }

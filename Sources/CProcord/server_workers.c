@@ -265,7 +265,9 @@ static server_worker_t *find_idle(server_t *s) {
 void server_dispatch(server_t *s) {
   server_worker_t *w;
   server_workers_keep_warm(s); /* sessions that could not be made before, first */
-  while (s->ready > 0 && (w = find_idle(s))) {
+  /* Past max_buffered_answer_bytes, no new answer is made until clients
+     take theirs (each within its time limit). */
+  while (s->ready > 0 && s->owed_bytes <= s->max_owed_bytes && (w = find_idle(s))) {
     server_client_t *c = server_client_next_ready(s);
     if (!c) break; /* each waiting task's address runs its most already */
     assign(w, c);
@@ -347,6 +349,21 @@ void server_worker_abandon(server_worker_t *w) {
     return; /* its exit is seen as usual */
   }
   set_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
+}
+
+static void on_dispatch_event(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_t *s = context;
+  server_dispatch(s);
+  /* Prints held back for want of room may go on too. */
+  for (server_worker_t *w = s->workers; w; w = w->next)
+    if (w->session && w->client && server_client_has_room(w->client)) procord_connection_pause_reading(w->session, 0);
+}
+
+void server_dispatch_soon(server_t *s) {
+  if (!s->dispatch_event) s->dispatch_event = event_new(s->base, -1, 0, on_dispatch_event, s);
+  if (s->dispatch_event) event_active(s->dispatch_event, 0, 0);
 }
 
 void server_worker_resume(server_worker_t *w) {
@@ -451,6 +468,8 @@ void server_workers_kill(server_t *s) {
 }
 
 void server_workers_release(server_t *s) {
+  if (s->dispatch_event) event_free(s->dispatch_event);
+  s->dispatch_event = NULL;
   while (s->workers) {
     server_worker_t *w = s->workers;
     close_session(w);

@@ -76,7 +76,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
           IS("tls-key") || IS("tls-ca") || IS("tls-server-name") || IS("secret-file") ||
           IS("secret-env") || IS("handshake-timeout") || IS("max-connections") ||
           IS("max-connections-per-peer") || IS("max-tasks-per-peer") || IS("idle-timeout") ||
-          IS("task-timeout") || IS("answer-timeout") || IS("min-receive-rate") || IS("min-send-rate")))
+          IS("task-timeout") || IS("answer-timeout") || IS("min-receive-rate") || IS("min-send-rate") ||
+          IS("max-buffered-task-bytes") || IS("max-buffered-answer-bytes")))
       return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
     const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
@@ -129,6 +130,10 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
       command->min_receive_rate = (int)n;
     else if (IS("min-send-rate") && parse_number(value, 1, 1 << 30, &n) == 0)
       command->min_send_rate = (int)n;
+    else if (IS("max-buffered-task-bytes") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
+      command->max_buffered_task_bytes = (size_t)n;
+    else if (IS("max-buffered-answer-bytes") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
+      command->max_buffered_answer_bytes = (size_t)n;
     else
       return set_error(error, error_size, PROCORD_EINVAL, "invalid number for %s", arg);
 #undef IS

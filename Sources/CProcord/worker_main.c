@@ -85,6 +85,8 @@ int procord_worker_run_server(const procord_worker_command_t *command,
       .answer_timeout_ms = server_time_limit(command->answer_timeout_ms),
       .min_receive_rate = command->min_receive_rate,
       .min_send_rate = command->min_send_rate,
+      .max_buffered_task_bytes = command->max_buffered_task_bytes,
+      .max_buffered_answer_bytes = command->max_buffered_answer_bytes,
   };
   error = procord_server_run(&options);
   procord_security_release(security);

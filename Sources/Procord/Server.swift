@@ -71,6 +71,11 @@ public enum Server {
     /// together; past it, tasks above 64 KiB wait to be read (their time
     /// limit stopped meanwhile). 0: 256 MiB, or twice ``maxMessageSize``.
     public var maxBufferedTaskBytes: Int = 0
+    /// Bytes of answers queued for clients and not yet taken, all clients
+    /// together; past it, no task is handed to a worker (and running tasks'
+    /// prints wait) until clients take theirs or are dropped at their
+    /// ``answerTimeout``. 0: as ``maxBufferedTaskBytes``.
+    public var maxBufferedAnswerBytes: Int = 0
     /// Where the server keeps its figures up to date while it runs (read
     /// them from any thread); `nil`: not kept for you.
     public var statistics: ServerStatistics?
@@ -177,6 +182,7 @@ public enum Server {
         c.min_receive_rate = Int32(clamping: max(0, options.minReceiveRate))
         c.min_send_rate = Int32(clamping: max(0, options.minSendRate))
         c.max_buffered_task_bytes = max(0, options.maxBufferedTaskBytes)
+        c.max_buffered_answer_bytes = max(0, options.maxBufferedAnswerBytes)
         c.stats = options.statistics?.storage
         return withExtendedLifetime(hooks) { procord_server_run(&c) }
       }

@@ -69,6 +69,8 @@ public final class ServerStatistics: @unchecked Sendable {
     public var tasksWaitingNow: Int
     /// Bytes of tasks read and not yet handed to a worker now.
     public var taskBytesBufferedNow: Int
+    /// Bytes of answers queued for clients and not yet taken now.
+    public var answerBytesBufferedNow: Int
 
     init(_ c: procord_server_stats_t) {
       connectionsAccepted = Int(c.connections_accepted)
@@ -89,6 +91,7 @@ public final class ServerStatistics: @unchecked Sendable {
       tasksRunningNow = Int(c.tasks_running_now)
       tasksWaitingNow = Int(c.tasks_waiting_now)
       taskBytesBufferedNow = Int(c.task_bytes_buffered_now)
+      answerBytesBufferedNow = Int(c.answer_bytes_buffered_now)
     }
   }
 }

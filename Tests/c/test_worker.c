@@ -1155,7 +1155,8 @@ static void server_bounds_on_clients_are_read(void) {
                           "--procord-max-connections-per-peer=20", "--procord-max-tasks-per-peer", "3",
                           "--procord-idle-timeout", "0", "--procord-task-timeout=2500",
                           "--procord-answer-timeout", "4000", "--procord-min-receive-rate", "1000",
-                          "--procord-min-send-rate=2000"),
+                          "--procord-min-send-rate=2000", "--procord-max-buffered-task-bytes", "1048576",
+                          "--procord-max-buffered-answer-bytes=2097152"),
                0);
   CHECK_EQ_INT(command.max_connections, 300);
   CHECK_EQ_INT(command.max_connections_per_peer, 20);
@@ -1165,6 +1166,8 @@ static void server_bounds_on_clients_are_read(void) {
   CHECK_EQ_INT(command.answer_timeout_ms, 4000);
   CHECK_EQ_INT(command.min_receive_rate, 1000);
   CHECK_EQ_INT(command.min_send_rate, 2000);
+  CHECK_EQ_INT(command.max_buffered_task_bytes, 1048576);
+  CHECK_EQ_INT(command.max_buffered_answer_bytes, 2097152);
   CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections", "0"),
                PROCORD_EINVAL);
   CHECK(strstr(error, "--procord-max-connections") != NULL);

@@ -98,6 +98,7 @@ typedef struct procord_server_stats_s {
   int tasks_running_now;
   int tasks_waiting_now; /* whole tasks waiting for a worker */
   unsigned long long task_bytes_buffered_now; /* see max_buffered_task_bytes */
+  unsigned long long answer_bytes_buffered_now; /* see max_buffered_answer_bytes */
 } procord_server_stats_t;
 
 /* Copies `stats` into `*copy`, each field read atomically: for a thread
@@ -191,9 +192,14 @@ typedef struct procord_server_options_s {
   size_t max_message_size;
   /* Bytes of tasks read and not yet handed to a worker, all clients
      together. Past it, a task above 64 KiB waits (its time limit stopped)
-     until there is room; smaller ones never wait. 0: 256 MiB or twice
-     max_message_size, whichever is more. */
+     until there is room; smaller ones have an eighth more before they
+     wait. 0: 256 MiB or twice max_message_size, whichever is more. */
   size_t max_buffered_task_bytes;
+  /* Bytes of answers (and prints) queued for clients and not yet taken,
+     all clients together. Past it, no task is handed to a worker and
+     running tasks' prints wait, until clients take theirs or are dropped
+     at their answer time limit. 0: as max_buffered_task_bytes. */
+  size_t max_buffered_answer_bytes;
   /* Optional: figures the server keeps up to date while it runs. */
   procord_server_stats_t *stats;
 } procord_server_options_t;

@@ -167,6 +167,8 @@ typedef struct procord_worker_command_s {
   int answer_timeout_ms;              /* --procord-answer-timeout MS */
   int min_receive_rate;               /* --procord-min-receive-rate BYTES_PER_SECOND */
   int min_send_rate;                  /* --procord-min-send-rate BYTES_PER_SECOND */
+  size_t max_buffered_task_bytes;     /* --procord-max-buffered-task-bytes N */
+  size_t max_buffered_answer_bytes;   /* --procord-max-buffered-answer-bytes N */
 } procord_worker_command_t;
 
 /*
