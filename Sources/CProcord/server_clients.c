@@ -48,6 +48,7 @@ static void unqueue(server_client_t *c) {
   if (c->queue_next) c->queue_next->queue_previous = c->queue_previous;
   else *tail = c->queue_previous;
   if (c->queued_in == 1) SERVER_SET(s, tasks_waiting_now, --s->ready);
+  if (c->queued_in == 3) s->waiting_held -= c->held;
   c->queued_in = 0;
   c->queue_previous = c->queue_next = NULL;
 }
@@ -62,6 +63,7 @@ static void enqueue(server_client_t *c, int which) {
   *tail = c;
   c->queued_in = which;
   if (which == 1) SERVER_SET(s, tasks_waiting_now, ++s->ready);
+  if (which == 3) s->waiting_held += c->held;
 }
 
 static void set_state(server_client_t *c, client_state_t state) {
@@ -253,8 +255,10 @@ static void shift(struct timespec *t, double ms) {
   t->tv_nsec = (long)(ns % 1000000000LL);
 }
 
+/* Resumes those waiting for room, oldest first, while there is room, or
+   while every byte held is a waiting one's (none would ever make room). */
 static void resume_waiting(server_t *s) {
-  while (s->budget_head && s->held_bytes < s->max_held_bytes) {
+  while (s->budget_head && (s->held_bytes < s->max_held_bytes || s->held_bytes == s->waiting_held)) {
     server_client_t *c = s->budget_head;
     unqueue(c);
     double waited = server_ms_since(&c->waiting_since);
@@ -277,10 +281,11 @@ static void on_input(procord_connection_t *connection, size_t count, void *conte
   SERVER_SET(s, task_bytes_buffered_now, s->held_bytes);
   clock_gettime(CLOCK_MONOTONIC, &c->last_input);
   /* Past max_held_bytes, a big task waits for room; small ones have an
-     eighth more, so that big ones cannot keep them waiting; the only task
-     being read never waits (it would never end). */
+     eighth more, so that big ones cannot keep them waiting. A task waits
+     only while another one, not waiting, holds bytes too: that one ends
+     (read whole and handed on, or timed out) and makes room. */
   size_t limit = c->held > SMALL_TASK ? s->max_held_bytes : s->max_held_bytes + s->max_held_bytes / 8;
-  if (s->held_bytes > limit && s->held_bytes > c->held) wait_for_room(c);
+  if (s->held_bytes > limit && s->held_bytes - s->waiting_held > c->held) wait_for_room(c);
 }
 
 static int known_task(server_t *s, const procord_frame_t *name) {

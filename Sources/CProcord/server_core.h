@@ -150,6 +150,7 @@ struct server_s {
   /* Bytes of tasks read and not yet handed to a worker, and the clients
      waiting for room under max_held_bytes to read on. */
   size_t held_bytes, max_held_bytes;
+  size_t waiting_held; /* of held_bytes, those of clients waiting for room */
   server_client_t *budget_head, *budget_tail;
   /* Bytes queued toward clients and not yet taken (as last counted), and
      their bound: past it, no task is handed to a worker, and running

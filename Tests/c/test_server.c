@@ -525,6 +525,13 @@ static int echoes_on(client_t *c, const char *text) {
   return 0;
 }
 
+/* An echo of `text` on `c`, and the `0R` after it: the connection is then
+   idle between tasks, with nothing left to read. */
+static int echoes_then_idles(client_t *c, const char *text) {
+  frame_t frame = {0};
+  return echoes_on(c, text) && frame_is(client_frame(c, 2000, &frame), &frame, PROCORD_FRAME_REUSABLE, "");
+}
+
 /* A one-off: a new connection, an echo of `text` answered within 5 s, closed. */
 static int echo_is_served(const char *text) {
   client_t c;
@@ -782,17 +789,24 @@ static void new_connection_at_max_connections_closes_the_one_idle_longest(void) 
   BEGIN();
   const char *const options[] = {"--procord-max-connections", "4", "--procord-log-level", "info", NULL};
   CHECK_EQ_INT(start_server(options), 0);
+  /* Four connections idle between tasks, each since its echo was
+     answered, one after another: the first is the one idle longest. (A
+     connection that has sent nothing is not even accepted yet: the kernel
+     holds it until its first bytes, TCP_DEFER_ACCEPT.) */
   client_t held[4], fifth = CLIENT_NONE;
   int opened = 0, error = 0;
-  for (; opened < 4 && !error; opened++) {
-    error = client_connect(&held[opened]);
-    usleep(20 * 1000); /* idle since different times */
-  }
+  for (; opened < 4 && !error; opened++)
+    if (!(error = client_connect(&held[opened])) && !echoes_then_idles(&held[opened], "held")) error = -EPROTO;
+  /* The fifth's task makes it a connection, which closes the first. */
   if (!error) error = client_connect(&fifth);
+  if (!error) error = client_send_text_task(&fifth, "echo", "fifth");
   int oldest_ended = !error && client_ends_within(&held[0], 3000) == 1;
   int others_open = 1;
   for (int i = 1; i < opened && !error; i++) others_open &= client_ends_within(&held[i], 100) == -1;
-  int served = !error && echoes_on(&fifth, "fifth");
+  frame_t answer = {0};
+  int r = error ? -1 : client_answer(&fifth, 5000, &answer);
+  int served = frame_is(r, &answer, PROCORD_FRAME_VALUE, "fifth");
+  if (!served) show_frame("the fifth got", r, &answer);
   for (int i = 0; i < opened; i++) client_close(&held[i]);
   client_close(&fifth);
   int logged = logged_within("to make way for a new connection (at max_connections, 4)", 3000);
@@ -817,7 +831,9 @@ static void new_connection_at_max_connections_none_idle_is_refused_with_a_u_fram
   for (; opened < 4 && !error; opened++)
     if (!(error = client_connect(&held[opened]))) error = client_send(&held[opened], "4Techo10Vhalf");
   usleep(300 * 1000); /* the server reads the halves: all four are mid-task */
+  /* A byte, so that the kernel hands the fifth over (TCP_DEFER_ACCEPT). */
   if (!error) error = client_connect(&fifth);
+  if (!error) error = client_send(&fifth, "4");
   frame_t frame = {0};
   int r = error ? -1 : client_frame(&fifth, 3000, &frame);
   int refused = r == 1 && frame.kind == PROCORD_FRAME_UNKNOWN_EXCEPTION;
@@ -848,10 +864,15 @@ static void connection_beyond_max_connections_per_peer_is_refused_with_a_u_frame
   BEGIN();
   const char *const options[] = {"--procord-max-connections-per-peer", "2", NULL};
   CHECK_EQ_INT(start_server(options), 0);
+  /* Connections count once the server has them: the kernel hands one over
+     with its first bytes (TCP_DEFER_ACCEPT). */
   client_t first = CLIENT_NONE, second = CLIENT_NONE, third = CLIENT_NONE, elsewhere = CLIENT_NONE;
   int error = client_connect(&first);
+  if (!error && !echoes_then_idles(&first, "first")) error = -EPROTO;
   if (!error) error = client_connect(&second);
+  if (!error && !echoes_then_idles(&second, "second")) error = -EPROTO;
   if (!error) error = client_connect(&third);
+  if (!error) error = client_send(&third, "4");
   frame_t frame = {0};
   int r = error ? -1 : client_frame(&third, 3000, &frame);
   char why[300] = "";
