@@ -3,7 +3,9 @@
  * the --procord-server option that procord_worker_main understands). It
  * serves fibo on 127.0.0.1 at the port given (0: one the system picks, shown
  * in the log), with at most 4 tasks at once, each in a worker process that
- * is this program again, until SIGTERM or SIGINT.
+ * is this program again, until SIGTERM or SIGINT; then it prints its
+ * figures. It bounds its clients (docs/SERVER.md): 256 connections, 64 from
+ * one address, a task must arrive within 5 s.
  *
  *   server 1111 &
  *   minimal --procord-hostname 127.0.0.1 --procord-port 1111 10 20
@@ -19,6 +21,8 @@ static void log_line(void *context, procord_log_level_t level, const char *messa
   static const char *const names[] = {"error", "warning", "info", "debug"};
   fprintf(stderr, "server: %s: %s\n", names[level], message);
 }
+
+static procord_server_stats_t stats;
 
 int main(int argc, char **argv) {
   /* The server's workers are started with --procord-worker --procord-handoff-fd 3. */
@@ -45,8 +49,21 @@ int main(int argc, char **argv) {
                  .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
       .handle_signals = 1,
       .log = log_line,
+      .max_connections = 256,
+      .max_connections_per_peer = 64,
+      .task_timeout_ms = 5000,
+      .stats = &stats,
   };
   int error = procord_server_run(&options);
-  if (error) fprintf(stderr, "%s: %s\n", argv[0], procord_strerror(error));
-  return error ? 1 : 0;
+  if (error) {
+    fprintf(stderr, "%s: %s\n", argv[0], procord_strerror(error));
+    return 1;
+  }
+  /* The run is over: plain reads are fine (procord_server_stats_read is for
+     another thread while it runs). */
+  fprintf(stderr, "server: answered %llu tasks on %llu connections; refused %llu, timed out %llu\n",
+          stats.tasks_answered, stats.connections_accepted,
+          stats.refused_max_connections + stats.refused_peer_connections + stats.handshakes_refused,
+          stats.task_timeouts + stats.idle_timeouts + stats.answer_timeouts);
+  return 0;
 }

@@ -129,6 +129,12 @@ static void refuse(server_t *s, int fd, server_peer_t *peer, const char *why) {
   char text[256], frame[300];
   int length = snprintf(text, sizeof text, "refused by the server at %s: %s", s->address, why);
   int n = length > 0 ? snprintf(frame, sizeof frame, "%dU%s", length, text) : -1;
+  /* What the peer sent already is read first (the kernel hands a connection
+     over with its first bytes): closed with bytes unread, the socket would
+     be reset, and the reset can overtake the refusal. */
+  char discard[4096];
+  for (int i = 0; i < 16 && recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0; i++) {
+  }
   if (n > 0 && (size_t)n < sizeof frame) {
     ssize_t ignored = send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)ignored;

@@ -12,6 +12,7 @@
 #include "server_core.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -159,7 +160,8 @@ static void refuse_with(server_client_t *c, char digit) {
 
 /* ---- Time limits ---- */
 
-/* Milliseconds left before the state's limit, or -1 for none. */
+/* Milliseconds left before the state's limit (0 or less: past it), or
+   INFINITY for none. */
 static double remaining_ms(server_client_t *c) {
   server_t *s = c->server;
   double elapsed = server_ms_since(&c->since), limit = -1;
@@ -185,15 +187,19 @@ static double remaining_ms(server_client_t *c) {
   case CLIENT_READY:
     break;
   }
-  if (limit < 0) return -1;
+  if (limit < 0) return INFINITY;
   return limit - elapsed;
 }
 
 static void arm_timer(server_client_t *c) {
   double left = remaining_ms(c);
-  if (left < 0 && left != -1) left = 0;
-  if (left == -1) event_del(c->timer);
-  else procord_timer_arm(c->timer, (int)(left + 1));
+  if (isinf(left)) {
+    event_del(c->timer);
+    return;
+  }
+  /* A long limit is looked at again a day from now, then moved on. */
+  double day = 86400e3;
+  procord_timer_arm(c->timer, left <= 0 ? 0 : left >= day ? (int)day : (int)left + 1);
 }
 
 static void on_timer(evutil_socket_t fd, short events, void *argument) {
@@ -201,9 +207,8 @@ static void on_timer(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   server_client_t *c = argument;
   server_t *s = c->server;
-  double left = remaining_ms(c);
-  if (left > 0 || left == -1) {
-    arm_timer(c); /* bytes came since: the limit moved */
+  if (remaining_ms(c) > 0) {
+    arm_timer(c); /* bytes came since (the limit moved), or no limit now */
     return;
   }
   switch (c->state) {

@@ -140,6 +140,22 @@ public enum Worker {
   }
 }
 
+/// The command line's bounds on a server's clients (docs/SERVER.md), over
+/// the defaults of `options`: a time limit given as 0 is none.
+private func applyClientBounds(_ command: procord_worker_command_t, to options: inout Server.Options) {
+  func limit(_ milliseconds: Int32) -> Duration? { milliseconds == 0 ? nil : .milliseconds(milliseconds) }
+  if command.max_connections > 0 { options.maxConnections = Int(command.max_connections) }
+  if command.max_connections_per_peer > 0 { options.maxConnectionsPerPeer = Int(command.max_connections_per_peer) }
+  if command.max_tasks_per_peer > 0 { options.maxTasksPerPeer = Int(command.max_tasks_per_peer) }
+  if command.idle_timeout_ms >= 0 { options.idleTimeout = limit(command.idle_timeout_ms) }
+  if command.task_timeout_ms >= 0 { options.taskTimeout = limit(command.task_timeout_ms) }
+  if command.answer_timeout_ms >= 0 { options.answerTimeout = limit(command.answer_timeout_ms) }
+  if command.min_receive_rate > 0 { options.minReceiveRate = Int(command.min_receive_rate) }
+  if command.min_send_rate > 0 { options.minSendRate = Int(command.min_send_rate) }
+  if command.max_buffered_task_bytes > 0 { options.maxBufferedTaskBytes = Int(command.max_buffered_task_bytes) }
+  if command.max_buffered_answer_bytes > 0 { options.maxBufferedAnswerBytes = Int(command.max_buffered_answer_bytes) }
+}
+
 /// `--procord-server`: serves until SIGTERM or SIGINT, then exits 0.
 private func runServer(
   _ tasks: [any ServableTask], _ parsed: ParsedCommandLine, maxMessageSize: Int?
@@ -163,6 +179,7 @@ private func runServer(
     exit(2)
   }
   if command.handshake_timeout_ms >= 0 { options.handshakeTimeout = .milliseconds(command.handshake_timeout_ms) }
+  applyClientBounds(command, to: &options)
   let levels: [Logger.Level] = [.error, .warning, .info, .debug]
   if command.log_level >= 0 {
     var logger = Logger(label: "procord.server")

@@ -377,6 +377,31 @@ import Testing
     #expect(childProcesses().isEmpty)
   }
 
+  /// The command line's bounds reach the server (`Worker.runIfRequested`
+  /// maps them onto `Server.Options`): a second connection from an address
+  /// allowed one is refused with a `U` frame naming the limit, and the
+  /// first, idle after its task, is closed at the idle limit.
+  @Test func theCommandLinesClientBoundsReachTheServer() throws {
+    warmUp()
+    let server = try ServerUnderTest(options: [
+      "--procord-max-connections-per-peer", "1", "--procord-idle-timeout", "300",
+    ])
+    defer { server.ensureStopped() }
+    let first = try RawConnection(port: server.port)
+    try first.send("4Tfact1V5")
+    #expect(try first.readText(7) == "3V1200R")
+    let idleSince = ContinuousClock.now
+    let second = try RawConnection(port: server.port)
+    try second.send("4")  // the kernel hands a connection over with its first bytes
+    let refusal = String(decoding: try second.readToEnd(), as: UTF8.self)
+    #expect(refusal.contains("U") && refusal.contains("this address has 1 connections already"), "got \(refusal)")
+    #expect(try first.readToEnd(timeout: .seconds(5)) == [])
+    let idle = ContinuousClock.now - idleSince
+    #expect(idle >= .milliseconds(250) && idle < .seconds(3), "closed after \(idle) idle")
+    server.stop()
+    #expect(childProcesses().isEmpty)
+  }
+
   // MARK: - Helpers
 
   /// Sends `request` on a raw connection to a new server; expects exactly

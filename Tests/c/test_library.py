@@ -11,6 +11,7 @@ headers names the package to install. Each check is one test; the last line is
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -55,6 +56,7 @@ class Server:
         self.process = subprocess.Popen(arguments, env=environment, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
         self.port = None
+        self.log = ""
         try:
             message = self.notify.recv(4096).decode()
             for line in message.splitlines():
@@ -76,6 +78,7 @@ class Server:
             return None
         finally:
             self.notify.close()
+            self.log = self.process.stderr.read()
 
 
 def requirements_are_named_when_missing():
@@ -180,6 +183,8 @@ def main():
             check("the server example serves fibo", served.returncode == 0 and
                   served.stdout == "fibo(12) = 233\nfibo(13) = 377\n", served.stdout + served.stderr)
         check("the server example stops cleanly on SIGTERM", c_server.stop() == 0)
+        check("the server example prints its figures", re.search(r"server: answered 2 tasks on [12] connections; refused 0, "
+                                                    r"timed out 0", c_server.log), c_server.log)
     finally:
         for server in servers:  # a check that failed early must not leave one running
             if server.process.poll() is None:
