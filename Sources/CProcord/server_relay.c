@@ -1,6 +1,7 @@
 /*
  * A TLS client's relay (server_secure.h): plaintext between the client's
- * TLS connection and its worker's socketpair, with back-pressure both ways.
+ * TLS connection and the server's own reading of that client (a
+ * socketpair), with back-pressure both ways.
  */
 #define _GNU_SOURCE
 #include "loop_private.h"
@@ -16,16 +17,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Bytes waiting for a slow side before the other side is read no more. */
-#define HIGH_WATER (4 * 1024 * 1024)
-/* After the worker is done: how long the client may take nothing of the
+/* Bytes waiting for a slow side before the other side is read no more:
+   small, since the server's own reading of the client bounds the rest (and
+   a server holds thousands of clients). */
+#define HIGH_WATER (256 * 1024)
+/* After the server's side is done: how long the client may take nothing of the
    rest before it is dropped (a slow client that keeps reading is waited for). */
 #define FLUSH_LIMIT_MS 10000
 
 struct procord_relay_s {
   struct bufferevent *client; /* TLS */
-  struct bufferevent *worker; /* our end of the socketpair */
-  int worker_gone;
+  struct bufferevent *inner; /* our end of the socketpair: the server's side is at the other */
+  int inner_gone;
   struct event *flush_timer;
   size_t unflushed; /* the client's output at the last look */
   procord_relay_done_fn done;
@@ -35,7 +38,7 @@ struct procord_relay_s {
 void procord_relay_free(procord_relay_t *r) {
   if (!r) return;
   if (r->client) bufferevent_free(r->client);
-  if (r->worker) bufferevent_free(r->worker);
+  if (r->inner) bufferevent_free(r->inner);
   if (r->flush_timer) event_free(r->flush_timer);
   free(r);
 }
@@ -48,7 +51,7 @@ static void end(procord_relay_t *r) {
 }
 
 static struct bufferevent *other(procord_relay_t *r, struct bufferevent *bev) {
-  return bev == r->client ? r->worker : r->client;
+  return bev == r->client ? r->inner : r->client;
 }
 
 /* Moves what `from` read to the other side; stops reading `from` while the
@@ -56,7 +59,7 @@ static struct bufferevent *other(procord_relay_t *r, struct bufferevent *bev) {
 static void on_readable(struct bufferevent *from, void *argument) {
   procord_relay_t *r = argument;
   struct bufferevent *to = other(r, from);
-  if (to == r->worker && r->worker_gone) {
+  if (to == r->inner && r->inner_gone) {
     evbuffer_drain(bufferevent_get_input(from), evbuffer_get_length(bufferevent_get_input(from)));
     return;
   }
@@ -68,12 +71,11 @@ static void on_readable(struct bufferevent *from, void *argument) {
   }
 }
 
-/* Both directions, as a local main program that dies does: a Unix socket
-   shows POLLHUP only then, and that is what the worker's watchdog takes as
-   its client gone mid-task (a half-close shows as POLLRDHUP only). What the
-   worker still says is for nobody. */
-static void hang_up_on_worker(procord_relay_t *r) {
-  shutdown(bufferevent_getfd(r->worker), SHUT_RDWR);
+/* Both directions at once: the server's side sees its client gone, even
+   while it is not reading (it reads ahead, and the end or the reset shows).
+   What it still says is for nobody. */
+static void hang_up_inside(procord_relay_t *r) {
+  shutdown(bufferevent_getfd(r->inner), SHUT_RDWR);
 }
 
 static void client_flushed(procord_relay_t *r) {
@@ -90,8 +92,8 @@ static void on_written(struct bufferevent *to, void *argument) {
     if (from) bufferevent_enable(from, EV_READ);
   }
   if (left > 0) return;
-  /* The worker is done: the client has all of it. */
-  if (to == r->client && r->worker_gone) client_flushed(r);
+  /* The server's side is done: the client has all of it. */
+  if (to == r->client && r->inner_gone) client_flushed(r);
 }
 
 static void arm_flush_timer(procord_relay_t *r) {
@@ -111,25 +113,24 @@ static void on_event(struct bufferevent *bev, short what, void *argument) {
   procord_relay_t *r = argument;
   if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
   if (bev == r->client) {
-    /* The client went (an end, an error, a reset): the worker is hung up on
-       at once, as a plain client's going frees its worker, and what is
-       queued either way is dropped. Waiting to hand the worker the rest of
-       what the client sent could be forever: once HIGH_WATER bytes wait
-       for the client the worker is read no more, so it blocks writing its
-       answer and reads nothing either. Nor would it run those tasks: its
-       watchdog lets none run for a client that went. */
+    /* The client went (an end, an error, a reset): the server's side is
+       hung up on at once, as for a plain client that goes, and what is
+       queued either way is dropped. Waiting to hand it the rest of what the
+       client sent could be forever (once HIGH_WATER bytes wait for the
+       client, the server's side is read no more), and no task would run
+       for a client that went anyway. */
     ERR_clear_error();
-    if (!r->worker_gone) hang_up_on_worker(r);
+    if (!r->inner_gone) hang_up_inside(r);
     end(r);
     return;
   }
-  r->worker_gone = 1;
-  bufferevent_disable(r->worker, EV_READ);
+  r->inner_gone = 1;
+  bufferevent_disable(r->inner, EV_READ);
   if (evbuffer_get_length(bufferevent_get_output(r->client)) == 0) client_flushed(r);
   else arm_flush_timer(r);
 }
 
-procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,
+procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
                                      procord_relay_done_fn done, void *context) {
   int pair[2] = {-1, -1};
   procord_relay_t *r = calloc(1, sizeof *r);
@@ -143,20 +144,20 @@ procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,
   r->done = done;
   r->context = context;
   evutil_make_socket_nonblocking(pair[0]);
-  r->worker = bufferevent_socket_new(base, pair[0], BEV_OPT_CLOSE_ON_FREE);
+  r->inner = bufferevent_socket_new(base, pair[0], BEV_OPT_CLOSE_ON_FREE);
   r->flush_timer = evtimer_new(base, on_flush_timeout, r);
-  if (!r->worker || !r->flush_timer) {
-    if (!r->worker) close(pair[0]);
+  if (!r->inner || !r->flush_timer) {
+    if (!r->inner) close(pair[0]);
     close(pair[1]);
     procord_relay_free(r);
     return NULL;
   }
   bufferevent_setcb(r->client, on_readable, on_written, on_event, r);
-  bufferevent_setcb(r->worker, on_readable, on_written, on_event, r);
+  bufferevent_setcb(r->inner, on_readable, on_written, on_event, r);
   bufferevent_enable(r->client, EV_READ | EV_WRITE);
-  bufferevent_enable(r->worker, EV_READ | EV_WRITE);
+  bufferevent_enable(r->inner, EV_READ | EV_WRITE);
   /* What the client sent with its last handshake bytes is waiting already. */
   if (evbuffer_get_length(bufferevent_get_input(r->client)) > 0) on_readable(r->client, r);
-  *worker_fd = pair[1];
+  *inner_fd = pair[1];
   return r;
 }

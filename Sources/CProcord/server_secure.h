@@ -5,9 +5,10 @@
  * shared-secret authentication before the server sees it as a client:
  * a peer that fails is answered (when the protocol lets it be), logged,
  * and closed, and never reaches a worker process. The relay
- * (server_relay.c) then carries a TLS client's plaintext to and from its
- * worker over a socketpair, so that workers never hold a TLS session or
- * the server's private key.
+ * (server_relay.c) then carries a TLS client's plaintext to and from the
+ * server's own reading of clients (server_clients.c) over a socketpair, so
+ * that this reading is the same for every client, and workers never hold a
+ * TLS session or the server's private key.
  */
 #ifndef PROCORD_SERVER_SECURE_H
 #define PROCORD_SERVER_SECURE_H
@@ -52,21 +53,21 @@ void procord_gate_abort(procord_gate_t *gate);
 
 typedef struct procord_relay_s procord_relay_t;
 
-/* Called once when the relay is done (its client gone, or its worker done and
+/* Called once when the relay is done (its client gone, or the server's side done and
    the rest given to the client or given up on) and has freed itself. */
 typedef void (*procord_relay_done_fn)(procord_relay_t *relay, void *context);
 
 /*
  * Starts relaying between the TLS connection `tls` (taken) and a new
  * socketpair, whose other end, blocking and close-on-exec, goes in
- * `*worker_fd` for a worker. When the client goes (an end, an error, a
- * reset), the worker's end is shut down both ways at once, whatever is
- * still queued either way, and the relay ends (the worker's watchdog sees
- * the peer gone, as for a plain client); when the worker closes its end,
- * what is left goes to the client and the TLS connection is closed.
+ * `*inner_fd` for the server's own reading of the client. When the client goes (an end, an error, a reset), that end is shut down
+ * both ways at once, whatever is still queued either way, and the relay
+ * ends (the server sees the client gone, as for a plain client); when the
+ * server's side closes its end, what is left goes to the client and the
+ * TLS connection is closed.
  * Returns NULL (and frees `tls`) when out of descriptors or memory.
  */
-procord_relay_t *procord_relay_start(struct bufferevent *tls, int *worker_fd,
+procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
                                      procord_relay_done_fn done, void *context);
 
 /* Ends a relay at once (a drain timeout, a server that stops); `done` is not called. */
