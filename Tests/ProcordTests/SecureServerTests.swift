@@ -50,6 +50,18 @@ import Testing
     server.stop()
   }
 
+  /// TLS with `--procord-dont-fork`: the server ends TLS and reads the
+  /// task itself, so the task runs on its own thread, no worker process
+  /// needed (the server has no child).
+  @Test func aTaskRoundTripsOverTLSOnADontForkServer() throws {
+    let server = try ServerUnderTest(options: TestPKI.shared.serverTLS + ["--procord-dont-fork"])
+    defer { server.ensureStopped() }
+    let security = try ConnectionSecurity(for: .client, tls: .client(trusting: TestPKI.shared.caFile))
+    #expect(try fibo(20, on: server, security: security) == 10946)
+    #expect(childrenOf(server.pid).isEmpty, "a dont-fork server started \(childrenOf(server.pid))")
+    server.stop()
+  }
+
   /// A pool over two mutual-TLS servers: every task succeeds, and both
   /// servers served some.
   @Test func aPoolOverTwoTLSServersServesEveryTask() async throws {
