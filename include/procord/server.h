@@ -159,10 +159,10 @@ typedef struct procord_server_options_s {
      client's bytes are relayed to the server's side over a socketpair;
      workers never load the key or the secret. Peers in the handshake count
      toward max_connections (and per peer), never toward the task slots. A
-     server listening beyond loopback that does
-     not authenticate its clients (no shared secret, no required client
-     certificate) logs a warning at start. TLS cannot be combined with
-     dont_fork. */
+     server listening beyond loopback that does not authenticate its
+     clients (no shared secret, no required client certificate) logs a
+     warning at start. With dont_fork, tasks run in the process that holds
+     the key. */
   procord_security_t *security;
   /* How long a peer has to finish TLS and authentication;
      0: PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS. */
