@@ -38,6 +38,18 @@
 #define CHECK_BYTES(actual, length, expected)                                             \
   CHECK((length) == strlen(expected) && memcmp((actual), (expected), (length)) == 0)
 
+/* A message `text` contains `word`; says both when it does not. */
+#define CHECK_CONTAINS(text, word)                                                                \
+  do {                                                                                            \
+    const char *check_text = (text);                                                              \
+    if (!check_text || !strstr(check_text, (word))) {                                             \
+      fprintf(stderr, "    %s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,          \
+              check_text ? check_text : "(null)", (word));                                        \
+      check_current_failed = 1;                                                                   \
+      return;                                                                                     \
+    }                                                                                             \
+  } while (0)
+
 #define RUN(test) check_run(#test, test, 0)
 #define RUN_WITHIN(test, seconds) check_run(#test, test, (seconds))
 

@@ -86,6 +86,33 @@ static inline void fixture_task_double(void *context, const unsigned char *input
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, out);
 }
 
+/* `echo`: its input, as its value. */
+static inline void fixture_task_echo(void *context, const unsigned char *input, size_t length,
+                                     procord_reply_t *reply) {
+  (void)context;
+  reply->kind = PROCORD_FRAME_VALUE;
+  reply->length = length;
+  reply->body = length ? malloc(length) : NULL;
+  if (length) memcpy(reply->body, input, length);
+}
+
+/* `sleep`: sleeps for the input's milliseconds, then answers "slept". */
+static inline void fixture_task_sleep(void *context, const unsigned char *input, size_t length,
+                                      procord_reply_t *reply) {
+  (void)context;
+  usleep((useconds_t)(fixture_input_number(input, length) * 1000));
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
+}
+
+/* `announce-then-sleep`: says "started" (its client gets it as a print),
+   then sleeps as `sleep`. */
+static inline void fixture_task_announce_then_sleep(void *context, const unsigned char *input,
+                                                    size_t length, procord_reply_t *reply) {
+  printf("started\n");
+  fflush(stdout);
+  fixture_task_sleep(context, input, length, reply);
+}
+
 /*
  * The start of a test program that is also its own worker: started as a
  * worker, it serves `tasks` and exits. Otherwise it turns core files off (its

@@ -7,6 +7,7 @@
  */
 #include "check.h"
 #include "fixtures.h"
+#include "server_fixture.h"
 #include "procord/delegation.h"
 #include "procord/error.h"
 #include "procord/loop.h"
@@ -78,111 +79,32 @@ static void zero_stderr_fd_gives_the_worker_the_callers_stderr(void) {
 
 /* ---- Server options ---- */
 
-/* A server run on a thread of its own, with dont_fork and one task. */
-typedef struct {
-  procord_server_options_t options;
-  pthread_t thread;
-  int result;
-  pthread_mutex_t lock;
-  pthread_cond_t logged;
-  char log[8192];
-  int ended;
-} test_server_t;
-
-static void record_log(void *context, procord_log_level_t level, const char *message) {
-  (void)level;
-  test_server_t *s = context;
-  pthread_mutex_lock(&s->lock);
-  size_t used = strlen(s->log);
-  snprintf(s->log + used, sizeof s->log - used, "%s\n", message);
-  pthread_cond_broadcast(&s->logged);
-  pthread_mutex_unlock(&s->lock);
-}
-
 /* One connection, then stop. */
 static int stop_after_a_connection(void *context) {
   (void)context;
   return 0;
 }
 
-static void *run_server(void *argument) {
-  test_server_t *s = argument;
-  s->result = procord_server_run(&s->options);
-  pthread_mutex_lock(&s->lock);
-  s->ended = 1;
-  pthread_cond_broadcast(&s->logged);
-  pthread_mutex_unlock(&s->lock);
-  return NULL;
-}
-
 static const procord_worker_task_t server_tasks[] = {{"double", fixture_task_double, NULL}};
 
-/* Starts a server with only these options set (the rest stay 0). */
-static int server_start_on(test_server_t *s, int listen_fd, int port) {
-  memset(s, 0, sizeof *s);
-  pthread_mutex_init(&s->lock, NULL);
-  pthread_cond_init(&s->logged, NULL);
-  s->options.dont_fork = 1;
-  s->options.tasks = server_tasks;
-  s->options.task_count = 1;
-  s->options.log = record_log;
+/* Starts a server on a thread of its own (server_fixture.h) with only these
+   options set, the rest staying 0: dont_fork, one task, the log, one
+   connection, and `listen_fd` and `port`. */
+static int server_start_on(thread_server_t *s, int listen_fd, int port) {
+  thread_server_prepare(s, server_tasks, 1);
   s->options.keep_running = stop_after_a_connection;
-  s->options.context = s;
   s->options.listen_fd = listen_fd;
   s->options.port = port;
-  return pthread_create(&s->thread, NULL, run_server, s);
+  return thread_server_run(s);
 }
 
-static int server_start(test_server_t *s, int listen_fd) { return server_start_on(s, listen_fd, 0); }
-
-/* Waits up to 10 s for `text` in the log, or the end of the server; true if logged. */
-static int server_logged(test_server_t *s, const char *text) {
-  struct timespec limit;
-  clock_gettime(CLOCK_REALTIME, &limit);
-  limit.tv_sec += 10;
-  pthread_mutex_lock(&s->lock);
-  int timed_out = 0;
-  while (!strstr(s->log, text) && !s->ended && !timed_out)
-    timed_out = pthread_cond_timedwait(&s->logged, &s->lock, &limit) != 0;
-  int found = strstr(s->log, text) != NULL;
-  pthread_mutex_unlock(&s->lock);
-  return found;
-}
-
-/* The port of "listening on 127.0.0.1:PORT", or 0. */
-static int server_port(test_server_t *s) {
-  if (!server_logged(s, "listening on 127.0.0.1:")) return 0;
-  pthread_mutex_lock(&s->lock);
-  int port = atoi(strstr(s->log, "listening on 127.0.0.1:") + strlen("listening on 127.0.0.1:"));
-  pthread_mutex_unlock(&s->lock);
-  return port;
-}
-
-/* Waits up to 10 s for the server's thread to end; true if it did. */
-static int server_joined(test_server_t *s) {
-  struct timespec limit;
-  clock_gettime(CLOCK_REALTIME, &limit);
-  limit.tv_sec += 10;
-  if (pthread_timedjoin_np(s->thread, NULL, &limit) != 0) return 0;
-  pthread_cond_destroy(&s->logged);
-  pthread_mutex_destroy(&s->lock);
-  return 1;
-}
-
-/* Connects to 127.0.0.1:port and closes: the server stops after it. */
-static void knock(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  connect(fd, (struct sockaddr *)&address, sizeof address);
-  close(fd);
-}
+static int server_start(thread_server_t *s, int listen_fd) { return server_start_on(s, listen_fd, 0); }
 
 static void zero_listen_fd_binds_a_socket_of_the_servers_own(void) {
   BEGIN();
-  test_server_t server;
-  CHECK_EQ_INT(server_start(&server, 0), 0);
-  int port = server_port(&server);
+  thread_server_t s;
+  CHECK_EQ_INT(server_start(&s, 0), 0);
+  int port = thread_server_port(&s);
   procord_delegation_options_t options = {
       .task_name = "double", .input = "21", .input_length = 2, .remote_host = "127.0.0.1", .remote_port = port};
   procord_delegation_t *d = NULL;
@@ -194,13 +116,13 @@ static void zero_listen_fd_binds_a_socket_of_the_servers_own(void) {
     }
     procord_delegation_release(d);
   }
-  int joined = server_joined(&server);
-  if (!joined) fprintf(stderr, "    the server still runs; its log:\n%s", server.log);
+  int joined = thread_server_join(&s);
+  if (!joined) fprintf(stderr, "    the server still runs; its log:\n%s", s.log);
   CHECK(port > 0);
   CHECK(answered);
   CHECK(joined);
-  CHECK_EQ_INT(server.result, 0);
-  CHECK(!strstr(server.log, "libevent"));
+  CHECK_EQ_INT(s.result, 0);
+  CHECK(!strstr(s.log, "libevent"));
   CHECK_NOTHING_LEFT();
 }
 
@@ -208,15 +130,15 @@ static void listen_fd_that_is_not_a_socket_fails_the_start_saying_why(void) {
   BEGIN();
   int fds[2];
   CHECK_EQ_INT(pipe2(fds, O_CLOEXEC), 0);
-  test_server_t server;
-  CHECK_EQ_INT(server_start(&server, fds[0]), 0);
-  int joined = server_joined(&server);
+  thread_server_t s;
+  CHECK_EQ_INT(server_start(&s, fds[0]), 0);
+  int joined = thread_server_join(&s);
   close(fds[0]);
   close(fds[1]);
   CHECK(joined);
-  CHECK_EQ_INT(server.result, -ENOTSOCK);
-  CHECK(strstr(server.log, "cannot serve descriptor"));
-  CHECK(strstr(server.log, "(listen_fd): Socket operation on non-socket"));
+  CHECK_EQ_INT(s.result, -ENOTSOCK);
+  CHECK(strstr(s.log, "cannot serve descriptor"));
+  CHECK(strstr(s.log, "(listen_fd): Socket operation on non-socket"));
   CHECK_NOTHING_LEFT();
 }
 
@@ -224,13 +146,13 @@ static void listen_fd_of_a_socket_that_does_not_listen_fails_the_start_saying_wh
   BEGIN();
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   CHECK(fd >= 0);
-  test_server_t server;
-  CHECK_EQ_INT(server_start(&server, fd), 0);
-  int joined = server_joined(&server);
+  thread_server_t s;
+  CHECK_EQ_INT(server_start(&s, fd), 0);
+  int joined = thread_server_join(&s);
   close(fd);
   CHECK(joined);
-  CHECK_EQ_INT(server.result, PROCORD_EINVAL);
-  CHECK(strstr(server.log, "(listen_fd): a socket that does not listen"));
+  CHECK_EQ_INT(s.result, PROCORD_EINVAL);
+  CHECK(strstr(s.log, "(listen_fd): a socket that does not listen"));
   CHECK_NOTHING_LEFT();
 }
 
@@ -244,14 +166,14 @@ static void port_in_use_fails_the_start_naming_reuse_address(void) {
   socklen_t length = sizeof address;
   CHECK(taken >= 0 && bind(taken, (struct sockaddr *)&address, sizeof address) == 0 && listen(taken, 1) == 0 &&
         getsockname(taken, (struct sockaddr *)&address, &length) == 0);
-  test_server_t server;
-  CHECK_EQ_INT(server_start_on(&server, 0, ntohs(address.sin_port)), 0);
-  int joined = server_joined(&server);
+  thread_server_t s;
+  CHECK_EQ_INT(server_start_on(&s, 0, ntohs(address.sin_port)), 0);
+  int joined = thread_server_join(&s);
   close(taken);
   CHECK(joined);
-  CHECK_EQ_INT(server.result, -EADDRINUSE);
-  CHECK(strstr(server.log, "Address already in use (another server has it"));
-  CHECK(strstr(server.log, "--procord-reuse-address"));
+  CHECK_EQ_INT(s.result, -EADDRINUSE);
+  CHECK(strstr(s.log, "Address already in use (another server has it"));
+  CHECK(strstr(s.log, "--procord-reuse-address"));
   CHECK_NOTHING_LEFT();
 }
 
@@ -279,17 +201,17 @@ static void make_libevent_warn(void) {
 
 static void libevent_messages_go_to_the_servers_log_not_to_stderr(void) {
   BEGIN();
-  test_server_t server;
-  CHECK_EQ_INT(server_start(&server, 0), 0);
-  int port = server_port(&server);
+  thread_server_t s;
+  CHECK_EQ_INT(server_start(&s, 0), 0);
+  int port = thread_server_port(&s);
   stderr_capture_t capture;
   int captured = stderr_capture(&capture) == 0;
   make_libevent_warn();
   char written[512] = "";
   if (captured) stderr_release(&capture, written, sizeof written);
-  int logged = server_logged(&server, "libevent: ");
+  int logged = thread_server_logged(&s, "libevent: ");
   if (port > 0) knock(port);
-  int joined = server_joined(&server);
+  int joined = thread_server_join(&s);
   CHECK(port > 0);
   CHECK(captured);
   CHECK(joined);

@@ -9,9 +9,10 @@
  * The certificates are made at start in a temporary directory with the
  * `openssl` command (EC P-256): a CA, a server certificate it signs for
  * localhost and 127.0.0.1, a client certificate it signs, and a second,
- * unrelated CA. The server's port comes from its sd_notify message
- * (READY=1, STATUS=listening on 127.0.0.1:PORT) on a datagram socket of
- * ours; its log (stderr) comes through a pipe.
+ * unrelated CA. The server (server_fixture.h) tells its port in its
+ * sd_notify message (READY=1, STATUS=listening on 127.0.0.1:PORT) on a
+ * datagram socket of ours, a file in that directory; its log (stderr)
+ * comes through a pipe.
  *
  * Every test that starts a process or opens a descriptor ends by checking
  * that no child process is left and that the number of open descriptors is
@@ -19,6 +20,7 @@
  */
 #include "check.h"
 #include "fixtures.h"
+#include "server_fixture.h"
 
 #include "auth_private.h"
 #include "procord/connection.h"
@@ -44,14 +46,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
-
 static procord_loop_t *loop;
-static char self_path[4096];
 
 /* A secret of 32 bytes, and another one. */
 #define SECRET "0123456789abcdef0123456789abcdef"
@@ -61,28 +59,7 @@ static char self_path[4096];
 /* The variable the secret tests set and load. */
 #define TEST_SECRET_VARIABLE "PROCORD_TEST_SECRET"
 
-/* A message `text` contains `word`; says both when it does not. */
-#define CHECK_CONTAINS(text, word)                                                                \
-  do {                                                                                            \
-    const char *check_text = (text);                                                              \
-    if (!check_text || !strstr(check_text, (word))) {                                             \
-      fprintf(stderr, "    %s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,          \
-              check_text ? check_text : "(null)", (word));                                        \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
-  } while (0)
-
 /* ---- Tasks the server's workers serve ---- */
-
-static void task_echo(void *context, const unsigned char *input, size_t length,
-                      procord_reply_t *reply) {
-  (void)context;
-  reply->kind = PROCORD_FRAME_VALUE;
-  reply->length = length;
-  reply->body = length ? malloc(length) : NULL;
-  if (length) memcpy(reply->body, input, length);
-}
 
 /* What a worker finds of the server's secret variable in its environment. */
 static void task_secret_variable(void *context, const unsigned char *input, size_t length,
@@ -92,20 +69,10 @@ static void task_secret_variable(void *context, const unsigned char *input, size
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, value ? value : "(unset)");
 }
 
-/* Says "started" (its client gets it as a print), then sleeps for the input's milliseconds. */
-static void task_announce_then_sleep(void *context, const unsigned char *input, size_t length,
-                                     procord_reply_t *reply) {
-  (void)context;
-  printf("started\n");
-  fflush(stdout);
-  usleep((useconds_t)(fixture_input_number(input, length) * 1000));
-  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
-}
-
 static const procord_worker_task_t tasks[] = {
-    {"echo", task_echo, NULL},
+    {"echo", fixture_task_echo, NULL},
     {"secret-variable", task_secret_variable, NULL},
-    {"announce-then-sleep", task_announce_then_sleep, NULL},
+    {"announce-then-sleep", fixture_task_announce_then_sleep, NULL},
 };
 #define TASK_COUNT (sizeof tasks / sizeof tasks[0])
 
@@ -948,213 +915,7 @@ static void refusal_from_the_server_fails_the_client(void) {
   CHECK_CONTAINS(reason, "does not take a shared secret");
 }
 
-/* ---- A worker server of ours ---- */
-
-typedef struct {
-  procord_child_t child;
-  int running;
-  int notify_fd;
-  char notify_path[100];
-  int log_fd;
-  char log[65536];
-  size_t log_length;
-  int port;
-} server_t;
-
-static server_t server = {.notify_fd = -1, .log_fd = -1};
-/* Set by a test that expects the server not to start: nothing to show then. */
-static int quiet;
-
-/* Reads what the server logged, waiting up to `timeout_ms`; 0 at the end of its log. */
-static int read_log(int timeout_ms) {
-  if (server.log_fd < 0) return 0;
-  struct pollfd p = {.fd = server.log_fd, .events = POLLIN};
-  if (poll(&p, 1, timeout_ms) <= 0) return 1;
-  /* Once the buffer is full, the rest is read and dropped. */
-  char sink[4096];
-  size_t room = sizeof server.log - 1 - server.log_length;
-  char *into = room ? server.log + server.log_length : sink;
-  ssize_t n = read(server.log_fd, into, room ? room : sizeof sink);
-  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 0;
-  if (n > 0 && room) {
-    server.log_length += (size_t)n;
-    server.log[server.log_length] = 0;
-  }
-  return 1;
-}
-
-/* Waits up to `timeout_ms` for `text` in the server's log. */
-static int logged_within(const char *text, int timeout_ms) {
-  long long end = now_ms() + timeout_ms;
-  while (!strstr(server.log, text)) {
-    long long left = end - now_ms();
-    if (left <= 0 || !read_log((int)left)) return strstr(server.log, text) != NULL;
-  }
-  return 1;
-}
-
-/* The server said `text` in its log; shows the log when not. */
-#define CHECK_LOGGED(found, text)                                                                 \
-  do {                                                                                            \
-    if (!(found)) {                                                                               \
-      fprintf(stderr, "    %s:%d: the server did not log \"%s\"; its log:\n%.4000s\n", __FILE__,    \
-              __LINE__, (text), server.log);                                                      \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
-  } while (0)
-
-/* Waits for the server's READY=1 and reads its port from STATUS=listening on 127.0.0.1:PORT. */
-static int await_ready(int timeout_ms) {
-  long long end = now_ms() + timeout_ms;
-  for (;;) {
-    long long left = end - now_ms();
-    if (left <= 0) return -1;
-    struct pollfd p[3] = {{.fd = server.notify_fd, .events = POLLIN},
-                          {.fd = server.log_fd, .events = POLLIN},
-                          {.fd = server.child.pidfd, .events = POLLIN}};
-    if (poll(p, server.child.pidfd >= 0 ? 3 : 2, (int)left) < 0 && errno != EINTR) return -1;
-    if (p[1].revents) read_log(0);
-    if (p[2].revents) return -1; /* it ended before it was ready */
-    if (!p[0].revents) continue;
-    char message[512];
-    ssize_t n = recv(server.notify_fd, message, sizeof message - 1, 0);
-    if (n <= 0) continue;
-    message[n] = 0;
-    static const char status[] = "STATUS=listening on 127.0.0.1:";
-    const char *at = strstr(message, status);
-    if (strstr(message, "READY=1") && at) {
-      server.port = atoi(at + sizeof status - 1);
-      return server.port > 0 ? 0 : -1;
-    }
-  }
-}
-
-/* Waits up to `timeout_ms` for the server to exit; kills it if it does not. Reaps it. */
-static int server_exits_within(int timeout_ms, int *status) {
-  long long end = now_ms() + timeout_ms;
-  int exited = 0;
-  while (!exited) {
-    long long left = end - now_ms();
-    if (left <= 0) break;
-    if (server.child.pidfd >= 0) {
-      struct pollfd p[2] = {{.fd = server.child.pidfd, .events = POLLIN},
-                            {.fd = server.log_fd, .events = POLLIN}};
-      if (poll(p, 2, (int)left) < 0 && errno != EINTR) break;
-      if (p[1].revents) read_log(0);
-      exited = p[0].revents != 0;
-    } else {
-      siginfo_t info;
-      memset(&info, 0, sizeof info);
-      exited = waitid(P_PID, (id_t)server.child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-               info.si_pid == server.child.pid;
-      if (!exited) read_log(10);
-    }
-  }
-  if (!exited) procord_child_kill(&server.child, SIGKILL);
-  procord_child_reap(&server.child, status);
-  return exited;
-}
-
-/* Stops the server with SIGTERM and reaps it; returns 1 when it exited with 0
-   within `timeout_ms`. Closes all of ours. */
-static int stop_server_within(int timeout_ms) {
-  int clean = 0;
-  if (server.running) {
-    procord_child_kill(&server.child, SIGTERM);
-    int status = 0;
-    int exited = server_exits_within(timeout_ms, &status);
-    clean = exited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (!clean && !quiet)
-      fprintf(stderr, "    the server %s (status %d); its log:\n%.4000s\n",
-              exited ? "did not exit cleanly" : "was still running after SIGTERM", status, server.log);
-    close(server.child.read_fd);
-    close(server.child.write_fd);
-    server.running = 0;
-  }
-  /* Its log ends when the server and its workers are gone. */
-  long long end = now_ms() + 5000;
-  while (server.log_fd >= 0 && now_ms() < end && read_log((int)(end - now_ms()))) {
-  }
-  /* Under the sanitizers, the server and its workers are sanitized too: any report fails. */
-  if (clean && strstr(server.log, "Sanitizer")) {
-    if (!quiet) fprintf(stderr, "    the server's log has a sanitizer report:\n%.4000s\n", server.log);
-    clean = 0;
-  }
-  if (server.log_fd >= 0) close(server.log_fd);
-  if (server.notify_fd >= 0) close(server.notify_fd);
-  unlink(server.notify_path);
-  server.log_fd = server.notify_fd = -1;
-  return clean;
-}
-
-static int stop_server(void) { return stop_server_within(5000); }
-
-/*
- * Starts this program as a worker server on 127.0.0.1 and an ephemeral
- * port, with the options of `extra` (NULL-terminated) and, in its
- * environment, `variable` (NAME=VALUE, or NULL); waits until it is ready.
- */
-static int start_server(const char *const *extra, const char *variable) {
-  server.log[0] = 0;
-  server.log_length = 0;
-  server.port = 0;
-  server.running = 0;
-  snprintf(server.notify_path, sizeof server.notify_path, "%s/notify", directory);
-  unlink(server.notify_path);
-  struct sockaddr_un address = {.sun_family = AF_UNIX};
-  if (strlen(server.notify_path) >= sizeof address.sun_path) return -1;
-  memcpy(address.sun_path, server.notify_path, strlen(server.notify_path) + 1);
-  server.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  int log_pipe[2] = {-1, -1};
-  if (server.notify_fd < 0 || bind(server.notify_fd, (struct sockaddr *)&address, sizeof address) != 0 ||
-      pipe2(log_pipe, O_CLOEXEC) != 0) {
-    stop_server();
-    return -1;
-  }
-  server.log_fd = log_pipe[0];
-  const char *arguments[32];
-  size_t n = 0;
-  arguments[n++] = self_path;
-  arguments[n++] = "--procord-server";
-  arguments[n++] = "--procord-hostname";
-  arguments[n++] = "127.0.0.1";
-  arguments[n++] = "--procord-port";
-  arguments[n++] = "0";
-  for (; extra && *extra && n < 31; extra++) arguments[n++] = *extra;
-  arguments[n] = NULL;
-  /* Ours, without what would make it a systemd service of another's, and with our notify socket. */
-  size_t count = 0;
-  while (environ[count]) count++;
-  const char **environment = calloc(count + 3, sizeof *environment);
-  char notify[128];
-  snprintf(notify, sizeof notify, "NOTIFY_SOCKET=%s", server.notify_path);
-  size_t e = 0;
-  for (size_t i = 0; environment && i < count; i++)
-    if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0 && strncmp(environ[i], "LISTEN_", 7) != 0)
-      environment[e++] = environ[i];
-  if (environment) {
-    environment[e++] = notify;
-    if (variable) environment[e++] = variable;
-  }
-  procord_spawn_options_t options = {.program = self_path, .arguments = arguments,
-                                     .environment = environment,
-                                     .channel = PROCORD_CHANNEL_STDIO, .stderr_fd = log_pipe[1]};
-  int spawned = environment ? procord_spawn(&options, &server.child) : -ENOMEM;
-  free(environment);
-  close(log_pipe[1]);
-  if (spawned != 0) {
-    stop_server();
-    return spawned;
-  }
-  server.running = 1;
-  if (await_ready(10000) != 0) {
-    if (!quiet) fprintf(stderr, "    the server did not say it was ready; its log:\n%.4000s\n", server.log);
-    stop_server();
-    return -1;
-  }
-  return 0;
-}
+/* ---- A worker server of ours (server_fixture.h): whether it holds a connection ---- */
 
 /*
  * True while the server process holds a TCP connection of its port open:
@@ -1434,9 +1195,9 @@ static void workers_of_a_server_killed_outright_end_with_it(void) {
     procord_delegation_release(d);
   }
   sem_destroy(&started);
-  quiet = 1; /* killed, it cannot exit cleanly */
+  server.quiet = 1; /* killed, it cannot exit cleanly */
   stop_server();
-  quiet = 0;
+  server.quiet = 0;
   CHECK_EQ_INT(delegated, 0);
   CHECK(running);
   CHECK(count >= 2); /* the busy one and an idle one at least */
@@ -1991,10 +1752,10 @@ static void server_with_a_secret_stops_at_once_on_sigterm_after_its_clients_are_
 static void server_with_a_missing_certificate_does_not_start_and_says_why(void) {
   BEGIN();
   const char *const options[] = {"--procord-tls-cert", "/nonexistent/procord/server.pem", NULL};
-  quiet = 1;
+  server.quiet = 1;
   int started = start_server(options, NULL) == 0;
   if (started) stop_server();
-  quiet = 0;
+  server.quiet = 0;
   CHECK(!started);
   CHECK_CONTAINS(server.log, "/nonexistent/procord/server.pem");
   CHECK_NOTHING_LEFT();
@@ -2009,6 +1770,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "cannot make a temporary directory\n");
     return 1;
   }
+  /* The server's notify socket a file there: NOTIFY_SOCKET as a path, not an abstract name. */
+  server.notify_directory = directory;
   have_certificates = make_files() == 0;
   auth_client = secret_security(PROCORD_SECURITY_CLIENT, SECRET);
   auth_server = secret_security(PROCORD_SECURITY_SERVER, SECRET);

@@ -9,11 +9,11 @@
  * from the server itself; `0R` after an answer; draining on SIGTERM; the
  * figures of procord_server_stats_t.
  *
- * Most tests start this very program as a worker server (--procord-server,
- * with short limits given as --procord-* options), its workers being this
- * program again; its port comes from its sd_notify message (READY=1,
- * STATUS=listening on 127.0.0.1:PORT) on an abstract datagram socket of
- * ours, its log (stderr) through a pipe. The clients are plain sockets of
+ * Most tests start this very program as a worker server (server_fixture.h:
+ * --procord-server, with short limits given as --procord-* options), its
+ * workers being this program again; its port comes from its sd_notify
+ * message (READY=1, STATUS=listening on 127.0.0.1:PORT) on an abstract
+ * datagram socket of ours, its log (stderr) through a pipe. The clients are plain sockets of
  * the test, writing frames by hand and reading them with a small parser of
  * their own, so that the test says exactly what went on the wire and when.
  * Two tests (figures, task bytes) run a server on a thread of the test with
@@ -24,6 +24,7 @@
  */
 #include "check.h"
 #include "fixtures.h"
+#include "server_fixture.h"
 
 #include "procord/error.h"
 #include "procord/frame.h"
@@ -33,7 +34,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -41,259 +41,16 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-extern char **environ;
-
-static char self_path[4096];
 
 /* ---- Tasks the server's workers serve ---- */
 
-static void task_echo(void *context, const unsigned char *input, size_t length,
-                      procord_reply_t *reply) {
-  (void)context;
-  reply->kind = PROCORD_FRAME_VALUE;
-  reply->length = length;
-  reply->body = length ? malloc(length) : NULL;
-  if (length) memcpy(reply->body, input, length);
-}
-
-/* Sleeps for the input's milliseconds, then answers "slept". */
-static void task_sleep(void *context, const unsigned char *input, size_t length,
-                       procord_reply_t *reply) {
-  (void)context;
-  usleep((useconds_t)(fixture_input_number(input, length) * 1000));
-  fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
-}
-
-/* Says "started" (its client gets it as a print), then sleeps as `sleep`. */
-static void task_announce_then_sleep(void *context, const unsigned char *input, size_t length,
-                                     procord_reply_t *reply) {
-  printf("started\n");
-  fflush(stdout);
-  task_sleep(context, input, length, reply);
-}
-
 static const procord_worker_task_t tasks[] = {
-    {"echo", task_echo, NULL},
-    {"sleep", task_sleep, NULL},
-    {"announce-then-sleep", task_announce_then_sleep, NULL},
+    {"echo", fixture_task_echo, NULL},
+    {"sleep", fixture_task_sleep, NULL},
+    {"announce-then-sleep", fixture_task_announce_then_sleep, NULL},
 };
 #define TASK_COUNT (sizeof tasks / sizeof tasks[0])
-
-/* A message `text` contains `word`; says both when it does not. */
-#define CHECK_CONTAINS(text, word)                                                                \
-  do {                                                                                            \
-    const char *check_text = (text);                                                              \
-    if (!check_text || !strstr(check_text, (word))) {                                             \
-      fprintf(stderr, "    %s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,          \
-              check_text ? check_text : "(null)", (word));                                        \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
-  } while (0)
-
-/* ---- A worker server of ours, this program run with --procord-server ---- */
-
-typedef struct {
-  procord_child_t child;
-  int running;
-  int notify_fd;
-  char notify_name[64]; /* abstract: no file to remove */
-  int log_fd;
-  char log[65536];
-  size_t log_length;
-  int port;
-} server_t;
-
-static server_t server = {.notify_fd = -1, .log_fd = -1};
-
-/* Reads what the server logged, waiting up to `timeout_ms`; 0 at the end of its log. */
-static int read_log(int timeout_ms) {
-  if (server.log_fd < 0) return 0;
-  struct pollfd p = {.fd = server.log_fd, .events = POLLIN};
-  if (poll(&p, 1, timeout_ms) <= 0) return 1;
-  char sink[4096];
-  size_t room = sizeof server.log - 1 - server.log_length;
-  char *into = room ? server.log + server.log_length : sink;
-  ssize_t n = read(server.log_fd, into, room ? room : sizeof sink);
-  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 0;
-  if (n > 0 && room) {
-    server.log_length += (size_t)n;
-    server.log[server.log_length] = 0;
-  }
-  return 1;
-}
-
-/* Takes what the server logged so far, without waiting. */
-static void read_log_now(void) {
-  while (server.log_fd >= 0) {
-    struct pollfd p = {.fd = server.log_fd, .events = POLLIN};
-    if (poll(&p, 1, 0) <= 0 || !read_log(0)) return;
-  }
-}
-
-/* Waits up to `timeout_ms` for `text` in the server's log. */
-static int logged_within(const char *text, int timeout_ms) {
-  long long end = now_ms() + timeout_ms;
-  while (!strstr(server.log, text)) {
-    long long left = end - now_ms();
-    if (left <= 0 || !read_log((int)left)) return strstr(server.log, text) != NULL;
-  }
-  return 1;
-}
-
-/* The server said `text` in its log (waiting up to 5 s for it); shows the log when not. */
-#define CHECK_LOGGED(text)                                                                        \
-  do {                                                                                            \
-    if (!logged_within((text), 5000)) {                                                           \
-      fprintf(stderr, "    %s:%d: the server did not log \"%s\"; its log:\n%.4000s\n", __FILE__,    \
-              __LINE__, (text), server.log);                                                      \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
-  } while (0)
-
-/* Waits for the server's READY=1 and reads its port from STATUS=listening on 127.0.0.1:PORT. */
-static int await_ready(int timeout_ms) {
-  long long end = now_ms() + timeout_ms;
-  for (;;) {
-    long long left = end - now_ms();
-    if (left <= 0) return -1;
-    struct pollfd p[3] = {{.fd = server.notify_fd, .events = POLLIN},
-                          {.fd = server.log_fd, .events = POLLIN},
-                          {.fd = server.child.pidfd, .events = POLLIN}};
-    if (poll(p, server.child.pidfd >= 0 ? 3 : 2, (int)left) < 0 && errno != EINTR) return -1;
-    if (p[1].revents) read_log(0);
-    if (p[2].revents) return -1; /* it ended before it was ready */
-    if (!p[0].revents) continue;
-    char message[512];
-    ssize_t n = recv(server.notify_fd, message, sizeof message - 1, 0);
-    if (n <= 0) continue;
-    message[n] = 0;
-    static const char status[] = "STATUS=listening on 127.0.0.1:";
-    const char *at = strstr(message, status);
-    if (strstr(message, "READY=1") && at) {
-      server.port = atoi(at + sizeof status - 1);
-      return server.port > 0 ? 0 : -1;
-    }
-  }
-}
-
-/* Waits up to `timeout_ms` for the server to exit; kills it if it does not. Reaps it. */
-static int server_exits_within(int timeout_ms, int *status) {
-  long long end = now_ms() + timeout_ms;
-  int exited = 0;
-  while (!exited) {
-    long long left = end - now_ms();
-    if (left <= 0) break;
-    struct pollfd p[2] = {{.fd = server.child.pidfd, .events = POLLIN},
-                          {.fd = server.log_fd, .events = POLLIN}};
-    if (poll(p, 2, (int)left) < 0 && errno != EINTR) break;
-    if (p[1].revents) read_log(0);
-    exited = p[0].revents != 0;
-  }
-  if (!exited) procord_child_kill(&server.child, SIGKILL);
-  procord_child_reap(&server.child, status);
-  return exited;
-}
-
-/* Stops the server with SIGTERM and reaps it; returns 1 when it exited with 0
-   within `timeout_ms` and its log has no sanitizer report. Closes all of ours. */
-static int stop_server_within(int timeout_ms) {
-  int clean = 0;
-  if (server.running) {
-    procord_child_kill(&server.child, SIGTERM);
-    int status = 0;
-    int exited = server_exits_within(timeout_ms, &status);
-    clean = exited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (!clean)
-      fprintf(stderr, "    the server %s (status %d); its log:\n%.4000s\n",
-              exited ? "did not exit cleanly" : "was still running after SIGTERM", status, server.log);
-    close(server.child.read_fd);
-    close(server.child.write_fd);
-    server.running = 0;
-  }
-  /* Its log ends when the server and its workers are gone. */
-  long long end = now_ms() + 5000;
-  while (server.log_fd >= 0 && now_ms() < end && read_log((int)(end - now_ms()))) {
-  }
-  if (clean && strstr(server.log, "Sanitizer")) {
-    fprintf(stderr, "    the server's log has a sanitizer report:\n%.4000s\n", server.log);
-    clean = 0;
-  }
-  if (server.log_fd >= 0) close(server.log_fd);
-  if (server.notify_fd >= 0) close(server.notify_fd);
-  server.log_fd = server.notify_fd = -1;
-  return clean;
-}
-
-static int stop_server(void) { return stop_server_within(5000); }
-
-/*
- * Starts this program as a worker server on 127.0.0.1 and an ephemeral
- * port, with the options of `extra` (NULL-terminated); waits until it is
- * ready.
- */
-static int start_server(const char *const *extra) {
-  static int started;
-  server.log[0] = 0;
-  server.log_length = 0;
-  server.port = 0;
-  server.running = 0;
-  snprintf(server.notify_name, sizeof server.notify_name, "procord-test-server-%d-%d", (int)getpid(),
-           ++started);
-  struct sockaddr_un address = {.sun_family = AF_UNIX};
-  memcpy(address.sun_path + 1, server.notify_name, strlen(server.notify_name));
-  socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(server.notify_name));
-  server.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  int log_pipe[2] = {-1, -1};
-  if (server.notify_fd < 0 || bind(server.notify_fd, (struct sockaddr *)&address, length) != 0 ||
-      pipe2(log_pipe, O_CLOEXEC) != 0) {
-    stop_server();
-    return -1;
-  }
-  server.log_fd = log_pipe[0];
-  const char *arguments[48];
-  size_t n = 0;
-  arguments[n++] = self_path;
-  arguments[n++] = "--procord-server";
-  arguments[n++] = "--procord-hostname";
-  arguments[n++] = "127.0.0.1";
-  arguments[n++] = "--procord-port";
-  arguments[n++] = "0";
-  for (; extra && *extra && n < 47; extra++) arguments[n++] = *extra;
-  arguments[n] = NULL;
-  /* Ours, without what would make it a systemd service of another's, and with our notify socket. */
-  size_t count = 0;
-  while (environ[count]) count++;
-  const char **environment = calloc(count + 2, sizeof *environment);
-  char notify[128];
-  snprintf(notify, sizeof notify, "NOTIFY_SOCKET=@%s", server.notify_name);
-  size_t e = 0;
-  for (size_t i = 0; environment && i < count; i++)
-    if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0 && strncmp(environ[i], "LISTEN_", 7) != 0)
-      environment[e++] = environ[i];
-  if (environment) environment[e++] = notify;
-  procord_spawn_options_t options = {.program = self_path, .arguments = arguments,
-                                     .environment = environment,
-                                     .channel = PROCORD_CHANNEL_STDIO, .stderr_fd = log_pipe[1]};
-  int spawned = environment ? procord_spawn(&options, &server.child) : -ENOMEM;
-  free(environment);
-  close(log_pipe[1]);
-  if (spawned != 0) {
-    stop_server();
-    return spawned;
-  }
-  server.running = 1;
-  if (await_ready(10000) != 0) {
-    fprintf(stderr, "    the server did not say it was ready; its log:\n%.4000s\n", server.log);
-    stop_server();
-    return -1;
-  }
-  return 0;
-}
 
 /* ---- Clients: plain sockets, frames written by hand ---- */
 
@@ -555,7 +312,7 @@ static unsigned char *pattern(size_t count) {
 static void idle_and_half_sent_connections_hold_no_task_slot(void) {
   BEGIN();
   const char *const options[] = {"--procord-max-simultaneous-tasks", "1", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   client_t idle[20], half[5], c = CLIENT_NONE;
   int opened = 0, error = 0;
   for (int i = 0; i < 20 && !error; i++, opened++) error = client_connect(&idle[i]);
@@ -590,7 +347,7 @@ static void idle_and_half_sent_connections_hold_no_task_slot(void) {
 static void trickled_task_is_dropped_at_the_task_time_limit(void) {
   BEGIN();
   const char *const options[] = {"--procord-task-timeout", "500", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   client_t c;
   CHECK_EQ_INT(client_connect(&c), 0);
   static const char task[] = "4Techo20Vtwenty bytes of input";
@@ -629,7 +386,7 @@ static void big_task_sent_steadily_is_not_cut_off_by_the_task_time_limit(void) {
   BEGIN();
   const char *const options[] = {"--procord-task-timeout", "300", "--procord-min-receive-rate", "1048576",
                                  NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   enum { SIZE = 4 << 20, PIECE = 128 << 10, EVERY_MS = 30 };
   unsigned char *input = pattern(SIZE);
   client_t c = CLIENT_NONE;
@@ -669,7 +426,7 @@ static void client_not_taking_its_answer_is_dropped_and_its_worker_serves_anothe
   BEGIN();
   const char *const options[] = {"--procord-max-simultaneous-tasks", "1", "--procord-answer-timeout", "1000",
                                  "--procord-min-send-rate", "67108864", "--procord-log-level", "debug", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   enum { SIZE = 8 << 20 };
   unsigned char *input = pattern(SIZE);
   client_t greedy = CLIENT_NONE, other = CLIENT_NONE;
@@ -731,7 +488,7 @@ static void client_not_taking_its_answer_is_dropped_and_its_worker_serves_anothe
 static void pipelined_tasks_of_one_connection_take_turns_with_another_connection(void) {
   BEGIN();
   const char *const options[] = {"--procord-max-simultaneous-tasks", "1", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   enum { TASKS = 50 };
   char pipelined[TASKS * 16] = "";
   for (int i = 0; i < TASKS; i++) strcat(pipelined, "5Tsleep2V20");
@@ -788,7 +545,7 @@ static void pipelined_tasks_of_one_connection_take_turns_with_another_connection
 static void new_connection_at_max_connections_closes_the_one_idle_longest(void) {
   BEGIN();
   const char *const options[] = {"--procord-max-connections", "4", "--procord-log-level", "info", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   /* Four connections idle between tasks, each since its echo was
      answered, one after another: the first is the one idle longest. (A
      connection that has sent nothing is not even accepted yet: the kernel
@@ -825,7 +582,7 @@ static void new_connection_at_max_connections_closes_the_one_idle_longest(void) 
 static void new_connection_at_max_connections_none_idle_is_refused_with_a_u_frame(void) {
   BEGIN();
   const char *const options[] = {"--procord-max-connections", "4", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   client_t held[4], fifth = CLIENT_NONE;
   int opened = 0, error = 0;
   for (; opened < 4 && !error; opened++)
@@ -863,7 +620,7 @@ static void new_connection_at_max_connections_none_idle_is_refused_with_a_u_fram
 static void connection_beyond_max_connections_per_peer_is_refused_with_a_u_frame(void) {
   BEGIN();
   const char *const options[] = {"--procord-max-connections-per-peer", "2", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   /* Connections count once the server has them: the kernel hands one over
      with its first bytes (TCP_DEFER_ACCEPT). */
   client_t first = CLIENT_NONE, second = CLIENT_NONE, third = CLIENT_NONE, elsewhere = CLIENT_NONE;
@@ -910,7 +667,7 @@ static void tasks_of_one_address_beyond_max_tasks_per_peer_wait_their_turn(void)
   BEGIN();
   const char *const options[] = {"--procord-max-simultaneous-tasks", "4", "--procord-max-tasks-per-peer", "1",
                                  NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   /* Workers warm: a task, then a moment for the second warm worker. */
   int warm = echo_is_served("warm");
   usleep(300 * 1000);
@@ -960,7 +717,7 @@ static void tasks_of_one_address_beyond_max_tasks_per_peer_wait_their_turn(void)
 static void unknown_task_is_answered_e0_by_the_server_which_serves_on(void) {
   BEGIN();
   const char *const options[] = {"--procord-log-level", "info", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   client_t c;
   CHECK_EQ_INT(client_connect(&c), 0);
   int error = client_send(&c, "7Tunknown1V1");
@@ -985,7 +742,7 @@ static void unknown_task_is_answered_e0_by_the_server_which_serves_on(void) {
 /* An answer is followed by `0R`, and the same connection serves the next task. */
 static void answer_is_followed_by_0r_and_the_connection_serves_another_task(void) {
   BEGIN();
-  CHECK_EQ_INT(start_server(NULL), 0);
+  CHECK_EQ_INT(start_server(NULL, NULL), 0);
   client_t c;
   CHECK_EQ_INT(client_connect(&c), 0);
   int error = client_send_text_task(&c, "echo", "first");
@@ -1017,7 +774,7 @@ static void answer_is_followed_by_0r_and_the_connection_serves_another_task(void
 static void sigterm_answers_a_running_task_without_0r_and_closes_idle_connections_at_once(void) {
   BEGIN();
   const char *const options[] = {"--procord-log-level", "info", NULL};
-  CHECK_EQ_INT(start_server(options), 0);
+  CHECK_EQ_INT(start_server(options, NULL), 0);
   client_t running = CLIENT_NONE, idle = CLIENT_NONE;
   int error = client_connect(&idle);
   frame_t frame = {0};
@@ -1085,103 +842,6 @@ static void sigterm_answers_a_running_task_without_0r_and_closes_idle_connection
 
 /* ---- A server on a thread of the test, with options only the C API has ---- */
 
-typedef struct {
-  procord_server_options_t options;
-  procord_server_stats_t stats;
-  pthread_t thread;
-  int result;
-  int stop; /* read by keep_running, set by the test (atomically) */
-  pthread_mutex_t lock;
-  pthread_cond_t logged;
-  char log[16384];
-  int ended;
-} thread_server_t;
-
-static void record_log(void *context, procord_log_level_t level, const char *message) {
-  (void)level;
-  thread_server_t *s = context;
-  pthread_mutex_lock(&s->lock);
-  size_t used = strlen(s->log);
-  snprintf(s->log + used, sizeof s->log - used, "%s\n", message);
-  pthread_cond_broadcast(&s->logged);
-  pthread_mutex_unlock(&s->lock);
-}
-
-static int keep_running_until_told(void *context) {
-  thread_server_t *s = context;
-  return !__atomic_load_n(&s->stop, __ATOMIC_SEQ_CST);
-}
-
-static void *run_thread_server(void *argument) {
-  thread_server_t *s = argument;
-  s->result = procord_server_run(&s->options);
-  pthread_mutex_lock(&s->lock);
-  s->ended = 1;
-  pthread_cond_broadcast(&s->logged);
-  pthread_mutex_unlock(&s->lock);
-  return NULL;
-}
-
-/* Fills in what every such server has (dont_fork, our tasks, the log,
-   stats, keep_running); the caller sets the rest of `s->options`, then
-   calls thread_server_start. */
-static void thread_server_prepare(thread_server_t *s) {
-  memset(s, 0, sizeof *s);
-  pthread_mutex_init(&s->lock, NULL);
-  pthread_cond_init(&s->logged, NULL);
-  s->options.dont_fork = 1;
-  s->options.tasks = tasks;
-  s->options.task_count = TASK_COUNT;
-  s->options.log = record_log;
-  s->options.keep_running = keep_running_until_told;
-  s->options.context = s;
-  s->options.stats = &s->stats;
-}
-
-/* Starts it and returns its port, or 0 (its thread then joined). */
-static int thread_server_start(thread_server_t *s) {
-  if (pthread_create(&s->thread, NULL, run_thread_server, s) != 0) return 0;
-  static const char listening[] = "listening on 127.0.0.1:";
-  struct timespec limit;
-  clock_gettime(CLOCK_REALTIME, &limit);
-  limit.tv_sec += 10;
-  pthread_mutex_lock(&s->lock);
-  int timed_out = 0;
-  while (!strstr(s->log, listening) && !s->ended && !timed_out)
-    timed_out = pthread_cond_timedwait(&s->logged, &s->lock, &limit) != 0;
-  const char *at = strstr(s->log, listening);
-  int port = at ? atoi(at + sizeof listening - 1) : 0;
-  pthread_mutex_unlock(&s->lock);
-  if (port <= 0) {
-    __atomic_store_n(&s->stop, 1, __ATOMIC_SEQ_CST);
-    pthread_join(s->thread, NULL);
-  }
-  return port;
-}
-
-/* Stops it (keep_running says no after the next connection's end: a knock)
-   and joins its thread within 10 s; true if it ended, with 0. */
-static int thread_server_stop(thread_server_t *s, int port) {
-  __atomic_store_n(&s->stop, 1, __ATOMIC_SEQ_CST);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0) {
-    connect(fd, (struct sockaddr *)&address, sizeof address);
-    close(fd);
-  }
-  struct timespec limit;
-  clock_gettime(CLOCK_REALTIME, &limit);
-  limit.tv_sec += 10;
-  if (pthread_timedjoin_np(s->thread, NULL, &limit) != 0) {
-    fprintf(stderr, "    the server's thread did not end; its log:\n%.4000s\n", s->log);
-    return 0;
-  }
-  pthread_cond_destroy(&s->logged);
-  pthread_mutex_destroy(&s->lock);
-  return s->result == 0;
-}
-
 /* The server's figures, read as another thread must. */
 static procord_server_stats_t figures(thread_server_t *s) {
   procord_server_stats_t copy;
@@ -1212,7 +872,8 @@ static procord_server_stats_t figure_settled(thread_server_t *s,
 static void figures_count_answers_unknown_tasks_protocol_errors_and_connections(void) {
   BEGIN();
   thread_server_t s;
-  thread_server_prepare(&s);
+  thread_server_prepare(&s, tasks, TASK_COUNT);
+  s.options.stats = &s.stats;
   int port = thread_server_start(&s);
   CHECK(port > 0);
   server.port = port;
@@ -1335,7 +996,8 @@ static unsigned long long most_held_until(thread_server_t *s, unsigned long long
 static void big_tasks_beyond_max_buffered_task_bytes_wait_for_room_and_all_complete(void) {
   BEGIN();
   thread_server_t s;
-  thread_server_prepare(&s);
+  thread_server_prepare(&s, tasks, TASK_COUNT);
+  s.options.stats = &s.stats;
   s.options.max_buffered_task_bytes = 1 << 20;
   s.options.task_timeout_ms = 300;
   s.options.min_receive_rate = 2 << 20;

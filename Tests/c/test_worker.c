@@ -41,15 +41,6 @@ static void task_raise(void *context, const unsigned char *input, size_t length,
   fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "boom");
 }
 
-static void task_echo(void *context, const unsigned char *input, size_t length,
-                      procord_reply_t *reply) {
-  (void)context;
-  reply->kind = PROCORD_FRAME_VALUE;
-  reply->length = length;
-  reply->body = length ? malloc(length) : NULL;
-  if (length) memcpy(reply->body, input, length);
-}
-
 /* Answers with the text its context points to. */
 static void task_context(void *context, const unsigned char *input, size_t length,
                          procord_reply_t *reply) {
@@ -144,7 +135,7 @@ static void task_print_then_answer(void *context, const unsigned char *input, si
 
 static const procord_worker_task_t tasks[] = {
     {"double", fixture_task_double, NULL},   {"fail", task_fail, NULL},
-    {"raise", task_raise, NULL},     {"echo", task_echo, NULL},
+    {"raise", task_raise, NULL},     {"echo", fixture_task_echo, NULL},
     {"context", task_context, "from the context"},
     {"bad-kind", task_bad_kind, NULL},
     {"sleep", task_sleep, NULL},
