@@ -1073,9 +1073,8 @@ int main(int argc, char **argv) {
   RUN(answer_is_followed_by_0r_and_the_connection_serves_another_task);
   RUN(sigterm_answers_a_running_task_without_0r_and_closes_idle_connections_at_once);
   RUN(figures_count_answers_unknown_tasks_protocol_errors_and_connections);
-  /* Fails for now, by a bug of the server's: two big tasks past the budget
-     both wait for room, and neither is ever read on (each holds some of it,
-     and room comes only from a task read whole). */
+  /* Found a deadlock: two big tasks past the budget both waited for room,
+     each holding some of it, and neither was ever read on. */
   RUN(big_tasks_beyond_max_buffered_task_bytes_wait_for_room_and_all_complete);
 
   procord_loop_free(loop);
