@@ -171,7 +171,9 @@ typedef struct procord_server_options_s {
   /* Client connections held at once (in the gate too); 0:
      PROCORD_DEFAULT_MAX_CONNECTIONS. At the limit a new connection closes
      the one idle longest; if none is idle it is refused with a `U` frame
-     saying so. */
+     saying so. The soft descriptor limit (RLIMIT_NOFILE) is raised toward
+     the hard one to fit them; if it cannot be, this is lowered, with a log
+     line. */
   int max_connections;
   /* Per client address (IP): connections, and tasks running at once
      (beyond it, its tasks wait while other addresses' run); 0: no limit. */
@@ -200,7 +202,9 @@ typedef struct procord_server_options_s {
      running tasks' prints wait, until clients take theirs or are dropped
      at their answer time limit. 0: as max_buffered_task_bytes. */
   size_t max_buffered_answer_bytes;
-  /* Optional: figures the server keeps up to date while it runs. */
+  /* Optional: figures the server keeps up to date while it runs (zeroed
+     when it starts; read them from another thread with
+     procord_server_stats_read). */
   procord_server_stats_t *stats;
 } procord_server_options_t;
 
@@ -208,7 +212,9 @@ typedef struct procord_server_options_s {
  * Runs a server on the calling thread until it is stopped (signal or
  * keep_running), then stops its workers, reaps them and returns 0; or
  * returns a negative error code if it could not start (the address could
- * not be resolved or bound, with a log line saying why). When the
+ * not be resolved or bound, with a log line saying why; PROCORD_EINVAL
+ * without a worker program, or with dont_fork and no tasks). It may raise
+ * the process's soft descriptor limit to fit max_connections (see there). When the
  * environment has NOTIFY_SOCKET (systemd's Type=notify), it sends READY=1
  * and a STATUS naming the address once it listens.
  */
@@ -224,10 +230,11 @@ int procord_server_activated_socket(void);
 
 /*
  * The worker side of a server: tells the server it is ready on
- * `control_fd`, then serves each connection the server hands over (reusable,
- * `0R`, watchdog on) with the options' tasks and limits, and reports back
- * after each. Returns 0 when the server closes `control_fd`, or a negative
- * error code.
+ * `control_fd`, then serves each session the server hands over (a socket
+ * on which the server sends whole tasks and takes their answers to their
+ * clients; reusable, `0R`, watchdog on: closed mid-task, the task is
+ * killed) with the options' tasks and limits, and reports back after each.
+ * Returns 0 when the server closes `control_fd`, or a negative error code.
  */
 int procord_worker_serve_handoffs(const procord_worker_options_t *options, int control_fd);
 
