@@ -46,7 +46,9 @@ public enum Server {
     public var maxSimultaneousTasks: Int = Int(PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS)
     /// Client connections held at once (those in TLS or authentication
     /// too). At the limit, a new connection closes the one idle longest; if
-    /// none is idle it is refused with an error naming the limit.
+    /// none is idle it is refused with an error naming the limit. The
+    /// process's soft descriptor limit is raised to fit them if it can be;
+    /// if not, this is lowered, with a log line.
     public var maxConnections: Int = Int(PROCORD_DEFAULT_MAX_CONNECTIONS)
     /// Connections one client address (IP) may hold; `nil`: no limit.
     public var maxConnectionsPerPeer: Int?
