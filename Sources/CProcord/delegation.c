@@ -116,8 +116,12 @@ int procord_delegation_send(procord_delegation_t *d, procord_link_t *link) {
   }
   procord_link_cork(link, 0);
   /* Only now may the worker have it: before, a retry cannot run it twice. */
-  if (!error) d->delivered = 1;
+  if (!error) __atomic_store_n(&d->delivered, 1, __ATOMIC_RELEASE);
   return error;
+}
+
+int procord_delegation_is_delivered(const procord_delegation_t *d) {
+  return __atomic_load_n(&d->delivered, __ATOMIC_ACQUIRE);
 }
 
 static void write_all(int fd, const unsigned char *bytes, size_t length) {

@@ -753,7 +753,7 @@ static void on_ended(procord_link_t *link, void *context) {
     returned = a->queue_next;
     a->queue_next = NULL;
     if (!a->dropped) {
-      a->delivered = 0;
+      __atomic_store_n(&a->delivered, 0, __ATOMIC_RELEASE);
       a->outcome.attempts--; /* it was sent, but never taken up */
       if (__atomic_load_n(&a->kill_requested, __ATOMIC_ACQUIRE) || p->immediate) {
         __atomic_store_n(&a->kill_requested, 1, __ATOMIC_RELEASE);
@@ -779,7 +779,7 @@ static void on_ended(procord_link_t *link, void *context) {
       d->retries++;
       procord_outcome_t fresh = {.exit_code = -1, .worker_pid = -1, .attempts = d->outcome.attempts};
       d->outcome = fresh;
-      d->delivered = 0;
+      __atomic_store_n(&d->delivered, 0, __ATOMIC_RELEASE);
       pthread_mutex_lock(&p->lock);
       p->stats.tasks_retried++;
       p->waiting++;

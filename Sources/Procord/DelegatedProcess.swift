@@ -31,6 +31,10 @@ public class AnyDelegatedProcess: @unchecked Sendable {
     return pid > 0 ? pid : nil
   }
 
+  /// Whether the task went to a worker (it may be running there); false
+  /// while a pooled task waits in the pool's queue.
+  var isDelivered: Bool { procord_delegation_is_delivered(handle) != 0 }
+
   deinit { procord_delegation_release(handle) }
 
   /// Kills the worker (SIGKILL to its whole process group) unless the
@@ -99,7 +103,9 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
 
   /// The output, once the process has finished; throws the task's
   /// exception or the ``ExecutionError``. Cancelling the awaiting task kills
-  /// the worker, and the value then throws ``ExecutionError/workerKilled``.
+  /// the worker, and the value then throws `CancellationError` (the status
+  /// says ``ExecutionError/workerKilled``); an answer that came before the
+  /// cancellation took effect is still returned.
   public var value: Output {
     get async throws {
       await withTaskCancellationHandler {
@@ -107,6 +113,7 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
       } onCancel: {
         self.kill()
       }
+      if Task.isCancelled, case .error(.workerKilled) = typedCompletion.status { throw CancellationError() }
       return try typedCompletion.result()
     }
   }

@@ -12,37 +12,56 @@ extension WorkerPool {
   /// order of the inputs.
   ///
   /// The first failure (the task's error, or an ``ExecutionError``) is
-  /// thrown, and the tasks still running are killed; use
+  /// thrown once the tasks already running have finished (their outputs are
+  /// dropped): no further input is delegated, tasks still queued in the
+  /// pool are withdrawn, and no healthy worker is killed. Use
   /// ``mapUnordered(_:_:maxConcurrency:options:)`` to get every result,
-  /// failures included. Cancelling the calling task kills the running ones.
+  /// failures included. Cancelling the calling task kills the running ones
+  /// and throws `CancellationError`.
   public func map<Inputs: Sequence, Output>(
     _ task: DelegatedTask<Inputs.Element, Output>, _ inputs: Inputs, maxConcurrency: Int? = nil,
     options: DelegationOptions = DelegationOptions()
   ) async throws -> [Output] {
     let limit = max(1, maxConcurrency ?? defaultConcurrency)
-    return try await withThrowingTaskGroup(of: (Int, Output).self) { group in
-      var outputs: [Output?] = []
-      var pending = inputs.makeIterator()
-      var running = 0
-      // Delegating happens here, in input order; the group only awaits.
-      while running < limit, let input = pending.next() {
-        let process = try await submit(task, input, options: options)
-        let index = outputs.count
-        outputs.append(nil)
-        group.addTask { (index, try await process.value) }
-        running += 1
-      }
-      while let (index, output) = try await group.next() {
-        outputs[index] = output
-        if let input = pending.next() {
+    var outputs: [Output?] = []
+    var outstanding: [Int: DelegatedProcess<Output>] = [:]
+    var firstFailure: (any Error)?
+    var pending = inputs.makeIterator()
+    await withTaskGroup(of: (Int, Result<Output, any Error>).self) { group in
+      // Delegates the next input (in input order: the group only awaits);
+      // false when there is none, or it could not be delegated.
+      func delegateNext() async -> Bool {
+        guard firstFailure == nil, let input = pending.next() else { return false }
+        do {
           let process = try await submit(task, input, options: options)
-          let next = outputs.count
+          let index = outputs.count
           outputs.append(nil)
-          group.addTask { (next, try await process.value) }
+          outstanding[index] = process
+          group.addTask { (index, await Result { try await process.value }) }
+          return true
+        } catch {
+          firstFailure = error
+          return false
         }
       }
-      return outputs.map { $0! }
+      var running = 0
+      while running < limit, await delegateNext() { running += 1 }
+      while let (index, result) = await group.next() {
+        outstanding[index] = nil
+        switch result {
+        case .success(let output): outputs[index] = output
+        case .failure(let error):
+          if firstFailure == nil {
+            firstFailure = error
+            // Withdraw what has not started; what runs finishes.
+            for process in outstanding.values where !process.isDelivered { process.kill() }
+          }
+        }
+        _ = await delegateNext()
+      }
     }
+    if let firstFailure { throw firstFailure }
+    return outputs.map { $0! }
   }
 
   /// Runs a task on every input; see ``map(_:_:maxConcurrency:options:)-(DelegatedTask<Inputs.Element,Output>,_,_,_)``.

@@ -212,14 +212,16 @@ import Testing
   }
 
   /// Cancelling the task that awaits `value` kills the worker; `value`
-  /// throws `workerKilled` only once the worker has been reaped.
+  /// throws `CancellationError` only once the worker has been reaped (the
+  /// status says `workerKilled`).
   @Test func cancellingTheAwaitKillsAHangingWorker() async throws {
     try await expectNoLeaks {
       let process = try delegate(Self.probe, 7, to: FailureFixture.worker("hang"))
       let pid = try #require(process.pid)
       let waiting = Task { try await process.value }
       waiting.cancel()
-      await #expect(throws: ExecutionError.workerKilled) { try await waiting.value }
+      await #expect(throws: CancellationError.self) { try await waiting.value }
+      #expect(failure(process.status) == .workerKilled)
       #expect(!processExists(pid))
     }
   }

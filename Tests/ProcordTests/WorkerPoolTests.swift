@@ -178,15 +178,52 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
     }
   }
 
-  @Test func mapThrowsTheFirstFailureAndKillsTheTasksStillRunning() async throws {
+  /// A task's own failure in `map`: no further input is delegated, the
+  /// tasks still queued are withdrawn, the running ones finish (their
+  /// outputs dropped), and no healthy worker is killed: the pool started
+  /// its three workers and no more.
+  @Test func mapThrowsTheFirstFailureOnceTheRunningTasksFinishAndKillsNoWorker() async throws {
     try await expectNoLeaks {
       let pool = try WorkerPool(workers: 3, program: demoSocketWorker)
+      // Three running (two 400 ms sleeps and an input `sleep` refuses at
+      // once), three queued behind them, and more never delegated.
+      let inputs = [400, 400, -1] + Array(repeating: 400, count: 20)
       let start = ContinuousClock.now
-      // Two ten-minute sleeps and an input `sleep` refuses at once.
       await #expect(throws: ExecutionError.workerUnknownException("sleep: negative duration")) {
-        try await pool.map(DemoTasks.sleep, [600_000, 600_000, -1])
+        try await pool.map(DemoTasks.sleep, inputs, maxConcurrency: 6)
       }
-      #expect(ContinuousClock.now - start < .seconds(5), "the running tasks were not killed")
+      let took = ContinuousClock.now - start
+      #expect(took >= .milliseconds(350), "returned after \(took), before the running tasks finished")
+      #expect(took < .seconds(3), "returned after \(took): queued tasks ran too")
+      let statistics = pool.statistics
+      #expect(statistics.workersStarted == 3, "workers started: \(statistics.workersStarted)")
+      #expect(statistics.tasksFinished <= 6, "tasks finished: \(statistics.tasksFinished)")
+      // The pool goes on with the same workers.
+      #expect(try await pool.run(DemoTasks.fact, 5) == 120)
+      #expect(pool.statistics.workersStarted == 3)
+      await pool.shutdown()
+    }
+  }
+
+  /// Cancelling the task that runs `map` kills the running tasks and
+  /// throws `CancellationError` at once.
+  @Test func cancellingMapKillsTheRunningTasksAndThrowsCancellationError() async throws {
+    try await expectNoLeaks {
+      let pool = try WorkerPool(workers: 2, program: demoSocketWorker)
+      let start = ContinuousClock.now
+      let mapping = Task { try await pool.map(DemoTasks.sleep, [600_000, 600_000, 600_000]) }
+      // Once both workers run a task (another process's state: looked at,
+      // nothing to await).
+      var workers: [Int32] = []
+      let running = repeatUntil(deadline: .seconds(10)) {
+        workers = childProcesses()
+        return workers.count == 2 && pool.statistics.busyWorkers == 2
+      }
+      try #require(running, "the two tasks never ran: \(pool.statistics)")
+      mapping.cancel()
+      await #expect(throws: CancellationError.self) { try await mapping.value }
+      #expect(ContinuousClock.now - start < .seconds(10), "the running tasks were not killed")
+      for pid in workers { #expect(procord_test_wait_for_exit(pid, 5000) != 0, "worker \(pid) still runs") }
       await pool.shutdown()
     }
   }

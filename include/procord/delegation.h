@@ -163,6 +163,11 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
    procord/pool.h before signalling it). Thread-safe. */
 pid_t procord_delegation_pid(const procord_delegation_t *delegation);
 
+/* Returns non-zero once the task went to a worker (it may be running
+   there, local or remote); 0 while a pooled task waits in the pool's
+   queue, or after it came back unstarted to be run again. Thread-safe. */
+int procord_delegation_is_delivered(const procord_delegation_t *delegation);
+
 /*
  * Kills the worker (SIGKILL to its process group) unless the delegation has
  * finished (even if the worker has answered and is exiting: the outcome is
