@@ -41,7 +41,9 @@ public enum ExecutionError: Error, Sendable, Equatable, CustomStringConvertible 
     case .workerUnknownException(let text): return "worker raised an unknown exception: \(text)"
     case .workerKilled: return "worker killed by the main program"
     case .workerDisconnected(let cause): return "worker disconnected: \(cause)"
-    case .noWorkerAvailable(let name): return "no worker available for task \"\(name)\""
+    case .noWorkerAvailable(let name):
+      return "the worker has no task named \"\(name)\" (a worker serves the tasks its program gives "
+        + "Worker.runIfRequested(tasks:); check the name, and that the worker is the program you meant)"
     case .deadlineExceeded(let deadline):
       return "the task ran past its deadline of \(durationText(deadline)) and its worker was killed"
     }

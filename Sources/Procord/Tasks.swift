@@ -111,13 +111,37 @@ public protocol ServableTask: Sendable {
   func reply(to input: [UInt8]) -> TaskReply
 }
 
+/// A worker could not decode a task's input: the main program and the
+/// worker disagree on the input's codec or type. The worker reports it as
+/// the task's failure, in these words, so that the main program learns
+/// that it was the input, and on which side.
+public struct TaskInputError: Error, CustomStringConvertible {
+  /// The task whose input did not decode.
+  public let taskName: String
+  /// What the input codec said.
+  public let reason: String
+
+  /// The error in English, with what to check.
+  public var description: String {
+    "the worker could not decode the input of task \"\(taskName)\": \(reason) "
+      + "(the main program and the worker must use the same input codec and type)"
+  }
+}
+
 extension WorkerTask: ServableTask {
   /// Decodes the input, runs the body and encodes the output; a failure of
   /// any of the three becomes an `X` reply if the error codec encodes it, and
-  /// a `U` reply with the error's text otherwise.
+  /// a `U` reply with the error's text otherwise. An input that does not
+  /// decode fails as a ``TaskInputError``.
   public func reply(to input: [UInt8]) -> TaskReply {
     do {
-      return .value(try output.encode(try body(try self.input.decode(input))))
+      let decoded: Input
+      do {
+        decoded = try self.input.decode(input)
+      } catch {
+        throw TaskInputError(taskName: name, reason: String(describing: error))
+      }
+      return .value(try output.encode(try body(decoded)))
     } catch {
       if let encoded = self.error?.encode(error) { return .exception(encoded) }
       return .unknownException(String(describing: error))

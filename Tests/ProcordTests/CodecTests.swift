@@ -93,7 +93,21 @@ private struct Refusal: Error, Codable, Equatable {
       Issue.record("expected an exception reply")
       return
     }
-    #expect(String(decoding: bytes, as: UTF8.self).contains("expected a decimal integer"))
+    let text = String(decoding: bytes, as: UTF8.self)
+    #expect(text.contains("expected a decimal integer"))
+    #expect(text.contains("the worker could not decode the input of task"), "got \(text)")
+  }
+
+  /// Without an error codec, an input that does not decode says so, naming
+  /// the task and what to check, not only the codec's complaint.
+  @Test func anInputThatDoesNotDecodeSaysItWasTheInput() {
+    let task = WorkerTask<Int, Int>(name: "twice", input: .decimal, output: .decimal) { $0 * 2 }
+    guard case .unknownException(let text) = task.reply(to: Array("x".utf8)) else {
+      Issue.record("expected an unknown-exception reply")
+      return
+    }
+    #expect(text.hasPrefix("the worker could not decode the input of task \"twice\": "), "got \(text)")
+    #expect(text.contains("expected a decimal integer") && text.contains("same input codec and type"), "got \(text)")
   }
 
   @Test func withoutAnErrorCodecErrorsTravelAsText() {
