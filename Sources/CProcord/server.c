@@ -9,6 +9,7 @@
 #include "loop_private.h"
 #include "procord/connection.h"
 #include "procord/error.h"
+#include "procord/frame.h"
 #include "procord/listen.h"
 #include "security_private.h"
 #include "server_core.h"
@@ -126,19 +127,22 @@ void server_check_keep_running(server_t *s) {
    error (a `U` frame naming this server), then closes. Best effort: a new
    socket has room. */
 static void refuse(server_t *s, int fd, server_peer_t *peer, const char *why) {
-  char text[256], frame[300];
+  unsigned char frame[PROCORD_FRAME_HEADER_MAX + 256];
+  char text[256];
   int length = snprintf(text, sizeof text, "refused by the server at %s: %s", s->address, why);
-  int n = length > 0 ? snprintf(frame, sizeof frame, "%dU%s", length, text) : -1;
+  if (length < 0) length = 0;
+  if ((size_t)length >= sizeof text) length = sizeof text - 1;
+  size_t header = procord_frame_encode_header(PROCORD_FRAME_UNKNOWN_EXCEPTION, (size_t)length, frame);
+  memcpy(frame + header, text, (size_t)length);
+  size_t n = header + (size_t)length;
   /* What the peer sent already is read first (the kernel hands a connection
      over with its first bytes): closed with bytes unread, the socket would
      be reset, and the reset can overtake the refusal. */
   char discard[4096];
   for (int i = 0; i < 16 && recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0; i++) {
   }
-  if (n > 0 && (size_t)n < sizeof frame) {
-    ssize_t ignored = send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)ignored;
-  }
+  ssize_t ignored = send(fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)ignored;
   close(fd);
   server_peer_forget_if_unused(s, peer);
 }
@@ -553,8 +557,17 @@ static void fit_descriptor_limit(server_t *s) {
 
 int procord_server_run(const procord_server_options_t *options) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
-  if (!options || (!options->dont_fork && !options->worker.program)) return PROCORD_EINVAL;
-  if (options->dont_fork && options->task_count == 0) return PROCORD_EINVAL;
+  if (!options) return PROCORD_EINVAL;
+  const char *mistake = !options->dont_fork && !options->worker.program
+                            ? "no worker program: set options.worker (its program and argv, see server.h), "
+                              "or dont_fork with tasks"
+                        : options->dont_fork && options->task_count == 0
+                            ? "dont_fork without tasks: set options.tasks and options.task_count"
+                            : NULL;
+  if (mistake) {
+    if (options->log) options->log(options->context, PROCORD_LOG_ERROR, mistake);
+    return PROCORD_EINVAL;
+  }
   server_t *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->options = options;

@@ -7,7 +7,8 @@
 #define PROCORD_CONTROL_DONE 'd'
 /* The byte that carries a session's socket to a worker. */
 #define PROCORD_CONTROL_CLIENT 'C'
-/* server -> worker: drain; end the client's connection once idle between tasks. */
+/* From older servers (a drain): skipped by a worker, which ends a session
+   when the server closes it. */
 #define PROCORD_CONTROL_STOP 'S'
 
 /* The server's own worker thread (dont_fork): serves sessions handed over
@@ -18,7 +19,5 @@ int procord_server_serve_in_process(const struct procord_worker_options_s *optio
 /* Passes `client_fd` to the worker at the other end of `control_fd`. Returns 0 or -errno. */
 int procord_server_hand_over(int control_fd, int client_fd);
 
-/* Tells the worker at the other end of `control_fd` that the server drains. */
-int procord_server_tell_stop(int control_fd);
 
 #endif

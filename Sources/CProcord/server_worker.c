@@ -107,14 +107,6 @@ int procord_server_serve_in_process(const procord_worker_options_t *template, in
   return serve_handoffs(template, control_fd, 1);
 }
 
-int procord_server_tell_stop(int control_fd) {
-  char byte = PROCORD_CONTROL_STOP;
-  ssize_t n;
-  while ((n = send(control_fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {
-  }
-  return n == 1 ? 0 : -errno;
-}
-
 int procord_server_hand_over(int control_fd, int client_fd) {
   char byte = PROCORD_CONTROL_CLIENT;
   struct iovec part = {&byte, 1};

@@ -185,16 +185,19 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
   @Test func mapThrowsTheFirstFailureOnceTheRunningTasksFinishAndKillsNoWorker() async throws {
     try await expectNoLeaks {
       let pool = try WorkerPool(workers: 3, program: demoSocketWorker)
-      // Three running (two 400 ms sleeps and an input `sleep` refuses at
-      // once), three queued behind them, and more never delegated.
-      let inputs = [400, 400, -1] + Array(repeating: 400, count: 20)
+      // Three running (two 1 s sleeps and an input `sleep` refuses at
+      // once), three queued behind them, and more never delegated. The
+      // worker that failed takes the first queued task at once (100 ms),
+      // before `map` hears of the failure: that one runs. The other two
+      // (10 s each: run, they would hold the map up for 10 s) are withdrawn.
+      let inputs = [1000, 1000, -1, 100] + Array(repeating: 10_000, count: 20)
       let start = ContinuousClock.now
       await #expect(throws: ExecutionError.workerUnknownException("sleep: negative duration")) {
         try await pool.map(DemoTasks.sleep, inputs, maxConcurrency: 6)
       }
       let took = ContinuousClock.now - start
-      #expect(took >= .milliseconds(350), "returned after \(took), before the running tasks finished")
-      #expect(took < .seconds(3), "returned after \(took): queued tasks ran too")
+      #expect(took >= .milliseconds(900), "returned after \(took), before the running tasks finished")
+      #expect(took < .seconds(8), "returned after \(took): the queued tasks ran instead of being withdrawn")
       let statistics = pool.statistics
       #expect(statistics.workersStarted == 3, "workers started: \(statistics.workersStarted)")
       #expect(statistics.tasksFinished <= 6, "tasks finished: \(statistics.tasksFinished)")

@@ -220,6 +220,26 @@ static void libevent_messages_go_to_the_servers_log_not_to_stderr(void) {
   CHECK_NOTHING_LEFT();
 }
 
+static void keep_last_line(void *context, procord_log_level_t level, const char *message) {
+  (void)level;
+  snprintf(context, 256, "%s", message);
+}
+
+/* A server with neither a worker program nor dont_fork, or dont_fork
+   without tasks: refused at once, and the log says what to set. */
+static void server_missing_its_workers_fails_the_start_saying_what_to_set(void) {
+  BEGIN();
+  char said[256] = "";
+  procord_server_options_t options = {.log = keep_last_line, .context = said};
+  CHECK_EQ_INT(procord_server_run(&options), PROCORD_EINVAL);
+  CHECK_CONTAINS(said, "no worker program: set options.worker");
+  said[0] = 0;
+  options.dont_fork = 1;
+  CHECK_EQ_INT(procord_server_run(&options), PROCORD_EINVAL);
+  CHECK_CONTAINS(said, "dont_fork without tasks");
+  CHECK_NOTHING_LEFT();
+}
+
 int main(void) {
   if (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0) {
     fprintf(stderr, "cannot start the loop\n");
@@ -231,6 +251,7 @@ int main(void) {
   RUN(listen_fd_of_a_socket_that_does_not_listen_fails_the_start_saying_why);
   RUN(port_in_use_fails_the_start_naming_reuse_address);
   RUN(libevent_messages_go_to_the_servers_log_not_to_stderr);
+  RUN(server_missing_its_workers_fails_the_start_saying_what_to_set);
   procord_loop_free(loop);
   return CHECK_SUMMARY();
 }

@@ -212,8 +212,9 @@ typedef struct procord_server_options_s {
  * Runs a server on the calling thread until it is stopped (signal or
  * keep_running), then stops its workers, reaps them and returns 0; or
  * returns a negative error code if it could not start (the address could
- * not be resolved or bound, with a log line saying why; PROCORD_EINVAL
- * without a worker program, or with dont_fork and no tasks). It may raise
+ * not be resolved or bound, with a log line saying why; PROCORD_EINVAL,
+ * logged the same way, without a worker program, or with dont_fork and no
+ * tasks). It may raise
  * the process's soft descriptor limit to fit max_connections (see there). When the
  * environment has NOTIFY_SOCKET (systemd's Type=notify), it sends READY=1
  * and a STATUS naming the address once it listens.
