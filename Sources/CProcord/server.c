@@ -607,8 +607,8 @@ int procord_server_run(const procord_server_options_t *options) {
   if (!error) {
     server_workers_keep_warm(s);
     event_add(s->accept_event, NULL);
-    server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d tasks at once%s, %d connections)", s->address,
-               s->max, options->dont_fork ? ", in this process" : "", s->max_connections);
+    server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d task%s at once%s, %d connections)", s->address,
+               s->max, s->max == 1 ? "" : "s", options->dont_fork ? ", in this process" : "", s->max_connections);
     char ready[200];
     snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s", s->address);
     notify(s, ready);
