@@ -96,7 +96,7 @@ import Testing
   @Test(
     .enabled(
       if: ExhaustionFixture.unprivilegedLauncher != nil,
-      "RLIMIT_NPROC does not bind root, and setpriv or the user nobody is missing to run the check as another user"))
+      "RLIMIT_NPROC does not bind root, and setpriv or the user nobody is missing to run the check as another user, or the test programs are in a directory that user cannot reach"))
   func delegationAtTheProcessLimitReportsEAGAIN() throws {
     warmUp()
     let launcher = try #require(ExhaustionFixture.unprivilegedLauncher)
@@ -171,8 +171,23 @@ private enum ExhaustionFixture {
     guard geteuid() == 0 else { return [] }
     let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first { FileManager.default.isExecutableFile(atPath: $0) }
     guard let setpriv, let user = getpwnam("nobody"), user.pointee.pw_uid != 0 else { return nil }
+    // The helper must be reachable by that user: not from a clone in a
+    // private directory (mktemp -d makes one 0700).
+    guard reachableByOthers(testWorkerPath) else { return nil }
     return [setpriv, "--reuid=\(user.pointee.pw_uid)", "--regid=\(user.pointee.pw_gid)", "--clear-groups", "--"]
   }()
+
+  /// Whether any user may run `path`: it and every directory above it let
+  /// others through (the execute bit for others).
+  static func reachableByOthers(_ path: String) -> Bool {
+    var current = URL(fileURLWithPath: path).resolvingSymlinksInPath()
+    while true {
+      var info = stat()
+      guard stat(current.path, &info) == 0, info.st_mode & S_IXOTH != 0 else { return false }
+      if current.path == "/" { return true }
+      current.deleteLastPathComponent()
+    }
+  }
 
   /// The descriptors process `pid` has open (from /proc).
   static func descriptors(of pid: Int32) -> [Int32] {

@@ -1477,6 +1477,17 @@ int main(int argc, char **argv) {
     printf("cannot become another user: %s\n", procord_err_name(user_error));
     return 0;
   }
+  /* That user must be able to start this program again for its workers:
+     not from a clone in a private directory (mktemp -d makes one 0700). */
+  char program[4096];
+  ssize_t length = at_process_limit ? readlink("/proc/self/exe", program, sizeof program - 1) : -1;
+  if (length > 0) {
+    program[length] = 0;
+    if (access(program, X_OK) != 0) {
+      printf("cannot become another user that may run %s: %s\n", program, strerror(errno));
+      return 0;
+    }
+  }
   loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
                        sizeof self_path);
   if (!loop) return 1;
