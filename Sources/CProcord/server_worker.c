@@ -88,6 +88,10 @@ static int serve_handoffs(const procord_worker_options_t *template, int control_
     options.end_with_peer = !in_process;
     options.report = &report;
     options.stop_fd = control_fd;
+    /* A session waits on the server, which bounds every client itself: a
+       read timeout here would end an idle session just as the server
+       hands it a task, and lose that task. */
+    options.read_timeout_ms = 0;
     procord_worker_serve(&options); /* whatever happened, the session is done */
     close(session);
     unsigned char body[1 + sizeof report.task_name];

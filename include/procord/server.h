@@ -234,7 +234,9 @@ int procord_server_activated_socket(void);
  * `control_fd`, then serves each session the server hands over (a socket
  * on which the server sends whole tasks and takes their answers to their
  * clients; reusable, `0R`, watchdog on: closed mid-task, the task is
- * killed) with the options' tasks and limits, and reports back after each.
+ * killed) with the options' tasks and limits (not its read timeout: the
+ * server bounds its clients itself, and a session may wait idle), and
+ * reports back after each.
  * Returns 0 when the server closes `control_fd`, or a negative error code.
  */
 int procord_worker_serve_handoffs(const procord_worker_options_t *options, int control_fd);
