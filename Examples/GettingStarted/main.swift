@@ -7,22 +7,20 @@ let fibo = ProcordTask<Int, Int>(name: "fibo") { n in
   return current
 }
 
-// Started as a worker, this serves the task and exits; otherwise it returns.
-try Worker.runIfRequested(tasks: [fibo])
-
-// The main program: each delegation runs in a worker process of its own.
-let inputs = Array(25...30)
-let processes = try inputs.map { try delegate(fibo, $0) }
-Waiter.waitForAll(processes)
-for (n, process) in zip(inputs, processes) {
-  switch process.status {
-  case .success(let value): print("fibo(\(n)) = \(value)")
-  case .exception(let error): print("fibo(\(n)) raised: \(error)")
-  case .error(let error): print("fibo(\(n)) failed: \(error)")
-  case .working: print("fibo(\(n)) is still working")
+// Started as a worker, this program serves the task and exits. Otherwise
+// the closure, the main program, runs with the program's own arguments.
+try await Worker.main(tasks: [fibo]) { arguments in
+  // Each run is a worker process of its own; these six run at once.
+  let values = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+    for n in 25...30 { group.addTask { (n, try await fibo.run(n)) } }
+    var values: [Int: Int] = [:]
+    for try await (n, value) in group { values[n] = value }
+    return values
   }
-}
+  for n in 25...30 { print("fibo(\(n)) = \(values[n]!)") }
 
-// The same with async/await; cancelling the awaiting task kills the worker.
-let value = try await delegate(fibo, 40).value
-print("fibo(40) = \(value)")
+  // The original library's style: delegate, then poll or wait.
+  let process = try delegate(fibo, 40)
+  process.wait()
+  if case .success(let value) = process.status { print("fibo(40) = \(value)") }
+}

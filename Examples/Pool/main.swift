@@ -28,8 +28,8 @@ print("longest chain below 20001 starts at \(longest + 1): \(steps[longest]) ste
 // A task past its deadline is killed (its worker too; the pool starts another).
 do {
   _ = try await pool.run(nap, 10_000, options: DelegationOptions(deadline: .milliseconds(200)))
-} catch {
-  print("nap(10000): \(error)")
+} catch let error as ProcordError where error.code == .deadlineExceeded {
+  print("nap(10000): \(error.message)")
 }
 
 let statistics = pool.statistics

@@ -373,19 +373,31 @@ const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *d) {
 
 static void kill_on_loop(void *context) {
   procord_delegation_t *d = context;
-  if (!is_finished(d)) stop(d, SIGKILL);
+  /* The strongest request wins: a kill after a cancellation is a kill. */
+  int signal = __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE) == SIGTERM ? SIGTERM : SIGKILL;
+  if (!is_finished(d)) stop(d, signal);
   procord_delegation_release(d);
 }
 
-int procord_delegation_kill(procord_delegation_t *d) {
+/* Asks the loop to stop the worker with `signal` (SIGKILL, or SIGTERM and
+   then SIGKILL after the grace period); kill_requested holds the signal (any value
+   but SIGTERM, such as the 1 the pool sets when it shuts down, means SIGKILL). */
+static int request_stop(procord_delegation_t *d, int signal) {
   /* A worker that could not start has nothing to kill: it ends as it is. */
   if (d->spawn_failed || is_finished(d)) return PROCORD_ECLOSED;
-  __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
+  int none = 0;
+  if (signal == SIGKILL) __atomic_store_n(&d->kill_requested, SIGKILL, __ATOMIC_RELEASE);
+  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    return 0; /* already being stopped, as hard or harder */
   retain(d);
   int error = procord_loop_call(d->loop, kill_on_loop, d);
   if (error) procord_delegation_release(d);
   return error;
 }
+
+int procord_delegation_kill(procord_delegation_t *d) { return request_stop(d, SIGKILL); }
+
+int procord_delegation_cancel(procord_delegation_t *d) { return request_stop(d, SIGTERM); }
 
 typedef struct finished_count_s {
   procord_delegation_t *const *delegations;

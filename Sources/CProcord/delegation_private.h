@@ -29,7 +29,7 @@ struct procord_delegation_s {
   procord_loop_work_t work; /* first: the loop hands this pointer back (one-off only) */
   procord_loop_t *loop;
   int references;           /* atomic */
-  int kill_requested;       /* atomic */
+  int kill_requested;       /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
   char *task_name;
   procord_shared_input_t *input;
   int deadline_ms;

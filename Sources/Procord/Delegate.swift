@@ -1,75 +1,89 @@
-/// Delegates a task to a new worker process and returns at once.
-///
-/// The worker is this executable, started again in worker mode (so the
-/// program must call ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``
-/// early in `main`), speaking the protocol on a socket of its own: what the
-/// task prints reaches this program's stdout and stderr untouched. Like the
-/// original library, when the program was started with
-/// `--procord-hostname HOST` (and `--procord-port PORT`) before its own
-/// arguments, the task goes to that worker server instead.
+// The two ways to delegate a task: `run`, which awaits the output (the
+// async-first API), and `delegate`, which returns a process to poll or wait
+// for (the layer that mirrors the original library).
+
+extension DelegatableTask {
+  /// Runs the task in a worker and returns its output.
+  ///
+  /// ```swift
+  /// let total = try await sum.run([1, 2, 3])                    // a worker of this program
+  /// let total = try await sum.run(numbers, to: .server(host: "workers.internal"),
+  ///                               options: DelegationOptions(deadline: .seconds(5)))
+  /// ```
+  ///
+  /// A crash, a leak or a hang in the task cannot harm this program: the
+  /// task runs in another process, which this program follows on a thread
+  /// of Procord's, so the call suspends without blocking a thread.
+  ///
+  /// - Parameters:
+  ///   - input: the task's input, encoded by its codec.
+  ///   - destination: where the task runs: ``Destination/thisProgram`` (the
+  ///     default: this executable started again as a worker, whose `main`
+  ///     begins with ``Worker/main(tasks:arguments:maxMessageSize:_:)``),
+  ///     another program, a server or a pool; see ``Destination``.
+  ///   - options: the deadline, what happens to what the task prints, and
+  ///     whether a pool may run it again.
+  /// - Returns: the task's output.
+  /// - Throws: the task's own error, decoded by its ``ErrorCodec``, as
+  ///   itself; `CancellationError` when the calling Swift task is cancelled
+  ///   (the worker gets SIGTERM, and an `async` body sees the cancellation,
+  ///   then SIGKILL after its grace period); a ``ProcordError`` for
+  ///   everything else, with the task, the destination and the worker's pid.
+  public func run(
+    _ input: Input, to destination: some DelegationDestination = Destination.thisProgram,
+    options: DelegationOptions = DelegationOptions()
+  ) async throws -> Output {
+    let route = destination.destination.route
+    if case .pool(let pool) = route { return try await pool.run(self, input, options: options) }
+    return try await startDelegationForAwaiting(delegated, input, to: route, options: options).value
+  }
+}
+
+/// Delegates a task to a new worker process and returns at once, with the
+/// process to poll (``DelegatedProcess/status``) or wait for
+/// (``Waiter``, ``DelegatedProcess/run()``): the layer that mirrors the
+/// original library. ``DelegatableTask/run(_:to:options:)`` awaits the
+/// output instead.
 ///
 /// Everything that can go wrong with the worker (it cannot be started, it
 /// crashes, it hangs up, it sends garbage) shows up in the returned process's
-/// ``DelegatedProcess/status`` as an ``ExecutionError``; this function only
-/// throws when the input cannot be encoded or memory runs out.
-public func delegate<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: Destination.fromCommandLine, options: options)
-}
-
-/// Delegates a task to a new worker process started from this executable;
-/// see ``delegate(_:_:)-(DelegatedTask<Input,Output>,_)``.
-public func delegate<Input, Output>(
-  _ task: ProcordTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-) throws -> DelegatedProcess<Output> {
-  try startDelegation(task.delegated, input, to: Destination.fromCommandLine, options: options)
-}
-
-/// Delegates a task to a new process of any worker program, such as one
-/// written with the original OCaml library.
+/// ``DelegatedProcess/status`` as an ``ExecutionError``.
+///
+/// Inside a type that has a `delegate` property, Swift finds the property
+/// first: call this as `Procord.delegate(task, input)` there.
 ///
 /// - Parameters:
-///   - program: the worker executable: a path, or a bare name found in `PATH`.
-///   - arguments: its arguments; `--procord-worker` by default, which puts a
-///     Procord worker in the original stdin/stdout mode.
-///   - stderr: a descriptor to give the worker as its stderr (it is
-///     duplicated, not taken); `nil` to share this program's.
-///   - task: the task's name and codecs.
+///   - task: a ``ProcordTask`` or a ``DelegatedTask``.
 ///   - input: the task's input.
-/// - Returns: the process; a program that does not exist gives a status of
-///   ``ExecutionError/workerDisconnected(_:)`` with
-///   ``DisconnectionCause/couldNotStart(program:errno:)``.
-public func delegate<Input, Output>(
-  program: String, arguments: [String] = ["--procord-worker"], stderr: Int32? = nil,
-  task: DelegatedTask<Input, Output>, input: Input
-) throws -> DelegatedProcess<Output> {
-  let worker = WorkerProgram(
-    path: program, arguments: arguments, channel: .standardStreams, standardError: stderr)
-  return try startDelegation(task, input, to: .local(worker))
-}
-
-/// Delegates a task to a new process of the worker program described.
-public func delegate<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, to worker: WorkerProgram,
+///   - destination: where the task runs; this executable, started again as
+///     a worker, by default. See ``Destination``.
+///   - options: the deadline, what happens to what the task prints, and
+///     whether a pool may run it again.
+/// - Throws: ``ProcordError`` when the input cannot be encoded, memory runs
+///   out, or a pool's queue is full or the pool shut down.
+public func delegate<T: DelegatableTask>(
+  _ task: T, _ input: T.Input, to destination: some DelegationDestination = Destination.thisProgram,
   options: DelegationOptions = DelegationOptions()
-) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: .local(worker), options: options)
+) throws -> DelegatedProcess<T.Output> {
+  let route = destination.destination.route
+  if case .pool(let pool) = route { return try pool.delegate(task, input, options: options) }
+  return try startDelegation(task.delegated, input, to: route, options: options)
 }
 
-/// Delegates a task to a worker server over TCP; see ``RemoteServer`` for
-/// the time limits. Killing the returned process closes its connection, and
-/// the server kills the task.
-public func delegate<Input, Output>(
-  host: String, port: Int = 1111, task: DelegatedTask<Input, Output>, input: Input
-) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: .remote(RemoteServer(host: host, port: port)))
-}
-
-/// Delegates a task to the worker server described.
-public func delegate<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, to server: RemoteServer,
-  options: DelegationOptions = DelegationOptions()
-) throws -> DelegatedProcess<Output> {
-  try startDelegation(task, input, to: .remote(server), options: options)
+/// Starts a delegation for a caller that awaits its output: every failure
+/// to start is a ``ProcordError``.
+func startDelegationForAwaiting<Input, Output>(
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to route: Route, options: DelegationOptions
+) throws(ProcordError) -> DelegatedProcess<Output> {
+  do {
+    return try startDelegation(task, input, to: route, options: options)
+  } catch let error as ProcordError {
+    throw error
+  } catch let error as WorkerPoolError {
+    throw ProcordError(error, taskName: task.name, destination: route.workerName)
+  } catch {
+    throw ProcordError(
+      code: .inputNotEncodable, message: "the input could not be encoded: \(error)", taskName: task.name,
+      destination: route.workerName, workerMessage: String(describing: error))
+  }
 }

@@ -50,6 +50,17 @@ public class AnyDelegatedProcess: @unchecked Sendable {
     if procord_delegation_kill(handle) == 0 { completion.markKilled() }
   }
 
+  /// Cancels the task: its worker's process group gets SIGTERM, so that an
+  /// `async` task body sees `Task.isCancelled` (and cancellable calls such
+  /// as `Task.sleep` throw), then SIGKILL once the grace period (2 s by
+  /// default) has passed. The status becomes `.error(.workerKilled)` at
+  /// once, as with ``kill()``; a task still queued in a pool just leaves
+  /// it. Cancelling the Swift task that awaits ``DelegatedProcess/value``
+  /// does this. Safe from any thread; a no-op once finished.
+  public func cancel() {
+    if procord_delegation_cancel(handle) == 0 { completion.markKilled() }
+  }
+
   /// True once the status is final: the worker is done with the task, or
   /// ``kill()`` was called, in which case the worker may still be exiting.
   /// Waiting (``DelegatedProcess/run()``, ``Waiter``,
@@ -95,26 +106,28 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
   public func update() -> Status<Output> { status }
 
   /// Blocks until the process has finished, then returns the output, or
-  /// throws the task's exception or the ``ExecutionError``.
+  /// throws the task's own error or a ``ProcordError`` (whose
+  /// ``ProcordError/executionError`` is the status's ``ExecutionError``).
   public func run() throws -> Output {
     wait()
-    return try typedCompletion.result()
+    return try typedCompletion.result(pid: pid)
   }
 
-  /// The output, once the process has finished; throws the task's
-  /// exception or the ``ExecutionError``. Cancelling the awaiting task kills
-  /// the worker, and the value then throws `CancellationError` (the status
-  /// says ``ExecutionError/workerKilled``); an answer that came before the
-  /// cancellation took effect is still returned.
+  /// The output, once the process has finished; throws the task's own
+  /// error (decoded by its ``ErrorCodec``) as itself, or a ``ProcordError``.
+  /// Cancelling the awaiting task cancels the process (``cancel()``: SIGTERM,
+  /// then SIGKILL after the grace period) and throws `CancellationError`;
+  /// an answer that came before the cancellation took effect is still
+  /// returned.
   public var value: Output {
     get async throws {
       await withTaskCancellationHandler {
         await typedCompletion.finished()
       } onCancel: {
-        self.kill()
+        self.cancel()
       }
       if Task.isCancelled, case .error(.workerKilled) = typedCompletion.status { throw CancellationError() }
-      return try typedCompletion.result()
+      return try typedCompletion.result(pid: pid)
     }
   }
 }
@@ -162,6 +175,11 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   let taskName: String
   /// The worker program, or `host:port` of a server, for error messages.
   let workerName: String
+  /// Whether the worker is this executable, started again (for the hint of
+  /// a worker that exits without serving).
+  let isThisProgram: Bool
+  /// What the worker left on its stderr, when it ended without answering.
+  var evidence: CrashEvidence? { nil }
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
   let deadline: Duration?
@@ -172,9 +190,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
 
   init<Input>(
     task: DelegatedTask<Input, Output>, workerName: String, options: DelegationOptions,
-    onFinish: (@Sendable () -> Void)? = nil
+    onFinish: (@Sendable () -> Void)? = nil, isThisProgram: Bool = false
   ) {
     taskName = task.name
+    self.isThisProgram = isThisProgram
     self.workerName = workerName
     deadline = options.deadline
     self.onFinish = onFinish
@@ -219,13 +238,19 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     }
   }
 
-  func result() throws -> Output {
+  /// The output, or the task's own error, or a ``ProcordError`` with the
+  /// context of the run.
+  func result(pid: Int32?) throws -> Output {
+    let failure: ExecutionError
     switch status {
     case .success(let output): return output
     case .exception(let error): throw error
-    case .error(let error): throw error
-    case .working: throw ExecutionError.workerKilled  // unreachable once finished
+    case .error(let error): failure = error
+    case .working: failure = .workerKilled  // unreachable once finished
     }
+    throw ProcordError(
+      failure, taskName: taskName, destination: workerName, pid: pid, evidence: evidence,
+      startedFromThisProgram: isThisProgram)
   }
 
   /// Runs on the loop thread when the C core reports the outcome: keeps the

@@ -20,26 +20,6 @@ final class Runtime: @unchecked Sendable {
   }
 }
 
-/// An error of the C core that is not about a particular worker, such as
-/// running out of memory while setting a delegation up.
-public struct ProcordError: Error, Sendable, Equatable, CustomStringConvertible {
-  /// The C core's error code: a negated errno or a `PROCORD_E*` value.
-  public let code: Int32
-  /// What was being done.
-  public let operation: String
-
-  /// Makes an error from a C core error code.
-  public init(code: Int32, operation: String) {
-    self.code = code
-    self.operation = operation
-  }
-
-  /// The error in English, naming the error code.
-  public var description: String {
-    "\(operation): \(String(cString: procord_err_name(code))) (\(String(cString: procord_strerror(code))))"
-  }
-}
-
 /// Limits that apply to every connection of this process.
 public enum Limits {
   /// The largest frame body (bytes) accepted from a peer, when a connection

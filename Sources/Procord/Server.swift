@@ -189,7 +189,7 @@ public enum Server {
         return withExtendedLifetime(hooks) { procord_server_run(&c) }
       }
     }
-    if error != 0 { throw ProcordError(code: error, operation: "running a server") }
+    if error != 0 { throw ProcordError(cError: error, operation: "running a server") }
   }
 }
 

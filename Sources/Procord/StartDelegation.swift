@@ -61,24 +61,17 @@ private let onDone: procord_done_cb = { _, outcome, context in
   Unmanaged<CompletionBase>.fromOpaque(context).takeRetainedValue().complete(outcome.pointee)
 }
 
-/// Where a delegation's worker comes from.
-enum Destination: Sendable {
+/// Where a delegation's worker comes from, once ``Destination/thisProgram``
+/// is resolved.
+enum Route: Sendable {
   case local(WorkerProgram)
   case remote(RemoteServer)
   case pool(WorkerPool)
 
-  /// Set by ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)`` from
-  /// a main program's `--procord-hostname`/`--procord-port`.
-  private static let commandLineChoice = Mutex<Destination?>(nil)
-
-  static func setFromCommandLine(_ destination: Destination) {
-    commandLineChoice.withLock { $0 = destination }
-  }
-
-  /// Where `delegate(task, input)` sends a task: the server the command
-  /// line named, or this executable as a local worker.
-  static var fromCommandLine: Destination {
-    commandLineChoice.withLock { $0 } ?? .local(.current)
+  /// Whether this executable is the worker, started again.
+  var isThisProgram: Bool {
+    if case .local(let program) = self { return program.path == WorkerProgram.current.path }
+    return false
   }
 
   var workerName: String {
@@ -93,7 +86,7 @@ enum Destination: Sendable {
 /// Starts a worker (or connects to a server, or queues in a pool) and
 /// delegates the task to it.
 func startDelegation<Input, Output>(
-  _ task: DelegatedTask<Input, Output>, _ input: Input, to destination: Destination,
+  _ task: DelegatedTask<Input, Output>, _ input: Input, to destination: Route,
   options delegationOptions: DelegationOptions = DelegationOptions()
 ) throws -> DelegatedProcess<Output> {
   let encoded = try task.input.encode(input)
@@ -102,7 +95,8 @@ func startDelegation<Input, Output>(
   var onFinish: (@Sendable () -> Void)?
   if let pool, ProcordMetrics.isLive { onFinish = { pool.taskFinished() } }
   let completion = Completion(
-    task: task, workerName: destination.workerName, options: delegationOptions, onFinish: onFinish)
+    task: task, workerName: destination.workerName, options: delegationOptions, onFinish: onFinish,
+    isThisProgram: destination.isThisProgram)
   let context = Unmanaged.passRetained(completion as CompletionBase).toOpaque()
   var handle: OpaquePointer?
   /// Fills in what every destination shares, then lets `submit` hand it over.
@@ -164,7 +158,7 @@ func startDelegation<Input, Output>(
       throw WorkerPoolError.queueFull(limit: pool.configuration.maximumQueueLength)
     }
     if pool != nil, error == PROCORD_ECLOSED.rawValue { throw WorkerPoolError.shutDown }
-    throw ProcordError(code: error, operation: "delegating \(task.name)")
+    throw ProcordError(cError: error, operation: "delegating \(task.name)")
   }
   if ProcordMetrics.isLive { ProcordMetrics.tasksStarted.increment() }
   return DelegatedProcess(taskName: task.name, handle: handle, completion: completion, owner: pool)

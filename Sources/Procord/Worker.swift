@@ -92,6 +92,9 @@ public enum Worker {
       runServer(tasks, parsed, maxMessageSize: maxMessageSize)
     }
     if let maxMessageSize, command.max_message_size == 0 { command.max_message_size = maxMessageSize }
+    // Its main program cancels a task with SIGTERM, then SIGKILL: an async
+    // body gets to see it. A server's worker is the server's to stop.
+    if command.handoff_fd <= 0 { RunningTask.mayCancelOnTermination() }
     let result = withExtendedLifetime(parsed) {
       withTaskTable(tasks) { table in procord_worker_run(&command, table.baseAddress, table.count) }
     }
@@ -101,6 +104,58 @@ public enum Worker {
       writeStandardError("procord worker: \(String(cString: procord_strerror(result)))\n")
     }
     exit(result == 0 || result == PROCORD_EDISCONNECTED.rawValue ? 0 : 1)
+  }
+
+  /// The program's entry point: serves `tasks` and exits when the program
+  /// was started as a worker; otherwise runs `body`, the main program,
+  /// with its own arguments.
+  ///
+  /// ```swift
+  /// let resize = ProcordTask<Image, Image>(name: "resize") { image in try await image.resized() }
+  ///
+  /// try await Worker.main(tasks: [resize]) { arguments in
+  ///   for path in arguments {
+  ///     let image = try await resize.run(Image(path: path))
+  ///     ...
+  ///   }
+  /// }
+  /// ```
+  ///
+  /// Because the main program's code lives in `body`, a worker can never
+  /// run it: the mistake of delegating before serving, which would start
+  /// copies of the program without end, cannot be written.
+  ///
+  /// - Parameters:
+  ///   - tasks: the tasks a worker of this program serves.
+  ///   - arguments: the command line; the process's by default.
+  ///   - maxMessageSize: the largest input a worker accepts, in bytes, when
+  ///     `--procord-max-message-size` does not say; `nil`: 64 MiB.
+  ///   - body: the main program. Its argument is the command line without
+  ///     the program's name and without the leading `--procord-*` options
+  ///     (such as `--procord-hostname`, which sends delegations to a server).
+  /// - Throws: ``CommandLineError`` for a wrong `--procord-*` option, and
+  ///   whatever `body` throws.
+  public static func main(
+    tasks: [any ServableTask], arguments: [String] = CommandLine.arguments, maxMessageSize: Int? = nil,
+    _ body: (_ arguments: [String]) async throws -> Void
+  ) async throws {
+    try runIfRequested(tasks: tasks, arguments: arguments, maxMessageSize: maxMessageSize)
+    try await body(try programArguments(of: arguments))
+  }
+
+  /// The program's own arguments: the command line without the program's
+  /// name and without the `--procord-*` options before them.
+  ///
+  /// ```
+  /// app --procord-hostname workers.internal --procord-port 9000 in.txt out.txt
+  /// ```
+  /// gives `["in.txt", "out.txt"]`. Procord reads its options only before
+  /// the program's own, so an argument of the program that starts with
+  /// `--procord-` is the program's.
+  /// - Throws: ``CommandLineError`` for a wrong `--procord-*` option.
+  public static func programArguments(of arguments: [String] = CommandLine.arguments) throws -> [String] {
+    let first = Int(try ParsedCommandLine(arguments).command.first_argument)
+    return first < arguments.count ? Array(arguments[first...]) : []
   }
 
   /// Serves `tasks` on the given descriptors until the stream ends, and
@@ -122,7 +177,7 @@ public enum Worker {
       options.max_message_size = maxMessageSize
       return procord_worker_serve(&options)
     }
-    if result != 0 { throw ProcordError(code: result, operation: "serving tasks") }
+    if result != 0 { throw ProcordError(cError: result, operation: "serving tasks") }
   }
 
   /// Builds the C task table around `tasks` for the duration of `body`.
@@ -193,37 +248,6 @@ private func runServer(
     writeStandardError("procord server: \(error)\n")
     exit(1)
   }
-}
-
-/// Holds a task for the C worker loop, which sees it as an opaque pointer.
-private final class TaskBox {
-  let task: any ServableTask
-  init(_ task: any ServableTask) { self.task = task }
-}
-
-/// The C worker loop's task function: decode, run, encode, into a malloc'd reply.
-private let runTask: procord_task_fn = { context, input, length, reply in
-  guard let context, let reply else { return }
-  let task = Unmanaged<TaskBox>.fromOpaque(context).takeUnretainedValue().task
-  let bytes = input.map { copiedBytes(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
-  let (kind, body): (procord_frame_kind, [UInt8])
-  switch task.reply(to: bytes) {
-  case .value(let output): (kind, body) = (PROCORD_FRAME_VALUE, output)
-  case .exception(let error): (kind, body) = (PROCORD_FRAME_EXCEPTION, error)
-  case .unknownException(let text): (kind, body) = (PROCORD_FRAME_UNKNOWN_EXCEPTION, Array(text.utf8))
-  }
-  reply.pointee.kind = UInt8(kind.rawValue)
-  if let lent = PinnedBytes.lendIfLarge(body) {
-    // Lent, not copied: the worker gives it back once it has sent it.
-    reply.pointee.body = UnsafeMutableRawPointer(mutating: lent.base)
-    reply.pointee.length = body.count
-    reply.pointee.release = releasePinnedBytes
-    reply.pointee.release_context = lent.context
-    return
-  }
-  let buffer = body.withUnsafeBytes { mallocCopy($0) }
-  reply.pointee.body = buffer
-  reply.pointee.length = buffer == nil ? 0 : body.count
 }
 
 /// The `--procord-*` options of a command line, parsed by the C core, with

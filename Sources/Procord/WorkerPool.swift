@@ -208,7 +208,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
       }
     }
     guard error == 0, let created else {
-      throw ProcordError(code: error, operation: "making a worker pool over \(workerName)")
+      throw ProcordError(cError: error, operation: "making a worker pool over \(workerName)")
     }
     handle = created
   }
@@ -246,31 +246,25 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
 
   // MARK: Delegating
 
-  /// Queues a task for the next free worker and returns at once. Throws
-  /// ``WorkerPoolError/queueFull(limit:)`` when
+  /// Queues a task for the next free worker and returns at once: the
+  /// poll-style layer (``run(_:_:options:)`` awaits the output instead).
+  /// Throws ``WorkerPoolError/queueFull(limit:)`` when
   /// ``Configuration/maximumQueueLength`` tasks are waiting already, and
   /// ``WorkerPoolError/shutDown`` after ``shutdown(_:)``; everything that
   /// goes wrong with a worker shows in the process's status instead.
-  public func delegate<Input, Output>(
-    _ task: DelegatedTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-  ) throws -> DelegatedProcess<Output> {
-    let process = try startDelegation(task, input, to: .pool(self), options: options)
+  public func delegate<T: DelegatableTask>(
+    _ task: T, _ input: T.Input, options: DelegationOptions = DelegationOptions()
+  ) throws -> DelegatedProcess<T.Output> {
+    let process = try startDelegation(task.delegated, input, to: .pool(self), options: options)
     updateGauges()
     return process
   }
 
-  /// Queues a task; see ``delegate(_:_:options:)-(DelegatedTask<Input,Output>,_,_)``.
-  public func delegate<Input, Output>(
-    _ task: ProcordTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-  ) throws -> DelegatedProcess<Output> {
-    try delegate(task.delegated, input, options: options)
-  }
-
   /// Queues a task, waiting while the queue is full (backpressure) instead
   /// of throwing ``WorkerPoolError/queueFull(limit:)``.
-  public func submit<Input, Output>(
-    _ task: DelegatedTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-  ) async throws -> DelegatedProcess<Output> {
+  public func submit<T: DelegatableTask>(
+    _ task: T, _ input: T.Input, options: DelegationOptions = DelegationOptions()
+  ) async throws -> DelegatedProcess<T.Output> {
     while true {
       let roomBefore = events.roomCount
       do {
@@ -281,20 +275,17 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     }
   }
 
-  /// Runs a task on the pool and returns its output, or throws the task's
-  /// error or the ``ExecutionError``. Cancelling the calling task kills the
-  /// task's worker (the pool replaces it).
-  public func run<Input, Output>(
-    _ task: DelegatedTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-  ) async throws -> Output {
-    try await submit(task, input, options: options).value
-  }
-
-  /// Runs a task on the pool; see ``run(_:_:options:)-(DelegatedTask<Input,Output>,_,_)``.
-  public func run<Input, Output>(
-    _ task: ProcordTask<Input, Output>, _ input: Input, options: DelegationOptions = DelegationOptions()
-  ) async throws -> Output {
-    try await run(task.delegated, input, options: options)
+  /// Runs a task on the pool and returns its output, waiting for room in
+  /// the queue when it is full.
+  /// - Throws: the task's own error as itself; `CancellationError` when the
+  ///   calling task is cancelled (the task's worker gets SIGTERM, then
+  ///   SIGKILL after its grace period, and the pool replaces it); a
+  ///   ``ProcordError`` for everything else, ``ProcordError/Code-swift.enum/shutDown``
+  ///   after ``shutdown(_:)`` included.
+  public func run<T: DelegatableTask>(
+    _ task: T, _ input: T.Input, options: DelegationOptions = DelegationOptions()
+  ) async throws -> T.Output {
+    try await submitForAwaiting(task, input, options: options).value
   }
 
   // MARK: Stopping

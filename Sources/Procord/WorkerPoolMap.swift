@@ -11,17 +11,17 @@ extension WorkerPool {
   /// default twice the pool's workers), and returns the outputs in the
   /// order of the inputs.
   ///
-  /// The first failure (the task's error, or an ``ExecutionError``) is
+  /// The first failure (the task's own error, or a ``ProcordError``) is
   /// thrown once the tasks already running have finished (their outputs are
   /// dropped): no further input is delegated, tasks still queued in the
   /// pool are withdrawn, and no healthy worker is killed. Use
   /// ``mapUnordered(_:_:maxConcurrency:options:)`` to get every result,
   /// failures included. Cancelling the calling task kills the running ones
   /// and throws `CancellationError`.
-  public func map<Inputs: Sequence, Output>(
-    _ task: DelegatedTask<Inputs.Element, Output>, _ inputs: Inputs, maxConcurrency: Int? = nil,
-    options: DelegationOptions = DelegationOptions()
-  ) async throws -> [Output] {
+  public func map<T: DelegatableTask, Inputs: Sequence>(
+    _ task: T, _ inputs: Inputs, maxConcurrency: Int? = nil, options: DelegationOptions = DelegationOptions()
+  ) async throws -> [T.Output] where Inputs.Element == T.Input {
+    typealias Output = T.Output
     let limit = max(1, maxConcurrency ?? defaultConcurrency)
     var outputs: [Output?] = []
     var outstanding: [Int: DelegatedProcess<Output>] = [:]
@@ -33,7 +33,7 @@ extension WorkerPool {
       func delegateNext() async -> Bool {
         guard firstFailure == nil, let input = pending.next() else { return false }
         do {
-          let process = try await submit(task, input, options: options)
+          let process = try await submitForAwaiting(task, input, options: options)
           let index = outputs.count
           outputs.append(nil)
           outstanding[index] = process
@@ -64,22 +64,14 @@ extension WorkerPool {
     return outputs.map { $0! }
   }
 
-  /// Runs a task on every input; see ``map(_:_:maxConcurrency:options:)-(DelegatedTask<Inputs.Element,Output>,_,_,_)``.
-  public func map<Inputs: Sequence, Output>(
-    _ task: ProcordTask<Inputs.Element, Output>, _ inputs: Inputs, maxConcurrency: Int? = nil,
-    options: DelegationOptions = DelegationOptions()
-  ) async throws -> [Output] {
-    try await map(task.delegated, inputs, maxConcurrency: maxConcurrency, options: options)
-  }
-
   /// Runs `task` on every input, at most `maxConcurrency` at once, and
   /// yields each result as it comes, with the index of its input. Every
   /// input gets exactly one result, failures included. Ending the
   /// iteration early kills the tasks still running.
-  public func mapUnordered<Inputs: Sequence & Sendable, Output>(
-    _ task: DelegatedTask<Inputs.Element, Output>, _ inputs: Inputs, maxConcurrency: Int? = nil,
-    options: DelegationOptions = DelegationOptions()
-  ) -> AsyncStream<(index: Int, result: Result<Output, any Error>)> {
+  public func mapUnordered<T: DelegatableTask, Inputs: Sequence & Sendable>(
+    _ task: T, _ inputs: Inputs, maxConcurrency: Int? = nil, options: DelegationOptions = DelegationOptions()
+  ) -> AsyncStream<(index: Int, result: Result<T.Output, any Error>)> where Inputs.Element == T.Input {
+    typealias Output = T.Output
     let limit = max(1, maxConcurrency ?? defaultConcurrency)
     let (stream, continuation) = AsyncStream.makeStream(of: (index: Int, result: Result<Output, any Error>).self)
     let driver = Task {
@@ -93,7 +85,7 @@ extension WorkerPool {
           let index = delegated
           delegated += 1
           do {
-            let process = try await submit(task, input, options: options)
+            let process = try await submitForAwaiting(task, input, options: options)
             group.addTask { (index, await Result { try await process.value }) }
           } catch {
             group.addTask { (index, .failure(error)) }
@@ -110,6 +102,28 @@ extension WorkerPool {
     }
     continuation.onTermination = { _ in driver.cancel() }
     return stream
+  }
+}
+
+extension WorkerPool {
+  /// ``submit(_:_:options:)`` for the calls that await outputs, which throw
+  /// ``ProcordError`` rather than ``WorkerPoolError``.
+  func submitForAwaiting<T: DelegatableTask>(
+    _ task: T, _ input: T.Input, options: DelegationOptions
+  ) async throws -> DelegatedProcess<T.Output> {
+    do {
+      return try await submit(task, input, options: options)
+    } catch let error as WorkerPoolError {
+      throw ProcordError(error, taskName: task.delegated.name, destination: workerName)
+    } catch let error as ProcordError {
+      throw error
+    } catch is CancellationError {
+      throw CancellationError()
+    } catch {
+      throw ProcordError(
+        code: .inputNotEncodable, message: "the input could not be encoded: \(error)",
+        taskName: task.delegated.name, destination: workerName, workerMessage: String(describing: error))
+    }
   }
 }
 

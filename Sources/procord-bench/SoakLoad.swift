@@ -190,7 +190,7 @@ final class SoakLoad: Sendable {
     case .localPool: return try localPool.delegate(task, input, options: options)
     case .serverPool: return try serverPool.delegate(task, input, options: options)
     case .oneOffServer: return try delegate(task, input, to: server, options: options)
-    case .oneOffLocal: return try delegate(task, input, to: .current, options: options)
+    case .oneOffLocal: return try delegate(task, input, to: WorkerProgram.current, options: options)
     }
   }
 }

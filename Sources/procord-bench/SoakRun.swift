@@ -24,7 +24,7 @@ struct SoakRun {
     // Procord's loop thread and Swift's timers (a timerfd per clock, which
     // libdispatch opens on first use) live as long as the program once
     // started: the baseline comes after them.
-    _ = try await delegate(SoakTasks.fibo.delegated, 10, to: .current).value
+    _ = try await delegate(SoakTasks.fibo.delegated, 10, to: WorkerProgram.current).value
     try await Task.sleep(until: .now + .milliseconds(1), clock: .continuous)
     try await Task.sleep(until: .now + .milliseconds(1), clock: .suspending)
     let baseline = SoakProbes.descriptors()

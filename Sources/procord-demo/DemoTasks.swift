@@ -10,7 +10,10 @@ struct DemoError: Error, CustomStringConvertible {
 }
 
 /// fibo(0) = fibo(1) = 1, fibo(n) = fibo(n-1) + fibo(n-2); JSON codec, no error codec.
-let fibo = ProcordTask<Int, Int>(name: "fibo") { n in
+let fibo = ProcordTask<Int, Int>(name: "fibo") { n in try fibonacci(n) }
+
+/// fibo(n), or an error for a negative n or a result past 64 bits.
+private func fibonacci(_ n: Int) throws -> Int {
   guard n >= 0 else { throw DemoError(description: "fibo: negative argument \(n)") }
   var (previous, current) = (1, 1)
   for _ in 0..<max(0, n - 1) {
@@ -75,7 +78,7 @@ let rfiboLimit = 10
 
 private func recursiveFibonacci(_ n: Int) throws -> Int {
   guard n <= rfiboLimit else {
-    throw DemoError(description: "rfibo: \(n) would start \(2 * (try fibo.worker.body(n)) - 1) processes; the limit is \(rfiboLimit)")
+    throw DemoError(description: "rfibo: \(n) would start \(2 * (try fibonacci(n)) - 1) processes; the limit is \(rfiboLimit)")
   }
   guard n >= 2 else { return 1 }
   let first = try delegate(rfibo, n - 1)

@@ -80,16 +80,16 @@ private struct Refusal: Error, Codable, Equatable {
     return n / 2
   }
 
-  @Test func successIsAValueReply() {
-    #expect(half.reply(to: Array("10".utf8)) == .value(Array("5".utf8)))
+  @Test func successIsAValueReply() async {
+    #expect(await half.reply(to: Array("10".utf8)) == .value(Array("5".utf8)))
   }
 
-  @Test func anEncodableErrorIsAnExceptionReply() {
-    #expect(half.reply(to: Array("3".utf8)) == .exception(Array("odd: 3".utf8)))
+  @Test func anEncodableErrorIsAnExceptionReply() async {
+    #expect(await half.reply(to: Array("3".utf8)) == .exception(Array("odd: 3".utf8)))
   }
 
-  @Test func anInputThatDoesNotDecodeIsReportedByTheErrorCodec() {
-    guard case .exception(let bytes) = half.reply(to: Array("x".utf8)) else {
+  @Test func anInputThatDoesNotDecodeIsReportedByTheErrorCodec() async {
+    guard case .exception(let bytes) = await half.reply(to: Array("x".utf8)) else {
       Issue.record("expected an exception reply")
       return
     }
@@ -100,9 +100,9 @@ private struct Refusal: Error, Codable, Equatable {
 
   /// Without an error codec, an input that does not decode says so, naming
   /// the task and what to check, not only the codec's complaint.
-  @Test func anInputThatDoesNotDecodeSaysItWasTheInput() {
+  @Test func anInputThatDoesNotDecodeSaysItWasTheInput() async {
     let task = WorkerTask<Int, Int>(name: "twice", input: .decimal, output: .decimal) { $0 * 2 }
-    guard case .unknownException(let text) = task.reply(to: Array("x".utf8)) else {
+    guard case .unknownException(let text) = await task.reply(to: Array("x".utf8)) else {
       Issue.record("expected an unknown-exception reply")
       return
     }
@@ -110,17 +110,17 @@ private struct Refusal: Error, Codable, Equatable {
     #expect(text.contains("expected a decimal integer") && text.contains("same input codec and type"), "got \(text)")
   }
 
-  @Test func withoutAnErrorCodecErrorsTravelAsText() {
+  @Test func withoutAnErrorCodecErrorsTravelAsText() async {
     let task = WorkerTask<Int, Int>(name: "fail", input: .decimal, output: .decimal) { _ in
       throw TextError("broken")
     }
-    #expect(task.reply(to: Array("1".utf8)) == .unknownException("broken"))
+    #expect(await task.reply(to: Array("1".utf8)) == .unknownException("broken"))
   }
 
-  @Test func procordTaskMakesBothHalvesWithOneName() {
+  @Test func procordTaskMakesBothHalvesWithOneName() async {
     let task = ProcordTask<Int, Int>(name: "twice") { $0 * 2 }
     #expect(task.worker.name == "twice")
     #expect(task.delegated.name == "twice")
-    #expect(task.reply(to: Array("21".utf8)) == .value(Array("42".utf8)))
+    #expect(await task.reply(to: Array("21".utf8)) == .value(Array("42".utf8)))
   }
 }

@@ -70,8 +70,7 @@ import Testing
 
   @Test func aProgramThatDoesNotExistCannotStart() throws {
     try expectNoLeaks {
-      let process = try delegate(
-        program: "/nonexistent/worker", task: DemoTasks.fibo, input: 1)
+      let process = try delegate(DemoTasks.fibo, 1, to: .program("/nonexistent/worker"))
       process.wait()
       #expect(process.pid == nil)
       #expect(
@@ -89,7 +88,7 @@ import Testing
       #expect(failure(process.status) == .workerKilled)
       #expect(process.wait(timeout: .seconds(10)))
       #expect(!processExists(pid))
-      #expect(throws: ExecutionError.workerKilled) { try process.run() }
+      expectFailure(.workerKilled) { try process.run() }
     }
   }
 
@@ -248,8 +247,8 @@ private func cpuTime() -> Duration {
       let saved = dup(descriptor)
       dup2(pipe[1], descriptor)
       let process = try delegate(
-        program: testWorkerPath, arguments: ["stderr-then-answer"], stderr: given,
-        task: DelegatedTask<Int, Int>(name: "probe"), input: 1)
+        DelegatedTask<Int, Int>(name: "probe"), 1,
+        to: WorkerProgram(path: testWorkerPath, arguments: ["stderr-then-answer"], standardError: given))
       process.wait()
       dup2(saved, descriptor)
       close(saved)

@@ -230,7 +230,7 @@ import Testing
   @Test func awaitingACrashedWorkerThrowsTheDisconnection() async throws {
     try await expectNoLeaks {
       let process = try delegate(Self.probe, 7, to: FailureFixture.worker("crash-after-name"))
-      await #expect(throws: ExecutionError.workerDisconnected(.signaled(SIGSEGV))) {
+      await expectFailure(.workerDisconnected(.signaled(SIGSEGV))) {
         try await process.value
       }
       #expect(failure(process.status) == .workerDisconnected(.signaled(SIGSEGV)))
@@ -327,7 +327,7 @@ import Testing
       #expect(
         description.hasPrefix("worker disconnected: the worker's output could not be decoded: "),
         "\(description)")
-      #expect(throws: ExecutionError.self) { try process.run() }
+      #expect(throws: ProcordError.self) { try process.run() }
     }
   }
 
@@ -457,7 +457,7 @@ private enum FailureFixture {
     for (name, stream) in [("out", Int32(1)), ("err", Int32(2))] {
       var template = Array("\(directory)/procord-failure-\(name)-XXXXXX".utf8CString)
       let fd = mkstemp(&template)
-      guard fd >= 0 else { throw ProcordError(code: -errno, operation: "mkstemp") }
+      guard fd >= 0 else { throw ProcordError(code: .systemError, message: "mkstemp: errno \(errno)") }
       let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
       let saved = dup(stream)
       dup2(fd, stream)

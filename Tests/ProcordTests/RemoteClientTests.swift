@@ -8,7 +8,7 @@ import Testing
 @Suite struct RemoteClientTests {
   @Test func aNameThatDoesNotResolveSaysSo() throws {
     try expectNoLeaks {
-      let process = try delegate(host: "nonexistent.invalid", port: 1111, task: DemoTasks.fibo, input: 1)
+      let process = try delegate(DemoTasks.fibo, 1, to: .server(host: "nonexistent.invalid", port: 1111))
       process.wait()
       guard case .error(.workerDisconnected(.couldNotResolve(_, let reason))) = process.status else {
         Issue.record("status is \(process.status)")
@@ -22,7 +22,7 @@ import Testing
   @Test func aPortNobodyListensOnIsRefused() throws {
     try expectNoLeaks {
       let port = try withListener { port, _ in port }  // closed again: nobody listens
-      let process = try delegate(host: "127.0.0.1", port: port, task: DemoTasks.fibo, input: 1)
+      let process = try delegate(DemoTasks.fibo, 1, to: .server(host: "127.0.0.1", port: port))
       process.wait()
       #expect(failure(process.status) == .workerDisconnected(.systemCallFailed(call: "connect", errno: ECONNREFUSED)))
     }
@@ -80,7 +80,7 @@ import Testing
   @Test func anIPv6LiteralWorks() throws {
     try expectNoLeaks {
       try withListener(family: AF_INET6) { port, listener in
-        let process = try delegate(host: "::1", port: port, task: DemoTasks.fibo, input: 1)
+        let process = try delegate(DemoTasks.fibo, 1, to: .server(host: "::1", port: port))
         let accepted = procord_test_accept(listener, 10_000)
         try #require(accepted >= 0, "no connection came: errno \(-accepted)")
         // Read the task (`4Tfibo1V1`), answer like an original worker, close.

@@ -186,3 +186,22 @@ func childrenOf(_ pid: Int32) -> [Int32] {
     return text.split(separator: " ").compactMap { Int32($0) }
   }
 }
+
+/// Expects `body` to throw a ``ProcordError`` whose poll-layer failure is
+/// `expected` (the async API's errors carry it as `executionError`).
+func expectFailure(
+  _ expected: ExecutionError, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async {
+  await #expect(sourceLocation: sourceLocation) { try await body() } throws: { error in
+    (error as? ProcordError)?.executionError == expected
+  }
+}
+
+/// ``expectFailure(_:sourceLocation:_:)`` for a body that does not suspend.
+func expectFailure(
+  _ expected: ExecutionError, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+) {
+  #expect(sourceLocation: sourceLocation) { try body() } throws: { error in
+    (error as? ProcordError)?.executionError == expected
+  }
+}

@@ -55,8 +55,8 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       for (index, result) in results {
         switch result {
         case .success(let output) where index % 10 != 0 && output == index: continue
-        case .failure(let error as ExecutionError)
-        where index % 10 == 0 && error == .workerDisconnected(.signaled(SIGSEGV)):
+        case .failure(let error as ProcordError)
+        where index % 10 == 0 && error.executionError == .workerDisconnected(.signaled(SIGSEGV)):
           continue
         default: wrong.append(index)
         }
@@ -78,7 +78,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let start = ContinuousClock.now
       let process = try pool.delegate(
         TestWorkerTasks.sleepWithChild, 100_000_000, options: DelegationOptions(deadline: .seconds(1)))
-      await #expect(throws: ExecutionError.deadlineExceeded(.seconds(1))) { try await process.value }
+      await expectFailure(.deadlineExceeded(.seconds(1))) { try await process.value }
       let elapsed = ContinuousClock.now - start
       expectEndedAtDeadline(elapsed, .seconds(1))
       #expect(failure(process.status)?.description
@@ -192,7 +192,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       // (10 s each: run, they would hold the map up for 10 s) are withdrawn.
       let inputs = [1000, 1000, -1, 100] + Array(repeating: 10_000, count: 20)
       let start = ContinuousClock.now
-      await #expect(throws: ExecutionError.workerUnknownException("sleep: negative duration")) {
+      await expectFailure(.workerUnknownException("sleep: negative duration")) {
         try await pool.map(DemoTasks.sleep, inputs, maxConcurrency: 6)
       }
       let took = ContinuousClock.now - start
@@ -352,7 +352,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
   @Test func aMissingProgramFailsTheTaskSayingSo() async throws {
     try await expectNoLeaks {
       let pool = try WorkerPool(workers: 1, program: WorkerProgram(path: "/nonexistent/worker", channel: .socket))
-      await #expect(throws: ExecutionError.workerDisconnected(.couldNotStart(program: "/nonexistent/worker", errno: ENOENT))) {
+      await expectFailure(.workerDisconnected(.couldNotStart(program: "/nonexistent/worker", errno: ENOENT))) {
         try await pool.run(DemoTasks.fact, 1)
       }
       await pool.shutdown()
@@ -371,7 +371,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let process = try delegate(
         DemoTasks.sleep, 600_000, to: demoSocketWorker, options: DelegationOptions(deadline: .milliseconds(500)))
       let worker = try #require(process.pid)
-      await #expect(throws: ExecutionError.deadlineExceeded(.milliseconds(500))) { try await process.value }
+      await expectFailure(.deadlineExceeded(.milliseconds(500))) { try await process.value }
       let elapsed = ContinuousClock.now - start
       expectEndedAtDeadline(elapsed, .milliseconds(500))
       #expect(!processExists(worker))

@@ -178,6 +178,16 @@ int procord_delegation_is_delivered(const procord_delegation_t *delegation);
  */
 int procord_delegation_kill(procord_delegation_t *delegation);
 
+/*
+ * Cancels the task: like procord_delegation_kill (the outcome is KILLED, and
+ * the same values are returned), but the worker's process group gets SIGTERM
+ * first and SIGKILL only once its exit grace period (exit_grace_ms) has
+ * passed, so that the task can see it is cancelled and clean up. A remote
+ * task's connection is reset at once, as procord_delegation_kill does. A
+ * later procord_delegation_kill still kills at once. Thread-safe.
+ */
+int procord_delegation_cancel(procord_delegation_t *delegation);
+
 /* Returns true once on_done has returned. Thread-safe. */
 int procord_delegation_is_finished(procord_delegation_t *delegation);
 

@@ -118,6 +118,18 @@ typedef struct procord_worker_report_s {
  */
 int procord_worker_serve(const procord_worker_options_t *options);
 
+/*
+ * From now on, a SIGTERM to this process calls `on_termination(context)` on
+ * a thread of its own (started here, with every signal blocked), instead of
+ * ending the process. For a worker whose tasks can be cancelled (the Swift
+ * overlay's async bodies): the main program cancels a task, or its deadline
+ * passes, by sending SIGTERM and, after the grace period, SIGKILL. The
+ * callback decides what to do: cancel the running task, or exit. Once per
+ * process. Returns 0, PROCORD_EINVAL (no callback, or called before), or a
+ * negated errno.
+ */
+int procord_worker_watch_termination(void (*on_termination)(void *context), void *context);
+
 /* What the `--procord-*` options of a command line ask for. */
 typedef enum procord_worker_mode {
   PROCORD_MODE_NONE = 0, /* no worker option: the program is a main program */

@@ -1,0 +1,115 @@
+import CProcord
+import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Running a task for the C worker loop, which calls on its own thread and
+// waits for the reply: a body that never suspends is called right there; an
+// async one runs on Swift concurrency while that thread waits, and a SIGTERM
+// from the main program (a cancellation, or a deadline) cancels it.
+
+/// Holds a task for the C worker loop, which sees it as an opaque pointer.
+final class TaskBox {
+  let task: any ServableTask
+  init(_ task: any ServableTask) { self.task = task }
+}
+
+/// The C worker loop's task function: decode, run, encode, into a malloc'd reply.
+let runTask: procord_task_fn = { context, input, length, reply in
+  guard let context, let reply else { return }
+  let task = Unmanaged<TaskBox>.fromOpaque(context).takeUnretainedValue().task
+  let bytes = input.map { copiedBytes(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
+  let answer =
+    (task as? any SynchronouslyServable)?.replyWithoutSuspending(to: bytes)
+    ?? RunningTask.awaitReply { await task.reply(to: bytes) }
+  let (kind, body): (procord_frame_kind, [UInt8])
+  switch answer {
+  case .value(let output): (kind, body) = (PROCORD_FRAME_VALUE, output)
+  case .exception(let error): (kind, body) = (PROCORD_FRAME_EXCEPTION, error)
+  case .unknownException(let text): (kind, body) = (PROCORD_FRAME_UNKNOWN_EXCEPTION, Array(text.utf8))
+  }
+  reply.pointee.kind = UInt8(kind.rawValue)
+  if let lent = PinnedBytes.lendIfLarge(body) {
+    // Lent, not copied: the worker gives it back once it has sent it.
+    reply.pointee.body = UnsafeMutableRawPointer(mutating: lent.base)
+    reply.pointee.length = body.count
+    reply.pointee.release = releasePinnedBytes
+    reply.pointee.release_context = lent.context
+    return
+  }
+  let buffer = body.withUnsafeBytes { mallocCopy($0) }
+  reply.pointee.body = buffer
+  reply.pointee.length = buffer == nil ? 0 : body.count
+}
+
+/// The async task this worker process is running, if any, and whether the
+/// main program asked it to stop.
+enum RunningTask {
+  private struct State {
+    var current: Task<Void, Never>?
+    var terminating = false
+  }
+
+  private static let state = Mutex(State())
+
+  /// Whether this process is a worker that its main program stops with
+  /// SIGTERM (then SIGKILL), and whether SIGTERM is watched yet.
+  private static let termination = Mutex((allowed: false, watched: false))
+
+  /// Called by a worker of a main program (not of a server, which stops
+  /// its workers itself, nor a program serving on its own descriptors):
+  /// its first async task makes SIGTERM cancel the running task.
+  static func mayCancelOnTermination() {
+    termination.withLock { $0.allowed = true }
+  }
+
+  /// Makes SIGTERM cancel the running task instead of killing the process
+  /// at once: the task then has its grace period (the main program sends
+  /// SIGKILL after it) to see `Task.isCancelled` and return, and the worker
+  /// exits once it has. Between tasks, SIGTERM ends the worker as before.
+  private static func watchTermination() {
+    termination.withLock { termination in
+      guard termination.allowed, !termination.watched else { return }
+      termination.watched = procord_worker_watch_termination({ _ in RunningTask.terminate() }, nil) == 0
+    }
+  }
+
+  /// Runs `operation` on Swift concurrency and blocks this (non-Swift)
+  /// thread until it is done: the C worker loop waits for its reply.
+  static func awaitReply(_ operation: @escaping @Sendable () async -> TaskReply) -> TaskReply {
+    watchTermination()
+    let result = Mutex<TaskReply?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    let task = Task {
+      let reply = await operation()
+      result.withLock { $0 = reply }
+      done.signal()
+    }
+    let cancelled = state.withLock { state -> Bool in
+      state.current = task
+      return state.terminating
+    }
+    if cancelled { task.cancel() }
+    done.wait()
+    let terminating = state.withLock { state -> Bool in
+      state.current = nil
+      return state.terminating
+    }
+    // Cancelled by the main program, which no longer waits for the answer.
+    if terminating { _exit(128 + SIGTERM) }
+    return result.withLock { $0 } ?? .unknownException("the task ended without an answer")
+  }
+
+  /// SIGTERM: cancels the running task, or ends an idle worker.
+  private static func terminate() {
+    let running = state.withLock { state -> Task<Void, Never>? in
+      state.terminating = true
+      return state.current
+    }
+    guard let running else { _exit(128 + SIGTERM) }
+    running.cancel()
+  }
+}
