@@ -184,7 +184,9 @@ int procord_delegation_kill(procord_delegation_t *delegation);
  * first and SIGKILL only once its exit grace period (exit_grace_ms) has
  * passed, so that the task can see it is cancelled and clean up. A remote
  * task's connection is reset at once, as procord_delegation_kill does. A
- * later procord_delegation_kill still kills at once. Thread-safe.
+ * later procord_delegation_kill still kills at once. Thread-safe. Returns 0
+ * (also when a stop was already asked for), PROCORD_ECLOSED if it had
+ * already finished or its worker could not be started, or -ENOMEM.
  */
 int procord_delegation_cancel(procord_delegation_t *delegation);
 
