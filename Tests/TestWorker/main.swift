@@ -71,6 +71,9 @@
 //   environment NAME        answers the worker's value of variable NAME
 //                           (empty if unset)
 //   directory               answers the worker's working directory
+//   async-double N          2 N, from an async body (AsyncTasks.swift)
+//   wait-for-cancellation F an async body that tells the FIFO F when it
+//                           starts and whether it saw its cancellation
 //   crash-mid-output        in a server's worker: writes `1000V` and 10
 //                           bytes straight onto its session with the server
 //                           (the task's own answer never comes), then dies
@@ -436,6 +439,7 @@ let pattern = WorkerTask<Int, [UInt8]>(name: "pattern", input: .decimal, output:
 /// What this program serves as a real worker or server.
 let servedTasks: [any ServableTask] = [
   concurrency, sleepWithChild, crashOnTenths, environment, directory, crashMidOutput, stallMidOutput, pattern,
+  asyncDouble, waitForCancellation,
 ]
 
 // MARK: - The `metrics` mode
