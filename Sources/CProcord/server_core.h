@@ -98,6 +98,7 @@ struct server_worker_s {
   procord_connection_t *control; /* `r` and `d` from it; `C` (with a session's socket) to it */
   procord_connection_t *session; /* the task's frames, both ways */
   struct event *exit_event;
+  struct event *kill_timer;  /* a task whose client went: SIGKILL if it outlives its grace */
   worker_state_t state;
   server_client_t *client;  /* whose task it runs */
   int done_reported;        /* its `d` came before its session's end was read */

@@ -14,6 +14,7 @@
 #include "procord/frame.h"
 #include "server_core.h"
 #include "server_private.h"
+#include "worker_termination.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -79,6 +80,7 @@ static void remove_worker(server_worker_t *w) {
   close_session(w);
   procord_connection_free(w->control);
   if (w->exit_event) event_free(w->exit_event);
+  if (w->kill_timer) event_free(w->kill_timer);
   free(w);
 }
 
@@ -340,13 +342,26 @@ static void on_session_state(procord_connection_t *session, procord_connection_s
     set_state(w, w->state == WORKER_BUSY && w->client ? WORKER_BUSY : WORKER_BETWEEN);
 }
 
+static void on_kill_timer(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_worker_t *w = context;
+  procord_child_kill(&w->child, SIGKILL); /* its exit is seen as usual */
+}
+
 void server_worker_abandon(server_worker_t *w) {
   w->client = NULL;
   if (w->state != WORKER_BUSY) return;
-  close_session(w); /* a process's watchdog sees it and ends the task */
+  /* A process's watchdog sees the session close: a task that can be
+     cancelled (a Swift async body) is, and gets a grace period to return;
+     any other task is killed at once. Its exit is seen as usual. This is the
+     backstop, should the watchdog not do its part. */
+  close_session(w);
   if (!w->is_thread) {
-    procord_child_kill(&w->child, SIGKILL);
-    return; /* its exit is seen as usual */
+    if (!w->kill_timer) w->kill_timer = evtimer_new(w->server->base, on_kill_timer, w);
+    struct timeval grace = {(PROCORD_WORKER_CANCEL_GRACE_MS + 1000) / 1000, 0};
+    if (!w->kill_timer || evtimer_add(w->kill_timer, &grace) != 0) procord_child_kill(&w->child, SIGKILL);
+    return;
   }
   set_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
 }

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "lineage_private.h"
 #include "procord/worker.h"
+#include "worker_termination.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "capture.h"
@@ -137,8 +138,16 @@ static void *watch(void *argument) {
       /* Between tasks: the peer's frames may still be buffered, so say it
          is gone and let the task that would follow not run at all. */
       __atomic_store_n(&dog->peer_gone, 1, __ATOMIC_SEQ_CST);
-      if (__atomic_load_n(&dog->task_running, __ATOMIC_SEQ_CST))
-        kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
+      if (!__atomic_load_n(&dog->task_running, __ATOMIC_SEQ_CST)) return NULL;
+      /* A task that can be cancelled is asked to stop, and killed only if
+         it has not ended (exiting the worker) within the grace period. */
+      if (procord_worker_request_termination() == 0) {
+        struct pollfd stop = {.fd = dog->stop[0], .events = POLLIN};
+        while (poll(&stop, 1, PROCORD_WORKER_CANCEL_GRACE_MS) < 0 && errno == EINTR) {
+        }
+        if (stop.revents) return NULL; /* the task ended: the worker is stopping */
+      }
+      kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
       return NULL;
     }
   }

@@ -1,8 +1,10 @@
-/* A worker's SIGTERM, turned into a call on a thread of its own, so that a
-   task running on Swift concurrency can be cancelled (procord/worker.h). */
+/* A worker's SIGTERM, or the watchdog's news that its peer is gone, turned
+   into a call on a thread of its own, so that a task running on Swift
+   concurrency can be cancelled (procord/worker.h). */
 #define _GNU_SOURCE
 #include "procord/error.h"
 #include "procord/worker.h"
+#include "worker_termination.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,9 +40,15 @@ static void *watch(void *argument) {
   }
 }
 
-int procord_worker_watch_termination(void (*on_termination)(void *context), void *context) {
+int procord_worker_request_termination(void) {
+  if (__atomic_load_n(&termination_write_fd, __ATOMIC_ACQUIRE) < 0) return PROCORD_ECLOSED;
+  on_signal(0);
+  return 0;
+}
+
+int procord_worker_watch_termination(void (*on_termination)(void *context), void *context, int on_sigterm) {
   if (!on_termination) return PROCORD_EINVAL;
-  if (termination_write_fd >= 0) return PROCORD_EINVAL; /* once per process */
+  if (__atomic_load_n(&termination_write_fd, __ATOMIC_ACQUIRE) >= 0) return PROCORD_EINVAL; /* once per process */
   static termination_watch_t state;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return -errno;
@@ -48,7 +56,6 @@ int procord_worker_watch_termination(void (*on_termination)(void *context), void
   int flags = fcntl(fds[0], F_GETFL);
   if (flags >= 0) fcntl(fds[0], F_SETFL, flags & ~O_NONBLOCK);
   state = (termination_watch_t){fds[0], on_termination, context};
-  termination_write_fd = fds[1];
   /* A thread that blocks every signal, so that none is delivered to it. */
   sigset_t all, previous;
   sigfillset(&all);
@@ -63,6 +70,8 @@ int procord_worker_watch_termination(void (*on_termination)(void *context), void
     return -error;
   }
   pthread_detach(thread);
+  __atomic_store_n(&termination_write_fd, fds[1], __ATOMIC_RELEASE);
+  if (!on_sigterm) return 0;
   /* A handler, not SIG_IGN: what the task starts gets the default again at exec. */
   struct sigaction action = {0};
   action.sa_handler = on_signal;

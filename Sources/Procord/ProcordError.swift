@@ -210,8 +210,8 @@ extension ProcordError {
         message = text
       } else {
         code = .taskFailed
-        message = "the task failed with an error that could not travel as itself: \(text) (give the task an "
-          + "ErrorCodec that handles it, such as .json(YourError.self), to catch it as its own type)"
+        message = "the task threw an error that cannot travel as its own type: \(text) (to catch it as its "
+          + "own type, give the task an ErrorCodec that handles it, such as .json(YourError.self))"
       }
     case .workerKilled:
       code = .killed

@@ -92,9 +92,11 @@ public enum Worker {
       runServer(tasks, parsed, maxMessageSize: maxMessageSize)
     }
     if let maxMessageSize, command.max_message_size == 0 { command.max_message_size = maxMessageSize }
-    // Its main program cancels a task with SIGTERM, then SIGKILL: an async
-    // body gets to see it. A server's worker is the server's to stop.
-    if command.handoff_fd <= 0 { RunningTask.mayCancelOnTermination() }
+    // An async body gets to see that its task must stop: its main program
+    // cancels it with SIGTERM (then SIGKILL); a server's worker hears it
+    // from its watchdog when the client goes (a SIGTERM to the whole
+    // service must not stop its tasks: the server drains them).
+    RunningTask.allowCancellation(bySIGTERM: command.handoff_fd <= 0)
     let result = withExtendedLifetime(parsed) {
       withTaskTable(tasks) { table in procord_worker_run(&command, table.baseAddress, table.count) }
     }

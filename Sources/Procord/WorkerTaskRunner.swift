@@ -55,25 +55,27 @@ enum RunningTask {
 
   private static let state = Mutex(State())
 
-  /// Whether this process is a worker that its main program stops with
-  /// SIGTERM (then SIGKILL), and whether SIGTERM is watched yet.
-  private static let termination = Mutex((allowed: false, watched: false))
+  /// Whether this process is a worker whose tasks may be cancelled, by
+  /// SIGTERM or only by its watchdog, and whether that is watched yet.
+  private static let termination = Mutex((allowed: false, bySIGTERM: false, watched: false))
 
-  /// Called by a worker of a main program (not of a server, which stops
-  /// its workers itself, nor a program serving on its own descriptors):
-  /// its first async task makes SIGTERM cancel the running task.
-  static func mayCancelOnTermination() {
-    termination.withLock { $0.allowed = true }
+  /// Called by a worker of a main program (`bySIGTERM`) or of a server (not
+  /// a program serving on its own descriptors): its first async task makes
+  /// the news that the task must stop cancel it.
+  static func allowCancellation(bySIGTERM: Bool) {
+    termination.withLock { $0 = (true, bySIGTERM, $0.watched) }
   }
 
-  /// Makes SIGTERM cancel the running task instead of killing the process
-  /// at once: the task then has its grace period (the main program sends
-  /// SIGKILL after it) to see `Task.isCancelled` and return, and the worker
-  /// exits once it has. Between tasks, SIGTERM ends the worker as before.
+  /// Makes the news that the task must stop (SIGTERM, or the watchdog)
+  /// cancel the running task instead of killing the process at once: the
+  /// task then has its grace period (SIGKILL follows it) to see
+  /// `Task.isCancelled` and return, and the worker exits once it has.
+  /// Between tasks, the news ends the worker as before.
   private static func watchTermination() {
     termination.withLock { termination in
       guard termination.allowed, !termination.watched else { return }
-      termination.watched = procord_worker_watch_termination({ _ in RunningTask.terminate() }, nil) == 0
+      termination.watched =
+        procord_worker_watch_termination({ _ in RunningTask.terminate() }, nil, termination.bySIGTERM ? 1 : 0) == 0
     }
   }
 
@@ -103,7 +105,7 @@ enum RunningTask {
     return result.withLock { $0 } ?? .unknownException("the task ended without an answer")
   }
 
-  /// SIGTERM: cancels the running task, or ends an idle worker.
+  /// The task must stop: cancels the running task, or ends an idle worker.
   private static func terminate() {
     let running = state.withLock { state -> Task<Void, Never>? in
       state.terminating = true

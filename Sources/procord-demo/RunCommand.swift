@@ -5,14 +5,7 @@ import Procord
 struct RunnableTask: Sendable {
   let name: String
   /// Starts the task on INPUT; nil when INPUT is not a valid input.
-  let start: @Sendable (String, Target, DelegationOptions) throws -> PendingResult?
-}
-
-/// Where `run` sends its tasks.
-enum Target: Sendable {
-  case program(WorkerProgram)
-  case server(RemoteServer)
-  case pool(WorkerPool)
+  let start: @Sendable (String, Destination, DelegationOptions) throws -> PendingResult?
 }
 
 /// A started task, and how to describe its end.
@@ -28,21 +21,18 @@ extension RunnableTask {
     show: @escaping @Sendable (Output) -> String = { "\($0)" }
   ) {
     name = task.name
-    start = { text, target, options in
+    start = { text, destination, options in
       guard let input = parse(text) else { return nil }
-      let process: DelegatedProcess<Output>
-      switch target {
-      case .program(let worker): process = try delegate(task.delegated, input, to: worker, options: options)
-      case .server(let server): process = try delegate(task.delegated, input, to: server, options: options)
-      case .pool(let pool): process = try pool.delegate(task.delegated, input, options: options)
-      }
+      let process = try delegate(task, input, to: destination, options: options)
       return PendingResult(process: process) {
         let head = "\(task.name)(\(text))"
-        switch process.status {
-        case .success(let output): return ("\(head) = \(show(output))", true)
-        case .exception(let error): return ("\(head) raised: \(error)", false)
-        case .error(let error): return ("\(head) failed: \(error)", false)
-        case .working: return ("\(head) failed: still working", false)
+        do {
+          return ("\(head) = \(show(try process.run()))", true)
+        } catch let error as ProcordError {
+          let evidence = error.fatalErrorMessage.map { " (\($0))" } ?? ""
+          return ("\(head) failed: \(error.message)\(evidence)", false)
+        } catch {
+          return ("\(head) raised: \(error)", false)
         }
       }
     }
@@ -222,17 +212,20 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
   var servers = options.hosts.isEmpty && options.poolSize != nil
     ? options.host.map { [RemoteServer(host: $0, port: options.port)] } ?? [] : options.hosts
   for index in servers.indices { servers[index].security = security }
-  let target: Target
+  let target: Destination
+  var pool: WorkerPool?
   do {
     if !servers.isEmpty {
       // N connections in all (one per server by default), opened in turn.
       var configuration = WorkerPool.Configuration(maximumWorkers: options.poolSize ?? servers.count)
       configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
-      target = .pool(try WorkerPool(servers.map { .remote($0) }, configuration: configuration))
+      pool = try WorkerPool(servers.map { .remote($0) }, configuration: configuration)
+      target = .pool(pool!)
     } else if let size = options.poolSize {
       var configuration = WorkerPool.Configuration(maximumWorkers: size)
       configuration.maximumQueueLength = max(configuration.maximumQueueLength, inputs.count)
-      target = .pool(try WorkerPool([.local(program)], configuration: configuration))
+      pool = try WorkerPool([.local(program)], configuration: configuration)
+      target = .pool(pool!)
     } else if let host = options.host {
       target = .server(RemoteServer(host: host, port: options.port, security: security))
     } else {
@@ -242,7 +235,7 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
     printError("procord-demo: \(error)")
     return 1
   }
-  defer { if case .pool(let pool) = target { pool.shutdownAndWait(.immediate) } }
+  defer { pool?.shutdownAndWait(.immediate) }
   // The demo's tasks are pure: a pool over servers may run one again
   // elsewhere when its server goes away.
   let delegationOptions = DelegationOptions(deadline: options.timeout, isIdempotent: true)

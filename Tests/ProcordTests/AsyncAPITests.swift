@@ -65,6 +65,23 @@ import Testing
     }
   }
 
+  /// A remote task: the connection is reset, the server closes the task's
+  /// session, and its worker's watchdog cancels the body rather than kill it.
+  @Test func cancellingARemoteRunReachesTheBodyInTheServersWorker() async throws {
+    let server = try ServerUnderTest(program: testWorkerPath)
+    defer { server.ensureStopped() }
+    let fifo = try Fifo()
+    let path = fifo.path
+    let remote = server.remote
+    let running = Task { try await Self.waitForCancellation.run(path, to: remote) }
+    #expect(fifo.readLine() == "started")
+    running.cancel()
+    #expect(fifo.readLine() == "cancelled")
+    await #expect(throws: CancellationError.self) { try await running.value }
+    let doubled = try await Self.double.run(4, to: remote)
+    #expect(doubled == 8)
+  }
+
   /// A deadline stops the worker the same way: the body sees it.
   @Test func aDeadlineCancelsAnAsyncBody() async throws {
     try await expectNoLeaks {

@@ -88,7 +88,7 @@ import Testing
       #expect(failure(process.status) == .workerKilled)
       #expect(process.wait(timeout: .seconds(10)))
       #expect(!processExists(pid))
-      expectFailure(.workerKilled) { try process.run() }
+      expectFailure(.workerKilled) { _ = try process.run() }
     }
   }
 

@@ -231,7 +231,7 @@ import Testing
     try await expectNoLeaks {
       let process = try delegate(Self.probe, 7, to: FailureFixture.worker("crash-after-name"))
       await expectFailure(.workerDisconnected(.signaled(SIGSEGV))) {
-        try await process.value
+        _ = try await process.value
       }
       #expect(failure(process.status) == .workerDisconnected(.signaled(SIGSEGV)))
     }

@@ -78,7 +78,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let start = ContinuousClock.now
       let process = try pool.delegate(
         TestWorkerTasks.sleepWithChild, 100_000_000, options: DelegationOptions(deadline: .seconds(1)))
-      await expectFailure(.deadlineExceeded(.seconds(1))) { try await process.value }
+      await expectFailure(.deadlineExceeded(.seconds(1))) { _ = try await process.value }
       let elapsed = ContinuousClock.now - start
       expectEndedAtDeadline(elapsed, .seconds(1))
       #expect(failure(process.status)?.description
@@ -193,7 +193,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let inputs = [1000, 1000, -1, 100] + Array(repeating: 10_000, count: 20)
       let start = ContinuousClock.now
       await expectFailure(.workerUnknownException("sleep: negative duration")) {
-        try await pool.map(DemoTasks.sleep, inputs, maxConcurrency: 6)
+        _ = try await pool.map(DemoTasks.sleep, inputs, maxConcurrency: 6)
       }
       let took = ContinuousClock.now - start
       #expect(took >= .milliseconds(900), "returned after \(took), before the running tasks finished")
@@ -353,7 +353,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
     try await expectNoLeaks {
       let pool = try WorkerPool(workers: 1, program: WorkerProgram(path: "/nonexistent/worker", channel: .socket))
       await expectFailure(.workerDisconnected(.couldNotStart(program: "/nonexistent/worker", errno: ENOENT))) {
-        try await pool.run(DemoTasks.fact, 1)
+        _ = try await pool.run(DemoTasks.fact, 1)
       }
       await pool.shutdown()
     }
@@ -371,7 +371,7 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let process = try delegate(
         DemoTasks.sleep, 600_000, to: demoSocketWorker, options: DelegationOptions(deadline: .milliseconds(500)))
       let worker = try #require(process.pid)
-      await expectFailure(.deadlineExceeded(.milliseconds(500))) { try await process.value }
+      await expectFailure(.deadlineExceeded(.milliseconds(500))) { _ = try await process.value }
       let elapsed = ContinuousClock.now - start
       expectEndedAtDeadline(elapsed, .milliseconds(500))
       #expect(!processExists(worker))

@@ -119,16 +119,20 @@ typedef struct procord_worker_report_s {
 int procord_worker_serve(const procord_worker_options_t *options);
 
 /*
- * From now on, a SIGTERM to this process calls `on_termination(context)` on
- * a thread of its own (started here, with every signal blocked), instead of
- * ending the process. For a worker whose tasks can be cancelled (the Swift
- * overlay's async bodies): the main program cancels a task, or its deadline
- * passes, by sending SIGTERM and, after the grace period, SIGKILL. The
- * callback decides what to do: cancel the running task, or exit. Once per
- * process. Returns 0, PROCORD_EINVAL (no callback, or called before), or a
- * negated errno.
+ * From now on, the news that this worker's task must stop calls
+ * `on_termination(context)` on a thread of its own (started here, with every
+ * signal blocked): for a worker whose tasks can be cancelled (the Swift
+ * overlay's async bodies). The news is a SIGTERM when `on_sigterm` is
+ * non-zero (a main program cancels a task, or its deadline passes, with
+ * SIGTERM and, after the grace period, SIGKILL; a server's workers must
+ * survive a SIGTERM sent to the whole service, so they pass 0), and the
+ * peer going away while a task runs (the watchdog of end_with_peer, which
+ * then kills the worker only after a grace period of 2 s, instead of at
+ * once). The callback decides what to do: cancel the running task, or
+ * exit. Once per process. Returns 0, PROCORD_EINVAL (no callback, or called
+ * before), or a negated errno.
  */
-int procord_worker_watch_termination(void (*on_termination)(void *context), void *context);
+int procord_worker_watch_termination(void (*on_termination)(void *context), void *context, int on_sigterm);
 
 /* What the `--procord-*` options of a command line ask for. */
 typedef enum procord_worker_mode {
