@@ -61,6 +61,34 @@ pid_t procord_lineage_parent(void) {
 
 void procord_lineage_mark_serving(void) { __atomic_store_n(&serving, 1, __ATOMIC_RELEASE); }
 
+/* At exit: a worker whose main returned without serving tells its main
+   program why it has no answer, rather than only ending. */
+static void tell_if_never_served(void) {
+  if (!__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
+    tell_parent("this process was started as a Procord worker but its main returned without serving its "
+                "tasks: its program must call its worker entry point first thing in main (Worker.main(tasks:) "
+                "or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C)");
+}
+
+/* Whether the leading `--procord-*` options, as Procord passes them to a
+   worker it starts, include --procord-worker. */
+static int started_as_worker(int argc, char **argv) {
+  for (int i = 1; i < argc && argv[i] && strncmp(argv[i], "--procord-", 10) == 0; i++) {
+    if (strcmp(argv[i], "--procord-worker") == 0) return 1;
+    if (strcmp(argv[i], "--procord-socket-fd") == 0) i++; /* and its value */
+  }
+  return 0;
+}
+
+/* Before main: a process exec'd by a Procord process as its worker (so its
+   parent is that process, and its command line asks to be a worker) is
+   watched for a main that returns without serving. glibc passes the
+   command line to constructors. */
+__attribute__((constructor)) static void watch_a_worker_that_may_not_serve(int argc, char **argv) {
+  pthread_once(&read_once, read_lineage);
+  if (parent > 0 && getppid() == parent && started_as_worker(argc, argv)) atexit(tell_if_never_served);
+}
+
 /* Read at each start, so that a program may lower it for its workers. */
 static int max_depth(void) {
   const char *value = getenv(PROCORD_MAX_DEPTH_VARIABLE);

@@ -47,6 +47,12 @@ public struct ProcordError: Error, Sendable, CustomStringConvertible {
     /// SIGILL or SIGTRAP), or someone else killed it. See ``signal`` and
     /// ``fatalErrorMessage``.
     case crashed
+    /// The worker program was started but never served its tasks: its
+    /// `main` delegated, or returned, before calling
+    /// ``Worker/main(tasks:arguments:maxMessageSize:_:)`` or
+    /// ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``. The
+    /// worker said so itself; ``workerMessage`` is its words.
+    case workerDidNotServe
     /// The worker exited without answering; see ``exitStatus``.
     case exitedWithoutAnswer
     /// The worker's connection ended without an answer, and how the worker
@@ -205,7 +211,10 @@ extension ProcordError {
     switch failure {
     case .workerUnknownException(let text):
       workerMessage = text
-      if text.hasPrefix(TaskInputError.prefix) {
+      if text.contains(Self.notServingWords) {
+        code = .workerDidNotServe
+        message = text
+      } else if text.hasPrefix(TaskInputError.prefix) {
         code = .inputNotDecodable
         message = text
       } else {
@@ -277,6 +286,11 @@ extension ProcordError {
       fatalErrorMessage: evidence?.fatalErrorMessage, standardErrorTail: evidence?.standardErrorTail,
       executionError: failure)
   }
+}
+
+extension ProcordError {
+  /// How a worker that never served says so (the C core's lineage.c).
+  static let notServingWords = "was started as a Procord worker"
 }
 
 /// What a local worker left behind when it ended without answering.

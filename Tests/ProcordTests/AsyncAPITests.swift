@@ -151,6 +151,17 @@ import Testing
 
   // MARK: - Entry point and names
 
+  /// A worker program whose main returns without serving says so to its
+  /// main program, which names the fix.
+  @Test func aWorkerWhoseMainReturnsWithoutServingSaysWhatToCall() async throws {
+    var worker = testSocketWorker
+    worker.environment = ["PROCORD_TEST_RETURN_WITHOUT_SERVING": "1"]
+    let error = await #expect(throws: ProcordError.self) { try await Self.double.run(1, to: worker) }
+    #expect(error?.code == .workerDidNotServe)
+    #expect(error?.message.contains("its main returned without serving its tasks") == true, "\(String(describing: error))")
+    #expect(error?.message.contains("Worker.main(tasks:)") == true)
+  }
+
   @Test func theProgramsOwnArgumentsFollowTheProcordOptions() throws {
     #expect(
       try Worker.programArguments(of: ["app", "--procord-hostname", "h", "--procord-port", "9", "in", "--procord-x"])
