@@ -155,7 +155,9 @@ public enum Worker {
   /// the program's own, so an argument of the program that starts with
   /// `--procord-` is the program's.
   /// - Throws: ``CommandLineError`` for a wrong `--procord-*` option.
-  public static func programArguments(of arguments: [String] = CommandLine.arguments) throws -> [String] {
+  public static func programArguments(
+    of arguments: [String] = CommandLine.arguments
+  ) throws(CommandLineError) -> [String] {
     let first = Int(try ParsedCommandLine(arguments).command.first_argument)
     return first < arguments.count ? Array(arguments[first...]) : []
   }
@@ -258,7 +260,7 @@ final class ParsedCommandLine {
   let command: procord_worker_command_t
   private let strings: [UnsafeMutablePointer<CChar>?]
 
-  init(_ arguments: [String]) throws {
+  init(_ arguments: [String]) throws(Worker.CommandLineError) {
     strings = arguments.map { strdup($0) }
     var command = procord_worker_command_t()
     var message = [CChar](repeating: 0, count: 256)
