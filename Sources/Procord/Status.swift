@@ -38,8 +38,8 @@ public enum ExecutionError: Error, Sendable, Equatable, CustomStringConvertible 
   /// The error in English.
   public var description: String {
     switch self {
-    case .workerUnknownException(let text): return "worker raised an unknown exception: \(text)"
-    case .workerKilled: return "worker killed by the main program"
+    case .workerUnknownException(let text): return "the task failed with an error sent as text: \(text)"
+    case .workerKilled: return "the worker was killed by this program"
     case .workerDisconnected(let cause): return "worker disconnected: \(cause)"
     case .noWorkerAvailable(let name):
       return "the worker has no task named \"\(name)\" (a worker serves the tasks its program gives "

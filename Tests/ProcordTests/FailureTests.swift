@@ -154,7 +154,7 @@ import Testing
       #expect(failure(process.status) == .workerKilled)
       FailureFixture.finish(process)
       #expect(failure(process.status) == .workerKilled)
-      #expect(failure(process.status)?.description == "worker killed by the main program")
+      #expect(failure(process.status)?.description == "the worker was killed by this program")
       #expect(!processExists(pid))
     }
   }
