@@ -20,6 +20,9 @@
 #   make fuzz       build the libFuzzer harnesses (Tests/fuzz) and run each for SECONDS
 #                   seconds (60 by default) on a copy of its corpus in .build/fuzz/corpus
 #   make test-fuzz  replay each fuzz corpus, then run each harness for 5 s (part of make test)
+#   make docs       build the DocC catalog (Sources/Procord/Procord.docc) with swift-docc-plugin;
+#                   any warning fails it. The archive: .build/plugins/Swift-DocC/outputs/Procord.doccarchive;
+#                   to read it in a browser: swift package --disable-sandbox preview-documentation --target Procord
 #   make clean      remove build products
 
 SWIFT ?= swift
@@ -276,6 +279,19 @@ bench-static: deps
 	$(BUILD_DIR)/release/procord-bench spawn-rtt spawn-throughput memory \
 	  --worker $(STATIC_BUILD_DIR)/release/procord-bench --json $(BENCH_RESULTS)-static.json \
 	  --markdown $(BENCH_RESULTS)-static.md | tee $(BENCH_RESULTS)-static.txt
+
+# The catalog and every doc comment of the Procord target, through
+# swift-docc-plugin (a dependency of the package, used by no target). DocC's
+# warnings are errors, and any other warning in the output (the symbol
+# graph's build) fails it too.
+DOCS_LOG = $(BUILD_DIR)/docs.log
+.PHONY: docs
+docs: deps
+	@mkdir -p $(BUILD_DIR)
+	@{ $(SWIFT) package generate-documentation --target Procord --warnings-as-errors; echo $$? > $(DOCS_LOG).status; } \
+	  2>&1 | tee $(DOCS_LOG)
+	@test "$$(cat $(DOCS_LOG).status)" = 0 && ! grep -q 'warning:' $(DOCS_LOG) || \
+	  { echo "make docs: the documentation has errors or warnings (above; also in $(DOCS_LOG))"; exit 1; }
 
 clean:
 	rm -rf $(BUILD_DIR) $(STATIC_BUILD_DIR)

@@ -59,8 +59,11 @@ extension DelegatableTask {
 ///     a worker, by default. See ``Destination``.
 ///   - options: the deadline, what happens to what the task prints, and
 ///     whether a pool may run it again.
-/// - Throws: ``ProcordError`` when the input cannot be encoded, memory runs
-///   out, or a pool's queue is full or the pool shut down.
+/// - Throws: the input codec's own error when the input cannot be encoded;
+///   ``WorkerPoolError`` when the destination is a pool whose queue is full
+///   or that was shut down; ``SecurityConfigurationError`` for a
+///   ``RemoteServer`` whose security is a server's; ``ProcordError`` when a
+///   system call or an allocation fails.
 public func delegate<T: DelegatableTask>(
   _ task: T, _ input: T.Input, to destination: some DelegationDestination = Destination.thisProgram,
   options: DelegationOptions = DelegationOptions()

@@ -115,7 +115,7 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
 
   /// The output, once the process has finished; throws the task's own
   /// error (decoded by its ``ErrorCodec``) as itself, or a ``ProcordError``.
-  /// Cancelling the awaiting task cancels the process (``cancel()``: SIGTERM,
+  /// Cancelling the awaiting task cancels the process (``AnyDelegatedProcess/cancel()``: SIGTERM,
   /// then SIGKILL after the grace period) and throws `CancellationError`;
   /// an answer that came before the cancellation took effect is still
   /// returned.

@@ -77,8 +77,8 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   case couldNotStart(program: String, errno: Int32)
   /// Procord refused to start the worker, and the reason says what to do:
   /// this process was started as a worker and delegates before serving
-  /// (its `main` does not call ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``
-  /// first), or the worker would be more delegations deep than
+  /// (its `main` does not begin with ``Worker/main(tasks:arguments:maxMessageSize:_:)``
+  /// or ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``), or the worker would be more delegations deep than
   /// `PROCORD_MAX_DELEGATION_DEPTH` (16 unless the environment says otherwise).
   case startRefused(program: String, reason: String)
   /// A system call on the connection failed.

@@ -118,7 +118,7 @@ public struct ProcordTask<Input, Output: Sendable>: DelegatableTask {
   }
 
   /// Makes a task from its name, its codecs and an `async` body; see
-  /// ``WorkerTask/init(name:input:output:error:body:)-(_,_,_,_,@Sendable (Input) async throws -> Output)``
+  /// ``WorkerTask/init(name:input:output:error:body:)-8zqgb``
   /// for how cancellation reaches it.
   @_disfavoredOverload
   public init(

@@ -9,7 +9,7 @@ import Glibc
 /// A pool of reusable workers: local worker processes and connections to
 /// worker servers, kept alive between tasks.
 ///
-/// A one-off ``delegate(_:_:options:)-(DelegatedTask<Input,Output>,_,_)``
+/// A one-off ``delegate(_:_:to:options:)``
 /// starts a process per task (a few milliseconds for a Swift program); a
 /// pool hands each task to a worker that is already running, so a task
 /// costs a round trip over a socket. Workers keep their isolation: a task
@@ -18,7 +18,7 @@ import Glibc
 ///
 /// ```swift
 /// let pool = try WorkerPool(workers: 4)          // this executable, 4 workers
-/// let squares = try await pool.map(square.delegated, 1...1000)
+/// let squares = try await pool.map(square, 1...1000)
 /// await pool.shutdown()
 /// ```
 ///
@@ -26,7 +26,7 @@ import Glibc
 /// worker. A worker that sends `0R` after its answer (every Procord for Swift
 /// worker in socket mode, and every server of this project) gets the next
 /// task on the same connection; one that does not (an original worker) is
-/// used once and replaced. ``delegate(_:_:options:)-(DelegatedTask<Input,Output>,_,_)``
+/// used once and replaced. ``delegate(_:_:options:)``
 /// returns the same ``DelegatedProcess`` as a one-off delegation: status,
 /// waiting, `run()`, `value` and `kill()` work alike.
 public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
@@ -64,7 +64,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     /// Retire a local worker whose resident memory (read after each task)
     /// is above this many bytes; `nil`: no bound.
     public var maximumResidentMemory: Int?
-    /// Tasks waiting for a worker at most; beyond it ``WorkerPool/delegate(_:_:options:)-(DelegatedTask<Input,Output>,_,_)``
+    /// Tasks waiting for a worker at most; beyond it ``WorkerPool/delegate(_:_:options:)``
     /// throws ``WorkerPoolError/queueFull(limit:)`` and
     /// ``WorkerPool/submit(_:_:options:)`` waits for room.
     public var maximumQueueLength = 65536
@@ -214,7 +214,8 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   }
 
   /// A pool of up to `workers` processes of `program` (by default this
-  /// executable, which must call ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``).
+  /// executable, whose `main` must begin with ``Worker/main(tasks:arguments:maxMessageSize:_:)``
+  /// or ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``).
   public convenience init(
     workers: Int, program: WorkerProgram = .current, configuration: Configuration = Configuration()
   ) throws {
