@@ -228,6 +228,10 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
       target = .pool(pool!)
     } else if let host = options.host {
       target = .server(RemoteServer(host: host, port: options.port, security: security))
+    } else if options.workerPath == nil && options.memoryLimit == nil {
+      // This program again, or the server named by --procord-hostname
+      // before `run`, as for any Procord program.
+      target = .thisProgram
     } else {
       target = .program(program)
     }

@@ -8,6 +8,8 @@ import Glibc
 ///
 ///     procord-demo                      a short showcase
 ///     procord-demo run TASK INPUT...    delegate TASK once per INPUT
+///     procord-demo --procord-hostname H run TASK INPUT...
+///                                       the same, on the worker server H
 ///     procord-demo --procord-worker     serve the tasks on stdin/stdout
 
 func printError(_ text: String) {
@@ -21,7 +23,7 @@ func printError(_ text: String) {
 }
 
 let usageText = """
-  usage: procord-demo                         run a short showcase
+  usage: procord-demo [--procord-hostname HOST [--procord-port PORT]]    run a short showcase
          procord-demo run [--sequential] [--pool N] [--hosts HOST:PORT,...]
                           [--timeout SECONDS] [--limit-memory MIB]
                           [--worker-program PATH [--worker-arg ARG]...]
@@ -53,7 +55,9 @@ do {
   exit(2)
 }
 
-let arguments = CommandLine.arguments.dropFirst()
+// Without the --procord-* options before them (--procord-hostname H sends
+// every task to the server H).
+let arguments = ((try? Worker.programArguments()) ?? Array(CommandLine.arguments.dropFirst()))[...]
 switch arguments.first {
 case nil: exit(showcase())
 case "run": exit(runCommand(arguments.dropFirst()))
