@@ -54,6 +54,12 @@ let package = Package(
     // The README's example of the fast paths for many small tasks.
     .executableTarget(
       name: "procord-many-tasks-example", dependencies: ["Procord"], path: "Examples/ManySmallTasks"),
+    // Codable input, output and error, a deadline and cancellation, with Worker.main.
+    .executableTarget(
+      name: "procord-codable-example", dependencies: ["Procord"], path: "Examples/CodableTasks"),
+    // A worker server, and a main program that sends it tasks.
+    .executableTarget(
+      name: "procord-server-example", dependencies: ["Procord"], path: "Examples/WorkerServer"),
     // A worker that misbehaves on purpose, for the tests.
     .executableTarget(
       name: "procord-test-worker",
@@ -64,7 +70,8 @@ let package = Package(
       name: "ProcordTests",
       dependencies: [
         "Procord", "CTestSupport", "procord-demo", "procord-test-worker", "procord-example",
-        "procord-pool-example", "procord-many-tasks-example", "procord-bench", "CProcordBench",
+        "procord-pool-example", "procord-many-tasks-example", "procord-codable-example",
+        "procord-server-example", "procord-bench", "CProcordBench",
       ]
     ),
   ]
