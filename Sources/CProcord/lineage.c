@@ -114,7 +114,7 @@ const char *procord_lineage_refusal(int error) {
   if (error == PROCORD_ENOTSERVING)
     return "this process was started as a Procord worker and delegates before serving its tasks: "
            "its program must call its worker entry point first thing in main "
-           "(Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C), "
+           "(Worker.main(tasks:) or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C), "
            "or it starts copies of itself without end";
   if (error == PROCORD_ENESTED)
     return "the worker would be more delegations deep than PROCORD_MAX_DELEGATION_DEPTH "

@@ -45,7 +45,7 @@ public enum ExecutionError: Error, Sendable, Equatable, CustomStringConvertible 
       return "the worker has no task named \"\(name)\" (a worker serves the tasks its program gives "
         + "Worker.runIfRequested(tasks:); check the name, and that the worker is the program you meant)"
     case .deadlineExceeded(let deadline):
-      return "the task ran past its deadline of \(durationText(deadline)) and its worker was killed"
+      return "the task ran past its deadline of \(durationText(deadline)) and its worker was stopped"
     }
   }
 }

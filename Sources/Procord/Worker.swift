@@ -132,6 +132,9 @@ public enum Worker {
   ///   - arguments: the command line; the process's by default.
   ///   - maxMessageSize: the largest input a worker accepts, in bytes, when
   ///     `--procord-max-message-size` does not say; `nil`: 64 MiB.
+  ///   - isolation: where `body` runs: the caller's actor (the main actor
+  ///     in top-level code and in an `@main` type's `main()`), so that it
+  ///     may use the caller's state.
   ///   - body: the main program. Its argument is the command line without
   ///     the program's name and without the leading `--procord-*` options
   ///     (such as `--procord-hostname`, which sends delegations to a server).
@@ -139,7 +142,7 @@ public enum Worker {
   ///   whatever `body` throws.
   public static func main(
     tasks: [any ServableTask], arguments: [String] = CommandLine.arguments, maxMessageSize: Int? = nil,
-    _ body: (_ arguments: [String]) async throws -> Void
+    isolation: isolated (any Actor)? = #isolation, _ body: (_ arguments: [String]) async throws -> Void
   ) async throws {
     try runIfRequested(tasks: tasks, arguments: arguments, maxMessageSize: maxMessageSize)
     try await body(try programArguments(of: arguments))

@@ -171,12 +171,32 @@ import Testing
     #expect(throws: Worker.CommandLineError.self) { try Worker.programArguments(of: ["app", "--procord-bogus"]) }
   }
 
+  /// `Worker.main` from an `@main` type's `main()`, which runs on the main
+  /// actor, with a body that uses main-actor state (this only compiles if
+  /// the body runs in the caller's isolation).
+  @Test func workerMainRunsTheBodyOnTheCallersActor() async throws {
+    let seen = try await MainActorEntry.main(arguments: ["app", "input"])
+    #expect(seen == ["input"])
+  }
+
   /// A type with a `delegate` property, as so many have, can still use
   /// Procord: `run` is a method of the task, and the poll layer's free
   /// function is reached by the module's name.
   @Test func aTypeWithADelegatePropertyCanDelegate() async throws {
     let model = ModelWithADelegate()
     #expect(try await model.compute(5) == 20)
+  }
+}
+
+/// What an `@main` type looks like: its `main()` is on the main actor.
+@MainActor private enum MainActorEntry {
+  static var seen: [String] = []
+
+  static func main(arguments: [String]) async throws -> [String] {
+    try await Worker.main(tasks: [], arguments: arguments) { arguments in
+      seen = arguments
+    }
+    return seen
   }
 }
 

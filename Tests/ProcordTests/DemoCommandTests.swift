@@ -108,7 +108,7 @@ import Testing
     let start = ContinuousClock.now
     let run = try runProgram(["run", "--timeout", "0.8", "sleep", "100000"])
     let elapsed = ContinuousClock.now - start
-    #expect(run.outputText == "sleep(100000) failed: the task ran past its deadline of 800 ms and its worker was killed\n")
+    #expect(run.outputText == "sleep(100000) failed: the task ran past its deadline of 800 ms and its worker was stopped\n")
     #expect(run.status == 1)
     // The margin also covers starting and ending the demo itself.
     expectEndedAtDeadline(elapsed, .milliseconds(800), margin: deadlineMargin + .milliseconds(300))

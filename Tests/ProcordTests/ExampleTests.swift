@@ -14,7 +14,7 @@ import Testing
       INV-1: 1350 cents
       INV-2: 2799 cents
       INV-3: refused, noLines(invoice: "INV-3")
-      archive: the task ran past its deadline of 300 ms and its worker was killed
+      archive: the task ran past its deadline of 300 ms and its worker was stopped
       archive: cancelled
 
       """)

@@ -23,7 +23,7 @@ import Testing
     #expect(run.exitedNormally && run.status == 0, "\(run.errorText)")
     #expect(run.outputText == """
       longest chain below 20001 starts at 17647: 278 steps
-      nap(10000): the task ran past its deadline of 200 ms and its worker was killed
+      nap(10000): the task ran past its deadline of 200 ms and its worker was stopped
       20001 tasks, 4 worker processes started
 
       """)
