@@ -26,7 +26,8 @@ private let benchPath = buildDirectory.appendingPathComponent("procord-bench").p
     let names = Set(scenarios.compactMap { $0["name"] as? String })
     #expect(
       names == [
-        "spawn-rtt", "spawn-throughput", "pool-rtt", "pool-throughput", "payload", "codable", "server-rtt",
+        "spawn-rtt", "spawn-rtt-async-vs-poll", "spawn-throughput", "pool-rtt", "pool-throughput", "payload",
+        "codable", "server-rtt",
         "server-throughput", "c-pool-rtt", "memory", "server-under-attack",
       ])
     for entry in scenarios {
