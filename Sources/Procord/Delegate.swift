@@ -19,7 +19,7 @@ extension DelegatableTask {
   ///   - input: the task's input, encoded by its codec.
   ///   - destination: where the task runs: ``Destination/thisProgram`` (the
   ///     default: this executable started again as a worker, whose `main`
-  ///     begins with ``Worker/main(tasks:arguments:maxMessageSize:_:)``),
+  ///     begins with ``Worker/main(tasks:arguments:maxMessageSize:isolation:_:)``),
   ///     another program, a server or a pool; see ``Destination``.
   ///   - options: the deadline, what happens to what the task prints, and
   ///     whether a pool may run it again.

@@ -62,7 +62,7 @@ extension WorkerPool: DelegationDestination {
 // wherever a destination is taken, and as `Destination.thisProgram`.
 extension DelegationDestination where Self == Destination {
   /// This executable, started again as a worker in a process of its own
-  /// (its `main` must begin with ``Worker/main(tasks:arguments:maxMessageSize:_:)``
+  /// (its `main` must begin with ``Worker/main(tasks:arguments:maxMessageSize:isolation:_:)``
   /// or ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``). When
   /// the program was started with `--procord-hostname HOST` (and
   /// `--procord-port PORT`) before its own arguments, as the original

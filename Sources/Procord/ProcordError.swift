@@ -49,7 +49,7 @@ public struct ProcordError: Error, Sendable, CustomStringConvertible {
     case crashed
     /// The worker program was started but never served its tasks: its
     /// `main` delegated, or returned, before calling
-    /// ``Worker/main(tasks:arguments:maxMessageSize:_:)`` or
+    /// ``Worker/main(tasks:arguments:maxMessageSize:isolation:_:)`` or
     /// ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``. The
     /// worker said so itself; ``workerMessage`` is its words.
     case workerDidNotServe

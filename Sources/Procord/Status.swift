@@ -77,7 +77,7 @@ public enum DisconnectionCause: Sendable, Equatable, CustomStringConvertible {
   case couldNotStart(program: String, errno: Int32)
   /// Procord refused to start the worker, and the reason says what to do:
   /// this process was started as a worker and delegates before serving
-  /// (its `main` does not begin with ``Worker/main(tasks:arguments:maxMessageSize:_:)``
+  /// (its `main` does not begin with ``Worker/main(tasks:arguments:maxMessageSize:isolation:_:)``
   /// or ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``), or the worker would be more delegations deep than
   /// `PROCORD_MAX_DELEGATION_DEPTH` (16 unless the environment says otherwise).
   case startRefused(program: String, reason: String)

@@ -178,7 +178,7 @@ public enum TaskReply: Sendable, Equatable {
 /// A task a worker can serve, whatever its input and output types.
 ///
 /// ``WorkerTask`` and ``ProcordTask`` conform; pass them to
-/// ``Worker/main(tasks:arguments:maxMessageSize:_:)`` or
+/// ``Worker/main(tasks:arguments:maxMessageSize:isolation:_:)`` or
 /// ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``.
 public protocol ServableTask: Sendable {
   /// The name the main program asks for.

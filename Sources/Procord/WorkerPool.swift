@@ -214,7 +214,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
   }
 
   /// A pool of up to `workers` processes of `program` (by default this
-  /// executable, whose `main` must begin with ``Worker/main(tasks:arguments:maxMessageSize:_:)``
+  /// executable, whose `main` must begin with ``Worker/main(tasks:arguments:maxMessageSize:isolation:_:)``
   /// or ``Worker/runIfRequested(tasks:arguments:maxMessageSize:)``).
   public convenience init(
     workers: Int, program: WorkerProgram = .current, configuration: Configuration = Configuration()
