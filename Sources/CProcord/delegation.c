@@ -19,6 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* How long a worker that ended without answering may keep its stderr's pipe
+   open after its reap (what it started may hold it), before the outcome. */
+#define STDERR_END_WAIT_MS 100
+
 static void retain(procord_delegation_t *d) { __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED); }
 
 static void input_release(procord_shared_input_t *input) {
@@ -38,6 +42,8 @@ void procord_delegation_release(procord_delegation_t *d) {
   free(d->task_name);
   input_release(d->input);
   free(d->body);
+  procord_worker_stderr_free(d->worker_stderr); /* a worker never started on the loop */
+  free(d->stderr_tail);
   free(d);
 }
 
@@ -92,6 +98,13 @@ void procord_delegation_finish(procord_delegation_t *d) {
       d->outcome.kind != PROCORD_OUTCOME_UNKNOWN_EXCEPTION) {
     d->outcome.body = NULL;
     d->outcome.length = 0;
+  }
+  if (d->worker_stderr) {
+    if (d->outcome.kind == PROCORD_OUTCOME_DISCONNECTED)
+      d->stderr_tail = procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
+    d->outcome.stderr_tail = d->stderr_tail;
+    procord_worker_stderr_free(d->worker_stderr);
+    d->worker_stderr = NULL;
   }
   /* Readable from any thread before on_done runs: on_done may wake a
      thread that reads it at once. */
@@ -258,11 +271,26 @@ static void one_off_on_frame(procord_link_t *link, const procord_frame_t *frame,
   }
 }
 
+static void finish_after_stderr(void *context) { procord_delegation_finish(context); }
+
+/* After the reap, everything the worker wrote to its stderr is in the pipe:
+   read it now. Without an answer (a crash), the evidence must be whole:
+   wait for the pipe's end too, a little (something the worker started may
+   hold it). True when waiting: the finish follows. */
+static int waits_for_stderr(procord_delegation_t *d) {
+  if (!d->worker_stderr || procord_worker_stderr_drain(d->worker_stderr)) return 0;
+  if (d->answered || d->timed_out || __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) return 0;
+  return procord_worker_stderr_await_end(d->worker_stderr, STDERR_END_WAIT_MS, finish_after_stderr, d) == 0;
+}
+
 static void one_off_on_ended(procord_link_t *link, void *context) {
   procord_delegation_t *d = context;
   procord_delegation_take_end(d, link);
   d->link = NULL;
   procord_link_free(link);
+  /* The task is over: a deadline must not relabel a crash while the pipe drains. */
+  if (d->deadline_timer) event_del(d->deadline_timer);
+  if (waits_for_stderr(d)) return;
   procord_delegation_finish(d);
 }
 
@@ -277,6 +305,7 @@ static void start_on_loop(void *context) {
   procord_loop_add_work(d->loop, &d->work);
   int error = procord_link_start(d->link);
   if (!error) error = procord_delegation_arm_deadline(d);
+  if (!error && d->worker_stderr) error = procord_worker_stderr_start(d->worker_stderr);
   if (error) {
     procord_link_fail(d->link, error, "setup"); /* unless the start said why already */
     procord_delegation_take_end(d, d->link);
@@ -292,6 +321,7 @@ static void start_on_loop(void *context) {
 typedef struct spawn_call_s {
   procord_delegation_t *delegation;
   procord_link_options_t options;
+  int pipe_stderr; /* give the worker a pipe as its stderr */
 } spawn_call_t;
 
 /* Starts the worker: on the loop's thread, whose life a worker's
@@ -299,11 +329,27 @@ typedef struct spawn_call_s {
 static void spawn_link(void *argument) {
   spawn_call_t *call = argument;
   procord_delegation_t *d = call->delegation;
-  d->link = procord_link_new(d->loop, &call->options);
+  procord_link_options_t options = call->options;
+  procord_spawn_options_t worker;
+  int stderr_fd = -1;
+  /* Without a pipe (out of descriptors, say) the worker inherits our stderr,
+     as it always did: a crash then leaves no tail, and the task still runs. */
+  if (call->pipe_stderr && procord_worker_stderr_new(d->loop, &d->worker_stderr, &stderr_fd) == 0) {
+    worker = *options.worker;
+    worker.stderr_fd = stderr_fd;
+    options.worker = &worker;
+  }
+  d->link = procord_link_new(d->loop, &options);
+  if (stderr_fd >= 0) close(stderr_fd); /* the worker has its copy */
+  if (!d->link || d->link->spawn_error) {
+    procord_worker_stderr_free(d->worker_stderr);
+    d->worker_stderr = NULL;
+  }
   if (!d->link) return;
   __atomic_store_n(&d->pid, d->link->pid, __ATOMIC_RELEASE);
   d->outcome.worker_pid = d->link->pid;
   d->spawn_failed = d->link->spawn_error != 0;
+  if (d->worker_stderr) procord_worker_stderr_set_pid(d->worker_stderr, d->link->pid);
 }
 
 void procord_delegation_refuse_input(const procord_delegation_options_t *options) {
@@ -340,6 +386,10 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *o
               .events = {one_off_on_ready, one_off_on_frame, one_off_on_ended},
               .context = d,
           },
+      /* Only a stderr that would be ours: not one the caller chose (2
+         included), nor one a socket-mode worker sends as frames. */
+      .pipe_stderr = !options->remote_host && options->worker.stderr_fd <= 0 &&
+                     !(options->capture_output && options->worker.channel == PROCORD_CHANNEL_SOCKET),
   };
   int error = procord_loop_call_and_wait(loop, spawn_link, &call);
   if (!error && !d->link) error = -ENOMEM;

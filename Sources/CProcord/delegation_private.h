@@ -10,6 +10,7 @@
 #include "loop_private.h"
 #include "procord/delegation.h"
 #include "worker_link.h"
+#include "worker_stderr.h"
 
 struct procord_pool_s;
 struct event;
@@ -47,6 +48,9 @@ struct procord_delegation_s {
   int answered;             /* a terminal frame set the outcome */
   procord_outcome_t outcome;
   void *body;
+  /* One-off, the worker's stderr not redirected: its pipe, until the finish. */
+  procord_worker_stderr_t *worker_stderr;
+  char *stderr_tail;        /* the outcome's */
   int outcome_ready;        /* atomic: the outcome is final (set before on_done) */
   int finished;             /* guarded by the loop's done lock: on_done has returned */
 

@@ -169,6 +169,8 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     var undecoded: (kind: procord_outcome_kind_t, body: BorrowedBytes)?
     var reaped = false
     var waiters: [CheckedContinuation<Void, Never>] = []
+    /// What the worker left on its stderr, when it ended without answering.
+    var evidence: CrashEvidence?
   }
 
   private let state = Mutex(State())
@@ -178,8 +180,9 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   /// Whether the worker is this executable, started again (for the hint of
   /// a worker that exits without serving).
   let isThisProgram: Bool
-  /// What the worker left on its stderr, when it ended without answering.
-  var evidence: CrashEvidence? { nil }
+  /// What the worker left on its stderr, when it ended without answering
+  /// (a one-off local worker whose stderr was this program's).
+  var evidence: CrashEvidence? { state.withLock { $0.evidence } }
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
   let deadline: Duration?
@@ -259,10 +262,12 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     let body = UnsafeBufferPointer(start: outcome.body, count: outcome.body == nil ? 0 : outcome.length)
     let needsCodec = outcome.kind == PROCORD_OUTCOME_VALUE || outcome.kind == PROCORD_OUTCOME_EXCEPTION
     let final = needsCodec ? nil : decode(outcome.kind, Array(body), outcome: outcome)
+    let evidence = CrashEvidence(outcome)
     let waiters = state.withLock { state in
       if !state.status.isFinished {
         if let final { state.status = final } else { state.undecoded = (outcome.kind, BorrowedBytes(bytes: body)) }
       }
+      state.evidence = evidence
       state.reaped = true
       defer { state.waiters = [] }
       return state.waiters

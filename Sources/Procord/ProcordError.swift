@@ -127,11 +127,28 @@ public struct ProcordError: Error, Sendable, CustomStringConvertible {
   public let workerMessage: String?
   /// The Swift runtime's last words, when the worker crashed on a runtime
   /// error: `Fatal error: Unexpectedly found nil while unwrapping an
-  /// Optional value`, with its file and line.
+  /// Optional value`, after its file and line (the last line of
+  /// ``standardErrorTail`` that says `Fatal error:`).
+  ///
+  /// `nil` without a tail, and when the runtime said nothing: code built
+  /// with optimization (`-O`, `swift build -c release`) traps without a
+  /// message on a force-unwrapped `nil`, an index out of range, an
+  /// overflow or a failed `precondition`; only `fatalError(_:)` and `try!`
+  /// still speak there. The ``signal`` (SIGILL or SIGTRAP) says it was such
+  /// a trap.
   public let fatalErrorMessage: String?
-  /// The last lines the worker wrote to its stderr before it ended (at most
-  /// 4 KiB), when this program started it and it crashed or exited without
-  /// answering.
+  /// The last lines the worker wrote to its stderr before it crashed or
+  /// exited without answering: at most 4096 bytes, from the start of a line.
+  /// A `Fatal error:` line that a long backtrace after it pushed out comes
+  /// first all the same, followed by a line `[...]`.
+  ///
+  /// Only for a worker that this program started for this one task (not a
+  /// pool's, nor a server's), and whose stderr would have been this
+  /// program's: ``WorkerProgram/standardError`` `nil`, and not
+  /// ``DelegationOptions/captureOutput`` in socket mode. Such a worker's
+  /// stderr is a pipe that Procord reads: what it writes is passed on at
+  /// once to this program's stderr, as before, and its end is kept. How much
+  /// a crash prints there, see ``WorkerProgram/current``.
   public let standardErrorTail: String?
   /// The same failure as the poll-style API's ``Status/error(_:)`` gives it,
   /// when the error is about a task's run.
@@ -305,6 +322,17 @@ struct CrashEvidence: Sendable {
     guard let tail, !tail.isEmpty else { return nil }
     standardErrorTail = tail
     fatalErrorMessage = tail.split(separator: "\n").last { $0.contains("Fatal error:") }.map(String.init)
+  }
+
+  /// The evidence in a C outcome: the tail of the worker's stderr, which
+  /// the C core keeps for a one-off local worker that ended without
+  /// answering (`PROCORD_OUTCOME_DISCONNECTED`); nil for any other.
+  init?(_ outcome: procord_outcome_t) {
+    guard outcome.kind == PROCORD_OUTCOME_DISCONNECTED, let tail = outcome.stderr_tail,
+      outcome.stderr_tail_length > 0
+    else { return nil }
+    let bytes = UnsafeRawBufferPointer(start: tail, count: outcome.stderr_tail_length)
+    self.init(standardErrorTail: String(decoding: bytes, as: UTF8.self))
   }
 }
 

@@ -152,7 +152,9 @@ public enum Server {
     let hostname = strdup(options.hostname)
     defer { free(hostname) }
     let error = Worker.withTaskTable(tasks) { table in
-      worker.withSpawnOptions(includingSocketOption: false) { spawn in
+      // Its workers' crashes keep the Swift backtracer's full report: the
+      // server's log is the only place they show (no client sees a tail).
+      worker.withSpawnOptions(includingSocketOption: false, quietingCrashes: false) { spawn in
         var c = procord_server_options_t()
         c.hostname = UnsafePointer(hostname)
         c.port = Int32(options.port)

@@ -27,9 +27,14 @@ public struct WorkerProgram: Sendable {
   /// Where the protocol runs.
   public var channel: Channel
   /// A descriptor to give the worker as its stderr (above 0: 1 for our
-  /// stdout, say); `nil` (or 0): inherit ours.
+  /// stdout, say); `nil` (or 0): ours. A worker started for one task then
+  /// writes to a pipe that Procord passes on to our stderr at once, keeping
+  /// its end for ``ProcordError/standardErrorTail`` should it crash; 2 gives
+  /// it our stderr itself, with no pipe and no tail.
   public var standardError: Int32?
-  /// The worker's whole environment; `nil` (the default): this program's.
+  /// The worker's whole environment; `nil` (the default): this program's,
+  /// with `SWIFT_BACKTRACE=enable=no` added when the worker is this program
+  /// (see ``current``).
   public var environment: [String: String]?
   /// The worker's working directory; `nil` (the default): this program's.
   /// A directory that cannot be entered makes the start fail with
@@ -53,6 +58,22 @@ public struct WorkerProgram: Sendable {
   /// started through `/proc/self/exe`, never `argv[0]` (which may be
   /// relative, a symlink, or anything the caller chose): that is the running
   /// binary even if its file has since been replaced or deleted.
+  ///
+  /// Crashes are quiet by default: a worker that is this program (started
+  /// for a task or for a ``WorkerPool``) gets `SWIFT_BACKTRACE=enable=no`,
+  /// so that a runtime error prints its `Fatal error: ...` line on our
+  /// stderr rather than the Swift backtracer's report of 50 lines and more
+  /// (which also takes a tenth of a second or more to make, before the
+  /// worker is gone). The error then carries
+  /// that line (``ProcordError/fatalErrorMessage``) and the end of the
+  /// worker's stderr (``ProcordError/standardErrorTail``). A debug build
+  /// (`-Onone`) still prints the runtime's short, unsymbolicated "Current
+  /// stack trace" after the line: the compiler asks for it in such code, and
+  /// only an enabled backtracer turns it off. For the full backtrace, set
+  /// `SWIFT_BACKTRACE` in this program's environment (`enable=yes`, or any
+  /// setting: the workers then inherit it untouched), or give the program an
+  /// ``environment`` of its own. A worker server's workers are left as they
+  /// are: their backtraces go to the server's log, the only place they show.
   public static var current: WorkerProgram {
     var program = WorkerProgram(path: "/proc/self/exe", arguments: ["--procord-worker"], channel: .socket)
     program.displayName = executablePath
@@ -72,8 +93,16 @@ public struct WorkerProgram: Sendable {
     return vector + arguments
   }
 
+  /// Whether the worker is this executable (see ``current``).
+  var isThisProgram: Bool { path == "/proc/self/exe" || path == executablePath }
+
   /// Calls `body` with C spawn options that stay valid during the call.
-  func withSpawnOptions<R>(includingSocketOption: Bool = true, _ body: (procord_spawn_options_t) -> R) -> R {
+  /// With `quietingCrashes`, a worker that is this program and inherits our
+  /// environment gets `SWIFT_BACKTRACE=enable=no` too, unless we have a
+  /// `SWIFT_BACKTRACE` of our own (see ``current``).
+  func withSpawnOptions<R>(
+    includingSocketOption: Bool = true, quietingCrashes: Bool = true, _ body: (procord_spawn_options_t) -> R
+  ) -> R {
     let vector = argumentVector(includingSocketOption: includingSocketOption)
     let cStrings = vector.map { strdup($0) }
     let programPath = strdup(path)
@@ -90,6 +119,9 @@ public struct WorkerProgram: Sendable {
     var pointers: [UnsafePointer<CChar>?] = cStrings.map { UnsafePointer($0) }
     pointers.append(nil)
     var environmentPointers: [UnsafePointer<CChar>?]? = environmentStrings.map { $0.map { UnsafePointer($0) } + [nil] }
+    if environment == nil, quietingCrashes, isThisProgram, getenv("SWIFT_BACKTRACE") == nil {
+      environmentPointers = currentEnvironment(adding: quietCrashesEntry)
+    }
     return pointers.withUnsafeBufferPointer { argv in
       withOptionalBuffer(&environmentPointers) { environ in
         var options = procord_spawn_options_t()
@@ -104,6 +136,22 @@ public struct WorkerProgram: Sendable {
       }
     }
   }
+}
+
+/// `SWIFT_BACKTRACE=enable=no`: the Swift runtime prints a fatal error's
+/// message, and no backtrace (see ``WorkerProgram/current``).
+nonisolated(unsafe) private let quietCrashesEntry = UnsafePointer(strdup("SWIFT_BACKTRACE=enable=no")!)
+
+/// This program's environment, as C strings (its own: valid while it is
+/// not changed), then `entry`, then the NULL that ends them.
+private func currentEnvironment(adding entry: UnsafePointer<CChar>) -> [UnsafePointer<CChar>?] {
+  var pointers: [UnsafePointer<CChar>?] = []
+  var index = 0
+  while let string = environ[index] {
+    pointers.append(UnsafePointer(string))
+    index += 1
+  }
+  return pointers + [entry, nil]
 }
 
 /// Calls `body` with the base address of `array`, or nil without one.

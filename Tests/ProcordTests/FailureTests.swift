@@ -394,8 +394,9 @@ import Testing
   }
 }
 
-/// Helpers of this file (named so as not to collide with other test files).
-private enum FailureFixture {
+/// Helpers of this file (named so as not to collide with other test files;
+/// CrashEvidenceTests captures the standard streams with them too).
+enum FailureFixture {
   /// The fake worker in `mode`, on stdin/stdout.
   static func worker(_ mode: String, _ argument: String...) -> WorkerProgram {
     WorkerProgram(path: testWorkerPath, arguments: [mode] + argument)

@@ -149,13 +149,16 @@ struct ProgramRun {
 /// feeding it `input` on stdin, and returns what it wrote on stdout and
 /// stderr, both read at once (a full stderr pipe must not stall a long
 /// stdout). With `mergingStreams`, both go to one pipe, in the order
-/// written, all in `output`.
+/// written, all in `output`. `environment`: the program's whole
+/// environment (nil: this process's).
 func runProgram(
-  _ arguments: [String], program: String = demoPath, input: [UInt8] = [], mergingStreams: Bool = false
+  _ arguments: [String], program: String = demoPath, input: [UInt8] = [], mergingStreams: Bool = false,
+  environment: [String: String]? = nil
 ) throws -> ProgramRun {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: program)
   process.arguments = arguments
+  if let environment { process.environment = environment }
   let stdin = Pipe(), stdout = Pipe(), stderr = mergingStreams ? nil : Pipe()
   process.standardInput = stdin
   process.standardOutput = stdout

@@ -81,13 +81,24 @@
 //   stall-mid-output        the same, then sleeps an hour
 //   pattern BLOCKS          answers the same bytes as `large-answer BLOCKS`
 //                           (decimal in, bytes out)
+//   unwrap-nil TEXT         writes TEXT and a newline to its stderr, then
+//                           force-unwraps nil: a Swift runtime error
 //
 // Every mode but the `exit-*` and `crash-*` ones reads the whole task (`T`
 // then `V`) first. After an answer that breaks the protocol, the worker
 // waits for the main program to hang up (end of stdin) and exits 0: a main
 // program that kept waiting for more would hang, which the tests catch.
 //
-// Three modes make it a main program instead of a fake worker:
+// Four modes make it a main program instead of a fake worker:
+//
+//   unwrap-nil-from-main N  delegates `unwrap-nil "about to unwrap (I)"` to
+//                           itself in socket mode N times, one after the
+//                           other, and prints one line per delegation on
+//                           stdout: `CODE: MESSAGE`, the ProcordError's code
+//                           and fatal error message (`crashed: ...Fatal
+//                           error: Unexpectedly found nil...`); exits 0.
+//                           Its stderr is what a crash leaves on a main
+//                           program's.
 //
 //   delegate-at-descriptor-limit
 //                           delegates `crash-on-tenths 7` to itself in
@@ -380,6 +391,13 @@ let crashOnTenths = WorkerTask<Int, Int>(name: "crash-on-tenths", input: .decima
   return n
 }
 
+/// `unwrap-nil TEXT`: see the header.
+let unwrapNil = WorkerTask<String, String>(name: "unwrap-nil", input: .utf8, output: .utf8) { text in
+  printToStandardError(text)
+  let missing: String? = nil
+  return missing!
+}
+
 /// `environment NAME`: see the header.
 let environment = WorkerTask<String, String>(name: "environment", input: .utf8, output: .utf8) { name in
   getenv(name).map { String(cString: $0) } ?? ""
@@ -438,6 +456,7 @@ let pattern = WorkerTask<Int, [UInt8]>(name: "pattern", input: .decimal, output:
 
 /// What this program serves as a real worker or server.
 let servedTasks: [any ServableTask] = [
+  unwrapNil,
   concurrency, sleepWithChild, crashOnTenths, environment, directory, crashMidOutput, stallMidOutput, pattern,
   asyncDouble, waitForCancellation,
 ]
@@ -594,6 +613,24 @@ func runMetricsScenario() -> Never {
   exit(0)
 }
 
+// MARK: - The `unwrap-nil-from-main` mode
+
+/// `unwrap-nil-from-main N`: see the header.
+func runUnwrapNilFromMain(times: Int) -> Never {
+  let task = DelegatedTask(name: unwrapNil.name, input: unwrapNil.input, output: unwrapNil.output)
+  for index in 0..<times {
+    do {
+      let output = try delegate(task, "about to unwrap (\(index + 1))", to: itselfAsWorker).run()
+      printLine("answered: \(output)")
+    } catch let error as ProcordError {
+      printLine("\(error.code): \(error.fatalErrorMessage ?? "no fatal error message")")
+    } catch {
+      printLine("threw: \(error)")
+    }
+  }
+  exit(0)
+}
+
 // MARK: - The `delegate-at-*-limit` modes
 
 /// Writes a line to stdout at once (no buffer: the test reads as it comes).
@@ -731,6 +768,9 @@ func numberArgument(_ index: Int) -> Int {
 }
 
 switch mode {
+case "unwrap-nil-from-main":
+  runUnwrapNilFromMain(times: numberArgument(1))
+
 case "metrics":
   runMetricsScenario()
 

@@ -11,6 +11,23 @@
  * leaves a process behind; a pooled task's answer is reported at once (its
  * worker goes on to the next task), and a pooled task that ends without an
  * answer is reported once its worker has been reaped.
+ *
+ * A one-off local worker whose stderr would be this program's (worker.stderr_fd
+ * 0 or -1, and not capture_output in socket mode, where the worker may send
+ * it as frames) gets a pipe as its stderr instead. What it writes there is
+ * written on at once to this program's descriptor 2, and its last
+ * PROCORD_STDERR_TAIL_MAX bytes are kept: a worker that ends without
+ * answering leaves them in the outcome (stderr_tail), where a Swift worker
+ * that crashed on a runtime error said why (`Fatal error: ...`). The loop
+ * never blocks on this program's stderr: what it cannot take at once waits,
+ * up to 64 KiB per worker, and more is dropped, with a note once it can be
+ * written again. Such an outcome is reported once the end of the pipe has
+ * been read, or 100 ms after the reap at the latest (something the worker
+ * started may still hold the pipe: what it writes there later is lost, and
+ * fails with EPIPE or SIGPIPE). An answered delegation never waits for the
+ * pipe: what is in it at the reap is written on, and the rest is lost the
+ * same way. stderr_fd 2 gives the worker this program's stderr itself (no
+ * pipe, no tail). Pooled and remote workers have no tail.
  */
 #ifndef PROCORD_DELEGATION_H
 #define PROCORD_DELEGATION_H
@@ -27,6 +44,9 @@ extern "C" {
 #endif
 
 typedef struct procord_delegation_s procord_delegation_t;
+
+/* The most of a worker's stderr an outcome keeps (procord_outcome_t.stderr_tail). */
+#define PROCORD_STDERR_TAIL_MAX 4096
 
 typedef enum procord_outcome_kind {
   PROCORD_OUTCOME_VALUE,             /* `V`: body is the serialized output */
@@ -66,6 +86,19 @@ typedef struct procord_outcome_s {
   int attempts;  /* how many workers the task was handed to (a pool retries: more than 1;
                     a task sent ahead that came back unstarted does not count) */
   pid_t worker_pid; /* the last worker's pid, or -1 (remote, or none started) */
+  /*
+   * DISCONNECTED, a one-off local worker with a pipe as its stderr (see the
+   * top of this file): the end of what it wrote there, NUL-terminated (it
+   * may hold NUL bytes of its own: stderr_tail_length counts the bytes, the
+   * NUL not included), at most PROCORD_STDERR_TAIL_MAX bytes. It starts
+   * with a whole line when more was written; a line with the Swift
+   * runtime's "Fatal error: " (up to 512 bytes of it) that has scrolled out
+   * of it, behind a long backtrace, is put first, followed by a line
+   * "[...]". NULL and 0 when the worker wrote nothing there, and for every
+   * other outcome. Owned by the delegation, like body.
+   */
+  const char *stderr_tail;
+  size_t stderr_tail_length;
 } procord_outcome_t;
 
 /*
