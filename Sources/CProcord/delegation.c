@@ -43,7 +43,7 @@ void procord_delegation_release(procord_delegation_t *d) {
   input_release(d->input);
   free(d->body);
   procord_worker_stderr_free(d->worker_stderr); /* a worker never started on the loop */
-  free(d->stderr_tail);
+  free((char *)d->outcome.stderr_tail); /* ours: the copy made at the finish */
   free(d);
 }
 
@@ -101,8 +101,7 @@ void procord_delegation_finish(procord_delegation_t *d) {
   }
   if (d->worker_stderr) {
     if (d->outcome.kind == PROCORD_OUTCOME_DISCONNECTED)
-      d->stderr_tail = procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
-    d->outcome.stderr_tail = d->stderr_tail;
+      d->outcome.stderr_tail = procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
     procord_worker_stderr_free(d->worker_stderr);
     d->worker_stderr = NULL;
   }

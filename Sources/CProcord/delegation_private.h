@@ -50,7 +50,6 @@ struct procord_delegation_s {
   void *body;
   /* One-off, the worker's stderr not redirected: its pipe, until the finish. */
   procord_worker_stderr_t *worker_stderr;
-  char *stderr_tail;        /* the outcome's */
   int outcome_ready;        /* atomic: the outcome is final (set before on_done) */
   int finished;             /* guarded by the loop's done lock: on_done has returned */
 

@@ -31,6 +31,13 @@ public class AnyDelegatedProcess: @unchecked Sendable {
     return pid > 0 ? pid : nil
   }
 
+  /// What the worker left on its stderr when it ended without answering (a
+  /// one-off local worker whose stderr was this program's), read from the C
+  /// outcome, which lives as long as this handle: no copy is kept per task.
+  var crashEvidence: CrashEvidence? {
+    procord_delegation_outcome(handle).flatMap { CrashEvidence($0.pointee) }
+  }
+
   /// Whether the task went to a worker (it may be running there); false
   /// while a pooled task waits in the pool's queue.
   var isDelivered: Bool { procord_delegation_is_delivered(handle) != 0 }
@@ -110,7 +117,7 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
   /// ``ProcordError/executionError`` is the status's ``ExecutionError``).
   public func run() throws -> Output {
     wait()
-    return try typedCompletion.result(pid: pid)
+    return try typedCompletion.result(pid: pid, evidence: crashEvidence)
   }
 
   /// The output, once the process has finished; throws the task's own
@@ -127,7 +134,7 @@ public final class DelegatedProcess<Output: Sendable>: AnyDelegatedProcess, @unc
         self.cancel()
       }
       if Task.isCancelled, case .error(.workerKilled) = typedCompletion.status { throw CancellationError() }
-      return try typedCompletion.result(pid: pid)
+      return try typedCompletion.result(pid: pid, evidence: crashEvidence)
     }
   }
 }
@@ -169,8 +176,6 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     var undecoded: (kind: procord_outcome_kind_t, body: BorrowedBytes)?
     var reaped = false
     var waiters: [CheckedContinuation<Void, Never>] = []
-    /// What the worker left on its stderr, when it ended without answering.
-    var evidence: CrashEvidence?
   }
 
   private let state = Mutex(State())
@@ -180,9 +185,6 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   /// Whether the worker is this executable, started again (for the hint of
   /// a worker that exits without serving).
   let isThisProgram: Bool
-  /// What the worker left on its stderr, when it ended without answering
-  /// (a one-off local worker whose stderr was this program's).
-  var evidence: CrashEvidence? { state.withLock { $0.evidence } }
   let decodeOutput: @Sendable ([UInt8]) throws -> Output
   let errorCodec: ErrorCodec?
   let deadline: Duration?
@@ -242,8 +244,8 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
   }
 
   /// The output, or the task's own error, or a ``ProcordError`` with the
-  /// context of the run.
-  func result(pid: Int32?) throws -> Output {
+  /// context of the run and the `evidence` the worker left.
+  func result(pid: Int32?, evidence: @autoclosure () -> CrashEvidence?) throws -> Output {
     let failure: ExecutionError
     switch status {
     case .success(let output): return output
@@ -252,7 +254,7 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     case .working: failure = .workerKilled  // unreachable once finished
     }
     throw ProcordError(
-      failure, taskName: taskName, destination: workerName, pid: pid, evidence: evidence,
+      failure, taskName: taskName, destination: workerName, pid: pid, evidence: evidence(),
       startedFromThisProgram: isThisProgram)
   }
 
@@ -262,12 +264,10 @@ final class Completion<Output: Sendable>: CompletionBase, @unchecked Sendable {
     let body = UnsafeBufferPointer(start: outcome.body, count: outcome.body == nil ? 0 : outcome.length)
     let needsCodec = outcome.kind == PROCORD_OUTCOME_VALUE || outcome.kind == PROCORD_OUTCOME_EXCEPTION
     let final = needsCodec ? nil : decode(outcome.kind, Array(body), outcome: outcome)
-    let evidence = CrashEvidence(outcome)
     let waiters = state.withLock { state in
       if !state.status.isFinished {
         if let final { state.status = final } else { state.undecoded = (outcome.kind, BorrowedBytes(bytes: body)) }
       }
-      state.evidence = evidence
       state.reaped = true
       defer { state.waiters = [] }
       return state.waiters

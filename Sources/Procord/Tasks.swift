@@ -185,13 +185,16 @@ public protocol ServableTask: Sendable {
   var name: String { get }
   /// Decodes the input, runs the task and encodes its answer.
   func reply(to input: [UInt8]) async -> TaskReply
+  /// The answer, when the task can give it without suspending (its body is
+  /// not `async`); `nil` otherwise, and by default. The worker calls this
+  /// on its own thread first, and only hops to Swift concurrency
+  /// (``reply(to:)``) when it must.
+  func replyWithoutSuspending(to input: [UInt8]) -> TaskReply?
 }
 
-/// A servable task that may answer without suspending: the worker calls it
-/// on its own thread and only hops to Swift concurrency when it must.
-protocol SynchronouslyServable: ServableTask {
-  /// The answer, or `nil` when the body is `async` (then call ``ServableTask/reply(to:)``).
-  func replyWithoutSuspending(to input: [UInt8]) -> TaskReply?
+extension ServableTask {
+  /// `nil`: the worker calls ``reply(to:)``.
+  public func replyWithoutSuspending(to input: [UInt8]) -> TaskReply? { nil }
 }
 
 /// A worker could not decode a task's input: the main program and the
@@ -216,7 +219,7 @@ public struct TaskInputError: Error, CustomStringConvertible {
   }
 }
 
-extension WorkerTask: SynchronouslyServable {
+extension WorkerTask: ServableTask {
   /// Decodes the input, runs the body and encodes the output; a failure of
   /// any of the three becomes an `X` reply if the error codec encodes it, and
   /// a `U` reply with the error's text otherwise. An input that does not
@@ -234,7 +237,8 @@ extension WorkerTask: SynchronouslyServable {
     }
   }
 
-  func replyWithoutSuspending(to input: [UInt8]) -> TaskReply? {
+  /// The answer of a body that does not suspend; `nil` for an `async` one.
+  public func replyWithoutSuspending(to input: [UInt8]) -> TaskReply? {
     guard case .synchronous(let body) = storedBody else { return nil }
     return answer(input) { try body($0) }
   }
@@ -261,9 +265,10 @@ extension WorkerTask: SynchronouslyServable {
   }
 }
 
-extension ProcordTask: SynchronouslyServable {
+extension ProcordTask: ServableTask {
   /// Serves the task through its worker half.
   public func reply(to input: [UInt8]) async -> TaskReply { await worker.reply(to: input) }
 
-  func replyWithoutSuspending(to input: [UInt8]) -> TaskReply? { worker.replyWithoutSuspending(to: input) }
+  /// The answer of a body that does not suspend; `nil` for an `async` one.
+  public func replyWithoutSuspending(to input: [UInt8]) -> TaskReply? { worker.replyWithoutSuspending(to: input) }
 }

@@ -1,5 +1,4 @@
 import CProcord
-import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -22,9 +21,9 @@ let runTask: procord_task_fn = { context, input, length, reply in
   guard let context, let reply else { return }
   let task = Unmanaged<TaskBox>.fromOpaque(context).takeUnretainedValue().task
   let bytes = input.map { copiedBytes(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
-  let answer =
-    (task as? any SynchronouslyServable)?.replyWithoutSuspending(to: bytes)
-    ?? RunningTask.awaitReply { await task.reply(to: bytes) }
+  // No `as?` cast here: its first use scans every conformance record of the
+  // process, pages an idle worker would otherwise never touch.
+  let answer = task.replyWithoutSuspending(to: bytes) ?? RunningTask.awaitReply { await task.reply(to: bytes) }
   let (kind, body): (procord_frame_kind, [UInt8])
   switch answer {
   case .value(let output): (kind, body) = (PROCORD_FRAME_VALUE, output)
@@ -84,7 +83,7 @@ enum RunningTask {
   static func awaitReply(_ operation: @escaping @Sendable () async -> TaskReply) -> TaskReply {
     watchTermination()
     let result = Mutex<TaskReply?>(nil)
-    let done = DispatchSemaphore(value: 0)
+    let done = ThreadSemaphore()
     let task = Task {
       let reply = await operation()
       result.withLock { $0 = reply }
@@ -113,5 +112,24 @@ enum RunningTask {
     }
     guard let running else { _exit(128 + SIGTERM) }
     running.cancel()
+  }
+}
+
+/// A POSIX semaphore, for a thread outside Swift concurrency to wait on one
+/// of its tasks (libswiftDispatch would cost every worker its pages).
+private final class ThreadSemaphore: @unchecked Sendable {
+  private let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+
+  init() { sem_init(semaphore, 0, 0) }
+
+  deinit {
+    sem_destroy(semaphore)
+    semaphore.deallocate()
+  }
+
+  func signal() { sem_post(semaphore) }
+
+  func wait() {
+    while sem_wait(semaphore) != 0 && errno == EINTR {}
   }
 }
