@@ -168,6 +168,11 @@ public enum Worker {
   /// Serves `tasks` on the given descriptors until the stream ends, and
   /// returns (it does not exit). With `reusable`, it answers task after task
   /// (`0R`); otherwise exactly one, like an original worker.
+  ///
+  /// It blocks the calling thread, and an `async` task body runs on Swift
+  /// concurrency while it waits: call it from a thread of your own, not
+  /// from a Swift task (which would hold one of the few threads the bodies
+  /// need).
   /// - Throws: ``ProcordError`` for a protocol error (after answering it with
   ///   an `E` frame) or a failed read or write.
   public static func serve(
