@@ -168,6 +168,15 @@ static int apply_limits(pid_t pid, const procord_resource_limits_t *limits) {
   return error;
 }
 
+/* The program to execute: /proc/self/exe is PROCORD_SELF_EXECUTABLE when
+   set (under valgrind, /proc/self/exe is valgrind itself). secure_getenv: a
+   set-user-ID program never lets its caller choose what it runs. */
+static const char *program_to_execute(const char *program) {
+  if (strcmp(program, PROCORD_SELF_EXECUTABLE_PATH) != 0) return program;
+  const char *override = secure_getenv(PROCORD_SELF_EXECUTABLE_VARIABLE);
+  return override && *override ? override : program;
+}
+
 int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child) {
   if (!options || !options->program || !child) return PROCORD_EINVAL;
   /* A worker that forgot to serve, or recursion without end, stops here
@@ -209,7 +218,7 @@ int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child
   pid_t pid = -1;
   int e = file_actions(&actions, options, theirs, stderr_copy);
   e = e ? e : attributes(&attr);
-  e = e ? e : posix_spawnp(&pid, options->program, &actions, &attr, (char *const *)arguments,
+  e = e ? e : posix_spawnp(&pid, program_to_execute(options->program), &actions, &attr, (char *const *)arguments,
                            environment);
   free(environment);
   posix_spawn_file_actions_destroy(&actions);

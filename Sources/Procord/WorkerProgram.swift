@@ -57,7 +57,10 @@ public struct WorkerProgram: Sendable {
   /// This very executable as a worker, in this project's socket mode. It is
   /// started through `/proc/self/exe`, never `argv[0]` (which may be
   /// relative, a symlink, or anything the caller chose): that is the running
-  /// binary even if its file has since been replaced or deleted.
+  /// binary even if its file has since been replaced or deleted. Under a
+  /// tool that runs the program inside itself (valgrind), `/proc/self/exe`
+  /// is the tool: set `PROCORD_SELF_EXECUTABLE` to the program's path in
+  /// the environment, and that is started instead.
   ///
   /// Crashes are quiet by default: a worker that is this program (started
   /// for a task or for a ``WorkerPool``) gets `SWIFT_BACKTRACE=enable=no`,

@@ -5,7 +5,8 @@
  * instead of starting copies of itself without end, and recursion stops at
  * PROCORD_MAX_DELEGATION_DEPTH with an error that says so.
  *
- * Also: a worker started through /proc/self/exe goes by its program's name.
+ * Also: a worker started through /proc/self/exe goes by its program's name,
+ * and PROCORD_SELF_EXECUTABLE can name another program to start instead.
  *
  * This program is its own worker (the `nest` task) and, with the argument
  * `delegate-before-serving`, the program that forgot its worker entry point.
@@ -248,6 +249,39 @@ static void worker_started_through_proc_self_exe_is_named_for_its_program(void) 
   CHECK_NOTHING_LEFT();
 }
 
+/* Under valgrind /proc/self/exe is valgrind: PROCORD_SELF_EXECUTABLE names
+   the program to start instead. Started as this program's worker, with the
+   `comm` task, through /proc/self/exe and the override (if not NULL). */
+static procord_outcome_t start_self_with_override(const char *override) {
+  if (override) setenv("PROCORD_SELF_EXECUTABLE", override, 1);
+  const char *arguments[] = {"worker", "--procord-worker", "--procord-socket-fd", "3", NULL};
+  procord_delegation_options_t options = {
+      .task_name = "comm",
+      .input = "",
+      .worker = {.program = "/proc/self/exe", .arguments = arguments, .channel = PROCORD_CHANNEL_SOCKET},
+  };
+  procord_outcome_t copy = {.kind = PROCORD_OUTCOME_KILLED, .exit_code = -1};
+  procord_delegation_t *d = NULL;
+  if (procord_delegate(loop, &options, &d) == 0 && procord_delegation_wait(loop, &d, 1, 1, 10000) == 1)
+    copy = *procord_delegation_outcome(d);
+  copy.body = NULL;
+  if (d) procord_delegation_release(d);
+  unsetenv("PROCORD_SELF_EXECUTABLE");
+  return copy;
+}
+
+static void self_executable_override_names_the_program_started_for_proc_self_exe(void) {
+  BEGIN();
+  /* A shell refuses --procord-worker: it ran, not this program. */
+  procord_outcome_t o = start_self_with_override("/bin/sh");
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_DISCONNECTED);
+  CHECK(o.exit_code > 0);
+  /* Empty is unset: /proc/self/exe, this program, which serves `comm`. */
+  o = start_self_with_override("");
+  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_VALUE);
+  CHECK_NOTHING_LEFT();
+}
+
 static void recursion_within_the_maximum_depth_reaches_the_bottom(void) {
   BEGIN();
   setenv("PROCORD_MAX_DELEGATION_DEPTH", "3", 1);
@@ -300,6 +334,7 @@ int main(int argc, char **argv) {
   RUN(stdio_worker_behind_a_shell_that_does_not_exec_it_serves);
   RUN(socket_worker_behind_a_shell_that_does_not_exec_it_serves);
   RUN(worker_started_through_proc_self_exe_is_named_for_its_program);
+  RUN(self_executable_override_names_the_program_started_for_proc_self_exe);
   RUN(recursion_within_the_maximum_depth_reaches_the_bottom);
   RUN(recursion_past_the_maximum_depth_stops_with_enested);
   RUN(recursion_stops_at_the_default_depth_of_16);

@@ -54,8 +54,20 @@ typedef struct procord_resource_limits_s {
   unsigned long long open_files;
 } procord_resource_limits_t;
 
+/*
+ * A program that delegates to itself starts PROCORD_SELF_EXECUTABLE_PATH,
+ * the running binary. Under a tool that runs the program inside itself
+ * (valgrind, an emulator), that path is the tool: the environment variable
+ * PROCORD_SELF_EXECUTABLE, when set and not empty, names the program to
+ * start instead (`PROCORD_SELF_EXECUTABLE=./app valgrind ./app`). It is
+ * ignored in a set-user-ID or set-group-ID program (secure_getenv).
+ */
+#define PROCORD_SELF_EXECUTABLE_PATH "/proc/self/exe"
+#define PROCORD_SELF_EXECUTABLE_VARIABLE "PROCORD_SELF_EXECUTABLE"
+
 typedef struct procord_spawn_options_s {
-  /* The program: a path, or a bare name searched in PATH. Required. */
+  /* The program: a path, or a bare name searched in PATH. Required.
+     PROCORD_SELF_EXECUTABLE_PATH may be overridden, see above. */
   const char *program;
   /* argv for the child, NULL-terminated, argv[0] included. NULL: { program, NULL }. */
   const char *const *arguments;
