@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "loop_private.h"
+#include "log_private.h"
 #include "procord/error.h"
 
 #include <errno.h>
@@ -67,6 +68,8 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
 }
 
 int procord_loop_new(procord_loop_t **result) {
+  /* libevent prints on stderr unless told otherwise: the core never prints. */
+  procord_log_take_libevent();
   procord_loop_t *loop = calloc(1, sizeof *loop);
   if (!loop) return -ENOMEM;
   loop->work.next = loop->work.previous = &loop->work;

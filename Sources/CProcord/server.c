@@ -14,6 +14,7 @@
 #include "security_private.h"
 #include "server_core.h"
 #include "server_private.h"
+#include "log_private.h"
 #include "server_secure.h"
 
 #include <errno.h>
@@ -62,37 +63,13 @@ void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
   s->options->log(s->options->context, level, line);
 }
 
-/* libevent has one log for the whole process, which prints on stderr unless
-   told otherwise: while a server runs, what libevent says goes to the
-   server's log instead (the core never prints). */
-static pthread_mutex_t libevent_log_lock = PTHREAD_MUTEX_INITIALIZER;
-static server_t *libevent_log_server;
-
-static void on_libevent_log(int severity, const char *message) {
-  procord_log_level_t level = severity >= EVENT_LOG_ERR ? PROCORD_LOG_ERROR
-                              : severity == EVENT_LOG_WARN ? PROCORD_LOG_WARNING
-                                                           : PROCORD_LOG_DEBUG;
-  pthread_mutex_lock(&libevent_log_lock);
-  if (libevent_log_server) server_log(libevent_log_server, level, "libevent: %s", message);
-  pthread_mutex_unlock(&libevent_log_lock);
-}
-
+/* libevent has one log for the whole process: while a server runs, what
+   libevent says goes to the server's log (log.c). */
 static void route_libevent_log(server_t *s) {
-  pthread_mutex_lock(&libevent_log_lock);
-  libevent_log_server = s;
-  event_set_log_callback(on_libevent_log);
-  pthread_mutex_unlock(&libevent_log_lock);
+  procord_log_route_to_server(s, s->options->log, s->options->context);
 }
 
-/* Back to libevent's own, unless another server took it over since. */
-static void unroute_libevent_log(server_t *s) {
-  pthread_mutex_lock(&libevent_log_lock);
-  if (libevent_log_server == s) {
-    libevent_log_server = NULL;
-    event_set_log_callback(NULL);
-  }
-  pthread_mutex_unlock(&libevent_log_lock);
-}
+static void unroute_libevent_log(server_t *s) { procord_log_unroute_from_server(s); }
 
 void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
                             size_t size) {

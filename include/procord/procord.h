@@ -15,6 +15,7 @@
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/listen.h"
+#include "procord/log.h"
 #include "procord/loop.h"
 #include "procord/pool.h"
 #include "procord/security.h"

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "procord/log.h"
 #include "procord/security.h"
 #include "procord/spawn.h"
 #include "procord/worker.h"
@@ -47,15 +48,7 @@ extern "C" {
 #define PROCORD_DEFAULT_ANSWER_TIMEOUT_MS 10000
 #define PROCORD_DEFAULT_MIN_RATE (64 * 1024) /* bytes per second, both ways */
 
-typedef enum procord_log_level {
-  PROCORD_LOG_ERROR = 0,
-  PROCORD_LOG_WARNING = 1,
-  PROCORD_LOG_INFO = 2,  /* start and stop */
-  PROCORD_LOG_DEBUG = 3, /* one line per connection */
-} procord_log_level_t;
-
-/* Receives the server's log lines; the C core never prints. */
-typedef void (*procord_log_fn)(void *context, procord_log_level_t level, const char *message);
+/* The server's log lines go to its options' `log` (procord/log.h); the C core never prints. */
 
 /*
  * Writes `address` as numeric `host:port` (`[host]:port` for IPv6) into

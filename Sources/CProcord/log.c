@@ -1,0 +1,71 @@
+/* The process-wide log, and libevent's messages routed to it (procord/log.h, log_private.h). */
+#include "log_private.h"
+#include "procord/log.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdio.h>
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static procord_log_fn process_log;
+static void *process_context;
+/* A running server's log, which takes libevent's messages meanwhile. */
+static procord_log_fn server_log;
+static void *server_context;
+static const void *server_owner;
+static int installed;
+
+static void on_libevent_log(int severity, const char *message) {
+  procord_log_level_t level = severity >= EVENT_LOG_ERR    ? PROCORD_LOG_ERROR
+                              : severity == EVENT_LOG_WARN ? PROCORD_LOG_WARNING
+                                                           : PROCORD_LOG_DEBUG;
+  char line[1024];
+  snprintf(line, sizeof line, "libevent: %s", message);
+  /* Held during the call, so that a log is never called after it was
+     replaced (its context may be gone). */
+  pthread_mutex_lock(&lock);
+  procord_log_fn log = server_owner ? server_log : process_log;
+  void *context = server_owner ? server_context : process_context;
+  if (log) log(context, level, line);
+  pthread_mutex_unlock(&lock);
+}
+
+/* With the lock held. */
+static void install(void) {
+  if (installed) return;
+  installed = 1;
+  event_set_log_callback(on_libevent_log);
+}
+
+void procord_set_log(procord_log_fn log, void *context) {
+  pthread_mutex_lock(&lock);
+  process_log = log;
+  process_context = context;
+  install();
+  pthread_mutex_unlock(&lock);
+}
+
+void procord_log_take_libevent(void) {
+  pthread_mutex_lock(&lock);
+  install();
+  pthread_mutex_unlock(&lock);
+}
+
+void procord_log_route_to_server(const void *owner, procord_log_fn log, void *context) {
+  pthread_mutex_lock(&lock);
+  server_owner = owner;
+  server_log = log;
+  server_context = context;
+  install();
+  pthread_mutex_unlock(&lock);
+}
+
+void procord_log_unroute_from_server(const void *owner) {
+  pthread_mutex_lock(&lock);
+  if (server_owner == owner) {
+    server_owner = NULL;
+    server_log = NULL;
+    server_context = NULL;
+  }
+  pthread_mutex_unlock(&lock);
+}
