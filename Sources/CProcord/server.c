@@ -412,8 +412,11 @@ static int open_listener(server_t *s) {
   }
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
-  if (getsockname(fd, (struct sockaddr *)&address, &length) == 0)
+  if (getsockname(fd, (struct sockaddr *)&address, &length) == 0) {
     procord_address_string((struct sockaddr *)&address, length, s->address, sizeof s->address);
+    s->port = ntohs(address.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&address)->sin6_port
+                                                  : ((struct sockaddr_in *)&address)->sin_port);
+  }
   s->listen_fd = fd;
   /* Every client speaks first (a task, a TLS greeting, a secret's first
      frame): the kernel keeps a connection until its first bytes come, so
@@ -589,6 +592,7 @@ int procord_server_run(const procord_server_options_t *options) {
     char ready[200];
     snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s", s->address);
     notify(s, ready);
+    if (options->on_listening) options->on_listening(options->context, s->address, s->port);
     procord_loop_run(s->loop);
     server_log(s, PROCORD_LOG_INFO, "stopped");
   }

@@ -168,6 +168,7 @@ struct server_s {
   time_t reason_second[REASON_COUNT];
   unsigned reason_unlogged[REASON_COUNT];
   char address[PEER_SIZE + 8];
+  int port;                  /* the one listened on */
 };
 
 /* ---- server.c ---- */

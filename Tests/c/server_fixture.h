@@ -73,6 +73,8 @@ typedef struct {
   pthread_cond_t logged; /* broadcast on each line logged, and at the end */
   char log[16384];
   int ended;
+  int port;                 /* from on_listening */
+  char listening_on[80];    /* the address on_listening gave */
 } thread_server_t;
 
 static inline void thread_server_record_log(void *context, procord_log_level_t level,
@@ -82,6 +84,16 @@ static inline void thread_server_record_log(void *context, procord_log_level_t l
   pthread_mutex_lock(&s->lock);
   size_t used = strlen(s->log);
   snprintf(s->log + used, sizeof s->log - used, "%s\n", message);
+  pthread_cond_broadcast(&s->logged);
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* The server's on_listening: where it listens, as the log line says too. */
+static inline void thread_server_record_listening(void *context, const char *address, int port) {
+  thread_server_t *s = context;
+  pthread_mutex_lock(&s->lock);
+  snprintf(s->listening_on, sizeof s->listening_on, "%s", address);
+  s->port = port;
   pthread_cond_broadcast(&s->logged);
   pthread_mutex_unlock(&s->lock);
 }
@@ -116,6 +128,7 @@ static inline void thread_server_prepare(thread_server_t *s, const procord_worke
   s->options.task_count = task_count;
   s->options.log = thread_server_record_log;
   s->options.keep_running = thread_server_keep_running;
+  s->options.on_listening = thread_server_record_listening;
   s->options.context = s;
 }
 
@@ -138,14 +151,20 @@ static inline int thread_server_logged(thread_server_t *s, const char *text) {
   return found;
 }
 
-/* The port of "listening on 127.0.0.1:PORT" (waiting as thread_server_logged), or 0. */
+/* The port on_listening gave (waiting up to 10 s, or for the end of the
+   server), or 0; the log's "listening on" line must name the same address. */
 static inline int thread_server_port(thread_server_t *s) {
-  static const char listening[] = "listening on 127.0.0.1:";
-  if (!thread_server_logged(s, listening)) return 0;
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 10;
   pthread_mutex_lock(&s->lock);
-  int port = atoi(strstr(s->log, listening) + sizeof listening - 1);
+  int timed_out = 0;
+  while (!s->port && !s->ended && !timed_out) timed_out = pthread_cond_timedwait(&s->logged, &s->lock, &limit) != 0;
+  int port = s->port;
+  char expected[128];
+  snprintf(expected, sizeof expected, "listening on %s ", s->listening_on);
   pthread_mutex_unlock(&s->lock);
-  return port;
+  return port > 0 && thread_server_logged(s, expected) ? port : 0;
 }
 
 /* Starts it and returns its port, or 0 (its thread then joined). */

@@ -143,7 +143,7 @@ typedef struct procord_server_options_s {
      for the whole process) come here too, as "libevent: ...", possibly from
      another thread of the process. */
   procord_log_fn log;
-  void *context;                          /* passed to the three callbacks */
+  void *context;                          /* passed to the callbacks */
   /* Optional, a server's security (procord/security.h): each connection
      goes through TLS and/or shared-secret authentication in the server
      process before anything of a task is read. A peer that fails is told
@@ -199,6 +199,12 @@ typedef struct procord_server_options_s {
      when it starts; read them from another thread with
      procord_server_stats_read). */
   procord_server_stats_t *stats;
+  /* Optional: called once, on the calling thread, when the server listens
+     (before any client is served), with the address (numeric `host:port`,
+     `[host]:port` for IPv6) and the port: with port 0, the one the system
+     picked. For a program that embeds a server and must tell its clients
+     where it is. */
+  void (*on_listening)(void *context, const char *address, int port);
 } procord_server_options_t;
 
 /*
