@@ -273,6 +273,9 @@ pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop) { return &loop->don
 
 int procord_loop_wait_until(procord_loop_t *loop, int (*holds)(void *argument), void *argument,
                             int timeout_ms) {
+  /* On the loop's own thread (a callback), nothing can change while it
+     waits: it would wait forever. It looks once instead. */
+  if (procord_loop_is_current_thread(loop)) timeout_ms = 0;
   struct timespec deadline;
   clock_gettime(CLOCK_MONOTONIC, &deadline);
   if (timeout_ms >= 0) {

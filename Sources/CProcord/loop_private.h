@@ -25,7 +25,8 @@ pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop);
 /*
  * Waits on the done condition until `holds(argument)`, called with the done
  * lock held, returns true, or `timeout_ms` milliseconds have passed
- * (negative: no limit). Returns the last answer of `holds`. Whatever
+ * (negative: no limit; on the loop's own thread, where nothing could change
+ * meanwhile, it does not wait at all). Returns the last answer of `holds`. Whatever
  * `holds` looks at must change under the done lock, followed by a
  * broadcast of the done condition.
  */

@@ -6,6 +6,15 @@
  * (procord_loop_start_thread). Other threads talk to it only through
  * procord_loop_call, which queues a function and wakes the loop; nothing
  * polls, so an idle loop uses no CPU.
+ *
+ * Callbacks (on_done, on_print, a connection's, a listener's, a server's
+ * log) run on the loop's thread unless their comment says otherwise, one
+ * at a time, and the loop waits for each: return quickly, and hand long
+ * work to another thread. From a callback, any function of the core may be
+ * called, with two rules: a wait (procord_delegation_wait,
+ * procord_pool_wait) does not wait there, since nothing could finish
+ * meanwhile, and answers at once as with a timeout of 0; and the loop must
+ * not be freed (procord_loop_free) from its own thread.
  */
 #ifndef PROCORD_LOOP_H
 #define PROCORD_LOOP_H

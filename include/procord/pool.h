@@ -179,7 +179,9 @@ void procord_pool_shutdown(procord_pool_t *pool, int immediate);
 /*
  * Waits until the pool has stopped (after procord_pool_shutdown), or
  * `timeout_ms` passed (negative: no limit). Returns 1 if stopped, 0 if the
- * time ran out. Must not be called on the loop's thread.
+ * time ran out. On the loop's thread (in a callback), where the pool could
+ * never stop while it waited, it does not wait: it answers at once, as with
+ * `timeout_ms` 0.
  */
 int procord_pool_wait(procord_pool_t *pool, int timeout_ms);
 
