@@ -50,7 +50,15 @@ SANITIZE_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,unde
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The C library, for C programs: the same sources SwiftPM compiles.
-VERSION = 0.1.0
+# The version is written in one place, include/procord/version.h.
+version_part = $(shell sed -n 's/^\#define PROCORD_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/procord/version.h)
+VERSION := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+ifneq ($(words $(subst ., ,$(VERSION))),3)
+  $(error could not read the version from include/procord/version.h (got '$(VERSION)'))
+endif
+# The ABI's number (the soname's): raised when a program built against an
+# older header must be built again (a struct changed other than by growing at
+# its end, a function removed or changed).
 SOVERSION = 0
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib

@@ -21,6 +21,7 @@
 #include "procord/server.h"
 #include "procord/spawn.h"
 #include "procord/task.h"
+#include "procord/version.h"
 #include "procord/worker.h"
 
 #endif
