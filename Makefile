@@ -50,7 +50,15 @@ SANITIZE_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,unde
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The C library, for C programs: the same sources SwiftPM compiles.
-VERSION = 0.1.0
+# The version is written in one place, include/procord/version.h.
+version_part = $(shell sed -n 's/^\#define PROCORD_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/procord/version.h)
+VERSION := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+ifneq ($(words $(subst ., ,$(VERSION))),3)
+  $(error could not read the version from include/procord/version.h (got '$(VERSION)'))
+endif
+# The ABI's number (the soname's): raised when a program built against an
+# older header must be built again (a struct changed other than by growing at
+# its end, a function removed or changed; scripts/c_api.py check-abi).
 SOVERSION = 0
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
@@ -100,8 +108,9 @@ check-c: deps check-headers
 	  $(CC) $(CFLAGS_CORE) -c $$f -o $(BUILD_DIR)/c-check/$$(basename $$f .c).o || exit 1; done
 	@echo "C core compiles cleanly with -Wall -Wextra -Werror"
 
-# Each public header on its own, as C11 and as C++17, pedantic; and every
-# public function documented (scripts/c_api.py).
+# Each public header on its own, as C11 and as C++17, pedantic; every
+# public function documented; every public struct grown only at its end
+# since scripts/abi-structs.txt (scripts/c_api.py, after its self-test).
 check-headers:
 	@mkdir -p $(BUILD_DIR)/c-check
 	@for h in $(PUBLIC_HEADERS); do \
@@ -110,6 +119,8 @@ check-headers:
 	  $(CXX) -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -fsyntax-only -x c++ $(BUILD_DIR)/c-check/header.c || exit 1; \
 	done
 	@python3 scripts/c_api.py check-docs
+	@python3 scripts/c_api.py self-test
+	@python3 scripts/c_api.py check-abi
 	@echo "Public headers compile alone as C11 and C++17 with -Wall -Wextra -Werror -pedantic"
 
 # ---- The C library ----

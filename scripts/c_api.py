@@ -9,6 +9,16 @@
                            a comment right above it (or above the group of
                            declarations it belongs to) that, for a function
                            returning a value, says what it returns
+    c_api.py check-abi     fails unless each public struct's fields (names, in
+                           order) start with those recorded in
+                           scripts/abi-structs.txt: a struct only grows at its
+                           end, so that a program built against an older header
+                           still finds each field where it was
+    c_api.py update-abi    records the structs as they are now in
+                           scripts/abi-structs.txt (after a deliberate change:
+                           a field appended, a new struct, or an ABI break with
+                           a new SOVERSION in the Makefile)
+    c_api.py self-test     checks check-abi on made-up headers
 """
 import glob
 import os
@@ -17,6 +27,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADERS = sorted(glob.glob(os.path.join(ROOT, "include", "procord", "*.h")))
+ABI_BASELINE = os.path.join(ROOT, "scripts", "abi-structs.txt")
 
 # A declaration at the start of a line: return type, then procord_name(.
 DECLARATION = re.compile(r"^([A-Za-z_][\w \*]*?)\b(procord_\w+)\s*\(", re.M)
@@ -103,6 +114,202 @@ def check_exports(library):
     return 1 if missing or extra else 0
 
 
+# ---- Public structs: they only grow at their end ----
+
+COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+# `struct tag {` (after `typedef` or not); the body is found by matching braces.
+STRUCT_START = re.compile(r"\bstruct\s+(procord_\w+)\s*\{")
+
+
+def split_at_depth_zero(text, separator):
+    """text split at each `separator` outside (), [] and {}."""
+    parts, depth, current = [], 0, ""
+    for character in text:
+        if character in "([{":
+            depth += 1
+        elif character in ")]}":
+            depth -= 1
+        if character == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += character
+    parts.append(current)
+    return parts
+
+
+def field_names(declaration):
+    """The names a member declaration declares: `int a, b` gives a and b,
+    `void (*release)(void *)` gives release, `char name[16]` gives name."""
+    declaration = declaration.strip()
+    if not declaration:
+        return []
+    if "}" in declaration:  # a nested struct or union: what follows its body
+        declaration = declaration[declaration.rindex("}") + 1:]
+    pointer_to_function = re.match(r"[^(]*\(\s*\*\s*(\w+)\s*\)", declaration)
+    if pointer_to_function:
+        return [pointer_to_function.group(1)]
+    names = []
+    for part in split_at_depth_zero(declaration, ","):
+        part = re.sub(r"\[[^\]]*\]|:\s*\w+\s*$", "", part)  # array sizes, bit-field widths
+        identifiers = re.findall(r"[A-Za-z_]\w*", part)
+        if identifiers:
+            names.append(identifiers[-1])
+    return names
+
+
+def structs(text):
+    """{name: [field, ...]} of each struct defined (with a body) in text, named
+    by its typedef when it has one (procord_pool_stats_t), else by its tag."""
+    text = COMMENT.sub(" ", text)
+    found = {}
+    for match in STRUCT_START.finditer(text):
+        depth, end = 1, match.end()
+        while depth and end < len(text):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        body = text[match.end():end - 1]
+        typedef = re.match(r"\s*(procord_\w+)\s*;", text[end:])
+        is_typedef = re.search(r"\btypedef\s*$", text[:match.start()])
+        name = typedef.group(1) if typedef and is_typedef else match.group(1)
+        fields = []
+        for declaration in split_at_depth_zero(body, ";"):
+            fields.extend(field_names(declaration))
+        found[name] = fields
+    return found
+
+
+def public_structs():
+    found = {}
+    for path in HEADERS:
+        found.update(structs(open(path).read()))
+    return found
+
+
+def read_baseline(text):
+    """{struct: [field, ...]} from the baseline's lines `struct: field field ...`."""
+    recorded = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, fields = line.partition(":")
+            recorded[name.strip()] = fields.split()
+    return recorded
+
+
+def baseline_text(found):
+    lines = ["# The fields of each public struct, in order (scripts/c_api.py update-abi).",
+             "# A struct may only grow at its end: `make check-headers` fails otherwise."]
+    lines += [f"{name}: {' '.join(fields)}" for name, fields in sorted(found.items())]
+    return "\n".join(lines) + "\n"
+
+
+def abi_problems(recorded, found):
+    """What breaks a program built against the recorded structs: one line each."""
+    problems = []
+    for name, before in sorted(recorded.items()):
+        if name not in found:
+            problems.append(f"struct {name} was removed")
+            continue
+        now = found[name]
+        for index, field in enumerate(before):
+            if index >= len(now):
+                problems.append(f"struct {name}: field {field} was removed")
+                break
+            if now[index] == field:
+                continue
+            if field not in now:
+                problems.append(f"struct {name}: field {field} was removed or renamed "
+                                f"({now[index]} is in its place)")
+            elif now[index] not in before:
+                problems.append(f"struct {name}: field {now[index]} was inserted before {field} "
+                                "(new fields go at the end)")
+            else:
+                problems.append(f"struct {name}: field {field} was moved "
+                                f"({now[index]} is in its place)")
+            break
+    for name in sorted(set(found) - set(recorded)):
+        problems.append(f"struct {name} is not recorded: run `python3 scripts/c_api.py update-abi` "
+                        "and commit scripts/abi-structs.txt")
+    return problems
+
+
+def check_abi():
+    if not os.path.exists(ABI_BASELINE):
+        print(f"{os.path.relpath(ABI_BASELINE, ROOT)} is missing: run `python3 scripts/c_api.py update-abi`")
+        return 1
+    found = public_structs()
+    problems = abi_problems(read_baseline(open(ABI_BASELINE).read()), found)
+    for problem in problems:
+        print(problem)
+    grown = [name for name, fields in read_baseline(open(ABI_BASELINE).read()).items()
+             if name in found and len(found[name]) > len(fields)]
+    if grown and not problems:
+        print("grown at the end (record them with update-abi): " + ", ".join(sorted(grown)))
+    print(f"{len(found)} public structs, {len(problems)} changes that break the ABI")
+    if problems:
+        print("A struct may only grow at its end. If the break is deliberate: raise SOVERSION "
+              "in the Makefile, then `python3 scripts/c_api.py update-abi`.")
+    return 1 if problems else 0
+
+
+def update_abi():
+    with open(ABI_BASELINE, "w") as baseline:
+        baseline.write(baseline_text(public_structs()))
+    print(f"recorded {len(public_structs())} public structs in {os.path.relpath(ABI_BASELINE, ROOT)}")
+    return 0
+
+
+def self_test():
+    """check-abi's rules on made-up headers; one line per failure."""
+    header = """
+    /* struct procord_in_a_comment_s { int no; }; */
+    typedef struct procord_a_s procord_a_t;   /* opaque: no fields */
+    typedef struct procord_b_s {
+      int first;               /* a comment; with a semicolon */
+      const char *second, *third;
+      void (*callback)(void *context, int code);
+      unsigned char bytes[16];
+      unsigned flag : 1;
+    } procord_b_t;
+    struct procord_c_s {
+      struct procord_b_s *b;
+    };
+    """
+    recorded = structs(header)
+    expected = {"procord_b_t": ["first", "second", "third", "callback", "bytes", "flag"],
+                "procord_c_s": ["b"]}
+    failures = []
+    if recorded != expected:
+        failures.append(f"read {recorded}, expected {expected}")
+    if read_baseline(baseline_text(recorded)) != recorded:
+        failures.append("the baseline does not read back as written")
+
+    def case(label, old, new, expect):
+        problems = abi_problems(recorded, structs(header.replace(old, new)))
+        if expect is None and problems:
+            failures.append(f"{label}: should pass, got {problems}")
+        elif expect is not None and not any(expect in problem for problem in problems):
+            failures.append(f"{label}: expected a problem with {expect!r}, got {problems}")
+
+    case("unchanged", "", "", None)
+    case("a field appended", "unsigned flag : 1;", "unsigned flag : 1; int added;", None)
+    case("a field inserted", "int first;", "int first; int added;",
+         "procord_b_t: field added was inserted before second")
+    case("a field inserted first", "int first;", "int added; int first;",
+         "procord_b_t: field added was inserted before first")
+    case("a field removed", "unsigned flag : 1;", "", "procord_b_t: field flag was removed")
+    case("a field renamed", "*second, *third", "*second, *tertiary",
+         "procord_b_t: field third was removed or renamed")
+    case("fields swapped", "*second, *third", "*third, *second", "procord_b_t: field second was moved")
+    case("a struct removed", "struct procord_c_s {", "struct procord_d_s {", "struct procord_c_s was removed")
+    case("a new struct", "typedef struct procord_a_s procord_a_t;", "struct procord_e_s { int x; };",
+         "struct procord_e_s is not recorded")
+    for failure in failures:
+        print(f"FAIL {failure}")
+    print(f"c_api.py self-test: {len(failures)} failures")
+    return 1 if failures else 0
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "check-exports" and len(sys.argv) == 3:
@@ -111,6 +318,12 @@ if __name__ == "__main__":
         symbols()
     elif command == "check-docs":
         sys.exit(check_docs())
+    elif command == "check-abi":
+        sys.exit(check_abi())
+    elif command == "update-abi":
+        sys.exit(update_abi())
+    elif command == "self-test":
+        sys.exit(self_test())
     else:
         print(__doc__)
         sys.exit(2)

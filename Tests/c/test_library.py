@@ -4,7 +4,8 @@
 Installs the library under a fresh prefix (`make install PREFIX=...`),
 compiles Examples/c/minimal.c in a directory outside the tree with nothing
 but `pkg-config --cflags --libs procord`, and runs it as a main program that
-delegates to itself and to a demo worker server. Then runs the examples that
+delegates to itself and to a demo worker server; links it statically too
+(libprocord.a, with `pkg-config --static`) and runs that. Then runs the examples that
 `make examples` built. First, that a build without libevent's or OpenSSL's
 headers names the package to install. Each check is one test; the last line is
 "N passed, N failed".
@@ -123,7 +124,8 @@ def main():
         installed = run(["make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}"])
         check("make install PREFIX=... succeeds", installed.returncode == 0, installed.stderr[-2000:])
         for path in ["lib/libprocord.a", "lib/libprocord.so", "lib/libprocord.so.0",
-                     "lib/pkgconfig/procord.pc", "include/procord/procord.h", "include/procord/pool.h"]:
+                     "lib/pkgconfig/procord.pc", "include/procord/procord.h", "include/procord/pool.h",
+                     "include/procord/version.h"]:
             check(f"installed {path}", os.path.exists(os.path.join(prefix, path)))
 
         environment = dict(os.environ, PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
@@ -149,6 +151,27 @@ def main():
         check("it delegates to itself", itself.returncode == 0 and
               itself.stdout == "fibo(10) = 89\nfibo(20) = 10946\nfibo(30) = 1346269\n",
               itself.stdout + itself.stderr)
+
+        # The static recipe of procord.pc.in and the README: libprocord.a and
+        # its dependencies' archives, the C library alone shared.
+        compiled = run(["sh", "-c", "cc -std=c11 -Wall -Wextra -Werror minimal.c $(pkg-config --cflags procord) "
+                        "-Wl,-Bstatic $(pkg-config --static --libs procord) -Wl,-Bdynamic -o minimal-static"],
+                       cwd=outside, env=environment)
+        check("it links statically with pkg-config --static between -Bstatic and -Bdynamic",
+              compiled.returncode == 0 and compiled.stderr == "", compiled.stderr[-2000:])
+        static_program = os.path.join(outside, "minimal-static")
+        linked = run(["ldd", static_program])
+        check("the static program needs no libprocord, libevent or OpenSSL shared library",
+              linked.returncode == 0 and "libc.so" in linked.stdout and
+              not re.search(r"libprocord|libevent|libssl|libcrypto", linked.stdout), linked.stdout)
+        itself = run([static_program, "10", "20"])
+        check("the static program delegates to itself", itself.returncode == 0 and
+              itself.stdout == "fibo(10) = 89\nfibo(20) = 10946\n", itself.stdout + itself.stderr)
+        versions = run(["sh", "-c", "pkg-config --modversion procord; grep -o 'define PROCORD_VERSION_[A-Z]* [0-9]*' "
+                        f"{prefix}/include/procord/version.h"], env=environment)
+        numbers = re.findall(r"PROCORD_VERSION_(?:MAJOR|MINOR|PATCH) (\d+)", versions.stdout)
+        check("procord.pc's version is version.h's", versions.returncode == 0 and len(numbers) == 3 and
+              versions.stdout.split("\n")[0] == ".".join(numbers), versions.stdout + versions.stderr)
 
         demo_server = Server([options.demo, "--procord-server", "--procord-hostname", "127.0.0.1",
                               "--procord-port", "0"], work)

@@ -22,6 +22,7 @@
 #include "procord/server.h"
 #include "procord/spawn.h"
 #include "procord/task.h"
+#include "procord/version.h"
 #include "procord/worker.h"
 
 #endif
