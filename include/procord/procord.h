@@ -5,6 +5,21 @@
  * protocol of the original OCaml Procord byte for byte (docs/PROTOCOL.md).
  * Every public name starts with `procord_`; every function that can fail
  * returns 0 or a negative error code (procord/error.h).
+ *
+ * How objects end, one word per idea:
+ * - `_free`: the caller owns the object alone (a loop, a connection): it
+ *   is stopped at once and its memory given back.
+ * - `_release`: the object is shared, counted (a delegation, a pool, a
+ *   security configuration): the caller drops its reference, and the
+ *   object goes once the last one is dropped and its work is done.
+ * - `_close`: an orderly end (a connection sends what is queued first, a
+ *   listener stops accepting); `_shutdown` is a pool's, graceful or not.
+ * - `_kill`: a worker is stopped at once (SIGKILL to its process group);
+ *   `_cancel`: it is asked to stop (SIGTERM, then SIGKILL after its grace
+ *   period), or, for a connection attempt, the attempt is given up.
+ * - `_stop`: a loop returns from procord_loop_run.
+ * Which thread a callback runs on, and what it may call, is in
+ * procord/loop.h.
  */
 #ifndef PROCORD_PROCORD_H
 #define PROCORD_PROCORD_H
