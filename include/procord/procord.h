@@ -12,8 +12,10 @@
  * - `_release`: the object is shared, counted (a delegation, a pool, a
  *   security configuration): the caller drops its reference, and the
  *   object goes once the last one is dropped and its work is done.
- * - `_close`: an orderly end (a connection sends what is queued first, a
- *   listener stops accepting); `_shutdown` is a pool's, graceful or not.
+ * - `_close`: the object's socket is closed (a connection's at once, or
+ *   after what is queued with `_close_nicely`, and freed later with
+ *   `_free`; a listener's, which frees it too); `_shutdown` is a pool's
+ *   end, graceful or immediate, before its `_release`.
  * - `_kill`: a worker is stopped at once (SIGKILL to its process group);
  *   `_cancel`: it is asked to stop (SIGTERM, then SIGKILL after its grace
  *   period), or, for a connection attempt, the attempt is given up.
