@@ -10,6 +10,17 @@
  * creates is close-on-exec, and a child gets only its standard streams and,
  * in socket mode, the protocol socket: every other descriptor is closed in
  * the child, even one the program inherited without close-on-exec.
+ *
+ * Signals and the host program. Procord installs no signal handler in the
+ * program that delegates: it follows each worker through a pidfd (where the
+ * kernel has them) and reaps it with waitpid on that pid only. A host may
+ * keep its own SIGCHLD handler, but must reap only its own children: one
+ * that calls waitpid(-1) takes Procord's too, and such a worker's end is
+ * then reported as reaped elsewhere (-ECHILD, see procord_child_try_reap),
+ * never as a clean exit. SIGPIPE never reaches the host: sockets are
+ * written with MSG_NOSIGNAL, and pipes on threads of Procord's (the loop's)
+ * that block SIGPIPE and discard a pending one; the host's own disposition
+ * is left as it is, and workers start with the default one.
  */
 #ifndef PROCORD_SPAWN_H
 #define PROCORD_SPAWN_H
