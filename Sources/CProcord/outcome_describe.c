@@ -181,7 +181,9 @@ size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *ta
     add_bytes(&text, body ? body : "", body_length);
     break;
   case PROCORD_OUTCOME_UNKNOWN_EXCEPTION:
-    add(&text, "the task failed with an error sent as text: ");
+    /* A worker that never served says so in words that stand alone (lineage.c). */
+    if (!body || !memmem(body, body_length, "was started as a Procord worker", 31))
+      add(&text, "the task failed with an error sent as text: ");
     add_bytes(&text, body ? body : "", body_length);
     break;
   case PROCORD_OUTCOME_NO_WORKER:

@@ -151,6 +151,15 @@ static void exception_gives_the_body_as_text(void) {
   CHECK(strcmp(text, "task \"fibo\": the task raised an error: too") == 0);
 }
 
+static void worker_that_never_served_speaks_for_itself(void) {
+  const char *words = "this process was started as a Procord worker but its main returned without serving";
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_UNKNOWN_EXCEPTION, .body = (const unsigned char *)words,
+                               .length = strlen(words), .worker_pid = -1};
+  char text[256];
+  describe(&outcome, NULL, NULL, text, sizeof text);
+  CHECK(strcmp(text, words) == 0);
+}
+
 static void value_says_the_task_answered(void) {
   procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_VALUE, .body = (const unsigned char *)"89", .length = 2,
                                .worker_pid = -1};
@@ -248,6 +257,7 @@ int main(int argc, char **argv) {
 
   RUN(unknown_task_names_it);
   RUN(exception_gives_the_body_as_text);
+  RUN(worker_that_never_served_speaks_for_itself);
   RUN(value_says_the_task_answered);
   RUN(protocol_error_reported_by_the_worker);
   RUN(exit_without_answer_gives_the_code);
