@@ -94,7 +94,8 @@ private func expectSameSentence(
   ).description
   var buffer = [CChar](repeating: 0, count: 2048)
   let length = procord_outcome_describe(&outcome, "fibo", destination, &buffer, buffer.count)
-  let c = String(cString: buffer)
+  let written = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+  let c = String(decoding: written, as: UTF8.self)
   #expect(c == swift, sourceLocation: sourceLocation)
-  #expect(length == c.utf8.count, sourceLocation: sourceLocation)
+  #expect(length == written.count, sourceLocation: sourceLocation)
 }
