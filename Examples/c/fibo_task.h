@@ -56,8 +56,11 @@ static inline void fibo_task(void *context, const unsigned char *input, size_t l
   reply_text(reply, PROCORD_FRAME_VALUE, text);
 }
 
-/* Prints `fibo(N) = OUTPUT`, or why there is no output. Returns 1 on success. */
-static inline int print_outcome(const char *input, const procord_outcome_t *outcome) {
+/* Prints `fibo(N) = OUTPUT`, or why there is no output: the task's error, or
+   procord_outcome_describe's sentence (a crash names its signal). `worker`
+   is where the task went: this program, or a server's host:port. Returns 1
+   on success. */
+static inline int print_outcome(const char *input, const procord_outcome_t *outcome, const char *worker) {
   switch (outcome->kind) {
   case PROCORD_OUTCOME_VALUE:
     printf("fibo(%s) = %.*s\n", input, (int)outcome->length, (const char *)outcome->body);
@@ -66,14 +69,12 @@ static inline int print_outcome(const char *input, const procord_outcome_t *outc
   case PROCORD_OUTCOME_UNKNOWN_EXCEPTION:
     printf("fibo(%s) raised: %.*s\n", input, (int)outcome->length, (const char *)outcome->body);
     return 0;
-  case PROCORD_OUTCOME_DISCONNECTED:
-    printf("fibo(%s) failed: worker disconnected: %s: %s%s%s\n", input, outcome->call ? outcome->call : "?",
-           procord_strerror(outcome->error), outcome->detail ? ": " : "",
-           outcome->detail ? outcome->detail : "");
+  default: {
+    char why[1024];
+    procord_outcome_describe(outcome, NULL, worker, why, sizeof why);
+    printf("fibo(%s) failed: %s\n", input, why);
     return 0;
-  default:
-    printf("fibo(%s) failed: outcome %d\n", input, (int)outcome->kind);
-    return 0;
+  }
   }
 }
 

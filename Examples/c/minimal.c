@@ -67,8 +67,13 @@ int main(int argc, char **argv) {
   }
   /* All at once: each runs in a process of its own. */
   procord_delegation_wait(loop, delegations, (size_t)started, 1, -1);
+  char worker[300];
+  if (command.hostname)
+    snprintf(worker, sizeof worker, "%s:%d", command.hostname, command.port >= 0 ? command.port : 1111);
+  else
+    snprintf(worker, sizeof worker, "%s", argv[0]);
   for (int i = 0; i < started; i++) {
-    succeeded += print_outcome(argv[command.first_argument + i], procord_delegation_outcome(delegations[i]));
+    succeeded += print_outcome(argv[command.first_argument + i], procord_delegation_outcome(delegations[i]), worker);
     procord_delegation_release(delegations[i]);
   }
   free(delegations);

@@ -58,10 +58,17 @@ static void rfibo_task(void *context, const unsigned char *input, size_t length,
     procord_delegation_t *halves[2] = {delegate_rfibo(n - 1), delegate_rfibo(n - 2)};
     if (halves[0] && halves[1]) procord_delegation_wait(loop, halves, 2, 1, -1);
     long long first = halves[0] ? value_of(halves[0]) : -1, second = halves[1] ? value_of(halves[1]) : -1;
+    /* Why a sub-task failed, in a sentence, before its outcome is released. */
+    char why[512] = "rfibo: a sub-task could not be delegated";
+    procord_delegation_t *failed = !halves[0] || !halves[1] ? NULL : first < 0 ? halves[0] : halves[1];
+    if (failed && (first < 0 || second < 0)) {
+      size_t used = (size_t)snprintf(why, sizeof why, "rfibo: a sub-task failed: ");
+      procord_outcome_describe(procord_delegation_outcome(failed), NULL, NULL, why + used, sizeof why - used);
+    }
     procord_delegation_release(halves[0]);
     procord_delegation_release(halves[1]);
     if (first < 0 || second < 0) {
-      reply_text(reply, PROCORD_FRAME_EXCEPTION, "rfibo: a sub-task failed");
+      reply_text(reply, PROCORD_FRAME_EXCEPTION, why);
       return;
     }
     result = first + second;
@@ -94,8 +101,13 @@ int main(int argc, char **argv) {
   procord_delegation_wait(loop, &delegation, 1, 1, -1);
   const procord_outcome_t *outcome = procord_delegation_outcome(delegation);
   int ok = outcome->kind == PROCORD_OUTCOME_VALUE;
-  printf("rfibo(%s) %s %.*s\n", input, ok ? "=" : "failed:", (int)outcome->length,
-         outcome->body ? (const char *)outcome->body : "");
+  if (ok) {
+    printf("rfibo(%s) = %.*s\n", input, (int)outcome->length, (const char *)outcome->body);
+  } else {
+    char why[1024]; /* a crash names its signal, a refused input gives its text */
+    procord_outcome_describe(outcome, NULL, argv[0], why, sizeof why);
+    printf("rfibo(%s) failed: %s\n", input, why);
+  }
   procord_delegation_release(delegation);
   procord_loop_free(loop);
   return ok ? 0 : 1;

@@ -249,6 +249,28 @@ const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *delega
 int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
                             size_t count, int all, int timeout_ms);
 
+/*
+ * Writes `outcome` as English into `buffer`: the sentence the Swift
+ * overlay's ProcordError gives for the same failure, with its context first
+ * (`task "fibo" (worker pid 123, /usr/bin/app): the worker crashed: killed
+ * by signal SIGSEGV (Segmentation fault)`). `task_name` and `destination`
+ * (the worker program, or a server's `host:port`) may be NULL; the pid is
+ * the outcome's worker_pid. A refused connection, a program that could not
+ * be started, a deadline, an unknown task, a protocol error each get their
+ * own sentence, naming the errno or signal, and what to check. When the
+ * outcome has a stderr tail, a line follows with the Swift runtime's
+ * `Fatal error:` line from it, or else the tail itself. A VALUE says that
+ * the task answered; an EXCEPTION or UNKNOWN_EXCEPTION gives its body as
+ * text.
+ *
+ * snprintf-style: writes at most `size` bytes, NUL included, and always
+ * ends them with a NUL when `size` > 0 (`buffer` may be NULL when `size` is
+ * 0). Returns the length of the whole text, NUL not included: the text was
+ * cut short when that is `size` or more. Thread-safe; allocates nothing.
+ */
+size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *task_name,
+                                const char *destination, char *buffer, size_t size);
+
 /* Drops the caller's reference. Thread-safe. */
 void procord_delegation_release(procord_delegation_t *delegation);
 
