@@ -187,7 +187,9 @@ def main():
         refused = run([program, "--procord-hostname", "127.0.0.1", "--procord-port",
                        str(demo_server.port or 1), "10"])
         check("a stopped server is a clear failure", refused.returncode == 1 and
-              "fibo(10) failed: worker disconnected: connect:" in refused.stdout, refused.stdout)
+              refused.stdout.startswith("fibo(10) failed: ") and
+              f"could not connect to 127.0.0.1:{demo_server.port or 1}: ECONNREFUSED" in refused.stdout,
+              refused.stdout)
 
         # The examples `make examples` built against the tree's library.
         examples = options.examples
