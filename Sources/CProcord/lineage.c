@@ -63,8 +63,10 @@ void procord_lineage_mark_serving(void) { __atomic_store_n(&serving, 1, __ATOMIC
 
 /* At exit: a worker whose main returned without serving tells its main
    program why it has no answer, rather than only ending. */
+static pid_t watched_worker; /* the process the constructor watches, not a fork of it */
+
 static void tell_if_never_served(void) {
-  if (!__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
+  if (getpid() == watched_worker && !__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
     tell_parent("this process was started as a Procord worker but its main returned without serving its "
                 "tasks: its program must call its worker entry point first thing in main (Worker.main(tasks:) "
                 "or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C)");
@@ -86,7 +88,10 @@ static int started_as_worker(int argc, char **argv) {
    command line to constructors. */
 __attribute__((constructor)) static void watch_a_worker_that_may_not_serve(int argc, char **argv) {
   pthread_once(&read_once, read_lineage);
-  if (parent > 0 && getppid() == parent && started_as_worker(argc, argv)) atexit(tell_if_never_served);
+  if (parent > 0 && getppid() == parent && started_as_worker(argc, argv)) {
+    watched_worker = getpid();
+    atexit(tell_if_never_served);
+  }
 }
 
 /* Read at each start, so that a program may lower it for its workers. */

@@ -414,8 +414,10 @@ static int open_listener(server_t *s) {
   socklen_t length = sizeof address;
   if (getsockname(fd, (struct sockaddr *)&address, &length) == 0) {
     procord_address_string((struct sockaddr *)&address, length, s->address, sizeof s->address);
-    s->port = ntohs(address.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&address)->sin6_port
-                                                  : ((struct sockaddr_in *)&address)->sin_port);
+    /* A Unix socket (socket activation) has no port: 0. */
+    s->port = address.ss_family == AF_INET6  ? ntohs(((struct sockaddr_in6 *)&address)->sin6_port)
+              : address.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&address)->sin_port)
+                                             : 0;
   }
   s->listen_fd = fd;
   /* Every client speaks first (a task, a TLS greeting, a secret's first

@@ -320,6 +320,9 @@ static void on_session_frame(procord_connection_t *session, const procord_frame_
 /* The session is over and the worker said so: a new session. */
 static void after_session(server_worker_t *w) {
   server_t *s = w->server;
+  /* A task abandoned by its client ended within its grace: the worker
+     serves on, and its backstop SIGKILL must not reach its next task. */
+  if (w->kill_timer) event_del(w->kill_timer);
   w->done_reported = 0;
   if (w->client) lose_client(w, "ended the task without an answer");
   set_state(w, WORKER_BETWEEN);
@@ -359,7 +362,8 @@ void server_worker_abandon(server_worker_t *w) {
   close_session(w);
   if (!w->is_thread) {
     if (!w->kill_timer) w->kill_timer = evtimer_new(w->server->base, on_kill_timer, w);
-    struct timeval grace = {(PROCORD_WORKER_CANCEL_GRACE_MS + 1000) / 1000, 0};
+    int grace_ms = PROCORD_WORKER_CANCEL_GRACE_MS + 1000;
+    struct timeval grace = {grace_ms / 1000, (grace_ms % 1000) * 1000};
     if (!w->kill_timer || evtimer_add(w->kill_timer, &grace) != 0) procord_child_kill(&w->child, SIGKILL);
     return;
   }

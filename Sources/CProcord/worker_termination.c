@@ -48,10 +48,16 @@ int procord_worker_request_termination(void) {
 
 int procord_worker_watch_termination(void (*on_termination)(void *context), void *context, int on_sigterm) {
   if (!on_termination) return PROCORD_EINVAL;
-  if (__atomic_load_n(&termination_write_fd, __ATOMIC_ACQUIRE) >= 0) return PROCORD_EINVAL; /* once per process */
+  /* Once per process: the first caller claims it, atomically. */
+  static int claimed;
+  if (__atomic_exchange_n(&claimed, 1, __ATOMIC_ACQ_REL)) return PROCORD_EINVAL;
   static termination_watch_t state;
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return -errno;
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    int error = -errno;
+    __atomic_store_n(&claimed, 0, __ATOMIC_RELEASE);
+    return error;
+  }
   /* Only the write end is non-blocking: the watcher sleeps in read. */
   int flags = fcntl(fds[0], F_GETFL);
   if (flags >= 0) fcntl(fds[0], F_SETFL, flags & ~O_NONBLOCK);
@@ -66,7 +72,7 @@ int procord_worker_watch_termination(void (*on_termination)(void *context), void
   if (error) {
     close(fds[0]);
     close(fds[1]);
-    termination_write_fd = -1;
+    __atomic_store_n(&claimed, 0, __ATOMIC_RELEASE);
     return -error;
   }
   pthread_detach(thread);

@@ -73,20 +73,28 @@ public func delegate<T: DelegatableTask>(
   return try startDelegation(task.delegated, input, to: route, options: options)
 }
 
-/// Starts a delegation for a caller that awaits its output: every failure
-/// to start is a ``ProcordError``.
+/// Starts a delegation for a caller that awaits its output.
 func startDelegationForAwaiting<Input, Output>(
   _ task: DelegatedTask<Input, Output>, _ input: Input, to route: Route, options: DelegationOptions
-) throws(ProcordError) -> DelegatedProcess<Output> {
+) throws -> DelegatedProcess<Output> {
   do {
     return try startDelegation(task, input, to: route, options: options)
-  } catch let error as ProcordError {
-    throw error
-  } catch let error as WorkerPoolError {
-    throw ProcordError(error, taskName: task.name, destination: route.workerName)
   } catch {
-    throw ProcordError(
-      code: .inputNotEncodable, message: "the input could not be encoded: \(error)", taskName: task.name,
-      destination: route.workerName, workerMessage: String(describing: error))
+    throw awaitedStartFailure(error, taskName: task.name, destination: route.workerName)
+  }
+}
+
+/// A failure to start a delegation, as the calls that await outputs throw
+/// it: a pool's refusal becomes a ``ProcordError``; a ``ProcordError``, a
+/// ``SecurityConfigurationError`` and a cancellation stay as they are; any
+/// other error can only be the input codec's.
+func awaitedStartFailure(_ error: any Error, taskName: String, destination: String) -> any Error {
+  switch error {
+  case let refusal as WorkerPoolError: return ProcordError(refusal, taskName: taskName, destination: destination)
+  case is ProcordError, is SecurityConfigurationError, is CancellationError: return error
+  default:
+    return ProcordError(
+      code: .inputNotEncodable, message: "the input could not be encoded: \(error)", taskName: taskName,
+      destination: destination, workerMessage: String(describing: error))
   }
 }

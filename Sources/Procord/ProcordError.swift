@@ -175,7 +175,7 @@ public struct ProcordError: Error, Sendable, CustomStringConvertible {
   }
 
   /// `task "fibo" (worker pid 1234, /usr/bin/app): ` and the message, then
-  /// the evidence: the runtime's fatal error, and the tail of stderr.
+  /// the evidence: the runtime's fatal error, or else the tail of stderr.
   public var description: String {
     var context: [String] = []
     if let pid { context.append("worker pid \(pid)") }
@@ -185,7 +185,8 @@ public struct ProcordError: Error, Sendable, CustomStringConvertible {
     if !context.isEmpty { text += (text.isEmpty ? "" : " ") + "(\(context.joined(separator: ", ")))" }
     text += (text.isEmpty ? "" : ": ") + message
     if let fatalErrorMessage { text += "\nthe worker's last words: \(fatalErrorMessage)" }
-    if let standardErrorTail, fatalErrorMessage == nil || !standardErrorTail.contains(fatalErrorMessage!) {
+    // The fatal-error line is taken from the tail: one or the other.
+    if let standardErrorTail, fatalErrorMessage == nil {
       text += "\nthe end of the worker's stderr:\n\(standardErrorTail)"
     }
     return text

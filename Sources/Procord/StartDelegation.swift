@@ -70,7 +70,7 @@ enum Route: Sendable {
 
   /// Whether this executable is the worker, started again.
   var isThisProgram: Bool {
-    if case .local(let program) = self { return program.path == WorkerProgram.current.path }
+    if case .local(let program) = self { return program.isThisProgram }
     return false
   }
 

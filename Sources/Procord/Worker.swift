@@ -144,6 +144,22 @@ public enum Worker {
     tasks: [any ServableTask], arguments: [String] = CommandLine.arguments, maxMessageSize: Int? = nil,
     isolation: isolated (any Actor)? = #isolation, _ body: (_ arguments: [String]) async throws -> Void
   ) async throws {
+    if try ParsedCommandLine(arguments).command.mode != PROCORD_MODE_NONE {
+      // A worker, or a server: it serves on a thread of its own, and this
+      // Swift task waits for ever (the process exits when serving ends), so
+      // that the caller's actor, the main actor as a rule, stays free for
+      // the task bodies that use it.
+      await withCheckedContinuation { (parked: CheckedContinuation<Void, Never>) in
+        ServingThread.start(parked: parked) {
+          do {
+            try runIfRequested(tasks: tasks, arguments: arguments, maxMessageSize: maxMessageSize)
+          } catch {
+            writeStandardError("procord: \(error)\n")
+            exit(64)
+          }
+        }
+      }
+    }
     try runIfRequested(tasks: tasks, arguments: arguments, maxMessageSize: maxMessageSize)
     try await body(try programArguments(of: arguments))
   }
@@ -292,5 +308,30 @@ func writeStandardError(_ text: String) {
     if written < 0 && errno == EINTR { continue }
     if written <= 0 { return }
     bytes = bytes.dropFirst(written)
+  }
+}
+
+/// The thread `Worker.main` serves on; it ends the process when serving ends.
+private final class ServingThread: @unchecked Sendable {
+  let serve: () -> Void
+  /// Kept, never resumed: the Swift task that waits on it waits until exit.
+  let parked: CheckedContinuation<Void, Never>
+
+  private init(serve: @escaping () -> Void, parked: CheckedContinuation<Void, Never>) {
+    self.serve = serve
+    self.parked = parked
+  }
+
+  static func start(parked: CheckedContinuation<Void, Never>, serve: @escaping () -> Void) {
+    let context = Unmanaged.passRetained(ServingThread(serve: serve, parked: parked)).toOpaque()
+    var thread = pthread_t()
+    let error = pthread_create(&thread, nil, { context in
+      Unmanaged<ServingThread>.fromOpaque(context!).takeUnretainedValue().serve()
+      exit(0)
+    }, context)
+    if error != 0 {
+      writeStandardError("procord: cannot start the thread that serves tasks: errno \(error)\n")
+      exit(70)
+    }
   }
 }

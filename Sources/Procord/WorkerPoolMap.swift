@@ -113,16 +113,8 @@ extension WorkerPool {
   ) async throws -> DelegatedProcess<T.Output> {
     do {
       return try await submit(task, input, options: options)
-    } catch let error as WorkerPoolError {
-      throw ProcordError(error, taskName: task.delegated.name, destination: workerName)
-    } catch let error as ProcordError {
-      throw error
-    } catch is CancellationError {
-      throw CancellationError()
     } catch {
-      throw ProcordError(
-        code: .inputNotEncodable, message: "the input could not be encoded: \(error)",
-        taskName: task.delegated.name, destination: workerName, workerMessage: String(describing: error))
+      throw awaitedStartFailure(error, taskName: task.delegated.name, destination: workerName)
     }
   }
 }

@@ -49,6 +49,8 @@ let runTask: procord_task_fn = { context, input, length, reply in
 enum RunningTask {
   private struct State {
     var current: Task<Void, Never>?
+    /// From before `current` is made to after it has answered.
+    var running = false
     var terminating = false
   }
 
@@ -82,6 +84,9 @@ enum RunningTask {
   /// thread until it is done: the C worker loop waits for its reply.
   static func awaitReply(_ operation: @escaping @Sendable () async -> TaskReply) -> TaskReply {
     watchTermination()
+    // Running from here on, before the task exists: news that comes before
+    // it is registered is not mistaken for an idle worker's.
+    state.withLock { $0.running = true }
     let result = Mutex<TaskReply?>(nil)
     let done = ThreadSemaphore()
     let task = Task {
@@ -97,6 +102,7 @@ enum RunningTask {
     done.wait()
     let terminating = state.withLock { state -> Bool in
       state.current = nil
+      state.running = false
       return state.terminating
     }
     // Cancelled by the main program, which no longer waits for the answer.
@@ -104,14 +110,15 @@ enum RunningTask {
     return result.withLock { $0 } ?? .unknownException("the task ended without an answer")
   }
 
-  /// The task must stop: cancels the running task, or ends an idle worker.
+  /// The task must stop: cancels the running task (or has awaitReply
+  /// cancel it as soon as it is registered), or ends an idle worker.
   private static func terminate() {
-    let running = state.withLock { state -> Task<Void, Never>? in
+    let (running, task) = state.withLock { state -> (Bool, Task<Void, Never>?) in
       state.terminating = true
-      return state.current
+      return (state.running, state.current)
     }
-    guard let running else { _exit(128 + SIGTERM) }
-    running.cancel()
+    guard running else { _exit(128 + SIGTERM) }
+    task?.cancel()
   }
 }
 

@@ -33,6 +33,12 @@ import Testing
     #expect(try program.line("concurrent") == "50 answers, 50 right")
   }
 
+  /// Worker.main serves on a thread of its own: a task body may use the
+  /// main actor (it hung until its deadline when the worker held it).
+  @Test func aTaskBodyMayUseTheMainActor() throws {
+    #expect(try program.line("main actor") == "5")
+  }
+
   @Test func theTasksOwnErrorIsCaughtAsItsOwnType() throws {
     #expect(try program.line("custom error") == "caught as OrderError: empty(orderID: 7)")
   }

@@ -74,6 +74,12 @@ static void without_a_log_libevent_prints_nothing(void) {
   CHECK(got < 0); /* nothing there (EAGAIN) */
   close(ends[0]);
   close(ends[1]);
+  /* And libevent did say something, which a log then receives. */
+  captured_t captured = {0};
+  procord_set_log(capture, &captured);
+  make_libevent_warn();
+  procord_set_log(NULL, NULL);
+  CHECK(captured.lines >= 1);
   procord_loop_free(loop);
   CHECK_NOTHING_LEFT();
 }

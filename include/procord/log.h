@@ -29,7 +29,9 @@ typedef void (*procord_log_fn)(void *context, procord_log_level_t level, const c
  * over libevent's log callback (event_set_log_callback) for the whole
  * process, from this call or the first loop made (procord_loop_new),
  * whichever comes first: a host that sets its own afterwards gets
- * libevent's messages instead. Thread-safe. Returns nothing.
+ * libevent's messages instead. The log is called with a lock held, so that
+ * it is never called once replaced: it must not call procord_set_log
+ * itself. Thread-safe. Returns nothing.
  */
 void procord_set_log(procord_log_fn log, void *context);
 

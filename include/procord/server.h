@@ -202,7 +202,7 @@ typedef struct procord_server_options_s {
   /* Optional: called once, on the calling thread, when the server listens
      (before any client is served), with the address (numeric `host:port`,
      `[host]:port` for IPv6) and the port: with port 0, the one the system
-     picked. For a program that embeds a server and must tell its clients
+     picked (0 for a Unix socket given as listen_fd). For a program that embeds a server and must tell its clients
      where it is. */
   void (*on_listening)(void *context, const char *address, int port);
 } procord_server_options_t;

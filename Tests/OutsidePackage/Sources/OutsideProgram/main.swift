@@ -54,6 +54,25 @@ let parse = ProcordTask<String, Int>(name: "parse") { text in
   Int(text)!  // the bug on purpose: a crash of the worker, not of this program
 }
 
+/// A body that uses the main actor: the worker must not hold it while the
+/// body runs (Worker.main serves on a thread of its own).
+@MainActor enum Tally { static var total = 0 }
+let addOnMainActor = ProcordTask<Int, Int>(name: "add-on-main-actor") { n in
+  await MainActor.run {
+    Tally.total += n
+    return Tally.total
+  }
+}
+
+func mainActorInTheWorker() async {
+  do {
+    let total = try await addOnMainActor.run(5, options: DelegationOptions(deadline: .seconds(10)))
+    print("main actor: \(total)")
+  } catch {
+    print("main actor: failed: \(oneLine(error))")
+  }
+}
+
 /// The usual Cocoa-style delegate, whose name is also Procord's poll-style
 /// function: inside `ReceiptPrinter`, `delegate` is the property.
 protocol ReceiptPrinterDelegate: AnyObject {
@@ -194,11 +213,12 @@ func nameCollision() async {
   }
 }
 
-try await Worker.main(tasks: [makeReceipt, nap, waitForCancellation, parse]) { _ in
+try await Worker.main(tasks: [makeReceipt, nap, waitForCancellation, parse, addOnMainActor]) { _ in
   await concurrentReceipts()
   await customError()
   await deadline()
   await cancellation()
   await crash()
   await nameCollision()
+  await mainActorInTheWorker()
 }
