@@ -42,6 +42,8 @@ struct procord_loop_s {
   procord_loop_work_t work; /* sentinel of the work list */
   pthread_mutex_t done_lock;
   pthread_cond_t done_cond;
+  void *resolver; /* the name resolver on this loop's base (connect.c), freed with it */
+  void (*resolver_free)(void *resolver);
 };
 
 static void run_queue(evutil_socket_t fd, short events, void *argument) {
@@ -258,6 +260,7 @@ void procord_loop_free(procord_loop_t *loop) {
     wake(loop);
     procord_loop_run(loop);
   }
+  if (loop->resolver) loop->resolver_free(loop->resolver);
   event_free(loop->wake_event);
   event_base_free(loop->base);
   close(loop->wake_fd);
@@ -268,6 +271,13 @@ void procord_loop_free(procord_loop_t *loop) {
 }
 
 struct event_base *procord_loop_base(procord_loop_t *loop) { return loop->base; }
+
+void *procord_loop_resolver(procord_loop_t *loop) { return loop->resolver; }
+
+void procord_loop_set_resolver(procord_loop_t *loop, void *resolver, void (*free_resolver)(void *)) {
+  loop->resolver = resolver;
+  loop->resolver_free = free_resolver;
+}
 pthread_mutex_t *procord_loop_done_lock(procord_loop_t *loop) { return &loop->done_lock; }
 pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop) { return &loop->done_cond; }
 

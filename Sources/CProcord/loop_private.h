@@ -16,6 +16,14 @@ void procord_timer_arm(struct event *timer, int milliseconds);
 struct event_base *procord_loop_base(procord_loop_t *loop);
 
 /*
+ * The name resolver kept on a loop (its owner creates it on first use, on
+ * the loop's thread); `free_resolver` is called by procord_loop_free,
+ * before the base is freed. NULL until set.
+ */
+void *procord_loop_resolver(procord_loop_t *loop);
+void procord_loop_set_resolver(procord_loop_t *loop, void *resolver, void (*free_resolver)(void *));
+
+/*
  * The lock and condition that guard "finished" flags of the loop's
  * delegations, so that other threads can wait on them.
  */
