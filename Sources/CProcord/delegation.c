@@ -471,7 +471,8 @@ static int enough_finished(void *argument) {
 int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
                             size_t count, int all, int timeout_ms) {
   finished_count_t counted = {delegations, count, all, 0};
-  procord_loop_wait_until(loop, enough_finished, &counted, timeout_ms);
+  int waited = procord_loop_wait_until(loop, enough_finished, &counted, timeout_ms);
+  if (waited < 0) return waited; /* -EDEADLK: on the loop's own thread */
   int finished = 0;
   pthread_mutex_lock(procord_loop_done_lock(loop));
   for (size_t i = 0; i < count; i++) finished += delegations[i]->finished;

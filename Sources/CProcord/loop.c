@@ -1,6 +1,9 @@
 /*
  * The readiness loop: one libevent base, a queue of calls from other threads,
  * and an eventfd that wakes the base when the queue gets work (procord/loop.h).
+ * The base is the loop's own (run by procord_loop_run, on the caller's
+ * thread or one of the loop's, or step by step by the host's poll loop
+ * through loop_backend.c), or a host program's, which the host runs.
  */
 #define _GNU_SOURCE
 #include "loop_private.h"
@@ -20,6 +23,12 @@
    more are active: work that keeps queueing work cannot starve I/O. */
 #define MAX_CALLBACKS_BETWEEN_POLLS 32
 
+typedef enum loop_mode {
+  LOOP_OWN_BASE, /* procord_loop_new: run by procord_loop_run or the loop's thread */
+  LOOP_HOST_BASE, /* procord_loop_new_on_base: the host runs its base */
+  LOOP_POLLED,    /* procord_loop_new_polled: the host polls the backend descriptor */
+} loop_mode_t;
+
 typedef struct queued_call_s {
   procord_loop_fn fn;
   void *argument;
@@ -27,6 +36,10 @@ typedef struct queued_call_s {
 } queued_call_t;
 
 struct procord_loop_s {
+  loop_mode_t mode;
+  pthread_t owner;      /* hosted modes: the thread that runs the host's loop */
+  int backend_fd;       /* LOOP_POLLED: what the host polls (loop_backend.c), else -1 */
+  int freeing;          /* hosted modes: procord_loop_free runs the base until the work is gone */
   struct event_base *base;
   int wake_fd;
   struct event *wake_event;
@@ -66,14 +79,20 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
   int stop = loop->stop_requested ||
              (loop->free_requested && loop->work.next == &loop->work && !loop->queue_head);
   pthread_mutex_unlock(&loop->queue_lock);
-  if (stop) event_base_loopbreak(loop->base);
+  /* A host's base is the host's to stop: only procord_loop_free's own
+     turns of it end here. */
+  if (stop && (loop->mode == LOOP_OWN_BASE || loop->freeing)) event_base_loopbreak(loop->base);
 }
 
-int procord_loop_new(procord_loop_t **result) {
+static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t **result) {
+  if (!result) return PROCORD_EINVAL;
   /* libevent prints on stderr unless told otherwise: the core never prints. */
   procord_log_take_libevent();
   procord_loop_t *loop = calloc(1, sizeof *loop);
   if (!loop) return -ENOMEM;
+  loop->mode = mode;
+  loop->owner = pthread_self();
+  loop->backend_fd = -1;
   loop->work.next = loop->work.previous = &loop->work;
   pthread_mutex_init(&loop->queue_lock, NULL);
   pthread_mutex_init(&loop->done_lock, NULL);
@@ -84,26 +103,56 @@ int procord_loop_new(procord_loop_t **result) {
   pthread_condattr_destroy(&attributes);
   loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int error = loop->wake_fd < 0 ? -errno : 0;
-  if (!error) {
+  if (!error && host_base) {
+    loop->base = host_base;
+  } else if (!error) {
     struct event_config *config = event_config_new();
     if (config) event_config_set_max_dispatch_interval(config, NULL, MAX_CALLBACKS_BETWEEN_POLLS, 0);
+    /* A polled loop nests libevent's epoll descriptor in its backend one. */
+    if (config && mode == LOOP_POLLED) procord_backend_configure(config);
     loop->base = config ? event_base_new_with_config(config) : NULL;
     if (config) event_config_free(config);
-    if (!loop->base) error = -ENOMEM;
+    if (!loop->base) error = mode == LOOP_POLLED ? PROCORD_EINVAL : -ENOMEM;
   }
   if (!error) {
     loop->wake_event = event_new(loop->base, loop->wake_fd, EV_READ | EV_PERSIST, run_queue, loop);
     if (!loop->wake_event || event_add(loop->wake_event, NULL) < 0) error = -ENOMEM;
   }
+  if (!error && mode == LOOP_POLLED) error = procord_backend_open(loop->base, loop->wake_fd, &loop->backend_fd);
+  if (!error && mode != LOOP_OWN_BASE) procord_block_sigpipe_on_this_thread();
   if (error) {
     if (loop->wake_event) event_free(loop->wake_event);
-    if (loop->base) event_base_free(loop->base);
+    if (loop->base && !host_base) event_base_free(loop->base);
     if (loop->wake_fd >= 0) close(loop->wake_fd);
     free(loop);
     return error;
   }
   *result = loop;
   return 0;
+}
+
+int procord_loop_new(procord_loop_t **loop) { return create(NULL, LOOP_OWN_BASE, loop); }
+
+int procord_loop_new_on_base(struct event_base *base, procord_loop_t **loop) {
+  if (!base) return PROCORD_EINVAL;
+  return create(base, LOOP_HOST_BASE, loop);
+}
+
+int procord_loop_new_polled(procord_loop_t **loop) { return create(NULL, LOOP_POLLED, loop); }
+
+int procord_loop_backend_fd(const procord_loop_t *loop) {
+  return loop && loop->mode == LOOP_POLLED ? loop->backend_fd : PROCORD_EINVAL;
+}
+
+int procord_loop_backend_timeout(procord_loop_t *loop) {
+  if (!loop || loop->mode != LOOP_POLLED) return PROCORD_EINVAL;
+  return procord_backend_timeout(loop->base);
+}
+
+int procord_loop_run_nowait(procord_loop_t *loop) {
+  if (!loop || loop->mode != LOOP_POLLED) return PROCORD_EINVAL;
+  if (!procord_loop_is_current_thread(loop)) return -EPERM;
+  return event_base_loop(loop->base, EVLOOP_NONBLOCK) < 0 ? PROCORD_EINVAL : 0;
 }
 
 static void wake(procord_loop_t *loop) {
@@ -143,7 +192,9 @@ void procord_timer_arm(struct event *timer, int milliseconds) {
   evtimer_add(timer, &limit);
 }
 
-int procord_loop_run(procord_loop_t *loop) {
+/* The loop's base, run here until run_queue breaks it: for an own base, by
+   procord_loop_run; for a host's, by procord_loop_free only. */
+static int run_base(procord_loop_t *loop) {
   /* A write to a pipe whose reader is gone raises SIGPIPE in the writing
      thread: blocked here, it stays pending and the write fails with EPIPE,
      which the connection handles. The process's disposition is left alone,
@@ -168,19 +219,26 @@ int procord_loop_run(procord_loop_t *loop) {
   return result < 0 ? PROCORD_EINVAL : 0;
 }
 
+int procord_loop_run(procord_loop_t *loop) {
+  /* A hosted loop runs where its host runs it; running it here too would
+     take the host's events (or, polled, spin). */
+  if (loop->mode != LOOP_OWN_BASE) return PROCORD_EINVAL;
+  return run_base(loop);
+}
+
 static void *thread_main(void *argument) {
   /* The loop thread must never take a signal meant for the program. */
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   procord_loop_t *loop = argument;
-  procord_loop_run(loop);
+  run_base(loop);
   __atomic_store_n(&loop->thread_done, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
 int procord_loop_start_thread(procord_loop_t *loop) {
-  if (loop->has_thread) return PROCORD_EINVAL;
+  if (loop->has_thread || loop->mode != LOOP_OWN_BASE) return PROCORD_EINVAL;
   int error = pthread_create(&loop->thread, NULL, thread_main, loop);
   if (error) return -error;
   loop->has_thread = 1;
@@ -195,6 +253,7 @@ void procord_loop_stop(procord_loop_t *loop) {
 }
 
 int procord_loop_is_current_thread(const procord_loop_t *loop) {
+  if (loop->mode != LOOP_OWN_BASE) return pthread_equal(loop->owner, pthread_self());
   return __atomic_load_n(&loop->running, __ATOMIC_ACQUIRE) &&
          pthread_equal(loop->running_thread, pthread_self());
 }
@@ -216,7 +275,8 @@ static void run_waited_call(void *argument) {
 }
 
 int procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
-  int elsewhere = (loop->has_thread && !__atomic_load_n(&loop->thread_done, __ATOMIC_ACQUIRE)) ||
+  int elsewhere = loop->mode != LOOP_OWN_BASE ||
+                  (loop->has_thread && !__atomic_load_n(&loop->thread_done, __ATOMIC_ACQUIRE)) ||
                   __atomic_load_n(&loop->running, __ATOMIC_ACQUIRE);
   if (!elsewhere || procord_loop_is_current_thread(loop)) {
     fn(argument);
@@ -255,14 +315,17 @@ void procord_loop_free(procord_loop_t *loop) {
   pthread_mutex_unlock(&loop->queue_lock);
   procord_loop_call(loop, abort_all_work, loop);
   if (loop->has_thread) pthread_join(loop->thread, NULL);
-  /* Stopped before (procord_loop_stop), or never run: finish here. */
+  /* Stopped before (procord_loop_stop), or never run, or hosted: finish
+     here. A host's base runs its own events meanwhile too (loop.h). */
+  loop->freeing = 1;
   while (has_work_left(loop)) {
     wake(loop);
-    procord_loop_run(loop);
+    if (run_base(loop) < 0) break;
   }
   if (loop->resolver) loop->resolver_free(loop->resolver);
   event_free(loop->wake_event);
-  event_base_free(loop->base);
+  if (loop->mode != LOOP_HOST_BASE) event_base_free(loop->base);
+  if (loop->backend_fd >= 0) close(loop->backend_fd);
   close(loop->wake_fd);
   pthread_mutex_destroy(&loop->queue_lock);
   pthread_mutex_destroy(&loop->done_lock);
@@ -283,9 +346,9 @@ pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop) { return &loop->don
 
 int procord_loop_wait_until(procord_loop_t *loop, int (*holds)(void *argument), void *argument,
                             int timeout_ms) {
-  /* On the loop's own thread (a callback), nothing can change while it
-     waits: it would wait forever. It looks once instead. */
-  if (procord_loop_is_current_thread(loop)) timeout_ms = 0;
+  /* On the loop's own thread (a callback, or a hosted loop's host),
+     nothing can change while it waits: it would wait forever. */
+  if (timeout_ms != 0 && procord_loop_is_current_thread(loop)) return -EDEADLK;
   struct timespec deadline;
   clock_gettime(CLOCK_MONOTONIC, &deadline);
   if (timeout_ms >= 0) {

@@ -33,8 +33,9 @@ pthread_cond_t *procord_loop_done_cond(procord_loop_t *loop);
 /*
  * Waits on the done condition until `holds(argument)`, called with the done
  * lock held, returns true, or `timeout_ms` milliseconds have passed
- * (negative: no limit; on the loop's own thread, where nothing could change
- * meanwhile, it does not wait at all). Returns the last answer of `holds`. Whatever
+ * (negative: no limit). Returns the last answer of `holds`; on the loop's
+ * own thread, where nothing could change meanwhile, a wait with a time
+ * other than 0 is refused: -EDEADLK. Whatever
  * `holds` looks at must change under the done lock, followed by a
  * broadcast of the done condition.
  */
@@ -66,6 +67,19 @@ struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
  * loop is not running anywhere (it would never come). Returns 0 or -ENOMEM.
  */
 int procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument);
+
+/* A polled loop's backend (loop_backend.c). */
+struct event_config;
+/* Asks libevent for its epoll backend, the only one that nests. */
+void procord_backend_configure(struct event_config *config);
+/* Opens the descriptor a host polls: an epoll instance holding the base's
+   (the one that watches `marker_fd`). 0, PROCORD_EINVAL (not epoll) or -errno. */
+int procord_backend_open(struct event_base *base, int marker_fd, int *backend_fd);
+/* Milliseconds until the base's next timer (0: something is due or
+   active already; -1: no timer). */
+int procord_backend_timeout(struct event_base *base);
+/* Blocks SIGPIPE on the calling thread, unless the process ignores it. */
+void procord_block_sigpipe_on_this_thread(void);
 
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work);
 void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);

@@ -2,11 +2,13 @@
 /*
  * What may be called on the loop's thread (procord/delegation.h, pool.h): a
  * wait there would wait forever, since nothing can finish while the loop's
- * thread waits; it counts at once instead of dead-locking.
+ * thread waits; it is refused (-EDEADLK) instead of dead-locking, and a
+ * wait with a time of 0 counts at once.
  *
  * This program is its own worker (the `sleep` task).
  */
 #include "check.h"
+#include <errno.h>
 #include "fixtures.h"
 #include "procord/delegation.h"
 #include "procord/loop.h"
@@ -21,7 +23,8 @@ static const procord_worker_task_t worker_tasks[] = {
 
 typedef struct waited_in_callback_s {
   procord_delegation_t *other; /* still running when the first finishes */
-  int finished_seen;           /* what procord_delegation_wait said in on_done */
+  int refused;                 /* what procord_delegation_wait said in on_done, with no limit */
+  int finished_seen;           /* and with a time of 0 */
   int returned;
 } waited_in_callback_t;
 
@@ -30,7 +33,8 @@ static void wait_for_the_other(procord_delegation_t *delegation, const procord_o
   (void)delegation;
   (void)outcome;
   waited_in_callback_t *waited = context;
-  waited->finished_seen = procord_delegation_wait(loop, &waited->other, 1, 1, -1);
+  waited->refused = procord_delegation_wait(loop, &waited->other, 1, 1, -1);
+  waited->finished_seen = procord_delegation_wait(loop, &waited->other, 1, 1, 0);
   waited->returned = 1;
 }
 
@@ -48,7 +52,7 @@ static procord_delegation_t *start_sleep(const char *milliseconds, procord_done_
   return procord_delegate(loop, &options, &d) == 0 ? d : NULL;
 }
 
-static void a_wait_in_a_callback_counts_at_once_instead_of_waiting_forever(void) {
+static void a_wait_in_a_callback_is_refused_instead_of_waiting_forever(void) {
   BEGIN();
   waited_in_callback_t waited = {0};
   waited.other = start_sleep("60000", NULL, NULL);
@@ -57,6 +61,7 @@ static void a_wait_in_a_callback_counts_at_once_instead_of_waiting_forever(void)
   CHECK(quick != NULL);
   CHECK_EQ_INT(procord_delegation_wait(loop, &quick, 1, 1, 20000), 1);
   CHECK(waited.returned);
+  CHECK_EQ_INT(waited.refused, -EDEADLK);
   CHECK_EQ_INT(waited.finished_seen, 0);
   procord_delegation_kill(waited.other);
   CHECK_EQ_INT(procord_delegation_wait(loop, &waited.other, 1, 1, 20000), 1);
@@ -69,7 +74,7 @@ int main(int argc, char **argv) {
   loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
                        sizeof self_path);
   if (!loop) return 1;
-  RUN(a_wait_in_a_callback_counts_at_once_instead_of_waiting_forever);
+  RUN(a_wait_in_a_callback_is_refused_instead_of_waiting_forever);
   procord_loop_free(loop);
   return CHECK_SUMMARY();
 }

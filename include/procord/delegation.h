@@ -239,12 +239,12 @@ const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *delega
 /*
  * Waits until at least one (`all` 0) or every (`all` non-zero) delegation of
  * `delegations` has finished, or `timeout_ms` milliseconds have passed
- * (negative: no limit). All must belong to `loop`. On the loop's own thread
- * (in a callback such as on_done), where nothing could finish while it
- * waited, it does not wait: it counts at once, as with `timeout_ms` 0.
- * Returns how many have finished when it returns: fewer than asked for
- * means the time ran out (or, on the loop's thread, that they had not
- * finished yet). Thread-safe.
+ * (negative: no limit). All must belong to `loop`. Returns how many have
+ * finished when it returns: fewer than asked for means the time ran out.
+ * On the loop's own thread (a callback such as on_done, or a hosted loop's
+ * thread: procord/loop.h), where nothing could finish while it waited, a
+ * time other than 0 is refused with -EDEADLK (0 counts at once): use
+ * on_done there. Thread-safe.
  */
 int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *delegations,
                             size_t count, int all, int timeout_ms);

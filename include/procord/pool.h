@@ -179,9 +179,9 @@ void procord_pool_shutdown(procord_pool_t *pool, int immediate);
 /*
  * Waits until the pool has stopped (after procord_pool_shutdown), or
  * `timeout_ms` passed (negative: no limit). Returns 1 if stopped, 0 if the
- * time ran out. On the loop's thread (in a callback), where the pool could
- * never stop while it waited, it does not wait: it answers at once, as with
- * `timeout_ms` 0.
+ * time ran out. On the loop's thread (a callback, or a hosted loop's
+ * thread: procord/loop.h), where the pool could never stop while it
+ * waited, a time other than 0 is refused: -EDEADLK (use on_stopped).
  */
 int procord_pool_wait(procord_pool_t *pool, int timeout_ms);
 
