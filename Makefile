@@ -181,7 +181,8 @@ examples: lib $(C_EXAMPLES)
 
 $(BUILD_DIR)/examples/%: Examples/c/%.c Examples/c/fibo_task.h $(LIB_DIR)/libprocord.so
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -Wall -Wextra -Werror -Iinclude -o $@ $< -L$(LIB_DIR) -Wl,-rpath,$(abspath $(LIB_DIR)) -lprocord
+	$(CC) -std=c11 -Wall -Wextra -Werror -Iinclude -o $@ $< -L$(LIB_DIR) -Wl,-rpath,$(abspath $(LIB_DIR)) -lprocord \
+	  $$(pkg-config --cflags --libs libevent_core) # on_libevent.c runs its own base
 
 # The library as a C user gets it: installed under a fresh prefix, a program
 # outside the tree compiled with pkg-config alone, delegating to itself and

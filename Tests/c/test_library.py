@@ -2,7 +2,8 @@
 """The C library as a C user gets it (run by `make test-library`).
 
 Installs the library under a fresh prefix (`make install PREFIX=...`),
-compiles Examples/c/minimal.c in a directory outside the tree with nothing
+compiles Examples/c/minimal.c (and the loop examples on_libevent.c, on_poll.c)
+in a directory outside the tree with nothing
 but `pkg-config --cflags --libs procord`, and runs it as a main program that
 delegates to itself and to a demo worker server; links it statically too
 (libprocord.a, with `pkg-config --static`) and runs that. Then runs the examples that
@@ -110,6 +111,20 @@ def install_into_the_system_updates_the_loaders_cache():
           private.stdout[-2000:])
 
 
+def check_hosted_examples(directory, suffix):
+    """on_libevent and on_poll (built in `directory`, named with `-suffix`)
+    delegate on the program's own loop: every result, a refused input, exit 1."""
+    name = (lambda example: f"{example}-{suffix}") if suffix else (lambda example: example)
+    expected = ["fibo(10) = 89", "fibo(20) = 10946", "fibo(x) raised: fibo: the input must be a number from 0 to 90"]
+    on_libevent = run([os.path.join(directory, name("on_libevent")), "10", "x", "20"])
+    check(f"on_libevent ({suffix or 'in the tree'}): fibo on the program's libevent base", on_libevent.returncode == 1 and
+          sorted(on_libevent.stdout.splitlines()) == expected and "timer ticked" in on_libevent.stderr,
+          on_libevent.stdout + on_libevent.stderr)
+    on_poll = run([os.path.join(directory, name("on_poll"))], input="10\nx\n20\n")
+    check(f"on_poll ({suffix or 'in the tree'}): fibo for each line of stdin, from a poll() loop", on_poll.returncode == 1 and
+          sorted(on_poll.stdout.splitlines()) == expected, on_poll.stdout + on_poll.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", required=True, help="procord-demo, for its worker server")
@@ -173,6 +188,20 @@ def main():
         check("procord.pc's version is version.h's", versions.returncode == 0 and len(numbers) == 3 and
               versions.stdout.split("\n")[0] == ".".join(numbers), versions.stdout + versions.stderr)
 
+        # The loop-integration examples, as a C user builds them: shared and static.
+        for name in ["on_libevent.c", "on_poll.c"]:
+            shutil.copy(os.path.join(ROOT, "Examples", "c", name), outside)
+        for linking, recipe in [("shared", "$(pkg-config --cflags --libs procord libevent_core)"),
+                                ("static", "$(pkg-config --cflags procord libevent_core) -Wl,-Bstatic "
+                                           "$(pkg-config --static --libs procord libevent_core) -Wl,-Bdynamic")]:
+            for example in ["on_libevent", "on_poll"]:
+                binary = f"{example}-{linking}"
+                compiled = run(["sh", "-c", f"cc -std=c11 -Wall -Wextra -Werror {example}.c {recipe} -o {binary}"],
+                               cwd=outside, env=environment)
+                check(f"{example}.c builds with pkg-config, {linking}", compiled.returncode == 0 and
+                      compiled.stderr == "", compiled.stderr[-2000:])
+            check_hosted_examples(outside, linking)
+
         demo_server = Server([options.demo, "--procord-server", "--procord-hostname", "127.0.0.1",
                               "--procord-port", "0"], work)
         servers.append(demo_server)
@@ -199,6 +228,7 @@ def main():
         recursive = run([os.path.join(examples, "recursive"), "8"])
         check("recursive: workers that delegate to workers", recursive.returncode == 0 and
               recursive.stdout == "rfibo(8) = 34\n", recursive.stdout + recursive.stderr)
+        check_hosted_examples(examples, "")
         c_server = Server([os.path.join(examples, "server"), "0"], work)
         servers.append(c_server)
         check("the server example starts", c_server.port is not None)
