@@ -49,19 +49,20 @@ enum Floors {
   }
 
   /// pool-rtt through the C API: one pooled worker (`program` in socket
-  /// mode), `rounds` sequential increments.
-  static func cPoolRoundTrips(_ program: String, rounds: Int) throws -> Latencies {
+  /// mode), `rounds` sequential increments; with `onHostBase`, the loop on
+  /// a libevent base the calling thread runs, not on a thread of its own.
+  static func cPoolRoundTrips(_ program: String, rounds: Int, onHostBase: Bool = false) throws -> Latencies {
     var samples = [UInt64](repeating: 0, count: rounds)
     let input: [UInt8] = Array("41".utf8)
     let arguments = ["procord-bench", "--procord-worker", "--procord-socket-fd", "3"]
     let result = withConstArgumentVector(arguments) { argv in
       input.withUnsafeBufferPointer { bytes in
         procord_bench_c_pool_rtt(
-          program, argv, BenchTasks.increment.name, bytes.baseAddress, bytes.count, Int32(min(rounds, 2000)),
-          Int32(rounds), &samples)
+          program, argv, BenchTasks.increment.name, bytes.baseAddress, bytes.count, onHostBase ? 1 : 0,
+          Int32(min(rounds, 2000)), Int32(rounds), &samples)
       }
     }
-    try check(result, "pool round trips through the C API")
+    try check(result, onHostBase ? "pool round trips through the C API on a host's base" : "pool round trips through the C API")
     return Latencies(samples)
   }
 }

@@ -41,23 +41,30 @@ enum PoolScenarios {
   }
 
   /// pool-rtt through the C API, from C code: no Swift on the main side;
-  /// in chunks that alternate with pool-rtt through Swift and with the
-  /// ping-pong floor, so that the ratio of the two is the overlay's cost.
+  /// on a loop thread of the library's and on a libevent base the caller
+  /// runs (procord_loop_new_on_base); in chunks that alternate with
+  /// pool-rtt through Swift and with the ping-pong floor, so that the ratio
+  /// of the two is the overlay's cost.
   @Sendable static func cRoundTrip(_ context: BenchContext) async throws -> [Measurement] {
-    let (latencies, swift, floor) = try await PoolRuns.withPool(
+    let (bothLoops, swift, floor) = try await PoolRuns.withPool(
       [.local(context.workerProgram)], WorkerPool.Configuration(maximumWorkers: 1)
     ) { pool in
-      var (latencies, swift, floor) = (Latencies(), Latencies(), Latencies())
+      var (latencies, hosted, swift, floor) = (Latencies(), Latencies(), Latencies(), Latencies())
       let chunk = context.workload.poolRoundTrips / 4
       try await PoolRuns.warmUp(pool)
       for _ in 0..<4 {
         latencies.add(try Floors.cPoolRoundTrips(context.workerPath, rounds: chunk))
+        hosted.add(try Floors.cPoolRoundTrips(context.workerPath, rounds: chunk, onHostBase: true))
         swift.add(try await PoolRuns.roundTrips(pool, count: chunk, scenario: "c-pool-rtt"))
         floor.add(try Floors.pingPong(PROCORD_BENCH_PAIR_UNIX_STREAM, rounds: chunk))
       }
-      return (latencies, swift, floor)
+      return ((latencies, hosted), swift, floor)
     }
-    return PoolRuns.roundTripRows("c-pool-rtt", latencies, floor: floor, medianTarget: nil, peers: nil) + [
+    let (latencies, hosted) = bothLoops
+    // On the host's base: no hop to a loop thread, so no worse than above.
+    return PoolRuns.roundTripRows("c-pool-rtt", latencies, floor: floor, medianTarget: nil, peers: nil)
+      + PoolRuns.roundTripRows("c-pool-rtt", hosted, floor: floor, medianTarget: nil, peers: nil,
+                               suffix: " on a host base") + [
       // How much the Swift overlay adds to a round trip: 1.3 is +30%.
       Measurement(
         scenario: "c-pool-rtt", metric: "pool-rtt p50 ÷ this p50", unit: "×", kind: .cost,

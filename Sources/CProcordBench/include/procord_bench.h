@@ -137,8 +137,11 @@ int procord_bench_spawn_concurrent(const char *program, const char *const *argum
  * procord_pool_delegate, then procord_delegation_wait. Stores the
  * nanoseconds from just before the delegation to just after the wait of
  * recorded task i in round_trip_ns[i]. The worker starts with the first
- * task: give a warmup of at least 1 to leave its start out. Then shuts the
- * pool down gracefully, waits for it, and frees the loop. Returns 0;
+ * task: give a warmup of at least 1 to leave its start out. With
+ * `on_host_base`, the loop is on a libevent base this function runs on the
+ * calling thread (procord_loop_new_on_base; each task's on_done ends the
+ * dispatch) instead of a thread of its own. Then shuts the pool down
+ * gracefully, waits for it, and frees the loop. Returns 0;
  * -EINVAL for bad arguments; -EPROTO if a task did not answer with a value
  * (PROCORD_OUTCOME_VALUE); or the error of the Procord call that failed
  * (a negated errno or a PROCORD_E* code). Everything is cleaned up on every
@@ -146,7 +149,8 @@ int procord_bench_spawn_concurrent(const char *program, const char *const *argum
  */
 int procord_bench_c_pool_rtt(const char *worker_program, const char *const *worker_arguments,
                              const char *task_name, const unsigned char *input,
-                             size_t input_length, int warmup, int rounds, uint64_t *round_trip_ns);
+                             size_t input_length, int on_host_base, int warmup, int rounds,
+                             uint64_t *round_trip_ns);
 
 /* ---- Readiness of a worker server (systemd's NOTIFY_SOCKET) ---- */
 
