@@ -4,6 +4,7 @@
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -67,5 +68,16 @@ void procord_log_unroute_from_server(const void *owner) {
     server_log = NULL;
     server_context = NULL;
   }
+  pthread_mutex_unlock(&lock);
+}
+
+void procord_log_write(procord_log_level_t level, const char *format, ...) {
+  char line[1024];
+  va_list arguments;
+  va_start(arguments, format);
+  vsnprintf(line, sizeof line, format, arguments);
+  va_end(arguments);
+  pthread_mutex_lock(&lock);
+  if (process_log) process_log(process_context, level, line);
   pthread_mutex_unlock(&lock);
 }

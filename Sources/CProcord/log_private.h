@@ -13,4 +13,9 @@ void procord_log_route_to_server(const void *owner, procord_log_fn log, void *co
 /* ...until it stops (a no-op if another server took them since). */
 void procord_log_unroute_from_server(const void *owner);
 
+/* A line for the process-wide log (procord_set_log), if there is one: for a
+   misuse the core can only report, not return. */
+void procord_log_write(procord_log_level_t level, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -86,8 +86,10 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
 
 static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t **result) {
   if (!result) return PROCORD_EINVAL;
-  /* libevent prints on stderr unless told otherwise: the core never prints. */
-  procord_log_take_libevent();
+  /* libevent prints on stderr unless told otherwise: the core never prints.
+     A host's base comes with the host's libevent, and its log (procord_set_log
+     takes it over if the host wants). */
+  if (mode != LOOP_HOST_BASE) procord_log_take_libevent();
   procord_loop_t *loop = calloc(1, sizeof *loop);
   if (!loop) return -ENOMEM;
   loop->mode = mode;
@@ -320,7 +322,15 @@ void procord_loop_free(procord_loop_t *loop) {
   loop->freeing = 1;
   while (has_work_left(loop)) {
     wake(loop);
-    if (run_base(loop) < 0) break;
+    if (run_base(loop) < 0) {
+      /* libevent refuses to run a base from inside its own dispatch (a
+         host's callback): the work left still needs the loop, so it stays. */
+      procord_log_write(PROCORD_LOG_ERROR,
+                        "procord_loop_free: the host's event base could not be run (called from one of its "
+                        "callbacks?): the loop is left as it was; call procord_loop_free again once the "
+                        "base's dispatch has returned");
+      return;
+    }
   }
   if (loop->resolver) loop->resolver_free(loop->resolver);
   event_free(loop->wake_event);

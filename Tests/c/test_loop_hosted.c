@@ -13,6 +13,7 @@
 #include "fixtures.h"
 #include "procord/delegation.h"
 #include "procord/error.h"
+#include "procord/log.h"
 #include "procord/loop.h"
 #include "procord/pool.h"
 #include "procord/worker.h"
@@ -334,6 +335,51 @@ static void freeing_a_hosted_loop_kills_and_reaps_its_running_workers(void) {
   CHECK_NOTHING_LEFT();
 }
 
+typedef struct {
+  procord_loop_t *loop;
+  char logged[1024];
+  int called;
+} freed_in_callback_t;
+
+static void keep_log_line(void *context, procord_log_level_t level, const char *line) {
+  (void)level;
+  freed_in_callback_t *freed = context;
+  snprintf(freed->logged, sizeof freed->logged, "%s", line);
+}
+
+static void free_from_the_bases_callback(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  freed_in_callback_t *freed = context;
+  procord_loop_free(freed->loop);
+  freed->called = 1;
+}
+
+static void freeing_from_a_callback_of_the_hosts_base_says_so_and_can_be_done_again_after(void) {
+  BEGIN();
+  struct event_base *base = event_base_new();
+  freed_in_callback_t freed = {0};
+  CHECK_EQ_INT(procord_loop_new_on_base(base, &freed.loop), 0);
+  procord_set_log(keep_log_line, &freed);
+  procord_delegation_options_t options = {
+      .task_name = "sleep", .input = "60000", .input_length = 5,
+      .worker = {.program = self_path, .arguments = worker_arguments, .channel = PROCORD_CHANNEL_SOCKET},
+  };
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_delegate(freed.loop, &options, &d), 0);
+  struct timeval soon = {0, 1000};
+  CHECK_EQ_INT(event_base_once(base, -1, EV_TIMEOUT, free_from_the_bases_callback, &freed, &soon), 0);
+  while (!freed.called) CHECK_EQ_INT(event_base_loop(base, EVLOOP_ONCE), 0);
+  procord_set_log(NULL, NULL);
+  CHECK_CONTAINS(freed.logged, "call procord_loop_free again once the base's dispatch has returned");
+  CHECK(!procord_delegation_is_finished(d));
+  procord_loop_free(freed.loop);
+  CHECK_EQ_INT(procord_delegation_outcome(d)->kind, PROCORD_OUTCOME_KILLED);
+  procord_delegation_release(d);
+  event_base_free(base);
+  CHECK_NOTHING_LEFT();
+}
+
 static void a_hosted_loop_is_run_by_its_host_only(void) {
   BEGIN();
   struct event_base *base = event_base_new();
@@ -382,6 +428,7 @@ int main(int argc, char **argv) {
   RUN(a_polled_loops_timeout_brings_a_deadline_on_time);
   RUN(another_thread_delegates_through_the_hosts_loop_and_waits);
   RUN(freeing_a_hosted_loop_kills_and_reaps_its_running_workers);
+  RUN(freeing_from_a_callback_of_the_hosts_base_says_so_and_can_be_done_again_after);
   RUN(a_hosted_loop_is_run_by_its_host_only);
   return CHECK_SUMMARY();
 }

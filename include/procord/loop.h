@@ -158,7 +158,10 @@ int procord_loop_is_current_thread(const procord_loop_t *loop);
  * from the loop's callbacks. A hosted loop is freed from its thread,
  * outside the host's dispatch of the base (before it runs or after it
  * returns); on a host's base, the base is run (with its other events) until
- * the killed workers are reaped, which takes milliseconds. The host's base
+ * the killed workers are reaped, which takes milliseconds. (Called from a
+ * callback of the host's base, which libevent cannot run from there, it
+ * says so in the process's log, procord/log.h, and leaves the loop as it
+ * was: call it again once the dispatch has returned.) The host's base
  * itself is left to the host.
  */
 void procord_loop_free(procord_loop_t *loop);
