@@ -324,11 +324,13 @@ void procord_loop_free(procord_loop_t *loop) {
     wake(loop);
     if (run_base(loop) < 0) {
       /* libevent refuses to run a base from inside its own dispatch (a
-         host's callback): the work left still needs the loop, so it stays. */
+         host's callback): the work left still needs the loop, so it stays,
+         and the host's dispatch goes on unbroken. */
+      loop->freeing = 0;
       procord_log_write(PROCORD_LOG_ERROR,
                         "procord_loop_free: the host's event base could not be run (called from one of its "
-                        "callbacks?): the loop is left as it was; call procord_loop_free again once the "
-                        "base's dispatch has returned");
+                        "callbacks?): the loop's work is being stopped, but the loop is not freed; call "
+                        "procord_loop_free again once the base's dispatch has returned");
       return;
     }
   }

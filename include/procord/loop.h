@@ -160,8 +160,9 @@ int procord_loop_is_current_thread(const procord_loop_t *loop);
  * returns); on a host's base, the base is run (with its other events) until
  * the killed workers are reaped, which takes milliseconds. (Called from a
  * callback of the host's base, which libevent cannot run from there, it
- * says so in the process's log, procord/log.h, and leaves the loop as it
- * was: call it again once the dispatch has returned.) The host's base
+ * says so in the process's log, procord/log.h, and stops the loop's work
+ * without freeing the loop: call it again once the dispatch has returned.)
+ * The host's base
  * itself is left to the host.
  */
 void procord_loop_free(procord_loop_t *loop);
