@@ -29,7 +29,7 @@ SWIFT ?= swift
 CC ?= cc
 CXX ?= c++
 BUILD_DIR ?= .build
-# Debian packages: libevent (with its OpenSSL bufferevents) and OpenSSL for
+# Debian packages: libevent (with its evdns and OpenSSL bufferevents) and OpenSSL for
 # the C core; for the server tests also nginx with its stream module,
 # systemd's socket activation tool, and the openssl command (the security
 # tests make their certificates with it).
