@@ -29,15 +29,18 @@ SWIFT ?= swift
 CC ?= cc
 CXX ?= c++
 BUILD_DIR ?= .build
-# Debian packages: libevent (with its OpenSSL bufferevents) and OpenSSL for
+# Debian packages: libevent (with its evdns and OpenSSL bufferevents) and OpenSSL for
 # the C core; for the server tests also nginx with its stream module,
 # systemd's socket activation tool, and the openssl command (the security
 # tests make their certificates with it).
 APT_PACKAGES = libevent-dev libssl-dev pkg-config
 APT_TEST_PACKAGES = nginx-light libnginx-mod-stream systemd openssl
 CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
-LIBS_CORE = $(shell pkg-config --libs libevent_core libevent_openssl openssl 2>/dev/null || \
-              echo -levent_core -levent_openssl -lssl -lcrypto) -lpthread
+# libevent's core, its evdns resolver (libevent_extra) and its OpenSSL
+# bufferevents, and OpenSSL: each before those it uses, for static links.
+PKG_MODULES = libevent_extra libevent_openssl libevent_core openssl
+LIBS_CORE = $(shell pkg-config --libs $(PKG_MODULES) 2>/dev/null || \
+              echo -levent_extra -levent_openssl -levent_core -lssl -lcrypto) -lpthread
 C_SOURCES = $(wildcard Sources/CProcord/*.c)
 C_TEST_HEADERS = $(wildcard Tests/c/*.h)
 C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_*.c))
@@ -87,7 +90,7 @@ endef
 
 # Nothing to do where libevent is there already (any system, not only Debian).
 deps:
-	@pkg-config --exists libevent_core libevent_openssl openssl 2>/dev/null || \
+	@pkg-config --exists $(PKG_MODULES) 2>/dev/null || \
 	  $(MAKE) --no-print-directory install-deps
 
 install-deps:
@@ -132,7 +135,7 @@ CFLAGS_LIB = -std=c11 -O2 -g -Wall -Wextra -fPIC -Iinclude -ISources/CProcord $(
 
 $(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_LIB) $$(pkg-config --cflags libevent_core libevent_openssl openssl) -c $< -o $@
+	$(CC) $(CFLAGS_LIB) $$(pkg-config --cflags $(PKG_MODULES)) -c $< -o $@
 
 $(LIB_DIR)/libprocord.a: $(LIB_OBJECTS)
 	rm -f $@
@@ -254,7 +257,7 @@ SECONDS ?= 60
 $(FUZZ_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
 	@mkdir -p $(dir $@)
 	$(SANITIZE_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined \
-	  $$(pkg-config --cflags libevent_core libevent_openssl openssl) -c $< -o $@
+	  $$(pkg-config --cflags $(PKG_MODULES)) -c $< -o $@
 
 $(FUZZ_BINARIES): $(FUZZ_DIR)/fuzz_%: Tests/fuzz/fuzz_%.c Tests/fuzz/fuzz_support.h $(FUZZ_OBJECTS)
 	@rm -f $@

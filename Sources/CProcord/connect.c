@@ -1,6 +1,8 @@
 /*
- * TCP connections to worker servers (procord/connect.h): name lookup off the
- * loop thread, then a non-blocking connect to each address in turn.
+ * TCP connections to worker servers (procord/connect.h): the host name
+ * resolved on the loop's own thread by libevent's evdns (the loop keeps the
+ * resolver), then a non-blocking connect to each address in turn. No
+ * thread is ever started here.
  */
 #define _GNU_SOURCE
 #include "procord/connect.h"
@@ -9,30 +11,45 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* The resolver's own limits, unless resolv.conf sets `options timeout:` or
+   `attempts:`: each query is sent at most twice, 2 s apart, so a name
+   whose name servers do not answer fails within about 4 s (for each name
+   of the search list tried), not evdns's 15 s (5 s, 3 times). */
+#define RESOLVER_TIMEOUT "2"
+#define RESOLVER_ATTEMPTS "2"
+
 struct procord_connect_s {
-  /* Registered on the loop while a lookup thread runs, so that
-     procord_loop_free waits for the thread's call back into it. */
+  /* Registered on the loop while a lookup is outstanding: procord_loop_free
+     cancels the lookup and runs the loop until its callback came back. */
   procord_loop_work_t lookup_work;
   procord_loop_t *loop;
   procord_connect_options_t options;
   char *host;
-  int references;           /* atomic: the loop side and a resolver thread */
-  int cancelled;            /* loop thread only */
-  int resolve_error;        /* EAI_* from the resolver thread */
-  struct addrinfo *addresses;
-  struct addrinfo *next;    /* the next address to try */
+  int references;       /* the owner's, and the lookup's until its answer is handled */
+  int cancelled;        /* given up, or done: on_done is not called again */
+  struct evdns_getaddrinfo_request *request; /* the lookup in flight, if any */
+  int lookup_cancelled; /* evdns_getaddrinfo_cancel was called on `request` */
+  int starting;         /* inside evdns_getaddrinfo: an answer now is handled later */
+  int resolve_error;    /* EVUTIL_EAI_* of an answer handled later */
+  int refused_at_once;  /* evdns could not even make the query: not a name it can ask */
+  struct sockaddr_storage *addresses;
+  socklen_t *lengths;
+  size_t address_count;
+  size_t next;          /* the next address to try */
   int fd;
   int last_error;
   struct event *writable;
@@ -40,8 +57,9 @@ struct procord_connect_s {
 };
 
 static void release(procord_connect_t *a) {
-  if (__atomic_sub_fetch(&a->references, 1, __ATOMIC_ACQ_REL) != 0) return;
-  if (a->addresses) freeaddrinfo(a->addresses);
+  if (--a->references != 0) return;
+  free(a->addresses);
+  free(a->lengths);
   if (a->writable) event_free(a->writable);
   if (a->timer) event_free(a->timer);
   if (a->fd >= 0) close(a->fd);
@@ -49,7 +67,33 @@ static void release(procord_connect_t *a) {
   free(a);
 }
 
+/* Copies the addresses of `list` (its own stays the caller's); 0 or -ENOMEM. */
+static int keep_addresses(procord_connect_t *a, const struct evutil_addrinfo *list) {
+  size_t count = 0;
+  for (const struct evutil_addrinfo *i = list; i; i = i->ai_next)
+    if (i->ai_addr && i->ai_addrlen <= sizeof(struct sockaddr_storage)) count++;
+  if (count == 0) return 0;
+  a->addresses = calloc(count, sizeof *a->addresses);
+  a->lengths = calloc(count, sizeof *a->lengths);
+  if (!a->addresses || !a->lengths) return -ENOMEM;
+  for (const struct evutil_addrinfo *i = list; i; i = i->ai_next) {
+    if (!i->ai_addr || i->ai_addrlen > sizeof(struct sockaddr_storage)) continue;
+    memcpy(&a->addresses[a->address_count], i->ai_addr, i->ai_addrlen);
+    a->lengths[a->address_count++] = (socklen_t)i->ai_addrlen;
+  }
+  return 0;
+}
+
+/* Cancels the lookup in flight, if any: its callback comes on a later
+   turn, with EVUTIL_EAI_CANCEL, and drops the lookup's reference. */
+static void cancel_lookup(procord_connect_t *a) {
+  if (!a->request || a->lookup_cancelled) return;
+  a->lookup_cancelled = 1;
+  evdns_getaddrinfo_cancel(a->request);
+}
+
 static void finish(procord_connect_t *a, int fd, int error, const char *call, const char *detail) {
+  cancel_lookup(a);
   if (a->writable) event_del(a->writable);
   if (a->timer) event_del(a->timer);
   a->fd = -1;
@@ -81,15 +125,16 @@ static void on_writable(evutil_socket_t fd, short events, void *argument) {
 /* Starts a non-blocking connect to the next address, or reports the last error. */
 static void try_next(procord_connect_t *a) {
   struct event_base *base = procord_loop_base(a->loop);
-  while (a->next) {
-    struct addrinfo *address = a->next;
-    a->next = address->ai_next;
-    a->fd = socket(address->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  while (a->next < a->address_count) {
+    const struct sockaddr *address = (const struct sockaddr *)&a->addresses[a->next];
+    socklen_t length = a->lengths[a->next++];
+    a->fd = socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (a->fd < 0) {
-      a->last_error = errno;
+      /* A family this machine lacks (no IPv6) says less than a refusal. */
+      if (!a->last_error) a->last_error = errno;
       continue;
     }
-    if (connect(a->fd, address->ai_addr, address->ai_addrlen) < 0 && errno != EINPROGRESS) {
+    if (connect(a->fd, address, length) < 0 && errno != EINPROGRESS) {
       a->last_error = errno;
       close(a->fd);
       a->fd = -1;
@@ -113,66 +158,172 @@ static void on_timeout(evutil_socket_t fd, short events, void *argument) {
   procord_connect_t *a = argument;
   if (a->writable) event_del(a->writable);
   if (a->fd >= 0) close(a->fd);
-  finish(a, -1, PROCORD_ETIMEOUT, "connect", NULL);
+  finish(a, -1, PROCORD_ETIMEOUT, "connect", NULL); /* and cancels a lookup in flight */
 }
 
-/* On the loop thread, once the addresses are known; drops the lookup's reference. */
-static void on_resolved(void *argument) {
-  procord_connect_t *a = argument;
-  if (a->lookup_work.next) procord_loop_remove_work(a->loop, &a->lookup_work);
-  a->lookup_work.next = NULL;
-  if (!a->cancelled && a->resolve_error) {
-    finish(a, -1, PROCORD_ERESOLVE, "getaddrinfo", gai_strerror(a->resolve_error));
-  } else if (!a->cancelled) {
-    a->next = a->addresses;
+/* Why a lookup failed, for `detail`: the C library's words where evdns
+   shares its codes (on Linux it does), clearer ones where evdns means more. */
+static const char *resolve_reason(int error) {
+  switch (error) {
+  case EVUTIL_EAI_FAIL:
+    /* What evdns makes of a timeout, a refusal or a server failure. */
+    return "no usable answer from the name servers (timed out, refused or failed)";
+  case EVUTIL_EAI_CANCEL:
+    return "the lookup was cancelled";
+  case EVUTIL_EAI_MEMORY:
+    return "out of memory";
+  default:
+#if EVUTIL_EAI_NONAME == EAI_NONAME
+    return gai_strerror(error);
+#else
+    return evutil_gai_strerror(error);
+#endif
+  }
+}
+
+/* The lookup's answer, on the loop's thread: connect, or say why not. */
+static void handle_answer(procord_connect_t *a, int error) {
+  if (a->cancelled) return;
+  if (error == EVUTIL_EAI_CANCEL) {
+    /* Neither the owner nor the time limit: procord_loop_free aborted it. */
+    finish(a, -1, PROCORD_ECLOSED, "getaddrinfo", "the loop was freed during the lookup");
+  } else if (error == EVUTIL_EAI_MEMORY) {
+    finish(a, -1, -ENOMEM, "getaddrinfo", resolve_reason(error));
+  } else if (a->refused_at_once) {
+    finish(a, -1, PROCORD_ERESOLVE, "getaddrinfo", "not a name that can be looked up (too long, or ill-formed)");
+  } else if (error || a->address_count == 0) {
+    /* None at all: a hosts file entry of another family, say. */
+    finish(a, -1, PROCORD_ERESOLVE, "getaddrinfo", resolve_reason(error ? error : EVUTIL_EAI_NODATA));
+  } else {
     try_next(a);
   }
+}
+
+/* An answer given before procord_connect returned, on a later turn (on_done
+   never runs inside procord_connect); drops the lookup's reference. */
+static void on_answer_later(void *argument) {
+  procord_connect_t *a = argument;
+  handle_answer(a, a->resolve_error);
   release(a);
 }
 
-static int lookup(procord_connect_t *a, int flags) {
-  char port[16];
-  snprintf(port, sizeof port, "%d", a->options.port);
+/* evdns's callback: inside evdns_getaddrinfo when it answers at once (the
+   hosts file, a failure), or on a later turn of the loop. */
+static void on_resolved(int result, struct evutil_addrinfo *list, void *argument) {
+  procord_connect_t *a = argument;
+  if (a->starting) {
+    a->resolve_error = result;
+    a->refused_at_once = result == EVUTIL_EAI_FAIL;
+    if (!result && keep_addresses(a, list) != 0) a->resolve_error = EVUTIL_EAI_MEMORY;
+    if (list) evutil_freeaddrinfo(list);
+    return;
+  }
+  a->request = NULL;
+  procord_loop_remove_work(a->loop, &a->lookup_work);
+  if (!result && !a->cancelled && keep_addresses(a, list) != 0) result = EVUTIL_EAI_MEMORY;
+  if (list) evutil_freeaddrinfo(list);
+  handle_answer(a, result);
+  release(a);
+}
+
+static void abort_lookup(procord_loop_work_t *work) {
+  cancel_lookup((procord_connect_t *)((char *)work - offsetof(procord_connect_t, lookup_work)));
+}
+
+/* Called by procord_loop_free, the loop stopped for good. Every lookup of
+   ours is loop work, so none is left by then (the loop ran until their
+   callbacks came back). evdns's own requests (a probe of a name server
+   that failed) are dropped without their callbacks: failed instead, their
+   callbacks would be queued on a base about to be freed, never to run, and
+   what they hold would leak. */
+static void free_resolver(void *resolver) { evdns_base_free(resolver, 0); }
+
+/* The loop's resolver, made on its first lookup: resolv.conf (or the file
+   PROCORD_RESOLV_CONF names) and the hosts file, read once. NULL when out
+   of memory. */
+static struct evdns_base *loop_resolver(procord_loop_t *loop) {
+  struct evdns_base *resolver = procord_loop_resolver(loop);
+  if (resolver) return resolver;
+  /* Inactive, it waits on nothing: no read event keeps a socket watched. */
+  resolver = evdns_base_new(procord_loop_base(loop), EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+  if (!resolver) return NULL;
+  /* Before the file, so that its own options win. */
+  evdns_base_set_option(resolver, "timeout:", RESOLVER_TIMEOUT);
+  evdns_base_set_option(resolver, "attempts:", RESOLVER_ATTEMPTS);
+  const char *path = secure_getenv("PROCORD_RESOLV_CONF");
+  if (!path || !*path) path = "/etc/resolv.conf";
+  /* Missing or unreadable, evdns falls back to a name server on 127.0.0.1
+     (as the C library does); with none at all a query would wait forever. */
+  evdns_base_resolv_conf_parse(resolver, DNS_OPTIONS_ALL, path);
+  if (evdns_base_count_nameservers(resolver) == 0 && evdns_base_nameserver_ip_add(resolver, "127.0.0.1") != 0) {
+    evdns_base_free(resolver, 0);
+    return NULL;
+  }
+  procord_loop_set_resolver(loop, resolver, free_resolver);
+  return resolver;
+}
+
+/* "localhost" and names under it are the loopback (RFC 6761), asked of no
+   name server even where the hosts file forgets them. */
+static int is_localhost(const char *host) {
+  size_t length = strlen(host);
+  if (length && host[length - 1] == '.') length--;
+  static const char name[] = "localhost";
+  size_t n = sizeof name - 1;
+  if (length < n || strncasecmp(host + length - n, name, n) != 0) return 0;
+  return length == n || host[length - n - 1] == '.';
+}
+
+/* Addresses known without asking anyone: a numeric one, or the loopback
+   for localhost. 1 if so (kept, or resolve_error set), 0 if not. */
+static int answer_at_once(procord_connect_t *a, const char *port) {
   struct addrinfo hints = {0};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = flags;
-  return getaddrinfo(a->host, port, &hints, &a->addresses);
-}
-
-static void *resolve(void *argument) {
-  procord_connect_t *a = argument;
-  a->resolve_error = lookup(a, AI_ADDRCONFIG);
-  /* Out of memory here, the attempt is left as it is (leaked, never
-     answered): freeing it would touch loop state from this thread. */
-  procord_loop_call(a->loop, on_resolved, a);
-  return NULL;
-}
-
-/* The owner cancels the attempt itself; the lookup just has to come back. */
-static void ignore_abort(procord_loop_work_t *work) { (void)work; }
-
-static int start_resolver(procord_connect_t *a) {
-  pthread_attr_t attributes;
-  pthread_attr_init(&attributes);
-  pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-  /* The thread must not take the program's signals. */
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &previous);
-  pthread_t thread;
-  __atomic_add_fetch(&a->references, 1, __ATOMIC_RELAXED);
-  a->lookup_work.abort = ignore_abort;
-  procord_loop_add_work(a->loop, &a->lookup_work);
-  int error = pthread_create(&thread, &attributes, resolve, a);
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  pthread_attr_destroy(&attributes);
-  if (error) {
-    procord_loop_remove_work(a->loop, &a->lookup_work);
-    a->lookup_work.next = NULL;
-    __atomic_sub_fetch(&a->references, 1, __ATOMIC_RELAXED);
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  struct addrinfo *list = NULL, *ipv6 = NULL;
+  if (getaddrinfo(a->host, port, &hints, &list) == 0) {
+    if (keep_addresses(a, list) != 0) a->resolve_error = EVUTIL_EAI_MEMORY;
+    freeaddrinfo(list);
+    return 1;
   }
-  return -error;
+  if (!is_localhost(a->host)) return 0;
+  if (getaddrinfo("127.0.0.1", port, &hints, &list) != 0 || getaddrinfo("::1", port, &hints, &ipv6) != 0) {
+    a->resolve_error = EVUTIL_EAI_MEMORY;
+  } else {
+    struct addrinfo *last = list;
+    while (last->ai_next) last = last->ai_next;
+    last->ai_next = ipv6; /* read only, and parted again before each is freed */
+    if (keep_addresses(a, list) != 0) a->resolve_error = EVUTIL_EAI_MEMORY;
+    last->ai_next = NULL;
+  }
+  if (list) freeaddrinfo(list);
+  if (ipv6) freeaddrinfo(ipv6);
+  return 1;
+}
+
+/* Starts the lookup of a name on the loop's resolver; 0 or -ENOMEM. */
+static int start_lookup(procord_connect_t *a, const char *port) {
+  struct evdns_base *resolver = loop_resolver(a->loop);
+  if (!resolver) return -ENOMEM;
+  struct evutil_addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+  a->references++; /* the lookup's */
+  a->lookup_work.abort = abort_lookup;
+  procord_loop_add_work(a->loop, &a->lookup_work);
+  a->starting = 1;
+  a->request = evdns_getaddrinfo(resolver, a->host, port, &hints, on_resolved, a);
+  a->starting = 0;
+  if (a->request) return 0;
+  /* Answered inside the call (the hosts file, or a failure): later. */
+  procord_loop_remove_work(a->loop, &a->lookup_work);
+  int error = procord_loop_call(a->loop, on_answer_later, a);
+  if (error) a->references--;
+  return error;
 }
 
 int procord_connect(procord_loop_t *loop, const procord_connect_options_t *options,
@@ -196,16 +347,16 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *optio
     struct timeval limit = {options->timeout_ms / 1000, (options->timeout_ms % 1000) * 1000};
     evtimer_add(a->timer, &limit);
   }
-  /* Numeric addresses need no lookup, so no thread either; on_done still
-     never runs inside this call. */
+  char port[16];
+  snprintf(port, sizeof port, "%d", options->port);
   int error;
-  if (lookup(a, AI_NUMERICHOST) == 0) {
-    __atomic_add_fetch(&a->references, 1, __ATOMIC_RELAXED);
-    error = procord_loop_call(loop, on_resolved, a);
-    if (error) __atomic_sub_fetch(&a->references, 1, __ATOMIC_RELAXED);
+  if (answer_at_once(a, port)) {
+    /* No lookup at all: on_done still never runs inside this call. */
+    a->references++;
+    error = procord_loop_call(loop, on_answer_later, a);
+    if (error) a->references--;
   } else {
-    a->addresses = NULL;
-    error = start_resolver(a);
+    error = start_lookup(a, port);
   }
   if (error) {
     release(a);
@@ -218,9 +369,10 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *optio
 void procord_connect_cancel(procord_connect_t *a) {
   if (!a || a->cancelled) return;
   a->cancelled = 1;
+  cancel_lookup(a); /* its callback, on a later turn, drops the lookup's reference */
   if (a->writable) event_del(a->writable);
   if (a->timer) event_del(a->timer);
   if (a->fd >= 0) close(a->fd); /* after event_del: the event must not watch a closed fd */
   a->fd = -1;
-  release(a); /* a resolver still running holds its own reference */
+  release(a);
 }

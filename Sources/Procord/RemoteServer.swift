@@ -7,8 +7,10 @@ import CProcord
 /// library's included.
 public struct RemoteServer: Sendable, Equatable, CustomStringConvertible {
   /// A DNS name, or an IPv4 or IPv6 literal (without brackets). Names are
-  /// resolved off Procord's loop thread, so a slow resolver never stalls
-  /// other delegations.
+  /// resolved on Procord's loop thread without blocking it (no thread is
+  /// started for a lookup), so a slow resolver never stalls other
+  /// delegations: `localhost` is the loopback, other names come from
+  /// `/etc/hosts`, then from the name servers of `/etc/resolv.conf`.
   public var host: String
   /// The server's TCP port; 1111 by default, as in the original library.
   public var port: Int
