@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <event2/event.h>
+#include <poll.h>
 #include <strings.h>
 
 static const char known_name[] = "worker.procord.test";
@@ -373,6 +374,50 @@ static void a_name_server_answers_on_the_loop(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* On a host's libevent base, and through a host's poll() loop, the lookup
+   is answered on the host's thread, from the host's dispatch: no thread. */
+static void lookups_run_on_a_hosts_loop_with_no_thread(void) {
+  BEGIN();
+  int port = 0, listener = listen_on("127.0.0.1", &port);
+  CHECK(listener >= 0);
+  int threads = count_threads();
+  for (int polled = 0; polled <= 1; polled++) {
+    struct event_base *base = polled ? NULL : event_base_new();
+    procord_loop_t *loop = NULL;
+    CHECK_EQ_INT(polled ? procord_loop_new_polled(&loop) : procord_loop_new_on_base(base, &loop), 0);
+    name_server_t ns;
+    CHECK_EQ_INT(name_server_start(&ns, loop), 0);
+    CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+    attempt_t seen;
+    procord_connect_t *attempt = NULL;
+    CHECK_EQ_INT(start_connect(loop, known_name, port, 5000, &seen, &attempt), 0);
+    seen.stop_loop = 0; /* a hosted loop is its host's to stop */
+    long long started = now_ms();
+    while (!seen.done && now_ms() - started < 10000) {
+      if (polled) {
+        struct pollfd watched = {procord_loop_backend_fd(loop), POLLIN, 0};
+        poll(&watched, 1, procord_loop_backend_timeout(loop));
+        procord_loop_run_nowait(loop);
+      } else {
+        event_base_loop(base, EVLOOP_ONCE);
+      }
+    }
+    int peer = seen.fd >= 0 ? peer_port(seen.fd) : -1;
+    if (seen.fd >= 0) close(seen.fd);
+    procord_loop_free(loop);
+    name_server_stop(&ns);
+    forget_resolv_conf();
+    if (base) event_base_free(base);
+    CHECK_EQ_INT(seen.done, 1);
+    CHECK_EQ_INT(seen.error, 0);
+    CHECK_EQ_INT(peer, port);
+    CHECK(ns.queries >= 1);
+    CHECK_EQ_INT(seen.threads, threads);
+  }
+  close(listener);
+  CHECK_NOTHING_LEFT();
+}
+
 /* Every address of the answer is tried in turn: the first refuses. */
 static void every_address_is_tried_in_turn(void) {
   BEGIN();
@@ -719,6 +764,7 @@ int main(int argc, char **argv) {
   RUN(a_delegation_to_localhost_reaches_a_server);
   RUN(a_name_from_the_hosts_file_asks_no_name_server);
   RUN(a_name_server_answers_on_the_loop);
+  RUN(lookups_run_on_a_hosts_loop_with_no_thread);
   RUN(every_address_is_tried_in_turn);
   RUN(no_thread_is_started_by_a_lookup);
   RUN(a_numeric_address_asks_no_name_server);
