@@ -239,9 +239,9 @@ static void publish_stopped(server_t *s) {
  * Every client and worker is gone: what is left of the server on the loop
  * (its events, its listening socket, its place in libevent's log and among
  * the loop's work) goes too, so that only its memory remains, freed by
- * procord_server_free on any thread, even after the loop. Then the end is
- * published, and `tell` calls on_stopped, which may free the server: nothing
- * of it is touched after the publication.
+ * procord_server_free on any thread, even after the loop. Then `tell` calls
+ * on_stopped, which may free the server (the free waits for its return),
+ * and the end is published: nothing of the server is touched after that.
  */
 static void finish(server_t *s, int tell) {
   if (s->finished) return;
@@ -257,11 +257,17 @@ static void finish(server_t *s, int tell) {
   if (s->finish_event) event_free(s->finish_event); /* in its own callback, it may be */
   s->finish_event = NULL;
   procord_loop_t *own_loop = s->own_loop ? s->loop : NULL;
-  void (*on_stopped)(void *) = tell ? s->options->on_stopped : NULL;
-  void *context = s->options->context;
+  if (tell && s->options->on_stopped) {
+    __atomic_store_n(&s->in_on_stopped, 1, __ATOMIC_RELEASE);
+    s->options->on_stopped(s->options->context);
+    __atomic_store_n(&s->in_on_stopped, 0, __ATOMIC_RELEASE);
+    if (s->free_requested) {
+      free(s);
+      return;
+    }
+  }
   publish_stopped(s);
   if (own_loop) procord_loop_stop(own_loop);
-  if (on_stopped) on_stopped(context);
 }
 
 static void on_finish_event(evutil_socket_t fd, short events, void *context) {
@@ -448,6 +454,11 @@ static void abandon_on_loop(void *argument) {
 
 void procord_server_free(procord_server_t *server) {
   if (!server) return;
+  /* From on_stopped: freed once it returns. */
+  if (__atomic_load_n(&server->in_on_stopped, __ATOMIC_ACQUIRE)) {
+    server->free_requested = 1;
+    return;
+  }
   if (!procord_server_is_stopped(server)) {
     /* Nothing queued may be lost: waited for, as long as it takes. */
     while (procord_loop_call_and_wait(server->loop, abandon_on_loop, server) != 0) {

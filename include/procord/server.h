@@ -211,10 +211,13 @@ typedef struct procord_server_options_s {
   void (*on_listening)(void *context, const char *address, int port);
   /* Optional: called once, on the loop's thread, when the server has
      stopped: every client closed, every worker gone and reaped, nothing of
-     it left on the loop. Not called for a server freed while it still ran
-     (procord_server_free). For a server of procord_server_start, it may free
-     the server (unless another thread may still use it); with
-     procord_server_run it is called before the run returns. */
+     it left on the loop. procord_server_is_stopped and procord_server_wait
+     say so once it has returned, so a thread that waited may free what
+     `context` points to. Not called for a server freed while it still ran
+     (procord_server_free). For a server of procord_server_start, it may
+     free the server (procord_server_free, done once it returns) if no
+     other thread uses it; with procord_server_run it is called before the
+     run returns. */
   void (*on_stopped)(void *context);
 } procord_server_options_t;
 
@@ -331,13 +334,13 @@ int procord_server_stop(procord_server_t *server, procord_server_stop_how_t how)
 
 /*
  * Returns 1 once the server has stopped (every client closed, every worker
- * reaped; on_stopped was called or is being called), 0 before. Thread-safe.
+ * reaped) and its on_stopped has returned, 0 before. Thread-safe.
  */
 int procord_server_is_stopped(const procord_server_t *server);
 
 /*
- * Waits until the server has stopped, or `timeout_ms` milliseconds have
- * passed (negative: no limit). The loop must be running on another thread
+ * Waits until the server has stopped (as procord_server_is_stopped says),
+ * or `timeout_ms` milliseconds have passed (negative: no limit). The loop must be running on another thread
  * meanwhile (procord_loop_start_thread): on the loop's own thread it does
  * not wait, and answers at once. Thread-safe. Returns 1 if the server has
  * stopped, 0 if not (yet).
