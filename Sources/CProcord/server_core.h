@@ -144,7 +144,7 @@ struct procord_server_s {
   int finishing, finished; /* on the loop's thread */
   int stopped;             /* published under the loop's done lock: procord_server_is_stopped */
   int in_on_stopped;       /* atomic: a procord_server_free meanwhile is done after it */
-  int free_requested;
+  int free_requested;      /* atomic: by procord_server_free during on_stopped */
   int start_error;
   int start_failures; /* in a row; reset by a worker that gets ready */
   /* Limits, defaults applied. */

@@ -261,7 +261,7 @@ static void finish(server_t *s, int tell) {
     __atomic_store_n(&s->in_on_stopped, 1, __ATOMIC_RELEASE);
     s->options->on_stopped(s->options->context);
     __atomic_store_n(&s->in_on_stopped, 0, __ATOMIC_RELEASE);
-    if (s->free_requested) {
+    if (__atomic_load_n(&s->free_requested, __ATOMIC_ACQUIRE)) {
       free(s);
       return;
     }
@@ -456,7 +456,7 @@ void procord_server_free(procord_server_t *server) {
   if (!server) return;
   /* From on_stopped: freed once it returns. */
   if (__atomic_load_n(&server->in_on_stopped, __ATOMIC_ACQUIRE)) {
-    server->free_requested = 1;
+    __atomic_store_n(&server->free_requested, 1, __ATOMIC_RELEASE);
     return;
   }
   if (!procord_server_is_stopped(server)) {
