@@ -460,7 +460,8 @@ void procord_server_free(procord_server_t *server) {
     return;
   }
   if (!procord_server_is_stopped(server)) {
-    /* Nothing queued may be lost: waited for, as long as it takes. */
+    /* Only -ENOMEM (no memory to queue the call) fails it: a server still
+       running must not be freed, so it is tried again. */
     while (procord_loop_call_and_wait(server->loop, abandon_on_loop, server) != 0) {
       struct timespec pause = {0, 1000000};
       nanosleep(&pause, NULL);

@@ -325,7 +325,9 @@ typedef enum procord_server_stop_how {
  * loop (procord_loop_call) and this call waits until the loop has taken it
  * in (not until the server has stopped): after it returns, new connections
  * are refused. On the loop's thread, or with the loop not running, it acts
- * at once.
+ * at once. Not from the server's own callbacks (its log, accept_filter,
+ * keep_running, on_listening), which run in the middle of its work: there,
+ * keep_running returning 0 stops it.
  *
  * Returns 0; PROCORD_EINVAL for a NULL server or an unknown `how`; -ENOMEM
  * if it could not be queued (nothing changed: try again).
@@ -355,8 +357,9 @@ int procord_server_wait(procord_server_t *server, int timeout_ms);
  * on_stopped; the loop must not have been freed yet then, and this waits for
  * the loop's thread as procord_server_stop does (or does it at once on that
  * thread, or with the loop not running). Freeing the loop
- * (procord_loop_free) first stops a running server at once too. After
- * this call the server must not be used; NULL does nothing. Returns nothing.
+ * (procord_loop_free) first stops a running server at once too. Not from
+ * the server's own callbacks but on_stopped. After this call the server
+ * must not be used; NULL does nothing. Returns nothing.
  */
 void procord_server_free(procord_server_t *server);
 
