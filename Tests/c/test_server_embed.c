@@ -406,6 +406,43 @@ static void started_before_its_loop_runs_it_serves_once_the_loop_runs(void) {
   CHECK_NOTHING_LEFT();
 }
 
+typedef struct {
+  embedded_t *e;
+  int result;
+  int done;
+  int on_loop;
+} start_call_t;
+
+static void start_here(void *argument) {
+  start_call_t *call = argument;
+  call->on_loop = procord_loop_is_current_thread(loop);
+  call->result = procord_server_start(loop, &call->e->options, &call->e->server);
+  pthread_mutex_lock(&call->e->lock);
+  call->done = 1;
+  pthread_cond_broadcast(&call->e->changed);
+  pthread_mutex_unlock(&call->e->lock);
+}
+
+/* Started from the loop's own thread (a callback), at once: it serves. */
+static void started_from_the_loops_own_thread_it_serves_too(void) {
+  BEGIN();
+  embedded_t e;
+  embedded_prepare(&e);
+  start_call_t call = {.e = &e, .result = -1};
+  CHECK_EQ_INT(procord_loop_call(loop, start_here, &call), 0);
+  pthread_mutex_lock(&e.lock);
+  while (!call.done) pthread_cond_wait(&e.changed, &e.lock);
+  pthread_mutex_unlock(&e.lock);
+  CHECK(call.on_loop);
+  CHECK_EQ_INT(call.result, 0);
+  CHECK(echoes(loop, port_of(e.server), "from the loop"));
+  CHECK_EQ_INT(procord_server_stop(e.server, PROCORD_SERVER_STOP_GRACEFUL), 0);
+  CHECK_EQ_INT(procord_server_wait(e.server, 10000), 1);
+  procord_server_free(e.server);
+  embedded_destroy(&e);
+  CHECK_NOTHING_LEFT();
+}
+
 /* ---- Stopping ---- */
 
 static void graceful_stop_from_another_thread_lets_a_running_task_finish_and_answer(void) {
@@ -713,6 +750,7 @@ int main(int argc, char **argv) {
   RUN(port_0_is_the_port_the_address_names_and_clients_reach);
   RUN(start_refuses_what_run_refuses_and_leaves_nothing);
   RUN(started_before_its_loop_runs_it_serves_once_the_loop_runs);
+  RUN(started_from_the_loops_own_thread_it_serves_too);
   RUN(graceful_stop_from_another_thread_lets_a_running_task_finish_and_answer);
   RUN(stop_now_kills_a_running_task_and_reaps_every_worker);
   RUN(stop_from_the_loops_own_thread_acts_at_once);
