@@ -10,10 +10,9 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static procord_log_fn process_log;
 static void *process_context;
-/* A running server's log, which takes libevent's messages meanwhile. */
-static procord_log_fn server_log;
-static void *server_context;
-static const void *server_owner;
+/* Running servers' logs, the newest first: it takes libevent's messages
+   meanwhile (the one before it again once it stops). */
+static procord_log_route_t *routes;
 static int installed;
 
 static void on_libevent_log(int severity, const char *message) {
@@ -25,8 +24,8 @@ static void on_libevent_log(int severity, const char *message) {
   /* Held during the call, so that a log is never called after it was
      replaced (its context may be gone). */
   pthread_mutex_lock(&lock);
-  procord_log_fn log = server_owner ? server_log : process_log;
-  void *context = server_owner ? server_context : process_context;
+  procord_log_fn log = routes ? routes->log : process_log;
+  void *context = routes ? routes->context : process_context;
   if (log) log(context, level, line);
   pthread_mutex_unlock(&lock);
 }
@@ -52,22 +51,24 @@ void procord_log_take_libevent(void) {
   pthread_mutex_unlock(&lock);
 }
 
-void procord_log_route_to_server(const void *owner, procord_log_fn log, void *context) {
+void procord_log_route_to_server(procord_log_route_t *route, procord_log_fn log, void *context) {
   pthread_mutex_lock(&lock);
-  server_owner = owner;
-  server_log = log;
-  server_context = context;
+  route->log = log;
+  route->context = context;
+  route->next = routes;
+  routes = route;
   install();
   pthread_mutex_unlock(&lock);
 }
 
-void procord_log_unroute_from_server(const void *owner) {
+void procord_log_unroute_from_server(procord_log_route_t *route) {
   pthread_mutex_lock(&lock);
-  if (server_owner == owner) {
-    server_owner = NULL;
-    server_log = NULL;
-    server_context = NULL;
-  }
+  for (procord_log_route_t **at = &routes; *at; at = &(*at)->next)
+    if (*at == route) {
+      *at = route->next;
+      break;
+    }
+  route->next = NULL;
   pthread_mutex_unlock(&lock);
 }
 

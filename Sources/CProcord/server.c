@@ -1,45 +1,31 @@
 /*
- * A worker server (procord/server.h): listen, accept, take each connection
- * through the gate (TLS, the secret) when asked, bound how many are held,
- * and stop cleanly (drain on SIGTERM/SIGINT). Clients are server_clients.c's,
- * workers server_workers.c's (see server_core.h for the whole).
+ * A worker server (procord/server.h): accept, take each connection through
+ * the gate (TLS, the secret) when asked, bound how many are held, and drain
+ * (SIGTERM/SIGINT, procord_server_stop). Setting up, starting and finishing
+ * are server_lifecycle.c's, clients server_clients.c's, workers
+ * server_workers.c's (see server_core.h for the whole).
  */
 #define _GNU_SOURCE
-#include "lineage_private.h"
-#include "loop_private.h"
-#include "procord/connection.h"
 #include "procord/error.h"
 #include "procord/frame.h"
-#include "procord/listen.h"
-#include "security_private.h"
 #include "server_core.h"
-#include "server_private.h"
-#include "log_private.h"
 #include "server_secure.h"
 
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#define DEFAULT_DRAIN_TIMEOUT_MS 30000
 #define ACCEPT_RETRY_MS 100 /* after EMFILE: wait for descriptors, do not spin */
 #define ACCEPTS_PER_TURN 64
-#define DEFER_ACCEPT_S 2 /* then back to the loop: the others' bytes wait too */
 
 /* A peer in the gate (TLS, authentication), or a TLS client's relay. */
 typedef struct secured_peer_s {
@@ -63,14 +49,6 @@ void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
   s->options->log(s->options->context, level, line);
 }
 
-/* libevent has one log for the whole process: while a server runs, what
-   libevent says goes to the server's log (log.c). */
-static void route_libevent_log(server_t *s) {
-  procord_log_route_to_server(s, s->options->log, s->options->context);
-}
-
-static void unroute_libevent_log(server_t *s) { procord_log_unroute_from_server(s); }
-
 void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
                             size_t size) {
   char host[NI_MAXHOST], port[NI_MAXSERV];
@@ -84,18 +62,15 @@ void procord_address_string(const struct sockaddr *address, socklen_t length, ch
 
 /* ---- Stopping ---- */
 
-static void begin_drain(server_t *s, const char *why);
-static void notify(server_t *s, const char *state);
-
 void server_maybe_stop(server_t *s) {
-  if (!s->draining) return;
+  if (!s->draining || s->finishing) return;
   server_workers_retire_idle(s);
-  if (s->client_count == 0 && s->total == 0 && !s->secured) procord_loop_stop(s->loop);
+  if (s->client_count == 0 && s->total == 0 && !s->secured) server_finish_soon(s);
 }
 
 void server_check_keep_running(server_t *s) {
   if (s->options->keep_running && !s->draining && !s->options->keep_running(s->options->context))
-    begin_drain(s, "keep-running predicate said stop");
+    server_begin_drain(s, "keep-running predicate said stop");
 }
 
 /* ---- Accepting ---- */
@@ -210,7 +185,7 @@ static void secure(server_t *s, int fd, const char *name, server_peer_t *peer) {
 
 /* Drops every peer still in the gate (a drain, a stop); with `relays`, the
    relays of TLS clients too. */
-static void drop_secured(server_t *s, int relays) {
+void server_drop_secured(server_t *s, int relays) {
   secured_peer_t *e = s->secured, *next;
   for (; e; e = next) {
     next = e->next;
@@ -298,18 +273,24 @@ static void on_accept_retry(evutil_socket_t fd, short events, void *context) {
 
 /* ---- Draining ---- */
 
+/* Every client closed, every worker killed, every peer in the gate dropped:
+   the kills' ends are seen as usual, and then the server finishes. */
+static void end_everything(server_t *s) {
+  server_clients_close_all(s);
+  server_workers_kill(s);
+  server_drop_secured(s, 1);
+  server_maybe_stop(s);
+}
+
 static void on_drain_timeout(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   server_t *s = context;
   server_log(s, PROCORD_LOG_WARNING, "drain timeout: killing %d running tasks, dropping %d waiting", s->busy, s->ready);
-  server_clients_close_all(s);
-  server_workers_kill(s);
-  drop_secured(s, 1);
-  server_maybe_stop(s);
+  end_everything(s);
 }
 
-static void begin_drain(server_t *s, const char *why) {
+void server_begin_drain(server_t *s, const char *why) {
   if (s->draining) return;
   s->draining = 1;
   server_log(s, PROCORD_LOG_INFO, "stopping (%s): %d tasks running, %d waiting, %d arriving", why, s->busy,
@@ -319,14 +300,23 @@ static void begin_drain(server_t *s, const char *why) {
   if (s->listen_fd >= 0) close(s->listen_fd);
   s->listen_fd = -1;
   /* Peers not through the gate yet are not clients yet. */
-  drop_secured(s, 0);
+  server_drop_secured(s, 0);
   /* Tasks read whole, or arriving, are served; idle connections go, and
      the others once answered (no `0R`). */
   server_clients_drain(s);
-  notify(s, "STOPPING=1");
+  server_notify(s, "STOPPING=1");
   procord_timer_arm(s->drain_timer, s->drain_timeout_ms);
   server_dispatch(s);
   server_maybe_stop(s);
+}
+
+void server_stop_now(server_t *s, const char *why) {
+  if (s->finishing) return;
+  int running = s->busy, waiting = s->ready;
+  server_begin_drain(s, why);
+  if (s->finishing) return;
+  server_log(s, PROCORD_LOG_INFO, "stopping now: killing %d running tasks, dropping %d waiting", running, waiting);
+  end_everything(s);
 }
 
 static void on_respawn(evutil_socket_t fd, short events, void *context) {
@@ -337,270 +327,34 @@ static void on_respawn(evutil_socket_t fd, short events, void *context) {
 
 static void on_signal(evutil_socket_t signal, short events, void *context) {
   (void)events;
-  begin_drain(context, signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  server_begin_drain(context, signal == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* ---- Setting up ---- */
+/* ---- The server's own events ---- */
 
-int procord_server_activated_socket(void) {
-  const char *pid = getenv("LISTEN_PID");
-  const char *count = getenv("LISTEN_FDS");
-  if (!pid || !count || atol(pid) != (long)getpid() || atoi(count) < 1) return -1;
-  unsetenv("LISTEN_PID");
-  unsetenv("LISTEN_FDS");
-  unsetenv("LISTEN_FDNAMES");
-  int fd = 3; /* SD_LISTEN_FDS_START */
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
-}
-
-static int bind_listener(server_t *s) {
-  const procord_server_options_t *o = s->options;
-  const char *host = o->hostname ? o->hostname : "127.0.0.1";
-  int fd = -1;
-  int error = procord_listen_socket(host, o->port, o->reuse_address, &fd);
-  if (error == PROCORD_ERESOLVE)
-    server_log(s, PROCORD_LOG_ERROR, "cannot resolve %s", host);
-  else if (error)
-    server_log(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s%s", host, o->port, procord_strerror(error),
-             error == -EADDRINUSE && !o->reuse_address
-                 ? " (another server has it, or a stopped one's connections still wait out TIME_WAIT: "
-                   "reuse_address, --procord-reuse-address, takes it over from those)"
-                 : "");
-  return error ? error : fd;
-}
-
-/* systemd's Type=notify: READY=1 once listening (with the address), STOPPING=1 at a drain. */
-static void notify(server_t *s, const char *state) {
-  (void)s;
-  const char *path = getenv("NOTIFY_SOCKET");
-  if (!path || !*path || strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path) return;
-  struct sockaddr_un address = {.sun_family = AF_UNIX};
-  memcpy(address.sun_path, path, strlen(path));
-  if (address.sun_path[0] == '@') address.sun_path[0] = 0; /* abstract namespace */
-  socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-  char message[256];
-  int n = snprintf(message, sizeof message, "%s\nMAINPID=%d", state, (int)getpid());
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  sendto(fd, message, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
-  close(fd);
-}
-
-static int open_listener(server_t *s) {
-  /* 0 is "none", as in a zero-initialized struct: never stdin. */
-  int fd = s->options->listen_fd > 0 ? s->options->listen_fd : -1;
-  if (fd >= 0) {
-    int listening = 0;
-    socklen_t size = sizeof listening;
-    int error = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 ? -errno
-                : listening                                                     ? 0
-                                                                                : PROCORD_EINVAL;
-    if (error) {
-      server_log(s, PROCORD_LOG_ERROR, "cannot serve descriptor %d (listen_fd): %s", fd,
-               error == PROCORD_EINVAL ? "a socket that does not listen" : strerror(-error));
-      return error;
-    }
-  }
-  if (fd < 0) fd = procord_server_activated_socket();
-  if (fd >= 0) {
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-  } else {
-    fd = bind_listener(s);
-    if (fd < 0) return fd;
-  }
-  struct sockaddr_storage address;
-  socklen_t length = sizeof address;
-  if (getsockname(fd, (struct sockaddr *)&address, &length) == 0) {
-    procord_address_string((struct sockaddr *)&address, length, s->address, sizeof s->address);
-    /* A Unix socket (socket activation) has no port: 0. */
-    s->port = address.ss_family == AF_INET6  ? ntohs(((struct sockaddr_in6 *)&address)->sin6_port)
-              : address.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&address)->sin_port)
-                                             : 0;
-  }
-  s->listen_fd = fd;
-  /* Every client speaks first (a task, a TLS greeting, a secret's first
-     frame): the kernel keeps a connection until its first bytes come, so
-     a flood of connections that say nothing costs the server nothing and
-     crowds no client out. After DEFER_ACCEPT_S a silent one is accepted
-     anyway, and its idle limit applies. */
-  int seconds = DEFER_ACCEPT_S;
-  setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds); /* not TCP: harmless */
-  return 0;
-}
-
-static int is_loopback(const struct sockaddr_storage *address) {
-  if (address->ss_family == AF_INET)
-    return (ntohl(((const struct sockaddr_in *)address)->sin_addr.s_addr) >> 24) == 127;
-  if (address->ss_family != AF_INET6) return 1; /* a Unix socket, say: not the network */
-  const struct in6_addr *a = &((const struct sockaddr_in6 *)address)->sin6_addr;
-  return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-}
-
-/* What a server's security options allow; logs why not. */
-static int check_security(server_t *s) {
-  const procord_security_t *security = s->options->security;
-  if (!security) return 0;
-  if (security->role != PROCORD_SECURITY_SERVER) {
-    server_log(s, PROCORD_LOG_ERROR, "the server's security options were made for a client");
-    return PROCORD_EINVAL;
-  }
-  return 0;
-}
-
-/* Reachable beyond this machine by clients it cannot tell apart: say so,
-   once, at start. TLS alone encrypts, but lets any client in. */
-static void warn_if_exposed(server_t *s) {
-  const procord_security_t *security = s->options->security;
-  if (security && (security->secret_length > 0 || (security->tls && (SSL_CTX_get_verify_mode(security->tls) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT)))) return;
-  struct sockaddr_storage address;
-  socklen_t length = sizeof address;
-  if (getsockname(s->listen_fd, (struct sockaddr *)&address, &length) != 0 || is_loopback(&address)) return;
-  server_log(s, PROCORD_LOG_WARNING,
-           "listening on %s %s: anyone who can reach this port can run tasks (see docs/SECURITY.md)",
-           s->address, security ? "with TLS but without client certificates or a shared secret"
-                                : "without TLS or a shared secret");
-}
-
-static void release_server(server_t *s) {
-  /* Whatever is left: kill, then reap, so no process is left behind. */
-  server_clients_close_all(s);
-  server_workers_release(s);
-  drop_secured(s, 1);
-  server_peers_free(s);
+int server_events_open(server_t *s) {
+  s->accept_event = event_new(s->base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
+  s->retry_timer = evtimer_new(s->base, on_accept_retry, s);
+  s->drain_timer = evtimer_new(s->base, on_drain_timeout, s);
+  s->respawn_timer = evtimer_new(s->base, on_respawn, s);
+  if (!s->accept_event || !s->retry_timer || !s->drain_timer || !s->respawn_timer) return -ENOMEM;
+  if (!s->options->handle_signals) return 0;
+  /* Every event of a signal on this base gets it: each server that asks
+     drains on it. */
+  s->signals[0] = evsignal_new(s->base, SIGTERM, on_signal, s);
+  s->signals[1] = evsignal_new(s->base, SIGINT, on_signal, s);
   for (int i = 0; i < 2; i++)
-    if (s->signals[i]) event_free(s->signals[i]);
-  if (s->accept_event) event_free(s->accept_event);
-  if (s->retry_timer) event_free(s->retry_timer);
-  if (s->drain_timer) event_free(s->drain_timer);
-  if (s->respawn_timer) event_free(s->respawn_timer);
-  if (s->listen_fd >= 0) close(s->listen_fd);
+    if (!s->signals[i] || event_add(s->signals[i], NULL) < 0) return -ENOMEM;
+  return 0;
 }
 
-static int or_default(int value, int fallback) { return value > 0 ? value : value < 0 ? -1 : fallback; }
+void server_accept(server_t *s) { event_add(s->accept_event, NULL); }
 
-/* The options' limits, with their defaults. */
-static void apply_limits(server_t *s, const procord_server_options_t *options) {
-  s->max = options->max_simultaneous_tasks > 0 ? options->max_simultaneous_tasks
-                                               : PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS;
-  if (options->dont_fork) s->max = 1; /* one task at a time, in this process */
-  s->warm = options->prestarted_workers > 0 ? options->prestarted_workers : 2;
-  if (s->warm > s->max) s->warm = s->max;
-  s->max_connections = options->max_connections > 0 ? options->max_connections : PROCORD_DEFAULT_MAX_CONNECTIONS;
-  s->max_connections_per_peer = options->max_connections_per_peer > 0 ? options->max_connections_per_peer : 0;
-  s->max_tasks_per_peer = options->max_tasks_per_peer > 0 ? options->max_tasks_per_peer : 0;
-  s->idle_timeout_ms = or_default(options->idle_timeout_ms, PROCORD_DEFAULT_IDLE_TIMEOUT_MS);
-  s->task_timeout_ms = or_default(options->task_timeout_ms, PROCORD_DEFAULT_TASK_TIMEOUT_MS);
-  s->answer_timeout_ms = or_default(options->answer_timeout_ms, PROCORD_DEFAULT_ANSWER_TIMEOUT_MS);
-  s->read_timeout_ms = options->read_timeout_ms > 0 ? options->read_timeout_ms : 0;
-  s->min_receive_rate = options->min_receive_rate > 0 ? options->min_receive_rate : PROCORD_DEFAULT_MIN_RATE;
-  s->min_send_rate = options->min_send_rate > 0 ? options->min_send_rate : PROCORD_DEFAULT_MIN_RATE;
-  s->drain_timeout_ms = options->drain_timeout_ms > 0 ? options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
-  s->max_message_size = options->max_message_size > 0 ? options->max_message_size : procord_default_max_message_size();
-  s->max_held_bytes = options->max_buffered_task_bytes;
-  if (s->max_held_bytes == 0) {
-    s->max_held_bytes = (size_t)256 << 20;
-    if (s->max_message_size <= SIZE_MAX / 2 && 2 * s->max_message_size > s->max_held_bytes)
-      s->max_held_bytes = 2 * s->max_message_size;
+void server_events_free(server_t *s) {
+  struct event **events[] = {&s->signals[0], &s->signals[1], &s->accept_event,
+                             &s->retry_timer, &s->drain_timer, &s->respawn_timer};
+  for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
+    if (*events[i]) event_free(*events[i]);
+    *events[i] = NULL;
   }
-  s->max_owed_bytes = options->max_buffered_answer_bytes > 0 ? options->max_buffered_answer_bytes : s->max_held_bytes;
-  s->stats = options->stats ? options->stats : &s->local_stats;
-  memset(s->stats, 0, sizeof *s->stats);
-}
-
-/*
- * Descriptors for max_connections clients (a TLS client holds three: its
- * socket and its relay's pair) and the workers (their control and session
- * sockets): the soft limit is raised toward the hard one if it is short
- * (Linux starts programs at 1024), and max_connections lowered, saying so,
- * if even that is not enough.
- */
-static void fit_descriptor_limit(server_t *s) {
-  struct rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
-  rlim_t per_client = s->options->security && procord_security_uses_tls(s->options->security) ? 3 : 1;
-  rlim_t reserve = (rlim_t)s->max * 4 + 64;
-  rlim_t needed = (rlim_t)s->max_connections * per_client + reserve;
-  if (limit.rlim_cur >= needed) return;
-  rlim_t raised = limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= needed ? needed : limit.rlim_max;
-  if (raised > limit.rlim_cur) {
-    struct rlimit wanted = {raised, limit.rlim_max};
-    if (setrlimit(RLIMIT_NOFILE, &wanted) == 0) limit.rlim_cur = raised;
-  }
-  if (limit.rlim_cur >= needed) return;
-  int fits = limit.rlim_cur > reserve + per_client ? (int)((limit.rlim_cur - reserve) / per_client) : 1;
-  /* Only a limit asked for is worth a warning: the default fits itself. */
-  server_log(s, s->options->max_connections > 0 ? PROCORD_LOG_WARNING : PROCORD_LOG_INFO,
-             "max_connections lowered from %d to %d: the descriptor limit is %llu (raise it with ulimit -n, "
-             "or LimitNOFILE= under systemd)", s->max_connections, fits, (unsigned long long)limit.rlim_cur);
-  s->max_connections = fits;
-}
-
-int procord_server_run(const procord_server_options_t *options) {
-  procord_lineage_mark_serving(); /* it may delegate from now on */
-  if (!options) return PROCORD_EINVAL;
-  const char *mistake = !options->dont_fork && !options->worker.program
-                            ? "no worker program: set options.worker (its program and argv, see server.h), "
-                              "or dont_fork with tasks"
-                        : options->dont_fork && options->task_count == 0
-                            ? "dont_fork without tasks: set options.tasks and options.task_count"
-                            : NULL;
-  if (mistake) {
-    if (options->log) options->log(options->context, PROCORD_LOG_ERROR, mistake);
-    return PROCORD_EINVAL;
-  }
-  server_t *s = calloc(1, sizeof *s);
-  if (!s) return -ENOMEM;
-  s->options = options;
-  s->listen_fd = -1;
-  apply_limits(s, options);
-  int error = procord_loop_new(&s->loop);
-  if (error) {
-    free(s);
-    return error;
-  }
-  s->base = procord_loop_base(s->loop);
-  route_libevent_log(s);
-  error = check_security(s);
-  if (!error) fit_descriptor_limit(s);
-  if (!error) error = open_listener(s);
-  if (!error) warn_if_exposed(s);
-  if (!error) {
-    s->accept_event = event_new(s->base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
-    s->retry_timer = evtimer_new(s->base, on_accept_retry, s);
-    s->drain_timer = evtimer_new(s->base, on_drain_timeout, s);
-    s->respawn_timer = evtimer_new(s->base, on_respawn, s);
-    if (!s->accept_event || !s->retry_timer || !s->drain_timer || !s->respawn_timer) error = -ENOMEM;
-  }
-  if (!error && options->handle_signals) {
-    /* A program inherits its starter's signal mask (a test runner's threads
-       block SIGTERM, for one): the signals we drain on must get through. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
-    s->signals[0] = evsignal_new(s->base, SIGTERM, on_signal, s);
-    s->signals[1] = evsignal_new(s->base, SIGINT, on_signal, s);
-    for (int i = 0; i < 2; i++)
-      if (!s->signals[i] || event_add(s->signals[i], NULL) < 0) error = -ENOMEM;
-  }
-  if (!error) {
-    server_workers_keep_warm(s);
-    event_add(s->accept_event, NULL);
-    server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d task%s at once%s, %d connections)", s->address,
-               s->max, s->max == 1 ? "" : "s", options->dont_fork ? ", in this process" : "", s->max_connections);
-    char ready[200];
-    snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s", s->address);
-    notify(s, ready);
-    if (options->on_listening) options->on_listening(options->context, s->address, s->port);
-    procord_loop_run(s->loop);
-    server_log(s, PROCORD_LOG_INFO, "stopped");
-  }
-  release_server(s);
-  procord_loop_free(s->loop);
-  unroute_libevent_log(s);
-  free(s);
-  return error;
 }

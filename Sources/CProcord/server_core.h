@@ -2,7 +2,9 @@
  * Private to the C core: the insides of a worker server, shared by its
  * files, one concern each:
  *
- *   server.c          options, listening, accepting, the gate, stopping
+ *   server_lifecycle.c  options, listening, starting on a loop, stopping,
+ *                     freeing, and procord_server_run
+ *   server.c          accepting, the gate, draining
  *   server_clients.c  a client's connection: reading whole tasks under time
  *                     limits, holding the next one, writing answers
  *   server_workers.c  worker processes (or the in-process thread), their
@@ -25,13 +27,15 @@
 #include <stdarg.h>
 #include <time.h>
 
+#include "log_private.h"
+#include "loop_private.h"
 #include "procord/connection.h"
 #include "procord/server.h"
 #include "procord/spawn.h"
 
 #define PEER_SIZE 64
 
-typedef struct server_s server_t;
+typedef struct procord_server_s server_t;
 typedef struct server_client_s server_client_t;
 typedef struct server_worker_s server_worker_t;
 
@@ -124,14 +128,24 @@ typedef enum {
   REASON_COUNT
 } server_reason_t;
 
-struct server_s {
-  const procord_server_options_t *options;
+struct procord_server_s {
+  const procord_server_options_t *options; /* &copy */
+  procord_server_options_t copy;           /* the caller's, without hostname */
   procord_loop_t *loop;
   struct event_base *base;
+  int own_loop; /* procord_server_run's: stopped with the server */
+  procord_loop_work_t work; /* on the loop from start to finish (procord_loop_free stops it) */
+  procord_log_route_t log_route; /* libevent's messages, meanwhile */
   int listen_fd;
   struct event *accept_event, *retry_timer, *drain_timer, *respawn_timer;
   struct event *signals[2];
+  struct event *finish_event; /* everything gone: finished from the loop's top */
   int accept_paused, draining;
+  int finishing, finished; /* on the loop's thread */
+  int stopped;             /* published under the loop's done lock: procord_server_is_stopped */
+  int in_on_stopped;       /* atomic: a procord_server_free meanwhile is done after it */
+  int free_requested;      /* atomic: by procord_server_free during on_stopped */
+  int start_error;
   int start_failures; /* in a row; reset by a worker that gets ready */
   /* Limits, defaults applied. */
   int max, warm, max_connections, max_connections_per_peer, max_tasks_per_peer;
@@ -171,13 +185,34 @@ struct server_s {
   int port;                  /* the one listened on */
 };
 
+/* ---- server_lifecycle.c ---- */
+/* systemd's Type=notify (procord_server_run's only): `state` to NOTIFY_SOCKET. */
+void server_notify(server_t *s, const char *state);
+/* Everything is gone: the server finishes from the loop's top (its events
+   freed, on_stopped called), not inside the callback that saw it. */
+void server_finish_soon(server_t *s);
+
 /* ---- server.c ---- */
 void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
-/* Stops the loop once a drain is over. */
+/* Finishes the server once a drain is over (server_finish_soon). */
 void server_maybe_stop(server_t *s);
 /* After each task: the keep_running predicate. */
 void server_check_keep_running(server_t *s);
+/* Makes the events of accepting, draining and (with handle_signals) the
+   signals; 0 or -ENOMEM. Accepting starts with server_accept. */
+int server_events_open(server_t *s);
+void server_accept(server_t *s);
+/* Frees them (none may fire any more). */
+void server_events_free(server_t *s);
+/* Drains (procord_server_stop's GRACEFUL, a signal, keep_running): new
+   connections refused, tasks read are served; `why` for the log. */
+void server_begin_drain(server_t *s, const char *why);
+/* Drains, and ends every client and worker at once (STOP_NOW); their ends
+   are seen as usual. */
+void server_stop_now(server_t *s, const char *why);
+/* Drops every peer still in the gate, and (`relays`) TLS clients' relays. */
+void server_drop_secured(server_t *s, int relays);
 
 /* ---- server_clients.c ---- */
 /* Takes `fd` (a connected socket, or our end of a TLS relay) as a client. */

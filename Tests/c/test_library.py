@@ -6,9 +6,10 @@ compiles Examples/c/minimal.c (and the loop examples on_libevent.c, on_poll.c)
 in a directory outside the tree with nothing
 but `pkg-config --cflags --libs procord`, and runs it as a main program that
 delegates to itself and to a demo worker server; links it statically too
-(libprocord.a, with `pkg-config --static`) and runs that. Then runs the examples that
-`make examples` built. First, that a build without libevent's or OpenSSL's
-headers names the package to install. Each check is one test; the last line is
+(libprocord.a, with `pkg-config --static`) and runs that; builds and runs
+Examples/c/server_embedded.c (a server on the program's loop) both ways.
+Then runs the examples that `make examples` built. First, that a build
+without libevent's or OpenSSL's headers names the package to install. Each check is one test; the last line is
 "N passed, N failed".
 """
 import argparse
@@ -125,6 +126,14 @@ def check_hosted_examples(directory, suffix):
           sorted(on_poll.stdout.splitlines()) == expected, on_poll.stdout + on_poll.stderr)
 
 
+def embedded_server_served(result, expected):
+    """server_embedded's output: where its server listened, the results
+    `expected` (lines), the server stopped; exit status 0."""
+    match = re.fullmatch(r"server listening on 127\.0\.0\.1:(\d+)\n(.*)server stopped\n", result.stdout, re.S)
+    return (result.returncode == 0 and match is not None and int(match.group(1)) > 0 and
+            match.group(2) == "".join(line + "\n" for line in expected))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", required=True, help="procord-demo, for its worker server")
@@ -151,7 +160,7 @@ def main():
         # A C program outside the tree, compiled with pkg-config alone.
         outside = os.path.join(work, "program")
         os.makedirs(outside)
-        for name in ["minimal.c", "fibo_task.h"]:
+        for name in ["minimal.c", "server_embedded.c", "fibo_task.h"]:
             shutil.copy(os.path.join(ROOT, "Examples", "c", name), outside)
         compiled = run(["sh", "-c", "cc -std=c11 -Wall -Wextra -Werror minimal.c "
                         "$(pkg-config --cflags --libs procord) -o minimal"], cwd=outside, env=environment)
@@ -182,6 +191,19 @@ def main():
         itself = run([static_program, "10", "20"])
         check("the static program delegates to itself", itself.returncode == 0 and
               itself.stdout == "fibo(10) = 89\nfibo(20) = 10946\n", itself.stdout + itself.stderr)
+        # A server embedded in a program, on its loop: built both ways too.
+        for link, libraries in [("shared", "$(pkg-config --cflags --libs procord)"),
+                                ("static", "$(pkg-config --cflags procord) -Wl,-Bstatic "
+                                           "$(pkg-config --static --libs procord) -Wl,-Bdynamic")]:
+            compiled = run(["sh", "-c", "cc -std=c11 -Wall -Wextra -Werror server_embedded.c "
+                            f"{libraries} -o server_embedded-{link}"], cwd=outside, env=environment)
+            check(f"server_embedded compiles with pkg-config ({link})",
+                  compiled.returncode == 0 and compiled.stderr == "", compiled.stderr[-2000:])
+            served = run([os.path.join(outside, f"server_embedded-{link}"), "10", "20"])
+            check(f"server_embedded ({link}) serves its own delegations, then stops its server",
+                  embedded_server_served(served, ["fibo(10) = 89", "fibo(20) = 10946"]),
+                  served.stdout + served.stderr)
+
         versions = run(["sh", "-c", "pkg-config --modversion procord; grep -o 'define PROCORD_VERSION_[A-Z]* [0-9]*' "
                         f"{prefix}/include/procord/version.h"], env=environment)
         numbers = re.findall(r"PROCORD_VERSION_(?:MAJOR|MINOR|PATCH) (\d+)", versions.stdout)
@@ -229,6 +251,13 @@ def main():
         check("recursive: workers that delegate to workers", recursive.returncode == 0 and
               recursive.stdout == "rfibo(8) = 34\n", recursive.stdout + recursive.stderr)
         check_hosted_examples(examples, "")
+        embedded = run([os.path.join(examples, "server_embedded"), "12", "13"])
+        check("server_embedded: a server on the program's loop serves its delegations, then stops",
+              embedded_server_served(embedded, ["fibo(12) = 233", "fibo(13) = 377"]),
+              embedded.stdout + embedded.stderr)
+        embedded = run([os.path.join(examples, "server_embedded")])
+        check("server_embedded without arguments delegates fibo(20)",
+              embedded_server_served(embedded, ["fibo(20) = 10946"]), embedded.stdout + embedded.stderr)
         c_server = Server([os.path.join(examples, "server"), "0"], work)
         servers.append(c_server)
         check("the server example starts", c_server.port is not None)

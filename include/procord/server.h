@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 
 #include "procord/log.h"
+#include "procord/loop.h"
 #include "procord/security.h"
 #include "procord/spawn.h"
 #include "procord/worker.h"
@@ -127,7 +128,9 @@ typedef struct procord_server_options_s {
   /* On SIGTERM or SIGINT (unblocked on the calling thread if the program
      was started with them blocked): stop accepting (new connections are refused),
      let running tasks finish, for at most drain_timeout_ms (0: 30000),
-     then kill what is left and return 0. Under socket activation the
+     then kill what is left and stop (procord_server_run returns 0; a
+     started server calls on_stopped). Every server of the process that
+     handles signals drains on them. Under socket activation the
      listening socket belongs to the service manager: connections then wait
      in its queue for the next start instead of being refused. */
   int handle_signals;
@@ -199,13 +202,32 @@ typedef struct procord_server_options_s {
      when it starts; read them from another thread with
      procord_server_stats_read). */
   procord_server_stats_t *stats;
-  /* Optional: called once, on the calling thread, when the server listens
-     (before any client is served), with the address (numeric `host:port`,
+  /* Optional: called once, when the server listens (before any client is
+     served), on the calling thread of procord_server_run (of
+     procord_server_start: the loop's, when it runs on another), with the address (numeric `host:port`,
      `[host]:port` for IPv6) and the port: with port 0, the one the system
      picked (0 for a Unix socket given as listen_fd). For a program that embeds a server and must tell its clients
      where it is. */
   void (*on_listening)(void *context, const char *address, int port);
+  /* Optional: called once, on the loop's thread, when the server has
+     stopped: every client closed, every worker gone and reaped, nothing of
+     it left on the loop. procord_server_is_stopped and procord_server_wait
+     say so once it has returned, so a thread that waited may free what
+     `context` points to. Not called for a server freed while it still ran
+     (procord_server_free). For a server of procord_server_start, it may
+     free the server (procord_server_free, done once it returns) if no
+     other thread uses it; with procord_server_run it is called before the
+     run returns. */
+  void (*on_stopped)(void *context);
 } procord_server_options_t;
+
+/*
+ * Sets every field of `options` to its default (zero, today, for each of
+ * them). Call it first, then set the fields you need: a field added in a
+ * later version of this header then gets its default rather than what the
+ * stack held. Thread-safe. Returns nothing.
+ */
+void procord_server_options_init(procord_server_options_t *options);
 
 /*
  * Runs a server on the calling thread until it is stopped (signal or
@@ -216,9 +238,130 @@ typedef struct procord_server_options_s {
  * tasks). It may raise
  * the process's soft descriptor limit to fit max_connections (see there). When the
  * environment has NOTIFY_SOCKET (systemd's Type=notify), it sends READY=1
- * and a STATUS naming the address once it listens.
+ * and a STATUS naming the address once it listens, and STOPPING=1 when it
+ * drains. It is procord_server_start on a loop of its own, run on the
+ * calling thread until the server has stopped, then freed.
  */
 int procord_server_run(const procord_server_options_t *options);
+
+/* ---- A server embedded in a program, on the program's loop ---- */
+
+/* A server started with procord_server_start: opaque, freed with
+   procord_server_free. */
+typedef struct procord_server_s procord_server_t;
+
+/* Room for a server's address as procord_server_address writes it. */
+#define PROCORD_SERVER_ADDRESS_SIZE 64
+
+/*
+ * Starts a server on `loop` (procord/loop.h) without running the loop and
+ * without blocking: it listens, starts its workers ahead of time, and
+ * serves clients whenever the loop runs, on the loop's thread, beside
+ * whatever else the loop drives (delegations, pools, other servers), until
+ * procord_server_stop, a signal (handle_signals) or keep_running stops it.
+ * It stores the server in `*server`; the caller owns it and frees it with
+ * procord_server_free.
+ *
+ * Thread: any. When the loop runs on another thread, the setting up is done
+ * there and this call waits for it (it must not be made from a thread the
+ * loop's thread waits on); on the loop's own thread (a callback), or
+ * before the loop runs, it is done at once. handle_signals unblocks SIGTERM
+ * and SIGINT on the calling thread.
+ *
+ * Ownership: the options are copied; the caller's struct need not outlive
+ * the call, nor does `hostname`. What its pointers point to must outlive
+ * the server (until on_stopped, or procord_server_free): the tasks, the
+ * worker's program, arguments and environment, `security`, `stats`, and
+ * whatever `context` the callbacks are given.
+ *
+ * Unlike procord_server_run, it says nothing to systemd (NOTIFY_SOCKET):
+ * the program says when it, as a whole, is ready. The loop is never stopped
+ * by the server: a stopped server only leaves it.
+ *
+ * Returns 0, or a negative error code with nothing started and nothing left
+ * open: PROCORD_EINVAL for a NULL argument, no worker program (set
+ * options.worker, or dont_fork with tasks), dont_fork without tasks, or a
+ * client's security options; an address that cannot be resolved
+ * (PROCORD_ERESOLVE) or bound (-EADDRINUSE, -EACCES...); a listen_fd that
+ * does not listen; -ENOMEM. Each is said in the options' log at error
+ * level, as procord_server_run says it.
+ */
+int procord_server_start(procord_loop_t *loop, const procord_server_options_t *options,
+                         procord_server_t **server);
+
+/*
+ * Writes where the server listens, as numeric `host:port` (`[host]:port`
+ * for IPv6; for a Unix socket given as listen_fd, "?"), into `buffer` of
+ * `size` bytes (PROCORD_SERVER_ADDRESS_SIZE is enough; NULL with 0: none),
+ * and its port in `*port` (unless `port` is NULL): with port 0 in the
+ * options, the one the system picked; 0 for a Unix socket. The same as
+ * on_listening gave. Fixed once started, so it may be called from any
+ * thread, after the server stopped too. Returns 0, or -ENOBUFS when the
+ * address does not fit (`buffer` then holds as much as fits, terminated;
+ * give PROCORD_SERVER_ADDRESS_SIZE bytes), or PROCORD_EINVAL for a NULL server.
+ */
+int procord_server_address(const procord_server_t *server, char *buffer, size_t size, int *port);
+
+/* How procord_server_stop stops a server. */
+typedef enum procord_server_stop_how {
+  /* As SIGTERM does: new connections are refused at once, idle clients
+     closed, tasks read (or arriving) are served and answered, each client
+     closed after its answer; what still runs after drain_timeout_ms is
+     killed. */
+  PROCORD_SERVER_STOP_GRACEFUL = 0,
+  /* At once: new connections refused, every client closed (a running
+     task's client sees its connection end), every worker killed (SIGKILL). */
+  PROCORD_SERVER_STOP_NOW = 1,
+} procord_server_stop_how_t;
+
+/*
+ * Stops the server as `how` says. It has stopped once on_stopped is called
+ * (or procord_server_is_stopped says so, or procord_server_wait returns
+ * 1): workers exit and are reaped on the loop's thread, so the loop must
+ * run meanwhile. STOP_NOW after STOP_GRACEFUL hastens a drain; a stop of a
+ * stopped server does nothing.
+ *
+ * Thread: any. From another thread than the loop's, it is queued to the
+ * loop (procord_loop_call) and this call waits until the loop has taken it
+ * in (not until the server has stopped): after it returns, new connections
+ * are refused. On the loop's thread, or with the loop not running, it acts
+ * at once. Not from the server's own callbacks (its log, accept_filter,
+ * keep_running, on_listening), which run in the middle of its work: there,
+ * keep_running returning 0 stops it.
+ *
+ * Returns 0; PROCORD_EINVAL for a NULL server or an unknown `how`; -ENOMEM
+ * if it could not be queued (nothing changed: try again).
+ */
+int procord_server_stop(procord_server_t *server, procord_server_stop_how_t how);
+
+/*
+ * Returns 1 once the server has stopped (every client closed, every worker
+ * reaped) and its on_stopped has returned, 0 before. Thread-safe.
+ */
+int procord_server_is_stopped(const procord_server_t *server);
+
+/*
+ * Waits until the server has stopped (as procord_server_is_stopped says),
+ * or `timeout_ms` milliseconds have passed (negative: no limit). The loop must be running on another thread
+ * meanwhile (procord_loop_start_thread): on the loop's own thread it does
+ * not wait, and answers at once. Thread-safe. Returns 1 if the server has
+ * stopped, 0 if not (yet).
+ */
+int procord_server_wait(procord_server_t *server, int timeout_ms);
+
+/*
+ * Frees a server of procord_server_start. A stopped one only has its memory
+ * freed: this may then be called from any thread, even after its loop was
+ * freed. One still running is stopped at once, here: clients closed, every
+ * worker killed and reaped (waited for) before this returns, without
+ * on_stopped; the loop must not have been freed yet then, and this waits for
+ * the loop's thread as procord_server_stop does (or does it at once on that
+ * thread, or with the loop not running). Freeing the loop
+ * (procord_loop_free) first stops a running server at once too. Not from
+ * the server's own callbacks but on_stopped. After this call the server
+ * must not be used; NULL does nothing. Returns nothing.
+ */
+void procord_server_free(procord_server_t *server);
 
 /*
  * Returns the listening socket a service manager passed (systemd's socket
