@@ -4,8 +4,9 @@
  * host's libevent base, or polled by a plain poll() loop through the
  * backend descriptor and timeout. The host's own timer keeps ticking on
  * time while 100 delegations and a 1,000-task pool run, and the library
- * starts no thread (/proc/self/task is counted at every tick). Blocking
- * waits on the host's thread are refused instead of dead-locking.
+ * starts no thread (/proc/self/task is counted at every tick). A server
+ * starts, serves a client of the same loop (by name) and stops there.
+ * Blocking waits on the host's thread are refused instead of dead-locking.
  *
  * This program is its own worker (`double`, `sleep`).
  */
@@ -16,6 +17,7 @@
 #include "procord/log.h"
 #include "procord/loop.h"
 #include "procord/pool.h"
+#include "procord/server.h"
 #include "procord/worker.h"
 
 #include <dirent.h>
@@ -37,6 +39,8 @@ enum {
 
 static char self_path[4096];
 static const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+
+static const char *handoff_arguments[] = {self_path, "--procord-worker", "--procord-handoff-fd", "3", NULL};
 
 static const procord_worker_task_t worker_tasks[] = {
     {"double", fixture_task_double, NULL},
@@ -335,6 +339,84 @@ static void freeing_a_hosted_loop_kills_and_reaps_its_running_workers(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* ---- A server on the host's loop, and a client of it on the same loop ---- */
+
+typedef struct {
+  struct event_base *base; /* NULL: polled */
+  procord_server_t *server;
+  procord_delegation_t *delegation;
+  int threads_in_on_done;
+  int stopped;
+} hosted_server_t;
+
+static void stop_server_when_answered(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                                      void *context) {
+  (void)delegation;
+  (void)outcome;
+  hosted_server_t *hosted = context;
+  hosted->threads_in_on_done = thread_count();
+  procord_server_stop(hosted->server, PROCORD_SERVER_STOP_GRACEFUL);
+}
+
+static void on_server_stopped(void *context) {
+  hosted_server_t *hosted = context;
+  hosted->stopped = 1;
+  if (hosted->base) event_base_loopbreak(hosted->base);
+}
+
+static void a_server_starts_serves_by_name_and_stops_on_a_hosts_loop(void) {
+  BEGIN();
+  int threads = thread_count();
+  for (int polled = 0; polled <= 1; polled++) {
+    hosted_server_t hosted = {0};
+    hosted.base = polled ? NULL : event_base_new();
+    procord_loop_t *loop = NULL;
+    CHECK_EQ_INT(polled ? procord_loop_new_polled(&loop) : procord_loop_new_on_base(hosted.base, &loop), 0);
+    procord_server_options_t options;
+    procord_server_options_init(&options);
+    options.port = 0;
+    options.worker = (procord_spawn_options_t){.program = self_path, .arguments = handoff_arguments};
+    options.on_stopped = on_server_stopped;
+    options.context = &hosted;
+    CHECK_EQ_INT(procord_server_start(loop, &options, &hosted.server), 0);
+    char address[PROCORD_SERVER_ADDRESS_SIZE];
+    int port = 0;
+    CHECK_EQ_INT(procord_server_address(hosted.server, address, sizeof address, &port), 0);
+    CHECK(port > 0);
+    /* By name: "localhost" is looked up on the loop too. */
+    procord_delegation_options_t task = {
+        .task_name = "double", .input = "21", .input_length = 2, .remote_host = "localhost",
+        .remote_port = port, .on_done = stop_server_when_answered, .context = &hosted,
+    };
+    CHECK_EQ_INT(procord_delegate(loop, &task, &hosted.delegation), 0);
+    /* A wait for the server, on the host's thread, could never end. */
+    CHECK_EQ_INT(procord_server_wait(hosted.server, -1), -EDEADLK);
+    long long started = now_ms();
+    while (!hosted.stopped && now_ms() - started < 20000) {
+      if (polled) {
+        struct pollfd watched = {procord_loop_backend_fd(loop), POLLIN, 0};
+        poll(&watched, 1, procord_loop_backend_timeout(loop));
+        procord_loop_run_nowait(loop);
+      } else {
+        event_base_dispatch(hosted.base);
+      }
+    }
+    CHECK(hosted.stopped);
+    CHECK(procord_server_is_stopped(hosted.server));
+    const procord_outcome_t *outcome = procord_delegation_outcome(hosted.delegation);
+    CHECK(outcome != NULL);
+    CHECK_EQ_INT(outcome->kind, PROCORD_OUTCOME_VALUE);
+    CHECK_BYTES(outcome->body, outcome->length, "42");
+    CHECK_EQ_INT(hosted.threads_in_on_done, threads);
+    procord_delegation_release(hosted.delegation);
+    procord_server_free(hosted.server);
+    procord_loop_free(loop);
+    if (hosted.base) event_base_free(hosted.base);
+  }
+  CHECK_EQ_INT(thread_count(), threads);
+  CHECK_NOTHING_LEFT();
+}
+
 typedef struct {
   procord_loop_t *loop;
   char logged[1024];
@@ -434,6 +516,7 @@ int main(int argc, char **argv) {
   RUN_WITHIN(on_a_host_libevent_base_the_work_runs_with_no_thread_and_the_hosts_timer_on_time, 120);
   RUN_WITHIN(through_a_poll_loop_the_work_runs_with_no_thread_and_the_hosts_timer_on_time, 120);
   RUN(a_polled_loops_timeout_brings_a_deadline_on_time);
+  RUN(a_server_starts_serves_by_name_and_stops_on_a_hosts_loop);
   RUN(another_thread_delegates_through_the_hosts_loop_and_waits);
   RUN(freeing_a_hosted_loop_kills_and_reaps_its_running_workers);
   RUN(freeing_from_a_callback_of_the_hosts_base_says_so_and_can_be_done_again_after);

@@ -342,10 +342,11 @@ int procord_server_is_stopped(const procord_server_t *server);
 
 /*
  * Waits until the server has stopped (as procord_server_is_stopped says),
- * or `timeout_ms` milliseconds have passed (negative: no limit). The loop must be running on another thread
- * meanwhile (procord_loop_start_thread): on the loop's own thread it does
- * not wait, and answers at once. Thread-safe. Returns 1 if the server has
- * stopped, 0 if not (yet).
+ * or `timeout_ms` milliseconds have passed (negative: no limit). The loop
+ * must be running on another thread meanwhile: on the loop's own thread (a
+ * callback, or a hosted loop's thread, procord/loop.h) a wait with a time
+ * other than 0 is refused with -EDEADLK (use on_stopped there).
+ * Thread-safe. Returns 1 if the server has stopped, 0 if not (yet).
  */
 int procord_server_wait(procord_server_t *server, int timeout_ms);
 
