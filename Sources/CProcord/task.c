@@ -35,7 +35,7 @@ static int delegate_with(const procord_task_t *task, const void *input,
   int error = task->write_input(input, &bytes, &length, task->context);
   if (error) {
     free(bytes); /* whatever it allocated before failing */
-    return error < 0 ? error : PROCORD_EINVAL;
+    return error < 0 ? error : PROCORD_EBADVALUE;
   }
   options.task_name = task->name;
   options.input = bytes;
@@ -84,11 +84,11 @@ int procord_task_result(const procord_task_t *task, procord_delegation_t *delega
     read = task->read_error;
     result = PROCORD_TASK_RAISED;
   }
-  if (!read) return PROCORD_EUNEXPECTED;
+  if (!read) return PROCORD_ENOVALUE;
   int error = read(outcome->body, outcome->length, value, task->context);
   if (error) {
     *value = NULL;
-    return error < 0 ? error : PROCORD_EILL_FORMED;
+    return error < 0 ? error : PROCORD_EBADVALUE;
   }
   return result;
 }
