@@ -8,7 +8,7 @@
 #include "procord/worker.h"
 #include "worker_termination.h"
 #include "procord/error.h"
-#include "procord/frame.h"
+#include "frame_private.h"
 #include "capture.h"
 #include "frame_writer.h"
 
