@@ -239,7 +239,7 @@ static void run_pass(pass_t *p) {
         FUZZ_CHECK(frames == p->ref->count, "error after %zu frames, expected %zu", frames,
                    p->ref->count);
         check_sticky(parser, p, at, r);
-        procord_frame_parser_reset(parser);
+        procord_frame_parser_free(parser);
         return;
       }
     }
