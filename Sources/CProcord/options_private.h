@@ -15,7 +15,9 @@
  * becomes offsetof(type, first_new_field), and stays so: a program built
  * before the field existed keeps being read with the layout it was built
  * with. (A struct embedded by value in another, procord_spawn_options_t,
- * may never grow: scripts/c_api.py check-abi refuses it.)
+ * may never grow: scripts/c_api.py check-abi refuses it.) The core's own
+ * calls set `.size = sizeof options` too, so that a field appended later is
+ * not dropped from them as from an old program's.
  */
 #ifndef PROCORD_OPTIONS_PRIVATE_H
 #define PROCORD_OPTIONS_PRIVATE_H
