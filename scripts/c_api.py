@@ -13,7 +13,10 @@
                            order) start with those recorded in
                            scripts/abi-structs.txt: a struct only grows at its
                            end, so that a program built against an older header
-                           still finds each field where it was
+                           still finds each field where it was; and a struct
+                           embedded by value in another public struct does not
+                           change at all (growing, it would move the fields of
+                           the struct that holds it)
     c_api.py update-abi    records the structs as they are now in
                            scripts/abi-structs.txt (after a deliberate change:
                            a field appended, a new struct, or an ABI break with
@@ -158,11 +161,12 @@ def field_names(declaration):
     return names
 
 
-def structs(text):
-    """{name: [field, ...]} of each struct defined (with a body) in text, named
-    by its typedef when it has one (procord_pool_stats_t), else by its tag."""
+def struct_bodies(text):
+    """(name, tag, [member declaration, ...]) of each struct defined (with a
+    body) in text, named by its typedef when it has one (procord_pool_stats_t),
+    else by its tag."""
     text = COMMENT.sub(" ", text)
-    found = {}
+    found = []
     for match in STRUCT_START.finditer(text):
         depth, end = 1, match.end()
         while depth and end < len(text):
@@ -172,11 +176,40 @@ def structs(text):
         typedef = re.match(r"\s*(procord_\w+)\s*;", text[end:])
         is_typedef = re.search(r"\btypedef\s*$", text[:match.start()])
         name = typedef.group(1) if typedef and is_typedef else match.group(1)
+        found.append((name, match.group(1), split_at_depth_zero(body, ";")))
+    return found
+
+
+def structs(text):
+    """{name: [field, ...]} of each struct defined (with a body) in text."""
+    found = {}
+    for name, _, declarations in struct_bodies(text):
         fields = []
-        for declaration in split_at_depth_zero(body, ";"):
+        for declaration in declarations:
             fields.extend(field_names(declaration))
         found[name] = fields
     return found
+
+
+# A member of a procord struct type held by value: `procord_spawn_options_t
+# worker`, `struct procord_b_s inner[2]` (not a pointer, not a function).
+EMBEDDED_MEMBER = re.compile(r"\s*(?:const\s+)?(?:struct\s+)?(procord_\w+)\s+[A-Za-z_]")
+
+
+def embedded(text):
+    """{struct: [struct that holds it by value, ...]} among the structs of text."""
+    bodies = struct_bodies(text)
+    name_of = {}
+    for name, tag, _ in bodies:
+        name_of[name] = name_of[tag] = name
+    holders = {}
+    for holder, _, declarations in bodies:
+        for declaration in declarations:
+            member = EMBEDDED_MEMBER.match(declaration)
+            if member and "*" not in declaration and "(" not in declaration \
+                    and member.group(1) in name_of:
+                holders.setdefault(name_of[member.group(1)], []).append(holder)
+    return {name: sorted(set(names)) for name, names in holders.items()}
 
 
 def public_structs():
@@ -184,6 +217,10 @@ def public_structs():
     for path in HEADERS:
         found.update(structs(open(path).read()))
     return found
+
+
+def public_embedded():
+    return embedded("\n".join(open(path).read() for path in HEADERS))
 
 
 def read_baseline(text):
@@ -198,19 +235,25 @@ def read_baseline(text):
 
 def baseline_text(found):
     lines = ["# The fields of each public struct, in order (scripts/c_api.py update-abi).",
-             "# A struct may only grow at its end: `make check-headers` fails otherwise."]
+             "# A struct may only grow at its end, and one embedded by value in another",
+             "# (procord_spawn_options_t) not at all: `make check-headers` fails otherwise."]
     lines += [f"{name}: {' '.join(fields)}" for name, fields in sorted(found.items())]
     return "\n".join(lines) + "\n"
 
 
-def abi_problems(recorded, found):
-    """What breaks a program built against the recorded structs: one line each."""
+def abi_problems(recorded, found, holders=None):
+    """What breaks a program built against the recorded structs: one line each.
+    `holders` ({struct: [struct that holds it by value]}) freezes those."""
     problems = []
     for name, before in sorted(recorded.items()):
         if name not in found:
             problems.append(f"struct {name} was removed")
             continue
         now = found[name]
+        if (holders or {}).get(name) and now != before:
+            problems.append(f"struct {name} changed, and it is embedded by value in "
+                            f"{', '.join(holders[name])}: it may not change at all, not even grow "
+                            "(the fields after it would move)")
         for index, field in enumerate(before):
             if index >= len(now):
                 problems.append(f"struct {name}: field {field} was removed")
@@ -238,7 +281,7 @@ def check_abi():
         print(f"{os.path.relpath(ABI_BASELINE, ROOT)} is missing: run `python3 scripts/c_api.py update-abi`")
         return 1
     found = public_structs()
-    problems = abi_problems(read_baseline(open(ABI_BASELINE).read()), found)
+    problems = abi_problems(read_baseline(open(ABI_BASELINE).read()), found, public_embedded())
     for problem in problems:
         print(problem)
     grown = [name for name, fields in read_baseline(open(ABI_BASELINE).read()).items()
@@ -247,7 +290,8 @@ def check_abi():
         print("grown at the end (record them with update-abi): " + ", ".join(sorted(grown)))
     print(f"{len(found)} public structs, {len(problems)} changes that break the ABI")
     if problems:
-        print("A struct may only grow at its end. If the break is deliberate: raise SOVERSION "
+        print("A struct may only grow at its end, and one embedded by value in another not at all. "
+              "If the break is deliberate: raise SOVERSION "
               "in the Makefile, then `python3 scripts/c_api.py update-abi`.")
     return 1 if problems else 0
 
@@ -274,18 +318,31 @@ def self_test():
     struct procord_c_s {
       struct procord_b_s *b;
     };
+    typedef struct procord_f_s {
+      int inner;
+    } procord_f_t;
+    typedef struct procord_g_s {
+      const procord_f_t f;
+      int after;
+    } procord_g_t;
     """
     recorded = structs(header)
     expected = {"procord_b_t": ["first", "second", "third", "callback", "bytes", "flag"],
-                "procord_c_s": ["b"]}
+                "procord_c_s": ["b"], "procord_f_t": ["inner"], "procord_g_t": ["f", "after"]}
     failures = []
     if recorded != expected:
         failures.append(f"read {recorded}, expected {expected}")
     if read_baseline(baseline_text(recorded)) != recorded:
         failures.append("the baseline does not read back as written")
+    if embedded(header) != {"procord_f_t": ["procord_g_t"]}:
+        failures.append(f"read the embedded structs {embedded(header)}, expected procord_f_t in procord_g_t")
 
     def case(label, old, new, expect):
-        problems = abi_problems(recorded, structs(header.replace(old, new)))
+        """`old` and `new`: one replacement, or lists of them."""
+        changed = header
+        for before, after in zip(*((old, new) if isinstance(old, list) else ([old], [new]))):
+            changed = changed.replace(before, after)
+        problems = abi_problems(recorded, structs(changed), embedded(changed))
         if expect is None and problems:
             failures.append(f"{label}: should pass, got {problems}")
         elif expect is not None and not any(expect in problem for problem in problems):
@@ -304,6 +361,15 @@ def self_test():
     case("a struct removed", "struct procord_c_s {", "struct procord_d_s {", "struct procord_c_s was removed")
     case("a new struct", "typedef struct procord_a_s procord_a_t;", "struct procord_e_s { int x; };",
          "struct procord_e_s is not recorded")
+    case("an embedded struct grown", "int inner;", "int inner; int added;",
+         "struct procord_f_t changed, and it is embedded by value in procord_g_t")
+    case("a struct embedded by its tag, grown", ["const procord_f_t f;", "int inner;"],
+         ["struct procord_f_s f;", "int inner; int added;"],
+         "struct procord_f_t changed, and it is embedded by value in procord_g_t")
+    case("a field renamed in an embedded struct", "int inner;", "int renamed;",
+         "struct procord_f_t changed, and it is embedded by value in procord_g_t")
+    case("a struct held by pointer grows", "unsigned flag : 1;", "unsigned flag : 1; int added;", None)
+    case("its holder grows", "int after;", "int after; int added;", None)
     for failure in failures:
         print(f"FAIL {failure}")
     print(f"c_api.py self-test: {len(failures)} failures")

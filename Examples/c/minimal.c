@@ -52,16 +52,20 @@ int main(int argc, char **argv) {
   int started = 0, succeeded = 0;
   for (int i = 0; i < count && delegations; i++) {
     const char *input = argv[command.first_argument + i];
-    procord_delegation_options_t options = {
-        .task_name = "fibo",
-        .input = input,
-        .input_length = strlen(input),
-        .worker = {.program = "/proc/self/exe", .arguments = worker_arguments,
-                   .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
-        .remote_host = command.hostname,
-        .remote_port = command.port >= 0 ? command.port : 1111,
-        .security = security,
-    };
+    /* Init first, then the fields we need: the rest keep their defaults,
+       even fields a later Procord adds. */
+    procord_delegation_options_t options;
+    procord_delegation_options_init(&options);
+    options.task_name = "fibo";
+    options.input = input;
+    options.input_length = strlen(input);
+    options.worker.program = "/proc/self/exe";
+    options.worker.arguments = worker_arguments;
+    options.worker.channel = PROCORD_CHANNEL_SOCKET;
+    options.worker.stderr_fd = -1;
+    options.remote_host = command.hostname;
+    options.remote_port = command.port >= 0 ? command.port : 1111;
+    options.security = security;
     if (procord_delegate(loop, &options, &delegations[i]) != 0) break;
     started++;
   }

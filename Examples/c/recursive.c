@@ -25,13 +25,15 @@ static procord_delegation_t *delegate_rfibo(long long n) {
   static const char *const arguments[] = {"recursive", "--procord-worker", "--procord-socket-fd", "3", NULL};
   char input[24];
   snprintf(input, sizeof input, "%lld", n);
-  procord_delegation_options_t options = {
-      .task_name = "rfibo",
-      .input = input,
-      .input_length = strlen(input),
-      .worker = {.program = "/proc/self/exe", .arguments = arguments,
-                 .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
-  };
+  procord_delegation_options_t options;
+  procord_delegation_options_init(&options); /* the defaults first */
+  options.task_name = "rfibo";
+  options.input = input;
+  options.input_length = strlen(input);
+  options.worker.program = "/proc/self/exe";
+  options.worker.arguments = arguments;
+  options.worker.channel = PROCORD_CHANNEL_SOCKET;
+  options.worker.stderr_fd = -1;
   procord_delegation_t *delegation = NULL;
   procord_loop_t *current = the_loop();
   return current && procord_delegate(current, &options, &delegation) == 0 ? delegation : NULL;

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "procord/connect.h"
 #include "loop_private.h"
+#include "options_private.h"
 #include "procord/error.h"
 
 #include <arpa/inet.h>
@@ -326,9 +327,12 @@ static int start_lookup(procord_connect_t *a, const char *port) {
   return error;
 }
 
-int procord_connect(procord_loop_t *loop, const procord_connect_options_t *options,
+int procord_connect(procord_loop_t *loop, const procord_connect_options_t *given,
                     procord_connect_t **result) {
-  if (!loop || !options || !options->host || !options->on_done || options->port <= 0 ||
+  procord_connect_options_t copy;
+  const procord_connect_options_t *options = &copy;
+  if (!given || PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECT_OPTIONS) != 0) return PROCORD_EINVAL;
+  if (!loop || !options->host || !options->on_done || options->port <= 0 ||
       options->port > 65535)
     return PROCORD_EINVAL;
   procord_connect_t *a = calloc(1, sizeof *a);
@@ -375,4 +379,9 @@ void procord_connect_cancel(procord_connect_t *a) {
   if (a->fd >= 0) close(a->fd); /* after event_del: the event must not watch a closed fd */
   a->fd = -1;
   release(a);
+}
+
+void procord_connect_options_init(procord_connect_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
 }

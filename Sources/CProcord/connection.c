@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "connection_private.h"
 #include "loop_private.h"
+#include "options_private.h"
 #include "security_private.h"
 #include "procord/error.h"
 
@@ -423,10 +424,22 @@ static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
   disconnect(argument, PROCORD_ETIMEOUT, "close");
 }
 
-int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *options,
+void procord_connection_options_init(procord_connection_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *given,
                             procord_connection_t **result) {
-  procord_connection_t *c = calloc(1, sizeof *c);
-  int error = c ? 0 : -ENOMEM;
+  if (!given) return PROCORD_EINVAL;
+  procord_connection_options_t copy;
+  const procord_connection_options_t *options = &copy;
+  int refused = PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
+  if (refused && procord_options_size(given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS) <
+                     offsetof(procord_connection_options_t, connecting))
+    copy.read_fd = copy.write_fd = -1; /* not even the descriptors were read: close none */
+  procord_connection_t *c = refused ? NULL : calloc(1, sizeof *c);
+  int error = refused ? refused : c ? 0 : -ENOMEM;
   if (!error && (options->read_fd < 0 || options->write_fd < 0 || !options->on_frame))
     error = PROCORD_EINVAL;
   if (error) {

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "auth_private.h"
+#include "frame_private.h"
 #include "procord/connection.h"
 #include "procord/security.h"
 

@@ -9,6 +9,7 @@
 #include "pool_private.h"
 #include "procord/error.h"
 #include "memory_private.h"
+#include "options_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -351,13 +352,29 @@ static void spawn_link(void *argument) {
   if (d->worker_stderr) procord_worker_stderr_set_pid(d->worker_stderr, d->link->pid);
 }
 
+void procord_delegation_options_init(procord_delegation_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+  procord_spawn_options_init(&options->worker);
+}
+
+int procord_delegation_options_copy(procord_delegation_options_t *copy,
+                                    const procord_delegation_options_t *given) {
+  int error = PROCORD_OPTIONS_COPY(*copy, given, PROCORD_FIRST_SIZE_DELEGATION_OPTIONS);
+  if (!error) error = procord_spawn_options_nested(&copy->worker);
+  return error;
+}
+
 void procord_delegation_refuse_input(const procord_delegation_options_t *options) {
   if (options && options->input_release) options->input_release(options->input_context);
 }
 
-int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *options,
+int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *given,
                      procord_delegation_t **result) {
-  if (!loop || !options || !options->task_name || !result) {
+  procord_delegation_options_t copy;
+  const procord_delegation_options_t *options = given ? &copy : NULL;
+  if (!loop || !given || procord_delegation_options_copy(&copy, given) != 0 || !options->task_name ||
+      !result) {
     procord_delegation_refuse_input(options);
     return PROCORD_EINVAL;
   }

@@ -80,6 +80,13 @@ procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
    input back at once (see input_release in procord/delegation.h). */
 void procord_delegation_refuse_input(const procord_delegation_options_t *options);
 
+/* Copies a caller's options into `*copy` by their size, and their worker's
+   by its own (options_private.h). Returns 0, or PROCORD_EINVAL for a size
+   refused (`*copy` then holds what could be copied: enough to refuse the
+   input). */
+int procord_delegation_options_copy(procord_delegation_options_t *copy,
+                                    const procord_delegation_options_t *given);
+
 /* Starts the deadline timer, if any. On the loop's thread. */
 int procord_delegation_arm_deadline(procord_delegation_t *delegation);
 

@@ -29,6 +29,8 @@ static const known_error_t known_errors[] = {
     {PROCORD_EAUTH, "PROCORD_EAUTH", "authentication failed"},
     {PROCORD_ENESTED, "PROCORD_ENESTED", "delegations nested too deep"},
     {PROCORD_ENOTSERVING, "PROCORD_ENOTSERVING", "a worker delegated before serving"},
+    {PROCORD_ENOVALUE, "PROCORD_ENOVALUE", "no value to read"},
+    {PROCORD_EBADVALUE, "PROCORD_EBADVALUE", "a value could not be serialized or read back"},
 };
 
 static const known_error_t *find_known(int code) {

@@ -1,6 +1,6 @@
 /* Frame codec: the incremental parser and the header writer (procord/frame.h). */
 #define _GNU_SOURCE
-#include "procord/frame.h"
+#include "frame_private.h"
 #include "procord/error.h"
 #include "memory_private.h"
 
@@ -23,6 +23,20 @@ void procord_frame_parser_init(procord_frame_parser_t *parser, size_t max_messag
   memset(parser, 0, sizeof *parser);
   parser->max_message_size = max_message_size ? max_message_size : procord_default_max_message_size();
   parser->state = STATE_SIZE;
+}
+
+int procord_frame_parser_new(size_t max_message_size, procord_frame_parser_t **parser) {
+  procord_frame_parser_t *made = malloc(sizeof *made);
+  if (!made) return -ENOMEM;
+  procord_frame_parser_init(made, max_message_size);
+  *parser = made;
+  return 0;
+}
+
+void procord_frame_parser_free(procord_frame_parser_t *parser) {
+  if (!parser) return;
+  free(parser->body);
+  free(parser);
 }
 
 void procord_frame_parser_reset(procord_frame_parser_t *parser) {

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "procord/listen.h"
 #include "loop_private.h"
+#include "options_private.h"
 #include "procord/error.h"
 #include "procord/server.h"
 
@@ -13,6 +14,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -111,10 +113,19 @@ static void on_retry(evutil_socket_t fd, short events, void *context) {
   update(context);
 }
 
-int procord_listen(procord_loop_t *loop, const procord_listener_options_t *options,
+void procord_listener_options_init(procord_listener_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+int procord_listen(procord_loop_t *loop, const procord_listener_options_t *given,
                    procord_listener_t **result) {
-  int taken = options && options->listen_fd > 0 ? options->listen_fd : -1;
-  if (!loop || !options || !options->on_accept || !result) {
+  procord_listener_options_t copy = {0};
+  const procord_listener_options_t *options = &copy;
+  /* A refused size still gives up the listening socket the copy holds. */
+  int refused = given ? PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_LISTENER_OPTIONS) : PROCORD_EINVAL;
+  int taken = options->listen_fd > 0 ? options->listen_fd : -1;
+  if (!loop || refused || !options->on_accept || !result) {
     if (taken >= 0) close(taken);
     return PROCORD_EINVAL;
   }

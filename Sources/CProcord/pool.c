@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "delegation_private.h"
+#include "options_private.h"
 #include "pool_private.h"
 #include "procord/error.h"
 
@@ -942,9 +943,12 @@ static void enqueue_on_loop(void *argument) {
   pump(p);
 }
 
-int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t *options,
+int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t *given,
                           procord_delegation_t **result) {
-  if (!p || !options || !options->task_name || !result) {
+  procord_delegation_options_t copy;
+  const procord_delegation_options_t *options = given ? &copy : NULL;
+  if (!p || !given || procord_delegation_options_copy(&copy, given) != 0 || !options->task_name ||
+      !result) {
     procord_delegation_refuse_input(options);
     return PROCORD_EINVAL;
   }
@@ -1000,19 +1004,58 @@ static void start_on_loop(void *argument) {
   pump(p);
 }
 
-int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options,
+void procord_pool_source_init(procord_pool_source_t *source) {
+  memset(source, 0, sizeof *source);
+  source->size = sizeof *source;
+  procord_spawn_options_init(&source->worker);
+}
+
+void procord_pool_options_init(procord_pool_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+/* The caller's sources, read by their size (options_private.h): the first
+   one's is the array's stride. Returns 0 with `count` copies (shallow: they
+   point into the caller's memory) in `*copies` (the caller frees the
+   array), PROCORD_EINVAL, or -ENOMEM. */
+static int read_sources(const procord_pool_source_t *sources, size_t count, procord_pool_source_t **copies) {
+  size_t stride = procord_options_size(sources, PROCORD_FIRST_SIZE_POOL_SOURCE);
+  procord_pool_source_t *read = calloc(count, sizeof *read);
+  if (!read) return -ENOMEM;
+  int error = 0;
+  for (size_t i = 0; i < count && !error; i++) {
+    const unsigned char *given = (const unsigned char *)sources + i * stride;
+    if (procord_options_size(given, PROCORD_FIRST_SIZE_POOL_SOURCE) != stride) error = PROCORD_EINVAL;
+    if (!error) error = PROCORD_OPTIONS_COPY(read[i], given, PROCORD_FIRST_SIZE_POOL_SOURCE);
+    if (!error) error = procord_spawn_options_nested(&read[i].worker);
+    if (!error && !read[i].remote_host && !read[i].worker.program) error = PROCORD_EINVAL;
+  }
+  if (error) free(read);
+  else *copies = read;
+  return error;
+}
+
+int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
                      procord_pool_t **result) {
-  if (!loop || !options || !result || !options->sources || options->source_count == 0 ||
-      options->min_workers < 0 || options->max_workers < 0 || options->max_retries < 0)
+  procord_pool_options_t options;
+  if (!loop || !given || !result || PROCORD_OPTIONS_COPY(options, given, PROCORD_FIRST_SIZE_POOL_OPTIONS) != 0 ||
+      !options.sources || options.source_count == 0 || options.min_workers < 0 || options.max_workers < 0 ||
+      options.max_retries < 0)
     return PROCORD_EINVAL;
-  for (size_t i = 0; i < options->source_count; i++)
-    if (!options->sources[i].remote_host && !options->sources[i].worker.program) return PROCORD_EINVAL;
+  procord_pool_source_t *sources = NULL;
+  int error = read_sources(options.sources, options.source_count, &sources);
+  if (error) return error;
   procord_pool_t *p = calloc(1, sizeof *p);
-  if (!p) return -ENOMEM;
+  if (!p) {
+    free(sources);
+    return -ENOMEM;
+  }
   p->loop = loop;
-  p->options = *options;
-  if (p->options.max_workers == 0) p->options.max_workers = (int)options->source_count;
+  p->options = options;
+  if (p->options.max_workers == 0) p->options.max_workers = (int)options.source_count;
   if (p->options.min_workers > p->options.max_workers) {
+    free(sources);
     free(p);
     return PROCORD_EINVAL;
   }
@@ -1021,13 +1064,14 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options
   p->references = 2; /* the caller's and the loop's */
   p->workers.next = p->workers.previous = &p->workers;
   pthread_mutex_init(&p->lock, NULL);
-  p->sources = calloc(options->source_count, sizeof *p->sources);
+  p->sources = calloc(options.source_count, sizeof *p->sources);
   size_t copied = 0;
-  int error = p->sources ? 0 : -ENOMEM;
-  while (!error && copied < options->source_count) {
-    error = copy_source(&p->sources[copied].spec, &options->sources[copied]);
+  error = p->sources ? 0 : -ENOMEM;
+  while (!error && copied < options.source_count) {
+    error = copy_source(&p->sources[copied].spec, &sources[copied]);
     if (!error) copied++;
   }
+  free(sources);
   p->options.sources = NULL; /* the copies are in p->sources */
   if (!error) error = procord_loop_call(loop, start_on_loop, p);
   if (error) {

@@ -4,6 +4,7 @@
  * that use them.
  */
 #define _GNU_SOURCE
+#include "options_private.h"
 #include "security_private.h"
 #include "procord/error.h"
 
@@ -96,9 +97,21 @@ static void free_security(procord_security_t *s) {
   free(s);
 }
 
-int procord_security_new(const procord_security_options_t *o, procord_security_t **security,
+void procord_security_options_init(procord_security_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+int procord_security_new(const procord_security_options_t *given, procord_security_t **security,
                          char *error, size_t size) {
-  if (!o || !security || (o->role != PROCORD_SECURITY_CLIENT && o->role != PROCORD_SECURITY_SERVER))
+  procord_security_options_t copy;
+  const procord_security_options_t *o = &copy;
+  if (given && PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS) != 0)
+    return fail(error, size, PROCORD_EINVAL,
+                "security options with a size this library does not know (%zu bytes; it knows %zu): "
+                "a program built against a newer Procord",
+                procord_options_size(given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS), sizeof copy);
+  if (!given || !security || (o->role != PROCORD_SECURITY_CLIENT && o->role != PROCORD_SECURITY_SERVER))
     return fail(error, size, PROCORD_EINVAL, "invalid security options");
   if (o->secret && (o->secret_length < PROCORD_SECRET_MIN_LENGTH || o->secret_length > PROCORD_SECRET_MAX_LENGTH))
     return fail(error, size, PROCORD_EINVAL, "a shared secret must have %d to %d bytes (it has %zu)",
@@ -252,6 +265,7 @@ int procord_security_from_command(const procord_worker_command_t *c, procord_sec
     if (error_code) return error_code;
   }
   procord_security_options_t options = {
+      .size = sizeof options,
       .role = role,
       .tls = tls,
       .certificate_file = c->tls_certificate_file,

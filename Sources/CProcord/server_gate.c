@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "auth_private.h"
+#include "frame_private.h"
 #include "loop_private.h"
 #include "procord/error.h"
 #include "security_private.h"

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "lineage_private.h"
+#include "options_private.h"
 #include "server_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
@@ -103,8 +104,11 @@ static int serve_handoffs(const procord_worker_options_t *template, int control_
   return error == -EPIPE || error == -ECONNRESET ? 0 : error;
 }
 
-int procord_worker_serve_handoffs(const procord_worker_options_t *template, int control_fd) {
-  return serve_handoffs(template, control_fd, 0);
+int procord_worker_serve_handoffs(const procord_worker_options_t *given, int control_fd) {
+  procord_worker_options_t template;
+  if (!given || PROCORD_OPTIONS_COPY(template, given, PROCORD_FIRST_SIZE_WORKER_OPTIONS) != 0)
+    return PROCORD_EINVAL;
+  return serve_handoffs(&template, control_fd, 0);
 }
 
 int procord_server_serve_in_process(const procord_worker_options_t *template, int control_fd) {

@@ -10,6 +10,7 @@
 #include "connection_private.h"
 #include "lineage_private.h"
 #include "loop_private.h"
+#include "options_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "server_core.h"
@@ -109,7 +110,9 @@ static int start_process(server_t *s) {
   if (!w) return -ENOMEM;
   procord_spawn_options_t spawn = s->options->worker;
   spawn.channel = PROCORD_CHANNEL_SOCKET;
-  int error = procord_spawn(&spawn, &w->child);
+  /* Embedded: read by its own size here, never beyond it by procord_spawn. */
+  int error = procord_spawn_options_nested(&spawn);
+  if (!error) error = procord_spawn(&spawn, &w->child);
   if (error) {
     free(w);
     server_log(s, PROCORD_LOG_ERROR, "could not start a worker (%s): %s", spawn.program ? spawn.program : "?",

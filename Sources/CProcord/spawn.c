@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "procord/spawn.h"
 #include "lineage_private.h"
+#include "options_private.h"
 #include "procord/error.h"
 
 #include <errno.h>
@@ -177,8 +178,17 @@ static const char *program_to_execute(const char *program) {
   return override && *override ? override : program;
 }
 
-int procord_spawn(const procord_spawn_options_t *options, procord_child_t *child) {
-  if (!options || !options->program || !child) return PROCORD_EINVAL;
+void procord_spawn_options_init(procord_spawn_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) {
+  procord_spawn_options_t copy;
+  if (!given || !child || PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SPAWN_OPTIONS) != 0)
+    return PROCORD_EINVAL;
+  const procord_spawn_options_t *options = &copy;
+  if (!options->program) return PROCORD_EINVAL;
   /* A worker that forgot to serve, or recursion without end, stops here
      rather than in a machine full of processes. */
   int refused = procord_lineage_may_spawn();

@@ -3,6 +3,7 @@
  * around procord_delegate and procord_worker_serve.
  */
 #include "procord/task.h"
+#include "delegation_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 
@@ -23,15 +24,19 @@ static int delegate_with(const procord_task_t *task, const void *input,
                                        procord_delegation_t **delegation),
                          void *target, procord_delegation_t **delegation) {
   if (!task || !task->name || !task->write_input || !delegation) return PROCORD_EINVAL;
+  procord_delegation_options_t options;
+  if (given) {
+    if (procord_delegation_options_copy(&options, given) != 0) return PROCORD_EINVAL;
+  } else {
+    procord_delegation_options_init(&options);
+  }
   unsigned char *bytes = NULL;
   size_t length = 0;
   int error = task->write_input(input, &bytes, &length, task->context);
   if (error) {
     free(bytes); /* whatever it allocated before failing */
-    return error < 0 ? error : PROCORD_EINVAL;
+    return error < 0 ? error : PROCORD_EBADVALUE;
   }
-  procord_delegation_options_t options = {0};
-  if (given) options = *given;
   options.task_name = task->name;
   options.input = bytes;
   options.input_length = length;
@@ -79,11 +84,11 @@ int procord_task_result(const procord_task_t *task, procord_delegation_t *delega
     read = task->read_error;
     result = PROCORD_TASK_RAISED;
   }
-  if (!read) return PROCORD_EUNEXPECTED;
+  if (!read) return PROCORD_ENOVALUE;
   int error = read(outcome->body, outcome->length, value, task->context);
   if (error) {
     *value = NULL;
-    return error < 0 ? error : PROCORD_EILL_FORMED;
+    return error < 0 ? error : PROCORD_EBADVALUE;
   }
   return result;
 }

@@ -4,10 +4,11 @@
  */
 #define _GNU_SOURCE
 #include "lineage_private.h"
+#include "options_private.h"
 #include "procord/worker.h"
 #include "worker_termination.h"
 #include "procord/error.h"
-#include "procord/frame.h"
+#include "frame_private.h"
 #include "capture.h"
 #include "frame_writer.h"
 
@@ -176,7 +177,8 @@ static void watchdog_stop(watchdog_t *dog) {
 }
 
 typedef struct session_s {
-  const procord_worker_options_t *options;
+  const procord_worker_options_t *options; /* &copy */
+  procord_worker_options_t copy;           /* the caller's, read by its size */
   reader_t reader;
   procord_frame_writer_t writer;
   procord_output_capture_t *capture; /* NULL unless capture_output */
@@ -314,11 +316,21 @@ int procord_worker_flush(unsigned char destination) {
   return error;
 }
 
-int procord_worker_serve(const procord_worker_options_t *options) {
+void procord_worker_options_init(procord_worker_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+int procord_worker_serve(const procord_worker_options_t *given) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
+  if (!given) return PROCORD_EINVAL;
   session_t *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
-  s->options = options;
+  if (PROCORD_OPTIONS_COPY(s->copy, given, PROCORD_FIRST_SIZE_WORKER_OPTIONS) != 0) {
+    free(s);
+    return PROCORD_EINVAL;
+  }
+  const procord_worker_options_t *options = s->options = &s->copy;
   s->reader.fd = options->read_fd;
   s->reader.timeout_ms = options->read_timeout_ms;
   procord_frame_writer_init(&s->writer, options->write_fd, options->read_timeout_ms);

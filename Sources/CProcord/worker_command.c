@@ -228,6 +228,7 @@ int procord_worker_run(const procord_worker_command_t *command,
      its program's name, from argv[0], instead. */
   prctl(PR_SET_NAME, program_invocation_short_name);
   procord_worker_options_t options = {
+      .size = sizeof options,
       .read_fd = 0,
       .write_fd = 1,
       .tasks = tasks,

@@ -180,6 +180,7 @@ static int remaining_connect_ms(const procord_link_t *link) {
 
 static int open_connection(procord_link_t *link, int read_fd, int write_fd) {
   procord_connection_options_t options = {
+      .size = sizeof options,
       .read_fd = read_fd,
       .write_fd = write_fd,
       .security = link->remote ? link->security : NULL,
@@ -218,6 +219,7 @@ int procord_link_start(procord_link_t *link) {
   if (link->remote) {
     clock_gettime(CLOCK_MONOTONIC, &link->connect_start);
     procord_connect_options_t options = {
+        .size = sizeof options,
         .host = link->host,
         .port = link->port,
         .timeout_ms = link->connect_timeout_ms,

@@ -195,6 +195,7 @@ public final class ConnectionSecurity: Sendable, Equatable {
             withOptionalCString(tls?.serverName) { serverName in
               (secret?.bytes ?? []).withUnsafeBytes { secretBytes in
                 var options = procord_security_options_t()
+                procord_security_options_init(&options)
                 options.role = role == .server ? PROCORD_SECURITY_SERVER : PROCORD_SECURITY_CLIENT
                 options.tls = tls == nil ? 0 : 1
                 options.certificate_file = certificate

@@ -104,6 +104,7 @@ func startDelegation<Input, Output>(
     task.name.withCString { name in
       encoded.withUnsafeBytes { bytes in
         var options = procord_delegation_options_t()
+        procord_delegation_options_init(&options)
         options.task_name = name
         options.input = bytes.baseAddress
         options.input_length = bytes.count

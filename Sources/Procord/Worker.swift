@@ -197,6 +197,7 @@ public enum Worker {
   ) throws {
     let result = withTaskTable(tasks) { table in
       var options = procord_worker_options_t()
+      procord_worker_options_init(&options)
       options.read_fd = readDescriptor
       options.write_fd = writeDescriptor
       options.tasks = table.baseAddress

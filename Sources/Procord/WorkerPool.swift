@@ -186,6 +186,7 @@ public final class WorkerPool: @unchecked Sendable, CustomStringConvertible {
     let error = withCSources(started[...], []) { cSources in
       cSources.withUnsafeBufferPointer { buffer in
         var options = procord_pool_options_t()
+        procord_pool_options_init(&options)
         options.sources = buffer.baseAddress
         options.source_count = buffer.count
         options.min_workers = Int32(clamping: configuration.minimumWorkers)
@@ -361,12 +362,14 @@ private func withCSources<R>(
   case .local(let program):
     return program.withSpawnOptions { spawn in
       var source = procord_pool_source_t()
+      procord_pool_source_init(&source)
       source.worker = spawn
       return withCSources(rest, done + [source], body)
     }
   case .remote(let server):
     return server.host.withCString { host in
       var source = procord_pool_source_t()
+      procord_pool_source_init(&source)
       source.remote_host = host
       source.remote_port = Int32(server.port)
       // The pool takes a reference of its own; ours lasts until it is made.

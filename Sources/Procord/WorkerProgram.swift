@@ -128,6 +128,7 @@ public struct WorkerProgram: Sendable {
     return pointers.withUnsafeBufferPointer { argv in
       withOptionalBuffer(&environmentPointers) { environ in
         var options = procord_spawn_options_t()
+        procord_spawn_options_init(&options)
         options.program = UnsafePointer(programPath)
         options.arguments = argv.baseAddress
         options.environment = environ

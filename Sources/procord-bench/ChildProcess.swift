@@ -27,6 +27,7 @@ final class ChildProcess {
     let result = withConstArgumentVector(arguments) { argv in
       withConstArgumentVector(environment) { envp in
         var options = procord_spawn_options_t()
+        procord_spawn_options_init(&options)
         options.program = UnsafePointer(strdup(path))
         defer { free(UnsafeMutableRawPointer(mutating: options.program)) }
         options.arguments = argv

@@ -31,6 +31,8 @@ static const struct {
     CODE(PROCORD_EAUTH, "authentication failed"),
     CODE(PROCORD_ENESTED, "delegations nested too deep"),
     CODE(PROCORD_ENOTSERVING, "a worker delegated before serving"),
+    CODE(PROCORD_ENOVALUE, "no value to read"),
+    CODE(PROCORD_EBADVALUE, "a value could not be serialized or read back"),
 };
 #undef CODE
 #define PROCORD_CODE_COUNT (sizeof procord_codes / sizeof procord_codes[0])

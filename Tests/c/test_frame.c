@@ -38,6 +38,13 @@ static void keep(got_t *got, const procord_frame_t *frame) {
   if (frame->length) memcpy(kept->body, frame->body, frame->length);
 }
 
+/* A new parser of maximum `max`, freed with procord_frame_parser_free. */
+static procord_frame_parser_t *new_parser(size_t max) {
+  procord_frame_parser_t *parser = NULL;
+  if (procord_frame_parser_new(max, &parser) != 0) abort(); /* out of memory: the test fails by its name */
+  return parser;
+}
+
 /* Feeds all of `data` (stopping at the first error) and keeps every frame. */
 static void feed_all(procord_frame_parser_t *parser, const void *data, size_t length, got_t *got) {
   const unsigned char *bytes = data;
@@ -59,11 +66,10 @@ static void feed_all(procord_frame_parser_t *parser, const void *data, size_t le
 
 /* Parses one whole buffer with a fresh parser of maximum `max`. */
 static got_t parse(const void *data, size_t length, size_t max) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, max);
+  procord_frame_parser_t *parser = new_parser(max);
   got_t got = {0};
-  feed_all(&parser, data, length, &got);
-  procord_frame_parser_reset(&parser);
+  feed_all(parser, data, length, &got);
+  procord_frame_parser_free(parser);
   return got;
 }
 
@@ -89,17 +95,17 @@ static int same_frames(const got_t *a, const got_t *b) {
 
 /* Feeds one complete frame in one call; returns the result, frame and consumed count. */
 static int feed_once(const char *data, size_t length, size_t max, procord_frame_t *frame,
-                     size_t *consumed, procord_frame_parser_t *parser) {
-  procord_frame_parser_init(parser, max);
-  return procord_frame_parser_feed(parser, data, length, consumed, frame);
+                     size_t *consumed, procord_frame_parser_t **parser) {
+  *parser = new_parser(max);
+  return procord_frame_parser_feed(*parser, data, length, consumed, frame);
 }
 
-/* Feeds `data` in one call to a fresh parser of maximum `max`, then resets it; returns the result. */
-static int feed_once_then_reset(const char *data, size_t length, size_t max, size_t *consumed) {
-  procord_frame_parser_t parser;
+/* Feeds `data` in one call to a fresh parser of maximum `max`, then frees it; returns the result. */
+static int feed_once_then_free(const char *data, size_t length, size_t max, size_t *consumed) {
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   int result = feed_once(data, length, max, &frame, consumed, &parser);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
   return result;
 }
 
@@ -107,7 +113,7 @@ static int feed_once_then_reset(const char *data, size_t length, size_t max, siz
 #define CHECK_FEED_ONCE_FAILS(literal, max, error, expected_consumed)                            \
   do {                                                                                            \
     size_t consumed = 0;                                                                          \
-    CHECK_EQ_INT(feed_once_then_reset((literal), sizeof(literal) - 1, (max), &consumed), (error)); \
+    CHECK_EQ_INT(feed_once_then_free((literal), sizeof(literal) - 1, (max), &consumed), (error)); \
     CHECK_EQ_INT(consumed, (expected_consumed));                                                  \
   } while (0)
 
@@ -130,14 +136,14 @@ static const char stream[] = "5Thello"
 /* ---- Every kind parses ---- */
 
 static void task_frame_parses(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 99;
   CHECK_EQ_INT(feed_once("5Thello", 7, 0, &frame, &consumed, &parser), 1);
   CHECK_EQ_INT(consumed, 7);
   CHECK_EQ_INT(frame.kind, 'T');
   CHECK_BYTES(frame.body, frame.length, "hello");
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void every_kind_parses(void) {
@@ -260,13 +266,13 @@ static void protocol_example_print_message(void) {
 }
 
 static void bytes_after_a_frame_are_not_consumed(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 0;
   CHECK_EQ_INT(feed_once("5Thelloworld", 12, 0, &frame, &consumed, &parser), 1);
   CHECK_EQ_INT(consumed, 7);
   CHECK_BYTES(frame.body, frame.length, "hello");
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 /* ---- Bodies and sizes ---- */
@@ -291,14 +297,14 @@ static void body_may_hold_every_byte_value(void) {
 }
 
 static void empty_value_body_parses(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 0;
   CHECK_EQ_INT(feed_once("0V", 2, 0, &frame, &consumed, &parser), 1);
   CHECK_EQ_INT(consumed, 2);
   CHECK_EQ_INT(frame.kind, 'V');
   CHECK_EQ_INT(frame.length, 0);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void leading_zeros_are_accepted(void) {
@@ -309,15 +315,15 @@ static void leading_zeros_are_accepted(void) {
 }
 
 static void partial_frame_is_not_complete(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 0;
   CHECK_EQ_INT(feed_once("5Thel", 5, 0, &frame, &consumed, &parser), 0);
   CHECK_EQ_INT(consumed, 5);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "lo", 2, &consumed, &frame), 1);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "lo", 2, &consumed, &frame), 1);
   CHECK_EQ_INT(consumed, 2);
   CHECK_BYTES(frame.body, frame.length, "hello");
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 /* ---- Any split of a stream gives the same frames ---- */
@@ -336,13 +342,12 @@ static void whole_stream_gives_every_frame(void) {
 static void every_split_in_two_gives_the_same_frames(void) {
   got_t whole = parse(stream, STREAM_LENGTH, 0);
   for (size_t at = 0; at <= STREAM_LENGTH; at++) {
-    procord_frame_parser_t parser;
-    procord_frame_parser_init(&parser, 0);
+    procord_frame_parser_t *parser = new_parser(0);
     got_t got = {0};
-    feed_all(&parser, stream, at, &got);
-    feed_all(&parser, stream + at, STREAM_LENGTH - at, &got);
-    CHECK(procord_frame_parser_is_idle(&parser));
-    procord_frame_parser_reset(&parser);
+    feed_all(parser, stream, at, &got);
+    feed_all(parser, stream + at, STREAM_LENGTH - at, &got);
+    CHECK(procord_frame_parser_is_idle(parser));
+    procord_frame_parser_free(parser);
     if (!same_frames(&whole, &got)) fprintf(stderr, "    split at %zu\n", at);
     CHECK(same_frames(&whole, &got));
   }
@@ -352,13 +357,12 @@ static void every_split_in_three_gives_the_same_frames(void) {
   got_t whole = parse(stream, STREAM_LENGTH, 0);
   for (size_t a = 0; a <= STREAM_LENGTH; a++) {
     for (size_t b = a; b <= STREAM_LENGTH; b++) {
-      procord_frame_parser_t parser;
-      procord_frame_parser_init(&parser, 0);
+      procord_frame_parser_t *parser = new_parser(0);
       got_t got = {0};
-      feed_all(&parser, stream, a, &got);
-      feed_all(&parser, stream + a, b - a, &got);
-      feed_all(&parser, stream + b, STREAM_LENGTH - b, &got);
-      procord_frame_parser_reset(&parser);
+      feed_all(parser, stream, a, &got);
+      feed_all(parser, stream + a, b - a, &got);
+      feed_all(parser, stream + b, STREAM_LENGTH - b, &got);
+      procord_frame_parser_free(parser);
       if (!same_frames(&whole, &got)) fprintf(stderr, "    splits at %zu, %zu\n", a, b);
       CHECK(same_frames(&whole, &got));
     }
@@ -367,42 +371,39 @@ static void every_split_in_three_gives_the_same_frames(void) {
 
 static void one_byte_at_a_time_gives_the_same_frames(void) {
   got_t whole = parse(stream, STREAM_LENGTH, 0);
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   got_t got = {0};
-  for (size_t i = 0; i < STREAM_LENGTH; i++) feed_all(&parser, stream + i, 1, &got);
-  procord_frame_parser_reset(&parser);
+  for (size_t i = 0; i < STREAM_LENGTH; i++) feed_all(parser, stream + i, 1, &got);
+  procord_frame_parser_free(parser);
   CHECK(same_frames(&whole, &got));
 }
 
 static void each_chunk_size_gives_the_same_frames(void) {
   got_t whole = parse(stream, STREAM_LENGTH, 0);
   for (size_t chunk = 1; chunk <= STREAM_LENGTH; chunk++) {
-    procord_frame_parser_t parser;
-    procord_frame_parser_init(&parser, 0);
+    procord_frame_parser_t *parser = new_parser(0);
     got_t got = {0};
     for (size_t at = 0; at < STREAM_LENGTH; at += chunk) {
       size_t n = STREAM_LENGTH - at < chunk ? STREAM_LENGTH - at : chunk;
-      feed_all(&parser, stream + at, n, &got);
+      feed_all(parser, stream + at, n, &got);
     }
-    procord_frame_parser_reset(&parser);
+    procord_frame_parser_free(parser);
     CHECK(same_frames(&whole, &got));
   }
 }
 
 static void parser_is_idle_only_between_frames(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_frame_t frame;
   size_t consumed;
-  CHECK(procord_frame_parser_is_idle(&parser));
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "1", 1, &consumed, &frame), 0);
-  CHECK(!procord_frame_parser_is_idle(&parser));
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "0V01", 4, &consumed, &frame), 0);
-  CHECK(!procord_frame_parser_is_idle(&parser));
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "23456789", 8, &consumed, &frame), 1);
-  CHECK(procord_frame_parser_is_idle(&parser));
-  procord_frame_parser_reset(&parser);
+  CHECK(procord_frame_parser_is_idle(parser));
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "1", 1, &consumed, &frame), 0);
+  CHECK(!procord_frame_parser_is_idle(parser));
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "0V01", 4, &consumed, &frame), 0);
+  CHECK(!procord_frame_parser_is_idle(parser));
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "23456789", 8, &consumed, &frame), 1);
+  CHECK(procord_frame_parser_is_idle(parser));
+  procord_frame_parser_free(parser);
 }
 
 /* ---- Limits ---- */
@@ -417,15 +418,14 @@ static void size_with_more_digits_than_max_is_too_long_before_kind(void) {
 }
 
 static void size_above_max_is_too_long_when_fed_digit_by_digit(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 100);
+  procord_frame_parser_t *parser = new_parser(100);
   procord_frame_t frame;
   size_t consumed = 0;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "1", 1, &consumed, &frame), 0);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "0", 1, &consumed, &frame), 0);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "1", 1, &consumed, &frame), PROCORD_ETOO_LONG);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "1", 1, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "0", 1, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "1", 1, &consumed, &frame), PROCORD_ETOO_LONG);
   CHECK_EQ_INT(consumed, 1);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void size_equal_to_max_is_accepted(void) {
@@ -466,15 +466,14 @@ static void twentieth_digit_is_too_long_at_once(void) {
 }
 
 static void twentieth_digit_is_too_long_when_fed_one_by_one(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_frame_t frame;
   size_t consumed = 0;
   for (int i = 0; i < 19; i++)
-    CHECK_EQ_INT(procord_frame_parser_feed(&parser, "0", 1, &consumed, &frame), 0);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "0", 1, &consumed, &frame), PROCORD_ETOO_LONG);
+    CHECK_EQ_INT(procord_frame_parser_feed(parser, "0", 1, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "0", 1, &consumed, &frame), PROCORD_ETOO_LONG);
   CHECK_EQ_INT(consumed, 1);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void twenty_digits_are_too_long_even_with_no_maximum_in_reach(void) {
@@ -499,42 +498,41 @@ static void kind_without_size_after_a_frame_is_ill_formed(void) {
 /* ---- Errors are sticky until reset ---- */
 
 static void parser_stays_in_error_until_reset(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 0;
   CHECK_EQ_INT(feed_once("x", 1, 0, &frame, &consumed, &parser), PROCORD_EILL_FORMED);
   consumed = 99;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "5Thello", 7, &consumed, &frame),
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "5Thello", 7, &consumed, &frame),
                PROCORD_EILL_FORMED);
   CHECK_EQ_INT(consumed, 0);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "5Thello", 7, &consumed, &frame),
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "5Thello", 7, &consumed, &frame),
                PROCORD_EILL_FORMED);
-  procord_frame_parser_reset(&parser);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "5Thello", 7, &consumed, &frame), 1);
+  procord_frame_parser_reset(parser);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "5Thello", 7, &consumed, &frame), 1);
   CHECK_BYTES(frame.body, frame.length, "hello");
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void too_long_stays_until_reset(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 0;
   CHECK_EQ_INT(feed_once("11", 2, 10, &frame, &consumed, &parser), PROCORD_ETOO_LONG);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "1Va", 3, &consumed, &frame), PROCORD_ETOO_LONG);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "1Va", 3, &consumed, &frame), PROCORD_ETOO_LONG);
   CHECK_EQ_INT(consumed, 0);
-  procord_frame_parser_reset(&parser);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "10Vabcdefghij", 13, &consumed, &frame), 1);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_reset(parser);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "10Vabcdefghij", 13, &consumed, &frame), 1);
+  procord_frame_parser_free(parser);
 }
 
 static void reset_keeps_the_maximum(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 5);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_t *parser = new_parser(5);
+  procord_frame_parser_reset(parser);
   procord_frame_t frame;
   size_t consumed = 0;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "6", 1, &consumed, &frame), PROCORD_ETOO_LONG);
-  procord_frame_parser_reset(&parser);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "6", 1, &consumed, &frame), PROCORD_ETOO_LONG);
+  procord_frame_parser_free(parser);
 }
 
 /* ---- The body window: a reader's zero-copy path ---- */
@@ -544,28 +542,27 @@ static void reset_keeps_the_maximum(void) {
  * body window when the parser is inside a body, through feed otherwise.
  */
 static got_t parse_through_window(const char *data, size_t length, size_t chunk) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   got_t got = {0};
   size_t at = 0;
   while (at < length && !got.error) {
     unsigned char *where = NULL;
-    size_t missing = procord_frame_parser_body_window(&parser, &where);
+    size_t missing = procord_frame_parser_body_window(parser, &where);
     size_t n = length - at < chunk ? length - at : chunk;
     if (missing) {
       if (n > missing) n = missing;
       memcpy(where, data + at, n);
       at += n;
       procord_frame_t frame;
-      int r = procord_frame_parser_body_advance(&parser, n, &frame);
+      int r = procord_frame_parser_body_advance(parser, n, &frame);
       if (r < 0) got.error = r;
       else if (r == 1) keep(&got, &frame);
     } else {
-      feed_all(&parser, data + at, n, &got);
+      feed_all(parser, data + at, n, &got);
       at += n;
     }
   }
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
   return got;
 }
 
@@ -579,96 +576,118 @@ static void body_window_delivers_the_same_frames_as_feed(void) {
 }
 
 static void body_window_is_empty_outside_a_body(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   unsigned char *where = NULL;
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 0);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 0);
   procord_frame_t frame;
   size_t consumed;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "12", 2, &consumed, &frame), 0);
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 0);
-  procord_frame_parser_reset(&parser);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "12", 2, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 0);
+  procord_frame_parser_free(parser);
 }
 
 static void body_window_covers_the_missing_bytes(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_frame_t frame;
   size_t consumed;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "10Vabc", 6, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "10Vabc", 6, &consumed, &frame), 0);
   unsigned char *where = NULL;
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 7);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 7);
   memcpy(where, "defg", 4);
-  CHECK_EQ_INT(procord_frame_parser_body_advance(&parser, 4, &frame), 0);
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 3);
+  CHECK_EQ_INT(procord_frame_parser_body_advance(parser, 4, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 3);
   memcpy(where, "hij", 3);
-  CHECK_EQ_INT(procord_frame_parser_body_advance(&parser, 3, &frame), 1);
+  CHECK_EQ_INT(procord_frame_parser_body_advance(parser, 3, &frame), 1);
   CHECK_EQ_INT(frame.kind, 'V');
   CHECK_BYTES(frame.body, frame.length, "abcdefghij");
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 0);
-  procord_frame_parser_reset(&parser);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 0);
+  procord_frame_parser_free(parser);
 }
 
 static void body_advance_checks_the_body(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_frame_t frame;
   size_t consumed;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "1E", 2, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "1E", 2, &consumed, &frame), 0);
   unsigned char *where = NULL;
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 1);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 1);
   *where = '9';
-  CHECK_EQ_INT(procord_frame_parser_body_advance(&parser, 1, &frame), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "0V", 2, &consumed, &frame), PROCORD_EILL_FORMED);
-  procord_frame_parser_reset(&parser);
+  CHECK_EQ_INT(procord_frame_parser_body_advance(parser, 1, &frame), PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "0V", 2, &consumed, &frame), PROCORD_EILL_FORMED);
+  procord_frame_parser_free(parser);
 }
 
 /* ---- Taking a body ---- */
 
 static void take_body_transfers_ownership(void) {
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
   size_t consumed = 0;
   CHECK_EQ_INT(feed_once("5Thello3Vabc", 12, 0, &frame, &consumed, &parser), 1);
-  unsigned char *body = procord_frame_parser_take_body(&parser);
+  unsigned char *body = procord_frame_parser_take_body(parser);
   CHECK(body != NULL);
   CHECK(body == frame.body);
-  CHECK_EQ_INT(procord_frame_parser_take_body(&parser) == NULL, 1);
+  CHECK_EQ_INT(procord_frame_parser_take_body(parser) == NULL, 1);
   /* The parser goes on without the body, and must not free it. */
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "3Vabc", 5, &consumed, &frame), 1);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "3Vabc", 5, &consumed, &frame), 1);
   CHECK_BYTES(frame.body, frame.length, "abc");
   CHECK(memcmp(body, "hello", 5) == 0);
   free(body);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void take_body_after_body_advance_transfers_ownership(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_frame_t frame;
   size_t consumed;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "3V", 2, &consumed, &frame), 0);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "3V", 2, &consumed, &frame), 0);
   unsigned char *where = NULL;
-  CHECK_EQ_INT(procord_frame_parser_body_window(&parser, &where), 3);
+  CHECK_EQ_INT(procord_frame_parser_body_window(parser, &where), 3);
   memcpy(where, "xyz", 3);
-  CHECK_EQ_INT(procord_frame_parser_body_advance(&parser, 3, &frame), 1);
-  unsigned char *body = procord_frame_parser_take_body(&parser);
+  CHECK_EQ_INT(procord_frame_parser_body_advance(parser, 3, &frame), 1);
+  unsigned char *body = procord_frame_parser_take_body(parser);
   CHECK(body != NULL);
   CHECK(memcmp(body, "xyz", 3) == 0);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
   CHECK(memcmp(body, "xyz", 3) == 0);
   free(body);
 }
 
 static void take_body_with_no_frame_is_null(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
-  CHECK(procord_frame_parser_take_body(&parser) == NULL);
+  procord_frame_parser_t *parser = new_parser(0);
+  CHECK(procord_frame_parser_take_body(parser) == NULL);
   procord_frame_t frame;
   size_t consumed;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "5Thel", 5, &consumed, &frame), 0);
-  CHECK(procord_frame_parser_take_body(&parser) == NULL);
-  procord_frame_parser_reset(&parser);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "5Thel", 5, &consumed, &frame), 0);
+  CHECK(procord_frame_parser_take_body(parser) == NULL);
+  procord_frame_parser_free(parser);
+}
+
+/* ---- Making and freeing ---- */
+
+/* A parser freed in the middle of a body frees that body too (the
+   sanitized run's leak check fails otherwise). */
+static void free_in_the_middle_of_a_body_frees_it(void) {
+  procord_frame_parser_t *parser = new_parser(0);
+  procord_frame_t frame;
+  size_t consumed;
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "10Vabc", 6, &consumed, &frame), 0);
+  CHECK(!procord_frame_parser_is_idle(parser));
+  procord_frame_parser_free(parser);
+}
+
+static void free_of_null_is_ignored(void) { procord_frame_parser_free(NULL); }
+
+static void new_parsers_are_apart(void) {
+  procord_frame_parser_t *small = new_parser(2), *large = new_parser(0);
+  procord_frame_t frame;
+  size_t consumed;
+  CHECK(small != large);
+  CHECK_EQ_INT(procord_frame_parser_feed(small, "3Vabc", 5, &consumed, &frame), PROCORD_ETOO_LONG);
+  CHECK_EQ_INT(procord_frame_parser_feed(large, "3Vabc", 5, &consumed, &frame), 1);
+  CHECK_BYTES(frame.body, frame.length, "abc");
+  procord_frame_parser_free(small);
+  procord_frame_parser_free(large);
 }
 
 /* ---- The header writer ---- */
@@ -707,14 +726,13 @@ static void encode_then_parse_round_trips(void) {
     size_t n = procord_frame_encode_header('V', length, data);
     CHECK(data[0] != '0' || length == 0);
     for (size_t j = 0; j < length; j++) data[n + j] = (unsigned char)(j * 7);
-    procord_frame_parser_t parser;
-    procord_frame_parser_init(&parser, 0);
+    procord_frame_parser_t *parser = new_parser(0);
     procord_frame_t frame;
     size_t consumed = 0;
-    int r = procord_frame_parser_feed(&parser, data, n + length, &consumed, &frame);
+    int r = procord_frame_parser_feed(parser, data, n + length, &consumed, &frame);
     int same = r == 1 && consumed == n + length && frame.kind == 'V' && frame.length == length &&
                memcmp(frame.body, data + n, length) == 0;
-    procord_frame_parser_reset(&parser);
+    procord_frame_parser_free(parser);
     free(data);
     if (!same) fprintf(stderr, "    length %zu\n", length);
     CHECK(same);
@@ -726,15 +744,14 @@ static void encode_then_parse_round_trips(void) {
 static void default_max_message_size_is_64_mib(void) {
   CHECK_EQ_INT(procord_default_max_message_size(), PROCORD_DEFAULT_MAX_MESSAGE_SIZE);
   CHECK_EQ_INT(PROCORD_DEFAULT_MAX_MESSAGE_SIZE, 64 * 1024 * 1024);
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_frame_t frame;
   size_t consumed;
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "67108864V", 9, &consumed, &frame), 0);
-  procord_frame_parser_reset(&parser);
-  CHECK_EQ_INT(procord_frame_parser_feed(&parser, "67108865", 8, &consumed, &frame),
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "67108864V", 9, &consumed, &frame), 0);
+  procord_frame_parser_reset(parser);
+  CHECK_EQ_INT(procord_frame_parser_feed(parser, "67108865", 8, &consumed, &frame),
                PROCORD_ETOO_LONG);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void set_default_max_message_size_applies_to_parsers_initialized_with_0(void) {
@@ -757,14 +774,13 @@ static void set_default_max_message_size_leaves_explicit_maximums_alone(void) {
 }
 
 static void set_default_max_message_size_leaves_existing_parsers_alone(void) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = new_parser(0);
   procord_set_default_max_message_size(10);
   procord_frame_t frame;
   size_t consumed;
-  int r = procord_frame_parser_feed(&parser, "11Vabcdefghijk", 14, &consumed, &frame);
+  int r = procord_frame_parser_feed(parser, "11Vabcdefghijk", 14, &consumed, &frame);
   procord_set_default_max_message_size(0);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
   CHECK_EQ_INT(r, 1);
 }
 
@@ -841,6 +857,10 @@ int main(void) {
   RUN(take_body_transfers_ownership);
   RUN(take_body_after_body_advance_transfers_ownership);
   RUN(take_body_with_no_frame_is_null);
+
+  RUN(free_in_the_middle_of_a_body_frees_it);
+  RUN(free_of_null_is_ignored);
+  RUN(new_parsers_are_apart);
 
   RUN(encode_header_writes_zero_for_an_empty_body);
   RUN(encode_header_writes_no_leading_zeros);

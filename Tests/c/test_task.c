@@ -37,7 +37,8 @@ static int write_text(const char *text, unsigned char **bytes, size_t *length) {
 static int write_pair(const void *value, unsigned char **bytes, size_t *length, void *context) {
   (void)context;
   const pair_t *pair = value;
-  if (pair->divisor == 999) return PROCORD_EINVAL; /* a value this serializer refuses */
+  if (pair->divisor == 999) return PROCORD_EBADVALUE; /* a value this serializer refuses */
+  if (pair->divisor == 998) return 1;                  /* refused with no code: EBADVALUE too */
   char text[48];
   snprintf(text, sizeof text, "%lld/%lld", pair->dividend, pair->divisor);
   return write_text(text, bytes, length);
@@ -46,14 +47,14 @@ static int write_pair(const void *value, unsigned char **bytes, size_t *length, 
 static int read_pair(const unsigned char *bytes, size_t length, void **value, void *context) {
   (void)context;
   char text[48];
-  if (length >= sizeof text) return PROCORD_EILL_FORMED;
+  if (length >= sizeof text) return PROCORD_EBADVALUE;
   memcpy(text, bytes, length);
   text[length] = 0;
   pair_t *pair = malloc(sizeof *pair);
   if (!pair) return -ENOMEM;
   if (sscanf(text, "%lld/%lld", &pair->dividend, &pair->divisor) != 2) {
     free(pair);
-    return PROCORD_EILL_FORMED;
+    return PROCORD_EBADVALUE;
   }
   live_values++;
   *value = pair;
@@ -70,7 +71,7 @@ static int write_number(const void *value, unsigned char **bytes, size_t *length
 static int read_number(const unsigned char *bytes, size_t length, void **value, void *context) {
   (void)context;
   char text[24];
-  if (length == 0 || length >= sizeof text) return PROCORD_EILL_FORMED;
+  if (length == 0 || length >= sizeof text) return PROCORD_EBADVALUE;
   memcpy(text, bytes, length);
   text[length] = 0;
   long long *number = malloc(sizeof *number);
@@ -141,10 +142,12 @@ static const procord_task_t divide_without_errors = {
 /* ---- Helpers ---- */
 
 static procord_delegation_options_t self_options(void) {
-  procord_delegation_options_t options = {
-      .worker = {.program = self_path, .arguments = socket_arguments,
-                 .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
-  };
+  procord_delegation_options_t options;
+  procord_delegation_options_init(&options);
+  options.worker.program = self_path;
+  options.worker.arguments = socket_arguments;
+  options.worker.channel = PROCORD_CHANNEL_SOCKET;
+  options.worker.stderr_fd = -1;
   return options;
 }
 
@@ -208,7 +211,7 @@ static void raised_error_without_serializers_is_an_unknown_exception(void) {
   procord_delegation_release(d);
   CHECK_EQ_INT(kind, PROCORD_OUTCOME_UNKNOWN_EXCEPTION);
   CHECK(text);
-  CHECK_EQ_INT(result, PROCORD_EUNEXPECTED);
+  CHECK_EQ_INT(result, PROCORD_ENOVALUE);
   CHECK(value == NULL);
   END_TEST();
 }
@@ -252,7 +255,20 @@ static void input_the_serializer_refuses_starts_nothing(void) {
   pair_t pair = {1, 999};
   procord_delegation_options_t options = self_options();
   procord_delegation_t *d = NULL;
-  CHECK_EQ_INT(procord_delegate_task(loop, &divide_task, &pair, &options, &d), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_delegate_task(loop, &divide_task, &pair, &options, &d), PROCORD_EBADVALUE);
+  CHECK(d == NULL);
+  END_TEST();
+}
+
+/* A serializer that fails with a positive number, not an error code: the
+   call returns PROCORD_EBADVALUE (a value that would not serialize), not a
+   code that means something else. */
+static void input_the_serializer_refuses_without_a_code_is_ebadvalue(void) {
+  BEGIN();
+  pair_t pair = {1, 998};
+  procord_delegation_options_t options = self_options();
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_delegate_task(loop, &divide_task, &pair, &options, &d), PROCORD_EBADVALUE);
   CHECK(d == NULL);
   END_TEST();
 }
@@ -327,7 +343,15 @@ static int unreadable(const unsigned char *bytes, size_t length, void **value, v
   (void)length;
   (void)value;
   (void)context;
-  return PROCORD_EILL_FORMED;
+  return -EPROTO; /* an error of the reader's own */
+}
+
+static int unreadable_without_a_code(const unsigned char *bytes, size_t length, void **value, void *context) {
+  (void)bytes;
+  (void)length;
+  (void)value;
+  (void)context;
+  return 1;
 }
 
 static void output_the_main_program_cannot_read_is_the_readers_error(void) {
@@ -340,7 +364,24 @@ static void output_the_main_program_cannot_read_is_the_readers_error(void) {
   void *value = (void *)1;
   int result = procord_task_result(&reader, d, &value);
   procord_delegation_release(d);
-  CHECK_EQ_INT(result, PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(result, -EPROTO);
+  CHECK(value == NULL);
+  END_TEST();
+}
+
+/* A reader that fails with a positive number: PROCORD_EBADVALUE (bytes that
+   are not a valid value), not a protocol error. */
+static void output_the_reader_refuses_without_a_code_is_ebadvalue(void) {
+  BEGIN();
+  procord_delegation_t *d = divide_by(&divide_task, 9, 3);
+  CHECK(d);
+  procord_delegation_wait(loop, &d, 1, 1, 10000);
+  procord_task_t reader = divide_task;
+  reader.read_output = unreadable_without_a_code;
+  void *value = (void *)1;
+  int result = procord_task_result(&reader, d, &value);
+  procord_delegation_release(d);
+  CHECK_EQ_INT(result, PROCORD_EBADVALUE);
   CHECK(value == NULL);
   END_TEST();
 }
@@ -360,10 +401,12 @@ int main(int argc, char **argv) {
   RUN(failure_without_a_value_is_an_unknown_exception_naming_the_error);
   RUN(input_the_worker_cannot_read_is_an_unknown_exception);
   RUN(input_the_serializer_refuses_starts_nothing);
+  RUN(input_the_serializer_refuses_without_a_code_is_ebadvalue);
   RUN(result_before_the_end_is_eagain);
   RUN(described_task_runs_through_a_pool);
   RUN(worker_half_frees_every_value_it_makes);
   RUN(output_the_main_program_cannot_read_is_the_readers_error);
+  RUN(output_the_reader_refuses_without_a_code_is_ebadvalue);
 
   procord_loop_free(loop);
   return CHECK_SUMMARY();

@@ -745,8 +745,8 @@ static void record_frame(transcript_t *t, const procord_frame_t *frame) {
  */
 static void read_transcript(int fd, int until_0r, int timeout_ms, transcript_t *t) {
   memset(t, 0, sizeof *t);
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 0);
+  procord_frame_parser_t *parser = NULL;
+  if (procord_frame_parser_new(0, &parser) != 0) return; /* out of memory: nothing read, the test fails */
   unsigned char chunk[65536];
   long long deadline = now_ms() + timeout_ms;
   for (;;) {
@@ -755,14 +755,14 @@ static void read_transcript(int fd, int until_0r, int timeout_ms, transcript_t *
     ssize_t n = read(fd, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      t->complete = n == 0 && !until_0r && procord_frame_parser_is_idle(&parser);
+      t->complete = n == 0 && !until_0r && procord_frame_parser_is_idle(parser);
       break;
     }
     for (size_t offset = 0; offset < (size_t)n;) {
       size_t used = 0;
       procord_frame_t frame;
       int got =
-          procord_frame_parser_feed(&parser, chunk + offset, (size_t)n - offset, &used, &frame);
+          procord_frame_parser_feed(parser, chunk + offset, (size_t)n - offset, &used, &frame);
       offset += used;
       if (got < 0) {
         t->other_frames++; /* ill-formed: nothing after it can be trusted */
@@ -778,7 +778,7 @@ static void read_transcript(int fd, int until_0r, int timeout_ms, transcript_t *
     }
   }
 done:
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 /*

@@ -86,24 +86,24 @@ typedef struct frames_s {
 /* Reads the input's frames (up to 64, up to the first error). */
 static void read_frames(frames_t *frames, const uint8_t *data, size_t size) {
   memset(frames, 0, sizeof *frames);
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, PROCORD_AUTH_MAX_FRAME);
+  procord_frame_parser_t *parser = NULL;
+  FUZZ_CHECK(procord_frame_parser_new(PROCORD_AUTH_MAX_FRAME, &parser) == 0, "out of memory");
   size_t at = 0;
   while (at < size && frames->count < sizeof frames->items / sizeof frames->items[0]) {
     procord_frame_t frame;
     size_t used = 0;
-    int r = procord_frame_parser_feed(&parser, data + at, size - at, &used, &frame);
+    int r = procord_frame_parser_feed(parser, data + at, size - at, &used, &frame);
     at += used;
     if (r < 0) break;
     if (r == 1) {
       owned_frame_t *kept = &frames->items[frames->count++];
       kept->kind = frame.kind;
       kept->length = frame.length;
-      kept->body = procord_frame_parser_take_body(&parser);
+      kept->body = procord_frame_parser_take_body(parser);
       FUZZ_CHECK(kept->body, "the parser gave no body to take");
     }
   }
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 static void free_frames(frames_t *frames) {

@@ -144,9 +144,9 @@ static void serve(int fd) {
   pthread_mutex_unlock(&server_lock);
   frames_of_task = 0;
   auth_frames = 0;
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, 2 * LENT_LENGTH);
-  read_frames(fd, &parser, serving_secret ? on_secret_frame : on_task_frame);
+  procord_frame_parser_t *parser = NULL;
+  FUZZ_CHECK(procord_frame_parser_new(2 * LENT_LENGTH, &parser) == 0, "out of memory");
+  read_frames(fd, parser, serving_secret ? on_secret_frame : on_task_frame);
   for (size_t at = 0; at < length;) {
     ssize_t n = send(fd, bytes + at, length - at, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
@@ -154,8 +154,8 @@ static void serve(int fd) {
     at += (size_t)n;
   }
   shutdown(fd, SHUT_WR);
-  read_frames(fd, &parser, on_frame_until_end);
-  procord_frame_parser_reset(&parser);
+  read_frames(fd, parser, on_frame_until_end);
+  procord_frame_parser_free(parser);
 }
 
 /* Connections are accepted under the lock, so that wait_server_idle sees
@@ -233,14 +233,14 @@ typedef struct expected_s {
 /* As docs/PROTOCOL.md maps a worker's frames to a status. */
 static void expect(expected_t *e, const uint8_t *data, size_t size, size_t max) {
   memset(e, 0, sizeof *e);
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, max);
+  procord_frame_parser_t *parser = NULL;
+  FUZZ_CHECK(procord_frame_parser_new(max, &parser) == 0, "out of memory");
   size_t at = 0;
   int answered = 0;
   for (;;) {
     procord_frame_t frame;
     size_t used = 0;
-    int r = at < size ? procord_frame_parser_feed(&parser, data + at, size - at, &used, &frame) : 0;
+    int r = at < size ? procord_frame_parser_feed(parser, data + at, size - at, &used, &frame) : 0;
     at += used;
     if (r == 0 && at < size) continue;
     if (answered) {
@@ -282,7 +282,7 @@ static void expect(expected_t *e, const uint8_t *data, size_t size, size_t max) 
     e->call = "receive";
     break;
   }
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 /* ---- The delegations ---- */

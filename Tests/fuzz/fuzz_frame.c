@@ -106,21 +106,21 @@ static void check_round_trip(const procord_frame_t *frame, size_t max) {
   FUZZ_CHECK(n == (size_t)digits + 1 && memcmp(header, expected, (size_t)digits) == 0 &&
                  header[digits] == frame->kind,
              "header of a %zu-byte frame is %zu bytes", frame->length, n);
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, max);
+  procord_frame_parser_t *parser = NULL;
+  FUZZ_CHECK(procord_frame_parser_new(max, &parser) == 0, "out of memory");
   procord_frame_t again;
   size_t used = 0;
-  int r = procord_frame_parser_feed(&parser, header, n, &used, &again);
+  int r = procord_frame_parser_feed(parser, header, n, &used, &again);
   FUZZ_CHECK(used == n, "the header was not all consumed (%zu of %zu)", used, n);
   if (frame->length > 0) {
     FUZZ_CHECK(r == 0, "a header alone gave %d", r);
-    r = procord_frame_parser_feed(&parser, frame->body, frame->length, &used, &again);
+    r = procord_frame_parser_feed(parser, frame->body, frame->length, &used, &again);
     FUZZ_CHECK(used == frame->length, "the body was not all consumed");
   }
   FUZZ_CHECK(r == 1 && again.kind == frame->kind && again.length == frame->length &&
                  (frame->length == 0 || memcmp(again.body, frame->body, frame->length) == 0),
              "an encoded frame parses back as something else (%d)", r);
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 /* Headers of any length, up to SIZE_MAX (20 digits: too long to read back). */
@@ -134,13 +134,13 @@ static void check_encode_any(const uint8_t *data, size_t n) {
   FUZZ_CHECK(size == (size_t)digits + 1 && memcmp(header, expected, (size_t)digits) == 0,
              "header of %zu", (size_t)length);
   if (digits >= PROCORD_FRAME_MAX_SIZE_DIGITS) {
-    procord_frame_parser_t parser;
-    procord_frame_parser_init(&parser, 0);
+    procord_frame_parser_t *parser = NULL;
+    FUZZ_CHECK(procord_frame_parser_new(0, &parser) == 0, "out of memory");
     procord_frame_t frame;
     size_t used;
-    int r = procord_frame_parser_feed(&parser, header, size, &used, &frame);
+    int r = procord_frame_parser_feed(parser, header, size, &used, &frame);
     FUZZ_CHECK(r == PROCORD_ETOO_LONG, "a 20-digit SIZE gave %d", r);
-    procord_frame_parser_reset(&parser);
+    procord_frame_parser_free(parser);
   }
 }
 
@@ -203,8 +203,8 @@ static void check_frame(procord_frame_parser_t *parser, pass_t *p, size_t index,
 }
 
 static void run_pass(pass_t *p) {
-  procord_frame_parser_t parser;
-  procord_frame_parser_init(&parser, p->max);
+  procord_frame_parser_t *parser = NULL;
+  FUZZ_CHECK(procord_frame_parser_new(p->max, &parser) == 0, "out of memory");
   size_t at = 0, frames = 0;
   while (at < p->n) {
     size_t piece = p->cut == WHOLE ? p->n - at : p->cut == BYTE_BY_BYTE ? 1 : 1 + next_control(p) % 24;
@@ -212,18 +212,18 @@ static void run_pass(pass_t *p) {
     while (at < end) {
       procord_frame_t frame;
       unsigned char *window = NULL;
-      size_t missing = procord_frame_parser_body_window(&parser, &window);
+      size_t missing = procord_frame_parser_body_window(parser, &window);
       int r;
       if (p->cut == PIECES && missing && (next_control(p) & 2)) {
         size_t count = end - at < missing ? end - at : missing;
         memcpy(window, p->data + at, count);
-        r = procord_frame_parser_body_advance(&parser, count, &frame);
+        r = procord_frame_parser_body_advance(parser, count, &frame);
         FUZZ_CHECK(r == 1 || r == PROCORD_EILL_FORMED || (r == 0 && count < missing),
                    "advance by %zu of %zu gave %d", count, missing, r);
         at += count;
       } else {
         size_t used = SIZE_MAX;
-        r = procord_frame_parser_feed(&parser, p->data + at, end - at, &used, &frame);
+        r = procord_frame_parser_feed(parser, p->data + at, end - at, &used, &frame);
         FUZZ_CHECK(used <= end - at, "consumed %zu of %zu", used, end - at);
         FUZZ_CHECK(r != 0 || used == end - at, "returned 0 having consumed %zu of %zu", used, end - at);
         FUZZ_CHECK(r == 0 || r == 1 || r == PROCORD_ETOO_LONG || r == PROCORD_EILL_FORMED,
@@ -231,15 +231,15 @@ static void run_pass(pass_t *p) {
         at += used;
       }
       if (r == 1) {
-        check_frame(&parser, p, frames++, at, &frame);
+        check_frame(parser, p, frames++, at, &frame);
       } else if (r < 0) {
         FUZZ_CHECK(r == p->ref->error, "error %d at %zu, the reference says %d", r, at, p->ref->error);
         FUZZ_CHECK(at == p->ref->error_at + 1, "error after %zu bytes, known at byte %zu", at,
                    p->ref->error_at);
         FUZZ_CHECK(frames == p->ref->count, "error after %zu frames, expected %zu", frames,
                    p->ref->count);
-        check_sticky(&parser, p, at, r);
-        procord_frame_parser_reset(&parser);
+        check_sticky(parser, p, at, r);
+        procord_frame_parser_free(parser);
         return;
       }
     }
@@ -247,12 +247,12 @@ static void run_pass(pass_t *p) {
   FUZZ_CHECK(p->ref->error == 0, "no error, the reference says %d at %zu", p->ref->error,
              p->ref->error_at);
   FUZZ_CHECK(frames == p->ref->count, "%zu frames, expected %zu", frames, p->ref->count);
-  FUZZ_CHECK(procord_frame_parser_is_idle(&parser) == !p->ref->partial, "idle is %d at the end",
-             procord_frame_parser_is_idle(&parser));
+  FUZZ_CHECK(procord_frame_parser_is_idle(parser) == !p->ref->partial, "idle is %d at the end",
+             procord_frame_parser_is_idle(parser));
   unsigned char *window = NULL;
-  FUZZ_CHECK(procord_frame_parser_body_window(&parser, &window) == p->ref->missing,
+  FUZZ_CHECK(procord_frame_parser_body_window(parser, &window) == p->ref->missing,
              "the window at the end is not the missing part of the body");
-  procord_frame_parser_reset(&parser);
+  procord_frame_parser_free(parser);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {

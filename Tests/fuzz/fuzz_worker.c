@@ -144,7 +144,7 @@ typedef struct expected_s {
 typedef struct stream_s {
   const uint8_t *data;
   size_t length, at;
-  procord_frame_parser_t parser;
+  procord_frame_parser_t *parser;
 } stream_t;
 
 /* As the worker's reader: 1 with a frame, 0 at the end between frames,
@@ -152,11 +152,11 @@ typedef struct stream_s {
 static int next_frame(stream_t *s, procord_frame_t *frame) {
   while (s->at < s->length) {
     size_t used = 0;
-    int r = procord_frame_parser_feed(&s->parser, s->data + s->at, s->length - s->at, &used, frame);
+    int r = procord_frame_parser_feed(s->parser, s->data + s->at, s->length - s->at, &used, frame);
     s->at += used;
     if (r != 0) return r;
   }
-  return procord_frame_parser_is_idle(&s->parser) ? 0 : PROCORD_EDISCONNECTED;
+  return procord_frame_parser_is_idle(s->parser) ? 0 : PROCORD_EDISCONNECTED;
 }
 
 static int answer_error(expected_t *e, int error) {
@@ -197,8 +197,8 @@ static void expect_answer(expected_t *e, const procord_worker_task_t *task, cons
 static void expect(expected_t *e, const uint8_t *data, size_t length, int reusable, size_t max,
                    int writes_fail) {
   memset(e, 0, sizeof *e);
-  stream_t s = {data, length, 0, {0}};
-  procord_frame_parser_init(&s.parser, max);
+  stream_t s = {data, length, 0, NULL};
+  FUZZ_CHECK(procord_frame_parser_new(max, &s.parser) == 0, "out of memory");
   for (;;) {
     procord_frame_t frame;
     int got = next_frame(&s, &frame);
@@ -234,7 +234,7 @@ static void expect(expected_t *e, const uint8_t *data, size_t length, int reusab
       break;
     }
   }
-  procord_frame_parser_reset(&s.parser);
+  procord_frame_parser_free(s.parser);
 }
 
 /* ---- The main program's side ---- */

@@ -35,6 +35,8 @@
 #ifndef PROCORD_CONNECT_H
 #define PROCORD_CONNECT_H
 
+#include <stddef.h>
+
 #include "procord/loop.h"
 
 #ifdef __cplusplus
@@ -58,12 +60,26 @@ typedef void (*procord_connect_cb)(int fd, int error, const char *call, const ch
                                    void *context);
 
 typedef struct procord_connect_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_connect_options_init; 0 means the layout of this first release.
+     A size larger than this library's struct, with a byte beyond it that is
+     not 0 (a program built against a newer Procord than it runs with), is
+     refused with PROCORD_EINVAL. */
+  size_t size;
   const char *host; /* a DNS name, or an IPv4 or IPv6 literal (no brackets); copied */
   int port;
   int timeout_ms;   /* for resolving and connecting together; 0: no limit */
   procord_connect_cb on_done;
   void *context;
 } procord_connect_options_t;
+
+/*
+ * Sets every field of `options` to its default (0, NULL: see each field)
+ * and `size` to this struct's size. Call it first, then set the fields you
+ * need: a field added in a later version then gets its default even in a
+ * program built before it.
+ */
+void procord_connect_options_init(procord_connect_options_t *options);
 
 /*
  * Starts connecting. Must be called on the loop's thread (a delegation does

@@ -58,6 +58,12 @@ typedef void (*procord_state_cb)(procord_connection_t *connection,
                                  procord_connection_state_t state, void *context);
 
 typedef struct procord_connection_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_connection_options_init; 0 means the layout of this first
+     release. A size larger than this library's struct, with a byte beyond
+     it that is not 0 (a program built against a newer Procord than it runs
+     with), is refused with PROCORD_EINVAL. */
+  size_t size;
   int read_fd;      /* the descriptor frames are read from */
   int write_fd;     /* the descriptor frames are written to (may equal read_fd) */
   int connecting;   /* non-zero: read_fd is a socket with a connect(2) in progress */
@@ -85,10 +91,20 @@ typedef struct procord_connection_options_s {
 } procord_connection_options_t;
 
 /*
+ * Sets every field of `options` to its default (0, NULL: see each field)
+ * and `size` to this struct's size. Call it first, then set the fields you
+ * need: a field added in a later version then gets its default even in a
+ * program built before it.
+ */
+void procord_connection_options_init(procord_connection_options_t *options);
+
+/*
  * Opens a connection on `loop` over the options' descriptors, which it takes
  * over: it makes them non-blocking and closes them when it disconnects (also
  * on failure here). Stores the connection in `*connection`; the caller frees
- * it with procord_connection_free. Returns 0 or a negative error code.
+ * it with procord_connection_free. Returns 0, PROCORD_EINVAL (a descriptor
+ * below 0, no on_frame, or a `size` refused), or another negative error
+ * code (-ENOMEM).
  */
 int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *options,
                             procord_connection_t **connection);

@@ -121,6 +121,12 @@ typedef void (*procord_done_cb)(procord_delegation_t *delegation, const procord_
                                 void *context);
 
 typedef struct procord_delegation_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_delegation_options_init; 0 means the layout of this first
+     release. A size larger than this library's struct, with a byte beyond
+     it that is not 0 (a program built against a newer Procord than it runs
+     with), is refused with PROCORD_EINVAL. `worker` has a size of its own. */
+  size_t size;
   const char *task_name;          /* required */
   const void *input;              /* the serialized input, copied (unless input_release, below) */
   size_t input_length;
@@ -176,6 +182,15 @@ typedef struct procord_delegation_options_s {
 } procord_delegation_options_t;
 
 /*
+ * Sets every field of `options` to its default (0, NULL: see each field;
+ * `worker` as procord_spawn_options_init sets it) and `size` to this
+ * struct's size. Call it first, then set the fields you need: a field added
+ * in a later version then gets its default even in a program built before
+ * it.
+ */
+void procord_delegation_options_init(procord_delegation_options_t *options);
+
+/*
  * Starts a worker and delegates a task to it. Thread-safe: the worker is
  * started on the loop's thread (the thread a worker's parent-death signal
  * follows; the call waits for it, so the pid is known on return, or on the
@@ -183,7 +198,9 @@ typedef struct procord_delegation_options_s {
  * rest happens on the loop's thread. Do not call it while another thread
  * stops the loop (procord_loop_stop): the start would wait for the loop to
  * run again. Always stores a delegation in `*delegation`
- * unless it returns -ENOMEM or PROCORD_EINVAL: when the worker cannot be
+ * unless it returns -ENOMEM or PROCORD_EINVAL (no task_name, or a `size`
+ * refused, the options' or their worker's; see
+ * procord_delegation_options_t): when the worker cannot be
  * started, the delegation finishes as DISCONNECTED with the error of
  * posix_spawn (on_done still runs, on the loop's thread). The caller holds
  * one reference and drops it with procord_delegation_release.

@@ -39,6 +39,14 @@ enum procord_error_code {
      does not call its worker entry point (procord_worker_main,
      Worker.runIfRequested) first, and would start copies of itself without end. */
   PROCORD_ENOTSERVING = -4028,
+  /* procord_task_result: the outcome has no value to read (it is not a
+     VALUE, nor an EXCEPTION the task has a read_error for). */
+  PROCORD_ENOVALUE = -4029,
+  /* A task's serializer or deserializer (procord/task.h) failed: a value
+     that could not be written as bytes, or bytes that are not a valid value.
+     What Procord returns when one fails without a negative code of its own
+     (it returned a positive number), and a code for them to return. */
+  PROCORD_EBADVALUE = -4030,
 };
 
 /*

@@ -14,7 +14,6 @@
 #define PROCORD_FRAME_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -63,29 +62,22 @@ typedef struct procord_frame_s {
   size_t length;
 } procord_frame_t;
 
-/*
- * An incremental frame parser. The caller owns the struct (it may live on the
- * stack); initialize it with procord_frame_parser_init and release the body
- * buffer it may hold with procord_frame_parser_reset. Its fields are private.
- */
-typedef struct procord_frame_parser_s {
-  size_t max_message_size;
-  int state;
-  int digits;
-  uint64_t size;
-  unsigned char kind;
-  unsigned char *body;
-  size_t filled;
-  int error;
-} procord_frame_parser_t;
+/* An incremental frame parser (opaque: made by procord_frame_parser_new). */
+typedef struct procord_frame_parser_s procord_frame_parser_t;
 
 /*
- * Initializes `parser` with a maximum message size; 0 means the process-wide
- * default (procord_default_max_message_size()).
+ * Makes a parser with a maximum message size; 0 means the process-wide
+ * default (procord_default_max_message_size()). Stores it in `*parser`; the
+ * caller frees it with procord_frame_parser_free. Returns 0 or -ENOMEM.
  */
-void procord_frame_parser_init(procord_frame_parser_t *parser, size_t max_message_size);
+int procord_frame_parser_new(size_t max_message_size, procord_frame_parser_t **parser);
 
-/* Frees the buffer the parser holds and returns it to its initial state. */
+/* Frees the parser and the body buffer it holds (a body taken with
+   procord_frame_parser_take_body is the taker's). NULL is ignored. */
+void procord_frame_parser_free(procord_frame_parser_t *parser);
+
+/* Frees the buffer the parser holds and returns it to its initial state
+   (its maximum message size kept). */
 void procord_frame_parser_reset(procord_frame_parser_t *parser);
 
 /*

@@ -10,6 +10,8 @@
 #ifndef PROCORD_LISTEN_H
 #define PROCORD_LISTEN_H
 
+#include <stddef.h>
+
 #include "procord/loop.h"
 
 #ifdef __cplusplus
@@ -28,6 +30,12 @@ typedef void (*procord_accept_cb)(procord_listener_t *listener, int fd, const ch
                                   void *context);
 
 typedef struct procord_listener_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_listener_options_init; 0 means the layout of this first
+     release. A size larger than this library's struct, with a byte beyond
+     it that is not 0 (a program built against a newer Procord than it runs
+     with), is refused with PROCORD_EINVAL. */
+  size_t size;
   const char *hostname; /* an address or name to bind; NULL: "127.0.0.1" (never exposed by accident) */
   int port;             /* 0: one the system picks (procord_listener_port says which) */
   int reuse_address;    /* SO_REUSEADDR */
@@ -37,6 +45,14 @@ typedef struct procord_listener_options_s {
   procord_accept_cb on_accept; /* required */
   void *context;
 } procord_listener_options_t;
+
+/*
+ * Sets every field of `options` to its default (0, NULL: see each field)
+ * and `size` to this struct's size. Call it first, then set the fields you
+ * need: a field added in a later version then gets its default even in a
+ * program built before it.
+ */
+void procord_listener_options_init(procord_listener_options_t *options);
 
 /*
  * Binds and listens (or takes over listen_fd) and starts accepting on

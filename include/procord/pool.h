@@ -52,6 +52,13 @@ typedef struct procord_pool_s procord_pool_t;
 
 /* Where a pool's workers come from: a local program, or a worker server. */
 typedef struct procord_pool_source_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_pool_source_init; 0 means the layout of this first release.
+     Sources come as an array, read with the first one's size as its
+     stride: every source of an array has the same size. A size larger than
+     this library's struct, with a byte beyond it that is not 0, is refused
+     with PROCORD_EINVAL. `worker` has a size of its own. */
+  size_t size;
   /* A local worker (remote_host NULL): how to start it. To be reused it
      must speak this project's socket mode (PROCORD_CHANNEL_SOCKET, with
      `--procord-socket-fd 3` in its arguments); a worker in the original
@@ -67,6 +74,12 @@ typedef struct procord_pool_source_s {
 } procord_pool_source_t;
 
 typedef struct procord_pool_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_pool_options_init; 0 means the layout of this first release.
+     A size larger than this library's struct, with a byte beyond it that is
+     not 0 (a program built against a newer Procord than it runs with), is
+     refused with PROCORD_EINVAL. */
+  size_t size;
   /* At least one. Workers are started from them in turn; a server that
      cannot be reached is skipped for a while (from 250 ms, doubling up to
      10 s) while others can serve. Copied. */
@@ -125,6 +138,22 @@ typedef struct procord_pool_options_s {
   int send_ahead;
 } procord_pool_options_t;
 
+/*
+ * Sets every field of `source` to its default (a local worker, `worker` as
+ * procord_spawn_options_init sets it) and `size` to this struct's size.
+ * Call it first, then set the fields you need: a field added in a later
+ * version then gets its default even in a program built before it.
+ */
+void procord_pool_source_init(procord_pool_source_t *source);
+
+/*
+ * Sets every field of `options` to its default (0, NULL: see each field)
+ * and `size` to this struct's size. Call it first, then set the fields you
+ * need: a field added in a later version then gets its default even in a
+ * program built before it.
+ */
+void procord_pool_options_init(procord_pool_options_t *options);
+
 /* A snapshot of a pool. */
 typedef struct procord_pool_stats_s {
   size_t workers;           /* started and not retired: starting, idle or busy */
@@ -149,7 +178,8 @@ typedef struct procord_pool_stats_s {
  * Makes a pool on `loop` (which must be running, or run later) and starts
  * min_workers. Stores it in `*pool`; the caller holds one reference, dropped
  * with procord_pool_release. Returns 0, PROCORD_EINVAL for options that
- * cannot work (no source, min_workers above max_workers), or -ENOMEM.
+ * cannot work (no source, min_workers above max_workers, a `size` refused:
+ * the options', a source's or its worker's), or -ENOMEM.
  */
 int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options,
                      procord_pool_t **pool);
@@ -161,7 +191,8 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *options
  * `exit_grace_ms` come from the pool. Stores the delegation in
  * `*delegation` (the caller holds one reference). Returns 0, PROCORD_EFULL
  * when max_queue_length tasks are waiting already, PROCORD_ECLOSED after
- * procord_pool_shutdown, PROCORD_EINVAL or -ENOMEM.
+ * procord_pool_shutdown, PROCORD_EINVAL (no task_name, or a `size`
+ * refused, as by procord_delegate) or -ENOMEM.
  */
 int procord_pool_delegate(procord_pool_t *pool, const procord_delegation_options_t *options,
                           procord_delegation_t **delegation);

@@ -22,6 +22,17 @@
  * - `_stop`: a loop returns from procord_loop_run.
  * Which thread a callback runs on, and what it may call, is in
  * procord/loop.h.
+ *
+ * Options: a function with many knobs takes a struct of them
+ * (procord_spawn_options_t, procord_delegation_options_t, ...). Call its
+ * init function first (procord_spawn_options_init and so on), then set the
+ * fields you need. Each struct starts with `size_t size`, which the init
+ * function sets and the library reads the struct by: a field added in a
+ * later version then gets its default in a program built before it, and a
+ * program built against a newer header than the library it runs with is
+ * refused (PROCORD_EINVAL) only if it sets a field this library does not
+ * know. A zero-initialized struct (`size` 0) means every default, laid out
+ * as in the first release.
  */
 #ifndef PROCORD_PROCORD_H
 #define PROCORD_PROCORD_H

@@ -47,6 +47,12 @@ typedef enum procord_security_role {
 #define PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 
 typedef struct procord_security_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_security_options_init; 0 means the layout of this first
+     release. A size larger than this library's struct, with a byte beyond
+     it that is not 0 (a program built against a newer Procord than it runs
+     with), is refused with PROCORD_EINVAL. */
+  size_t size;
   procord_security_role_t role;
   /* Non-zero: TLS. Implied by any of the files below. */
   int tls;
@@ -72,12 +78,20 @@ typedef struct procord_security_options_s {
 } procord_security_options_t;
 
 /*
+ * Sets every field of `options` to its default (a client, neither TLS nor a
+ * secret: set one of them) and `size` to this struct's size. Call it first,
+ * then set the fields you need: a field added in a later version then gets
+ * its default even in a program built before it.
+ */
+void procord_security_options_init(procord_security_options_t *options);
+
+/*
  * Makes a security object: loads and checks the certificate, key and CA
  * files now, so that a mistake shows at start rather than at the first
  * connection. Returns 0 with one reference in `*security`, or
  * PROCORD_EINVAL (a missing file, a key that does not match its
  * certificate, a server with TLS and no certificate, a secret of the wrong
- * length...) or -ENOMEM, with an English message in `error` (of
+ * length, a `size` refused...) or -ENOMEM, with an English message in `error` (of
  * `error_size` bytes, may be NULL) and `*security` untouched.
  */
 int procord_security_new(const procord_security_options_t *options, procord_security_t **security,

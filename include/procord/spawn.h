@@ -25,6 +25,7 @@
 #ifndef PROCORD_SPAWN_H
 #define PROCORD_SPAWN_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -53,7 +54,8 @@ typedef enum procord_protocol_channel {
  * both its soft and its hard limit, so the task cannot raise it again, with
  * prlimit(2) right after the start: the worker program's own start-up may
  * run before them, but no task does (the worker gets its task only later),
- * and what the task starts inherits them.
+ * and what the task starts inherits them. Embedded in procord_spawn_options_t,
+ * this struct never grows (it has no `size`).
  */
 typedef struct procord_resource_limits_s {
   /* RLIMIT_AS: allocations beyond it fail (malloc returns NULL; mmap ENOMEM). */
@@ -77,6 +79,14 @@ typedef struct procord_resource_limits_s {
 #define PROCORD_SELF_EXECUTABLE_VARIABLE "PROCORD_SELF_EXECUTABLE"
 
 typedef struct procord_spawn_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_spawn_options_init; 0 means the layout of this first release.
+     A size larger than this library's struct, with a byte beyond it that is
+     not 0 (a program built against a newer Procord than it runs with, that
+     sets a field this one does not know), is refused with PROCORD_EINVAL.
+     Embedded in other options (a delegation's, a pool source's, a
+     server's), this struct never grows: its size there is 0 or its sizeof. */
+  size_t size;
   /* The program: a path, or a bare name searched in PATH. Required.
      PROCORD_SELF_EXECUTABLE_PATH may be overridden, see above. */
   const char *program;
@@ -101,6 +111,15 @@ typedef struct procord_spawn_options_s {
   int main_program;
 } procord_spawn_options_t;
 
+/*
+ * Sets every field of `options` to its default (what 0 means for each, as
+ * said above: inherit the caller's environment, directory and stderr, the
+ * stdio channel, no limits) and `size` to this struct's size. Call it
+ * first, then set the fields you need: a field added in a later version
+ * then gets its default even in a program built before it.
+ */
+void procord_spawn_options_init(procord_spawn_options_t *options);
+
 /* A started child. The caller owns the descriptors in it. */
 typedef struct procord_child_s {
   pid_t pid;
@@ -112,7 +131,8 @@ typedef struct procord_child_s {
 /*
  * Starts a child. On success fills `*child` and returns 0; the child is
  * registered so that procord_reap_all_children (run at exit) can reap it. On
- * failure returns a negated errno of the call that failed (posix_spawn
+ * failure returns PROCORD_EINVAL (no program, or a `size` refused, see
+ * procord_spawn_options_t), or a negated errno of the call that failed (posix_spawn
  * reports exec failures such as -ENOENT for a program that does not exist;
  * a limit that cannot be set, above this program's own hard limit, gives
  * prlimit's -EPERM) and leaves no descriptor or process behind.

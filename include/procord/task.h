@@ -28,7 +28,8 @@ extern "C" {
 /*
  * Writes `value` as bytes: stores a malloc'd buffer in `*bytes` (the caller
  * frees it; NULL is fine for 0 bytes) and its length in `*length`. Returns 0
- * or a negative error code.
+ * or a negative error code (PROCORD_EBADVALUE for a value that cannot be
+ * written; a positive number is taken as that too).
  */
 typedef int (*procord_serialize_fn)(const void *value, unsigned char **bytes, size_t *length,
                                     void *context);
@@ -36,7 +37,8 @@ typedef int (*procord_serialize_fn)(const void *value, unsigned char **bytes, si
 /*
  * Reads `length` bytes into a new value stored in `*value` (the caller owns
  * it and frees it with free_value). Returns 0, or a negative error code for
- * bytes that are not a valid value.
+ * bytes that are not a valid value (PROCORD_EBADVALUE; a positive number is
+ * taken as that too).
  */
 typedef int (*procord_deserialize_fn)(const unsigned char *bytes, size_t length, void **value,
                                       void *context);
@@ -95,7 +97,7 @@ int procord_pool_delegate_task(procord_pool_t *pool, const procord_task_t *task,
  * outcome read with read_error, the error value, and returns
  * PROCORD_TASK_RAISED. The caller owns the value stored in `*value` and frees
  * it with the task's free_value (procord_task_free_value). Returns -EAGAIN
- * for a delegation not finished yet, PROCORD_EUNEXPECTED for an outcome with
+ * for a delegation not finished yet, PROCORD_ENOVALUE for an outcome with
  * no value (see procord_delegation_outcome for why), or the deserializer's
  * error.
  */

@@ -54,6 +54,12 @@ typedef enum procord_capture {
 } procord_capture_mode_t;
 
 typedef struct procord_worker_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_worker_options_init; 0 means the layout of this first release.
+     A size larger than this library's struct, with a byte beyond it that is
+     not 0 (a program built against a newer Procord than it runs with), is
+     refused with PROCORD_EINVAL. */
+  size_t size;
   int read_fd;  /* where frames come from (0 in the original mode) */
   int write_fd; /* where answers go (1 in the original mode); may equal read_fd */
   const procord_worker_task_t *tasks; /* not copied: must outlive the call */
@@ -86,6 +92,14 @@ typedef struct procord_worker_options_s {
 } procord_worker_options_t;
 
 /*
+ * Sets every field of `options` to its default (0, NULL: see each field)
+ * and `size` to this struct's size. Call it first, then set the fields you
+ * need: a field added in a later version then gets its default even in a
+ * program built before it.
+ */
+void procord_worker_options_init(procord_worker_options_t *options);
+
+/*
  * From inside a task: sends `text` to the main program's handler for custom
  * `destination` (a byte other than 'O' and 'E', by convention '0'..'9') as
  * a `P` frame. Thread-safe. Returns 0, PROCORD_EINVALID_DESTINATION for 'O'
@@ -114,7 +128,8 @@ typedef struct procord_worker_report_s {
  * alone.
  * Otherwise returns a negative error code: a protocol error (after sending
  * the matching `E` frame), PROCORD_EDISCONNECTED for an end of stream in the
- * middle of a task, or a negated errno of a failed read or write.
+ * middle of a task, a negated errno of a failed read or write, or
+ * PROCORD_EINVAL for a `size` refused (see procord_worker_options_t).
  */
 int procord_worker_serve(const procord_worker_options_t *options);
 

@@ -1,0 +1,95 @@
+/*
+ * Reading a caller's options struct by its `size` (every public
+ * procord_*_options_t, and procord_pool_source_t, starts with `size_t size`).
+ *
+ * Each entry point copies the caller's struct into a zeroed one of its own
+ * before reading any field, so that a program built against an older,
+ * smaller struct gets the default (0) for every field it does not know, and
+ * a program built against a newer, larger one is refused when it sets a
+ * field this library does not know (PROCORD_EINVAL).
+ *
+ * `size` 0 means the struct of the first release (a program that
+ * zero-initializes the struct and never calls procord_X_options_init). The
+ * PROCORD_FIRST_SIZE_* below say how large that was: today each is its
+ * sizeof. When a field is appended to one of these structs, its line here
+ * becomes offsetof(type, first_new_field), and stays so: a program built
+ * before the field existed keeps being read with the layout it was built
+ * with. (A struct embedded by value in another, procord_spawn_options_t,
+ * may never grow: scripts/c_api.py check-abi refuses it.) The core's own
+ * calls set `.size = sizeof options` too, so that a field appended later is
+ * not dropped from them as from an old program's.
+ */
+#ifndef PROCORD_OPTIONS_PRIVATE_H
+#define PROCORD_OPTIONS_PRIVATE_H
+
+#include "procord/error.h"
+#include "procord/spawn.h"
+
+#include <stddef.h>
+#include <string.h>
+
+/* Macros, so that this header needs only the types of the file using one. */
+#define PROCORD_FIRST_SIZE_SPAWN_OPTIONS sizeof(procord_spawn_options_t)
+#define PROCORD_FIRST_SIZE_DELEGATION_OPTIONS sizeof(procord_delegation_options_t)
+#define PROCORD_FIRST_SIZE_POOL_OPTIONS sizeof(procord_pool_options_t)
+#define PROCORD_FIRST_SIZE_POOL_SOURCE sizeof(procord_pool_source_t)
+#define PROCORD_FIRST_SIZE_CONNECT_OPTIONS sizeof(procord_connect_options_t)
+#define PROCORD_FIRST_SIZE_CONNECTION_OPTIONS sizeof(procord_connection_options_t)
+#define PROCORD_FIRST_SIZE_LISTENER_OPTIONS sizeof(procord_listener_options_t)
+#define PROCORD_FIRST_SIZE_SECURITY_OPTIONS sizeof(procord_security_options_t)
+#define PROCORD_FIRST_SIZE_WORKER_OPTIONS sizeof(procord_worker_options_t)
+
+/* The size a struct claims: its first field, 0 read as `first_release_size`. */
+static inline size_t procord_options_size(const void *given, size_t first_release_size) {
+  size_t size;
+  memcpy(&size, given, sizeof size);
+  return size ? size : first_release_size;
+}
+
+/*
+ * Copies `given` (a caller's struct, `size` first) into `local` (ours, of
+ * `local_size` bytes): min(size, local_size) bytes, the rest zero, and
+ * local's `size` set to local_size. Returns 0, or PROCORD_EINVAL for a size
+ * too small to hold the size itself, or larger than ours with a byte beyond
+ * ours that is not 0 (a field of a newer Procord, set): `local` then holds
+ * what could be copied, so that the caller can still release what the
+ * options lend (a delegation's input_release).
+ */
+static inline int procord_options_copy(void *local, size_t local_size, const void *given,
+                                       size_t first_release_size) {
+  size_t size = procord_options_size(given, first_release_size);
+  memset(local, 0, local_size);
+  if (size < sizeof(size_t)) return PROCORD_EINVAL;
+  memcpy(local, given, size < local_size ? size : local_size);
+  memcpy(local, &local_size, sizeof local_size);
+  for (size_t i = local_size; i < size; i++)
+    if (((const unsigned char *)given)[i] != 0) return PROCORD_EINVAL;
+  return 0;
+}
+
+/* procord_options_copy for `local`, a struct variable (not a pointer). */
+#define PROCORD_OPTIONS_COPY(local, given, first_release_size) \
+  procord_options_copy(&(local), sizeof(local), (given), (first_release_size))
+
+/*
+ * A struct embedded by value in options already copied (a delegation's
+ * `worker`): it keeps its place, so it cannot be larger than ours (what
+ * follows it is the container's), and never grows (check-abi). Zeroes what
+ * lies beyond its own size and sets that size to ours. Returns 0, or
+ * PROCORD_EINVAL for a size too small, or too large.
+ */
+static inline int procord_options_nested(void *nested, size_t nested_size, size_t first_release_size) {
+  size_t size = procord_options_size(nested, first_release_size);
+  if (size < sizeof(size_t) || size > nested_size) return PROCORD_EINVAL;
+  memset((unsigned char *)nested + size, 0, nested_size - size);
+  memcpy(nested, &nested_size, sizeof nested_size);
+  return 0;
+}
+
+/* A delegation's spawn options, embedded (procord_delegation_options_t's
+   `worker`, procord_pool_source_t's, procord_server_options_t's). */
+static inline int procord_spawn_options_nested(procord_spawn_options_t *worker) {
+  return procord_options_nested(worker, sizeof *worker, PROCORD_FIRST_SIZE_SPAWN_OPTIONS);
+}
+
+#endif
