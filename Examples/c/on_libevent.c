@@ -63,15 +63,16 @@ int main(int argc, char **argv) {
   int started = 0;
   for (int i = 0; i < count && delegations; i++, started++) {
     const char *input = argv[command.first_argument + i];
-    procord_delegation_options_t options = {
-        .task_name = "fibo",
-        .input = input,
-        .input_length = strlen(input),
-        .worker = {.program = PROCORD_SELF_EXECUTABLE_PATH, .arguments = worker_arguments,
-                   .channel = PROCORD_CHANNEL_SOCKET},
-        .on_done = on_done,
-        .context = &program,
-    };
+    procord_delegation_options_t options;
+    procord_delegation_options_init(&options); /* every default, and the struct's size */
+    options.task_name = "fibo";
+    options.input = input;
+    options.input_length = strlen(input);
+    options.worker.program = PROCORD_SELF_EXECUTABLE_PATH;
+    options.worker.arguments = worker_arguments;
+    options.worker.channel = PROCORD_CHANNEL_SOCKET;
+    options.on_done = on_done;
+    options.context = &program;
     error = procord_delegate(loop, &options, &delegations[i]);
     if (error) {
       fprintf(stderr, "%s: cannot delegate fibo(%s): %s\n", argv[0], input, procord_strerror(error));

@@ -48,15 +48,16 @@ static void delegate_line(procord_loop_t *loop, const char *line, const char *pr
   snprintf(task->input, sizeof task->input, "%.*s", (int)strcspn(line, "\r\n"), line);
   task->program = program;
   const char *const worker_arguments[] = {program, "--procord-worker", "--procord-socket-fd", "3", NULL};
-  procord_delegation_options_t options = {
-      .task_name = "fibo",
-      .input = task->input,
-      .input_length = strlen(task->input),
-      .worker = {.program = PROCORD_SELF_EXECUTABLE_PATH, .arguments = worker_arguments,
-                 .channel = PROCORD_CHANNEL_SOCKET},
-      .on_done = on_done,
-      .context = task,
-  };
+  procord_delegation_options_t options;
+  procord_delegation_options_init(&options); /* every default, and the struct's size */
+  options.task_name = "fibo";
+  options.input = task->input;
+  options.input_length = strlen(task->input);
+  options.worker.program = PROCORD_SELF_EXECUTABLE_PATH;
+  options.worker.arguments = worker_arguments;
+  options.worker.channel = PROCORD_CHANNEL_SOCKET;
+  options.on_done = on_done;
+  options.context = task;
   procord_delegation_t *delegation;
   int error = procord_delegate(loop, &options, &delegation);
   if (error) {

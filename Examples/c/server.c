@@ -39,21 +39,21 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3", NULL};
-  procord_server_options_t options = {
-      .hostname = "127.0.0.1",
-      .port = (int)port,
-      .reuse_address = 1,
-      .listen_fd = -1,
-      .max_simultaneous_tasks = 4,
-      .worker = {.program = "/proc/self/exe", .arguments = worker_arguments,
-                 .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
-      .handle_signals = 1,
-      .log = log_line,
-      .max_connections = 256,
-      .max_connections_per_peer = 64,
-      .task_timeout_ms = 5000,
-      .stats = &stats,
-  };
+  procord_server_options_t options;
+  procord_server_options_init(&options); /* every default, and the struct's size */
+  options.hostname = "127.0.0.1";
+  options.port = (int)port;
+  options.reuse_address = 1;
+  options.max_simultaneous_tasks = 4;
+  options.worker.program = PROCORD_SELF_EXECUTABLE_PATH;
+  options.worker.arguments = worker_arguments;
+  options.worker.channel = PROCORD_CHANNEL_SOCKET;
+  options.handle_signals = 1;
+  options.log = log_line;
+  options.max_connections = 256;
+  options.max_connections_per_peer = 64;
+  options.task_timeout_ms = 5000;
+  options.stats = &stats;
   int error = procord_server_run(&options);
   if (error) {
     fprintf(stderr, "%s: %s\n", argv[0], procord_strerror(error));

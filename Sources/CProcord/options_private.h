@@ -38,6 +38,7 @@
 #define PROCORD_FIRST_SIZE_LISTENER_OPTIONS sizeof(procord_listener_options_t)
 #define PROCORD_FIRST_SIZE_SECURITY_OPTIONS sizeof(procord_security_options_t)
 #define PROCORD_FIRST_SIZE_WORKER_OPTIONS sizeof(procord_worker_options_t)
+#define PROCORD_FIRST_SIZE_SERVER_OPTIONS sizeof(procord_server_options_t)
 
 /* The size a struct claims: its first field, 0 read as `first_release_size`. */
 static inline size_t procord_options_size(const void *given, size_t first_release_size) {

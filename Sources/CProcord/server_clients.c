@@ -497,6 +497,7 @@ void server_client_open(server_t *s, int fd, const char *name, server_peer_t *pe
   c->peer = peer;
   snprintf(c->name, sizeof c->name, "%s", name);
   procord_connection_options_t options = {
+      .size = sizeof options,
       .read_fd = fd,
       .write_fd = fd,
       .max_message_size = s->max_message_size,

@@ -7,6 +7,7 @@
  * gate, draining), server_clients.c's and server_workers.c's.
  */
 #define _GNU_SOURCE
+#include "options_private.h"
 #include "lineage_private.h"
 #include "procord/error.h"
 #include "procord/listen.h"
@@ -221,7 +222,10 @@ static void fit_descriptor_limit(server_t *s) {
 
 void procord_server_options_init(procord_server_options_t *options) {
   /* Zero is each field's default: a field a later version appends too. */
-  if (options) memset(options, 0, sizeof *options);
+  if (!options) return;
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+  procord_spawn_options_init(&options->worker);
 }
 
 /* ---- The end ---- */
@@ -350,11 +354,20 @@ static void start_on_loop(void *argument) {
   if (options->on_listening) options->on_listening(options->context, s->address, s->port);
 }
 
-static int start(procord_loop_t *loop, const procord_server_options_t *options, int own_loop,
+static int start(procord_loop_t *loop, const procord_server_options_t *given, int own_loop,
                  server_t **result) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
-  if (!options) return PROCORD_EINVAL;
-  const char *mistake = options_mistake(options);
+  if (!given) return PROCORD_EINVAL;
+  /* Read by its size, as every options struct (options_private.h). */
+  procord_server_options_t copy;
+  const procord_server_options_t *options = &copy;
+  const char *mistake = PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SERVER_OPTIONS) != 0
+                            ? "the server's options are larger than this Procord's and set a field it does not "
+                              "know (built against a newer procord/server.h?), or their size is wrong"
+                        : procord_spawn_options_nested(&copy.worker) != 0
+                            ? "the server's worker options have a size that is not this Procord's"
+                            : NULL;
+  if (!mistake) mistake = options_mistake(options);
   if (!mistake && (!loop || !result))
     mistake = "procord_server_start: no loop, or nowhere to store the server (NULL)";
   if (mistake) {
@@ -363,7 +376,7 @@ static int start(procord_loop_t *loop, const procord_server_options_t *options, 
   }
   server_t *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
-  s->copy = *options;
+  s->copy = copy;
   s->options = &s->copy;
   s->loop = loop;
   s->base = procord_loop_base(loop);
@@ -474,7 +487,7 @@ void procord_server_free(procord_server_t *server) {
 
 int procord_server_run(const procord_server_options_t *options) {
   procord_loop_t *loop = NULL;
-  if (options && !options_mistake(options)) {
+  if (options) { /* start says what is wrong with them, if anything */
     int error = procord_loop_new(&loop);
     if (error) return error;
   }

@@ -101,7 +101,7 @@ static void link_worker(server_t *s, server_worker_t *w) {
 static int open_control(server_t *s, server_worker_t *w, int fd) {
   w->control_fd = fd;
   procord_connection_options_t options = {
-      .read_fd = fd, .write_fd = fd, .on_frame = on_control_frame, .on_state = on_control_state, .context = w};
+      .size = sizeof options, .read_fd = fd, .write_fd = fd, .on_frame = on_control_frame, .on_state = on_control_state, .context = w};
   return procord_connection_open(s->loop, &options, &w->control);
 }
 
@@ -160,6 +160,7 @@ static int start_thread(server_t *s) {
   }
   here->fd = pair[1];
   here->options = (procord_worker_options_t){
+      .size = sizeof here->options,
       .tasks = s->options->tasks,
       .task_count = s->options->task_count,
       .max_message_size = s->max_message_size,
@@ -232,6 +233,7 @@ static void open_session(server_worker_t *w) {
   int error = procord_server_hand_over(w->control_fd, pair[1]);
   close(pair[1]);
   procord_connection_options_t options = {
+      .size = sizeof options,
       .read_fd = pair[0],
       .write_fd = pair[0],
       .max_message_size = s->max_message_size,

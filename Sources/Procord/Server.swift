@@ -156,6 +156,7 @@ public enum Server {
       // server's log is the only place they show (no client sees a tail).
       worker.withSpawnOptions(includingSocketOption: false, quietingCrashes: false) { spawn in
         var c = procord_server_options_t()
+        procord_server_options_init(&c)
         c.hostname = UnsafePointer(hostname)
         c.port = Int32(options.port)
         c.reuse_address = options.reuseAddress ? 1 : 0

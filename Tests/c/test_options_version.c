@@ -602,6 +602,36 @@ static void newer_worker_options_with_a_field_set_are_refused(void) {
 }
 
 /* A size too small to hold the size itself is no struct at all. */
+/* A server's options too: a newer program's field is refused at the start,
+   with a log line saying why; zeros beyond are accepted. */
+static char server_said[512];
+static void keep_server_line(void *context, procord_log_level_t level, const char *line) {
+  (void)context;
+  if (level == PROCORD_LOG_ERROR) snprintf(server_said, sizeof server_said, "%s", line);
+}
+
+static void newer_server_options_with_a_field_set_are_refused_saying_why(void) {
+  BEGIN();
+  procord_loop_t *loop = NULL;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  procord_server_options_t options;
+  procord_server_options_init(&options);
+  options.dont_fork = 1;
+  static const procord_worker_task_t tasks[] = {{"double", fixture_task_double, NULL}};
+  options.tasks = tasks;
+  options.task_count = 1;
+  options.log = keep_server_line;
+  struct_buffer_t b;
+  procord_server_t *server = NULL;
+  server_said[0] = 0;
+  CHECK_EQ_INT(procord_server_start(loop, newer(&b, &options, sizeof options, 1), &server), PROCORD_EINVAL);
+  CHECK_CONTAINS(server_said, "set a field it does not know");
+  CHECK_EQ_INT(procord_server_start(loop, newer(&b, &options, sizeof options, 0), &server), 0);
+  procord_server_free(server);
+  procord_loop_free(loop);
+  CHECK_NOTHING_LEFT();
+}
+
 static void size_smaller_than_the_size_field_is_refused(void) {
   BEGIN();
   procord_spawn_options_t options;
@@ -641,6 +671,7 @@ int main(int argc, char **argv) {
   RUN(newer_io_options_with_a_field_set_are_refused);
   RUN(newer_security_options_with_a_field_set_are_refused_saying_why);
   RUN(newer_worker_options_with_a_field_set_are_refused);
+  RUN(newer_server_options_with_a_field_set_are_refused_saying_why);
   RUN(size_smaller_than_the_size_field_is_refused);
 
   procord_loop_free(loop);

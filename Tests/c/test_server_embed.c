@@ -716,6 +716,11 @@ static void options_init_gives_every_field_its_default(void) {
   memset(&options, 0xa5, sizeof options);
   memset(&zero, 0, sizeof zero);
   procord_server_options_init(&options);
+  /* Zero but the sizes, its own and its worker's. */
+  CHECK_EQ_INT(options.size, sizeof options);
+  CHECK_EQ_INT(options.worker.size, sizeof options.worker);
+  zero.size = options.size;
+  zero.worker.size = options.worker.size;
   CHECK(memcmp(&options, &zero, sizeof options) == 0);
 }
 

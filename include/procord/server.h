@@ -100,6 +100,12 @@ typedef struct procord_server_stats_s {
 void procord_server_stats_read(const procord_server_stats_t *stats, procord_server_stats_t *copy);
 
 typedef struct procord_server_options_s {
+  /* The size of this struct as the calling program was built with: set by
+     procord_server_options_init; 0 means the layout of this first release.
+     A size larger than this library's struct, with a byte beyond it that is
+     not 0 (a program built against a newer Procord than it runs with), is
+     refused with PROCORD_EINVAL and a log line. */
+  size_t size;
   /* Where to listen: an IPv4 or IPv6 literal or a DNS name; NULL means
      "127.0.0.1", so that a server is never exposed by accident ("0.0.0.0"
      or "::" must be asked for). */
@@ -222,10 +228,11 @@ typedef struct procord_server_options_s {
 } procord_server_options_t;
 
 /*
- * Sets every field of `options` to its default (zero, today, for each of
- * them). Call it first, then set the fields you need: a field added in a
- * later version of this header then gets its default rather than what the
- * stack held. Thread-safe. Returns nothing.
+ * Sets every field of `options` to its default (zero, for each of them),
+ * its size, and its worker's (procord_spawn_options_init). Call it first,
+ * then set the fields you need: a field added in a later version of this
+ * header then gets its default even in a program built before it.
+ * Thread-safe. Returns nothing.
  */
 void procord_server_options_init(procord_server_options_t *options);
 
