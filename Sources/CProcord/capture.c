@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "capture.h"
 #include "procord/frame.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -111,7 +112,7 @@ static void restore(stream_t *s) {
 
 int procord_capture_start(procord_frame_writer_t *writer, int with_stderr,
                           procord_output_capture_t **result) {
-  procord_output_capture_t *c = calloc(1, sizeof *c);
+  procord_output_capture_t *c = procord_allocate_zeroed(1, sizeof *c);
   if (!c) return -ENOMEM;
   c->writer = writer;
   pthread_mutex_init(&c->reading, NULL);
@@ -129,7 +130,7 @@ int procord_capture_start(procord_frame_writer_t *writer, int with_stderr,
       close(c->stop[1]);
     }
     pthread_mutex_destroy(&c->reading);
-    free(c);
+    procord_free(c);
     return error;
   }
   *result = c;
@@ -155,5 +156,5 @@ void procord_capture_stop(procord_output_capture_t *c) {
   close(c->stop[0]);
   close(c->stop[1]);
   pthread_mutex_destroy(&c->reading);
-  free(c);
+  procord_free(c);
 }

@@ -9,6 +9,7 @@
 #include "loop_private.h"
 #include "options_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,13 +60,13 @@ struct procord_connect_s {
 
 static void release(procord_connect_t *a) {
   if (--a->references != 0) return;
-  free(a->addresses);
-  free(a->lengths);
+  procord_free(a->addresses);
+  procord_free(a->lengths);
   if (a->writable) event_free(a->writable);
   if (a->timer) event_free(a->timer);
   if (a->fd >= 0) close(a->fd);
-  free(a->host);
-  free(a);
+  procord_free(a->host);
+  procord_free(a);
 }
 
 /* Copies the addresses of `list` (its own stays the caller's); 0 or -ENOMEM. */
@@ -74,8 +75,8 @@ static int keep_addresses(procord_connect_t *a, const struct evutil_addrinfo *li
   for (const struct evutil_addrinfo *i = list; i; i = i->ai_next)
     if (i->ai_addr && i->ai_addrlen <= sizeof(struct sockaddr_storage)) count++;
   if (count == 0) return 0;
-  a->addresses = calloc(count, sizeof *a->addresses);
-  a->lengths = calloc(count, sizeof *a->lengths);
+  a->addresses = procord_allocate_zeroed(count, sizeof *a->addresses);
+  a->lengths = procord_allocate_zeroed(count, sizeof *a->lengths);
   if (!a->addresses || !a->lengths) return -ENOMEM;
   for (const struct evutil_addrinfo *i = list; i; i = i->ai_next) {
     if (!i->ai_addr || i->ai_addrlen > sizeof(struct sockaddr_storage)) continue;
@@ -335,13 +336,13 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *given
   if (!loop || !options->host || !options->on_done || options->port <= 0 ||
       options->port > 65535)
     return PROCORD_EINVAL;
-  procord_connect_t *a = calloc(1, sizeof *a);
+  procord_connect_t *a = procord_allocate_zeroed(1, sizeof *a);
   if (!a) return -ENOMEM;
   a->loop = loop;
   a->options = *options;
   a->references = 1;
   a->fd = -1;
-  a->host = strdup(options->host);
+  a->host = procord_strdup(options->host);
   a->timer = evtimer_new(procord_loop_base(loop), on_timeout, a);
   if (!a->host || !a->timer) {
     release(a);

@@ -10,6 +10,7 @@
 #include "options_private.h"
 #include "security_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -43,8 +44,8 @@ static void release(procord_connection_t *c) {
   if (c->stash) evbuffer_free(c->stash);
   procord_connection_tls_free(c);
   procord_security_release(c->security);
-  free(c->peer_name);
-  free(c);
+  procord_free(c->peer_name);
+  procord_free(c);
 }
 
 static void close_descriptors(procord_connection_t *c) {
@@ -438,12 +439,12 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   if (refused && procord_options_size(given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS) <
                      offsetof(procord_connection_options_t, connecting))
     copy.read_fd = copy.write_fd = -1; /* not even the descriptors were read: close none */
-  procord_connection_t *c = refused ? NULL : calloc(1, sizeof *c);
+  procord_connection_t *c = refused ? NULL : procord_allocate_zeroed(1, sizeof *c);
   int error = refused ? refused : c ? 0 : -ENOMEM;
   if (!error && (options->read_fd < 0 || options->write_fd < 0 || !options->on_frame))
     error = PROCORD_EINVAL;
   if (error) {
-    free(c);
+    procord_free(c);
     if (options->read_fd >= 0) close(options->read_fd);
     if (options->write_fd >= 0 && options->write_fd != options->read_fd) close(options->write_fd);
     return error;
@@ -457,7 +458,7 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   c->output = evbuffer_new();
   c->urgent = evbuffer_new();
   c->security = procord_security_retain(options->security);
-  if (options->peer_name) c->peer_name = strdup(options->peer_name);
+  if (options->peer_name) c->peer_name = procord_strdup(options->peer_name);
   c->read_event = event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_readable, c);
   c->write_event = event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_writable, c);
   c->close_timer = evtimer_new(base, on_close_timeout, c);

@@ -29,7 +29,7 @@ static void retain(procord_delegation_t *d) { __atomic_add_fetch(&d->references,
 static void input_release(procord_shared_input_t *input) {
   if (!input || __atomic_sub_fetch(&input->references, 1, __ATOMIC_ACQ_REL) != 0) return;
   if (input->borrowed_release) input->borrowed_release(input->borrowed_context);
-  free(input);
+  procord_free(input);
 }
 
 /* How a `V` frame in flight releases the shared input it was sent from. */
@@ -40,28 +40,28 @@ static void input_release_owner(procord_body_owner_t *owner) {
 void procord_delegation_release(procord_delegation_t *d) {
   if (!d || __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL) != 0) return;
   if (d->pool) procord_pool_task_released(d->pool);
-  free(d->task_name);
+  procord_free(d->task_name);
   input_release(d->input);
-  free(d->body);
+  procord_free(d->body);
   procord_worker_stderr_free(d->worker_stderr); /* a worker never started on the loop */
-  free((char *)d->outcome.stderr_tail); /* ours: the copy made at the finish */
-  free(d);
+  procord_free((char *)d->outcome.stderr_tail); /* ours: the copy made at the finish */
+  procord_free(d);
 }
 
 procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
                                                 const procord_delegation_options_t *options) {
-  procord_delegation_t *d = calloc(1, sizeof *d);
+  procord_delegation_t *d = procord_allocate_zeroed(1, sizeof *d);
   if (!d) return NULL;
   d->loop = loop;
   d->references = 2; /* the caller's and the finishing one */
-  d->task_name = strdup(options->task_name);
+  d->task_name = procord_strdup(options->task_name);
   int borrowed = options->input_release != NULL;
-  d->input = borrowed ? malloc(sizeof *d->input)
+  d->input = borrowed ? procord_allocate(sizeof *d->input)
                       : procord_malloc_body(sizeof *d->input + options->input_length);
   if (!d->task_name || !d->input) {
-    free(d->task_name);
-    free(d->input);
-    free(d);
+    procord_free(d->task_name);
+    procord_free(d->input);
+    procord_free(d);
     return NULL;
   }
   d->input->owner.release = input_release_owner;

@@ -26,7 +26,7 @@ void procord_frame_parser_init(procord_frame_parser_t *parser, size_t max_messag
 }
 
 int procord_frame_parser_new(size_t max_message_size, procord_frame_parser_t **parser) {
-  procord_frame_parser_t *made = malloc(sizeof *made);
+  procord_frame_parser_t *made = procord_allocate(sizeof *made);
   if (!made) return -ENOMEM;
   procord_frame_parser_init(made, max_message_size);
   *parser = made;
@@ -35,12 +35,12 @@ int procord_frame_parser_new(size_t max_message_size, procord_frame_parser_t **p
 
 void procord_frame_parser_free(procord_frame_parser_t *parser) {
   if (!parser) return;
-  free(parser->body);
-  free(parser);
+  procord_free(parser->body);
+  procord_free(parser);
 }
 
 void procord_frame_parser_reset(procord_frame_parser_t *parser) {
-  free(parser->body);
+  procord_free(parser->body);
   procord_frame_parser_init(parser, parser->max_message_size);
 }
 
@@ -116,7 +116,7 @@ int procord_frame_parser_feed(procord_frame_parser_t *parser, const void *data, 
   *consumed = 0;
   if (parser->state == STATE_ERROR) return parser->error;
   if (parser->state == STATE_SIZE && parser->body) {
-    free(parser->body); /* the previous frame's body, handed out last call */
+    procord_free(parser->body); /* the previous frame's body, handed out last call */
     parser->body = NULL;
     parser->filled = 0;
   }

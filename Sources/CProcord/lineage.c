@@ -5,6 +5,7 @@
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "procord/spawn.h"
+#include "memory_private.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -136,7 +137,7 @@ char **procord_lineage_environment(const char *const *base, int main_program, in
   int length = snprintf(entry, sizeof entry, "%s=%d %ld %d", PROCORD_LINEAGE_VARIABLE, depth + 1,
                         main_program ? 0L : (long)getpid(), child_channel);
   /* The pointers, then the one string of ours, in one block. */
-  char **environment = malloc((count + 2) * sizeof *environment + (size_t)length + 1);
+  char **environment = procord_allocate((count + 2) * sizeof *environment + (size_t)length + 1);
   if (!environment) return NULL;
   char *ours = (char *)(environment + count + 2);
   memcpy(ours, entry, (size_t)length + 1);

@@ -41,7 +41,7 @@ const char *procord_lineage_refusal(int error);
 /*
  * `base` (NULL-terminated) with PROCORD_LINEAGE set for a child of this
  * process: a worker, or (`main_program`) a program of its own, one level
- * deeper all the same. In one block for free(); NULL when out of memory.
+ * deeper all the same. In one block for procord_free(); NULL when out of memory.
  */
 char **procord_lineage_environment(const char *const *base, int main_program, int channel);
 

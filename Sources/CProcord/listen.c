@@ -5,6 +5,7 @@
 #include "options_private.h"
 #include "procord/error.h"
 #include "procord/server.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -71,7 +72,7 @@ static void free_listener(procord_listener_t *l) {
   event_free(l->accept_event);
   event_free(l->retry_timer);
   close(l->fd);
-  free(l);
+  procord_free(l);
 }
 
 static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
@@ -129,7 +130,7 @@ int procord_listen(procord_loop_t *loop, const procord_listener_options_t *given
     if (taken >= 0) close(taken);
     return PROCORD_EINVAL;
   }
-  procord_listener_t *l = calloc(1, sizeof *l);
+  procord_listener_t *l = procord_allocate_zeroed(1, sizeof *l);
   if (!l) {
     if (taken >= 0) close(taken);
     return -ENOMEM;
@@ -154,7 +155,7 @@ int procord_listen(procord_loop_t *loop, const procord_listener_options_t *given
   if (error) {
     if (l->accept_event) event_free(l->accept_event);
     if (l->retry_timer) event_free(l->retry_timer);
-    free(l);
+    procord_free(l);
     return error;
   }
   *result = l;

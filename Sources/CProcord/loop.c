@@ -9,6 +9,7 @@
 #include "loop_private.h"
 #include "log_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -72,7 +73,7 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
   while (call) {
     queued_call_t *next = call->next;
     call->fn(call->argument);
-    free(call);
+    procord_free(call);
     call = next;
   }
   pthread_mutex_lock(&loop->queue_lock);
@@ -90,7 +91,7 @@ static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t
      A host's base comes with the host's libevent, and its log (procord_set_log
      takes it over if the host wants). */
   if (mode != LOOP_HOST_BASE) procord_log_take_libevent();
-  procord_loop_t *loop = calloc(1, sizeof *loop);
+  procord_loop_t *loop = procord_allocate_zeroed(1, sizeof *loop);
   if (!loop) return -ENOMEM;
   loop->mode = mode;
   loop->owner = pthread_self();
@@ -126,7 +127,7 @@ static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t
     if (loop->wake_event) event_free(loop->wake_event);
     if (loop->base && !host_base) event_base_free(loop->base);
     if (loop->wake_fd >= 0) close(loop->wake_fd);
-    free(loop);
+    procord_free(loop);
     return error;
   }
   *result = loop;
@@ -164,7 +165,7 @@ static void wake(procord_loop_t *loop) {
 }
 
 int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
-  queued_call_t *call = malloc(sizeof *call);
+  queued_call_t *call = procord_allocate(sizeof *call);
   if (!call) return -ENOMEM;
   call->fn = fn;
   call->argument = argument;
@@ -342,7 +343,7 @@ void procord_loop_free(procord_loop_t *loop) {
   pthread_mutex_destroy(&loop->queue_lock);
   pthread_mutex_destroy(&loop->done_lock);
   pthread_cond_destroy(&loop->done_cond);
-  free(loop);
+  procord_free(loop);
 }
 
 struct event_base *procord_loop_base(procord_loop_t *loop) { return loop->base; }

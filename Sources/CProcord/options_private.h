@@ -1,6 +1,7 @@
 /*
  * Reading a caller's options struct by its `size` (every public
- * procord_*_options_t, and procord_pool_source_t, starts with `size_t size`).
+ * procord_*_options_t, procord_pool_source_t and procord_allocator_t start
+ * with `size_t size`).
  *
  * Each entry point copies the caller's struct into a zeroed one of its own
  * before reading any field, so that a program built against an older,
@@ -39,6 +40,7 @@
 #define PROCORD_FIRST_SIZE_SECURITY_OPTIONS sizeof(procord_security_options_t)
 #define PROCORD_FIRST_SIZE_WORKER_OPTIONS sizeof(procord_worker_options_t)
 #define PROCORD_FIRST_SIZE_SERVER_OPTIONS sizeof(procord_server_options_t)
+#define PROCORD_FIRST_SIZE_ALLOCATOR sizeof(procord_allocator_t)
 
 /* The size a struct claims: its first field, 0 read as `first_release_size`. */
 static inline size_t procord_options_size(const void *given, size_t first_release_size) {

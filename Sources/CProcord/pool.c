@@ -8,6 +8,7 @@
 #include "options_private.h"
 #include "pool_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -99,35 +100,35 @@ static char **copy_strings(const char *const *strings, int *failed) {
   if (!strings) return NULL;
   size_t count = 0;
   while (strings[count]) count++;
-  char **copy = calloc(count + 1, sizeof *copy);
+  char **copy = procord_allocate_zeroed(count + 1, sizeof *copy);
   if (!copy) {
     *failed = 1;
     return NULL;
   }
   for (size_t i = 0; i < count; i++)
-    if (!(copy[i] = strdup(strings[i]))) *failed = 1;
+    if (!(copy[i] = procord_strdup(strings[i]))) *failed = 1;
   return copy;
 }
 
 static void free_strings(const char *const *strings) {
   if (!strings) return;
-  for (size_t i = 0; strings[i]; i++) free((char *)strings[i]);
-  free((void *)strings);
+  for (size_t i = 0; strings[i]; i++) procord_free((char *)strings[i]);
+  procord_free((void *)strings);
 }
 
 static char *copy_string(const char *string, int *failed) {
   if (!string) return NULL;
-  char *copy = strdup(string);
+  char *copy = procord_strdup(string);
   if (!copy) *failed = 1;
   return copy;
 }
 
 static void free_source(procord_pool_source_t *s) {
-  free((char *)s->worker.program);
+  procord_free((char *)s->worker.program);
   free_strings(s->worker.arguments);
   free_strings(s->worker.environment);
-  free((char *)s->worker.working_directory);
-  free((char *)s->remote_host);
+  procord_free((char *)s->worker.working_directory);
+  procord_free((char *)s->remote_host);
   procord_security_release(s->security);
 }
 
@@ -149,9 +150,9 @@ static int copy_source(procord_pool_source_t *to, const procord_pool_source_t *f
 static void pool_unref(procord_pool_t *p) {
   if (__atomic_sub_fetch(&p->references, 1, __ATOMIC_ACQ_REL) != 0) return;
   for (size_t i = 0; i < p->options.source_count; i++) free_source(&p->sources[i].spec);
-  free(p->sources);
+  procord_free(p->sources);
   pthread_mutex_destroy(&p->lock);
-  free(p);
+  procord_free(p);
 }
 
 void procord_pool_task_released(procord_pool_t *p) { pool_unref(p); }
@@ -376,7 +377,7 @@ static void become_idle(pool_worker_t *w) {
  */
 static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end_t *failure) {
   const procord_pool_source_t *source = &p->sources[s].spec;
-  pool_worker_t *w = calloc(1, sizeof *w);
+  pool_worker_t *w = procord_allocate_zeroed(1, sizeof *w);
   procord_link_options_t options = {
       .worker = &source->worker,
       .remote_host = source->remote_host,
@@ -407,7 +408,7 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
     if (w) {
       procord_link_free(w->link);
       if (w->idle_timer) event_free(w->idle_timer);
-      free(w);
+      procord_free(w);
     }
     return NULL;
   }
@@ -794,7 +795,7 @@ static void on_ended(procord_link_t *link, void *context) {
   }
   procord_link_free(link);
   event_free(w->idle_timer);
-  free(w);
+  procord_free(w);
   pump(p);
 }
 
@@ -855,7 +856,7 @@ static void shut_down_on_loop(void *argument) {
   shutdown_call_t *call = argument;
   shut_down(call->pool, call->immediate);
   pool_unref(call->pool);
-  free(call);
+  procord_free(call);
 }
 
 void procord_pool_shutdown(procord_pool_t *p, int immediate) {
@@ -863,14 +864,14 @@ void procord_pool_shutdown(procord_pool_t *p, int immediate) {
   p->refusing = 1;
   p->shutdown_requested = 1;
   pthread_mutex_unlock(&p->lock);
-  shutdown_call_t *call = malloc(sizeof *call);
+  shutdown_call_t *call = procord_allocate(sizeof *call);
   if (!call) return; /* out of memory: new tasks are refused at least */
   call->pool = p;
   call->immediate = immediate;
   __atomic_add_fetch(&p->references, 1, __ATOMIC_RELAXED);
   if (procord_loop_call(p->loop, shut_down_on_loop, call) != 0) {
     __atomic_sub_fetch(&p->references, 1, __ATOMIC_RELAXED);
-    free(call);
+    procord_free(call);
   }
 }
 
@@ -1021,7 +1022,7 @@ void procord_pool_options_init(procord_pool_options_t *options) {
    array), PROCORD_EINVAL, or -ENOMEM. */
 static int read_sources(const procord_pool_source_t *sources, size_t count, procord_pool_source_t **copies) {
   size_t stride = procord_options_size(sources, PROCORD_FIRST_SIZE_POOL_SOURCE);
-  procord_pool_source_t *read = calloc(count, sizeof *read);
+  procord_pool_source_t *read = procord_allocate_zeroed(count, sizeof *read);
   if (!read) return -ENOMEM;
   int error = 0;
   for (size_t i = 0; i < count && !error; i++) {
@@ -1031,7 +1032,7 @@ static int read_sources(const procord_pool_source_t *sources, size_t count, proc
     if (!error) error = procord_spawn_options_nested(&read[i].worker);
     if (!error && !read[i].remote_host && !read[i].worker.program) error = PROCORD_EINVAL;
   }
-  if (error) free(read);
+  if (error) procord_free(read);
   else *copies = read;
   return error;
 }
@@ -1046,17 +1047,17 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
   procord_pool_source_t *sources = NULL;
   int error = read_sources(options.sources, options.source_count, &sources);
   if (error) return error;
-  procord_pool_t *p = calloc(1, sizeof *p);
+  procord_pool_t *p = procord_allocate_zeroed(1, sizeof *p);
   if (!p) {
-    free(sources);
+    procord_free(sources);
     return -ENOMEM;
   }
   p->loop = loop;
   p->options = options;
   if (p->options.max_workers == 0) p->options.max_workers = (int)options.source_count;
   if (p->options.min_workers > p->options.max_workers) {
-    free(sources);
-    free(p);
+    procord_free(sources);
+    procord_free(p);
     return PROCORD_EINVAL;
   }
   if (p->options.max_queue_length == 0) p->options.max_queue_length = DEFAULT_MAX_QUEUE_LENGTH;
@@ -1064,21 +1065,21 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
   p->references = 2; /* the caller's and the loop's */
   p->workers.next = p->workers.previous = &p->workers;
   pthread_mutex_init(&p->lock, NULL);
-  p->sources = calloc(options.source_count, sizeof *p->sources);
+  p->sources = procord_allocate_zeroed(options.source_count, sizeof *p->sources);
   size_t copied = 0;
   error = p->sources ? 0 : -ENOMEM;
   while (!error && copied < options.source_count) {
     error = copy_source(&p->sources[copied].spec, &sources[copied]);
     if (!error) copied++;
   }
-  free(sources);
+  procord_free(sources);
   p->options.sources = NULL; /* the copies are in p->sources */
   if (!error) error = procord_loop_call(loop, start_on_loop, p);
   if (error) {
     for (size_t i = 0; i < copied; i++) free_source(&p->sources[i].spec);
-    free(p->sources);
+    procord_free(p->sources);
     pthread_mutex_destroy(&p->lock);
-    free(p);
+    procord_free(p);
     return error;
   }
   *result = p;

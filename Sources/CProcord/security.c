@@ -7,6 +7,7 @@
 #include "options_private.h"
 #include "security_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -92,9 +93,9 @@ static int load_tls(procord_security_t *s, const procord_security_options_t *o, 
 
 static void free_security(procord_security_t *s) {
   if (s->tls) SSL_CTX_free(s->tls);
-  free(s->server_name);
+  procord_free(s->server_name);
   OPENSSL_cleanse(s->secret, sizeof s->secret);
-  free(s);
+  procord_free(s);
 }
 
 void procord_security_options_init(procord_security_options_t *options) {
@@ -120,12 +121,12 @@ int procord_security_new(const procord_security_options_t *given, procord_securi
             o->require_client_certificate || o->server_name;
   if (!tls && !o->secret)
     return fail(error, size, PROCORD_EINVAL, "security options with neither TLS nor a shared secret");
-  procord_security_t *s = calloc(1, sizeof *s);
+  procord_security_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return fail(error, size, -ENOMEM, "out of memory");
   s->references = 1;
   s->role = o->role;
   int result = 0;
-  if (o->server_name && o->role == PROCORD_SECURITY_CLIENT && !(s->server_name = strdup(o->server_name)))
+  if (o->server_name && o->role == PROCORD_SECURITY_CLIENT && !(s->server_name = procord_strdup(o->server_name)))
     result = fail(error, size, -ENOMEM, "out of memory");
   if (!result && tls) result = load_tls(s, o, error, size);
   if (result) {

@@ -10,6 +10,7 @@
 #include "procord/frame.h"
 #include "server_core.h"
 #include "server_secure.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -114,7 +115,7 @@ static void forget_secured(secured_peer_t *e) {
   if (e->previous) e->previous->next = e->next;
   else s->secured = e->next;
   if (e->next) e->next->previous = e->previous;
-  free(e);
+  procord_free(e);
 }
 
 /* A peer leaves the gate: it no longer counts as its address's connection
@@ -161,7 +162,7 @@ static void on_gate_done(procord_gate_t *gate, const procord_gate_result_t *resu
 }
 
 static void secure(server_t *s, int fd, const char *name, server_peer_t *peer) {
-  secured_peer_t *e = calloc(1, sizeof *e);
+  secured_peer_t *e = procord_allocate_zeroed(1, sizeof *e);
   if (!e) {
     close(fd);
     return;
@@ -173,7 +174,7 @@ static void secure(server_t *s, int fd, const char *name, server_peer_t *peer) {
                                                      : PROCORD_DEFAULT_HANDSHAKE_TIMEOUT_MS;
   e->gate = procord_gate_start(s->base, s->options->security, fd, timeout, on_gate_done, e);
   if (!e->gate) {
-    free(e);
+    procord_free(e);
     return;
   }
   e->next = s->secured;

@@ -10,6 +10,7 @@
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "server_core.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <math.h>
@@ -101,8 +102,8 @@ static void release_held(server_client_t *c) {
 
 static void forget_task(server_client_t *c) {
   release_held(c);
-  free(c->task_name);
-  free(c->input);
+  procord_free(c->task_name);
+  procord_free(c->input);
   c->task_name = NULL;
   c->input = NULL;
   c->task_name_length = c->input_length = 0;
@@ -134,7 +135,7 @@ static void client_free(server_client_t *c) {
   else s->clients = c->next;
   if (c->next) c->next->previous = c->previous;
   SERVER_SET(s, connections_now, --s->client_count);
-  free(c);
+  procord_free(c);
   server_check_keep_running(s);
   server_maybe_stop(s);
 }
@@ -334,7 +335,7 @@ static void on_frame(procord_connection_t *connection, const procord_frame_t *fr
       refuse_with(c, '0');
       return;
     }
-    c->task_name = malloc(frame->length + 1);
+    c->task_name = procord_allocate(frame->length + 1);
     if (!c->task_name) {
       client_close(c, 1);
       return;
@@ -348,7 +349,7 @@ static void on_frame(procord_connection_t *connection, const procord_frame_t *fr
     c->input_length = frame->length;
     c->input = frame->length ? procord_connection_take_body(connection) : NULL;
     if (frame->length && !c->input) { /* not takeable: copy it */
-      c->input = malloc(frame->length);
+      c->input = procord_allocate(frame->length);
       if (!c->input) {
         client_close(c, 1);
         return;
@@ -408,7 +409,7 @@ server_client_t *server_client_next_ready(server_t *s) {
 static void send_frame(server_client_t *c, unsigned char kind, procord_connection_t *from,
                        const procord_frame_t *frame) {
   void *body = frame->length >= LEND_FROM && from ? procord_connection_take_body(from) : NULL;
-  if (body) procord_connection_send_owned(c->connection, kind, body, frame->length, free);
+  if (body) procord_connection_send_owned(c->connection, kind, body, frame->length, procord_free);
   else procord_connection_send(c->connection, kind, frame->body, frame->length);
 }
 
@@ -487,7 +488,7 @@ static void on_state(procord_connection_t *connection, procord_connection_state_
 }
 
 void server_client_open(server_t *s, int fd, const char *name, server_peer_t *peer) {
-  server_client_t *c = calloc(1, sizeof *c);
+  server_client_t *c = procord_allocate_zeroed(1, sizeof *c);
   if (!c) {
     close(fd);
     return;
@@ -508,12 +509,12 @@ void server_client_open(server_t *s, int fd, const char *name, server_peer_t *pe
   c->timer = evtimer_new(s->base, on_timer, c);
   if (!c->timer) {
     close(fd);
-    free(c);
+    procord_free(c);
     return;
   }
   if (procord_connection_open(s->loop, &options, &c->connection) != 0) { /* it closed fd */
     event_free(c->timer);
-    free(c);
+    procord_free(c);
     return;
   }
   procord_connection_set_hooks(c->connection, on_input, on_drained);

@@ -11,6 +11,7 @@
 #include "procord/error.h"
 #include "security_private.h"
 #include "server_secure.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,7 +73,7 @@ static void free_gate(procord_gate_t *g) {
   if (g->fd >= 0 && !closes_socket) close(g->fd);
   procord_frame_parser_reset(&g->parser);
   procord_security_release(g->security);
-  free(g);
+  procord_free(g);
 }
 
 void procord_gate_abort(procord_gate_t *g) {
@@ -329,7 +330,7 @@ static void on_timeout(evutil_socket_t fd, short events, void *argument) {
 
 procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *security, int fd,
                                    int timeout_ms, procord_gate_done_fn done, void *context) {
-  procord_gate_t *g = calloc(1, sizeof *g);
+  procord_gate_t *g = procord_allocate_zeroed(1, sizeof *g);
   if (!g) {
     close(fd);
     return NULL;

@@ -13,6 +13,7 @@
 #include "procord/listen.h"
 #include "security_private.h"
 #include "server_core.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -266,7 +267,7 @@ static void finish(server_t *s, int tell) {
     s->options->on_stopped(s->options->context);
     __atomic_store_n(&s->in_on_stopped, 0, __ATOMIC_RELEASE);
     if (__atomic_load_n(&s->free_requested, __ATOMIC_ACQUIRE)) {
-      free(s);
+      procord_free(s);
       return;
     }
   }
@@ -374,7 +375,7 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
     if (options->log) options->log(options->context, PROCORD_LOG_ERROR, mistake);
     return PROCORD_EINVAL;
   }
-  server_t *s = calloc(1, sizeof *s);
+  server_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->copy = copy;
   s->options = &s->copy;
@@ -397,7 +398,7 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
   if (!error) error = s->start_error;
   s->copy.hostname = NULL; /* the caller's, read while listening only */
   if (error) {
-    free(s);
+    procord_free(s);
     return error;
   }
   *result = s;
@@ -480,7 +481,7 @@ void procord_server_free(procord_server_t *server) {
       nanosleep(&pause, NULL);
     }
   }
-  free(server);
+  procord_free(server);
 }
 
 /* ---- A server on a loop of its own ---- */

@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "server_core.h"
+#include "memory_private.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@ server_peer_t *server_peer_find(server_t *s, const char *host) {
   server_peer_t **bucket = &s->peer_buckets[bucket_of(host)];
   for (server_peer_t *p = *bucket; p; p = p->next)
     if (strcmp(p->host, host) == 0) return p;
-  server_peer_t *p = calloc(1, sizeof *p);
+  server_peer_t *p = procord_allocate_zeroed(1, sizeof *p);
   if (!p) return NULL;
   snprintf(p->host, sizeof p->host, "%s", host);
   p->next = *bucket;
@@ -32,7 +33,7 @@ void server_peer_forget_if_unused(server_t *s, server_peer_t *peer) {
   for (server_peer_t **p = &s->peer_buckets[bucket_of(peer->host)]; *p; p = &(*p)->next) {
     if (*p == peer) {
       *p = peer->next;
-      free(peer);
+      procord_free(peer);
       return;
     }
   }
@@ -43,7 +44,7 @@ void server_peers_free(server_t *s) {
     while (s->peer_buckets[i]) {
       server_peer_t *p = s->peer_buckets[i];
       s->peer_buckets[i] = p->next;
-      free(p);
+      procord_free(p);
     }
   }
 }

@@ -7,6 +7,7 @@
 #include "loop_private.h"
 #include "security_private.h"
 #include "server_secure.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -40,7 +41,7 @@ void procord_relay_free(procord_relay_t *r) {
   if (r->client) bufferevent_free(r->client);
   if (r->inner) bufferevent_free(r->inner);
   if (r->flush_timer) event_free(r->flush_timer);
-  free(r);
+  procord_free(r);
 }
 
 static void end(procord_relay_t *r) {
@@ -133,9 +134,9 @@ static void on_event(struct bufferevent *bev, short what, void *argument) {
 procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
                                      procord_relay_done_fn done, void *context) {
   int pair[2] = {-1, -1};
-  procord_relay_t *r = calloc(1, sizeof *r);
+  procord_relay_t *r = procord_allocate_zeroed(1, sizeof *r);
   if (!r || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    free(r);
+    procord_free(r);
     bufferevent_free(tls);
     return NULL;
   }

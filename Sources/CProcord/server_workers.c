@@ -16,6 +16,7 @@
 #include "server_core.h"
 #include "server_private.h"
 #include "worker_termination.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -82,7 +83,7 @@ static void remove_worker(server_worker_t *w) {
   procord_connection_free(w->control);
   if (w->exit_event) event_free(w->exit_event);
   if (w->kill_timer) event_free(w->kill_timer);
-  free(w);
+  procord_free(w);
 }
 
 /* ---- Starting ---- */
@@ -106,7 +107,7 @@ static int open_control(server_t *s, server_worker_t *w, int fd) {
 }
 
 static int start_process(server_t *s) {
-  server_worker_t *w = calloc(1, sizeof *w);
+  server_worker_t *w = procord_allocate_zeroed(1, sizeof *w);
   if (!w) return -ENOMEM;
   procord_spawn_options_t spawn = s->options->worker;
   spawn.channel = PROCORD_CHANNEL_SOCKET;
@@ -114,7 +115,7 @@ static int start_process(server_t *s) {
   int error = procord_spawn_options_nested(&spawn);
   if (!error) error = procord_spawn(&spawn, &w->child);
   if (error) {
-    free(w);
+    procord_free(w);
     server_log(s, PROCORD_LOG_ERROR, "could not start a worker (%s): %s", spawn.program ? spawn.program : "?",
                procord_strerror(error));
     return error;
@@ -145,17 +146,17 @@ static void *run_in_process(void *argument) {
   pthread_sigmask(SIG_BLOCK, &all, NULL); /* the server's signals are the loop's */
   procord_server_serve_in_process(&here->options, here->fd);
   close(here->fd);
-  free(here);
+  procord_free(here);
   return NULL;
 }
 
 static int start_thread(server_t *s) {
-  server_worker_t *w = calloc(1, sizeof *w);
-  in_process_t *here = calloc(1, sizeof *here);
+  server_worker_t *w = procord_allocate_zeroed(1, sizeof *w);
+  in_process_t *here = procord_allocate_zeroed(1, sizeof *here);
   int pair[2];
   if (!w || !here || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    free(w);
-    free(here);
+    procord_free(w);
+    procord_free(here);
     return -ENOMEM;
   }
   here->fd = pair[1];
@@ -171,8 +172,8 @@ static int start_thread(server_t *s) {
   if (pthread_create(&w->thread, NULL, run_in_process, here) != 0) {
     close(pair[0]);
     close(pair[1]);
-    free(w);
-    free(here);
+    procord_free(w);
+    procord_free(here);
     return -EAGAIN;
   }
   link_worker(s, w);
@@ -258,7 +259,7 @@ static void assign(server_worker_t *w, server_client_t *c) {
   procord_connection_send(w->session, PROCORD_FRAME_TASK, c->task_name, c->task_name_length);
   void *input = c->input;
   c->input = NULL;
-  if (input) procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, c->input_length, free);
+  if (input) procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, c->input_length, procord_free);
   else procord_connection_send(w->session, PROCORD_FRAME_VALUE, NULL, 0);
   procord_connection_cork(w->session, 0);
 }

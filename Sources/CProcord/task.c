@@ -6,6 +6,7 @@
 #include "delegation_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -93,12 +94,15 @@ int procord_task_result(const procord_task_t *task, procord_delegation_t *delega
   return result;
 }
 
-/* A reply of `kind` with `text` as its body; an empty `U` if out of memory. */
+/* A reply of `kind` with `text` as its body (the core's, so released to the
+   core's allocator, not to free()); an empty `U` if out of memory. */
 static void reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
   size_t length = strlen(text);
-  reply->body = malloc(length ? length : 1);
+  reply->body = procord_allocate(length);
   reply->kind = reply->body ? kind : PROCORD_FRAME_UNKNOWN_EXCEPTION;
   reply->length = reply->body ? length : 0;
+  reply->release = reply->body ? procord_free : NULL;
+  reply->release_context = reply->body;
   if (reply->body) memcpy(reply->body, text, length);
 }
 

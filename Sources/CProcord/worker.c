@@ -11,6 +11,7 @@
 #include "frame_private.h"
 #include "capture.h"
 #include "frame_writer.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -324,10 +325,10 @@ void procord_worker_options_init(procord_worker_options_t *options) {
 int procord_worker_serve(const procord_worker_options_t *given) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
   if (!given) return PROCORD_EINVAL;
-  session_t *s = calloc(1, sizeof *s);
+  session_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return -ENOMEM;
   if (PROCORD_OPTIONS_COPY(s->copy, given, PROCORD_FIRST_SIZE_WORKER_OPTIONS) != 0) {
-    free(s);
+    procord_free(s);
     return PROCORD_EINVAL;
   }
   const procord_worker_options_t *options = s->options = &s->copy;
@@ -361,6 +362,6 @@ int procord_worker_serve(const procord_worker_options_t *given) {
   watchdog_stop(&s->watchdog);
   procord_frame_writer_destroy(&s->writer);
   procord_frame_parser_reset(&s->reader.parser);
-  free(s);
+  procord_free(s);
   return result;
 }

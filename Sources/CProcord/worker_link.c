@@ -9,6 +9,7 @@
 #include "loop_private.h"
 #include "procord/connect.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -55,14 +56,14 @@ static void end_child_now(procord_link_t *link) {
 }
 
 procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_options_t *options) {
-  procord_link_t *link = calloc(1, sizeof *link);
+  procord_link_t *link = procord_allocate_zeroed(1, sizeof *link);
   if (!link) return NULL;
   link->loop = loop;
   link->events = options->events;
   link->context = options->context;
   link->remote = options->remote_host != NULL;
-  if (link->remote && !(link->host = strdup(options->remote_host))) {
-    free(link);
+  if (link->remote && !(link->host = procord_strdup(options->remote_host))) {
+    procord_free(link);
     return NULL;
   }
   link->port = options->remote_port;
@@ -342,7 +343,7 @@ void procord_link_free(procord_link_t *link) {
   if (link->exit_event) event_free(link->exit_event);
   if (link->grace_timer) event_free(link->grace_timer);
   if (link->end_event) event_free(link->end_event);
-  free(link->host);
+  procord_free(link->host);
   procord_security_release(link->security);
-  free(link);
+  procord_free(link);
 }

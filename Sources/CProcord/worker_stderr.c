@@ -3,6 +3,7 @@
 #include "worker_stderr.h"
 #include "loop_private.h"
 #include "procord/delegation.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -104,7 +105,7 @@ static void on_writable(evutil_socket_t fd, short events, void *context) {
 /* Keeps what descriptor 2 cannot take now, up to PENDING_MAX; once that is
    full, drops everything until the wait is over (the note says how much). */
 static void keep_pending(procord_worker_stderr_t *s, const unsigned char *bytes, size_t length) {
-  if (!s->pending && !(s->pending = malloc(PENDING_MAX))) {
+  if (!s->pending && !(s->pending = procord_allocate(PENDING_MAX))) {
     s->dropped += length;
     return;
   }
@@ -193,7 +194,7 @@ char *procord_worker_stderr_tail(const procord_worker_stderr_t *s, size_t *lengt
     size_t next = after_first_newline(window + from + cut, kept - from - cut);
     from += cut + next;
   }
-  char *tail = malloc(prefix + kept - from + 1);
+  char *tail = procord_allocate(prefix + kept - from + 1);
   if (!tail) return NULL;
   if (fatal_first) {
     memcpy(tail, s->fatal_line, s->fatal_length);
@@ -257,14 +258,14 @@ static void on_end_timer(evutil_socket_t fd, short events, void *context) {
 }
 
 int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **result, int *child_fd) {
-  procord_worker_stderr_t *s = calloc(1, sizeof *s);
+  procord_worker_stderr_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->loop = loop;
   s->pid = -1;
   int ends[2];
   if (pipe2(ends, O_CLOEXEC) < 0) {
     int error = -errno;
-    free(s);
+    procord_free(s);
     return error;
   }
   s->fd = ends[0];
@@ -319,6 +320,6 @@ void procord_worker_stderr_free(procord_worker_stderr_t *s) {
   if (s->writable) event_free(s->writable);
   if (s->end_timer) event_free(s->end_timer);
   if (s->fd >= 0) close(s->fd);
-  free(s->pending);
-  free(s);
+  procord_free(s->pending);
+  procord_free(s);
 }

@@ -161,7 +161,9 @@ void procord_connection_cork(procord_connection_t *connection, int corked);
 
 /*
  * Takes ownership of the body of the frame being delivered to on_frame.
- * Returns it (the caller must free() it), or NULL outside on_frame.
+ * Returns it (the caller gives it back with procord_free, procord/memory.h:
+ * free() does the same unless the program set an allocator), or NULL
+ * outside on_frame.
  */
 void *procord_connection_take_body(procord_connection_t *connection);
 

@@ -117,8 +117,9 @@ int procord_frame_parser_body_advance(procord_frame_parser_t *parser, size_t cou
 
 /*
  * Takes ownership of the body of the frame the last call returned: the caller
- * must free() it. Returns NULL if there is none (or it was taken already).
- * Saves a copy of large payloads.
+ * gives it back with procord_free (procord/memory.h; free() does the same
+ * unless the program set an allocator). Returns NULL if there is none (or it
+ * was taken already). Saves a copy of large payloads.
  */
 void *procord_frame_parser_take_body(procord_frame_parser_t *parser);
 

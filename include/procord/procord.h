@@ -45,6 +45,7 @@
 #include "procord/listen.h"
 #include "procord/log.h"
 #include "procord/loop.h"
+#include "procord/memory.h"
 #include "procord/pool.h"
 #include "procord/security.h"
 #include "procord/server.h"

@@ -27,7 +27,8 @@ extern "C" {
 
 /*
  * Writes `value` as bytes: stores a malloc'd buffer in `*bytes` (the caller
- * frees it; NULL is fine for 0 bytes) and its length in `*length`. Returns 0
+ * frees it with free(), libc's whatever allocator procord_set_allocator gave
+ * the core; NULL is fine for 0 bytes) and its length in `*length`. Returns 0
  * or a negative error code (PROCORD_EBADVALUE for a value that cannot be
  * written; a positive number is taken as that too).
  */
@@ -69,7 +70,7 @@ typedef struct procord_task_s {
      (an unknown exception) with the text "the task raised an error". */
   procord_serialize_fn write_error;
   procord_deserialize_fn read_error;
-  void (*free_value)(void *value, void *context); /* NULL: free() */
+  void (*free_value)(void *value, void *context); /* NULL: free(), libc's */
   procord_task_run_fn run;              /* worker; NULL in a main program only */
   void *context;                        /* passed to every function above */
 } procord_task_t;

@@ -22,7 +22,8 @@ extern "C" {
  * What a task answers. The task function sets `kind` to PROCORD_FRAME_VALUE,
  * PROCORD_FRAME_EXCEPTION or PROCORD_FRAME_UNKNOWN_EXCEPTION and `body` to a
  * buffer allocated with malloc (or NULL when `length` is 0), which the worker
- * frees after sending it.
+ * frees with free() after sending it: libc's, whatever allocator
+ * procord_set_allocator gave the core (procord/memory.h).
  */
 typedef struct procord_reply_s {
   unsigned char kind;
