@@ -4,6 +4,7 @@
 #include "lineage_private.h"
 #include "options_private.h"
 #include "procord/error.h"
+#include "memory_private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,26 +21,49 @@
 
 extern char **environ;
 
-/* Children spawned and not yet reaped, so that an exiting program reaps them. */
+/* Children spawned and not yet reaped, so that an exiting program reaps them.
+   Room for a child is made before it is started (one that could not be
+   listed is not started), and the list is given back once empty. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t *registry;
-static size_t registry_count, registry_capacity;
+static size_t registry_count, registry_reserved, registry_capacity;
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 static void register_atexit(void) { atexit(procord_reap_all_children); }
 
-static void registry_add(pid_t pid) {
+/* With the lock held. */
+static void registry_forget_if_empty(void) {
+  if (registry_count || registry_reserved) return;
+  procord_free(registry);
+  registry = NULL;
+  registry_capacity = 0;
+}
+
+/* Makes room for one more child; 0 or -ENOMEM. */
+static int registry_reserve(void) {
   pthread_once(&atexit_once, register_atexit);
   pthread_mutex_lock(&registry_lock);
-  if (registry_count == registry_capacity) {
-    size_t capacity = registry_capacity ? registry_capacity * 2 : 64;
-    pid_t *grown = realloc(registry, capacity * sizeof *grown);
-    if (grown) {
-      registry = grown;
-      registry_capacity = capacity;
+  if (registry_count + registry_reserved == registry_capacity) {
+    size_t capacity = registry_capacity ? registry_capacity * 2 : 8;
+    pid_t *grown = procord_reallocate(registry, capacity * sizeof *grown);
+    if (!grown) {
+      pthread_mutex_unlock(&registry_lock);
+      return -ENOMEM;
     }
+    registry = grown;
+    registry_capacity = capacity;
   }
-  if (registry_count < registry_capacity) registry[registry_count++] = pid;
+  registry_reserved++;
+  pthread_mutex_unlock(&registry_lock);
+  return 0;
+}
+
+/* Fills the room registry_reserve made with `pid`, or gives it back (pid -1). */
+static void registry_settle(pid_t pid) {
+  pthread_mutex_lock(&registry_lock);
+  registry_reserved--;
+  if (pid > 0) registry[registry_count++] = pid;
+  registry_forget_if_empty();
   pthread_mutex_unlock(&registry_lock);
 }
 
@@ -51,6 +75,7 @@ static void registry_remove(pid_t pid) {
       break;
     }
   }
+  registry_forget_if_empty();
   pthread_mutex_unlock(&registry_lock);
 }
 
@@ -62,6 +87,7 @@ void procord_reap_all_children(void) {
     }
   }
   registry_count = 0;
+  registry_forget_if_empty();
   pthread_mutex_unlock(&registry_lock);
 }
 
@@ -200,7 +226,7 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
   int ours[2] = {-1, -1}, theirs[2] = {-1, -1};
   int error = make_channel(options->channel, ours, theirs);
   if (error) {
-    free(environment);
+    procord_free(environment);
     return error;
   }
   const char *default_arguments[] = {options->program, NULL};
@@ -213,7 +239,7 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
     stderr_copy = fcntl(options->stderr_fd, F_DUPFD_CLOEXEC, PROCORD_WORKER_SOCKET_FD + 1);
     if (stderr_copy < 0) {
       int error = -errno;
-      free(environment);
+      procord_free(environment);
       close(ours[0]);
       if (ours[1] != ours[0]) close(ours[1]);
       close(theirs[0]);
@@ -228,15 +254,18 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
   pid_t pid = -1;
   int e = file_actions(&actions, options, theirs, stderr_copy);
   e = e ? e : attributes(&attr);
+  int listed = !e && registry_reserve() == 0;
+  if (!e && !listed) e = ENOMEM;
   e = e ? e : posix_spawnp(&pid, program_to_execute(options->program), &actions, &attr, (char *const *)arguments,
                            environment);
-  free(environment);
+  procord_free(environment);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(theirs[0]);
   if (theirs[1] != theirs[0]) close(theirs[1]);
   close_if_open(stderr_copy);
   if (e) {
+    if (listed) registry_settle(-1);
     close(ours[0]);
     if (ours[1] != ours[0]) close(ours[1]);
     return -e;
@@ -248,9 +277,10 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
+    registry_settle(-1);
     return limit_error;
   }
-  registry_add(pid);
+  registry_settle(pid);
   child->pid = pid;
   child->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (child->pidfd >= 0) fcntl(child->pidfd, F_SETFD, FD_CLOEXEC);
