@@ -96,24 +96,25 @@ static long long now_ms(void) {
 
 /* ---- Options: a deep copy, so the caller's may go away. ---- */
 
+static void free_strings(const char *const *strings) {
+  if (!strings) return;
+  for (size_t i = 0; strings[i]; i++) procord_free((char *)strings[i]);
+  procord_free((void *)strings);
+}
+
 static char **copy_strings(const char *const *strings, int *failed) {
   if (!strings) return NULL;
   size_t count = 0;
   while (strings[count]) count++;
   char **copy = procord_allocate_zeroed(count + 1, sizeof *copy);
-  if (!copy) {
-    *failed = 1;
-    return NULL;
+  for (size_t i = 0; copy && i < count; i++) {
+    if (!(copy[i] = procord_strdup(strings[i]))) {
+      free_strings((const char *const *)copy); /* those before, up to this NULL */
+      copy = NULL;
+    }
   }
-  for (size_t i = 0; i < count; i++)
-    if (!(copy[i] = procord_strdup(strings[i]))) *failed = 1;
+  if (!copy) *failed = 1;
   return copy;
-}
-
-static void free_strings(const char *const *strings) {
-  if (!strings) return;
-  for (size_t i = 0; strings[i]; i++) procord_free((char *)strings[i]);
-  procord_free((void *)strings);
 }
 
 static char *copy_string(const char *string, int *failed) {
