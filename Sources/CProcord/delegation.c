@@ -407,8 +407,8 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *g
       .pipe_stderr = !options->remote_host && options->worker.stderr_fd <= 0 &&
                      !(options->capture_output && options->worker.channel == PROCORD_CHANNEL_SOCKET),
   };
-  int error = procord_loop_call_and_wait(loop, spawn_link, &call);
-  if (!error && !d->link) error = -ENOMEM;
+  procord_loop_call_and_wait(loop, spawn_link, &call);
+  int error = d->link ? 0 : -ENOMEM;
   if (!error) error = procord_loop_call(loop, start_on_loop, d);
   if (error) {
     procord_link_free(d->link); /* kills and reaps a child started already */

@@ -30,12 +30,6 @@ typedef enum loop_mode {
   LOOP_POLLED,    /* procord_loop_new_polled: the host polls the backend descriptor */
 } loop_mode_t;
 
-typedef struct queued_call_s {
-  procord_loop_fn fn;
-  void *argument;
-  struct queued_call_s *next;
-} queued_call_t;
-
 struct procord_loop_s {
   loop_mode_t mode;
   pthread_t owner;      /* hosted modes: the thread that runs the host's loop */
@@ -45,9 +39,11 @@ struct procord_loop_s {
   int wake_fd;
   struct event *wake_event;
   pthread_mutex_t queue_lock;
-  queued_call_t *queue_head, *queue_tail;
+  procord_queued_call_t *queue_head, *queue_tail;
   int stop_requested;   /* guarded by queue_lock */
   int free_requested;   /* guarded by queue_lock: stop once no work is left */
+  procord_queued_call_t abort_call; /* procord_loop_free's, queued without allocating */
+  int abort_queued;     /* guarded by queue_lock: abort_call is in the queue */
   pthread_t thread;
   int has_thread;
   int thread_done;      /* atomic: the loop's own thread has returned */
@@ -67,13 +63,16 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
   while (read(fd, &count, sizeof count) < 0 && errno == EINTR) {
   }
   pthread_mutex_lock(&loop->queue_lock);
-  queued_call_t *call = loop->queue_head;
+  procord_queued_call_t *call = loop->queue_head;
   loop->queue_head = loop->queue_tail = NULL;
   pthread_mutex_unlock(&loop->queue_lock);
   while (call) {
-    queued_call_t *next = call->next;
+    /* Read before the call, which may free its node's owner, or queue the
+       node again. */
+    procord_queued_call_t *next = call->next;
+    int allocated = call->allocated;
     call->fn(call->argument);
-    procord_free(call);
+    if (allocated) procord_free(call);
     call = next;
   }
   pthread_mutex_lock(&loop->queue_lock);
@@ -165,8 +164,15 @@ static void wake(procord_loop_t *loop) {
 }
 
 int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
-  queued_call_t *call = procord_allocate(sizeof *call);
+  procord_queued_call_t *call = procord_allocate(sizeof *call);
   if (!call) return -ENOMEM;
+  call->allocated = 1;
+  procord_loop_queue(loop, call, fn, argument);
+  return 0;
+}
+
+void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, procord_loop_fn fn,
+                        void *argument) {
   call->fn = fn;
   call->argument = argument;
   call->next = NULL;
@@ -179,7 +185,7 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
   else loop->queue_head = call;
   loop->queue_tail = call;
   pthread_mutex_unlock(&loop->queue_lock);
-  if (!was_empty) return 0;
+  if (!was_empty) return;
   /* From the loop's own thread (a callback, or a Swift job on the loop,
      queueing more work), marking the wake event active saves the eventfd's
      write, poll and read. It cannot starve the loop's I/O even if work keeps
@@ -187,7 +193,6 @@ int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) 
      MAX_CALLBACKS_BETWEEN_POLLS callbacks (procord_loop_new). */
   if (procord_loop_is_current_thread(loop)) event_active(loop->wake_event, EV_READ, 0);
   else wake(loop);
-  return 0;
 }
 
 void procord_timer_arm(struct event *timer, int milliseconds) {
@@ -262,6 +267,7 @@ int procord_loop_is_current_thread(const procord_loop_t *loop) {
 }
 
 typedef struct waited_call_s {
+  procord_queued_call_t queued; /* on the waiting caller's stack: nothing to allocate */
   procord_loop_t *loop;
   procord_loop_fn fn;
   void *argument;
@@ -277,25 +283,26 @@ static void run_waited_call(void *argument) {
   pthread_mutex_unlock(&call->loop->done_lock);
 }
 
-int procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
+void procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
   int elsewhere = loop->mode != LOOP_OWN_BASE ||
                   (loop->has_thread && !__atomic_load_n(&loop->thread_done, __ATOMIC_ACQUIRE)) ||
                   __atomic_load_n(&loop->running, __ATOMIC_ACQUIRE);
   if (!elsewhere || procord_loop_is_current_thread(loop)) {
     fn(argument);
-    return 0;
+    return;
   }
-  waited_call_t call = {loop, fn, argument, 0};
-  int error = procord_loop_call(loop, run_waited_call, &call);
-  if (error) return error;
+  waited_call_t call = {.loop = loop, .fn = fn, .argument = argument};
+  procord_loop_queue(loop, &call.queued, run_waited_call, &call);
   pthread_mutex_lock(&loop->done_lock);
   while (!call.done) pthread_cond_wait(&loop->done_cond, &loop->done_lock);
   pthread_mutex_unlock(&loop->done_lock);
-  return 0;
 }
 
 static void abort_all_work(void *argument) {
   procord_loop_t *loop = argument;
+  pthread_mutex_lock(&loop->queue_lock);
+  loop->abort_queued = 0;
+  pthread_mutex_unlock(&loop->queue_lock);
   procord_loop_work_t *work = loop->work.next;
   while (work != &loop->work) {
     procord_loop_work_t *next = work->next;
@@ -315,8 +322,13 @@ void procord_loop_free(procord_loop_t *loop) {
   if (!loop) return;
   pthread_mutex_lock(&loop->queue_lock);
   loop->free_requested = 1;
+  /* Its own node, so that the free cannot fail; queued once at a time (a
+     free called again after a host's base could not run may find it
+     still queued). */
+  int queue = !loop->abort_queued;
+  loop->abort_queued = 1;
   pthread_mutex_unlock(&loop->queue_lock);
-  procord_loop_call(loop, abort_all_work, loop);
+  if (queue) procord_loop_queue(loop, &loop->abort_call, abort_all_work, loop);
   if (loop->has_thread) pthread_join(loop->thread, NULL);
   /* Stopped before (procord_loop_stop), or never run, or hosted: finish
      here. A host's base runs its own events meanwhile too (loop.h). */

@@ -62,11 +62,30 @@ struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
                                        void (*callback)(int, short, void *), void *argument);
 
 /*
+ * A call queued on a loop without allocating (procord_loop_call allocates
+ * one for each of its calls): the node lives in what queues it (a pool, a
+ * waiting caller's stack), zeroed at first, and is not queued again nor
+ * freed before its function has started. Then it may be: the loop reads
+ * nothing of it after.
+ */
+typedef struct procord_queued_call_s {
+  procord_loop_fn fn;
+  void *argument;
+  struct procord_queued_call_s *next;
+  int allocated; /* procord_loop_call's own: freed once run */
+} procord_queued_call_t;
+
+/* Queues fn(argument) to run on the loop's thread, in `call`. Cannot fail. */
+void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, procord_loop_fn fn,
+                        void *argument);
+
+/*
  * Runs `fn(argument)` on the loop's thread and waits for it to return; runs
  * it at once on the calling thread when that is the loop's, or when the
- * loop is not running anywhere (it would never come). Returns 0 or -ENOMEM.
+ * loop is not running anywhere (it would never come). Cannot fail: the
+ * queued call is on the caller's stack.
  */
-int procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument);
+void procord_loop_call_and_wait(procord_loop_t *loop, procord_loop_fn fn, void *argument);
 
 /* A polled loop's backend (loop_backend.c). */
 struct event_config;

@@ -394,8 +394,8 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
     pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
   }
   /* The loop's base is used on its thread only. */
-  int error = procord_loop_call_and_wait(loop, start_on_loop, s);
-  if (!error) error = s->start_error;
+  procord_loop_call_and_wait(loop, start_on_loop, s);
+  int error = s->start_error;
   s->copy.hostname = NULL; /* the caller's, read while listening only */
   if (error) {
     procord_free(s);
@@ -437,7 +437,8 @@ int procord_server_stop(procord_server_t *server, procord_server_stop_how_t how)
   if (!server || (how != PROCORD_SERVER_STOP_GRACEFUL && how != PROCORD_SERVER_STOP_NOW)) return PROCORD_EINVAL;
   if (procord_server_is_stopped(server)) return 0;
   stop_call_t call = {server, how};
-  return procord_loop_call_and_wait(server->loop, stop_on_loop, &call);
+  procord_loop_call_and_wait(server->loop, stop_on_loop, &call);
+  return 0;
 }
 
 int procord_server_is_stopped(const procord_server_t *server) {
@@ -473,14 +474,7 @@ void procord_server_free(procord_server_t *server) {
     __atomic_store_n(&server->free_requested, 1, __ATOMIC_RELEASE);
     return;
   }
-  if (!procord_server_is_stopped(server)) {
-    /* Only -ENOMEM (no memory to queue the call) fails it: a server still
-       running must not be freed, so it is tried again. */
-    while (procord_loop_call_and_wait(server->loop, abandon_on_loop, server) != 0) {
-      struct timespec pause = {0, 1000000};
-      nanosleep(&pause, NULL);
-    }
-  }
+  if (!procord_server_is_stopped(server)) procord_loop_call_and_wait(server->loop, abandon_on_loop, server);
   procord_free(server);
 }
 

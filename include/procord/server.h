@@ -329,15 +329,14 @@ typedef enum procord_server_stop_how {
  * stopped server does nothing.
  *
  * Thread: any. From another thread than the loop's, it is queued to the
- * loop (procord_loop_call) and this call waits until the loop has taken it
- * in (not until the server has stopped): after it returns, new connections
- * are refused. On the loop's thread, or with the loop not running, it acts
+ * loop (as by procord_loop_call, with nothing to allocate) and this call
+ * waits until the loop has taken it in (not until the server has stopped):
+ * after it returns, new connections are refused. On the loop's thread, or with the loop not running, it acts
  * at once. Not from the server's own callbacks (its log, accept_filter,
  * keep_running, on_listening), which run in the middle of its work: there,
  * keep_running returning 0 stops it.
  *
- * Returns 0; PROCORD_EINVAL for a NULL server or an unknown `how`; -ENOMEM
- * if it could not be queued (nothing changed: try again).
+ * Returns 0, or PROCORD_EINVAL for a NULL server or an unknown `how`.
  */
 int procord_server_stop(procord_server_t *server, procord_server_stop_how_t how);
 
