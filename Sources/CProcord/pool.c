@@ -82,6 +82,9 @@ struct procord_pool_s {
   pthread_mutex_t lock;
   int refusing;             /* shut down: new tasks are refused */
   int shutdown_requested;
+  int shutdown_immediate;   /* an immediate shutdown was asked for */
+  int shutdown_queued;      /* shutdown_call is in the loop's queue */
+  procord_queued_call_t shutdown_call; /* the pool's own: a shutdown cannot fail */
   size_t waiting;           /* submitted and not yet handed to a worker */
   size_t held_at;           /* the most workers while held (written on the loop thread) */
   long long held_until_ms;  /* held until then; 0: not held */
@@ -848,32 +851,29 @@ static void shut_down(procord_pool_t *p, int immediate) {
 
 static void abort_work(procord_loop_work_t *work) { shut_down((procord_pool_t *)work, 1); }
 
-typedef struct shutdown_call_s {
-  procord_pool_t *pool;
-  int immediate;
-} shutdown_call_t;
-
 static void shut_down_on_loop(void *argument) {
-  shutdown_call_t *call = argument;
-  shut_down(call->pool, call->immediate);
-  pool_unref(call->pool);
-  procord_free(call);
+  procord_pool_t *p = argument;
+  pthread_mutex_lock(&p->lock);
+  int immediate = p->shutdown_immediate; /* the strongest request so far */
+  p->shutdown_queued = 0;
+  pthread_mutex_unlock(&p->lock);
+  shut_down(p, immediate);
+  pool_unref(p);
 }
 
 void procord_pool_shutdown(procord_pool_t *p, int immediate) {
   pthread_mutex_lock(&p->lock);
   p->refusing = 1;
   p->shutdown_requested = 1;
+  if (immediate) p->shutdown_immediate = 1;
+  /* One call in the queue at a time: one queued already reads this request
+     when it runs. */
+  int queue = !p->shutdown_queued;
+  p->shutdown_queued = 1;
   pthread_mutex_unlock(&p->lock);
-  shutdown_call_t *call = procord_allocate(sizeof *call);
-  if (!call) return; /* out of memory: new tasks are refused at least */
-  call->pool = p;
-  call->immediate = immediate;
+  if (!queue) return;
   __atomic_add_fetch(&p->references, 1, __ATOMIC_RELAXED);
-  if (procord_loop_call(p->loop, shut_down_on_loop, call) != 0) {
-    __atomic_sub_fetch(&p->references, 1, __ATOMIC_RELAXED);
-    procord_free(call);
-  }
+  procord_loop_queue(p->loop, &p->shutdown_call, shut_down_on_loop, p);
 }
 
 void procord_pool_release(procord_pool_t *p) {
