@@ -439,8 +439,11 @@ const procord_outcome_t *procord_delegation_outcome(procord_delegation_t *d) {
 
 static void kill_on_loop(void *context) {
   procord_delegation_t *d = context;
+  /* Cleared before kill_requested is read: a request that found the call
+     still queued, and did not queue it again, is read here. */
+  __atomic_store_n(&d->stop_queued, 0, __ATOMIC_SEQ_CST);
   /* The strongest request wins: a kill after a cancellation is a kill. */
-  int signal = __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE) == SIGTERM ? SIGTERM : SIGKILL;
+  int signal = __atomic_load_n(&d->kill_requested, __ATOMIC_SEQ_CST) == SIGTERM ? SIGTERM : SIGKILL;
   if (!is_finished(d)) stop(d, signal);
   procord_delegation_release(d);
 }
@@ -452,13 +455,14 @@ static int request_stop(procord_delegation_t *d, int signal) {
   /* A worker that could not start has nothing to kill: it ends as it is. */
   if (d->spawn_failed || is_finished(d)) return PROCORD_ECLOSED;
   int none = 0;
-  if (signal == SIGKILL) __atomic_store_n(&d->kill_requested, SIGKILL, __ATOMIC_RELEASE);
-  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+  if (signal == SIGKILL) __atomic_store_n(&d->kill_requested, SIGKILL, __ATOMIC_SEQ_CST);
+  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
     return 0; /* already being stopped, as hard or harder */
+  /* One call in the queue at a time, in the delegation's own node. */
+  if (__atomic_exchange_n(&d->stop_queued, 1, __ATOMIC_SEQ_CST)) return 0;
   retain(d);
-  int error = procord_loop_call(d->loop, kill_on_loop, d);
-  if (error) procord_delegation_release(d);
-  return error;
+  procord_loop_queue(d->loop, &d->stop_call, kill_on_loop, d);
+  return 0;
 }
 
 int procord_delegation_kill(procord_delegation_t *d) { return request_stop(d, SIGKILL); }

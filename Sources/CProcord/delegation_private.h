@@ -31,6 +31,8 @@ struct procord_delegation_s {
   procord_loop_t *loop;
   int references;           /* atomic */
   int kill_requested;       /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
+  int stop_queued;          /* atomic: stop_call is in the loop's queue */
+  procord_queued_call_t stop_call; /* its own: a kill or cancel needs no memory */
   char *task_name;
   procord_shared_input_t *input;
   int deadline_ms;

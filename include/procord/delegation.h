@@ -222,9 +222,10 @@ int procord_delegation_is_delivered(const procord_delegation_t *delegation);
  * Kills the worker (SIGKILL to its process group) unless the delegation has
  * finished (even if the worker has answered and is exiting: the outcome is
  * then KILLED); it finishes as KILLED once the worker is reaped, unless the
- * worker could not be started at all. Thread-safe. Returns 0, PROCORD_ECLOSED
- * if it had already finished or its worker could not be started (nothing to
- * kill: it ends as DISCONNECTED with the spawn error), or -ENOMEM.
+ * worker could not be started at all. Thread-safe; allocates nothing, so
+ * it works out of memory too. Returns 0, or PROCORD_ECLOSED if it had
+ * already finished or its worker could not be started (nothing to kill: it
+ * ends as DISCONNECTED with the spawn error).
  */
 int procord_delegation_kill(procord_delegation_t *delegation);
 
@@ -234,9 +235,10 @@ int procord_delegation_kill(procord_delegation_t *delegation);
  * first and SIGKILL only once its exit grace period (exit_grace_ms) has
  * passed, so that the task can see it is cancelled and clean up. A remote
  * task's connection is reset at once, as procord_delegation_kill does. A
- * later procord_delegation_kill still kills at once. Thread-safe. Returns 0
- * (also when a stop was already asked for), PROCORD_ECLOSED if it had
- * already finished or its worker could not be started, or -ENOMEM.
+ * later procord_delegation_kill still kills at once. Thread-safe; allocates
+ * nothing. Returns 0 (also when a stop was already asked for), or
+ * PROCORD_ECLOSED if it had already finished or its worker could not be
+ * started.
  */
 int procord_delegation_cancel(procord_delegation_t *delegation);
 
