@@ -56,6 +56,7 @@ static struct {
   char **environment;     /* environ at the test's start, plus `resume` */
   char resume[256];       /* PROCORD_TEST_RESUME for the image after this test */
   char name[200];         /* the running test's, for the crash handler */
+  int in_test;            /* a test is running (not main around the tests) */
   char timeout_verdict[512], timeout_detail[512]; /* what the alarm's handler writes */
 } check_runner;
 
@@ -206,12 +207,20 @@ static void check_on_alarm(int signal) {
 }
 
 /* A test that crashes (a sanitizer's report ends in abort) fails by its
-   name, and the tests after it still run. */
+   name, and the tests after it still run. A crash around the tests (main's
+   clean-up after the last one) ends the program: running it again would
+   only crash there again. */
 static void check_on_crash(int signal) {
   char number[16];
-  int at = (int)sizeof number;
+  int at = (int)sizeof number, code = 128 + signal;
   number[--at] = 0;
   do number[--at] = (char)('0' + signal % 10); while ((signal /= 10) > 0 && at > 0);
+  if (!check_runner.in_test) {
+    check_write(2, "    crashed outside any test (in main, before or after them): signal ");
+    check_write(2, number + at);
+    check_write(2, "\n");
+    _exit(code);
+  }
   check_write(2, "    ");
   check_write(2, check_runner.name);
   check_write(2, " crashed: signal ");
@@ -328,7 +337,9 @@ static void check_run(const char *name, void (*test)(void), unsigned limit_secon
   check_current_failed = 0;
   long long start = check_now_ms();
   alarm(limit_seconds);
+  check_runner.in_test = 1;
   test();
+  check_runner.in_test = 0;
   alarm(0);
   if (check_kill_children(name) > 0) check_current_failed = 1;
   /* A descriptor may still be on its way to being closed on the loop's

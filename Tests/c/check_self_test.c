@@ -99,6 +99,11 @@ int main(void) {
     fprintf(stderr, "cannot start the loop\n");
     return 1;
   }
+  if (getenv("PROCORD_CHECK_SELF_TEST_CRASH_AFTER")) {
+    /* A crash in main's clean-up, after the last test passed. */
+    RUN(passes_before_the_others);
+    abort();
+  }
   RUN(passes_before_the_others);
   RUN(hangs_waiting_for_a_delegation_that_never_ends);
   RUN(passes_after_the_hang);

@@ -8,7 +8,8 @@ shorter limit of its own, a child left behind, a descriptor left open, a
 failed CHECK with a worker still running, a crash) is reported under its own name and
 not under the next test's; the hangs end within their limits; every test
 after a failure still runs, with nothing of the failed one left; no process
-started by the tests survives; and the summary counts all of them.
+started by the tests survives; the summary counts all of them; and a crash
+after the last test ends the program instead of starting it over.
 
 Usage: check_self_test.py PATH_TO_check_self_test
 """
@@ -99,6 +100,17 @@ def main():
     survivors = [pid for pid in started if alive(pid)]
     if survivors:
         fail(f"processes started by the tests are still there: {survivors}", out, err)
+    # A crash after the last test (main's clean-up) ends the program, said
+    # as such, instead of running the tests again and again.
+    env_crash = dict(env, PROCORD_CHECK_SELF_TEST_CRASH_AFTER="1")
+    try:
+        crash = subprocess.run([program], capture_output=True, text=True, env=env_crash, timeout=20)
+    except subprocess.TimeoutExpired:
+        fail("a crash after the last test ran the program again and again")
+    if (crash.returncode != 128 + 6 or "crashed outside any test" not in crash.stderr
+            or crash.stdout.count("ok   passes_before_the_others") != 1):
+        fail(f"a crash after the last test must end the program (status 134, it is {crash.returncode}) "
+             "with 'crashed outside any test', the test run once", crash.stdout, crash.stderr)
     print(f"harness self-test: {len(EXPECTED_VERDICTS)} verdicts as expected in {took:.1f} s; "
           f"hangs stopped at their limits, leftovers blamed on their tests and ended")
 
