@@ -105,11 +105,23 @@ build: deps
 demo: build
 	$(BUILD_DIR)/debug/procord-demo
 
+# Every allocation of the core goes through memory.c, on the program's
+# allocator (procord/memory.h): no other object calls libc's, but for the
+# free() that contracts leave to libc (task.c: a serializer's bytes, a value
+# without free_value; worker.c: a task's reply body).
+LIBC_ALLOCATION = malloc|calloc|realloc|reallocarray|strdup|strndup|asprintf|vasprintf|posix_memalign|aligned_alloc|memalign|valloc|free
+
 check-c: deps check-headers
 	@mkdir -p $(BUILD_DIR)/c-check
+	@rm -f $(BUILD_DIR)/c-check/*.o
 	@for f in $(C_SOURCES); do \
 	  $(CC) $(CFLAGS_CORE) -c $$f -o $(BUILD_DIR)/c-check/$$(basename $$f .c).o || exit 1; done
 	@echo "C core compiles cleanly with -Wall -Wextra -Werror"
+	@for o in $(BUILD_DIR)/c-check/*.o; do \
+	  case $$(basename $$o) in memory.o) continue;; task.o|worker.o) libc=free;; *) libc=;; esac; \
+	  used=$$(nm -u $$o | awk '{print $$NF}' | grep -xE '$(LIBC_ALLOCATION)' | grep -vx "$$libc" | tr '\n' ' '); \
+	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with memory_private.h's functions"; exit 1; }; done
+	@echo "C core allocates through memory.c only"
 
 # Each public header on its own, as C11 and as C++17, pedantic; every
 # public function documented; every public struct grown only at its end
