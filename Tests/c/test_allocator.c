@@ -12,7 +12,8 @@
  * Started with PROCORD_TEST_FAIL_AT=N in its environment, this program is
  * instead one run of the fault injection (see failing_run): its allocator
  * fails the Nth allocation, and the run says whether everything still ended
- * as it should.
+ * as it should. Started as a worker with PROCORD_TEST_WORKER_FAIL_AT=N, the
+ * worker's allocator fails its Nth allocation.
  */
 #include "check.h"
 #include "fixtures.h"
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #define FAIL_AT_VARIABLE "PROCORD_TEST_FAIL_AT"
+#define WORKER_FAIL_AT_VARIABLE "PROCORD_TEST_WORKER_FAIL_AT"
 
 extern char **environ;
 
@@ -364,6 +366,28 @@ static int run_finish(run_t *run, char *line, size_t size) {
   return ok;
 }
 
+/* A one-off `double` 21 to a worker that fails its `fail_at`th allocation,
+   in socket mode or not, started. */
+static procord_delegation_t *delegate_to_a_failing_worker(long fail_at, int socket_mode) {
+  static char variables[2][64];
+  static const char *environment[2][256];
+  char *variable = variables[socket_mode];
+  const char **names = environment[socket_mode];
+  snprintf(variable, sizeof variables[0], WORKER_FAIL_AT_VARIABLE "=%ld", fail_at);
+  size_t count = 0;
+  for (; environ[count] && count < 254; count++) names[count] = environ[count];
+  names[count++] = variable;
+  names[count] = NULL;
+  procord_delegation_options_t options = doubling_of("21");
+  options.worker.environment = names;
+  if (socket_mode) {
+    options.worker.arguments = socket_worker;
+    options.worker.channel = PROCORD_CHANNEL_SOCKET;
+  }
+  procord_delegation_t *d = NULL;
+  return procord_delegate(loop, &options, &d) == 0 ? d : NULL;
+}
+
 /* ---- Tests ---- */
 
 static void the_allocator_set_first_thing_was_accepted(void) {
@@ -517,6 +541,40 @@ static void every_failed_allocation_of_a_delegations_life_is_enomem_and_leaves_n
   CHECK_NOTHING_LEFT();
 }
 
+/*
+ * The worker's side: each allocation of a worker's life (its arguments read,
+ * its session, the frames it reads, its answer) fails in turn, in a worker
+ * of its own, in the original mode and in socket mode. The task answers 42,
+ * or the worker says it could not (an `U` or `E` answer), or it exits: never
+ * a crash (under ASan, a leak ends it with SIGABRT, a crash too).
+ */
+static void every_failed_allocation_of_a_worker_ends_in_an_answer_or_an_exit(void) {
+  BEGIN();
+  enum { LAST = 16, TAIL = 4 }; /* a worker allocates 4 or 5 times */
+  int answered_in_the_tail = 0;
+  for (long at = 1; at <= LAST; at++) {
+    procord_delegation_t *d[2];
+    for (int mode = 0; mode < 2; mode++) d[mode] = delegate_to_a_failing_worker(at, mode);
+    CHECK(d[0] && d[1]);
+    CHECK_EQ_INT(procord_delegation_wait(loop, d, 2, 2, 20000), 2);
+    for (int mode = 0; mode < 2; mode++) {
+      const procord_outcome_t *o = procord_delegation_outcome(d[mode]);
+      int value = o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
+      int said = o->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION || o->kind == PROCORD_OUTCOME_NO_WORKER ||
+                 o->kind == PROCORD_OUTCOME_DISCONNECTED;
+      if (!value && (!said || o->signal != 0))
+        fprintf(stderr, "    worker failing allocation %ld (%s mode): outcome %d, signal %d, exit %d\n", at,
+                mode ? "socket" : "stdio", (int)o->kind, o->signal, o->exit_code);
+      CHECK(value || (said && o->signal == 0));
+      if (at > LAST - TAIL && value) answered_in_the_tail++;
+      procord_delegation_release(d[mode]);
+    }
+  }
+  /* The range goes past a worker's last allocation: the last runs answer. */
+  CHECK_EQ_INT(answered_in_the_tail, 2 * TAIL);
+  CHECK_NOTHING_LEFT();
+}
+
 static const procord_worker_task_t worker_tasks[] = {{"double", fixture_task_double, NULL},
                                                      {"sleep", fixture_task_sleep, NULL}};
 
@@ -524,6 +582,8 @@ int main(int argc, char **argv) {
   const char *fail_at = getenv(FAIL_AT_VARIABLE);
   if (fail_at) return failing_run(atol(fail_at));
   /* First thing: nothing of the core may have allocated before. */
+  const char *worker_fail_at = getenv(WORKER_FAIL_AT_VARIABLE);
+  if (worker_fail_at) counts.fail_at = atol(worker_fail_at);
   procord_allocator_t incomplete = counting_allocator(&counts);
   incomplete.free = NULL;
   set_incomplete_first = procord_set_allocator(&incomplete);
@@ -540,6 +600,7 @@ int main(int argc, char **argv) {
   RUN(setting_the_allocator_after_the_core_allocated_is_ebusy);
   RUN(an_incomplete_allocator_is_einval);
   RUN_WITHIN(every_failed_allocation_of_a_delegations_life_is_enomem_and_leaves_nothing, 120);
+  RUN_WITHIN(every_failed_allocation_of_a_worker_ends_in_an_answer_or_an_exit, 120);
 
   procord_loop_free(loop);
   return CHECK_SUMMARY();
