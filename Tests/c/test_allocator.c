@@ -271,10 +271,49 @@ static step_t shut_a_pool_down_under_a_task(procord_loop_t *on) {
   return pool_end(pool, 1, step);
 }
 
+/*
+ * A worker server started on the loop (its workers this program, handed
+ * each connection), a delegation of the same loop to it over TCP, then the
+ * server stopped and freed. Its failures are the server's own, which a
+ * client sees as a connection closed or an `E` answer: any outcome but a
+ * crash of the worker is fine then, as long as everything ends.
+ */
+static step_t delegate_to_a_server_of_the_loop(procord_loop_t *on) {
+  static const char *const handoff_worker[] = {self_path, "--procord-worker", "--procord-handoff-fd", "3", NULL};
+  procord_server_options_t options;
+  procord_server_options_init(&options);
+  options.hostname = "127.0.0.1";
+  options.max_simultaneous_tasks = 1;
+  options.worker.program = self_path;
+  options.worker.arguments = handoff_worker;
+  procord_server_t *server = NULL;
+  step_t step = step_of(procord_server_start(on, &options, &server));
+  if (step != STEP_DONE) return step;
+  int port = 0;
+  procord_server_address(server, NULL, 0, &port);
+  procord_delegation_options_t task = doubling_of("21");
+  task.worker.program = NULL;
+  task.remote_host = "127.0.0.1";
+  task.remote_port = port;
+  procord_delegation_t *d = NULL;
+  step = step_of(procord_delegate(on, &task, &d));
+  if (step == STEP_DONE && procord_delegation_wait(on, &d, 1, 1, 20000) == 1) {
+    const procord_outcome_t *o = procord_delegation_outcome(d);
+    if (o->kind != PROCORD_OUTCOME_VALUE && o->signal == 0)
+      step = STEP_ENOMEM_OUTCOME; /* the server's failure, said to its client its own way */
+  }
+  if (step == STEP_DONE) step = outcome_step(on, d, PROCORD_OUTCOME_VALUE);
+  procord_delegation_release(d);
+  if (procord_server_stop(server, PROCORD_SERVER_STOP_GRACEFUL) != 0 || procord_server_wait(server, 20000) != 1)
+    step = STEP_WRONG;
+  procord_server_free(server);
+  return step;
+}
+
 /* The steps of a life, in order, on a loop running on its thread. */
 static step_t (*const steps[])(procord_loop_t *on) = {
     delegate_once,           delegate_and_kill,         delegate_described_task,
-    delegate_through_a_pool, shut_a_pool_down_under_a_task,
+    delegate_through_a_pool, shut_a_pool_down_under_a_task, delegate_to_a_server_of_the_loop,
 };
 enum { STEP_COUNT = sizeof steps / sizeof steps[0] };
 
