@@ -6,6 +6,7 @@
 #include "check.h"
 #include "procord/error.h"
 #include "procord/frame.h"
+#include "procord/memory.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -632,7 +633,7 @@ static void take_body_transfers_ownership(void) {
   CHECK_EQ_INT(procord_frame_parser_feed(parser, "3Vabc", 5, &consumed, &frame), 1);
   CHECK_BYTES(frame.body, frame.length, "abc");
   CHECK(memcmp(body, "hello", 5) == 0);
-  free(body);
+  procord_free(body);
   procord_frame_parser_free(parser);
 }
 
@@ -650,7 +651,7 @@ static void take_body_after_body_advance_transfers_ownership(void) {
   CHECK(memcmp(body, "xyz", 3) == 0);
   procord_frame_parser_free(parser);
   CHECK(memcmp(body, "xyz", 3) == 0);
-  free(body);
+  procord_free(body);
 }
 
 static void take_body_with_no_frame_is_null(void) {

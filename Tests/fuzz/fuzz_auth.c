@@ -31,6 +31,7 @@
 #include "fuzz_support.h"
 #include "procord/error.h"
 #include "procord/frame.h"
+#include "procord/memory.h"
 #include "procord/security.h"
 
 #include <string.h>
@@ -107,7 +108,7 @@ static void read_frames(frames_t *frames, const uint8_t *data, size_t size) {
 }
 
 static void free_frames(frames_t *frames) {
-  for (size_t i = 0; i < frames->count; i++) free(frames->items[i].body);
+  for (size_t i = 0; i < frames->count; i++) procord_free(frames->items[i].body);
 }
 
 static const owned_frame_t *next_frame(frames_t *frames) {

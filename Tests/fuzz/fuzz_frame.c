@@ -21,6 +21,7 @@
 #include "fuzz_support.h"
 #include "procord/error.h"
 #include "procord/frame.h"
+#include "procord/memory.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -198,7 +199,7 @@ static void check_frame(procord_frame_parser_t *parser, pass_t *p, size_t index,
     void *body = procord_frame_parser_take_body(parser);
     FUZZ_CHECK(body == frame->body, "take_body gave another buffer");
     FUZZ_CHECK(procord_frame_parser_take_body(parser) == NULL, "take_body gave the body twice");
-    free(body);
+    procord_free(body);
   }
 }
 
