@@ -47,8 +47,9 @@ int main(int argc, char **argv) {
   options.hostname = "127.0.0.1";
   options.port = 0; /* one the system picks */
   options.max_simultaneous_tasks = 4;
-  options.worker = (procord_spawn_options_t){.program = "/proc/self/exe", .arguments = worker_arguments,
-                                             .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1};
+  options.worker.program = PROCORD_SELF_EXECUTABLE_PATH;
+  options.worker.arguments = worker_arguments;
+  options.worker.channel = PROCORD_CHANNEL_SOCKET;
   options.log = log_line;
   procord_server_t *server;
   int error = procord_server_start(loop, &options, &server);

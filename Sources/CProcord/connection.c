@@ -436,9 +436,9 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   procord_connection_options_t copy;
   const procord_connection_options_t *options = &copy;
   int refused = PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
-  if (refused && procord_options_size(given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS) <
-                     offsetof(procord_connection_options_t, connecting))
-    copy.read_fd = copy.write_fd = -1; /* not even the descriptors were read: close none */
+  size_t claimed = procord_options_size(given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
+  if (refused && (claimed < offsetof(procord_connection_options_t, connecting) || claimed > PROCORD_OPTIONS_MOST_SIZE))
+    copy.read_fd = copy.write_fd = -1; /* the descriptors were not read: close none */
   procord_connection_t *c = refused ? NULL : procord_allocate_zeroed(1, sizeof *c);
   int error = refused ? refused : c ? 0 : -ENOMEM;
   if (!error && (options->read_fd < 0 || options->write_fd < 0 || !options->on_frame))

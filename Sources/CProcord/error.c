@@ -14,6 +14,10 @@ typedef struct known_error_s {
 
 static const known_error_t known_errors[] = {
     {0, "OK", "success"},
+    /* The core returns it for one thing only: a wait on the loop's own thread. */
+    {-EDEADLK, "EDEADLK",
+     "a wait on the loop's own thread (a callback, or a hosted loop's thread) would never end: use "
+     "on_done or on_stopped there, or a wait with a time of 0"},
     {PROCORD_ETASK_NOT_SUPPORTED, "PROCORD_ETASK_NOT_SUPPORTED", "task not supported"},
     {PROCORD_EUNEXPECTED, "PROCORD_EUNEXPECTED", "unexpected message"},
     {PROCORD_EILL_FORMED, "PROCORD_EILL_FORMED", "ill-formed message"},

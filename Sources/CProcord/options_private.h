@@ -42,6 +42,10 @@
 #define PROCORD_FIRST_SIZE_SERVER_OPTIONS sizeof(procord_server_options_t)
 #define PROCORD_FIRST_SIZE_ALLOCATOR sizeof(procord_allocator_t)
 
+/* Larger than any options struct will ever be: a `size` above it is not a
+   size but garbage. */
+#define PROCORD_OPTIONS_MOST_SIZE 4096
+
 /* The size a struct claims: its first field, 0 read as `first_release_size`. */
 static inline size_t procord_options_size(const void *given, size_t first_release_size) {
   size_t size;
@@ -56,13 +60,17 @@ static inline size_t procord_options_size(const void *given, size_t first_releas
  * too small to hold the size itself, or larger than ours with a byte beyond
  * ours that is not 0 (a field of a newer Procord, set): `local` then holds
  * what could be copied, so that the caller can still release what the
- * options lend (a delegation's input_release).
+ * options lend (a delegation's input_release); for a size that cannot be
+ * one (below the size field's, above PROCORD_OPTIONS_MOST_SIZE), nothing.
  */
 static inline int procord_options_copy(void *local, size_t local_size, const void *given,
                                        size_t first_release_size) {
   size_t size = procord_options_size(given, first_release_size);
   memset(local, 0, local_size);
-  if (size < sizeof(size_t)) return PROCORD_EINVAL;
+  /* A size no struct of ours could have (a struct never initialized, its
+     bytes whatever the stack held): nothing else in it is read, nor
+     anything it would lend (an input_release) called. */
+  if (size < sizeof(size_t) || size > PROCORD_OPTIONS_MOST_SIZE) return PROCORD_EINVAL;
   memcpy(local, given, size < local_size ? size : local_size);
   memcpy(local, &local_size, sizeof local_size);
   for (size_t i = local_size; i < size; i++)

@@ -174,7 +174,7 @@ size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *ta
   size_t body_length = body ? outcome->length : 0;
   switch (outcome->kind) {
   case PROCORD_OUTCOME_VALUE:
-    add(&text, "the task answered (%zu bytes)", body_length);
+    add(&text, "the task answered (%zu byte%s)", body_length, body_length == 1 ? "" : "s");
     break;
   case PROCORD_OUTCOME_EXCEPTION:
     add(&text, "the task raised an error: ");

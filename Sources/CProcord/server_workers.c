@@ -449,6 +449,7 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
   server_worker_t *w = context;
   server_t *s = w->server;
   int status = 0;
+  pid_t pid = w->child.pid; /* the reap forgets it */
   int reaped = procord_child_try_reap(&w->child, &status);
   if (reaped == 0) return;
   char how[96];
@@ -458,14 +459,14 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
   else snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
   if (w->state == WORKER_STARTING) {
     s->start_failures++;
-    server_log(s, PROCORD_LOG_ERROR, "a worker (pid %d) %s before it was ready (%d in a row)", (int)w->child.pid,
-               how, s->start_failures);
+    server_log(s, PROCORD_LOG_ERROR, "a worker (pid %d) %s before it was ready (%d in a row)", (int)pid, how,
+               s->start_failures);
     schedule_respawn(s);
   } else if (w->state == WORKER_IDLE) {
-    server_log(s, PROCORD_LOG_WARNING, "an idle worker (pid %d) %s", (int)w->child.pid, how);
+    server_log(s, PROCORD_LOG_WARNING, "an idle worker (pid %d) %s", (int)pid, how);
   }
   char why[128];
-  snprintf(why, sizeof why, "(pid %d) %s", (int)w->child.pid, how);
+  snprintf(why, sizeof why, "(pid %d) %s", (int)pid, how);
   lose_client(w, why);
   remove_worker(w);
   server_dispatch(s);

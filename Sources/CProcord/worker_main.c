@@ -4,6 +4,7 @@
  * overlay's Worker.runIfRequested does.
  */
 #define _GNU_SOURCE
+#include "lineage_private.h"
 #include "procord/error.h"
 #include "procord/security.h"
 #include "procord/server.h"
@@ -11,6 +12,7 @@
 
 #include <errno.h> /* program_invocation_name */
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 
 #define DEFAULT_SERVER_PORT 1111
@@ -97,13 +99,30 @@ void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tas
                          size_t task_count, procord_worker_command_t *command) {
   char error[256];
   if (procord_worker_parse_arguments(argc, (const char *const *)argv, command, error, sizeof error) != 0) {
+    /* The entry point was called: what is wrong is said here, on stderr
+       (a main program keeps its end), not as a worker that never served. */
+    procord_lineage_mark_serving();
     fprintf(stderr, "%s: %s\n", argc > 0 && argv[0] ? argv[0] : "procord", error);
     exit(2);
   }
   if (command->mode == PROCORD_MODE_NONE) return;
+  const char *program = argc > 0 && argv[0] ? argv[0] : "procord";
+  int type = 0;
+  socklen_t length = sizeof type;
+  if (command->mode == PROCORD_MODE_WORKER && command->socket_fd >= 0 &&
+      getsockopt(command->socket_fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
+    procord_lineage_mark_serving(); /* as above: it did call the entry point */
+    /* Said on stderr, which a main program keeps the end of in the outcome:
+       the worker has no protocol stream to say it on. */
+    fprintf(stderr,
+            "%s: --procord-socket-fd %d: descriptor %d is not a socket (%s): the main program must start this "
+            "worker with the socket channel (PROCORD_CHANNEL_SOCKET in C, channel: .socket in Swift), or "
+            "without --procord-socket-fd\n",
+            program, command->socket_fd, command->socket_fd, procord_strerror(-errno));
+    exit(1);
+  }
   if (command->mode == PROCORD_MODE_WORKER) exit(procord_worker_run(command, tasks, task_count) == 0 ? 0 : 1);
   int result = procord_worker_run_server(command, tasks, task_count);
-  if (result != 0)
-    fprintf(stderr, "%s: server: %s\n", argc > 0 && argv[0] ? argv[0] : "procord", procord_strerror(result));
+  if (result != 0) fprintf(stderr, "%s: server: %s\n", program, procord_strerror(result));
   exit(result == 0 ? 0 : 1);
 }

@@ -66,6 +66,13 @@ static void strerror_describes_negated_errno(void) {
   CHECK(strcmp(procord_strerror(-EPIPE), "Broken pipe") == 0);
 }
 
+/* -EDEADLK comes from one place only, a wait on the loop's thread: its
+   text says what to do instead. */
+static void strerror_of_edeadlk_says_to_use_on_done(void) {
+  CHECK_CONTAINS(procord_strerror(-EDEADLK), "use on_done");
+  CHECK(strcmp(procord_err_name(-EDEADLK), "EDEADLK") == 0);
+}
+
 static void err_name_names_negated_errno(void) {
   CHECK(strcmp(procord_err_name(-ENOENT), "ENOENT") == 0);
   CHECK(strcmp(procord_err_name(-EMFILE), "EMFILE") == 0);
@@ -155,6 +162,7 @@ int main(void) {
   RUN(err_name_names_each_procord_code);
   RUN(procord_codes_are_outside_the_errno_range);
   RUN(strerror_describes_negated_errno);
+  RUN(strerror_of_edeadlk_says_to_use_on_done);
   RUN(err_name_names_negated_errno);
   RUN(success_has_a_description_and_a_name);
   RUN(unknown_codes_are_never_null);

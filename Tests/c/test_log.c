@@ -4,6 +4,7 @@
  * without one they are dropped, never printed on the host's stderr.
  */
 #include "check.h"
+#include "libevent_fixture.h"
 #include "fixtures.h"
 #include "procord/log.h"
 #include "procord/loop.h"
@@ -23,24 +24,6 @@ static void capture(void *context, procord_log_level_t level, const char *messag
   snprintf(captured->text, sizeof captured->text, "%s", message);
   captured->level = level;
   captured->lines++;
-}
-
-static void never_called(evutil_socket_t fd, short events, void *context) {
-  (void)fd;
-  (void)events;
-  (void)context;
-}
-
-/* Makes libevent complain: epoll cannot watch a descriptor that is not open. */
-static void make_libevent_warn(void) {
-  struct event_base *base = event_base_new();
-  int closed = dup(0);
-  close(closed);
-  struct event *watch = event_new(base, closed, EV_READ | EV_PERSIST, never_called, NULL);
-  event_add(watch, NULL);
-  event_base_loop(base, EVLOOP_NONBLOCK);
-  event_free(watch);
-  event_base_free(base);
 }
 
 static void libevent_messages_go_to_the_process_log(void) {

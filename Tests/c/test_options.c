@@ -6,6 +6,7 @@
  * server's log while one runs.
  */
 #include "check.h"
+#include "libevent_fixture.h"
 #include "fixtures.h"
 #include "server_fixture.h"
 #include "procord/delegation.h"
@@ -175,28 +176,6 @@ static void port_in_use_fails_the_start_naming_reuse_address(void) {
   CHECK(strstr(s.log, "Address already in use (another server has it"));
   CHECK(strstr(s.log, "--procord-reuse-address"));
   CHECK_NOTHING_LEFT();
-}
-
-static void on_nothing(evutil_socket_t fd, short events, void *context) {
-  (void)fd, (void)events, (void)context;
-}
-
-/* Makes libevent warn: an event added for a descriptor that is not open. A
-   number far above any in use, not one just closed: the server's threads
-   open descriptors meanwhile, and one could take that number again. */
-static void make_libevent_warn(void) {
-  struct event_base *base = event_base_new();
-  enum { NOT_OPEN = 60000 };
-  if (!base || fcntl(NOT_OPEN, F_GETFD) != -1) {
-    if (base) event_base_free(base);
-    return;
-  }
-  struct event *e = event_new(base, NOT_OPEN, EV_READ, on_nothing, NULL);
-  if (e) {
-    event_add(e, NULL);
-    event_free(e);
-  }
-  event_base_free(base);
 }
 
 static void libevent_messages_go_to_the_servers_log_not_to_stderr(void) {

@@ -632,6 +632,30 @@ static void newer_server_options_with_a_field_set_are_refused_saying_why(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* A struct never initialized (the stack's bytes, 0xA5 here): its size is no
+   size, so nothing else in it is read, called or closed. */
+static void never_initialized_options_are_refused_without_reading_them(void) {
+  BEGIN();
+  procord_loop_t *loop = NULL;
+  CHECK_EQ_INT(procord_loop_new(&loop), 0);
+  procord_delegation_options_t delegation;
+  memset(&delegation, 0xA5, sizeof delegation); /* input_release too: calling it would crash */
+  procord_delegation_t *d = NULL;
+  CHECK_EQ_INT(procord_delegate(loop, &delegation, &d), PROCORD_EINVAL);
+  procord_spawn_options_t spawn;
+  memset(&spawn, 0xA5, sizeof spawn);
+  procord_child_t child;
+  CHECK_EQ_INT(procord_spawn(&spawn, &child), PROCORD_EINVAL);
+  procord_connection_options_t connection;
+  memset(&connection, 0, sizeof connection);
+  memset(&connection.size, 0xA5, sizeof connection.size); /* descriptors 0 would be closed */
+  procord_connection_t *c = NULL;
+  CHECK_EQ_INT(procord_connection_open(loop, &connection, &c), PROCORD_EINVAL);
+  CHECK(fcntl(0, F_GETFD) != -1);
+  procord_loop_free(loop);
+  CHECK_NOTHING_LEFT();
+}
+
 static void size_smaller_than_the_size_field_is_refused(void) {
   BEGIN();
   procord_spawn_options_t options;
@@ -672,6 +696,7 @@ int main(int argc, char **argv) {
   RUN(newer_security_options_with_a_field_set_are_refused_saying_why);
   RUN(newer_worker_options_with_a_field_set_are_refused);
   RUN(newer_server_options_with_a_field_set_are_refused_saying_why);
+  RUN(never_initialized_options_are_refused_without_reading_them);
   RUN(size_smaller_than_the_size_field_is_refused);
 
   procord_loop_free(loop);

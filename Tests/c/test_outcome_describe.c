@@ -166,6 +166,9 @@ static void value_says_the_task_answered(void) {
   char text[128];
   describe(&outcome, NULL, NULL, text, sizeof text);
   CHECK(strcmp(text, "the task answered (2 bytes)") == 0);
+  outcome.length = 1;
+  describe(&outcome, NULL, NULL, text, sizeof text);
+  CHECK(strcmp(text, "the task answered (1 byte)") == 0);
 }
 
 static void protocol_error_reported_by_the_worker(void) {

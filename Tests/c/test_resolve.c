@@ -136,6 +136,15 @@ static int use_name_server(const name_server_t *ns, const char *more) {
   return use_resolv_conf(lines);
 }
 
+/* A new loop, its name server (silent or not) started on it, and the
+   resolver told to ask it, with `more` resolv.conf lines (NULL: none).
+   0, or -1 if any of it failed. */
+static int loop_asking_name_server(procord_loop_t **loop, name_server_t *ns, int silent, const char *more) {
+  if (procord_loop_new(loop) != 0 || name_server_start(ns, *loop) != 0) return -1;
+  ns->silent = silent;
+  return use_name_server(ns, more) == 0 ? 0 : -1;
+}
+
 static void forget_resolv_conf(void) {
   unsetenv("PROCORD_RESOLV_CONF");
   if (resolv_path[0]) unlink(resolv_path);
@@ -270,10 +279,7 @@ static void a_delegation_to_localhost_reaches_a_server(void) {
   CHECK(port > 0);
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, NULL), 0);
   CHECK_EQ_INT(procord_loop_start_thread(loop), 0);
   procord_delegation_options_t options = {.task_name = "double", .input = "21", .input_length = 2,
                                           .remote_host = "localhost", .remote_port = port,
@@ -321,10 +327,7 @@ static void a_name_from_the_hosts_file_asks_no_name_server(void) {
   CHECK(listener >= 0);
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, NULL), 0);
   attempt_t seen;
   procord_connect_t *attempt = NULL;
   CHECK_EQ_INT(start_connect(loop, name, port, 5000, &seen, &attempt), 0);
@@ -351,9 +354,7 @@ static void a_name_server_answers_on_the_loop(void) {
   CHECK(listener >= 0);
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 0, NULL), 0);
   attempt_t seen;
   procord_connect_t *attempt = NULL;
   CHECK_EQ_INT(start_connect(loop, known_name, port, 5000, &seen, &attempt), 0);
@@ -501,10 +502,7 @@ static void a_numeric_address_asks_no_name_server(void) {
   BEGIN();
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, NULL), 0);
   const char *addresses[] = {"127.0.0.1", "::1"};
   int connected = 0, tried = 0;
   for (int i = 0; i < 2; i++) {
@@ -537,9 +535,7 @@ static void an_unknown_name_fails_naming_the_host(void) {
   BEGIN();
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 0, NULL), 0);
   CHECK_EQ_INT(procord_loop_start_thread(loop), 0);
   procord_delegation_options_t options = {.task_name = "double", .input = "21", .input_length = 2,
                                           .remote_host = "no-such-host.invalid", .remote_port = 1,
@@ -646,10 +642,7 @@ static void the_time_limit_covers_the_lookup(void) {
   BEGIN();
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, "options timeout:1 attempts:5\n"), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, "options timeout:1 attempts:5\n"), 0);
   attempt_t seen;
   procord_connect_t *attempt = NULL;
   long long start = now_ms();
@@ -681,10 +674,7 @@ static void freeing_the_loop_right_after_a_cancel(void) {
   BEGIN();
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, "options timeout:5 attempts:3\n"), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, "options timeout:5 attempts:3\n"), 0);
   attempt_t seen;
   procord_connect_t *attempt = NULL;
   CHECK_EQ_INT(start_connect(loop, known_name, 1, 0, &seen, &attempt), 0);
@@ -706,10 +696,7 @@ static void freeing_the_loop_during_a_lookup_ends_it(void) {
   BEGIN();
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, "options timeout:5 attempts:3\n"), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, "options timeout:5 attempts:3\n"), 0);
   attempt_t seen;
   procord_connect_t *attempt = NULL;
   CHECK_EQ_INT(start_connect(loop, known_name, 1, 0, &seen, &attempt), 0);
@@ -736,10 +723,7 @@ static void a_name_refused_at_once_fails_after_the_call(void) {
   name[sizeof name - 1] = 0;
   procord_loop_t *loop = NULL;
   name_server_t ns;
-  CHECK_EQ_INT(procord_loop_new(&loop), 0);
-  CHECK_EQ_INT(name_server_start(&ns, loop), 0);
-  ns.silent = 1;
-  CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
+  CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, NULL), 0);
   attempt_t seen;
   procord_connect_t *attempt = NULL;
   CHECK_EQ_INT(start_connect(loop, name, 1, 5000, &seen, &attempt), 0);

@@ -15,6 +15,7 @@
  * back to what it was.
  */
 #include "check.h"
+#include "libevent_fixture.h"
 #include "fixtures.h"
 #include "server_fixture.h"
 
@@ -658,24 +659,6 @@ static void sigterm_drains_a_started_server_that_handles_signals(void) {
   procord_server_free(e.server);
   embedded_destroy(&e);
   CHECK_NOTHING_LEFT();
-}
-
-static void never_called(evutil_socket_t fd, short events, void *context) {
-  (void)fd;
-  (void)events;
-  (void)context;
-}
-
-/* Makes libevent complain: epoll cannot watch a descriptor that is not open. */
-static void make_libevent_warn(void) {
-  struct event_base *base = event_base_new();
-  int closed = dup(0);
-  close(closed);
-  struct event *watch = event_new(base, closed, EV_READ | EV_PERSIST, never_called, NULL);
-  event_add(watch, NULL);
-  event_base_loop(base, EVLOOP_NONBLOCK);
-  event_free(watch);
-  event_base_free(base);
 }
 
 static void record_process_log(void *context, procord_log_level_t level, const char *message) {

@@ -165,6 +165,32 @@ static void exit_without_answer_leaves_the_tail_too(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* A worker given --procord-socket-fd 3 but started with the stdio channel
+   (the default, easy to leave) says why it cannot serve, in the tail. */
+static void socket_arguments_on_the_stdio_channel_are_named_in_the_tail(void) {
+  BEGIN();
+  const char *arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+  procord_delegation_options_t options;
+  procord_delegation_options_init(&options);
+  options.task_name = "fact";
+  options.input = "5";
+  options.input_length = 1;
+  options.worker.program = self_path;
+  options.worker.arguments = arguments; /* channel left at PROCORD_CHANNEL_STDIO */
+  procord_delegation_t *delegation = NULL;
+  CHECK_EQ_INT(procord_delegate(loop, &options, &delegation), 0);
+  CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, 20000), 1);
+  const procord_outcome_t *outcome = procord_delegation_outcome(delegation);
+  int exit_code = outcome->exit_code;
+  char tail[PROCORD_STDERR_TAIL_MAX + 1] = "";
+  if (outcome->stderr_tail) snprintf(tail, sizeof tail, "%s", outcome->stderr_tail);
+  procord_delegation_release(delegation);
+  CHECK_EQ_INT(exit_code, 1);
+  CHECK_CONTAINS(tail, "--procord-socket-fd 3: descriptor 3 is not a socket");
+  CHECK_CONTAINS(tail, "PROCORD_CHANNEL_SOCKET");
+  CHECK_NOTHING_LEFT();
+}
+
 static void worker_silent_on_stderr_leaves_no_tail(void) {
   BEGIN();
   result_t r = run_script("head -c 9 >/dev/null; kill -SEGV $$");
@@ -373,6 +399,7 @@ int main(int argc, char **argv) {
 
   RUN(crash_leaves_what_the_worker_wrote_to_stderr_in_the_outcome);
   RUN(exit_without_answer_leaves_the_tail_too);
+  RUN(socket_arguments_on_the_stdio_channel_are_named_in_the_tail);
   RUN(worker_silent_on_stderr_leaves_no_tail);
   RUN(tail_is_the_last_4_kib_from_a_line_start_and_all_of_it_is_passed_on);
   RUN(fatal_error_line_that_scrolled_out_comes_first_in_the_tail);
