@@ -53,9 +53,9 @@ extern "C" {
 
 /*
  * An allocator: three functions and the context passed to each. Each may be
- * called from any thread at once (the core allocates on its loops' threads,
- * its workers' watchdogs, and the threads of the callers of its functions),
- * so each must be thread-safe, and none may call Procord. They and their
+ * called from several threads at once (the core allocates on its loops'
+ * threads and on the threads that call its functions), so each must be
+ * thread-safe, and none may call Procord. They and their
  * context must stay usable until the process exits. The core never calls
  * them with a size of 0, nor with a NULL pointer to reallocate or free.
  */
@@ -84,10 +84,9 @@ void procord_allocator_init(procord_allocator_t *allocator);
  * copied), for the whole process; NULL: back to malloc, realloc and free.
  * Only before the core's first allocation: once it has allocated anything
  * it keeps the allocator it had, and this returns -EBUSY, changing nothing.
- * With an allocator set, the core leaves its large message bodies as the
- * allocator gives them (with malloc it asks the kernel for transparent huge
- * pages on them: procord's own choice, not an allocator's memory's).
- * Thread-safe. Returns 0, -EBUSY, or PROCORD_EINVAL for an allocator
+ * With malloc, the core asks the kernel for transparent huge pages on its
+ * large message bodies; with an allocator set it does not: that memory is
+ * the allocator's to advise. Thread-safe. Returns 0, -EBUSY, or PROCORD_EINVAL for an allocator
  * missing one of its three functions or of a size this library cannot read.
  */
 int procord_set_allocator(const procord_allocator_t *allocator);
