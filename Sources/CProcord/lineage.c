@@ -66,19 +66,11 @@ void procord_lineage_mark_serving(void) { __atomic_store_n(&serving, 1, __ATOMIC
    program why it has no answer, rather than only ending. */
 static pid_t watched_worker; /* the process the constructor watches, not a fork of it */
 
-static int watched_without_worker_flag; /* its command line lacks --procord-worker */
-
 static void tell_if_never_served(void) {
   if (getpid() != watched_worker || __atomic_load_n(&serving, __ATOMIC_ACQUIRE)) return;
-  if (watched_without_worker_flag)
-    tell_parent("this process was started as a Procord worker without --procord-worker among its "
-                "arguments, so its worker entry point took it for a main program and it returned without "
-                "serving: start it with {program, \"--procord-worker\", \"--procord-socket-fd\", \"3\", NULL} "
-                "(socket channel) or {program, \"--procord-worker\", NULL} (stdio channel)");
-  else
-    tell_parent("this process was started as a Procord worker but its main returned without serving its "
-                "tasks: its program must call its worker entry point first thing in main (Worker.main(tasks:) "
-                "or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C)");
+  tell_parent("this process was started as a Procord worker but its main returned without serving its "
+              "tasks: its program must call its worker entry point first thing in main (Worker.main(tasks:) "
+              "or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C)");
 }
 
 /* Whether the leading `--procord-*` options, as Procord passes them to a
@@ -92,16 +84,16 @@ static int started_as_worker(int argc, char **argv) {
 }
 
 /* Before main: a process exec'd by a Procord process as its worker (so its
-   parent is that process) is watched for a main that returns without
-   serving; its command line says whether it was asked to be a worker.
-   glibc passes the command line to constructors. */
+   parent is that process, and its command line asks to be a worker) is
+   watched for a main that returns without serving. glibc passes the
+   command line to constructors. */
 __attribute__((constructor)) static void watch_a_worker_that_may_not_serve(int argc, char **argv) {
   pthread_once(&read_once, read_lineage);
-  /* Started by a Procord process as a worker (its lineage says so), with
-     --procord-worker or, by mistake, without it. */
-  if (parent > 0 && getppid() == parent) {
+  /* Only with --procord-worker: a program started without it may be meant
+     to be no worker at all (a tool, a stand-in that exits), and its exit
+     status is then its main program's evidence. */
+  if (parent > 0 && getppid() == parent && started_as_worker(argc, argv)) {
     watched_worker = getpid();
-    watched_without_worker_flag = !started_as_worker(argc, argv);
     atexit(tell_if_never_served);
   }
 }

@@ -170,20 +170,6 @@ static void program_started_as_a_worker_that_delegates_before_serving_is_refused
   CHECK_NOTHING_LEFT();
 }
 
-/* Started without --procord-worker (a user's worker arguments that forgot
-   it), its entry point takes it for a main program: the main program hears
-   that the flag is missing, not that procord_worker_main was not called. */
-static void worker_started_without_the_worker_flag_is_told_so(void) {
-  BEGIN();
-  const char *arguments[] = {self_path, "return-without-serving", NULL};
-  char body[2048];
-  procord_outcome_t o = delegate_to_self("double", "4", arguments, -1, body, sizeof body);
-  CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_UNKNOWN_EXCEPTION);
-  CHECK_CONTAINS(body, "was started as a Procord worker without --procord-worker among its arguments");
-  CHECK_CONTAINS(body, "\"--procord-socket-fd\", \"3\"");
-  CHECK_NOTHING_LEFT();
-}
-
 /* Started as a program of its own (main_program), it may delegate at once;
    the worker it starts (this same program, which forgot to serve) may not. */
 static void program_started_as_a_main_program_may_delegate_at_once(void) {
@@ -343,13 +329,8 @@ int main(int argc, char **argv) {
                        sizeof self_path);
   if (!loop) return 1;
   if (argc == 2 && strcmp(argv[1], "delegate-before-serving") == 0) return delegate_before_serving();
-  if (argc == 2 && strcmp(argv[1], "return-without-serving") == 0) {
-    procord_loop_free(loop);
-    return 0;
-  }
   RUN(program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once);
   RUN(program_started_as_a_main_program_may_delegate_at_once);
-  RUN(worker_started_without_the_worker_flag_is_told_so);
   RUN(stdio_worker_behind_a_shell_that_does_not_exec_it_serves);
   RUN(socket_worker_behind_a_shell_that_does_not_exec_it_serves);
   RUN(worker_started_through_proc_self_exe_is_named_for_its_program);
