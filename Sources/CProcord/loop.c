@@ -84,6 +84,17 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
   if (stop && (loop->mode == LOOP_OWN_BASE || loop->freeing)) event_base_loopbreak(loop->base);
 }
 
+/* A hosted loop's thread writes to workers' pipes and sockets: SIGPIPE is
+   blocked on it for good (loop.h), unless the process ignores it. */
+static void block_sigpipe_on_this_thread(void) {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_IGN) return;
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
+}
+
 static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t **result) {
   if (!result) return PROCORD_EINVAL;
   /* libevent prints on stderr unless told otherwise: the core never prints.
@@ -121,7 +132,7 @@ static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t
     if (!loop->wake_event || event_add(loop->wake_event, NULL) < 0) error = -ENOMEM;
   }
   if (!error && mode == LOOP_POLLED) error = procord_backend_open(loop->base, loop->wake_fd, &loop->backend_fd);
-  if (!error && mode != LOOP_OWN_BASE) procord_block_sigpipe_on_this_thread();
+  if (!error && mode != LOOP_OWN_BASE) block_sigpipe_on_this_thread();
   if (error) {
     if (loop->wake_event) event_free(loop->wake_event);
     if (loop->base && !host_base) event_base_free(loop->base);

@@ -26,7 +26,6 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,13 +120,4 @@ int procord_backend_timeout(struct event_base *base) {
   timersub(&timer.soonest, &now, &left);
   long long milliseconds = (long long)left.tv_sec * 1000 + (left.tv_usec + 999) / 1000;
   return milliseconds > INT_MAX ? INT_MAX : (int)milliseconds;
-}
-
-void procord_block_sigpipe_on_this_thread(void) {
-  struct sigaction current;
-  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_IGN) return;
-  sigset_t pipe_signal;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
 }

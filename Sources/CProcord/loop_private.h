@@ -97,8 +97,6 @@ int procord_backend_open(struct event_base *base, int marker_fd, int *backend_fd
 /* Milliseconds until the base's next timer (0: something is due or
    active already; -1: no timer). */
 int procord_backend_timeout(struct event_base *base);
-/* Blocks SIGPIPE on the calling thread, unless the process ignores it. */
-void procord_block_sigpipe_on_this_thread(void);
 
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work);
 void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);
