@@ -35,13 +35,15 @@ BUILD_DIR ?= .build
 # tests make their certificates with it).
 APT_PACKAGES = libevent-dev libssl-dev pkg-config
 APT_TEST_PACKAGES = nginx-light libnginx-mod-stream systemd openssl
-CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude
+CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -ISources/CProcord
 # libevent's core, its evdns resolver (libevent_extra) and its OpenSSL
 # bufferevents, and OpenSSL: each before those it uses, for static links.
 PKG_MODULES = libevent_extra libevent_openssl libevent_core openssl
 LIBS_CORE = $(shell pkg-config --libs $(PKG_MODULES) 2>/dev/null || \
               echo -levent_extra -levent_openssl -levent_core -lssl -lcrypto) -lpthread
-C_SOURCES = $(wildcard Sources/CProcord/*.c)
+# The C core, in folders by layer (docs/ARCHITECTURE.md).
+C_SOURCES = $(wildcard Sources/CProcord/*/*.c)
+C_PRIVATE_HEADERS = $(wildcard Sources/CProcord/*/*.h)
 C_TEST_HEADERS = $(wildcard Tests/c/*.h)
 C_TESTS = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests/%,$(wildcard Tests/c/test_*.c))
 C_TESTS_SANITIZED = $(patsubst Tests/c/%.c,$(BUILD_DIR)/c-tests-sanitized/%,$(wildcard Tests/c/test_*.c))
@@ -120,7 +122,7 @@ check-c: deps check-headers
 	@for o in $(BUILD_DIR)/c-check/*.o; do \
 	  case $$(basename $$o) in memory.o) continue;; task.o|worker.o) libc=free;; *) libc=;; esac; \
 	  used=$$(nm -u $$o | awk '{print $$NF}' | grep -xE '$(LIBC_ALLOCATION)' | grep -vx "$$libc" | tr '\n' ' '); \
-	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with memory_private.h's functions"; exit 1; }; done
+	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with base_private.h's procord_alloc functions"; exit 1; }; done
 	@echo "C core allocates through memory.c only"
 
 # Each public header on its own, as C11 and as C++17, pedantic; every
@@ -145,7 +147,7 @@ lib: deps $(LIB_DIR)/libprocord.a $(LIB_DIR)/libprocord.so
 # Warnings are errors in check-c, not here: a newer compiler must not break a user's build.
 CFLAGS_LIB = -std=c11 -O2 -g -Wall -Wextra -fPIC -Iinclude -ISources/CProcord $(CFLAGS) $(CPPFLAGS)
 
-$(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
+$(LIB_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_LIB) $$(pkg-config --cflags $(PKG_MODULES)) -c $< -o $@
 
@@ -205,7 +207,7 @@ $(BUILD_DIR)/examples/%: Examples/c/%.c Examples/c/fibo_task.h $(LIB_DIR)/libpro
 test-library: lib examples build
 	python3 Tests/c/test_library.py --demo $(BUILD_DIR)/debug/procord-demo --examples $(BUILD_DIR)/examples
 
-$(BUILD_DIR)/c-tests/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+$(BUILD_DIR)/c-tests/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CORE) -ISources/CProcord -o $@ $< $(C_SOURCES) $(LIBS_CORE)
 
@@ -224,7 +226,7 @@ test-c: deps check-c test-c-harness $(C_TESTS)
 test-c-harness: $(BUILD_DIR)/c-tests/check_self_test
 	python3 Tests/c/check_self_test.py $(BUILD_DIR)/c-tests/check_self_test
 
-$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(wildcard include/procord/*.h Sources/CProcord/*.h)
+$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS)
 	@mkdir -p $(dir $@)
 	$(SANITIZE_CC) $(SANITIZE_FLAGS) -o $@ $< $(C_SOURCES) $(LIBS_CORE)
 
@@ -266,7 +268,7 @@ FUZZ_FLAGS = -std=c11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undef
 FUZZ_LINKER = $(if $(filter /%,$(shell $(SANITIZE_CC) -print-prog-name=ld.lld 2>/dev/null)),-fuse-ld=lld)
 SECONDS ?= 60
 
-$(FUZZ_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(wildcard Sources/CProcord/*.h) | deps
+$(FUZZ_DIR)/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS) | deps
 	@mkdir -p $(dir $@)
 	$(SANITIZE_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined \
 	  $$(pkg-config --cflags $(PKG_MODULES)) -c $< -o $@

@@ -24,9 +24,11 @@ let package = Package(
       pkgConfig: "libevent_core",
       providers: [.apt(["libevent-dev"])]
     ),
-    // The C core; its public headers are include/procord/, reached through
-    // the symlink Sources/CProcord/include.
-    .target(name: "CProcord", dependencies: ["CLibevent"]),
+    // The C core, in folders by layer (docs/ARCHITECTURE.md); its public
+    // headers are include/procord/, reached through the symlink
+    // Sources/CProcord/include. Its files include each other's folder header
+    // as "layer/layer_private.h", from the target's root.
+    .target(name: "CProcord", dependencies: ["CLibevent"], cSettings: [.headerSearchPath(".")]),
     .target(
       name: "Procord",
       dependencies: [

@@ -10,7 +10,7 @@
 #include "check.h"
 #include "server_fixture.h"
 
-#include "loop_private.h"
+#include "io/io_private.h"
 #include "procord/connect.h"
 #include "procord/delegation.h"
 #include "procord/error.h"

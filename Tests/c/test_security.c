@@ -22,7 +22,7 @@
 #include "fixtures.h"
 #include "server_fixture.h"
 
-#include "auth_private.h"
+#include "io/io_private.h"
 #include "procord/connection.h"
 #include "procord/delegation.h"
 #include "procord/error.h"

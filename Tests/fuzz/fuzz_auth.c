@@ -27,7 +27,7 @@
  * Replies have the lengths of docs/PROTOCOL.md, a failure says why.
  */
 #define _GNU_SOURCE
-#include "auth_private.h"
+#include "io/io_private.h"
 #include "fuzz_support.h"
 #include "procord/error.h"
 #include "procord/frame.h"

@@ -11,6 +11,7 @@
 #define PROCORD_LISTEN_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "procord/loop.h"
 
@@ -19,6 +20,14 @@ extern "C" {
 #endif
 
 typedef struct procord_listener_s procord_listener_t;
+
+/*
+ * Writes `address` as numeric `host:port` (`[host]:port` for IPv6) into
+ * `out` of `size` bytes (64 is enough), or "?" if it cannot be read. This is
+ * how listeners give a peer's address, and how the server's log names peers.
+ */
+void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
+                            size_t size);
 
 /*
  * Called on the loop's thread with each accepted connection: `fd` is

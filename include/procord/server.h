@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "procord/listen.h"
 #include "procord/log.h"
 #include "procord/loop.h"
 #include "procord/security.h"
@@ -51,13 +52,7 @@ extern "C" {
 
 /* The server's log lines go to its options' `log` (procord/log.h); the C core never prints. */
 
-/*
- * Writes `address` as numeric `host:port` (`[host]:port` for IPv6) into
- * `out` of `size` bytes (64 is enough), or "?" if it cannot be read. This is
- * how the server's log names peers.
- */
-void procord_address_string(const struct sockaddr *address, socklen_t length, char *out,
-                            size_t size);
+/* procord_address_string, how the server's log names peers: procord/listen.h. */
 
 /* Given a connecting peer's address, returns non-zero to serve it, 0 to close it. */
 typedef int (*procord_accept_filter_fn)(void *context, const struct sockaddr *peer,
@@ -378,17 +373,7 @@ void procord_server_free(procord_server_t *server);
  */
 int procord_server_activated_socket(void);
 
-/*
- * The worker side of a server: tells the server it is ready on
- * `control_fd`, then serves each session the server hands over (a socket
- * on which the server sends whole tasks and takes their answers to their
- * clients; reusable, `0R`, watchdog on: closed mid-task, the task is
- * killed) with the options' tasks and limits (not its read timeout: the
- * server bounds its clients itself, and a session may wait idle), and
- * reports back after each.
- * Returns 0 when the server closes `control_fd`, or a negative error code.
- */
-int procord_worker_serve_handoffs(const procord_worker_options_t *options, int control_fd);
+/* procord_worker_serve_handoffs, the worker side of a server: procord/worker.h. */
 
 #ifdef __cplusplus
 }

@@ -257,6 +257,18 @@ int procord_worker_run_server(const procord_worker_command_t *command,
 void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tasks,
                          size_t task_count, procord_worker_command_t *command);
 
+/*
+ * The worker side of a server: tells the server it is ready on
+ * `control_fd`, then serves each session the server hands over (a socket
+ * on which the server sends whole tasks and takes their answers to their
+ * clients; reusable, `0R`, watchdog on: closed mid-task, the task is
+ * killed) with the options' tasks and limits (not its read timeout: the
+ * server bounds its clients itself, and a session may wait idle), and
+ * reports back after each.
+ * Returns 0 when the server closes `control_fd`, or a negative error code.
+ */
+int procord_worker_serve_handoffs(const procord_worker_options_t *options, int control_fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,176 @@
+/*
+ * Private to the C core: base/, errors, memory, the log, options read by size.
+ * The one header of this folder that others include (docs/ARCHITECTURE.md).
+ */
+#ifndef PROCORD_BASE_PRIVATE_H
+#define PROCORD_BASE_PRIVATE_H
+
+#include "procord/error.h"
+#include "procord/log.h"
+#include "procord/memory.h"
+
+#include <stddef.h>
+#include <string.h>
+
+/* ---- memory ---- */
+
+/*
+ * memory_private.h: every allocation of the core, through the allocator of
+ * procord_set_allocator (procord/memory.h) or libc's.
+ *
+ * The core calls these, never malloc, calloc, realloc, strdup or free, except
+ * for memory whose contract says malloc and free (procord/memory.h lists
+ * it). Each accepts a size of 0 (asking for 1 byte) and procord_free
+ * NULL, so callers keep the habits of libc's.
+ */
+
+
+
+/* Bodies from this size on are asked to use transparent huge pages. */
+#define PROCORD_HUGE_PAGE_THRESHOLD ((size_t)2 * 1024 * 1024)
+
+/* malloc, calloc (NULL when count * size overflows), realloc (`pointer`
+   may be NULL), strdup, and free, on the process's allocator. */
+void *procord_allocate(size_t size);
+void *procord_allocate_zeroed(size_t count, size_t size);
+void *procord_reallocate(void *pointer, size_t size);
+char *procord_strdup(const char *string);
+
+/*
+ * procord_allocate(size), for a body about to be filled. A large one is a
+ * fresh mapping whose every 4 KiB page faults and is zeroed when first
+ * written: on some machines that costs more than copying the bytes. Such a
+ * buffer from malloc is asked to use transparent huge pages (madvise
+ * MADV_HUGEPAGE, honoured where /sys/kernel/mm/transparent_hugepage/enabled
+ * is `madvise` or `always`), which takes a 256 MiB fill from about 215 to 95
+ * ms on the machine of the benchmark's README. A program's own allocator's
+ * memory is left as it gives it: its mappings are its own to advise. Freed
+ * with procord_free.
+ */
+void *procord_malloc_body(size_t size);
+
+/* ---- log ---- */
+
+/* Private: routing libevent's messages (log.c, procord/log.h). */
+
+
+/* Takes over libevent's log callback, if not yet (procord_loop_new). */
+void procord_log_take_libevent(void);
+
+/* A server's log while it takes libevent's messages; its storage is the
+   server's. */
+typedef struct procord_log_route_s {
+  procord_log_fn log;
+  void *context;
+  struct procord_log_route_s *next;
+} procord_log_route_t;
+
+/* While a server runs, libevent's messages go to its log (none: dropped);
+   with several, to the one routed last... */
+void procord_log_route_to_server(procord_log_route_t *route, procord_log_fn log, void *context);
+/* ...until it stops: then to the one before it, or the process's log
+   (procord_set_log). A route not routed is left alone. */
+void procord_log_unroute_from_server(procord_log_route_t *route);
+
+/* A line for the process-wide log (procord_set_log), if there is one: for a
+   misuse the core can only report, not return. */
+void procord_log_write(procord_log_level_t level, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- options ---- */
+
+/*
+ * Reading a caller's options struct by its `size` (every public
+ * procord_*_options_t, procord_pool_source_t and procord_allocator_t start
+ * with `size_t size`).
+ *
+ * Each entry point copies the caller's struct into a zeroed one of its own
+ * before reading any field, so that a program built against an older,
+ * smaller struct gets the default (0) for every field it does not know, and
+ * a program built against a newer, larger one is refused when it sets a
+ * field this library does not know (PROCORD_EINVAL).
+ *
+ * `size` 0 means the struct of the first release (a program that
+ * zero-initializes the struct and never calls procord_X_options_init). The
+ * PROCORD_FIRST_SIZE_* below say how large that was: today each is its
+ * sizeof. When a field is appended to one of these structs, its line here
+ * becomes offsetof(type, first_new_field), and stays so: a program built
+ * before the field existed keeps being read with the layout it was built
+ * with. (A struct embedded by value in another, procord_spawn_options_t,
+ * may never grow: scripts/c_api.py check-abi refuses it.) The core's own
+ * calls set `.size = sizeof options` too, so that a field appended later is
+ * not dropped from them as from an old program's.
+ */
+
+
+
+/* Macros, so that this header needs only the types of the file using one. */
+#define PROCORD_FIRST_SIZE_SPAWN_OPTIONS sizeof(procord_spawn_options_t)
+#define PROCORD_FIRST_SIZE_DELEGATION_OPTIONS sizeof(procord_delegation_options_t)
+#define PROCORD_FIRST_SIZE_POOL_OPTIONS sizeof(procord_pool_options_t)
+#define PROCORD_FIRST_SIZE_POOL_SOURCE sizeof(procord_pool_source_t)
+#define PROCORD_FIRST_SIZE_CONNECT_OPTIONS sizeof(procord_connect_options_t)
+#define PROCORD_FIRST_SIZE_CONNECTION_OPTIONS sizeof(procord_connection_options_t)
+#define PROCORD_FIRST_SIZE_LISTENER_OPTIONS sizeof(procord_listener_options_t)
+#define PROCORD_FIRST_SIZE_SECURITY_OPTIONS sizeof(procord_security_options_t)
+#define PROCORD_FIRST_SIZE_WORKER_OPTIONS sizeof(procord_worker_options_t)
+#define PROCORD_FIRST_SIZE_SERVER_OPTIONS sizeof(procord_server_options_t)
+#define PROCORD_FIRST_SIZE_ALLOCATOR sizeof(procord_allocator_t)
+
+/* Larger than any options struct will ever be: a `size` above it is not a
+   size but garbage. */
+#define PROCORD_OPTIONS_MOST_SIZE 4096
+
+/* The size a struct claims: its first field, 0 read as `first_release_size`. */
+static inline size_t procord_options_size(const void *given, size_t first_release_size) {
+  size_t size;
+  memcpy(&size, given, sizeof size);
+  return size ? size : first_release_size;
+}
+
+/*
+ * Copies `given` (a caller's struct, `size` first) into `local` (ours, of
+ * `local_size` bytes): min(size, local_size) bytes, the rest zero, and
+ * local's `size` set to local_size. Returns 0, or PROCORD_EINVAL for a size
+ * too small to hold the size itself, or larger than ours with a byte beyond
+ * ours that is not 0 (a field of a newer Procord, set): `local` then holds
+ * what could be copied, so that the caller can still release what the
+ * options lend (a delegation's input_release); for a size that cannot be
+ * one (below the size field's, above PROCORD_OPTIONS_MOST_SIZE), nothing.
+ */
+static inline int procord_options_copy(void *local, size_t local_size, const void *given,
+                                       size_t first_release_size) {
+  size_t size = procord_options_size(given, first_release_size);
+  memset(local, 0, local_size);
+  /* A size no struct of ours could have (a struct never initialized, its
+     bytes whatever the stack held): nothing else in it is read, nor
+     anything it would lend (an input_release) called. */
+  if (size < sizeof(size_t) || size > PROCORD_OPTIONS_MOST_SIZE) return PROCORD_EINVAL;
+  memcpy(local, given, size < local_size ? size : local_size);
+  memcpy(local, &local_size, sizeof local_size);
+  for (size_t i = local_size; i < size; i++)
+    if (((const unsigned char *)given)[i] != 0) return PROCORD_EINVAL;
+  return 0;
+}
+
+/* procord_options_copy for `local`, a struct variable (not a pointer). */
+#define PROCORD_OPTIONS_COPY(local, given, first_release_size) \
+  procord_options_copy(&(local), sizeof(local), (given), (first_release_size))
+
+/*
+ * A struct embedded by value in options already copied (a delegation's
+ * `worker`): it keeps its place, so it cannot be larger than ours (what
+ * follows it is the container's), and never grows (check-abi). Zeroes what
+ * lies beyond its own size and sets that size to ours. Returns 0, or
+ * PROCORD_EINVAL for a size too small, or too large.
+ */
+static inline int procord_options_nested(void *nested, size_t nested_size, size_t first_release_size) {
+  size_t size = procord_options_size(nested, first_release_size);
+  if (size < sizeof(size_t) || size > nested_size) return PROCORD_EINVAL;
+  memset((unsigned char *)nested + size, 0, nested_size - size);
+  memcpy(nested, &nested_size, sizeof nested_size);
+  return 0;
+}
+
+
+#endif

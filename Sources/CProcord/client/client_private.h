@@ -1,0 +1,343 @@
+/*
+ * Private to the C core: client/, the main program's side: worker links, delegations, pools.
+ * The one header of this folder that others include (docs/ARCHITECTURE.md).
+ */
+#ifndef PROCORD_CLIENT_PRIVATE_H
+#define PROCORD_CLIENT_PRIVATE_H
+
+#include "io/io_private.h"
+#include "procord/connect.h"
+#include "procord/connection.h"
+#include "procord/delegation.h"
+#include "procord/loop.h"
+#include "procord/pool.h"
+#include "procord/spawn.h"
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* ---- worker_link ---- */
+
+/*
+ * Private to the C core: the link to one worker, a child process started
+ * here or a connection to a worker server, with the frame connection over
+ * it. A one-off delegation owns a link for its one task; a pool keeps links
+ * and lends them to task after task.
+ *
+ * The link knows nothing of tasks: it starts the worker, carries frames,
+ * and reports once, through on_ended, that nothing of the worker is left
+ * (its stream closed and, for a child, the child reaped). Why it ended is
+ * the first cause recorded: the connection's, or one the owner gave with
+ * procord_link_fail.
+ */
+
+
+
+typedef struct procord_link_s procord_link_t;
+
+typedef struct procord_link_events_s {
+  /* A remote link is connected: frames may be sent. (A local link is ready
+     as soon as procord_link_start returns 0; this is not called for it.) */
+  void (*on_ready)(procord_link_t *link, void *context);
+  /* A frame from the worker, or a parse error (`frame` NULL); see
+     procord_frame_cb. */
+  void (*on_frame)(procord_link_t *link, const procord_frame_t *frame, int error, void *context);
+  /* Nothing is left of the worker. Called once, on a loop turn of its own
+     (never inside a procord_link_* call); the owner may free the link here. */
+  void (*on_ended)(procord_link_t *link, void *context);
+} procord_link_events_t;
+
+typedef struct procord_link_options_s {
+  const procord_spawn_options_t *worker; /* a local worker: how to start it */
+  const char *remote_host;               /* or a worker server (copied) */
+  int remote_port;
+  int connect_timeout_ms;
+  procord_security_t *security;          /* a worker server's: TLS, a secret (a reference is taken) */
+  int idle_timeout_ms;
+  size_t max_message_size;
+  int exit_grace_ms; /* 0: 2000 ms */
+  procord_link_events_t events;
+  void *context;
+} procord_link_options_t;
+
+/* How the link ended, once on_ended has been called. */
+typedef struct procord_link_end_s {
+  int error;          /* the first cause recorded; 0 if the stream ended only because the
+                         owner closed it (an owner's reader takes 0 as the end of stream) */
+  const char *call;
+  const char *detail;
+  int exit_code;      /* the child's exit code, or -1 */
+  int signal;         /* the signal that ended the child, or 0 */
+  int killed_after_grace;
+} procord_link_end_t;
+
+struct procord_link_s {
+  procord_loop_t *loop;
+  procord_link_events_t events;
+  void *context;
+  int remote;
+  char *host;
+  int port;
+  int connect_timeout_ms;
+  struct timespec connect_start; /* the connect limit covers the handshake too */
+  procord_security_t *security;
+  int idle_timeout_ms;
+  size_t max_message_size;
+  int exit_grace_ms;
+
+  procord_child_t child;
+  pid_t pid;               /* as spawned (-1 for none); child.pid is -1 once reaped */
+  int spawn_error;
+  procord_connect_t *attempt;
+  procord_connection_t *connection;
+  struct event *exit_event;  /* pidfd readable, or the reap poll */
+  struct event *grace_timer;
+  struct event *end_event;   /* calls on_ended on a turn of its own */
+  int reaped;
+  int wait_status;
+  int status_known;  /* reaped by us: wait_status is real (not when the host reaped it) */
+  int ended;
+  procord_link_end_t end;
+};
+
+/*
+ * Makes a link; for a local worker, starts the child now, on the calling
+ * thread (a spawn error is kept and reported by procord_link_start).
+ * Returns NULL when out of memory.
+ */
+procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_options_t *options);
+
+/*
+ * On the loop's thread: watches the child and opens its connection, or
+ * starts connecting to the server. Returns 0, or the error that ended the
+ * link at once (a spawn error, out of memory; recorded in `end`, the child
+ * killed and reaped, on_ended never called): the owner frees the link.
+ */
+int procord_link_start(procord_link_t *link);
+
+/* True when frames may be sent. */
+int procord_link_ready(const procord_link_t *link);
+
+/* See procord_connection_send and procord_connection_send_owned_by. */
+int procord_link_send(procord_link_t *link, unsigned char kind, const void *body, size_t length);
+/* See procord_connection_send_owned_by. */
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
+                               procord_body_owner_t *owner);
+void *procord_link_take_body(procord_link_t *link);
+void procord_link_cork(procord_link_t *link, int corked);
+
+/* Records why the link ends, unless a cause is recorded already. */
+void procord_link_fail(procord_link_t *link, int error, const char *call);
+
+/* Closes the stream (a worker that sent `0R` then exits); the child has the
+   grace period to exit before it is killed. */
+void procord_link_close(procord_link_t *link);
+
+/* Sends `signal` to the child's process group (a remote link is closed
+   instead); with `close_stream`, also closes the stream at once. */
+void procord_link_kill(procord_link_t *link, int signal, int close_stream);
+
+/* Starts the grace period: if the worker has neither closed its stream nor
+   exited when it runs out, the child is killed (SIGKILL) and the stream
+   closed. */
+void procord_link_start_grace(procord_link_t *link);
+void procord_link_cancel_grace(procord_link_t *link);
+
+/* The child's resident memory in bytes, or 0 if unknown (remote, gone). */
+size_t procord_link_resident_bytes(const procord_link_t *link);
+
+/* Frees the link: only once it has ended, or after procord_link_start failed,
+   or before it was started (a spawned child is then killed and reaped). */
+void procord_link_free(procord_link_t *link);
+
+/* ---- worker_stderr ---- */
+
+/*
+ * Private to the C core: a local worker's stderr, read through a pipe
+ * instead of inherited (one-off delegations, see procord/delegation.h).
+ * What the worker writes there goes on at once to this program's stderr
+ * (descriptor 2), and its last PROCORD_STDERR_TAIL_MAX bytes are kept: the
+ * evidence of a worker that ends without answering (a crash leaves the
+ * Swift runtime's `Fatal error:` line there).
+ *
+ * Descriptor 2 is shared with the whole program, so it is never made
+ * non-blocking: each write goes only as far as poll(2) says it can without
+ * blocking; what must wait is kept (up to 64 KiB) and written when
+ * descriptor 2 can take it, and beyond that the worker's output is dropped,
+ * with a note once it can be written again. The loop never blocks on a
+ * stuck stderr, and the tail keeps everything all the same.
+ */
+
+
+
+typedef struct procord_worker_stderr_s procord_worker_stderr_t;
+
+/*
+ * Makes the pipe (our end close-on-exec and non-blocking) and its events,
+ * not yet watched. `*child_fd` is the other end, close-on-exec, to give the
+ * worker as its stderr (procord_spawn_options_t.stderr_fd); the caller
+ * closes it once the worker has been started. Returns 0, the -errno of
+ * pipe2 (-EMFILE...), or -ENOMEM; nothing is left open on failure.
+ */
+int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **pipe, int *child_fd);
+
+/* The worker's pid, for the note about dropped output. */
+void procord_worker_stderr_set_pid(procord_worker_stderr_t *pipe, pid_t pid);
+
+/* Starts reading, on the loop's thread. Returns 0 or -ENOMEM. */
+int procord_worker_stderr_start(procord_worker_stderr_t *pipe);
+
+/*
+ * Reads what is in the pipe now, without waiting (after the worker's reap,
+ * that is everything it wrote). Returns 1 once the end of the pipe has been
+ * read (no writer is left), 0 otherwise. On the loop's thread.
+ */
+int procord_worker_stderr_drain(procord_worker_stderr_t *pipe);
+
+/*
+ * Calls `on_end(context)` once, on a loop turn of its own: when the end of
+ * the pipe has been read, or `limit_ms` from now, whichever comes first
+ * (something the worker started may hold the pipe open). On the loop's
+ * thread. Returns 0 or -ENOMEM (then on_end is never called).
+ */
+int procord_worker_stderr_await_end(procord_worker_stderr_t *pipe, int limit_ms,
+                                    void (*on_end)(void *context), void *context);
+
+/*
+ * A copy of the tail, NUL-terminated, its length in `*length` (the NUL not
+ * counted): at most PROCORD_STDERR_TAIL_MAX bytes, see procord_outcome_t.
+ * NULL with `*length` 0 when the worker wrote nothing (or out of memory).
+ * The caller frees it.
+ */
+char *procord_worker_stderr_tail(const procord_worker_stderr_t *pipe, size_t *length);
+
+/*
+ * Closes the pipe and frees it (NULL: nothing). Output still waiting for
+ * this program's stderr is tried once more, without blocking, then dropped
+ * with a note. On the loop's thread once started; any thread before.
+ */
+void procord_worker_stderr_free(procord_worker_stderr_t *pipe);
+
+/* ---- delegation ---- */
+
+/*
+ * Private to the C core: what a pool needs of a delegation. A delegation is
+ * the task's side (name, input, outcome, deadline, kill); the worker it runs
+ * on is a link (worker_link.h), its own for a one-off delegation, lent by a
+ * pool for a pooled one.
+ */
+
+
+struct procord_pool_s;
+struct event;
+
+/* The serialized input, shared by every attempt and the frames in flight. */
+typedef struct procord_shared_input_s {
+  procord_body_owner_t owner; /* how the frames in flight release it */
+  int references;             /* atomic */
+  size_t length;
+  const unsigned char *data;  /* `bytes`, or the caller's own (borrowed) */
+  void (*borrowed_release)(void *context); /* for borrowed input: gives it back */
+  void *borrowed_context;
+  unsigned char bytes[];
+} procord_shared_input_t;
+
+struct procord_delegation_s {
+  procord_loop_work_t work; /* first: the loop hands this pointer back (one-off only) */
+  procord_loop_t *loop;
+  int references;           /* atomic */
+  int kill_requested;       /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
+  int stop_queued;          /* atomic: stop_call is in the loop's queue */
+  procord_queued_call_t stop_call; /* its own: a kill or cancel needs no memory */
+  char *task_name;
+  procord_shared_input_t *input;
+  int deadline_ms;
+  int idempotent;
+  procord_done_cb on_done;
+  procord_print_cb on_print;
+  int capture_output;
+  void *context;
+
+  procord_link_t *link;     /* the worker it runs on, or NULL */
+  pid_t pid;                /* atomic: the worker's pid, or -1 */
+  int spawn_failed;         /* one-off: its worker could not be started */
+  struct event *deadline_timer;
+  int timed_out;
+  int answered;             /* a terminal frame set the outcome */
+  procord_outcome_t outcome;
+  void *body;
+  /* One-off, the worker's stderr not redirected: its pipe, until the finish. */
+  procord_worker_stderr_t *worker_stderr;
+  int outcome_ready;        /* atomic: the outcome is final (set before on_done) */
+  int finished;             /* guarded by the loop's done lock: on_done has returned */
+
+  /* Pooled tasks: */
+  struct procord_pool_s *pool;
+  procord_delegation_t *queue_next;
+  int queued;
+  int sent_ahead;           /* in a busy worker's list of tasks sent ahead */
+  int dropped;              /* finished while sent ahead: its worker is killed when it gets to it */
+  int delivered;            /* its frames went to a ready worker */
+  int retries;
+};
+
+/* What a frame from the worker means for the task. */
+typedef enum procord_frame_effect {
+  PROCORD_FRAME_CONTINUES, /* printed; the answer is still to come */
+  PROCORD_FRAME_ANSWERS,   /* a terminal frame: the outcome is set */
+  PROCORD_FRAME_BREAKS,    /* the task cannot go on: close the link (the
+                              outcome is set if it was `E0`) */
+} procord_frame_effect_t;
+
+/* Makes a delegation with no worker yet: the caller's reference and the
+   finishing one. NULL when out of memory. Any thread. */
+procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
+                                                const procord_delegation_options_t *options);
+
+/* A call that fails before a delegation holds its input gives a borrowed
+   input back at once (see input_release in procord/delegation.h). */
+void procord_delegation_refuse_input(const procord_delegation_options_t *options);
+
+/* Copies a caller's options into `*copy` by their size, and their worker's
+   by its own (options_private.h). Returns 0, or PROCORD_EINVAL for a size
+   refused (`*copy` then holds what could be copied: enough to refuse the
+   input). */
+int procord_delegation_options_copy(procord_delegation_options_t *copy,
+                                    const procord_delegation_options_t *given);
+
+/* Starts the deadline timer, if any. On the loop's thread. */
+int procord_delegation_arm_deadline(procord_delegation_t *delegation);
+
+/* Sends the task (`T`, then `V`) on a ready link. */
+int procord_delegation_send(procord_delegation_t *delegation, procord_link_t *link);
+
+/* Handles one frame of the task's answer (see procord_frame_cb). */
+procord_frame_effect_t procord_delegation_frame(procord_delegation_t *delegation,
+                                                procord_link_t *link,
+                                                const procord_frame_t *frame, int error);
+
+/* Fills in the outcome from how its worker ended, if it did not answer. */
+void procord_delegation_take_end(procord_delegation_t *delegation, const procord_link_t *link);
+
+/* Reports the outcome (KILLED or TIMED_OUT if asked for) and drops the
+   finishing reference. On the loop's thread. */
+void procord_delegation_finish(procord_delegation_t *delegation);
+
+/* ---- pool ---- */
+
+/* Private to the C core: what a pooled delegation asks of its pool (pool.c). */
+
+
+/*
+ * Ends a pooled task early, on the loop's thread: a queued task finishes at
+ * once; a running one has its worker sent `signal` (SIGKILL also closes its
+ * stream), and finishes once that worker has ended. The task's
+ * kill_requested or timed_out flag says how it ends.
+ */
+void procord_pool_stop_task(procord_pool_t *pool, procord_delegation_t *task, int signal);
+
+/* A pooled task's last reference is gone: it no longer holds the pool. */
+void procord_pool_task_released(procord_pool_t *pool);
+
+#endif

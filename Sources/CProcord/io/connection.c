@@ -1,0 +1,657 @@
+/*
+ * A frame connection over one or two non-blocking descriptors, on a libevent
+ * base (procord/connection.h). Reads go straight into the frame parser, and
+ * big bodies straight into their final buffer; writes go through an evbuffer.
+ * TLS and authentication, when asked for, come from connection_secure.c.
+ */
+#define _GNU_SOURCE
+#include "io/io_private.h"
+#include "base/base_private.h"
+#include "procord/error.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Bytes read per read(2) outside of a body, and per readiness callback. */
+#define READ_CHUNK 65536
+#define READ_BUDGET (4 * 1024 * 1024)
+/* Bytes read ahead while paused (see read_ahead). */
+#define PAUSED_READ_AHEAD (16 * 1024)
+
+static void set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static void release(procord_connection_t *c) {
+  procord_frame_parser_reset(&c->parser);
+  if (c->read_event) event_free(c->read_event);
+  if (c->write_event) event_free(c->write_event);
+  if (c->close_timer) event_free(c->close_timer);
+  if (c->watch_timer) event_free(c->watch_timer);
+  if (c->output) evbuffer_free(c->output);
+  if (c->urgent) evbuffer_free(c->urgent);
+  if (c->stash) evbuffer_free(c->stash);
+  procord_connection_tls_free(c);
+  procord_security_release(c->security);
+  procord_free(c->peer_name);
+  procord_free(c);
+}
+
+static void close_descriptors(procord_connection_t *c) {
+  if (c->read_event) event_del(c->read_event);
+  if (c->write_event) event_del(c->write_event);
+  if (c->close_timer) event_del(c->close_timer);
+  if (c->watch_timer) event_del(c->watch_timer);
+  if (c->tls) {
+    procord_connection_tls_free(c); /* closes the socket */
+    c->options.read_fd = c->options.write_fd = -1;
+  }
+  if (c->options.read_fd >= 0) close(c->options.read_fd);
+  if (c->options.write_fd >= 0 && c->options.write_fd != c->options.read_fd)
+    close(c->options.write_fd);
+  c->options.read_fd = c->options.write_fd = -1;
+}
+
+/* Calls the owner's state callback; returns 0 if the connection was freed in it. */
+static int notify_state(procord_connection_t *c) {
+  if (!c->options.on_state) return 1;
+  c->in_callback++;
+  c->options.on_state(c, c->state, c->options.context);
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested;
+}
+
+int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,
+                                  const char *detail) {
+  if (c->state == PROCORD_DISCONNECTED) return 1;
+  close_descriptors(c);
+  evbuffer_drain(c->output, evbuffer_get_length(c->output));
+  c->state = PROCORD_DISCONNECTED;
+  c->securing = 0;
+  c->cause.error = error;
+  c->cause.call = call;
+  c->detail = detail;
+  return notify_state(c);
+}
+
+static int disconnect(procord_connection_t *c, int error, const char *call) {
+  return procord_connection_disconnect(c, error, call, NULL);
+}
+
+/* Delivers a frame or a parser error; returns 0 if the connection was freed. */
+/* Reads no more: the descriptor's event, or the TLS layer's reading. */
+static void stop_reading(procord_connection_t *c) {
+  c->reading_stopped = 1;
+  event_del(c->read_event);
+  if (c->tls) bufferevent_disable(c->tls, EV_READ);
+}
+
+static int deliver(procord_connection_t *c, const procord_frame_t *frame, int error) {
+  if (c->securing) return procord_connection_secure_frame(c, frame, error);
+  if (error) stop_reading(c);
+  c->in_callback++;
+  c->delivering = frame != NULL;
+  c->options.on_frame(c, frame, error, c->options.context);
+  c->delivering = 0;
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested;
+}
+
+void procord_connection_heard(procord_connection_t *c) {
+  if (c->options.idle_timeout_ms > 0 && c->state == PROCORD_CONNECTED)
+    procord_timer_arm(c->watch_timer, c->options.idle_timeout_ms);
+}
+
+static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  procord_connection_t *c = argument;
+  disconnect(c, PROCORD_ETIMEOUT,
+             c->securing ? "handshake" : c->state == PROCORD_CONNECTING ? "connect" : "idle");
+}
+
+static int report_input(procord_connection_t *c, size_t count);
+
+static int still_reading(procord_connection_t *c) {
+  return (c->state == PROCORD_CONNECTED || c->securing) && !c->reading_stopped && !c->paused;
+}
+
+/* Feeds bytes to the parser, delivering every frame, until they are used up
+   or reading stops or pauses; stores in `*used` how many it took. Returns 0
+   if the connection was freed. */
+static int feed_some(procord_connection_t *c, const unsigned char *bytes, size_t length,
+                     size_t *used) {
+  *used = 0;
+  while (*used < length && still_reading(c)) {
+    procord_frame_t frame;
+    size_t taken = 0;
+    int r = procord_frame_parser_feed(&c->parser, bytes + *used, length - *used, &taken, &frame);
+    *used += taken;
+    if (r == 0) continue;
+    if (!deliver(c, r > 0 ? &frame : NULL, r > 0 ? 0 : r)) return 0;
+  }
+  return 1;
+}
+
+/* Feeds a chunk just read; what a pause leaves of it waits in the stash.
+   Returns 0 if freed or no longer reading. */
+static int feed(procord_connection_t *c, const unsigned char *bytes, size_t length) {
+  size_t used;
+  if (!feed_some(c, bytes, length, &used)) return 0;
+  if (used < length && c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
+    if (!c->stash) c->stash = evbuffer_new();
+    if (!c->stash || evbuffer_add(c->stash, bytes + used, length - used) < 0) {
+      disconnect(c, -ENOMEM, "read");
+      return 0;
+    }
+  }
+  return still_reading(c);
+}
+
+/* Feeds what a pause kept, first; returns 0 if freed or not reading. */
+static int feed_stash(procord_connection_t *c) {
+  while (c->stash && evbuffer_get_length(c->stash) > 0 && still_reading(c)) {
+    size_t length = evbuffer_get_length(c->stash), used;
+    const unsigned char *bytes = evbuffer_pullup(c->stash, -1);
+    if (!bytes) {
+      disconnect(c, -ENOMEM, "read");
+      return 0;
+    }
+    struct evbuffer *stash = c->stash;
+    if (!feed_some(c, bytes, length, &used)) return 0;
+    evbuffer_drain(stash, used);
+  }
+  return still_reading(c);
+}
+
+/* Takes bytes from the descriptor or the TLS layer: how many, 0 for none
+   now, -1 once disconnected (the end of the stream, or an error). */
+static ssize_t pull(procord_connection_t *c, void *buffer, size_t size) {
+  if (c->tls) return (ssize_t)procord_connection_tls_read(c, buffer, size);
+  for (;;) {
+    ssize_t n = read(c->options.read_fd, buffer, size);
+    if (n > 0) return n;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, "read");
+    return -1;
+  }
+}
+
+/*
+ * While paused: keeps reading into the stash, up to PAUSED_READ_AHEAD bytes,
+ * so that the peer's end (or a reset) is still seen; past that, reads no
+ * more until unpaused.
+ */
+static void read_ahead(procord_connection_t *c) {
+  unsigned char chunk[READ_CHUNK];
+  while (c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
+    size_t held = c->stash ? evbuffer_get_length(c->stash) : 0;
+    if (held >= PAUSED_READ_AHEAD) {
+      event_del(c->read_event);
+      if (c->tls) bufferevent_disable(c->tls, EV_READ);
+      return;
+    }
+    size_t want = PAUSED_READ_AHEAD - held < sizeof chunk ? PAUSED_READ_AHEAD - held : sizeof chunk;
+    ssize_t n = pull(c, chunk, want);
+    if (n <= 0) return; /* none now, or disconnected (and maybe freed) */
+    procord_connection_heard(c);
+    if (!c->stash) c->stash = evbuffer_new();
+    if (!c->stash || evbuffer_add(c->stash, chunk, (size_t)n) < 0) {
+      disconnect(c, -ENOMEM, "read");
+      return;
+    }
+    if (!c->tls && (size_t)n < want) return;
+  }
+}
+
+void procord_connection_receive(procord_connection_t *c) {
+  if (c->paused) {
+    read_ahead(c);
+    return;
+  }
+  unsigned char chunk[READ_CHUNK];
+  /* A descriptor says again when more is there; the TLS layer only when
+     more arrives, so all it holds is taken now. */
+  size_t budget = c->tls ? SIZE_MAX : READ_BUDGET;
+  if (!feed_stash(c)) return;
+  while (still_reading(c) && budget > 0) {
+    unsigned char *window;
+    size_t missing = procord_frame_parser_body_window(&c->parser, &window);
+    ssize_t n = missing ? pull(c, window, missing) : pull(c, chunk, sizeof chunk);
+    if (n <= 0) return;
+    budget -= (size_t)n < budget ? (size_t)n : budget;
+    procord_connection_heard(c);
+    if (c->on_input && !report_input(c, (size_t)n)) return;
+    if (missing) {
+      procord_frame_t frame;
+      int r = procord_frame_parser_body_advance(&c->parser, (size_t)n, &frame);
+      if (r != 0 && !deliver(c, r > 0 ? &frame : NULL, r > 0 ? 0 : r)) return;
+    } else if (!feed(c, chunk, (size_t)n)) {
+      return;
+    }
+    /* A short read emptied the socket: the read that would follow only
+       says EAGAIN, and the loop calls again when more comes. */
+    if (!c->tls && (size_t)n < (missing ? missing : sizeof chunk)) return;
+  }
+}
+
+/* Calls the on_input hook; returns 0 if the connection was freed or closed in it. */
+static int report_input(procord_connection_t *c, size_t count) {
+  c->in_callback++;
+  c->on_input(c, count, c->options.context);
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested && c->state != PROCORD_DISCONNECTED;
+}
+
+void procord_connection_set_hooks(procord_connection_t *c,
+                                  void (*on_input)(procord_connection_t *c, size_t count, void *context),
+                                  void (*on_drained)(procord_connection_t *c, void *context)) {
+  c->on_input = on_input;
+  c->on_drained = on_drained;
+}
+
+void procord_connection_pause_reading(procord_connection_t *c, int paused) {
+  if (c->paused == (paused != 0)) return;
+  c->paused = paused != 0;
+  if (paused || c->state != PROCORD_CONNECTED || c->reading_stopped) return;
+  /* Reading may have stopped at the read-ahead limit. */
+  if (c->tls) bufferevent_enable(c->tls, EV_READ);
+  else event_add(c->read_event, NULL);
+  /* What the stash or the TLS layer holds will not make the descriptor
+     readable again: look from the loop. */
+  if ((c->stash && evbuffer_get_length(c->stash) > 0) || c->tls) event_active(c->read_event, EV_READ, 0);
+}
+
+static void on_readable(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  procord_connection_receive(argument);
+}
+
+static void finish_close_nicely(procord_connection_t *c) {
+  if (c->tls) procord_tls_goodbye(c->tls);
+  else if (c->options.write_fd >= 0) shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
+  disconnect(c, 0, NULL);
+}
+
+/*
+ * The peer stopped reading (EPIPE, ECONNRESET...). Its last words may still
+ * be on their way, such as an `E` frame saying why it stopped: drop the
+ * output and keep reading to the end of the stream, which then decides.
+ * Returns 0 if the connection was freed or closed.
+ */
+static int fail_writing(procord_connection_t *c, int error) {
+  c->write_failed = 1;
+  evbuffer_drain(c->output, evbuffer_get_length(c->output));
+  event_del(c->write_event);
+  /* Paused, its last words would not be read anyway. */
+  if (c->state == PROCORD_CONNECTED && !c->reading_stopped && !c->paused) return 1;
+  disconnect(c, error, "write");
+  return 0;
+}
+
+/* What to write next: authentication frames first; the owner's frames
+   only once the peer is trusted. */
+static struct evbuffer *next_output(procord_connection_t *c) {
+  if (evbuffer_get_length(c->urgent) > 0) return c->urgent;
+  if (c->securing || evbuffer_get_length(c->output) == 0) return NULL;
+  return c->output;
+}
+
+/* Calls the on_drained hook once the queue is empty; returns 0 if the
+   connection was freed or closed in it. */
+static int report_drained(procord_connection_t *c) {
+  if (!c->on_drained || c->state != PROCORD_CONNECTED || procord_connection_pending_output(c) > 0) return 1;
+  c->in_callback++;
+  c->on_drained(c, c->options.context);
+  c->in_callback--;
+  if (c->free_requested && !c->in_callback) {
+    release(c);
+    return 0;
+  }
+  return !c->free_requested && c->state == PROCORD_CONNECTED;
+}
+
+int procord_connection_flush(procord_connection_t *c) {
+  if (c->tls) {
+    /* The TLS layer writes on its own, and says when it has (on_tls_written). */
+    if (!c->securing && procord_connection_tls_write(c, c->output) == 0 &&
+        c->state == PROCORD_DISCONNECTING) {
+      finish_close_nicely(c);
+      return 0;
+    }
+    return 1;
+  }
+  struct evbuffer *output;
+  while ((output = next_output(c))) {
+    int n = evbuffer_write(output, c->options.write_fd);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        event_add(c->write_event, NULL);
+        return 1;
+      }
+      return fail_writing(c, -errno);
+    }
+    procord_connection_heard(c); /* a peer that reads a long upload is not idle */
+  }
+  event_del(c->write_event);
+  if (c->state == PROCORD_DISCONNECTING) {
+    finish_close_nicely(c);
+    return 0;
+  }
+  return report_drained(c);
+}
+
+int procord_connection_become_connected(procord_connection_t *c) {
+  c->securing = 0;
+  c->state = PROCORD_CONNECTED;
+  event_del(c->watch_timer);
+  procord_connection_heard(c);
+  if (!c->tls) event_add(c->read_event, NULL);
+  if (!notify_state(c)) return 0;
+  if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) return procord_connection_flush(c);
+  return 0;
+}
+
+static int start_securing(procord_connection_t *c) {
+  c->securing = 1;
+  return procord_security_uses_tls(c->security) ? procord_connection_start_tls(c)
+                                                : procord_connection_start_auth(c);
+}
+
+/* The TCP connection (and nothing else) is up: starts TLS or
+   authentication, or reports CONNECTED. */
+static void begin(procord_connection_t *c) {
+  if (!c->security) {
+    procord_connection_become_connected(c);
+    return;
+  }
+  int error = start_securing(c);
+  if (error) disconnect(c, error, "handshake");
+}
+
+static void finish_connect(procord_connection_t *c) {
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (getsockopt(c->options.read_fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
+  if (error) {
+    disconnect(c, -error, "connect");
+    return;
+  }
+  if (c->state == PROCORD_DISCONNECTING) { /* close_nicely while connecting */
+    procord_connection_flush(c);
+    return;
+  }
+  event_del(c->write_event);
+  begin(c);
+}
+
+static void on_writable(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  procord_connection_t *c = argument;
+  if (c->state == PROCORD_CONNECTING && !c->securing) finish_connect(c);
+  else procord_connection_flush(c);
+}
+
+static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
+  (void)fd;
+  (void)events;
+  disconnect(argument, PROCORD_ETIMEOUT, "close");
+}
+
+void procord_connection_options_init(procord_connection_options_t *options) {
+  memset(options, 0, sizeof *options);
+  options->size = sizeof *options;
+}
+
+int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *given,
+                            procord_connection_t **result) {
+  if (!given) return PROCORD_EINVAL;
+  procord_connection_options_t copy;
+  const procord_connection_options_t *options = &copy;
+  int refused = PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
+  size_t claimed = procord_options_size(given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
+  if (refused && (claimed < offsetof(procord_connection_options_t, connecting) || claimed > PROCORD_OPTIONS_MOST_SIZE))
+    copy.read_fd = copy.write_fd = -1; /* the descriptors were not read: close none */
+  procord_connection_t *c = refused ? NULL : procord_allocate_zeroed(1, sizeof *c);
+  int error = refused ? refused : c ? 0 : -ENOMEM;
+  if (!error && (options->read_fd < 0 || options->write_fd < 0 || !options->on_frame))
+    error = PROCORD_EINVAL;
+  if (error) {
+    procord_free(c);
+    if (options->read_fd >= 0) close(options->read_fd);
+    if (options->write_fd >= 0 && options->write_fd != options->read_fd) close(options->write_fd);
+    return error;
+  }
+  c->options = *options;
+  c->loop = loop;
+  procord_frame_parser_init(&c->parser, options->max_message_size);
+  set_nonblocking(options->read_fd);
+  set_nonblocking(options->write_fd);
+  struct event_base *base = procord_loop_base(loop);
+  c->output = evbuffer_new();
+  c->urgent = evbuffer_new();
+  c->security = procord_security_retain(options->security);
+  if (options->peer_name) c->peer_name = procord_strdup(options->peer_name);
+  c->read_event = event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_readable, c);
+  c->write_event = event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_writable, c);
+  c->close_timer = evtimer_new(base, on_close_timeout, c);
+  c->watch_timer = evtimer_new(base, on_watch_timeout, c);
+  if (!c->output || !c->urgent || !c->read_event || !c->write_event || !c->close_timer ||
+      !c->watch_timer) {
+    close_descriptors(c);
+    release(c);
+    return -ENOMEM;
+  }
+  c->state = PROCORD_CONNECTING;
+  /* A handshake without a connect limit still ends if the peer stays silent. */
+  int limit = options->connect_timeout_ms > 0 ? options->connect_timeout_ms
+              : options->security             ? options->idle_timeout_ms
+                                              : 0;
+  if (limit > 0 && (options->connecting || options->security)) procord_timer_arm(c->watch_timer, limit);
+  *result = c;
+  if (options->connecting) {
+    event_add(c->write_event, NULL);
+    return 0;
+  }
+  if (!options->security) {
+    c->state = PROCORD_CONNECTED;
+    event_add(c->read_event, NULL);
+    procord_connection_heard(c);
+    return 0;
+  }
+  /* The handshake starts now; its outcome is reported from the loop. */
+  error = start_securing(c);
+  if (error) {
+    close_descriptors(c);
+    release(c);
+    *result = NULL;
+    return error;
+  }
+  return 0;
+}
+
+static int can_send(const procord_connection_t *c) {
+  return c->state == PROCORD_CONNECTED || c->state == PROCORD_CONNECTING;
+}
+
+/* After a write failure frames are dropped: the failure surfaces at the end
+   of the stream, never inside a send. */
+static int dropping(const procord_connection_t *c) { return c->write_failed; }
+
+static int queue_header(procord_connection_t *c, unsigned char kind, size_t length) {
+  unsigned char header[PROCORD_FRAME_HEADER_MAX];
+  size_t n = procord_frame_encode_header(kind, length, header);
+  return evbuffer_add(c->output, header, n) < 0 ? -ENOMEM : 0;
+}
+
+/*
+ * Writes at once when it can (inside this connection's own callbacks too: a
+ * pool hands the next task to a worker from the callback of its `0R`),
+ * which saves a trip through the loop, but never reports anything from
+ * inside a send: a failure is left to the write callback, so the caller's
+ * state cannot change under it.
+ */
+static void start_writing(procord_connection_t *c) {
+  if (c->state != PROCORD_CONNECTED || c->corked) return; /* connecting: finish_connect flushes */
+  if (c->tls) {
+    procord_connection_tls_write(c, c->output);
+    return;
+  }
+  int n;
+  while ((n = evbuffer_write(c->output, c->options.write_fd)) < 0 && errno == EINTR) {
+  }
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    event_active(c->write_event, EV_WRITE, 0);
+    return;
+  }
+  if (evbuffer_get_length(c->output) > 0) event_add(c->write_event, NULL);
+}
+
+void procord_connection_cork(procord_connection_t *c, int corked) {
+  if (corked) {
+    c->corked++;
+    return;
+  }
+  if (c->corked > 0) c->corked--;
+  if (!c->corked && evbuffer_get_length(c->output) > 0) start_writing(c);
+}
+
+int procord_connection_send(procord_connection_t *c, unsigned char kind, const void *body,
+                            size_t length) {
+  if (!can_send(c)) return PROCORD_ECLOSED;
+  if (dropping(c)) return 0;
+  if (queue_header(c, kind, length) < 0) return -ENOMEM;
+  if (length && evbuffer_add(c->output, body, length) < 0) return -ENOMEM;
+  start_writing(c);
+  return 0;
+}
+
+static void release_owner(const void *data, size_t length, void *owner) {
+  (void)data;
+  (void)length;
+  ((procord_body_owner_t *)owner)->release(owner);
+}
+
+static void release_owned(const void *data, size_t length, void *release_fn) {
+  (void)length;
+  ((void (*)(void *))release_fn)((void *)data);
+}
+
+/* Sends a body the connection references rather than copies; `cleanup`
+   (evbuffer's signature) gives it back once written or dropped, also when
+   this fails. The two public forms differ only in how they give it back. */
+static int send_referenced(procord_connection_t *c, unsigned char kind, const void *body, size_t length,
+                           evbuffer_ref_cleanup_cb cleanup, void *argument) {
+  if (can_send(c) && dropping(c)) {
+    cleanup(body, length, argument);
+    return 0;
+  }
+  int error = can_send(c) ? queue_header(c, kind, length) : PROCORD_ECLOSED;
+  if (!error && length && evbuffer_add_reference(c->output, body, length, cleanup, argument) < 0)
+    error = -ENOMEM;
+  if (error || !length) {
+    cleanup(body, length, argument);
+    if (error) return error;
+  }
+  start_writing(c);
+  return 0;
+}
+
+int procord_connection_send_owned_by(procord_connection_t *c, unsigned char kind, const void *body,
+                                     size_t length, procord_body_owner_t *owner) {
+  return send_referenced(c, kind, body, length, release_owner, owner);
+}
+
+int procord_connection_send_owned(procord_connection_t *c, unsigned char kind, void *body,
+                                  size_t length, void (*release_body)(void *)) {
+  return send_referenced(c, kind, body, length, release_owned, (void *)release_body);
+}
+
+void *procord_connection_take_body(procord_connection_t *c) {
+  return c->delivering ? procord_frame_parser_take_body(&c->parser) : NULL;
+}
+
+void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
+  if (c->state == PROCORD_DISCONNECTED || c->state == PROCORD_DISCONNECTING) return;
+  if (c->securing || (c->security && c->state == PROCORD_CONNECTING)) {
+    /* Nothing the owner queued may go to a peer not trusted yet (or not
+       even connected: finish_connect would write it in clear). */
+    disconnect(c, 0, NULL);
+    return;
+  }
+  int was_connecting = c->state == PROCORD_CONNECTING;
+  c->state = PROCORD_DISCONNECTING;
+  stop_reading(c);
+  event_del(c->watch_timer); /* closing: only close_nicely's own limit applies */
+  if (timeout_ms >= 0) {
+    struct timeval limit = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(c->close_timer, &limit);
+  }
+  if (was_connecting) return; /* finish_connect flushes, then closes */
+  if (!c->in_callback || c->tls) {
+    /* With TLS this only hands the bytes to the TLS layer, which writes
+       from the loop; the raw write event must stay off. */
+    procord_connection_flush(c);
+  } else if (evbuffer_get_length(c->output) == 0) {
+    finish_close_nicely(c);
+  } else {
+    event_add(c->write_event, NULL);
+  }
+}
+
+void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, NULL); }
+
+void procord_connection_abort(procord_connection_t *c) {
+  if (c->state == PROCORD_DISCONNECTED) return;
+  struct linger reset = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(c->options.read_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset); /* ENOTSOCK: a pipe */
+  disconnect(c, 0, NULL);
+}
+
+procord_connection_state_t procord_connection_state(const procord_connection_t *c) {
+  return c->state;
+}
+
+procord_cause_t procord_connection_cause(const procord_connection_t *c) { return c->cause; }
+
+size_t procord_connection_pending_output(const procord_connection_t *c) {
+  return evbuffer_get_length(c->output) + procord_connection_tls_pending(c);
+}
+
+const char *procord_connection_detail(const procord_connection_t *c) { return c->detail; }
+
+void procord_connection_free(procord_connection_t *c) {
+  if (!c) return;
+  c->options.on_state = NULL;
+  c->options.on_frame = NULL;
+  if (c->state != PROCORD_DISCONNECTED) {
+    close_descriptors(c);
+    c->state = PROCORD_DISCONNECTED;
+  }
+  if (c->in_callback) c->free_requested = 1;
+  else release(c);
+}

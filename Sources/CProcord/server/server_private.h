@@ -1,0 +1,357 @@
+/*
+ * Private to the C core: server/, the worker server: clients, workers, gate, relay, lifecycle.
+ * The one header of this folder that others include (docs/ARCHITECTURE.md).
+ */
+#ifndef PROCORD_SERVER_PRIVATE_H
+#define PROCORD_SERVER_PRIVATE_H
+
+#include "io/io_private.h"
+#include "procord/connection.h"
+#include "procord/security.h"
+#include "procord/server.h"
+#include "procord/spawn.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <time.h>
+
+/* ---- the server's insides ---- */
+
+/*
+ * Private to the C core: the insides of a worker server, shared by its
+ * files, one concern each:
+ *
+ *   server_lifecycle.c  options, listening, starting on a loop, stopping,
+ *                     freeing, and procord_server_run
+ *   server.c          accepting, the gate, draining
+ *   server_clients.c  a client's connection: reading whole tasks under time
+ *                     limits, holding the next one, writing answers
+ *   server_workers.c  worker processes (or the in-process thread), their
+ *                     sessions, and handing ready tasks to idle workers
+ *   server_peers.c    counts per client address, the figures, and a log
+ *                     that says each refusal without flooding
+ *
+ * A task slot is for a task, never for a connection: the server reads a
+ * client's whole task (`T` and `V`) itself, and only then queues it for a
+ * worker. Clients between tasks, or half-way through one, hold no worker.
+ * Ready clients are served oldest first, one task per connection at a time,
+ * so a connection that sends task after task goes behind the others after
+ * each one (round robin over ready connections).
+ */
+
+
+
+#define PEER_SIZE 64
+
+typedef struct procord_server_s server_t;
+typedef struct server_client_s server_client_t;
+typedef struct server_worker_s server_worker_t;
+
+/* What one client address holds (server_peers.c). */
+typedef struct server_peer_s {
+  char host[PEER_SIZE];
+  int connections; /* open client connections, and peers in the gate */
+  int running;     /* tasks of its clients running in workers */
+  struct server_peer_s *next;
+} server_peer_t;
+
+typedef enum {
+  CLIENT_IDLE,      /* between tasks (or before the first): evictable */
+  CLIENT_RECEIVING, /* some of a task has come */
+  CLIENT_READY,     /* a whole task, waiting for a worker */
+  CLIENT_RUNNING,   /* its task is with a worker */
+  CLIENT_ANSWERING, /* its answer is queued; the next task waits until it is taken */
+  CLIENT_CLOSING,   /* closing nicely (a drain, an error answered) */
+} client_state_t;
+
+struct server_client_s {
+  server_t *server;
+  procord_connection_t *connection;
+  int fd;                    /* the socket (the connection's) */
+  struct event *timer;
+  client_state_t state;
+  server_peer_t *peer;
+  char name[PEER_SIZE]; /* host:port, for the log */
+  /* The task: its name, its input (taken from the connection), and when it
+     started arriving. */
+  char *task_name;
+  size_t task_name_length;
+  void *input;
+  size_t input_length;
+  struct timespec since; /* of the state: idle since, task started, answer queued */
+  struct timespec last_input;
+  struct timespec queued; /* the whole task in: for the task's line in the log */
+  size_t received;        /* bytes of this task so far */
+  size_t answer_bytes;    /* queued for the client when its answer was */
+  server_worker_t *worker; /* while RUNNING */
+  server_client_t *previous, *next;             /* every client */
+  server_client_t *queue_previous, *queue_next; /* the ready queue, the idle list, or the wait for room */
+  int queued_in;                                /* 0 none, 1 ready, 2 idle, 3 waiting for room */
+  size_t held;                                  /* of its task, in held_bytes */
+  size_t owed;                                  /* its part of owed_bytes */
+  struct timespec waiting_since;                /* for room: its time limit stops meanwhile */
+};
+
+typedef enum {
+  WORKER_STARTING,   /* not ready yet */
+  WORKER_IDLE,       /* a session open, no task */
+  WORKER_BUSY,       /* a task sent, its answer awaited */
+  WORKER_ANSWERED,   /* the answer forwarded; `0R` (same session) or the session's end awaited */
+  WORKER_BETWEEN,    /* the session ended; the worker's report awaited before the next */
+  WORKER_RETIRING,   /* told to go (its control channel closed); its end awaited */
+} worker_state_t;
+
+struct server_worker_s {
+  server_t *server;
+  procord_child_t child;     /* a process (pid 0 for the in-process thread) */
+  pthread_t thread;          /* the in-process worker (dont_fork) */
+  int is_thread;
+  int control_fd;            /* owned by `control` */
+  procord_connection_t *control; /* `r` and `d` from it; `C` (with a session's socket) to it */
+  procord_connection_t *session; /* the task's frames, both ways */
+  struct event *exit_event;
+  struct event *kill_timer;  /* a task whose client went: SIGKILL if it outlives its grace */
+  worker_state_t state;
+  server_client_t *client;  /* whose task it runs */
+  int done_reported;        /* its `d` came before its session's end was read */
+  int needs_session;        /* none could be made (no descriptors): tried again later */
+  server_worker_t *previous, *next;
+};
+
+/* Why a connection was refused, or dropped, or timed out: counted, and logged
+   at most once a second each. */
+typedef enum {
+  REASON_MAX_CONNECTIONS,
+  REASON_PEER_CONNECTIONS,
+  REASON_EVICTED_IDLE,
+  REASON_IDLE_TIMEOUT,
+  REASON_TASK_TIMEOUT,
+  REASON_ANSWER_TIMEOUT,
+  REASON_PROTOCOL_ERROR,
+  REASON_UNKNOWN_TASK,
+  REASON_CLIENT_GONE,
+  REASON_WORKER_LOST,
+  REASON_HANDSHAKE_REFUSED,
+  REASON_OUT_OF_DESCRIPTORS, /* accept or a session's socket: EMFILE and the like (logged only) */
+  REASON_COUNT
+} server_reason_t;
+
+struct procord_server_s {
+  const procord_server_options_t *options; /* &copy */
+  procord_server_options_t copy;           /* the caller's, without hostname */
+  procord_loop_t *loop;
+  struct event_base *base;
+  int own_loop; /* procord_server_run's: stopped with the server */
+  procord_loop_work_t work; /* on the loop from start to finish (procord_loop_free stops it) */
+  procord_log_route_t log_route; /* libevent's messages, meanwhile */
+  int listen_fd;
+  struct event *accept_event, *retry_timer, *drain_timer, *respawn_timer;
+  struct event *signals[2];
+  struct event *finish_event; /* everything gone: finished from the loop's top */
+  int accept_paused, draining;
+  int finishing, finished; /* on the loop's thread */
+  int stopped;             /* published under the loop's done lock: procord_server_is_stopped */
+  int in_on_stopped;       /* atomic: a procord_server_free meanwhile is done after it */
+  int free_requested;      /* atomic: by procord_server_free during on_stopped */
+  int start_error;
+  int start_failures; /* in a row; reset by a worker that gets ready */
+  /* Limits, defaults applied. */
+  int max, warm, max_connections, max_connections_per_peer, max_tasks_per_peer;
+  int idle_timeout_ms, task_timeout_ms, read_timeout_ms, answer_timeout_ms, drain_timeout_ms;
+  long min_receive_rate, min_send_rate;
+  size_t max_message_size;
+  /* Workers. */
+  server_worker_t *workers;
+  int total, starting, idle, busy, between;
+  /* Clients. */
+  server_client_t *clients;
+  int client_count;
+  server_client_t *ready_head, *ready_tail;
+  int ready;
+  server_client_t *idle_head, *idle_tail;
+  int receiving;
+  /* Bytes of tasks read and not yet handed to a worker, and the clients
+     waiting for room under max_held_bytes to read on. */
+  size_t held_bytes, max_held_bytes;
+  size_t waiting_held; /* of held_bytes, those of clients waiting for room */
+  server_client_t *budget_head, *budget_tail;
+  /* Bytes queued toward clients and not yet taken (as last counted), and
+     their bound: past it, no task is handed to a worker, and running
+     tasks' prints wait, until clients take theirs (or time out). */
+  size_t owed_bytes, max_owed_bytes;
+  struct event *dispatch_event; /* server_dispatch from the loop */
+  /* Peers in the gate, and TLS relays (server.c). */
+  struct secured_peer_s *secured;
+  int securing;
+  /* Peers, figures, log (server_peers.c). */
+  server_peer_t *peer_buckets[256];
+  procord_server_stats_t local_stats; /* when the options give none */
+  procord_server_stats_t *stats;
+  time_t reason_second[REASON_COUNT];
+  unsigned reason_unlogged[REASON_COUNT];
+  char address[PEER_SIZE + 8];
+  int port;                  /* the one listened on */
+};
+
+/* ---- server_lifecycle.c ---- */
+/* systemd's Type=notify (procord_server_run's only): `state` to NOTIFY_SOCKET. */
+void server_notify(server_t *s, const char *state);
+/* Everything is gone: the server finishes from the loop's top (its events
+   freed, on_stopped called), not inside the callback that saw it. */
+void server_finish_soon(server_t *s);
+
+/* ---- server.c ---- */
+void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Finishes the server once a drain is over (server_finish_soon). */
+void server_maybe_stop(server_t *s);
+/* After each task: the keep_running predicate. */
+void server_check_keep_running(server_t *s);
+/* Makes the events of accepting, draining and (with handle_signals) the
+   signals; 0 or -ENOMEM. Accepting starts with server_accept. */
+int server_events_open(server_t *s);
+void server_accept(server_t *s);
+/* Frees them (none may fire any more). */
+void server_events_free(server_t *s);
+/* Drains (procord_server_stop's GRACEFUL, a signal, keep_running): new
+   connections refused, tasks read are served; `why` for the log. */
+void server_begin_drain(server_t *s, const char *why);
+/* Drains, and ends every client and worker at once (STOP_NOW); their ends
+   are seen as usual. */
+void server_stop_now(server_t *s, const char *why);
+/* Drops every peer still in the gate, and (`relays`) TLS clients' relays. */
+void server_drop_secured(server_t *s, int relays);
+
+/* ---- server_clients.c ---- */
+/* Takes `fd` (a connected socket, or our end of a TLS relay) as a client. */
+void server_client_open(server_t *s, int fd, const char *name, server_peer_t *peer);
+/* Its task's answer (or a print) from its worker; `take` is the worker
+   session's body to lend, when it may be taken. */
+void server_client_forward(server_client_t *c, unsigned char kind, procord_connection_t *from,
+                           const procord_frame_t *frame);
+/* The task is answered (terminal frame forwarded). */
+void server_client_task_done(server_client_t *c, unsigned char answer);
+/* The worker running its task is gone: the client is dropped. */
+void server_client_lost_worker(server_client_t *c, const char *why);
+/* Closes the longest-idle client; returns 0 if none is idle. */
+int server_client_evict_idle(server_t *s);
+/* Draining: idle clients go at once, the others once answered. */
+void server_clients_drain(server_t *s);
+/* Closes every client at once (a drain timeout, the end). */
+void server_clients_close_all(server_t *s);
+/* Takes the oldest ready client whose address may run one more task. */
+server_client_t *server_client_next_ready(server_t *s);
+/* Whether the client has room for a worker's output (prints); pauses the
+   worker's session when it does not, until the client has taken it. */
+int server_client_has_room(server_client_t *c);
+
+/* ---- server_workers.c ---- */
+/* Starts workers to keep warm and for ready tasks, within the limits. */
+void server_workers_keep_warm(server_t *s);
+/* Hands ready tasks to idle workers. */
+void server_dispatch(server_t *s);
+/* The same, from the loop (from inside a client's or a worker's callback). */
+void server_dispatch_soon(server_t *s);
+/* Ends a running task whose client went away (the worker is ended too). */
+void server_worker_abandon(server_worker_t *w);
+/* The client took its output: the worker's session may be read again. */
+void server_worker_resume(server_worker_t *w);
+/* Retires idle workers that no task needs (a drain). */
+void server_workers_retire_idle(server_t *s);
+/* Kills every worker (a drain timeout); their ends are seen as usual. */
+void server_workers_kill(server_t *s);
+/* Kills, reaps and frees every worker (the end). */
+void server_workers_release(server_t *s);
+
+/* ---- server_peers.c ---- */
+/* The record of `host`, made if needed; NULL when out of memory. */
+server_peer_t *server_peer_find(server_t *s, const char *host);
+/* Drops a record nothing counts in any more. */
+void server_peer_forget_if_unused(server_t *s, server_peer_t *peer);
+void server_peers_free(server_t *s);
+/* Counts a refusal, drop or time-out, and logs it (at most once a second
+   per reason, saying how many were not logged). */
+void server_note(server_t *s, server_reason_t reason, procord_log_level_t level, const char *peer,
+                 const char *format, ...) __attribute__((format(printf, 5, 6)));
+/* Adds `delta` to a figure (relaxed atomics: another thread may read them). */
+#define SERVER_COUNT(s, field, delta) __atomic_add_fetch(&(s)->stats->field, (delta), __ATOMIC_RELAXED)
+#define SERVER_SET(s, field, value) __atomic_store_n(&(s)->stats->field, (value), __ATOMIC_RELAXED)
+/* The host part of `host:port` or `[host]:port`. */
+void server_host_of(const char *name, char *host, size_t size);
+double server_ms_since(const struct timespec *start);
+
+/* ---- server_secure ---- */
+
+/*
+ * Private to the C core: a server's security, in the server process.
+ *
+ * The gate (server_gate.c) takes each accepted connection through TLS and
+ * shared-secret authentication before the server sees it as a client:
+ * a peer that fails is answered (when the protocol lets it be), logged,
+ * and closed, and never reaches a worker process. The relay
+ * (server_relay.c) then carries a TLS client's plaintext to and from the
+ * server's own reading of clients (server_clients.c) over a socketpair, so
+ * that this reading is the same for every client, and workers never hold a
+ * TLS session or the server's private key.
+ */
+
+
+
+typedef struct procord_gate_s procord_gate_t;
+
+/*
+ * How a gate ended. Passed: `tls` is the client's TLS connection (now the
+ * callee's), or, without TLS, `fd` is its authenticated socket (the
+ * callee's). Refused: `reason` says why (static), `fd` is -1 and `tls`
+ * NULL; the connection has been closed, after the peer was told why when
+ * the protocol allows (a `U` frame), and given a moment to read it.
+ */
+typedef struct procord_gate_result_s {
+  int passed;
+  int fd;
+  struct bufferevent *tls;
+  const char *reason;
+  int tls_failed; /* refused by the TLS handshake: `reason` is OpenSSL's */
+  int peer_left;  /* not a refusal: the peer went away (a port check, say) */
+} procord_gate_result_t;
+
+typedef void (*procord_gate_done_fn)(procord_gate_t *gate, const procord_gate_result_t *result,
+                                     void *context);
+
+/*
+ * Starts securing the accepted socket `fd` (the gate owns it) within
+ * `timeout_ms`. `done` is called once, from the loop, never inside this
+ * call, and the gate is freed when it returns. Returns the gate, or NULL
+ * when out of memory (the socket is then closed).
+ */
+procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *security, int fd,
+                                   int timeout_ms, procord_gate_done_fn done, void *context);
+
+/* Closes a gate at once; `done` is never called. */
+void procord_gate_abort(procord_gate_t *gate);
+
+typedef struct procord_relay_s procord_relay_t;
+
+/* Called once when the relay is done (its client gone, or the server's side done and
+   the rest given to the client or given up on) and has freed itself. */
+typedef void (*procord_relay_done_fn)(procord_relay_t *relay, void *context);
+
+/*
+ * Starts relaying between the TLS connection `tls` (taken) and a new
+ * socketpair, whose other end, blocking and close-on-exec, goes in
+ * `*inner_fd` for the server's own reading of the client. When the client goes (an end, an error, a reset), that end is shut down
+ * both ways at once, whatever is still queued either way, and the relay
+ * ends (the server sees the client gone, as for a plain client); when the
+ * server's side closes its end, what is left goes to the client and the
+ * TLS connection is closed.
+ * Returns NULL (and frees `tls`) when out of descriptors or memory.
+ */
+procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
+                                     procord_relay_done_fn done, void *context);
+
+/* Ends a relay at once (a drain timeout, a server that stops); `done` is not called. */
+void procord_relay_free(procord_relay_t *relay);
+
+#endif
