@@ -28,7 +28,13 @@ let package = Package(
     // headers are include/procord/, reached through the symlink
     // Sources/CProcord/include. Its files include each other's folder header
     // as "layer/layer_private.h", from the target's root.
-    .target(name: "CProcord", dependencies: ["CLibevent"], cSettings: [.headerSearchPath(".")]),
+    .target(
+      name: "CProcord", dependencies: ["CLibevent"],
+      cSettings: [
+        .headerSearchPath("."),
+        // The core's invariants (PROCORD_ASSERT) are checked in debug builds.
+        .define("NDEBUG", .when(configuration: .release)),
+      ]),
     .target(
       name: "Procord",
       dependencies: [

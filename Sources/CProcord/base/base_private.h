@@ -173,4 +173,25 @@ static inline int procord_options_nested(void *nested, size_t nested_size, size_
 }
 
 
+/* ---- invariants (assert.c) ---- */
+
+/*
+ * PROCORD_ASSERT(condition): an invariant of the core, at a state
+ * transition (a pool's counts, a delegation's state, a connection's, a
+ * server's worker table). Checked unless NDEBUG is defined: in the C tests,
+ * the sanitizer and fuzz builds, SwiftPM's debug builds and the Makefile's
+ * check-c; not in libprocord or SwiftPM's release builds, where a broken
+ * invariant costs nothing to look for. A broken one writes what, where and
+ * that it is a bug of Procord's to stderr, then aborts: going on would turn
+ * the bug into a wrong answer.
+ */
+#ifdef NDEBUG
+#define PROCORD_ASSERT(condition) ((void)0)
+#else
+#define PROCORD_ASSERT(condition) \
+  ((condition) ? (void)0 : procord_assert_failed(#condition, __FILE__, __LINE__, __func__))
+#endif
+_Noreturn void procord_assert_failed(const char *condition, const char *file, int line,
+                                     const char *function);
+
 #endif
