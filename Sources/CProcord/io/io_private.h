@@ -7,6 +7,7 @@
 
 #include "wire/wire_private.h"
 #include "procord/connection.h"
+#include "procord/listen.h"
 #include "procord/loop.h"
 #include "procord/security.h"
 #include "procord/spawn.h"
@@ -16,6 +17,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 /* ---- loop ---- */
@@ -272,6 +274,47 @@ size_t procord_connection_tls_read(procord_connection_t *c, void *buffer, size_t
 
 /* Frees the TLS layer, which closes the socket. */
 void procord_connection_tls_free(procord_connection_t *c);
+
+/* ---- listen ---- */
+
+/*
+ * What a listener's owner inside the core may ask beyond procord/listen.h's
+ * (a worker server's): either may be NULL.
+ */
+typedef struct procord_listener_hooks_s {
+  /* Before on_accept, with the peer's address: 0 closes the connection
+     unseen (a server's accept_filter). */
+  int (*admit)(void *context, const struct sockaddr *peer, socklen_t length);
+  /* accept failed for want of descriptors or memory (`error`, an errno
+     value): accepting stops for `retry_ms`, then goes on. */
+  void (*out_of_descriptors)(void *context, int error, int retry_ms);
+} procord_listener_hooks_t;
+
+/*
+ * Starts accepting on `fd`, a listening socket (taken: closed on failure
+ * too; made non-blocking and close-on-exec), on the loop's thread. What
+ * procord_listen does once it has its socket; with `hooks` (copied; NULL:
+ * none). Returns 0 or -ENOMEM.
+ */
+int procord_listener_start(procord_loop_t *loop, int fd, procord_accept_cb on_accept,
+                           const procord_listener_hooks_t *hooks, void *context,
+                           procord_listener_t **listener);
+
+/* ---- net: socket helpers (net.c; procord_address_string and
+   procord_listen_socket are public, in procord/listen.h) ---- */
+
+struct sockaddr_storage;
+
+/* The port of an IPv4 or IPv6 address, or -1 (a Unix socket's, say). */
+int procord_address_port(const struct sockaddr_storage *address);
+
+/* Whether the address is this machine's own (127.0.0.0/8, ::1, or a v4-mapped
+   127.x); anything not IP (a Unix socket) counts as not the network: 1. */
+int procord_address_is_loopback(const struct sockaddr_storage *address);
+
+/* Sets TCP_NODELAY (frames go out as they are written); harmless on a socket
+   that is not TCP. */
+void procord_socket_set_nodelay(int fd);
 
 /* ---- lineage ---- */
 

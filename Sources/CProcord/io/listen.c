@@ -1,4 +1,9 @@
-/* Listening for TCP peers on a loop (procord/listen.h). */
+/*
+ * Listening for TCP peers on a loop (procord/listen.h): the one accept loop
+ * of the core. A worker server accepts through it too, with the hooks of
+ * procord_listener_start (io_private.h): its filter by address, and a word
+ * when the process runs out of descriptors.
+ */
 #define _GNU_SOURCE
 #include "procord/listen.h"
 #include "io/io_private.h"
@@ -8,16 +13,14 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ACCEPT_RETRY_MS 100
+#define ACCEPT_RETRY_MS 100 /* out of descriptors: wait for some, do not spin */
+#define ACCEPTS_PER_TURN 64 /* then back to the loop, so that others get their turn too */
 
 struct procord_listener_s {
   int in_callback; /* procord_listener_close inside on_accept frees it after */
@@ -27,94 +30,101 @@ struct procord_listener_s {
   struct event *retry_timer;
   int paused;
   procord_accept_cb on_accept;
+  procord_listener_hooks_t hooks;
   void *context;
 };
 
-int procord_listen_socket(const char *hostname, int port, int reuse_address, int *result) {
-  if (port < 0 || port > 65535 || !result) return PROCORD_EINVAL;
-  const char *host = hostname ? hostname : "127.0.0.1";
-  char service[16];
-  snprintf(service, sizeof service, "%d", port);
-  struct addrinfo hints = {0}, *addresses;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  if (getaddrinfo(host, service, &hints, &addresses) != 0) return PROCORD_ERESOLVE;
-  int error = -EADDRNOTAVAIL;
-  for (struct addrinfo *a = addresses; a; a = a->ai_next) {
-    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-      error = -errno;
-      continue;
-    }
-    int one = 1;
-    if (reuse_address) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
-      *result = fd;
-      error = 0;
-      break;
-    }
-    error = -errno;
-    close(fd);
-  }
-  freeaddrinfo(addresses);
-  return error;
-}
-
-static void update(procord_listener_t *l) {
+/* Accepting while neither paused nor waiting to retry. */
+static void listener_update(procord_listener_t *l) {
   if (l->paused || evtimer_pending(l->retry_timer, NULL)) event_del(l->accept_event);
   else event_add(l->accept_event, NULL);
 }
 
-static void free_listener(procord_listener_t *l) {
+static void listener_free(procord_listener_t *l) {
   event_free(l->accept_event);
   event_free(l->retry_timer);
   close(l->fd);
   procord_free(l);
 }
 
-static void on_accept(evutil_socket_t listen_fd, short events, void *context) {
+static int is_out_of_resources(int error) {
+  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
+static void on_listener_readable(evutil_socket_t listen_fd, short events, void *context) {
   (void)events;
   procord_listener_t *l = context;
-  /* A bounded batch per turn, so that other connections get their turn too. */
-  for (int batch = 0; batch < 64 && !l->paused; batch++) {
+  for (int turn = 0; turn < ACCEPTS_PER_TURN && !l->paused; turn++) {
     struct sockaddr_storage address;
     socklen_t length = sizeof address;
     int fd = accept4((int)listen_fd, (struct sockaddr *)&address, &length, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        /* Out of descriptors or memory (or a socket gone bad): pending peers
-           stay queued; try later rather than spin. */
-        struct timeval later = {0, ACCEPT_RETRY_MS * 1000};
-        evtimer_add(l->retry_timer, &later);
-        update(l);
+      int error = errno;
+      if (error == EINTR || error == ECONNABORTED) continue;
+      if (is_out_of_resources(error)) {
+        /* Pending peers stay queued: try later rather than spin. */
+        procord_timer_arm(l->retry_timer, ACCEPT_RETRY_MS);
+        listener_update(l);
+        if (l->hooks.out_of_descriptors) l->hooks.out_of_descriptors(l->context, error, ACCEPT_RETRY_MS);
       }
+      /* Anything else (EAGAIN, a peer's network error): the loop says when
+         there is more. */
       return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (l->hooks.admit && !l->hooks.admit(l->context, (struct sockaddr *)&address, length)) {
+      close(fd);
+      continue;
+    }
+    procord_socket_set_nodelay(fd);
     char peer[96];
     procord_address_string((struct sockaddr *)&address, length, peer, sizeof peer);
     l->in_callback = 1;
     l->on_accept(l, fd, peer, l->context);
     l->in_callback = 0;
     if (l->closed) {
-      free_listener(l);
+      listener_free(l);
       return;
     }
   }
 }
 
-static void on_retry(evutil_socket_t fd, short events, void *context) {
+static void on_listener_retry(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
-  update(context);
+  listener_update(context);
 }
 
 void procord_listener_options_init(procord_listener_options_t *options) {
   memset(options, 0, sizeof *options);
   options->size = sizeof *options;
+}
+
+int procord_listener_start(procord_loop_t *loop, int fd, procord_accept_cb on_accept,
+                           const procord_listener_hooks_t *hooks, void *context,
+                           procord_listener_t **result) {
+  procord_listener_t *l = procord_allocate_zeroed(1, sizeof *l);
+  if (!l) {
+    close(fd);
+    return -ENOMEM;
+  }
+  l->fd = fd;
+  l->on_accept = on_accept;
+  if (hooks) l->hooks = *hooks;
+  l->context = context;
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  struct event_base *base = procord_loop_base(loop);
+  l->accept_event = event_new(base, fd, EV_READ | EV_PERSIST, on_listener_readable, l);
+  l->retry_timer = evtimer_new(base, on_listener_retry, l);
+  if (!l->accept_event || !l->retry_timer || event_add(l->accept_event, NULL) != 0) {
+    if (l->accept_event) event_free(l->accept_event);
+    if (l->retry_timer) event_free(l->retry_timer);
+    close(fd);
+    procord_free(l);
+    return -ENOMEM;
+  }
+  *result = l;
+  return 0;
 }
 
 int procord_listen(procord_loop_t *loop, const procord_listener_options_t *given,
@@ -123,55 +133,28 @@ int procord_listen(procord_loop_t *loop, const procord_listener_options_t *given
   const procord_listener_options_t *options = &copy;
   /* A refused size still gives up the listening socket the copy holds. */
   int refused = given ? PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_LISTENER_OPTIONS) : PROCORD_EINVAL;
-  int taken = options->listen_fd > 0 ? options->listen_fd : -1;
+  int fd = options->listen_fd > 0 ? options->listen_fd : -1;
   if (!loop || refused || !options->on_accept || !result) {
-    if (taken >= 0) close(taken);
+    if (fd >= 0) close(fd);
     return PROCORD_EINVAL;
   }
-  procord_listener_t *l = procord_allocate_zeroed(1, sizeof *l);
-  if (!l) {
-    if (taken >= 0) close(taken);
-    return -ENOMEM;
+  if (fd < 0) {
+    int error = procord_listen_socket(options->hostname, options->port, options->reuse_address, &fd);
+    if (error) return error;
   }
-  l->on_accept = options->on_accept;
-  l->context = options->context;
-  int error = 0;
-  if (taken >= 0) {
-    l->fd = options->listen_fd;
-    fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK);
-    fcntl(l->fd, F_SETFD, FD_CLOEXEC);
-  } else {
-    error = procord_listen_socket(options->hostname, options->port, options->reuse_address, &l->fd);
-  }
-  if (!error) {
-    struct event_base *base = procord_loop_base(loop);
-    l->accept_event = event_new(base, l->fd, EV_READ | EV_PERSIST, on_accept, l);
-    l->retry_timer = evtimer_new(base, on_retry, l);
-    if (!l->accept_event || !l->retry_timer || event_add(l->accept_event, NULL) != 0) error = -ENOMEM;
-    if (error) close(l->fd);
-  }
-  if (error) {
-    if (l->accept_event) event_free(l->accept_event);
-    if (l->retry_timer) event_free(l->retry_timer);
-    procord_free(l);
-    return error;
-  }
-  *result = l;
-  return 0;
+  return procord_listener_start(loop, fd, options->on_accept, NULL, options->context, result);
 }
 
 int procord_listener_port(const procord_listener_t *l) {
   struct sockaddr_storage address;
   socklen_t length = sizeof address;
   if (getsockname(l->fd, (struct sockaddr *)&address, &length) != 0) return -1;
-  if (address.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&address)->sin_port);
-  if (address.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
-  return -1;
+  return procord_address_port(&address);
 }
 
 void procord_listener_pause(procord_listener_t *l, int paused) {
   l->paused = paused != 0;
-  update(l);
+  listener_update(l);
 }
 
 void procord_listener_close(procord_listener_t *l) {
@@ -181,5 +164,5 @@ void procord_listener_close(procord_listener_t *l) {
     event_del(l->accept_event);
     return;
   }
-  free_listener(l);
+  listener_free(l);
 }
