@@ -1,11 +1,12 @@
 /*
- * A worker server's clients (server_core.h): each connection's task is read
- * whole by the server, under a time limit over the whole task, before it
- * waits for a worker; its answer must be taken at a minimum rate; the next
- * task on the same connection is read only once the answer is out.
+ * A worker server's client table (server_private.h): each connection's task
+ * is read whole by the server, under a time limit over the whole task,
+ * before it waits for a worker; its answer must be taken at a minimum rate;
+ * the next task on the same connection is read only once the answer is out.
+ * What the files above must know (a task ready, a client gone...) goes
+ * through the server's hooks: this file knows no worker.
  */
 #define _GNU_SOURCE
-#include "io/io_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
 #include "server/server_private.h"
@@ -28,48 +29,74 @@
 #define LEND_FROM 65536
 
 static void enter_idle(server_client_t *c);
-static void arm_timer(server_client_t *c);
+static void arm_client_timer(server_client_t *c);
 
-/* ---- Lists: every client; the ready queue and the idle list ---- */
+/* ---- Lists: every client; the ready queue, the idle list, the wait for room ---- */
 
-static server_client_t **queue_head(server_t *s, int which) {
-  return which == 1 ? &s->ready_head : which == 2 ? &s->idle_head : &s->budget_head;
+static server_client_t **queue_head(server_t *s, client_queue_t queue) {
+  return queue == CLIENT_QUEUE_READY ? &s->ready_head : queue == CLIENT_QUEUE_IDLE ? &s->idle_head : &s->room_head;
 }
 
-static server_client_t **queue_tail(server_t *s, int which) {
-  return which == 1 ? &s->ready_tail : which == 2 ? &s->idle_tail : &s->budget_tail;
+static server_client_t **queue_tail(server_t *s, client_queue_t queue) {
+  return queue == CLIENT_QUEUE_READY ? &s->ready_tail : queue == CLIENT_QUEUE_IDLE ? &s->idle_tail : &s->room_tail;
 }
 
-static void unqueue(server_client_t *c) {
+static void leave_queue(server_client_t *c) {
   server_t *s = c->server;
-  if (!c->queued_in) return;
+  if (c->queued_in == CLIENT_QUEUE_NONE) return;
   server_client_t **head = queue_head(s, c->queued_in), **tail = queue_tail(s, c->queued_in);
   if (c->queue_previous) c->queue_previous->queue_next = c->queue_next;
   else *head = c->queue_next;
   if (c->queue_next) c->queue_next->queue_previous = c->queue_previous;
   else *tail = c->queue_previous;
-  if (c->queued_in == 1) SERVER_SET(s, tasks_waiting_now, --s->ready);
-  if (c->queued_in == 3) s->waiting_held -= c->held;
-  c->queued_in = 0;
+  if (c->queued_in == CLIENT_QUEUE_READY) {
+    PROCORD_ASSERT(s->ready > 0);
+    SERVER_SET(s, tasks_waiting_now, --s->ready);
+  }
+  if (c->queued_in == CLIENT_QUEUE_ROOM) {
+    PROCORD_ASSERT(s->waiting_held >= c->held);
+    s->waiting_held -= c->held;
+  }
+  c->queued_in = CLIENT_QUEUE_NONE;
   c->queue_previous = c->queue_next = NULL;
 }
 
-static void enqueue(server_client_t *c, int which) {
+/* Puts the client at the end of `queue`, out of any other (one at a time). */
+static void join_queue(server_client_t *c, client_queue_t queue) {
   server_t *s = c->server;
-  unqueue(c);
-  server_client_t **head = queue_head(s, which), **tail = queue_tail(s, which);
+  leave_queue(c);
+  server_client_t **head = queue_head(s, queue), **tail = queue_tail(s, queue);
   c->queue_previous = *tail;
   if (*tail) (*tail)->queue_next = c;
   else *head = c;
   *tail = c;
-  c->queued_in = which;
-  if (which == 1) SERVER_SET(s, tasks_waiting_now, ++s->ready);
-  if (which == 3) s->waiting_held += c->held;
+  c->queued_in = queue;
+  if (queue == CLIENT_QUEUE_READY) SERVER_SET(s, tasks_waiting_now, ++s->ready);
+  if (queue == CLIENT_QUEUE_ROOM) s->waiting_held += c->held;
 }
 
-static void set_state(server_client_t *c, client_state_t state) {
+/* The ways a client's state may move: a task's round, IDLE to ANSWERING and
+   back, and CLOSING from any but itself, for good. */
+static int client_may_move(client_state_t from, client_state_t to) {
+  switch (to) {
+  case CLIENT_IDLE: return from == CLIENT_ANSWERING || from == CLIENT_IDLE; /* IDLE: just opened */
+  case CLIENT_RECEIVING: return from == CLIENT_IDLE;
+  case CLIENT_READY: return from == CLIENT_RECEIVING;
+  case CLIENT_RUNNING: return from == CLIENT_READY;
+  case CLIENT_ANSWERING: return from == CLIENT_RUNNING;
+  case CLIENT_CLOSING: return from != CLIENT_CLOSING;
+  }
+  return 0;
+}
+
+static void set_client_state(server_client_t *c, client_state_t state) {
   server_t *s = c->server;
-  if (c->state == CLIENT_RECEIVING) s->receiving--;
+  PROCORD_ASSERT(client_may_move(c->state, state));
+  PROCORD_ASSERT(!c->worker); /* bound only while RUNNING, and unbound before it moves on */
+  if (c->state == CLIENT_RECEIVING) {
+    PROCORD_ASSERT(s->receiving > 0);
+    s->receiving--;
+  }
   if (state == CLIENT_RECEIVING) s->receiving++;
   c->state = state;
   clock_gettime(CLOCK_MONOTONIC, &c->since);
@@ -82,10 +109,11 @@ static void resume_waiting(server_t *s);
 static void recount_owed(server_client_t *c, size_t pending) {
   server_t *s = c->server;
   int was_over = s->owed_bytes > s->max_owed_bytes;
+  PROCORD_ASSERT(s->owed_bytes >= c->owed);
   s->owed_bytes = s->owed_bytes - c->owed + pending;
   c->owed = pending;
   SERVER_SET(s, answer_bytes_buffered_now, s->owed_bytes);
-  if (was_over && s->owed_bytes <= s->max_owed_bytes) server_dispatch_soon(s);
+  if (was_over && s->owed_bytes <= s->max_owed_bytes) s->hooks.answers_taken(s);
 }
 
 /* The task's bytes are no longer the server's to hold (handed to a worker,
@@ -93,6 +121,7 @@ static void recount_owed(server_client_t *c, size_t pending) {
 static void release_held(server_client_t *c) {
   server_t *s = c->server;
   if (!c->held) return;
+  PROCORD_ASSERT(s->held_bytes >= c->held);
   s->held_bytes -= c->held;
   c->held = 0;
   SERVER_SET(s, task_bytes_buffered_now, s->held_bytes);
@@ -112,17 +141,21 @@ static void forget_task(server_client_t *c) {
 /* Frees the client; its connection too (safe inside its callbacks). */
 static void client_free(server_client_t *c) {
   server_t *s = c->server;
-  unqueue(c);
+  leave_queue(c);
   release_held(c);
   recount_owed(c, 0);
-  if (c->state == CLIENT_RECEIVING) s->receiving--;
-  if (c->worker) {
-    server_worker_t *w = c->worker;
-    c->worker = NULL;
-    w->client = NULL;
-    server_worker_abandon(w);
+  if (c->state == CLIENT_RECEIVING) {
+    PROCORD_ASSERT(s->receiving > 0);
+    s->receiving--;
   }
-  if (c->state == CLIENT_RUNNING && c->peer) c->peer->running--;
+  if (c->worker) {
+    PROCORD_ASSERT(c->state == CLIENT_RUNNING);
+    s->hooks.client_leaving(c); /* unbound, its worker ended */
+  }
+  if (c->state == CLIENT_RUNNING && c->peer) {
+    PROCORD_ASSERT(c->peer->running > 0);
+    c->peer->running--;
+  }
   if (c->peer) {
     c->peer->connections--;
     server_peer_forget_if_unused(s, c->peer);
@@ -133,10 +166,11 @@ static void client_free(server_client_t *c) {
   if (c->previous) c->previous->next = c->next;
   else s->clients = c->next;
   if (c->next) c->next->previous = c->previous;
+  PROCORD_ASSERT(s->client_count > 0);
   SERVER_SET(s, connections_now, --s->client_count);
   procord_free(c);
-  server_check_keep_running(s);
-  server_maybe_stop(s);
+  s->hooks.ask_keep_running(s);
+  s->hooks.maybe_stop(s);
 }
 
 /* Closes at once: with `reset`, the peer learns it even if it is not reading. */
@@ -149,10 +183,10 @@ static void client_close(server_client_t *c, int reset) {
 }
 
 /* Answers `E` (what the client did wrong) and closes once that is written. */
-static void refuse_with(server_client_t *c, char digit) {
+static void answer_error_and_close(server_client_t *c, char digit) {
   procord_connection_send(c->connection, PROCORD_FRAME_ERROR, &digit, 1);
-  set_state(c, CLIENT_CLOSING);
-  unqueue(c);
+  set_client_state(c, CLIENT_CLOSING);
+  leave_queue(c);
   event_del(c->timer);
   int limit = c->server->answer_timeout_ms > 0 ? c->server->answer_timeout_ms : 1000;
   procord_connection_close_nicely(c->connection, limit);
@@ -191,7 +225,7 @@ static double remaining_ms(server_client_t *c) {
   return limit - elapsed;
 }
 
-static void arm_timer(server_client_t *c) {
+static void arm_client_timer(server_client_t *c) {
   double left = remaining_ms(c);
   if (isinf(left)) {
     event_del(c->timer);
@@ -202,13 +236,13 @@ static void arm_timer(server_client_t *c) {
   procord_timer_arm(c->timer, left <= 0 ? 0 : left >= day ? (int)day : (int)left + 1);
 }
 
-static void on_timer(evutil_socket_t fd, short events, void *argument) {
+static void on_client_timer(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
   server_client_t *c = argument;
   server_t *s = c->server;
   if (remaining_ms(c) > 0) {
-    arm_timer(c); /* bytes came since (the limit moved), or no limit now */
+    arm_client_timer(c); /* bytes came since (the limit moved), or no limit now */
     return;
   }
   switch (c->state) {
@@ -239,10 +273,10 @@ static void on_timer(evutil_socket_t fd, short events, void *argument) {
 /* ---- Reading a task ---- */
 
 static void begin_receiving(server_client_t *c) {
-  unqueue(c); /* off the idle list: a client mid-task is not evicted */
-  set_state(c, CLIENT_RECEIVING);
+  leave_queue(c); /* off the idle list: a client mid-task is not evicted */
+  set_client_state(c, CLIENT_RECEIVING);
   c->last_input = c->since;
-  arm_timer(c);
+  arm_client_timer(c);
 }
 
 /* Stops reading a big task until there is room (resume_waiting); the time
@@ -251,10 +285,10 @@ static void wait_for_room(server_client_t *c) {
   procord_connection_pause_reading(c->connection, 1);
   clock_gettime(CLOCK_MONOTONIC, &c->waiting_since);
   event_del(c->timer);
-  enqueue(c, 3);
+  join_queue(c, CLIENT_QUEUE_ROOM);
 }
 
-static void shift(struct timespec *t, double ms) {
+static void shift_time(struct timespec *t, double ms) {
   long long ns = (long long)t->tv_nsec + (long long)(ms * 1e6);
   t->tv_sec += (time_t)(ns / 1000000000LL);
   t->tv_nsec = (long)(ns % 1000000000LL);
@@ -263,18 +297,18 @@ static void shift(struct timespec *t, double ms) {
 /* Resumes those waiting for room, oldest first, while there is room, or
    while every byte held is a waiting one's (none would ever make room). */
 static void resume_waiting(server_t *s) {
-  while (s->budget_head && (s->held_bytes < s->max_held_bytes || s->held_bytes == s->waiting_held)) {
-    server_client_t *c = s->budget_head;
-    unqueue(c);
+  while (s->room_head && (s->held_bytes < s->max_held_bytes || s->held_bytes == s->waiting_held)) {
+    server_client_t *c = s->room_head;
+    leave_queue(c);
     double waited = server_ms_since(&c->waiting_since);
-    shift(&c->since, waited);
-    shift(&c->last_input, waited);
-    arm_timer(c);
+    shift_time(&c->since, waited);
+    shift_time(&c->last_input, waited);
+    arm_client_timer(c);
     procord_connection_pause_reading(c->connection, 0);
   }
 }
 
-static void on_input(procord_connection_t *connection, size_t count, void *context) {
+static void on_client_input(procord_connection_t *connection, size_t count, void *context) {
   (void)connection;
   server_client_t *c = context;
   server_t *s = c->server;
@@ -306,15 +340,15 @@ static int known_task(server_t *s, const procord_frame_t *name) {
 static void become_ready(server_client_t *c) {
   server_t *s = c->server;
   procord_connection_pause_reading(c->connection, 1);
-  set_state(c, CLIENT_READY);
+  set_client_state(c, CLIENT_READY);
   c->queued = c->since;
   event_del(c->timer);
-  enqueue(c, 1);
-  server_dispatch(s);
+  join_queue(c, CLIENT_QUEUE_READY);
+  s->hooks.task_ready(s);
 }
 
-static void on_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
-                     void *context) {
+static void on_client_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
+                            void *context) {
   server_client_t *c = context;
   server_t *s = c->server;
   if (c->state != CLIENT_IDLE && c->state != CLIENT_RECEIVING) return; /* closing */
@@ -322,7 +356,7 @@ static void on_frame(procord_connection_t *connection, const procord_frame_t *fr
     char digit = procord_error_to_frame_digit(error);
     server_note(s, REASON_PROTOCOL_ERROR, PROCORD_LOG_INFO, c->name, "answered E%c: %s",
                 digit ? digit : '?', procord_strerror(error));
-    if (digit) refuse_with(c, digit);
+    if (digit) answer_error_and_close(c, digit);
     else client_close(c, 1);
     return;
   }
@@ -331,7 +365,7 @@ static void on_frame(procord_connection_t *connection, const procord_frame_t *fr
     if (!known_task(s, frame)) {
       server_note(s, REASON_UNKNOWN_TASK, PROCORD_LOG_INFO, c->name, "answered E0: no task named %.*s",
                   (int)(frame->length < 100 ? frame->length : 100), (const char *)frame->body);
-      refuse_with(c, '0');
+      answer_error_and_close(c, '0');
       return;
     }
     c->task_name = procord_allocate(frame->length + 1);
@@ -360,7 +394,7 @@ static void on_frame(procord_connection_t *connection, const procord_frame_t *fr
   }
   server_note(s, REASON_PROTOCOL_ERROR, PROCORD_LOG_INFO, c->name, "answered E1: a `%c` frame %s",
               frame->kind, c->task_name ? "after the task's name" : "where a task's name was expected");
-  refuse_with(c, '1');
+  answer_error_and_close(c, '1');
 }
 
 /* ---- Waiting, running, answering ---- */
@@ -370,17 +404,17 @@ static void enter_idle(server_client_t *c) {
   forget_task(c);
   c->answer_bytes = 0;
   if (s->draining) { /* served: no next task */
-    set_state(c, CLIENT_CLOSING);
+    set_client_state(c, CLIENT_CLOSING);
     procord_connection_close_nicely(c->connection, s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
     return;
   }
-  set_state(c, CLIENT_IDLE);
-  enqueue(c, 2);
-  arm_timer(c);
+  set_client_state(c, CLIENT_IDLE);
+  join_queue(c, CLIENT_QUEUE_IDLE);
+  arm_client_timer(c);
   procord_connection_pause_reading(c->connection, 0);
 }
 
-static void on_drained(procord_connection_t *connection, void *context) {
+static void on_client_drained(procord_connection_t *connection, void *context) {
   (void)connection;
   server_client_t *c = context;
   recount_owed(c, 0);
@@ -388,16 +422,16 @@ static void on_drained(procord_connection_t *connection, void *context) {
   else if (c->state == CLIENT_RUNNING && c->worker) {
     event_del(c->timer);
     c->answer_bytes = 0;
-    server_worker_resume(c->worker);
+    c->server->hooks.output_taken(c);
   }
 }
 
 server_client_t *server_client_next_ready(server_t *s) {
   for (server_client_t *c = s->ready_head; c; c = c->queue_next) {
     if (s->max_tasks_per_peer > 0 && c->peer && c->peer->running >= s->max_tasks_per_peer) continue;
-    unqueue(c);
+    leave_queue(c);
     release_held(c); /* its input goes to the worker now */
-    set_state(c, CLIENT_RUNNING);
+    set_client_state(c, CLIENT_RUNNING);
     c->since = c->queued; /* the task's time, for the log */
     if (c->peer) c->peer->running++;
     return c;
@@ -405,7 +439,7 @@ server_client_t *server_client_next_ready(server_t *s) {
   return NULL;
 }
 
-static void send_frame(server_client_t *c, unsigned char kind, procord_connection_t *from,
+static void send_to_client(server_client_t *c, unsigned char kind, procord_connection_t *from,
                        const procord_frame_t *frame) {
   void *body = frame->length >= LEND_FROM && from ? procord_connection_take_body(from) : NULL;
   if (body) procord_connection_send_owned(c->connection, kind, body, frame->length, procord_free);
@@ -416,7 +450,7 @@ static void count_forwarded(server_client_t *c);
 
 void server_client_forward(server_client_t *c, unsigned char kind, procord_connection_t *from,
                            const procord_frame_t *frame) {
-  send_frame(c, kind, from, frame);
+  send_to_client(c, kind, from, frame);
   if (kind == PROCORD_FRAME_PRINT || kind == PROCORD_FRAME_FLUSH) {
     count_forwarded(c);
     return;
@@ -441,32 +475,35 @@ int server_client_has_room(server_client_t *c) {
   if (!evtimer_pending(c->timer, NULL)) {
     clock_gettime(CLOCK_MONOTONIC, &c->since);
     c->answer_bytes = pending;
-    arm_timer(c);
+    arm_client_timer(c);
   }
   return 0;
 }
 
 void server_client_task_done(server_client_t *c, unsigned char answer) {
   server_t *s = c->server;
-  if (c->peer) c->peer->running--;
-  c->worker = NULL;
+  PROCORD_ASSERT(c->state == CLIENT_RUNNING && !c->worker);
+  if (c->peer) {
+    PROCORD_ASSERT(c->peer->running > 0);
+    c->peer->running--;
+  }
   SERVER_COUNT(s, tasks_answered, 1);
   server_log(s, PROCORD_LOG_DEBUG, "%s: task %s, %s (%.1f ms)", c->name, c->task_name ? c->task_name : "?",
              answer == 'V' ? "value" : answer == 'X' ? "exception" : answer == 'U' ? "unknown exception" : "protocol error",
              server_ms_since(&c->queued));
   if (answer == PROCORD_FRAME_ERROR) {
-      set_state(c, CLIENT_CLOSING);
+    set_client_state(c, CLIENT_CLOSING);
     procord_connection_close_nicely(c->connection, s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
     return;
   }
-  set_state(c, CLIENT_ANSWERING);
+  set_client_state(c, CLIENT_ANSWERING);
   c->answer_bytes = procord_connection_pending_output(c->connection);
   if (c->answer_bytes == 0) enter_idle(c);
-  else arm_timer(c);
+  else arm_client_timer(c);
 }
 
 void server_client_lost_worker(server_client_t *c, const char *why) {
-  c->worker = NULL;
+  PROCORD_ASSERT(!c->worker);
   server_note(c->server, REASON_WORKER_LOST, PROCORD_LOG_WARNING, c->name,
               "the worker running its task %s %s; the connection is closed", c->task_name ? c->task_name : "?", why);
   client_close(c, 0);
@@ -474,7 +511,7 @@ void server_client_lost_worker(server_client_t *c, const char *why) {
 
 /* ---- Opening, evicting, draining ---- */
 
-static void on_state(procord_connection_t *connection, procord_connection_state_t state, void *context) {
+static void on_client_state(procord_connection_t *connection, procord_connection_state_t state, void *context) {
   (void)connection;
   server_client_t *c = context;
   if (state != PROCORD_DISCONNECTED) return;
@@ -501,11 +538,11 @@ void server_client_open(server_t *s, int fd, const char *name, server_peer_t *pe
       .read_fd = fd,
       .write_fd = fd,
       .max_message_size = s->max_message_size,
-      .on_frame = on_frame,
-      .on_state = on_state,
+      .on_frame = on_client_frame,
+      .on_state = on_client_state,
       .context = c,
   };
-  c->timer = evtimer_new(s->base, on_timer, c);
+  c->timer = evtimer_new(s->base, on_client_timer, c);
   if (!c->timer) {
     close(fd);
     procord_free(c);
@@ -516,7 +553,7 @@ void server_client_open(server_t *s, int fd, const char *name, server_peer_t *pe
     procord_free(c);
     return;
   }
-  procord_connection_set_hooks(c->connection, on_input, on_drained);
+  procord_connection_set_hooks(c->connection, on_client_input, on_client_drained);
   if (peer) peer->connections++;
   c->next = s->clients;
   if (s->clients) s->clients->previous = c;

@@ -1,23 +1,19 @@
 /*
- * A worker server's life (procord/server.h): its options and limits, its
- * listening socket, starting it on a loop (procord_server_start), stopping
- * it (procord_server_stop), its end once every client and worker is gone
+ * A worker server's life (procord/server.h): its options and limits,
+ * starting it on a loop (procord_server_start), stopping it
+ * (procord_server_stop), its end once every client and worker is gone
  * (on_stopped), freeing it, and procord_server_run, which is all of these on
- * a loop of its own. What it does meanwhile is server.c's (accepting, the
- * gate, draining), server_clients.c's and server_workers.c's.
+ * a loop of its own. What it does meanwhile is the other files' (the map is
+ * in server_private.h), whose hooks it connects at start.
  */
 #define _GNU_SOURCE
 #include "base/base_private.h"
 #include "io/io_private.h"
 #include "procord/error.h"
-#include "procord/listen.h"
 #include "server/server_private.h"
 
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -27,111 +23,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000
-#define DEFER_ACCEPT_S 2 /* then back to the loop: the others' bytes wait too */
-
-/* ---- Listening ---- */
-
-int procord_server_activated_socket(void) {
-  const char *pid = getenv("LISTEN_PID");
-  const char *count = getenv("LISTEN_FDS");
-  if (!pid || !count || atol(pid) != (long)getpid() || atoi(count) < 1) return -1;
-  unsetenv("LISTEN_PID");
-  unsetenv("LISTEN_FDS");
-  unsetenv("LISTEN_FDNAMES");
-  int fd = 3; /* SD_LISTEN_FDS_START */
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
-}
-
-static int bind_listener(server_t *s) {
-  const procord_server_options_t *o = s->options;
-  const char *host = o->hostname ? o->hostname : "127.0.0.1";
-  int fd = -1;
-  int error = procord_listen_socket(host, o->port, o->reuse_address, &fd);
-  if (error == PROCORD_ERESOLVE)
-    server_log(s, PROCORD_LOG_ERROR, "cannot resolve %s", host);
-  else if (error)
-    server_log(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s%s", host, o->port, procord_strerror(error),
-             error == -EADDRINUSE && !o->reuse_address
-                 ? " (another server has it, or a stopped one's connections still wait out TIME_WAIT: "
-                   "reuse_address, --procord-reuse-address, takes it over from those)"
-                 : "");
-  return error ? error : fd;
-}
-
-/* systemd's Type=notify: READY=1 once listening (with the address),
-   STOPPING=1 at a drain. Only procord_server_run's server speaks for the
-   process: one embedded in a program leaves that to the program. */
-void server_notify(server_t *s, const char *state) {
-  if (!s->own_loop) return;
-  const char *path = getenv("NOTIFY_SOCKET");
-  if (!path || !*path || strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path) return;
-  struct sockaddr_un address = {.sun_family = AF_UNIX};
-  memcpy(address.sun_path, path, strlen(path));
-  if (address.sun_path[0] == '@') address.sun_path[0] = 0; /* abstract namespace */
-  socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-  char message[256];
-  int n = snprintf(message, sizeof message, "%s\nMAINPID=%d", state, (int)getpid());
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  sendto(fd, message, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
-  close(fd);
-}
-
-static int open_listener(server_t *s) {
-  /* 0 is "none", as in a zero-initialized struct: never stdin. */
-  int fd = s->options->listen_fd > 0 ? s->options->listen_fd : -1;
-  if (fd >= 0) {
-    int listening = 0;
-    socklen_t size = sizeof listening;
-    int error = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 ? -errno
-                : listening                                                     ? 0
-                                                                                : PROCORD_EINVAL;
-    if (error) {
-      server_log(s, PROCORD_LOG_ERROR, "cannot serve descriptor %d (listen_fd): %s", fd,
-               error == PROCORD_EINVAL ? "a socket that does not listen" : strerror(-error));
-      return error;
-    }
-  }
-  if (fd < 0) fd = procord_server_activated_socket();
-  if (fd >= 0) {
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-  } else {
-    fd = bind_listener(s);
-    if (fd < 0) return fd;
-  }
-  struct sockaddr_storage address;
-  socklen_t length = sizeof address;
-  if (getsockname(fd, (struct sockaddr *)&address, &length) == 0) {
-    procord_address_string((struct sockaddr *)&address, length, s->address, sizeof s->address);
-    /* A Unix socket (socket activation) has no port: 0. */
-    s->port = address.ss_family == AF_INET6  ? ntohs(((struct sockaddr_in6 *)&address)->sin6_port)
-              : address.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&address)->sin_port)
-                                             : 0;
-  }
-  s->listen_fd = fd;
-  /* Every client speaks first (a task, a TLS greeting, a secret's first
-     frame): the kernel keeps a connection until its first bytes come, so
-     a flood of connections that say nothing costs the server nothing and
-     crowds no client out. After DEFER_ACCEPT_S a silent one is accepted
-     anyway, and its idle limit applies. */
-  int seconds = DEFER_ACCEPT_S;
-  setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds); /* not TCP: harmless */
-  return 0;
-}
-
-static int is_loopback(const struct sockaddr_storage *address) {
-  if (address->ss_family == AF_INET)
-    return (ntohl(((const struct sockaddr_in *)address)->sin_addr.s_addr) >> 24) == 127;
-  if (address->ss_family != AF_INET6) return 1; /* a Unix socket, say: not the network */
-  const struct in6_addr *a = &((const struct sockaddr_in6 *)address)->sin6_addr;
-  return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-}
 
 /* What a server's security options allow; logs why not. */
 static int check_security(server_t *s) {
@@ -142,20 +36,6 @@ static int check_security(server_t *s) {
     return PROCORD_EINVAL;
   }
   return 0;
-}
-
-/* Reachable beyond this machine by clients it cannot tell apart: say so,
-   once, at start. TLS alone encrypts, but lets any client in. */
-static void warn_if_exposed(server_t *s) {
-  const procord_security_t *security = s->options->security;
-  if (security && (security->secret_length > 0 || (security->tls && (SSL_CTX_get_verify_mode(security->tls) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT)))) return;
-  struct sockaddr_storage address;
-  socklen_t length = sizeof address;
-  if (getsockname(s->listen_fd, (struct sockaddr *)&address, &length) != 0 || is_loopback(&address)) return;
-  server_log(s, PROCORD_LOG_WARNING,
-           "listening on %s %s: anyone who can reach this port can run tasks (see docs/SECURITY.md)",
-           s->address, security ? "with TLS but without client certificates or a shared secret"
-                                : "without TLS or a shared secret");
 }
 
 /* ---- Limits ---- */
@@ -250,11 +130,11 @@ static void finish(server_t *s, int tell) {
   if (s->finished) return;
   s->finished = s->finishing = 1;
   server_log(s, PROCORD_LOG_INFO, "stopped");
-  server_events_free(s);
-  server_workers_release(s); /* none left: its dispatch event */
+  server_drain_events_free(s);
+  server_dispatch_free(s);
+  server_workers_release(s); /* none left: its respawn timer */
   server_peers_free(s);
-  if (s->listen_fd >= 0) close(s->listen_fd);
-  s->listen_fd = -1;
+  server_accept_stop(s);
   procord_log_unroute_from_server(&s->log_route);
   procord_loop_remove_work(s->loop, &s->work);
   if (s->finish_event) event_free(s->finish_event); /* in its own callback, it may be */
@@ -284,12 +164,6 @@ static void on_finish_event(evutil_socket_t fd, short events, void *context) {
   finish(s, 1);
 }
 
-void server_finish_soon(server_t *s) {
-  if (s->finishing) return;
-  s->finishing = 1;
-  event_active(s->finish_event, 0, 0);
-}
-
 /* procord_loop_free with the server still on its loop: stop now. */
 static void on_loop_freed(procord_loop_work_t *work) {
   server_t *s = (server_t *)((char *)work - offsetof(server_t, work));
@@ -310,18 +184,19 @@ static const char *options_mistake(const procord_server_options_t *options) {
 
 /* A start that failed half-way: nothing of it is left. */
 static void undo_start(server_t *s) {
-  server_events_free(s);
+  server_drain_events_free(s);
   if (s->finish_event) event_free(s->finish_event);
   s->finish_event = NULL;
+  server_dispatch_free(s);
   server_workers_release(s);
   server_peers_free(s);
-  if (s->listen_fd >= 0) close(s->listen_fd);
-  s->listen_fd = -1;
+  server_accept_stop(s);
   procord_log_unroute_from_server(&s->log_route);
 }
 
 /* On the loop's thread (or before it runs): listen, make the events, start
-   the workers to keep warm, accept. */
+   the workers to keep warm, accept (nothing is accepted before the loop
+   runs again). */
 static void start_on_loop(void *argument) {
   server_t *s = argument;
   const procord_server_options_t *options = s->options;
@@ -330,12 +205,13 @@ static void start_on_loop(void *argument) {
   procord_log_route_to_server(&s->log_route, options->log, options->context);
   int error = check_security(s);
   if (!error) fit_descriptor_limit(s);
-  if (!error) error = open_listener(s);
-  if (!error) warn_if_exposed(s);
+  if (!error) error = server_listen(s);
   if (!error) {
     s->finish_event = event_new(s->base, -1, 0, on_finish_event, s);
-    error = s->finish_event ? server_events_open(s) : -ENOMEM;
+    error = s->finish_event ? server_drain_events_open(s) : -ENOMEM;
   }
+  if (!error) error = server_workers_open(s);
+  if (!error) error = server_accept_start(s);
   if (error) {
     undo_start(s);
     s->start_error = error;
@@ -344,7 +220,6 @@ static void start_on_loop(void *argument) {
   s->work.abort = on_loop_freed;
   procord_loop_add_work(s->loop, &s->work);
   server_workers_keep_warm(s);
-  server_accept(s);
   server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d task%s at once%s, %d connections)", s->address,
              s->max, s->max == 1 ? "" : "s", options->dont_fork ? ", in this process" : "", s->max_connections);
   char ready[200];
@@ -381,6 +256,8 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
   s->base = procord_loop_base(loop);
   s->own_loop = own_loop;
   s->listen_fd = -1;
+  server_dispatch_hook_up(&s->hooks);
+  server_drain_hook_up(&s->hooks);
   apply_limits(s, options);
   if (options->handle_signals) {
     /* A program inherits its starter's signal mask (a test runner's threads
@@ -458,7 +335,7 @@ static void abandon_on_loop(void *argument) {
   if (s->finished) return;
   if (!s->draining) server_log(s, PROCORD_LOG_INFO, "freed while running: stopping at once");
   s->draining = s->finishing = 1; /* nothing starts, nothing finishes but here */
-  if (s->accept_event) event_del(s->accept_event);
+  server_accept_stop(s);
   server_clients_close_all(s);
   server_workers_release(s);
   server_drop_secured(s, 1);

@@ -6,6 +6,7 @@
 #define PROCORD_SERVER_PRIVATE_H
 
 #include "io/io_private.h"
+#include "procord/listen.h"
 #include "procord/connection.h"
 #include "procord/security.h"
 #include "procord/server.h"
@@ -20,18 +21,33 @@
 /* ---- the server's insides ---- */
 
 /*
- * Private to the C core: the insides of a worker server, shared by its
- * files, one concern each:
+ * Private to the C core: the insides of a worker server, in files that each
+ * call only those below them (scripts/check_layers.py checks it):
  *
- *   server_lifecycle.c  options, listening, starting on a loop, stopping,
- *                     freeing, and procord_server_run
- *   server.c          accepting, the gate, draining
- *   server_clients.c  a client's connection: reading whole tasks under time
- *                     limits, holding the next one, writing answers
- *   server_workers.c  worker processes (or the in-process thread), their
- *                     sessions, and handing ready tasks to idle workers
- *   server_peers.c    counts per client address, the figures, and a log
- *                     that says each refusal without flooding
+ *   server_lifecycle.c  options, limits, starting on a loop, stopping,
+ *                       freeing, the end, and procord_server_run
+ *   server_drain.c      draining (a signal, procord_server_stop,
+ *                       keep_running), stopping now, and when a drain is over
+ *   server_accept.c     the listening socket, and each accepted connection
+ *                       within the limits (through procord_listener_start)
+ *   server_secured.c    peers in the gate (TLS, the secret), TLS clients' relays
+ *   server_dispatch.c   ready tasks to idle workers, and what passes between
+ *                       a running task's client and its worker
+ *   server_clients.c    the client table: each connection's tasks read whole
+ *                       under time limits, the next one held, answers written
+ *   server_workers.c    the worker table: processes (or the in-process
+ *                       thread), their control channel and their sessions
+ *   server_in_process.c the in-process worker's thread (dont_fork)
+ *   server_gate.c, server_relay.c   the gate and the relay themselves
+ *   server_peers.c      counts per client address
+ *   server_log.c        the log, the figures, and notes that say each
+ *                       refusal without flooding
+ *   server_systemd.c    socket activation and Type=notify
+ *
+ * The client table and the worker table know only the bottom (the state
+ * below, the log, the peers), never each other nor the files above: what
+ * they have to tell those, they tell through the server's hooks
+ * (server_hooks_t), set once at start.
  *
  * A task slot is for a task, never for a connection: the server reads a
  * client's whole task (`T` and `V`) itself, and only then queues it for a
@@ -40,8 +56,6 @@
  * so a connection that sends task after task goes behind the others after
  * each one (round robin over ready connections).
  */
-
-
 
 #define PEER_SIZE 64
 
@@ -66,6 +80,14 @@ typedef enum {
   CLIENT_CLOSING,   /* closing nicely (a drain, an error answered) */
 } client_state_t;
 
+/* Which of the server's client queues a client is in (one at most). */
+typedef enum {
+  CLIENT_QUEUE_NONE,
+  CLIENT_QUEUE_READY,   /* a whole task, waiting for a worker: oldest first */
+  CLIENT_QUEUE_IDLE,    /* between tasks: the longest idle is evicted first */
+  CLIENT_QUEUE_ROOM,    /* its task waits for room under max_buffered_task_bytes */
+} client_queue_t;
+
 struct server_client_s {
   server_t *server;
   procord_connection_t *connection;
@@ -85,10 +107,10 @@ struct server_client_s {
   struct timespec queued; /* the whole task in: for the task's line in the log */
   size_t received;        /* bytes of this task so far */
   size_t answer_bytes;    /* queued for the client when its answer was */
-  server_worker_t *worker; /* while RUNNING */
+  server_worker_t *worker; /* while RUNNING (server_dispatch.c binds and unbinds) */
   server_client_t *previous, *next;             /* every client */
-  server_client_t *queue_previous, *queue_next; /* the ready queue, the idle list, or the wait for room */
-  int queued_in;                                /* 0 none, 1 ready, 2 idle, 3 waiting for room */
+  server_client_t *queue_previous, *queue_next; /* in `queued_in` */
+  client_queue_t queued_in;
   size_t held;                                  /* of its task, in held_bytes */
   size_t owed;                                  /* its part of owed_bytes */
   struct timespec waiting_since;                /* for room: its time limit stops meanwhile */
@@ -101,7 +123,7 @@ typedef enum {
   WORKER_ANSWERED,   /* the answer forwarded; `0R` (same session) or the session's end awaited */
   WORKER_BETWEEN,    /* the session ended; the worker's report awaited before the next */
   WORKER_RETIRING,   /* told to go (its control channel closed); its end awaited */
-} worker_state_t;
+} server_worker_state_t;
 
 struct server_worker_s {
   server_t *server;
@@ -113,8 +135,8 @@ struct server_worker_s {
   procord_connection_t *session; /* the task's frames, both ways */
   struct event *exit_event;
   struct event *kill_timer;  /* a task whose client went: SIGKILL if it outlives its grace */
-  worker_state_t state;
-  server_client_t *client;  /* whose task it runs */
+  server_worker_state_t state;
+  server_client_t *client;  /* whose task it runs (server_dispatch.c binds and unbinds) */
   int done_reported;        /* its `d` came before its session's end was read */
   int needs_session;        /* none could be made (no descriptors): tried again later */
   server_worker_t *previous, *next;
@@ -138,19 +160,44 @@ typedef enum {
   REASON_COUNT
 } server_reason_t;
 
+/*
+ * What the client table and the worker table (and the gate's peers) tell
+ * the files above them. Set once at start, before the first client or
+ * worker, by server_dispatch_hook_up and server_drain_hook_up; each may
+ * free what it is given.
+ */
+typedef struct server_hooks_s {
+  /* server_dispatch.c's: */
+  void (*task_ready)(server_t *s);              /* a client's task came whole and waits */
+  void (*answers_taken)(server_t *s);           /* bytes owed to clients fell back under their bound
+                                                   (from inside a client's callback) */
+  void (*output_taken)(server_client_t *c);     /* c took what its running task printed */
+  void (*client_leaving)(server_client_t *c);   /* c is being freed, its task with c->worker */
+  void (*workers_changed)(server_t *s);         /* a worker is ready for a task, or gone, or
+                                                   starting workers may be tried again */
+  void (*worker_output)(server_worker_t *w, procord_connection_t *session,
+                        const procord_frame_t *frame); /* a print or the answer of w->client's task */
+  void (*task_lost)(server_worker_t *w, const char *why); /* w->client's task ends unanswered */
+  /* server_drain.c's: */
+  void (*ask_keep_running)(server_t *s);        /* a task was answered, or a client closed */
+  void (*maybe_stop)(server_t *s);              /* a client, a worker or a peer in the gate is gone */
+} server_hooks_t;
+
 struct procord_server_s {
   const procord_server_options_t *options; /* &copy */
   procord_server_options_t copy;           /* the caller's, without hostname */
   procord_loop_t *loop;
   struct event_base *base;
+  server_hooks_t hooks;
   int own_loop; /* procord_server_run's: stopped with the server */
   procord_loop_work_t work; /* on the loop from start to finish (procord_loop_free stops it) */
   procord_log_route_t log_route; /* libevent's messages, meanwhile */
-  int listen_fd;
-  struct event *accept_event, *retry_timer, *drain_timer, *respawn_timer;
+  int listen_fd;                 /* until the listener takes it */
+  procord_listener_t *listener;  /* until a drain or the end */
+  struct event *drain_timer, *respawn_timer;
   struct event *signals[2];
   struct event *finish_event; /* everything gone: finished from the loop's top */
-  int accept_paused, draining;
+  int draining;
   int finishing, finished; /* on the loop's thread */
   int stopped;             /* published under the loop's done lock: procord_server_is_stopped */
   int in_on_stopped;       /* atomic: a procord_server_free meanwhile is done after it */
@@ -176,16 +223,16 @@ struct procord_server_s {
      waiting for room under max_held_bytes to read on. */
   size_t held_bytes, max_held_bytes;
   size_t waiting_held; /* of held_bytes, those of clients waiting for room */
-  server_client_t *budget_head, *budget_tail;
+  server_client_t *room_head, *room_tail;
   /* Bytes queued toward clients and not yet taken (as last counted), and
      their bound: past it, no task is handed to a worker, and running
      tasks' prints wait, until clients take theirs (or time out). */
   size_t owed_bytes, max_owed_bytes;
   struct event *dispatch_event; /* server_dispatch from the loop */
-  /* Peers in the gate, and TLS relays (server.c). */
+  /* Peers in the gate, and TLS relays (server_secured.c). */
   struct secured_peer_s *secured;
   int securing;
-  /* Peers, figures, log (server_peers.c). */
+  /* Peers, figures, log (server_peers.c, server_log.c). */
   server_peer_t *peer_buckets[256];
   procord_server_stats_t local_stats; /* when the options give none */
   procord_server_stats_t *stats;
@@ -196,44 +243,60 @@ struct procord_server_s {
 };
 
 /* ---- server_lifecycle.c ---- */
-/* systemd's Type=notify (procord_server_run's only): `state` to NOTIFY_SOCKET. */
-void server_notify(server_t *s, const char *state);
-/* Everything is gone: the server finishes from the loop's top (its events
-   freed, on_stopped called), not inside the callback that saw it. */
-void server_finish_soon(server_t *s);
+/* The rest is public (procord/server.h). The server finishes from the loop's
+   top through its finish_event (server_finish_soon). */
 
-/* ---- server.c ---- */
-void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Finishes the server once a drain is over (server_finish_soon). */
-void server_maybe_stop(server_t *s);
-/* After each task: the keep_running predicate. */
-void server_check_keep_running(server_t *s);
-/* Makes the events of accepting, draining and (with handle_signals) the
-   signals; 0 or -ENOMEM. Accepting starts with server_accept. */
-int server_events_open(server_t *s);
-void server_accept(server_t *s);
-/* Frees them (none may fire any more). */
-void server_events_free(server_t *s);
+/* ---- server_drain.c ---- */
+/* Sets ask_keep_running and maybe_stop. */
+void server_drain_hook_up(server_hooks_t *hooks);
+/* Makes the events of draining and (with handle_signals) the signals; 0 or
+   -ENOMEM. Frees them (none may fire any more). */
+int server_drain_events_open(server_t *s);
+void server_drain_events_free(server_t *s);
 /* Drains (procord_server_stop's GRACEFUL, a signal, keep_running): new
    connections refused, tasks read are served; `why` for the log. */
 void server_begin_drain(server_t *s, const char *why);
 /* Drains, and ends every client and worker at once (STOP_NOW); their ends
    are seen as usual. */
 void server_stop_now(server_t *s, const char *why);
+/* Everything is gone: the server finishes from the loop's top (its events
+   freed, on_stopped called), not inside the callback that saw it. */
+void server_finish_soon(server_t *s);
+
+/* ---- server_accept.c ---- */
+/* Opens the listening socket (the options', systemd's, or one bound), says
+   where in s->address and s->port; 0 or an error, logged. */
+int server_listen(server_t *s);
+/* Starts accepting on it; 0 or -ENOMEM. */
+int server_accept_start(server_t *s);
+/* Stops accepting and closes the listening socket (a drain, the end). */
+void server_accept_stop(server_t *s);
+
+/* ---- server_secured.c ---- */
+/* Takes the accepted socket `fd` of `peer` (counted there meanwhile)
+   through the gate; a client once it passes. */
+void server_secure(server_t *s, int fd, const char *name, server_peer_t *peer);
 /* Drops every peer still in the gate, and (`relays`) TLS clients' relays. */
 void server_drop_secured(server_t *s, int relays);
+
+/* ---- server_dispatch.c ---- */
+/* Sets the hooks that match clients with workers and pass between them. */
+void server_dispatch_hook_up(server_hooks_t *hooks);
+/* Hands ready tasks to idle workers, starting workers as needed. */
+void server_dispatch(server_t *s);
+/* Frees its event (the end). */
+void server_dispatch_free(server_t *s);
 
 /* ---- server_clients.c ---- */
 /* Takes `fd` (a connected socket, or our end of a TLS relay) as a client. */
 void server_client_open(server_t *s, int fd, const char *name, server_peer_t *peer);
-/* Its task's answer (or a print) from its worker; `take` is the worker
-   session's body to lend, when it may be taken. */
+/* Its task's answer (or a print) from its worker; `from` is the worker
+   session whose body may be lent, when it may be taken. */
 void server_client_forward(server_client_t *c, unsigned char kind, procord_connection_t *from,
                            const procord_frame_t *frame);
-/* The task is answered (terminal frame forwarded). */
+/* The task is answered (terminal frame forwarded); c->worker is unbound already. */
 void server_client_task_done(server_client_t *c, unsigned char answer);
-/* The worker running its task is gone: the client is dropped. */
+/* The worker running its task is gone (unbound already): the client is dropped. */
 void server_client_lost_worker(server_client_t *c, const char *why);
 /* Closes the longest-idle client; returns 0 if none is idle. */
 int server_client_evict_idle(server_t *s);
@@ -241,29 +304,42 @@ int server_client_evict_idle(server_t *s);
 void server_clients_drain(server_t *s);
 /* Closes every client at once (a drain timeout, the end). */
 void server_clients_close_all(server_t *s);
-/* Takes the oldest ready client whose address may run one more task. */
+/* Takes the oldest ready client whose address may run one more task; it is RUNNING from then. */
 server_client_t *server_client_next_ready(server_t *s);
-/* Whether the client has room for a worker's output (prints); pauses the
-   worker's session when it does not, until the client has taken it. */
+/* Whether the client has room for a worker's output (prints); when it does
+   not, its answer time limit runs until it has taken it. */
 int server_client_has_room(server_client_t *c);
 
 /* ---- server_workers.c ---- */
+/* Makes (frees) the worker table's respawn timer; 0 or -ENOMEM. */
+int server_workers_open(server_t *s);
 /* Starts workers to keep warm and for ready tasks, within the limits. */
 void server_workers_keep_warm(server_t *s);
-/* Hands ready tasks to idle workers. */
-void server_dispatch(server_t *s);
-/* The same, from the loop (from inside a client's or a worker's callback). */
-void server_dispatch_soon(server_t *s);
-/* Ends a running task whose client went away (the worker is ended too). */
+/* An idle worker, or NULL. */
+server_worker_t *server_worker_find_idle(server_t *s);
+/* Sends an idle worker its task (bound by the caller): `input` is taken. */
+void server_worker_run_task(server_worker_t *w, const char *name, size_t name_length, void *input,
+                            size_t input_length);
+/* Its task is answered (the answer forwarded, its client unbound): `0R` or
+   the session's end is awaited. */
+void server_worker_answered(server_worker_t *w);
+/* Ends a running task whose client went away (unbound already; the worker
+   is ended too, after a grace). */
 void server_worker_abandon(server_worker_t *w);
-/* The client took its output: the worker's session may be read again. */
-void server_worker_resume(server_worker_t *w);
+/* Pauses (resumes) reading the worker's session: its client has no room
+   for more of its output (has taken it). */
+void server_worker_pause_output(server_worker_t *w, int paused);
 /* Retires idle workers that no task needs (a drain). */
 void server_workers_retire_idle(server_t *s);
 /* Kills every worker (a drain timeout); their ends are seen as usual. */
 void server_workers_kill(server_t *s);
-/* Kills, reaps and frees every worker (the end). */
+/* Kills, reaps and frees every worker, and the respawn timer (the end). */
 void server_workers_release(server_t *s);
+
+/* ---- server_in_process.c ---- */
+/* Starts the in-process worker's thread, serving the sessions handed over
+   on `control_fd` (taken) with the server's tasks; 0 or -EAGAIN (fd closed then). */
+int server_in_process_start(server_t *s, int control_fd, pthread_t *thread);
 
 /* ---- server_peers.c ---- */
 /* The record of `host`, made if needed; NULL when out of memory. */
@@ -271,6 +347,12 @@ server_peer_t *server_peer_find(server_t *s, const char *host);
 /* Drops a record nothing counts in any more. */
 void server_peer_forget_if_unused(server_t *s, server_peer_t *peer);
 void server_peers_free(server_t *s);
+/* The host part of `host:port` or `[host]:port`. */
+void server_host_of(const char *name, char *host, size_t size);
+
+/* ---- server_log.c ---- */
+void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Counts a refusal, drop or time-out, and logs it (at most once a second
    per reason, saying how many were not logged). */
 void server_note(server_t *s, server_reason_t reason, procord_log_level_t level, const char *peer,
@@ -278,9 +360,11 @@ void server_note(server_t *s, server_reason_t reason, procord_log_level_t level,
 /* Adds `delta` to a figure (relaxed atomics: another thread may read them). */
 #define SERVER_COUNT(s, field, delta) __atomic_add_fetch(&(s)->stats->field, (delta), __ATOMIC_RELAXED)
 #define SERVER_SET(s, field, value) __atomic_store_n(&(s)->stats->field, (value), __ATOMIC_RELAXED)
-/* The host part of `host:port` or `[host]:port`. */
-void server_host_of(const char *name, char *host, size_t size);
 double server_ms_since(const struct timespec *start);
+
+/* ---- server_systemd.c ---- */
+/* systemd's Type=notify (procord_server_run's only): `state` to NOTIFY_SOCKET. */
+void server_notify(server_t *s, const char *state);
 
 /* ---- server_secure ---- */
 

@@ -1,13 +1,14 @@
 /*
- * A worker server's workers (server_core.h): processes started by exec (or,
- * with dont_fork, one thread of the server), each given a session (a
- * socketpair end, over its control socket) on which the server sends it
- * whole tasks and reads back what the task prints and its answer, for the
- * task's client. A worker speaks to its session exactly as to a client:
- * `T`, `V` in; `P`, `F`, then `V`/`X`/`U`/`E` and `0R` out.
+ * A worker server's worker table (server_private.h): processes started by
+ * exec (or, with dont_fork, one thread of the server), each given a session
+ * (a socketpair end, over its control socket) on which the server sends it
+ * whole tasks and reads back what the task prints and its answer. A worker
+ * speaks to its session exactly as to a client: `T`, `V` in; `P`, `F`, then
+ * `V`/`X`/`U`/`E` and `0R` out. Whose task it runs is server_dispatch.c's
+ * business: this file knows no client, and tells the files above what
+ * happens through the server's hooks.
  */
 #define _GNU_SOURCE
-#include "io/io_private.h"
 #include "base/base_private.h"
 #include "procord/error.h"
 #include "procord/frame.h"
@@ -32,8 +33,23 @@ static void schedule_respawn(server_t *s);
 
 /* ---- States and counts ---- */
 
-static void set_state(server_worker_t *w, worker_state_t state) {
+/* The ways a worker's state may move: STARTING only at first, RETIRING for good. */
+static int worker_may_move(server_worker_state_t from, server_worker_state_t to) {
+  switch (to) {
+  case WORKER_STARTING: return 0;
+  case WORKER_IDLE: return from == WORKER_BETWEEN || from == WORKER_ANSWERED;
+  case WORKER_BUSY: return from == WORKER_IDLE || from == WORKER_BUSY;
+  case WORKER_ANSWERED: return from == WORKER_BUSY;
+  case WORKER_BETWEEN: return from != WORKER_RETIRING;
+  case WORKER_RETIRING: return 1;
+  }
+  return 0;
+}
+
+static void set_worker_state(server_worker_t *w, server_worker_state_t state) {
   server_t *s = w->server;
+  PROCORD_ASSERT(worker_may_move(w->state, state));
+  PROCORD_ASSERT(!w->client || state == WORKER_BUSY); /* a task's worker is busy until unbound */
   switch (w->state) {
   case WORKER_STARTING: s->starting--; break;
   case WORKER_IDLE: s->idle--; break;
@@ -49,6 +65,8 @@ static void set_state(server_worker_t *w, worker_state_t state) {
   default: break;
   }
   w->state = state;
+  PROCORD_ASSERT(s->starting >= 0 && s->idle >= 0 && s->busy >= 0 && s->between >= 0);
+  PROCORD_ASSERT(s->starting + s->idle + s->busy + s->between <= s->total);
   SERVER_SET(s, tasks_running_now, s->busy);
 }
 
@@ -59,9 +77,9 @@ static void close_session(server_worker_t *w) {
 
 /* Stops a worker that misbehaved or is no longer wanted: closing its
    control socket ends it; a process that misbehaved is killed too. */
-static void retire(server_worker_t *w, int kill_it) {
+static void retire_worker(server_worker_t *w, int kill_it) {
   if (w->state == WORKER_RETIRING) return;
-  set_state(w, WORKER_RETIRING);
+  set_worker_state(w, WORKER_RETIRING);
   close_session(w);
   if (kill_it && !w->is_thread) procord_child_kill(&w->child, SIGKILL);
   if (w->control) procord_connection_close(w->control); /* its state callback may free w (a thread) */
@@ -72,7 +90,8 @@ static void remove_worker(server_worker_t *w) {
   if (w->previous) w->previous->next = w->next;
   else s->workers = w->next;
   if (w->next) w->next->previous = w->previous;
-  set_state(w, WORKER_RETIRING);
+  set_worker_state(w, WORKER_RETIRING);
+  PROCORD_ASSERT(s->total > 0);
   s->total--;
   close_session(w);
   procord_connection_free(w->control);
@@ -101,7 +120,7 @@ static int open_control(server_t *s, server_worker_t *w, int fd) {
   return procord_connection_open(s->loop, &options, &w->control);
 }
 
-static int start_process(server_t *s) {
+static int start_worker_process(server_t *s) {
   server_worker_t *w = procord_allocate_zeroed(1, sizeof *w);
   if (!w) return -ENOMEM;
   procord_spawn_options_t spawn = s->options->worker;
@@ -129,66 +148,19 @@ static int start_process(server_t *s) {
   return 0;
 }
 
-typedef struct in_process_s {
-  procord_worker_options_t options;
-  int fd;
-} in_process_t;
-
-/* The server's own thread serves one task per session (so that what its
-   task prints is captured only meanwhile), and is never killed. */
-static void serve_session_in_process(int session, void *context, unsigned char *last_answer,
-                                     char *task_name, size_t name_room) {
-  in_process_t *here = context;
-  procord_worker_report_t report = {0};
-  procord_worker_options_t options = here->options;
-  options.read_fd = options.write_fd = session;
-  options.reusable = 0;
-  options.end_with_peer = 0;
-  options.report = &report;
-  options.stop_fd = here->fd;
-  options.read_timeout_ms = 0; /* the server bounds its clients itself */
-  procord_worker_serve(&options);
-  *last_answer = report.last_answer;
-  snprintf(task_name, name_room + 1, "%s", report.task_name);
-}
-
-static void *run_in_process(void *argument) {
-  in_process_t *here = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL); /* the server's signals are the loop's */
-  procord_lineage_mark_serving(); /* its tasks may delegate */
-  procord_control_serve_sessions(here->fd, serve_session_in_process, here);
-  close(here->fd);
-  procord_free(here);
-  return NULL;
-}
-
-static int start_thread(server_t *s) {
+static int start_worker_thread(server_t *s) {
   server_worker_t *w = procord_allocate_zeroed(1, sizeof *w);
-  in_process_t *here = procord_allocate_zeroed(1, sizeof *here);
   int pair[2];
-  if (!w || !here || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+  if (!w || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
     procord_free(w);
-    procord_free(here);
     return -ENOMEM;
   }
-  here->fd = pair[1];
-  here->options = (procord_worker_options_t){
-      .size = sizeof here->options,
-      .tasks = s->options->tasks,
-      .task_count = s->options->task_count,
-      .max_message_size = s->max_message_size,
-      /* The task's stdout goes to its client; stderr stays the server's (its log). */
-      .capture_output = PROCORD_CAPTURE_STDOUT,
-  };
   w->is_thread = 1;
-  if (pthread_create(&w->thread, NULL, run_in_process, here) != 0) {
+  int error = server_in_process_start(s, pair[1], &w->thread);
+  if (error) {
     close(pair[0]);
-    close(pair[1]);
     procord_free(w);
-    procord_free(here);
-    return -EAGAIN;
+    return error;
   }
   link_worker(s, w);
   if (open_control(s, w, pair[0]) != 0) {
@@ -198,6 +170,18 @@ static int start_thread(server_t *s) {
     return -ENOMEM;
   }
   return 0;
+}
+
+static void on_respawn_timer(evutil_socket_t fd, short events, void *context) {
+  (void)fd;
+  (void)events;
+  server_t *s = context;
+  s->hooks.workers_changed(s);
+}
+
+int server_workers_open(server_t *s) {
+  s->respawn_timer = evtimer_new(s->base, on_respawn_timer, s);
+  return s->respawn_timer ? 0 : -ENOMEM;
 }
 
 /* Workers that die before they are ready (a broken program, no memory):
@@ -221,7 +205,7 @@ void server_workers_keep_warm(server_t *s) {
   while (s->total < s->max) {
     int coming = s->idle + s->starting + s->between;
     if (coming >= warm && coming >= s->ready) break;
-    if ((s->options->dont_fork ? start_thread(s) : start_process(s)) != 0) {
+    if ((s->options->dont_fork ? start_worker_thread(s) : start_worker_process(s)) != 0) {
       s->start_failures++;
       schedule_respawn(s);
       break;
@@ -259,50 +243,34 @@ static void open_session(server_worker_t *w) {
   if (error || procord_connection_open(s->loop, &options, &w->session) != 0) {
     if (error) close(pair[0]);
     w->session = NULL;
-    retire(w, 1); /* gone or going: it is reaped and replaced */
+    retire_worker(w, 1); /* gone or going: it is reaped and replaced */
     return;
   }
-  set_state(w, WORKER_IDLE);
+  set_worker_state(w, WORKER_IDLE);
 }
 
-static void assign(server_worker_t *w, server_client_t *c) {
-  w->client = c;
-  c->worker = w;
-  set_state(w, WORKER_BUSY);
-  procord_connection_cork(w->session, 1);
-  procord_connection_send(w->session, PROCORD_FRAME_TASK, c->task_name, c->task_name_length);
-  void *input = c->input;
-  c->input = NULL;
-  if (input) procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, c->input_length, procord_free);
-  else procord_connection_send(w->session, PROCORD_FRAME_VALUE, NULL, 0);
-  procord_connection_cork(w->session, 0);
-}
-
-static server_worker_t *find_idle(server_t *s) {
+server_worker_t *server_worker_find_idle(server_t *s) {
   for (server_worker_t *w = s->workers; w; w = w->next)
     if (w->state == WORKER_IDLE) return w;
   return NULL;
 }
 
-void server_dispatch(server_t *s) {
-  server_worker_t *w;
-  server_workers_keep_warm(s); /* sessions that could not be made before, first */
-  /* Past max_buffered_answer_bytes, no new answer is made until clients
-     take theirs (each within its time limit). */
-  while (s->ready > 0 && s->owed_bytes <= s->max_owed_bytes && (w = find_idle(s))) {
-    server_client_t *c = server_client_next_ready(s);
-    if (!c) break; /* each waiting task's address runs its most already */
-    assign(w, c);
-  }
-  server_workers_keep_warm(s);
-  if (s->draining) server_workers_retire_idle(s);
+void server_worker_run_task(server_worker_t *w, const char *name, size_t name_length, void *input,
+                            size_t input_length) {
+  set_worker_state(w, WORKER_BUSY);
+  procord_connection_cork(w->session, 1);
+  procord_connection_send(w->session, PROCORD_FRAME_TASK, name, name_length);
+  if (input) procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, input_length, procord_free);
+  else procord_connection_send(w->session, PROCORD_FRAME_VALUE, NULL, 0);
+  procord_connection_cork(w->session, 0);
 }
 
-/* The worker is done with a task without an answer: its client is dropped. */
-static void lose_client(server_worker_t *w, const char *why) {
-  server_client_t *c = w->client;
-  w->client = NULL;
-  if (c) server_client_lost_worker(c, why);
+void server_worker_answered(server_worker_t *w) { set_worker_state(w, WORKER_ANSWERED); }
+
+/* The worker is done with its task without an answer: its client, if it
+   has one still, is dropped (and unbound). */
+static void lose_task(server_worker_t *w, const char *why) {
+  if (w->client) w->server->hooks.task_lost(w, why);
 }
 
 static void on_session_frame(procord_connection_t *session, const procord_frame_t *frame, int error,
@@ -313,28 +281,18 @@ static void on_session_frame(procord_connection_t *session, const procord_frame_
                           frame->kind == PROCORD_FRAME_UNKNOWN_EXCEPTION || frame->kind == PROCORD_FRAME_ERROR);
   int print = !error && (frame->kind == PROCORD_FRAME_PRINT || frame->kind == PROCORD_FRAME_FLUSH);
   if (w->state == WORKER_BUSY && (answer || print)) {
-    server_client_t *c = w->client;
-    if (!c) return; /* abandoned: it is being ended */
-    server_client_forward(c, frame->kind, session, frame);
-    if (print) {
-      if (!server_client_has_room(c)) procord_connection_pause_reading(session, 1);
-      return;
-    }
-    w->client = NULL;
-    set_state(w, WORKER_ANSWERED);
-    server_client_task_done(c, frame->kind);
-    server_check_keep_running(s);
+    s->hooks.worker_output(w, session, frame); /* to its client, if it has one still */
     return;
   }
   if (w->state == WORKER_ANSWERED && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
-    set_state(w, WORKER_IDLE);
-    server_dispatch(s);
+    set_worker_state(w, WORKER_IDLE);
+    s->hooks.workers_changed(s);
     return;
   }
   server_log(s, PROCORD_LOG_ERROR, "worker %d broke the protocol (%s); it is killed", (int)w->child.pid,
              error ? procord_strerror(error) : "a frame out of place");
-  lose_client(w, "broke the protocol");
-  retire(w, 1);
+  lose_task(w, "broke the protocol");
+  retire_worker(w, 1);
 }
 
 /* The session is over and the worker said so: a new session. */
@@ -344,10 +302,10 @@ static void after_session(server_worker_t *w) {
      serves on, and its backstop SIGKILL must not reach its next task. */
   if (w->kill_timer) event_del(w->kill_timer);
   w->done_reported = 0;
-  if (w->client) lose_client(w, "ended the task without an answer");
-  set_state(w, WORKER_BETWEEN);
+  lose_task(w, "ended the task without an answer");
+  set_worker_state(w, WORKER_BETWEEN);
   open_session(w);
-  server_dispatch(s);
+  s->hooks.workers_changed(s);
 }
 
 static void on_session_state(procord_connection_t *session, procord_connection_state_t state, void *context) {
@@ -362,7 +320,7 @@ static void on_session_state(procord_connection_t *session, procord_connection_s
   /* Mid-task, the worker crashed, or gave up: its exit (or its report, if
      it lives on) says which, and ends the client then. */
   if (w->state == WORKER_IDLE || w->state == WORKER_ANSWERED || w->state == WORKER_BUSY)
-    set_state(w, w->state == WORKER_BUSY && w->client ? WORKER_BUSY : WORKER_BETWEEN);
+    set_worker_state(w, w->state == WORKER_BUSY && w->client ? WORKER_BUSY : WORKER_BETWEEN);
 }
 
 static void on_kill_timer(evutil_socket_t fd, short events, void *context) {
@@ -373,7 +331,7 @@ static void on_kill_timer(evutil_socket_t fd, short events, void *context) {
 }
 
 void server_worker_abandon(server_worker_t *w) {
-  w->client = NULL;
+  PROCORD_ASSERT(!w->client);
   if (w->state != WORKER_BUSY) return;
   /* A process's watchdog sees the session close: a task that can be
      cancelled (a Swift async body) is, and gets a grace period to return;
@@ -382,31 +340,15 @@ void server_worker_abandon(server_worker_t *w) {
   close_session(w);
   if (!w->is_thread) {
     if (!w->kill_timer) w->kill_timer = evtimer_new(w->server->base, on_kill_timer, w);
-    int grace_ms = PROCORD_WORKER_CANCEL_GRACE_MS + 1000;
-    struct timeval grace = {grace_ms / 1000, (grace_ms % 1000) * 1000};
-    if (!w->kill_timer || evtimer_add(w->kill_timer, &grace) != 0) procord_child_kill(&w->child, SIGKILL);
+    if (w->kill_timer) procord_timer_arm(w->kill_timer, PROCORD_WORKER_CANCEL_GRACE_MS + 1000);
+    else procord_child_kill(&w->child, SIGKILL);
     return;
   }
-  set_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
+  set_worker_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
 }
 
-static void on_dispatch_event(evutil_socket_t fd, short events, void *context) {
-  (void)fd;
-  (void)events;
-  server_t *s = context;
-  server_dispatch(s);
-  /* Prints held back for want of room may go on too. */
-  for (server_worker_t *w = s->workers; w; w = w->next)
-    if (w->session && w->client && server_client_has_room(w->client)) procord_connection_pause_reading(w->session, 0);
-}
-
-void server_dispatch_soon(server_t *s) {
-  if (!s->dispatch_event) s->dispatch_event = event_new(s->base, -1, 0, on_dispatch_event, s);
-  if (s->dispatch_event) event_active(s->dispatch_event, 0, 0);
-}
-
-void server_worker_resume(server_worker_t *w) {
-  if (w->session) procord_connection_pause_reading(w->session, 0);
+void server_worker_pause_output(server_worker_t *w, int paused) {
+  if (w->session) procord_connection_pause_reading(w->session, paused);
 }
 
 /* ---- The control channel ---- */
@@ -418,9 +360,9 @@ static void on_control_frame(procord_connection_t *control, const procord_frame_
   server_t *s = w->server;
   if (!error && frame->kind == PROCORD_CONTROL_READY && w->state == WORKER_STARTING) {
     s->start_failures = 0;
-    set_state(w, WORKER_BETWEEN);
+    set_worker_state(w, WORKER_BETWEEN);
     open_session(w);
-    server_dispatch(s);
+    s->hooks.workers_changed(s);
     return;
   }
   if (!error && frame->kind == PROCORD_CONTROL_DONE && w->state != WORKER_STARTING && w->state != WORKER_RETIRING) {
@@ -433,8 +375,8 @@ static void on_control_frame(procord_connection_t *control, const procord_frame_
   }
   if (w->state == WORKER_RETIRING) return;
   server_log(s, PROCORD_LOG_ERROR, "worker %d sent its server something unexpected; it is killed", (int)w->child.pid);
-  lose_client(w, "broke the protocol");
-  retire(w, 1);
+  lose_task(w, "broke the protocol");
+  retire_worker(w, 1);
 }
 
 static void on_control_state(procord_connection_t *control, procord_connection_state_t state, void *context) {
@@ -446,15 +388,15 @@ static void on_control_state(procord_connection_t *control, procord_connection_s
   w->control = NULL;
   w->control_fd = -1;
   if (!w->is_thread) {
-    if (w->state != WORKER_BUSY) retire(w, 0); /* exiting: its exit event reaps it */
+    if (w->state != WORKER_BUSY) retire_worker(w, 0); /* exiting: its exit event reaps it */
     return;
   }
   /* The thread closes its end as it returns. */
   pthread_join(w->thread, NULL);
-  lose_client(w, "ended");
+  lose_task(w, "ended");
   remove_worker(w);
   server_workers_keep_warm(s);
-  server_maybe_stop(s);
+  s->hooks.maybe_stop(s);
 }
 
 static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
@@ -481,10 +423,10 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
   }
   char why[128];
   snprintf(why, sizeof why, "(pid %d) %s", (int)pid, how);
-  lose_client(w, why);
+  lose_task(w, why);
   remove_worker(w);
-  server_dispatch(s);
-  server_maybe_stop(s);
+  s->hooks.workers_changed(s);
+  s->hooks.maybe_stop(s);
 }
 
 /* ---- Draining and the end ---- */
@@ -494,7 +436,7 @@ void server_workers_retire_idle(server_t *s) {
   server_worker_t *w = s->workers, *next;
   for (; w; w = next) {
     next = w->next;
-    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN) retire(w, 0);
+    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN) retire_worker(w, 0);
   }
 }
 
@@ -502,14 +444,14 @@ void server_workers_kill(server_t *s) {
   server_worker_t *w = s->workers, *next;
   for (; w; w = next) {
     next = w->next;
-    w->client = NULL;
-    retire(w, 1);
+    PROCORD_ASSERT(!w->client); /* every client is closed first */
+    retire_worker(w, 1);
   }
 }
 
 void server_workers_release(server_t *s) {
-  if (s->dispatch_event) event_free(s->dispatch_event);
-  s->dispatch_event = NULL;
+  if (s->respawn_timer) event_free(s->respawn_timer);
+  s->respawn_timer = NULL;
   while (s->workers) {
     server_worker_t *w = s->workers;
     close_session(w);
