@@ -13,7 +13,7 @@
 
 /* ---- Binding ---- */
 
-static void bind_task(server_worker_t *w, server_client_t *c) {
+static void bind_client_to_worker(server_worker_t *w, server_client_t *c) {
   PROCORD_ASSERT(!w->client && !c->worker); /* one task per worker, one worker per client */
   PROCORD_ASSERT(w->state == WORKER_IDLE && c->state == CLIENT_RUNNING);
   w->client = c;
@@ -23,7 +23,7 @@ static void bind_task(server_worker_t *w, server_client_t *c) {
   server_worker_run_task(w, c->task_name, c->task_name_length, input, c->input_length);
 }
 
-static void unbind_task(server_worker_t *w, server_client_t *c) {
+static void unbind_client_from_worker(server_worker_t *w, server_client_t *c) {
   PROCORD_ASSERT(w->client == c && c->worker == w);
   w->client = NULL;
   c->worker = NULL;
@@ -39,7 +39,7 @@ void server_dispatch(server_t *s) {
   while (s->ready > 0 && s->owed_bytes <= s->max_owed_bytes && (w = server_worker_find_idle(s))) {
     server_client_t *c = server_client_next_ready(s);
     if (!c) break; /* each waiting task's address runs its most already */
-    bind_task(w, c);
+    bind_client_to_worker(w, c);
   }
   server_workers_keep_warm(s);
   if (s->draining) server_workers_retire_idle(s);
@@ -80,7 +80,7 @@ static void pass_output_to_client(server_worker_t *w, procord_connection_t *sess
     if (!server_client_has_room(c)) server_worker_pause_output(w, 1);
     return;
   }
-  unbind_task(w, c);
+  unbind_client_from_worker(w, c);
   server_worker_answered(w);
   server_client_task_done(c, frame->kind);
   s->hooks.ask_keep_running(s);
@@ -90,7 +90,7 @@ static void pass_output_to_client(server_worker_t *w, procord_connection_t *sess
 static void drop_client_of_lost_task(server_worker_t *w, const char *why) {
   server_client_t *c = w->client;
   if (!c) return;
-  unbind_task(w, c);
+  unbind_client_from_worker(w, c);
   server_client_lost_worker(c, why);
 }
 
@@ -98,7 +98,7 @@ static void drop_client_of_lost_task(server_worker_t *w, const char *why) {
 static void abandon_task_of_leaving_client(server_client_t *c) {
   server_worker_t *w = c->worker;
   if (!w) return;
-  unbind_task(w, c);
+  unbind_client_from_worker(w, c);
   server_worker_abandon(w);
 }
 

@@ -55,7 +55,7 @@ struct procord_gate_s {
  * is the old socket's: the new worker's reports, or its exit, would never
  * be seen.
  */
-static void free_bufferevent(procord_gate_t *g) {
+static void free_gate_bufferevent(procord_gate_t *g) {
   bufferevent_disable(g->bev, EV_READ | EV_WRITE);
   bufferevent_free(g->bev);
   g->bev = NULL;
@@ -67,7 +67,7 @@ static void free_gate(procord_gate_t *g) {
   /* A TLS bufferevent closes the socket; a plain one (a plaintext client
      told to use TLS, or a secret without TLS) never does. */
   int closes_socket = g->bev && bufferevent_openssl_get_ssl(g->bev) != NULL;
-  if (g->bev) free_bufferevent(g);
+  if (g->bev) free_gate_bufferevent(g);
   if (g->fd >= 0 && !closes_socket) close(g->fd);
   procord_frame_parser_reset(&g->parser);
   procord_security_release(g->security);
@@ -78,31 +78,31 @@ void procord_gate_abort(procord_gate_t *g) {
   if (g) free_gate(g);
 }
 
-static void finish(procord_gate_t *g, procord_gate_result_t *result) {
+static void end_gate(procord_gate_t *g, procord_gate_result_t *result) {
   g->done(g, result, g->context);
   free_gate(g);
 }
 
-static void pass(procord_gate_t *g) {
+static void pass_peer(procord_gate_t *g) {
   procord_gate_result_t result = {.passed = 1, .fd = -1};
   if (g->tls) {
     result.tls = g->bev;
     bufferevent_setcb(g->bev, NULL, NULL, NULL, NULL);
   } else {
     result.fd = g->fd;
-    free_bufferevent(g);
+    free_gate_bufferevent(g);
     /* Workers read and write their client's socket blocking, as accepted. */
     fcntl(g->fd, F_SETFL, fcntl(g->fd, F_GETFL) & ~O_NONBLOCK);
   }
   g->bev = NULL;
   g->fd = -1;
-  finish(g, &result);
+  end_gate(g, &result);
 }
 
-static void closed(procord_gate_t *g) {
+static void report_refusal(procord_gate_t *g) {
   procord_gate_result_t result = {.passed = 0, .fd = -1, .reason = g->reason, .tls_failed = g->tls_failed,
                                   .peer_left = g->peer_left};
-  finish(g, &result);
+  end_gate(g, &result);
 }
 
 /* ---- Refusing ---- */
@@ -123,7 +123,7 @@ static void on_linger_written(struct bufferevent *bev, void *argument) {
 
 static void on_linger_event(struct bufferevent *bev, short what, void *argument) {
   (void)bev;
-  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) closed(argument);
+  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) report_refusal(argument);
 }
 
 /* After a failed TLS handshake: the socket's bytes are dropped unread by
@@ -133,11 +133,11 @@ static void on_linger_raw(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   unsigned char sink[4096];
   ssize_t n = recv(fd, sink, sizeof sink, 0);
-  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) closed(argument);
+  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) report_refusal(argument);
 }
 
 /* Says why in a `U` frame when `tell`, then lingers until the peer closes or LINGER_MS. */
-static void refuse(procord_gate_t *g, const char *reason, int tell) {
+static void refuse_peer(procord_gate_t *g, const char *reason, int tell) {
   g->reason = reason;
   g->stage = GATE_LINGERING;
   ERR_clear_error();
@@ -152,7 +152,7 @@ static void refuse(procord_gate_t *g, const char *reason, int tell) {
     }
   }
   if (!g->bev || !tell) {
-    closed(g);
+    report_refusal(g);
     return;
   }
   unsigned char header[PROCORD_FRAME_HEADER_MAX];
@@ -168,14 +168,14 @@ static void refuse(procord_gate_t *g, const char *reason, int tell) {
 
 /* ---- Authenticating ---- */
 
-static void send_auth(procord_gate_t *g, const unsigned char *body, size_t length) {
+static void queue_auth_frame(procord_gate_t *g, const unsigned char *body, size_t length) {
   unsigned char header[PROCORD_FRAME_HEADER_MAX];
   size_t n = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, header);
   bufferevent_write(g->bev, header, n);
   bufferevent_write(g->bev, body, length);
 }
 
-static int send_now(procord_gate_t *g, const unsigned char *body, size_t length) {
+static int send_auth_frame_now(procord_gate_t *g, const unsigned char *body, size_t length) {
   unsigned char frame[PROCORD_FRAME_HEADER_MAX + PROCORD_AUTH_PROOF_LENGTH];
   size_t n = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, frame);
   memcpy(frame + n, body, length);
@@ -199,7 +199,7 @@ static void on_auth_readable(struct bufferevent *bev, void *argument) {
     evbuffer_drain(input, used);
     if (r == 0) continue;
     if (r < 0) {
-      refuse(g, "the client sent an ill-formed or too long frame before authentication", 1);
+      refuse_peer(g, "the client sent an ill-formed or too long frame before authentication", 1);
       return;
     }
     unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
@@ -207,31 +207,31 @@ static void on_auth_readable(struct bufferevent *bev, void *argument) {
     const char *reason = NULL;
     procord_auth_result_t result = procord_auth_step(&g->auth, &frame, reply, &reply_length, &reason);
     if (result == PROCORD_AUTH_FAILED) {
-      refuse(g, reason, 1);
+      refuse_peer(g, reason, 1);
       return;
     }
-    if (result == PROCORD_AUTH_CONTINUE || g->tls) send_auth(g, reply, reply_length);
+    if (result == PROCORD_AUTH_CONTINUE || g->tls) queue_auth_frame(g, reply, reply_length);
     if (result == PROCORD_AUTH_DONE) {
       /* A client waits for our proof before it sends a task: anything
          already here broke the protocol, and would be lost at the handoff. */
       if (evbuffer_get_length(input) > 0 || !procord_frame_parser_is_idle(&g->parser)) {
-        refuse(g, "the client sent more before authentication was done", 1);
+        refuse_peer(g, "the client sent more before authentication was done", 1);
         return;
       }
       bufferevent_setcb(g->bev, NULL, NULL, NULL, NULL);
       g->stage = GATE_LINGERING; /* nothing more to read here */
       if (g->tls) {
-        pass(g);
+        pass_peer(g);
         return;
       }
       /* Plain: our proof must be written before the socket changes hands,
          so it is written now. The client has read our nonce (it answered
          it): nothing of ours waits, and the socket takes a few bytes. */
-      if (send_now(g, reply, reply_length) != 0) {
-        refuse(g, "could not send the server's proof", 0);
+      if (send_auth_frame_now(g, reply, reply_length) != 0) {
+        refuse_peer(g, "could not send the server's proof", 0);
         return;
       }
-      pass(g);
+      pass_peer(g);
       return;
     }
   }
@@ -240,7 +240,7 @@ static void on_auth_readable(struct bufferevent *bev, void *argument) {
 static void on_gate_event(struct bufferevent *bev, short what, void *argument);
 
 /* Waits for the client's first `A` frame; fails only without random bytes. */
-static int begin_auth(procord_gate_t *g) {
+static int begin_gate_auth(procord_gate_t *g) {
   unsigned char unused[PROCORD_AUTH_NONCE_LENGTH];
   if (procord_auth_start(&g->auth, g->security, PROCORD_AUTH_SERVER, unused) != 0) return -ENOMEM;
   procord_frame_parser_reset(&g->parser);
@@ -253,9 +253,9 @@ static int begin_auth(procord_gate_t *g) {
 }
 
 /* After TLS: the secret, if any, else the peer is through. */
-static void after_tls(procord_gate_t *g) {
-  if (!procord_security_uses_secret(g->security)) pass(g);
-  else if (begin_auth(g) != 0) refuse(g, "no random bytes for a nonce", 0);
+static void after_gate_tls(procord_gate_t *g) {
+  if (!procord_security_uses_secret(g->security)) pass_peer(g);
+  else if (begin_gate_auth(g) != 0) refuse_peer(g, "no random bytes for a nonce", 0);
 }
 
 /* ---- TLS ---- */
@@ -264,7 +264,7 @@ static void on_gate_event(struct bufferevent *bev, short what, void *argument) {
   (void)bev;
   procord_gate_t *g = argument;
   if (what & BEV_EVENT_CONNECTED) {
-    after_tls(g);
+    after_gate_tls(g);
     return;
   }
   if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
@@ -272,21 +272,21 @@ static void on_gate_event(struct bufferevent *bev, short what, void *argument) {
     g->tls_failed = 1;
     /* The alert OpenSSL sent is all a TLS peer can be told. */
     const char *reason = procord_tls_failure(g->bev);
-    refuse(g, reason ? reason : "the connection ended", 0);
+    refuse_peer(g, reason ? reason : "the connection ended", 0);
   } else {
     g->peer_left = 1;
-    refuse(g, "the client went away during authentication", 0);
+    refuse_peer(g, "the client went away during authentication", 0);
   }
 }
 
-static void start_tls(procord_gate_t *g) {
+static void start_gate_tls(procord_gate_t *g) {
   SSL *ssl = procord_security_new_ssl(g->security, NULL);
   g->bev = ssl ? bufferevent_openssl_socket_new(g->base, g->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE)
                : NULL;
   if (!g->bev) {
     if (ssl) SSL_free(ssl);
-    refuse(g, "out of memory for TLS", 0);
+    refuse_peer(g, "out of memory for TLS", 0);
     return;
   }
   g->stage = GATE_HANDSHAKE;
@@ -307,23 +307,23 @@ static void on_first_byte(evutil_socket_t fd, short events, void *argument) {
   event_del(g->peek_event);
   if (n <= 0) {
     g->peer_left = 1;
-    refuse(g, "the client went away before the TLS handshake", 0);
+    refuse_peer(g, "the client went away before the TLS handshake", 0);
     return;
   }
   if (first >= '0' && first <= '9') {
     g->bev = bufferevent_socket_new(g->base, g->fd, 0);
-    refuse(g, "this server requires TLS, and the client spoke plaintext", 1);
+    refuse_peer(g, "this server requires TLS, and the client spoke plaintext", 1);
     return;
   }
-  start_tls(g);
+  start_gate_tls(g);
 }
 
-static void on_timeout(evutil_socket_t fd, short events, void *argument) {
+static void on_gate_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
   procord_gate_t *g = argument;
-  if (g->stage == GATE_LINGERING) closed(g);
-  else refuse(g, g->stage == GATE_AUTHENTICATING ? "authentication timed out" : "the TLS handshake timed out", 0);
+  if (g->stage == GATE_LINGERING) report_refusal(g);
+  else refuse_peer(g, g->stage == GATE_AUTHENTICATING ? "authentication timed out" : "the TLS handshake timed out", 0);
 }
 
 procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *security, int fd,
@@ -341,7 +341,7 @@ procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *
   g->context = context;
   procord_frame_parser_init(&g->parser, PROCORD_AUTH_MAX_FRAME);
   evutil_make_socket_nonblocking(fd);
-  g->timer = evtimer_new(base, on_timeout, g);
+  g->timer = evtimer_new(base, on_gate_timeout, g);
   if (g->tls) g->peek_event = event_new(base, fd, EV_READ | EV_PERSIST, on_first_byte, g);
   else g->bev = bufferevent_socket_new(base, fd, 0);
   if (!g->timer || (g->tls ? !g->peek_event : !g->bev)) {
@@ -352,7 +352,7 @@ procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *
   if (g->tls) {
     g->stage = GATE_PEEKING;
     event_add(g->peek_event, NULL);
-  } else if (begin_auth(g) != 0) {
+  } else if (begin_gate_auth(g) != 0) {
     free_gate(g); /* `done` is never called from here */
     return NULL;
   }

@@ -28,7 +28,7 @@
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000
 
 /* What a server's security options allow; logs why not. */
-static int check_security(server_t *s) {
+static int check_server_security(server_t *s) {
   const procord_security_t *security = s->options->security;
   if (!security) return 0;
   if (security->role != PROCORD_SECURITY_SERVER) {
@@ -43,7 +43,7 @@ static int check_security(server_t *s) {
 static int or_default(int value, int fallback) { return value > 0 ? value : value < 0 ? -1 : fallback; }
 
 /* The options' limits, with their defaults. */
-static void apply_limits(server_t *s, const procord_server_options_t *options) {
+static void apply_server_limits(server_t *s, const procord_server_options_t *options) {
   s->max = options->max_simultaneous_tasks > 0 ? options->max_simultaneous_tasks
                                                : PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS;
   if (options->dont_fork) s->max = 1; /* one task at a time, in this process */
@@ -126,7 +126,7 @@ static void publish_stopped(server_t *s) {
  * on_stopped, which may free the server (the free waits for its return),
  * and the end is published: nothing of the server is touched after that.
  */
-static void finish(server_t *s, int tell) {
+static void finish_server(server_t *s, int tell) {
   if (s->finished) return;
   s->finished = s->finishing = 1;
   server_log(s, PROCORD_LOG_INFO, "stopped");
@@ -161,11 +161,11 @@ static void on_finish_event(evutil_socket_t fd, short events, void *context) {
     s->finishing = 0; /* something came back meanwhile: its end calls again */
     return;
   }
-  finish(s, 1);
+  finish_server(s, 1);
 }
 
 /* procord_loop_free with the server still on its loop: stop now. */
-static void on_loop_freed(procord_loop_work_t *work) {
+static void on_server_loop_freed(procord_loop_work_t *work) {
   server_t *s = (server_t *)((char *)work - offsetof(server_t, work));
   server_stop_now(s, "its loop is being freed");
 }
@@ -183,7 +183,7 @@ static const char *options_mistake(const procord_server_options_t *options) {
 }
 
 /* A start that failed half-way: nothing of it is left. */
-static void undo_start(server_t *s) {
+static void undo_server_start(server_t *s) {
   server_drain_events_free(s);
   if (s->finish_event) event_free(s->finish_event);
   s->finish_event = NULL;
@@ -197,13 +197,13 @@ static void undo_start(server_t *s) {
 /* On the loop's thread (or before it runs): listen, make the events, start
    the workers to keep warm, accept (nothing is accepted before the loop
    runs again). */
-static void start_on_loop(void *argument) {
+static void start_server_on_loop(void *argument) {
   server_t *s = argument;
   const procord_server_options_t *options = s->options;
   /* libevent has one log for the whole process: while a server runs, what
      libevent says goes to the server's log (log.c). */
   procord_log_route_to_server(&s->log_route, options->log, options->context);
-  int error = check_security(s);
+  int error = check_server_security(s);
   if (!error) fit_descriptor_limit(s);
   if (!error) error = server_listen(s);
   if (!error) {
@@ -213,11 +213,11 @@ static void start_on_loop(void *argument) {
   if (!error) error = server_workers_open(s);
   if (!error) error = server_accept_start(s);
   if (error) {
-    undo_start(s);
+    undo_server_start(s);
     s->start_error = error;
     return;
   }
-  s->work.abort = on_loop_freed;
+  s->work.abort = on_server_loop_freed;
   procord_loop_add_work(s->loop, &s->work);
   server_workers_keep_warm(s);
   server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d task%s at once%s, %d connections)", s->address,
@@ -228,7 +228,7 @@ static void start_on_loop(void *argument) {
   if (options->on_listening) options->on_listening(options->context, s->address, s->port);
 }
 
-static int start(procord_loop_t *loop, const procord_server_options_t *given, int own_loop,
+static int start_server(procord_loop_t *loop, const procord_server_options_t *given, int own_loop,
                  server_t **result) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
   if (!given) return PROCORD_EINVAL;
@@ -258,7 +258,7 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
   s->listen_fd = -1;
   server_dispatch_hook_up(&s->hooks);
   server_drain_hook_up(&s->hooks);
-  apply_limits(s, options);
+  apply_server_limits(s, options);
   if (options->handle_signals) {
     /* A program inherits its starter's signal mask (a test runner's threads
        block SIGTERM, for one): the signals we drain on must get through. */
@@ -269,7 +269,7 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
     pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
   }
   /* The loop's base is used on its thread only. */
-  procord_loop_call_and_wait(loop, start_on_loop, s);
+  procord_loop_call_and_wait(loop, start_server_on_loop, s);
   int error = s->start_error;
   s->copy.hostname = NULL; /* the caller's, read while listening only */
   if (error) {
@@ -282,7 +282,7 @@ static int start(procord_loop_t *loop, const procord_server_options_t *given, in
 
 int procord_server_start(procord_loop_t *loop, const procord_server_options_t *options,
                          procord_server_t **server) {
-  return start(loop, options, 0, server);
+  return start_server(loop, options, 0, server);
 }
 
 int procord_server_address(const procord_server_t *server, char *buffer, size_t size, int *port) {
@@ -300,7 +300,7 @@ typedef struct {
   procord_server_stop_how_t how;
 } stop_call_t;
 
-static void stop_on_loop(void *argument) {
+static void stop_server_on_loop(void *argument) {
   stop_call_t *call = argument;
   server_t *s = call->server;
   if (s->finishing) return;
@@ -312,7 +312,7 @@ int procord_server_stop(procord_server_t *server, procord_server_stop_how_t how)
   if (!server || (how != PROCORD_SERVER_STOP_GRACEFUL && how != PROCORD_SERVER_STOP_NOW)) return PROCORD_EINVAL;
   if (procord_server_is_stopped(server)) return 0;
   stop_call_t call = {server, how};
-  procord_loop_call_and_wait(server->loop, stop_on_loop, &call);
+  procord_loop_call_and_wait(server->loop, stop_server_on_loop, &call);
   return 0;
 }
 
@@ -330,7 +330,7 @@ int procord_server_wait(procord_server_t *server, int timeout_ms) {
 
 /* Freed while running: everything ends here and now, every worker killed
    and reaped (waited for) before this returns. */
-static void abandon_on_loop(void *argument) {
+static void abandon_server_on_loop(void *argument) {
   server_t *s = argument;
   if (s->finished) return;
   if (!s->draining) server_log(s, PROCORD_LOG_INFO, "freed while running: stopping at once");
@@ -339,7 +339,7 @@ static void abandon_on_loop(void *argument) {
   server_clients_close_all(s);
   server_workers_release(s);
   server_drop_secured(s, 1);
-  finish(s, 0);
+  finish_server(s, 0);
 }
 
 void procord_server_free(procord_server_t *server) {
@@ -349,7 +349,7 @@ void procord_server_free(procord_server_t *server) {
     __atomic_store_n(&server->free_requested, 1, __ATOMIC_RELEASE);
     return;
   }
-  if (!procord_server_is_stopped(server)) procord_loop_call_and_wait(server->loop, abandon_on_loop, server);
+  if (!procord_server_is_stopped(server)) procord_loop_call_and_wait(server->loop, abandon_server_on_loop, server);
   procord_free(server);
 }
 
@@ -362,7 +362,7 @@ int procord_server_run(const procord_server_options_t *options) {
     if (error) return error;
   }
   server_t *s = NULL;
-  int error = start(loop, options, 1, &s);
+  int error = start_server(loop, options, 1, &s);
   if (!error) {
     /* Until the server has finished (which stops its loop). */
     procord_loop_run(loop);

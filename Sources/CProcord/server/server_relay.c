@@ -43,22 +43,22 @@ void procord_relay_free(procord_relay_t *r) {
   procord_free(r);
 }
 
-static void end(procord_relay_t *r) {
+static void end_relay(procord_relay_t *r) {
   procord_relay_done_fn done = r->done;
   void *context = r->context;
   procord_relay_free(r);
   done(r, context);
 }
 
-static struct bufferevent *other(procord_relay_t *r, struct bufferevent *bev) {
+static struct bufferevent *other_side(procord_relay_t *r, struct bufferevent *bev) {
   return bev == r->client ? r->inner : r->client;
 }
 
 /* Moves what `from` read to the other side; stops reading `from` while the
    other side has HIGH_WATER bytes to write. */
-static void on_readable(struct bufferevent *from, void *argument) {
+static void on_relay_readable(struct bufferevent *from, void *argument) {
   procord_relay_t *r = argument;
-  struct bufferevent *to = other(r, from);
+  struct bufferevent *to = other_side(r, from);
   if (to == r->inner && r->inner_gone) {
     evbuffer_drain(bufferevent_get_input(from), evbuffer_get_length(bufferevent_get_input(from)));
     return;
@@ -78,22 +78,22 @@ static void hang_up_inside(procord_relay_t *r) {
   shutdown(bufferevent_getfd(r->inner), SHUT_RDWR);
 }
 
-static void client_flushed(procord_relay_t *r) {
+static void relay_client_flushed(procord_relay_t *r) {
   procord_tls_goodbye(r->client);
-  end(r);
+  end_relay(r);
 }
 
-static void on_written(struct bufferevent *to, void *argument) {
+static void on_relay_written(struct bufferevent *to, void *argument) {
   procord_relay_t *r = argument;
   size_t left = evbuffer_get_length(bufferevent_get_output(to));
-  struct bufferevent *from = other(r, to);
+  struct bufferevent *from = other_side(r, to);
   if (left < HIGH_WATER / 2) {
     bufferevent_setwatermark(to, EV_WRITE, 0, 0);
     if (from) bufferevent_enable(from, EV_READ);
   }
   if (left > 0) return;
   /* The server's side is done: the client has all of it. */
-  if (to == r->client && r->inner_gone) client_flushed(r);
+  if (to == r->client && r->inner_gone) relay_client_flushed(r);
 }
 
 static void arm_flush_timer(procord_relay_t *r) {
@@ -106,10 +106,10 @@ static void on_flush_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_relay_t *r = argument;
   if (evbuffer_get_length(bufferevent_get_output(r->client)) < r->unflushed) arm_flush_timer(r);
-  else end(r);
+  else end_relay(r);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *argument) {
+static void on_relay_event(struct bufferevent *bev, short what, void *argument) {
   procord_relay_t *r = argument;
   if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
   if (bev == r->client) {
@@ -121,12 +121,12 @@ static void on_event(struct bufferevent *bev, short what, void *argument) {
        for a client that went anyway. */
     ERR_clear_error();
     if (!r->inner_gone) hang_up_inside(r);
-    end(r);
+    end_relay(r);
     return;
   }
   r->inner_gone = 1;
   bufferevent_disable(r->inner, EV_READ);
-  if (evbuffer_get_length(bufferevent_get_output(r->client)) == 0) client_flushed(r);
+  if (evbuffer_get_length(bufferevent_get_output(r->client)) == 0) relay_client_flushed(r);
   else arm_flush_timer(r);
 }
 
@@ -152,12 +152,12 @@ procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
     procord_relay_free(r);
     return NULL;
   }
-  bufferevent_setcb(r->client, on_readable, on_written, on_event, r);
-  bufferevent_setcb(r->inner, on_readable, on_written, on_event, r);
+  bufferevent_setcb(r->client, on_relay_readable, on_relay_written, on_relay_event, r);
+  bufferevent_setcb(r->inner, on_relay_readable, on_relay_written, on_relay_event, r);
   bufferevent_enable(r->client, EV_READ | EV_WRITE);
   bufferevent_enable(r->inner, EV_READ | EV_WRITE);
   /* What the client sent with its last handshake bytes is waiting already. */
-  if (evbuffer_get_length(bufferevent_get_input(r->client)) > 0) on_readable(r->client, r);
+  if (evbuffer_get_length(bufferevent_get_input(r->client)) > 0) on_relay_readable(r->client, r);
   *inner_fd = pair[1];
   return r;
 }

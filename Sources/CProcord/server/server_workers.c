@@ -34,7 +34,7 @@ static void schedule_respawn(server_t *s);
 /* ---- States and counts ---- */
 
 /* The ways a worker's state may move: STARTING only at first, RETIRING for good. */
-static int worker_may_move(server_worker_state_t from, server_worker_state_t to) {
+static int server_worker_may_move(server_worker_state_t from, server_worker_state_t to) {
   switch (to) {
   case WORKER_STARTING: return 0;
   case WORKER_IDLE: return from == WORKER_BETWEEN || from == WORKER_ANSWERED;
@@ -46,9 +46,9 @@ static int worker_may_move(server_worker_state_t from, server_worker_state_t to)
   return 0;
 }
 
-static void set_worker_state(server_worker_t *w, server_worker_state_t state) {
+static void set_server_worker_state(server_worker_t *w, server_worker_state_t state) {
   server_t *s = w->server;
-  PROCORD_ASSERT(worker_may_move(w->state, state));
+  PROCORD_ASSERT(server_worker_may_move(w->state, state));
   PROCORD_ASSERT(!w->client || state == WORKER_BUSY); /* a task's worker is busy until unbound */
   switch (w->state) {
   case WORKER_STARTING: s->starting--; break;
@@ -77,9 +77,9 @@ static void close_session(server_worker_t *w) {
 
 /* Stops a worker that misbehaved or is no longer wanted: closing its
    control socket ends it; a process that misbehaved is killed too. */
-static void retire_worker(server_worker_t *w, int kill_it) {
+static void retire_server_worker(server_worker_t *w, int kill_it) {
   if (w->state == WORKER_RETIRING) return;
-  set_worker_state(w, WORKER_RETIRING);
+  set_server_worker_state(w, WORKER_RETIRING);
   close_session(w);
   if (kill_it && !w->is_thread) procord_child_kill(&w->child, SIGKILL);
   if (w->control) procord_connection_close(w->control); /* its state callback may free w (a thread) */
@@ -90,7 +90,7 @@ static void remove_worker(server_worker_t *w) {
   if (w->previous) w->previous->next = w->next;
   else s->workers = w->next;
   if (w->next) w->next->previous = w->previous;
-  set_worker_state(w, WORKER_RETIRING);
+  set_server_worker_state(w, WORKER_RETIRING);
   PROCORD_ASSERT(s->total > 0);
   s->total--;
   close_session(w);
@@ -243,10 +243,10 @@ static void open_session(server_worker_t *w) {
   if (error || procord_connection_open(s->loop, &options, &w->session) != 0) {
     if (error) close(pair[0]);
     w->session = NULL;
-    retire_worker(w, 1); /* gone or going: it is reaped and replaced */
+    retire_server_worker(w, 1); /* gone or going: it is reaped and replaced */
     return;
   }
-  set_worker_state(w, WORKER_IDLE);
+  set_server_worker_state(w, WORKER_IDLE);
 }
 
 server_worker_t *server_worker_find_idle(server_t *s) {
@@ -257,7 +257,7 @@ server_worker_t *server_worker_find_idle(server_t *s) {
 
 void server_worker_run_task(server_worker_t *w, const char *name, size_t name_length, void *input,
                             size_t input_length) {
-  set_worker_state(w, WORKER_BUSY);
+  set_server_worker_state(w, WORKER_BUSY);
   procord_connection_cork(w->session, 1);
   procord_connection_send(w->session, PROCORD_FRAME_TASK, name, name_length);
   if (input) procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, input_length, procord_free);
@@ -265,7 +265,7 @@ void server_worker_run_task(server_worker_t *w, const char *name, size_t name_le
   procord_connection_cork(w->session, 0);
 }
 
-void server_worker_answered(server_worker_t *w) { set_worker_state(w, WORKER_ANSWERED); }
+void server_worker_answered(server_worker_t *w) { set_server_worker_state(w, WORKER_ANSWERED); }
 
 /* The worker is done with its task without an answer: its client, if it
    has one still, is dropped (and unbound). */
@@ -285,14 +285,14 @@ static void on_session_frame(procord_connection_t *session, const procord_frame_
     return;
   }
   if (w->state == WORKER_ANSWERED && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
-    set_worker_state(w, WORKER_IDLE);
+    set_server_worker_state(w, WORKER_IDLE);
     s->hooks.workers_changed(s);
     return;
   }
   server_log(s, PROCORD_LOG_ERROR, "worker %d broke the protocol (%s); it is killed", (int)w->child.pid,
              error ? procord_strerror(error) : "a frame out of place");
   lose_task(w, "broke the protocol");
-  retire_worker(w, 1);
+  retire_server_worker(w, 1);
 }
 
 /* The session is over and the worker said so: a new session. */
@@ -303,7 +303,7 @@ static void after_session(server_worker_t *w) {
   if (w->kill_timer) event_del(w->kill_timer);
   w->done_reported = 0;
   lose_task(w, "ended the task without an answer");
-  set_worker_state(w, WORKER_BETWEEN);
+  set_server_worker_state(w, WORKER_BETWEEN);
   open_session(w);
   s->hooks.workers_changed(s);
 }
@@ -320,7 +320,7 @@ static void on_session_state(procord_connection_t *session, procord_connection_s
   /* Mid-task, the worker crashed, or gave up: its exit (or its report, if
      it lives on) says which, and ends the client then. */
   if (w->state == WORKER_IDLE || w->state == WORKER_ANSWERED || w->state == WORKER_BUSY)
-    set_worker_state(w, w->state == WORKER_BUSY && w->client ? WORKER_BUSY : WORKER_BETWEEN);
+    set_server_worker_state(w, w->state == WORKER_BUSY && w->client ? WORKER_BUSY : WORKER_BETWEEN);
 }
 
 static void on_kill_timer(evutil_socket_t fd, short events, void *context) {
@@ -344,7 +344,7 @@ void server_worker_abandon(server_worker_t *w) {
     else procord_child_kill(&w->child, SIGKILL);
     return;
   }
-  set_worker_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
+  set_server_worker_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
 }
 
 void server_worker_pause_output(server_worker_t *w, int paused) {
@@ -360,7 +360,7 @@ static void on_control_frame(procord_connection_t *control, const procord_frame_
   server_t *s = w->server;
   if (!error && frame->kind == PROCORD_CONTROL_READY && w->state == WORKER_STARTING) {
     s->start_failures = 0;
-    set_worker_state(w, WORKER_BETWEEN);
+    set_server_worker_state(w, WORKER_BETWEEN);
     open_session(w);
     s->hooks.workers_changed(s);
     return;
@@ -376,7 +376,7 @@ static void on_control_frame(procord_connection_t *control, const procord_frame_
   if (w->state == WORKER_RETIRING) return;
   server_log(s, PROCORD_LOG_ERROR, "worker %d sent its server something unexpected; it is killed", (int)w->child.pid);
   lose_task(w, "broke the protocol");
-  retire_worker(w, 1);
+  retire_server_worker(w, 1);
 }
 
 static void on_control_state(procord_connection_t *control, procord_connection_state_t state, void *context) {
@@ -388,7 +388,7 @@ static void on_control_state(procord_connection_t *control, procord_connection_s
   w->control = NULL;
   w->control_fd = -1;
   if (!w->is_thread) {
-    if (w->state != WORKER_BUSY) retire_worker(w, 0); /* exiting: its exit event reaps it */
+    if (w->state != WORKER_BUSY) retire_server_worker(w, 0); /* exiting: its exit event reaps it */
     return;
   }
   /* The thread closes its end as it returns. */
@@ -436,7 +436,7 @@ void server_workers_retire_idle(server_t *s) {
   server_worker_t *w = s->workers, *next;
   for (; w; w = next) {
     next = w->next;
-    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN) retire_worker(w, 0);
+    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN) retire_server_worker(w, 0);
   }
 }
 
@@ -445,7 +445,7 @@ void server_workers_kill(server_t *s) {
   for (; w; w = next) {
     next = w->next;
     PROCORD_ASSERT(!w->client); /* every client is closed first */
-    retire_worker(w, 1);
+    retire_server_worker(w, 1);
   }
 }
 
