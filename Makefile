@@ -75,7 +75,7 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 
 .DELETE_ON_ERROR:
 
-.PHONY: all deps install-deps test-deps build demo test test-c test-c-harness test-c-sanitized test-library test-swift check-c \
+.PHONY: all deps install-deps test-deps build demo test check-layers test-c test-c-harness test-c-sanitized test-library test-swift check-c \
         check-headers lib install examples bench bench-static clean fuzz test-fuzz soak
 
 all: lib build
@@ -306,7 +306,14 @@ test-fuzz: deps $(FUZZ_BINARIES)
 	@Tests/fuzz/run.sh replay $(FUZZ_DIR) $(FUZZ_HARNESSES)
 	@Tests/fuzz/run.sh fuzz $(FUZZ_DIR) 5 $(FUZZ_HARNESSES)
 
-test: test-c test-c-sanitized test-fuzz test-library test-swift
+test: check-layers test-c test-c-sanitized test-fuzz test-library test-swift
+
+# The C core's layers (docs/ARCHITECTURE.md): every include and call goes
+# down, no two files call each other; the check's self-test first (a wrong
+# include and a cycle, planted in a copy, must be named).
+check-layers:
+	python3 scripts/check_layers.py --self-test
+	python3 scripts/check_layers.py
 
 # Speed is measured here, in release mode, not by the tests (which run the
 # bench's --quick mode once, as a smoke test).
