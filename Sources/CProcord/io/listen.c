@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +110,8 @@ int procord_listener_start(procord_loop_t *loop, int fd, procord_accept_cb on_ac
   l->on_accept = on_accept;
   if (hooks) l->hooks = *hooks;
   l->context = context;
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  procord_fd_set_nonblocking(fd, 1);
+  procord_fd_set_cloexec(fd);
   struct event_base *base = procord_loop_base(loop);
   l->accept_event = event_new(base, fd, EV_READ | EV_PERSIST, on_listener_readable, l);
   l->retry_timer = evtimer_new(base, on_listener_retry, l);

@@ -13,12 +13,12 @@
 #include "base/base_private.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define DEFER_ACCEPT_S 2 /* then back to the loop: the others' bytes wait too */
@@ -70,8 +70,8 @@ int server_listen(server_t *s) {
   }
   if (fd < 0) fd = procord_server_activated_socket();
   if (fd >= 0) {
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    procord_fd_set_nonblocking(fd, 1);
+    procord_fd_set_cloexec(fd);
   } else {
     fd = bind_listening_socket(s);
     if (fd < 0) return fd;
@@ -117,7 +117,8 @@ static void refuse_connection(server_t *s, int fd, server_peer_t *peer, const ch
   char discard[4096];
   for (int i = 0; i < 16 && recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0; i++) {
   }
-  ssize_t ignored = send(fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  struct iovec part = {frame, n};
+  ssize_t ignored = procord_write_parts(fd, 1, &part, 1);
   (void)ignored;
   close(fd);
   server_peer_forget_if_unused(s, peer);

@@ -33,22 +33,21 @@ static void arm_client_timer(server_client_t *c);
 
 /* ---- Lists: every client; the ready queue, the idle list, the wait for room ---- */
 
-static server_client_t **queue_head(server_t *s, client_queue_t queue) {
-  return queue == CLIENT_QUEUE_READY ? &s->ready_head : queue == CLIENT_QUEUE_IDLE ? &s->idle_head : &s->room_head;
+static procord_list_t *queue_of(server_t *s, client_queue_t queue) {
+  return queue == CLIENT_QUEUE_READY ? &s->ready_queue : queue == CLIENT_QUEUE_IDLE ? &s->idle_queue : &s->room_queue;
 }
 
-static server_client_t **queue_tail(server_t *s, client_queue_t queue) {
-  return queue == CLIENT_QUEUE_READY ? &s->ready_tail : queue == CLIENT_QUEUE_IDLE ? &s->idle_tail : &s->room_tail;
+/* The client at the head of `queue` (the oldest there), or NULL. */
+static server_client_t *first_in_queue(server_t *s, client_queue_t queue) {
+  procord_list_t *node = procord_list_first(queue_of(s, queue));
+  return node ? PROCORD_LIST_ENTRY(node, server_client_t, queue_node) : NULL;
 }
 
 static void leave_queue(server_client_t *c) {
   server_t *s = c->server;
+  PROCORD_ASSERT((c->queued_in != CLIENT_QUEUE_NONE) == procord_list_is_linked(&c->queue_node));
   if (c->queued_in == CLIENT_QUEUE_NONE) return;
-  server_client_t **head = queue_head(s, c->queued_in), **tail = queue_tail(s, c->queued_in);
-  if (c->queue_previous) c->queue_previous->queue_next = c->queue_next;
-  else *head = c->queue_next;
-  if (c->queue_next) c->queue_next->queue_previous = c->queue_previous;
-  else *tail = c->queue_previous;
+  procord_list_remove(&c->queue_node);
   if (c->queued_in == CLIENT_QUEUE_READY) {
     PROCORD_ASSERT(s->ready > 0);
     SERVER_SET(s, tasks_waiting_now, --s->ready);
@@ -58,18 +57,13 @@ static void leave_queue(server_client_t *c) {
     s->waiting_held -= c->held;
   }
   c->queued_in = CLIENT_QUEUE_NONE;
-  c->queue_previous = c->queue_next = NULL;
 }
 
 /* Puts the client at the end of `queue`, out of any other (one at a time). */
 static void join_queue(server_client_t *c, client_queue_t queue) {
   server_t *s = c->server;
   leave_queue(c);
-  server_client_t **head = queue_head(s, queue), **tail = queue_tail(s, queue);
-  c->queue_previous = *tail;
-  if (*tail) (*tail)->queue_next = c;
-  else *head = c;
-  *tail = c;
+  procord_list_push_back(queue_of(s, queue), &c->queue_node);
   c->queued_in = queue;
   if (queue == CLIENT_QUEUE_READY) SERVER_SET(s, tasks_waiting_now, ++s->ready);
   if (queue == CLIENT_QUEUE_ROOM) s->waiting_held += c->held;
@@ -99,7 +93,7 @@ static void set_client_state(server_client_t *c, client_state_t state) {
   }
   if (state == CLIENT_RECEIVING) s->receiving++;
   c->state = state;
-  clock_gettime(CLOCK_MONOTONIC, &c->since);
+  procord_monotonic_now(&c->since);
 }
 
 static void resume_waiting(server_t *s);
@@ -163,9 +157,7 @@ static void client_free(server_client_t *c) {
   if (c->timer) event_free(c->timer);
   procord_connection_free(c->connection);
   forget_task(c);
-  if (c->previous) c->previous->next = c->next;
-  else s->clients = c->next;
-  if (c->next) c->next->previous = c->previous;
+  procord_list_remove(&c->node);
   PROCORD_ASSERT(s->client_count > 0);
   SERVER_SET(s, connections_now, --s->client_count);
   procord_free(c);
@@ -198,7 +190,7 @@ static void answer_error_and_close(server_client_t *c, char digit) {
    INFINITY for none. */
 static double remaining_ms(server_client_t *c) {
   server_t *s = c->server;
-  double elapsed = server_ms_since(&c->since), limit = -1;
+  double elapsed = procord_ms_since(&c->since), limit = -1;
   switch (c->state) {
   case CLIENT_IDLE: /* silent since its last answer (or since it came) */
     limit = s->idle_timeout_ms;
@@ -207,7 +199,7 @@ static double remaining_ms(server_client_t *c) {
   case CLIENT_RECEIVING:
     if (s->task_timeout_ms >= 0) limit = s->task_timeout_ms + (double)c->received * 1000.0 / (double)s->min_receive_rate;
     if (s->read_timeout_ms > 0) {
-      double silent = server_ms_since(&c->last_input);
+      double silent = procord_ms_since(&c->last_input);
       double by_silence = elapsed - silent + s->read_timeout_ms;
       if (limit < 0 || by_silence < limit) limit = by_silence;
     }
@@ -248,14 +240,14 @@ static void on_client_timer(evutil_socket_t fd, short events, void *argument) {
   switch (c->state) {
   case CLIENT_IDLE:
     server_note(s, REASON_IDLE_TIMEOUT, PROCORD_LOG_DEBUG, c->name, "closed: idle for %.0f ms",
-                server_ms_since(&c->since));
+                procord_ms_since(&c->since));
     client_close(c, 0);
     return;
   case CLIENT_RECEIVING:
     server_note(s, REASON_TASK_TIMEOUT, PROCORD_LOG_WARNING, c->name,
                 "dropped: its task did not arrive in time (%zu bytes in %.0f ms; limits: %d ms for a "
                 "task, plus 1 s per %ld bytes%s)",
-                c->received, server_ms_since(&c->since), s->task_timeout_ms, s->min_receive_rate,
+                c->received, procord_ms_since(&c->since), s->task_timeout_ms, s->min_receive_rate,
                 s->read_timeout_ms > 0 ? ", and the read timeout" : "");
     client_close(c, 0);
     return;
@@ -264,7 +256,7 @@ static void on_client_timer(evutil_socket_t fd, short events, void *argument) {
                 "dropped: it did not take its answer in time (%zu bytes left of %zu after %.0f ms; "
                 "limits: %d ms, plus 1 s per %ld bytes)",
                 procord_connection_pending_output(c->connection), c->answer_bytes,
-                server_ms_since(&c->since), s->answer_timeout_ms, s->min_send_rate);
+                procord_ms_since(&c->since), s->answer_timeout_ms, s->min_send_rate);
     client_close(c, 1);
     return;
   }
@@ -283,7 +275,7 @@ static void begin_receiving(server_client_t *c) {
    it waits is not counted against it. */
 static void wait_for_room(server_client_t *c) {
   procord_connection_pause_reading(c->connection, 1);
-  clock_gettime(CLOCK_MONOTONIC, &c->waiting_since);
+  procord_monotonic_now(&c->waiting_since);
   event_del(c->timer);
   join_queue(c, CLIENT_QUEUE_ROOM);
 }
@@ -297,10 +289,11 @@ static void shift_time(struct timespec *t, double ms) {
 /* Resumes those waiting for room, oldest first, while there is room, or
    while every byte held is a waiting one's (none would ever make room). */
 static void resume_waiting(server_t *s) {
-  while (s->room_head && (s->held_bytes < s->max_held_bytes || s->held_bytes == s->waiting_held)) {
-    server_client_t *c = s->room_head;
+  server_client_t *c;
+  while ((c = first_in_queue(s, CLIENT_QUEUE_ROOM)) &&
+         (s->held_bytes < s->max_held_bytes || s->held_bytes == s->waiting_held)) {
     leave_queue(c);
-    double waited = server_ms_since(&c->waiting_since);
+    double waited = procord_ms_since(&c->waiting_since);
     shift_time(&c->since, waited);
     shift_time(&c->last_input, waited);
     arm_client_timer(c);
@@ -318,7 +311,7 @@ static void on_client_input(procord_connection_t *connection, size_t count, void
   c->held += count;
   s->held_bytes += count;
   SERVER_SET(s, task_bytes_buffered_now, s->held_bytes);
-  clock_gettime(CLOCK_MONOTONIC, &c->last_input);
+  procord_monotonic_now(&c->last_input);
   /* Past max_held_bytes, a big task waits for room; small ones have an
      eighth more, so that big ones cannot keep them waiting. A task waits
      only while another one, not waiting, holds bytes too: that one ends
@@ -427,7 +420,9 @@ static void on_client_drained(procord_connection_t *connection, void *context) {
 }
 
 server_client_t *server_client_next_ready(server_t *s) {
-  for (server_client_t *c = s->ready_head; c; c = c->queue_next) {
+  procord_list_t *node;
+  PROCORD_LIST_FOREACH(node, &s->ready_queue) {
+    server_client_t *c = PROCORD_LIST_ENTRY(node, server_client_t, queue_node);
     if (s->max_tasks_per_peer > 0 && c->peer && c->peer->running >= s->max_tasks_per_peer) continue;
     leave_queue(c);
     release_held(c); /* its input goes to the worker now */
@@ -473,7 +468,7 @@ int server_client_has_room(server_client_t *c) {
   size_t pending = procord_connection_pending_output(c->connection);
   if (pending == 0 || (pending <= HIGH_WATER && s->owed_bytes <= s->max_owed_bytes)) return 1;
   if (!evtimer_pending(c->timer, NULL)) {
-    clock_gettime(CLOCK_MONOTONIC, &c->since);
+    procord_monotonic_now(&c->since);
     c->answer_bytes = pending;
     arm_client_timer(c);
   }
@@ -490,7 +485,7 @@ void server_client_task_done(server_client_t *c, unsigned char answer) {
   SERVER_COUNT(s, tasks_answered, 1);
   server_log(s, PROCORD_LOG_DEBUG, "%s: task %s, %s (%.1f ms)", c->name, c->task_name ? c->task_name : "?",
              answer == 'V' ? "value" : answer == 'X' ? "exception" : answer == 'U' ? "unknown exception" : "protocol error",
-             server_ms_since(&c->queued));
+             procord_ms_since(&c->queued));
   if (answer == PROCORD_FRAME_ERROR) {
     set_client_state(c, CLIENT_CLOSING);
     procord_connection_close_nicely(c->connection, s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
@@ -555,28 +550,28 @@ void server_client_open(server_t *s, int fd, const char *name, server_peer_t *pe
   }
   procord_connection_set_hooks(c->connection, on_client_input, on_client_drained);
   if (peer) peer->connections++;
-  c->next = s->clients;
-  if (s->clients) s->clients->previous = c;
-  s->clients = c;
+  procord_list_push_front(&s->clients, &c->node);
   SERVER_SET(s, connections_now, ++s->client_count);
   c->state = CLIENT_IDLE;
   enter_idle(c);
 }
 
 int server_client_evict_idle(server_t *s) {
-  server_client_t *c = s->idle_head;
+  server_client_t *c = first_in_queue(s, CLIENT_QUEUE_IDLE);
   if (!c) return 0;
   server_note(s, REASON_EVICTED_IDLE, PROCORD_LOG_INFO, c->name,
               "closed after %.0f ms idle, to make way for a new connection (at max_connections, %d)",
-              server_ms_since(&c->since), s->max_connections);
+              procord_ms_since(&c->since), s->max_connections);
   client_close(c, 0);
   return 1;
 }
 
 void server_clients_drain(server_t *s) {
-  while (s->idle_head) client_close(s->idle_head, 0);
+  server_client_t *c;
+  while ((c = first_in_queue(s, CLIENT_QUEUE_IDLE))) client_close(c, 0);
 }
 
 void server_clients_close_all(server_t *s) {
-  while (s->clients) client_close(s->clients, 1);
+  procord_list_t *node;
+  while ((node = procord_list_first(&s->clients))) client_close(PROCORD_LIST_ENTRY(node, server_client_t, node), 1);
 }

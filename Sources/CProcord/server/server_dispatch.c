@@ -51,8 +51,11 @@ static void on_dispatch_event(evutil_socket_t fd, short events, void *context) {
   server_t *s = context;
   server_dispatch(s);
   /* Prints held back for want of room may go on too. */
-  for (server_worker_t *w = s->workers; w; w = w->next)
+  procord_list_t *node;
+  PROCORD_LIST_FOREACH(node, &s->workers) {
+    server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
     if (w->session && w->client && server_client_has_room(w->client)) server_worker_pause_output(w, 0);
+  }
 }
 
 /* The same, from the loop (from inside a client's callback). */

@@ -18,7 +18,7 @@
 static void maybe_stop(server_t *s) {
   if (!s->draining || s->finishing) return;
   server_workers_retire_idle(s);
-  if (s->client_count == 0 && s->total == 0 && !s->secured) server_finish_soon(s);
+  if (s->client_count == 0 && s->total == 0 && procord_list_is_empty(&s->secured)) server_finish_soon(s);
 }
 
 /* After each task, and each client closed: the keep_running predicate. */

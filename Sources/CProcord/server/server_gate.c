@@ -12,13 +12,13 @@
 #include "base/base_private.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* How long a refused peer gets to read why before it is closed. */
@@ -92,7 +92,7 @@ static void pass_peer(procord_gate_t *g) {
     result.fd = g->fd;
     free_gate_bufferevent(g);
     /* Workers read and write their client's socket blocking, as accepted. */
-    fcntl(g->fd, F_SETFL, fcntl(g->fd, F_GETFL) & ~O_NONBLOCK);
+    procord_fd_set_nonblocking(g->fd, 0);
   }
   g->bev = NULL;
   g->fd = -1;
@@ -180,9 +180,10 @@ static int send_auth_frame_now(procord_gate_t *g, const unsigned char *body, siz
   size_t n = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, frame);
   memcpy(frame + n, body, length);
   if (evbuffer_get_length(bufferevent_get_output(g->bev)) > 0) return -EAGAIN;
-  ssize_t sent;
-  while ((sent = send(g->fd, frame, n + length, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-  }
+  /* The socket is non-blocking: the send is never interrupted, and a short
+     one is a failure. */
+  struct iovec part = {frame, n + length};
+  ssize_t sent = procord_write_parts(g->fd, 1, &part, 1);
   return sent == (ssize_t)(n + length) ? 0 : -EIO;
 }
 
@@ -340,7 +341,7 @@ procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *
   g->done = done;
   g->context = context;
   procord_frame_parser_init(&g->parser, PROCORD_AUTH_MAX_FRAME);
-  evutil_make_socket_nonblocking(fd);
+  procord_fd_set_nonblocking(fd, 1);
   g->timer = evtimer_new(base, on_gate_timeout, g);
   if (g->tls) g->peek_event = event_new(base, fd, EV_READ | EV_PERSIST, on_first_byte, g);
   else g->bev = bufferevent_socket_new(base, fd, 0);

@@ -157,7 +157,7 @@ static void on_finish_event(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   server_t *s = context;
-  if (s->client_count != 0 || s->total != 0 || s->secured) {
+  if (s->client_count != 0 || s->total != 0 || !procord_list_is_empty(&s->secured)) {
     s->finishing = 0; /* something came back meanwhile: its end calls again */
     return;
   }
@@ -256,6 +256,9 @@ static int start_server(procord_loop_t *loop, const procord_server_options_t *gi
   s->base = procord_loop_base(loop);
   s->own_loop = own_loop;
   s->listen_fd = -1;
+  procord_list_t *lists[] = {&s->workers, &s->clients, &s->ready_queue, &s->idle_queue, &s->room_queue, &s->secured};
+  for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) procord_list_init(lists[i]);
+  server_peers_init(s);
   server_dispatch_hook_up(&s->hooks);
   server_drain_hook_up(&s->hooks);
   apply_server_limits(s, options);

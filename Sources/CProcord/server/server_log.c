@@ -9,7 +9,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <time.h>
 
 void server_log(server_t *s, procord_log_level_t level, const char *format, ...) {
   if (!s->options->log) return;
@@ -19,12 +18,6 @@ void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
   vsnprintf(line, sizeof line, format, arguments);
   va_end(arguments);
   s->options->log(s->options->context, level, line);
-}
-
-double server_ms_since(const struct timespec *start) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
 static void count_reason(server_t *s, server_reason_t reason) {
@@ -50,7 +43,7 @@ void server_note(server_t *s, server_reason_t reason, procord_log_level_t level,
   count_reason(s, reason);
   if (!s->options->log) return;
   struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
+  procord_monotonic_now(&now);
   if (s->reason_second[reason] == now.tv_sec) {
     s->reason_unlogged[reason]++;
     return;

@@ -12,42 +12,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define BUCKETS (sizeof ((server_t *)0)->peer_buckets / sizeof(procord_list_t))
+
 static unsigned bucket_of(const char *host) {
   unsigned hash = 2166136261u; /* FNV-1a */
   for (const unsigned char *p = (const unsigned char *)host; *p; p++) hash = (hash ^ *p) * 16777619u;
-  return hash % (sizeof ((server_t *)0)->peer_buckets / sizeof(server_peer_t *));
+  return hash % BUCKETS;
+}
+
+void server_peers_init(server_t *s) {
+  for (size_t i = 0; i < BUCKETS; i++) procord_list_init(&s->peer_buckets[i]);
 }
 
 server_peer_t *server_peer_find(server_t *s, const char *host) {
-  server_peer_t **bucket = &s->peer_buckets[bucket_of(host)];
-  for (server_peer_t *p = *bucket; p; p = p->next)
+  procord_list_t *bucket = &s->peer_buckets[bucket_of(host)], *node;
+  PROCORD_LIST_FOREACH(node, bucket) {
+    server_peer_t *p = PROCORD_LIST_ENTRY(node, server_peer_t, node);
     if (strcmp(p->host, host) == 0) return p;
+  }
   server_peer_t *p = procord_allocate_zeroed(1, sizeof *p);
   if (!p) return NULL;
   snprintf(p->host, sizeof p->host, "%s", host);
-  p->next = *bucket;
-  *bucket = p;
+  procord_list_push_front(bucket, &p->node);
   return p;
 }
 
 void server_peer_forget_if_unused(server_t *s, server_peer_t *peer) {
+  (void)s;
   if (!peer || peer->connections > 0 || peer->running > 0) return;
-  for (server_peer_t **p = &s->peer_buckets[bucket_of(peer->host)]; *p; p = &(*p)->next) {
-    if (*p == peer) {
-      *p = peer->next;
-      procord_free(peer);
-      return;
-    }
-  }
+  PROCORD_ASSERT(peer->connections == 0 && peer->running == 0); /* never below */
+  procord_list_remove(&peer->node);
+  procord_free(peer);
 }
 
 void server_peers_free(server_t *s) {
-  for (size_t i = 0; i < sizeof s->peer_buckets / sizeof *s->peer_buckets; i++) {
-    while (s->peer_buckets[i]) {
-      server_peer_t *p = s->peer_buckets[i];
-      s->peer_buckets[i] = p->next;
-      procord_free(p);
-    }
+  for (size_t i = 0; i < BUCKETS; i++) {
+    procord_list_t *node;
+    while ((node = procord_list_pop_front(&s->peer_buckets[i]))) procord_free(PROCORD_LIST_ENTRY(node, server_peer_t, node));
   }
 }
 

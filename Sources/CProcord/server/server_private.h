@@ -5,8 +5,8 @@
 #ifndef PROCORD_SERVER_PRIVATE_H
 #define PROCORD_SERVER_PRIVATE_H
 
+#include "base/base_private.h"
 #include "io/io_private.h"
-#include "procord/listen.h"
 #include "procord/connection.h"
 #include "procord/security.h"
 #include "procord/server.h"
@@ -68,7 +68,7 @@ typedef struct server_peer_s {
   char host[PEER_SIZE];
   int connections; /* open client connections, and peers in the gate */
   int running;     /* tasks of its clients running in workers */
-  struct server_peer_s *next;
+  procord_list_t node; /* in its bucket of peer_buckets */
 } server_peer_t;
 
 typedef enum {
@@ -108,8 +108,8 @@ struct server_client_s {
   size_t received;        /* bytes of this task so far */
   size_t answer_bytes;    /* queued for the client when its answer was */
   server_worker_t *worker; /* while RUNNING (server_dispatch.c binds and unbinds) */
-  server_client_t *previous, *next;             /* every client */
-  server_client_t *queue_previous, *queue_next; /* in `queued_in` */
+  procord_list_t node;       /* in the server's clients */
+  procord_list_t queue_node; /* in the queue `queued_in` says, if any */
   client_queue_t queued_in;
   size_t held;                                  /* of its task, in held_bytes */
   size_t owed;                                  /* its part of owed_bytes */
@@ -139,7 +139,7 @@ struct server_worker_s {
   server_client_t *client;  /* whose task it runs (server_dispatch.c binds and unbinds) */
   int done_reported;        /* its `d` came before its session's end was read */
   int needs_session;        /* none could be made (no descriptors): tried again later */
-  server_worker_t *previous, *next;
+  procord_list_t node;      /* in the server's workers */
 };
 
 /* Why a connection was refused, or dropped, or timed out: counted, and logged
@@ -209,31 +209,31 @@ struct procord_server_s {
   int idle_timeout_ms, task_timeout_ms, read_timeout_ms, answer_timeout_ms, drain_timeout_ms;
   long min_receive_rate, min_send_rate;
   size_t max_message_size;
-  /* Workers. */
-  server_worker_t *workers;
+  /* Workers, the newest first. */
+  procord_list_t workers;
   int total, starting, idle, busy, between;
-  /* Clients. */
-  server_client_t *clients;
+  /* Clients, the newest first; the queues, each the oldest first. */
+  procord_list_t clients;
   int client_count;
-  server_client_t *ready_head, *ready_tail;
+  procord_list_t ready_queue;
   int ready;
-  server_client_t *idle_head, *idle_tail;
+  procord_list_t idle_queue;
   int receiving;
   /* Bytes of tasks read and not yet handed to a worker, and the clients
      waiting for room under max_held_bytes to read on. */
   size_t held_bytes, max_held_bytes;
   size_t waiting_held; /* of held_bytes, those of clients waiting for room */
-  server_client_t *room_head, *room_tail;
+  procord_list_t room_queue;
   /* Bytes queued toward clients and not yet taken (as last counted), and
      their bound: past it, no task is handed to a worker, and running
      tasks' prints wait, until clients take theirs (or time out). */
   size_t owed_bytes, max_owed_bytes;
   struct event *dispatch_event; /* server_dispatch from the loop */
-  /* Peers in the gate, and TLS relays (server_secured.c). */
-  struct secured_peer_s *secured;
+  /* Peers in the gate, and TLS relays (server_secured.c), the newest first. */
+  procord_list_t secured;
   int securing;
   /* Peers, figures, log (server_peers.c, server_log.c). */
-  server_peer_t *peer_buckets[256];
+  procord_list_t peer_buckets[256];
   procord_server_stats_t local_stats; /* when the options give none */
   procord_server_stats_t *stats;
   time_t reason_second[REASON_COUNT];
@@ -342,6 +342,8 @@ void server_workers_release(server_t *s);
 int server_in_process_start(server_t *s, int control_fd, pthread_t *thread);
 
 /* ---- server_peers.c ---- */
+/* Makes every bucket empty (at start). */
+void server_peers_init(server_t *s);
 /* The record of `host`, made if needed; NULL when out of memory. */
 server_peer_t *server_peer_find(server_t *s, const char *host);
 /* Drops a record nothing counts in any more. */
@@ -360,7 +362,6 @@ void server_note(server_t *s, server_reason_t reason, procord_log_level_t level,
 /* Adds `delta` to a figure (relaxed atomics: another thread may read them). */
 #define SERVER_COUNT(s, field, delta) __atomic_add_fetch(&(s)->stats->field, (delta), __ATOMIC_RELAXED)
 #define SERVER_SET(s, field, value) __atomic_store_n(&(s)->stats->field, (value), __ATOMIC_RELAXED)
-double server_ms_since(const struct timespec *start);
 
 /* ---- server_systemd.c ---- */
 /* systemd's Type=notify (procord_server_run's only): `state` to NOTIFY_SOCKET. */

@@ -143,7 +143,7 @@ procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
   r->client = tls;
   r->done = done;
   r->context = context;
-  evutil_make_socket_nonblocking(pair[0]);
+  procord_fd_set_nonblocking(pair[0], 1);
   r->inner = bufferevent_socket_new(base, pair[0], BEV_OPT_CLOSE_ON_FREE);
   r->flush_timer = evtimer_new(base, on_flush_timeout, r);
   if (!r->inner || !r->flush_timer) {

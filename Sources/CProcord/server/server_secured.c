@@ -19,14 +19,11 @@ typedef struct secured_peer_s {
   procord_relay_t *relay; /* then, for a TLS client */
   server_peer_t *peer;    /* counted in its address's connections while in the gate */
   char name[PEER_SIZE];
-  struct secured_peer_s *previous, *next;
+  procord_list_t node; /* in the server's secured */
 } secured_peer_t;
 
 static void forget_secured(secured_peer_t *e) {
-  server_t *s = e->server;
-  if (e->previous) e->previous->next = e->next;
-  else s->secured = e->next;
-  if (e->next) e->next->previous = e->previous;
+  procord_list_remove(&e->node);
   procord_free(e);
 }
 
@@ -35,6 +32,7 @@ static void forget_secured(secured_peer_t *e) {
 static void leave_gate(secured_peer_t *e) {
   server_t *s = e->server;
   e->gate = NULL;
+  PROCORD_ASSERT(s->securing > 0 && (!e->peer || e->peer->connections > 0));
   s->securing--;
   if (e->peer) e->peer->connections--;
 }
@@ -89,17 +87,15 @@ void server_secure(server_t *s, int fd, const char *name, server_peer_t *peer) {
     procord_free(e);
     return;
   }
-  e->next = s->secured;
-  if (s->secured) s->secured->previous = e;
-  s->secured = e;
+  procord_list_push_front(&s->secured, &e->node);
   s->securing++;
   if (peer) peer->connections++;
 }
 
 void server_drop_secured(server_t *s, int relays) {
-  secured_peer_t *e = s->secured, *next;
-  for (; e; e = next) {
-    next = e->next;
+  procord_list_t *node, *following;
+  PROCORD_LIST_FOREACH_SAFE(node, following, &s->secured) {
+    secured_peer_t *e = PROCORD_LIST_ENTRY(node, secured_peer_t, node);
     if (e->gate) {
       procord_gate_abort(e->gate);
       server_peer_t *peer = e->peer;

@@ -7,7 +7,6 @@
 #include "server/server_private.h"
 #include "base/base_private.h"
 
-#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +23,7 @@ int procord_server_activated_socket(void) {
   unsetenv("LISTEN_FDS");
   unsetenv("LISTEN_FDNAMES");
   int fd = 3; /* SD_LISTEN_FDS_START */
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  procord_fd_set_cloexec(fd);
   return fd;
 }
 

@@ -87,9 +87,7 @@ static void retire_server_worker(server_worker_t *w, int kill_it) {
 
 static void remove_worker(server_worker_t *w) {
   server_t *s = w->server;
-  if (w->previous) w->previous->next = w->next;
-  else s->workers = w->next;
-  if (w->next) w->next->previous = w->previous;
+  procord_list_remove(&w->node);
   set_server_worker_state(w, WORKER_RETIRING);
   PROCORD_ASSERT(s->total > 0);
   s->total--;
@@ -107,9 +105,7 @@ static void link_worker(server_t *s, server_worker_t *w) {
   w->state = WORKER_STARTING;
   s->starting++;
   s->total++;
-  w->next = s->workers;
-  if (s->workers) s->workers->previous = w;
-  s->workers = w;
+  procord_list_push_front(&s->workers, &w->node);
   SERVER_COUNT(s, workers_started, 1);
 }
 
@@ -194,8 +190,9 @@ static void schedule_respawn(server_t *s) {
 
 void server_workers_keep_warm(server_t *s) {
   if (evtimer_pending(s->respawn_timer, NULL)) return;
-  for (server_worker_t *w = s->workers, *next; w; w = next) {
-    next = w->next;
+  procord_list_t *node, *following;
+  PROCORD_LIST_FOREACH_SAFE(node, following, &s->workers) {
+    server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
     if (w->needs_session && w->state == WORKER_BETWEEN) open_session(w);
     if (evtimer_pending(s->respawn_timer, NULL)) return;
   }
@@ -250,8 +247,11 @@ static void open_session(server_worker_t *w) {
 }
 
 server_worker_t *server_worker_find_idle(server_t *s) {
-  for (server_worker_t *w = s->workers; w; w = w->next)
+  procord_list_t *node;
+  PROCORD_LIST_FOREACH(node, &s->workers) {
+    server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
     if (w->state == WORKER_IDLE) return w;
+  }
   return NULL;
 }
 
@@ -340,8 +340,8 @@ void server_worker_abandon(server_worker_t *w) {
   close_session(w);
   if (!w->is_thread) {
     if (!w->kill_timer) w->kill_timer = evtimer_new(w->server->base, on_kill_timer, w);
-    if (w->kill_timer) procord_timer_arm(w->kill_timer, PROCORD_WORKER_CANCEL_GRACE_MS + 1000);
-    else procord_child_kill(&w->child, SIGKILL);
+    if (!w->kill_timer || procord_timer_arm(w->kill_timer, PROCORD_WORKER_CANCEL_GRACE_MS + 1000) != 0)
+      procord_child_kill(&w->child, SIGKILL);
     return;
   }
   set_server_worker_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
@@ -433,17 +433,17 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
 
 void server_workers_retire_idle(server_t *s) {
   if (s->ready > 0 || s->receiving > 0) return; /* tasks still to serve */
-  server_worker_t *w = s->workers, *next;
-  for (; w; w = next) {
-    next = w->next;
+  procord_list_t *node, *following;
+  PROCORD_LIST_FOREACH_SAFE(node, following, &s->workers) {
+    server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
     if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN) retire_server_worker(w, 0);
   }
 }
 
 void server_workers_kill(server_t *s) {
-  server_worker_t *w = s->workers, *next;
-  for (; w; w = next) {
-    next = w->next;
+  procord_list_t *node, *following;
+  PROCORD_LIST_FOREACH_SAFE(node, following, &s->workers) {
+    server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
     PROCORD_ASSERT(!w->client); /* every client is closed first */
     retire_server_worker(w, 1);
   }
@@ -452,8 +452,9 @@ void server_workers_kill(server_t *s) {
 void server_workers_release(server_t *s) {
   if (s->respawn_timer) event_free(s->respawn_timer);
   s->respawn_timer = NULL;
-  while (s->workers) {
-    server_worker_t *w = s->workers;
+  procord_list_t *node;
+  while ((node = procord_list_first(&s->workers))) {
+    server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
     close_session(w);
     if (w->is_thread) {
       procord_connection_free(w->control);
