@@ -1,5 +1,5 @@
 /*
- * A server's gate (server_secure.h): TLS, then the shared secret, for each
+ * A server's gate (server_private.h): TLS, then the shared secret, for each
  * accepted connection, in the server process, before anything of a task is
  * read. A peer that fails is told why when the protocol lets us (a `U`
  * frame, which an original client shows as the task's error), then closed.
@@ -90,9 +90,7 @@ static void pass_peer(procord_gate_t *g) {
     bufferevent_setcb(g->bev, NULL, NULL, NULL, NULL);
   } else {
     result.fd = g->fd;
-    free_gate_bufferevent(g);
-    /* Workers read and write their client's socket blocking, as accepted. */
-    procord_fd_set_nonblocking(g->fd, 0);
+    free_gate_bufferevent(g); /* the socket stays open: the server's client from now on */
   }
   g->bev = NULL;
   g->fd = -1;

@@ -1,5 +1,5 @@
 /*
- * A TLS client's relay (server_secure.h): plaintext between the client's
+ * A TLS client's relay (server_private.h): plaintext between the client's
  * TLS connection and the server's own reading of that client (a
  * socketpair), with back-pressure both ways.
  */

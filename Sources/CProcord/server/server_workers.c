@@ -98,6 +98,13 @@ static void remove_worker(server_worker_t *w) {
   procord_free(w);
 }
 
+/* Kills a worker process and waits for its end (an undone start, the end). */
+static void kill_and_reap(server_worker_t *w) {
+  procord_child_kill(&w->child, SIGKILL);
+  int status;
+  procord_child_reap(&w->child, &status);
+}
+
 /* ---- Starting ---- */
 
 static void link_worker(server_t *s, server_worker_t *w) {
@@ -135,9 +142,7 @@ static int start_worker_process(server_t *s) {
   if (open_control(s, w, w->child.read_fd) != 0) w->control = NULL;
   if (!w->control || !w->exit_event) {
     /* Out of memory: end it and reap it here, so its place is not lost. */
-    procord_child_kill(&w->child, SIGKILL);
-    int status;
-    procord_child_reap(&w->child, &status);
+    kill_and_reap(w);
     remove_worker(w);
     return -ENOMEM;
   }
@@ -461,9 +466,7 @@ void server_workers_release(server_t *s) {
       w->control = NULL;
       pthread_join(w->thread, NULL);
     } else {
-      procord_child_kill(&w->child, SIGKILL);
-      int status;
-      procord_child_reap(&w->child, &status);
+      kill_and_reap(w);
     }
     remove_worker(w);
   }
