@@ -118,8 +118,7 @@ static void on_writable(evutil_socket_t fd, short events, void *argument) {
     try_next(a);
     return;
   }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  procord_socket_set_nodelay((int)fd);
   finish(a, (int)fd, 0, NULL, NULL);
 }
 
