@@ -70,8 +70,8 @@ static void join_queue(server_client_t *c, client_queue_t queue) {
 }
 
 /* The ways a client's state may move: a task's round, IDLE to ANSWERING and
-   back, and CLOSING from any but itself, for good. */
-static int client_may_move(client_state_t from, client_state_t to) {
+   back, and CLOSING from any but itself, for good (asserted: unused under NDEBUG). */
+__attribute__((unused)) static int client_may_move(client_state_t from, client_state_t to) {
   switch (to) {
   case CLIENT_IDLE: return from == CLIENT_ANSWERING || from == CLIENT_IDLE; /* IDLE: just opened */
   case CLIENT_RECEIVING: return from == CLIENT_IDLE;

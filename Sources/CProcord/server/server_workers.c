@@ -33,8 +33,9 @@ static void schedule_respawn(server_t *s);
 
 /* ---- States and counts ---- */
 
-/* The ways a worker's state may move: STARTING only at first, RETIRING for good. */
-static int server_worker_may_move(server_worker_state_t from, server_worker_state_t to) {
+/* The ways a worker's state may move: STARTING only at first, RETIRING for
+   good (asserted: unused under NDEBUG). */
+__attribute__((unused)) static int server_worker_may_move(server_worker_state_t from, server_worker_state_t to) {
   switch (to) {
   case WORKER_STARTING: return 0;
   case WORKER_IDLE: return from == WORKER_BETWEEN || from == WORKER_ANSWERED;
