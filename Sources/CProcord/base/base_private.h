@@ -297,6 +297,19 @@ double procord_ms_since(const struct timespec *start);
    one place that turns milliseconds into libevent's timeval. */
 int procord_timer_arm(struct event *timer, int milliseconds);
 
+/* ---- signals (signals.c) ---- */
+
+/* For a thread of the core's own (a loop's, a watchdog, an output
+   forwarder): no signal meant for the program is delivered to it. */
+void procord_thread_block_all_signals(void);
+
+/* Blocks SIGPIPE on this thread around writes that may meet a closed pipe
+   (the write then fails with EPIPE), and says whether it was blocked
+   already; procord_sigpipe_unblock(that) discards the SIGPIPEs the writes
+   raised meanwhile and unblocks it, unless it was blocked before. */
+int procord_sigpipe_block(void);
+void procord_sigpipe_unblock(int was_blocked);
+
 /* ---- descriptors (descriptors.c) ---- */
 
 struct iovec;

@@ -115,9 +115,7 @@ typedef struct watchdog_s {
 
 static void *watch_peer(void *argument) {
   watchdog_t *dog = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   /* A local peer that went away shows as POLLHUP. A TCP peer that went away
      has only sent its FIN, which a half-close sends too: over TCP a client
      must not half-close while it waits for an answer (docs/PROTOCOL.md). */
