@@ -114,11 +114,28 @@ static int disconnect(procord_connection_t *c, int error, const char *call) {
   return disconnect_because(c, error, call, NULL);
 }
 
-/* Reads no more: the descriptor's event, or the TLS layer's reading. */
-static void stop_reading(procord_connection_t *c) {
-  c->reading_stopped = 1;
+/* Reads from now on (securing, or connected): the descriptor's event; the
+   TLS layer reads on its own from its start. */
+static void start_reading(procord_connection_t *c) {
+  if (!over_tls(c)) event_add(c->read_event, NULL);
+}
+
+/* Takes nothing more from the descriptor or the TLS layer for now. */
+static void hold_reading(procord_connection_t *c) {
   event_del(c->read_event);
   procord_tls_transport_set_reading(&c->tls, 0);
+}
+
+/* Takes again what comes, after hold_reading. */
+static void resume_reading(procord_connection_t *c) {
+  if (over_tls(c)) procord_tls_transport_set_reading(&c->tls, 1);
+  else event_add(c->read_event, NULL);
+}
+
+/* Reads no more, ever. */
+static void stop_reading(procord_connection_t *c) {
+  c->reading_stopped = 1;
+  hold_reading(c);
 }
 
 static int authenticate_frame(procord_connection_t *c, const procord_frame_t *frame, int error);
@@ -201,12 +218,19 @@ static int feed_stash(procord_connection_t *c) {
   return still_reading(c);
 }
 
-/* Takes bytes from the descriptor or the TLS layer: how many, 0 for none
-   now, -1 once disconnected (the end of the stream, or an error). */
-static ssize_t pull(procord_connection_t *c, void *buffer, size_t size) {
+/*
+ * Takes bytes from the descriptor or the TLS layer: how many, 0 for none
+ * now, -1 once disconnected (the end of the stream, or an error). Sets
+ * `*emptied` when a short read emptied the descriptor: the read that would
+ * follow only says EAGAIN, and the loop calls again when more comes. The
+ * TLS layer is read until it has nothing: it says only when more arrives.
+ */
+static ssize_t pull(procord_connection_t *c, void *buffer, size_t size, int *emptied) {
+  *emptied = 0;
   if (over_tls(c)) return (ssize_t)procord_tls_transport_read(&c->tls, buffer, size);
   for (;;) {
     ssize_t n = read(c->options.read_fd, buffer, size);
+    *emptied = n > 0 && (size_t)n < size;
     if (n > 0) return n;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
@@ -225,12 +249,12 @@ static void read_ahead(procord_connection_t *c) {
   while (c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
     size_t held = c->stash ? evbuffer_get_length(c->stash) : 0;
     if (held >= PAUSED_READ_AHEAD) {
-      event_del(c->read_event);
-      procord_tls_transport_set_reading(&c->tls, 0);
+      hold_reading(c);
       return;
     }
     size_t want = PAUSED_READ_AHEAD - held < sizeof chunk ? PAUSED_READ_AHEAD - held : sizeof chunk;
-    ssize_t n = pull(c, chunk, want);
+    int emptied;
+    ssize_t n = pull(c, chunk, want, &emptied);
     if (n <= 0) return; /* none now, or disconnected (and maybe freed) */
     restart_idle_timer(c);
     if (!c->stash) c->stash = evbuffer_new();
@@ -238,7 +262,7 @@ static void read_ahead(procord_connection_t *c) {
       disconnect(c, -ENOMEM, "read");
       return;
     }
-    if (!over_tls(c) && (size_t)n < want) return;
+    if (emptied) return;
   }
 }
 
@@ -263,7 +287,8 @@ static void read_frames(procord_connection_t *c) {
   while (still_reading(c) && budget > 0) {
     unsigned char *window;
     size_t missing = procord_frame_parser_body_window(&c->parser, &window);
-    ssize_t n = missing ? pull(c, window, missing) : pull(c, chunk, sizeof chunk);
+    int emptied;
+    ssize_t n = missing ? pull(c, window, missing, &emptied) : pull(c, chunk, sizeof chunk, &emptied);
     if (n <= 0) return;
     budget -= (size_t)n < budget ? (size_t)n : budget;
     restart_idle_timer(c);
@@ -275,9 +300,7 @@ static void read_frames(procord_connection_t *c) {
     } else if (!feed(c, chunk, (size_t)n)) {
       return;
     }
-    /* A short read emptied the socket: the read that would follow only
-       says EAGAIN, and the loop calls again when more comes. */
-    if (!over_tls(c) && (size_t)n < (missing ? missing : sizeof chunk)) return;
+    if (emptied) return;
   }
 }
 
@@ -293,8 +316,7 @@ void procord_connection_pause_reading(procord_connection_t *c, int paused) {
   c->paused = paused != 0;
   if (paused || c->state != PROCORD_CONNECTED || c->reading_stopped) return;
   /* Reading may have stopped at the read-ahead limit. */
-  if (over_tls(c)) procord_tls_transport_set_reading(&c->tls, 1);
-  else event_add(c->read_event, NULL);
+  resume_reading(c);
   /* What the stash or the TLS layer holds will not make the descriptor
      readable again: look from the loop. */
   if ((c->stash && evbuffer_get_length(c->stash) > 0) || over_tls(c))
@@ -388,7 +410,7 @@ static int become_connected(procord_connection_t *c) {
   move_to(c, PROCORD_CONNECTED);
   event_del(c->watch_timer);
   restart_idle_timer(c);
-  if (!over_tls(c)) event_add(c->read_event, NULL);
+  start_reading(c);
   if (!notify_state(c)) return 0;
   if (c->state == PROCORD_CONNECTED || c->state == PROCORD_DISCONNECTING) return flush_output(c);
   return 0;
@@ -421,7 +443,7 @@ static int start_authenticating(procord_connection_t *c) {
     procord_frame_parser_reset(&c->parser);
     procord_frame_parser_init(&c->parser, PROCORD_AUTH_MAX_FRAME);
   }
-  if (!over_tls(c)) event_add(c->read_event, NULL);
+  start_reading(c);
   return error ? error : send_urgent(c, nonce, sizeof nonce);
 }
 
@@ -580,7 +602,7 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   }
   if (!options->security) {
     move_to(c, PROCORD_CONNECTED);
-    event_add(c->read_event, NULL);
+    start_reading(c);
     restart_idle_timer(c);
     return 0;
   }
