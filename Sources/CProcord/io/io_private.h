@@ -27,8 +27,6 @@
 struct event;
 struct event_base;
 
-/* Adds `timer` to fire in `milliseconds` (re-arming it if pending). */
-void procord_timer_arm(struct event *timer, int milliseconds);
 
 /* The loop's libevent base; use it on the loop's thread only. */
 struct event_base *procord_loop_base(procord_loop_t *loop);
@@ -67,7 +65,7 @@ int procord_loop_wait_until(procord_loop_t *loop, int (*holds)(void *argument), 
  */
 typedef struct procord_loop_work_s {
   void (*abort)(struct procord_loop_work_s *work);
-  struct procord_loop_work_s *previous, *next;
+  procord_list_t node; /* in the loop's work while added */
 } procord_loop_work_t;
 
 /*
@@ -89,8 +87,8 @@ struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
 typedef struct procord_queued_call_s {
   procord_loop_fn fn;
   void *argument;
-  struct procord_queued_call_s *next;
-  int allocated; /* procord_loop_call's own: freed once run */
+  procord_list_t node; /* in the loop's queue until it runs */
+  int allocated;       /* procord_loop_call's own: freed once run */
 } procord_queued_call_t;
 
 /* Queues fn(argument) to run on the loop's thread, in `call`. Cannot fail. */

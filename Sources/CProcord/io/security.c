@@ -219,8 +219,8 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
     if (fd < 0)
       return fail(error, error_size, PROCORD_EINVAL, "cannot read the secret file %s: %s", path, strerror(errno));
     ssize_t r;
-    while (n < sizeof buffer && ((r = read(fd, buffer + n, sizeof buffer - n)) > 0 || (r < 0 && errno == EINTR)))
-      if (r > 0) n += (size_t)r;
+    while (n < sizeof buffer && (r = procord_read_retrying(fd, buffer + n, sizeof buffer - n)) > 0)
+      n += (size_t)r;
     close(fd);
   } else {
     const char *value = getenv(variable);

@@ -59,8 +59,7 @@ int procord_worker_watch_termination(void (*on_termination)(void *context), void
     return error;
   }
   /* Only the write end is non-blocking: the watcher sleeps in read. */
-  int flags = fcntl(fds[0], F_GETFL);
-  if (flags >= 0) fcntl(fds[0], F_SETFL, flags & ~O_NONBLOCK);
+  procord_fd_set_nonblocking(fds[0], 0);
   state = (termination_watch_t){fds[0], on_termination, context};
   /* A thread that blocks every signal, so that none is delivered to it. */
   sigset_t all, previous;
