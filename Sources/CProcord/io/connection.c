@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +25,6 @@
 #define READ_BUDGET (4 * 1024 * 1024)
 /* Bytes read ahead while paused (see read_ahead). */
 #define PAUSED_READ_AHEAD (16 * 1024)
-
-static void set_nonblocking(int fd) {
-  int flags = fcntl(fd, F_GETFL);
-  if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-}
 
 static void release_connection(procord_connection_t *c) {
   PROCORD_ASSERT(c->in_callback == 0);
@@ -228,15 +222,12 @@ static int feed_stash(procord_connection_t *c) {
 static ssize_t pull(procord_connection_t *c, void *buffer, size_t size, int *emptied) {
   *emptied = 0;
   if (over_tls(c)) return (ssize_t)procord_tls_transport_read(&c->tls, buffer, size);
-  for (;;) {
-    ssize_t n = read(c->options.read_fd, buffer, size);
-    *emptied = n > 0 && (size_t)n < size;
-    if (n > 0) return n;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-    disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, "read");
-    return -1;
-  }
+  ssize_t n = procord_read_retrying(c->options.read_fd, buffer, size);
+  *emptied = n > 0 && (size_t)n < size;
+  if (n > 0) return n;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, "read");
+  return -1;
 }
 
 /*
@@ -368,6 +359,15 @@ static int report_drained(procord_connection_t *c) {
   return leave_callback(c) && c->state == PROCORD_CONNECTED;
 }
 
+/* Writes what it can of `output` to the descriptor (evbuffer_write, again
+   after EINTR): how many bytes, or -1 with errno set. */
+static int write_to_descriptor(procord_connection_t *c, struct evbuffer *output) {
+  int n;
+  while ((n = evbuffer_write(output, c->options.write_fd)) < 0 && errno == EINTR) {
+  }
+  return n;
+}
+
 /* Writes what is queued; returns 0 if the connection was freed or closed. */
 static int flush_output(procord_connection_t *c) {
   if (over_tls(c)) {
@@ -381,9 +381,7 @@ static int flush_output(procord_connection_t *c) {
   }
   struct evbuffer *output;
   while ((output = next_output(c))) {
-    int n = evbuffer_write(output, c->options.write_fd);
-    if (n < 0) {
-      if (errno == EINTR) continue;
+    if (write_to_descriptor(c, output) < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         event_add(c->write_event, NULL);
         return 1;
@@ -572,8 +570,8 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   c->options = *options;
   c->loop = loop;
   procord_frame_parser_init(&c->parser, options->max_message_size);
-  set_nonblocking(options->read_fd);
-  set_nonblocking(options->write_fd);
+  procord_fd_set_nonblocking(options->read_fd, 1);
+  procord_fd_set_nonblocking(options->write_fd, 1);
   struct event_base *base = procord_loop_base(loop);
   c->output = evbuffer_new();
   c->urgent = evbuffer_new();
@@ -644,10 +642,7 @@ static void start_writing(procord_connection_t *c) {
     procord_tls_transport_write_queue(&c->tls, c->output);
     return;
   }
-  int n;
-  while ((n = evbuffer_write(c->output, c->options.write_fd)) < 0 && errno == EINTR) {
-  }
-  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+  if (write_to_descriptor(c, c->output) < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
     event_active(c->write_event, EV_WRITE, 0);
     return;
   }
