@@ -129,7 +129,7 @@ check-c: deps check-headers
 	@for o in $(BUILD_DIR)/c-check/*.o; do \
 	  case $$(basename $$o) in memory.o) continue;; task.o|worker.o) libc=free;; *) libc=;; esac; \
 	  used=$$(nm -u $$o | awk '{print $$NF}' | grep -xE '$(LIBC_ALLOCATION)' | grep -vx "$$libc" | tr '\n' ' '); \
-	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with base_private.h's procord_alloc functions"; exit 1; }; done
+	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with base_private.h's procord_allocate functions"; exit 1; }; done
 	@echo "C core allocates through memory.c only"
 
 # Formatting (docs/DEVELOPMENT.md): the file lists are in scripts/format.sh.
