@@ -73,7 +73,7 @@ static int notify_state(procord_connection_t *c) {
   return !c->free_requested;
 }
 
-int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,
+int procord_connection_disconnect(procord_connection_t *c, int error, procord_stage_t stage,
                                   const char *detail) {
   if (c->state == PROCORD_DISCONNECTED) return 1;
   close_descriptors(c);
@@ -81,13 +81,14 @@ int procord_connection_disconnect(procord_connection_t *c, int error, const char
   c->state = PROCORD_DISCONNECTED;
   c->securing = 0;
   c->cause.error = error;
-  c->cause.call = call;
+  c->cause.call = procord_stage_call(stage);
+  c->stage = stage;
   c->detail = detail;
   return notify_state(c);
 }
 
-static int disconnect(procord_connection_t *c, int error, const char *call) {
-  return procord_connection_disconnect(c, error, call, NULL);
+static int disconnect(procord_connection_t *c, int error, procord_stage_t stage) {
+  return procord_connection_disconnect(c, error, stage, NULL);
 }
 
 /* Delivers a frame or a parser error; returns 0 if the connection was freed. */
@@ -123,7 +124,8 @@ static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_connection_t *c = argument;
   disconnect(c, PROCORD_ETIMEOUT,
-             c->securing ? "handshake" : c->state == PROCORD_CONNECTING ? "connect" : "idle");
+             c->securing ? PROCORD_STAGE_HANDSHAKE
+             : c->state == PROCORD_CONNECTING ? PROCORD_STAGE_CONNECT : PROCORD_STAGE_IDLE);
 }
 
 static int report_input(procord_connection_t *c, size_t count);
@@ -157,7 +159,7 @@ static int feed(procord_connection_t *c, const unsigned char *bytes, size_t leng
   if (used < length && c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
     if (!c->stash) c->stash = evbuffer_new();
     if (!c->stash || evbuffer_add(c->stash, bytes + used, length - used) < 0) {
-      disconnect(c, -ENOMEM, "read");
+      disconnect(c, -ENOMEM, PROCORD_STAGE_READ);
       return 0;
     }
   }
@@ -170,7 +172,7 @@ static int feed_stash(procord_connection_t *c) {
     size_t length = evbuffer_get_length(c->stash), used;
     const unsigned char *bytes = evbuffer_pullup(c->stash, -1);
     if (!bytes) {
-      disconnect(c, -ENOMEM, "read");
+      disconnect(c, -ENOMEM, PROCORD_STAGE_READ);
       return 0;
     }
     struct evbuffer *stash = c->stash;
@@ -189,7 +191,7 @@ static ssize_t pull(procord_connection_t *c, void *buffer, size_t size) {
     if (n > 0) return n;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-    disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, "read");
+    disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, PROCORD_STAGE_READ);
     return -1;
   }
 }
@@ -214,7 +216,7 @@ static void read_ahead(procord_connection_t *c) {
     procord_connection_heard(c);
     if (!c->stash) c->stash = evbuffer_new();
     if (!c->stash || evbuffer_add(c->stash, chunk, (size_t)n) < 0) {
-      disconnect(c, -ENOMEM, "read");
+      disconnect(c, -ENOMEM, PROCORD_STAGE_READ);
       return;
     }
     if (!c->tls && (size_t)n < want) return;
@@ -292,7 +294,7 @@ static void on_readable(evutil_socket_t fd, short events, void *argument) {
 static void finish_close_nicely(procord_connection_t *c) {
   if (c->tls) procord_tls_goodbye(c->tls);
   else if (c->options.write_fd >= 0) shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
-  disconnect(c, 0, NULL);
+  disconnect(c, 0, PROCORD_STAGE_NONE);
 }
 
 /*
@@ -307,7 +309,7 @@ static int fail_writing(procord_connection_t *c, int error) {
   event_del(c->write_event);
   /* Paused, its last words would not be read anyway. */
   if (c->state == PROCORD_CONNECTED && !c->reading_stopped && !c->paused) return 1;
-  disconnect(c, error, "write");
+  disconnect(c, error, PROCORD_STAGE_WRITE);
   return 0;
 }
 
@@ -389,7 +391,7 @@ static void begin(procord_connection_t *c) {
     return;
   }
   int error = start_securing(c);
-  if (error) disconnect(c, error, "handshake");
+  if (error) disconnect(c, error, PROCORD_STAGE_HANDSHAKE);
 }
 
 static void finish_connect(procord_connection_t *c) {
@@ -397,7 +399,7 @@ static void finish_connect(procord_connection_t *c) {
   socklen_t length = sizeof error;
   if (getsockopt(c->options.read_fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
   if (error) {
-    disconnect(c, -error, "connect");
+    disconnect(c, -error, PROCORD_STAGE_CONNECT);
     return;
   }
   if (c->state == PROCORD_DISCONNECTING) { /* close_nicely while connecting */
@@ -419,7 +421,7 @@ static void on_writable(evutil_socket_t fd, short events, void *argument) {
 static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
-  disconnect(argument, PROCORD_ETIMEOUT, "close");
+  disconnect(argument, PROCORD_ETIMEOUT, PROCORD_STAGE_CLOSE);
 }
 
 void procord_connection_options_init(procord_connection_options_t *options) {
@@ -600,7 +602,7 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   if (c->securing || (c->security && c->state == PROCORD_CONNECTING)) {
     /* Nothing the owner queued may go to a peer not trusted yet (or not
        even connected: finish_connect would write it in clear). */
-    disconnect(c, 0, NULL);
+    disconnect(c, 0, PROCORD_STAGE_NONE);
     return;
   }
   int was_connecting = c->state == PROCORD_CONNECTING;
@@ -623,13 +625,13 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   }
 }
 
-void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, NULL); }
+void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, PROCORD_STAGE_NONE); }
 
 void procord_connection_abort(procord_connection_t *c) {
   if (c->state == PROCORD_DISCONNECTED) return;
   struct linger reset = {.l_onoff = 1, .l_linger = 0};
   setsockopt(c->options.read_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset); /* ENOTSOCK: a pipe */
-  disconnect(c, 0, NULL);
+  disconnect(c, 0, PROCORD_STAGE_NONE);
 }
 
 procord_connection_state_t procord_connection_state(const procord_connection_t *c) {
@@ -637,6 +639,8 @@ procord_connection_state_t procord_connection_state(const procord_connection_t *
 }
 
 procord_cause_t procord_connection_cause(const procord_connection_t *c) { return c->cause; }
+
+procord_stage_t procord_connection_stage(const procord_connection_t *c) { return c->stage; }
 
 size_t procord_connection_pending_output(const procord_connection_t *c) {
   return evbuffer_get_length(c->output) + procord_connection_tls_pending(c);

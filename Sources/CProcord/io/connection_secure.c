@@ -16,8 +16,8 @@
    taking them (not idle), and a close may finish once none are left. */
 #define TLS_WRITE_LOW_WATERMARK (256 * 1024)
 
-static int fail(procord_connection_t *c, int error, const char *call, const char *detail) {
-  return procord_connection_disconnect(c, error, call, detail);
+static int fail(procord_connection_t *c, int error, procord_stage_t stage, const char *detail) {
+  return procord_connection_disconnect(c, error, stage, detail);
 }
 
 static int send_urgent(procord_connection_t *c, const unsigned char *body, size_t length) {
@@ -49,14 +49,14 @@ int procord_connection_start_auth(procord_connection_t *c) {
 
 int procord_connection_secure_frame(procord_connection_t *c, const procord_frame_t *frame, int error) {
   if (error)
-    return fail(c, PROCORD_EAUTH, "authenticate",
+    return fail(c, PROCORD_EAUTH, PROCORD_STAGE_AUTHENTICATE,
                 "the server's answer to authentication is not a valid frame");
   unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
   procord_auth_result_t result = procord_auth_step(&c->auth, frame, reply, &length, &reason);
-  if (result == PROCORD_AUTH_FAILED) return fail(c, PROCORD_EAUTH, "authenticate", reason);
-  if (length && send_urgent(c, reply, length) != 0) return fail(c, -ENOMEM, "authenticate", NULL);
+  if (result == PROCORD_AUTH_FAILED) return fail(c, PROCORD_EAUTH, PROCORD_STAGE_AUTHENTICATE, reason);
+  if (length && send_urgent(c, reply, length) != 0) return fail(c, -ENOMEM, PROCORD_STAGE_AUTHENTICATE, NULL);
   if (result == PROCORD_AUTH_CONTINUE) return 1;
   memset(&c->auth, 0, sizeof c->auth);
   procord_frame_parser_reset(&c->parser);
@@ -84,21 +84,22 @@ static void on_tls_event(struct bufferevent *bev, short what, void *argument) {
   procord_connection_t *c = argument;
   if (what & BEV_EVENT_CONNECTED) {
     int error = procord_connection_start_auth(c);
-    if (error) fail(c, error, "authenticate", NULL);
+    if (error) fail(c, error, PROCORD_STAGE_AUTHENTICATE, NULL);
     return;
   }
   if (what & BEV_EVENT_EOF) {
     if (c->securing)
-      fail(c, PROCORD_ETLS, "tls", "the server closed the connection during the TLS handshake");
+      fail(c, PROCORD_ETLS, PROCORD_STAGE_TLS, "the server closed the connection during the TLS handshake");
     else
-      fail(c, PROCORD_EDISCONNECTED, "read", NULL);
+      fail(c, PROCORD_EDISCONNECTED, PROCORD_STAGE_READ, NULL);
     return;
   }
   if (what & BEV_EVENT_ERROR) {
     int error = errno;
     const char *reason = procord_tls_failure(c->tls);
-    if (reason) fail(c, PROCORD_ETLS, "tls", reason);
-    else fail(c, error ? -error : PROCORD_EDISCONNECTED, what & BEV_EVENT_WRITING ? "write" : "read", NULL);
+    if (reason) fail(c, PROCORD_ETLS, PROCORD_STAGE_TLS, reason);
+    else fail(c, error ? -error : PROCORD_EDISCONNECTED,
+              what & BEV_EVENT_WRITING ? PROCORD_STAGE_WRITE : PROCORD_STAGE_READ, NULL);
   }
 }
 

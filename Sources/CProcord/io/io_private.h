@@ -175,6 +175,7 @@ struct procord_connection_s {
   procord_loop_t *loop;
   procord_connection_state_t state;
   procord_cause_t cause;
+  procord_stage_t stage; /* the cause's, its call's stage (procord_connection_stage) */
   const char *detail; /* static: more about the cause, or NULL */
   procord_frame_parser_t parser;
   struct evbuffer *output;
@@ -230,10 +231,15 @@ void procord_connection_set_hooks(procord_connection_t *c,
    ahead unread in its socket, would never see an orderly end). */
 void procord_connection_abort(procord_connection_t *c);
 
-/* Closes the descriptors and reports DISCONNECTED once; returns 0 if the
-   connection was freed in the owner's callback. */
-int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,
+/* Closes the descriptors and reports DISCONNECTED once, the cause's call
+   being the stage's (procord_stage_call); returns 0 if the connection was
+   freed in the owner's callback. */
+int procord_connection_disconnect(procord_connection_t *c, int error, procord_stage_t stage,
                                   const char *detail);
+
+/* The stage of procord_connection_cause: where the connection failed
+   (PROCORD_STAGE_NONE before, or after a close the owner asked for). */
+procord_stage_t procord_connection_stage(const procord_connection_t *c);
 
 /* The peer was heard from (it sent, or took some of ours): the idle
    timeout starts again. */
