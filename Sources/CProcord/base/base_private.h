@@ -279,6 +279,19 @@ static inline int procord_options_nested(void *nested, size_t nested_size, size_
 }
 
 
+/* ---- stages of a failure (stage.c) ---- */
+
+/* The `call` that goes with a stage (procord/error.h lists them: "read"
+   for PROCORD_STAGE_READ, "posix_spawn" for _SPAWN...), static; NULL for
+   PROCORD_STAGE_NONE. Where a failure is recorded, the stage is given and
+   its call follows from it, so the two cannot disagree. */
+const char *procord_stage_call(procord_stage_t stage);
+
+/* The stage a call names, for what carries only the call (a connect's
+   callback, an outcome a program built itself); PROCORD_STAGE_NONE for
+   NULL or a call it does not know. */
+procord_stage_t procord_stage_of_call(const char *call);
+
 /* ---- time and timers (time.c) ---- */
 
 struct event;

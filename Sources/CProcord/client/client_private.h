@@ -66,6 +66,7 @@ typedef struct procord_link_end_s {
   int error;          /* the first cause recorded; 0 if the stream ended only because the
                          owner closed it (an owner's reader takes 0 as the end of stream) */
   const char *call;
+  procord_stage_t stage; /* where it failed; the call's (procord/error.h) */
   const char *detail;
   int exit_code;      /* the child's exit code, or -1 */
   int signal;         /* the signal that ended the child, or 0 */
@@ -127,8 +128,13 @@ int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const v
 void *procord_link_take_body(procord_link_t *link);
 void procord_link_cork(procord_link_t *link, int corked);
 
-/* Records why the link ends, unless a cause is recorded already. */
-void procord_link_fail(procord_link_t *link, int error, const char *call);
+/* Records why the link ends, unless a cause is recorded already: `error`
+   at `stage`, whose call (procord_stage_call) goes with it. */
+void procord_link_fail(procord_link_t *link, int error, procord_stage_t stage);
+/* The same with a call of its own: one a callback reported ("getaddrinfo"
+   from a connect), or one that is not the stage's usual ("spawn"). */
+void procord_link_fail_call(procord_link_t *link, int error, procord_stage_t stage,
+                            const char *call);
 
 /* Closes the stream (a worker that sent `0R` then exits); the child has the
    grace period to exit before it is killed. */

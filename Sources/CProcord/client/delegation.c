@@ -88,10 +88,12 @@ void procord_delegation_finish(procord_delegation_t *d) {
     d->outcome.kind = PROCORD_OUTCOME_KILLED;
     d->outcome.error = 0;
     d->outcome.call = NULL;
+    d->outcome.stage = PROCORD_STAGE_NONE;
   } else if (d->timed_out) {
     d->outcome.kind = PROCORD_OUTCOME_TIMED_OUT;
     d->outcome.error = PROCORD_ETIMEOUT;
-    d->outcome.call = "deadline";
+    d->outcome.call = procord_stage_call(PROCORD_STAGE_DEADLINE);
+    d->outcome.stage = PROCORD_STAGE_DEADLINE;
   }
   if (d->outcome.kind != PROCORD_OUTCOME_VALUE && d->outcome.kind != PROCORD_OUTCOME_EXCEPTION &&
       d->outcome.kind != PROCORD_OUTCOME_UNKNOWN_EXCEPTION) {
@@ -179,7 +181,7 @@ static procord_frame_effect_t answer(procord_delegation_t *d, procord_outcome_ki
 procord_frame_effect_t procord_delegation_frame(procord_delegation_t *d, procord_link_t *link,
                                                 const procord_frame_t *frame, int error) {
   if (error) {
-    procord_link_fail(link, error, "parse");
+    procord_link_fail(link, error, PROCORD_STAGE_PARSE);
     return PROCORD_FRAME_BREAKS;
   }
   switch (frame->kind) {
@@ -196,12 +198,12 @@ procord_frame_effect_t procord_delegation_frame(procord_delegation_t *d, procord
       d->outcome.kind = PROCORD_OUTCOME_NO_WORKER;
       if (d->deadline_timer) event_del(d->deadline_timer);
     } else {
-      procord_link_fail(link, code, "peer");
+      procord_link_fail(link, code, PROCORD_STAGE_PEER);
     }
     return PROCORD_FRAME_BREAKS;
   }
   default:
-    procord_link_fail(link, PROCORD_EUNEXPECTED, "receive");
+    procord_link_fail(link, PROCORD_EUNEXPECTED, PROCORD_STAGE_RECEIVE);
     return PROCORD_FRAME_BREAKS;
   }
 }
@@ -213,7 +215,8 @@ void procord_delegation_take_end(procord_delegation_t *d, const procord_link_t *
   if (d->answered) return;
   d->outcome.kind = PROCORD_OUTCOME_DISCONNECTED;
   d->outcome.error = link->end.error ? link->end.error : PROCORD_EDISCONNECTED;
-  d->outcome.call = link->end.call ? link->end.call : "read";
+  d->outcome.call = link->end.call ? link->end.call : procord_stage_call(PROCORD_STAGE_READ);
+  d->outcome.stage = link->end.call ? link->end.stage : PROCORD_STAGE_READ;
   d->outcome.detail = link->end.detail;
 }
 
@@ -247,7 +250,7 @@ static void one_off_on_ready(procord_link_t *link, void *context) {
   procord_delegation_t *d = context;
   int error = procord_delegation_send(d, link);
   if (error) {
-    procord_link_fail(link, error, "setup");
+    procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     procord_link_close(link);
   }
 }
@@ -305,7 +308,7 @@ static void start_on_loop(void *context) {
   if (!error) error = procord_delegation_arm_deadline(d);
   if (!error && d->worker_stderr) error = procord_worker_stderr_start(d->worker_stderr);
   if (error) {
-    procord_link_fail(d->link, error, "setup"); /* unless the start said why already */
+    procord_link_fail(d->link, error, PROCORD_STAGE_SETUP); /* unless the start said why already */
     procord_delegation_take_end(d, d->link);
     procord_link_free(d->link);
     d->link = NULL;

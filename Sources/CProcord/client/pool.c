@@ -401,7 +401,8 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
     /* The link may not have been made, or ended at once (a spawn error). */
     memset(failure, 0, sizeof *failure);
     failure->error = error;
-    failure->call = "setup";
+    failure->call = procord_stage_call(PROCORD_STAGE_SETUP);
+    failure->stage = PROCORD_STAGE_SETUP;
     failure->exit_code = -1;
     if (w && w->link) *failure = w->link->end;
     /* Rest the source, or hold the pool, so that nothing retries in a tight loop. */
@@ -442,7 +443,7 @@ static void assign(pool_worker_t *w, procord_delegation_t *d) {
   if (!ready) return;
   int error = procord_delegation_send(d, w->link);
   if (error) {
-    procord_link_fail(w->link, error, "setup");
+    procord_link_fail(w->link, error, PROCORD_STAGE_SETUP);
     retire(w);
   }
 }
@@ -519,7 +520,7 @@ static void send_ahead(pool_worker_t *w, procord_delegation_t *d) {
   w->ahead_count++;
   int error = procord_delegation_send(d, w->link);
   if (error) {
-    procord_link_fail(w->link, error, "setup");
+    procord_link_fail(w->link, error, PROCORD_STAGE_SETUP);
     retire(w);
   }
 }
@@ -661,7 +662,7 @@ static void on_ready(procord_link_t *link, void *context) {
   if (w->state == WORKER_BUSY && w->task) {
     int error = procord_delegation_send(w->task, w->link);
     if (error) {
-      procord_link_fail(w->link, error, "setup");
+      procord_link_fail(w->link, error, PROCORD_STAGE_SETUP);
       retire(w);
     }
     return;
@@ -725,7 +726,8 @@ static void on_frame(procord_link_t *link, const procord_frame_t *frame, int err
     return;
   }
   if (w->state != WORKER_CLOSING) {
-    procord_link_fail(link, error ? error : PROCORD_EUNEXPECTED, error ? "parse" : "receive");
+    procord_link_fail(link, error ? error : PROCORD_EUNEXPECTED,
+                      error ? PROCORD_STAGE_PARSE : PROCORD_STAGE_RECEIVE);
     retire(w);
   }
 }
@@ -934,7 +936,8 @@ static void enqueue_on_loop(void *argument) {
     p->waiting--;
     p->stats.queued = p->waiting;
     pthread_mutex_unlock(&p->lock);
-    procord_link_t none = {.end = {.error = -ENOMEM, .call = "setup", .exit_code = -1}};
+    procord_link_t none = {.end = {.exit_code = -1}};
+    procord_link_fail(&none, -ENOMEM, PROCORD_STAGE_SETUP);
     procord_delegation_take_end(d, &none);
     finish_task(p, d);
     return;

@@ -37,7 +37,8 @@ static void record_reap(procord_link_t *link, int result, int status) {
   int bare_end = !link->end.error || link->end.error == PROCORD_EDISCONNECTED;
   if (result == -ECHILD && bare_end) {
     link->end.error = -ECHILD;
-    link->end.call = "waitpid";
+    link->end.call = procord_stage_call(PROCORD_STAGE_REAP);
+    link->end.stage = PROCORD_STAGE_REAP;
     link->end.detail = "the worker was reaped by another part of this program (a SIGCHLD handler "
                        "calling waitpid(-1)?), so how it ended is unknown";
   }
@@ -80,10 +81,16 @@ procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_option
   return link;
 }
 
-void procord_link_fail(procord_link_t *link, int error, const char *call) {
+void procord_link_fail_call(procord_link_t *link, int error, procord_stage_t stage,
+                            const char *call) {
   if (link->end.error || link->end.call) return;
   link->end.error = error;
   link->end.call = call;
+  link->end.stage = stage;
+}
+
+void procord_link_fail(procord_link_t *link, int error, procord_stage_t stage) {
+  procord_link_fail_call(link, error, stage, procord_stage_call(stage));
 }
 
 static void on_end_event(evutil_socket_t fd, short events, void *context) {
@@ -127,7 +134,8 @@ static void on_state(procord_connection_t *connection, procord_connection_state_
   /* A close the owner asked for records nothing (see procord_link_end_t). */
   if (cause.error && !link->end.error && !link->end.call)
     link->end.detail = procord_connection_detail(connection);
-  if (cause.error) procord_link_fail(link, cause.error, cause.call ? cause.call : "read");
+  procord_stage_t stage = procord_connection_stage(connection);
+  if (cause.error) procord_link_fail(link, cause.error, stage ? stage : PROCORD_STAGE_READ);
   drop_connection(link);
   end_if_done(link);
 }
@@ -201,7 +209,9 @@ static void on_connected(int fd, int error, const char *call, const char *detail
   link->attempt = NULL;
   if (!error) error = open_connection(link, fd, fd);
   if (error) {
-    procord_link_fail(link, error, call ? call : "setup");
+    /* The connect names its call only: "getaddrinfo" for the lookup, "connect". */
+    if (call) procord_link_fail_call(link, error, procord_stage_of_call(call), call);
+    else procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     link->end.detail = detail;
     end_if_done(link);
     return;
@@ -228,14 +238,15 @@ int procord_link_start(procord_link_t *link) {
     if (!error) error = procord_connect(link->loop, &options, &link->attempt);
     if (error) {
       link->attempt = NULL;
-      procord_link_fail(link, error, "connect");
+      procord_link_fail(link, error, PROCORD_STAGE_CONNECT);
     }
     return error;
   }
   if (link->spawn_error) {
     /* Refused before any posix_spawn: the detail says why and what to do. */
     const char *refusal = procord_lineage_refusal(link->spawn_error);
-    procord_link_fail(link, link->spawn_error, refusal ? "spawn" : "posix_spawn");
+    procord_link_fail_call(link, link->spawn_error, PROCORD_STAGE_SPAWN,
+                           refusal ? "spawn" : procord_stage_call(PROCORD_STAGE_SPAWN));
     link->end.detail = refusal;
     return link->spawn_error;
   }
@@ -250,7 +261,7 @@ int procord_link_start(procord_link_t *link) {
   }
   if (error) {
     /* Out of memory setting up: end the worker at once, reaping it here. */
-    procord_link_fail(link, error, "setup");
+    procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     end_child_now(link);
   }
   return error;

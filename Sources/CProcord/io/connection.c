@@ -89,7 +89,7 @@ static void move_to(procord_connection_t *c, procord_connection_state_t state) {
 
 /* Closes the descriptors and reports DISCONNECTED once; returns 0 if the
    connection was freed in the owner's callback. */
-static int disconnect_because(procord_connection_t *c, int error, const char *call,
+static int disconnect_because(procord_connection_t *c, int error, procord_stage_t stage,
                               const char *detail) {
   if (c->state == PROCORD_DISCONNECTED) return 1;
   PROCORD_ASSERT(!c->securing || c->state == PROCORD_CONNECTING);
@@ -99,13 +99,14 @@ static int disconnect_because(procord_connection_t *c, int error, const char *ca
   move_to(c, PROCORD_DISCONNECTED);
   c->securing = 0;
   c->cause.error = error;
-  c->cause.call = call;
+  c->cause.call = procord_stage_call(stage);
+  c->stage = stage;
   c->detail = detail;
   return notify_state(c);
 }
 
-static int disconnect(procord_connection_t *c, int error, const char *call) {
-  return disconnect_because(c, error, call, NULL);
+static int disconnect(procord_connection_t *c, int error, procord_stage_t stage) {
+  return disconnect_because(c, error, stage, NULL);
 }
 
 /* Reads from now on (securing, or connected): the descriptor's event; the
@@ -157,7 +158,8 @@ static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_connection_t *c = argument;
   disconnect(c, PROCORD_ETIMEOUT,
-             c->securing ? "handshake" : c->state == PROCORD_CONNECTING ? "connect" : "idle");
+             c->securing ? PROCORD_STAGE_HANDSHAKE
+             : c->state == PROCORD_CONNECTING ? PROCORD_STAGE_CONNECT : PROCORD_STAGE_IDLE);
 }
 
 static int still_reading(procord_connection_t *c) {
@@ -189,7 +191,7 @@ static int feed(procord_connection_t *c, const unsigned char *bytes, size_t leng
   if (used < length && c->paused && c->state == PROCORD_CONNECTED && !c->reading_stopped) {
     if (!c->stash) c->stash = evbuffer_new();
     if (!c->stash || evbuffer_add(c->stash, bytes + used, length - used) < 0) {
-      disconnect(c, -ENOMEM, "read");
+      disconnect(c, -ENOMEM, PROCORD_STAGE_READ);
       return 0;
     }
   }
@@ -202,7 +204,7 @@ static int feed_stash(procord_connection_t *c) {
     size_t length = evbuffer_get_length(c->stash), used;
     const unsigned char *bytes = evbuffer_pullup(c->stash, -1);
     if (!bytes) {
-      disconnect(c, -ENOMEM, "read");
+      disconnect(c, -ENOMEM, PROCORD_STAGE_READ);
       return 0;
     }
     struct evbuffer *stash = c->stash;
@@ -226,7 +228,7 @@ static ssize_t pull(procord_connection_t *c, void *buffer, size_t size, int *emp
   *emptied = n > 0 && (size_t)n < size;
   if (n > 0) return n;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-  disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, "read");
+  disconnect(c, n == 0 ? PROCORD_EDISCONNECTED : -errno, PROCORD_STAGE_READ);
   return -1;
 }
 
@@ -250,7 +252,7 @@ static void read_ahead(procord_connection_t *c) {
     restart_idle_timer(c);
     if (!c->stash) c->stash = evbuffer_new();
     if (!c->stash || evbuffer_add(c->stash, chunk, (size_t)n) < 0) {
-      disconnect(c, -ENOMEM, "read");
+      disconnect(c, -ENOMEM, PROCORD_STAGE_READ);
       return;
     }
     if (emptied) return;
@@ -323,7 +325,7 @@ static void on_descriptor_readable(evutil_socket_t fd, short events, void *argum
 static void finish_close_nicely(procord_connection_t *c) {
   if (!procord_tls_transport_say_goodbye(&c->tls) && c->options.write_fd >= 0)
     shutdown(c->options.write_fd, SHUT_WR); /* ENOTSOCK on pipes: harmless */
-  disconnect(c, 0, NULL);
+  disconnect(c, 0, PROCORD_STAGE_NONE);
 }
 
 /*
@@ -338,7 +340,7 @@ static int fail_writing(procord_connection_t *c, int error) {
   event_del(c->write_event);
   /* Paused, its last words would not be read anyway. */
   if (c->state == PROCORD_CONNECTED && !c->reading_stopped && !c->paused) return 1;
-  disconnect(c, error, "write");
+  disconnect(c, error, PROCORD_STAGE_WRITE);
   return 0;
 }
 
@@ -450,15 +452,15 @@ static int start_authenticating(procord_connection_t *c) {
 static int authenticate_frame(procord_connection_t *c, const procord_frame_t *frame, int error) {
   PROCORD_ASSERT(c->securing && c->state == PROCORD_CONNECTING);
   if (error)
-    return disconnect_because(c, PROCORD_EAUTH, "authenticate",
+    return disconnect_because(c, PROCORD_EAUTH, PROCORD_STAGE_AUTHENTICATE,
                               "the server's answer to authentication is not a valid frame");
   unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
   procord_auth_result_t result = procord_auth_step(&c->auth, frame, reply, &length, &reason);
-  if (result == PROCORD_AUTH_FAILED) return disconnect_because(c, PROCORD_EAUTH, "authenticate", reason);
+  if (result == PROCORD_AUTH_FAILED) return disconnect_because(c, PROCORD_EAUTH, PROCORD_STAGE_AUTHENTICATE, reason);
   if (length && send_urgent(c, reply, length) != 0)
-    return disconnect_because(c, -ENOMEM, "authenticate", NULL);
+    return disconnect_because(c, -ENOMEM, PROCORD_STAGE_AUTHENTICATE, NULL);
   if (result == PROCORD_AUTH_CONTINUE) return 1;
   memset(&c->auth, 0, sizeof c->auth);
   procord_frame_parser_reset(&c->parser);
@@ -472,7 +474,7 @@ static void on_tls_report(void *owner, const procord_tls_report_t *report) {
   switch (report->kind) {
   case PROCORD_TLS_SECURED: {
     int error = start_authenticating(c);
-    if (error) disconnect_because(c, error, "authenticate", NULL);
+    if (error) disconnect_because(c, error, PROCORD_STAGE_AUTHENTICATE, NULL);
     return;
   }
   case PROCORD_TLS_READABLE:
@@ -484,12 +486,12 @@ static void on_tls_report(void *owner, const procord_tls_report_t *report) {
     return;
   case PROCORD_TLS_ENDED:
     if (c->securing)
-      disconnect_because(c, PROCORD_ETLS, "tls", "the server closed the connection during the TLS handshake");
+      disconnect_because(c, PROCORD_ETLS, PROCORD_STAGE_TLS, "the server closed the connection during the TLS handshake");
     else
-      disconnect(c, PROCORD_EDISCONNECTED, "read");
+      disconnect(c, PROCORD_EDISCONNECTED, PROCORD_STAGE_READ);
     return;
   case PROCORD_TLS_FAILED:
-    disconnect_because(c, report->error, report->call, report->detail);
+    disconnect_because(c, report->error, report->stage, report->detail);
     return;
   }
 }
@@ -510,7 +512,7 @@ static void begin(procord_connection_t *c) {
     return;
   }
   int error = start_securing(c);
-  if (error) disconnect(c, error, "handshake");
+  if (error) disconnect(c, error, PROCORD_STAGE_HANDSHAKE);
 }
 
 static void finish_connect(procord_connection_t *c) {
@@ -518,7 +520,7 @@ static void finish_connect(procord_connection_t *c) {
   socklen_t length = sizeof error;
   if (getsockopt(c->options.read_fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
   if (error) {
-    disconnect(c, -error, "connect");
+    disconnect(c, -error, PROCORD_STAGE_CONNECT);
     return;
   }
   if (c->state == PROCORD_DISCONNECTING) { /* close_nicely while connecting */
@@ -540,7 +542,7 @@ static void on_descriptor_writable(evutil_socket_t fd, short events, void *argum
 static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
-  disconnect(argument, PROCORD_ETIMEOUT, "close");
+  disconnect(argument, PROCORD_ETIMEOUT, PROCORD_STAGE_CLOSE);
 }
 
 void procord_connection_options_init(procord_connection_options_t *options) {
@@ -718,7 +720,7 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   if (c->securing || (c->security && c->state == PROCORD_CONNECTING)) {
     /* Nothing the owner queued may go to a peer not trusted yet (or not
        even connected: finish_connect would write it in clear). */
-    disconnect(c, 0, NULL);
+    disconnect(c, 0, PROCORD_STAGE_NONE);
     return;
   }
   int was_connecting = c->state == PROCORD_CONNECTING;
@@ -738,13 +740,13 @@ void procord_connection_close_nicely(procord_connection_t *c, int timeout_ms) {
   }
 }
 
-void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, NULL); }
+void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, PROCORD_STAGE_NONE); }
 
 void procord_connection_abort(procord_connection_t *c) {
   if (c->state == PROCORD_DISCONNECTED) return;
   struct linger reset = {.l_onoff = 1, .l_linger = 0};
   setsockopt(c->options.read_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset); /* ENOTSOCK: a pipe */
-  disconnect(c, 0, NULL);
+  disconnect(c, 0, PROCORD_STAGE_NONE);
 }
 
 procord_connection_state_t procord_connection_state(const procord_connection_t *c) {
@@ -752,6 +754,8 @@ procord_connection_state_t procord_connection_state(const procord_connection_t *
 }
 
 procord_cause_t procord_connection_cause(const procord_connection_t *c) { return c->cause; }
+
+procord_stage_t procord_connection_stage(const procord_connection_t *c) { return c->stage; }
 
 size_t procord_connection_pending_output(const procord_connection_t *c) {
   return evbuffer_get_length(c->output) + procord_tls_transport_pending(&c->tls);

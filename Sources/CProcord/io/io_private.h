@@ -172,16 +172,16 @@ typedef enum {
   PROCORD_TLS_READABLE, /* decrypted bytes wait: procord_tls_transport_read */
   PROCORD_TLS_WRITTEN,  /* the layer wrote down to its low watermark (see pending) */
   PROCORD_TLS_ENDED,    /* the peer closed the connection */
-  PROCORD_TLS_FAILED,   /* see error, call and detail */
+  PROCORD_TLS_FAILED,   /* see error, stage and detail */
 } procord_tls_report_kind_t;
 
 typedef struct {
   procord_tls_report_kind_t kind;
-  /* PROCORD_TLS_FAILED: PROCORD_ETLS with call "tls" and why (static
+  /* PROCORD_TLS_FAILED: PROCORD_ETLS at PROCORD_STAGE_TLS with why (static
      English) in detail, or a negated errno (PROCORD_EDISCONNECTED when
-     none) with call "read" or "write" and no detail. */
+     none) at PROCORD_STAGE_READ or _WRITE and no detail. */
   int error;
-  const char *call;
+  procord_stage_t stage;
   const char *detail;
 } procord_tls_report_t;
 
@@ -243,6 +243,7 @@ struct procord_connection_s {
   procord_loop_t *loop;
   procord_connection_state_t state; /* only moves forward: CONNECTING .. DISCONNECTED */
   procord_cause_t cause;
+  procord_stage_t stage; /* the cause's, its call's stage (procord_connection_stage) */
   const char *detail; /* static: more about the cause, or NULL */
   procord_frame_parser_t parser;
   struct evbuffer *output;
@@ -297,6 +298,10 @@ void procord_connection_set_hooks(procord_connection_t *c,
    even when it is not reading (a worker busy with a task, with tasks sent
    ahead unread in its socket, would never see an orderly end). */
 void procord_connection_abort(procord_connection_t *c);
+
+/* The stage of procord_connection_cause: where the connection failed
+   (PROCORD_STAGE_NONE before, or after a close the owner asked for). */
+procord_stage_t procord_connection_stage(const procord_connection_t *c);
 
 /* ---- lineage ---- */
 

@@ -18,38 +18,38 @@
 #define TLS_WRITE_LOW_WATERMARK (256 * 1024)
 
 static void report_to_owner(procord_tls_transport_t *t, procord_tls_report_kind_t kind, int error,
-                       const char *call, const char *detail) {
-  procord_tls_report_t report = {.kind = kind, .error = error, .call = call, .detail = detail};
+                            procord_stage_t stage, const char *detail) {
+  procord_tls_report_t report = {.kind = kind, .error = error, .stage = stage, .detail = detail};
   t->on_report(t->owner, &report); /* may close `t`: nothing of it is read after */
 }
 
 static void on_tls_readable(struct bufferevent *bev, void *argument) {
   (void)bev;
-  report_to_owner(argument, PROCORD_TLS_READABLE, 0, NULL, NULL);
+  report_to_owner(argument, PROCORD_TLS_READABLE, 0, PROCORD_STAGE_NONE, NULL);
 }
 
 static void on_tls_written(struct bufferevent *bev, void *argument) {
   (void)bev;
-  report_to_owner(argument, PROCORD_TLS_WRITTEN, 0, NULL, NULL);
+  report_to_owner(argument, PROCORD_TLS_WRITTEN, 0, PROCORD_STAGE_NONE, NULL);
 }
 
 static void on_tls_event(struct bufferevent *bev, short what, void *argument) {
   procord_tls_transport_t *t = argument;
   if (what & BEV_EVENT_CONNECTED) {
-    report_to_owner(t, PROCORD_TLS_SECURED, 0, NULL, NULL);
+    report_to_owner(t, PROCORD_TLS_SECURED, 0, PROCORD_STAGE_NONE, NULL);
     return;
   }
   if (what & BEV_EVENT_EOF) {
-    report_to_owner(t, PROCORD_TLS_ENDED, 0, NULL, NULL);
+    report_to_owner(t, PROCORD_TLS_ENDED, 0, PROCORD_STAGE_NONE, NULL);
     return;
   }
   if (what & BEV_EVENT_ERROR) {
     int error = errno;
     const char *reason = procord_tls_failure(bev);
-    if (reason) report_to_owner(t, PROCORD_TLS_FAILED, PROCORD_ETLS, "tls", reason);
+    if (reason) report_to_owner(t, PROCORD_TLS_FAILED, PROCORD_ETLS, PROCORD_STAGE_TLS, reason);
     else
       report_to_owner(t, PROCORD_TLS_FAILED, error ? -error : PROCORD_EDISCONNECTED,
-                 what & BEV_EVENT_WRITING ? "write" : "read", NULL);
+                      what & BEV_EVENT_WRITING ? PROCORD_STAGE_WRITE : PROCORD_STAGE_READ, NULL);
   }
 }
 
