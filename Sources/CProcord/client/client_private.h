@@ -224,63 +224,26 @@ void procord_worker_stderr_free(procord_worker_stderr_t *pipe);
 /*
  * Private to the C core: what a pool needs of a delegation. A delegation is
  * the task's side (name, input, outcome, deadline, kill); the worker it runs
- * on is a link (worker_link.h), its own for a one-off delegation, lent by a
- * pool for a pooled one.
+ * on is a link (worker_link.c), its own for a one-off delegation, lent by a
+ * pool for a pooled one. Its struct is delegation.c's own: a pool keeps its
+ * bookkeeping (queue, retries, the worker a task is on) in entries of its
+ * own, and the delegation reaches the pool only through the owner hooks it
+ * was given.
  */
 
-
-struct procord_pool_s;
-struct event;
-
-/* The serialized input, shared by every attempt and the frames in flight. */
-typedef struct procord_shared_input_s {
-  procord_body_owner_t owner; /* how the frames in flight release it */
-  int references;             /* atomic */
-  size_t length;
-  const unsigned char *data;  /* `bytes`, or the caller's own (borrowed) */
-  void (*borrowed_release)(void *context); /* for borrowed input: gives it back */
-  void *borrowed_context;
-  unsigned char bytes[];
-} procord_shared_input_t;
-
-struct procord_delegation_s {
-  procord_loop_work_t work; /* first: the loop hands this pointer back (one-off only) */
-  procord_loop_t *loop;
-  int references;           /* atomic */
-  int kill_requested;       /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
-  int stop_queued;          /* atomic: stop_call is in the loop's queue */
-  procord_queued_call_t stop_call; /* its own: a kill or cancel needs no memory */
-  char *task_name;
-  procord_shared_input_t *input;
-  int deadline_ms;
-  int idempotent;
-  procord_done_cb on_done;
-  procord_print_cb on_print;
-  int capture_output;
-  void *context;
-
-  procord_link_t *link;     /* the worker it runs on, or NULL */
-  pid_t pid;                /* atomic: the worker's pid, or -1 */
-  int spawn_failed;         /* one-off: its worker could not be started */
-  struct event *deadline_timer;
-  int timed_out;
-  int answered;             /* a terminal frame set the outcome */
-  procord_outcome_t outcome;
-  void *body;
-  /* One-off, the worker's stderr not redirected: its pipe, until the finish. */
-  procord_worker_stderr_t *worker_stderr;
-  int outcome_ready;        /* atomic: the outcome is final (set before on_done) */
-  int finished;             /* guarded by the loop's done lock: on_done has returned */
-
-  /* Pooled tasks: */
-  struct procord_pool_s *pool;
-  procord_delegation_t *queue_next;
-  int queued;
-  int sent_ahead;           /* in a busy worker's list of tasks sent ahead */
-  int dropped;              /* finished while sent ahead: its worker is killed when it gets to it */
-  int delivered;            /* its frames went to a ready worker */
-  int retries;
-};
+/* What holds a delegation that is not one-off (a pool), called through
+   these: the delegation never knows what holds it. On the loop's thread. */
+typedef struct procord_delegation_owner_s {
+  /* Ends the task early: a kill or a cancel (procord_delegation_kill_requested
+     says which), or its deadline (procord_delegation_timed_out). The owner
+     finishes a task that has no worker yet at once; it sends a running one's
+     worker `signal` (SIGKILL also closes its stream), and finishes the task
+     once that worker has ended. */
+  void (*stop)(void *owner_context, int signal);
+  /* The delegation's last reference is gone: it is freed next, and no hook
+     is called again. On any thread (the one that released it). */
+  void (*released)(void *owner_context);
+} procord_delegation_owner_t;
 
 /* What a frame from the worker means for the task. */
 typedef enum procord_frame_effect {
@@ -291,9 +254,19 @@ typedef enum procord_frame_effect {
 } procord_frame_effect_t;
 
 /* Makes a delegation with no worker yet: the caller's reference and the
-   finishing one. NULL when out of memory. Any thread. */
+   finishing one. `owner` NULL: a one-off delegation, which starts its own
+   worker; otherwise the hooks of what holds it, with `owner_context`. NULL
+   when out of memory. Any thread. */
 procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
-                                                const procord_delegation_options_t *options);
+                                                const procord_delegation_options_t *options,
+                                                const procord_delegation_owner_t *owner,
+                                                void *owner_context);
+
+/* One more reference (a pool's list of tasks sent ahead holds one). */
+void procord_delegation_retain(procord_delegation_t *delegation);
+
+/* Frees a delegation that never reached the loop: both its references. */
+void procord_delegation_discard(procord_delegation_t *delegation);
 
 /* A call that fails before a delegation holds its input gives a borrowed
    input back at once (see input_release in procord/delegation.h). */
@@ -309,35 +282,46 @@ int procord_delegation_options_copy(procord_delegation_options_t *copy,
 /* Starts the deadline timer, if any. On the loop's thread. */
 int procord_delegation_arm_deadline(procord_delegation_t *delegation);
 
+/* The task now runs on the worker of `pid` (procord_delegation_pid, and the
+   outcome's worker_pid). */
+void procord_delegation_runs_on(procord_delegation_t *delegation, pid_t pid);
+
 /* Sends the task (`T`, then `V`) on a ready link. */
 int procord_delegation_send(procord_delegation_t *delegation, procord_link_t *link);
+
+/* A task sent ahead came back from a worker that never started it: it was
+   not delivered, and that attempt does not count. */
+void procord_delegation_take_back(procord_delegation_t *delegation);
+
+/* Its worker ended without an answer, and the task runs again: a fresh
+   outcome (the attempts kept), not delivered, on no worker. */
+void procord_delegation_prepare_retry(procord_delegation_t *delegation);
 
 /* Handles one frame of the task's answer (see procord_frame_cb). */
 procord_frame_effect_t procord_delegation_frame(procord_delegation_t *delegation,
                                                 procord_link_t *link,
                                                 const procord_frame_t *frame, int error);
 
-/* Fills in the outcome from how its worker ended, if it did not answer. */
-void procord_delegation_take_end(procord_delegation_t *delegation, const procord_link_t *link);
+/* True once a terminal frame set the outcome. On the loop's thread. */
+int procord_delegation_answered(const procord_delegation_t *delegation);
+
+/* A kill or cancel was asked for (the signal), or the owner ended it as
+   killed (procord_delegation_end_as_killed); 0 otherwise. Any thread. */
+int procord_delegation_kill_requested(const procord_delegation_t *delegation);
+
+/* True once its deadline passed. On the loop's thread. */
+int procord_delegation_timed_out(const procord_delegation_t *delegation);
+
+/* Its owner ends it unstarted (a pool shut down at once): the outcome is
+   KILLED. */
+void procord_delegation_end_as_killed(procord_delegation_t *delegation);
+
+/* Fills in the outcome from how its worker ended (its exit code, signal),
+   and, if it did not answer, the cause. */
+void procord_delegation_take_end(procord_delegation_t *delegation, const procord_link_end_t *end);
 
 /* Reports the outcome (KILLED or TIMED_OUT if asked for) and drops the
-   finishing reference. On the loop's thread. */
+   finishing reference. Once. On the loop's thread. */
 void procord_delegation_finish(procord_delegation_t *delegation);
-
-/* ---- pool ---- */
-
-/* Private to the C core: what a pooled delegation asks of its pool (pool.c). */
-
-
-/*
- * Ends a pooled task early, on the loop's thread: a queued task finishes at
- * once; a running one has its worker sent `signal` (SIGKILL also closes its
- * stream), and finishes once that worker has ended. The task's
- * kill_requested or timed_out flag says how it ends.
- */
-void procord_pool_stop_task(procord_pool_t *pool, procord_delegation_t *task, int signal);
-
-/* A pooled task's last reference is gone: it no longer holds the pool. */
-void procord_pool_task_released(procord_pool_t *pool);
 
 #endif

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,26 +21,76 @@
 #define FIRST_BACKOFF_MS 250
 #define LAST_BACKOFF_MS 10000
 
-typedef enum worker_state {
-  WORKER_STARTING, /* a server connection in progress */
-  WORKER_IDLE,     /* ready, no task */
-  WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
-  WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
-  WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
-} worker_state_t;
+/* A node of the pool's lists: the first and last of a list are its
+   sentinel's `next` and `previous`; an empty list is its sentinel alone. */
+typedef struct pool_node_s {
+  struct pool_node_s *previous, *next;
+} pool_node_t;
+
+#define POOL_ENTRY(node, type, member) ((type *)(void *)((char *)(node) - offsetof(type, member)))
+
+static void list_init(pool_node_t *list) { list->previous = list->next = list; }
+static int list_is_empty(const pool_node_t *list) { return list->next == list; }
+
+static void list_insert_after(pool_node_t *at, pool_node_t *node) {
+  node->previous = at;
+  node->next = at->next;
+  at->next->previous = node;
+  at->next = node;
+}
+
+static void list_remove(pool_node_t *node) {
+  node->previous->next = node->next;
+  node->next->previous = node->previous;
+  node->previous = node->next = node;
+}
+
+typedef enum pool_worker_state {
+  POOL_WORKER_NEW,      /* made, not yet counted */
+  POOL_WORKER_STARTING, /* a server connection in progress */
+  POOL_WORKER_IDLE,     /* ready, no task */
+  POOL_WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
+  POOL_WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
+  POOL_WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
+} pool_worker_state_t;
+
+/* Where a pooled task is: in exactly one place at a time. */
+typedef enum pool_task_place {
+  POOL_TASK_ARRIVING,   /* submitted, on its way to the loop's thread */
+  POOL_TASK_QUEUED,     /* in the pool's queue */
+  POOL_TASK_SENT_AHEAD, /* in a busy worker's list of tasks sent ahead */
+  POOL_TASK_RUNNING,    /* the task of a worker (sent, or to be sent once it is ready) */
+  POOL_TASK_OUT,        /* in none: being moved, or finished */
+} pool_task_place_t;
+
+struct pool_worker_s;
+
+/* The pool's entry for one of its tasks: its place and retries, which the
+   delegation knows nothing of. It lives as long as the delegation (freed by
+   the `released` hook). */
+typedef struct pool_task_s {
+  pool_node_t node;         /* in the queue, or a worker's list sent ahead */
+  procord_pool_t *pool;
+  procord_delegation_t *delegation;
+  pool_task_place_t place;
+  struct pool_worker_s *worker; /* running it, or holding it sent ahead */
+  int idempotent;
+  int retries;
+  int finished;             /* its outcome is reported */
+} pool_task_t;
 
 typedef struct pool_worker_s {
+  pool_node_t node;          /* in the pool's list of workers */
   procord_pool_t *pool;
-  struct pool_worker_s *previous, *next;
   procord_link_t *link;
   size_t source;
-  worker_state_t state;
+  pool_worker_state_t state;
   int was_ready;
   int stopped_by_pool;       /* retired or killed by the pool: not the source's fault */
-  procord_delegation_t *task;
-  /* Tasks sent ahead, in order, linked by queue_next: they wait in the
-     worker behind `task`. The list holds a reference to each. */
-  procord_delegation_t *ahead_head, *ahead_tail;
+  pool_task_t *task;
+  /* Tasks sent ahead, in order: they wait in the worker behind `task`. The
+     list holds a reference to each delegation. */
+  pool_node_t ahead;
   int ahead_count;
   int retire_due;                  /* to be retired once its tasks sent ahead are done */
   int said_reusable;               /* has sent `0R`: takes task after task */
@@ -62,8 +113,8 @@ struct procord_pool_s {
   procord_pool_options_t options;
   pool_source_t *sources;
   size_t next_source;
-  pool_worker_t workers;    /* sentinel of the list of workers */
-  procord_delegation_t *queue_head, *queue_tail;
+  pool_node_t workers;      /* the workers, the most recently idle last */
+  pool_node_t queue;        /* the tasks waiting for a worker, in order */
   struct event *replenish_timer;
   /* After a start failed for lack of resources, the pool is held at the
      workers it had (see hold_size); its end and why, on the loop thread: */
@@ -83,10 +134,9 @@ struct procord_pool_s {
   int shutdown_immediate;   /* an immediate shutdown was asked for */
   int shutdown_queued;      /* shutdown_call is in the loop's queue */
   procord_queued_call_t shutdown_call; /* the pool's own: a shutdown cannot fail */
-  size_t waiting;           /* submitted and not yet handed to a worker */
   size_t held_at;           /* the most workers while held (written on the loop thread) */
   long long held_until_ms;  /* held until then; 0: not held */
-  procord_pool_stats_t stats;
+  procord_pool_stats_t stats; /* its `queued`: submitted and not yet handed to a worker */
 };
 
 static long long now_ms(void) {
@@ -150,31 +200,41 @@ static int copy_source(procord_pool_source_t *to, const procord_pool_source_t *f
 /* ---- References and counts. ---- */
 
 static void pool_unref(procord_pool_t *p) {
-  if (__atomic_sub_fetch(&p->references, 1, __ATOMIC_ACQ_REL) != 0) return;
+  int left = __atomic_sub_fetch(&p->references, 1, __ATOMIC_ACQ_REL);
+  PROCORD_ASSERT(left >= 0);
+  if (left != 0) return;
   for (size_t i = 0; i < p->options.source_count; i++) free_source(&p->sources[i].spec);
   procord_free(p->sources);
   pthread_mutex_destroy(&p->lock);
   procord_free(p);
 }
 
-void procord_pool_task_released(procord_pool_t *p) { pool_unref(p); }
-
-static int counts_as_live(worker_state_t state) { return state != WORKER_CLOSING; }
-
-static void count_state(procord_pool_t *p, worker_state_t state, int delta) {
-  if (counts_as_live(state)) p->stats.workers += (size_t)delta;
-  if (state == WORKER_IDLE) p->stats.idle += (size_t)delta;
-  if (state == WORKER_BUSY || state == WORKER_DRAINING) p->stats.busy += (size_t)delta;
+static int counts_as_live(pool_worker_state_t state) {
+  return state != POOL_WORKER_NEW && state != POOL_WORKER_CLOSING;
 }
 
-static void set_state(pool_worker_t *w, worker_state_t state) {
+static void count_state(procord_pool_t *p, pool_worker_state_t state, int delta) {
+  if (counts_as_live(state)) p->stats.workers += (size_t)delta;
+  if (state == POOL_WORKER_IDLE) p->stats.idle += (size_t)delta;
+  if (state == POOL_WORKER_BUSY || state == POOL_WORKER_DRAINING) p->stats.busy += (size_t)delta;
+}
+
+static void set_worker_state(pool_worker_t *w, pool_worker_state_t state) {
   procord_pool_t *p = w->pool;
+  /* Forward only: a closing worker waits for its end, and never works again. */
+  PROCORD_ASSERT(state != POOL_WORKER_NEW);
+  PROCORD_ASSERT(w->state != POOL_WORKER_CLOSING || state == POOL_WORKER_CLOSING);
+  /* A busy worker has a task; an idle, starting or draining one has none. */
+  PROCORD_ASSERT(state == POOL_WORKER_BUSY ? w->task != NULL
+                                           : state == POOL_WORKER_CLOSING || w->task == NULL);
   pthread_mutex_lock(&p->lock);
   count_state(p, w->state, -1);
   count_state(p, state, 1);
+  /* No count below zero (they are unsigned: one would wrap around). */
+  PROCORD_ASSERT(p->stats.busy + p->stats.idle <= p->stats.workers);
   pthread_mutex_unlock(&p->lock);
   w->state = state;
-  if (state != WORKER_IDLE && w->idle_timer) event_del(w->idle_timer);
+  if (state != POOL_WORKER_IDLE && w->idle_timer) event_del(w->idle_timer);
 }
 
 static size_t live_workers(procord_pool_t *p) {
@@ -184,46 +244,64 @@ static size_t live_workers(procord_pool_t *p) {
   return live;
 }
 
+/* Tasks submitted and not yet handed to a worker (stats.queued): counted
+   when submitted, or put back in the queue; no longer once a worker has
+   them, or they finish unqueued. Returns the count before. */
+static size_t count_queued(procord_pool_t *p, int delta, int retried) {
+  pthread_mutex_lock(&p->lock);
+  size_t before = p->stats.queued;
+  PROCORD_ASSERT(delta >= 0 || before > 0);
+  p->stats.queued += (size_t)delta;
+  if (retried) p->stats.tasks_retried++;
+  pthread_mutex_unlock(&p->lock);
+  return before;
+}
+
 /* ---- The queue (loop thread). ---- */
 
-static void enqueue(procord_pool_t *p, procord_delegation_t *d, int at_front) {
-  d->queued = 1;
-  if (at_front) {
-    d->queue_next = p->queue_head;
-    p->queue_head = d;
-    if (!p->queue_tail) p->queue_tail = d;
-  } else {
-    d->queue_next = NULL;
-    if (p->queue_tail) p->queue_tail->queue_next = d;
-    else p->queue_head = d;
-    p->queue_tail = d;
-  }
+static void queue_task(procord_pool_t *p, pool_task_t *t, int at_front) {
+  PROCORD_ASSERT(t->place == POOL_TASK_ARRIVING || t->place == POOL_TASK_OUT);
+  PROCORD_ASSERT(!t->finished);
+  t->place = POOL_TASK_QUEUED;
+  t->worker = NULL;
+  list_insert_after(at_front ? &p->queue : p->queue.previous, &t->node);
 }
 
-static void unqueue(procord_pool_t *p, procord_delegation_t *d) {
-  procord_delegation_t **at = &p->queue_head, *previous = NULL;
-  while (*at && *at != d) {
-    previous = *at;
-    at = &(*at)->queue_next;
-  }
-  if (!*at) return;
-  *at = d->queue_next;
-  if (p->queue_tail == d) p->queue_tail = previous;
-  d->queue_next = NULL;
-  d->queued = 0;
-  pthread_mutex_lock(&p->lock);
-  int was_full = p->waiting >= p->options.max_queue_length;
-  p->waiting--;
-  p->stats.queued = p->waiting;
-  pthread_mutex_unlock(&p->lock);
-  if (was_full && p->options.on_room) p->options.on_room(p, p->options.context);
+/* Back to the front of the queue, counted again: a retry, or a task sent
+   ahead that its worker never started. */
+static void requeue_task(procord_pool_t *p, pool_task_t *t, int retried) {
+  count_queued(p, 1, retried);
+  queue_task(p, t, 1);
 }
 
-static void finish_task(procord_pool_t *p, procord_delegation_t *d) {
+static void unqueue_task(procord_pool_t *p, pool_task_t *t) {
+  PROCORD_ASSERT(t->place == POOL_TASK_QUEUED);
+  list_remove(&t->node);
+  t->place = POOL_TASK_OUT;
+  size_t before = count_queued(p, -1, 0);
+  if (before >= p->options.max_queue_length && p->options.on_room) p->options.on_room(p, p->options.context);
+}
+
+static pool_task_t *first_queued(procord_pool_t *p) {
+  return list_is_empty(&p->queue) ? NULL : POOL_ENTRY(p->queue.next, pool_task_t, node);
+}
+
+static pool_task_t *dequeue_first_task(procord_pool_t *p) {
+  pool_task_t *t = first_queued(p);
+  unqueue_task(p, t);
+  return t;
+}
+
+/* Reports the task's outcome. Its entry may be gone after this (with the
+   delegation's last reference), unless a list sent ahead holds it. */
+static void finish_task(procord_pool_t *p, pool_task_t *t) {
+  PROCORD_ASSERT(!t->finished); /* once */
+  PROCORD_ASSERT(t->place == POOL_TASK_OUT || t->place == POOL_TASK_SENT_AHEAD);
+  t->finished = 1;
   pthread_mutex_lock(&p->lock);
   p->stats.tasks_finished++;
   pthread_mutex_unlock(&p->lock);
-  procord_delegation_finish(d);
+  procord_delegation_finish(t->delegation);
 }
 
 /* ---- Sources. ---- */
@@ -298,8 +376,7 @@ static void hold_size(procord_pool_t *p, size_t live, const procord_link_end_t *
   pthread_mutex_unlock(&p->lock);
   /* Without the timer, the hold ends at the next task or worker event. */
   if (!p->hold_timer) return;
-  struct timeval later = {p->hold_backoff_ms / 1000, (p->hold_backoff_ms % 1000) * 1000};
-  evtimer_add(p->hold_timer, &later);
+  procord_timer_arm(p->hold_timer, p->hold_backoff_ms);
 }
 
 /* A worker ended and gave back what it held: a start may succeed again. */
@@ -308,11 +385,20 @@ static void end_hold(procord_pool_t *p) { set_hold(p, 0, 0); }
 /* ---- Workers. ---- */
 
 static void pump(procord_pool_t *p);
-static void on_ready(procord_link_t *link, void *context);
-static void on_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context);
-static void on_ended(procord_link_t *link, void *context);
+static void on_worker_ready(procord_link_t *link, void *context);
+static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context);
+static void on_worker_ended(procord_link_t *link, void *context);
 
 static void arm_idle_timer(pool_worker_t *w);
+
+static pool_worker_t *first_worker(procord_pool_t *p) {
+  return list_is_empty(&p->workers) ? NULL : POOL_ENTRY(p->workers.next, pool_worker_t, node);
+}
+
+/* The worker after `w` in the pool's list, or NULL. */
+static pool_worker_t *next_worker(procord_pool_t *p, pool_worker_t *w) {
+  return w->node.next == &p->workers ? NULL : POOL_ENTRY(w->node.next, pool_worker_t, node);
+}
 
 /* The source served: it rests no more. */
 static void source_served(procord_pool_t *p, size_t s) {
@@ -321,54 +407,60 @@ static void source_served(procord_pool_t *p, size_t s) {
   p->sources[s].start_failed = 0;
 }
 
-static void retire(pool_worker_t *w) {
-  if (w->state == WORKER_CLOSING) return;
+static void retire_worker(pool_worker_t *w) {
+  if (w->state == POOL_WORKER_CLOSING) return;
   w->stopped_by_pool = 1;
-  set_state(w, WORKER_CLOSING);
+  set_worker_state(w, POOL_WORKER_CLOSING);
   procord_link_close(w->link);
 }
 
 /* Kills a worker (its process group; SIGKILL also closes its stream). */
 static void kill_worker(pool_worker_t *w, int signal) {
   w->stopped_by_pool = 1;
-  set_state(w, WORKER_CLOSING);
+  set_worker_state(w, POOL_WORKER_CLOSING);
   procord_link_kill(w->link, signal, signal == SIGKILL);
 }
 
-/* Makes `d` the task that worker `w` runs. */
-static void bind_task(pool_worker_t *w, procord_delegation_t *d) {
-  d->link = w->link;
-  w->task = d;
-  __atomic_store_n(&d->pid, w->link->pid, __ATOMIC_RELEASE);
-  d->outcome.worker_pid = w->link->pid;
+/* Makes `t` the task that worker `w` runs. */
+static void bind_task(pool_worker_t *w, pool_task_t *t) {
+  PROCORD_ASSERT(!w->task && t->place == POOL_TASK_OUT && !t->finished);
+  t->place = POOL_TASK_RUNNING;
+  t->worker = w;
+  w->task = t;
+  procord_delegation_runs_on(t->delegation, w->link->pid);
+}
+
+/* The worker no longer runs its task (answered, or the worker ended). */
+static pool_task_t *unbind_task(pool_worker_t *w) {
+  pool_task_t *t = w->task;
+  PROCORD_ASSERT(t->place == POOL_TASK_RUNNING && t->worker == w);
+  w->task = NULL;
+  t->place = POOL_TASK_OUT;
+  t->worker = NULL;
+  return t;
 }
 
 static void on_idle_timeout(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   pool_worker_t *w = context;
-  if (w->state != WORKER_IDLE) return;
-  if (live_workers(w->pool) > (size_t)w->pool->options.min_workers) retire(w);
+  if (w->state != POOL_WORKER_IDLE) return;
+  if (live_workers(w->pool) > (size_t)w->pool->options.min_workers) retire_worker(w);
   else arm_idle_timer(w); /* needed now; perhaps not later */
 }
 
 static void arm_idle_timer(pool_worker_t *w) {
   int limit_ms = w->pool->options.idle_timeout_ms;
   if (limit_ms <= 0) return;
-  struct timeval limit = {limit_ms / 1000, (limit_ms % 1000) * 1000};
-  evtimer_add(w->idle_timer, &limit);
+  procord_timer_arm(w->idle_timer, limit_ms);
 }
 
 /* Idle, and last in the list: the most recently used worker is found first. */
 static void become_idle(pool_worker_t *w) {
   procord_pool_t *p = w->pool;
-  w->previous->next = w->next;
-  w->next->previous = w->previous;
-  w->next = &p->workers;
-  w->previous = p->workers.previous;
-  p->workers.previous->next = w;
-  p->workers.previous = w;
-  set_state(w, WORKER_IDLE);
+  list_remove(&w->node);
+  list_insert_after(p->workers.previous, &w->node);
+  set_worker_state(w, POOL_WORKER_IDLE);
   arm_idle_timer(w);
 }
 
@@ -377,7 +469,7 @@ static void become_idle(pool_worker_t *w) {
  * IDLE for a local worker, which is ready at once), or NULL with `*failure`
  * filled when it could not even start (a spawn error).
  */
-static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end_t *failure) {
+static pool_worker_t *start_worker_from_source(procord_pool_t *p, size_t s, procord_link_end_t *failure) {
   const procord_pool_source_t *source = &p->sources[s].spec;
   pool_worker_t *w = procord_allocate_zeroed(1, sizeof *w);
   procord_link_options_t options = {
@@ -388,7 +480,7 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
       .security = source->security,
       .max_message_size = p->options.max_message_size,
       .exit_grace_ms = p->options.exit_grace_ms,
-      .events = {on_ready, on_frame, on_ended},
+      .events = {on_worker_ready, on_worker_frame, on_worker_ended},
       .context = w,
   };
   int error = w ? 0 : -ENOMEM;
@@ -416,71 +508,68 @@ static pool_worker_t *start_worker(procord_pool_t *p, size_t s, procord_link_end
   }
   w->pool = p;
   w->source = s;
-  w->state = WORKER_CLOSING; /* counted from here on */
-  w->next = &p->workers;
-  w->previous = p->workers.previous;
-  p->workers.previous->next = w;
-  p->workers.previous = w;
+  w->state = POOL_WORKER_NEW; /* counted from here on */
+  list_init(&w->ahead);
+  list_insert_after(p->workers.previous, &w->node);
   pthread_mutex_lock(&p->lock);
   p->stats.workers_started++;
   pthread_mutex_unlock(&p->lock);
   p->hold_backoff_ms = 0; /* resources were there: the next hold starts short */
   if (procord_link_ready(w->link)) {
     w->was_ready = 1;
-    set_state(w, WORKER_IDLE);
+    set_worker_state(w, POOL_WORKER_IDLE);
   } else {
-    set_state(w, WORKER_STARTING);
+    set_worker_state(w, POOL_WORKER_STARTING);
   }
   return w;
 }
 
-/* Hands a task to a worker: sent now, or once a server connection is ready. */
-static void assign(pool_worker_t *w, procord_delegation_t *d) {
-  bind_task(w, d);
-  int ready = w->state == WORKER_IDLE;
-  set_state(w, WORKER_BUSY);
-  if (!ready) return;
-  int error = procord_delegation_send(d, w->link);
+/* Sends the worker's task now; if that fails, the worker is retired (the
+   task ends with its end). */
+static void send_task(pool_worker_t *w) {
+  int error = procord_delegation_send(w->task->delegation, w->link);
   if (error) {
     procord_link_fail(w->link, error, "setup");
-    retire(w);
+    retire_worker(w);
   }
+}
+
+/* Hands a task to a worker: sent now, or once a server connection is ready. */
+static void assign_task(pool_worker_t *w, pool_task_t *t) {
+  bind_task(w, t);
+  int ready = w->state == POOL_WORKER_IDLE;
+  set_worker_state(w, POOL_WORKER_BUSY);
+  if (ready) send_task(w);
 }
 
 /* Finishes a task that never reached a worker, with why. */
-static void fail_task(procord_pool_t *p, procord_delegation_t *d, const procord_link_end_t *failure) {
-  procord_link_t none = {.end = *failure};
-  procord_delegation_take_end(d, &none);
-  finish_task(p, d);
+static void fail_task(procord_pool_t *p, pool_task_t *t, const procord_link_end_t *failure) {
+  procord_delegation_take_end(t->delegation, failure);
+  finish_task(p, t);
 }
 
 /* A task that could not get a worker at all: retried, or finished. */
-static void task_without_worker(procord_pool_t *p, procord_delegation_t *d,
-                                const procord_link_end_t *failure) {
+static void task_without_worker(procord_pool_t *p, pool_task_t *t, const procord_link_end_t *failure) {
   int all_down = 0;
-  if (!p->closing && d->retries < p->options.max_retries) choose_source(p, &all_down);
+  if (!p->closing && t->retries < p->options.max_retries) choose_source(p, &all_down);
   /* Every source rests after a failure: trying again now would fail alike. */
-  if (!p->closing && d->retries < p->options.max_retries && !all_down) {
-    d->retries++;
-    pthread_mutex_lock(&p->lock);
-    p->stats.tasks_retried++;
-    p->waiting++;
-    p->stats.queued = p->waiting;
-    pthread_mutex_unlock(&p->lock);
-    enqueue(p, d, 1);
+  if (!p->closing && t->retries < p->options.max_retries && !all_down) {
+    t->retries++;
+    requeue_task(p, t, 1);
     return;
   }
-  fail_task(p, d, failure);
+  fail_task(p, t, failure);
 }
 
 static pool_worker_t *find_free(procord_pool_t *p) {
   pool_worker_t *starting = NULL;
   /* The most recently used idle worker first (last in the list): the
      others may then idle out. */
-  for (pool_worker_t *w = p->workers.previous; w != &p->workers; w = w->previous) {
+  for (pool_node_t *n = p->workers.previous; n != &p->workers; n = n->previous) {
+    pool_worker_t *w = POOL_ENTRY(n, pool_worker_t, node);
     /* An idle worker whose stream has just ended (its end is on its way) gets no task. */
-    if (w->state == WORKER_IDLE && procord_link_ready(w->link)) return w;
-    if (w->state == WORKER_STARTING && !w->task && !starting) starting = w;
+    if (w->state == POOL_WORKER_IDLE && procord_link_ready(w->link)) return w;
+    if (w->state == POOL_WORKER_STARTING && !w->task && !starting) starting = w;
   }
   return starting;
 }
@@ -492,7 +581,7 @@ static void replenish(procord_pool_t *p);
    (it has said `0R`), with room in its list of tasks sent ahead, and that
    will not be retired for its count before it gets to them. */
 static int may_send_ahead(procord_pool_t *p, const pool_worker_t *w) {
-  if (w->state != WORKER_BUSY && w->state != WORKER_DRAINING) return 0;
+  if (w->state != POOL_WORKER_BUSY && w->state != POOL_WORKER_DRAINING) return 0;
   if (w->retire_due || !w->said_reusable || w->ahead_count >= p->options.send_ahead || !procord_link_ready(w->link)) return 0;
   return p->options.max_tasks_per_worker <= 0 ||
          w->tasks_done + 1 + w->ahead_count < p->options.max_tasks_per_worker;
@@ -500,7 +589,7 @@ static int may_send_ahead(procord_pool_t *p, const pool_worker_t *w) {
 
 static pool_worker_t *find_busy_for_more(procord_pool_t *p) {
   pool_worker_t *best = NULL;
-  for (pool_worker_t *w = p->workers.next; w != &p->workers; w = w->next) {
+  for (pool_worker_t *w = first_worker(p); w; w = next_worker(p, w)) {
     /* Refilled once half empty: several tasks per write rather than one. */
     if (!may_send_ahead(p, w) || w->ahead_count > p->options.send_ahead / 2) continue;
     if (!best || w->ahead_count < best->ahead_count) best = w; /* the shortest line */
@@ -509,83 +598,77 @@ static pool_worker_t *find_busy_for_more(procord_pool_t *p) {
 }
 
 /* Sends a task to a busy worker, which starts it after those before it. */
-static void send_ahead(pool_worker_t *w, procord_delegation_t *d) {
-  __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED); /* the list's */
-  d->sent_ahead = 1;
-  d->queue_next = NULL;
-  if (w->ahead_tail) w->ahead_tail->queue_next = d;
-  else w->ahead_head = d;
-  w->ahead_tail = d;
+static void send_ahead(pool_worker_t *w, pool_task_t *t) {
+  PROCORD_ASSERT(t->place == POOL_TASK_OUT && !t->finished);
+  procord_delegation_retain(t->delegation); /* the list's */
+  t->place = POOL_TASK_SENT_AHEAD;
+  t->worker = w;
+  list_insert_after(w->ahead.previous, &t->node);
   w->ahead_count++;
-  int error = procord_delegation_send(d, w->link);
+  int error = procord_delegation_send(t->delegation, w->link);
   if (error) {
     procord_link_fail(w->link, error, "setup");
-    retire(w);
+    retire_worker(w);
   }
 }
 
-/* Takes the first task sent ahead off a worker's list (the caller gets the
-   list's reference). */
-static procord_delegation_t *take_ahead(pool_worker_t *w) {
-  procord_delegation_t *d = w->ahead_head;
-  w->ahead_head = d->queue_next;
-  if (!w->ahead_head) w->ahead_tail = NULL;
+/* Takes a task sent ahead off its worker's list, the first or (`last`) the
+   last one (the caller gets the list's reference to its delegation). */
+static pool_task_t *take_ahead(pool_worker_t *w, int last) {
+  pool_task_t *t = POOL_ENTRY(last ? w->ahead.previous : w->ahead.next, pool_task_t, node);
+  PROCORD_ASSERT(w->ahead_count > 0 && t->place == POOL_TASK_SENT_AHEAD && t->worker == w);
+  list_remove(&t->node);
   w->ahead_count--;
-  d->queue_next = NULL;
-  d->sent_ahead = 0;
-  return d;
+  t->place = POOL_TASK_OUT;
+  t->worker = NULL;
+  return t;
 }
 
 /*
  * The worker said `0R`: it now runs the first task sent ahead. If that one
  * has finished already (killed, or past its deadline, while it waited), the
  * worker is killed rather than left to run it for nobody, with no bound: the
- * tasks behind it go back to the queue (on_ended), never started.
+ * tasks behind it go back to the queue (on_worker_ended), never started.
  */
 static void start_task_sent_ahead(pool_worker_t *w) {
-  procord_delegation_t *d = take_ahead(w);
-  int dropped = d->dropped;
-  procord_delegation_release(d); /* the list's reference; the pool's own remains until it finishes */
+  pool_task_t *t = take_ahead(w, 0);
+  int dropped = t->finished;
+  /* The list's reference; the pool's own remains until it finishes. */
+  procord_delegation_release(t->delegation);
   if (dropped) {
     kill_worker(w, SIGKILL);
     return;
   }
-  bind_task(w, d);
-  set_state(w, WORKER_BUSY);
-}
-
-static procord_delegation_t *dequeue(procord_pool_t *p) {
-  procord_delegation_t *d = p->queue_head;
-  unqueue(p, d);
-  return d;
+  bind_task(w, t);
+  set_worker_state(w, POOL_WORKER_BUSY);
 }
 
 /* Hands queued tasks to free workers, starting workers up to the maximum. */
 static void pump(procord_pool_t *p) {
-  while (p->queue_head) {
+  while (!list_is_empty(&p->queue)) {
     pool_worker_t *w = find_free(p);
     if (!w) {
       size_t limit = worker_limit(p);
-      if (limit == 0 && p->workers.next == &p->workers) {
+      if (limit == 0 && list_is_empty(&p->workers)) {
         /* Held at no worker, and none to wait for (not even one ending,
            whose end would give resources back): failed now with the cause,
            not kept waiting for a start that would fail alike. No retry
            either, for the same reason. */
-        fail_task(p, dequeue(p), &p->hold_failure);
+        fail_task(p, dequeue_first_task(p), &p->hold_failure);
         continue;
       }
       if (live_workers(p) >= limit) {
         /* Only an idempotent task may go ahead: in a race with a stop of its
            worker, one may run although it is reported as never started. */
-        int eligible = p->options.send_ahead > 0 && !p->closing && p->queue_head->idempotent;
+        int eligible = p->options.send_ahead > 0 && !p->closing && first_queued(p)->idempotent;
         pool_worker_t *ahead = eligible ? find_busy_for_more(p) : NULL;
         if (!ahead) break;
         /* Its list filled up at once, in one write (and, often, one read
            for the worker). */
         procord_link_t *link = ahead->link;
         procord_link_cork(link, 1);
-        while (p->queue_head && p->queue_head->idempotent && may_send_ahead(p, ahead))
-          send_ahead(ahead, dequeue(p));
+        while (first_queued(p) && first_queued(p)->idempotent && may_send_ahead(p, ahead))
+          send_ahead(ahead, dequeue_first_task(p));
         procord_link_cork(link, 0);
         continue;
       }
@@ -595,26 +678,27 @@ static void pump(procord_pool_t *p) {
         /* Resting after a failed start: the task gets that failure at once,
            rather than another doomed start (a missing program, a refused
            connection). */
-        task_without_worker(p, dequeue(p), &p->sources[s].start_failure);
+        task_without_worker(p, dequeue_first_task(p), &p->sources[s].start_failure);
         continue;
       }
       procord_link_end_t failure;
-      w = start_worker(p, s, &failure);
+      w = start_worker_from_source(p, s, &failure);
       if (!w) {
         /* For lack of resources, the pool is held now: the task waits for a
            worker it has, or (it has none) fails at the top of the loop. */
-        if (!lacks_resources(failure.error)) task_without_worker(p, dequeue(p), &failure);
+        if (!lacks_resources(failure.error)) task_without_worker(p, dequeue_first_task(p), &failure);
         continue;
       }
     }
-    assign(w, dequeue(p));
+    assign_task(w, dequeue_first_task(p));
   }
   if (p->closing) {
     /* Nothing more will come: idle workers may go. */
-    for (pool_worker_t *w = p->workers.next, *next; w != &p->workers; w = next) {
-      next = w->next;
-      if (!p->queue_head && (w->state == WORKER_IDLE || (w->state == WORKER_STARTING && !w->task)))
-        retire(w);
+    for (pool_worker_t *w = first_worker(p), *next; w; w = next) {
+      next = next_worker(p, w);
+      if (list_is_empty(&p->queue) &&
+          (w->state == POOL_WORKER_IDLE || (w->state == POOL_WORKER_STARTING && !w->task)))
+        retire_worker(w);
     }
     stop_if_done(p);
   } else {
@@ -639,34 +723,28 @@ static void replenish(procord_pool_t *p) {
     for (size_t i = 0; i < p->options.source_count; i++)
       if (soonest < 0 || p->sources[i].down_until_ms < soonest) soonest = p->sources[i].down_until_ms;
     if (soonest > now) {
-      long long wait = soonest - now;
-      struct timeval later = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
-      if (!evtimer_pending(p->replenish_timer, NULL)) evtimer_add(p->replenish_timer, &later);
+      if (!evtimer_pending(p->replenish_timer, NULL)) procord_timer_arm(p->replenish_timer, (int)(soonest - now));
       return;
     }
     size_t s = choose_source(p, &all_down);
-    pool_worker_t *w = start_worker(p, s, &failure);
+    pool_worker_t *w = start_worker_from_source(p, s, &failure);
     if (!w) continue; /* that source now rests; the loop tries the next or waits */
-    if (w->state == WORKER_IDLE) become_idle(w);
+    if (w->state == POOL_WORKER_IDLE) become_idle(w);
   }
 }
 
 /* ---- Link events. ---- */
 
-static void on_ready(procord_link_t *link, void *context) {
+static void on_worker_ready(procord_link_t *link, void *context) {
   (void)link;
   pool_worker_t *w = context;
   procord_pool_t *p = w->pool;
   w->was_ready = 1;
-  if (w->state == WORKER_BUSY && w->task) {
-    int error = procord_delegation_send(w->task, w->link);
-    if (error) {
-      procord_link_fail(w->link, error, "setup");
-      retire(w);
-    }
+  if (w->state == POOL_WORKER_BUSY && w->task) {
+    send_task(w);
     return;
   }
-  if (w->state == WORKER_STARTING) {
+  if (w->state == POOL_WORKER_STARTING) {
     become_idle(w);
     pump(p);
   }
@@ -674,7 +752,7 @@ static void on_ready(procord_link_t *link, void *context) {
 
 static int should_retire(pool_worker_t *w) {
   procord_pool_t *p = w->pool;
-  if (p->closing && !p->queue_head) return 1;
+  if (p->closing && list_is_empty(&p->queue)) return 1;
   if (p->options.max_tasks_per_worker > 0 && w->tasks_done >= p->options.max_tasks_per_worker) return 1;
   return p->options.max_resident_bytes > 0 &&
          procord_link_resident_bytes(w->link) > p->options.max_resident_bytes;
@@ -682,55 +760,74 @@ static int should_retire(pool_worker_t *w) {
 
 /* The task has its outcome from the worker's answer: report it now. */
 static void task_answered(pool_worker_t *w) {
-  procord_delegation_t *d = w->task;
-  w->task = NULL;
-  d->link = NULL;
+  pool_task_t *t = unbind_task(w);
   w->tasks_done++;
   source_served(w->pool, w->source);
-  finish_task(w->pool, d);
+  finish_task(w->pool, t);
 }
 
-static void on_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context) {
+static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context) {
   pool_worker_t *w = context;
-  if (w->state == WORKER_BUSY && w->task) {
-    switch (procord_delegation_frame(w->task, link, frame, error)) {
+  if (w->state == POOL_WORKER_BUSY && w->task) {
+    switch (procord_delegation_frame(w->task->delegation, link, frame, error)) {
     case PROCORD_FRAME_CONTINUES: return;
     case PROCORD_FRAME_ANSWERS:
       task_answered(w);
       /* A worker with tasks sent ahead runs them first (one may have
          started already): it is retired once they are done. */
       if (should_retire(w)) w->retire_due = 1;
-      if (w->retire_due && !w->ahead_head) {
-        retire(w);
+      if (w->retire_due && list_is_empty(&w->ahead)) {
+        retire_worker(w);
         pump(w->pool); /* a replacement, if tasks wait */
       } else {
         /* `0R` comes next from a reusable worker (then it takes the next
            task), the end from an original one: no other worker is needed. */
-        set_state(w, WORKER_DRAINING);
+        set_worker_state(w, POOL_WORKER_DRAINING);
         procord_link_start_grace(link);
       }
       return;
     case PROCORD_FRAME_BREAKS:
-      if (w->task->answered) task_answered(w); /* `E0`: the outcome is set */
-      retire(w); /* a broken task ends with its worker's end */
+      if (procord_delegation_answered(w->task->delegation)) task_answered(w); /* `E0`: the outcome is set */
+      retire_worker(w); /* a broken task ends with its worker's end */
       return;
     }
   }
-  if (w->state == WORKER_DRAINING && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
+  if (w->state == POOL_WORKER_DRAINING && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
     procord_link_cancel_grace(link);
     w->said_reusable = 1;
-    if (w->ahead_head) start_task_sent_ahead(w);
+    if (!list_is_empty(&w->ahead)) start_task_sent_ahead(w);
     else become_idle(w);
     pump(w->pool);
     return;
   }
-  if (w->state != WORKER_CLOSING) {
+  if (w->state != POOL_WORKER_CLOSING) {
     procord_link_fail(link, error ? error : PROCORD_EUNEXPECTED, error ? "parse" : "receive");
-    retire(w);
+    retire_worker(w);
   }
 }
 
-static void on_ended(procord_link_t *link, void *context) {
+/* The tasks sent ahead of an ended worker never started (it had not
+   finished the one before them): back to the front of the queue, in their
+   order, no retry counted (the last first, so that the first ends up
+   first); or finished, if they were to be killed. */
+static void return_tasks_sent_ahead(procord_pool_t *p, pool_worker_t *w) {
+  while (!list_is_empty(&w->ahead)) {
+    pool_task_t *t = take_ahead(w, 1);
+    procord_delegation_t *d = t->delegation;
+    if (!t->finished) {
+      procord_delegation_take_back(d);
+      if (procord_delegation_kill_requested(d) || p->immediate) {
+        procord_delegation_end_as_killed(d);
+        finish_task(p, t);
+      } else {
+        requeue_task(p, t, 0);
+      }
+    }
+    procord_delegation_release(d); /* the list's reference */
+  }
+}
+
+static void on_worker_ended(procord_link_t *link, void *context) {
   pool_worker_t *w = context;
   procord_pool_t *p = w->pool;
   /* The source rests if its worker could not be reached, or went away by
@@ -738,61 +835,25 @@ static void on_ended(procord_link_t *link, void *context) {
      that closes at once), not when a task took it down or the pool stopped it. */
   if (!w->was_ready && !w->stopped_by_pool) source_failed(p, w->source, &link->end);
   else if (w->tasks_done == 0 && !w->task && !w->stopped_by_pool) source_failed(p, w->source, NULL);
-  set_state(w, WORKER_CLOSING);
-  w->previous->next = w->next;
-  w->next->previous = w->previous;
+  set_worker_state(w, POOL_WORKER_CLOSING);
+  list_remove(&w->node);
   end_hold(p); /* its descriptors and process are given back */
-  /* Tasks sent ahead never started (the worker had not finished the one
-     before them): back to the front of the queue, in their order, no
-     retry counted; first, so that the running task, if it runs again,
-     goes before them. */
-  procord_delegation_t *returned = NULL;
-  while (w->ahead_head) {
-    procord_delegation_t *a = take_ahead(w);
-    a->queue_next = returned;
-    returned = a;
-  }
-  while (returned) {
-    procord_delegation_t *a = returned;
-    returned = a->queue_next;
-    a->queue_next = NULL;
-    if (!a->dropped) {
-      __atomic_store_n(&a->delivered, 0, __ATOMIC_RELEASE);
-      a->outcome.attempts--; /* it was sent, but never taken up */
-      if (__atomic_load_n(&a->kill_requested, __ATOMIC_ACQUIRE) || p->immediate) {
-        __atomic_store_n(&a->kill_requested, 1, __ATOMIC_RELEASE);
-        finish_task(p, a);
-      } else {
-        pthread_mutex_lock(&p->lock);
-        p->waiting++;
-        p->stats.queued = p->waiting;
-        pthread_mutex_unlock(&p->lock);
-        enqueue(p, a, 1);
-      }
-    }
-    procord_delegation_release(a); /* the list's reference */
-  }
-  procord_delegation_t *d = w->task;
-  if (d) {
-    d->link = NULL;
-    procord_delegation_take_end(d, link);
-    int stopped = __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE) || d->timed_out;
-    int may_retry = d->idempotent || !d->delivered;
-    if (!stopped && !d->answered && !p->immediate && may_retry && d->retries < p->options.max_retries) {
+  /* First, so that the running task, if it runs again, goes before them. */
+  return_tasks_sent_ahead(p, w);
+  if (w->task) {
+    pool_task_t *t = unbind_task(w);
+    procord_delegation_t *d = t->delegation;
+    procord_delegation_take_end(d, &link->end);
+    int stopped = procord_delegation_kill_requested(d) || procord_delegation_timed_out(d);
+    int may_retry = t->idempotent || !procord_delegation_is_delivered(d);
+    if (!stopped && !procord_delegation_answered(d) && !p->immediate && may_retry &&
+        t->retries < p->options.max_retries) {
       /* Run it again on another worker, ahead of the tasks that came later. */
-      d->retries++;
-      procord_outcome_t fresh = {.exit_code = -1, .worker_pid = -1, .attempts = d->outcome.attempts};
-      d->outcome = fresh;
-      __atomic_store_n(&d->delivered, 0, __ATOMIC_RELEASE);
-      pthread_mutex_lock(&p->lock);
-      p->stats.tasks_retried++;
-      p->waiting++;
-      p->stats.queued = p->waiting;
-      pthread_mutex_unlock(&p->lock);
-      __atomic_store_n(&d->pid, -1, __ATOMIC_RELEASE);
-      enqueue(p, d, 1);
+      t->retries++;
+      procord_delegation_prepare_retry(d);
+      requeue_task(p, t, 1);
     } else {
-      finish_task(p, d);
+      finish_task(p, t);
     }
   }
   procord_link_free(link);
@@ -804,7 +865,7 @@ static void on_ended(procord_link_t *link, void *context) {
 /* ---- Shutdown. ---- */
 
 static void stop_if_done(procord_pool_t *p) {
-  if (!p->closing || p->stopped || p->queue_head || p->workers.next != &p->workers) return;
+  if (!p->closing || p->stopped || !list_is_empty(&p->queue) || !list_is_empty(&p->workers)) return;
   p->stopped = 1;
   if (p->replenish_timer) event_free(p->replenish_timer);
   p->replenish_timer = NULL;
@@ -812,6 +873,8 @@ static void stop_if_done(procord_pool_t *p) {
   p->hold_timer = NULL;
   pthread_mutex_lock(procord_loop_done_lock(p->loop));
   pthread_mutex_lock(&p->lock);
+  /* Every worker is gone: none counted any more. */
+  PROCORD_ASSERT(p->stats.workers == 0 && p->stats.idle == 0 && p->stats.busy == 0);
   p->stats.stopped = 1;
   pthread_mutex_unlock(&p->lock);
   pthread_cond_broadcast(procord_loop_done_cond(p->loop));
@@ -829,25 +892,26 @@ static void shut_down(procord_pool_t *p, int immediate) {
   p->refusing = 1;
   pthread_mutex_unlock(&p->lock);
   if (immediate) {
-    while (p->queue_head) {
-      procord_delegation_t *d = dequeue(p);
-      __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
-      finish_task(p, d);
+    while (!list_is_empty(&p->queue)) {
+      pool_task_t *t = dequeue_first_task(p);
+      procord_delegation_end_as_killed(t->delegation);
+      finish_task(p, t);
     }
-    for (pool_worker_t *w = p->workers.next, *next; w != &p->workers; w = next) {
-      next = w->next;
+    for (pool_worker_t *w = first_worker(p), *next; w; w = next) {
+      next = next_worker(p, w);
       if (w->task) {
-        __atomic_store_n(&w->task->kill_requested, 1, __ATOMIC_RELEASE);
+        procord_delegation_end_as_killed(w->task->delegation);
         kill_worker(w, SIGKILL);
       } else {
-        retire(w);
+        retire_worker(w);
       }
     }
   }
   pump(p);
 }
 
-static void abort_work(procord_loop_work_t *work) { shut_down((procord_pool_t *)work, 1); }
+/* The loop is freed with the pool still running: it shuts down at once. */
+static void shut_down_on_abort(procord_loop_work_t *work) { shut_down((procord_pool_t *)work, 1); }
 
 static void shut_down_on_loop(void *argument) {
   procord_pool_t *p = argument;
@@ -885,61 +949,77 @@ void procord_pool_release(procord_pool_t *p) {
 
 /* ---- Tasks from other threads. ---- */
 
-void procord_pool_stop_task(procord_pool_t *p, procord_delegation_t *d, int signal) {
-  if (d->queued) {
-    unqueue(p, d);
-    finish_task(p, d);
+/*
+ * The delegation's `stop` hook, on the loop's thread: a queued task
+ * finishes at once; a running one has its worker sent `signal`, and
+ * finishes once that worker has ended. The delegation's kill_requested or
+ * timed_out says how it ends.
+ */
+static void stop_pooled_task(void *context, int signal) {
+  pool_task_t *t = context;
+  procord_pool_t *p = t->pool;
+  switch (t->place) {
+  case POOL_TASK_QUEUED:
+    unqueue_task(p, t);
+    finish_task(p, t);
     pump(p);
     return;
-  }
-  if (d->sent_ahead) {
+  case POOL_TASK_SENT_AHEAD:
     /* Sent ahead and not started: it ends now. It cannot be taken back from
        its worker, which is killed when it gets to it (start_task_sent_ahead). */
-    if (!d->dropped) {
-      d->dropped = 1;
-      finish_task(p, d);
-    }
+    if (!t->finished) finish_task(p, t);
+    return;
+  case POOL_TASK_RUNNING:
+    kill_worker(t->worker, signal);
+    pump(p);
+    return;
+  case POOL_TASK_ARRIVING: /* not yet on the loop */
+  case POOL_TASK_OUT:      /* finished */
     return;
   }
-  if (!d->link) return; /* finished, or not yet on the loop */
-  pool_worker_t *w = d->link->context;
-  kill_worker(w, signal);
-  pump(p);
 }
 
-static void enqueue_on_loop(void *argument) {
-  procord_delegation_t *d = argument;
-  procord_pool_t *p = d->pool;
+/* The delegation's `released` hook: its entry goes with it, and its hold on the pool. */
+static void release_pooled_task(void *context) {
+  pool_task_t *t = context;
+  procord_pool_t *p = t->pool;
+  /* In no list: each held a reference (the queue and a running task the finishing one). */
+  PROCORD_ASSERT(t->place == POOL_TASK_OUT || t->place == POOL_TASK_ARRIVING);
+  procord_free(t);
+  pool_unref(p);
+}
+
+static const procord_delegation_owner_t pooled_task_owner = {stop_pooled_task, release_pooled_task};
+
+/* A task submitted, on the loop's thread now: queued, or finished at once. */
+static void queue_task_on_loop(void *argument) {
+  pool_task_t *t = argument;
+  procord_pool_t *p = t->pool;
+  procord_delegation_t *d = t->delegation;
+  PROCORD_ASSERT(t->place == POOL_TASK_ARRIVING);
   if (p->immediate || p->stopped) {
     /* Shut down between the submission and now: a graceful shutdown still
        serves it (the pool stops only once its queue is empty). */
-    pthread_mutex_lock(&p->lock);
-    p->waiting--;
-    p->stats.queued = p->waiting;
-    pthread_mutex_unlock(&p->lock);
-    __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
-    finish_task(p, d);
+    count_queued(p, -1, 0);
+    t->place = POOL_TASK_OUT;
+    procord_delegation_end_as_killed(d);
+    finish_task(p, t);
     return;
   }
-  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
-    pthread_mutex_lock(&p->lock);
-    p->waiting--;
-    p->stats.queued = p->waiting;
-    pthread_mutex_unlock(&p->lock);
-    finish_task(p, d);
+  if (procord_delegation_kill_requested(d)) {
+    count_queued(p, -1, 0);
+    t->place = POOL_TASK_OUT;
+    finish_task(p, t);
     return;
   }
   if (procord_delegation_arm_deadline(d) != 0) {
-    pthread_mutex_lock(&p->lock);
-    p->waiting--;
-    p->stats.queued = p->waiting;
-    pthread_mutex_unlock(&p->lock);
-    procord_link_t none = {.end = {.error = -ENOMEM, .call = "setup", .exit_code = -1}};
-    procord_delegation_take_end(d, &none);
-    finish_task(p, d);
+    count_queued(p, -1, 0);
+    t->place = POOL_TASK_OUT;
+    procord_link_end_t none = {.error = -ENOMEM, .call = "setup", .exit_code = -1};
+    fail_task(p, t, &none);
     return;
   }
-  enqueue(p, d, 0);
+  queue_task(p, t, 0);
   pump(p);
 }
 
@@ -953,10 +1033,9 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
     return PROCORD_EINVAL;
   }
   pthread_mutex_lock(&p->lock);
-  int error = p->refusing ? PROCORD_ECLOSED : p->waiting >= p->options.max_queue_length ? PROCORD_EFULL : 0;
+  int error = p->refusing ? PROCORD_ECLOSED : p->stats.queued >= p->options.max_queue_length ? PROCORD_EFULL : 0;
   if (!error) {
-    p->waiting++;
-    p->stats.queued = p->waiting;
+    p->stats.queued++;
     p->stats.tasks_submitted++;
   }
   pthread_mutex_unlock(&p->lock);
@@ -965,23 +1044,24 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
     return error;
   }
   fflush(stdout); /* a local worker shares our stdout: what we printed comes first */
-  procord_delegation_t *d = procord_delegation_create(p->loop, options);
+  pool_task_t *t = procord_allocate_zeroed(1, sizeof *t);
+  procord_delegation_t *d = t ? procord_delegation_create(p->loop, options, &pooled_task_owner, t) : NULL;
   if (d) {
-    d->pool = p;
-    __atomic_add_fetch(&p->references, 1, __ATOMIC_RELAXED);
-    error = procord_loop_call(p->loop, enqueue_on_loop, d);
-    if (error) {
-      d->references = 1;
-      procord_delegation_release(d);
-    }
+    t->pool = p;
+    t->delegation = d;
+    t->place = POOL_TASK_ARRIVING;
+    t->idempotent = options->idempotent;
+    __atomic_add_fetch(&p->references, 1, __ATOMIC_RELAXED); /* the task's, until released */
+    error = procord_loop_call(p->loop, queue_task_on_loop, t);
+    if (error) procord_delegation_discard(d);
   } else {
+    procord_free(t);
     procord_delegation_refuse_input(options);
     error = -ENOMEM;
   }
   if (error) {
     pthread_mutex_lock(&p->lock);
-    p->waiting--;
-    p->stats.queued = p->waiting;
+    p->stats.queued--;
     p->stats.tasks_submitted--;
     pthread_mutex_unlock(&p->lock);
     return error;
@@ -992,7 +1072,7 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
 
 /* ---- Making, waiting, looking. ---- */
 
-static void start_on_loop(void *argument) {
+static void start_pool_on_loop(void *argument) {
   procord_pool_t *p = argument;
   procord_loop_add_work(p->loop, &p->work);
   p->replenish_timer = evtimer_new(procord_loop_base(p->loop), on_replenish, p);
@@ -1060,9 +1140,10 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
     return PROCORD_EINVAL;
   }
   if (p->options.max_queue_length == 0) p->options.max_queue_length = DEFAULT_MAX_QUEUE_LENGTH;
-  p->work.abort = abort_work;
+  p->work.abort = shut_down_on_abort;
   p->references = 2; /* the caller's and the loop's */
-  p->workers.next = p->workers.previous = &p->workers;
+  list_init(&p->workers);
+  list_init(&p->queue);
   pthread_mutex_init(&p->lock, NULL);
   p->sources = procord_allocate_zeroed(options.source_count, sizeof *p->sources);
   size_t copied = 0;
@@ -1073,7 +1154,7 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
   }
   procord_free(sources);
   p->options.sources = NULL; /* the copies are in p->sources */
-  if (!error) error = procord_loop_call(loop, start_on_loop, p);
+  if (!error) error = procord_loop_call(loop, start_pool_on_loop, p);
   if (error) {
     for (size_t i = 0; i < copied; i++) free_source(&p->sources[i].spec);
     procord_free(p->sources);
