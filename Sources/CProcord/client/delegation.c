@@ -81,11 +81,8 @@ static void input_release_owner(procord_body_owner_t *owner) {
   input_release((procord_shared_input_t *)owner); /* the owner is the first member */
 }
 
-void procord_delegation_release(procord_delegation_t *d) {
-  if (!d) return;
-  int left = __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL);
-  PROCORD_ASSERT(left >= 0);
-  if (left != 0) return;
+/* Its last reference is gone. */
+static void free_delegation(procord_delegation_t *d) {
   if (d->owner) d->owner->released(d->owner_context);
   procord_free(d->task_name);
   input_release(d->input);
@@ -93,6 +90,17 @@ void procord_delegation_release(procord_delegation_t *d) {
   procord_worker_stderr_free(d->worker_stderr); /* a worker never started on the loop */
   procord_free((char *)d->outcome.stderr_tail); /* ours: the copy made at the finish */
   procord_free(d);
+}
+
+/* Drops a reference; true when it was the last. */
+static int drop_reference(procord_delegation_t *d) {
+  int left = __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL);
+  PROCORD_ASSERT(left >= 0);
+  return left == 0;
+}
+
+void procord_delegation_release(procord_delegation_t *d) {
+  if (d && drop_reference(d)) free_delegation(d);
 }
 
 void procord_delegation_discard(procord_delegation_t *d) {
@@ -168,12 +176,17 @@ void procord_delegation_finish(procord_delegation_t *d) {
      thread that reads it at once. */
   __atomic_store_n(&d->outcome_ready, 1, __ATOMIC_RELEASE);
   if (d->on_done) d->on_done(d, &d->outcome, d->context);
-  pthread_mutex_lock(procord_loop_done_lock(d->loop));
-  d->finished = 1;
-  pthread_cond_broadcast(procord_loop_done_cond(d->loop));
-  pthread_mutex_unlock(procord_loop_done_lock(d->loop));
   if (!d->owner) procord_loop_remove_work(d->loop, &d->work);
-  procord_delegation_release(d); /* the finishing reference */
+  /* The finishing reference goes with `finished` set, under the done lock:
+     a waiter that sees it finished and drops its own reference frees the
+     delegation then and there (nothing of it is held here any more). */
+  procord_loop_t *loop = d->loop;
+  pthread_mutex_lock(procord_loop_done_lock(loop));
+  d->finished = 1;
+  pthread_cond_broadcast(procord_loop_done_cond(loop));
+  int last = drop_reference(d);
+  pthread_mutex_unlock(procord_loop_done_lock(loop));
+  if (last) free_delegation(d);
 }
 
 int procord_delegation_send(procord_delegation_t *d, procord_link_t *link) {
