@@ -208,9 +208,25 @@ $(BUILD_DIR)/examples/%: Examples/c/%.c Examples/c/fibo_task.h $(LIB_DIR)/libpro
 test-library: lib examples build
 	python3 Tests/c/test_library.py --demo $(BUILD_DIR)/debug/procord-demo --examples $(BUILD_DIR)/examples
 
-$(BUILD_DIR)/c-tests/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS)
+# The core is compiled once for every test binary (and once more under the
+# sanitizers), each test linking the objects.
+C_TEST_OBJECTS = $(patsubst Sources/CProcord/%.c,$(BUILD_DIR)/c-tests/objects/%.o,$(C_SOURCES))
+C_TEST_OBJECTS_SANITIZED = $(patsubst Sources/CProcord/%.c,$(BUILD_DIR)/c-tests-sanitized/objects/%.o,$(C_SOURCES))
+
+# Kept between runs (make would delete them as intermediate files).
+.SECONDARY: $(C_TEST_OBJECTS) $(C_TEST_OBJECTS_SANITIZED)
+
+$(BUILD_DIR)/c-tests/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_CORE) -ISources/CProcord -o $@ $< $(C_SOURCES) $(LIBS_CORE)
+	$(CC) $(CFLAGS_CORE) -c $< -o $@
+
+$(BUILD_DIR)/c-tests-sanitized/objects/%.o: Sources/CProcord/%.c $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS)
+	@mkdir -p $(dir $@)
+	$(SANITIZE_CC) $(SANITIZE_FLAGS) -c $< -o $@
+
+$(BUILD_DIR)/c-tests/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_TEST_OBJECTS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -o $@ $< $(C_TEST_OBJECTS) $(LIBS_CORE)
 
 # Each binary within C_TEST_LIMIT seconds (each of its tests has a limit of
 # its own, see Tests/c/check_runner.h); the harness's self-test first.
@@ -227,9 +243,9 @@ test-c: deps check-c test-c-harness $(C_TESTS)
 test-c-harness: $(BUILD_DIR)/c-tests/check_self_test
 	python3 Tests/c/check_self_test.py $(BUILD_DIR)/c-tests/check_self_test
 
-$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_SOURCES) $(PUBLIC_HEADERS) $(C_PRIVATE_HEADERS)
+$(BUILD_DIR)/c-tests-sanitized/%: Tests/c/%.c $(C_TEST_HEADERS) $(C_TEST_OBJECTS_SANITIZED)
 	@mkdir -p $(dir $@)
-	$(SANITIZE_CC) $(SANITIZE_FLAGS) -o $@ $< $(C_SOURCES) $(LIBS_CORE)
+	$(SANITIZE_CC) $(SANITIZE_FLAGS) -o $@ $< $(C_TEST_OBJECTS_SANITIZED) $(LIBS_CORE)
 
 # The same C tests under the sanitizers; any report fails the run.
 test-c-sanitized: deps $(C_TESTS_SANITIZED)

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <string.h>
+#include <sys/types.h>
 
 /* ---- memory ---- */
 
@@ -193,5 +194,142 @@ static inline int procord_options_nested(void *nested, size_t nested_size, size_
 #endif
 _Noreturn void procord_assert_failed(const char *condition, const char *file, int line,
                                      const char *function);
+
+/* ---- lists: intrusive, doubly linked, circular (in the manner of libuv's queue.h) ---- */
+
+/*
+ * A list is a head (procord_list_t, initialized with procord_list_init);
+ * each element embeds a procord_list_t node and is found back from it with
+ * PROCORD_LIST_ENTRY. A node that is in no list has `next` NULL (a zeroed
+ * element is in none), so that whether an element is queued is a question
+ * the node answers. Nothing is allocated: adding and removing cannot fail.
+ */
+typedef struct procord_list_s {
+  struct procord_list_s *next, *prev;
+} procord_list_t;
+
+#define PROCORD_LIST_ENTRY(node, type, field) ((type *)(void *)((char *)(node) - offsetof(type, field)))
+
+/* Every node of `head`, first to last; `node` must not be removed meanwhile. */
+#define PROCORD_LIST_FOREACH(node, head) for ((node) = (head)->next; (node) != (head); (node) = (node)->next)
+/* The same, where the body may remove `node` (and only it). */
+#define PROCORD_LIST_FOREACH_SAFE(node, following, head)                                 \
+  for ((node) = (head)->next, (following) = (node)->next; (node) != (head);              \
+       (node) = (following), (following) = (node)->next)
+
+static inline void procord_list_init(procord_list_t *head) { head->next = head->prev = head; }
+
+static inline int procord_list_is_empty(const procord_list_t *head) { return head->next == head; }
+
+/* Whether an element's node is in a list. */
+static inline int procord_list_is_linked(const procord_list_t *node) { return node->next != NULL; }
+
+static inline void procord_list_link_between(procord_list_t *node, procord_list_t *prev,
+                                             procord_list_t *next) {
+  PROCORD_ASSERT(!procord_list_is_linked(node)); /* in one list at a time */
+  node->prev = prev;
+  node->next = next;
+  prev->next = node;
+  next->prev = node;
+}
+
+static inline void procord_list_push_back(procord_list_t *head, procord_list_t *node) {
+  procord_list_link_between(node, head->prev, head);
+}
+
+static inline void procord_list_push_front(procord_list_t *head, procord_list_t *node) {
+  procord_list_link_between(node, head, head->next);
+}
+
+/* Takes `node` out of its list; it is then in none. */
+static inline void procord_list_remove(procord_list_t *node) {
+  PROCORD_ASSERT(procord_list_is_linked(node));
+  node->prev->next = node->next;
+  node->next->prev = node->prev;
+  node->next = node->prev = NULL;
+}
+
+/* The first (last) node, or NULL for an empty list. */
+static inline procord_list_t *procord_list_first(const procord_list_t *head) {
+  return head->next == head ? NULL : head->next;
+}
+static inline procord_list_t *procord_list_last(const procord_list_t *head) {
+  return head->prev == head ? NULL : head->prev;
+}
+
+/* The node after `node` in `head`, or NULL after the last. */
+static inline procord_list_t *procord_list_next(const procord_list_t *head, const procord_list_t *node) {
+  return node->next == head ? NULL : node->next;
+}
+
+/* Takes out and returns the first node, or NULL for an empty list. */
+static inline procord_list_t *procord_list_pop_front(procord_list_t *head) {
+  procord_list_t *node = procord_list_first(head);
+  if (node) procord_list_remove(node);
+  return node;
+}
+
+/* ---- time and timers (time.c) ---- */
+
+struct event;
+struct timespec;
+
+/* The monotonic clock, in milliseconds (not since any particular time). */
+long long procord_monotonic_ms(void);
+
+/* The monotonic clock now, and the milliseconds since a time it gave. */
+void procord_monotonic_now(struct timespec *now);
+double procord_ms_since(const struct timespec *start);
+
+/* Arms the libevent timer `timer` (evtimer_new) to fire in `milliseconds`
+   (0: on the loop's next turn), replacing any earlier arming. The one place
+   that turns milliseconds into libevent's timeval. */
+void procord_timer_arm(struct event *timer, int milliseconds);
+
+/* ---- descriptors (descriptors.c) ---- */
+
+struct iovec;
+struct pollfd;
+
+/* Sets or clears O_NONBLOCK; sets FD_CLOEXEC. Return 0 or -errno. */
+int procord_fd_set_nonblocking(int fd, int nonblocking);
+int procord_fd_set_cloexec(int fd);
+
+/* Whether `fd` is a socket (then written with MSG_NOSIGNAL). */
+int procord_fd_is_socket(int fd);
+
+/* read(2), write(2), poll(2), waitpid(2), again after EINTR. */
+ssize_t procord_read_retrying(int fd, void *buffer, size_t size);
+ssize_t procord_write_retrying(int fd, const void *bytes, size_t size);
+int procord_poll_retrying(struct pollfd *descriptors, unsigned long count, int timeout_ms);
+pid_t procord_waitpid_retrying(pid_t pid, int *status, int flags);
+
+/* Waits until `fd` is ready for `events` (POLLIN, POLLOUT): 0, or
+   PROCORD_ETIMEOUT after `timeout_ms` (0 or less: no limit), or -errno. */
+int procord_wait_for(int fd, short events, int timeout_ms);
+
+/*
+ * writev of `parts` that never raises SIGPIPE (whose default would kill a
+ * worker whose main program has gone): MSG_NOSIGNAL on a socket (and
+ * MSG_DONTWAIT, so that a time limit holds on a blocking one); on a pipe,
+ * SIGPIPE blocked around the write and a pending one discarded, the
+ * process's disposition left as it was (for a task's own children).
+ * Returns what writev returns, errno set.
+ */
+ssize_t procord_write_parts(int fd, int is_socket, struct iovec *parts, int count);
+
+/*
+ * Writes every byte of `parts` (their iov_base and iov_len are advanced):
+ * again after EINTR and short writes; when `fd` is full (non-blocking), waits
+ * for room up to `timeout_ms` (0 or less: no limit), so that a peer that
+ * stops reading cannot hold a writer with a limit forever. Returns 0,
+ * PROCORD_ETIMEOUT or -errno; then `*unwritten` (if not NULL) says how many
+ * bytes were left. The one write-all of the core.
+ */
+int procord_write_all_parts(int fd, int is_socket, struct iovec *parts, int count, int timeout_ms,
+                            size_t *unwritten);
+
+/* procord_write_all_parts of one buffer, on any descriptor. */
+int procord_write_all(int fd, const void *bytes, size_t length, int timeout_ms);
 
 #endif

@@ -27,8 +27,6 @@
 struct event;
 struct event_base;
 
-/* Adds `timer` to fire in `milliseconds` (re-arming it if pending). */
-void procord_timer_arm(struct event *timer, int milliseconds);
 
 /* The loop's libevent base; use it on the loop's thread only. */
 struct event_base *procord_loop_base(procord_loop_t *loop);

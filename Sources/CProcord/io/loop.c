@@ -205,11 +205,6 @@ void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, proco
   else wake(loop);
 }
 
-void procord_timer_arm(struct event *timer, int milliseconds) {
-  struct timeval limit = {milliseconds / 1000, (milliseconds % 1000) * 1000};
-  evtimer_add(timer, &limit);
-}
-
 /* The loop's base, run here until run_queue breaks it: for an own base, by
    procord_loop_run; for a host's, by procord_loop_free only. */
 static int run_base(procord_loop_t *loop) {

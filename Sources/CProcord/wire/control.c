@@ -17,23 +17,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int send_all(int fd, const unsigned char *bytes, size_t length) {
-  while (length > 0) {
-    ssize_t n = send(fd, bytes, length, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
-    bytes += n;
-    length -= (size_t)n;
-  }
-  return 0;
-}
-
 int procord_control_send(int control_fd, unsigned char kind, const void *body, size_t length) {
   unsigned char frame[PROCORD_FRAME_HEADER_MAX + PROCORD_CONTROL_BODY_MAX];
   if (length > PROCORD_CONTROL_BODY_MAX) return PROCORD_EINVAL;
   size_t header = procord_frame_encode_header(kind, length, frame);
   if (length) memcpy(frame + header, body, length);
-  return send_all(control_fd, frame, header + length);
+  return procord_write_all(control_fd, frame, header + length, 0);
 }
 
 int procord_control_receive_session(int control_fd) {

@@ -58,8 +58,6 @@ typedef struct procord_frame_writer_s {
   pthread_mutex_t lock;
 } procord_frame_writer_t;
 
-/* True when `fd` is a socket (MSG_NOSIGNAL, POLLHUP and shutdown work on it). */
-int procord_fd_is_socket(int fd);
 
 void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms);
 void procord_frame_writer_destroy(procord_frame_writer_t *w);
@@ -85,9 +83,6 @@ int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char ki
 int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, const void *body,
                               size_t length);
 
-/* Waits until `fd` has `events` (POLLIN, POLLOUT), for at most `timeout_ms`
-   (0: no limit). Returns 0, PROCORD_ETIMEOUT, or -errno. */
-int procord_wait_for(int fd, short events, int timeout_ms);
 
 /* ---- auth ---- */
 
