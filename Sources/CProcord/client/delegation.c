@@ -241,16 +241,6 @@ void procord_delegation_end_as_killed(procord_delegation_t *d) {
   __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
 }
 
-static void write_all(int fd, const unsigned char *bytes, size_t length) {
-  while (length > 0) {
-    ssize_t n = write(fd, bytes, length);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return; /* our own stdout is gone: nothing better to do */
-    bytes += n;
-    length -= (size_t)n;
-  }
-}
-
 /* `P` and `F`: to the owner's callback, or stdout/stderr for `O`/`E`. */
 static void print(procord_delegation_t *d, const procord_frame_t *frame) {
   unsigned char destination = frame->body[0];
@@ -267,7 +257,9 @@ static void print(procord_delegation_t *d, const procord_frame_t *frame) {
   if (frame->kind == PROCORD_FRAME_PRINT && standard) {
     /* After what the program itself printed so far, as a terminal shows it. */
     fflush(destination == 'O' ? stdout : stderr);
-    write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1, frame->length - 1);
+    /* An error means our own stdout is gone: nothing better to do. */
+    (void)procord_write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1,
+                            frame->length - 1, 0);
   }
 }
 

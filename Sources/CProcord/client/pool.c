@@ -11,39 +11,13 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define DEFAULT_MAX_QUEUE_LENGTH 65536
 #define FIRST_BACKOFF_MS 250
 #define LAST_BACKOFF_MS 10000
-
-/* A node of the pool's lists: the first and last of a list are its
-   sentinel's `next` and `previous`; an empty list is its sentinel alone. */
-typedef struct pool_node_s {
-  struct pool_node_s *previous, *next;
-} pool_node_t;
-
-#define POOL_ENTRY(node, type, member) ((type *)(void *)((char *)(node) - offsetof(type, member)))
-
-static void list_init(pool_node_t *list) { list->previous = list->next = list; }
-static int list_is_empty(const pool_node_t *list) { return list->next == list; }
-
-static void list_insert_after(pool_node_t *at, pool_node_t *node) {
-  node->previous = at;
-  node->next = at->next;
-  at->next->previous = node;
-  at->next = node;
-}
-
-static void list_remove(pool_node_t *node) {
-  node->previous->next = node->next;
-  node->next->previous = node->previous;
-  node->previous = node->next = node;
-}
 
 typedef enum pool_worker_state {
   POOL_WORKER_NEW,      /* made, not yet counted */
@@ -69,7 +43,7 @@ struct pool_worker_s;
    delegation knows nothing of. It lives as long as the delegation (freed by
    the `released` hook). */
 typedef struct pool_task_s {
-  pool_node_t node;         /* in the queue, or a worker's list sent ahead */
+  procord_list_t node;      /* in the queue, or a worker's list sent ahead */
   procord_pool_t *pool;
   procord_delegation_t *delegation;
   pool_task_place_t place;
@@ -80,7 +54,7 @@ typedef struct pool_task_s {
 } pool_task_t;
 
 typedef struct pool_worker_s {
-  pool_node_t node;          /* in the pool's list of workers */
+  procord_list_t node;       /* in the pool's list of workers */
   procord_pool_t *pool;
   procord_link_t *link;
   size_t source;
@@ -90,7 +64,7 @@ typedef struct pool_worker_s {
   pool_task_t *task;
   /* Tasks sent ahead, in order: they wait in the worker behind `task`. The
      list holds a reference to each delegation. */
-  pool_node_t ahead;
+  procord_list_t ahead;
   int ahead_count;
   int retire_due;                  /* to be retired once its tasks sent ahead are done */
   int said_reusable;               /* has sent `0R`: takes task after task */
@@ -113,8 +87,8 @@ struct procord_pool_s {
   procord_pool_options_t options;
   pool_source_t *sources;
   size_t next_source;
-  pool_node_t workers;      /* the workers, the most recently idle last */
-  pool_node_t queue;        /* the tasks waiting for a worker, in order */
+  procord_list_t workers;     /* the workers, the most recently idle last */
+  procord_list_t queue;     /* the tasks waiting for a worker, in order */
   struct event *replenish_timer;
   /* After a start failed for lack of resources, the pool is held at the
      workers it had (see hold_size); its end and why, on the loop thread: */
@@ -138,12 +112,6 @@ struct procord_pool_s {
   long long held_until_ms;  /* held until then; 0: not held */
   procord_pool_stats_t stats; /* its `queued`: submitted and not yet handed to a worker */
 };
-
-static long long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* ---- Options: a deep copy, so the caller's may go away. ---- */
 
@@ -264,7 +232,8 @@ static void queue_task(procord_pool_t *p, pool_task_t *t, int at_front) {
   PROCORD_ASSERT(!t->finished);
   t->place = POOL_TASK_QUEUED;
   t->worker = NULL;
-  list_insert_after(at_front ? &p->queue : p->queue.previous, &t->node);
+  if (at_front) procord_list_push_front(&p->queue, &t->node);
+  else procord_list_push_back(&p->queue, &t->node);
 }
 
 /* Back to the front of the queue, counted again: a retry, or a task sent
@@ -276,14 +245,15 @@ static void requeue_task(procord_pool_t *p, pool_task_t *t, int retried) {
 
 static void unqueue_task(procord_pool_t *p, pool_task_t *t) {
   PROCORD_ASSERT(t->place == POOL_TASK_QUEUED);
-  list_remove(&t->node);
+  procord_list_remove(&t->node);
   t->place = POOL_TASK_OUT;
   size_t before = count_queued(p, -1, 0);
   if (before >= p->options.max_queue_length && p->options.on_room) p->options.on_room(p, p->options.context);
 }
 
 static pool_task_t *first_queued(procord_pool_t *p) {
-  return list_is_empty(&p->queue) ? NULL : POOL_ENTRY(p->queue.next, pool_task_t, node);
+  procord_list_t *first = procord_list_first(&p->queue);
+  return first ? PROCORD_LIST_ENTRY(first, pool_task_t, node) : NULL;
 }
 
 static pool_task_t *dequeue_first_task(procord_pool_t *p) {
@@ -309,7 +279,7 @@ static void finish_task(procord_pool_t *p, pool_task_t *t) {
 /* The next source in turn that is not resting after a failure; if all are,
    the one that rests least (a task is better failed fast than kept). */
 static size_t choose_source(procord_pool_t *p, int *all_down) {
-  long long now = now_ms();
+  long long now = procord_monotonic_ms();
   size_t count = p->options.source_count, best = p->next_source % count;
   for (size_t i = 0; i < count; i++) {
     size_t s = (p->next_source + i) % count;
@@ -331,7 +301,7 @@ static void source_failed(procord_pool_t *p, size_t s, const procord_link_end_t 
   if (start_failure) source->start_failure = *start_failure;
   source->backoff_ms = source->backoff_ms ? source->backoff_ms * 2 : FIRST_BACKOFF_MS;
   if (source->backoff_ms > LAST_BACKOFF_MS) source->backoff_ms = LAST_BACKOFF_MS;
-  source->down_until_ms = now_ms() + source->backoff_ms;
+  source->down_until_ms = procord_monotonic_ms() + source->backoff_ms;
 }
 
 /* ---- Holding the pool's size after a start failed for lack of resources. ---- */
@@ -347,7 +317,7 @@ static int lacks_resources(int error) {
 static size_t worker_limit(procord_pool_t *p) {
   size_t limit = (size_t)p->options.max_workers;
   pthread_mutex_lock(&p->lock);
-  if (p->held_until_ms > now_ms() && p->held_at < limit) limit = p->held_at;
+  if (p->held_until_ms > procord_monotonic_ms() && p->held_at < limit) limit = p->held_at;
   pthread_mutex_unlock(&p->lock);
   return limit;
 }
@@ -370,7 +340,7 @@ static void hold_size(procord_pool_t *p, size_t live, const procord_link_end_t *
   p->hold_failure = *failure;
   p->hold_backoff_ms = p->hold_backoff_ms ? p->hold_backoff_ms * 2 : FIRST_BACKOFF_MS;
   if (p->hold_backoff_ms > LAST_BACKOFF_MS) p->hold_backoff_ms = LAST_BACKOFF_MS;
-  set_hold(p, live, now_ms() + p->hold_backoff_ms);
+  set_hold(p, live, procord_monotonic_ms() + p->hold_backoff_ms);
   pthread_mutex_lock(&p->lock);
   p->stats.starts_limited++;
   pthread_mutex_unlock(&p->lock);
@@ -391,13 +361,15 @@ static void on_worker_ended(procord_link_t *link, void *context);
 
 static void arm_idle_timer(pool_worker_t *w);
 
-static pool_worker_t *first_worker(procord_pool_t *p) {
-  return list_is_empty(&p->workers) ? NULL : POOL_ENTRY(p->workers.next, pool_worker_t, node);
+static pool_worker_t *worker_of(procord_list_t *node) {
+  return node ? PROCORD_LIST_ENTRY(node, pool_worker_t, node) : NULL;
 }
+
+static pool_worker_t *first_worker(procord_pool_t *p) { return worker_of(procord_list_first(&p->workers)); }
 
 /* The worker after `w` in the pool's list, or NULL. */
 static pool_worker_t *next_worker(procord_pool_t *p, pool_worker_t *w) {
-  return w->node.next == &p->workers ? NULL : POOL_ENTRY(w->node.next, pool_worker_t, node);
+  return worker_of(procord_list_next(&p->workers, &w->node));
 }
 
 /* The source served: it rests no more. */
@@ -458,8 +430,8 @@ static void arm_idle_timer(pool_worker_t *w) {
 /* Idle, and last in the list: the most recently used worker is found first. */
 static void become_idle(pool_worker_t *w) {
   procord_pool_t *p = w->pool;
-  list_remove(&w->node);
-  list_insert_after(p->workers.previous, &w->node);
+  procord_list_remove(&w->node);
+  procord_list_push_back(&p->workers, &w->node);
   set_worker_state(w, POOL_WORKER_IDLE);
   arm_idle_timer(w);
 }
@@ -509,8 +481,8 @@ static pool_worker_t *start_worker_from_source(procord_pool_t *p, size_t s, proc
   w->pool = p;
   w->source = s;
   w->state = POOL_WORKER_NEW; /* counted from here on */
-  list_init(&w->ahead);
-  list_insert_after(p->workers.previous, &w->node);
+  procord_list_init(&w->ahead);
+  procord_list_push_back(&p->workers, &w->node);
   pthread_mutex_lock(&p->lock);
   p->stats.workers_started++;
   pthread_mutex_unlock(&p->lock);
@@ -565,8 +537,8 @@ static pool_worker_t *find_free(procord_pool_t *p) {
   pool_worker_t *starting = NULL;
   /* The most recently used idle worker first (last in the list): the
      others may then idle out. */
-  for (pool_node_t *n = p->workers.previous; n != &p->workers; n = n->previous) {
-    pool_worker_t *w = POOL_ENTRY(n, pool_worker_t, node);
+  for (procord_list_t *n = p->workers.prev; n != &p->workers; n = n->prev) {
+    pool_worker_t *w = PROCORD_LIST_ENTRY(n, pool_worker_t, node);
     /* An idle worker whose stream has just ended (its end is on its way) gets no task. */
     if (w->state == POOL_WORKER_IDLE && procord_link_ready(w->link)) return w;
     if (w->state == POOL_WORKER_STARTING && !w->task && !starting) starting = w;
@@ -603,7 +575,7 @@ static void send_ahead(pool_worker_t *w, pool_task_t *t) {
   procord_delegation_retain(t->delegation); /* the list's */
   t->place = POOL_TASK_SENT_AHEAD;
   t->worker = w;
-  list_insert_after(w->ahead.previous, &t->node);
+  procord_list_push_back(&w->ahead, &t->node);
   w->ahead_count++;
   int error = procord_delegation_send(t->delegation, w->link);
   if (error) {
@@ -615,9 +587,11 @@ static void send_ahead(pool_worker_t *w, pool_task_t *t) {
 /* Takes a task sent ahead off its worker's list, the first or (`last`) the
    last one (the caller gets the list's reference to its delegation). */
 static pool_task_t *take_ahead(pool_worker_t *w, int last) {
-  pool_task_t *t = POOL_ENTRY(last ? w->ahead.previous : w->ahead.next, pool_task_t, node);
-  PROCORD_ASSERT(w->ahead_count > 0 && t->place == POOL_TASK_SENT_AHEAD && t->worker == w);
-  list_remove(&t->node);
+  PROCORD_ASSERT(w->ahead_count > 0 && !procord_list_is_empty(&w->ahead));
+  procord_list_t *node = last ? procord_list_last(&w->ahead) : procord_list_first(&w->ahead);
+  pool_task_t *t = PROCORD_LIST_ENTRY(node, pool_task_t, node);
+  PROCORD_ASSERT(t->place == POOL_TASK_SENT_AHEAD && t->worker == w);
+  procord_list_remove(&t->node);
   w->ahead_count--;
   t->place = POOL_TASK_OUT;
   t->worker = NULL;
@@ -645,11 +619,11 @@ static void start_task_sent_ahead(pool_worker_t *w) {
 
 /* Hands queued tasks to free workers, starting workers up to the maximum. */
 static void pump(procord_pool_t *p) {
-  while (!list_is_empty(&p->queue)) {
+  while (!procord_list_is_empty(&p->queue)) {
     pool_worker_t *w = find_free(p);
     if (!w) {
       size_t limit = worker_limit(p);
-      if (limit == 0 && list_is_empty(&p->workers)) {
+      if (limit == 0 && procord_list_is_empty(&p->workers)) {
         /* Held at no worker, and none to wait for (not even one ending,
            whose end would give resources back): failed now with the cause,
            not kept waiting for a start that would fail alike. No retry
@@ -696,7 +670,7 @@ static void pump(procord_pool_t *p) {
     /* Nothing more will come: idle workers may go. */
     for (pool_worker_t *w = first_worker(p), *next; w; w = next) {
       next = next_worker(p, w);
-      if (list_is_empty(&p->queue) &&
+      if (procord_list_is_empty(&p->queue) &&
           (w->state == POOL_WORKER_IDLE || (w->state == POOL_WORKER_STARTING && !w->task)))
         retire_worker(w);
     }
@@ -718,7 +692,7 @@ static void replenish(procord_pool_t *p) {
     if (live_workers(p) >= worker_limit(p)) return; /* held: the hold's timer comes back */
     int all_down = 0;
     procord_link_end_t failure;
-    long long now = now_ms();
+    long long now = procord_monotonic_ms();
     long long soonest = -1;
     for (size_t i = 0; i < p->options.source_count; i++)
       if (soonest < 0 || p->sources[i].down_until_ms < soonest) soonest = p->sources[i].down_until_ms;
@@ -752,7 +726,7 @@ static void on_worker_ready(procord_link_t *link, void *context) {
 
 static int should_retire(pool_worker_t *w) {
   procord_pool_t *p = w->pool;
-  if (p->closing && list_is_empty(&p->queue)) return 1;
+  if (p->closing && procord_list_is_empty(&p->queue)) return 1;
   if (p->options.max_tasks_per_worker > 0 && w->tasks_done >= p->options.max_tasks_per_worker) return 1;
   return p->options.max_resident_bytes > 0 &&
          procord_link_resident_bytes(w->link) > p->options.max_resident_bytes;
@@ -776,7 +750,7 @@ static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, 
       /* A worker with tasks sent ahead runs them first (one may have
          started already): it is retired once they are done. */
       if (should_retire(w)) w->retire_due = 1;
-      if (w->retire_due && list_is_empty(&w->ahead)) {
+      if (w->retire_due && procord_list_is_empty(&w->ahead)) {
         retire_worker(w);
         pump(w->pool); /* a replacement, if tasks wait */
       } else {
@@ -795,7 +769,7 @@ static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, 
   if (w->state == POOL_WORKER_DRAINING && !error && frame->kind == PROCORD_FRAME_REUSABLE) {
     procord_link_cancel_grace(link);
     w->said_reusable = 1;
-    if (!list_is_empty(&w->ahead)) start_task_sent_ahead(w);
+    if (!procord_list_is_empty(&w->ahead)) start_task_sent_ahead(w);
     else become_idle(w);
     pump(w->pool);
     return;
@@ -811,7 +785,7 @@ static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, 
    order, no retry counted (the last first, so that the first ends up
    first); or finished, if they were to be killed. */
 static void return_tasks_sent_ahead(procord_pool_t *p, pool_worker_t *w) {
-  while (!list_is_empty(&w->ahead)) {
+  while (!procord_list_is_empty(&w->ahead)) {
     pool_task_t *t = take_ahead(w, 1);
     procord_delegation_t *d = t->delegation;
     if (!t->finished) {
@@ -836,7 +810,7 @@ static void on_worker_ended(procord_link_t *link, void *context) {
   if (!w->was_ready && !w->stopped_by_pool) source_failed(p, w->source, &link->end);
   else if (w->tasks_done == 0 && !w->task && !w->stopped_by_pool) source_failed(p, w->source, NULL);
   set_worker_state(w, POOL_WORKER_CLOSING);
-  list_remove(&w->node);
+  procord_list_remove(&w->node);
   end_hold(p); /* its descriptors and process are given back */
   /* First, so that the running task, if it runs again, goes before them. */
   return_tasks_sent_ahead(p, w);
@@ -865,7 +839,7 @@ static void on_worker_ended(procord_link_t *link, void *context) {
 /* ---- Shutdown. ---- */
 
 static void stop_if_done(procord_pool_t *p) {
-  if (!p->closing || p->stopped || !list_is_empty(&p->queue) || !list_is_empty(&p->workers)) return;
+  if (!p->closing || p->stopped || !procord_list_is_empty(&p->queue) || !procord_list_is_empty(&p->workers)) return;
   p->stopped = 1;
   if (p->replenish_timer) event_free(p->replenish_timer);
   p->replenish_timer = NULL;
@@ -892,7 +866,7 @@ static void shut_down(procord_pool_t *p, int immediate) {
   p->refusing = 1;
   pthread_mutex_unlock(&p->lock);
   if (immediate) {
-    while (!list_is_empty(&p->queue)) {
+    while (!procord_list_is_empty(&p->queue)) {
       pool_task_t *t = dequeue_first_task(p);
       procord_delegation_end_as_killed(t->delegation);
       finish_task(p, t);
@@ -1142,8 +1116,8 @@ int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
   if (p->options.max_queue_length == 0) p->options.max_queue_length = DEFAULT_MAX_QUEUE_LENGTH;
   p->work.abort = shut_down_on_abort;
   p->references = 2; /* the caller's and the loop's */
-  list_init(&p->workers);
-  list_init(&p->queue);
+  procord_list_init(&p->workers);
+  procord_list_init(&p->queue);
   pthread_mutex_init(&p->lock, NULL);
   p->sources = procord_allocate_zeroed(options.source_count, sizeof *p->sources);
   size_t copied = 0;

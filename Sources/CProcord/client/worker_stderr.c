@@ -61,14 +61,12 @@ static size_t write_without_blocking(const unsigned char *bytes, size_t length) 
   size_t done = 0;
   while (done < length) {
     struct pollfd p = {.fd = STDERR_FILENO, .events = POLLOUT};
-    int n = poll(&p, 1, 0);
-    if (n < 0 && errno == EINTR) continue;
+    int n = procord_poll_retrying(&p, 1, 0);
     if (n < 0 || (p.revents & (POLLERR | POLLNVAL))) return length; /* gone: write() would say so */
     if (!(p.revents & POLLOUT)) return done;
     /* Writable means room for PIPE_BUF bytes at least (pipes, terminals). */
     size_t chunk = length - done < PIPE_BUF ? length - done : PIPE_BUF;
-    ssize_t written = write(STDERR_FILENO, bytes + done, chunk);
-    if (written < 0 && errno == EINTR) continue;
+    ssize_t written = procord_write_retrying(STDERR_FILENO, bytes + done, chunk);
     if (written < 0 && errno == EAGAIN) return done;
     if (written <= 0) return length; /* EPIPE (SIGPIPE is blocked on the loop), EBADF, ENOSPC */
     done += (size_t)written;
@@ -96,7 +94,7 @@ static void flush_pending(procord_worker_stderr_t *s) {
   if (s->writable) event_del(s->writable);
 }
 
-static void on_writable(evutil_socket_t fd, short events, void *context) {
+static void on_stderr_writable(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   flush_pending(context);
@@ -115,7 +113,7 @@ static void keep_pending(procord_worker_stderr_t *s, const unsigned char *bytes,
   s->pending_length += kept;
   s->dropped += length - kept;
   if (!s->writable)
-    s->writable = event_new(procord_loop_base(s->loop), STDERR_FILENO, EV_WRITE | EV_PERSIST, on_writable, s);
+    s->writable = event_new(procord_loop_base(s->loop), STDERR_FILENO, EV_WRITE | EV_PERSIST, on_stderr_writable, s);
   /* No event, or one epoll refuses (descriptor 2 closed since): drop it. */
   if (!s->writable || event_add(s->writable, NULL) != 0) {
     s->dropped += s->pending_length;
@@ -221,9 +219,7 @@ static void report_end(procord_worker_stderr_t *s) {
    now, -1 at the end of the pipe (or an error no read gets past). */
 static int read_once(procord_worker_stderr_t *s) {
   unsigned char buffer[READ_SIZE];
-  ssize_t n;
-  while ((n = read(s->fd, buffer, sizeof buffer)) < 0 && errno == EINTR) {
-  }
+  ssize_t n = procord_read_retrying(s->fd, buffer, sizeof buffer);
   if (n < 0 && errno == EAGAIN) return 0;
   if (n <= 0) {
     s->at_end = 1;
@@ -243,7 +239,7 @@ int procord_worker_stderr_drain(procord_worker_stderr_t *s) {
   return s->at_end;
 }
 
-static void on_readable(evutil_socket_t fd, short events, void *context) {
+static void on_pipe_readable(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   procord_worker_stderr_t *s = context;
@@ -270,12 +266,12 @@ int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **re
   }
   s->fd = ends[0];
   /* Our end only: the worker's stays blocking, as a stderr is. */
-  int flags = fcntl(s->fd, F_GETFL);
+  int error = procord_fd_set_nonblocking(s->fd, 1);
   struct event_base *base = procord_loop_base(loop);
-  s->readable = event_new(base, s->fd, EV_READ | EV_PERSIST, on_readable, s);
+  s->readable = event_new(base, s->fd, EV_READ | EV_PERSIST, on_pipe_readable, s);
   s->end_timer = evtimer_new(base, on_end_timer, s);
-  if (flags < 0 || fcntl(s->fd, F_SETFL, flags | O_NONBLOCK) < 0 || !s->readable || !s->end_timer) {
-    int error = flags < 0 ? -errno : -ENOMEM;
+  if (error || !s->readable || !s->end_timer) {
+    if (!error) error = -ENOMEM;
     close(ends[1]);
     procord_worker_stderr_free(s);
     return error;
@@ -301,8 +297,8 @@ int procord_worker_stderr_await_end(procord_worker_stderr_t *s, int limit_ms, vo
     event_active(s->end_timer, EV_TIMEOUT, 0);
     return 0;
   }
-  struct timeval limit = {limit_ms / 1000, (limit_ms % 1000) * 1000};
-  if (evtimer_add(s->end_timer, &limit) != 0) {
+  procord_timer_arm(s->end_timer, limit_ms);
+  if (!evtimer_pending(s->end_timer, NULL)) {
     s->on_end = NULL;
     return -ENOMEM;
   }
