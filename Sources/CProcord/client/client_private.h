@@ -13,6 +13,7 @@
 #include "procord/pool.h"
 #include "procord/spawn.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <time.h>
@@ -279,6 +280,13 @@ void procord_delegation_refuse_input(const procord_delegation_options_t *options
 int procord_delegation_options_copy(procord_delegation_options_t *copy,
                                     const procord_delegation_options_t *given);
 
+/* Copies a caller's options for procord_delegate or procord_pool_delegate
+   into `*copy`. Returns 0, or PROCORD_EINVAL, a borrowed input given back:
+   no options, a size refused, no task name, or not `usable` (no loop or
+   pool, nowhere to store the delegation). */
+int procord_delegation_options_accept(procord_delegation_options_t *copy,
+                                      const procord_delegation_options_t *given, int usable);
+
 /* Starts the deadline timer, if any. On the loop's thread. */
 int procord_delegation_arm_deadline(procord_delegation_t *delegation);
 
@@ -323,5 +331,181 @@ void procord_delegation_take_end(procord_delegation_t *delegation, const procord
 /* Reports the outcome (KILLED or TIMED_OUT if asked for) and drops the
    finishing reference. Once. On the loop's thread. */
 void procord_delegation_finish(procord_delegation_t *delegation);
+
+/* ---- pool ---- */
+
+/*
+ * Private to the pool's files: pool.c (handing tasks out, a worker's
+ * events, shutdown, the calls of other threads), pool_queue.c,
+ * pool_workers.c and pool_sources.c, each calling only those after it in
+ * this list. All on the loop's thread unless said otherwise.
+ */
+
+typedef enum pool_worker_state {
+  POOL_WORKER_NEW,      /* made, not yet counted */
+  POOL_WORKER_STARTING, /* a server connection in progress */
+  POOL_WORKER_IDLE,     /* ready, no task */
+  POOL_WORKER_BUSY,     /* running a task (sent, or to be sent once ready) */
+  POOL_WORKER_DRAINING, /* answered: waiting for `0R` (or the end of an original worker) */
+  POOL_WORKER_CLOSING,  /* retired or killed: waiting for the link to end */
+} pool_worker_state_t;
+
+/* Where a pooled task is: in exactly one place at a time. */
+typedef enum pool_task_place {
+  POOL_TASK_ARRIVING,   /* submitted, on its way to the loop's thread */
+  POOL_TASK_QUEUED,     /* in the pool's queue */
+  POOL_TASK_SENT_AHEAD, /* in a busy worker's list of tasks sent ahead */
+  POOL_TASK_RUNNING,    /* the task of a worker (sent, or to be sent once it is ready) */
+  POOL_TASK_OUT,        /* in none: being moved, or finished */
+} pool_task_place_t;
+
+struct pool_worker_s;
+
+/* The pool's entry for one of its tasks: its place and retries, which the
+   delegation knows nothing of. It lives as long as the delegation (freed by
+   the `released` hook). */
+typedef struct pool_task_s {
+  procord_list_t node;      /* in the queue, or a worker's list sent ahead */
+  procord_pool_t *pool;
+  procord_delegation_t *delegation;
+  pool_task_place_t place;
+  struct pool_worker_s *worker; /* running it, or holding it sent ahead */
+  int idempotent;
+  int retries;
+  int finished;             /* its outcome is reported */
+} pool_task_t;
+
+typedef struct pool_worker_s {
+  procord_list_t node;       /* in the pool's list of workers */
+  procord_pool_t *pool;
+  procord_link_t *link;
+  size_t source;
+  pool_worker_state_t state;
+  int was_ready;
+  int stopped_by_pool;       /* retired or killed by the pool: not the source's fault */
+  pool_task_t *task;
+  /* Tasks sent ahead, in order: they wait in the worker behind `task`. The
+     list holds a reference to each delegation. */
+  procord_list_t ahead;
+  int ahead_count;
+  int retire_due;                  /* to be retired once its tasks sent ahead are done */
+  int said_reusable;               /* has sent `0R`: takes task after task */
+  int tasks_done;
+  struct event *idle_timer;
+} pool_worker_t;
+
+typedef struct pool_source_s {
+  procord_pool_source_t spec; /* deep copy */
+  long long down_until_ms;    /* skipped until then after a failed start */
+  int backoff_ms;
+  int start_failed;           /* its last worker could not be started or reached */
+  procord_link_end_t start_failure; /* why, for the tasks that come while it rests */
+} pool_source_t;
+
+struct procord_pool_s {
+  procord_loop_work_t work; /* first: the loop hands this pointer back */
+  procord_loop_t *loop;
+  int references;           /* atomic: the caller's, each task's, the loop's until stopped */
+  procord_pool_options_t options;
+  pool_source_t *sources;
+  size_t next_source;
+  procord_list_t workers;   /* the workers, the most recently idle last */
+  procord_list_t queue;     /* the tasks waiting for a worker, in order */
+  procord_link_events_t worker_events; /* pool.c's, for every worker's link */
+  struct event *replenish_timer;
+  /* After a start failed for lack of resources, the pool is held at the
+     workers it had (procord_pool_hold_size); its end and why, on the loop thread: */
+  int hold_backoff_ms;               /* 0 once a start succeeds */
+  procord_link_end_t hold_failure;   /* for the tasks that come while it holds at none */
+  struct event *hold_timer;          /* pumps when the hold ends */
+
+  /* On the loop's thread: */
+  int closing;
+  int immediate;
+  int stopped;
+
+  /* Guarded by lock, readable from any thread: */
+  pthread_mutex_t lock;
+  int refusing;             /* shut down: new tasks are refused */
+  int shutdown_requested;
+  int shutdown_immediate;   /* an immediate shutdown was asked for */
+  int shutdown_queued;      /* shutdown_call is in the loop's queue */
+  procord_queued_call_t shutdown_call; /* the pool's own: a shutdown cannot fail */
+  size_t held_at;           /* the most workers while held (written on the loop thread) */
+  long long held_until_ms;  /* held until then; 0: not held */
+  procord_pool_stats_t stats; /* its `queued`: submitted and not yet handed to a worker */
+};
+
+
+/* pool_sources.c: the sources, copied deep (every string, a reference to
+   the security object); procord_pool_read_sources reads a caller's array
+   by its size (shallow copies, the array the caller's to free). */
+void procord_pool_free_source(procord_pool_source_t *source);
+int procord_pool_copy_source(procord_pool_source_t *to, const procord_pool_source_t *from);
+int procord_pool_read_sources(const procord_pool_source_t *sources, size_t count,
+                              procord_pool_source_t **copies);
+/* The next source in turn that does not rest; `*all_down` when all do. */
+size_t procord_pool_choose_source(procord_pool_t *pool, int *all_down);
+/* A source rests after a failure (for longer each time), or no more once it served. */
+void procord_pool_source_failed(procord_pool_t *pool, size_t source, const procord_link_end_t *start_failure);
+void procord_pool_source_served(procord_pool_t *pool, size_t source);
+/* An error that every source would meet alike: this program's limits. */
+int procord_pool_lacks_resources(int error);
+/* The most workers the pool may have now (any thread). */
+size_t procord_pool_worker_limit(procord_pool_t *pool);
+/* Holds the pool at `live` workers for a while after a start failed for
+   lack of resources; a worker's end gives them back and ends the hold. */
+void procord_pool_hold_size(procord_pool_t *pool, size_t live, const procord_link_end_t *failure);
+void procord_pool_end_hold(procord_pool_t *pool);
+
+/* pool_queue.c: stats.queued counts the tasks submitted and not yet handed
+   to a worker (`delta`; `retried` counts a retry too); returns the count
+   before. */
+size_t procord_pool_count_queued(procord_pool_t *pool, int delta, int retried);
+/* Into the queue (already counted), or back at its front, counted again. */
+void procord_pool_queue_task(procord_pool_t *pool, pool_task_t *task, int at_front);
+void procord_pool_requeue_task(procord_pool_t *pool, pool_task_t *task, int retried);
+/* Out of the queue, uncounted (on_room if it was full). */
+void procord_pool_unqueue_task(procord_pool_t *pool, pool_task_t *task);
+pool_task_t *procord_pool_first_queued(procord_pool_t *pool);
+pool_task_t *procord_pool_dequeue_first(procord_pool_t *pool);
+/* Reports the task's outcome, once (with why it never reached a worker);
+   its entry may be gone after it. */
+void procord_pool_finish_task(procord_pool_t *pool, pool_task_t *task);
+void procord_pool_fail_task(procord_pool_t *pool, pool_task_t *task, const procord_link_end_t *failure);
+
+/* pool_workers.c: a worker's state, counted in the stats (any thread reads
+   procord_pool_live_workers). */
+void procord_pool_set_worker_state(pool_worker_t *worker, pool_worker_state_t state);
+size_t procord_pool_live_workers(procord_pool_t *pool);
+/* The pool's workers, first to last, or NULL. */
+pool_worker_t *procord_pool_first_worker(procord_pool_t *pool);
+pool_worker_t *procord_pool_next_worker(procord_pool_t *pool, pool_worker_t *worker);
+/* Closes a worker's stream (retire), or signals it; either way it is
+   CLOSING, and stopped by the pool, not by its source's fault. */
+void procord_pool_retire_worker(pool_worker_t *worker);
+void procord_pool_kill_worker(pool_worker_t *worker, int signal);
+/* The worker no longer runs its task, which is returned (in no place). */
+pool_task_t *procord_pool_unbind_task(pool_worker_t *worker);
+/* Idle, last in the list, its idle timer armed. */
+void procord_pool_become_idle(pool_worker_t *worker);
+/* Starts a worker from source `s`: STARTING, or IDLE (a local one), or
+   NULL with `*failure` (the source then rests, or the pool holds). */
+pool_worker_t *procord_pool_start_worker(procord_pool_t *pool, size_t s, procord_link_end_t *failure);
+/* Sends the worker's task (a failure retires the worker); hands a task to
+   an idle or starting worker. */
+void procord_pool_send_task(pool_worker_t *worker);
+void procord_pool_assign_task(pool_worker_t *worker, pool_task_t *task);
+/* The most recently used ready idle worker, or a starting one with no task. */
+pool_worker_t *procord_pool_find_free_worker(procord_pool_t *pool);
+/* Tasks sent ahead to a busy worker that serves task after task: whether
+   it takes one more, the one with the shortest line, sending one, taking
+   one off (the first, or `last`; the caller gets the list's reference),
+   and starting the first once the worker said `0R`. */
+int procord_pool_may_send_ahead(procord_pool_t *pool, const pool_worker_t *worker);
+pool_worker_t *procord_pool_find_busy_for_more(procord_pool_t *pool);
+void procord_pool_send_ahead(pool_worker_t *worker, pool_task_t *task);
+pool_task_t *procord_pool_take_ahead(pool_worker_t *worker, int last);
+void procord_pool_start_task_sent_ahead(pool_worker_t *worker);
 
 #endif

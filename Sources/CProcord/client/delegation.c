@@ -469,15 +469,19 @@ void procord_delegation_refuse_input(const procord_delegation_options_t *options
   if (options && options->input_release) options->input_release(options->input_context);
 }
 
+int procord_delegation_options_accept(procord_delegation_options_t *copy,
+                                      const procord_delegation_options_t *given, int usable) {
+  if (!given) return PROCORD_EINVAL;
+  if (procord_delegation_options_copy(copy, given) == 0 && copy->task_name && usable) return 0;
+  procord_delegation_refuse_input(copy);
+  return PROCORD_EINVAL;
+}
+
 int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *given,
                      procord_delegation_t **result) {
   procord_delegation_options_t copy;
-  const procord_delegation_options_t *options = given ? &copy : NULL;
-  if (!loop || !given || procord_delegation_options_copy(&copy, given) != 0 || !options->task_name ||
-      !result) {
-    procord_delegation_refuse_input(options);
-    return PROCORD_EINVAL;
-  }
+  const procord_delegation_options_t *options = &copy;
+  if (procord_delegation_options_accept(&copy, given, loop && result) != 0) return PROCORD_EINVAL;
   /* A local worker shares our stdout (socket mode): what we printed so far
      comes first. Here, on the caller's thread, not on the loop's. */
   if (!options->remote_host) fflush(stdout);
