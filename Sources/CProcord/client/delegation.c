@@ -329,6 +329,7 @@ static void on_deadline(evutil_socket_t fd, short events, void *context) {
   (void)events;
   procord_delegation_t *d = context;
   if (d->answered || d->finished) return;
+  PROCORD_ASSERT(!d->timed_out); /* armed once, and fires once */
   d->timed_out = 1;
   /* SIGTERM lets the task clean up; the grace period then SIGKILLs. */
   stop_task(d, SIGTERM);
