@@ -17,6 +17,9 @@
  */
 #include "check.h"
 #include "fixtures.h"
+#include "io/io_private.h" /* procord_loop_queue: a call that allocates nothing */
+
+#include <sys/eventfd.h>
 #include "procord/procord.h"
 
 #include <errno.h>
@@ -452,6 +455,28 @@ static void every_block_of_a_delegation_a_pool_and_a_loop_goes_back(void) {
   CHECK_NOTHING_LEFT();
 }
 
+/* Waits until the loop's thread has run everything queued to it before:
+   a release from this thread is then carried out. The call's node is on
+   this stack, so that waiting allocates nothing the counts would see. */
+static void signal_turn(void *argument) {
+  uint64_t one = 1;
+  ssize_t ignored = write(*(int *)argument, &one, sizeof one);
+  (void)ignored;
+}
+
+static int loop_turn_done(void) {
+  int fd = eventfd(0, EFD_CLOEXEC);
+  if (fd < 0) return 0;
+  procord_queued_call_t call = {0}; /* not `allocated`: the loop leaves it alone after the call */
+  procord_loop_queue(loop, &call, signal_turn, &fd);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int n;
+  while ((n = poll(&p, 1, 10000)) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  return n == 1;
+}
+
 /* Twelve workers at once outgrow the list of children (room for 8 at first),
    which grows with reallocate, and is given back once they are reaped. */
 static void growing_the_list_of_children_reallocates_through_the_allocator(void) {
@@ -463,11 +488,19 @@ static void growing_the_list_of_children_reallocates_through_the_allocator(void)
   options.task_name = "sleep";
   for (int i = 0; i < COUNT; i++) CHECK_EQ_INT(procord_delegate(loop, &options, &d[i]), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, d, COUNT, COUNT, 20000), COUNT);
+  pid_t pids[COUNT];
   for (int i = 0; i < COUNT; i++) {
     CHECK_EQ_INT(procord_delegation_outcome(d[i])->kind, PROCORD_OUTCOME_VALUE);
+    pids[i] = procord_delegation_pid(d[i]);
     procord_delegation_release(d[i]);
   }
   CHECK(count_of(&counts.reallocations) > reallocations);
+  /* What is given back is given back on the loop's thread: the releases
+     (queued to it), and the list once it has reaped the last child, on the
+     child's exit after its answer. So: the exits, then the loop's turns
+     until it has seen them (at most one each). */
+  for (int i = 0; i < COUNT; i++) CHECK(process_exits_within(pids[i], 10000));
+  for (int turn = 0; turn <= COUNT && count_of(&counts.live) != live; turn++) CHECK(loop_turn_done());
   CHECK_EQ_INT(count_of(&counts.live), live);
   CHECK_NOTHING_LEFT();
 }

@@ -13,6 +13,111 @@
 #include <string.h>
 #include <sys/types.h>
 
+/* ---- invariants (assert.c) ---- */
+
+/*
+ * PROCORD_ASSERT(condition): an invariant of the core, at a state
+ * transition (a pool's counts, a delegation's state, a connection's, a
+ * server's worker table). Checked unless NDEBUG is defined: in the C tests,
+ * the sanitizer and fuzz builds, SwiftPM's debug builds and the Makefile's
+ * check-c; not in libprocord or SwiftPM's release builds, where a broken
+ * invariant costs nothing to look for. A broken one writes what, where and
+ * that it is a bug of Procord's to stderr, then aborts: going on would turn
+ * the bug into a wrong answer.
+ */
+#ifdef NDEBUG
+#define PROCORD_ASSERT(condition) ((void)0)
+#else
+#define PROCORD_ASSERT(condition) \
+  ((condition) ? (void)0 : procord_assert_failed(#condition, __FILE__, __LINE__, __func__))
+#endif
+_Noreturn void procord_assert_failed(const char *condition, const char *file, int line,
+                                     const char *function);
+
+/* ---- lists: intrusive, doubly linked, circular (in the manner of libuv's queue.h) ---- */
+
+/*
+ * A list is a head (procord_list_t, initialized with procord_list_init);
+ * each element embeds a procord_list_t node and is found back from it with
+ * PROCORD_LIST_ENTRY. A node that is in no list has `next` NULL (a zeroed
+ * element is in none), so that whether an element is queued is a question
+ * the node answers. Nothing is allocated: adding and removing cannot fail.
+ */
+typedef struct procord_list_s {
+  struct procord_list_s *next, *prev;
+} procord_list_t;
+
+#define PROCORD_LIST_ENTRY(node, type, field) ((type *)(void *)((char *)(node) - offsetof(type, field)))
+
+/* Every node of `head`, first to last; `node` must not be removed meanwhile. */
+#define PROCORD_LIST_FOREACH(node, head) for ((node) = (head)->next; (node) != (head); (node) = (node)->next)
+/* The same, where the body may remove `node` (and only it). */
+#define PROCORD_LIST_FOREACH_SAFE(node, following, head)                                 \
+  for ((node) = (head)->next, (following) = (node)->next; (node) != (head);              \
+       (node) = (following), (following) = (node)->next)
+
+static inline void procord_list_init(procord_list_t *head) { head->next = head->prev = head; }
+
+static inline int procord_list_is_empty(const procord_list_t *head) { return head->next == head; }
+
+/* Whether an element's node is in a list. */
+static inline int procord_list_is_linked(const procord_list_t *node) { return node->next != NULL; }
+
+static inline void procord_list_link_between(procord_list_t *node, procord_list_t *prev,
+                                             procord_list_t *next) {
+  PROCORD_ASSERT(!procord_list_is_linked(node)); /* in one list at a time */
+  node->prev = prev;
+  node->next = next;
+  prev->next = node;
+  next->prev = node;
+}
+
+static inline void procord_list_push_back(procord_list_t *head, procord_list_t *node) {
+  procord_list_link_between(node, head->prev, head);
+}
+
+static inline void procord_list_push_front(procord_list_t *head, procord_list_t *node) {
+  procord_list_link_between(node, head, head->next);
+}
+
+/* Takes `node` out of its list; it is then in none. */
+static inline void procord_list_remove(procord_list_t *node) {
+  PROCORD_ASSERT(procord_list_is_linked(node));
+  node->prev->next = node->next;
+  node->next->prev = node->prev;
+  node->next = node->prev = NULL;
+}
+
+/* The first (last) node, or NULL for an empty list. */
+static inline procord_list_t *procord_list_first(const procord_list_t *head) {
+  return head->next == head ? NULL : head->next;
+}
+static inline procord_list_t *procord_list_last(const procord_list_t *head) {
+  return head->prev == head ? NULL : head->prev;
+}
+
+/* The node after `node` in `head`, or NULL after the last. */
+static inline procord_list_t *procord_list_next(const procord_list_t *head, const procord_list_t *node) {
+  return node->next == head ? NULL : node->next;
+}
+
+/* Moves every node of `from` to the end of `to`; `from` is then empty. */
+static inline void procord_list_move_all(procord_list_t *from, procord_list_t *to) {
+  if (procord_list_is_empty(from)) return;
+  from->next->prev = to->prev;
+  to->prev->next = from->next;
+  from->prev->next = to;
+  to->prev = from->prev;
+  procord_list_init(from);
+}
+
+/* Takes out and returns the first node, or NULL for an empty list. */
+static inline procord_list_t *procord_list_pop_front(procord_list_t *head) {
+  procord_list_t *node = procord_list_first(head);
+  if (node) procord_list_remove(node);
+  return node;
+}
+
 /* ---- memory ---- */
 
 /*
@@ -63,7 +168,7 @@ void procord_log_take_libevent(void);
 typedef struct procord_log_route_s {
   procord_log_fn log;
   void *context;
-  struct procord_log_route_s *next;
+  procord_list_t node; /* in the routes, the newest first */
 } procord_log_route_t;
 
 /* While a server runs, libevent's messages go to its log (none: dropped);
@@ -174,101 +279,6 @@ static inline int procord_options_nested(void *nested, size_t nested_size, size_
 }
 
 
-/* ---- invariants (assert.c) ---- */
-
-/*
- * PROCORD_ASSERT(condition): an invariant of the core, at a state
- * transition (a pool's counts, a delegation's state, a connection's, a
- * server's worker table). Checked unless NDEBUG is defined: in the C tests,
- * the sanitizer and fuzz builds, SwiftPM's debug builds and the Makefile's
- * check-c; not in libprocord or SwiftPM's release builds, where a broken
- * invariant costs nothing to look for. A broken one writes what, where and
- * that it is a bug of Procord's to stderr, then aborts: going on would turn
- * the bug into a wrong answer.
- */
-#ifdef NDEBUG
-#define PROCORD_ASSERT(condition) ((void)0)
-#else
-#define PROCORD_ASSERT(condition) \
-  ((condition) ? (void)0 : procord_assert_failed(#condition, __FILE__, __LINE__, __func__))
-#endif
-_Noreturn void procord_assert_failed(const char *condition, const char *file, int line,
-                                     const char *function);
-
-/* ---- lists: intrusive, doubly linked, circular (in the manner of libuv's queue.h) ---- */
-
-/*
- * A list is a head (procord_list_t, initialized with procord_list_init);
- * each element embeds a procord_list_t node and is found back from it with
- * PROCORD_LIST_ENTRY. A node that is in no list has `next` NULL (a zeroed
- * element is in none), so that whether an element is queued is a question
- * the node answers. Nothing is allocated: adding and removing cannot fail.
- */
-typedef struct procord_list_s {
-  struct procord_list_s *next, *prev;
-} procord_list_t;
-
-#define PROCORD_LIST_ENTRY(node, type, field) ((type *)(void *)((char *)(node) - offsetof(type, field)))
-
-/* Every node of `head`, first to last; `node` must not be removed meanwhile. */
-#define PROCORD_LIST_FOREACH(node, head) for ((node) = (head)->next; (node) != (head); (node) = (node)->next)
-/* The same, where the body may remove `node` (and only it). */
-#define PROCORD_LIST_FOREACH_SAFE(node, following, head)                                 \
-  for ((node) = (head)->next, (following) = (node)->next; (node) != (head);              \
-       (node) = (following), (following) = (node)->next)
-
-static inline void procord_list_init(procord_list_t *head) { head->next = head->prev = head; }
-
-static inline int procord_list_is_empty(const procord_list_t *head) { return head->next == head; }
-
-/* Whether an element's node is in a list. */
-static inline int procord_list_is_linked(const procord_list_t *node) { return node->next != NULL; }
-
-static inline void procord_list_link_between(procord_list_t *node, procord_list_t *prev,
-                                             procord_list_t *next) {
-  PROCORD_ASSERT(!procord_list_is_linked(node)); /* in one list at a time */
-  node->prev = prev;
-  node->next = next;
-  prev->next = node;
-  next->prev = node;
-}
-
-static inline void procord_list_push_back(procord_list_t *head, procord_list_t *node) {
-  procord_list_link_between(node, head->prev, head);
-}
-
-static inline void procord_list_push_front(procord_list_t *head, procord_list_t *node) {
-  procord_list_link_between(node, head, head->next);
-}
-
-/* Takes `node` out of its list; it is then in none. */
-static inline void procord_list_remove(procord_list_t *node) {
-  PROCORD_ASSERT(procord_list_is_linked(node));
-  node->prev->next = node->next;
-  node->next->prev = node->prev;
-  node->next = node->prev = NULL;
-}
-
-/* The first (last) node, or NULL for an empty list. */
-static inline procord_list_t *procord_list_first(const procord_list_t *head) {
-  return head->next == head ? NULL : head->next;
-}
-static inline procord_list_t *procord_list_last(const procord_list_t *head) {
-  return head->prev == head ? NULL : head->prev;
-}
-
-/* The node after `node` in `head`, or NULL after the last. */
-static inline procord_list_t *procord_list_next(const procord_list_t *head, const procord_list_t *node) {
-  return node->next == head ? NULL : node->next;
-}
-
-/* Takes out and returns the first node, or NULL for an empty list. */
-static inline procord_list_t *procord_list_pop_front(procord_list_t *head) {
-  procord_list_t *node = procord_list_first(head);
-  if (node) procord_list_remove(node);
-  return node;
-}
-
 /* ---- time and timers (time.c) ---- */
 
 struct event;
@@ -282,9 +292,23 @@ void procord_monotonic_now(struct timespec *now);
 double procord_ms_since(const struct timespec *start);
 
 /* Arms the libevent timer `timer` (evtimer_new) to fire in `milliseconds`
-   (0: on the loop's next turn), replacing any earlier arming. The one place
-   that turns milliseconds into libevent's timeval. */
-void procord_timer_arm(struct event *timer, int milliseconds);
+   (0: on the loop's next turn), replacing any earlier arming (a persistent
+   event: every `milliseconds`). Returns 0, or -1 if libevent refused. The
+   one place that turns milliseconds into libevent's timeval. */
+int procord_timer_arm(struct event *timer, int milliseconds);
+
+/* ---- signals (signals.c) ---- */
+
+/* For a thread of the core's own (a loop's, a watchdog, an output
+   forwarder): no signal meant for the program is delivered to it. */
+void procord_thread_block_all_signals(void);
+
+/* Blocks SIGPIPE on this thread around writes that may meet a closed pipe
+   (the write then fails with EPIPE), and says whether it was blocked
+   already; procord_sigpipe_unblock(that) discards the SIGPIPEs the writes
+   raised meanwhile and unblocks it, unless it was blocked before. */
+int procord_sigpipe_block(void);
+void procord_sigpipe_unblock(int was_blocked);
 
 /* ---- descriptors (descriptors.c) ---- */
 

@@ -12,7 +12,7 @@ static procord_log_fn process_log;
 static void *process_context;
 /* Running servers' logs, the newest first: it takes libevent's messages
    meanwhile (the one before it again once it stops). */
-static procord_log_route_t *routes;
+static procord_list_t routes = {&routes, &routes};
 static int installed;
 
 static void on_libevent_log(int severity, const char *message) {
@@ -24,8 +24,10 @@ static void on_libevent_log(int severity, const char *message) {
   /* Held during the call, so that a log is never called after it was
      replaced (its context may be gone). */
   pthread_mutex_lock(&lock);
-  procord_log_fn log = routes ? routes->log : process_log;
-  void *context = routes ? routes->context : process_context;
+  procord_list_t *newest = procord_list_first(&routes);
+  procord_log_route_t *route = newest ? PROCORD_LIST_ENTRY(newest, procord_log_route_t, node) : NULL;
+  procord_log_fn log = route ? route->log : process_log;
+  void *context = route ? route->context : process_context;
   if (log) log(context, level, line);
   pthread_mutex_unlock(&lock);
 }
@@ -55,20 +57,15 @@ void procord_log_route_to_server(procord_log_route_t *route, procord_log_fn log,
   pthread_mutex_lock(&lock);
   route->log = log;
   route->context = context;
-  route->next = routes;
-  routes = route;
+  route->node.next = NULL; /* the caller's struct need not be zeroed */
+  procord_list_push_front(&routes, &route->node);
   install();
   pthread_mutex_unlock(&lock);
 }
 
 void procord_log_unroute_from_server(procord_log_route_t *route) {
   pthread_mutex_lock(&lock);
-  for (procord_log_route_t **at = &routes; *at; at = &(*at)->next)
-    if (*at == route) {
-      *at = route->next;
-      break;
-    }
-  route->next = NULL;
+  if (procord_list_is_linked(&route->node)) procord_list_remove(&route->node);
   pthread_mutex_unlock(&lock);
 }
 

@@ -19,7 +19,7 @@ double procord_ms_since(const struct timespec *start) {
   return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
-void procord_timer_arm(struct event *timer, int milliseconds) {
+int procord_timer_arm(struct event *timer, int milliseconds) {
   struct timeval limit = {milliseconds / 1000, (milliseconds % 1000) * 1000};
-  evtimer_add(timer, &limit);
+  return evtimer_add(timer, &limit) == 0 ? 0 : -1;
 }

@@ -348,8 +348,7 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *given
     return -ENOMEM;
   }
   if (options->timeout_ms > 0) {
-    struct timeval limit = {options->timeout_ms / 1000, (options->timeout_ms % 1000) * 1000};
-    evtimer_add(a->timer, &limit);
+    procord_timer_arm(a->timer, options->timeout_ms);
   }
   char port[16];
   snprintf(port, sizeof port, "%d", options->port);

@@ -38,7 +38,7 @@ struct procord_loop_s {
   int wake_fd;
   struct event *wake_event;
   pthread_mutex_t queue_lock;
-  procord_queued_call_t *queue_head, *queue_tail;
+  procord_list_t queue; /* procord_queued_call_t, oldest first */
   int stop_requested;   /* guarded by queue_lock */
   int free_requested;   /* guarded by queue_lock: stop once no work is left */
   procord_queued_call_t abort_call; /* procord_loop_free's, queued without allocating */
@@ -48,7 +48,7 @@ struct procord_loop_s {
   int thread_done;      /* atomic: the loop's own thread has returned */
   pthread_t running_thread;
   int running;
-  procord_loop_work_t work; /* sentinel of the work list */
+  procord_list_t work;  /* procord_loop_work_t, newest first */
   pthread_mutex_t done_lock;
   pthread_cond_t done_cond;
   void *resolver; /* the name resolver on this loop's base (connect.c), freed with it */
@@ -59,24 +59,25 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_loop_t *loop = argument;
   uint64_t count;
-  while (read(fd, &count, sizeof count) < 0 && errno == EINTR) {
-  }
+  procord_read_retrying(fd, &count, sizeof count);
   pthread_mutex_lock(&loop->queue_lock);
-  procord_queued_call_t *call = loop->queue_head;
-  loop->queue_head = loop->queue_tail = NULL;
+  procord_list_t taken;
+  procord_list_init(&taken);
+  procord_list_move_all(&loop->queue, &taken);
   pthread_mutex_unlock(&loop->queue_lock);
-  while (call) {
-    /* Read before the call, which may free its node's owner, or queue the
-       node again. */
-    procord_queued_call_t *next = call->next;
+  procord_list_t *node;
+  while ((node = procord_list_pop_front(&taken))) {
+    /* Out of the list before the call, which may free its node's owner, or
+       queue the node again. */
+    procord_queued_call_t *call = PROCORD_LIST_ENTRY(node, procord_queued_call_t, node);
     int allocated = call->allocated;
     call->fn(call->argument);
     if (allocated) procord_free(call);
-    call = next;
   }
   pthread_mutex_lock(&loop->queue_lock);
   int stop = loop->stop_requested ||
-             (loop->free_requested && loop->work.next == &loop->work && !loop->queue_head);
+             (loop->free_requested && procord_list_is_empty(&loop->work) &&
+              procord_list_is_empty(&loop->queue));
   pthread_mutex_unlock(&loop->queue_lock);
   /* A host's base is the host's to stop: only procord_loop_free's own
      turns of it end here. */
@@ -88,10 +89,7 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
 static void block_sigpipe_on_this_thread(void) {
   struct sigaction current;
   if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_IGN) return;
-  sigset_t pipe_signal;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
+  procord_sigpipe_block();
 }
 
 static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t **result) {
@@ -105,7 +103,8 @@ static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t
   loop->mode = mode;
   loop->owner = pthread_self();
   loop->backend_fd = -1;
-  loop->work.next = loop->work.previous = &loop->work;
+  procord_list_init(&loop->work);
+  procord_list_init(&loop->queue);
   pthread_mutex_init(&loop->queue_lock, NULL);
   pthread_mutex_init(&loop->done_lock, NULL);
   pthread_condattr_t attributes;
@@ -169,8 +168,7 @@ int procord_loop_run_nowait(procord_loop_t *loop) {
 
 static void wake(procord_loop_t *loop) {
   uint64_t one = 1;
-  while (write(loop->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  procord_write_retrying(loop->wake_fd, &one, sizeof one);
 }
 
 int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
@@ -185,15 +183,13 @@ void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, proco
                         void *argument) {
   call->fn = fn;
   call->argument = argument;
-  call->next = NULL;
   pthread_mutex_lock(&loop->queue_lock);
   /* The loop takes the whole queue each time it wakes, so only a call that
      finds the queue empty needs to wake it: a burst of calls costs one
      eventfd write, not one each. */
-  int was_empty = loop->queue_head == NULL;
-  if (loop->queue_tail) loop->queue_tail->next = call;
-  else loop->queue_head = call;
-  loop->queue_tail = call;
+  int was_empty = procord_list_is_empty(&loop->queue);
+  call->node.next = NULL; /* a call's node may be on the stack, never queued before */
+  procord_list_push_back(&loop->queue, &call->node);
   pthread_mutex_unlock(&loop->queue_lock);
   if (!was_empty) return;
   /* From the loop's own thread (a callback, or a Swift job on the loop,
@@ -212,20 +208,12 @@ static int run_base(procord_loop_t *loop) {
      thread: blocked here, it stays pending and the write fails with EPIPE,
      which the connection handles. The process's disposition is left alone,
      so other children of the program do not inherit an ignored SIGPIPE. */
-  sigset_t pipe_signal, previous;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
+  int sigpipe_was_blocked = procord_sigpipe_block();
   loop->running_thread = pthread_self();
   __atomic_store_n(&loop->running, 1, __ATOMIC_RELEASE);
   int result = event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
   __atomic_store_n(&loop->running, 0, __ATOMIC_RELEASE);
-  if (!sigismember(&previous, SIGPIPE)) {
-    struct timespec now = {0, 0};
-    while (sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
-    }
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  }
+  procord_sigpipe_unblock(sigpipe_was_blocked);
   pthread_mutex_lock(&loop->queue_lock);
   loop->stop_requested = 0;
   pthread_mutex_unlock(&loop->queue_lock);
@@ -241,9 +229,7 @@ int procord_loop_run(procord_loop_t *loop) {
 
 static void *thread_main(void *argument) {
   /* The loop thread must never take a signal meant for the program. */
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   procord_loop_t *loop = argument;
   run_base(loop);
   __atomic_store_n(&loop->thread_done, 1, __ATOMIC_RELEASE);
@@ -308,17 +294,16 @@ static void abort_all_work(void *argument) {
   pthread_mutex_lock(&loop->queue_lock);
   loop->abort_queued = 0;
   pthread_mutex_unlock(&loop->queue_lock);
-  procord_loop_work_t *work = loop->work.next;
-  while (work != &loop->work) {
-    procord_loop_work_t *next = work->next;
+  procord_list_t *node, *following;
+  PROCORD_LIST_FOREACH_SAFE(node, following, &loop->work) {
+    procord_loop_work_t *work = PROCORD_LIST_ENTRY(node, procord_loop_work_t, node);
     work->abort(work);
-    work = next;
   }
 }
 
 static int has_work_left(procord_loop_t *loop) {
   pthread_mutex_lock(&loop->queue_lock);
-  int left = loop->work.next != &loop->work || loop->queue_head != NULL;
+  int left = !procord_list_is_empty(&loop->work) || !procord_list_is_empty(&loop->queue);
   pthread_mutex_unlock(&loop->queue_lock);
   return left;
 }
@@ -407,29 +392,25 @@ int procord_loop_wait_until(procord_loop_t *loop, int (*holds)(void *argument), 
 
 struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
                                        void (*callback)(int, short, void *), void *argument) {
-  struct timeval every = {0, REAP_POLL_MS * 1000};
   struct event *watch = event_new(loop->base, pidfd, pidfd >= 0 ? EV_READ | EV_PERSIST : EV_PERSIST,
                                   callback, argument);
-  if (watch && event_add(watch, pidfd >= 0 ? NULL : &every) == 0) return watch;
+  if (watch && (pidfd >= 0 ? event_add(watch, NULL) : procord_timer_arm(watch, REAP_POLL_MS)) == 0)
+    return watch;
   if (watch) event_free(watch);
   return NULL;
 }
 
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work) {
   pthread_mutex_lock(&loop->queue_lock);
-  work->next = loop->work.next;
-  work->previous = &loop->work;
-  loop->work.next->previous = work;
-  loop->work.next = work;
+  work->node.next = NULL; /* the owner's struct need not be zeroed */
+  procord_list_push_front(&loop->work, &work->node); /* aborted newest first */
   pthread_mutex_unlock(&loop->queue_lock);
 }
 
 void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work) {
   pthread_mutex_lock(&loop->queue_lock);
-  work->previous->next = work->next;
-  work->next->previous = work->previous;
-  work->next = work->previous = work;
-  int last = loop->free_requested && loop->work.next == &loop->work;
+  if (procord_list_is_linked(&work->node)) procord_list_remove(&work->node); /* once is enough */
+  int last = loop->free_requested && procord_list_is_empty(&loop->work);
   pthread_mutex_unlock(&loop->queue_lock);
   /* Wake the queue so it sees that the loop may stop now. */
   if (last) wake(loop);

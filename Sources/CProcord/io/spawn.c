@@ -82,8 +82,7 @@ void procord_reap_all_children(void) {
   pthread_mutex_lock(&registry_lock);
   for (size_t i = 0; i < registry_count; i++) kill(-registry[i], SIGKILL);
   for (size_t i = 0; i < registry_count; i++) {
-    while (waitpid(registry[i], NULL, 0) < 0 && errno == EINTR) {
-    }
+    procord_waitpid_retrying(registry[i], NULL, 0);
   }
   registry_count = 0;
   registry_forget_if_empty();
@@ -186,7 +185,7 @@ static int limit(pid_t pid, int resource, unsigned long long value, unsigned lon
 }
 
 /* Before the worker gets a task: see procord_resource_limits_t. */
-static int apply_limits(pid_t pid, const procord_resource_limits_t *limits) {
+static int apply_resource_limits(pid_t pid, const procord_resource_limits_t *limits) {
   int error = limit(pid, RLIMIT_AS, limits->address_space_bytes, limits->address_space_bytes);
   /* A second between SIGXCPU and SIGKILL, for the task to notice. */
   if (!error) error = limit(pid, RLIMIT_CPU, limits->cpu_seconds, limits->cpu_seconds + 1);
@@ -269,20 +268,19 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
     if (ours[1] != ours[0]) close(ours[1]);
     return -e;
   }
-  int limit_error = apply_limits(pid, &options->limits);
+  int limit_error = apply_resource_limits(pid, &options->limits);
   if (limit_error) {
     close(ours[0]);
     if (ours[1] != ours[0]) close(ours[1]);
     kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
+    procord_waitpid_retrying(pid, NULL, 0);
     registry_settle(-1);
     return limit_error;
   }
   registry_settle(pid);
   child->pid = pid;
   child->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (child->pidfd >= 0) fcntl(child->pidfd, F_SETFD, FD_CLOEXEC);
+  if (child->pidfd >= 0) procord_fd_set_cloexec(child->pidfd);
   child->read_fd = ours[0];
   child->write_fd = ours[1];
   return 0;
@@ -316,9 +314,7 @@ int procord_child_try_reap(procord_child_t *child, int *status) {
   if (waitid(P_PID, (id_t)child->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
       info.si_pid == child->pid)
     kill(-child->pid, SIGKILL);
-  pid_t r;
-  while ((r = waitpid(child->pid, status, WNOHANG)) < 0 && errno == EINTR) {
-  }
+  pid_t r = procord_waitpid_retrying(child->pid, status, WNOHANG);
   /* Reaped elsewhere: by the host program (a SIGCHLD handler calling
      waitpid(-1)) or procord_reap_all_children at exit. The status is lost;
      the child is done with all the same. */

@@ -63,17 +63,12 @@ static int forward_available(procord_output_capture_t *c, stream_t *s) {
 
 static void *forward(void *argument) {
   procord_output_capture_t *c = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   struct pollfd p[3];
   for (int i = 0; i < c->count; i++) p[i] = (struct pollfd){.fd = c->streams[i].read_fd, .events = POLLIN};
   p[c->count] = (struct pollfd){.fd = c->stop[0], .events = POLLIN};
   for (;;) {
-    if (poll(p, (nfds_t)c->count + 1, -1) < 0) {
-      if (errno == EINTR) continue;
-      return NULL;
-    }
+    if (procord_poll_retrying(p, (unsigned long)c->count + 1, -1) < 0) return NULL;
     if (p[c->count].revents) return NULL;
     pthread_mutex_lock(&c->reading);
     for (int i = 0; i < c->count; i++) {
@@ -149,8 +144,7 @@ void procord_capture_stop(procord_output_capture_t *c) {
   if (!c) return;
   procord_capture_drain(c);
   char byte = 0;
-  while (write(c->stop[1], &byte, 1) < 0 && errno == EINTR) {
-  }
+  procord_write_retrying(c->stop[1], &byte, 1);
   pthread_join(c->thread, NULL);
   for (int i = 0; i < c->count; i++) restore(&c->streams[i]);
   close(c->stop[0]);

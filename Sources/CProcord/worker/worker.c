@@ -113,11 +113,9 @@ typedef struct watchdog_s {
   int started;
 } watchdog_t;
 
-static void *watch(void *argument) {
+static void *watch_peer(void *argument) {
   watchdog_t *dog = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   /* A local peer that went away shows as POLLHUP. A TCP peer that went away
      has only sent its FIN, which a half-close sends too: over TCP a client
      must not half-close while it waits for an answer (docs/PROTOCOL.md). */
@@ -128,10 +126,7 @@ static void *watch(void *argument) {
   struct pollfd p[2] = {{.fd = dog->fd, .events = tcp ? POLLRDHUP : 0},
                         {.fd = dog->stop[0], .events = POLLIN}};
   for (;;) {
-    if (poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return NULL;
-    }
+    if (procord_poll_retrying(p, 2, -1) < 0) return NULL;
     if (p[1].revents) return NULL;
     if (p[0].revents & (POLLHUP | POLLERR | (tcp ? POLLRDHUP : 0))) {
       /* Between tasks: the peer's frames may still be buffered, so say it
@@ -142,8 +137,7 @@ static void *watch(void *argument) {
          it has not ended (exiting the worker) within the grace period. */
       if (procord_worker_request_termination() == 0) {
         struct pollfd stop = {.fd = dog->stop[0], .events = POLLIN};
-        while (poll(&stop, 1, PROCORD_WORKER_CANCEL_GRACE_MS) < 0 && errno == EINTR) {
-        }
+        procord_poll_retrying(&stop, 1, PROCORD_WORKER_CANCEL_GRACE_MS);
         if (stop.revents) return NULL; /* the task ended: the worker is stopping */
       }
       kill(getpgrp() == getpid() ? 0 : getpid(), SIGKILL);
@@ -156,7 +150,7 @@ static void watchdog_start(watchdog_t *dog, int fd) {
   memset(dog, 0, sizeof *dog);
   dog->fd = fd;
   if (pipe2(dog->stop, O_CLOEXEC) < 0) return;
-  if (pthread_create(&dog->thread, NULL, watch, dog) != 0) {
+  if (pthread_create(&dog->thread, NULL, watch_peer, dog) != 0) {
     close(dog->stop[0]);
     close(dog->stop[1]);
     return;
@@ -167,8 +161,7 @@ static void watchdog_start(watchdog_t *dog, int fd) {
 static void watchdog_stop(watchdog_t *dog) {
   if (!dog->started) return;
   char byte = 0;
-  while (write(dog->stop[1], &byte, 1) < 0 && errno == EINTR) {
-  }
+  procord_write_retrying(dog->stop[1], &byte, 1);
   pthread_join(dog->thread, NULL);
   close(dog->stop[0]);
   close(dog->stop[1]);
@@ -249,8 +242,7 @@ static int told_to_stop(session_t *s) {
   struct pollfd p[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = s->options->stop_fd, .events = POLLIN}};
   int timeout = r->timeout_ms > 0 ? r->timeout_ms : -1;
   int n;
-  while ((n = poll(p, 2, timeout)) < 0 && errno == EINTR) {
-  }
+  n = procord_poll_retrying(p, 2, timeout);
   if (n == 0) return 1; /* silent for the read timeout: give up, as the read would */
   return n > 0 && !(p[0].revents & (POLLIN | POLLHUP | POLLERR)) && (p[1].revents != 0);
 }

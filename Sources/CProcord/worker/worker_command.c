@@ -245,7 +245,7 @@ int procord_worker_run(const procord_worker_command_t *command,
     survive.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &survive, NULL);
     sigaction(SIGINT, &survive, NULL);
-    fcntl(command->handoff_fd, F_SETFD, FD_CLOEXEC);
+    procord_fd_set_cloexec(command->handoff_fd);
     die_with(socket_peer(command->handoff_fd));
     /* The client is elsewhere: what the task prints goes to it. */
     options.capture_output = PROCORD_CAPTURE_STDOUT_AND_STDERR;
@@ -255,7 +255,7 @@ int procord_worker_run(const procord_worker_command_t *command,
   }
   if (command->socket_fd >= 0) {
     /* Keep the protocol away from any process the task starts. */
-    fcntl(command->socket_fd, F_SETFD, FD_CLOEXEC);
+    procord_fd_set_cloexec(command->socket_fd);
     die_with(socket_peer(command->socket_fd));
     options.read_fd = options.write_fd = command->socket_fd;
     options.reusable = 1;
