@@ -33,8 +33,6 @@
  * procord_link_fail.
  */
 
-
-
 typedef struct procord_link_s procord_link_t;
 
 typedef struct procord_link_events_s {
@@ -54,7 +52,7 @@ typedef struct procord_link_options_s {
   const char *remote_host;               /* or a worker server (copied) */
   int remote_port;
   int connect_timeout_ms;
-  procord_security_t *security;          /* a worker server's: TLS, a secret (a reference is taken) */
+  procord_security_t *security; /* a worker server's: TLS, a secret (a reference is taken) */
   int idle_timeout_ms;
   size_t max_message_size;
   int exit_grace_ms; /* 0: 2000 ms */
@@ -64,12 +62,12 @@ typedef struct procord_link_options_s {
 
 /* How the link ended, once on_ended has been called. */
 typedef struct procord_link_end_s {
-  int error;          /* the first cause recorded; 0 if the stream ended only because the
-                         owner closed it (an owner's reader takes 0 as the end of stream) */
+  int error; /* the first cause recorded; 0 if the stream ended only because the
+                owner closed it (an owner's reader takes 0 as the end of stream) */
   const char *call;
   const char *detail;
-  int exit_code;      /* the child's exit code, or -1 */
-  int signal;         /* the signal that ended the child, or 0 */
+  int exit_code; /* the child's exit code, or -1 */
+  int signal;    /* the signal that ended the child, or 0 */
   int killed_after_grace;
 } procord_link_end_t;
 
@@ -88,16 +86,16 @@ struct procord_link_s {
   int exit_grace_ms;
 
   procord_child_t child;
-  pid_t pid;               /* as spawned (-1 for none); child.pid is -1 once reaped */
+  pid_t pid; /* as spawned (-1 for none); child.pid is -1 once reaped */
   int spawn_error;
   procord_connect_t *attempt;
   procord_connection_t *connection;
-  struct event *exit_event;  /* pidfd readable, or the reap poll */
+  struct event *exit_event; /* pidfd readable, or the reap poll */
   struct event *grace_timer;
-  struct event *end_event;   /* calls on_ended on a turn of its own */
+  struct event *end_event; /* calls on_ended on a turn of its own */
   int reaped;
   int wait_status;
-  int status_known;  /* reaped by us: wait_status is real (not when the host reaped it) */
+  int status_known; /* reaped by us: wait_status is real (not when the host reaped it) */
   int ended;
   procord_link_end_t end;
 };
@@ -123,8 +121,8 @@ int procord_link_ready(const procord_link_t *link);
 /* See procord_connection_send and procord_connection_send_owned_by. */
 int procord_link_send(procord_link_t *link, unsigned char kind, const void *body, size_t length);
 /* See procord_connection_send_owned_by. */
-int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
-                               procord_body_owner_t *owner);
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body,
+                               size_t length, procord_body_owner_t *owner);
 void *procord_link_take_body(procord_link_t *link);
 void procord_link_cork(procord_link_t *link, int corked);
 
@@ -169,8 +167,6 @@ void procord_link_free(procord_link_t *link);
  * with a note once it can be written again. The loop never blocks on a
  * stuck stderr, and the tail keeps everything all the same.
  */
-
-
 
 typedef struct procord_worker_stderr_s procord_worker_stderr_t;
 
@@ -307,8 +303,8 @@ void procord_delegation_prepare_retry(procord_delegation_t *delegation);
 
 /* Handles one frame of the task's answer (see procord_frame_cb). */
 procord_frame_effect_t procord_delegation_frame(procord_delegation_t *delegation,
-                                                procord_link_t *link,
-                                                const procord_frame_t *frame, int error);
+                                                procord_link_t *link, const procord_frame_t *frame,
+                                                int error);
 
 /* True once a terminal frame set the outcome. On the loop's thread. */
 int procord_delegation_answered(const procord_delegation_t *delegation);
@@ -365,31 +361,31 @@ struct pool_worker_s;
    delegation knows nothing of. It lives as long as the delegation (freed by
    the `released` hook). */
 typedef struct pool_task_s {
-  procord_list_t node;      /* in the queue, or a worker's list sent ahead */
+  procord_list_t node; /* in the queue, or a worker's list sent ahead */
   procord_pool_t *pool;
   procord_delegation_t *delegation;
   pool_task_place_t place;
   struct pool_worker_s *worker; /* running it, or holding it sent ahead */
   int idempotent;
   int retries;
-  int finished;             /* its outcome is reported */
+  int finished; /* its outcome is reported */
 } pool_task_t;
 
 typedef struct pool_worker_s {
-  procord_list_t node;       /* in the pool's list of workers */
+  procord_list_t node; /* in the pool's list of workers */
   procord_pool_t *pool;
   procord_link_t *link;
   size_t source;
   pool_worker_state_t state;
   int was_ready;
-  int stopped_by_pool;       /* retired or killed by the pool: not the source's fault */
+  int stopped_by_pool; /* retired or killed by the pool: not the source's fault */
   pool_task_t *task;
   /* Tasks sent ahead, in order: they wait in the worker behind `task`. The
      list holds a reference to each delegation. */
   procord_list_t ahead;
   int ahead_count;
-  int retire_due;                  /* to be retired once its tasks sent ahead are done */
-  int said_reusable;               /* has sent `0R`: takes task after task */
+  int retire_due;    /* to be retired once its tasks sent ahead are done */
+  int said_reusable; /* has sent `0R`: takes task after task */
   int tasks_done;
   struct event *idle_timer;
 } pool_worker_t;
@@ -398,26 +394,26 @@ typedef struct pool_source_s {
   procord_pool_source_t spec; /* deep copy */
   long long down_until_ms;    /* skipped until then after a failed start */
   int backoff_ms;
-  int start_failed;           /* its last worker could not be started or reached */
+  int start_failed;                 /* its last worker could not be started or reached */
   procord_link_end_t start_failure; /* why, for the tasks that come while it rests */
 } pool_source_t;
 
 struct procord_pool_s {
   procord_loop_work_t work; /* first: the loop hands this pointer back */
   procord_loop_t *loop;
-  int references;           /* atomic: the caller's, each task's, the loop's until stopped */
+  int references; /* atomic: the caller's, each task's, the loop's until stopped */
   procord_pool_options_t options;
   pool_source_t *sources;
   size_t next_source;
-  procord_list_t workers;   /* the workers, the most recently idle last */
-  procord_list_t queue;     /* the tasks waiting for a worker, in order */
+  procord_list_t workers;              /* the workers, the most recently idle last */
+  procord_list_t queue;                /* the tasks waiting for a worker, in order */
   procord_link_events_t worker_events; /* pool.c's, for every worker's link */
   struct event *replenish_timer;
   /* After a start failed for lack of resources, the pool is held at the
      workers it had (procord_pool_hold_size); its end and why, on the loop thread: */
-  int hold_backoff_ms;               /* 0 once a start succeeds */
-  procord_link_end_t hold_failure;   /* for the tasks that come while it holds at none */
-  struct event *hold_timer;          /* pumps when the hold ends */
+  int hold_backoff_ms;             /* 0 once a start succeeds */
+  procord_link_end_t hold_failure; /* for the tasks that come while it holds at none */
+  struct event *hold_timer;        /* pumps when the hold ends */
 
   /* On the loop's thread: */
   int closing;
@@ -426,16 +422,15 @@ struct procord_pool_s {
 
   /* Guarded by lock, readable from any thread: */
   pthread_mutex_t lock;
-  int refusing;             /* shut down: new tasks are refused */
+  int refusing; /* shut down: new tasks are refused */
   int shutdown_requested;
-  int shutdown_immediate;   /* an immediate shutdown was asked for */
-  int shutdown_queued;      /* shutdown_call is in the loop's queue */
+  int shutdown_immediate;              /* an immediate shutdown was asked for */
+  int shutdown_queued;                 /* shutdown_call is in the loop's queue */
   procord_queued_call_t shutdown_call; /* the pool's own: a shutdown cannot fail */
-  size_t held_at;           /* the most workers while held (written on the loop thread) */
-  long long held_until_ms;  /* held until then; 0: not held */
+  size_t held_at;             /* the most workers while held (written on the loop thread) */
+  long long held_until_ms;    /* held until then; 0: not held */
   procord_pool_stats_t stats; /* its `queued`: submitted and not yet handed to a worker */
 };
-
 
 /* pool_sources.c: the sources, copied deep (every string, a reference to
    the security object); procord_pool_read_sources reads a caller's array
@@ -447,7 +442,8 @@ int procord_pool_read_sources(const procord_pool_source_t *sources, size_t count
 /* The next source in turn that does not rest; `*all_down` when all do. */
 size_t procord_pool_choose_source(procord_pool_t *pool, int *all_down);
 /* A source rests after a failure (for longer each time), or no more once it served. */
-void procord_pool_source_failed(procord_pool_t *pool, size_t source, const procord_link_end_t *start_failure);
+void procord_pool_source_failed(procord_pool_t *pool, size_t source,
+                                const procord_link_end_t *start_failure);
 void procord_pool_source_served(procord_pool_t *pool, size_t source);
 /* An error that every source would meet alike: this program's limits. */
 int procord_pool_lacks_resources(int error);
@@ -472,7 +468,8 @@ pool_task_t *procord_pool_dequeue_first(procord_pool_t *pool);
 /* Reports the task's outcome, once (with why it never reached a worker);
    its entry may be gone after it. */
 void procord_pool_finish_task(procord_pool_t *pool, pool_task_t *task);
-void procord_pool_fail_task(procord_pool_t *pool, pool_task_t *task, const procord_link_end_t *failure);
+void procord_pool_fail_task(procord_pool_t *pool, pool_task_t *task,
+                            const procord_link_end_t *failure);
 
 /* pool_workers.c: a worker's state, counted in the stats (any thread reads
    procord_pool_live_workers). */
@@ -491,7 +488,8 @@ pool_task_t *procord_pool_unbind_task(pool_worker_t *worker);
 void procord_pool_become_idle(pool_worker_t *worker);
 /* Starts a worker from source `s`: STARTING, or IDLE (a local one), or
    NULL with `*failure` (the source then rests, or the pool holds). */
-pool_worker_t *procord_pool_start_worker(procord_pool_t *pool, size_t s, procord_link_end_t *failure);
+pool_worker_t *procord_pool_start_worker(procord_pool_t *pool, size_t s,
+                                         procord_link_end_t *failure);
 /* Sends the worker's task (a failure retires the worker); hands a task to
    an idle or starting worker. */
 void procord_pool_send_task(pool_worker_t *worker);

@@ -27,7 +27,7 @@ typedef struct procord_shared_input_s {
   procord_body_owner_t owner; /* how the frames in flight release it */
   int references;             /* atomic */
   size_t length;
-  const unsigned char *data;  /* `bytes`, or the caller's own (borrowed) */
+  const unsigned char *data;               /* `bytes`, or the caller's own (borrowed) */
   void (*borrowed_release)(void *context); /* for borrowed input: gives it back */
   void *borrowed_context;
   unsigned char bytes[];
@@ -36,9 +36,9 @@ typedef struct procord_shared_input_s {
 struct procord_delegation_s {
   procord_loop_work_t work; /* first: the loop hands this pointer back (one-off only) */
   procord_loop_t *loop;
-  int references;           /* atomic */
-  int kill_requested;       /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
-  int stop_queued;          /* atomic: stop_call is in the loop's queue */
+  int references;                  /* atomic */
+  int kill_requested;              /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
+  int stop_queued;                 /* atomic: stop_call is in the loop's queue */
   procord_queued_call_t stop_call; /* its own: a kill or cancel needs no memory */
   char *task_name;
   procord_shared_input_t *input;
@@ -51,19 +51,19 @@ struct procord_delegation_s {
   const procord_delegation_owner_t *owner;
   void *owner_context;
 
-  procord_link_t *link;     /* one-off: the worker it runs on, or NULL */
-  pid_t pid;                /* atomic: the worker's pid, or -1 */
-  int spawn_failed;         /* one-off: its worker could not be started */
+  procord_link_t *link; /* one-off: the worker it runs on, or NULL */
+  pid_t pid;            /* atomic: the worker's pid, or -1 */
+  int spawn_failed;     /* one-off: its worker could not be started */
   struct event *deadline_timer;
   int timed_out;
-  int answered;             /* a terminal frame set the outcome */
-  int delivered;            /* atomic: its frames went to a ready worker */
+  int answered;  /* a terminal frame set the outcome */
+  int delivered; /* atomic: its frames went to a ready worker */
   procord_outcome_t outcome;
   void *body;
   /* One-off, the worker's stderr not redirected: its pipe, until the finish. */
   procord_worker_stderr_t *worker_stderr;
-  int outcome_ready;        /* atomic: the outcome is final (set before on_done) */
-  int finished;             /* guarded by the loop's done lock: on_done has returned */
+  int outcome_ready; /* atomic: the outcome is final (set before on_done) */
+  int finished;      /* guarded by the loop's done lock: on_done has returned */
 };
 
 void procord_delegation_retain(procord_delegation_t *d) {
@@ -133,7 +133,8 @@ procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
   d->input->data = borrowed ? options->input : d->input->bytes;
   d->input->borrowed_release = options->input_release;
   d->input->borrowed_context = options->input_context;
-  if (!borrowed && options->input_length) memcpy(d->input->bytes, options->input, options->input_length);
+  if (!borrowed && options->input_length)
+    memcpy(d->input->bytes, options->input, options->input_length);
   d->deadline_ms = options->deadline_ms;
   d->on_done = options->on_done;
   d->on_print = options->on_print;
@@ -168,7 +169,8 @@ void procord_delegation_finish(procord_delegation_t *d) {
   }
   if (d->worker_stderr) {
     if (d->outcome.kind == PROCORD_OUTCOME_DISCONNECTED)
-      d->outcome.stderr_tail = procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
+      d->outcome.stderr_tail =
+          procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
     procord_worker_stderr_free(d->worker_stderr);
     d->worker_stderr = NULL;
   }
@@ -286,7 +288,8 @@ procord_frame_effect_t procord_delegation_frame(procord_delegation_t *d, procord
   case PROCORD_FRAME_FLUSH: print(d, frame); return PROCORD_FRAME_CONTINUES;
   case PROCORD_FRAME_VALUE: return take_answer(d, PROCORD_OUTCOME_VALUE, link, frame);
   case PROCORD_FRAME_EXCEPTION: return take_answer(d, PROCORD_OUTCOME_EXCEPTION, link, frame);
-  case PROCORD_FRAME_UNKNOWN_EXCEPTION: return take_answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, link, frame);
+  case PROCORD_FRAME_UNKNOWN_EXCEPTION:
+    return take_answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, link, frame);
   case PROCORD_FRAME_ERROR: {
     int code = PROCORD_EILL_FORMED; /* the parser checked the body already */
     procord_error_from_frame_body(frame->body, frame->length, &code);
@@ -300,9 +303,7 @@ procord_frame_effect_t procord_delegation_frame(procord_delegation_t *d, procord
     }
     return PROCORD_FRAME_BREAKS;
   }
-  default:
-    procord_link_fail(link, PROCORD_EUNEXPECTED, "receive");
-    return PROCORD_FRAME_BREAKS;
+  default: procord_link_fail(link, PROCORD_EUNEXPECTED, "receive"); return PROCORD_FRAME_BREAKS;
   }
 }
 
@@ -321,7 +322,8 @@ void procord_delegation_take_end(procord_delegation_t *d, const procord_link_end
 /* One-off: killing ends the worker; a pooled task asks its owner. */
 static void stop_task(procord_delegation_t *d, int signal) {
   if (d->owner) d->owner->stop(d->owner_context, signal);
-  else if (d->link) procord_link_kill(d->link, signal, signal == SIGKILL);
+  else if (d->link)
+    procord_link_kill(d->link, signal, signal == SIGKILL);
 }
 
 static void on_deadline(evutil_socket_t fd, short events, void *context) {
@@ -379,8 +381,10 @@ static void finish_after_stderr(void *context) { procord_delegation_finish(conte
    hold it). True when waiting: the finish follows. */
 static int waits_for_stderr(procord_delegation_t *d) {
   if (!d->worker_stderr || procord_worker_stderr_drain(d->worker_stderr)) return 0;
-  if (d->answered || d->timed_out || __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) return 0;
-  return procord_worker_stderr_await_end(d->worker_stderr, STDERR_END_WAIT_MS, finish_after_stderr, d) == 0;
+  if (d->answered || d->timed_out || __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE))
+    return 0;
+  return procord_worker_stderr_await_end(d->worker_stderr, STDERR_END_WAIT_MS, finish_after_stderr,
+                                         d) == 0;
 }
 
 static void one_off_on_ended(procord_link_t *link, void *context) {
@@ -509,8 +513,9 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *g
           },
       /* Only a stderr that would be ours: not one the caller chose (2
          included), nor one a socket-mode worker sends as frames. */
-      .pipe_stderr = !options->remote_host && options->worker.stderr_fd <= 0 &&
-                     !(options->capture_output && options->worker.channel == PROCORD_CHANNEL_SOCKET),
+      .pipe_stderr =
+          !options->remote_host && options->worker.stderr_fd <= 0 &&
+          !(options->capture_output && options->worker.channel == PROCORD_CHANNEL_SOCKET),
   };
   procord_loop_call_and_wait(loop, spawn_link, &call);
   int error = d->link ? 0 : -ENOMEM;
@@ -560,7 +565,8 @@ static int request_stop(procord_delegation_t *d, int signal) {
   if (d->spawn_failed || is_finished(d)) return PROCORD_ECLOSED;
   int none = 0;
   if (signal == SIGKILL) __atomic_store_n(&d->kill_requested, SIGKILL, __ATOMIC_SEQ_CST);
-  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST))
     return 0; /* already being stopped, as hard or harder */
   /* One call in the queue at a time, in the delegation's own node. */
   if (__atomic_exchange_n(&d->stop_queued, 1, __ATOMIC_SEQ_CST)) return 0;

@@ -39,11 +39,13 @@ static void pool_unref(procord_pool_t *p) {
 
 static void pump(procord_pool_t *p);
 static void on_worker_ready(procord_link_t *link, void *context);
-static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context);
+static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, int error,
+                            void *context);
 static void on_worker_ended(procord_link_t *link, void *context);
 
 /* A task that could not get a worker at all: retried, or finished. */
-static void task_without_worker(procord_pool_t *p, pool_task_t *t, const procord_link_end_t *failure) {
+static void task_without_worker(procord_pool_t *p, pool_task_t *t,
+                                const procord_link_end_t *failure) {
   int all_down = 0;
   if (!p->closing && t->retries < p->options.max_retries) procord_pool_choose_source(p, &all_down);
   /* Every source rests after a failure: trying again now would fail alike. */
@@ -75,14 +77,16 @@ static void pump(procord_pool_t *p) {
       if (procord_pool_live_workers(p) >= limit) {
         /* Only an idempotent task may go ahead: in a race with a stop of its
            worker, one may run although it is reported as never started. */
-        int eligible = p->options.send_ahead > 0 && !p->closing && procord_pool_first_queued(p)->idempotent;
+        int eligible =
+            p->options.send_ahead > 0 && !p->closing && procord_pool_first_queued(p)->idempotent;
         pool_worker_t *ahead = eligible ? procord_pool_find_busy_for_more(p) : NULL;
         if (!ahead) break;
         /* Its list filled up at once, in one write (and, often, one read
            for the worker). */
         procord_link_t *link = ahead->link;
         procord_link_cork(link, 1);
-        while (procord_pool_first_queued(p) && procord_pool_first_queued(p)->idempotent && procord_pool_may_send_ahead(p, ahead))
+        while (procord_pool_first_queued(p) && procord_pool_first_queued(p)->idempotent &&
+               procord_pool_may_send_ahead(p, ahead))
           procord_pool_send_ahead(ahead, procord_pool_dequeue_first(p));
         procord_link_cork(link, 0);
         continue;
@@ -101,7 +105,8 @@ static void pump(procord_pool_t *p) {
       if (!w) {
         /* For lack of resources, the pool is held now: the task waits for a
            worker it has, or (it has none) fails at the top of the loop. */
-        if (!procord_pool_lacks_resources(failure.error)) task_without_worker(p, procord_pool_dequeue_first(p), &failure);
+        if (!procord_pool_lacks_resources(failure.error))
+          task_without_worker(p, procord_pool_dequeue_first(p), &failure);
         continue;
       }
     }
@@ -130,15 +135,18 @@ static void on_replenish(evutil_socket_t fd, short events, void *context) {
 /* Keeps min_workers started; after failures, tries again once a source rests no more. */
 static void replenish(procord_pool_t *p) {
   while (procord_pool_live_workers(p) < (size_t)p->options.min_workers) {
-    if (procord_pool_live_workers(p) >= procord_pool_worker_limit(p)) return; /* held: the hold's timer comes back */
+    if (procord_pool_live_workers(p) >= procord_pool_worker_limit(p))
+      return; /* held: the hold's timer comes back */
     int all_down = 0;
     procord_link_end_t failure;
     long long now = procord_monotonic_ms();
     long long soonest = -1;
     for (size_t i = 0; i < p->options.source_count; i++)
-      if (soonest < 0 || p->sources[i].down_until_ms < soonest) soonest = p->sources[i].down_until_ms;
+      if (soonest < 0 || p->sources[i].down_until_ms < soonest)
+        soonest = p->sources[i].down_until_ms;
     if (soonest > now) {
-      if (!evtimer_pending(p->replenish_timer, NULL)) procord_timer_arm(p->replenish_timer, (int)(soonest - now));
+      if (!evtimer_pending(p->replenish_timer, NULL))
+        procord_timer_arm(p->replenish_timer, (int)(soonest - now));
       return;
     }
     size_t s = procord_pool_choose_source(p, &all_down);
@@ -168,7 +176,8 @@ static void on_worker_ready(procord_link_t *link, void *context) {
 static int should_retire(pool_worker_t *w) {
   procord_pool_t *p = w->pool;
   if (p->closing && procord_list_is_empty(&p->queue)) return 1;
-  if (p->options.max_tasks_per_worker > 0 && w->tasks_done >= p->options.max_tasks_per_worker) return 1;
+  if (p->options.max_tasks_per_worker > 0 && w->tasks_done >= p->options.max_tasks_per_worker)
+    return 1;
   return p->options.max_resident_bytes > 0 &&
          procord_link_resident_bytes(w->link) > p->options.max_resident_bytes;
 }
@@ -181,7 +190,8 @@ static void task_answered(pool_worker_t *w) {
   procord_pool_finish_task(w->pool, t);
 }
 
-static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, int error, void *context) {
+static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, int error,
+                            void *context) {
   pool_worker_t *w = context;
   if (w->state == POOL_WORKER_BUSY && w->task) {
     switch (procord_delegation_frame(w->task->delegation, link, frame, error)) {
@@ -202,7 +212,8 @@ static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, 
       }
       return;
     case PROCORD_FRAME_BREAKS:
-      if (procord_delegation_answered(w->task->delegation)) task_answered(w); /* `E0`: the outcome is set */
+      if (procord_delegation_answered(w->task->delegation))
+        task_answered(w);            /* `E0`: the outcome is set */
       procord_pool_retire_worker(w); /* a broken task ends with its worker's end */
       return;
     }
@@ -211,7 +222,8 @@ static void on_worker_frame(procord_link_t *link, const procord_frame_t *frame, 
     procord_link_cancel_grace(link);
     w->said_reusable = 1;
     if (!procord_list_is_empty(&w->ahead)) procord_pool_start_task_sent_ahead(w);
-    else procord_pool_become_idle(w);
+    else
+      procord_pool_become_idle(w);
     pump(w->pool);
     return;
   }
@@ -249,7 +261,8 @@ static void on_worker_ended(procord_link_t *link, void *context) {
      itself before serving anything (a program that exits at once, a server
      that closes at once), not when a task took it down or the pool stopped it. */
   if (!w->was_ready && !w->stopped_by_pool) procord_pool_source_failed(p, w->source, &link->end);
-  else if (w->tasks_done == 0 && !w->task && !w->stopped_by_pool) procord_pool_source_failed(p, w->source, NULL);
+  else if (w->tasks_done == 0 && !w->task && !w->stopped_by_pool)
+    procord_pool_source_failed(p, w->source, NULL);
   procord_pool_set_worker_state(w, POOL_WORKER_CLOSING);
   procord_list_remove(&w->node);
   procord_pool_end_hold(p); /* its descriptors and process are given back */
@@ -280,7 +293,9 @@ static void on_worker_ended(procord_link_t *link, void *context) {
 /* ---- Shutdown. ---- */
 
 static void stop_if_done(procord_pool_t *p) {
-  if (!p->closing || p->stopped || !procord_list_is_empty(&p->queue) || !procord_list_is_empty(&p->workers)) return;
+  if (!p->closing || p->stopped || !procord_list_is_empty(&p->queue) ||
+      !procord_list_is_empty(&p->workers))
+    return;
   p->stopped = 1;
   if (p->replenish_timer) event_free(p->replenish_timer);
   p->replenish_timer = NULL;
@@ -389,8 +404,7 @@ static void stop_pooled_task(void *context, int signal) {
     pump(p);
     return;
   case POOL_TASK_ARRIVING: /* not yet on the loop */
-  case POOL_TASK_OUT:      /* finished */
-    return;
+  case POOL_TASK_OUT: /* finished */ return;
   }
 }
 
@@ -444,7 +458,9 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
   const procord_delegation_options_t *options = &copy;
   if (procord_delegation_options_accept(&copy, given, p && result) != 0) return PROCORD_EINVAL;
   pthread_mutex_lock(&p->lock);
-  int error = p->refusing ? PROCORD_ECLOSED : p->stats.queued >= p->options.max_queue_length ? PROCORD_EFULL : 0;
+  int error = p->refusing                                      ? PROCORD_ECLOSED
+              : p->stats.queued >= p->options.max_queue_length ? PROCORD_EFULL
+                                                               : 0;
   if (!error) {
     p->stats.queued++;
     p->stats.tasks_submitted++;
@@ -456,7 +472,8 @@ int procord_pool_delegate(procord_pool_t *p, const procord_delegation_options_t 
   }
   fflush(stdout); /* a local worker shares our stdout: what we printed comes first */
   pool_task_t *t = procord_allocate_zeroed(1, sizeof *t);
-  procord_delegation_t *d = t ? procord_delegation_create(p->loop, options, &pooled_task_owner, t) : NULL;
+  procord_delegation_t *d =
+      t ? procord_delegation_create(p->loop, options, &pooled_task_owner, t) : NULL;
   if (d) {
     t->pool = p;
     t->delegation = d;
@@ -509,9 +526,10 @@ void procord_pool_options_init(procord_pool_options_t *options) {
 int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,
                      procord_pool_t **result) {
   procord_pool_options_t options;
-  if (!loop || !given || !result || PROCORD_OPTIONS_COPY(options, given, PROCORD_FIRST_SIZE_POOL_OPTIONS) != 0 ||
-      !options.sources || options.source_count == 0 || options.min_workers < 0 || options.max_workers < 0 ||
-      options.max_retries < 0)
+  if (!loop || !given || !result ||
+      PROCORD_OPTIONS_COPY(options, given, PROCORD_FIRST_SIZE_POOL_OPTIONS) != 0 ||
+      !options.sources || options.source_count == 0 || options.min_workers < 0 ||
+      options.max_workers < 0 || options.max_retries < 0)
     return PROCORD_EINVAL;
   procord_pool_source_t *sources = NULL;
   int error = procord_pool_read_sources(options.sources, options.source_count, &sources);

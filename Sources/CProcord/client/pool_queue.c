@@ -8,7 +8,6 @@
 #include "base/base_private.h"
 #include "procord/error.h"
 
-
 /* Tasks submitted and not yet handed to a worker (stats.queued): counted
    when submitted, or put back in the queue; no longer once a worker has
    them, or they finish unqueued. Returns the count before. */
@@ -28,7 +27,8 @@ void procord_pool_queue_task(procord_pool_t *p, pool_task_t *t, int at_front) {
   t->place = POOL_TASK_QUEUED;
   t->worker = NULL;
   if (at_front) procord_list_push_front(&p->queue, &t->node);
-  else procord_list_push_back(&p->queue, &t->node);
+  else
+    procord_list_push_back(&p->queue, &t->node);
 }
 
 /* Back to the front of the queue, counted again: a retry, or a task sent
@@ -43,7 +43,8 @@ void procord_pool_unqueue_task(procord_pool_t *p, pool_task_t *t) {
   procord_list_remove(&t->node);
   t->place = POOL_TASK_OUT;
   size_t before = procord_pool_count_queued(p, -1, 0);
-  if (before >= p->options.max_queue_length && p->options.on_room) p->options.on_room(p, p->options.context);
+  if (before >= p->options.max_queue_length && p->options.on_room)
+    p->options.on_room(p, p->options.context);
 }
 
 pool_task_t *procord_pool_first_queued(procord_pool_t *p) {

@@ -71,20 +71,23 @@ int procord_pool_copy_source(procord_pool_source_t *to, const procord_pool_sourc
    one's is the array's stride. Returns 0 with `count` copies (shallow: they
    point into the caller's memory) in `*copies` (the caller frees the
    array), PROCORD_EINVAL, or -ENOMEM. */
-int procord_pool_read_sources(const procord_pool_source_t *sources, size_t count, procord_pool_source_t **copies) {
+int procord_pool_read_sources(const procord_pool_source_t *sources, size_t count,
+                              procord_pool_source_t **copies) {
   size_t stride = procord_options_size(sources, PROCORD_FIRST_SIZE_POOL_SOURCE);
   procord_pool_source_t *read = procord_allocate_zeroed(count, sizeof *read);
   if (!read) return -ENOMEM;
   int error = 0;
   for (size_t i = 0; i < count && !error; i++) {
     const unsigned char *given = (const unsigned char *)sources + i * stride;
-    if (procord_options_size(given, PROCORD_FIRST_SIZE_POOL_SOURCE) != stride) error = PROCORD_EINVAL;
+    if (procord_options_size(given, PROCORD_FIRST_SIZE_POOL_SOURCE) != stride)
+      error = PROCORD_EINVAL;
     if (!error) error = PROCORD_OPTIONS_COPY(read[i], given, PROCORD_FIRST_SIZE_POOL_SOURCE);
     if (!error) error = procord_spawn_options_nested(&read[i].worker);
     if (!error && !read[i].remote_host && !read[i].worker.program) error = PROCORD_EINVAL;
   }
   if (error) procord_free(read);
-  else *copies = read;
+  else
+    *copies = read;
   return error;
 }
 
@@ -109,7 +112,8 @@ size_t procord_pool_choose_source(procord_pool_t *p, int *all_down) {
   return best;
 }
 
-void procord_pool_source_failed(procord_pool_t *p, size_t s, const procord_link_end_t *start_failure) {
+void procord_pool_source_failed(procord_pool_t *p, size_t s,
+                                const procord_link_end_t *start_failure) {
   pool_source_t *source = &p->sources[s];
   source->start_failed = start_failure != NULL;
   if (start_failure) source->start_failure = *start_failure;
@@ -130,7 +134,8 @@ void procord_pool_source_served(procord_pool_t *p, size_t s) {
 /* Descriptors, processes, memory: this program's (or the system's) limits,
    which every source meets alike; not the fault of the program or server. */
 int procord_pool_lacks_resources(int error) {
-  return error == -EMFILE || error == -ENFILE || error == -EAGAIN || error == -ENOMEM || error == -ENOBUFS;
+  return error == -EMFILE || error == -ENFILE || error == -EAGAIN || error == -ENOMEM ||
+         error == -ENOBUFS;
 }
 
 /* The most workers the pool may have now: max_workers, or those it had

@@ -56,7 +56,9 @@ static pool_worker_t *worker_of(procord_list_t *node) {
   return node ? PROCORD_LIST_ENTRY(node, pool_worker_t, node) : NULL;
 }
 
-pool_worker_t *procord_pool_first_worker(procord_pool_t *p) { return worker_of(procord_list_first(&p->workers)); }
+pool_worker_t *procord_pool_first_worker(procord_pool_t *p) {
+  return worker_of(procord_list_first(&p->workers));
+}
 
 /* The worker after `w` in the pool's list, or NULL. */
 pool_worker_t *procord_pool_next_worker(procord_pool_t *p, pool_worker_t *w) {
@@ -105,8 +107,10 @@ static void on_idle_timeout(evutil_socket_t fd, short events, void *context) {
   (void)events;
   pool_worker_t *w = context;
   if (w->state != POOL_WORKER_IDLE) return;
-  if (procord_pool_live_workers(w->pool) > (size_t)w->pool->options.min_workers) procord_pool_retire_worker(w);
-  else arm_idle_timer(w); /* needed now; perhaps not later */
+  if (procord_pool_live_workers(w->pool) > (size_t)w->pool->options.min_workers)
+    procord_pool_retire_worker(w);
+  else
+    arm_idle_timer(w); /* needed now; perhaps not later */
 }
 
 static void arm_idle_timer(pool_worker_t *w) {
@@ -157,8 +161,10 @@ pool_worker_t *procord_pool_start_worker(procord_pool_t *p, size_t s, procord_li
     failure->exit_code = -1;
     if (w && w->link) *failure = w->link->end;
     /* Rest the source, or hold the pool, so that nothing retries in a tight loop. */
-    if (procord_pool_lacks_resources(failure->error)) procord_pool_hold_size(p, procord_pool_live_workers(p), failure);
-    else procord_pool_source_failed(p, s, failure);
+    if (procord_pool_lacks_resources(failure->error))
+      procord_pool_hold_size(p, procord_pool_live_workers(p), failure);
+    else
+      procord_pool_source_failed(p, s, failure);
     if (w) {
       procord_link_free(w->link);
       if (w->idle_timer) event_free(w->idle_timer);
@@ -222,7 +228,9 @@ pool_worker_t *procord_pool_find_free_worker(procord_pool_t *p) {
    will not be retired for its count before it gets to them. */
 int procord_pool_may_send_ahead(procord_pool_t *p, const pool_worker_t *w) {
   if (w->state != POOL_WORKER_BUSY && w->state != POOL_WORKER_DRAINING) return 0;
-  if (w->retire_due || !w->said_reusable || w->ahead_count >= p->options.send_ahead || !procord_link_ready(w->link)) return 0;
+  if (w->retire_due || !w->said_reusable || w->ahead_count >= p->options.send_ahead ||
+      !procord_link_ready(w->link))
+    return 0;
   return p->options.max_tasks_per_worker <= 0 ||
          w->tasks_done + 1 + w->ahead_count < p->options.max_tasks_per_worker;
 }

@@ -102,8 +102,10 @@ static void end_if_done(procord_link_t *link) {
   }
   link->ended = 1;
   if (link->grace_timer) event_del(link->grace_timer);
-  if (link->status_known && WIFEXITED(link->wait_status)) link->end.exit_code = WEXITSTATUS(link->wait_status);
-  if (link->status_known && WIFSIGNALED(link->wait_status)) link->end.signal = WTERMSIG(link->wait_status);
+  if (link->status_known && WIFEXITED(link->wait_status))
+    link->end.exit_code = WEXITSTATUS(link->wait_status);
+  if (link->status_known && WIFSIGNALED(link->wait_status))
+    link->end.signal = WTERMSIG(link->wait_status);
   event_active(link->end_event, EV_TIMEOUT, 0);
 }
 
@@ -162,7 +164,8 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
     procord_child_kill(&link->child, SIGKILL);
   }
   if (link->connection) procord_connection_close(link->connection);
-  else if (!link->reaped && !link->remote) procord_link_start_grace(link);
+  else if (!link->reaped && !link->remote)
+    procord_link_start_grace(link);
 }
 
 /* What is left of the connect limit (resolving and connecting took the
@@ -265,8 +268,8 @@ int procord_link_send(procord_link_t *link, unsigned char kind, const void *body
   return procord_connection_send(link->connection, kind, body, length);
 }
 
-int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
-                               procord_body_owner_t *owner) {
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body,
+                               size_t length, procord_body_owner_t *owner) {
   if (!link->connection) {
     owner->release(owner);
     return PROCORD_ECLOSED;

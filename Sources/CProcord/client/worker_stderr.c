@@ -29,27 +29,27 @@
 
 struct procord_worker_stderr_s {
   procord_loop_t *loop;
-  int fd;                    /* our end, or -1 once closed */
+  int fd; /* our end, or -1 once closed */
   pid_t pid;
   struct event *readable;
-  struct event *writable;    /* descriptor 2, while output waits for it */
+  struct event *writable; /* descriptor 2, while output waits for it */
   struct event *end_timer;
   void (*on_end)(void *context);
   void *end_context;
   int started;
-  int at_end;                /* the end of the pipe has been read */
+  int at_end; /* the end of the pipe has been read */
 
   unsigned char ring[TAIL_MAX]; /* the last bytes, `head` the next to write */
   size_t head;
-  unsigned long long total;  /* bytes read in all */
+  unsigned long long total; /* bytes read in all */
 
   char fatal_line[FATAL_LINE_MAX]; /* the last line with FATAL_MARK, without its newline */
   size_t fatal_length;
-  unsigned long long fatal_at;     /* where that line started, counted as `total` */
+  unsigned long long fatal_at; /* where that line started, counted as `total` */
 
-  unsigned char *pending;    /* waiting for descriptor 2 */
+  unsigned char *pending; /* waiting for descriptor 2 */
   size_t pending_length;
-  size_t dropped;            /* bytes not passed on since the last note */
+  size_t dropped; /* bytes not passed on since the last note */
 };
 
 /* ---- Passing on to this program's stderr ---- */
@@ -76,11 +76,14 @@ static size_t write_without_blocking(const unsigned char *bytes, size_t length) 
 
 static void write_note(procord_worker_stderr_t *s) {
   char note[160];
-  int n = snprintf(note, sizeof note,
-                   "procord: %zu bytes that worker %d wrote to its stderr were dropped: this program's "
-                   "stderr did not take them\n",
-                   s->dropped, (int)s->pid);
-  if (n > 0) write_without_blocking((const unsigned char *)note, (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
+  int n =
+      snprintf(note, sizeof note,
+               "procord: %zu bytes that worker %d wrote to its stderr were dropped: this program's "
+               "stderr did not take them\n",
+               s->dropped, (int)s->pid);
+  if (n > 0)
+    write_without_blocking((const unsigned char *)note,
+                           (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
   s->dropped = 0;
 }
 
@@ -113,7 +116,8 @@ static void keep_pending(procord_worker_stderr_t *s, const unsigned char *bytes,
   s->pending_length += kept;
   s->dropped += length - kept;
   if (!s->writable)
-    s->writable = event_new(procord_loop_base(s->loop), STDERR_FILENO, EV_WRITE | EV_PERSIST, on_stderr_writable, s);
+    s->writable = event_new(procord_loop_base(s->loop), STDERR_FILENO, EV_WRITE | EV_PERSIST,
+                            on_stderr_writable, s);
   /* No event, or one epoll refuses (descriptor 2 closed since): drop it. */
   if (!s->writable || event_add(s->writable, NULL) != 0) {
     s->dropped += s->pending_length;
@@ -253,7 +257,8 @@ static void on_end_timer(evutil_socket_t fd, short events, void *context) {
   report_end(context);
 }
 
-int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **result, int *child_fd) {
+int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **result,
+                              int *child_fd) {
   procord_worker_stderr_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->loop = loop;
@@ -288,8 +293,8 @@ int procord_worker_stderr_start(procord_worker_stderr_t *s) {
   return event_add(s->readable, NULL) == 0 ? 0 : -ENOMEM;
 }
 
-int procord_worker_stderr_await_end(procord_worker_stderr_t *s, int limit_ms, void (*on_end)(void *),
-                                    void *context) {
+int procord_worker_stderr_await_end(procord_worker_stderr_t *s, int limit_ms,
+                                    void (*on_end)(void *), void *context) {
   s->on_end = on_end;
   s->end_context = context;
   if (s->at_end) {
