@@ -109,8 +109,10 @@ static void end_if_done(procord_link_t *link) {
   }
   link->ended = 1;
   if (link->grace_timer) event_del(link->grace_timer);
-  if (link->status_known && WIFEXITED(link->wait_status)) link->end.exit_code = WEXITSTATUS(link->wait_status);
-  if (link->status_known && WIFSIGNALED(link->wait_status)) link->end.signal = WTERMSIG(link->wait_status);
+  if (link->status_known && WIFEXITED(link->wait_status))
+    link->end.exit_code = WEXITSTATUS(link->wait_status);
+  if (link->status_known && WIFSIGNALED(link->wait_status))
+    link->end.signal = WTERMSIG(link->wait_status);
   event_active(link->end_event, EV_TIMEOUT, 0);
 }
 
@@ -121,8 +123,8 @@ static void drop_connection(procord_link_t *link) {
   procord_connection_free(connection); /* deferred if inside its callback */
 }
 
-static void on_state(procord_connection_t *connection, procord_connection_state_t state,
-                     void *context) {
+static void on_connection_state(procord_connection_t *connection, procord_connection_state_t state,
+                                void *context) {
   procord_link_t *link = context;
   if (state == PROCORD_CONNECTED) {
     /* A secured connection: TLS and authentication are done. */
@@ -140,8 +142,8 @@ static void on_state(procord_connection_t *connection, procord_connection_state_
   end_if_done(link);
 }
 
-static void on_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
-                     void *context) {
+static void on_connection_frame(procord_connection_t *connection, const procord_frame_t *frame,
+                                int error, void *context) {
   (void)connection;
   procord_link_t *link = context;
   link->events.on_frame(link, frame, error, link->context);
@@ -170,18 +172,15 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
     procord_child_kill(&link->child, SIGKILL);
   }
   if (link->connection) procord_connection_close(link->connection);
-  else if (!link->reaped && !link->remote) procord_link_start_grace(link);
+  else if (!link->reaped && !link->remote)
+    procord_link_start_grace(link);
 }
 
 /* What is left of the connect limit (resolving and connecting took the
    rest), for the handshake; 0: no limit. */
 static int remaining_connect_ms(const procord_link_t *link) {
   if (link->connect_timeout_ms <= 0) return 0;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  long long spent = (long long)(now.tv_sec - link->connect_start.tv_sec) * 1000 +
-                    (now.tv_nsec - link->connect_start.tv_nsec) / 1000000;
-  long long left = link->connect_timeout_ms - spent;
+  double left = link->connect_timeout_ms - procord_ms_since(&link->connect_start);
   return left > 1 ? (int)left : 1;
 }
 
@@ -195,8 +194,8 @@ static int open_connection(procord_link_t *link, int read_fd, int write_fd) {
       .connect_timeout_ms = link->remote ? remaining_connect_ms(link) : 0,
       .max_message_size = link->max_message_size,
       .idle_timeout_ms = link->idle_timeout_ms,
-      .on_frame = on_frame,
-      .on_state = on_state,
+      .on_frame = on_connection_frame,
+      .on_state = on_connection_state,
       .context = link,
   };
   int error = procord_connection_open(link->loop, &options, &link->connection);
@@ -226,7 +225,7 @@ int procord_link_start(procord_link_t *link) {
   link->end_event = evtimer_new(base, on_end_event, link);
   int error = link->grace_timer && link->end_event ? 0 : -ENOMEM;
   if (link->remote) {
-    clock_gettime(CLOCK_MONOTONIC, &link->connect_start);
+    procord_monotonic_now(&link->connect_start);
     procord_connect_options_t options = {
         .size = sizeof options,
         .host = link->host,
@@ -280,8 +279,8 @@ int procord_link_send(procord_link_t *link, unsigned char kind, const void *body
   return procord_connection_send(link->connection, kind, body, length);
 }
 
-int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
-                               procord_body_owner_t *owner) {
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body,
+                               size_t length, procord_body_owner_t *owner) {
   if (!link->connection) {
     owner->release(owner);
     return PROCORD_ECLOSED;
@@ -295,8 +294,7 @@ void *procord_link_take_body(procord_link_t *link) {
 
 void procord_link_start_grace(procord_link_t *link) {
   if (!link->grace_timer || link->ended || evtimer_pending(link->grace_timer, NULL)) return;
-  struct timeval limit = {link->exit_grace_ms / 1000, (link->exit_grace_ms % 1000) * 1000};
-  evtimer_add(link->grace_timer, &limit);
+  procord_timer_arm(link->grace_timer, link->exit_grace_ms);
 }
 
 void procord_link_cancel_grace(procord_link_t *link) {
