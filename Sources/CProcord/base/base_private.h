@@ -121,7 +121,7 @@ static inline procord_list_t *procord_list_pop_front(procord_list_t *head) {
 /* ---- memory ---- */
 
 /*
- * memory_private.h: every allocation of the core, through the allocator of
+ * Every allocation of the core, through the allocator of
  * procord_set_allocator (procord/memory.h) or libc's.
  *
  * The core calls these, never malloc, calloc, realloc, strdup or free, except

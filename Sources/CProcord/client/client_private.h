@@ -276,7 +276,7 @@ void procord_delegation_discard(procord_delegation_t *delegation);
 void procord_delegation_refuse_input(const procord_delegation_options_t *options);
 
 /* Copies a caller's options into `*copy` by their size, and their worker's
-   by its own (options_private.h). Returns 0, or PROCORD_EINVAL for a size
+   by its own (base_private.h). Returns 0, or PROCORD_EINVAL for a size
    refused (`*copy` then holds what could be copied: enough to refuse the
    input). */
 int procord_delegation_options_copy(procord_delegation_options_t *copy,

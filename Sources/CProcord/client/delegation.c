@@ -1,7 +1,7 @@
 /*
  * The delegated-task state machine (procord/delegation.h): send the task,
  * read the answer, map it to an outcome, enforce the deadline, and report.
- * The worker is a link (worker_link.h): a one-off delegation starts its own
+ * The worker is a link (client_private.h): a one-off delegation starts its own
  * here; a pool (pool.c) lends one.
  */
 #define _GNU_SOURCE

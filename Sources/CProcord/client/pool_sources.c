@@ -67,7 +67,7 @@ int procord_pool_copy_source(procord_pool_source_t *to, const procord_pool_sourc
   return failed ? -ENOMEM : 0;
 }
 
-/* The caller's sources, read by their size (options_private.h): the first
+/* The caller's sources, read by their size (base_private.h): the first
    one's is the array's stride. Returns 0 with `count` copies (shallow: they
    point into the caller's memory) in `*copies` (the caller frees the
    array), PROCORD_EINVAL, or -ENOMEM. */

@@ -1,5 +1,5 @@
 /*
- * The link to one worker (worker_link.h): start it, carry its frames, watch
+ * The link to one worker (client_private.h): start it, carry its frames, watch
  * it end, and reap it.
  */
 #define _GNU_SOURCE

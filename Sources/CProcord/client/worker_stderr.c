@@ -1,4 +1,4 @@
-/* A local worker's stderr through a pipe: passed on, and its tail kept (worker_stderr.h). */
+/* A local worker's stderr through a pipe: passed on, and its tail kept (client_private.h). */
 #define _GNU_SOURCE
 #include "client/client_private.h"
 #include "io/io_private.h"

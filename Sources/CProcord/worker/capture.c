@@ -1,5 +1,5 @@
 /*
- * A worker's stdout and stderr as `P` frames (capture.h): pipes in place of
+ * A worker's stdout and stderr as `P` frames (worker_private.h): pipes in place of
  * descriptors 1 and 2, a thread that forwards what they carry, and a drain
  * before each answer so that output and answer arrive in order.
  */
