@@ -11,6 +11,9 @@
 #                   (/usr/local by default; DESTDIR is honoured)
 #   make examples   build the C examples (Examples/c) against .build/lib
 #   make check-c    compile the C core and its headers with every warning as an error
+#   make format     rewrite every C file with clang-format (.clang-format) and every
+#                   Swift file with swift format (.swift-format)
+#   make lint       check the formatting, changing nothing; fails naming each file not formatted
 #   make bench      build procord-bench in release mode and run every scenario, with
 #                   Python's pools as peers: the table, bench/results.json, bench/results.svg
 #   make bench-static  the start-up scenarios again with a worker built with the
@@ -35,6 +38,9 @@ BUILD_DIR ?= .build
 # tests make their certificates with it).
 APT_PACKAGES = libevent-dev libssl-dev pkg-config
 APT_TEST_PACKAGES = nginx-light libnginx-mod-stream systemd openssl
+# For make format and make lint: .clang-format is written for Debian's clang-format (14).
+APT_LINT_PACKAGES = clang-format
+CLANG_FORMAT ?= clang-format
 CFLAGS_CORE = -std=c11 -O2 -g -Wall -Wextra -Werror -Iinclude -ISources/CProcord
 # libevent's core, its evdns resolver (libevent_extra) and its OpenSSL
 # bufferevents, and OpenSSL: each before those it uses, for static links.
@@ -75,8 +81,9 @@ C_EXAMPLES = $(patsubst Examples/c/%.c,$(BUILD_DIR)/examples/%,$(wildcard Exampl
 
 .DELETE_ON_ERROR:
 
-.PHONY: all deps install-deps test-deps build demo test check-layers test-c test-c-harness test-c-sanitized test-library test-swift check-c \
-        check-headers lib install examples bench bench-static clean fuzz test-fuzz soak
+.PHONY: all deps install-deps test-deps build demo test check-layers test-c test-c-harness test-c-sanitized test-library \
+        test-swift check-c check-headers lib install examples bench bench-static clean fuzz test-fuzz soak \
+        format lint lint-deps install-lint-deps
 
 all: lib build
 
@@ -122,8 +129,22 @@ check-c: deps check-headers
 	@for o in $(BUILD_DIR)/c-check/*.o; do \
 	  case $$(basename $$o) in memory.o) continue;; task.o|worker.o) libc=free;; *) libc=;; esac; \
 	  used=$$(nm -u $$o | awk '{print $$NF}' | grep -xE '$(LIBC_ALLOCATION)' | grep -vx "$$libc" | tr '\n' ' '); \
-	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with base_private.h's procord_alloc functions"; exit 1; }; done
+	  [ -z "$$used" ] || { echo "$$o calls $$used: allocate with base_private.h's procord_allocate functions"; exit 1; }; done
 	@echo "C core allocates through memory.c only"
+
+# Formatting (docs/DEVELOPMENT.md): the file lists are in scripts/format.sh.
+lint-deps:
+	@command -v $(CLANG_FORMAT) >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory install-lint-deps
+
+install-lint-deps:
+	$(call install_missing,$(APT_LINT_PACKAGES))
+
+format: lint-deps
+	@CLANG_FORMAT=$(CLANG_FORMAT) SWIFT=$(SWIFT) scripts/format.sh format
+
+lint: lint-deps
+	@CLANG_FORMAT=$(CLANG_FORMAT) SWIFT=$(SWIFT) scripts/format.sh lint
 
 # Each public header on its own, as C11 and as C++17, pedantic; every
 # public function documented; every public struct grown only at its end

@@ -5,7 +5,7 @@ import Glibc
 // Copies of message bodies. A large copy lands in a fresh mapping whose every
 // 4 KiB page faults and is zeroed when first written, which on some machines
 // costs more than the copy itself; such buffers are asked to use transparent
-// huge pages first, as the C core does for its own (memory_private.h).
+// huge pages first, as the C core does for its own (Sources/CProcord/base/base_private.h).
 
 /// Bodies from this size on are asked to use transparent huge pages.
 let hugePageThreshold = 2 << 20

@@ -8,40 +8,65 @@ import Glibc
 // Starting a delegation in the C core, and reading its outcome back.
 
 extension DisconnectionCause {
-  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome. A protocol
-  /// error wins over how the worker ended (it may well die after sending
-  /// garbage); the exit code or signal explains a plain end of stream.
+  /// Reads the cause of a `PROCORD_OUTCOME_DISCONNECTED` outcome from the
+  /// stage it failed at (`procord_outcome_stage`: the outcome's `stage`, or
+  /// the one its `call` names in an outcome built by hand). The stages that
+  /// settle the cause come first; for the others, a protocol error wins over
+  /// how the worker ended (it may well die after sending garbage), and the
+  /// exit code or signal explains a plain end of stream. The C core's
+  /// `procord_outcome_describe` reads it in the same order.
   init(_ outcome: procord_outcome_t, worker: String) {
-    let call = outcome.call.map { String(cString: $0) } ?? ""
+    var outcome = outcome
+    let stage = procord_outcome_stage(&outcome)
     let error = outcome.error
-    let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && call == "read")
+    let timedOut = error == PROCORD_ETIMEOUT.rawValue
+    switch stage {
+    case .PROCORD_STAGE_SPAWN where error == PROCORD_ENOTSERVING.rawValue || error == PROCORD_ENESTED.rawValue:
+      self = .startRefused(program: worker, reason: outcome.detail.map { String(cString: $0) } ?? "")
+    case .PROCORD_STAGE_SPAWN:
+      self = .couldNotStart(program: worker, errno: -error)
+    case .PROCORD_STAGE_RESOLVE:
+      self = .couldNotResolve(host: worker, reason: outcome.detail.map { String(cString: $0) } ?? "unknown reason")
+    case .PROCORD_STAGE_REAP where error == -ECHILD:
+      self = .reapedElsewhere
+    case .PROCORD_STAGE_CONNECT where timedOut:
+      self = .timedOut(.connecting)
+    case .PROCORD_STAGE_HANDSHAKE where timedOut:
+      self = .timedOut(.handshake)
+    case .PROCORD_STAGE_IDLE where timedOut:
+      self = .timedOut(.waitingForTheWorker)
+    case .PROCORD_STAGE_NONE, .PROCORD_STAGE_CONNECT, .PROCORD_STAGE_TLS, .PROCORD_STAGE_AUTHENTICATE,
+      .PROCORD_STAGE_HANDSHAKE, .PROCORD_STAGE_READ, .PROCORD_STAGE_WRITE, .PROCORD_STAGE_PARSE,
+      .PROCORD_STAGE_RECEIVE, .PROCORD_STAGE_PEER, .PROCORD_STAGE_IDLE, .PROCORD_STAGE_DEADLINE,
+      .PROCORD_STAGE_CLOSE, .PROCORD_STAGE_REAP, .PROCORD_STAGE_SETUP:
+      self.init(ending: outcome, stage: stage)
+    @unknown default:
+      // A stage of a newer C core: its error code and the worker's end say the rest.
+      self.init(ending: outcome, stage: stage)
+    }
+  }
+
+  /// A cause the stage alone does not settle: by the error code, then by
+  /// how the worker ended.
+  private init(ending outcome: procord_outcome_t, stage: procord_stage_t) {
+    let error = outcome.error
+    let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && stage == .PROCORD_STAGE_READ)
       || error == -EPIPE || error == -ECONNRESET
     let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
-    if call == "spawn" && (error == PROCORD_ENOTSERVING.rawValue || error == PROCORD_ENESTED.rawValue) {
-      self = .startRefused(program: worker, reason: outcome.detail.map { String(cString: $0) } ?? "")
-    } else if call == "posix_spawn" {
-      self = .couldNotStart(program: worker, errno: -error)
-    } else if call == "waitpid" && error == -ECHILD {
-      self = .reapedElsewhere
-    } else if call == "getaddrinfo" {
-      let reason = outcome.detail.map { String(cString: $0) } ?? "unknown reason"
-      self = .couldNotResolve(host: worker, reason: reason)
-    } else if error == PROCORD_ETLS.rawValue {
+    if error == PROCORD_ETLS.rawValue {
       self = .tlsFailed(reason: outcome.detail.map { String(cString: $0) } ?? "unknown reason")
     } else if error == PROCORD_EAUTH.rawValue {
       self = .authenticationFailed(reason: outcome.detail.map { String(cString: $0) } ?? "unknown reason")
-    } else if error == PROCORD_ETIMEOUT.rawValue, let phase = TimeoutPhase(call: call) {
-      self = .timedOut(phase)
     } else if !endOfStream, error <= -4000, error >= -4005,
       let code = ProtocolError(rawValue: Int(-4000 - error))
     {
-      self = .protocolError(code, reportedByWorker: call == "peer")
+      self = .protocolError(code, reportedByWorker: stage == .PROCORD_STAGE_PEER)
     } else if signal != 0 {
       self = .signaled(signal)
     } else if endOfStream {
       self = outcome.exit_code >= 0 ? .exited(code: outcome.exit_code) : .closedWithoutAnswer
     } else if error < 0, error > -4000 {
-      self = .systemCallFailed(call: call, errno: -error)
+      self = .systemCallFailed(call: outcome.call.map { String(cString: $0) } ?? "", errno: -error)
     } else {
       self = .closedWithoutAnswer
     }

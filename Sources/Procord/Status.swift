@@ -160,16 +160,6 @@ public enum TimeoutPhase: Sendable, Equatable {
   /// ``RemoteServer/connectTimeout``: TLS and authentication, once
   /// connected (the limit covers resolving, connecting and these).
   case handshake
-
-  /// The phase the C core's `call` names for `PROCORD_ETIMEOUT`.
-  init?(call: String) {
-    switch call {
-    case "connect": self = .connecting
-    case "idle": self = .waitingForTheWorker
-    case "handshake": self = .handshake
-    default: return nil
-    }
-  }
 }
 
 /// `2 s`, or `1500 ms` when not a whole number of seconds.

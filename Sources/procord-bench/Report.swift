@@ -1,3 +1,6 @@
+// swift-format-ignore-file: AlwaysUseLowerCamelCase
+// (snake_case property names here are the keys of the JSON reports, through Codable.)
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

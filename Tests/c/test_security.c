@@ -2,7 +2,7 @@
 /*
  * Security (procord/security.h): shared secrets, security objects, the
  * `--procord-tls*` / `--procord-secret-*` options, the shared-secret
- * exchange of auth_private.h driven frame by frame, and, end to end, this
+ * exchange of wire_private.h driven frame by frame, and, end to end, this
  * very program run as a worker server (--procord-server) with TLS, mutual
  * TLS or a shared secret, and delegated to with procord_delegate.
  *

@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness: the shared-secret exchange (auth_private.h,
+ * libFuzzer harness: the shared-secret exchange (wire_private.h,
  * procord_auth_start/procord_auth_step) of both sides, driven by arbitrary
  * frames.
  *

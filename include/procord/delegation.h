@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "procord/error.h"
 #include "procord/loop.h"
 #include "procord/security.h"
 #include "procord/spawn.h"
@@ -53,12 +54,13 @@ typedef enum procord_outcome_kind {
   PROCORD_OUTCOME_EXCEPTION,         /* `X`: body is the serialized error */
   PROCORD_OUTCOME_UNKNOWN_EXCEPTION, /* `U`: body is a readable text */
   PROCORD_OUTCOME_NO_WORKER,         /* `E0`: the worker does not have the task */
-  PROCORD_OUTCOME_DISCONNECTED,      /* no terminal frame: see error, call, exit_code, signal */
+  PROCORD_OUTCOME_DISCONNECTED,      /* no terminal frame: see stage, error, exit_code, signal */
   PROCORD_OUTCOME_KILLED,            /* procord_delegation_kill (or procord_loop_free, or an
-                                        immediate pool shutdown) ended it; error and call are 0 */
+                                        immediate pool shutdown) ended it; error, call and
+                                        stage are 0 */
   PROCORD_OUTCOME_TIMED_OUT,         /* deadline_ms passed first: the worker was killed (SIGTERM,
                                         then SIGKILL after the grace); error PROCORD_ETIMEOUT,
-                                        call "deadline" */
+                                        stage PROCORD_STAGE_DEADLINE, call "deadline" */
 } procord_outcome_kind_t;
 
 typedef struct procord_outcome_s {
@@ -71,7 +73,9 @@ typedef struct procord_outcome_s {
    * "read" when the worker closed the stream without answering; a protocol
    * error code with call "parse" for an ill-formed or too long frame from the
    * worker, "peer" for an `E` frame it sent, or "receive" for a frame that was
-   * not expected there.
+   * not expected there. `stage` (at the end of this struct) says the same
+   * as an enum to switch on: procord/error.h lists each stage with its call
+   * and errors.
    */
   int error;
   const char *call;
@@ -99,6 +103,12 @@ typedef struct procord_outcome_s {
    */
   const char *stderr_tail;
   size_t stderr_tail_length;
+  /* Where it failed (procord/error.h), set with `call`: PROCORD_STAGE_READ
+     for a worker that closed its stream without answering, _SPAWN for one
+     that could not start, _DEADLINE for TIMED_OUT...; PROCORD_STAGE_NONE
+     for an answer and for KILLED. An outcome built by a program rather than
+     by Procord may have `call` without it: procord_outcome_stage reads both. */
+  procord_stage_t stage;
 } procord_outcome_t;
 
 /*
@@ -289,6 +299,17 @@ int procord_delegation_wait(procord_loop_t *loop, procord_delegation_t *const *d
  */
 size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *task_name,
                                 const char *destination, char *buffer, size_t size);
+
+/*
+ * Returns the stage at which `outcome` failed: its `stage`, or, when that
+ * is PROCORD_STAGE_NONE and `call` is set (an outcome a program built
+ * itself, or one from before the field), the stage that `call` names
+ * ("posix_spawn" and "spawn": PROCORD_STAGE_SPAWN, "getaddrinfo":
+ * _RESOLVE, "connect" and "socket": _CONNECT, "waitpid": _REAP, and each
+ * other stage's own call, as procord/error.h lists them); PROCORD_STAGE_NONE
+ * for a call it does not know. Thread-safe; allocates nothing.
+ */
+procord_stage_t procord_outcome_stage(const procord_outcome_t *outcome);
 
 /* Drops the caller's reference. Thread-safe. */
 void procord_delegation_release(procord_delegation_t *delegation);

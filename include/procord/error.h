@@ -49,6 +49,84 @@ enum procord_error_code {
   PROCORD_EBADVALUE = -4030,
 };
 
+/* An enum that a later version may give more values: Swift imports it as an
+   enum whose switch must handle an unknown value (`@unknown default`). */
+#if defined(__has_attribute)
+#if __has_attribute(enum_extensibility)
+#define PROCORD_OPEN_ENUM __attribute__((enum_extensibility(open)))
+#endif
+#endif
+#ifndef PROCORD_OPEN_ENUM
+#define PROCORD_OPEN_ENUM
+#endif
+
+/*
+ * Where a failure happened: the step of a delegation (or of a connection)
+ * that failed, as a program switches on it (procord_outcome_t.stage). The
+ * error code says what went wrong there; `call` (a static string, kept for
+ * the programs that read it) names the system call or step, given here for
+ * each stage. Values are fixed; a later version may add some: treat a value
+ * you do not know as a failure whose error code tells the rest.
+ */
+typedef enum PROCORD_OPEN_ENUM procord_stage {
+  /* No failure (an answer), or none with a stage: the owner closed the
+     connection, or procord_delegation_kill ended the task (KILLED). */
+  PROCORD_STAGE_NONE = 0,
+  /* Starting a local worker: posix_spawn failed (call "posix_spawn", a
+     negated errno: -ENOENT for a missing program), or Procord refused to
+     start it (call "spawn", PROCORD_ENOTSERVING or PROCORD_ENESTED, and
+     `detail` says why and what to do). */
+  PROCORD_STAGE_SPAWN = 1,
+  /* Looking up a worker server's name (call "getaddrinfo"):
+     PROCORD_ERESOLVE with the resolver's reason in `detail`, -ENOMEM, or
+     PROCORD_ECLOSED when the loop was freed during the lookup. */
+  PROCORD_STAGE_RESOLVE = 2,
+  /* Connecting to a worker server (call "connect"): a negated errno
+     (-ECONNREFUSED...), or PROCORD_ETIMEOUT when connect_timeout_ms ran out
+     while resolving or connecting. */
+  PROCORD_STAGE_CONNECT = 3,
+  /* TLS with the server: the handshake, its certificate, a record (call
+     "tls", PROCORD_ETLS, `detail` says why). */
+  PROCORD_STAGE_TLS = 4,
+  /* Proving the shared secret (call "authenticate"): PROCORD_EAUTH with
+     `detail` saying why, or -ENOMEM. */
+  PROCORD_STAGE_AUTHENTICATE = 5,
+  /* TLS and authentication as one step (call "handshake"): PROCORD_ETIMEOUT
+     when connect_timeout_ms ran out during them, or the error that kept
+     them from starting. */
+  PROCORD_STAGE_HANDSHAKE = 6,
+  /* Reading from the worker (call "read"): PROCORD_EDISCONNECTED when it
+     closed its stream without answering (exit_code and signal say how it
+     ended), or a negated errno (-ECONNRESET...). */
+  PROCORD_STAGE_READ = 7,
+  /* Writing to the worker (call "write"): a negated errno (-EPIPE...). */
+  PROCORD_STAGE_WRITE = 8,
+  /* A frame from the worker broke the grammar or the maximum message size
+     (call "parse"): PROCORD_EILL_FORMED or PROCORD_ETOO_LONG. */
+  PROCORD_STAGE_PARSE = 9,
+  /* A well-formed frame from the worker that may not come there (call
+     "receive"): PROCORD_EUNEXPECTED. */
+  PROCORD_STAGE_RECEIVE = 10,
+  /* The peer said why: the worker sent an `E` frame, whose protocol error
+     code is the error (call "peer"). */
+  PROCORD_STAGE_PEER = 11,
+  /* The server stayed silent longer than idle_timeout_ms (call "idle",
+     PROCORD_ETIMEOUT). */
+  PROCORD_STAGE_IDLE = 12,
+  /* The task ran past deadline_ms (outcome TIMED_OUT, call "deadline",
+     PROCORD_ETIMEOUT). */
+  PROCORD_STAGE_DEADLINE = 13,
+  /* Closing nicely ran out of time (connections only: call "close",
+     PROCORD_ETIMEOUT). */
+  PROCORD_STAGE_CLOSE = 14,
+  /* Learning how the worker ended (call "waitpid"): -ECHILD when another
+     part of the program reaped it first, so that it is unknown. */
+  PROCORD_STAGE_REAP = 15,
+  /* Setting up in this process, before or around the worker (call "setup"):
+     -ENOMEM, or another error of the loop. */
+  PROCORD_STAGE_SETUP = 16,
+} procord_stage_t;
+
 /*
  * Returns an English description of `code` ("No such file or directory",
  * "message too long"). Never NULL; the string is static and must not be freed.

@@ -121,7 +121,7 @@ static inline procord_list_t *procord_list_pop_front(procord_list_t *head) {
 /* ---- memory ---- */
 
 /*
- * memory_private.h: every allocation of the core, through the allocator of
+ * Every allocation of the core, through the allocator of
  * procord_set_allocator (procord/memory.h) or libc's.
  *
  * The core calls these, never malloc, calloc, realloc, strdup or free, except
@@ -279,6 +279,19 @@ static inline int procord_options_nested(void *nested, size_t nested_size, size_
 }
 
 
+/* ---- stages of a failure (stage.c) ---- */
+
+/* The `call` that goes with a stage (procord/error.h lists them: "read"
+   for PROCORD_STAGE_READ, "posix_spawn" for _SPAWN...), static; NULL for
+   PROCORD_STAGE_NONE. Where a failure is recorded, the stage is given and
+   its call follows from it, so the two cannot disagree. */
+const char *procord_stage_call(procord_stage_t stage);
+
+/* The stage a call names, for what carries only the call (a connect's
+   callback, an outcome a program built itself); PROCORD_STAGE_NONE for
+   NULL or a call it does not know. */
+procord_stage_t procord_stage_of_call(const char *call);
+
 /* ---- time and timers (time.c) ---- */
 
 struct event;
@@ -296,6 +309,19 @@ double procord_ms_since(const struct timespec *start);
    event: every `milliseconds`). Returns 0, or -1 if libevent refused. The
    one place that turns milliseconds into libevent's timeval. */
 int procord_timer_arm(struct event *timer, int milliseconds);
+
+/* ---- signals (signals.c) ---- */
+
+/* For a thread of the core's own (a loop's, a watchdog, an output
+   forwarder): no signal meant for the program is delivered to it. */
+void procord_thread_block_all_signals(void);
+
+/* Blocks SIGPIPE on this thread around writes that may meet a closed pipe
+   (the write then fails with EPIPE), and says whether it was blocked
+   already; procord_sigpipe_unblock(that) discards the SIGPIPEs the writes
+   raised meanwhile and unblocks it, unless it was blocked before. */
+int procord_sigpipe_block(void);
+void procord_sigpipe_unblock(int was_blocked);
 
 /* ---- descriptors (descriptors.c) ---- */
 

@@ -79,17 +79,10 @@ ssize_t procord_write_parts(int fd, int is_socket, struct iovec *parts, int coun
     struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)count};
     return sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
-  sigset_t pipe_signal, previous;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
+  int was_blocked = procord_sigpipe_block();
   ssize_t n = writev(fd, parts, count);
   int error = errno;
-  if (n < 0 && error == EPIPE && !sigismember(&previous, SIGPIPE)) {
-    struct timespec now = {0, 0};
-    sigtimedwait(&pipe_signal, NULL, &now);
-  }
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  procord_sigpipe_unblock(was_blocked);
   errno = error;
   return n;
 }

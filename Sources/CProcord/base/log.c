@@ -1,4 +1,4 @@
-/* The process-wide log, and libevent's messages routed to it (procord/log.h, log_private.h). */
+/* The process-wide log, and libevent's messages routed to it (procord/log.h, base_private.h). */
 #include "base/base_private.h"
 #include "procord/log.h"
 

@@ -1,6 +1,6 @@
 /*
  * The core's allocations, on the process's allocator (procord/memory.h,
- * memory_private.h).
+ * base_private.h).
  */
 #define _GNU_SOURCE
 #include "base/base_private.h"

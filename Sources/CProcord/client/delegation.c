@@ -1,7 +1,7 @@
 /*
  * The delegated-task state machine (procord/delegation.h): send the task,
  * read the answer, map it to an outcome, enforce the deadline, and report.
- * The worker is a link (worker_link.h): a one-off delegation starts its own
+ * The worker is a link (client_private.h): a one-off delegation starts its own
  * here; a pool (pool.c) lends one.
  */
 #define _GNU_SOURCE
@@ -22,7 +22,53 @@
    open after its reap (what it started may hold it), before the outcome. */
 #define STDERR_END_WAIT_MS 100
 
-static void retain(procord_delegation_t *d) { __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED); }
+/* The serialized input, shared by every attempt and the frames in flight. */
+typedef struct procord_shared_input_s {
+  procord_body_owner_t owner; /* how the frames in flight release it */
+  int references;             /* atomic */
+  size_t length;
+  const unsigned char *data;               /* `bytes`, or the caller's own (borrowed) */
+  void (*borrowed_release)(void *context); /* for borrowed input: gives it back */
+  void *borrowed_context;
+  unsigned char bytes[];
+} procord_shared_input_t;
+
+struct procord_delegation_s {
+  procord_loop_work_t work; /* first: the loop hands this pointer back (one-off only) */
+  procord_loop_t *loop;
+  int references;                  /* atomic */
+  int kill_requested;              /* atomic: 0, or the signal asked for (SIGKILL, SIGTERM) */
+  int stop_queued;                 /* atomic: stop_call is in the loop's queue */
+  procord_queued_call_t stop_call; /* its own: a kill or cancel needs no memory */
+  char *task_name;
+  procord_shared_input_t *input;
+  int deadline_ms;
+  procord_done_cb on_done;
+  procord_print_cb on_print;
+  int capture_output;
+  void *context;
+  /* What holds a pooled task (the hooks and their context); NULL: one-off. */
+  const procord_delegation_owner_t *owner;
+  void *owner_context;
+
+  procord_link_t *link; /* one-off: the worker it runs on, or NULL */
+  pid_t pid;            /* atomic: the worker's pid, or -1 */
+  int spawn_failed;     /* one-off: its worker could not be started */
+  struct event *deadline_timer;
+  int timed_out;
+  int answered;  /* a terminal frame set the outcome */
+  int delivered; /* atomic: its frames went to a ready worker */
+  procord_outcome_t outcome;
+  void *body;
+  /* One-off, the worker's stderr not redirected: its pipe, until the finish. */
+  procord_worker_stderr_t *worker_stderr;
+  int outcome_ready; /* atomic: the outcome is final (set before on_done) */
+  int finished;      /* guarded by the loop's done lock: on_done has returned */
+};
+
+void procord_delegation_retain(procord_delegation_t *d) {
+  __atomic_add_fetch(&d->references, 1, __ATOMIC_RELAXED);
+}
 
 static void input_release(procord_shared_input_t *input) {
   if (!input || __atomic_sub_fetch(&input->references, 1, __ATOMIC_ACQ_REL) != 0) return;
@@ -35,9 +81,9 @@ static void input_release_owner(procord_body_owner_t *owner) {
   input_release((procord_shared_input_t *)owner); /* the owner is the first member */
 }
 
-void procord_delegation_release(procord_delegation_t *d) {
-  if (!d || __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL) != 0) return;
-  if (d->pool) procord_pool_task_released(d->pool);
+/* Its last reference is gone. */
+static void free_delegation(procord_delegation_t *d) {
+  if (d->owner) d->owner->released(d->owner_context);
   procord_free(d->task_name);
   input_release(d->input);
   procord_free(d->body);
@@ -46,8 +92,27 @@ void procord_delegation_release(procord_delegation_t *d) {
   procord_free(d);
 }
 
+/* Drops a reference; true when it was the last. */
+static int drop_reference(procord_delegation_t *d) {
+  int left = __atomic_sub_fetch(&d->references, 1, __ATOMIC_ACQ_REL);
+  PROCORD_ASSERT(left >= 0);
+  return left == 0;
+}
+
+void procord_delegation_release(procord_delegation_t *d) {
+  if (d && drop_reference(d)) free_delegation(d);
+}
+
+void procord_delegation_discard(procord_delegation_t *d) {
+  PROCORD_ASSERT(__atomic_load_n(&d->references, __ATOMIC_ACQUIRE) == 2); /* no one else has it */
+  d->references = 1;
+  procord_delegation_release(d);
+}
+
 procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
-                                                const procord_delegation_options_t *options) {
+                                                const procord_delegation_options_t *options,
+                                                const procord_delegation_owner_t *owner,
+                                                void *owner_context) {
   procord_delegation_t *d = procord_allocate_zeroed(1, sizeof *d);
   if (!d) return NULL;
   d->loop = loop;
@@ -68,13 +133,15 @@ procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
   d->input->data = borrowed ? options->input : d->input->bytes;
   d->input->borrowed_release = options->input_release;
   d->input->borrowed_context = options->input_context;
-  if (!borrowed && options->input_length) memcpy(d->input->bytes, options->input, options->input_length);
+  if (!borrowed && options->input_length)
+    memcpy(d->input->bytes, options->input, options->input_length);
   d->deadline_ms = options->deadline_ms;
-  d->idempotent = options->idempotent;
   d->on_done = options->on_done;
   d->on_print = options->on_print;
   d->capture_output = options->capture_output;
   d->context = options->context;
+  d->owner = owner;
+  d->owner_context = owner_context;
   d->outcome.exit_code = -1;
   d->outcome.worker_pid = -1;
   d->pid = -1;
@@ -82,16 +149,20 @@ procord_delegation_t *procord_delegation_create(procord_loop_t *loop,
 }
 
 void procord_delegation_finish(procord_delegation_t *d) {
+  /* Once: its outcome is final from here on. */
+  PROCORD_ASSERT(!__atomic_load_n(&d->outcome_ready, __ATOMIC_ACQUIRE) && !d->finished);
   if (d->deadline_timer) event_free(d->deadline_timer);
   d->deadline_timer = NULL;
   if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) {
     d->outcome.kind = PROCORD_OUTCOME_KILLED;
     d->outcome.error = 0;
     d->outcome.call = NULL;
+    d->outcome.stage = PROCORD_STAGE_NONE;
   } else if (d->timed_out) {
     d->outcome.kind = PROCORD_OUTCOME_TIMED_OUT;
     d->outcome.error = PROCORD_ETIMEOUT;
-    d->outcome.call = "deadline";
+    d->outcome.call = procord_stage_call(PROCORD_STAGE_DEADLINE);
+    d->outcome.stage = PROCORD_STAGE_DEADLINE;
   }
   if (d->outcome.kind != PROCORD_OUTCOME_VALUE && d->outcome.kind != PROCORD_OUTCOME_EXCEPTION &&
       d->outcome.kind != PROCORD_OUTCOME_UNKNOWN_EXCEPTION) {
@@ -100,7 +171,8 @@ void procord_delegation_finish(procord_delegation_t *d) {
   }
   if (d->worker_stderr) {
     if (d->outcome.kind == PROCORD_OUTCOME_DISCONNECTED)
-      d->outcome.stderr_tail = procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
+      d->outcome.stderr_tail =
+          procord_worker_stderr_tail(d->worker_stderr, &d->outcome.stderr_tail_length);
     procord_worker_stderr_free(d->worker_stderr);
     d->worker_stderr = NULL;
   }
@@ -108,15 +180,22 @@ void procord_delegation_finish(procord_delegation_t *d) {
      thread that reads it at once. */
   __atomic_store_n(&d->outcome_ready, 1, __ATOMIC_RELEASE);
   if (d->on_done) d->on_done(d, &d->outcome, d->context);
-  pthread_mutex_lock(procord_loop_done_lock(d->loop));
+  if (!d->owner) procord_loop_remove_work(d->loop, &d->work);
+  /* The finishing reference goes with `finished` set, under the done lock:
+     a waiter that sees it finished and drops its own reference frees the
+     delegation then and there (nothing of it is held here any more). */
+  procord_loop_t *loop = d->loop;
+  pthread_mutex_lock(procord_loop_done_lock(loop));
   d->finished = 1;
-  pthread_cond_broadcast(procord_loop_done_cond(d->loop));
-  pthread_mutex_unlock(procord_loop_done_lock(d->loop));
-  if (!d->pool) procord_loop_remove_work(d->loop, &d->work);
-  procord_delegation_release(d); /* the finishing reference */
+  pthread_cond_broadcast(procord_loop_done_cond(loop));
+  int last = drop_reference(d);
+  pthread_mutex_unlock(procord_loop_done_lock(loop));
+  if (last) free_delegation(d);
 }
 
 int procord_delegation_send(procord_delegation_t *d, procord_link_t *link) {
+  /* Sent only while it may still be answered (a retry comes after no answer). */
+  PROCORD_ASSERT(!d->answered && !__atomic_load_n(&d->outcome_ready, __ATOMIC_ACQUIRE));
   d->outcome.attempts++;
   procord_link_cork(link, 1); /* `T` and `V` in one write */
   int error = procord_link_send(link, PROCORD_FRAME_TASK, d->task_name, strlen(d->task_name));
@@ -135,14 +214,35 @@ int procord_delegation_is_delivered(const procord_delegation_t *d) {
   return __atomic_load_n(&d->delivered, __ATOMIC_ACQUIRE);
 }
 
-static void write_all(int fd, const unsigned char *bytes, size_t length) {
-  while (length > 0) {
-    ssize_t n = write(fd, bytes, length);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return; /* our own stdout is gone: nothing better to do */
-    bytes += n;
-    length -= (size_t)n;
-  }
+void procord_delegation_runs_on(procord_delegation_t *d, pid_t pid) {
+  __atomic_store_n(&d->pid, pid, __ATOMIC_RELEASE);
+  d->outcome.worker_pid = pid;
+}
+
+void procord_delegation_take_back(procord_delegation_t *d) {
+  PROCORD_ASSERT(d->outcome.attempts > 0 && !d->answered);
+  __atomic_store_n(&d->delivered, 0, __ATOMIC_RELEASE);
+  d->outcome.attempts--; /* it was sent, but never taken up */
+}
+
+void procord_delegation_prepare_retry(procord_delegation_t *d) {
+  PROCORD_ASSERT(!d->answered && !__atomic_load_n(&d->outcome_ready, __ATOMIC_ACQUIRE));
+  procord_outcome_t fresh = {.exit_code = -1, .worker_pid = -1, .attempts = d->outcome.attempts};
+  d->outcome = fresh;
+  __atomic_store_n(&d->delivered, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&d->pid, -1, __ATOMIC_RELEASE);
+}
+
+int procord_delegation_answered(const procord_delegation_t *d) { return d->answered; }
+
+int procord_delegation_kill_requested(const procord_delegation_t *d) {
+  return __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE);
+}
+
+int procord_delegation_timed_out(const procord_delegation_t *d) { return d->timed_out; }
+
+void procord_delegation_end_as_killed(procord_delegation_t *d) {
+  __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
 }
 
 /* `P` and `F`: to the owner's callback, or stdout/stderr for `O`/`E`. */
@@ -161,12 +261,15 @@ static void print(procord_delegation_t *d, const procord_frame_t *frame) {
   if (frame->kind == PROCORD_FRAME_PRINT && standard) {
     /* After what the program itself printed so far, as a terminal shows it. */
     fflush(destination == 'O' ? stdout : stderr);
-    write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1, frame->length - 1);
+    /* An error means our own stdout is gone: nothing better to do. */
+    (void)procord_write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1,
+                            frame->length - 1, 0);
   }
 }
 
-static procord_frame_effect_t answer(procord_delegation_t *d, procord_outcome_kind_t kind,
-                                     procord_link_t *link, const procord_frame_t *frame) {
+static procord_frame_effect_t take_answer(procord_delegation_t *d, procord_outcome_kind_t kind,
+                                          procord_link_t *link, const procord_frame_t *frame) {
+  PROCORD_ASSERT(!d->answered); /* one terminal frame per task */
   d->answered = 1;
   d->outcome.kind = kind;
   d->body = procord_link_take_body(link);
@@ -179,48 +282,51 @@ static procord_frame_effect_t answer(procord_delegation_t *d, procord_outcome_ki
 procord_frame_effect_t procord_delegation_frame(procord_delegation_t *d, procord_link_t *link,
                                                 const procord_frame_t *frame, int error) {
   if (error) {
-    procord_link_fail(link, error, "parse");
+    procord_link_fail(link, error, PROCORD_STAGE_PARSE);
     return PROCORD_FRAME_BREAKS;
   }
   switch (frame->kind) {
   case PROCORD_FRAME_PRINT:
   case PROCORD_FRAME_FLUSH: print(d, frame); return PROCORD_FRAME_CONTINUES;
-  case PROCORD_FRAME_VALUE: return answer(d, PROCORD_OUTCOME_VALUE, link, frame);
-  case PROCORD_FRAME_EXCEPTION: return answer(d, PROCORD_OUTCOME_EXCEPTION, link, frame);
-  case PROCORD_FRAME_UNKNOWN_EXCEPTION: return answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, link, frame);
+  case PROCORD_FRAME_VALUE: return take_answer(d, PROCORD_OUTCOME_VALUE, link, frame);
+  case PROCORD_FRAME_EXCEPTION: return take_answer(d, PROCORD_OUTCOME_EXCEPTION, link, frame);
+  case PROCORD_FRAME_UNKNOWN_EXCEPTION:
+    return take_answer(d, PROCORD_OUTCOME_UNKNOWN_EXCEPTION, link, frame);
   case PROCORD_FRAME_ERROR: {
     int code = PROCORD_EILL_FORMED; /* the parser checked the body already */
     procord_error_from_frame_body(frame->body, frame->length, &code);
     if (code == PROCORD_ETASK_NOT_SUPPORTED) {
+      PROCORD_ASSERT(!d->answered);
       d->answered = 1;
       d->outcome.kind = PROCORD_OUTCOME_NO_WORKER;
       if (d->deadline_timer) event_del(d->deadline_timer);
     } else {
-      procord_link_fail(link, code, "peer");
+      procord_link_fail(link, code, PROCORD_STAGE_PEER);
     }
     return PROCORD_FRAME_BREAKS;
   }
-  default:
-    procord_link_fail(link, PROCORD_EUNEXPECTED, "receive");
-    return PROCORD_FRAME_BREAKS;
+  default: procord_link_fail(link, PROCORD_EUNEXPECTED, PROCORD_STAGE_RECEIVE); return PROCORD_FRAME_BREAKS;
   }
 }
 
-void procord_delegation_take_end(procord_delegation_t *d, const procord_link_t *link) {
-  d->outcome.exit_code = link->end.exit_code;
-  d->outcome.signal = link->end.signal;
-  d->outcome.killed_after_grace = link->end.killed_after_grace;
+void procord_delegation_take_end(procord_delegation_t *d, const procord_link_end_t *end) {
+  PROCORD_ASSERT(!__atomic_load_n(&d->outcome_ready, __ATOMIC_ACQUIRE));
+  d->outcome.exit_code = end->exit_code;
+  d->outcome.signal = end->signal;
+  d->outcome.killed_after_grace = end->killed_after_grace;
   if (d->answered) return;
   d->outcome.kind = PROCORD_OUTCOME_DISCONNECTED;
-  d->outcome.error = link->end.error ? link->end.error : PROCORD_EDISCONNECTED;
-  d->outcome.call = link->end.call ? link->end.call : "read";
-  d->outcome.detail = link->end.detail;
+  d->outcome.error = end->error ? end->error : PROCORD_EDISCONNECTED;
+  d->outcome.call = end->call ? end->call : procord_stage_call(PROCORD_STAGE_READ);
+  d->outcome.stage = end->call ? end->stage : PROCORD_STAGE_READ;
+  d->outcome.detail = end->detail;
 }
 
-/* One-off: killing ends the worker; a pooled task asks its pool. */
-static void stop(procord_delegation_t *d, int signal) {
-  if (d->pool) procord_pool_stop_task(d->pool, d, signal);
-  else if (d->link) procord_link_kill(d->link, signal, signal == SIGKILL);
+/* One-off: killing ends the worker; a pooled task asks its owner. */
+static void stop_task(procord_delegation_t *d, int signal) {
+  if (d->owner) d->owner->stop(d->owner_context, signal);
+  else if (d->link)
+    procord_link_kill(d->link, signal, signal == SIGKILL);
 }
 
 static void on_deadline(evutil_socket_t fd, short events, void *context) {
@@ -228,17 +334,18 @@ static void on_deadline(evutil_socket_t fd, short events, void *context) {
   (void)events;
   procord_delegation_t *d = context;
   if (d->answered || d->finished) return;
+  PROCORD_ASSERT(!d->timed_out); /* armed once, and fires once */
   d->timed_out = 1;
   /* SIGTERM lets the task clean up; the grace period then SIGKILLs. */
-  stop(d, SIGTERM);
+  stop_task(d, SIGTERM);
 }
 
 int procord_delegation_arm_deadline(procord_delegation_t *d) {
   if (d->deadline_ms <= 0) return 0;
   d->deadline_timer = evtimer_new(procord_loop_base(d->loop), on_deadline, d);
   if (!d->deadline_timer) return -ENOMEM;
-  struct timeval limit = {d->deadline_ms / 1000, (d->deadline_ms % 1000) * 1000};
-  return evtimer_add(d->deadline_timer, &limit) == 0 ? 0 : -ENOMEM;
+  procord_timer_arm(d->deadline_timer, d->deadline_ms);
+  return evtimer_pending(d->deadline_timer, NULL) ? 0 : -ENOMEM;
 }
 
 /* ---- One-off delegations: a link of their own. ---- */
@@ -247,7 +354,7 @@ static void one_off_on_ready(procord_link_t *link, void *context) {
   procord_delegation_t *d = context;
   int error = procord_delegation_send(d, link);
   if (error) {
-    procord_link_fail(link, error, "setup");
+    procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     procord_link_close(link);
   }
 }
@@ -277,13 +384,15 @@ static void finish_after_stderr(void *context) { procord_delegation_finish(conte
    hold it). True when waiting: the finish follows. */
 static int waits_for_stderr(procord_delegation_t *d) {
   if (!d->worker_stderr || procord_worker_stderr_drain(d->worker_stderr)) return 0;
-  if (d->answered || d->timed_out || __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) return 0;
-  return procord_worker_stderr_await_end(d->worker_stderr, STDERR_END_WAIT_MS, finish_after_stderr, d) == 0;
+  if (d->answered || d->timed_out || __atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE))
+    return 0;
+  return procord_worker_stderr_await_end(d->worker_stderr, STDERR_END_WAIT_MS, finish_after_stderr,
+                                         d) == 0;
 }
 
 static void one_off_on_ended(procord_link_t *link, void *context) {
   procord_delegation_t *d = context;
-  procord_delegation_take_end(d, link);
+  procord_delegation_take_end(d, &link->end);
   d->link = NULL;
   procord_link_free(link);
   /* The task is over: a deadline must not relabel a crash while the pipe drains. */
@@ -292,28 +401,29 @@ static void one_off_on_ended(procord_link_t *link, void *context) {
   procord_delegation_finish(d);
 }
 
-static void abort_work(procord_loop_work_t *work) {
+/* The loop is freed with the task still running: it ends as killed. */
+static void kill_one_off_on_abort(procord_loop_work_t *work) {
   procord_delegation_t *d = (procord_delegation_t *)work;
   __atomic_store_n(&d->kill_requested, 1, __ATOMIC_RELEASE);
-  stop(d, SIGKILL);
+  stop_task(d, SIGKILL);
 }
 
-static void start_on_loop(void *context) {
+static void start_one_off_on_loop(void *context) {
   procord_delegation_t *d = context;
   procord_loop_add_work(d->loop, &d->work);
   int error = procord_link_start(d->link);
   if (!error) error = procord_delegation_arm_deadline(d);
   if (!error && d->worker_stderr) error = procord_worker_stderr_start(d->worker_stderr);
   if (error) {
-    procord_link_fail(d->link, error, "setup"); /* unless the start said why already */
-    procord_delegation_take_end(d, d->link);
+    procord_link_fail(d->link, error, PROCORD_STAGE_SETUP); /* unless the start said why already */
+    procord_delegation_take_end(d, &d->link->end);
     procord_link_free(d->link);
     d->link = NULL;
     procord_delegation_finish(d);
     return;
   }
   if (procord_link_ready(d->link)) one_off_on_ready(d->link, d);
-  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) abort_work(&d->work);
+  if (__atomic_load_n(&d->kill_requested, __ATOMIC_ACQUIRE)) kill_one_off_on_abort(&d->work);
 }
 
 typedef struct spawn_call_s {
@@ -367,24 +477,28 @@ void procord_delegation_refuse_input(const procord_delegation_options_t *options
   if (options && options->input_release) options->input_release(options->input_context);
 }
 
+int procord_delegation_options_accept(procord_delegation_options_t *copy,
+                                      const procord_delegation_options_t *given, int usable) {
+  if (!given) return PROCORD_EINVAL;
+  if (procord_delegation_options_copy(copy, given) == 0 && copy->task_name && usable) return 0;
+  procord_delegation_refuse_input(copy);
+  return PROCORD_EINVAL;
+}
+
 int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *given,
                      procord_delegation_t **result) {
   procord_delegation_options_t copy;
-  const procord_delegation_options_t *options = given ? &copy : NULL;
-  if (!loop || !given || procord_delegation_options_copy(&copy, given) != 0 || !options->task_name ||
-      !result) {
-    procord_delegation_refuse_input(options);
-    return PROCORD_EINVAL;
-  }
+  const procord_delegation_options_t *options = &copy;
+  if (procord_delegation_options_accept(&copy, given, loop && result) != 0) return PROCORD_EINVAL;
   /* A local worker shares our stdout (socket mode): what we printed so far
      comes first. Here, on the caller's thread, not on the loop's. */
   if (!options->remote_host) fflush(stdout);
-  procord_delegation_t *d = procord_delegation_create(loop, options);
+  procord_delegation_t *d = procord_delegation_create(loop, options, NULL, NULL);
   if (!d) {
     procord_delegation_refuse_input(options);
     return -ENOMEM;
   }
-  d->work.abort = abort_work;
+  d->work.abort = kill_one_off_on_abort;
   spawn_call_t call = {
       .delegation = d,
       .options =
@@ -402,16 +516,16 @@ int procord_delegate(procord_loop_t *loop, const procord_delegation_options_t *g
           },
       /* Only a stderr that would be ours: not one the caller chose (2
          included), nor one a socket-mode worker sends as frames. */
-      .pipe_stderr = !options->remote_host && options->worker.stderr_fd <= 0 &&
-                     !(options->capture_output && options->worker.channel == PROCORD_CHANNEL_SOCKET),
+      .pipe_stderr =
+          !options->remote_host && options->worker.stderr_fd <= 0 &&
+          !(options->capture_output && options->worker.channel == PROCORD_CHANNEL_SOCKET),
   };
   procord_loop_call_and_wait(loop, spawn_link, &call);
   int error = d->link ? 0 : -ENOMEM;
-  if (!error) error = procord_loop_call(loop, start_on_loop, d);
+  if (!error) error = procord_loop_call(loop, start_one_off_on_loop, d);
   if (error) {
     procord_link_free(d->link); /* kills and reaps a child started already */
-    d->references = 1;
-    procord_delegation_release(d);
+    procord_delegation_discard(d);
     return error;
   }
   *result = d;
@@ -442,7 +556,7 @@ static void kill_on_loop(void *context) {
   __atomic_store_n(&d->stop_queued, 0, __ATOMIC_SEQ_CST);
   /* The strongest request wins: a kill after a cancellation is a kill. */
   int signal = __atomic_load_n(&d->kill_requested, __ATOMIC_SEQ_CST) == SIGTERM ? SIGTERM : SIGKILL;
-  if (!is_finished(d)) stop(d, signal);
+  if (!is_finished(d)) stop_task(d, signal);
   procord_delegation_release(d);
 }
 
@@ -454,11 +568,12 @@ static int request_stop(procord_delegation_t *d, int signal) {
   if (d->spawn_failed || is_finished(d)) return PROCORD_ECLOSED;
   int none = 0;
   if (signal == SIGKILL) __atomic_store_n(&d->kill_requested, SIGKILL, __ATOMIC_SEQ_CST);
-  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+  else if (!__atomic_compare_exchange_n(&d->kill_requested, &none, signal, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST))
     return 0; /* already being stopped, as hard or harder */
   /* One call in the queue at a time, in the delegation's own node. */
   if (__atomic_exchange_n(&d->stop_queued, 1, __ATOMIC_SEQ_CST)) return 0;
-  retain(d);
+  procord_delegation_retain(d);
   procord_loop_queue(d->loop, &d->stop_call, kill_on_loop, d);
   return 0;
 }

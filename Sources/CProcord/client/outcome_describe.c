@@ -5,6 +5,7 @@
  * DisconnectionCause.init in StartDelegation.swift: keep them in step).
  */
 #define _GNU_SOURCE
+#include "base/base_private.h"
 #include "procord/delegation.h"
 #include "procord/error.h"
 
@@ -63,68 +64,101 @@ static void add_signal(text_t *text, int signal) {
   else add(text, "SIG%s", name);
 }
 
-static int call_is(const procord_outcome_t *outcome, const char *call) {
-  return outcome->call && strcmp(outcome->call, call) == 0;
+procord_stage_t procord_outcome_stage(const procord_outcome_t *outcome) {
+  if (outcome->stage != PROCORD_STAGE_NONE || !outcome->call) return outcome->stage;
+  return procord_stage_of_call(outcome->call);
 }
 
 static const char *detail_or(const procord_outcome_t *outcome, const char *otherwise) {
   return outcome->detail ? outcome->detail : otherwise;
 }
 
-/* A DISCONNECTED outcome's cause, in the order of DisconnectionCause.init:
-   a protocol error wins over how the worker ended; the exit code or signal
-   explains a plain end of stream. */
-static void add_disconnection(text_t *text, const procord_outcome_t *outcome, const char *destination) {
+/* The protocol error codes, E0..E5. */
+static int is_protocol_error(int error) {
+  return error <= PROCORD_ETASK_NOT_SUPPORTED && error >= PROCORD_EINVALID_DESTINATION;
+}
+
+/* A cause that the stage alone does not settle: by its error code, then by
+   how the worker ended. */
+static void add_ending(text_t *text, const procord_outcome_t *outcome, procord_stage_t stage,
+                       const char *destination) {
   int error = outcome->error;
-  const char *worker = destination ? destination : "the worker";
-  int end_of_stream = (error == PROCORD_EDISCONNECTED && call_is(outcome, "read")) || error == -EPIPE ||
+  int end_of_stream = (error == PROCORD_EDISCONNECTED && stage == PROCORD_STAGE_READ) || error == -EPIPE ||
                       error == -ECONNRESET;
   int signal = outcome->killed_after_grace ? 0 : outcome->signal;
-  if (call_is(outcome, "spawn") && (error == PROCORD_ENOTSERVING || error == PROCORD_ENESTED)) {
-    add(text, "worker disconnected: did not start %s: %s", worker, detail_or(outcome, ""));
-  } else if (call_is(outcome, "posix_spawn")) {
-    add(text, "could not start %s: ", destination ? destination : "the worker program");
-    add_error(text, error);
-    add(text, "; check the path, and that it is an executable this user may run");
-  } else if (call_is(outcome, "waitpid") && error == -ECHILD) {
-    add(text, "worker disconnected: the worker ended, but another part of this program reaped it first (a "
-              "SIGCHLD handler calling waitpid(-1)?), so how it ended is unknown: reap only the children you "
-              "started");
-  } else if (call_is(outcome, "getaddrinfo")) {
-    add(text, "worker disconnected: could not resolve %s: %s; check the host name and this machine's resolver",
-        worker, detail_or(outcome, "unknown reason"));
-  } else if (error == PROCORD_ETLS) {
+  int system_error = !end_of_stream && error < 0 && error > PROCORD_ETASK_NOT_SUPPORTED;
+  if (error == PROCORD_ETLS) {
     add(text, "worker disconnected: TLS with the server failed: %s", detail_or(outcome, "unknown reason"));
   } else if (error == PROCORD_EAUTH) {
     add(text, "worker disconnected: authentication with the server failed: %s",
         detail_or(outcome, "unknown reason"));
-  } else if (error == PROCORD_ETIMEOUT && call_is(outcome, "connect")) {
-    add(text, "worker disconnected: connecting to the server timed out");
-  } else if (error == PROCORD_ETIMEOUT && call_is(outcome, "idle")) {
-    add(text, "worker disconnected: the server stayed silent longer than the idle timeout");
-  } else if (error == PROCORD_ETIMEOUT && call_is(outcome, "handshake")) {
-    add(text, "worker disconnected: TLS or authentication with the server timed out");
-  } else if (!end_of_stream && error <= PROCORD_ETASK_NOT_SUPPORTED && error >= PROCORD_EINVALID_DESTINATION) {
+  } else if (!end_of_stream && is_protocol_error(error)) {
     add(text, "worker disconnected: %s: %s (is the worker a Procord worker of a compatible version?)",
-        call_is(outcome, "peer") ? "the worker reported a protocol error" : "protocol error",
+        stage == PROCORD_STAGE_PEER ? "the worker reported a protocol error" : "protocol error",
         procord_strerror(error));
   } else if (signal != 0) {
     add(text, "the worker crashed: killed by signal ");
     add_signal(text, signal);
   } else if (end_of_stream && outcome->exit_code >= 0) {
     add(text, "worker disconnected: the worker exited with code %d without answering", outcome->exit_code);
-  } else if (!end_of_stream && error < 0 && error > PROCORD_ETASK_NOT_SUPPORTED &&
-             (call_is(outcome, "connect") || call_is(outcome, "socket"))) {
+  } else if (system_error && stage == PROCORD_STAGE_CONNECT) {
     add(text, "could not connect to %s: ", destination ? destination : "the server");
     add_error(text, error);
     add(text, "; check that a Procord server listens there (--procord-server) and that this machine can "
               "reach it");
-  } else if (!end_of_stream && error < 0 && error > PROCORD_ETASK_NOT_SUPPORTED) {
+  } else if (system_error) {
     add(text, "%s on the worker's connection failed: ", outcome->call ? outcome->call : "a system call");
     add_error(text, error);
   } else {
     add(text, "worker disconnected: the worker closed the connection without answering");
   }
+}
+
+/* A DISCONNECTED outcome's cause, as DisconnectionCause.init reads it: the
+   stages that settle it first; for the others, a protocol error wins over
+   how the worker ended; the exit code or signal explains a plain end of
+   stream. */
+static void add_disconnection(text_t *text, const procord_outcome_t *outcome, const char *destination) {
+  int error = outcome->error;
+  const char *worker = destination ? destination : "the worker";
+  int timed_out = error == PROCORD_ETIMEOUT;
+  procord_stage_t stage = procord_outcome_stage(outcome);
+  switch (stage) {
+  case PROCORD_STAGE_SPAWN:
+    if (error == PROCORD_ENOTSERVING || error == PROCORD_ENESTED) {
+      add(text, "worker disconnected: did not start %s: %s", worker, detail_or(outcome, ""));
+      return;
+    }
+    add(text, "could not start %s: ", destination ? destination : "the worker program");
+    add_error(text, error);
+    add(text, "; check the path, and that it is an executable this user may run");
+    return;
+  case PROCORD_STAGE_RESOLVE:
+    add(text, "worker disconnected: could not resolve %s: %s; check the host name and this machine's resolver",
+        worker, detail_or(outcome, "unknown reason"));
+    return;
+  case PROCORD_STAGE_REAP:
+    if (error != -ECHILD) break;
+    add(text, "worker disconnected: the worker ended, but another part of this program reaped it first (a "
+              "SIGCHLD handler calling waitpid(-1)?), so how it ended is unknown: reap only the children you "
+              "started");
+    return;
+  case PROCORD_STAGE_CONNECT:
+    if (!timed_out) break;
+    add(text, "worker disconnected: connecting to the server timed out");
+    return;
+  case PROCORD_STAGE_IDLE:
+    if (!timed_out) break;
+    add(text, "worker disconnected: the server stayed silent longer than the idle timeout");
+    return;
+  case PROCORD_STAGE_HANDSHAKE:
+    if (!timed_out) break;
+    add(text, "worker disconnected: TLS or authentication with the server timed out");
+    return;
+  default:
+    break; /* the rest, and a stage of a later version, by the error code */
+  }
+  add_ending(text, outcome, stage, destination);
 }
 
 /* The last line of the stderr tail that holds the Swift runtime's

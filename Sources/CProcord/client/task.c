@@ -15,7 +15,8 @@
 void procord_task_free_value(const procord_task_t *task, void *value) {
   if (!value) return;
   if (task->free_value) task->free_value(value, task->context);
-  else free(value);
+  else
+    free(value);
 }
 
 /* Serializes the input, then lets `submit` delegate it with the bytes. */
@@ -71,7 +72,8 @@ int procord_pool_delegate_task(procord_pool_t *pool, const procord_task_t *task,
   return delegate_with(task, input, options, submit_pooled, pool, delegation);
 }
 
-int procord_task_result(const procord_task_t *task, procord_delegation_t *delegation, void **value) {
+int procord_task_result(const procord_task_t *task, procord_delegation_t *delegation,
+                        void **value) {
   if (!task || !delegation || !value) return PROCORD_EINVAL;
   *value = NULL;
   const procord_outcome_t *outcome = procord_delegation_outcome(delegation);
@@ -121,7 +123,8 @@ static void run_described_task(void *context, const unsigned char *input, size_t
   if (ran != PROCORD_TASK_RETURNED && ran != PROCORD_TASK_RAISED) {
     procord_task_free_value(task, result);
     reply_text(reply, PROCORD_FRAME_UNKNOWN_EXCEPTION,
-               ran < 0 ? procord_strerror(ran) : "the task's run function returned an unknown answer");
+               ran < 0 ? procord_strerror(ran)
+                       : "the task's run function returned an unknown answer");
     return;
   }
   procord_serialize_fn write = ran == PROCORD_TASK_RAISED ? task->write_error : task->write_output;

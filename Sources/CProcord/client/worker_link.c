@@ -1,5 +1,5 @@
 /*
- * The link to one worker (worker_link.h): start it, carry its frames, watch
+ * The link to one worker (client_private.h): start it, carry its frames, watch
  * it end, and reap it.
  */
 #define _GNU_SOURCE
@@ -37,7 +37,8 @@ static void record_reap(procord_link_t *link, int result, int status) {
   int bare_end = !link->end.error || link->end.error == PROCORD_EDISCONNECTED;
   if (result == -ECHILD && bare_end) {
     link->end.error = -ECHILD;
-    link->end.call = "waitpid";
+    link->end.call = procord_stage_call(PROCORD_STAGE_REAP);
+    link->end.stage = PROCORD_STAGE_REAP;
     link->end.detail = "the worker was reaped by another part of this program (a SIGCHLD handler "
                        "calling waitpid(-1)?), so how it ended is unknown";
   }
@@ -80,10 +81,16 @@ procord_link_t *procord_link_new(procord_loop_t *loop, const procord_link_option
   return link;
 }
 
-void procord_link_fail(procord_link_t *link, int error, const char *call) {
+void procord_link_fail_call(procord_link_t *link, int error, procord_stage_t stage,
+                            const char *call) {
   if (link->end.error || link->end.call) return;
   link->end.error = error;
   link->end.call = call;
+  link->end.stage = stage;
+}
+
+void procord_link_fail(procord_link_t *link, int error, procord_stage_t stage) {
+  procord_link_fail_call(link, error, stage, procord_stage_call(stage));
 }
 
 static void on_end_event(evutil_socket_t fd, short events, void *context) {
@@ -102,8 +109,10 @@ static void end_if_done(procord_link_t *link) {
   }
   link->ended = 1;
   if (link->grace_timer) event_del(link->grace_timer);
-  if (link->status_known && WIFEXITED(link->wait_status)) link->end.exit_code = WEXITSTATUS(link->wait_status);
-  if (link->status_known && WIFSIGNALED(link->wait_status)) link->end.signal = WTERMSIG(link->wait_status);
+  if (link->status_known && WIFEXITED(link->wait_status))
+    link->end.exit_code = WEXITSTATUS(link->wait_status);
+  if (link->status_known && WIFSIGNALED(link->wait_status))
+    link->end.signal = WTERMSIG(link->wait_status);
   event_active(link->end_event, EV_TIMEOUT, 0);
 }
 
@@ -114,8 +123,8 @@ static void drop_connection(procord_link_t *link) {
   procord_connection_free(connection); /* deferred if inside its callback */
 }
 
-static void on_state(procord_connection_t *connection, procord_connection_state_t state,
-                     void *context) {
+static void on_connection_state(procord_connection_t *connection, procord_connection_state_t state,
+                                void *context) {
   procord_link_t *link = context;
   if (state == PROCORD_CONNECTED) {
     /* A secured connection: TLS and authentication are done. */
@@ -127,13 +136,14 @@ static void on_state(procord_connection_t *connection, procord_connection_state_
   /* A close the owner asked for records nothing (see procord_link_end_t). */
   if (cause.error && !link->end.error && !link->end.call)
     link->end.detail = procord_connection_detail(connection);
-  if (cause.error) procord_link_fail(link, cause.error, cause.call ? cause.call : "read");
+  procord_stage_t stage = procord_connection_stage(connection);
+  if (cause.error) procord_link_fail(link, cause.error, stage ? stage : PROCORD_STAGE_READ);
   drop_connection(link);
   end_if_done(link);
 }
 
-static void on_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
-                     void *context) {
+static void on_connection_frame(procord_connection_t *connection, const procord_frame_t *frame,
+                                int error, void *context) {
   (void)connection;
   procord_link_t *link = context;
   link->events.on_frame(link, frame, error, link->context);
@@ -162,18 +172,15 @@ static void on_grace_timeout(evutil_socket_t fd, short events, void *context) {
     procord_child_kill(&link->child, SIGKILL);
   }
   if (link->connection) procord_connection_close(link->connection);
-  else if (!link->reaped && !link->remote) procord_link_start_grace(link);
+  else if (!link->reaped && !link->remote)
+    procord_link_start_grace(link);
 }
 
 /* What is left of the connect limit (resolving and connecting took the
    rest), for the handshake; 0: no limit. */
 static int remaining_connect_ms(const procord_link_t *link) {
   if (link->connect_timeout_ms <= 0) return 0;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  long long spent = (long long)(now.tv_sec - link->connect_start.tv_sec) * 1000 +
-                    (now.tv_nsec - link->connect_start.tv_nsec) / 1000000;
-  long long left = link->connect_timeout_ms - spent;
+  double left = link->connect_timeout_ms - procord_ms_since(&link->connect_start);
   return left > 1 ? (int)left : 1;
 }
 
@@ -187,8 +194,8 @@ static int open_connection(procord_link_t *link, int read_fd, int write_fd) {
       .connect_timeout_ms = link->remote ? remaining_connect_ms(link) : 0,
       .max_message_size = link->max_message_size,
       .idle_timeout_ms = link->idle_timeout_ms,
-      .on_frame = on_frame,
-      .on_state = on_state,
+      .on_frame = on_connection_frame,
+      .on_state = on_connection_state,
       .context = link,
   };
   int error = procord_connection_open(link->loop, &options, &link->connection);
@@ -201,7 +208,9 @@ static void on_connected(int fd, int error, const char *call, const char *detail
   link->attempt = NULL;
   if (!error) error = open_connection(link, fd, fd);
   if (error) {
-    procord_link_fail(link, error, call ? call : "setup");
+    /* The connect names its call only: "getaddrinfo" for the lookup, "connect". */
+    if (call) procord_link_fail_call(link, error, procord_stage_of_call(call), call);
+    else procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     link->end.detail = detail;
     end_if_done(link);
     return;
@@ -216,7 +225,7 @@ int procord_link_start(procord_link_t *link) {
   link->end_event = evtimer_new(base, on_end_event, link);
   int error = link->grace_timer && link->end_event ? 0 : -ENOMEM;
   if (link->remote) {
-    clock_gettime(CLOCK_MONOTONIC, &link->connect_start);
+    procord_monotonic_now(&link->connect_start);
     procord_connect_options_t options = {
         .size = sizeof options,
         .host = link->host,
@@ -228,14 +237,15 @@ int procord_link_start(procord_link_t *link) {
     if (!error) error = procord_connect(link->loop, &options, &link->attempt);
     if (error) {
       link->attempt = NULL;
-      procord_link_fail(link, error, "connect");
+      procord_link_fail(link, error, PROCORD_STAGE_CONNECT);
     }
     return error;
   }
   if (link->spawn_error) {
     /* Refused before any posix_spawn: the detail says why and what to do. */
     const char *refusal = procord_lineage_refusal(link->spawn_error);
-    procord_link_fail(link, link->spawn_error, refusal ? "spawn" : "posix_spawn");
+    procord_link_fail_call(link, link->spawn_error, PROCORD_STAGE_SPAWN,
+                           refusal ? "spawn" : procord_stage_call(PROCORD_STAGE_SPAWN));
     link->end.detail = refusal;
     return link->spawn_error;
   }
@@ -250,7 +260,7 @@ int procord_link_start(procord_link_t *link) {
   }
   if (error) {
     /* Out of memory setting up: end the worker at once, reaping it here. */
-    procord_link_fail(link, error, "setup");
+    procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     end_child_now(link);
   }
   return error;
@@ -269,8 +279,8 @@ int procord_link_send(procord_link_t *link, unsigned char kind, const void *body
   return procord_connection_send(link->connection, kind, body, length);
 }
 
-int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body, size_t length,
-                               procord_body_owner_t *owner) {
+int procord_link_send_owned_by(procord_link_t *link, unsigned char kind, const void *body,
+                               size_t length, procord_body_owner_t *owner) {
   if (!link->connection) {
     owner->release(owner);
     return PROCORD_ECLOSED;
@@ -284,8 +294,7 @@ void *procord_link_take_body(procord_link_t *link) {
 
 void procord_link_start_grace(procord_link_t *link) {
   if (!link->grace_timer || link->ended || evtimer_pending(link->grace_timer, NULL)) return;
-  struct timeval limit = {link->exit_grace_ms / 1000, (link->exit_grace_ms % 1000) * 1000};
-  evtimer_add(link->grace_timer, &limit);
+  procord_timer_arm(link->grace_timer, link->exit_grace_ms);
 }
 
 void procord_link_cancel_grace(procord_link_t *link) {

@@ -1,4 +1,4 @@
-/* A local worker's stderr through a pipe: passed on, and its tail kept (worker_stderr.h). */
+/* A local worker's stderr through a pipe: passed on, and its tail kept (client_private.h). */
 #define _GNU_SOURCE
 #include "client/client_private.h"
 #include "io/io_private.h"
@@ -29,27 +29,27 @@
 
 struct procord_worker_stderr_s {
   procord_loop_t *loop;
-  int fd;                    /* our end, or -1 once closed */
+  int fd; /* our end, or -1 once closed */
   pid_t pid;
   struct event *readable;
-  struct event *writable;    /* descriptor 2, while output waits for it */
+  struct event *writable; /* descriptor 2, while output waits for it */
   struct event *end_timer;
   void (*on_end)(void *context);
   void *end_context;
   int started;
-  int at_end;                /* the end of the pipe has been read */
+  int at_end; /* the end of the pipe has been read */
 
   unsigned char ring[TAIL_MAX]; /* the last bytes, `head` the next to write */
   size_t head;
-  unsigned long long total;  /* bytes read in all */
+  unsigned long long total; /* bytes read in all */
 
   char fatal_line[FATAL_LINE_MAX]; /* the last line with FATAL_MARK, without its newline */
   size_t fatal_length;
-  unsigned long long fatal_at;     /* where that line started, counted as `total` */
+  unsigned long long fatal_at; /* where that line started, counted as `total` */
 
-  unsigned char *pending;    /* waiting for descriptor 2 */
+  unsigned char *pending; /* waiting for descriptor 2 */
   size_t pending_length;
-  size_t dropped;            /* bytes not passed on since the last note */
+  size_t dropped; /* bytes not passed on since the last note */
 };
 
 /* ---- Passing on to this program's stderr ---- */
@@ -61,14 +61,12 @@ static size_t write_without_blocking(const unsigned char *bytes, size_t length) 
   size_t done = 0;
   while (done < length) {
     struct pollfd p = {.fd = STDERR_FILENO, .events = POLLOUT};
-    int n = poll(&p, 1, 0);
-    if (n < 0 && errno == EINTR) continue;
+    int n = procord_poll_retrying(&p, 1, 0);
     if (n < 0 || (p.revents & (POLLERR | POLLNVAL))) return length; /* gone: write() would say so */
     if (!(p.revents & POLLOUT)) return done;
     /* Writable means room for PIPE_BUF bytes at least (pipes, terminals). */
     size_t chunk = length - done < PIPE_BUF ? length - done : PIPE_BUF;
-    ssize_t written = write(STDERR_FILENO, bytes + done, chunk);
-    if (written < 0 && errno == EINTR) continue;
+    ssize_t written = procord_write_retrying(STDERR_FILENO, bytes + done, chunk);
     if (written < 0 && errno == EAGAIN) return done;
     if (written <= 0) return length; /* EPIPE (SIGPIPE is blocked on the loop), EBADF, ENOSPC */
     done += (size_t)written;
@@ -78,11 +76,14 @@ static size_t write_without_blocking(const unsigned char *bytes, size_t length) 
 
 static void write_note(procord_worker_stderr_t *s) {
   char note[160];
-  int n = snprintf(note, sizeof note,
-                   "procord: %zu bytes that worker %d wrote to its stderr were dropped: this program's "
-                   "stderr did not take them\n",
-                   s->dropped, (int)s->pid);
-  if (n > 0) write_without_blocking((const unsigned char *)note, (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
+  int n =
+      snprintf(note, sizeof note,
+               "procord: %zu bytes that worker %d wrote to its stderr were dropped: this program's "
+               "stderr did not take them\n",
+               s->dropped, (int)s->pid);
+  if (n > 0)
+    write_without_blocking((const unsigned char *)note,
+                           (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
   s->dropped = 0;
 }
 
@@ -96,7 +97,7 @@ static void flush_pending(procord_worker_stderr_t *s) {
   if (s->writable) event_del(s->writable);
 }
 
-static void on_writable(evutil_socket_t fd, short events, void *context) {
+static void on_stderr_writable(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   flush_pending(context);
@@ -115,7 +116,8 @@ static void keep_pending(procord_worker_stderr_t *s, const unsigned char *bytes,
   s->pending_length += kept;
   s->dropped += length - kept;
   if (!s->writable)
-    s->writable = event_new(procord_loop_base(s->loop), STDERR_FILENO, EV_WRITE | EV_PERSIST, on_writable, s);
+    s->writable = event_new(procord_loop_base(s->loop), STDERR_FILENO, EV_WRITE | EV_PERSIST,
+                            on_stderr_writable, s);
   /* No event, or one epoll refuses (descriptor 2 closed since): drop it. */
   if (!s->writable || event_add(s->writable, NULL) != 0) {
     s->dropped += s->pending_length;
@@ -221,9 +223,7 @@ static void report_end(procord_worker_stderr_t *s) {
    now, -1 at the end of the pipe (or an error no read gets past). */
 static int read_once(procord_worker_stderr_t *s) {
   unsigned char buffer[READ_SIZE];
-  ssize_t n;
-  while ((n = read(s->fd, buffer, sizeof buffer)) < 0 && errno == EINTR) {
-  }
+  ssize_t n = procord_read_retrying(s->fd, buffer, sizeof buffer);
   if (n < 0 && errno == EAGAIN) return 0;
   if (n <= 0) {
     s->at_end = 1;
@@ -243,7 +243,7 @@ int procord_worker_stderr_drain(procord_worker_stderr_t *s) {
   return s->at_end;
 }
 
-static void on_readable(evutil_socket_t fd, short events, void *context) {
+static void on_pipe_readable(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   procord_worker_stderr_t *s = context;
@@ -257,7 +257,8 @@ static void on_end_timer(evutil_socket_t fd, short events, void *context) {
   report_end(context);
 }
 
-int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **result, int *child_fd) {
+int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **result,
+                              int *child_fd) {
   procord_worker_stderr_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->loop = loop;
@@ -270,12 +271,12 @@ int procord_worker_stderr_new(procord_loop_t *loop, procord_worker_stderr_t **re
   }
   s->fd = ends[0];
   /* Our end only: the worker's stays blocking, as a stderr is. */
-  int flags = fcntl(s->fd, F_GETFL);
+  int error = procord_fd_set_nonblocking(s->fd, 1);
   struct event_base *base = procord_loop_base(loop);
-  s->readable = event_new(base, s->fd, EV_READ | EV_PERSIST, on_readable, s);
+  s->readable = event_new(base, s->fd, EV_READ | EV_PERSIST, on_pipe_readable, s);
   s->end_timer = evtimer_new(base, on_end_timer, s);
-  if (flags < 0 || fcntl(s->fd, F_SETFL, flags | O_NONBLOCK) < 0 || !s->readable || !s->end_timer) {
-    int error = flags < 0 ? -errno : -ENOMEM;
+  if (error || !s->readable || !s->end_timer) {
+    if (!error) error = -ENOMEM;
     close(ends[1]);
     procord_worker_stderr_free(s);
     return error;
@@ -292,8 +293,8 @@ int procord_worker_stderr_start(procord_worker_stderr_t *s) {
   return event_add(s->readable, NULL) == 0 ? 0 : -ENOMEM;
 }
 
-int procord_worker_stderr_await_end(procord_worker_stderr_t *s, int limit_ms, void (*on_end)(void *),
-                                    void *context) {
+int procord_worker_stderr_await_end(procord_worker_stderr_t *s, int limit_ms,
+                                    void (*on_end)(void *), void *context) {
   s->on_end = on_end;
   s->end_context = context;
   if (s->at_end) {
@@ -301,8 +302,8 @@ int procord_worker_stderr_await_end(procord_worker_stderr_t *s, int limit_ms, vo
     event_active(s->end_timer, EV_TIMEOUT, 0);
     return 0;
   }
-  struct timeval limit = {limit_ms / 1000, (limit_ms % 1000) * 1000};
-  if (evtimer_add(s->end_timer, &limit) != 0) {
+  procord_timer_arm(s->end_timer, limit_ms);
+  if (!evtimer_pending(s->end_timer, NULL)) {
     s->on_end = NULL;
     return -ENOMEM;
   }

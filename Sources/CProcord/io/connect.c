@@ -57,7 +57,7 @@ struct procord_connect_s {
   struct event *timer;
 };
 
-static void release(procord_connect_t *a) {
+static void release_attempt(procord_connect_t *a) {
   if (--a->references != 0) return;
   procord_free(a->addresses);
   procord_free(a->lengths);
@@ -93,19 +93,19 @@ static void cancel_lookup(procord_connect_t *a) {
   evdns_getaddrinfo_cancel(a->request);
 }
 
-static void finish(procord_connect_t *a, int fd, int error, const char *call, const char *detail) {
+static void finish_attempt(procord_connect_t *a, int fd, int error, const char *call, const char *detail) {
   cancel_lookup(a);
   if (a->writable) event_del(a->writable);
   if (a->timer) event_del(a->timer);
   a->fd = -1;
   a->cancelled = 1; /* done: a late cancel is a no-op */
   a->options.on_done(fd, error, call, detail, a->options.context);
-  release(a);
+  release_attempt(a);
 }
 
 static void try_next(procord_connect_t *a);
 
-static void on_writable(evutil_socket_t fd, short events, void *argument) {
+static void on_connect_writable(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_connect_t *a = argument;
   int error = 0;
@@ -119,7 +119,7 @@ static void on_writable(evutil_socket_t fd, short events, void *argument) {
     return;
   }
   procord_socket_set_nodelay((int)fd);
-  finish(a, (int)fd, 0, NULL, NULL);
+  finish_attempt(a, (int)fd, 0, NULL, NULL);
 }
 
 /* Starts a non-blocking connect to the next address, or reports the last error. */
@@ -141,24 +141,24 @@ static void try_next(procord_connect_t *a) {
       continue;
     }
     if (a->writable) event_free(a->writable);
-    a->writable = event_new(base, a->fd, EV_WRITE, on_writable, a);
+    a->writable = event_new(base, a->fd, EV_WRITE, on_connect_writable, a);
     if (!a->writable || event_add(a->writable, NULL) < 0) {
       close(a->fd);
-      finish(a, -1, -ENOMEM, "connect", NULL);
+      finish_attempt(a, -1, -ENOMEM, "connect", NULL);
       return;
     }
     return;
   }
-  finish(a, -1, -(a->last_error ? a->last_error : ECONNREFUSED), "connect", NULL);
+  finish_attempt(a, -1, -(a->last_error ? a->last_error : ECONNREFUSED), "connect", NULL);
 }
 
-static void on_timeout(evutil_socket_t fd, short events, void *argument) {
+static void on_connect_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)fd;
   (void)events;
   procord_connect_t *a = argument;
   if (a->writable) event_del(a->writable);
   if (a->fd >= 0) close(a->fd);
-  finish(a, -1, PROCORD_ETIMEOUT, "connect", NULL); /* and cancels a lookup in flight */
+  finish_attempt(a, -1, PROCORD_ETIMEOUT, "connect", NULL); /* and cancels a lookup in flight */
 }
 
 /* Why a lookup failed, for `detail`: the C library's words where evdns
@@ -186,14 +186,14 @@ static void handle_answer(procord_connect_t *a, int error) {
   if (a->cancelled) return;
   if (error == EVUTIL_EAI_CANCEL) {
     /* Neither the owner nor the time limit: procord_loop_free aborted it. */
-    finish(a, -1, PROCORD_ECLOSED, "getaddrinfo", "the loop was freed during the lookup");
+    finish_attempt(a, -1, PROCORD_ECLOSED, "getaddrinfo", "the loop was freed during the lookup");
   } else if (error == EVUTIL_EAI_MEMORY) {
-    finish(a, -1, -ENOMEM, "getaddrinfo", resolve_reason(error));
+    finish_attempt(a, -1, -ENOMEM, "getaddrinfo", resolve_reason(error));
   } else if (a->refused_at_once) {
-    finish(a, -1, PROCORD_ERESOLVE, "getaddrinfo", "not a name that can be looked up (too long, or ill-formed)");
+    finish_attempt(a, -1, PROCORD_ERESOLVE, "getaddrinfo", "not a name that can be looked up (too long, or ill-formed)");
   } else if (error || a->address_count == 0) {
     /* None at all: a hosts file entry of another family, say. */
-    finish(a, -1, PROCORD_ERESOLVE, "getaddrinfo", resolve_reason(error ? error : EVUTIL_EAI_NODATA));
+    finish_attempt(a, -1, PROCORD_ERESOLVE, "getaddrinfo", resolve_reason(error ? error : EVUTIL_EAI_NODATA));
   } else {
     try_next(a);
   }
@@ -204,7 +204,7 @@ static void handle_answer(procord_connect_t *a, int error) {
 static void on_answer_later(void *argument) {
   procord_connect_t *a = argument;
   handle_answer(a, a->resolve_error);
-  release(a);
+  release_attempt(a);
 }
 
 /* evdns's callback: inside evdns_getaddrinfo when it answers at once (the
@@ -223,7 +223,7 @@ static void on_resolved(int result, struct evutil_addrinfo *list, void *argument
   if (!result && !a->cancelled && keep_addresses(a, list) != 0) result = EVUTIL_EAI_MEMORY;
   if (list) evutil_freeaddrinfo(list);
   handle_answer(a, result);
-  release(a);
+  release_attempt(a);
 }
 
 static void abort_lookup(procord_loop_work_t *work) {
@@ -341,9 +341,9 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *given
   a->references = 1;
   a->fd = -1;
   a->host = procord_strdup(options->host);
-  a->timer = evtimer_new(procord_loop_base(loop), on_timeout, a);
+  a->timer = evtimer_new(procord_loop_base(loop), on_connect_timeout, a);
   if (!a->host || !a->timer) {
-    release(a);
+    release_attempt(a);
     return -ENOMEM;
   }
   if (options->timeout_ms > 0) {
@@ -361,7 +361,7 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *given
     error = start_lookup(a, port);
   }
   if (error) {
-    release(a);
+    release_attempt(a);
     return error;
   }
   *result = a;
@@ -376,7 +376,7 @@ void procord_connect_cancel(procord_connect_t *a) {
   if (a->timer) event_del(a->timer);
   if (a->fd >= 0) close(a->fd); /* after event_del: the event must not watch a closed fd */
   a->fd = -1;
-  release(a);
+  release_attempt(a);
 }
 
 void procord_connect_options_init(procord_connect_options_t *options) {

@@ -160,21 +160,92 @@ int procord_tls_goodbye(struct bufferevent *tls);
 int procord_auth_start(procord_auth_t *auth, const procord_security_t *security,
                        procord_auth_side_t side, unsigned char reply[PROCORD_AUTH_NONCE_LENGTH]);
 
+/* ---- TLS transport ---- */
+
+/*
+ * TLS under a connection's frames (tls_transport.c): the bytes of a
+ * connection that uses TLS go through it, both ways. It knows nothing of
+ * connections: the one that drives it gives it bytes, takes what it
+ * decrypted, and acts on what it reports.
+ */
+
+typedef enum {
+  PROCORD_TLS_SECURED,  /* the handshake is done: the peer is who it should be */
+  PROCORD_TLS_READABLE, /* decrypted bytes wait: procord_tls_transport_read */
+  PROCORD_TLS_WRITTEN,  /* the layer wrote down to its low watermark (see pending) */
+  PROCORD_TLS_ENDED,    /* the peer closed the connection */
+  PROCORD_TLS_FAILED,   /* see error, stage and detail */
+} procord_tls_report_kind_t;
+
+typedef struct {
+  procord_tls_report_kind_t kind;
+  /* PROCORD_TLS_FAILED: PROCORD_ETLS at PROCORD_STAGE_TLS with why (static
+     English) in detail, or a negated errno (PROCORD_EDISCONNECTED when
+     none) at PROCORD_STAGE_READ or _WRITE and no detail. */
+  int error;
+  procord_stage_t stage;
+  const char *detail;
+} procord_tls_report_t;
+
+typedef struct {
+  struct bufferevent *layer; /* NULL: not started, or closed */
+  void (*on_report)(void *owner, const procord_tls_report_t *report);
+  void *owner;
+} procord_tls_transport_t;
+
+/*
+ * Starts the client's handshake over the socket `fd` (zeroed `t`), the
+ * server's certificate checked against `peer_name` (procord_security_new_ssl).
+ * From here the transport owns the socket; closing it closes the socket.
+ * `on_report` is called from the loop; it may close the transport. 0 or
+ * -ENOMEM.
+ */
+int procord_tls_transport_start(procord_tls_transport_t *t, struct event_base *base, int fd,
+                                const procord_security_t *security, const char *peer_name,
+                                void (*on_report)(void *owner, const procord_tls_report_t *report),
+                                void *owner);
+
+/* Whether it was started and not closed. */
+int procord_tls_transport_running(const procord_tls_transport_t *t);
+
+/* Reads from the socket, or stops (its input waits in the kernel); nothing
+   when not running. */
+void procord_tls_transport_set_reading(procord_tls_transport_t *t, int reading);
+
+/* Takes up to `size` decrypted bytes; 0 when there are none now. */
+size_t procord_tls_transport_read(procord_tls_transport_t *t, void *buffer, size_t size);
+
+/* Queues `length` bytes to encrypt and send; 0 or -ENOMEM. */
+int procord_tls_transport_write(procord_tls_transport_t *t, const void *bytes, size_t length);
+
+/* Moves all of `queue` into the layer; returns how many bytes it holds unsent. */
+size_t procord_tls_transport_write_queue(procord_tls_transport_t *t, struct evbuffer *queue);
+
+/* Bytes the layer has not sent yet; 0 when not running. */
+size_t procord_tls_transport_pending(const procord_tls_transport_t *t);
+
+/* Sends close_notify, best effort (procord_tls_goodbye); returns 0 when not
+   running (nothing sent). */
+int procord_tls_transport_say_goodbye(procord_tls_transport_t *t);
+
+/* Frees the layer, which closes the socket; returns 0 if it was not running
+   (the socket is the caller's still). */
+int procord_tls_transport_close(procord_tls_transport_t *t);
+
 /* ---- connection ---- */
 
 /*
- * Private to the C core: a connection's insides, shared by connection.c
- * (frames over a descriptor) and connection_secure.c (TLS under the
- * frames, and shared-secret authentication before them).
+ * Private to the C core: a connection's insides (connection.c: frames over
+ * a descriptor, or over TLS through tls_transport.c, and the shared-secret
+ * exchange before the owner's frames).
  */
-
-
 
 struct procord_connection_s {
   procord_connection_options_t options;
   procord_loop_t *loop;
-  procord_connection_state_t state;
+  procord_connection_state_t state; /* only moves forward: CONNECTING .. DISCONNECTED */
   procord_cause_t cause;
+  procord_stage_t stage; /* the cause's, its call's stage (procord_connection_stage) */
   const char *detail; /* static: more about the cause, or NULL */
   procord_frame_parser_t parser;
   struct evbuffer *output;
@@ -186,15 +257,15 @@ struct procord_connection_s {
   int reading_stopped;
   int write_failed;  /* the peer stopped reading: output is dropped from now on */
   int delivering;    /* a frame is being delivered: its body may be taken */
-  /* Security (connection_secure.c). While `securing`, the state is
-     CONNECTING: the owner's frames wait in `output`, and only the
-     handshake's own frames (in `urgent`) are written. */
+  /* Security. While `securing`, the state is CONNECTING: the owner's frames
+     wait in `output`, and only the handshake's own frames (in `urgent`, or
+     written to the TLS layer) are written. */
   procord_security_t *security;
   int securing;
-  struct bufferevent *tls;  /* with TLS, every byte goes through it (read_event and write_event stay off) */
-  struct evbuffer *urgent;  /* authentication frames, written before `output` */
+  procord_tls_transport_t tls; /* running: every byte goes through it (read_event and write_event stay off) */
+  struct evbuffer *urgent;     /* authentication frames, written before `output` */
   procord_auth_t auth;
-  char *peer_name;          /* for the server's certificate check */
+  char *peer_name;             /* for the server's certificate check */
   /* A server's hold on a client (procord_connection_pause_reading,
      procord_connection_set_hooks). */
   int paused;
@@ -230,48 +301,9 @@ void procord_connection_set_hooks(procord_connection_t *c,
    ahead unread in its socket, would never see an orderly end). */
 void procord_connection_abort(procord_connection_t *c);
 
-/* Closes the descriptors and reports DISCONNECTED once; returns 0 if the
-   connection was freed in the owner's callback. */
-int procord_connection_disconnect(procord_connection_t *c, int error, const char *call,
-                                  const char *detail);
-
-/* The peer was heard from (it sent, or took some of ours): the idle
-   timeout starts again. */
-void procord_connection_heard(procord_connection_t *c);
-
-/* Reports CONNECTED and writes what waits; returns 0 if the connection was
-   freed or closed in the owner's callback. */
-int procord_connection_become_connected(procord_connection_t *c);
-
-/* Reads what the descriptor or the TLS layer has, delivering frames. */
-void procord_connection_receive(procord_connection_t *c);
-
-/* Writes what is queued; returns 0 if the connection was freed or closed. */
-int procord_connection_flush(procord_connection_t *c);
-
-/* connection_secure.c: */
-
-/* Sets up TLS over the connection's socket (the handshake starts at once). */
-int procord_connection_start_tls(procord_connection_t *c);
-
-/* Starts authentication: sends the client's first `A` frame. */
-int procord_connection_start_auth(procord_connection_t *c);
-
-/* A frame (or parse error) received while securing; returns 0 if the
-   connection was freed or disconnected. */
-int procord_connection_secure_frame(procord_connection_t *c, const procord_frame_t *frame, int error);
-
-/* TLS: moves what is queued to the TLS layer, returning what it still holds. */
-size_t procord_connection_tls_write(procord_connection_t *c, struct evbuffer *queue);
-
-/* TLS: bytes the TLS layer has not written yet. */
-size_t procord_connection_tls_pending(const procord_connection_t *c);
-
-/* TLS: takes up to `size` decrypted bytes; 0 when there are none now. */
-size_t procord_connection_tls_read(procord_connection_t *c, void *buffer, size_t size);
-
-/* Frees the TLS layer, which closes the socket. */
-void procord_connection_tls_free(procord_connection_t *c);
+/* The stage of procord_connection_cause: where the connection failed
+   (PROCORD_STAGE_NONE before, or after a close the owner asked for). */
+procord_stage_t procord_connection_stage(const procord_connection_t *c);
 
 /* ---- listen ---- */
 

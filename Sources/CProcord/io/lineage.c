@@ -1,4 +1,4 @@
-/* Where this process stands in a chain of delegations (lineage_private.h). */
+/* Where this process stands in a chain of delegations (io_private.h). */
 #define _GNU_SOURCE
 #include "io/io_private.h"
 #include "wire/wire_private.h"

@@ -89,10 +89,7 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
 static void block_sigpipe_on_this_thread(void) {
   struct sigaction current;
   if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_IGN) return;
-  sigset_t pipe_signal;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
+  procord_sigpipe_block();
 }
 
 static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t **result) {
@@ -211,20 +208,12 @@ static int run_base(procord_loop_t *loop) {
      thread: blocked here, it stays pending and the write fails with EPIPE,
      which the connection handles. The process's disposition is left alone,
      so other children of the program do not inherit an ignored SIGPIPE. */
-  sigset_t pipe_signal, previous;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous);
+  int sigpipe_was_blocked = procord_sigpipe_block();
   loop->running_thread = pthread_self();
   __atomic_store_n(&loop->running, 1, __ATOMIC_RELEASE);
   int result = event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
   __atomic_store_n(&loop->running, 0, __ATOMIC_RELEASE);
-  if (!sigismember(&previous, SIGPIPE)) {
-    struct timespec now = {0, 0};
-    while (sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
-    }
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  }
+  procord_sigpipe_unblock(sigpipe_was_blocked);
   pthread_mutex_lock(&loop->queue_lock);
   loop->stop_requested = 0;
   pthread_mutex_unlock(&loop->queue_lock);
@@ -240,9 +229,7 @@ int procord_loop_run(procord_loop_t *loop) {
 
 static void *thread_main(void *argument) {
   /* The loop thread must never take a signal meant for the program. */
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   procord_loop_t *loop = argument;
   run_base(loop);
   __atomic_store_n(&loop->thread_done, 1, __ATOMIC_RELEASE);

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int fail(char *error, size_t size, int code, const char *format, ...) {
+static int explain_failure(char *error, size_t size, int code, const char *format, ...) {
   if (error && size) {
     va_list arguments;
     va_start(arguments, format);
@@ -42,14 +42,14 @@ static int load_tls(procord_security_t *s, const procord_security_options_t *o, 
                     size_t size) {
   int server = o->role == PROCORD_SECURITY_SERVER;
   if (server && !o->certificate_file)
-    return fail(error, size, PROCORD_EINVAL, "a server with TLS needs a certificate (and its key)");
+    return explain_failure(error, size, PROCORD_EINVAL, "a server with TLS needs a certificate (and its key)");
   if (o->require_client_certificate && !o->ca_file)
-    return fail(error, size, PROCORD_EINVAL,
+    return explain_failure(error, size, PROCORD_EINVAL,
                 "requiring client certificates needs the CA file that signs them");
   if (o->private_key_file && !o->certificate_file)
-    return fail(error, size, PROCORD_EINVAL, "a private key needs its certificate");
+    return explain_failure(error, size, PROCORD_EINVAL, "a private key needs its certificate");
   SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-  if (!ctx) return fail(error, size, -ENOMEM, "cannot make a TLS context: %s", openssl_reason());
+  if (!ctx) return explain_failure(error, size, -ENOMEM, "cannot make a TLS context: %s", openssl_reason());
   s->tls = ctx;
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
@@ -61,21 +61,21 @@ static int load_tls(procord_security_t *s, const procord_security_options_t *o, 
   if (o->certificate_file) {
     const char *key = o->private_key_file ? o->private_key_file : o->certificate_file;
     if (SSL_CTX_use_certificate_chain_file(ctx, o->certificate_file) != 1)
-      return fail(error, size, PROCORD_EINVAL, "cannot load the certificate %s: %s",
+      return explain_failure(error, size, PROCORD_EINVAL, "cannot load the certificate %s: %s",
                   o->certificate_file, openssl_reason());
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
-      return fail(error, size, PROCORD_EINVAL, "cannot load the private key %s: %s", key,
+      return explain_failure(error, size, PROCORD_EINVAL, "cannot load the private key %s: %s", key,
                   openssl_reason());
     if (SSL_CTX_check_private_key(ctx) != 1)
-      return fail(error, size, PROCORD_EINVAL, "the private key %s does not match the certificate %s: %s",
+      return explain_failure(error, size, PROCORD_EINVAL, "the private key %s does not match the certificate %s: %s",
                   key, o->certificate_file, openssl_reason());
   }
   if (o->ca_file) {
     if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1)
-      return fail(error, size, PROCORD_EINVAL, "cannot load the CA file %s: %s", o->ca_file,
+      return explain_failure(error, size, PROCORD_EINVAL, "cannot load the CA file %s: %s", o->ca_file,
                   openssl_reason());
   } else if (!server && SSL_CTX_set_default_verify_paths(ctx) != 1) {
-    return fail(error, size, PROCORD_EINVAL, "cannot load the system's CA store: %s", openssl_reason());
+    return explain_failure(error, size, PROCORD_EINVAL, "cannot load the system's CA store: %s", openssl_reason());
   }
   if (!server) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -107,26 +107,26 @@ int procord_security_new(const procord_security_options_t *given, procord_securi
   procord_security_options_t copy;
   const procord_security_options_t *o = &copy;
   if (given && PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS) != 0)
-    return fail(error, size, PROCORD_EINVAL,
+    return explain_failure(error, size, PROCORD_EINVAL,
                 "security options with a size this library does not know (%zu bytes; it knows %zu): "
                 "a program built against a newer Procord",
                 procord_options_size(given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS), sizeof copy);
   if (!given || !security || (o->role != PROCORD_SECURITY_CLIENT && o->role != PROCORD_SECURITY_SERVER))
-    return fail(error, size, PROCORD_EINVAL, "invalid security options");
+    return explain_failure(error, size, PROCORD_EINVAL, "invalid security options");
   if (o->secret && (o->secret_length < PROCORD_SECRET_MIN_LENGTH || o->secret_length > PROCORD_SECRET_MAX_LENGTH))
-    return fail(error, size, PROCORD_EINVAL, "a shared secret must have %d to %d bytes (it has %zu)",
+    return explain_failure(error, size, PROCORD_EINVAL, "a shared secret must have %d to %d bytes (it has %zu)",
                 PROCORD_SECRET_MIN_LENGTH, PROCORD_SECRET_MAX_LENGTH, o->secret_length);
   int tls = o->tls || o->certificate_file || o->private_key_file || o->ca_file ||
             o->require_client_certificate || o->server_name;
   if (!tls && !o->secret)
-    return fail(error, size, PROCORD_EINVAL, "security options with neither TLS nor a shared secret");
+    return explain_failure(error, size, PROCORD_EINVAL, "security options with neither TLS nor a shared secret");
   procord_security_t *s = procord_allocate_zeroed(1, sizeof *s);
-  if (!s) return fail(error, size, -ENOMEM, "out of memory");
+  if (!s) return explain_failure(error, size, -ENOMEM, "out of memory");
   s->references = 1;
   s->role = o->role;
   int result = 0;
   if (o->server_name && o->role == PROCORD_SECURITY_CLIENT && !(s->server_name = procord_strdup(o->server_name)))
-    result = fail(error, size, -ENOMEM, "out of memory");
+    result = explain_failure(error, size, -ENOMEM, "out of memory");
   if (!result && tls) result = load_tls(s, o, error, size);
   if (result) {
     free_security(s);
@@ -213,11 +213,11 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
   unsigned char buffer[PROCORD_SECRET_MAX_LENGTH + 3];
   size_t n = 0;
   const char *source = path ? path : variable;
-  if (!source || !secret || !length) return fail(error, error_size, PROCORD_EINVAL, "no secret named");
+  if (!source || !secret || !length) return explain_failure(error, error_size, PROCORD_EINVAL, "no secret named");
   if (path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-      return fail(error, error_size, PROCORD_EINVAL, "cannot read the secret file %s: %s", path, strerror(errno));
+      return explain_failure(error, error_size, PROCORD_EINVAL, "cannot read the secret file %s: %s", path, strerror(errno));
     ssize_t r;
     while (n < sizeof buffer && (r = procord_read_retrying(fd, buffer + n, sizeof buffer - n)) > 0)
       n += (size_t)r;
@@ -225,7 +225,7 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
   } else {
     const char *value = getenv(variable);
     if (!value)
-      return fail(error, error_size, PROCORD_EINVAL, "the environment variable %s (the secret) is not set", variable);
+      return explain_failure(error, error_size, PROCORD_EINVAL, "the environment variable %s (the secret) is not set", variable);
     n = strlen(value);
     if (n > sizeof buffer) n = sizeof buffer;
     memcpy(buffer, value, n);
@@ -239,7 +239,7 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
   n = without_newline(buffer, n);
   int result = 0;
   if (n < PROCORD_SECRET_MIN_LENGTH || n > PROCORD_SECRET_MAX_LENGTH || n > size)
-    result = fail(error, error_size, PROCORD_EINVAL, "the secret in %s must have %d to %zu bytes (it has %s%zu)",
+    result = explain_failure(error, error_size, PROCORD_EINVAL, "the secret in %s must have %d to %zu bytes (it has %s%zu)",
                   source, PROCORD_SECRET_MIN_LENGTH, size < PROCORD_SECRET_MAX_LENGTH ? size : (size_t)PROCORD_SECRET_MAX_LENGTH,
                   n > PROCORD_SECRET_MAX_LENGTH ? "over " : "", n);
   else {

@@ -185,7 +185,7 @@ static int limit(pid_t pid, int resource, unsigned long long value, unsigned lon
 }
 
 /* Before the worker gets a task: see procord_resource_limits_t. */
-static int apply_limits(pid_t pid, const procord_resource_limits_t *limits) {
+static int apply_resource_limits(pid_t pid, const procord_resource_limits_t *limits) {
   int error = limit(pid, RLIMIT_AS, limits->address_space_bytes, limits->address_space_bytes);
   /* A second between SIGXCPU and SIGKILL, for the task to notice. */
   if (!error) error = limit(pid, RLIMIT_CPU, limits->cpu_seconds, limits->cpu_seconds + 1);
@@ -268,7 +268,7 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
     if (ours[1] != ours[0]) close(ours[1]);
     return -e;
   }
-  int limit_error = apply_limits(pid, &options->limits);
+  int limit_error = apply_resource_limits(pid, &options->limits);
   if (limit_error) {
     close(ours[0]);
     if (ours[1] != ours[0]) close(ours[1]);

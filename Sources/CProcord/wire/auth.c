@@ -1,4 +1,4 @@
-/* Shared-secret authentication: nonces and proofs (auth_private.h). */
+/* Shared-secret authentication: nonces and proofs (wire_private.h). */
 #define _GNU_SOURCE
 #include "wire/wire_private.h"
 

@@ -48,7 +48,7 @@ int procord_frame_parser_is_idle(const procord_frame_parser_t *parser) {
   return parser->state == STATE_SIZE && parser->digits == 0;
 }
 
-static int fail(procord_frame_parser_t *parser, int error) {
+static int fail_parser(procord_frame_parser_t *parser, int error) {
   parser->state = STATE_ERROR;
   parser->error = error;
   return error;
@@ -70,7 +70,7 @@ static int body_is_well_formed(unsigned char kind, const unsigned char *body, si
 
 static int complete(procord_frame_parser_t *parser, procord_frame_t *frame) {
   if (!body_is_well_formed(parser->kind, parser->body, parser->filled))
-    return fail(parser, PROCORD_EILL_FORMED);
+    return fail_parser(parser, PROCORD_EILL_FORMED);
   frame->kind = parser->kind;
   frame->body = parser->body;
   frame->length = parser->filled;
@@ -90,18 +90,18 @@ static int parse_header(procord_frame_parser_t *parser, const unsigned char *byt
     if (c >= '0' && c <= '9') {
       if (parser->digits + 1 >= PROCORD_FRAME_MAX_SIZE_DIGITS) {
         *used = i + 1;
-        return fail(parser, PROCORD_ETOO_LONG);
+        return fail_parser(parser, PROCORD_ETOO_LONG);
       }
       parser->digits++;
       parser->size = parser->size * 10 + (uint64_t)(c - '0');
       if (parser->size > parser->max_message_size) {
         *used = i + 1;
-        return fail(parser, PROCORD_ETOO_LONG);
+        return fail_parser(parser, PROCORD_ETOO_LONG);
       }
       continue;
     }
     *used = i + 1;
-    if (parser->digits == 0) return fail(parser, PROCORD_EILL_FORMED);
+    if (parser->digits == 0) return fail_parser(parser, PROCORD_EILL_FORMED);
     parser->kind = c;
     return 1;
   }
@@ -128,7 +128,7 @@ int procord_frame_parser_feed(procord_frame_parser_t *parser, const void *data, 
     if (r <= 0) return r;
     /* One allocation of the exact size, known to be within the maximum. */
     parser->body = procord_malloc_body((size_t)parser->size);
-    if (!parser->body) return fail(parser, -ENOMEM);
+    if (!parser->body) return fail_parser(parser, -ENOMEM);
     parser->filled = 0;
     parser->state = STATE_BODY;
   }

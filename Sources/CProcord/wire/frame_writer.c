@@ -1,4 +1,4 @@
-/* Blocking frame writes that never raise SIGPIPE (frame_writer.h). */
+/* Blocking frame writes that never raise SIGPIPE (wire_private.h). */
 #define _GNU_SOURCE
 #include "wire/wire_private.h"
 #include "procord/error.h"

@@ -1,5 +1,5 @@
 /*
- * A worker's stdout and stderr as `P` frames (capture.h): pipes in place of
+ * A worker's stdout and stderr as `P` frames (worker_private.h): pipes in place of
  * descriptors 1 and 2, a thread that forwards what they carry, and a drain
  * before each answer so that output and answer arrive in order.
  */
@@ -63,9 +63,7 @@ static int forward_available(procord_output_capture_t *c, stream_t *s) {
 
 static void *forward(void *argument) {
   procord_output_capture_t *c = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   struct pollfd p[3];
   for (int i = 0; i < c->count; i++) p[i] = (struct pollfd){.fd = c->streams[i].read_fd, .events = POLLIN};
   p[c->count] = (struct pollfd){.fd = c->stop[0], .events = POLLIN};

@@ -113,11 +113,9 @@ typedef struct watchdog_s {
   int started;
 } watchdog_t;
 
-static void *watch(void *argument) {
+static void *watch_peer(void *argument) {
   watchdog_t *dog = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  procord_thread_block_all_signals();
   /* A local peer that went away shows as POLLHUP. A TCP peer that went away
      has only sent its FIN, which a half-close sends too: over TCP a client
      must not half-close while it waits for an answer (docs/PROTOCOL.md). */
@@ -152,7 +150,7 @@ static void watchdog_start(watchdog_t *dog, int fd) {
   memset(dog, 0, sizeof *dog);
   dog->fd = fd;
   if (pipe2(dog->stop, O_CLOEXEC) < 0) return;
-  if (pthread_create(&dog->thread, NULL, watch, dog) != 0) {
+  if (pthread_create(&dog->thread, NULL, watch_peer, dog) != 0) {
     close(dog->stop[0]);
     close(dog->stop[1]);
     return;

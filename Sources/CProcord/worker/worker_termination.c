@@ -21,7 +21,7 @@ typedef struct termination_watch_s {
 /* Written by the handler, read by the watcher; -1 until installed. */
 static int termination_write_fd = -1;
 
-static void on_signal(int signal) {
+static void on_termination_signal(int signal) {
   (void)signal;
   int saved = errno; /* the handler must leave errno as it found it */
   unsigned char byte = 1;
@@ -30,7 +30,7 @@ static void on_signal(int signal) {
   errno = saved;
 }
 
-static void *watch(void *argument) {
+static void *watch_termination_pipe(void *argument) {
   termination_watch_t *watch = argument;
   unsigned char bytes[16];
   for (;;) {
@@ -42,7 +42,7 @@ static void *watch(void *argument) {
 
 int procord_worker_request_termination(void) {
   if (__atomic_load_n(&termination_write_fd, __ATOMIC_ACQUIRE) < 0) return PROCORD_ECLOSED;
-  on_signal(0);
+  on_termination_signal(0);
   return 0;
 }
 
@@ -66,7 +66,7 @@ int procord_worker_watch_termination(void (*on_termination)(void *context), void
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &previous);
   pthread_t thread;
-  int error = pthread_create(&thread, NULL, watch, &state);
+  int error = pthread_create(&thread, NULL, watch_termination_pipe, &state);
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
   if (error) {
     close(fds[0]);
@@ -79,7 +79,7 @@ int procord_worker_watch_termination(void (*on_termination)(void *context), void
   if (!on_sigterm) return 0;
   /* A handler, not SIG_IGN: what the task starts gets the default again at exec. */
   struct sigaction action = {0};
-  action.sa_handler = on_signal;
+  action.sa_handler = on_termination_signal;
   action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
   return sigaction(SIGTERM, &action, NULL) == 0 ? 0 : -errno;
