@@ -36,7 +36,8 @@ struct procord_listener_s {
 /* Accepting while neither paused nor waiting to retry. */
 static void listener_update(procord_listener_t *l) {
   if (l->paused || evtimer_pending(l->retry_timer, NULL)) event_del(l->accept_event);
-  else event_add(l->accept_event, NULL);
+  else
+    event_add(l->accept_event, NULL);
 }
 
 static void listener_free(procord_listener_t *l) {
@@ -56,7 +57,8 @@ static void on_listener_readable(evutil_socket_t listen_fd, short events, void *
   for (int turn = 0; turn < ACCEPTS_PER_TURN && !l->paused; turn++) {
     struct sockaddr_storage address;
     socklen_t length = sizeof address;
-    int fd = accept4((int)listen_fd, (struct sockaddr *)&address, &length, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int fd =
+        accept4((int)listen_fd, (struct sockaddr *)&address, &length, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       int error = errno;
       if (error == EINTR || error == ECONNABORTED) continue;
@@ -64,7 +66,8 @@ static void on_listener_readable(evutil_socket_t listen_fd, short events, void *
         /* Pending peers stay queued: try later rather than spin. */
         procord_timer_arm(l->retry_timer, ACCEPT_RETRY_MS);
         listener_update(l);
-        if (l->hooks.out_of_descriptors) l->hooks.out_of_descriptors(l->context, error, ACCEPT_RETRY_MS);
+        if (l->hooks.out_of_descriptors)
+          l->hooks.out_of_descriptors(l->context, error, ACCEPT_RETRY_MS);
       }
       /* Anything else (EAGAIN, a peer's network error): the loop says when
          there is more. */
@@ -131,14 +134,16 @@ int procord_listen(procord_loop_t *loop, const procord_listener_options_t *given
   procord_listener_options_t copy = {0};
   const procord_listener_options_t *options = &copy;
   /* A refused size still gives up the listening socket the copy holds. */
-  int refused = given ? PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_LISTENER_OPTIONS) : PROCORD_EINVAL;
+  int refused = given ? PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_LISTENER_OPTIONS)
+                      : PROCORD_EINVAL;
   int fd = options->listen_fd > 0 ? options->listen_fd : -1;
   if (!loop || refused || !options->on_accept || !result) {
     if (fd >= 0) close(fd);
     return PROCORD_EINVAL;
   }
   if (fd < 0) {
-    int error = procord_listen_socket(options->hostname, options->port, options->reuse_address, &fd);
+    int error =
+        procord_listen_socket(options->hostname, options->port, options->reuse_address, &fd);
     if (error) return error;
   }
   return procord_listener_start(loop, fd, options->on_accept, NULL, options->context, result);

@@ -28,7 +28,8 @@ void procord_address_string(const struct sockaddr *address, socklen_t length, ch
 
 int procord_address_port(const struct sockaddr_storage *address) {
   if (address->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)address)->sin_port);
-  if (address->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)address)->sin6_port);
+  if (address->ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)address)->sin6_port);
   return -1;
 }
 

@@ -30,14 +30,15 @@ static int bind_listening_socket(server_t *s) {
   const char *host = o->hostname ? o->hostname : "127.0.0.1";
   int fd = -1;
   int error = procord_listen_socket(host, o->port, o->reuse_address, &fd);
-  if (error == PROCORD_ERESOLVE)
-    server_log(s, PROCORD_LOG_ERROR, "cannot resolve %s", host);
+  if (error == PROCORD_ERESOLVE) server_log(s, PROCORD_LOG_ERROR, "cannot resolve %s", host);
   else if (error)
-    server_log(s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s%s", host, o->port, procord_strerror(error),
-             error == -EADDRINUSE && !o->reuse_address
-                 ? " (another server has it, or a stopped one's connections still wait out TIME_WAIT: "
-                   "reuse_address, --procord-reuse-address, takes it over from those)"
-                 : "");
+    server_log(
+        s, PROCORD_LOG_ERROR, "cannot listen on %s port %d: %s%s", host, o->port,
+        procord_strerror(error),
+        error == -EADDRINUSE && !o->reuse_address
+            ? " (another server has it, or a stopped one's connections still wait out TIME_WAIT: "
+              "reuse_address, --procord-reuse-address, takes it over from those)"
+            : "");
   return error ? error : fd;
 }
 
@@ -45,12 +46,17 @@ static int bind_listening_socket(server_t *s) {
    once, at start. TLS alone encrypts, but lets any client in. */
 static void warn_if_exposed(server_t *s, const struct sockaddr_storage *address) {
   const procord_security_t *security = s->options->security;
-  if (security && (security->secret_length > 0 || (security->tls && (SSL_CTX_get_verify_mode(security->tls) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT)))) return;
+  if (security && (security->secret_length > 0 ||
+                   (security->tls &&
+                    (SSL_CTX_get_verify_mode(security->tls) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT))))
+    return;
   if (procord_address_is_loopback(address)) return;
-  server_log(s, PROCORD_LOG_WARNING,
-           "listening on %s %s: anyone who can reach this port can run tasks (see docs/SECURITY.md)",
-           s->address, security ? "with TLS but without client certificates or a shared secret"
-                                : "without TLS or a shared secret");
+  server_log(
+      s, PROCORD_LOG_WARNING,
+      "listening on %s %s: anyone who can reach this port can run tasks (see docs/SECURITY.md)",
+      s->address,
+      security ? "with TLS but without client certificates or a shared secret"
+               : "without TLS or a shared secret");
 }
 
 int server_listen(server_t *s) {
@@ -60,11 +66,11 @@ int server_listen(server_t *s) {
     int listening = 0;
     socklen_t size = sizeof listening;
     int error = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 ? -errno
-                : listening                                                     ? 0
-                                                                                : PROCORD_EINVAL;
+                : listening                                                       ? 0
+                                                                                  : PROCORD_EINVAL;
     if (error) {
       server_log(s, PROCORD_LOG_ERROR, "cannot serve descriptor %d (listen_fd): %s", fd,
-               error == PROCORD_EINVAL ? "a socket that does not listen" : strerror(-error));
+                 error == PROCORD_EINVAL ? "a socket that does not listen" : strerror(-error));
       return error;
     }
   }
@@ -108,7 +114,8 @@ static void refuse_connection(server_t *s, int fd, server_peer_t *peer, const ch
   int length = snprintf(text, sizeof text, "refused by the server at %s: %s", s->address, why);
   if (length < 0) length = 0;
   if ((size_t)length >= sizeof text) length = sizeof text - 1;
-  size_t header = procord_frame_encode_header(PROCORD_FRAME_UNKNOWN_EXCEPTION, (size_t)length, frame);
+  size_t header =
+      procord_frame_encode_header(PROCORD_FRAME_UNKNOWN_EXCEPTION, (size_t)length, frame);
   memcpy(frame + header, text, (size_t)length);
   size_t n = header + (size_t)length;
   /* What the peer sent already is read first (the kernel hands a connection
@@ -133,7 +140,8 @@ static int make_room(server_t *s) {
 }
 
 /* A new connection: within the limits, into the gate or straight in. */
-static void on_connection_accepted(procord_listener_t *listener, int fd, const char *address, void *context) {
+static void on_connection_accepted(procord_listener_t *listener, int fd, const char *address,
+                                   void *context) {
   (void)listener;
   server_t *s = context;
   char name[PEER_SIZE], host[PEER_SIZE];
@@ -147,21 +155,25 @@ static void on_connection_accepted(procord_listener_t *listener, int fd, const c
   char why[160];
   if (s->max_connections_per_peer > 0 && peer->connections >= s->max_connections_per_peer) {
     server_note(s, REASON_PEER_CONNECTIONS, PROCORD_LOG_WARNING, name,
-                "refused: its address has %d connections already (max_connections_per_peer)", peer->connections);
-    snprintf(why, sizeof why, "this address has %d connections already (its limit)", peer->connections);
+                "refused: its address has %d connections already (max_connections_per_peer)",
+                peer->connections);
+    snprintf(why, sizeof why, "this address has %d connections already (its limit)",
+             peer->connections);
     refuse_connection(s, fd, peer, why);
     return;
   }
   if (!make_room(s)) {
     server_note(s, REASON_MAX_CONNECTIONS, PROCORD_LOG_WARNING, name,
                 "refused: %d connections, none idle (max_connections)", s->max_connections);
-    snprintf(why, sizeof why, "it holds %d connections, none idle; try again later", s->max_connections);
+    snprintf(why, sizeof why, "it holds %d connections, none idle; try again later",
+             s->max_connections);
     refuse_connection(s, fd, peer, why);
     return;
   }
   SERVER_COUNT(s, connections_accepted, 1);
   if (s->options->security) server_secure(s, fd, name, peer);
-  else server_client_open(s, fd, name, peer);
+  else
+    server_client_open(s, fd, name, peer);
 }
 
 static int admit_address(void *context, const struct sockaddr *peer, socklen_t length) {
@@ -171,9 +183,11 @@ static int admit_address(void *context, const struct sockaddr *peer, socklen_t l
 
 static void on_out_of_descriptors(void *context, int error, int retry_ms) {
   server_t *s = context;
-  server_note(s, REASON_OUT_OF_DESCRIPTORS, PROCORD_LOG_WARNING, "server",
-              "accept: %s; retrying in %d ms (%d connections held; lower max_connections, or raise the "
-              "descriptor limit)", strerror(error), retry_ms, s->client_count);
+  server_note(
+      s, REASON_OUT_OF_DESCRIPTORS, PROCORD_LOG_WARNING, "server",
+      "accept: %s; retrying in %d ms (%d connections held; lower max_connections, or raise the "
+      "descriptor limit)",
+      strerror(error), retry_ms, s->client_count);
 }
 
 int server_accept_start(server_t *s) {

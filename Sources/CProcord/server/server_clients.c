@@ -34,7 +34,9 @@ static void arm_client_timer(server_client_t *c);
 /* ---- Lists: every client; the ready queue, the idle list, the wait for room ---- */
 
 static procord_list_t *queue_of(server_t *s, client_queue_t queue) {
-  return queue == CLIENT_QUEUE_READY ? &s->ready_queue : queue == CLIENT_QUEUE_IDLE ? &s->idle_queue : &s->room_queue;
+  return queue == CLIENT_QUEUE_READY  ? &s->ready_queue
+         : queue == CLIENT_QUEUE_IDLE ? &s->idle_queue
+                                      : &s->room_queue;
 }
 
 /* The client at the head of `queue` (the oldest there), or NULL. */
@@ -194,10 +196,12 @@ static double remaining_ms(server_client_t *c) {
   switch (c->state) {
   case CLIENT_IDLE: /* silent since its last answer (or since it came) */
     limit = s->idle_timeout_ms;
-    if (s->read_timeout_ms > 0 && (limit < 0 || s->read_timeout_ms < limit)) limit = s->read_timeout_ms;
+    if (s->read_timeout_ms > 0 && (limit < 0 || s->read_timeout_ms < limit))
+      limit = s->read_timeout_ms;
     break;
   case CLIENT_RECEIVING:
-    if (s->task_timeout_ms >= 0) limit = s->task_timeout_ms + (double)c->received * 1000.0 / (double)s->min_receive_rate;
+    if (s->task_timeout_ms >= 0)
+      limit = s->task_timeout_ms + (double)c->received * 1000.0 / (double)s->min_receive_rate;
     if (s->read_timeout_ms > 0) {
       double silent = procord_ms_since(&c->last_input);
       double by_silence = elapsed - silent + s->read_timeout_ms;
@@ -210,8 +214,7 @@ static double remaining_ms(server_client_t *c) {
     if (s->answer_timeout_ms >= 0)
       limit = s->answer_timeout_ms + (double)c->answer_bytes * 1000.0 / (double)s->min_send_rate;
     break;
-  case CLIENT_READY:
-    break;
+  case CLIENT_READY: break;
   }
   if (limit < 0) return INFINITY;
   return limit - elapsed;
@@ -244,11 +247,12 @@ static void on_client_timer(evutil_socket_t fd, short events, void *argument) {
     client_close(c, 0);
     return;
   case CLIENT_RECEIVING:
-    server_note(s, REASON_TASK_TIMEOUT, PROCORD_LOG_WARNING, c->name,
-                "dropped: its task did not arrive in time (%zu bytes in %.0f ms; limits: %d ms for a "
-                "task, plus 1 s per %ld bytes%s)",
-                c->received, procord_ms_since(&c->since), s->task_timeout_ms, s->min_receive_rate,
-                s->read_timeout_ms > 0 ? ", and the read timeout" : "");
+    server_note(
+        s, REASON_TASK_TIMEOUT, PROCORD_LOG_WARNING, c->name,
+        "dropped: its task did not arrive in time (%zu bytes in %.0f ms; limits: %d ms for a "
+        "task, plus 1 s per %ld bytes%s)",
+        c->received, procord_ms_since(&c->since), s->task_timeout_ms, s->min_receive_rate,
+        s->read_timeout_ms > 0 ? ", and the read timeout" : "");
     client_close(c, 0);
     return;
   default:
@@ -316,7 +320,8 @@ static void on_client_input(procord_connection_t *connection, size_t count, void
      eighth more, so that big ones cannot keep them waiting. A task waits
      only while another one, not waiting, holds bytes too: that one ends
      (read whole and handed on, or timed out) and makes room. */
-  size_t limit = c->held > SMALL_TASK ? s->max_held_bytes : s->max_held_bytes + s->max_held_bytes / 8;
+  size_t limit =
+      c->held > SMALL_TASK ? s->max_held_bytes : s->max_held_bytes + s->max_held_bytes / 8;
   if (s->held_bytes > limit && s->held_bytes - s->waiting_held > c->held) wait_for_room(c);
 }
 
@@ -324,7 +329,8 @@ static int known_task(server_t *s, const procord_frame_t *name) {
   if (s->options->task_count == 0) return 1; /* the workers decide */
   for (size_t i = 0; i < s->options->task_count; i++) {
     const char *candidate = s->options->tasks[i].name;
-    if (candidate && strlen(candidate) == name->length && memcmp(candidate, name->body, name->length) == 0)
+    if (candidate && strlen(candidate) == name->length &&
+        memcmp(candidate, name->body, name->length) == 0)
       return 1;
   }
   return 0;
@@ -340,8 +346,8 @@ static void become_ready(server_client_t *c) {
   s->hooks.task_ready(s);
 }
 
-static void on_client_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
-                            void *context) {
+static void on_client_frame(procord_connection_t *connection, const procord_frame_t *frame,
+                            int error, void *context) {
   server_client_t *c = context;
   server_t *s = c->server;
   if (c->state != CLIENT_IDLE && c->state != CLIENT_RECEIVING) return; /* closing */
@@ -350,13 +356,15 @@ static void on_client_frame(procord_connection_t *connection, const procord_fram
     server_note(s, REASON_PROTOCOL_ERROR, PROCORD_LOG_INFO, c->name, "answered E%c: %s",
                 digit ? digit : '?', procord_strerror(error));
     if (digit) answer_error_and_close(c, digit);
-    else client_close(c, 1);
+    else
+      client_close(c, 1);
     return;
   }
   if (c->state == CLIENT_IDLE) begin_receiving(c); /* a task read ahead, from the stash */
   if (frame->kind == PROCORD_FRAME_TASK && !c->task_name) {
     if (!known_task(s, frame)) {
-      server_note(s, REASON_UNKNOWN_TASK, PROCORD_LOG_INFO, c->name, "answered E0: no task named %.*s",
+      server_note(s, REASON_UNKNOWN_TASK, PROCORD_LOG_INFO, c->name,
+                  "answered E0: no task named %.*s",
                   (int)(frame->length < 100 ? frame->length : 100), (const char *)frame->body);
       answer_error_and_close(c, '0');
       return;
@@ -386,7 +394,8 @@ static void on_client_frame(procord_connection_t *connection, const procord_fram
     return;
   }
   server_note(s, REASON_PROTOCOL_ERROR, PROCORD_LOG_INFO, c->name, "answered E1: a `%c` frame %s",
-              frame->kind, c->task_name ? "after the task's name" : "where a task's name was expected");
+              frame->kind,
+              c->task_name ? "after the task's name" : "where a task's name was expected");
   answer_error_and_close(c, '1');
 }
 
@@ -398,7 +407,8 @@ static void enter_idle(server_client_t *c) {
   c->answer_bytes = 0;
   if (s->draining) { /* served: no next task */
     set_client_state(c, CLIENT_CLOSING);
-    procord_connection_close_nicely(c->connection, s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
+    procord_connection_close_nicely(c->connection,
+                                    s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
     return;
   }
   set_client_state(c, CLIENT_IDLE);
@@ -435,10 +445,11 @@ server_client_t *server_client_next_ready(server_t *s) {
 }
 
 static void send_to_client(server_client_t *c, unsigned char kind, procord_connection_t *from,
-                       const procord_frame_t *frame) {
+                           const procord_frame_t *frame) {
   void *body = frame->length >= LEND_FROM && from ? procord_connection_take_body(from) : NULL;
   if (body) procord_connection_send_owned(c->connection, kind, body, frame->length, procord_free);
-  else procord_connection_send(c->connection, kind, frame->body, frame->length);
+  else
+    procord_connection_send(c->connection, kind, frame->body, frame->length);
 }
 
 static void count_forwarded(server_client_t *c);
@@ -453,7 +464,8 @@ void server_client_forward(server_client_t *c, unsigned char kind, procord_conne
   /* The answer: `0R` with it when another task may follow (not after an `E`,
      which ends a connection as an original worker would, nor in a drain). */
   server_t *s = c->server;
-  if (kind != PROCORD_FRAME_ERROR && !s->draining) procord_connection_send(c->connection, PROCORD_FRAME_REUSABLE, NULL, 0);
+  if (kind != PROCORD_FRAME_ERROR && !s->draining)
+    procord_connection_send(c->connection, PROCORD_FRAME_REUSABLE, NULL, 0);
   count_forwarded(c);
 }
 
@@ -483,38 +495,47 @@ void server_client_task_done(server_client_t *c, unsigned char answer) {
     c->peer->running--;
   }
   SERVER_COUNT(s, tasks_answered, 1);
-  server_log(s, PROCORD_LOG_DEBUG, "%s: task %s, %s (%.1f ms)", c->name, c->task_name ? c->task_name : "?",
-             answer == 'V' ? "value" : answer == 'X' ? "exception" : answer == 'U' ? "unknown exception" : "protocol error",
+  server_log(s, PROCORD_LOG_DEBUG, "%s: task %s, %s (%.1f ms)", c->name,
+             c->task_name ? c->task_name : "?",
+             answer == 'V'   ? "value"
+             : answer == 'X' ? "exception"
+             : answer == 'U' ? "unknown exception"
+                             : "protocol error",
              procord_ms_since(&c->queued));
   if (answer == PROCORD_FRAME_ERROR) {
     set_client_state(c, CLIENT_CLOSING);
-    procord_connection_close_nicely(c->connection, s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
+    procord_connection_close_nicely(c->connection,
+                                    s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
     return;
   }
   set_client_state(c, CLIENT_ANSWERING);
   c->answer_bytes = procord_connection_pending_output(c->connection);
   if (c->answer_bytes == 0) enter_idle(c);
-  else arm_client_timer(c);
+  else
+    arm_client_timer(c);
 }
 
 void server_client_lost_worker(server_client_t *c, const char *why) {
   PROCORD_ASSERT(!c->worker);
   server_note(c->server, REASON_WORKER_LOST, PROCORD_LOG_WARNING, c->name,
-              "the worker running its task %s %s; the connection is closed", c->task_name ? c->task_name : "?", why);
+              "the worker running its task %s %s; the connection is closed",
+              c->task_name ? c->task_name : "?", why);
   client_close(c, 0);
 }
 
 /* ---- Opening, evicting, draining ---- */
 
-static void on_client_state(procord_connection_t *connection, procord_connection_state_t state, void *context) {
+static void on_client_state(procord_connection_t *connection, procord_connection_state_t state,
+                            void *context) {
   (void)connection;
   server_client_t *c = context;
   if (state != PROCORD_DISCONNECTED) return;
   /* Still read while its task waits or runs (see procord_connection_pause_reading):
      a client that goes is seen at once, and its worker freed. */
   if (c->state == CLIENT_READY || c->state == CLIENT_RUNNING)
-    server_note(c->server, REASON_CLIENT_GONE, PROCORD_LOG_DEBUG, c->name, "went away while its task %s %s",
-                c->task_name ? c->task_name : "?", c->state == CLIENT_RUNNING ? "ran (its worker is killed)" : "waited");
+    server_note(c->server, REASON_CLIENT_GONE, PROCORD_LOG_DEBUG, c->name,
+                "went away while its task %s %s", c->task_name ? c->task_name : "?",
+                c->state == CLIENT_RUNNING ? "ran (its worker is killed)" : "waited");
   client_free(c);
 }
 
@@ -559,9 +580,10 @@ void server_client_open(server_t *s, int fd, const char *name, server_peer_t *pe
 int server_client_evict_idle(server_t *s) {
   server_client_t *c = first_in_queue(s, CLIENT_QUEUE_IDLE);
   if (!c) return 0;
-  server_note(s, REASON_EVICTED_IDLE, PROCORD_LOG_INFO, c->name,
-              "closed after %.0f ms idle, to make way for a new connection (at max_connections, %d)",
-              procord_ms_since(&c->since), s->max_connections);
+  server_note(
+      s, REASON_EVICTED_IDLE, PROCORD_LOG_INFO, c->name,
+      "closed after %.0f ms idle, to make way for a new connection (at max_connections, %d)",
+      procord_ms_since(&c->since), s->max_connections);
   client_close(c, 0);
   return 1;
 }
@@ -573,5 +595,6 @@ void server_clients_drain(server_t *s) {
 
 void server_clients_close_all(server_t *s) {
   procord_list_t *node;
-  while ((node = procord_list_first(&s->clients))) client_close(PROCORD_LIST_ENTRY(node, server_client_t, node), 1);
+  while ((node = procord_list_first(&s->clients)))
+    client_close(PROCORD_LIST_ENTRY(node, server_client_t, node), 1);
 }

@@ -54,7 +54,8 @@ static void on_dispatch_event(evutil_socket_t fd, short events, void *context) {
   procord_list_t *node;
   PROCORD_LIST_FOREACH(node, &s->workers) {
     server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
-    if (w->session && w->client && server_client_has_room(w->client)) server_worker_pause_output(w, 0);
+    if (w->session && w->client && server_client_has_room(w->client))
+      server_worker_pause_output(w, 0);
   }
 }
 

@@ -18,7 +18,8 @@
 static void maybe_stop(server_t *s) {
   if (!s->draining || s->finishing) return;
   server_workers_retire_idle(s);
-  if (s->client_count == 0 && s->total == 0 && procord_list_is_empty(&s->secured)) server_finish_soon(s);
+  if (s->client_count == 0 && s->total == 0 && procord_list_is_empty(&s->secured))
+    server_finish_soon(s);
 }
 
 /* After each task, and each client closed: the keep_running predicate. */
@@ -53,15 +54,16 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *context) {
   (void)fd;
   (void)events;
   server_t *s = context;
-  server_log(s, PROCORD_LOG_WARNING, "drain timeout: killing %d running tasks, dropping %d waiting", s->busy, s->ready);
+  server_log(s, PROCORD_LOG_WARNING, "drain timeout: killing %d running tasks, dropping %d waiting",
+             s->busy, s->ready);
   end_everything(s);
 }
 
 void server_begin_drain(server_t *s, const char *why) {
   if (s->draining) return;
   s->draining = 1;
-  server_log(s, PROCORD_LOG_INFO, "stopping (%s): %d tasks running, %d waiting, %d arriving", why, s->busy,
-             s->ready, s->receiving);
+  server_log(s, PROCORD_LOG_INFO, "stopping (%s): %d tasks running, %d waiting, %d arriving", why,
+             s->busy, s->ready, s->receiving);
   /* Closing the listening socket refuses new connections at once. */
   server_accept_stop(s);
   /* Peers not through the gate yet are not clients yet. */
@@ -80,7 +82,8 @@ void server_stop_now(server_t *s, const char *why) {
   int running = s->busy, waiting = s->ready;
   server_begin_drain(s, why);
   if (s->finishing) return;
-  server_log(s, PROCORD_LOG_INFO, "stopping now: killing %d running tasks, dropping %d waiting", running, waiting);
+  server_log(s, PROCORD_LOG_INFO, "stopping now: killing %d running tasks, dropping %d waiting",
+             running, waiting);
   end_everything(s);
 }
 

@@ -32,14 +32,14 @@ typedef enum { GATE_PEEKING, GATE_HANDSHAKE, GATE_AUTHENTICATING, GATE_LINGERING
 struct procord_gate_s {
   struct event_base *base;
   procord_security_t *security;
-  int fd;                   /* until a bufferevent owns it */
-  struct bufferevent *bev;  /* TLS, or the plain socket (which it does not close) */
+  int fd;                  /* until a bufferevent owns it */
+  struct bufferevent *bev; /* TLS, or the plain socket (which it does not close) */
   int tls;
   struct event *peek_event, *timer;
   gate_stage_t stage;
   procord_auth_t auth;
   procord_frame_parser_t parser;
-  const char *reason;       /* refused: why */
+  const char *reason; /* refused: why */
   int tls_failed, peer_left;
   procord_gate_done_fn done;
   void *context;
@@ -98,7 +98,10 @@ static void pass_peer(procord_gate_t *g) {
 }
 
 static void report_refusal(procord_gate_t *g) {
-  procord_gate_result_t result = {.passed = 0, .fd = -1, .reason = g->reason, .tls_failed = g->tls_failed,
+  procord_gate_result_t result = {.passed = 0,
+                                  .fd = -1,
+                                  .reason = g->reason,
+                                  .tls_failed = g->tls_failed,
                                   .peer_left = g->peer_left};
   end_gate(g, &result);
 }
@@ -204,7 +207,8 @@ static void on_auth_readable(struct bufferevent *bev, void *argument) {
     unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
     size_t reply_length = 0;
     const char *reason = NULL;
-    procord_auth_result_t result = procord_auth_step(&g->auth, &frame, reply, &reply_length, &reason);
+    procord_auth_result_t result =
+        procord_auth_step(&g->auth, &frame, reply, &reply_length, &reason);
     if (result == PROCORD_AUTH_FAILED) {
       refuse_peer(g, reason, 1);
       return;
@@ -254,7 +258,8 @@ static int begin_gate_auth(procord_gate_t *g) {
 /* After TLS: the secret, if any, else the peer is through. */
 static void after_gate_tls(procord_gate_t *g) {
   if (!procord_security_uses_secret(g->security)) pass_peer(g);
-  else if (begin_gate_auth(g) != 0) refuse_peer(g, "no random bytes for a nonce", 0);
+  else if (begin_gate_auth(g) != 0)
+    refuse_peer(g, "no random bytes for a nonce", 0);
 }
 
 /* ---- TLS ---- */
@@ -322,7 +327,11 @@ static void on_gate_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_gate_t *g = argument;
   if (g->stage == GATE_LINGERING) report_refusal(g);
-  else refuse_peer(g, g->stage == GATE_AUTHENTICATING ? "authentication timed out" : "the TLS handshake timed out", 0);
+  else
+    refuse_peer(g,
+                g->stage == GATE_AUTHENTICATING ? "authentication timed out"
+                                                : "the TLS handshake timed out",
+                0);
 }
 
 procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *security, int fd,
@@ -342,7 +351,8 @@ procord_gate_t *procord_gate_start(struct event_base *base, procord_security_t *
   procord_fd_set_nonblocking(fd, 1);
   g->timer = evtimer_new(base, on_gate_timeout, g);
   if (g->tls) g->peek_event = event_new(base, fd, EV_READ | EV_PERSIST, on_first_byte, g);
-  else g->bev = bufferevent_socket_new(base, fd, 0);
+  else
+    g->bev = bufferevent_socket_new(base, fd, 0);
   if (!g->timer || (g->tls ? !g->peek_event : !g->bev)) {
     free_gate(g);
     return NULL;

@@ -42,7 +42,7 @@ static void *run_in_process(void *argument) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL); /* the server's signals are the loop's */
-  procord_lineage_mark_serving(); /* its tasks may delegate */
+  procord_lineage_mark_serving();         /* its tasks may delegate */
   procord_control_serve_sessions(here->fd, serve_session_in_process, here);
   close(here->fd);
   procord_free(here);

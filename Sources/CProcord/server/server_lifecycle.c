@@ -40,7 +40,9 @@ static int check_server_security(server_t *s) {
 
 /* ---- Limits ---- */
 
-static int or_default(int value, int fallback) { return value > 0 ? value : value < 0 ? -1 : fallback; }
+static int or_default(int value, int fallback) {
+  return value > 0 ? value : value < 0 ? -1 : fallback;
+}
 
 /* The options' limits, with their defaults. */
 static void apply_server_limits(server_t *s, const procord_server_options_t *options) {
@@ -49,24 +51,30 @@ static void apply_server_limits(server_t *s, const procord_server_options_t *opt
   if (options->dont_fork) s->max = 1; /* one task at a time, in this process */
   s->warm = options->prestarted_workers > 0 ? options->prestarted_workers : 2;
   if (s->warm > s->max) s->warm = s->max;
-  s->max_connections = options->max_connections > 0 ? options->max_connections : PROCORD_DEFAULT_MAX_CONNECTIONS;
-  s->max_connections_per_peer = options->max_connections_per_peer > 0 ? options->max_connections_per_peer : 0;
+  s->max_connections =
+      options->max_connections > 0 ? options->max_connections : PROCORD_DEFAULT_MAX_CONNECTIONS;
+  s->max_connections_per_peer =
+      options->max_connections_per_peer > 0 ? options->max_connections_per_peer : 0;
   s->max_tasks_per_peer = options->max_tasks_per_peer > 0 ? options->max_tasks_per_peer : 0;
   s->idle_timeout_ms = or_default(options->idle_timeout_ms, PROCORD_DEFAULT_IDLE_TIMEOUT_MS);
   s->task_timeout_ms = or_default(options->task_timeout_ms, PROCORD_DEFAULT_TASK_TIMEOUT_MS);
   s->answer_timeout_ms = or_default(options->answer_timeout_ms, PROCORD_DEFAULT_ANSWER_TIMEOUT_MS);
   s->read_timeout_ms = options->read_timeout_ms > 0 ? options->read_timeout_ms : 0;
-  s->min_receive_rate = options->min_receive_rate > 0 ? options->min_receive_rate : PROCORD_DEFAULT_MIN_RATE;
+  s->min_receive_rate =
+      options->min_receive_rate > 0 ? options->min_receive_rate : PROCORD_DEFAULT_MIN_RATE;
   s->min_send_rate = options->min_send_rate > 0 ? options->min_send_rate : PROCORD_DEFAULT_MIN_RATE;
-  s->drain_timeout_ms = options->drain_timeout_ms > 0 ? options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
-  s->max_message_size = options->max_message_size > 0 ? options->max_message_size : procord_default_max_message_size();
+  s->drain_timeout_ms =
+      options->drain_timeout_ms > 0 ? options->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
+  s->max_message_size = options->max_message_size > 0 ? options->max_message_size
+                                                      : procord_default_max_message_size();
   s->max_held_bytes = options->max_buffered_task_bytes;
   if (s->max_held_bytes == 0) {
     s->max_held_bytes = (size_t)256 << 20;
     if (s->max_message_size <= SIZE_MAX / 2 && 2 * s->max_message_size > s->max_held_bytes)
       s->max_held_bytes = 2 * s->max_message_size;
   }
-  s->max_owed_bytes = options->max_buffered_answer_bytes > 0 ? options->max_buffered_answer_bytes : s->max_held_bytes;
+  s->max_owed_bytes = options->max_buffered_answer_bytes > 0 ? options->max_buffered_answer_bytes
+                                                             : s->max_held_bytes;
   s->stats = options->stats ? options->stats : &s->local_stats;
   memset(s->stats, 0, sizeof *s->stats);
 }
@@ -81,21 +89,26 @@ static void apply_server_limits(server_t *s, const procord_server_options_t *opt
 static void fit_descriptor_limit(server_t *s) {
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
-  rlim_t per_client = s->options->security && procord_security_uses_tls(s->options->security) ? 3 : 1;
+  rlim_t per_client =
+      s->options->security && procord_security_uses_tls(s->options->security) ? 3 : 1;
   rlim_t reserve = (rlim_t)s->max * 4 + 64;
   rlim_t needed = (rlim_t)s->max_connections * per_client + reserve;
   if (limit.rlim_cur >= needed) return;
-  rlim_t raised = limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= needed ? needed : limit.rlim_max;
+  rlim_t raised =
+      limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= needed ? needed : limit.rlim_max;
   if (raised > limit.rlim_cur) {
     struct rlimit wanted = {raised, limit.rlim_max};
     if (setrlimit(RLIMIT_NOFILE, &wanted) == 0) limit.rlim_cur = raised;
   }
   if (limit.rlim_cur >= needed) return;
-  int fits = limit.rlim_cur > reserve + per_client ? (int)((limit.rlim_cur - reserve) / per_client) : 1;
+  int fits =
+      limit.rlim_cur > reserve + per_client ? (int)((limit.rlim_cur - reserve) / per_client) : 1;
   /* Only a limit asked for is worth a warning: the default fits itself. */
-  server_log(s, s->options->max_connections > 0 ? PROCORD_LOG_WARNING : PROCORD_LOG_INFO,
-             "max_connections lowered from %d to %d: the descriptor limit is %llu (raise it with ulimit -n, "
-             "or LimitNOFILE= under systemd)", s->max_connections, fits, (unsigned long long)limit.rlim_cur);
+  server_log(
+      s, s->options->max_connections > 0 ? PROCORD_LOG_WARNING : PROCORD_LOG_INFO,
+      "max_connections lowered from %d to %d: the descriptor limit is %llu (raise it with ulimit -n, "
+      "or LimitNOFILE= under systemd)",
+      s->max_connections, fits, (unsigned long long)limit.rlim_cur);
   s->max_connections = fits;
 }
 
@@ -220,8 +233,9 @@ static void start_server_on_loop(void *argument) {
   s->work.abort = on_server_loop_freed;
   procord_loop_add_work(s->loop, &s->work);
   server_workers_keep_warm(s);
-  server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d task%s at once%s, %d connections)", s->address,
-             s->max, s->max == 1 ? "" : "s", options->dont_fork ? ", in this process" : "", s->max_connections);
+  server_log(s, PROCORD_LOG_INFO, "listening on %s (at most %d task%s at once%s, %d connections)",
+             s->address, s->max, s->max == 1 ? "" : "s",
+             options->dont_fork ? ", in this process" : "", s->max_connections);
   char ready[200];
   snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s", s->address);
   server_notify(s, ready);
@@ -229,18 +243,19 @@ static void start_server_on_loop(void *argument) {
 }
 
 static int start_server(procord_loop_t *loop, const procord_server_options_t *given, int own_loop,
-                 server_t **result) {
+                        server_t **result) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
   if (!given) return PROCORD_EINVAL;
   /* Read by its size, as every options struct (options_private.h). */
   procord_server_options_t copy;
   const procord_server_options_t *options = &copy;
-  const char *mistake = PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SERVER_OPTIONS) != 0
-                            ? "the server's options are larger than this Procord's and set a field it does not "
-                              "know (built against a newer procord/server.h?), or their size is wrong"
-                        : procord_spawn_options_nested(&copy.worker) != 0
-                            ? "the server's worker options have a size that is not this Procord's"
-                            : NULL;
+  const char *mistake =
+      PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SERVER_OPTIONS) != 0
+          ? "the server's options are larger than this Procord's and set a field it does not "
+            "know (built against a newer procord/server.h?), or their size is wrong"
+      : procord_spawn_options_nested(&copy.worker) != 0
+          ? "the server's worker options have a size that is not this Procord's"
+          : NULL;
   if (!mistake) mistake = options_mistake(options);
   if (!mistake && (!loop || !result))
     mistake = "procord_server_start: no loop, or nowhere to store the server (NULL)";
@@ -256,7 +271,8 @@ static int start_server(procord_loop_t *loop, const procord_server_options_t *gi
   s->base = procord_loop_base(loop);
   s->own_loop = own_loop;
   s->listen_fd = -1;
-  procord_list_t *lists[] = {&s->workers, &s->clients, &s->ready_queue, &s->idle_queue, &s->room_queue, &s->secured};
+  procord_list_t *lists[] = {&s->workers,    &s->clients,    &s->ready_queue,
+                             &s->idle_queue, &s->room_queue, &s->secured};
   for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) procord_list_init(lists[i]);
   server_peers_init(s);
   server_dispatch_hook_up(&s->hooks);
@@ -308,11 +324,13 @@ static void stop_server_on_loop(void *argument) {
   server_t *s = call->server;
   if (s->finishing) return;
   if (call->how == PROCORD_SERVER_STOP_NOW) server_stop_now(s, "procord_server_stop, now");
-  else server_begin_drain(s, "procord_server_stop");
+  else
+    server_begin_drain(s, "procord_server_stop");
 }
 
 int procord_server_stop(procord_server_t *server, procord_server_stop_how_t how) {
-  if (!server || (how != PROCORD_SERVER_STOP_GRACEFUL && how != PROCORD_SERVER_STOP_NOW)) return PROCORD_EINVAL;
+  if (!server || (how != PROCORD_SERVER_STOP_GRACEFUL && how != PROCORD_SERVER_STOP_NOW))
+    return PROCORD_EINVAL;
   if (procord_server_is_stopped(server)) return 0;
   stop_call_t call = {server, how};
   procord_loop_call_and_wait(server->loop, stop_server_on_loop, &call);
@@ -352,7 +370,8 @@ void procord_server_free(procord_server_t *server) {
     __atomic_store_n(&server->free_requested, 1, __ATOMIC_RELEASE);
     return;
   }
-  if (!procord_server_is_stopped(server)) procord_loop_call_and_wait(server->loop, abandon_server_on_loop, server);
+  if (!procord_server_is_stopped(server))
+    procord_loop_call_and_wait(server->loop, abandon_server_on_loop, server);
   procord_free(server);
 }
 

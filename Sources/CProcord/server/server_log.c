@@ -57,7 +57,8 @@ void server_note(server_t *s, server_reason_t reason, procord_log_level_t level,
   unsigned unlogged = s->reason_unlogged[reason];
   s->reason_unlogged[reason] = 0;
   if (unlogged)
-    server_log(s, level, "%s: %s (and %u more like it since the last such line)", peer, what, unlogged);
+    server_log(s, level, "%s: %s (and %u more like it since the last such line)", peer, what,
+               unlogged);
   else
     server_log(s, level, "%s: %s", peer, what);
 }

@@ -12,11 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS (sizeof ((server_t *)0)->peer_buckets / sizeof(procord_list_t))
+#define BUCKETS (sizeof((server_t *)0)->peer_buckets / sizeof(procord_list_t))
 
 static unsigned bucket_of(const char *host) {
   unsigned hash = 2166136261u; /* FNV-1a */
-  for (const unsigned char *p = (const unsigned char *)host; *p; p++) hash = (hash ^ *p) * 16777619u;
+  for (const unsigned char *p = (const unsigned char *)host; *p; p++)
+    hash = (hash ^ *p) * 16777619u;
   return hash % BUCKETS;
 }
 
@@ -48,7 +49,8 @@ void server_peer_forget_if_unused(server_t *s, server_peer_t *peer) {
 void server_peers_free(server_t *s) {
   for (size_t i = 0; i < BUCKETS; i++) {
     procord_list_t *node;
-    while ((node = procord_list_pop_front(&s->peer_buckets[i]))) procord_free(PROCORD_LIST_ENTRY(node, server_peer_t, node));
+    while ((node = procord_list_pop_front(&s->peer_buckets[i])))
+      procord_free(PROCORD_LIST_ENTRY(node, server_peer_t, node));
   }
 }
 

@@ -66,8 +66,8 @@ typedef struct server_worker_s server_worker_t;
 /* What one client address holds (server_peers.c). */
 typedef struct server_peer_s {
   char host[PEER_SIZE];
-  int connections; /* open client connections, and peers in the gate */
-  int running;     /* tasks of its clients running in workers */
+  int connections;     /* open client connections, and peers in the gate */
+  int running;         /* tasks of its clients running in workers */
   procord_list_t node; /* in its bucket of peer_buckets */
 } server_peer_t;
 
@@ -83,15 +83,15 @@ typedef enum {
 /* Which of the server's client queues a client is in (one at most). */
 typedef enum {
   CLIENT_QUEUE_NONE,
-  CLIENT_QUEUE_READY,   /* a whole task, waiting for a worker: oldest first */
-  CLIENT_QUEUE_IDLE,    /* between tasks: the longest idle is evicted first */
-  CLIENT_QUEUE_ROOM,    /* its task waits for room under max_buffered_task_bytes */
+  CLIENT_QUEUE_READY, /* a whole task, waiting for a worker: oldest first */
+  CLIENT_QUEUE_IDLE,  /* between tasks: the longest idle is evicted first */
+  CLIENT_QUEUE_ROOM,  /* its task waits for room under max_buffered_task_bytes */
 } client_queue_t;
 
 struct server_client_s {
   server_t *server;
   procord_connection_t *connection;
-  int fd;                    /* the socket (the connection's) */
+  int fd; /* the socket (the connection's) */
   struct event *timer;
   client_state_t state;
   server_peer_t *peer;
@@ -104,42 +104,42 @@ struct server_client_s {
   size_t input_length;
   struct timespec since; /* of the state: idle since, task started, answer queued */
   struct timespec last_input;
-  struct timespec queued; /* the whole task in: for the task's line in the log */
-  size_t received;        /* bytes of this task so far */
-  size_t answer_bytes;    /* queued for the client when its answer was */
-  server_worker_t *worker; /* while RUNNING (server_dispatch.c binds and unbinds) */
+  struct timespec queued;    /* the whole task in: for the task's line in the log */
+  size_t received;           /* bytes of this task so far */
+  size_t answer_bytes;       /* queued for the client when its answer was */
+  server_worker_t *worker;   /* while RUNNING (server_dispatch.c binds and unbinds) */
   procord_list_t node;       /* in the server's clients */
   procord_list_t queue_node; /* in the queue `queued_in` says, if any */
   client_queue_t queued_in;
-  size_t held;                                  /* of its task, in held_bytes */
-  size_t owed;                                  /* its part of owed_bytes */
-  struct timespec waiting_since;                /* for room: its time limit stops meanwhile */
+  size_t held;                   /* of its task, in held_bytes */
+  size_t owed;                   /* its part of owed_bytes */
+  struct timespec waiting_since; /* for room: its time limit stops meanwhile */
 };
 
 typedef enum {
-  WORKER_STARTING,   /* not ready yet */
-  WORKER_IDLE,       /* a session open, no task */
-  WORKER_BUSY,       /* a task sent, its answer awaited */
-  WORKER_ANSWERED,   /* the answer forwarded; `0R` (same session) or the session's end awaited */
-  WORKER_BETWEEN,    /* the session ended; the worker's report awaited before the next */
-  WORKER_RETIRING,   /* told to go (its control channel closed); its end awaited */
+  WORKER_STARTING, /* not ready yet */
+  WORKER_IDLE,     /* a session open, no task */
+  WORKER_BUSY,     /* a task sent, its answer awaited */
+  WORKER_ANSWERED, /* the answer forwarded; `0R` (same session) or the session's end awaited */
+  WORKER_BETWEEN,  /* the session ended; the worker's report awaited before the next */
+  WORKER_RETIRING, /* told to go (its control channel closed); its end awaited */
 } server_worker_state_t;
 
 struct server_worker_s {
   server_t *server;
-  procord_child_t child;     /* a process (pid 0 for the in-process thread) */
-  pthread_t thread;          /* the in-process worker (dont_fork) */
+  procord_child_t child; /* a process (pid 0 for the in-process thread) */
+  pthread_t thread;      /* the in-process worker (dont_fork) */
   int is_thread;
-  int control_fd;            /* owned by `control` */
+  int control_fd;                /* owned by `control` */
   procord_connection_t *control; /* `r` and `d` from it; `C` (with a session's socket) to it */
   procord_connection_t *session; /* the task's frames, both ways */
   struct event *exit_event;
-  struct event *kill_timer;  /* a task whose client went: SIGKILL if it outlives its grace */
+  struct event *kill_timer; /* a task whose client went: SIGKILL if it outlives its grace */
   server_worker_state_t state;
-  server_client_t *client;  /* whose task it runs (server_dispatch.c binds and unbinds) */
-  int done_reported;        /* its `d` came before its session's end was read */
-  int needs_session;        /* none could be made (no descriptors): tried again later */
-  procord_list_t node;      /* in the server's workers */
+  server_client_t *client; /* whose task it runs (server_dispatch.c binds and unbinds) */
+  int done_reported;       /* its `d` came before its session's end was read */
+  int needs_session;       /* none could be made (no descriptors): tried again later */
+  procord_list_t node;     /* in the server's workers */
 };
 
 /* Why a connection was refused, or dropped, or timed out: counted, and logged
@@ -168,19 +168,20 @@ typedef enum {
  */
 typedef struct server_hooks_s {
   /* server_dispatch.c's: */
-  void (*task_ready)(server_t *s);              /* a client's task came whole and waits */
-  void (*answers_taken)(server_t *s);           /* bytes owed to clients fell back under their bound
-                                                   (from inside a client's callback) */
-  void (*output_taken)(server_client_t *c);     /* c took what its running task printed */
-  void (*client_leaving)(server_client_t *c);   /* c is being freed, its task with c->worker */
-  void (*workers_changed)(server_t *s);         /* a worker is ready for a task, or gone, or
-                                                   starting workers may be tried again */
-  void (*worker_output)(server_worker_t *w, procord_connection_t *session,
-                        const procord_frame_t *frame); /* a print or the answer of w->client's task */
+  void (*task_ready)(server_t *s);            /* a client's task came whole and waits */
+  void (*answers_taken)(server_t *s);         /* bytes owed to clients fell back under their bound
+                                                 (from inside a client's callback) */
+  void (*output_taken)(server_client_t *c);   /* c took what its running task printed */
+  void (*client_leaving)(server_client_t *c); /* c is being freed, its task with c->worker */
+  void (*workers_changed)(server_t *s);       /* a worker is ready for a task, or gone, or
+                                                 starting workers may be tried again */
+  void (*worker_output)(
+      server_worker_t *w, procord_connection_t *session,
+      const procord_frame_t *frame); /* a print or the answer of w->client's task */
   void (*task_lost)(server_worker_t *w, const char *why); /* w->client's task ends unanswered */
   /* server_drain.c's: */
-  void (*ask_keep_running)(server_t *s);        /* a task was answered, or a client closed */
-  void (*maybe_stop)(server_t *s);              /* a client, a worker or a peer in the gate is gone */
+  void (*ask_keep_running)(server_t *s); /* a task was answered, or a client closed */
+  void (*maybe_stop)(server_t *s);       /* a client, a worker or a peer in the gate is gone */
 } server_hooks_t;
 
 struct procord_server_s {
@@ -189,8 +190,8 @@ struct procord_server_s {
   procord_loop_t *loop;
   struct event_base *base;
   server_hooks_t hooks;
-  int own_loop; /* procord_server_run's: stopped with the server */
-  procord_loop_work_t work; /* on the loop from start to finish (procord_loop_free stops it) */
+  int own_loop;                  /* procord_server_run's: stopped with the server */
+  procord_loop_work_t work;      /* on the loop from start to finish (procord_loop_free stops it) */
   procord_log_route_t log_route; /* libevent's messages, meanwhile */
   int listen_fd;                 /* until the listener takes it */
   procord_listener_t *listener;  /* until a drain or the end */
@@ -239,7 +240,7 @@ struct procord_server_s {
   time_t reason_second[REASON_COUNT];
   unsigned reason_unlogged[REASON_COUNT];
   char address[PEER_SIZE + 8];
-  int port;                  /* the one listened on */
+  int port; /* the one listened on */
 };
 
 /* ---- server_lifecycle.c ---- */
@@ -360,7 +361,8 @@ void server_log(server_t *s, procord_log_level_t level, const char *format, ...)
 void server_note(server_t *s, server_reason_t reason, procord_log_level_t level, const char *peer,
                  const char *format, ...) __attribute__((format(printf, 5, 6)));
 /* Adds `delta` to a figure (relaxed atomics: another thread may read them). */
-#define SERVER_COUNT(s, field, delta) __atomic_add_fetch(&(s)->stats->field, (delta), __ATOMIC_RELAXED)
+#define SERVER_COUNT(s, field, delta)                                                              \
+  __atomic_add_fetch(&(s)->stats->field, (delta), __ATOMIC_RELAXED)
 #define SERVER_SET(s, field, value) __atomic_store_n(&(s)->stats->field, (value), __ATOMIC_RELAXED)
 
 /* ---- server_systemd.c ---- */
@@ -381,8 +383,6 @@ void server_notify(server_t *s, const char *state);
  * that this reading is the same for every client, and workers never hold a
  * TLS session or the server's private key.
  */
-
-
 
 typedef struct procord_gate_s procord_gate_t;
 
@@ -426,12 +426,11 @@ typedef void (*procord_relay_done_fn)(procord_relay_t *relay, void *context);
 /*
  * Starts relaying between the TLS connection `tls` (taken) and a new
  * socketpair, whose other end, blocking and close-on-exec, goes in
- * `*inner_fd` for the server's own reading of the client. When the client goes (an end, an error, a reset), that end is shut down
- * both ways at once, whatever is still queued either way, and the relay
- * ends (the server sees the client gone, as for a plain client); when the
- * server's side closes its end, what is left goes to the client and the
- * TLS connection is closed.
- * Returns NULL (and frees `tls`) when out of descriptors or memory.
+ * `*inner_fd` for the server's own reading of the client. When the client goes (an end, an error, a
+ * reset), that end is shut down both ways at once, whatever is still queued either way, and the
+ * relay ends (the server sees the client gone, as for a plain client); when the server's side
+ * closes its end, what is left goes to the client and the TLS connection is closed. Returns NULL
+ * (and frees `tls`) when out of descriptors or memory.
  */
 procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,
                                      procord_relay_done_fn done, void *context);

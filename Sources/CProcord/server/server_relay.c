@@ -27,7 +27,7 @@
 
 struct procord_relay_s {
   struct bufferevent *client; /* TLS */
-  struct bufferevent *inner; /* our end of the socketpair: the server's side is at the other */
+  struct bufferevent *inner;  /* our end of the socketpair: the server's side is at the other */
   int inner_gone;
   struct event *flush_timer;
   size_t unflushed; /* the client's output at the last look */
@@ -74,9 +74,7 @@ static void on_relay_readable(struct bufferevent *from, void *argument) {
 /* Both directions at once: the server's side sees its client gone, even
    while it is not reading (it reads ahead, and the end or the reset shows).
    What it still says is for nobody. */
-static void hang_up_inside(procord_relay_t *r) {
-  shutdown(bufferevent_getfd(r->inner), SHUT_RDWR);
-}
+static void hang_up_inside(procord_relay_t *r) { shutdown(bufferevent_getfd(r->inner), SHUT_RDWR); }
 
 static void relay_client_flushed(procord_relay_t *r) {
   procord_tls_goodbye(r->client);
@@ -106,7 +104,8 @@ static void on_flush_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_relay_t *r = argument;
   if (evbuffer_get_length(bufferevent_get_output(r->client)) < r->unflushed) arm_flush_timer(r);
-  else end_relay(r);
+  else
+    end_relay(r);
 }
 
 static void on_relay_event(struct bufferevent *bev, short what, void *argument) {
@@ -127,7 +126,8 @@ static void on_relay_event(struct bufferevent *bev, short what, void *argument) 
   r->inner_gone = 1;
   bufferevent_disable(r->inner, EV_READ);
   if (evbuffer_get_length(bufferevent_get_output(r->client)) == 0) relay_client_flushed(r);
-  else arm_flush_timer(r);
+  else
+    arm_flush_timer(r);
 }
 
 procord_relay_t *procord_relay_start(struct bufferevent *tls, int *inner_fd,

@@ -62,7 +62,8 @@ static void on_gate_done(procord_gate_t *gate, const procord_gate_result_t *resu
     int fd = -1;
     e->relay = procord_relay_start(result->tls, &fd, on_relay_done, e);
     if (e->relay) server_client_open(s, fd, e->name, peer);
-    else server_log(s, PROCORD_LOG_ERROR, "%s: no descriptors or memory for its relay", e->name);
+    else
+      server_log(s, PROCORD_LOG_ERROR, "%s: no descriptors or memory for its relay", e->name);
   } else {
     server_client_open(s, result->fd, e->name, peer);
   }

@@ -33,7 +33,7 @@ int procord_server_activated_socket(void) {
 void server_notify(server_t *s, const char *state) {
   if (!s->own_loop) return;
   const char *path = getenv("NOTIFY_SOCKET");
-  if (!path || !*path || strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path) return;
+  if (!path || !*path || strlen(path) >= sizeof((struct sockaddr_un *)0)->sun_path) return;
   struct sockaddr_un address = {.sun_family = AF_UNIX};
   memcpy(address.sun_path, path, strlen(path));
   if (address.sun_path[0] == '@') address.sun_path[0] = 0; /* abstract namespace */

@@ -23,10 +23,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void on_session_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context);
-static void on_session_state(procord_connection_t *c, procord_connection_state_t state, void *context);
-static void on_control_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context);
-static void on_control_state(procord_connection_t *c, procord_connection_state_t state, void *context);
+static void on_session_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                             void *context);
+static void on_session_state(procord_connection_t *c, procord_connection_state_t state,
+                             void *context);
+static void on_control_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                             void *context);
+static void on_control_state(procord_connection_t *c, procord_connection_state_t state,
+                             void *context);
 static void on_worker_exit(evutil_socket_t fd, short events, void *context);
 static void open_session(server_worker_t *w);
 static void schedule_respawn(server_t *s);
@@ -35,7 +39,8 @@ static void schedule_respawn(server_t *s);
 
 /* The ways a worker's state may move: STARTING only at first, RETIRING for
    good (asserted: unused under NDEBUG). */
-__attribute__((unused)) static int server_worker_may_move(server_worker_state_t from, server_worker_state_t to) {
+__attribute__((unused)) static int server_worker_may_move(server_worker_state_t from,
+                                                          server_worker_state_t to) {
   switch (to) {
   case WORKER_STARTING: return 0;
   case WORKER_IDLE: return from == WORKER_BETWEEN || from == WORKER_ANSWERED;
@@ -83,7 +88,8 @@ static void retire_server_worker(server_worker_t *w, int kill_it) {
   set_server_worker_state(w, WORKER_RETIRING);
   close_session(w);
   if (kill_it && !w->is_thread) procord_child_kill(&w->child, SIGKILL);
-  if (w->control) procord_connection_close(w->control); /* its state callback may free w (a thread) */
+  if (w->control)
+    procord_connection_close(w->control); /* its state callback may free w (a thread) */
 }
 
 static void remove_worker(server_worker_t *w) {
@@ -119,8 +125,12 @@ static void link_worker(server_t *s, server_worker_t *w) {
 
 static int open_control(server_t *s, server_worker_t *w, int fd) {
   w->control_fd = fd;
-  procord_connection_options_t options = {
-      .size = sizeof options, .read_fd = fd, .write_fd = fd, .on_frame = on_control_frame, .on_state = on_control_state, .context = w};
+  procord_connection_options_t options = {.size = sizeof options,
+                                          .read_fd = fd,
+                                          .write_fd = fd,
+                                          .on_frame = on_control_frame,
+                                          .on_state = on_control_state,
+                                          .context = w};
   return procord_connection_open(s->loop, &options, &w->control);
 }
 
@@ -134,8 +144,8 @@ static int start_worker_process(server_t *s) {
   if (!error) error = procord_spawn(&spawn, &w->child);
   if (error) {
     procord_free(w);
-    server_log(s, PROCORD_LOG_ERROR, "could not start a worker (%s): %s", spawn.program ? spawn.program : "?",
-               procord_strerror(error));
+    server_log(s, PROCORD_LOG_ERROR, "could not start a worker (%s): %s",
+               spawn.program ? spawn.program : "?", procord_strerror(error));
     return error;
   }
   link_worker(s, w);
@@ -266,8 +276,11 @@ void server_worker_run_task(server_worker_t *w, const char *name, size_t name_le
   set_server_worker_state(w, WORKER_BUSY);
   procord_connection_cork(w->session, 1);
   procord_connection_send(w->session, PROCORD_FRAME_TASK, name, name_length);
-  if (input) procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, input_length, procord_free);
-  else procord_connection_send(w->session, PROCORD_FRAME_VALUE, NULL, 0);
+  if (input)
+    procord_connection_send_owned(w->session, PROCORD_FRAME_VALUE, input, input_length,
+                                  procord_free);
+  else
+    procord_connection_send(w->session, PROCORD_FRAME_VALUE, NULL, 0);
   procord_connection_cork(w->session, 0);
 }
 
@@ -283,8 +296,10 @@ static void on_session_frame(procord_connection_t *session, const procord_frame_
                              void *context) {
   server_worker_t *w = context;
   server_t *s = w->server;
-  int answer = !error && (frame->kind == PROCORD_FRAME_VALUE || frame->kind == PROCORD_FRAME_EXCEPTION ||
-                          frame->kind == PROCORD_FRAME_UNKNOWN_EXCEPTION || frame->kind == PROCORD_FRAME_ERROR);
+  int answer =
+      !error &&
+      (frame->kind == PROCORD_FRAME_VALUE || frame->kind == PROCORD_FRAME_EXCEPTION ||
+       frame->kind == PROCORD_FRAME_UNKNOWN_EXCEPTION || frame->kind == PROCORD_FRAME_ERROR);
   int print = !error && (frame->kind == PROCORD_FRAME_PRINT || frame->kind == PROCORD_FRAME_FLUSH);
   if (w->state == WORKER_BUSY && (answer || print)) {
     s->hooks.worker_output(w, session, frame); /* to its client, if it has one still */
@@ -295,8 +310,8 @@ static void on_session_frame(procord_connection_t *session, const procord_frame_
     s->hooks.workers_changed(s);
     return;
   }
-  server_log(s, PROCORD_LOG_ERROR, "worker %d broke the protocol (%s); it is killed", (int)w->child.pid,
-             error ? procord_strerror(error) : "a frame out of place");
+  server_log(s, PROCORD_LOG_ERROR, "worker %d broke the protocol (%s); it is killed",
+             (int)w->child.pid, error ? procord_strerror(error) : "a frame out of place");
   lose_task(w, "broke the protocol");
   retire_server_worker(w, 1);
 }
@@ -314,7 +329,8 @@ static void after_session(server_worker_t *w) {
   s->hooks.workers_changed(s);
 }
 
-static void on_session_state(procord_connection_t *session, procord_connection_state_t state, void *context) {
+static void on_session_state(procord_connection_t *session, procord_connection_state_t state,
+                             void *context) {
   (void)session;
   server_worker_t *w = context;
   if (state != PROCORD_DISCONNECTED) return;
@@ -346,11 +362,13 @@ void server_worker_abandon(server_worker_t *w) {
   close_session(w);
   if (!w->is_thread) {
     if (!w->kill_timer) w->kill_timer = evtimer_new(w->server->base, on_kill_timer, w);
-    if (!w->kill_timer || procord_timer_arm(w->kill_timer, PROCORD_WORKER_CANCEL_GRACE_MS + 1000) != 0)
+    if (!w->kill_timer ||
+        procord_timer_arm(w->kill_timer, PROCORD_WORKER_CANCEL_GRACE_MS + 1000) != 0)
       procord_child_kill(&w->child, SIGKILL);
     return;
   }
-  set_server_worker_state(w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
+  set_server_worker_state(
+      w, WORKER_BETWEEN); /* the thread finishes the task for nobody, then reports */
 }
 
 void server_worker_pause_output(server_worker_t *w, int paused) {
@@ -371,21 +389,25 @@ static void on_control_frame(procord_connection_t *control, const procord_frame_
     s->hooks.workers_changed(s);
     return;
   }
-  if (!error && frame->kind == PROCORD_CONTROL_DONE && w->state != WORKER_STARTING && w->state != WORKER_RETIRING) {
+  if (!error && frame->kind == PROCORD_CONTROL_DONE && w->state != WORKER_STARTING &&
+      w->state != WORKER_RETIRING) {
     /* The worker closed the session it served (its read timeout, an `E`,
        a client it gave up on). Its last frames may still be unread in the
        session: the session's own end decides, then comes a new one. */
     if (w->session) w->done_reported = 1;
-    else after_session(w);
+    else
+      after_session(w);
     return;
   }
   if (w->state == WORKER_RETIRING) return;
-  server_log(s, PROCORD_LOG_ERROR, "worker %d sent its server something unexpected; it is killed", (int)w->child.pid);
+  server_log(s, PROCORD_LOG_ERROR, "worker %d sent its server something unexpected; it is killed",
+             (int)w->child.pid);
   lose_task(w, "broke the protocol");
   retire_server_worker(w, 1);
 }
 
-static void on_control_state(procord_connection_t *control, procord_connection_state_t state, void *context) {
+static void on_control_state(procord_connection_t *control, procord_connection_state_t state,
+                             void *context) {
   (void)control;
   server_worker_t *w = context;
   if (state != PROCORD_DISCONNECTED) return;
@@ -415,14 +437,17 @@ static void on_worker_exit(evutil_socket_t fd, short events, void *context) {
   int reaped = procord_child_try_reap(&w->child, &status);
   if (reaped == 0) return;
   char how[96];
-  if (reaped != 1) snprintf(how, sizeof how, "ended (reaped elsewhere in this program: status unknown)");
+  if (reaped != 1)
+    snprintf(how, sizeof how, "ended (reaped elsewhere in this program: status unknown)");
   else if (WIFSIGNALED(status))
-    snprintf(how, sizeof how, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-  else snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
+    snprintf(how, sizeof how, "was killed by signal %d (%s)", WTERMSIG(status),
+             strsignal(WTERMSIG(status)));
+  else
+    snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(status));
   if (w->state == WORKER_STARTING) {
     s->start_failures++;
-    server_log(s, PROCORD_LOG_ERROR, "a worker (pid %d) %s before it was ready (%d in a row)", (int)pid, how,
-               s->start_failures);
+    server_log(s, PROCORD_LOG_ERROR, "a worker (pid %d) %s before it was ready (%d in a row)",
+               (int)pid, how, s->start_failures);
     schedule_respawn(s);
   } else if (w->state == WORKER_IDLE) {
     server_log(s, PROCORD_LOG_WARNING, "an idle worker (pid %d) %s", (int)pid, how);
@@ -442,7 +467,8 @@ void server_workers_retire_idle(server_t *s) {
   procord_list_t *node, *following;
   PROCORD_LIST_FOREACH_SAFE(node, following, &s->workers) {
     server_worker_t *w = PROCORD_LIST_ENTRY(node, server_worker_t, node);
-    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN) retire_server_worker(w, 0);
+    if (w->state == WORKER_IDLE || w->state == WORKER_STARTING || w->state == WORKER_BETWEEN)
+      retire_server_worker(w, 0);
   }
 }
 
