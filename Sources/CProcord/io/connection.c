@@ -418,12 +418,11 @@ static int become_connected(procord_connection_t *c) {
 
 /* Sends an authentication frame ahead of the owner's. */
 static int send_urgent(procord_connection_t *c, const unsigned char *body, size_t length) {
-  unsigned char frame[PROCORD_FRAME_HEADER_MAX + PROCORD_AUTH_PROOF_LENGTH];
-  size_t n = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, frame);
-  memcpy(frame + n, body, length);
-  if (over_tls(c)) return procord_tls_transport_write(&c->tls, frame, n + length);
+  unsigned char frame[PROCORD_AUTH_FRAME_MAX];
+  size_t n = procord_auth_frame(body, length, frame);
+  if (over_tls(c)) return procord_tls_transport_write(&c->tls, frame, n);
   /* Written from the loop, never inside the call that asked for it. */
-  if (evbuffer_add(c->urgent, frame, n + length) < 0) return -ENOMEM;
+  if (evbuffer_add(c->urgent, frame, n) < 0) return -ENOMEM;
   event_add(c->write_event, NULL);
   return 0;
 }

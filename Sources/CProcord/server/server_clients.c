@@ -176,14 +176,20 @@ static void client_close(server_client_t *c, int reset) {
   client_free(c); /* frees the connection without a callback, closing the socket */
 }
 
+/* Closes once what was sent is written, within the answer timeout (1 s
+   without one). */
+static void close_after_answer(server_client_t *c) {
+  set_client_state(c, CLIENT_CLOSING);
+  int limit = c->server->answer_timeout_ms > 0 ? c->server->answer_timeout_ms : 1000;
+  procord_connection_close_nicely(c->connection, limit);
+}
+
 /* Answers `E` (what the client did wrong) and closes once that is written. */
 static void answer_error_and_close(server_client_t *c, char digit) {
   procord_connection_send(c->connection, PROCORD_FRAME_ERROR, &digit, 1);
-  set_client_state(c, CLIENT_CLOSING);
   leave_queue(c);
   event_del(c->timer);
-  int limit = c->server->answer_timeout_ms > 0 ? c->server->answer_timeout_ms : 1000;
-  procord_connection_close_nicely(c->connection, limit);
+  close_after_answer(c);
 }
 
 /* ---- Time limits ---- */
@@ -406,9 +412,7 @@ static void enter_idle(server_client_t *c) {
   forget_task(c);
   c->answer_bytes = 0;
   if (s->draining) { /* served: no next task */
-    set_client_state(c, CLIENT_CLOSING);
-    procord_connection_close_nicely(c->connection,
-                                    s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
+    close_after_answer(c);
     return;
   }
   set_client_state(c, CLIENT_IDLE);
@@ -503,9 +507,7 @@ void server_client_task_done(server_client_t *c, unsigned char answer) {
                              : "protocol error",
              procord_ms_since(&c->queued));
   if (answer == PROCORD_FRAME_ERROR) {
-    set_client_state(c, CLIENT_CLOSING);
-    procord_connection_close_nicely(c->connection,
-                                    s->answer_timeout_ms > 0 ? s->answer_timeout_ms : 1000);
+    close_after_answer(c);
     return;
   }
   set_client_state(c, CLIENT_ANSWERING);

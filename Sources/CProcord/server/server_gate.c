@@ -170,22 +170,19 @@ static void refuse_peer(procord_gate_t *g, const char *reason, int tell) {
 /* ---- Authenticating ---- */
 
 static void queue_auth_frame(procord_gate_t *g, const unsigned char *body, size_t length) {
-  unsigned char header[PROCORD_FRAME_HEADER_MAX];
-  size_t n = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, header);
-  bufferevent_write(g->bev, header, n);
-  bufferevent_write(g->bev, body, length);
+  unsigned char frame[PROCORD_AUTH_FRAME_MAX];
+  bufferevent_write(g->bev, frame, procord_auth_frame(body, length, frame));
 }
 
 static int send_auth_frame_now(procord_gate_t *g, const unsigned char *body, size_t length) {
-  unsigned char frame[PROCORD_FRAME_HEADER_MAX + PROCORD_AUTH_PROOF_LENGTH];
-  size_t n = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, frame);
-  memcpy(frame + n, body, length);
+  unsigned char frame[PROCORD_AUTH_FRAME_MAX];
+  size_t n = procord_auth_frame(body, length, frame);
   if (evbuffer_get_length(bufferevent_get_output(g->bev)) > 0) return -EAGAIN;
   /* The socket is non-blocking: the send is never interrupted, and a short
      one is a failure. */
-  struct iovec part = {frame, n + length};
+  struct iovec part = {frame, n};
   ssize_t sent = procord_write_parts(g->fd, 1, &part, 1);
-  return sent == (ssize_t)(n + length) ? 0 : -EIO;
+  return sent == (ssize_t)n ? 0 : -EIO;
 }
 
 static void on_auth_readable(struct bufferevent *bev, void *argument) {

@@ -108,3 +108,11 @@ procord_auth_result_t procord_auth_step(procord_auth_t *auth, const procord_fram
   return auth->side == PROCORD_AUTH_SERVER ? server_step(auth, frame, reply, reply_length, reason)
                                            : client_step(auth, frame, reply, reply_length, reason);
 }
+
+size_t procord_auth_frame(const unsigned char *body, size_t length,
+                          unsigned char frame[PROCORD_AUTH_FRAME_MAX]) {
+  PROCORD_ASSERT(length <= PROCORD_AUTH_PROOF_LENGTH);
+  size_t header = procord_frame_encode_header(PROCORD_FRAME_AUTH, length, frame);
+  memcpy(frame + header, body, length);
+  return header + length;
+}

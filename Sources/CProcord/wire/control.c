@@ -25,24 +25,37 @@ int procord_control_send(int control_fd, unsigned char kind, const void *body, s
   return procord_write_all(control_fd, frame, header + length, 0);
 }
 
-int procord_control_receive_session(int control_fd) {
+/* A control message that carries a socket: one byte, and room for one
+   descriptor. Its pointers point into itself: set up in place. */
+typedef struct {
   char byte;
-  struct iovec part = {&byte, 1};
+  struct iovec part;
   union {
     struct cmsghdr header;
     char space[CMSG_SPACE(sizeof(int))];
   } control;
-  struct msghdr message = {.msg_iov = &part, .msg_iovlen = 1, .msg_control = control.space,
-                           .msg_controllen = sizeof control.space};
+  struct msghdr message;
+} socket_message_t;
+
+static void socket_message_init(socket_message_t *m, char byte) {
+  memset(m, 0, sizeof *m);
+  m->byte = byte;
+  m->part = (struct iovec){&m->byte, 1};
+  m->message = (struct msghdr){.msg_iov = &m->part, .msg_iovlen = 1, .msg_control = m->control.space,
+                               .msg_controllen = sizeof m->control.space};
+}
+
+int procord_control_receive_session(int control_fd) {
+  socket_message_t m;
   ssize_t n;
   do {
-    message.msg_controllen = sizeof control.space;
-    while ((n = recvmsg(control_fd, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+    socket_message_init(&m, 0);
+    while ((n = recvmsg(control_fd, &m.message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
     }
-  } while (n == 1 && byte == PROCORD_CONTROL_STOP); /* said during the last client: done with */
+  } while (n == 1 && m.byte == PROCORD_CONTROL_STOP); /* said during the last client: done with */
   if (n < 0) return errno == ECONNRESET ? PROCORD_ECLOSED : -errno;
   if (n == 0) return PROCORD_ECLOSED;
-  struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+  struct cmsghdr *header = CMSG_FIRSTHDR(&m.message);
   if (!header || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS)
     return PROCORD_EILL_FORMED;
   int fd;
@@ -70,22 +83,15 @@ int procord_control_serve_sessions(int control_fd, procord_control_session_cb se
 }
 
 int procord_control_hand_over(int control_fd, int session_fd) {
-  char byte = PROCORD_CONTROL_CLIENT;
-  struct iovec part = {&byte, 1};
-  union {
-    struct cmsghdr header;
-    char space[CMSG_SPACE(sizeof(int))];
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr message = {.msg_iov = &part, .msg_iovlen = 1, .msg_control = control.space,
-                           .msg_controllen = sizeof control.space};
-  struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+  socket_message_t m;
+  socket_message_init(&m, PROCORD_CONTROL_CLIENT);
+  struct cmsghdr *header = CMSG_FIRSTHDR(&m.message);
   header->cmsg_level = SOL_SOCKET;
   header->cmsg_type = SCM_RIGHTS;
   header->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(header), &session_fd, sizeof session_fd);
   ssize_t n;
-  while ((n = sendmsg(control_fd, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  while ((n = sendmsg(control_fd, &m.message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
   return n == 1 ? 0 : -errno;
 }

@@ -106,6 +106,8 @@ int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, con
 
 #define PROCORD_AUTH_NONCE_LENGTH 32
 #define PROCORD_AUTH_PROOF_LENGTH 32
+/* An `A` frame whole: its header and a nonce or a proof. */
+#define PROCORD_AUTH_FRAME_MAX (PROCORD_FRAME_HEADER_MAX + PROCORD_AUTH_PROOF_LENGTH)
 /* The largest frame either side reads before authentication is done: room
    for an original client's task name, so that its `T` is recognised. */
 #define PROCORD_AUTH_MAX_FRAME 4096
@@ -127,6 +129,11 @@ typedef enum procord_auth_result {
   PROCORD_AUTH_DONE,     /* authenticated; send `reply` first if its length is not 0 */
   PROCORD_AUTH_FAILED,   /* `*reason` says why; a server sends it as a `U` frame and closes */
 } procord_auth_result_t;
+
+/* Writes the `A` frame of `body` (a nonce or a proof, at most
+   PROCORD_AUTH_PROOF_LENGTH bytes) into `frame`; returns its length. */
+size_t procord_auth_frame(const unsigned char *body, size_t length,
+                          unsigned char frame[PROCORD_AUTH_FRAME_MAX]);
 
 /* Starts, with `secret` (lent for the whole exchange). A client gets its
    first frame's body in `reply` (32 bytes); returns -ENOMEM if no random

@@ -105,6 +105,17 @@ static void restore(stream_t *s) {
   close(s->read_fd);
 }
 
+/* Puts the streams back, closes the stop pipe (-1: none) and frees. */
+static void release_capture(procord_output_capture_t *c) {
+  for (int i = 0; i < c->count; i++) restore(&c->streams[i]);
+  if (c->stop[0] >= 0) {
+    close(c->stop[0]);
+    close(c->stop[1]);
+  }
+  pthread_mutex_destroy(&c->reading);
+  procord_free(c);
+}
+
 int procord_capture_start(procord_frame_writer_t *writer, int with_stderr,
                           procord_output_capture_t **result) {
   procord_output_capture_t *c = procord_allocate_zeroed(1, sizeof *c);
@@ -119,13 +130,8 @@ int procord_capture_start(procord_frame_writer_t *writer, int with_stderr,
   if (!error && with_stderr) c->count++;
   if (!error) error = -pthread_create(&c->thread, NULL, forward, c);
   if (error) {
-    for (int i = 0; i < c->count; i++) restore(&c->streams[i]);
-    if (c->stop[0] > 0) {
-      close(c->stop[0]);
-      close(c->stop[1]);
-    }
-    pthread_mutex_destroy(&c->reading);
-    procord_free(c);
+    if (c->stop[0] <= 0) c->stop[0] = c->stop[1] = -1; /* no pipe to close */
+    release_capture(c);
     return error;
   }
   *result = c;
@@ -146,9 +152,5 @@ void procord_capture_stop(procord_output_capture_t *c) {
   char byte = 0;
   procord_write_retrying(c->stop[1], &byte, 1);
   pthread_join(c->thread, NULL);
-  for (int i = 0; i < c->count; i++) restore(&c->streams[i]);
-  close(c->stop[0]);
-  close(c->stop[1]);
-  pthread_mutex_destroy(&c->reading);
-  procord_free(c);
+  release_capture(c);
 }
