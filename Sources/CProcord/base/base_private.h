@@ -60,6 +60,10 @@ static inline void procord_list_init(procord_list_t *head) { head->next = head->
 
 static inline int procord_list_is_empty(const procord_list_t *head) { return head->next == head; }
 
+/* Marks a node that may hold garbage (a struct on the stack, or not
+   zeroed) as in no list, before it is added. */
+static inline void procord_list_node_clear(procord_list_t *node) { node->next = node->prev = NULL; }
+
 /* Whether an element's node is in a list. */
 static inline int procord_list_is_linked(const procord_list_t *node) { return node->next != NULL; }
 

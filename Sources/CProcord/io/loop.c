@@ -188,7 +188,7 @@ void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, proco
      finds the queue empty needs to wake it: a burst of calls costs one
      eventfd write, not one each. */
   int was_empty = procord_list_is_empty(&loop->queue);
-  call->node.next = NULL; /* a call's node may be on the stack, never queued before */
+  procord_list_node_clear(&call->node); /* a call's node may be on the stack, never queued before */
   procord_list_push_back(&loop->queue, &call->node);
   pthread_mutex_unlock(&loop->queue_lock);
   if (!was_empty) return;
@@ -402,7 +402,7 @@ struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
 
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work) {
   pthread_mutex_lock(&loop->queue_lock);
-  work->node.next = NULL; /* the owner's struct need not be zeroed */
+  procord_list_node_clear(&work->node); /* the owner's struct need not be zeroed */
   procord_list_push_front(&loop->work, &work->node); /* aborted newest first */
   pthread_mutex_unlock(&loop->queue_lock);
 }
