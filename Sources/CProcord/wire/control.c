@@ -30,18 +30,21 @@ int procord_control_send(int control_fd, unsigned char kind, const void *body, s
 typedef struct {
   char byte;
   struct iovec part;
+  struct msghdr message;
+  /* Last: CMSG_SPACE is not a constant to every compiler. */
   union {
     struct cmsghdr header;
     char space[CMSG_SPACE(sizeof(int))];
   } control;
-  struct msghdr message;
 } socket_message_t;
 
 static void socket_message_init(socket_message_t *m, char byte) {
   memset(m, 0, sizeof *m);
   m->byte = byte;
   m->part = (struct iovec){&m->byte, 1};
-  m->message = (struct msghdr){.msg_iov = &m->part, .msg_iovlen = 1, .msg_control = m->control.space,
+  m->message = (struct msghdr){.msg_iov = &m->part,
+                               .msg_iovlen = 1,
+                               .msg_control = m->control.space,
                                .msg_controllen = sizeof m->control.space};
 }
 
@@ -63,7 +66,8 @@ int procord_control_receive_session(int control_fd) {
   return fd;
 }
 
-int procord_control_serve_sessions(int control_fd, procord_control_session_cb serve, void *context) {
+int procord_control_serve_sessions(int control_fd, procord_control_session_cb serve,
+                                   void *context) {
   int error = procord_control_send(control_fd, PROCORD_CONTROL_READY, NULL, 0);
   while (!error) {
     int session = procord_control_receive_session(control_fd);
