@@ -42,8 +42,12 @@ let archive = ProcordTask<[Invoice], Int>(name: "archive") { invoices in
 try await Worker.main(tasks: [total, archive]) { _ in
   let invoices = [
     Invoice(number: "INV-1", lines: [.init(item: "paper", quantity: 3, unitPriceCents: 450)]),
-    Invoice(number: "INV-2", lines: [.init(item: "pens", quantity: 10, unitPriceCents: 120),
-                                     .init(item: "stapler", quantity: 1, unitPriceCents: 1599)]),
+    Invoice(
+      number: "INV-2",
+      lines: [
+        .init(item: "pens", quantity: 10, unitPriceCents: 120),
+        .init(item: "stapler", quantity: 1, unitPriceCents: 1599),
+      ]),
     Invoice(number: "INV-3", lines: []),
   ]
 

@@ -39,7 +39,8 @@ static inline void reply_text(procord_reply_t *reply, unsigned char kind, const 
   reply->length = strlen(text);
   reply->body = malloc(reply->length + 1);
   if (reply->body) memcpy(reply->body, text, reply->length);
-  else reply->length = 0;
+  else
+    reply->length = 0;
 }
 
 /* The worker side of fibo: an `X` frame (text) for an input it refuses. */
@@ -60,7 +61,8 @@ static inline void fibo_task(void *context, const unsigned char *input, size_t l
    procord_outcome_describe's sentence (a crash names its signal). `worker`
    is where the task went: this program, or a server's host:port. Returns 1
    on success. */
-static inline int print_outcome(const char *input, const procord_outcome_t *outcome, const char *worker) {
+static inline int print_outcome(const char *input, const procord_outcome_t *outcome,
+                                const char *worker) {
   switch (outcome->kind) {
   case PROCORD_OUTCOME_VALUE:
     printf("fibo(%s) = %.*s\n", input, (int)outcome->length, (const char *)outcome->body);

@@ -36,7 +36,8 @@ int main(int argc, char **argv) {
   /* --procord-tls-ca and friends, for the server named by --procord-hostname. */
   procord_security_t *security = NULL;
   char problem[512];
-  if (procord_security_from_command(&command, PROCORD_SECURITY_CLIENT, &security, problem, sizeof problem) != 0) {
+  if (procord_security_from_command(&command, PROCORD_SECURITY_CLIENT, &security, problem,
+                                    sizeof problem) != 0) {
     fprintf(stderr, "%s: %s\n", argv[0], problem);
     return 2;
   }
@@ -47,7 +48,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   /* This program again, in socket mode (the worker's stdout stays free). */
-  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-socket-fd", "3", NULL};
+  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-socket-fd", "3",
+                                          NULL};
   procord_delegation_t **delegations = calloc((size_t)count, sizeof *delegations);
   int started = 0, succeeded = 0;
   for (int i = 0; i < count && delegations; i++) {
@@ -73,11 +75,13 @@ int main(int argc, char **argv) {
   procord_delegation_wait(loop, delegations, (size_t)started, 1, -1);
   char worker[300];
   if (command.hostname)
-    snprintf(worker, sizeof worker, "%s:%d", command.hostname, command.port >= 0 ? command.port : 1111);
+    snprintf(worker, sizeof worker, "%s:%d", command.hostname,
+             command.port >= 0 ? command.port : 1111);
   else
     snprintf(worker, sizeof worker, "%s", argv[0]);
   for (int i = 0; i < started; i++) {
-    succeeded += print_outcome(argv[command.first_argument + i], procord_delegation_outcome(delegations[i]), worker);
+    succeeded += print_outcome(argv[command.first_argument + i],
+                               procord_delegation_outcome(delegations[i]), worker);
     procord_delegation_release(delegations[i]);
   }
   free(delegations);

@@ -25,7 +25,8 @@ typedef struct {
 } program_t;
 
 /* on_done runs on the base's thread (this one), from the base's dispatch. */
-static void on_done(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void on_done(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                    void *context) {
   (void)delegation;
   (void)outcome;
   program_t *program = context;
@@ -51,14 +52,16 @@ int main(int argc, char **argv) {
   procord_loop_t *loop = NULL;
   int error = program.base ? procord_loop_new_on_base(program.base, &loop) : -ENOMEM;
   if (error) {
-    fprintf(stderr, "%s: cannot put Procord on the event base: %s\n", argv[0], procord_strerror(error));
+    fprintf(stderr, "%s: cannot put Procord on the event base: %s\n", argv[0],
+            procord_strerror(error));
     return 1;
   }
   struct event *timer = event_new(program.base, -1, EV_PERSIST, on_tick, &program);
   struct timeval every = {0, 1000};
   event_add(timer, &every);
 
-  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-socket-fd", "3", NULL};
+  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-socket-fd", "3",
+                                          NULL};
   procord_delegation_t **delegations = calloc((size_t)count, sizeof *delegations);
   int started = 0;
   for (int i = 0; i < count && delegations; i++, started++) {
@@ -75,7 +78,8 @@ int main(int argc, char **argv) {
     options.context = &program;
     error = procord_delegate(loop, &options, &delegations[i]);
     if (error) {
-      fprintf(stderr, "%s: cannot delegate fibo(%s): %s\n", argv[0], input, procord_strerror(error));
+      fprintf(stderr, "%s: cannot delegate fibo(%s): %s\n", argv[0], input,
+              procord_strerror(error));
       break;
     }
   }
@@ -85,10 +89,12 @@ int main(int argc, char **argv) {
 
   int succeeded = 0;
   for (int i = 0; i < started; i++) {
-    succeeded += print_outcome(argv[command.first_argument + i], procord_delegation_outcome(delegations[i]), argv[0]);
+    succeeded += print_outcome(argv[command.first_argument + i],
+                               procord_delegation_outcome(delegations[i]), argv[0]);
     procord_delegation_release(delegations[i]);
   }
-  fprintf(stderr, "%s: the program's own timer ticked %d times meanwhile\n", argv[0], program.ticks);
+  fprintf(stderr, "%s: the program's own timer ticked %d times meanwhile\n", argv[0],
+          program.ticks);
   free(delegations);
   event_free(timer);
   procord_loop_free(loop); /* before the base, which is the program's */

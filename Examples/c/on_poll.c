@@ -31,10 +31,12 @@ typedef struct {
 
 static int running, succeeded, failed;
 
-static void on_done(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void on_done(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                    void *context) {
   task_t *task = context;
   if (print_outcome(task->input, outcome, task->program)) succeeded++;
-  else failed++;
+  else
+    failed++;
   fflush(stdout);
   running--;
   procord_delegation_release(delegation); /* nothing else holds it */
@@ -47,7 +49,8 @@ static void delegate_line(procord_loop_t *loop, const char *line, const char *pr
   if (!task) return;
   snprintf(task->input, sizeof task->input, "%.*s", (int)strcspn(line, "\r\n"), line);
   task->program = program;
-  const char *const worker_arguments[] = {program, "--procord-worker", "--procord-socket-fd", "3", NULL};
+  const char *const worker_arguments[] = {program, "--procord-worker", "--procord-socket-fd", "3",
+                                          NULL};
   procord_delegation_options_t options;
   procord_delegation_options_init(&options); /* every default, and the struct's size */
   options.task_name = "fibo";
@@ -92,7 +95,8 @@ int main(int argc, char **argv) {
     if (watched[1].revents) {
       ssize_t n = read(STDIN_FILENO, pending + pending_length, sizeof pending - 1 - pending_length);
       if (n <= 0) input_open = 0;
-      else pending_length += (size_t)n;
+      else
+        pending_length += (size_t)n;
       char *line = pending, *end;
       pending[pending_length] = 0;
       while ((end = strchr(line, '\n'))) {

@@ -22,7 +22,8 @@ static procord_loop_t *the_loop(void) {
 
 /* Delegates rfibo(n) to a new worker, this program again. */
 static procord_delegation_t *delegate_rfibo(long long n) {
-  static const char *const arguments[] = {"recursive", "--procord-worker", "--procord-socket-fd", "3", NULL};
+  static const char *const arguments[] = {"recursive", "--procord-worker", "--procord-socket-fd",
+                                          "3", NULL};
   char input[24];
   snprintf(input, sizeof input, "%lld", n);
   procord_delegation_options_t options;
@@ -43,12 +44,14 @@ static procord_delegation_t *delegate_rfibo(long long n) {
 static long long value_of(procord_delegation_t *delegation) {
   const procord_outcome_t *outcome = procord_delegation_outcome(delegation);
   long long value;
-  if (!outcome || outcome->kind != PROCORD_OUTCOME_VALUE || !read_decimal(outcome->body, outcome->length, &value))
+  if (!outcome || outcome->kind != PROCORD_OUTCOME_VALUE ||
+      !read_decimal(outcome->body, outcome->length, &value))
     return -1;
   return value;
 }
 
-static void rfibo_task(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void rfibo_task(void *context, const unsigned char *input, size_t length,
+                       procord_reply_t *reply) {
   (void)context;
   long long n;
   if (!read_decimal(input, length, &n) || n < 0 || n > LIMIT) {
@@ -59,13 +62,17 @@ static void rfibo_task(void *context, const unsigned char *input, size_t length,
   if (n >= 2) {
     procord_delegation_t *halves[2] = {delegate_rfibo(n - 1), delegate_rfibo(n - 2)};
     if (halves[0] && halves[1]) procord_delegation_wait(loop, halves, 2, 1, -1);
-    long long first = halves[0] ? value_of(halves[0]) : -1, second = halves[1] ? value_of(halves[1]) : -1;
+    long long first = halves[0] ? value_of(halves[0]) : -1,
+              second = halves[1] ? value_of(halves[1]) : -1;
     /* Why a sub-task failed, in a sentence, before its outcome is released. */
     char why[512] = "rfibo: a sub-task could not be delegated";
-    procord_delegation_t *failed = !halves[0] || !halves[1] ? NULL : first < 0 ? halves[0] : halves[1];
+    procord_delegation_t *failed = !halves[0] || !halves[1] ? NULL
+                                   : first < 0              ? halves[0]
+                                                            : halves[1];
     if (failed && (first < 0 || second < 0)) {
       size_t used = (size_t)snprintf(why, sizeof why, "rfibo: a sub-task failed: ");
-      procord_outcome_describe(procord_delegation_outcome(failed), NULL, NULL, why + used, sizeof why - used);
+      procord_outcome_describe(procord_delegation_outcome(failed), NULL, NULL, why + used,
+                               sizeof why - used);
     }
     procord_delegation_release(halves[0]);
     procord_delegation_release(halves[1]);

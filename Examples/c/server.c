@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: not a port number: %s\n", argv[0], argv[command.first_argument]);
     return 2;
   }
-  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3", NULL};
+  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3",
+                                          NULL};
   procord_server_options_t options;
   procord_server_options_init(&options); /* every default, and the struct's size */
   options.hostname = "127.0.0.1";

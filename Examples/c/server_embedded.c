@@ -31,7 +31,8 @@ int main(int argc, char **argv) {
   procord_worker_main(argc, argv, tasks, 1, &command);
   int count = argc - command.first_argument;
   const char *const default_inputs[] = {"20"};
-  const char *const *inputs = count > 0 ? (const char *const *)argv + command.first_argument : default_inputs;
+  const char *const *inputs =
+      count > 0 ? (const char *const *)argv + command.first_argument : default_inputs;
   if (count <= 0) count = 1;
 
   procord_loop_t *loop;
@@ -41,7 +42,8 @@ int main(int argc, char **argv) {
   }
 
   /* The server: on our loop, started without blocking. */
-  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3", NULL};
+  const char *const worker_arguments[] = {argv[0], "--procord-worker", "--procord-handoff-fd", "3",
+                                          NULL};
   procord_server_options_t options;
   procord_server_options_init(&options); /* first: any field not set below has its default */
   options.hostname = "127.0.0.1";

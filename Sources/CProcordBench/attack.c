@@ -39,7 +39,7 @@ const char *procord_bench_attack_name(procord_bench_attack_kind_t kind) {
 typedef struct attacker_s {
   int fd;
   int connected;
-  int answered;     /* this connection got an answer: reopen at once */
+  int answered;       /* this connection got an answer: reopen at once */
   int awaiting_ready; /* greedy: the answer came, its `0R` not yet */
   uint64_t opened_ns;
   uint64_t wake_ns; /* when its next timed step is due; 0: none */
@@ -56,14 +56,15 @@ typedef struct attack_s {
   attacker_t *attackers;
   int connected; /* attackers whose connection is established */
   int epoll_fd;
-  int counting; /* the attack runs: answers count */
+  int counting;           /* the attack runs: answers count */
   unsigned char *request; /* what each attacker sends, whole (slowloris: a byte a step) */
   size_t request_length;
   procord_bench_attack_result_t *result;
 } attack_t;
 
 static void watch(attack_t *a, int i, uint32_t events) {
-  struct epoll_event event = {.events = events, .data.u64 = ATTACK_EVENT_DATA(ATTACK_TAG_ATTACKER, i)};
+  struct epoll_event event = {.events = events,
+                              .data.u64 = ATTACK_EVENT_DATA(ATTACK_TAG_ATTACKER, i)};
   epoll_ctl(a->epoll_fd, EPOLL_CTL_MOD, a->attackers[i].fd, &event);
 }
 
@@ -93,7 +94,8 @@ static void open_connection(attack_t *a, int i, uint64_t now) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (a->kind == PROCORD_BENCH_ATTACK_SLOW_READER)
       setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)a->port),
+    struct sockaddr_in address = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)a->port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct epoll_event event = {.events = EPOLLOUT,
                                 .data.u64 = ATTACK_EVENT_DATA(ATTACK_TAG_ATTACKER, i)};
@@ -160,9 +162,7 @@ static void start(attack_t *a, int i, uint64_t now) {
     watch(a, i, EPOLLIN | EPOLLRDHUP);
     break;
   case PROCORD_BENCH_ATTACK_NONE:
-  case PROCORD_BENCH_ATTACK_IDLE_FLOOD:
-    watch(a, i, EPOLLIN | EPOLLRDHUP);
-    break;
+  case PROCORD_BENCH_ATTACK_IDLE_FLOOD: watch(a, i, EPOLLIN | EPOLLRDHUP); break;
   case PROCORD_BENCH_ATTACK_GREEDY:
   case PROCORD_BENCH_ATTACK_SLOW_READER:
     if (send_request(a, i, now) < 0) return;
@@ -234,8 +234,7 @@ static void attacker_event(attack_t *a, int i, uint32_t events, uint64_t now) {
   }
   if (slow_reader ? (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0
                   : (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
-    if (slow_reader)
-      hang_up(a, i, now, 1);
+    if (slow_reader) hang_up(a, i, now, 1);
     else
       receive(a, i, now);
   }
@@ -255,8 +254,7 @@ static void attacker_step(attack_t *a, int i, uint64_t now) {
   } else if (a->kind == PROCORD_BENCH_ATTACK_SLOW_READER) {
     unsigned char byte;
     ssize_t n = recv(t->fd, &byte, 1, MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-      hang_up(a, i, now, 1);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) hang_up(a, i, now, 1);
     else
       t->wake_ns = now + SLOW_STEP_MS * MS;
   }
@@ -265,8 +263,8 @@ static void attacker_step(attack_t *a, int i, uint64_t now) {
 /* The request each attacker sends, whole. */
 static int make_request(attack_t *a) {
   const char *text = a->kind == PROCORD_BENCH_ATTACK_HANDSHAKE_STALL ? STALL_FRAME_PART
-                     : a->kind == PROCORD_BENCH_ATTACK_SLOW_READER ? ECHO_HEADER
-                                                                   : ATTACK_FACT_TASK;
+                     : a->kind == PROCORD_BENCH_ATTACK_SLOW_READER   ? ECHO_HEADER
+                                                                     : ATTACK_FACT_TASK;
   size_t header = strlen(text);
   size_t body = a->kind == PROCORD_BENCH_ATTACK_SLOW_READER ? ECHO_SIZE : 0;
   a->request = malloc(header + body);
@@ -293,8 +291,8 @@ static int attackers_that_fit(int wanted, int probe_limit_ms, int probe_interval
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return wanted;
   long probes = probe_interval_ms > 0 ? probe_limit_ms / probe_interval_ms + 2 : 0;
-  long room = (long)(limit.rlim_cur == RLIM_INFINITY ? 1 << 20 : limit.rlim_cur) - open_descriptors() -
-              probes - 64;
+  long room = (long)(limit.rlim_cur == RLIM_INFINITY ? 1 << 20 : limit.rlim_cur) -
+              open_descriptors() - probes - 64;
   return room < wanted ? (int)(room > 0 ? room : 0) : wanted;
 }
 
@@ -338,8 +336,7 @@ static int run(attack_t *a, attack_probes_t *probes, pid_t server, uint64_t star
     for (int k = 0; k < ready; k++) {
       uint64_t tag = events[k].data.u64 >> 32;
       int index = (int)(uint32_t)events[k].data.u64;
-      if (tag == ATTACK_TAG_ATTACKER)
-        attacker_event(a, index, events[k].events, now);
+      if (tag == ATTACK_TAG_ATTACKER) attacker_event(a, index, events[k].events, now);
       else
         attack_probes_event(probes, tag == ATTACK_TAG_WAKEUP ? -1 : index, events[k].events, now);
     }
@@ -354,7 +351,8 @@ static void fill_greedy_figures(const attack_t *a, procord_bench_attack_result_t
     if (a->attackers[i].answers < result->min_client_answers)
       result->min_client_answers = a->attackers[i].answers;
   }
-  if (result->elapsed_ns) result->answers_per_second = (double)result->answers * 1e9 / (double)result->elapsed_ns;
+  if (result->elapsed_ns)
+    result->answers_per_second = (double)result->answers * 1e9 / (double)result->elapsed_ns;
 }
 
 int procord_bench_attack(const procord_bench_attack_options_t *options,
@@ -369,8 +367,8 @@ int procord_bench_attack(const procord_bench_attack_options_t *options,
 
   attack_t a = {.kind = options->kind, .port = options->port, .epoll_fd = -1, .result = result};
   int wanted = options->kind == PROCORD_BENCH_ATTACK_NONE ? 0
-               : options->attackers                    ? options->attackers
-                                                       : default_attackers[options->kind];
+               : options->attackers                       ? options->attackers
+                                                          : default_attackers[options->kind];
   a.count = attackers_that_fit(wanted, options->probe_limit_ms > 0 ? options->probe_limit_ms : 2000,
                                options->probe_interval_ms == 0 ? 100 : options->probe_interval_ms);
   result->attackers = a.count;
@@ -403,7 +401,8 @@ int procord_bench_attack(const procord_bench_attack_options_t *options,
     attack_probes_finish(&probes, result);
     fill_greedy_figures(&a, result);
     if (server)
-      attack_server_settle(server, options->settle_limit_ms ? options->settle_limit_ms : 5000, result);
+      attack_server_settle(server, options->settle_limit_ms ? options->settle_limit_ms : 5000,
+                           result);
   }
   if (a.epoll_fd >= 0) close(a.epoll_fd);
   free(a.attackers);

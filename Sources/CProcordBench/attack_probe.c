@@ -23,8 +23,8 @@
    killed: its own deadline_ms should have ended it. */
 #define LIBRARY_GRACE_MS 1000
 
-static void end_probe(attack_probes_t *probes, attack_probe_t *probe, attack_probe_verdict_t verdict,
-                      uint64_t now) {
+static void end_probe(attack_probes_t *probes, attack_probe_t *probe,
+                      attack_probe_verdict_t verdict, uint64_t now) {
   if (probe->verdict != PROBE_PENDING) return;
   if (probe->fd >= 0) close(probe->fd); /* which takes it out of the epoll set */
   probe->fd = -1;
@@ -44,7 +44,8 @@ static void start_bare(attack_probes_t *probes, attack_probe_t *probe, int index
   probe->fd = fd;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)probes->port),
+  struct sockaddr_in address = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)probes->port),
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   struct epoll_event event = {.events = EPOLLOUT,
                               .data.u64 = ATTACK_EVENT_DATA(ATTACK_TAG_PROBE, index)};
@@ -184,14 +185,16 @@ int attack_probes_init(attack_probes_t *probes, const procord_bench_attack_optio
   if (!probes->probes) return -ENOMEM;
   if (!options->secret) return 0;
 
-  procord_security_options_t security = {
-      .role = PROCORD_SECURITY_CLIENT, .secret = options->secret, .secret_length = options->secret_length};
+  procord_security_options_t security = {.role = PROCORD_SECURITY_CLIENT,
+                                         .secret = options->secret,
+                                         .secret_length = options->secret_length};
   int error = procord_security_new(&security, &probes->security, NULL, 0);
   if (!error) error = procord_loop_new(&probes->loop);
   if (!error) error = procord_loop_start_thread(probes->loop);
   if (!error) {
     probes->wakeup_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event event = {.events = EPOLLIN, .data.u64 = ATTACK_EVENT_DATA(ATTACK_TAG_WAKEUP, 0)};
+    struct epoll_event event = {.events = EPOLLIN,
+                                .data.u64 = ATTACK_EVENT_DATA(ATTACK_TAG_WAKEUP, 0)};
     if (probes->wakeup_fd < 0 || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, probes->wakeup_fd, &event) < 0)
       error = -errno;
   }
@@ -208,8 +211,7 @@ uint64_t attack_probes_tick(attack_probes_t *probes, uint64_t now, int starting)
     attack_probe_t *probe = &probes->probes[index];
     *probe = (attack_probe_t){.fd = -1, .start_ns = now, .owner = probes};
     probes->pending++;
-    if (probes->loop)
-      start_delegation(probes, probe, now);
+    if (probes->loop) start_delegation(probes, probe, now);
     else
       start_bare(probes, probe, index, now);
     probes->next_ns += (uint64_t)probes->interval_ms * MS;
@@ -234,8 +236,7 @@ uint64_t attack_probes_tick(attack_probes_t *probes, uint64_t now, int starting)
 }
 
 void attack_probes_event(attack_probes_t *probes, int index, uint32_t events, uint64_t now) {
-  if (index < 0)
-    collect_delegations(probes);
+  if (index < 0) collect_delegations(probes);
   else if (index < probes->count)
     bare_event(probes, index, events, now);
 }
@@ -261,7 +262,8 @@ static void fill_figures(const attack_probes_t *probes, procord_bench_attack_res
     result->probes_answered += probe->verdict == PROBE_ANSWERED;
     result->probes_failed += probe->verdict == PROBE_FAILED;
     result->probes_timed_out += probe->verdict == PROBE_TIMED_OUT;
-    if (latencies) latencies[i] = probe->verdict == PROBE_ANSWERED ? probe->end_ns - probe->start_ns : limit;
+    if (latencies)
+      latencies[i] = probe->verdict == PROBE_ANSWERED ? probe->end_ns - probe->start_ns : limit;
   }
   if (!latencies) return;
   qsort(latencies, (size_t)probes->count, sizeof *latencies, compare_u64);

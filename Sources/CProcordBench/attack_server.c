@@ -123,7 +123,8 @@ static int count_in_table(pid_t pid, const char *table, const unsigned long *ino
     unsigned long inode;
     /* sl local remote st tx:rx tr:when retrnsmt uid timeout inode */
     if (sscanf(line, " %*s %*s %*s %x %*s %*s %*s %*s %*s %lu", &state, &inode) != 2) continue;
-    if (inode && state != 0x0A && bsearch(&inode, inodes, count, sizeof *inodes, compare_inodes)) found++;
+    if (inode && state != 0x0A && bsearch(&inode, inodes, count, sizeof *inodes, compare_inodes))
+      found++;
   }
   fclose(file);
   return found;
@@ -136,11 +137,13 @@ static int count_connections(pid_t pid) {
   unsigned long *inodes = NULL;
   size_t count = 0, capacity = 0;
   add_sockets(pid, &inodes, &count, &capacity);
-  for (int i = 0; i < child_count && i < 1024; i++) add_sockets(children[i], &inodes, &count, &capacity);
+  for (int i = 0; i < child_count && i < 1024; i++)
+    add_sockets(children[i], &inodes, &count, &capacity);
   int connections = 0;
   if (count > 0) {
     qsort(inodes, count, sizeof *inodes, compare_inodes);
-    connections = count_in_table(pid, "tcp", inodes, count) + count_in_table(pid, "tcp6", inodes, count);
+    connections =
+        count_in_table(pid, "tcp", inodes, count) + count_in_table(pid, "tcp6", inodes, count);
   }
   free(inodes);
   return connections;
@@ -153,7 +156,8 @@ void attack_server_record(pid_t pid, procord_bench_attack_result_t *result) {
     return;
   }
   if (now.rss_bytes > result->server_rss_max_bytes) result->server_rss_max_bytes = now.rss_bytes;
-  if (now.descriptors > result->server_descriptors_max) result->server_descriptors_max = now.descriptors;
+  if (now.descriptors > result->server_descriptors_max)
+    result->server_descriptors_max = now.descriptors;
   if (now.children > result->server_children_max) result->server_children_max = now.children;
 }
 
@@ -184,8 +188,11 @@ void attack_server_settle(pid_t pid, int limit_ms, procord_bench_attack_result_t
       result->server_exited = 1;
       break;
     }
-    int kept_workers = now.children > result->server_children_before ? now.children - result->server_children_before : 0;
-    if (now.descriptors <= result->server_descriptors_before + DESCRIPTORS_PER_WORKER * kept_workers &&
+    int kept_workers = now.children > result->server_children_before
+                           ? now.children - result->server_children_before
+                           : 0;
+    if (now.descriptors <=
+            result->server_descriptors_before + DESCRIPTORS_PER_WORKER * kept_workers &&
         count_connections(pid) == 0) {
       result->server_descriptors_back = 1;
       break;

@@ -25,8 +25,8 @@ static int exchange(int fd, const unsigned char *sent, unsigned char *received, 
 }
 
 /* Outside the timing: the answer must be the request. */
-static int exchange_checked(int fd, const unsigned char *sent, unsigned char *received,
-                            size_t size, uint64_t *elapsed_ns) {
+static int exchange_checked(int fd, const unsigned char *sent, unsigned char *received, size_t size,
+                            uint64_t *elapsed_ns) {
   memset(received, 0, size);
   uint64_t start = procord_bench_now_ns();
   int error = exchange(fd, sent, received, size);

@@ -14,7 +14,8 @@
 /* A host's base (NULL: the loop runs on a thread of its own). */
 static struct event_base *host_base;
 
-static void end_dispatch(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void end_dispatch(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                         void *context) {
   (void)delegation;
   (void)outcome;
   (void)context;
@@ -47,14 +48,14 @@ static int run_tasks(procord_loop_t *loop, procord_pool_t *pool,
                      uint64_t *round_trip_ns) {
   int error = 0;
   for (int i = 0; i < warmup && !error; i++) error = run_task(loop, pool, options, NULL);
-  for (int i = 0; i < rounds && !error; i++) error = run_task(loop, pool, options, &round_trip_ns[i]);
+  for (int i = 0; i < rounds && !error; i++)
+    error = run_task(loop, pool, options, &round_trip_ns[i]);
   return error;
 }
 
 int procord_bench_c_pool_rtt(const char *worker_program, const char *const *worker_arguments,
-                             const char *task_name, const unsigned char *input,
-                             size_t input_length, int on_host_base, int warmup, int rounds,
-                             uint64_t *round_trip_ns) {
+                             const char *task_name, const unsigned char *input, size_t input_length,
+                             int on_host_base, int warmup, int rounds, uint64_t *round_trip_ns) {
   if (!worker_program || !worker_arguments || !task_name || (!input && input_length > 0) ||
       warmup < 0 || rounds < 0 || (rounds > 0 && !round_trip_ns))
     return -EINVAL;
@@ -78,9 +79,10 @@ int procord_bench_c_pool_rtt(const char *worker_program, const char *const *work
   procord_pool_options_t pool_options = {.sources = &source, .source_count = 1, .max_workers = 1};
   procord_pool_t *pool = NULL;
   if (!(error = procord_pool_new(loop, &pool_options, &pool))) {
-    procord_delegation_options_t task = {
-        .task_name = task_name, .input = input, .input_length = input_length,
-        .on_done = host_base ? end_dispatch : NULL};
+    procord_delegation_options_t task = {.task_name = task_name,
+                                         .input = input,
+                                         .input_length = input_length,
+                                         .on_done = host_base ? end_dispatch : NULL};
     error = run_tasks(loop, pool, &task, warmup, rounds, round_trip_ns);
     procord_pool_shutdown(pool, 0);
     if (host_base) { /* no wait on the base's thread: procord_loop_free finishes the pool */

@@ -60,7 +60,8 @@ static int parse_port(const char *text) {
 }
 
 int procord_bench_notify_wait_port(int fd, int timeout_ms) {
-  uint64_t deadline = procord_bench_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u;
+  uint64_t deadline =
+      procord_bench_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u;
   for (;;) {
     int wait_ms = -1;
     if (timeout_ms >= 0) {
@@ -88,7 +89,7 @@ void procord_bench_notify_close(int fd, const char *path) {
   if (fd >= 0) close(fd);
   if (!path) return;
   unlink(path);
-  char directory[sizeof ((struct sockaddr_un *)0)->sun_path];
+  char directory[sizeof((struct sockaddr_un *)0)->sun_path];
   if (snprintf(directory, sizeof directory, "%s", path) >= (int)sizeof directory) return;
   cut_to_directory(directory);
   if (directory[0]) rmdir(directory);

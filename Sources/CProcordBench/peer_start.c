@@ -85,7 +85,8 @@ static int spawn_with_fd(const char *program, const char *const *arguments, int 
   int error = posix_spawn_file_actions_init(&actions);
   if (!error) {
     error = posix_spawn_file_actions_adddup2(&actions, fd, PROCORD_BENCH_PEER_FD);
-    if (!error) error = posix_spawn_file_actions_addclosefrom_np(&actions, PROCORD_BENCH_PEER_FD + 1);
+    if (!error)
+      error = posix_spawn_file_actions_addclosefrom_np(&actions, PROCORD_BENCH_PEER_FD + 1);
     if (!error)
       error = posix_spawn(pid, program, &actions, NULL, (char *const *)arguments, environ);
     posix_spawn_file_actions_destroy(&actions);

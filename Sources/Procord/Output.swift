@@ -19,8 +19,9 @@ public struct OutputDestination: Sendable, Hashable {
   /// A custom destination. `O` and `E` are stdout and stderr: print to
   /// those instead (this traps on them, a programming error).
   public init(_ byte: UInt8) {
-    precondition(byte != UInt8(ascii: "O") && byte != UInt8(ascii: "E"),
-                 "O and E are stdout and stderr: print to them instead")
+    precondition(
+      byte != UInt8(ascii: "O") && byte != UInt8(ascii: "E"),
+      "O and E are stdout and stderr: print to them instead")
     self.byte = byte
   }
 

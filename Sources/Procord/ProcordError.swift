@@ -225,7 +225,10 @@ extension ProcordError {
   ) {
     var code: Code = .disconnected
     var message = failure.description
-    var signal: Int32?, exitStatus: Int32?, errorNumber: Int32?, workerMessage: String?
+    var signal: Int32?
+    var exitStatus: Int32?
+    var errorNumber: Int32?
+    var workerMessage: String?
     switch failure {
     case .workerUnknownException(let text):
       workerMessage = text
@@ -237,7 +240,8 @@ extension ProcordError {
         message = text
       } else {
         code = .taskFailed
-        message = "the task threw an error that cannot travel as its own type: \(text) (to catch it as its "
+        message =
+          "the task threw an error that cannot travel as its own type: \(text) (to catch it as its "
           + "own type, give the task an ErrorCodec that handles it, such as .json(YourError.self))"
       }
     case .workerKilled:
@@ -247,14 +251,16 @@ extension ProcordError {
       code = .deadlineExceeded
     case .noWorkerAvailable(let name):
       code = .unknownTask
-      message = "the worker serves no task named \"\(name)\": pass the task to Worker.main(tasks:) or "
+      message =
+        "the worker serves no task named \"\(name)\": pass the task to Worker.main(tasks:) or "
         + "Worker.runIfRequested(tasks:) in the worker program, and check that the worker is the program you meant"
     case .workerDisconnected(let cause):
       switch cause {
       case .couldNotStart(let program, let number):
         code = .couldNotStart
         errorNumber = number
-        message = "could not start \(program): \(errnoText(number)); check the path, and that it is an executable "
+        message =
+          "could not start \(program): \(errnoText(number)); check the path, and that it is an executable "
           + "this user may run"
       case .startRefused:
         code = .startRefused
@@ -262,7 +268,8 @@ extension ProcordError {
         errorNumber = number
         if call == "connect" || call == "socket" {
           code = .couldNotConnect
-          message = "could not connect to \(destination): \(errnoText(number)); check that a Procord server "
+          message =
+            "could not connect to \(destination): \(errnoText(number)); check that a Procord server "
             + "listens there (--procord-server) and that this machine can reach it"
         } else {
           message = "\(call) on the worker's connection failed: \(errnoText(number))"
@@ -274,7 +281,8 @@ extension ProcordError {
         code = .exitedWithoutAnswer
         exitStatus = status
         if startedFromThisProgram {
-          message += "; if it exited at once, this program was started as a Procord worker but its main never "
+          message +=
+            "; if it exited at once, this program was started as a Procord worker but its main never "
             + "served: call Worker.main(tasks:) (or Worker.runIfRequested(tasks:)) first thing in main"
         }
       case .signaled(let number):
@@ -285,7 +293,8 @@ extension ProcordError {
         code = .disconnected
       case .undecodableOutput(let reason):
         code = .outputNotDecodable
-        message = "the task's output could not be decoded here: \(reason) (the main program and the worker must "
+        message =
+          "the task's output could not be decoded here: \(reason) (the main program and the worker must "
           + "use the same output codec and type: is the worker an older build?)"
       case .couldNotResolve:
         code = .couldNotResolve

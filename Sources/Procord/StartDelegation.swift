@@ -50,7 +50,8 @@ extension DisconnectionCause {
   /// how the worker ended.
   private init(ending outcome: procord_outcome_t, stage: procord_stage_t) {
     let error = outcome.error
-    let endOfStream = (error == PROCORD_EDISCONNECTED.rawValue && stage == .PROCORD_STAGE_READ)
+    let endOfStream =
+      (error == PROCORD_EDISCONNECTED.rawValue && stage == .PROCORD_STAGE_READ)
       || error == -EPIPE || error == -ECONNRESET
     let signal = outcome.killed_after_grace != 0 ? 0 : outcome.signal
     if error == PROCORD_ETLS.rawValue {

@@ -36,8 +36,9 @@ public enum Waiter {
     let milliseconds = waitMilliseconds(timeout)
     return withExtendedLifetime(processes) {
       handles.withUnsafeBufferPointer { buffer in
-        Int(procord_delegation_wait(
-          Runtime.shared.loop, buffer.baseAddress, buffer.count, all ? 1 : 0, milliseconds))
+        Int(
+          procord_delegation_wait(
+            Runtime.shared.loop, buffer.baseAddress, buffer.count, all ? 1 : 0, milliseconds))
       }
     }
   }

@@ -326,10 +326,12 @@ private final class ServingThread: @unchecked Sendable {
   static func start(parked: CheckedContinuation<Void, Never>, serve: @escaping () -> Void) {
     let context = Unmanaged.passRetained(ServingThread(serve: serve, parked: parked)).toOpaque()
     var thread = pthread_t()
-    let error = pthread_create(&thread, nil, { context in
-      Unmanaged<ServingThread>.fromOpaque(context!).takeUnretainedValue().serve()
-      exit(0)
-    }, context)
+    let error = pthread_create(
+      &thread, nil,
+      { context in
+        Unmanaged<ServingThread>.fromOpaque(context!).takeUnretainedValue().serve()
+        exit(0)
+      }, context)
     if error != 0 {
       writeStandardError("procord: cannot start the thread that serves tasks: errno \(error)\n")
       exit(70)

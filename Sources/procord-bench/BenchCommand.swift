@@ -73,7 +73,8 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
       let chosen = scenarios.isEmpty ? Scenario.all : Scenario.all.filter { scenarios.contains($0.name) }
       let workerCount = workers ?? WorkerPool.Configuration.defaultWorkerCount
-      let peerRunner = peers
+      let peerRunner =
+        peers
         ? PeerRunner(python: python, script: peersScript, workers: workerCount, quick: quick) : nil
       let context = BenchContext(
         workload: quick ? .quick : .full, workers: workerCount, tasksSentAhead: tasksSentAhead, workerPath: worker,

@@ -32,7 +32,8 @@ struct Workload: Sendable {
     attackSettleMilliseconds: 8_000)
 
   static let quick = Workload(
-    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, spawnBursts: 1, poolRoundTrips: 300, throughputTasks: 1_000,
+    pingPongRounds: 500, spawnTasks: 5, concurrentSpawns: 20, spawnBursts: 1, poolRoundTrips: 300,
+    throughputTasks: 1_000,
     payloadRepeats: [(1 << 10, 50), (1 << 20, 5)], codableRepeats: 3, codableRecords: 10_000,
     serverRoundTrips: 200, serverTasks: 2_000, serverClients: 8, pendingRemoteTasks: 1_000, attackMilliseconds: 2_000,
     greedyAttackMilliseconds: 3_000, attackSettleMilliseconds: 6_000)

@@ -22,7 +22,8 @@ struct ChartDrawing {
     // Room for the longest label, at about 6.5 pixels a character.
     let labelWidth = max(200, Double(rows.map { "\($0.scenario) \($0.metric)".count }.max() ?? 0) * 6.5 + 16)
     let series = ["Procord"] + PeerFigures.names.filter { name in rows.contains { $0.peers[name] != nil } }
-    let largest = rows.flatMap { m in [m.ratioToFloor ?? 1] + series.dropFirst().compactMap { peerRatio(m, $0) } }
+    let largest =
+      rows.flatMap { m in [m.ratioToFloor ?? 1] + series.dropFirst().compactMap { peerRatio(m, $0) } }
       .max() ?? 1
     // Decades from 1 up to the first power of ten above the largest ratio.
     var top = 10.0
@@ -53,7 +54,8 @@ struct ChartDrawing {
     while tick <= top {
       for step in [1.0, 2.0, 5.0] where tick * step <= top {
         let position = x(tick * step)
-        svg += "<line x1=\"\(position)\" y1=\"\(chartTop - 2)\" x2=\"\(position)\" y2=\"\(height - 30)\" "
+        svg +=
+          "<line x1=\"\(position)\" y1=\"\(chartTop - 2)\" x2=\"\(position)\" y2=\"\(height - 30)\" "
           + "stroke=\"\(step == 1 ? "#bbb" : "#e4e4e4")\"/>"
         svg += "<text x=\"\(position)\" y=\"\(height - 16)\" text-anchor=\"middle\">\(formatted(tick * step))×</text>\n"
       }
@@ -61,13 +63,15 @@ struct ChartDrawing {
     }
     for (index, m) in rows.enumerated() {
       let groupTop = chartTop + Double(index) * groupHeight
-      svg += "<text x=\"\(labelWidth - 8)\" y=\"\(groupTop + barHeight)\" text-anchor=\"end\">"
+      svg +=
+        "<text x=\"\(labelWidth - 8)\" y=\"\(groupTop + barHeight)\" text-anchor=\"end\">"
         + "\(escaped("\(m.scenario) \(m.metric)"))</text>\n"
       for (row, name) in series.enumerated() {
         guard let ratio = name == "Procord" ? m.ratioToFloor : peerRatio(m, name) else { continue }
         let top = groupTop + Double(row) * barHeight
         let length = max(1, x(ratio) - labelWidth)
-        svg += "<rect x=\"\(labelWidth)\" y=\"\(top)\" width=\"\(length)\" height=\"\(barHeight - 2)\" "
+        svg +=
+          "<rect x=\"\(labelWidth)\" y=\"\(top)\" width=\"\(length)\" height=\"\(barHeight - 2)\" "
           + "fill=\"\(Self.colors[name] ?? "#999")\"/>"
         svg += "<text x=\"\(labelWidth + length + 4)\" y=\"\(top + barHeight - 3)\">\(formatted(ratio))×</text>\n"
       }

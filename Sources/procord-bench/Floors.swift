@@ -62,7 +62,8 @@ enum Floors {
           Int32(min(rounds, 2000)), Int32(rounds), &samples)
       }
     }
-    try check(result, onHostBase ? "pool round trips through the C API on a host's base" : "pool round trips through the C API")
+    try check(
+      result, onHostBase ? "pool round trips through the C API on a host's base" : "pool round trips through the C API")
     return Latencies(samples)
   }
 }

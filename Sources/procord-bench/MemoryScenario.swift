@@ -1,9 +1,10 @@
+import Procord
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Procord
 
 #if canImport(Glibc)
 import Glibc

@@ -25,7 +25,8 @@ enum PoolScenarios {
       let rate = try await PoolRuns.throughput(
         [.local(context.workerProgram)], workers: context.workers, tasksSentAhead: sentAhead, onLoop: onLoop,
         count: context.workload.throughputTasks, scenario: "pool-throughput")
-      let metric = "\(context.workers) workers" + (sentAhead > 0 ? ", \(sentAhead) sent ahead" : "")
+      let metric =
+        "\(context.workers) workers" + (sentAhead > 0 ? ", \(sentAhead) sent ahead" : "")
         + (onLoop ? ", on the loop" : "")
       rows.append(
         Measurement(
@@ -63,13 +64,14 @@ enum PoolScenarios {
     let (latencies, hosted) = bothLoops
     // On the host's base: no hop to a loop thread, so no worse than above.
     return PoolRuns.roundTripRows("c-pool-rtt", latencies, floor: floor, medianTarget: nil, peers: nil)
-      + PoolRuns.roundTripRows("c-pool-rtt", hosted, floor: floor, medianTarget: nil, peers: nil,
-                               suffix: " on a host base") + [
-      // How much the Swift overlay adds to a round trip: 1.3 is +30%.
-      Measurement(
-        scenario: "c-pool-rtt", metric: "pool-rtt p50 ÷ this p50", unit: "×", kind: .cost,
-        value: swift.microseconds(atPercentile: 50) / latencies.microseconds(atPercentile: 50), floor: 1,
-        targets: [.atMost(1.3)])
-    ]
+      + PoolRuns.roundTripRows(
+        "c-pool-rtt", hosted, floor: floor, medianTarget: nil, peers: nil,
+        suffix: " on a host base") + [
+        // How much the Swift overlay adds to a round trip: 1.3 is +30%.
+        Measurement(
+          scenario: "c-pool-rtt", metric: "pool-rtt p50 ÷ this p50", unit: "×", kind: .cost,
+          value: swift.microseconds(atPercentile: 50) / latencies.microseconds(atPercentile: 50), floor: 1,
+          targets: [.atMost(1.3)])
+      ]
   }
 }

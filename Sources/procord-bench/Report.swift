@@ -103,8 +103,10 @@ struct Report {
 
   /// One row of the table: the figure, its floor, the peers', the targets.
   private func cells(of m: Measurement, peers peerNames: [String], missing: String) -> [String] {
-    [m.scenario, m.metric, "\(formatted(m.value)) \(m.unit)", m.floor.map(formatted) ?? missing,
-     m.ratioToFloor.map { formatted($0) } ?? missing]
+    [
+      m.scenario, m.metric, "\(formatted(m.value)) \(m.unit)", m.floor.map(formatted) ?? missing,
+      m.ratioToFloor.map { formatted($0) } ?? missing,
+    ]
       + peerNames.map { name in m.peers[name].map(formatted) ?? missing }
       + [m.targetResults.map { "\($0.target) \($0.met.map { $0 ? "✓" : "✗" } ?? "?")" }.joined(separator: ", ")]
   }
@@ -112,14 +114,16 @@ struct Report {
   /// The table printed at the end of a run.
   func table() -> String {
     let peerNames = PeerFigures.names.filter { name in measurements.contains { $0.peers[name] != nil } }
-    let rows = [["scenario", "metric", "value", "floor", "× floor"] + peerNames + ["target"]]
+    let rows =
+      [["scenario", "metric", "value", "floor", "× floor"] + peerNames + ["target"]]
       + measurements.map { cells(of: $0, peers: peerNames, missing: "-") }
     let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
     let lines = rows.map { row in
       zip(row, widths).map { $0.padding($1 + 2) }.joined().trimmingTrailingSpaces()
     }
     let rule = String(repeating: "-", count: widths.reduce(0) { $0 + $1 + 2 })
-    let header = "procord-bench, \(machine.build) build, \(machine.cores) cores, \(machine.cpu)"
+    let header =
+      "procord-bench, \(machine.build) build, \(machine.cores) cores, \(machine.cpu)"
       + (machine.quick ? " (--quick: smoke run, figures not meaningful)" : "")
     return ([header, lines[0], rule] + lines.dropFirst()).joined(separator: "\n")
   }

@@ -51,7 +51,8 @@ struct Scenario: Sendable {
       run: MemoryScenario.run),
     Scenario(
       name: AttackScenario.name,
-      summary: "a server with 8 task slots under five hostile clients (slowloris, idle flood...), probed with fact 5 every 100 ms",
+      summary:
+        "a server with 8 task slots under five hostile clients (slowloris, idle flood...), probed with fact 5 every 100 ms",
       run: AttackScenario.run),
   ]
 

@@ -31,7 +31,8 @@ enum ServerScenarios {
         count: context.workload.serverTasks, scenario: "server-throughput")
       rows.append(
         Measurement(
-          scenario: "server-throughput", metric: "\(clients) clients" + (sentAhead > 0 ? ", \(sentAhead) sent ahead" : ""),
+          scenario: "server-throughput",
+          metric: "\(clients) clients" + (sentAhead > 0 ? ", \(sentAhead) sent ahead" : ""),
           unit: "tasks/s", kind: .rate, value: rate,
           floor: Double(context.workers) * 1e6 / floor.microseconds(atPercentile: 50),
           targets: clients >= 64 ? [.atLeast(20_000)] : []))

@@ -1,12 +1,13 @@
 // swift-format-ignore-file: AlwaysUseLowerCamelCase
 // (snake_case property names here are the keys of the JSON reports, through Codable.)
 
+import Procord
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Procord
 
 #if canImport(Glibc)
 import Glibc
@@ -289,8 +290,9 @@ struct SoakReport: Codable {
     }
     if teardown.server_exit_status != 0 {
       problems.append(
-        "the server " + (teardown.server_exit_status.map { "exited with status \($0) after SIGTERM" }
-          ?? "did not exit after SIGTERM"))
+        "the server "
+          + (teardown.server_exit_status.map { "exited with status \($0) after SIGTERM" }
+            ?? "did not exit after SIGTERM"))
     }
     if !teardown.descriptors_left.isEmpty || !teardown.descriptors_gone.isEmpty {
       problems.append(

@@ -150,7 +150,7 @@ struct SoakTimeline {
     if moment != .periodic && moment != .endWithTasksRunning {
       procord_bench_trim_memory()
       trimmed = residentMebibytes()
-      heap = Double(procord_bench_heap_in_use()) / 1048576
+      heap = Double(procord_bench_heap_in_use()) / 1_048_576
       hugePages = SoakProbes.anonymousHugePagesMebibytes()
     }
     samples.append(

@@ -78,7 +78,8 @@ let rfiboLimit = 10
 
 private func recursiveFibonacci(_ n: Int) throws -> Int {
   guard n <= rfiboLimit else {
-    throw DemoError(description: "rfibo: \(n) would start \(2 * (try fibonacci(n)) - 1) processes; the limit is \(rfiboLimit)")
+    throw DemoError(
+      description: "rfibo: \(n) would start \(2 * (try fibonacci(n)) - 1) processes; the limit is \(rfiboLimit)")
   }
   guard n >= 2 else { return 1 }
   let first = try delegate(rfibo, n - 1)
@@ -123,7 +124,9 @@ let progress = ProcordTask<Int, Int>(name: "progress", input: .decimal, output: 
 /// the worker's limits refuse (`run --limit-memory`) is a clean error, where
 /// Swift's own allocations would crash the worker.
 let alloc = ProcordTask<Int, Int>(name: "alloc", input: .decimal, output: .decimal, error: .text) { mebibytes in
-  guard mebibytes >= 0, mebibytes <= 1 << 20 else { throw DemoError(description: "alloc: \(mebibytes) MiB is out of range") }
+  guard mebibytes >= 0, mebibytes <= 1 << 20 else {
+    throw DemoError(description: "alloc: \(mebibytes) MiB is out of range")
+  }
   let size = mebibytes << 20
   guard size > 0 else { return 0 }
   let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
@@ -135,10 +138,13 @@ let alloc = ProcordTask<Int, Int>(name: "alloc", input: .decimal, output: .decim
   let bytes = memory.assumingMemoryBound(to: UInt8.self)
   for offset in stride(from: 0, to: size, by: page) { bytes[offset] = UInt8(truncatingIfNeeded: offset / page | 1) }
   var kept = 0
-  for offset in stride(from: 0, to: size, by: page) where bytes[offset] == UInt8(truncatingIfNeeded: offset / page | 1) {
+  for offset in stride(from: 0, to: size, by: page) where bytes[offset] == UInt8(truncatingIfNeeded: offset / page | 1)
+  {
     kept += 1
   }
-  guard kept == size / page else { throw DemoError(description: "alloc: only \(kept) of \(size / page) pages kept what was written") }
+  guard kept == size / page else {
+    throw DemoError(description: "alloc: only \(kept) of \(size / page) pages kept what was written")
+  }
   return mebibytes
 }
 

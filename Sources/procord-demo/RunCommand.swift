@@ -70,7 +70,8 @@ private struct RunOptions {
 
   /// The client security these options ask for, or nil.
   func security() throws -> ConnectionSecurity? {
-    let secret = try secretFile.map { try SharedSecret(contentsOfFile: $0) }
+    let secret =
+      try secretFile.map { try SharedSecret(contentsOfFile: $0) }
       ?? secretVariable.map { try SharedSecret(environmentVariable: $0) }
     guard tls != nil || secret != nil else { return nil }
     return try ConnectionSecurity(for: .client, tls: tls, secret: secret)
@@ -137,7 +138,9 @@ private func parseRunOptions(_ arguments: ArraySlice<String>) -> Result<RunOptio
         }
         options.memoryLimit = mebibytes << 20
       }
-    case "--": options.positional += rest; rest = []
+    case "--":
+      options.positional += rest
+      rest = []
     default:
       if argument.hasPrefix("--") && options.positional.isEmpty {
         return .failure(UsageError("unknown option \(argument)"))
@@ -198,9 +201,11 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
   }
   let inputs = options.positional.dropFirst()
   guard !inputs.isEmpty else { return usage("run \(name) needs at least one INPUT") }
-  var program = options.workerPath.map {
-    WorkerProgram(path: $0, arguments: options.workerArguments.isEmpty ? ["--procord-worker"] : options.workerArguments)
-  } ?? .current
+  var program =
+    options.workerPath.map {
+      WorkerProgram(
+        path: $0, arguments: options.workerArguments.isEmpty ? ["--procord-worker"] : options.workerArguments)
+    } ?? .current
   program.limits.addressSpace = options.memoryLimit
   let security: ConnectionSecurity?
   do {
@@ -209,7 +214,8 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
     return usage("\(error)")
   }
   // --pool N over --procord-hostname: N connections to that one server.
-  var servers = options.hosts.isEmpty && options.poolSize != nil
+  var servers =
+    options.hosts.isEmpty && options.poolSize != nil
     ? options.host.map { [RemoteServer(host: $0, port: options.port)] } ?? [] : options.hosts
   for index in servers.indices { servers[index].security = security }
   let target: Destination
@@ -246,9 +252,10 @@ func runCommand(_ arguments: ArraySlice<String>) -> Int32 {
 
   // Progress messages (custom destination `1`) are shown as they arrive, on
   // stderr, so that the result lines on stdout stay clean.
-  PrintHandlers.setDefault({ event in
-    if case .text(let text) = event { printError("progress: \(text)") }
-  }, for: progressDestination)
+  PrintHandlers.setDefault(
+    { event in
+      if case .text(let text) = event { printError("progress: \(text)") }
+    }, for: progressDestination)
 
   var allSucceeded = true
   func report(_ pending: PendingResult) {

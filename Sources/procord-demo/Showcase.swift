@@ -12,7 +12,9 @@ func showcase() -> Int32 {
     let segv = try delegate(crash, "segv")
     let hello = try delegate(echo, Array("hello, worker".utf8))
     let all: [AnyDelegatedProcess] = [fibo30, fact10, factNegative, fiboNegative, segv, hello]
-    print("Started \(all.count) workers (pids \(all.compactMap(\.pid).map(String.init).joined(separator: ", "))); waiting on all at once.\n")
+    print(
+      "Started \(all.count) workers (pids \(all.compactMap(\.pid).map(String.init).joined(separator: ", "))); waiting on all at once.\n"
+    )
     Waiter.waitForAll(all)
 
     show("fibo(30)", fibo30.status, note: "a JSON-coded task")
@@ -22,7 +24,9 @@ func showcase() -> Int32 {
     show("crash(segv)", segv.status, note: "the worker died; the main program did not")
     show("echo", hello.status.map { String(decoding: $0, as: UTF8.self) }, note: "raw bytes")
     try showPool()
-    print("\nTry: procord-demo run fibo 10 20 30   or   procord-demo run --pool 2 fact 1 2 3   or   procord-demo run rfibo 8")
+    print(
+      "\nTry: procord-demo run fibo 10 20 30   or   procord-demo run --pool 2 fact 1 2 3   or   procord-demo run rfibo 8"
+    )
     return 0
   } catch {
     printError("procord-demo: \(error)")
@@ -40,7 +44,8 @@ private func showPool() throws {
   let elapsed = ContinuousClock.now - start
   let failed = processes.filter { if case .success = $0.status { return false } else { return true } }.count
   let statistics = pool.statistics
-  print("""
+  print(
+    """
 
     A pool of 2 workers ran 1000 fact tasks (\(failed) failed) in \(elapsed.formattedMilliseconds):
       \(statistics.workersStarted) worker processes started in all, reused task after task.

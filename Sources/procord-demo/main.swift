@@ -61,6 +61,8 @@ let arguments = ((try? Worker.programArguments()) ?? Array(CommandLine.arguments
 switch arguments.first {
 case nil: exit(showcase())
 case "run": exit(runCommand(arguments.dropFirst()))
-case "-h", "--help": print("procord-demo: a main program and a worker in one executable\n" + usageText); exit(0)
+case "-h", "--help":
+  print("procord-demo: a main program and a worker in one executable\n" + usageText)
+  exit(0)
 default: exit(usage("unknown command \(arguments.first!)"))
 }

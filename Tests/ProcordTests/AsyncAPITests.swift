@@ -158,7 +158,8 @@ import Testing
     worker.environment = ["PROCORD_TEST_RETURN_WITHOUT_SERVING": "1"]
     let error = await #expect(throws: ProcordError.self) { try await Self.double.run(1, to: worker) }
     #expect(error?.code == .workerDidNotServe)
-    #expect(error?.message.contains("its main returned without serving its tasks") == true, "\(String(describing: error))")
+    #expect(
+      error?.message.contains("its main returned without serving its tasks") == true, "\(String(describing: error))")
     #expect(error?.message.contains("Worker.main(tasks:)") == true)
   }
 
@@ -167,7 +168,8 @@ import Testing
       try Worker.programArguments(of: ["app", "--procord-hostname", "h", "--procord-port", "9", "in", "--procord-x"])
         == ["in", "--procord-x"])
     #expect(try Worker.programArguments(of: ["app"]) == [])
-    #expect(try Worker.programArguments(of: ["app", "run", "--procord-hostname", "h"]) == ["run", "--procord-hostname", "h"])
+    #expect(
+      try Worker.programArguments(of: ["app", "run", "--procord-hostname", "h"]) == ["run", "--procord-hostname", "h"])
     #expect(throws: Worker.CommandLineError.self) { try Worker.programArguments(of: ["app", "--procord-bogus"]) }
   }
 

@@ -93,7 +93,8 @@ final class ChildProcess: @unchecked Sendable {
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = output.pipe
     process.standardError = output.pipe
-    var none = sigset_t(), previous = sigset_t()
+    var none = sigset_t()
+    var previous = sigset_t()
     sigemptyset(&none)
     if !inheritSignalMask { pthread_sigmask(SIG_SETMASK, &none, &previous) }
     defer { if !inheritSignalMask { pthread_sigmask(SIG_SETMASK, &previous, nil) } }
@@ -144,8 +145,10 @@ final class ServerUnderTest: @unchecked Sendable {
     let notify = try NotifySocket()
     let child = try ChildProcess(
       program,
-      ["--procord-server", "--procord-hostname", "127.0.0.1", "--procord-port", "0",
-       "--procord-drain-timeout", "5000"] + options,
+      [
+        "--procord-server", "--procord-hostname", "127.0.0.1", "--procord-port", "0",
+        "--procord-drain-timeout", "5000",
+      ] + options,
       environment: ["NOTIFY_SOCKET": notify.path], inheritSignalMask: inheritSignalMask)
     guard let message = notify.receive(timeout: .seconds(10)), message.contains("READY=1"),
       let status = message.split(separator: "\n").first(where: { $0.hasPrefix("STATUS=listening on 127.0.0.1:") }),
@@ -166,8 +169,9 @@ final class ServerUnderTest: @unchecked Sendable {
   func stop(sourceLocation: SourceLocation = #_sourceLocation) {
     kill(pid, SIGTERM)
     let end = child.waitForExit(timeout: .seconds(10))
-    #expect(end?.exited == true && end?.status == 0, "server ended \(String(describing: end)): \(output)",
-            sourceLocation: sourceLocation)
+    #expect(
+      end?.exited == true && end?.status == 0, "server ended \(String(describing: end)): \(output)",
+      sourceLocation: sourceLocation)
     child.ensureStopped()
   }
 

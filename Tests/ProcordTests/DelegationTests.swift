@@ -206,7 +206,8 @@ import Testing
 private func cpuTime() -> Duration {
   var usage = rusage()
   getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
-  let micros = Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000
+  let micros =
+    Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000
     + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
   return .microseconds(micros)
 }

@@ -26,8 +26,10 @@ import Testing
   @Test func anErrorWithoutACodecIsAFailureThatSaysWhatToDo() throws {
     let run = try runProgram(["run", "fibo", "-1"])
     #expect(
-      run.outputText.hasPrefix("fibo(-1) failed: the task threw an error that cannot travel as its own type: "
-        + "fibo: negative argument -1 (to catch it as its own type, give the task an ErrorCodec"), "\(run.outputText)")
+      run.outputText.hasPrefix(
+        "fibo(-1) failed: the task threw an error that cannot travel as its own type: "
+          + "fibo: negative argument -1 (to catch it as its own type, give the task an ErrorCodec"), "\(run.outputText)"
+    )
     #expect(run.status == 1)
   }
 
@@ -52,7 +54,8 @@ import Testing
 
   @Test func overflowAndTheRfiboLimitAreErrorsNotWrongNumbers() throws {
     let fact = try runProgram(["run", "fact", "20", "21"])
-    #expect(fact.outputText == "fact(20) = 2432902008176640000\nfact(21) raised: fact: 21 is too large for a 64-bit result\n")
+    #expect(
+      fact.outputText == "fact(20) = 2432902008176640000\nfact(21) raised: fact: 21 is too large for a 64-bit result\n")
     let fibo = try runProgram(["run", "fibo", "91", "92"])
     #expect(fibo.outputText.hasPrefix("fibo(91) = 7540113804746346429\nfibo(92) failed: "))
     let rfibo = try runProgram(["run", "rfibo", "11"])
@@ -108,7 +111,8 @@ import Testing
     let start = ContinuousClock.now
     let run = try runProgram(["run", "--timeout", "0.8", "sleep", "100000"])
     let elapsed = ContinuousClock.now - start
-    #expect(run.outputText == "sleep(100000) failed: the task ran past its deadline of 800 ms and its worker was stopped\n")
+    #expect(
+      run.outputText == "sleep(100000) failed: the task ran past its deadline of 800 ms and its worker was stopped\n")
     #expect(run.status == 1)
     // The margin also covers starting and ending the demo itself.
     expectEndedAtDeadline(elapsed, .milliseconds(800), margin: deadlineMargin + .milliseconds(300))
@@ -126,7 +130,8 @@ import Testing
       FileManager.default.isExecutableFile(atPath: demo),
       "\(demo) is missing: `make test` builds it (swift build -c release --product procord-demo)")
     let run = try runProgram(["run", "--pool", "1", "--limit-memory", "256", "alloc", "1024", "16"], program: demo)
-    #expect(run.outputText == "alloc(1024) raised: alloc: cannot allocate 1024 MiB: Cannot allocate memory\nalloc(16) = 16\n")
+    #expect(
+      run.outputText == "alloc(1024) raised: alloc: cannot allocate 1024 MiB: Cannot allocate memory\nalloc(16) = 16\n")
     #expect(run.status == 1)
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
   }
@@ -139,18 +144,22 @@ import Testing
     defer { first.ensureStopped() }
     let second = try ServerUnderTest()
     defer { second.ensureStopped() }
-    let arguments = ["run", "--hosts", "127.0.0.1:\(first.port),127.0.0.1:\(second.port)",
-                     "fact", "1", "2", "3", "4", "5", "6"]
+    let arguments = [
+      "run", "--hosts", "127.0.0.1:\(first.port),127.0.0.1:\(second.port)",
+      "fact", "1", "2", "3", "4", "5", "6",
+    ]
     let run = try runProgram(arguments)
     #expect(run.outputText == "fact(1) = 1\nfact(2) = 2\nfact(3) = 6\nfact(4) = 24\nfact(5) = 120\nfact(6) = 720\n")
     #expect(run.status == 0, "stderr: \(run.errorText)")
     first.stop()
     second.stop()
     let withoutServers = try runProgram(arguments)
-    #expect(withoutServers.outputText.hasPrefix("fact(1) failed: could not connect to "),
-            "stdout: \(withoutServers.outputText)")
-    #expect(withoutServers.outputText.contains("ECONNREFUSED (Connection refused); check that a Procord server listens"),
-            "stdout: \(withoutServers.outputText)")
+    #expect(
+      withoutServers.outputText.hasPrefix("fact(1) failed: could not connect to "),
+      "stdout: \(withoutServers.outputText)")
+    #expect(
+      withoutServers.outputText.contains("ECONNREFUSED (Connection refused); check that a Procord server listens"),
+      "stdout: \(withoutServers.outputText)")
     #expect(withoutServers.status == 1)
     #expect(childProcesses().isEmpty, "left behind: \(childProcesses())")
   }
@@ -168,8 +177,10 @@ import Testing
     #expect(run.outputText.isEmpty, "stdout: \(run.outputText)")
   }
 
-  @Test(arguments: [["run"], ["run", "nope", "1"], ["run", "fibo"], ["run", "fibo", "x"], ["frobnicate"],
-                    ["run", "--bogus", "fibo", "1"], ["--procord-bogus"]])
+  @Test(arguments: [
+    ["run"], ["run", "nope", "1"], ["run", "fibo"], ["run", "fibo", "x"], ["frobnicate"],
+    ["run", "--bogus", "fibo", "1"], ["--procord-bogus"],
+  ])
   func usageErrorsExitTwo(arguments: [String]) throws {
     let run = try runProgram(arguments)
     #expect(run.status == 2)
@@ -201,9 +212,12 @@ import Testing
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("procord-\(getpid())")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
-    let input = directory.appendingPathComponent("in"), output = directory.appendingPathComponent("out")
+    let input = directory.appendingPathComponent("in")
+    let output = directory.appendingPathComponent("out")
     try Data("4Tfact2V10".utf8).write(to: input)
-    let run = try runProgram(["--procord-worker", "--procord-input-file", input.path, "--procord-output-file", output.path])
+    let run = try runProgram([
+      "--procord-worker", "--procord-input-file", input.path, "--procord-output-file", output.path,
+    ])
     #expect(run.status == 0)
     #expect(try String(contentsOf: output, encoding: .utf8) == "7V3628800")
     #expect(run.outputText.isEmpty)

@@ -10,14 +10,15 @@ import Testing
     let run = try runProgram(
       [], program: buildDirectory.appendingPathComponent("procord-codable-example").path)
     #expect(run.exitedNormally && run.status == 0, "\(run.errorText)")
-    #expect(run.outputText == """
-      INV-1: 1350 cents
-      INV-2: 2799 cents
-      INV-3: refused, noLines(invoice: "INV-3")
-      archive: the task ran past its deadline of 300 ms and its worker was stopped
-      archive: cancelled
+    #expect(
+      run.outputText == """
+        INV-1: 1350 cents
+        INV-2: 2799 cents
+        INV-3: refused, noLines(invoice: "INV-3")
+        archive: the task ran past its deadline of 300 ms and its worker was stopped
+        archive: cancelled
 
-      """)
+        """)
   }
 
   /// The example started as a server, then as a client of that server: the
@@ -29,12 +30,13 @@ import Testing
     defer { server.ensureStopped() }
     let client = try runProgram(["127.0.0.1", String(server.port)], program: program)
     #expect(client.exitedNormally && client.status == 0, "\(client.errorText)")
-    #expect(client.outputText == """
-      11 words, the longest is "connects"
-      10 words, the longest is "process"
-      9 words, the longest is "nothing"
+    #expect(
+      client.outputText == """
+        11 words, the longest is "connects"
+        10 words, the longest is "process"
+        9 words, the longest is "nothing"
 
-      """)
+        """)
     server.stop()
     let servedAll = server.child.output.wait(timeout: .seconds(10)) {
       $0.components(separatedBy: "task count-words, value").count - 1 == 3

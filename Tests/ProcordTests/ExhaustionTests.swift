@@ -96,7 +96,8 @@ import Testing
   @Test(
     .enabled(
       if: ExhaustionFixture.unprivilegedLauncher != nil,
-      "RLIMIT_NPROC does not bind root, and setpriv or the user nobody is missing to run the check as another user, or the test programs are in a directory that user cannot reach"))
+      "RLIMIT_NPROC does not bind root, and setpriv or the user nobody is missing to run the check as another user, or the test programs are in a directory that user cannot reach"
+    ))
   func delegationAtTheProcessLimitReportsEAGAIN() throws {
     warmUp()
     let launcher = try #require(ExhaustionFixture.unprivilegedLauncher)
@@ -130,7 +131,8 @@ import Testing
     let idle = try (0..<200).map { _ in try RawConnection(port: server.port) }
     let behindThem = try delegate(ExhaustionFixture.probe, 7, to: server.remote)
     var firstClosed: Duration?
-    var answered = 0, open = 0
+    var answered = 0
+    var open = 0
     // 7 rounds of 300 ms, and 32 workers to start: 10 s is ample.
     let deadline = start + .seconds(10)
     for connection in idle {

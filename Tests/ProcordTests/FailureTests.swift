@@ -360,9 +360,10 @@ import Testing
   @Test func fileThatIsNotExecutableCouldNotStart() throws {
     let path = FileManager.default.temporaryDirectory
       .appendingPathComponent("procord-not-executable-\(getpid())").path
-    #expect(FileManager.default.createFile(
-      atPath: path, contents: Data("#!/bin/sh\nexit 0\n".utf8),
-      attributes: [.posixPermissions: 0o644]))
+    #expect(
+      FileManager.default.createFile(
+        atPath: path, contents: Data("#!/bin/sh\nexit 0\n".utf8),
+        attributes: [.posixPermissions: 0o644]))
     defer { try? FileManager.default.removeItem(atPath: path) }
     try expectNoLeaks {
       let process = try delegate(Self.probe, 7, to: WorkerProgram(path: path))
@@ -384,7 +385,10 @@ import Testing
       let all: [AnyDelegatedProcess] = [crash, garbage] + good
       let finished = Waiter.waitForAll(all, timeout: .seconds(10))
       #expect(finished)
-      if !finished { all.forEach { $0.kill() }; Waiter.waitForAll(all) }
+      if !finished {
+        all.forEach { $0.kill() }
+        Waiter.waitForAll(all)
+      }
       #expect(failure(crash.status) == .workerDisconnected(.signaled(SIGSEGV)))
       #expect(
         failure(garbage.status)

@@ -225,7 +225,8 @@ import Testing
     FaultFixture.finish(process)
     #expect(failure(process.status) == .workerDisconnected(.closedWithoutAnswer))
     let logged = server.child.output.wait(timeout: .seconds(10)) {
-      $0.contains("the worker running its task crash-mid-output (pid ") && $0.contains("was killed by signal \(SIGSEGV)")
+      $0.contains("the worker running its task crash-mid-output (pid ")
+        && $0.contains("was killed by signal \(SIGSEGV)")
     }
     #expect(logged, "the server did not log its worker's death: \(server.output)")
     #expect(outputOf(try delegate(FaultFixture.crashOnTenths, 7, to: server.remote)) == 7)

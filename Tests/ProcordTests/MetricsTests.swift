@@ -21,19 +21,20 @@ import Testing
     #expect(scenario.run.exitedNormally && scenario.run.status == 0, "\(scenario)")
     // Every metric, and no other: a lost dimension or a renamed label shows
     // here. All six failure counters exist: Procord makes them together.
-    #expect(scenario.metrics.keys.sorted() == [
-      "procord_pool_queue_length{pool=metrics-test}",
-      "procord_pool_workers{pool=metrics-test}",
-      "procord_task_duration_seconds",
-      "procord_tasks_failed_total{cause=deadline_exceeded}",
-      "procord_tasks_failed_total{cause=disconnected}",
-      "procord_tasks_failed_total{cause=exception}",
-      "procord_tasks_failed_total{cause=killed}",
-      "procord_tasks_failed_total{cause=no_worker}",
-      "procord_tasks_failed_total{cause=unknown_exception}",
-      "procord_tasks_started_total",
-      "procord_tasks_succeeded_total",
-    ], "\(scenario)")
+    #expect(
+      scenario.metrics.keys.sorted() == [
+        "procord_pool_queue_length{pool=metrics-test}",
+        "procord_pool_workers{pool=metrics-test}",
+        "procord_task_duration_seconds",
+        "procord_tasks_failed_total{cause=deadline_exceeded}",
+        "procord_tasks_failed_total{cause=disconnected}",
+        "procord_tasks_failed_total{cause=exception}",
+        "procord_tasks_failed_total{cause=killed}",
+        "procord_tasks_failed_total{cause=no_worker}",
+        "procord_tasks_failed_total{cause=unknown_exception}",
+        "procord_tasks_started_total",
+        "procord_tasks_succeeded_total",
+      ], "\(scenario)")
   }
 
   @Test func everyTaskIsCountedAsStartedAndTheTwoAnswersAsSucceeded() throws {
@@ -52,8 +53,9 @@ import Testing
       "exception": "0", "unknown_exception": "0", "no_worker": "0", "killed": "0",
     ]
     for (cause, count) in expected {
-      #expect(scenario.metrics["procord_tasks_failed_total{cause=\(cause)}"] == count,
-              "cause \(cause): \(scenario)")
+      #expect(
+        scenario.metrics["procord_tasks_failed_total{cause=\(cause)}"] == count,
+        "cause \(cause): \(scenario)")
     }
   }
 
@@ -64,8 +66,9 @@ import Testing
   /// comparison fail).
   @Test func everyTaskIsTimedOnceInTheRightUnit() throws {
     let scenario = try Self.scenario.get()
-    #expect(scenario.metrics["procord_task_duration_seconds"] == "count=4 shortest=positive longest=480ms..900ms",
-            "\(scenario)")
+    #expect(
+      scenario.metrics["procord_task_duration_seconds"] == "count=4 shortest=positive longest=480ms..900ms",
+      "\(scenario)")
   }
 
   /// The gauges are recorded, and their values follow the pool: its one

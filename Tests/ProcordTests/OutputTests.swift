@@ -12,19 +12,21 @@ import Testing
   @Test(arguments: modes)
   func printThreeReachesStdoutAndStderrBeforeTheResult(mode: [String]) throws {
     let run = try runProgram(["run"] + mode + ["print", "3"])
-    #expect(run.outputText == """
-      print: line 1 of 3
-      print: line 2 of 3
-      print: line 3 of 3
-      print(3) = 3
+    #expect(
+      run.outputText == """
+        print: line 1 of 3
+        print: line 2 of 3
+        print: line 3 of 3
+        print(3) = 3
 
-      """)
-    #expect(run.errorText == """
-      print: error line 1 of 3
-      print: error line 2 of 3
-      print: error line 3 of 3
+        """)
+    #expect(
+      run.errorText == """
+        print: error line 1 of 3
+        print: error line 2 of 3
+        print: error line 3 of 3
 
-      """)
+        """)
     #expect(run.status == 0)
   }
 
@@ -33,7 +35,8 @@ import Testing
     // Each result line is printed (buffered) by the main program after its
     // task; the next task's lines must not overtake it.
     let run = try runProgram(["run", "--sequential"] + mode + ["print", "2", "1"])
-    #expect(run.outputText == "print: line 1 of 2\nprint: line 2 of 2\nprint(2) = 2\nprint: line 1 of 1\nprint(1) = 1\n")
+    #expect(
+      run.outputText == "print: line 1 of 2\nprint: line 2 of 2\nprint(2) = 2\nprint: line 1 of 1\nprint(1) = 1\n")
   }
 
   @Test(arguments: modes)
@@ -75,7 +78,8 @@ import Testing
     try expectNoLeaks {
       let progress = DelegatedTask<Int, Int>(name: "progress", input: .decimal, output: .decimal)
       let count = Mutex(0)
-      PrintHandlers.setDefault({ event in if case .text = event { count.withLock { $0 += 1 } } }, for: OutputDestination("1"))
+      PrintHandlers.setDefault(
+        { event in if case .text = event { count.withLock { $0 += 1 } } }, for: OutputDestination("1"))
       defer { PrintHandlers.setDefault(nil, for: OutputDestination("1")) }
       let first = try delegate(progress, 2, to: demoSocketWorker).run()
       #expect(first == 2)
@@ -130,9 +134,11 @@ import Testing
   func anIllFormedPrintOrFlushIsADisconnection(mode: String) throws {
     try expectNoLeaks {
       let others = try (0..<3).map { _ in try delegate(DemoTasks.fibo, 10, to: demoSocketWorker) }
-      let process = try delegate(DelegatedTask<Int, Int>(name: "probe"), 1, to: WorkerProgram(path: testWorkerPath, arguments: [mode]))
+      let process = try delegate(
+        DelegatedTask<Int, Int>(name: "probe"), 1, to: WorkerProgram(path: testWorkerPath, arguments: [mode]))
       #expect(Waiter.waitForAll(others + [process], timeout: .seconds(30)))
-      #expect(failure(process.status) == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
+      #expect(
+        failure(process.status) == .workerDisconnected(.protocolError(.illFormedMessage, reportedByWorker: false)))
       for other in others {
         let value = try other.run()
         #expect(value == 89)

@@ -57,7 +57,8 @@ import Testing
   /// what it saw, to a FIFO. Once the await has thrown, the worker's pid is
   /// gone from the process table (`kill(pid, 0)` fails with ESRCH).
   @Test func cancellingTheAwaitThrowsCancellationErrorAndTheWorkerIsGone() throws {
-    #expect(try program.line("cancellation") == #"CancellationError; the body said "saw Task.isCancelled"; worker gone"#)
+    #expect(
+      try program.line("cancellation") == #"CancellationError; the body said "saw Task.isCancelled"; worker gone"#)
   }
 
   /// `Int("not a number")!` in the worker. The runtime's message reaches the
@@ -115,14 +116,14 @@ import Testing
     let script = folder + "/chain.sh"
     let pidLog = folder + "/pids"
     try """
-      #!/bin/sh
-      echo $$ >> "$OUTSIDE_PID_LOG"
-      generation=${GENERATION:-0}
-      [ "$generation" -ge 20 ] && exit 0
-      GENERATION=$((generation + 1)) "$0" &
-      exit 0
+    #!/bin/sh
+    echo $$ >> "$OUTSIDE_PID_LOG"
+    generation=${GENERATION:-0}
+    [ "$generation" -ge 20 ] && exit 0
+    GENERATION=$((generation + 1)) "$0" &
+    exit 0
 
-      """.write(toFile: script, atomically: true, encoding: .utf8)
+    """.write(toFile: script, atomically: true, encoding: .utf8)
     #expect(chmod(script, 0o755) == 0)
     let run = try OutsidePackage.runUnderSubreaper(script, environment: ["OUTSIDE_PID_LOG": pidLog])
     let pids = try String(contentsOfFile: pidLog, encoding: .utf8).split(separator: "\n")
@@ -179,7 +180,9 @@ final class OutsidePackage: Sendable {
     func insideStringLiteral(_ text: String) -> String {
       text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
     }
-    let (root, procord) = (insideStringLiteral(repositoryRoot.path), insideStringLiteral(repositoryRoot.lastPathComponent))
+    let (root, procord) = (
+      insideStringLiteral(repositoryRoot.path), insideStringLiteral(repositoryRoot.lastPathComponent)
+    )
     return """
       // swift-tools-version: 6.2
       import PackageDescription

@@ -21,23 +21,25 @@ import Testing
   @Test func thePoolExampleRuns() throws {
     let run = try runProgram([], program: buildDirectory.appendingPathComponent("procord-pool-example").path)
     #expect(run.exitedNormally && run.status == 0, "\(run.errorText)")
-    #expect(run.outputText == """
-      longest chain below 20001 starts at 17647: 278 steps
-      nap(10000): the task ran past its deadline of 200 ms and its worker was stopped
-      20001 tasks, 4 worker processes started
+    #expect(
+      run.outputText == """
+        longest chain below 20001 starts at 17647: 278 steps
+        nap(10000): the task ran past its deadline of 200 ms and its worker was stopped
+        20001 tasks, 4 worker processes started
 
-      """)
+        """)
   }
 
   @Test func theManySmallTasksExampleRuns() throws {
     let run = try runProgram(
       [], program: buildDirectory.appendingPathComponent("procord-many-tasks-example").path)
     #expect(run.exitedNormally && run.status == 0, "\(run.errorText)")
-    #expect(run.outputText == """
-      sum of the squares of 1...10000: 333383335000
-      one after the other: [1, 4, 9, 16, 25]
+    #expect(
+      run.outputText == """
+        sum of the squares of 1...10000: 333383335000
+        one after the other: [1, 4, 9, 16, 25]
 
-      """)
+        """)
   }
 
   @Test func theExampleRuns() throws {

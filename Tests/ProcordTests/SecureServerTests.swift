@@ -77,8 +77,9 @@ import Testing
     await pool.shutdown()
     #expect(outputs == (1...40).map(fibonacci))
     for server in [first, second] {
-      #expect(server.child.output.wait(timeout: .seconds(10)) { $0.contains("task fibo, value") },
-              "a server served nothing: \(server.output)")
+      #expect(
+        server.child.output.wait(timeout: .seconds(10)) { $0.contains("task fibo, value") },
+        "a server served nothing: \(server.output)")
       server.stop()
     }
   }
@@ -90,8 +91,10 @@ import Testing
     let server = try ServerUnderTest(options: pki.serverTLS + ["--procord-tls-require-client-cert"])
     defer { server.ensureStopped() }
     let run = try runProgram(
-      ["run", "--procord-hostname", "127.0.0.1", "--procord-port", String(server.port), "--procord-tls-ca", pki.caFile,
-       "--procord-tls-cert", pki.clientCertificate, "--procord-tls-key", pki.clientKey, "fibo", "10", "20"])
+      [
+        "run", "--procord-hostname", "127.0.0.1", "--procord-port", String(server.port), "--procord-tls-ca", pki.caFile,
+        "--procord-tls-cert", pki.clientCertificate, "--procord-tls-key", pki.clientKey, "fibo", "10", "20",
+      ])
     #expect(run.outputText == "fibo(10) = 89\nfibo(20) = 10946\n", "stderr: \(run.errorText)")
     #expect(run.exitedNormally && run.status == 0)
     server.stop()
@@ -160,7 +163,8 @@ import Testing
     let server = try ServerUnderTest(options: TestPKI.shared.serverTLS + ["--procord-tls-require-client-cert"])
     defer { server.ensureStopped() }
     let input = randomBytes(64 << 20)
-    let remote = RemoteServer(host: "127.0.0.1", port: server.port, security: try TestPKI.shared.client(withCertificate: true))
+    let remote = RemoteServer(
+      host: "127.0.0.1", port: server.port, security: try TestPKI.shared.client(withCertificate: true))
     let process = try delegate(DemoTasks.echo, input, to: remote)
     #expect(process.wait(timeout: .seconds(60)))
     guard case .success(let output) = process.status else {
@@ -209,8 +213,11 @@ import Testing
     let server = try ServerUnderTest(options: pki.serverTLS)
     defer { server.ensureStopped() }
     let client = try ChildProcess(
-      demoPath, ["run", "--procord-hostname", "127.0.0.1", "--procord-port", "\(server.port)",
-                 "--procord-tls-ca", pki.caFile, "sleep", "600000"])
+      demoPath,
+      [
+        "run", "--procord-hostname", "127.0.0.1", "--procord-port", "\(server.port)",
+        "--procord-tls-ca", pki.caFile, "sleep", "600000",
+      ])
     defer { client.ensureStopped() }
     let busy = try #require(server.waitForBusyWorkers(1), "no worker started the task; server: \(server.output)")
     kill(client.pid, SIGKILL)
@@ -247,7 +254,8 @@ import Testing
   @Test(arguments: ["tls", "secret"])
   func aSilentPeerIsRefusedAtTheHandshakeTimeout(security: String) throws {
     let pki = TestPKI.shared
-    let options = (security == "tls" ? pki.serverTLS : ["--procord-secret-file", pki.secretFile])
+    let options =
+      (security == "tls" ? pki.serverTLS : ["--procord-secret-file", pki.secretFile])
       + ["--procord-handshake-timeout", "300"]
     let server = try ServerUnderTest(options: options)
     defer { server.ensureStopped() }
@@ -292,21 +300,23 @@ import Testing
     defer { child.ensureStopped() }
     #expect(notify.receive(timeout: .seconds(10))?.contains("READY=1") == true, "log: \(child.output.text)")
     var workers: [Int32] = []
-    #expect(repeatUntil(deadline: .seconds(10)) {
-      workers = childrenOf(child.pid)
-      if workers.count >= 2 { return true }
-      usleep(2000)
-      return false
-    })
+    #expect(
+      repeatUntil(deadline: .seconds(10)) {
+        workers = childrenOf(child.pid)
+        if workers.count >= 2 { return true }
+        usleep(2000)
+        return false
+      })
     for pid in [child.pid] + workers {
       // A worker still in its exec shows an empty environ for a moment.
       var environ = Data()
-      #expect(repeatUntil(deadline: .seconds(2)) {
-        environ = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data()
-        if !environ.isEmpty { return true }
-        usleep(2000)
-        return false
-      }, "no environ for \(pid)")
+      #expect(
+        repeatUntil(deadline: .seconds(2)) {
+          environ = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data()
+          if !environ.isEmpty { return true }
+          usleep(2000)
+          return false
+        }, "no environ for \(pid)")
       let text = String(decoding: environ, as: UTF8.self)
       // Not inside #expect, which would print the whole environment.
       let showsSecret = text.contains(secret)
@@ -327,7 +337,9 @@ import Testing
   func aServerExposedWithoutClientAuthenticationWarnsAtStart(security: String) throws {
     let notify = try NotifySocket()
     let secured = security == "secret"
-    let options = secured ? ["--procord-secret-file", TestPKI.shared.secretFile]
+    let options =
+      secured
+      ? ["--procord-secret-file", TestPKI.shared.secretFile]
       : security == "tls" ? TestPKI.shared.serverTLS : []
     let child = try ChildProcess(
       demoPath, ["--procord-server", "--procord-hostname", "0.0.0.0", "--procord-port", "0"] + options,
@@ -409,8 +421,10 @@ enum SecurityRefusal: String, CaseIterable, CustomTestStringConvertible, Sendabl
   var serverLogs: String {
     switch self {
     case .clientTrustingAnotherCA: return "refused: TLS handshake failed: tlsv1 alert unknown ca"
-    case .clientWithoutCertificateWhenOneIsRequired: return "refused: TLS handshake failed: peer did not return a certificate"
-    case .clientWithCertificateOfAnotherCA: return "refused: TLS handshake failed: unable to get local issuer certificate"
+    case .clientWithoutCertificateWhenOneIsRequired:
+      return "refused: TLS handshake failed: peer did not return a certificate"
+    case .clientWithCertificateOfAnotherCA:
+      return "refused: TLS handshake failed: unable to get local issuer certificate"
     case .plaintextClientAgainstTLS: return "refused: this server requires TLS"
     case .wrongSecret: return "refused: wrong shared secret"
     case .originalClientAgainstASecret: return "refused: this server requires a shared secret"
@@ -434,9 +448,11 @@ enum SecurityRefusal: String, CaseIterable, CustomTestStringConvertible, Sendabl
     case .clientWithoutCertificateWhenOneIsRequired: security = try pki.client()
     case .clientWithCertificateOfAnotherCA:
       security = try ConnectionSecurity(
-        for: .client, tls: .client(trusting: pki.caFile, certificate: pki.otherClientCertificate, key: pki.otherClientKey))
+        for: .client,
+        tls: .client(trusting: pki.caFile, certificate: pki.otherClientCertificate, key: pki.otherClientKey))
     case .plaintextClientAgainstTLS: security = nil
-    case .wrongSecret: security = try ConnectionSecurity(for: .client, secret: SharedSecret(contentsOfFile: pki.wrongSecretFile))
+    case .wrongSecret:
+      security = try ConnectionSecurity(for: .client, secret: SharedSecret(contentsOfFile: pki.wrongSecretFile))
     case .originalClientAgainstASecret: security = nil
     }
     let process = try delegate(DemoTasks.fibo, 10, to: RemoteServer(host: "127.0.0.1", port: port, security: security))
@@ -463,8 +479,10 @@ final class TestPKI: Sendable {
 
   /// The server's TLS options.
   var serverTLS: [String] {
-    ["--procord-tls-cert", directory + "/server.pem", "--procord-tls-key", directory + "/server.key",
-     "--procord-tls-ca", caFile]
+    [
+      "--procord-tls-cert", directory + "/server.pem", "--procord-tls-key", directory + "/server.key",
+      "--procord-tls-ca", caFile,
+    ]
   }
 
   /// A client that trusts the CA, with its certificate if asked.

@@ -25,7 +25,12 @@ import Testing
         return count > 1 && peer.hasPrefix("127.0.0.1:")
       }
     }
-    options.keepRunning = { served.withLock { $0 += 1; return $0 < 1 } }
+    options.keepRunning = {
+      served.withLock {
+        $0 += 1
+        return $0 < 1
+      }
+    }
     let server = ServerThread(tasks: [twice], options: options)
     let refused = server.connect()
     try #require(refused >= 0)

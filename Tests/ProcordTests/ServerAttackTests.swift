@@ -114,16 +114,19 @@ private func runAttack(
 /// Everything the harness measured, for a failure's message.
 private func describe(_ kind: procord_bench_attack_kind_t, _ r: procord_bench_attack_result_t) -> String {
   func ms(_ nanoseconds: UInt64) -> String { String(format: "%.1f ms", Double(nanoseconds) / 1e6) }
-  var text = "\(String(cString: procord_bench_attack_name(kind))) ×\(r.attackers):"
+  var text =
+    "\(String(cString: procord_bench_attack_name(kind))) ×\(r.attackers):"
     + " probes \(r.probes_answered)/\(r.probes_sent) answered (\(r.probes_timed_out) timed out,"
     + " \(r.probes_failed) failed), p50 \(ms(r.probe_p50_ns)), p99 \(ms(r.probe_p99_ns)), max \(ms(r.probe_max_ns));"
     + " attackers: \(r.connections) connections (\(r.connect_failures) failed), \(r.server_closes) closed by"
     + " the server, at most \(r.max_connected) at once"
   if kind == PROCORD_BENCH_ATTACK_GREEDY {
-    text += "; \(r.answers) answers (\(Int(r.answers_per_second))/s, \(r.wrong_answers) wrong),"
+    text +=
+      "; \(r.answers) answers (\(Int(r.answers_per_second))/s, \(r.wrong_answers) wrong),"
       + " \(r.clients_served) clients served"
   }
-  text += "; server: max RSS \(r.server_rss_max_bytes >> 20) MiB, descriptors \(r.server_descriptors_before)"
+  text +=
+    "; server: max RSS \(r.server_rss_max_bytes >> 20) MiB, descriptors \(r.server_descriptors_before)"
     + " → max \(r.server_descriptors_max) → \(r.server_descriptors_after), children \(r.server_children_before)"
     + " → max \(r.server_children_max) → \(r.server_children_after), TCP connections held after:"
     + " \(r.server_connections_after)"

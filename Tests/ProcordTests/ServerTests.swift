@@ -238,7 +238,8 @@ import Testing
   /// handles those signals must still stop on them.
   @Test func aServerStartedWithSIGTERMBlockedStillStopsOnSIGTERM() throws {
     warmUp()
-    var blocked = sigset_t(), previous = sigset_t()
+    var blocked = sigset_t()
+    var previous = sigset_t()
     sigemptyset(&blocked)
     sigaddset(&blocked, SIGTERM)
     sigaddset(&blocked, SIGINT)
@@ -417,7 +418,9 @@ import Testing
     try connection.send(request)
     let got = String(decoding: try connection.readToEnd(), as: UTF8.self)
     #expect(got == answer, sourceLocation: sourceLocation)
-    #expect(try outputOf(delegate(DemoTasks.fact, 5, to: server.remote), sourceLocation: sourceLocation) == 120, sourceLocation: sourceLocation)
+    #expect(
+      try outputOf(delegate(DemoTasks.fact, 5, to: server.remote), sourceLocation: sourceLocation) == 120,
+      sourceLocation: sourceLocation)
     server.stop()
     #expect(childProcesses().isEmpty, sourceLocation: sourceLocation)
   }
@@ -583,9 +586,9 @@ private func findProgram(_ name: String, extraDirectories: [String] = []) -> Str
   return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
-private extension String {
+extension String {
   /// How many times `text` occurs, without overlaps.
-  func occurrences(of text: String) -> Int {
+  fileprivate func occurrences(of text: String) -> Int {
     components(separatedBy: text).count - 1
   }
 }

@@ -77,7 +77,8 @@ func expectNoLeaks(
   let before = openDescriptors()
   try body()
   let leakedDescriptors = openDescriptors().subtracting(before)
-  #expect(leakedDescriptors.isEmpty, "descriptors left open: \(leakedDescriptors.sorted())", sourceLocation: sourceLocation)
+  #expect(
+    leakedDescriptors.isEmpty, "descriptors left open: \(leakedDescriptors.sorted())", sourceLocation: sourceLocation)
   #expect(childProcesses().isEmpty, "children left: \(childProcesses())", sourceLocation: sourceLocation)
 }
 
@@ -89,7 +90,8 @@ func expectNoLeaks(
   let before = openDescriptors()
   try await body()
   let leakedDescriptors = openDescriptors().subtracting(before)
-  #expect(leakedDescriptors.isEmpty, "descriptors left open: \(leakedDescriptors.sorted())", sourceLocation: sourceLocation)
+  #expect(
+    leakedDescriptors.isEmpty, "descriptors left open: \(leakedDescriptors.sorted())", sourceLocation: sourceLocation)
   #expect(childProcesses().isEmpty, "children left: \(childProcesses())", sourceLocation: sourceLocation)
 }
 
@@ -159,7 +161,9 @@ func runProgram(
   process.executableURL = URL(fileURLWithPath: program)
   process.arguments = arguments
   if let environment { process.environment = environment }
-  let stdin = Pipe(), stdout = Pipe(), stderr = mergingStreams ? nil : Pipe()
+  let stdin = Pipe()
+  let stdout = Pipe()
+  let stderr = mergingStreams ? nil : Pipe()
   process.standardInput = stdin
   process.standardOutput = stdout
   process.standardError = stderr ?? stdout

@@ -81,8 +81,9 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       await expectFailure(.deadlineExceeded(.seconds(1))) { _ = try await process.value }
       let elapsed = ContinuousClock.now - start
       expectEndedAtDeadline(elapsed, .seconds(1))
-      #expect(failure(process.status)?.description
-        == "the task ran past its deadline of 1 s and its worker was stopped")
+      #expect(
+        failure(process.status)?.description
+          == "the task ran past its deadline of 1 s and its worker was stopped")
       // The worker was reaped before the status came. Its `sleep`, killed
       // with the worker's process group, was left to us (a subreaper).
       let orphans = childProcesses()
@@ -375,8 +376,9 @@ private func factorial(_ n: Int) -> Int { (1...max(1, n)).reduce(1, *) }
       let elapsed = ContinuousClock.now - start
       expectEndedAtDeadline(elapsed, .milliseconds(500))
       #expect(!processExists(worker))
-      #expect(failure(process.status)?.description
-        == "the task ran past its deadline of 500 ms and its worker was stopped")
+      #expect(
+        failure(process.status)?.description
+          == "the task ran past its deadline of 500 ms and its worker was stopped")
     }
   }
 

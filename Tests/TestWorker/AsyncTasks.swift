@@ -22,7 +22,9 @@ let waitForCancellation = ProcordTask<String, String>(
   let descriptor = open(fifo, O_WRONLY | O_CLOEXEC)
   guard descriptor >= 0 else { throw TextError("open \(fifo): errno \(errno)") }
   defer { close(descriptor) }
-  func say(_ word: String) { _ = Array((word + "\n").utf8).withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) } }
+  func say(_ word: String) {
+    _ = Array((word + "\n").utf8).withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+  }
   say("started")
   try? await Task.sleep(for: .seconds(60))
   let word = Task.isCancelled ? "cancelled" : "slept"

@@ -682,7 +682,8 @@ func runAtDescriptorLimit() -> Never {
   sigemptyset(&resume)
   sigaddset(&resume, SIGUSR1)
   pthread_sigmask(SIG_BLOCK, &resume, nil)
-  let warmPool = makeLimitPool(), coldPool = makeLimitPool()
+  let warmPool = makeLimitPool()
+  let coldPool = makeLimitPool()
   printLine("before: \(outcome { try delegate(limitProbe, 7, to: itselfAsWorker) })")
   printLine("warm pool before: \(outcome { try warmPool.delegate(limitProbe, 7) })")
 

@@ -53,10 +53,10 @@ static struct {
   char path[4096];        /* this program, to execute again */
   char arguments[8192];   /* its arguments, NUL-separated, as /proc gave them */
   char *argv[CHECK_MAX_ARGUMENTS + 1];
-  char **environment;     /* environ at the test's start, plus `resume` */
-  char resume[256];       /* PROCORD_TEST_RESUME for the image after this test */
-  char name[200];         /* the running test's, for the crash handler */
-  int in_test;            /* a test is running (not main around the tests) */
+  char **environment; /* environ at the test's start, plus `resume` */
+  char resume[256];   /* PROCORD_TEST_RESUME for the image after this test */
+  char name[200];     /* the running test's, for the crash handler */
+  int in_test;        /* a test is running (not main around the tests) */
   char timeout_verdict[512], timeout_detail[512]; /* what the alarm's handler writes */
 } check_runner;
 
@@ -88,7 +88,8 @@ static int check_children_of(pid_t parent_pid, check_child_t *children, int capa
     char *open_paren = strchr(stat, '('), *close_paren = strrchr(stat, ')');
     char state = 0;
     int parent = 0;
-    if (!open_paren || !close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2) continue;
+    if (!open_paren || !close_paren || sscanf(close_paren + 1, " %c %d", &state, &parent) != 2)
+      continue;
     if (parent != parent_pid) continue;
     if (count < capacity) {
       check_child_t *child = &children[count];
@@ -120,8 +121,10 @@ static int check_kill_children(const char *test) {
     for (ssize_t k = 0; k < n; k++)
       if (command[k] == 0) command[k] = ' ';
     command[n > 0 ? n : 0] = 0;
-    fprintf(stderr, "    %s left child process %d (%s%s) behind: killed and reaped; its command: %s\n", test,
-            pid, children[i].name, children[i].state == 'Z' ? ", exited but unreaped" : "", command);
+    fprintf(stderr,
+            "    %s left child process %d (%s%s) behind: killed and reaped; its command: %s\n",
+            test, pid, children[i].name, children[i].state == 'Z' ? ", exited but unreaped" : "",
+            command);
     if (getpgid(pid) == pid) kill(-pid, SIGKILL);
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
@@ -214,7 +217,8 @@ static void check_on_crash(int signal) {
   char number[16];
   int at = (int)sizeof number, code = 128 + signal;
   number[--at] = 0;
-  do number[--at] = (char)('0' + signal % 10); while ((signal /= 10) > 0 && at > 0);
+  do number[--at] = (char)('0' + signal % 10);
+  while ((signal /= 10) > 0 && at > 0);
   if (!check_runner.in_test) {
     check_write(2, "    crashed outside any test (in main, before or after them): signal ");
     check_write(2, number + at);
@@ -244,8 +248,8 @@ static int check_read_own_command(void) {
   if (n <= 0) return -1;
   check_runner.arguments[n] = 0;
   int count = 0;
-  for (char *at = check_runner.arguments; at < check_runner.arguments + n && count < CHECK_MAX_ARGUMENTS;
-       at += strlen(at) + 1)
+  for (char *at = check_runner.arguments;
+       at < check_runner.arguments + n && count < CHECK_MAX_ARGUMENTS; at += strlen(at) + 1)
     check_runner.argv[count++] = at;
   check_runner.argv[count] = NULL;
   return 0;
@@ -257,7 +261,8 @@ static void check_resume(void) {
   const char *resume = getenv("PROCORD_TEST_RESUME");
   if (!resume) return;
   char test[200] = "";
-  if (sscanf(resume, "%d %d %d %199s", &check_runner.resume_after, &check_passed, &check_failed, test) < 3)
+  if (sscanf(resume, "%d %d %d %199s", &check_runner.resume_after, &check_passed, &check_failed,
+             test) < 3)
     check_runner.resume_after = 0;
   unsetenv("PROCORD_TEST_RESUME");
   check_kill_children(test);
@@ -266,7 +271,8 @@ static void check_resume(void) {
 static void check_start(void) {
   check_runner.ready = 1;
   const char *limit = getenv("PROCORD_TEST_LIMIT");
-  check_runner.limit_seconds = limit && atoi(limit) > 0 ? (unsigned)atoi(limit) : CHECK_DEFAULT_LIMIT_SECONDS;
+  check_runner.limit_seconds =
+      limit && atoi(limit) > 0 ? (unsigned)atoi(limit) : CHECK_DEFAULT_LIMIT_SECONDS;
   if (check_read_own_command() != 0) {
     fprintf(stderr, "cannot read this program's own command from /proc\n");
     exit(2);
@@ -309,10 +315,10 @@ static void check_prepare_failure(const char *test, unsigned limit_seconds) {
   memcpy(check_runner.environment, environ, count * sizeof *environ);
   check_runner.environment[count] = check_runner.resume;
   snprintf(check_runner.timeout_detail, sizeof check_runner.timeout_detail,
-           "    %s did not end within its limit of %u s: stopped; going on with the next test\n", test,
-           limit_seconds);
-  snprintf(check_runner.timeout_verdict, sizeof check_runner.timeout_verdict, "FAIL %s (limit of %u s)\n",
+           "    %s did not end within its limit of %u s: stopped; going on with the next test\n",
            test, limit_seconds);
+  snprintf(check_runner.timeout_verdict, sizeof check_runner.timeout_verdict,
+           "FAIL %s (limit of %u s)\n", test, limit_seconds);
 }
 
 static long long check_now_ms(void) {
@@ -344,7 +350,8 @@ static void check_run(const char *name, void (*test)(void), unsigned limit_secon
   if (check_kill_children(name) > 0) check_current_failed = 1;
   /* A descriptor may still be on its way to being closed on the loop's
      thread: leftovers are those still open a moment later. */
-  for (int wait = 0; wait < 50 && check_report_new_descriptors(name, before, before_count, 0) > 0; wait++)
+  for (int wait = 0; wait < 50 && check_report_new_descriptors(name, before, before_count, 0) > 0;
+       wait++)
     usleep(10 * 1000);
   if (check_report_new_descriptors(name, before, before_count, 1) > 0) check_current_failed = 1;
   long long took = check_now_ms() - start;

@@ -56,14 +56,15 @@ static inline long long now_ms(void) {
 #define BEGIN() int begin_descriptors = count_descriptors()
 
 /* Closes a test: nothing may be left behind. */
-#define CHECK_NOTHING_LEFT()                                                                      \
-  do {                                                                                            \
-    CHECK(no_child_left());                                                                       \
-    CHECK_EQ_INT(count_descriptors(), begin_descriptors);                                         \
+#define CHECK_NOTHING_LEFT()                                                                       \
+  do {                                                                                             \
+    CHECK(no_child_left());                                                                        \
+    CHECK_EQ_INT(count_descriptors(), begin_descriptors);                                          \
   } while (0)
 
 /* A worker's reply of `kind` with `text` as its body. */
-static inline void fixture_reply_text(procord_reply_t *reply, unsigned char kind, const char *text) {
+static inline void fixture_reply_text(procord_reply_t *reply, unsigned char kind,
+                                      const char *text) {
   reply->kind = kind;
   reply->length = strlen(text);
   reply->body = malloc(reply->length ? reply->length : 1);
@@ -120,8 +121,9 @@ static inline void fixture_task_announce_then_sleep(void *context, const unsigne
  * and returns a loop running on a thread of its own; NULL, said on stderr,
  * if either cannot be had.
  */
-static inline procord_loop_t *fixture_start(int argc, char **argv, const procord_worker_task_t *tasks,
-                                            size_t task_count, char *self_path, size_t size) {
+static inline procord_loop_t *fixture_start(int argc, char **argv,
+                                            const procord_worker_task_t *tasks, size_t task_count,
+                                            char *self_path, size_t size) {
   procord_worker_command_t command;
   procord_worker_main(argc, argv, tasks, task_count, &command);
   struct rlimit no_core = {0, 0};

@@ -73,8 +73,8 @@ typedef struct {
   pthread_cond_t logged; /* broadcast on each line logged, and at the end */
   char log[16384];
   int ended;
-  int port;                 /* from on_listening */
-  char listening_on[80];    /* the address on_listening gave */
+  int port;              /* from on_listening */
+  char listening_on[80]; /* the address on_listening gave */
 } thread_server_t;
 
 static inline void thread_server_record_log(void *context, procord_log_level_t level,
@@ -159,7 +159,8 @@ static inline int thread_server_port(thread_server_t *s) {
   limit.tv_sec += 10;
   pthread_mutex_lock(&s->lock);
   int timed_out = 0;
-  while (!s->port && !s->ended && !timed_out) timed_out = pthread_cond_timedwait(&s->logged, &s->lock, &limit) != 0;
+  while (!s->port && !s->ended && !timed_out)
+    timed_out = pthread_cond_timedwait(&s->logged, &s->lock, &limit) != 0;
   int port = s->port;
   char expected[128];
   snprintf(expected, sizeof expected, "listening on %s ", s->listening_on);
@@ -222,7 +223,8 @@ typedef struct {
   procord_child_t child;
   int running;
   int quiet;
-  const char *notify_directory; /* set by a test: the notify socket is a file there; NULL: abstract */
+  const char
+      *notify_directory; /* set by a test: the notify socket is a file there; NULL: abstract */
   int notify_fd;
   char notify_socket[108]; /* its NOTIFY_SOCKET: "@NAME" (abstract) or a file's path */
   int log_fd;
@@ -271,14 +273,14 @@ static inline int logged_within(const char *text, int timeout_ms) {
 
 /* The server said `text` in its log (`found`, from logged_within, say);
    shows the log when not. */
-#define CHECK_LOGGED(found, text)                                                                 \
-  do {                                                                                            \
-    if (!(found)) {                                                                               \
-      fprintf(stderr, "    %s:%d: the server did not log \"%s\"; its log:\n%.4000s\n", __FILE__,    \
-              __LINE__, (text), server.log);                                                      \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
+#define CHECK_LOGGED(found, text)                                                                  \
+  do {                                                                                             \
+    if (!(found)) {                                                                                \
+      fprintf(stderr, "    %s:%d: the server did not log \"%s\"; its log:\n%.4000s\n", __FILE__,   \
+              __LINE__, (text), server.log);                                                       \
+      check_current_failed = 1;                                                                    \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 
 /* Waits for the server's READY=1 and reads its port from STATUS=listening on 127.0.0.1:PORT. */
@@ -346,7 +348,8 @@ static inline int stop_server_within(int timeout_ms) {
     clean = exited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!clean && !server.quiet)
       fprintf(stderr, "    the server %s (status %d); its log:\n%.4000s\n",
-              exited ? "did not exit cleanly" : "was still running after SIGTERM", status, server.log);
+              exited ? "did not exit cleanly" : "was still running after SIGTERM", status,
+              server.log);
     close(server.child.read_fd);
     close(server.child.write_fd);
     server.running = 0;
@@ -357,7 +360,8 @@ static inline int stop_server_within(int timeout_ms) {
   }
   /* Under the sanitizers, the server and its workers are sanitized too: any report fails. */
   if (clean && strstr(server.log, "Sanitizer")) {
-    if (!server.quiet) fprintf(stderr, "    the server's log has a sanitizer report:\n%.4000s\n", server.log);
+    if (!server.quiet)
+      fprintf(stderr, "    the server's log has a sanitizer report:\n%.4000s\n", server.log);
     clean = 0;
   }
   if (server.log_fd >= 0) close(server.log_fd);
@@ -375,7 +379,8 @@ static inline int open_notify_socket(void) {
   socklen_t length = sizeof address;
   if (server.notify_directory) {
     /* A file, made anew for each server (stop_server removes it). */
-    int n = snprintf(server.notify_socket, sizeof server.notify_socket, "%s/notify", server.notify_directory);
+    int n = snprintf(server.notify_socket, sizeof server.notify_socket, "%s/notify",
+                     server.notify_directory);
     unlink(server.notify_socket);
     if (n < 0 || (size_t)n >= sizeof address.sun_path) return -1;
     memcpy(address.sun_path, server.notify_socket, (size_t)n + 1);
@@ -389,7 +394,9 @@ static inline int open_notify_socket(void) {
     length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + name);
   }
   server.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  return server.notify_fd >= 0 && bind(server.notify_fd, (struct sockaddr *)&address, length) == 0 ? 0 : -1;
+  return server.notify_fd >= 0 && bind(server.notify_fd, (struct sockaddr *)&address, length) == 0
+             ? 0
+             : -1;
 }
 
 /*
@@ -434,9 +441,11 @@ static inline int start_server(const char *const *extra, const char *variable) {
     environment[e++] = notify;
     if (variable) environment[e++] = variable;
   }
-  procord_spawn_options_t options = {.program = self_path, .arguments = arguments,
+  procord_spawn_options_t options = {.program = self_path,
+                                     .arguments = arguments,
                                      .environment = environment,
-                                     .channel = PROCORD_CHANNEL_STDIO, .stderr_fd = log_pipe[1]};
+                                     .channel = PROCORD_CHANNEL_STDIO,
+                                     .stderr_fd = log_pipe[1]};
   int spawned = environment ? procord_spawn(&options, &server.child) : -ENOMEM;
   free(environment);
   close(log_pipe[1]);

@@ -49,11 +49,11 @@ typedef union {
 } header_t;
 
 typedef struct {
-  long live;           /* blocks given and not yet back */
-  long allocations;    /* calls to allocate and reallocate */
-  long reallocations;  /* calls to reallocate */
-  long zero_sizes;     /* calls that asked for 0 bytes (the header says never) */
-  long fail_at;        /* the allocation (1 is the first) that fails; 0: none */
+  long live;          /* blocks given and not yet back */
+  long allocations;   /* calls to allocate and reallocate */
+  long reallocations; /* calls to reallocate */
+  long zero_sizes;    /* calls that asked for 0 bytes (the header says never) */
+  long fail_at;       /* the allocation (1 is the first) that fails; 0: none */
 } counts_t;
 
 static counts_t counts;
@@ -116,7 +116,8 @@ static int set_incomplete_first, set_at_start;
 /* ---- One delegation's whole life, and a pool's ---- */
 
 static const char *const stdio_worker[] = {self_path, "--procord-worker", NULL};
-static const char *const socket_worker[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static const char *const socket_worker[] = {self_path, "--procord-worker", "--procord-socket-fd",
+                                            "3", NULL};
 
 static procord_delegation_options_t doubling_of(const char *input) {
   procord_delegation_options_t options;
@@ -148,11 +149,13 @@ static step_t step_of(int error) {
 }
 
 /* A finished delegation: `expected` (an outcome kind), or one out of memory. */
-static step_t outcome_step(procord_loop_t *on, procord_delegation_t *d, procord_outcome_kind_t expected) {
+static step_t outcome_step(procord_loop_t *on, procord_delegation_t *d,
+                           procord_outcome_kind_t expected) {
   if (procord_delegation_wait(on, &d, 1, 1, 20000) != 1) return STEP_WRONG;
   const procord_outcome_t *o = procord_delegation_outcome(d);
   if (o->kind == expected && expected != PROCORD_OUTCOME_VALUE) return STEP_DONE;
-  if (o->kind == expected) return o->length == 2 && memcmp(o->body, "42", 2) == 0 ? STEP_DONE : STEP_WRONG;
+  if (o->kind == expected)
+    return o->length == 2 && memcmp(o->body, "42", 2) == 0 ? STEP_DONE : STEP_WRONG;
   if (o->error == -ENOMEM) return STEP_ENOMEM_OUTCOME;
   fprintf(stderr, "    outcome %d, error %d (%s), call %s\n", (int)o->kind, o->error,
           procord_strerror(o->error), o->call ? o->call : "-");
@@ -211,8 +214,8 @@ static step_t delegate_described_task(procord_loop_t *on) {
   step_t step = step_of(procord_delegate_task(on, &task, &input, &options, &d));
   if (step == STEP_DONE) step = outcome_step(on, d, PROCORD_OUTCOME_VALUE);
   void *output = NULL;
-  if (step == STEP_DONE && (procord_task_result(&task, d, &output) != PROCORD_TASK_RETURNED ||
-                            *(long *)output != 42))
+  if (step == STEP_DONE &&
+      (procord_task_result(&task, d, &output) != PROCORD_TASK_RETURNED || *(long *)output != 42))
     step = STEP_WRONG;
   procord_task_free_value(&task, output);
   procord_delegation_release(d);
@@ -251,7 +254,8 @@ static step_t delegate_through_a_pool(procord_loop_t *on) {
   if (step != STEP_DONE) return step;
   procord_delegation_options_t task = doubling_of("21");
   procord_delegation_t *d[2] = {NULL, NULL};
-  for (int i = 0; i < 2 && step == STEP_DONE; i++) step = step_of(procord_pool_delegate(pool, &task, &d[i]));
+  for (int i = 0; i < 2 && step == STEP_DONE; i++)
+    step = step_of(procord_pool_delegate(pool, &task, &d[i]));
   for (int i = 0; i < 2; i++) {
     if (d[i] && step == STEP_DONE) step = outcome_step(on, d[i], PROCORD_OUTCOME_VALUE);
     procord_delegation_release(d[i]);
@@ -282,7 +286,8 @@ static step_t shut_a_pool_down_under_a_task(procord_loop_t *on) {
  * crash of the worker is fine then, as long as everything ends.
  */
 static step_t delegate_to_a_server_of_the_loop(procord_loop_t *on) {
-  static const char *const handoff_worker[] = {self_path, "--procord-worker", "--procord-handoff-fd", "3", NULL};
+  static const char *const handoff_worker[] = {self_path, "--procord-worker",
+                                               "--procord-handoff-fd", "3", NULL};
   procord_server_options_t options;
   procord_server_options_init(&options);
   options.hostname = "127.0.0.1";
@@ -307,7 +312,8 @@ static step_t delegate_to_a_server_of_the_loop(procord_loop_t *on) {
   }
   if (step == STEP_DONE) step = outcome_step(on, d, PROCORD_OUTCOME_VALUE);
   procord_delegation_release(d);
-  if (procord_server_stop(server, PROCORD_SERVER_STOP_GRACEFUL) != 0 || procord_server_wait(server, 20000) != 1)
+  if (procord_server_stop(server, PROCORD_SERVER_STOP_GRACEFUL) != 0 ||
+      procord_server_wait(server, 20000) != 1)
     step = STEP_WRONG;
   procord_server_free(server);
   return step;
@@ -315,8 +321,12 @@ static step_t delegate_to_a_server_of_the_loop(procord_loop_t *on) {
 
 /* The steps of a life, in order, on a loop running on its thread. */
 static step_t (*const steps[])(procord_loop_t *on) = {
-    delegate_once,           delegate_and_kill,         delegate_described_task,
-    delegate_through_a_pool, shut_a_pool_down_under_a_task, delegate_to_a_server_of_the_loop,
+    delegate_once,
+    delegate_and_kill,
+    delegate_described_task,
+    delegate_through_a_pool,
+    shut_a_pool_down_under_a_task,
+    delegate_to_a_server_of_the_loop,
 };
 enum { STEP_COUNT = sizeof steps / sizeof steps[0] };
 
@@ -403,7 +413,9 @@ static int run_finish(run_t *run, char *line, size_t size) {
   int ok = exited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   if (!ok)
     fprintf(stderr, "    failing allocation %ld: %s, \"%s\"\n", run->fail_at,
-            !exited ? "hung (killed)" : WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "wrong or left something",
+            !exited               ? "hung (killed)"
+            : WIFSIGNALED(status) ? strsignal(WTERMSIG(status))
+                                  : "wrong or left something",
             line);
   return ok;
 }
@@ -500,7 +512,8 @@ static void growing_the_list_of_children_reallocates_through_the_allocator(void)
      child's exit after its answer. So: the exits, then the loop's turns
      until it has seen them (at most one each). */
   for (int i = 0; i < COUNT; i++) CHECK(process_exits_within(pids[i], 10000));
-  for (int turn = 0; turn <= COUNT && count_of(&counts.live) != live; turn++) CHECK(loop_turn_done());
+  for (int turn = 0; turn <= COUNT && count_of(&counts.live) != live; turn++)
+    CHECK(loop_turn_done());
   CHECK_EQ_INT(count_of(&counts.live), live);
   CHECK_NOTHING_LEFT();
 }
@@ -631,11 +644,13 @@ static void every_failed_allocation_of_a_worker_ends_in_an_answer_or_an_exit(voi
     CHECK_EQ_INT(procord_delegation_wait(loop, d, 2, 2, 20000), 2);
     for (int mode = 0; mode < 2; mode++) {
       const procord_outcome_t *o = procord_delegation_outcome(d[mode]);
-      int value = o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
-      int said = o->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION || o->kind == PROCORD_OUTCOME_NO_WORKER ||
-                 o->kind == PROCORD_OUTCOME_DISCONNECTED;
+      int value =
+          o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
+      int said = o->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION ||
+                 o->kind == PROCORD_OUTCOME_NO_WORKER || o->kind == PROCORD_OUTCOME_DISCONNECTED;
       if (!value && (!said || o->signal != 0))
-        fprintf(stderr, "    worker failing allocation %ld (%s mode): outcome %d, signal %d, exit %d\n", at,
+        fprintf(stderr,
+                "    worker failing allocation %ld (%s mode): outcome %d, signal %d, exit %d\n", at,
                 mode ? "socket" : "stdio", (int)o->kind, o->signal, o->exit_code);
       CHECK(value || (said && o->signal == 0));
       if (at > LAST - TAIL && value) answered_in_the_tail++;

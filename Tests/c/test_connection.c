@@ -26,7 +26,8 @@ typedef struct seen_s {
   int free_in_callback;
 } seen_t;
 
-static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context) {
+static void on_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                     void *context) {
   seen_t *seen = context;
   if (error) {
     seen->parse_error = error;
@@ -53,12 +54,15 @@ static void on_state(procord_connection_t *c, procord_connection_state_t state, 
   }
 }
 
-static procord_connection_t *open_on(procord_loop_t *loop, int read_fd, int write_fd, int connecting,
-                                     seen_t *seen) {
+static procord_connection_t *open_on(procord_loop_t *loop, int read_fd, int write_fd,
+                                     int connecting, seen_t *seen) {
   seen->loop = loop;
-  procord_connection_options_t options = {
-      .read_fd = read_fd, .write_fd = write_fd, .connecting = connecting,
-      .on_frame = on_frame, .on_state = on_state, .context = seen};
+  procord_connection_options_t options = {.read_fd = read_fd,
+                                          .write_fd = write_fd,
+                                          .connecting = connecting,
+                                          .on_frame = on_frame,
+                                          .on_state = on_state,
+                                          .context = seen};
   procord_connection_t *c = NULL;
   if (procord_connection_open(loop, &options, &c) != 0) return NULL;
   return c;
@@ -248,8 +252,8 @@ static void a_listener_hands_each_peer_to_its_callback(void) {
   procord_loop_t *loop;
   CHECK_EQ_INT(procord_loop_new(&loop), 0);
   accepted_t accepted = {.loop = loop};
-  procord_listener_options_t options = {.port = 0, .listen_fd = -1, .on_accept = on_accepted,
-                                        .context = &accepted};
+  procord_listener_options_t options = {
+      .port = 0, .listen_fd = -1, .on_accept = on_accepted, .context = &accepted};
   procord_listener_t *listener = NULL;
   CHECK_EQ_INT(procord_listen(loop, &options, &listener), 0);
   int port = procord_listener_port(listener);
@@ -287,10 +291,12 @@ static void a_listener_closed_inside_its_callback_stops_cleanly(void) {
   procord_loop_t *loop;
   CHECK_EQ_INT(procord_loop_new(&loop), 0);
   accepted_t accepted = {.loop = loop};
-  procord_listener_options_t options = {.listen_fd = -1, .on_accept = close_and_stop, .context = &accepted};
+  procord_listener_options_t options = {
+      .listen_fd = -1, .on_accept = close_and_stop, .context = &accepted};
   procord_listener_t *listener = NULL;
   CHECK_EQ_INT(procord_listen(loop, &options, &listener), 0);
-  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)procord_listener_port(listener))};
+  struct sockaddr_in address = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)procord_listener_port(listener))};
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   int first = connect_nonblocking(&address), second = connect_nonblocking(&address);
   procord_loop_run(loop);
@@ -312,7 +318,8 @@ static void a_port_in_use_is_eaddrinuse(void) {
   procord_loop_t *loop;
   CHECK_EQ_INT(procord_loop_new(&loop), 0);
   accepted_t accepted = {.loop = loop};
-  procord_listener_options_t options = {.listen_fd = -1, .on_accept = on_accepted, .context = &accepted};
+  procord_listener_options_t options = {
+      .listen_fd = -1, .on_accept = on_accepted, .context = &accepted};
   procord_listener_t *first = NULL, *second = NULL;
   CHECK_EQ_INT(procord_listen(loop, &options, &first), 0);
   options.port = procord_listener_port(first);
@@ -465,9 +472,11 @@ static int open_broken(procord_loop_t *loop, int is_socket, broken_t *b) {
     b->peer_read_fd = to_peer[0];
     b->peer_write_fd = from_peer[1];
   }
-  procord_connection_options_t options = {
-      .read_fd = read_fd, .write_fd = write_fd, .on_frame = on_frame_watching_sends,
-      .on_state = on_state_watching_sends, .context = b};
+  procord_connection_options_t options = {.read_fd = read_fd,
+                                          .write_fd = write_fd,
+                                          .on_frame = on_frame_watching_sends,
+                                          .on_state = on_state_watching_sends,
+                                          .context = b};
   return procord_connection_open(loop, &options, &b->c);
 }
 
@@ -593,7 +602,8 @@ static void send_after_the_peer_stopped_reading_is_dropped_without_a_callback(in
   CHECK_EQ_INT(open_descriptor_count(), before);
 }
 
-static void send_after_the_peer_stopped_reading_is_dropped_without_a_callback_on_a_socketpair(void) {
+static void
+send_after_the_peer_stopped_reading_is_dropped_without_a_callback_on_a_socketpair(void) {
   send_after_the_peer_stopped_reading_is_dropped_without_a_callback(1);
 }
 

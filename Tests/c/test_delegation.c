@@ -36,17 +36,17 @@ static char self_path[4096]; /* this program, to start as a real worker */
 /* ---- Helpers ---- */
 
 typedef struct {
-  const char *script;       /* for `sh -c`; or NULL with program/arguments */
+  const char *script; /* for `sh -c`; or NULL with program/arguments */
   const char *program;
   const char *const *arguments;
   procord_protocol_channel_t channel;
-  const char *task_name;    /* "fact" when NULL */
-  const char *input;        /* "5" when NULL */
+  const char *task_name; /* "fact" when NULL */
+  const char *input;     /* "5" when NULL */
   size_t max_message_size;
   int exit_grace_ms;
   procord_done_cb on_done;
   void *context;
-  int set_stderr;           /* non-zero: the worker's stderr is stderr_fd, not inherited */
+  int set_stderr; /* non-zero: the worker's stderr is stderr_fd, not inherited */
   int stderr_fd;
 } fake_t;
 
@@ -121,6 +121,8 @@ static void kill_and_release(procord_delegation_t *delegation) {
   procord_delegation_release(delegation);
 }
 
+/* (clang-format would read `call && strcmp` as a declaration.) */
+/* clang-format off */
 /* The worker was disconnected: `error` from the call named `call`. */
 #define CHECK_DISCONNECTED(r, expected_error, expected_call)                                      \
   do {                                                                                            \
@@ -128,6 +130,7 @@ static void kill_and_release(procord_delegation_t *delegation) {
     CHECK_EQ_INT((r).outcome.error, (expected_error));                                            \
     CHECK((r).outcome.call && strcmp((r).outcome.call, (expected_call)) == 0);                    \
   } while (0)
+/* clang-format on */
 
 /* A fake that reads the request and answers with `answer`, ends with a disconnection. */
 static void check_answer_disconnects(const char *answer, int error, const char *call) {
@@ -323,7 +326,8 @@ static void worker_reaped_by_the_host_program_is_never_a_clean_exit(void) {
   sem_post(&release);
   result_t result = {0};
   if (procord_delegation_wait(loop, &delegation, 1, 1, 10000) == 1) result = result_of(delegation);
-  else kill_and_release(delegation), delegation = NULL;
+  else
+    kill_and_release(delegation), delegation = NULL;
   if (delegation) procord_delegation_release(delegation);
   sem_destroy(&release);
   CHECK_EQ_INT(reaped, worker);
@@ -332,7 +336,8 @@ static void worker_reaped_by_the_host_program_is_never_a_clean_exit(void) {
   CHECK_EQ_INT(result.outcome.kind, PROCORD_OUTCOME_DISCONNECTED);
   CHECK_EQ_INT(result.outcome.error, -ECHILD);
   CHECK(result.outcome.call && strcmp(result.outcome.call, "waitpid") == 0);
-  CHECK(result.outcome.detail && strstr(result.outcome.detail, "reaped by another part of this program"));
+  CHECK(result.outcome.detail &&
+        strstr(result.outcome.detail, "reaped by another part of this program"));
   CHECK_EQ_INT(result.outcome.exit_code, -1); /* not 0: the status is unknown */
   CHECK_EQ_INT(result.outcome.signal, 0);
   CHECK_NOTHING_LEFT();
@@ -564,8 +569,8 @@ static void record_done(procord_delegation_t *delegation, const procord_outcome_
 static void on_done_runs_once_on_the_loop_thread_with_the_outcome(void) {
   BEGIN();
   done_t done = {0};
-  fake_t fake = {.script = "head -c 9 >/dev/null; printf 3V120", .on_done = record_done,
-                 .context = &done};
+  fake_t fake = {
+      .script = "head -c 9 >/dev/null; printf 3V120", .on_done = record_done, .context = &done};
   procord_delegation_t *delegation = NULL;
   CHECK_EQ_INT(start(&fake, &delegation), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
@@ -606,15 +611,16 @@ static void outcome_is_readable_from_the_moment_on_done_is_called(void) {
   outcome_seen_t seen = {0};
   CHECK_EQ_INT(sem_init(&seen.woken, 0, 0), 0);
   CHECK_EQ_INT(sem_init(&seen.read, 0, 0), 0);
-  fake_t fake = {.script = "head -c 9 >/dev/null; printf 3V120", .on_done = wake_a_thread,
-                 .context = &seen};
+  fake_t fake = {
+      .script = "head -c 9 >/dev/null; printf 3V120", .on_done = wake_a_thread, .context = &seen};
   procord_delegation_t *delegation = NULL;
   CHECK_EQ_INT(start(&fake, &delegation), 0);
   struct timespec limit;
   clock_gettime(CLOCK_REALTIME, &limit);
   limit.tv_sec += 10;
   int woken = sem_timedwait(&seen.woken, &limit) == 0;
-  const procord_outcome_t *from_another_thread = woken ? procord_delegation_outcome(delegation) : NULL;
+  const procord_outcome_t *from_another_thread =
+      woken ? procord_delegation_outcome(delegation) : NULL;
   int finished_meanwhile = procord_delegation_is_finished(delegation);
   int kind = from_another_thread ? (int)from_another_thread->kind : -1;
   sem_post(&seen.read);
@@ -633,8 +639,8 @@ static void outcome_is_readable_from_the_moment_on_done_is_called(void) {
 static void on_done_runs_for_a_missing_program(void) {
   BEGIN();
   done_t done = {0};
-  fake_t fake = {.program = "/nonexistent/procord-no-such-worker", .on_done = record_done,
-                 .context = &done};
+  fake_t fake = {
+      .program = "/nonexistent/procord-no-such-worker", .on_done = record_done, .context = &done};
   procord_delegation_t *delegation = NULL;
   CHECK_EQ_INT(start(&fake, &delegation), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, &delegation, 1, 1, -1), 1);
@@ -650,8 +656,8 @@ typedef struct {
   sem_t posted;
 } done_signal_t;
 
-static void record_done_and_post(procord_delegation_t *delegation,
-                                 const procord_outcome_t *outcome, void *context) {
+static void record_done_and_post(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                                 void *context) {
   done_signal_t *signal = context;
   record_done(delegation, outcome, &signal->done);
   sem_post(&signal->posted);
@@ -661,7 +667,8 @@ static void delegation_released_before_the_end_still_finishes(void) {
   BEGIN();
   done_signal_t signal = {0};
   sem_init(&signal.posted, 0, 0);
-  fake_t fake = {.script = "head -c 9 >/dev/null; printf 3V120", .on_done = record_done_and_post,
+  fake_t fake = {.script = "head -c 9 >/dev/null; printf 3V120",
+                 .on_done = record_done_and_post,
                  .context = &signal};
   procord_delegation_t *delegation = NULL;
   CHECK_EQ_INT(start(&fake, &delegation), 0);
@@ -692,8 +699,8 @@ static void delegate_without_a_task_name_is_einval(void) {
 static void real_worker_in_stdio_mode_answers_and_exits(void) {
   BEGIN();
   const char *arguments[] = {self_path, "--procord-worker", NULL};
-  fake_t fake = {.program = self_path, .arguments = arguments, .task_name = "double",
-                 .input = "21"};
+  fake_t fake = {
+      .program = self_path, .arguments = arguments, .task_name = "double", .input = "21"};
   result_t r = run(&fake);
   CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
   CHECK_BYTES(r.body, r.length, "42");
@@ -705,8 +712,11 @@ static void real_worker_in_stdio_mode_answers_and_exits(void) {
 static void real_worker_in_socket_mode_is_reusable_and_exits(void) {
   BEGIN();
   const char *arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
-  fake_t fake = {.program = self_path, .arguments = arguments, .channel = PROCORD_CHANNEL_SOCKET,
-                 .task_name = "double", .input = "-8"};
+  fake_t fake = {.program = self_path,
+                 .arguments = arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET,
+                 .task_name = "double",
+                 .input = "-8"};
   result_t r = run(&fake);
   CHECK_EQ_INT(r.outcome.kind, PROCORD_OUTCOME_VALUE);
   CHECK_BYTES(r.body, r.length, "-16");
@@ -727,7 +737,7 @@ static void real_worker_without_the_task_is_no_worker(void) {
 /* ---- Freeing the loop ---- */
 
 static const char *const sh_reading_then_sleeping[] = {"sh", "-c", "head -c 9 >/dev/null; sleep 10",
-                                                        NULL};
+                                                       NULL};
 
 /* Delegates to `program` on `own` (not the shared loop); on_done records into `done`. */
 static int delegate_on(procord_loop_t *own, const char *program, const char *const *arguments,
@@ -754,11 +764,11 @@ static long long free_loop_then_release(procord_loop_t *own, procord_delegation_
 }
 
 /* The delegation on a freed loop was killed, on_done told so once, and quickly. */
-#define CHECK_KILLED_BY_THE_FREE(took, done)                                                      \
-  do {                                                                                            \
-    CHECK((took) < 2000);                                                                         \
-    CHECK_EQ_INT((done).calls, 1);                                                                \
-    CHECK_EQ_INT((done).kind, PROCORD_OUTCOME_KILLED);                                            \
+#define CHECK_KILLED_BY_THE_FREE(took, done)                                                       \
+  do {                                                                                             \
+    CHECK((took) < 2000);                                                                          \
+    CHECK_EQ_INT((done).calls, 1);                                                                 \
+    CHECK_EQ_INT((done).kind, PROCORD_OUTCOME_KILLED);                                             \
   } while (0)
 
 static void loop_free_kills_running_delegations(void) {
@@ -896,7 +906,8 @@ static void stderr_on_descriptor_1_does_not_overwrite_the_protocol(void) {
   dup2(p[1], STDOUT_FILENO);
   close(p[1]);
   fake_t fake = {.script = "head -c 9 >/dev/null; printf noise >&2; printf 3V120",
-                 .set_stderr = 1, .stderr_fd = STDOUT_FILENO};
+                 .set_stderr = 1,
+                 .stderr_fd = STDOUT_FILENO};
   result_t r = run(&fake);
   dup2(saved, STDOUT_FILENO); /* the last writer of the pipe is gone */
   close(saved);

@@ -10,7 +10,9 @@
 #include <signal.h>
 
 /* Every Procord code, with its name and its description. */
+/* clang-format off */
 #define CODE(code, description) {code, #code, description}
+/* clang-format on */
 static const struct {
   int code;
   const char *name;
@@ -127,10 +129,14 @@ static void frame_digit_round_trips_through_the_frame_body(void) {
 
 static void frame_body_that_is_not_one_digit_0_to_5_is_ill_formed(void) {
   int code = 12345;
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"6", 1, &code), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"x", 1, &code), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"00", 2, &code), PROCORD_EILL_FORMED);
-  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"", 0, &code), PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"6", 1, &code),
+               PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"x", 1, &code),
+               PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"00", 2, &code),
+               PROCORD_EILL_FORMED);
+  CHECK_EQ_INT(procord_error_from_frame_body((const unsigned char *)"", 0, &code),
+               PROCORD_EILL_FORMED);
   CHECK_EQ_INT(code, 12345); /* left alone */
 }
 

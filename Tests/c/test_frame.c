@@ -42,7 +42,8 @@ static void keep(got_t *got, const procord_frame_t *frame) {
 /* A new parser of maximum `max`, freed with procord_frame_parser_free. */
 static procord_frame_parser_t *new_parser(size_t max) {
   procord_frame_parser_t *parser = NULL;
-  if (procord_frame_parser_new(max, &parser) != 0) abort(); /* out of memory: the test fails by its name */
+  if (procord_frame_parser_new(max, &parser) != 0)
+    abort(); /* out of memory: the test fails by its name */
   return parser;
 }
 
@@ -60,8 +61,10 @@ static void feed_all(procord_frame_parser_t *parser, const void *data, size_t le
     bytes += used;
     length -= used;
     if (r < 0) got->error = r;
-    else if (r == 1) keep(got, &frame);
-    else if (used == 0) got->error = -3; /* no progress and no frame: a parser bug */
+    else if (r == 1)
+      keep(got, &frame);
+    else if (used == 0)
+      got->error = -3; /* no progress and no frame: a parser bug */
   }
 }
 
@@ -77,11 +80,11 @@ static got_t parse(const void *data, size_t length, size_t max) {
 #define PARSE(literal) parse((literal), sizeof(literal) - 1, 0)
 
 /* The whole of `literal` gives no frame, only PROCORD_EILL_FORMED. */
-#define CHECK_ILL_FORMED(literal)                                                                 \
-  do {                                                                                            \
-    got_t ill_formed = PARSE(literal);                                                            \
-    CHECK_EQ_INT(ill_formed.count, 0);                                                            \
-    CHECK_EQ_INT(ill_formed.error, PROCORD_EILL_FORMED);                                          \
+#define CHECK_ILL_FORMED(literal)                                                                  \
+  do {                                                                                             \
+    got_t ill_formed = PARSE(literal);                                                             \
+    CHECK_EQ_INT(ill_formed.count, 0);                                                             \
+    CHECK_EQ_INT(ill_formed.error, PROCORD_EILL_FORMED);                                           \
   } while (0)
 
 static int same_frames(const got_t *a, const got_t *b) {
@@ -101,7 +104,8 @@ static int feed_once(const char *data, size_t length, size_t max, procord_frame_
   return procord_frame_parser_feed(*parser, data, length, consumed, frame);
 }
 
-/* Feeds `data` in one call to a fresh parser of maximum `max`, then frees it; returns the result. */
+/* Feeds `data` in one call to a fresh parser of maximum `max`, then frees it; returns the result.
+ */
 static int feed_once_then_free(const char *data, size_t length, size_t max, size_t *consumed) {
   procord_frame_parser_t *parser = NULL;
   procord_frame_t frame;
@@ -111,11 +115,11 @@ static int feed_once_then_free(const char *data, size_t length, size_t max, size
 }
 
 /* One call on a fresh parser fails with `error` after consuming `expected_consumed` bytes. */
-#define CHECK_FEED_ONCE_FAILS(literal, max, error, expected_consumed)                            \
-  do {                                                                                            \
-    size_t consumed = 0;                                                                          \
-    CHECK_EQ_INT(feed_once_then_free((literal), sizeof(literal) - 1, (max), &consumed), (error)); \
-    CHECK_EQ_INT(consumed, (expected_consumed));                                                  \
+#define CHECK_FEED_ONCE_FAILS(literal, max, error, expected_consumed)                              \
+  do {                                                                                             \
+    size_t consumed = 0;                                                                           \
+    CHECK_EQ_INT(feed_once_then_free((literal), sizeof(literal) - 1, (max), &consumed), (error));  \
+    CHECK_EQ_INT(consumed, (expected_consumed));                                                   \
   } while (0)
 
 /* A stream of many frames: every kind, binary bodies, empty bodies, leading zeros. */
@@ -188,25 +192,15 @@ static void error_frame_with_code_3_parses(void) { check_error_frame_parses('3')
 static void error_frame_with_code_4_parses(void) { check_error_frame_parses('4'); }
 static void error_frame_with_code_5_parses(void) { check_error_frame_parses('5'); }
 
-static void error_frame_with_code_6_is_ill_formed(void) {
-  CHECK_ILL_FORMED("1E6");
-}
+static void error_frame_with_code_6_is_ill_formed(void) { CHECK_ILL_FORMED("1E6"); }
 
-static void error_frame_with_two_digits_is_ill_formed(void) {
-  CHECK_ILL_FORMED("2E00");
-}
+static void error_frame_with_two_digits_is_ill_formed(void) { CHECK_ILL_FORMED("2E00"); }
 
-static void error_frame_with_empty_body_is_ill_formed(void) {
-  CHECK_ILL_FORMED("0E");
-}
+static void error_frame_with_empty_body_is_ill_formed(void) { CHECK_ILL_FORMED("0E"); }
 
-static void error_frame_with_a_letter_is_ill_formed(void) {
-  CHECK_ILL_FORMED("1Ex");
-}
+static void error_frame_with_a_letter_is_ill_formed(void) { CHECK_ILL_FORMED("1Ex"); }
 
-static void print_frame_with_empty_body_is_ill_formed(void) {
-  CHECK_ILL_FORMED("0P");
-}
+static void print_frame_with_empty_body_is_ill_formed(void) { CHECK_ILL_FORMED("0P"); }
 
 static void print_frame_with_destination_only_parses(void) {
   got_t got = PARSE("1PO");
@@ -222,17 +216,11 @@ static void flush_frame_with_one_byte_parses(void) {
   CHECK_BYTES(got.frames[1].body, got.frames[1].length, "7");
 }
 
-static void flush_frame_with_empty_body_is_ill_formed(void) {
-  CHECK_ILL_FORMED("0F");
-}
+static void flush_frame_with_empty_body_is_ill_formed(void) { CHECK_ILL_FORMED("0F"); }
 
-static void flush_frame_with_two_bytes_is_ill_formed(void) {
-  CHECK_ILL_FORMED("2FOE");
-}
+static void flush_frame_with_two_bytes_is_ill_formed(void) { CHECK_ILL_FORMED("2FOE"); }
 
-static void reusable_frame_with_a_body_is_ill_formed(void) {
-  CHECK_ILL_FORMED("1Rx");
-}
+static void reusable_frame_with_a_body_is_ill_formed(void) { CHECK_ILL_FORMED("1Rx"); }
 
 static void ill_formed_body_consumes_the_frame(void) {
   CHECK_FEED_ONCE_FAILS("2E00rest", 0, PROCORD_EILL_FORMED, 4);
@@ -557,7 +545,8 @@ static got_t parse_through_window(const char *data, size_t length, size_t chunk)
       procord_frame_t frame;
       int r = procord_frame_parser_body_advance(parser, n, &frame);
       if (r < 0) got.error = r;
-      else if (r == 1) keep(&got, &frame);
+      else if (r == 1)
+        keep(&got, &frame);
     } else {
       feed_all(parser, data + at, n, &got);
       at += n;

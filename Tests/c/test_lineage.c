@@ -32,18 +32,22 @@ static int own_depth(void) {
 
 /* Delegates `task` with `input` to this program started with `arguments`
    (NULL: the worker options), waits, and returns the outcome's copy. */
-static procord_outcome_t delegate_to_self_as(const char *task, const char *input, const char *const *arguments,
-                                             int stderr_fd, int main_program, char *body, size_t size);
+static procord_outcome_t delegate_to_self_as(const char *task, const char *input,
+                                             const char *const *arguments, int stderr_fd,
+                                             int main_program, char *body, size_t size);
 
-static procord_outcome_t delegate_to_self(const char *task, const char *input, const char *const *arguments,
-                                          int stderr_fd, char *body, size_t size) {
+static procord_outcome_t delegate_to_self(const char *task, const char *input,
+                                          const char *const *arguments, int stderr_fd, char *body,
+                                          size_t size) {
   return delegate_to_self_as(task, input, arguments, stderr_fd, 0, body, size);
 }
 
 /* The same, the child started as a program of its own when `main_program`. */
-static procord_outcome_t delegate_to_self_as(const char *task, const char *input, const char *const *arguments,
-                                             int stderr_fd, int main_program, char *body, size_t size) {
-  const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static procord_outcome_t delegate_to_self_as(const char *task, const char *input,
+                                             const char *const *arguments, int stderr_fd,
+                                             int main_program, char *body, size_t size) {
+  const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3",
+                                    NULL};
   procord_delegation_options_t options = {
       .task_name = task,
       .input = input,
@@ -75,7 +79,8 @@ static procord_outcome_t delegate_to_self_as(const char *task, const char *input
 /* ---- The worker side ---- */
 
 /* `nest N`: delegates `nest N-1` to a new worker; at 0 answers where it is. */
-static void task_nest(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_nest(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
   (void)context;
   long long levels = fixture_input_number(input, length);
   char text[1024];
@@ -85,7 +90,8 @@ static void task_nest(void *context, const unsigned char *input, size_t length, 
     return;
   }
   /* A worker has no loop of its own, nor its path, until its task delegates. */
-  if (!self_path[0] && readlink("/proc/self/exe", self_path, sizeof self_path - 1) <= 0) self_path[0] = 0;
+  if (!self_path[0] && readlink("/proc/self/exe", self_path, sizeof self_path - 1) <= 0)
+    self_path[0] = 0;
   if (!loop && (procord_loop_new(&loop) != 0 || procord_loop_start_thread(loop) != 0)) {
     fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot start a loop");
     return;
@@ -105,7 +111,8 @@ static void task_nest(void *context, const unsigned char *input, size_t length, 
 }
 
 /* `comm`: this process's name, as ps and pgrep see it. */
-static void task_comm(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_comm(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
   (void)context, (void)input, (void)length;
   char name[64] = "?";
   FILE *file = fopen("/proc/self/comm", "re");
@@ -114,9 +121,8 @@ static void task_comm(void *context, const unsigned char *input, size_t length, 
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, name);
 }
 
-static const procord_worker_task_t worker_tasks[] = {{"nest", task_nest, NULL},
-                                                     {"double", fixture_task_double, NULL},
-                                                     {"comm", task_comm, NULL}};
+static const procord_worker_task_t worker_tasks[] = {
+    {"nest", task_nest, NULL}, {"double", fixture_task_double, NULL}, {"comm", task_comm, NULL}};
 
 /*
  * A program that forgot its worker entry point: it delegates to itself,
@@ -162,8 +168,9 @@ static void program_started_as_a_worker_that_delegates_before_serving_is_refused
   close(err[0]);
   if (!strstr(said, "refused")) fprintf(stderr, "    the worker said: %s", said);
   CHECK_EQ_INT(o.kind, PROCORD_OUTCOME_UNKNOWN_EXCEPTION);
-  CHECK(strstr(body, "worker (pid ") &&
-        strstr(body, "): this process was started as a Procord worker and delegates before serving"));
+  CHECK(
+      strstr(body, "worker (pid ") &&
+      strstr(body, "): this process was started as a Procord worker and delegates before serving"));
   CHECK(strstr(body, "Worker.runIfRequested(tasks:)") && strstr(body, "procord_worker_main"));
   CHECK_EQ_INT(o.exit_code, 3); /* it saw its delegation refused */
   CHECK(strstr(said, "refused PROCORD_ENOTSERVING: this process was started as a Procord worker"));
@@ -185,7 +192,7 @@ static void program_started_as_a_main_program_may_delegate_at_once(void) {
   close(err[0]);
   const char *refused = strstr(said, "refused PROCORD_ENOTSERVING");
   CHECK_EQ_INT(o.exit_code, 4); /* its delegation went ahead */
-  CHECK(refused);                /* its worker's was refused */
+  CHECK(refused);               /* its worker's was refused */
   CHECK(!strstr(refused + 1, "refused"));
   CHECK_NOTHING_LEFT();
 }
@@ -196,7 +203,8 @@ static void program_started_as_a_main_program_may_delegate_at_once(void) {
 static int serves_behind_a_shell(procord_protocol_channel_t channel) {
   const char *socket_script = "\"$0\" --procord-worker --procord-socket-fd 3; true";
   const char *stdio_script = "\"$0\" --procord-worker; true";
-  const char *arguments[] = {"sh", "-c", channel == PROCORD_CHANNEL_SOCKET ? socket_script : stdio_script,
+  const char *arguments[] = {"sh", "-c",
+                             channel == PROCORD_CHANNEL_SOCKET ? socket_script : stdio_script,
                              self_path, NULL};
   procord_delegation_options_t options = {
       .task_name = "double",
@@ -231,18 +239,22 @@ static void socket_worker_behind_a_shell_that_does_not_exec_it_serves(void) {
 /* Started through /proc/self/exe, a worker still goes by its program's name. */
 static void worker_started_through_proc_self_exe_is_named_for_its_program(void) {
   BEGIN();
-  const char *arguments[] = {"/opt/somewhere/named-worker", "--procord-worker", "--procord-socket-fd", "3", NULL};
+  const char *arguments[] = {"/opt/somewhere/named-worker", "--procord-worker",
+                             "--procord-socket-fd", "3", NULL};
   procord_delegation_options_t options = {
       .task_name = "comm",
       .input = "",
-      .worker = {.program = "/proc/self/exe", .arguments = arguments, .channel = PROCORD_CHANNEL_SOCKET},
+      .worker = {.program = "/proc/self/exe",
+                 .arguments = arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET},
   };
   procord_delegation_t *d = NULL;
   CHECK_EQ_INT(procord_delegate(loop, &options, &d), 0);
   char name[64] = "";
   if (procord_delegation_wait(loop, &d, 1, 1, 10000) == 1) {
     const procord_outcome_t *o = procord_delegation_outcome(d);
-    if (o->kind == PROCORD_OUTCOME_VALUE && o->length < sizeof name) memcpy(name, o->body, o->length);
+    if (o->kind == PROCORD_OUTCOME_VALUE && o->length < sizeof name)
+      memcpy(name, o->body, o->length);
   }
   procord_delegation_release(d);
   CHECK(strcmp(name, "named-worker") == 0);
@@ -258,11 +270,14 @@ static procord_outcome_t start_self_with_override(const char *override) {
   procord_delegation_options_t options = {
       .task_name = "comm",
       .input = "",
-      .worker = {.program = "/proc/self/exe", .arguments = arguments, .channel = PROCORD_CHANNEL_SOCKET},
+      .worker = {.program = "/proc/self/exe",
+                 .arguments = arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET},
   };
   procord_outcome_t copy = {.kind = PROCORD_OUTCOME_KILLED, .exit_code = -1};
   procord_delegation_t *d = NULL;
-  if (procord_delegate(loop, &options, &d) == 0 && procord_delegation_wait(loop, &d, 1, 1, 10000) == 1)
+  if (procord_delegate(loop, &options, &d) == 0 &&
+      procord_delegation_wait(loop, &d, 1, 1, 10000) == 1)
     copy = *procord_delegation_outcome(d);
   copy.body = NULL;
   if (d) procord_delegation_release(d);
@@ -305,8 +320,9 @@ static int refused_at_depth(const char *levels, const char *maximum, int depth) 
   unsetenv("PROCORD_MAX_DELEGATION_DEPTH");
   snprintf(expected, sizeof expected, "PROCORD_ENESTED at depth %d: ", depth);
   const char *found = strstr(body, expected);
-  int refused = o.kind == PROCORD_OUTCOME_EXCEPTION && found &&
-                strstr(found, "the worker would be more delegations deep than PROCORD_MAX_DELEGATION_DEPTH");
+  int refused =
+      o.kind == PROCORD_OUTCOME_EXCEPTION && found &&
+      strstr(found, "the worker would be more delegations deep than PROCORD_MAX_DELEGATION_DEPTH");
   if (!refused) fprintf(stderr, "    kind %d, the answer: %s\n", o.kind, body);
   return refused;
 }
@@ -325,10 +341,11 @@ static void recursion_stops_at_the_default_depth_of_16(void) {
 }
 
 int main(int argc, char **argv) {
-  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
-                       sizeof self_path);
+  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks,
+                       self_path, sizeof self_path);
   if (!loop) return 1;
-  if (argc == 2 && strcmp(argv[1], "delegate-before-serving") == 0) return delegate_before_serving();
+  if (argc == 2 && strcmp(argv[1], "delegate-before-serving") == 0)
+    return delegate_before_serving();
   RUN(program_started_as_a_worker_that_delegates_before_serving_is_refused_at_once);
   RUN(program_started_as_a_main_program_may_delegate_at_once);
   RUN(stdio_worker_behind_a_shell_that_does_not_exec_it_serves);

@@ -38,9 +38,11 @@ enum {
 };
 
 static char self_path[4096];
-static const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static const char *worker_arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3",
+                                         NULL};
 
-static const char *handoff_arguments[] = {self_path, "--procord-worker", "--procord-handoff-fd", "3", NULL};
+static const char *handoff_arguments[] = {self_path, "--procord-worker", "--procord-handoff-fd",
+                                          "3", NULL};
 
 static const procord_worker_task_t worker_tasks[] = {
     {"double", fixture_task_double, NULL},
@@ -69,13 +71,13 @@ typedef struct {
 } work_item_t;
 
 struct host_s {
-  struct event_base *base;  /* the libevent host's; NULL for the poll() host */
+  struct event_base *base; /* the libevent host's; NULL for the poll() host */
   procord_loop_t *loop;
   long long next_tick_ms;
   long long most_late_ms;
   int ticks;
   int threads_at_start, most_threads;
-  int waits_refused;        /* procord_delegation_wait with a time, from a tick */
+  int waits_refused; /* procord_delegation_wait with a time, from a tick */
   /* The work */
   procord_delegation_t *delegations[DELEGATIONS];
   procord_delegation_t *pooled[POOL_TASKS];
@@ -96,12 +98,14 @@ static void tick(host_t *host) {
   long long now = now_ms();
   if (now - host->next_tick_ms > host->most_late_ms) host->most_late_ms = now - host->next_tick_ms;
   host->ticks++;
-  if (host->started < DELEGATIONS && start_delegations(host, DELEGATIONS_PER_TICK) != 0) host->start_failed = 1;
+  if (host->started < DELEGATIONS && start_delegations(host, DELEGATIONS_PER_TICK) != 0)
+    host->start_failed = 1;
   host->next_tick_ms = now_ms() + TICK_MS;
   int threads = thread_count();
   if (threads > host->most_threads) host->most_threads = threads;
   /* On the host's thread, a wait with a time would wait for ever. */
-  if (host->ticks == 3 && host->started > 0 && procord_delegation_wait(host->loop, host->delegations, 1, 1, -1) == -EDEADLK &&
+  if (host->ticks == 3 && host->started > 0 &&
+      procord_delegation_wait(host->loop, host->delegations, 1, 1, -1) == -EDEADLK &&
       procord_delegation_wait(host->loop, host->delegations, 1, 1, 1000) == -EDEADLK &&
       procord_delegation_wait(host->loop, host->delegations, 1, 1, 0) >= 0)
     host->waits_refused = 1;
@@ -113,7 +117,8 @@ static void on_libevent_tick(evutil_socket_t fd, short events, void *context) {
   tick(context);
 }
 
-static void count_finished(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void count_finished(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                           void *context) {
   (void)delegation;
   work_item_t *item = context;
   host_t *host = item->host;
@@ -134,19 +139,24 @@ static void on_pool_stopped(procord_pool_t *pool, void *context) {
 
 static char inputs[DELEGATIONS + POOL_TASKS][16];
 
-static const procord_spawn_options_t worker = {.program = self_path, .arguments = worker_arguments,
-                                              .channel = PROCORD_CHANNEL_SOCKET};
+static const procord_spawn_options_t worker = {
+    .program = self_path, .arguments = worker_arguments, .channel = PROCORD_CHANNEL_SOCKET};
 
 /* Task `i`: a one-off delegation below DELEGATIONS, a pooled one above. */
 static int start_task(host_t *host, int i) {
   snprintf(inputs[i], sizeof inputs[i], "%d", i);
   host->items[i] = (work_item_t){host, i};
   procord_delegation_options_t options = {
-      .task_name = "double", .input = inputs[i], .input_length = strlen(inputs[i]),
-      .worker = worker, .on_done = count_finished, .context = &host->items[i],
+      .task_name = "double",
+      .input = inputs[i],
+      .input_length = strlen(inputs[i]),
+      .worker = worker,
+      .on_done = count_finished,
+      .context = &host->items[i],
   };
-  return i < DELEGATIONS ? procord_delegate(host->loop, &options, &host->delegations[i])
-                         : procord_pool_delegate(host->pool, &options, &host->pooled[i - DELEGATIONS]);
+  return i < DELEGATIONS
+             ? procord_delegate(host->loop, &options, &host->delegations[i])
+             : procord_pool_delegate(host->pool, &options, &host->pooled[i - DELEGATIONS]);
 }
 
 static int start_delegations(host_t *host, int count) {
@@ -159,8 +169,11 @@ static int start_delegations(host_t *host, int count) {
    before its loop runs; the 100 one-off delegations start from its ticks. */
 static int start_work(host_t *host) {
   procord_pool_source_t source = {.worker = worker};
-  procord_pool_options_t pool_options = {.sources = &source, .source_count = 1, .max_workers = 4,
-                                         .on_stopped = on_pool_stopped, .context = host};
+  procord_pool_options_t pool_options = {.sources = &source,
+                                         .source_count = 1,
+                                         .max_workers = 4,
+                                         .on_stopped = on_pool_stopped,
+                                         .context = host};
   if (procord_pool_new(host->loop, &pool_options, &host->pool) != 0) return -1;
   for (int i = DELEGATIONS; i < DELEGATIONS + POOL_TASKS; i++)
     if (start_task(host, i) != 0) return -1;
@@ -177,11 +190,14 @@ static void release_work(host_t *host) {
    answered right, no thread of the library's, the tick on time, the waits
    refused. Says on stderr what it saw; returns whether all held. */
 static int host_saw_everything_on_time(const host_t *host, const char *name) {
-  fprintf(stderr, "    %s: %d tasks answered (%d wrong), %d ticks, the latest %lld ms late, threads %d (%d at start)\n",
-          name, host->finished, host->wrong_values, host->ticks, host->most_late_ms, host->most_threads,
-          host->threads_at_start);
-  return host->pool_stopped && host->finished == DELEGATIONS + POOL_TASKS && host->wrong_values == 0 &&
-         !host->start_failed && host->most_threads == host->threads_at_start &&
+  fprintf(
+      stderr,
+      "    %s: %d tasks answered (%d wrong), %d ticks, the latest %lld ms late, threads %d (%d at start)\n",
+      name, host->finished, host->wrong_values, host->ticks, host->most_late_ms, host->most_threads,
+      host->threads_at_start);
+  return host->pool_stopped && host->finished == DELEGATIONS + POOL_TASKS &&
+         host->wrong_values == 0 && !host->start_failed &&
+         host->most_threads == host->threads_at_start &&
          host->ticks >= DELEGATIONS / DELEGATIONS_PER_TICK && host->waits_refused &&
          host->most_late_ms <= MOST_LATE_MS;
 }
@@ -245,8 +261,13 @@ static void a_polled_loops_timeout_brings_a_deadline_on_time(void) {
   CHECK_EQ_INT(procord_loop_new_polled(&loop), 0);
   CHECK_EQ_INT(procord_loop_backend_timeout(loop), -1);
   procord_delegation_options_t options = {
-      .task_name = "sleep", .input = "60000", .input_length = 5, .deadline_ms = 300,
-      .worker = {.program = self_path, .arguments = worker_arguments, .channel = PROCORD_CHANNEL_SOCKET},
+      .task_name = "sleep",
+      .input = "60000",
+      .input_length = 5,
+      .deadline_ms = 300,
+      .worker = {.program = self_path,
+                 .arguments = worker_arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET},
   };
   procord_delegation_t *d = NULL;
   long long started = now_ms();
@@ -276,12 +297,17 @@ typedef struct {
 static void *delegate_from_another_thread(void *argument) {
   from_thread_t *call = argument;
   procord_delegation_options_t options = {
-      .task_name = "double", .input = "21", .input_length = 2,
-      .worker = {.program = self_path, .arguments = worker_arguments, .channel = PROCORD_CHANNEL_SOCKET},
+      .task_name = "double",
+      .input = "21",
+      .input_length = 2,
+      .worker = {.program = self_path,
+                 .arguments = worker_arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET},
   };
   call->error = procord_delegate(call->loop, &options, &call->delegation);
   /* Off the loop's thread a wait may wait: the host's loop runs meanwhile. */
-  if (!call->error && procord_delegation_wait(call->loop, &call->delegation, 1, 1, 20000) != 1) call->error = -1;
+  if (!call->error && procord_delegation_wait(call->loop, &call->delegation, 1, 1, 20000) != 1)
+    call->error = -1;
   __atomic_store_n(&call->done, 1, __ATOMIC_RELEASE);
   return NULL;
 }
@@ -318,8 +344,12 @@ static void freeing_a_hosted_loop_kills_and_reaps_its_running_workers(void) {
   procord_loop_t *loop = NULL;
   CHECK_EQ_INT(procord_loop_new_on_base(base, &loop), 0);
   procord_delegation_options_t options = {
-      .task_name = "sleep", .input = "60000", .input_length = 5,
-      .worker = {.program = self_path, .arguments = worker_arguments, .channel = PROCORD_CHANNEL_SOCKET},
+      .task_name = "sleep",
+      .input = "60000",
+      .input_length = 5,
+      .worker = {.program = self_path,
+                 .arguments = worker_arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET},
   };
   procord_delegation_t *d[3] = {0};
   for (int i = 0; i < 3; i++) CHECK_EQ_INT(procord_delegate(loop, &options, &d[i]), 0);
@@ -347,8 +377,8 @@ typedef struct {
   int stopped;
 } hosted_server_t;
 
-static void stop_server_when_answered(procord_delegation_t *delegation, const procord_outcome_t *outcome,
-                                      void *context) {
+static void stop_server_when_answered(procord_delegation_t *delegation,
+                                      const procord_outcome_t *outcome, void *context) {
   (void)delegation;
   (void)outcome;
   hosted_server_t *hosted = context;
@@ -369,11 +399,13 @@ static void a_server_starts_serves_by_name_and_stops_on_a_hosts_loop(void) {
     hosted_server_t hosted = {0};
     hosted.base = polled ? NULL : event_base_new();
     procord_loop_t *loop = NULL;
-    CHECK_EQ_INT(polled ? procord_loop_new_polled(&loop) : procord_loop_new_on_base(hosted.base, &loop), 0);
+    CHECK_EQ_INT(
+        polled ? procord_loop_new_polled(&loop) : procord_loop_new_on_base(hosted.base, &loop), 0);
     procord_server_options_t options;
     procord_server_options_init(&options);
     options.port = 0;
-    options.worker = (procord_spawn_options_t){.program = self_path, .arguments = handoff_arguments};
+    options.worker =
+        (procord_spawn_options_t){.program = self_path, .arguments = handoff_arguments};
     options.on_stopped = on_server_stopped;
     options.context = &hosted;
     CHECK_EQ_INT(procord_server_start(loop, &options, &hosted.server), 0);
@@ -383,8 +415,13 @@ static void a_server_starts_serves_by_name_and_stops_on_a_hosts_loop(void) {
     CHECK(port > 0);
     /* By name: "localhost" is looked up on the loop too. */
     procord_delegation_options_t task = {
-        .task_name = "double", .input = "21", .input_length = 2, .remote_host = "localhost",
-        .remote_port = port, .on_done = stop_server_when_answered, .context = &hosted,
+        .task_name = "double",
+        .input = "21",
+        .input_length = 2,
+        .remote_host = "localhost",
+        .remote_port = port,
+        .on_done = stop_server_when_answered,
+        .context = &hosted,
     };
     CHECK_EQ_INT(procord_delegate(loop, &task, &hosted.delegation), 0);
     /* A wait for the server, on the host's thread, could never end. */
@@ -442,16 +479,22 @@ static void freeing_from_a_callback_of_the_hosts_base_says_so_and_can_be_done_ag
   CHECK_EQ_INT(procord_loop_new_on_base(base, &freed.loop), 0);
   procord_set_log(keep_log_line, &freed);
   procord_delegation_options_t options = {
-      .task_name = "sleep", .input = "60000", .input_length = 5,
-      .worker = {.program = self_path, .arguments = worker_arguments, .channel = PROCORD_CHANNEL_SOCKET},
+      .task_name = "sleep",
+      .input = "60000",
+      .input_length = 5,
+      .worker = {.program = self_path,
+                 .arguments = worker_arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET},
   };
   procord_delegation_t *d = NULL;
   CHECK_EQ_INT(procord_delegate(freed.loop, &options, &d), 0);
   struct timeval soon = {0, 1000};
-  CHECK_EQ_INT(event_base_once(base, -1, EV_TIMEOUT, free_from_the_bases_callback, &freed, &soon), 0);
+  CHECK_EQ_INT(event_base_once(base, -1, EV_TIMEOUT, free_from_the_bases_callback, &freed, &soon),
+               0);
   while (!freed.called) CHECK_EQ_INT(event_base_loop(base, EVLOOP_ONCE), 0);
   procord_set_log(NULL, NULL);
-  CHECK_CONTAINS(freed.logged, "call procord_loop_free again once the base's dispatch has returned");
+  CHECK_CONTAINS(freed.logged,
+                 "call procord_loop_free again once the base's dispatch has returned");
   /* The killed worker is reaped on the host's dispatch, as the host runs it. */
   int turns = 0;
   struct timeval tick = {0, 20 * 1000};
@@ -505,7 +548,8 @@ static void a_hosted_loop_is_run_by_its_host_only(void) {
 
 int main(int argc, char **argv) {
   procord_worker_command_t command;
-  procord_worker_main(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, &command);
+  procord_worker_main(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks,
+                      &command);
   struct rlimit no_core = {0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
   ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);

@@ -29,7 +29,8 @@ typedef struct waited_in_callback_s {
 } waited_in_callback_t;
 
 /* on_done of the quick task: waits, without a time limit, for the slow one. */
-static void wait_for_the_other(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void wait_for_the_other(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                               void *context) {
   (void)delegation;
   (void)outcome;
   waited_in_callback_t *waited = context;
@@ -38,7 +39,8 @@ static void wait_for_the_other(procord_delegation_t *delegation, const procord_o
   waited->returned = 1;
 }
 
-static procord_delegation_t *start_sleep(const char *milliseconds, procord_done_cb on_done, void *context) {
+static procord_delegation_t *start_sleep(const char *milliseconds, procord_done_cb on_done,
+                                         void *context) {
   const char *arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
   procord_delegation_options_t options = {
       .task_name = "sleep",
@@ -71,8 +73,8 @@ static void a_wait_in_a_callback_is_refused_instead_of_waiting_forever(void) {
 }
 
 int main(int argc, char **argv) {
-  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
-                       sizeof self_path);
+  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks,
+                       self_path, sizeof self_path);
   if (!loop) return 1;
   RUN(a_wait_in_a_callback_is_refused_instead_of_waiting_forever);
   procord_loop_free(loop);

@@ -54,7 +54,8 @@ static void stderr_release(stderr_capture_t *c, char *text, size_t size) {
 
 static void zero_stderr_fd_gives_the_worker_the_callers_stderr(void) {
   BEGIN();
-  const char *arguments[] = {"sh", "-c", "head -c 9 >/dev/null; echo worker-stderr >&2; printf 3V120", NULL};
+  const char *arguments[] = {"sh", "-c",
+                             "head -c 9 >/dev/null; echo worker-stderr >&2; printf 3V120", NULL};
   /* Only what is needed: stderr_fd stays 0. */
   procord_delegation_options_t options = {
       .task_name = "fact",
@@ -68,7 +69,8 @@ static void zero_stderr_fd_gives_the_worker_the_callers_stderr(void) {
   int started = procord_delegate(loop, &options, &d);
   int finished = started == 0 && procord_delegation_wait(loop, &d, 1, 1, 10000) == 1;
   const procord_outcome_t *o = finished ? procord_delegation_outcome(d) : NULL;
-  int answered = o && o->kind == PROCORD_OUTCOME_VALUE && o->length == 3 && memcmp(o->body, "120", 3) == 0;
+  int answered =
+      o && o->kind == PROCORD_OUTCOME_VALUE && o->length == 3 && memcmp(o->body, "120", 3) == 0;
   if (started == 0) procord_delegation_release(d);
   char written[256];
   stderr_release(&capture, written, sizeof written);
@@ -99,21 +101,27 @@ static int server_start_on(thread_server_t *s, int listen_fd, int port) {
   return thread_server_run(s);
 }
 
-static int server_start(thread_server_t *s, int listen_fd) { return server_start_on(s, listen_fd, 0); }
+static int server_start(thread_server_t *s, int listen_fd) {
+  return server_start_on(s, listen_fd, 0);
+}
 
 static void zero_listen_fd_binds_a_socket_of_the_servers_own(void) {
   BEGIN();
   thread_server_t s;
   CHECK_EQ_INT(server_start(&s, 0), 0);
   int port = thread_server_port(&s);
-  procord_delegation_options_t options = {
-      .task_name = "double", .input = "21", .input_length = 2, .remote_host = "127.0.0.1", .remote_port = port};
+  procord_delegation_options_t options = {.task_name = "double",
+                                          .input = "21",
+                                          .input_length = 2,
+                                          .remote_host = "127.0.0.1",
+                                          .remote_port = port};
   procord_delegation_t *d = NULL;
   int answered = 0;
   if (port > 0 && procord_delegate(loop, &options, &d) == 0) {
     if (procord_delegation_wait(loop, &d, 1, 1, 10000) == 1) {
       const procord_outcome_t *o = procord_delegation_outcome(d);
-      answered = o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
+      answered =
+          o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
     }
     procord_delegation_release(d);
   }
@@ -165,8 +173,8 @@ static void port_in_use_fails_the_start_naming_reuse_address(void) {
   struct sockaddr_in address = {.sin_family = AF_INET};
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t length = sizeof address;
-  CHECK(taken >= 0 && bind(taken, (struct sockaddr *)&address, sizeof address) == 0 && listen(taken, 1) == 0 &&
-        getsockname(taken, (struct sockaddr *)&address, &length) == 0);
+  CHECK(taken >= 0 && bind(taken, (struct sockaddr *)&address, sizeof address) == 0 &&
+        listen(taken, 1) == 0 && getsockname(taken, (struct sockaddr *)&address, &length) == 0);
   thread_server_t s;
   CHECK_EQ_INT(server_start_on(&s, 0, ntohs(address.sin_port)), 0);
   int joined = thread_server_join(&s);

@@ -28,10 +28,12 @@
 
 static procord_loop_t *loop;
 static char self_path[4096];
-static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3",
+                                         NULL};
 
 /* `parent`: the second field of this worker's PROCORD_LINEAGE ("DEPTH PARENT CHANNEL"). */
-static void task_parent(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_parent(void *context, const unsigned char *input, size_t length,
+                        procord_reply_t *reply) {
   (void)context, (void)input, (void)length;
   const char *lineage = getenv("PROCORD_LINEAGE");
   char parent[32] = "none";
@@ -39,7 +41,8 @@ static void task_parent(void *context, const unsigned char *input, size_t length
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, parent);
 }
 
-static const procord_worker_task_t tasks[] = {{"double", fixture_task_double, NULL}, {"parent", task_parent, NULL}};
+static const procord_worker_task_t tasks[] = {{"double", fixture_task_double, NULL},
+                                              {"parent", task_parent, NULL}};
 
 /* ---- Structs of other sizes than ours, in memory aligned for any of them ---- */
 
@@ -126,8 +129,8 @@ static void self_worker(procord_spawn_options_t *worker) {
 
 /* Runs `task_name` with `input` as `options` say (task and input set here);
    copies the answer's text into `answer` ("" for none). Returns procord_delegate's result. */
-static int delegate_and_wait(procord_delegation_options_t *options, const char *task_name, const char *input,
-                             char *answer, size_t size) {
+static int delegate_and_wait(procord_delegation_options_t *options, const char *task_name,
+                             const char *input, char *answer, size_t size) {
   options->task_name = task_name;
   options->input = input;
   options->input_length = strlen(input);
@@ -147,7 +150,8 @@ static int delegate_and_wait(procord_delegation_options_t *options, const char *
 }
 
 /* A pool task's answer text, as delegate_and_wait. */
-static int pool_run(procord_pool_t *pool, const char *task_name, const char *input, char *answer, size_t size) {
+static int pool_run(procord_pool_t *pool, const char *task_name, const char *input, char *answer,
+                    size_t size) {
   procord_delegation_options_t options;
   procord_delegation_options_init(&options);
   options.task_name = task_name;
@@ -176,7 +180,8 @@ static void pool_end(procord_pool_t *pool) {
 
 static int released;
 static void note_release(void *context) { (*(int *)context)++; }
-static void note_done(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void note_done(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                      void *context) {
   (void)delegation, (void)outcome;
   (*(int *)context)++;
 }
@@ -206,7 +211,8 @@ static void each_init_sets_its_size_and_the_zero_defaults(void) {
   CHECK_INIT(procord_delegation_options_t, procord_delegation_options_init,
              expected.worker.size = sizeof(procord_spawn_options_t));
   CHECK_INIT(procord_pool_options_t, procord_pool_options_init, (void)0);
-  CHECK_INIT(procord_pool_source_t, procord_pool_source_init, expected.worker.size = sizeof(procord_spawn_options_t));
+  CHECK_INIT(procord_pool_source_t, procord_pool_source_init,
+             expected.worker.size = sizeof(procord_spawn_options_t));
   CHECK_INIT(procord_connect_options_t, procord_connect_options_init, (void)0);
   CHECK_INIT(procord_connection_options_t, procord_connection_options_init, (void)0);
   CHECK_INIT(procord_listener_options_t, procord_listener_options_init, (void)0);
@@ -296,7 +302,8 @@ static void older_spawn_options_get_the_default_for_a_later_field(void) {
   procord_spawn_options_init(&options);
   struct_buffer_t b;
   /* Built before main_program: its bytes (0xFF) must read as 0, a worker. */
-  procord_spawn_options_t *old = older(&b, &options, offsetof(procord_spawn_options_t, main_program));
+  procord_spawn_options_t *old =
+      older(&b, &options, offsetof(procord_spawn_options_t, main_program));
   long parent;
   CHECK_EQ_INT(spawn_telling_lineage(old, &parent), 0);
   CHECK_EQ_INT(parent, getpid());
@@ -322,7 +329,8 @@ static void older_delegation_options_get_defaults_for_later_fields(void) {
   options.worker.size = offsetof(procord_spawn_options_t, main_program);
   options.worker.main_program = 1;
   struct_buffer_t b;
-  procord_delegation_options_t *old = older(&b, &options, offsetof(procord_delegation_options_t, on_done));
+  procord_delegation_options_t *old =
+      older(&b, &options, offsetof(procord_delegation_options_t, on_done));
   /* Set where fields the program does not know would be: never to be read.
      (on_done would run before the delegation counts as finished.) */
   int done = 0;
@@ -351,7 +359,8 @@ static void older_pool_options_get_defaults_for_later_fields(void) {
   options.sources = &source;
   options.source_count = 1;
   struct_buffer_t b;
-  procord_pool_options_t *old = older(&b, &options, offsetof(procord_pool_options_t, max_message_size));
+  procord_pool_options_t *old =
+      older(&b, &options, offsetof(procord_pool_options_t, max_message_size));
   /* Fields it does not know: an answer of 2 bytes would be too long. */
   old->max_message_size = 1;
   int stopped = 0;
@@ -473,7 +482,9 @@ static void newer_delegation_options_with_zeros_beyond_are_accepted(void) {
   self_worker(&options.worker);
   struct_buffer_t b;
   char answer[32];
-  CHECK_EQ_INT(delegate_and_wait(newer(&b, &options, sizeof options, 0), "double", "8", answer, sizeof answer), 0);
+  CHECK_EQ_INT(delegate_and_wait(newer(&b, &options, sizeof options, 0), "double", "8", answer,
+                                 sizeof answer),
+               0);
   CHECK_BYTES(answer, strlen(answer), "16");
   CHECK_NOTHING_LEFT();
 }
@@ -503,7 +514,8 @@ static void newer_pool_options_and_sources_with_a_field_set_are_refused(void) {
   options.source_count = 1;
   struct_buffer_t b, s;
   procord_pool_t *pool = NULL;
-  CHECK_EQ_INT(procord_pool_new(loop, newer(&b, &options, sizeof options, 1), &pool), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_pool_new(loop, newer(&b, &options, sizeof options, 1), &pool),
+               PROCORD_EINVAL);
   options.sources = newer(&s, &source, sizeof source, 1);
   CHECK_EQ_INT(procord_pool_new(loop, &options, &pool), PROCORD_EINVAL);
   CHECK(pool == NULL);
@@ -527,7 +539,8 @@ static void on_connected(int fd, int error, const char *call, const char *detail
   if (fd >= 0) close(fd);
 }
 
-static void on_frame(procord_connection_t *connection, const procord_frame_t *frame, int error, void *context) {
+static void on_frame(procord_connection_t *connection, const procord_frame_t *frame, int error,
+                     void *context) {
   (void)connection, (void)frame, (void)error, (void)context;
 }
 
@@ -547,7 +560,8 @@ static void newer_io_options_with_a_field_set_are_refused(void) {
   connect.port = 1;
   connect.on_done = on_connected;
   procord_connect_t *attempt = NULL;
-  CHECK_EQ_INT(procord_connect(loop, newer(&b, &connect, sizeof connect, 1), &attempt), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_connect(loop, newer(&b, &connect, sizeof connect, 1), &attempt),
+               PROCORD_EINVAL);
 
   int fds[2];
   CHECK_EQ_INT(pipe2(fds, O_CLOEXEC), 0);
@@ -557,7 +571,8 @@ static void newer_io_options_with_a_field_set_are_refused(void) {
   connection.write_fd = fds[1];
   connection.on_frame = on_frame;
   procord_connection_t *c = NULL;
-  CHECK_EQ_INT(procord_connection_open(loop, newer(&b, &connection, sizeof connection, 1), &c), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_connection_open(loop, newer(&b, &connection, sizeof connection, 1), &c),
+               PROCORD_EINVAL);
   CHECK(c == NULL);
 
   procord_listener_options_t listener;
@@ -578,8 +593,9 @@ static void newer_security_options_with_a_field_set_are_refused_saying_why(void)
   struct_buffer_t b;
   procord_security_t *security = NULL;
   char error[256] = "";
-  CHECK_EQ_INT(procord_security_new(newer(&b, &options, sizeof options, 1), &security, error, sizeof error),
-               PROCORD_EINVAL);
+  CHECK_EQ_INT(
+      procord_security_new(newer(&b, &options, sizeof options, 1), &security, error, sizeof error),
+      PROCORD_EINVAL);
   CHECK(security == NULL);
   CHECK_CONTAINS(error, "a newer Procord");
 }
@@ -595,7 +611,8 @@ static void newer_worker_options_with_a_field_set_are_refused(void) {
   options.task_count = 2;
   struct_buffer_t b;
   CHECK_EQ_INT(procord_worker_serve(newer(&b, &options, sizeof options, 1)), PROCORD_EINVAL);
-  CHECK_EQ_INT(procord_worker_serve_handoffs(newer(&b, &options, sizeof options, 1), pair[1]), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_worker_serve_handoffs(newer(&b, &options, sizeof options, 1), pair[1]),
+               PROCORD_EINVAL);
   close(pair[0]);
   close(pair[1]);
   CHECK_NOTHING_LEFT();
@@ -624,7 +641,8 @@ static void newer_server_options_with_a_field_set_are_refused_saying_why(void) {
   struct_buffer_t b;
   procord_server_t *server = NULL;
   server_said[0] = 0;
-  CHECK_EQ_INT(procord_server_start(loop, newer(&b, &options, sizeof options, 1), &server), PROCORD_EINVAL);
+  CHECK_EQ_INT(procord_server_start(loop, newer(&b, &options, sizeof options, 1), &server),
+               PROCORD_EINVAL);
   CHECK_CONTAINS(server_said, "set a field it does not know");
   CHECK_EQ_INT(procord_server_start(loop, newer(&b, &options, sizeof options, 0), &server), 0);
   procord_server_free(server);

@@ -22,8 +22,10 @@ static char self_path[4096];
 
 /* Delegates task "fact" per `options` (program or remote filled in), waits,
    and describes the outcome into `text`. */
-static const procord_outcome_t *run_and_describe(procord_delegation_options_t *options, const char *destination,
-                                                 procord_delegation_t **delegation, char *text, size_t size) {
+static const procord_outcome_t *run_and_describe(procord_delegation_options_t *options,
+                                                 const char *destination,
+                                                 procord_delegation_t **delegation, char *text,
+                                                 size_t size) {
   options->task_name = "fact";
   options->input = "5";
   options->input_length = 1;
@@ -36,11 +38,13 @@ static const procord_outcome_t *run_and_describe(procord_delegation_options_t *o
 }
 
 /* A `sh -c` worker that reads the request (9 bytes) and then runs `script`. */
-static const procord_outcome_t *run_script(const char *script, int deadline_ms, procord_delegation_t **delegation,
-                                           char *text, size_t size) {
+static const procord_outcome_t *run_script(const char *script, int deadline_ms,
+                                           procord_delegation_t **delegation, char *text,
+                                           size_t size) {
   const char *sh[] = {"sh", "-c", script, NULL};
-  procord_delegation_options_t options = {
-      .worker = {.program = "/bin/sh", .arguments = sh}, .deadline_ms = deadline_ms, .exit_grace_ms = 100};
+  procord_delegation_options_t options = {.worker = {.program = "/bin/sh", .arguments = sh},
+                                          .deadline_ms = deadline_ms,
+                                          .exit_grace_ms = 100};
   return run_and_describe(&options, "/bin/sh", delegation, text, size);
 }
 
@@ -65,8 +69,8 @@ static void crash_gives_the_fatal_error_line_of_the_stderr_tail(void) {
   procord_delegation_t *delegation = NULL;
   char text[1024];
   const procord_outcome_t *outcome = run_script(
-      "head -c 9 >/dev/null; echo 'app/main.swift:3: Fatal error: boom' >&2; echo 'backtrace' >&2; kill -TRAP $$", 0,
-      &delegation, text, sizeof text);
+      "head -c 9 >/dev/null; echo 'app/main.swift:3: Fatal error: boom' >&2; echo 'backtrace' >&2; kill -TRAP $$",
+      0, &delegation, text, sizeof text);
   CHECK(outcome);
   procord_delegation_release(delegation);
   CHECK_CONTAINS(text, "the worker crashed: killed by signal SIGTRAP");
@@ -82,13 +86,14 @@ static void missing_program_names_the_errno_and_the_program(void) {
       .worker = {.program = "/nonexistent/procord-no-such-worker", .arguments = arguments}};
   procord_delegation_t *delegation = NULL;
   char text[512];
-  const procord_outcome_t *outcome =
-      run_and_describe(&options, "/nonexistent/procord-no-such-worker", &delegation, text, sizeof text);
+  const procord_outcome_t *outcome = run_and_describe(
+      &options, "/nonexistent/procord-no-such-worker", &delegation, text, sizeof text);
   CHECK(outcome);
   procord_delegation_release(delegation);
-  CHECK_CONTAINS(text, "task \"fact\" (/nonexistent/procord-no-such-worker): could not start "
-                       "/nonexistent/procord-no-such-worker: ENOENT (No such file or directory); check the "
-                       "path, and that it is an executable this user may run");
+  CHECK_CONTAINS(
+      text, "task \"fact\" (/nonexistent/procord-no-such-worker): could not start "
+            "/nonexistent/procord-no-such-worker: ENOENT (No such file or directory); check the "
+            "path, and that it is an executable this user may run");
   CHECK_NOTHING_LEFT();
 }
 
@@ -105,14 +110,16 @@ static void refused_connection_names_host_and_port(void) {
   snprintf(destination, sizeof destination, "127.0.0.1:%d", port);
   procord_delegation_options_t options = {.remote_host = "127.0.0.1", .remote_port = port};
   procord_delegation_t *delegation = NULL;
-  const procord_outcome_t *outcome = run_and_describe(&options, destination, &delegation, text, sizeof text);
+  const procord_outcome_t *outcome =
+      run_and_describe(&options, destination, &delegation, text, sizeof text);
   procord_delegation_release(delegation);
   close(fd);
   CHECK(outcome);
-  snprintf(expected, sizeof expected,
-           "task \"fact\" (%s): could not connect to %s: ECONNREFUSED (Connection refused); check that a "
-           "Procord server listens there (--procord-server) and that this machine can reach it",
-           destination, destination);
+  snprintf(
+      expected, sizeof expected,
+      "task \"fact\" (%s): could not connect to %s: ECONNREFUSED (Connection refused); check that a "
+      "Procord server listens there (--procord-server) and that this machine can reach it",
+      destination, destination);
   CHECK(strcmp(text, expected) == 0 || (fprintf(stderr, "    got: %s\n", text), 0));
   CHECK_NOTHING_LEFT();
 }
@@ -121,7 +128,8 @@ static void deadline_says_the_worker_was_stopped(void) {
   BEGIN();
   procord_delegation_t *delegation = NULL;
   char text[512];
-  const procord_outcome_t *outcome = run_script("head -c 9 >/dev/null; sleep 10", 100, &delegation, text, sizeof text);
+  const procord_outcome_t *outcome =
+      run_script("head -c 9 >/dev/null; sleep 10", 100, &delegation, text, sizeof text);
   CHECK(outcome);
   CHECK_EQ_INT(outcome->kind, PROCORD_OUTCOME_TIMED_OUT);
   procord_delegation_release(delegation);
@@ -131,37 +139,47 @@ static void deadline_says_the_worker_was_stopped(void) {
 
 /* ---- Outcomes made by hand ---- */
 
-static void describe(const procord_outcome_t *outcome, const char *task, const char *destination, char *text,
-                     size_t size) {
+static void describe(const procord_outcome_t *outcome, const char *task, const char *destination,
+                     char *text, size_t size) {
   procord_outcome_describe(outcome, task, destination, text, size);
 }
 
 static void unknown_task_names_it(void) {
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_NO_WORKER, .worker_pid = 42, .exit_code = -1};
+  procord_outcome_t outcome = {
+      .kind = PROCORD_OUTCOME_NO_WORKER, .worker_pid = 42, .exit_code = -1};
   char text[512];
   describe(&outcome, "fibo", "/usr/bin/app", text, sizeof text);
-  CHECK_CONTAINS(text, "task \"fibo\" (worker pid 42, /usr/bin/app): the worker serves no task named \"fibo\"");
+  CHECK_CONTAINS(
+      text,
+      "task \"fibo\" (worker pid 42, /usr/bin/app): the worker serves no task named \"fibo\"");
 }
 
 static void exception_gives_the_body_as_text(void) {
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_EXCEPTION, .body = (const unsigned char *)"too big!",
-                               .length = 3, .worker_pid = -1};
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_EXCEPTION,
+                               .body = (const unsigned char *)"too big!",
+                               .length = 3,
+                               .worker_pid = -1};
   char text[128];
   describe(&outcome, "fibo", NULL, text, sizeof text);
   CHECK(strcmp(text, "task \"fibo\": the task raised an error: too") == 0);
 }
 
 static void worker_that_never_served_speaks_for_itself(void) {
-  const char *words = "this process was started as a Procord worker but its main returned without serving";
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_UNKNOWN_EXCEPTION, .body = (const unsigned char *)words,
-                               .length = strlen(words), .worker_pid = -1};
+  const char *words =
+      "this process was started as a Procord worker but its main returned without serving";
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_UNKNOWN_EXCEPTION,
+                               .body = (const unsigned char *)words,
+                               .length = strlen(words),
+                               .worker_pid = -1};
   char text[256];
   describe(&outcome, NULL, NULL, text, sizeof text);
   CHECK(strcmp(text, words) == 0);
 }
 
 static void value_says_the_task_answered(void) {
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_VALUE, .body = (const unsigned char *)"89", .length = 2,
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_VALUE,
+                               .body = (const unsigned char *)"89",
+                               .length = 2,
                                .worker_pid = -1};
   char text[128];
   describe(&outcome, NULL, NULL, text, sizeof text);
@@ -172,43 +190,67 @@ static void value_says_the_task_answered(void) {
 }
 
 static void protocol_error_reported_by_the_worker(void) {
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED, .error = PROCORD_ETOO_LONG, .call = "peer",
-                               .exit_code = 0, .worker_pid = -1};
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED,
+                               .error = PROCORD_ETOO_LONG,
+                               .call = "peer",
+                               .exit_code = 0,
+                               .worker_pid = -1};
   char text[256];
   describe(&outcome, NULL, NULL, text, sizeof text);
-  CHECK(strcmp(text, "worker disconnected: the worker reported a protocol error: message too long (is the worker "
-                     "a Procord worker of a compatible version?)") == 0);
+  CHECK(
+      strcmp(
+          text,
+          "worker disconnected: the worker reported a protocol error: message too long (is the worker "
+          "a Procord worker of a compatible version?)") == 0);
 }
 
 static void exit_without_answer_gives_the_code(void) {
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED, .error = PROCORD_EDISCONNECTED, .call = "read",
-                               .exit_code = 3, .worker_pid = 7};
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED,
+                               .error = PROCORD_EDISCONNECTED,
+                               .call = "read",
+                               .exit_code = 3,
+                               .worker_pid = 7};
   char text[256];
   describe(&outcome, "t", NULL, text, sizeof text);
-  CHECK(strcmp(text, "task \"t\" (worker pid 7): worker disconnected: the worker exited with code 3 without "
-                     "answering") == 0);
+  CHECK(strcmp(
+            text,
+            "task \"t\" (worker pid 7): worker disconnected: the worker exited with code 3 without "
+            "answering") == 0);
 }
 
 static void stderr_tail_without_a_fatal_error_is_given_whole(void) {
   const char tail[] = "one\ntwo\n";
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED, .error = PROCORD_EDISCONNECTED, .call = "read",
-                               .exit_code = -1, .signal = SIGABRT, .worker_pid = -1, .stderr_tail = tail,
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED,
+                               .error = PROCORD_EDISCONNECTED,
+                               .call = "read",
+                               .exit_code = -1,
+                               .signal = SIGABRT,
+                               .worker_pid = -1,
+                               .stderr_tail = tail,
                                .stderr_tail_length = sizeof tail - 1};
   char text[256];
   describe(&outcome, NULL, NULL, text, sizeof text);
-  CHECK_CONTAINS(text, "killed by signal SIGABRT (Aborted)\nthe end of the worker's stderr:\none\ntwo\n");
+  CHECK_CONTAINS(text,
+                 "killed by signal SIGABRT (Aborted)\nthe end of the worker's stderr:\none\ntwo\n");
 }
 
 /* ---- The buffer ---- */
 
 static void small_buffer_is_cut_and_terminated_and_the_full_length_returned(void) {
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED, .error = PROCORD_EDISCONNECTED, .call = "read",
-                               .exit_code = -1, .signal = SIGSEGV, .worker_pid = 123};
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED,
+                               .error = PROCORD_EDISCONNECTED,
+                               .call = "read",
+                               .exit_code = -1,
+                               .signal = SIGSEGV,
+                               .worker_pid = 123};
   char full[512];
   size_t length = procord_outcome_describe(&outcome, "fibo", "/usr/bin/app", full, sizeof full);
   CHECK_EQ_INT(length, strlen(full));
-  CHECK(strcmp(full, "task \"fibo\" (worker pid 123, /usr/bin/app): the worker crashed: killed by signal SIGSEGV "
-                     "(Segmentation fault)") == 0);
+  CHECK(
+      strcmp(
+          full,
+          "task \"fibo\" (worker pid 123, /usr/bin/app): the worker crashed: killed by signal SIGSEGV "
+          "(Segmentation fault)") == 0);
   char small[11];
   memset(small, 'x', sizeof small);
   CHECK_EQ_INT(procord_outcome_describe(&outcome, "fibo", "/usr/bin/app", small, 10), length);
@@ -230,8 +272,12 @@ static void long_detail_is_cut_like_the_rest(void) {
   char detail[1000];
   memset(detail, 'd', sizeof detail - 1);
   detail[sizeof detail - 1] = 0;
-  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED, .error = PROCORD_ETLS, .call = "tls",
-                               .detail = detail, .exit_code = -1, .worker_pid = -1};
+  procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_DISCONNECTED,
+                               .error = PROCORD_ETLS,
+                               .call = "tls",
+                               .detail = detail,
+                               .exit_code = -1,
+                               .worker_pid = -1};
   char full[2048], cut[100];
   size_t length = procord_outcome_describe(&outcome, NULL, NULL, full, sizeof full);
   CHECK_EQ_INT(length, strlen(full));
@@ -243,9 +289,11 @@ static void long_detail_is_cut_like_the_rest(void) {
 static void size_zero_writes_nothing_and_returns_the_length(void) {
   procord_outcome_t outcome = {.kind = PROCORD_OUTCOME_KILLED, .worker_pid = -1};
   char untouched = 'x';
-  CHECK_EQ_INT(procord_outcome_describe(&outcome, NULL, NULL, &untouched, 0), strlen("killed by this program"));
+  CHECK_EQ_INT(procord_outcome_describe(&outcome, NULL, NULL, &untouched, 0),
+               strlen("killed by this program"));
   CHECK_EQ_INT(untouched, 'x');
-  CHECK_EQ_INT(procord_outcome_describe(&outcome, NULL, NULL, NULL, 0), strlen("killed by this program"));
+  CHECK_EQ_INT(procord_outcome_describe(&outcome, NULL, NULL, NULL, 0),
+               strlen("killed by this program"));
 }
 
 int main(int argc, char **argv) {

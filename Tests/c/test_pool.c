@@ -40,10 +40,10 @@ extern char **environ;
 #endif
 #endif
 
-
 static procord_loop_t *loop;
 static char self_path[4096];
-static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3",
+                                         NULL};
 static const char *stdio_arguments[] = {NULL, "--procord-worker", NULL};
 
 /* ---- Helpers ---- */
@@ -167,8 +167,8 @@ static void original_stdio_worker_is_used_once_and_replaced(void) {
 
 static void min_workers_are_started_ahead_and_kept(void) {
   BEGIN();
-  procord_pool_t *pool = make_pool((procord_pool_options_t){.min_workers = 2, .max_workers = 4},
-                                   local_source(1));
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.min_workers = 2, .max_workers = 4}, local_source(1));
   CHECK(pool);
   /* Started before any task (the loop starts them: watched, not awaited). */
   long long until = now_ms() + 5000;
@@ -190,8 +190,8 @@ static void min_workers_are_started_ahead_and_kept(void) {
 
 static void worker_is_retired_after_max_tasks(void) {
   BEGIN();
-  procord_pool_t *pool =
-      make_pool((procord_pool_options_t){.max_workers = 1, .max_tasks_per_worker = 3}, local_source(1));
+  procord_pool_t *pool = make_pool(
+      (procord_pool_options_t){.max_workers = 1, .max_tasks_per_worker = 3}, local_source(1));
   CHECK(pool);
   for (int i = 0; i < 10; i++) {
     procord_delegation_t *d = submit(pool, "double", "2", 0, 0);
@@ -233,7 +233,8 @@ static void idle_worker_above_the_minimum_stops_after_the_idle_timeout(void) {
       (procord_pool_options_t){.min_workers = 1, .max_workers = 2, .idle_timeout_ms = 100},
       local_source(1));
   CHECK(pool);
-  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "200", 0, 0), submit(pool, "sleep", "200", 0, 0)};
+  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "200", 0, 0),
+                                    submit(pool, "sleep", "200", 0, 0)};
   CHECK_EQ_INT(procord_delegation_wait(loop, tasks, 2, 1, 10000), 2);
   procord_delegation_release(tasks[0]);
   procord_delegation_release(tasks[1]);
@@ -337,7 +338,8 @@ static void program_that_exits_at_once_is_started_again_only_after_a_rest(void) 
   const char *arguments[] = {"true", NULL};
   source.worker.program = "true";
   source.worker.arguments = arguments;
-  procord_pool_t *pool = make_pool((procord_pool_options_t){.min_workers = 1, .max_workers = 1}, source);
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.min_workers = 1, .max_workers = 1}, source);
   CHECK(pool);
   /* Kept started, it exits at once, again and again: the pool must rest
      (250 ms, then 500 ms...) rather than start it in a tight loop. Watching
@@ -345,7 +347,8 @@ static void program_that_exits_at_once_is_started_again_only_after_a_rest(void) 
   usleep(600 * 1000);
   unsigned long long started = stats_of(pool).workers_started;
   stop_pool(pool, 1);
-  CHECK(started >= 2 && started <= 3); /* at 0 ms, after 250 ms of rest, and not again before 750 ms */
+  CHECK(started >= 2 &&
+        started <= 3); /* at 0 ms, after 250 ms of rest, and not again before 750 ms */
   CHECK_NOTHING_LEFT();
 }
 
@@ -391,7 +394,8 @@ static int lower_descriptor_limit(descriptor_limit_t *limit, int room) {
   while (!error && limit->placeholder_count < fill) {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free number: a hole */
     if (fd < 0) error = 1;
-    else limit->placeholders[limit->placeholder_count++] = fd;
+    else
+      limit->placeholders[limit->placeholder_count++] = fd;
   }
   struct rlimit lowered = {(rlim_t)value, limit->saved.rlim_max};
   if (!error) error = setrlimit(RLIMIT_NOFILE, &lowered) != 0;
@@ -406,12 +410,14 @@ static void restore_descriptor_limit(descriptor_limit_t *limit) {
 }
 
 /* Says on stderr how the first of `tasks` that did not get `expected` ended. */
-static void tell_first_failure(procord_delegation_t *const *tasks, int count, const char *expected) {
+static void tell_first_failure(procord_delegation_t *const *tasks, int count,
+                               const char *expected) {
   for (int i = 0; i < count; i++) {
     const procord_outcome_t *o = procord_delegation_outcome(tasks[i]);
     if (outcome_is_value(o, expected)) continue;
-    fprintf(stderr, "    task %d of %d ended as kind %d: %s: %s\n", i + 1, count, o ? (int)o->kind : -1,
-            o && o->call ? o->call : "-", o ? procord_err_name(o->error) : "-");
+    fprintf(stderr, "    task %d of %d ended as kind %d: %s: %s\n", i + 1, count,
+            o ? (int)o->kind : -1, o && o->call ? o->call : "-",
+            o ? procord_err_name(o->error) : "-");
     return;
   }
 }
@@ -518,7 +524,8 @@ static int run_at_process_limit(void) {
   getrlimit(RLIMIT_NPROC, &saved);
   DIR *dir = opendir("/proc/self/task");
   int threads = 0;
-  for (struct dirent *entry; dir && (entry = readdir(dir)) != NULL;) threads += entry->d_name[0] != '.';
+  for (struct dirent *entry; dir && (entry = readdir(dir)) != NULL;)
+    threads += entry->d_name[0] != '.';
   if (dir) closedir(dir);
   /* A worker's task has a watchdog thread: room for two workers, or one. */
   lowered = (struct rlimit){(rlim_t)(threads + 3), saved.rlim_max};
@@ -540,7 +547,8 @@ static int run_at_process_limit(void) {
    -errno. */
 static int become_a_user_of_its_own(void) {
   uid_t user = 2000000000u + (uid_t)getpid();
-  if (setgroups(0, NULL) != 0 || setresgid(user, user, user) != 0 || setresuid(user, user, user) != 0)
+  if (setgroups(0, NULL) != 0 || setresgid(user, user, user) != 0 ||
+      setresuid(user, user, user) != 0)
     return -errno;
   prctl(PR_SET_DUMPABLE, 1); /* a uid change clears it; LeakSanitizer's tracer needs it */
   return 0;
@@ -675,16 +683,18 @@ static void kill_of_a_queued_task_ends_it_without_touching_a_worker(void) {
  */
 #define DEADLINE_MARGIN_MS 300
 #define DEADLINE_EARLY_MS 20
-#define CHECK_ENDED_AT_DEADLINE(took, deadline_ms, grace_spent_ms)                                   \
-  do {                                                                                               \
-    long long check_took = (took), check_deadline = (deadline_ms), check_grace = (grace_spent_ms);  \
-    if (check_took < check_deadline - DEADLINE_EARLY_MS ||                                            \
-        check_took >= check_deadline + check_grace + DEADLINE_MARGIN_MS) {                            \
-      fprintf(stderr, "    %s:%d: ended after %lld ms: its deadline is %lld ms (%lld ms of grace, %d ms of margin)\n", \
-              __FILE__, __LINE__, check_took, check_deadline, check_grace, DEADLINE_MARGIN_MS);      \
-      check_current_failed = 1;                                                                      \
-      return;                                                                                        \
-    }                                                                                                \
+#define CHECK_ENDED_AT_DEADLINE(took, deadline_ms, grace_spent_ms)                                         \
+  do {                                                                                                     \
+    long long check_took = (took), check_deadline = (deadline_ms), check_grace = (grace_spent_ms);         \
+    if (check_took < check_deadline - DEADLINE_EARLY_MS ||                                                 \
+        check_took >= check_deadline + check_grace + DEADLINE_MARGIN_MS) {                                 \
+      fprintf(                                                                                             \
+          stderr,                                                                                          \
+          "    %s:%d: ended after %lld ms: its deadline is %lld ms (%lld ms of grace, %d ms of margin)\n", \
+          __FILE__, __LINE__, check_took, check_deadline, check_grace, DEADLINE_MARGIN_MS);                \
+      check_current_failed = 1;                                                                            \
+      return;                                                                                              \
+    }                                                                                                      \
   } while (0)
 
 static void deadline_ends_a_pooled_task_as_timed_out_and_kills_its_group(void) {
@@ -747,7 +757,7 @@ static void deadline_sends_sigterm_to_the_whole_process_group_of_the_task(void) 
   CHECK_EQ_INT(kind, PROCORD_OUTCOME_TIMED_OUT);
   CHECK(strcmp(written, "TERM\n") == 0);
   CHECK_ENDED_AT_DEADLINE(took, 1000, 0); /* the shell and then the worker end at the SIGTERM */
-  CHECK(orphans >= 0); /* none that ended on its own */
+  CHECK(orphans >= 0);                    /* none that ended on its own */
   CHECK_NOTHING_LEFT();
 }
 
@@ -798,17 +808,21 @@ static void deadline_of_a_task_that_answers_in_time_changes_nothing(void) {
  * parent-death signal can then tell the workers.
  */
 static int make_orphans(int socket_mode) {
-  procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 2}, local_source(socket_mode));
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.max_workers = 2}, local_source(socket_mode));
   if (!pool) return 1;
-  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "60000", 0, 0), submit(pool, "sleep", "60000", 0, 0)};
+  procord_delegation_t *tasks[2] = {submit(pool, "sleep", "60000", 0, 0),
+                                    submit(pool, "sleep", "60000", 0, 0)};
   long long until = now_ms() + 10000;
-  while ((procord_delegation_pid(tasks[0]) <= 0 || procord_delegation_pid(tasks[1]) <= 0) && now_ms() < until)
+  while ((procord_delegation_pid(tasks[0]) <= 0 || procord_delegation_pid(tasks[1]) <= 0) &&
+         now_ms() < until)
     usleep(1000);
   pid_t holder = fork();
   if (holder == 0) {
     for (;;) pause();
   }
-  printf("%d %d %d\n", (int)procord_delegation_pid(tasks[0]), (int)procord_delegation_pid(tasks[1]), (int)holder);
+  printf("%d %d %d\n", (int)procord_delegation_pid(tasks[0]), (int)procord_delegation_pid(tasks[1]),
+         (int)holder);
   fflush(stdout);
   kill(getpid(), SIGKILL);
   return 1;
@@ -918,7 +932,8 @@ static void immediate_shutdown_kills_running_and_queued_tasks(void) {
   procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, local_source(1));
   CHECK(pool);
   procord_delegation_t *tasks[3] = {submit(pool, "sleep", "100000", 0, 0),
-                                    submit(pool, "double", "1", 0, 0), submit(pool, "double", "2", 0, 0)};
+                                    submit(pool, "double", "1", 0, 0),
+                                    submit(pool, "double", "2", 0, 0)};
   long long until = now_ms() + 5000;
   while (procord_delegation_pid(tasks[0]) <= 0 && now_ms() < until) usleep(1000);
   procord_pool_shutdown(pool, 1);
@@ -936,8 +951,8 @@ static void immediate_shutdown_kills_running_and_queued_tasks(void) {
 
 static void released_pool_stops_its_workers(void) {
   BEGIN();
-  procord_pool_t *pool = make_pool((procord_pool_options_t){.min_workers = 2, .max_workers = 2},
-                                   local_source(1));
+  procord_pool_t *pool =
+      make_pool((procord_pool_options_t){.min_workers = 2, .max_workers = 2}, local_source(1));
   CHECK(pool);
   procord_delegation_t *d = submit(pool, "double", "1", 0, 0);
   finish(d);
@@ -1004,7 +1019,8 @@ static void limit_above_our_hard_limit_fails_the_start(void) {
   BEGIN();
   struct rlimit ours;
   getrlimit(RLIMIT_NOFILE, &ours);
-  if (ours.rlim_max == RLIM_INFINITY || getuid() == 0) return; /* root may raise it: nothing to see */
+  if (ours.rlim_max == RLIM_INFINITY || getuid() == 0)
+    return; /* root may raise it: nothing to see */
   procord_pool_source_t source = local_source(1);
   source.worker.limits.open_files = (unsigned long long)ours.rlim_max + 1;
   procord_pool_t *pool = make_pool((procord_pool_options_t){.max_workers = 1}, source);
@@ -1047,14 +1063,18 @@ static void release_borrowed(void *context) {
    outcome is out. */
 static int borrowed_released(int count) {
   long long until = now_ms() + 5000;
-  while (__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST) < count && now_ms() < until) usleep(1000);
+  while (__atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST) < count && now_ms() < until)
+    usleep(1000);
   return __atomic_load_n(&borrowed_releases, __ATOMIC_SEQ_CST) == count;
 }
 
 static procord_delegation_options_t borrowing(const char *task, const char *input) {
   procord_delegation_options_t options = {
-      .task_name = task, .input = input, .input_length = strlen(input),
-      .input_release = release_borrowed, .input_context = (void *)input,
+      .task_name = task,
+      .input = input,
+      .input_length = strlen(input),
+      .input_release = release_borrowed,
+      .input_context = (void *)input,
   };
   return options;
 }
@@ -1219,7 +1239,8 @@ static void submit_three_doubles(procord_pool_t *pool, procord_delegation_t *tas
   tasks[2] = submit(pool, "double", "3", 0, 1);
 }
 
-static void killed_task_in_the_middle_of_those_sent_ahead_stops_its_worker_and_the_next_runs_elsewhere(void) {
+static void
+killed_task_in_the_middle_of_those_sent_ahead_stops_its_worker_and_the_next_runs_elsewhere(void) {
   BEGIN();
   procord_pool_t *pool = send_ahead_pool(4);
   CHECK(pool);
@@ -1229,8 +1250,8 @@ static void killed_task_in_the_middle_of_those_sent_ahead_stops_its_worker_and_t
   CHECK(queue_empties(pool));
   CHECK_EQ_INT(procord_delegation_kill(ahead[1]), 0);
   int killed = finish(ahead[1])->kind == PROCORD_OUTCOME_KILLED;
-  int right = outcome_is_value(finish(running), "slept") && outcome_is_value(finish(ahead[0]), "2") &&
-              outcome_is_value(finish(ahead[2]), "6");
+  int right = outcome_is_value(finish(running), "slept") &&
+              outcome_is_value(finish(ahead[0]), "2") && outcome_is_value(finish(ahead[2]), "6");
   procord_delegation_release(running);
   for (int i = 0; i < 3; i++) procord_delegation_release(ahead[i]);
   CHECK(killed);
@@ -1249,14 +1270,17 @@ static void tasks_sent_ahead_go_back_in_order_when_their_worker_dies(void) {
   for (int i = 0; i < 3; i++) ahead[i] = submit(pool, "sleep", "100", 0, 1);
   CHECK(crashing && ahead[0] && ahead[1] && ahead[2]);
   CHECK(queue_empties(pool));
-  CHECK(!procord_delegation_is_finished(crashing)); /* they went ahead, not to a worker of their own */
+  CHECK(!procord_delegation_is_finished(
+      crashing)); /* they went ahead, not to a worker of their own */
   CHECK_EQ_INT(procord_delegation_kill(ahead[1]), 0); /* dropped: it does not come back */
   int crashed = finish(crashing)->kind == PROCORD_OUTCOME_DISCONNECTED;
   /* Back in their order: the first ends while the last still waits behind it. */
   procord_delegation_t *returned[2] = {ahead[0], ahead[2]};
   procord_delegation_wait(loop, returned, 2, 0, 20000);
-  int in_order = procord_delegation_is_finished(ahead[0]) && !procord_delegation_is_finished(ahead[2]);
-  int right = outcome_is_value(finish(ahead[0]), "slept") && outcome_is_value(finish(ahead[2]), "slept") &&
+  int in_order =
+      procord_delegation_is_finished(ahead[0]) && !procord_delegation_is_finished(ahead[2]);
+  int right = outcome_is_value(finish(ahead[0]), "slept") &&
+              outcome_is_value(finish(ahead[2]), "slept") &&
               finish(ahead[1])->kind == PROCORD_OUTCOME_KILLED;
   int attempts[2] = {procord_delegation_outcome(ahead[0])->attempts,
                      procord_delegation_outcome(ahead[2])->attempts};
@@ -1338,7 +1362,8 @@ static void without_send_ahead_the_next_task_waits_in_the_queue(void) {
 
 /* ---- The worker side of this program ---- */
 
-static void task_sleep(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_sleep(void *context, const unsigned char *input, size_t length,
+                       procord_reply_t *reply) {
   (void)context;
   usleep((useconds_t)(fixture_input_number(input, length) * 1000));
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, "slept");
@@ -1370,7 +1395,8 @@ static void task_child_traps_term(void *context, const unsigned char *input, siz
   struct sigaction survive = {0};
   survive.sa_handler = ignore_term; /* a handler, not SIG_IGN: the shell gets the default back */
   sigaction(SIGTERM, &survive, NULL);
-  char *arguments[] = {"sh", "-c", "trap 'echo TERM > \"$0\"; exit 0' TERM; sleep 30 & wait", path, NULL};
+  char *arguments[] = {"sh", "-c", "trap 'echo TERM > \"$0\"; exit 0' TERM; sleep 30 & wait", path,
+                       NULL};
   pid_t shell;
   if (posix_spawn(&shell, "/bin/sh", NULL, NULL, arguments, environ) != 0) {
     fixture_reply_text(reply, PROCORD_FRAME_EXCEPTION, "cannot start sh");
@@ -1381,7 +1407,8 @@ static void task_child_traps_term(void *context, const unsigned char *input, siz
   _exit(0);
 }
 
-static void task_crash(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_crash(void *context, const unsigned char *input, size_t length,
+                       procord_reply_t *reply) {
   (void)context;
   (void)input;
   (void)length;
@@ -1414,10 +1441,12 @@ static void task_crash_once(void *context, const unsigned char *input, size_t le
 }
 
 static char *volatile held; /* "alloc" stores here, so the allocation is not optimized away */
-static char *volatile held_blocks[64]; /* what "hold" keeps: the worker grows (reachable: no leak) */
+static char
+    *volatile held_blocks[64]; /* what "hold" keeps: the worker grows (reachable: no leak) */
 static int held_count;
 
-static void task_alloc(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_alloc(void *context, const unsigned char *input, size_t length,
+                       procord_reply_t *reply) {
   (void)context;
   size_t bytes = (size_t)fixture_input_number(input, length) << 20;
   char *memory = malloc(bytes);
@@ -1432,16 +1461,19 @@ static void task_alloc(void *context, const unsigned char *input, size_t length,
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, "allocated");
 }
 
-static void task_hold(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_hold(void *context, const unsigned char *input, size_t length,
+                      procord_reply_t *reply) {
   (void)context;
   size_t bytes = (size_t)fixture_input_number(input, length) << 20;
   char *memory = malloc(bytes);
   if (memory) memset(memory, 1, bytes);
   if (memory && held_count < 64) held_blocks[held_count++] = memory;
-  fixture_reply_text(reply, memory ? PROCORD_FRAME_VALUE : PROCORD_FRAME_EXCEPTION, memory ? "held" : "no memory");
+  fixture_reply_text(reply, memory ? PROCORD_FRAME_VALUE : PROCORD_FRAME_EXCEPTION,
+                     memory ? "held" : "no memory");
 }
 
-static void task_nofile(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_nofile(void *context, const unsigned char *input, size_t length,
+                        procord_reply_t *reply) {
   (void)context;
   (void)input;
   (void)length;
@@ -1452,20 +1484,27 @@ static void task_nofile(void *context, const unsigned char *input, size_t length
   fixture_reply_text(reply, PROCORD_FRAME_VALUE, out);
 }
 
-static void task_cwd(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void task_cwd(void *context, const unsigned char *input, size_t length,
+                     procord_reply_t *reply) {
   (void)context;
   (void)input;
   (void)length;
   char directory[4096];
-  fixture_reply_text(reply, PROCORD_FRAME_VALUE, getcwd(directory, sizeof directory) ? directory : "?");
+  fixture_reply_text(reply, PROCORD_FRAME_VALUE,
+                     getcwd(directory, sizeof directory) ? directory : "?");
 }
 
 static const procord_worker_task_t worker_tasks[] = {
-    {"double", fixture_task_double, NULL},         {"sleep", task_sleep, NULL},
-    {"sleep_child", task_sleep_child, NULL}, {"crash", task_crash, NULL},
-    {"crash_once", task_crash_once, NULL}, {"alloc", task_alloc, NULL},
-    {"hold", task_hold, NULL},             {"nofile", task_nofile, NULL},
-    {"cwd", task_cwd, NULL},               {"crash_after", task_crash_after, NULL},
+    {"double", fixture_task_double, NULL},
+    {"sleep", task_sleep, NULL},
+    {"sleep_child", task_sleep_child, NULL},
+    {"crash", task_crash, NULL},
+    {"crash_once", task_crash_once, NULL},
+    {"alloc", task_alloc, NULL},
+    {"hold", task_hold, NULL},
+    {"nofile", task_nofile, NULL},
+    {"cwd", task_cwd, NULL},
+    {"crash_after", task_crash_after, NULL},
     {"child_traps_term", task_child_traps_term, NULL},
 };
 
@@ -1488,8 +1527,8 @@ int main(int argc, char **argv) {
       return 0;
     }
   }
-  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks, self_path,
-                       sizeof self_path);
+  loop = fixture_start(argc, argv, worker_tasks, sizeof worker_tasks / sizeof *worker_tasks,
+                       self_path, sizeof self_path);
   if (!loop) return 1;
   socket_arguments[0] = stdio_arguments[0] = self_path;
   if (argc == 2 && strcmp(argv[1], "make-orphans") == 0) return make_orphans(1);

@@ -29,10 +29,10 @@ typedef struct {
   int fd;
   int port;
   struct event *event;
-  int silent;                    /* takes queries, never answers */
-  struct in_addr addresses[2];   /* the A records of known_name */
+  int silent;                  /* takes queries, never answers */
+  struct in_addr addresses[2]; /* the A records of known_name */
   int address_count;
-  int queries;                   /* how many came, answered or not */
+  int queries;                     /* how many came, answered or not */
   void (*on_query)(void *context); /* after each batch of queries, if set */
   void *context;
 } name_server_t;
@@ -59,7 +59,7 @@ static void name_server_answer(name_server_t *ns, const unsigned char *query, si
   int known = strcasecmp(name, known_name) == 0;
   int answers = known && type == 1 ? ns->address_count : 0;
   reply[2] = (unsigned char)(0x84 | (query[2] & 0x01)); /* an authoritative answer, RD kept */
-  reply[3] = known ? 0x80 : 0x83;                        /* NOERROR, or NXDOMAIN */
+  reply[3] = known ? 0x80 : 0x83;                       /* NOERROR, or NXDOMAIN */
   reply[4] = 0, reply[5] = 1;
   reply[6] = 0, reply[7] = (unsigned char)answers;
   memset(reply + 8, 0, 4);
@@ -82,7 +82,8 @@ static void name_server_on_readable(evutil_socket_t fd, short events, void *argu
     ssize_t n = recvfrom((int)fd, query, sizeof query, 0, (struct sockaddr *)&from, &from_length);
     if (n < 0) break;
     ns->queries++;
-    if (!ns->silent) name_server_answer(ns, query, (size_t)n, (struct sockaddr *)&from, from_length);
+    if (!ns->silent)
+      name_server_answer(ns, query, (size_t)n, (struct sockaddr *)&from, from_length);
   }
   if (ns->on_query) ns->on_query(ns->context);
 }
@@ -100,7 +101,8 @@ static int name_server_start(name_server_t *ns, procord_loop_t *loop) {
       getsockname(ns->fd, (struct sockaddr *)&address, &length) != 0)
     return -1;
   ns->port = ntohs(address.sin_port);
-  ns->event = event_new(procord_loop_base(loop), ns->fd, EV_READ | EV_PERSIST, name_server_on_readable, ns);
+  ns->event =
+      event_new(procord_loop_base(loop), ns->fd, EV_READ | EV_PERSIST, name_server_on_readable, ns);
   return ns->event && event_add(ns->event, NULL) == 0 ? 0 : -1;
 }
 
@@ -139,7 +141,8 @@ static int use_name_server(const name_server_t *ns, const char *more) {
 /* A new loop, its name server (silent or not) started on it, and the
    resolver told to ask it, with `more` resolv.conf lines (NULL: none).
    0, or -1 if any of it failed. */
-static int loop_asking_name_server(procord_loop_t **loop, name_server_t *ns, int silent, const char *more) {
+static int loop_asking_name_server(procord_loop_t **loop, name_server_t *ns, int silent,
+                                   const char *more) {
   if (procord_loop_new(loop) != 0 || name_server_start(ns, *loop) != 0) return -1;
   ns->silent = silent;
   return use_name_server(ns, more) == 0 ? 0 : -1;
@@ -195,13 +198,13 @@ static int count_threads(void) {
 /* What one attempt saw. */
 typedef struct {
   procord_loop_t *loop;
-  int done;          /* times on_done was called */
+  int done; /* times on_done was called */
   int fd;
   int error;
   char call[32];
   char detail[160];
-  int threads;       /* counted inside on_done */
-  int stop_loop;     /* on_done stops the loop run on the test's thread */
+  int threads;   /* counted inside on_done */
+  int stop_loop; /* on_done stops the loop run on the test's thread */
 } attempt_t;
 
 static void on_done(int fd, int error, const char *call, const char *detail, void *context) {
@@ -217,8 +220,8 @@ static void on_done(int fd, int error, const char *call, const char *detail, voi
 
 /* Starts connecting to host:port on `loop`, which must not run anywhere
    yet; the attempt stops the loop when done. 0 or the error. */
-static int start_connect(procord_loop_t *loop, const char *host, int port, int timeout_ms, attempt_t *seen,
-                         procord_connect_t **attempt) {
+static int start_connect(procord_loop_t *loop, const char *host, int port, int timeout_ms,
+                         attempt_t *seen, procord_connect_t **attempt) {
   memset(seen, 0, sizeof *seen);
   seen->loop = loop;
   seen->fd = -1;
@@ -281,15 +284,21 @@ static void a_delegation_to_localhost_reaches_a_server(void) {
   name_server_t ns;
   CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 1, NULL), 0);
   CHECK_EQ_INT(procord_loop_start_thread(loop), 0);
-  procord_delegation_options_t options = {.task_name = "double", .input = "21", .input_length = 2,
-                                          .remote_host = "localhost", .remote_port = port,
+  procord_delegation_options_t options = {.task_name = "double",
+                                          .input = "21",
+                                          .input_length = 2,
+                                          .remote_host = "localhost",
+                                          .remote_port = port,
                                           .connect_timeout_ms = 5000};
   procord_delegation_t *d = NULL;
   CHECK_EQ_INT(procord_delegate(loop, &options, &d), 0);
   CHECK_EQ_INT(procord_delegation_wait(loop, &d, 1, 1, 10000), 1);
   const procord_outcome_t *o = procord_delegation_outcome(d);
-  int answered = o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
-  if (!answered) fprintf(stderr, "    outcome %d, error %d, call %s\n", o->kind, o->error, o->call ? o->call : "");
+  int answered =
+      o->kind == PROCORD_OUTCOME_VALUE && o->length == 2 && memcmp(o->body, "42", 2) == 0;
+  if (!answered)
+    fprintf(stderr, "    outcome %d, error %d, call %s\n", o->kind, o->error,
+            o->call ? o->call : "");
   procord_delegation_release(d);
   procord_loop_free(loop);
   name_server_stop(&ns);
@@ -385,7 +394,8 @@ static void lookups_run_on_a_hosts_loop_with_no_thread(void) {
   for (int polled = 0; polled <= 1; polled++) {
     struct event_base *base = polled ? NULL : event_base_new();
     procord_loop_t *loop = NULL;
-    CHECK_EQ_INT(polled ? procord_loop_new_polled(&loop) : procord_loop_new_on_base(base, &loop), 0);
+    CHECK_EQ_INT(polled ? procord_loop_new_polled(&loop) : procord_loop_new_on_base(base, &loop),
+                 0);
     name_server_t ns;
     CHECK_EQ_INT(name_server_start(&ns, loop), 0);
     CHECK_EQ_INT(use_name_server(&ns, NULL), 0);
@@ -537,8 +547,11 @@ static void an_unknown_name_fails_naming_the_host(void) {
   name_server_t ns;
   CHECK_EQ_INT(loop_asking_name_server(&loop, &ns, 0, NULL), 0);
   CHECK_EQ_INT(procord_loop_start_thread(loop), 0);
-  procord_delegation_options_t options = {.task_name = "double", .input = "21", .input_length = 2,
-                                          .remote_host = "no-such-host.invalid", .remote_port = 1,
+  procord_delegation_options_t options = {.task_name = "double",
+                                          .input = "21",
+                                          .input_length = 2,
+                                          .remote_host = "no-such-host.invalid",
+                                          .remote_port = 1,
                                           .connect_timeout_ms = 20000};
   procord_delegation_t *d = NULL;
   long long start = now_ms();
@@ -594,7 +607,7 @@ typedef struct {
   procord_loop_t *loop;
   name_server_t *ns;
   procord_connect_t *attempt;
-  int cancel;                 /* cancel the attempt at the first query */
+  int cancel; /* cancel the attempt at the first query */
   int queries_when_given_up;
   struct event *stopper;
 } giving_up_t;

@@ -122,7 +122,8 @@ static int make_files(void) {
   if (write_file(secret_file, SECRET "\n", sizeof SECRET) != 0) return -1;
   static const char *const commands[] = {
       "openssl req -x509 " NEW_EC_KEY " -days 2 -subj /CN=TestCA -keyout ca.key -out ca.pem",
-      "openssl req -x509 " NEW_EC_KEY " -days 2 -subj /CN=OtherCA -keyout other-ca.key -out other-ca.pem",
+      "openssl req -x509 " NEW_EC_KEY
+      " -days 2 -subj /CN=OtherCA -keyout other-ca.key -out other-ca.pem",
       "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext",
       "openssl req -new " NEW_EC_KEY " -subj /CN=localhost -keyout server.key -out server.csr",
       "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
@@ -150,8 +151,8 @@ static int load_from_file(const void *contents, size_t contents_length, unsigned
   return result;
 }
 
-#define LOAD_FILE(contents, secret, length, error)                                                \
-  load_from_file((contents), sizeof(contents) - 1, (secret), sizeof(secret), (length), (error),   \
+#define LOAD_FILE(contents, secret, length, error)                                                 \
+  load_from_file((contents), sizeof(contents) - 1, (secret), sizeof(secret), (length), (error),    \
                  sizeof(error))
 
 static void secret_file_drops_one_trailing_newline(void) {
@@ -206,7 +207,8 @@ static void secret_file_keeps_a_lone_trailing_carriage_return(void) {
 }
 
 static void secret_file_is_binary_safe(void) {
-  static const unsigned char contents[] = {0, 1, 2, 0, 255, 254, 10, 13, 0, 9, 8, 7, 6, 5, 4, 3, 0, '\n'};
+  static const unsigned char contents[] = {0, 1, 2, 0, 255, 254, 10, 13, 0,
+                                           9, 8, 7, 6, 5,   4,   3,  0,  '\n'};
   unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
   size_t length = 0;
   char error[256] = "";
@@ -319,7 +321,8 @@ static void short_secret_in_the_environment_is_refused(void) {
 
 /* ---- procord_security_new ---- */
 
-/* procord_security_new refuses `options` with a message containing `word`, leaving `*security` alone. */
+/* procord_security_new refuses `options` with a message containing `word`, leaving `*security`
+ * alone. */
 static int refuses(const procord_security_options_t *options, const char *word, char *error,
                    size_t size) {
   procord_security_t *untouched = (procord_security_t *)&untouched;
@@ -329,15 +332,15 @@ static int refuses(const procord_security_options_t *options, const char *word, 
   return result == PROCORD_EINVAL && security == untouched && strstr(error, word) != NULL;
 }
 
-#define CHECK_REFUSED(options, word)                                                              \
-  do {                                                                                            \
-    char check_error[512] = "";                                                                   \
-    if (!refuses((options), (word), check_error, sizeof check_error)) {                           \
+#define CHECK_REFUSED(options, word)                                                               \
+  do {                                                                                             \
+    char check_error[512] = "";                                                                    \
+    if (!refuses((options), (word), check_error, sizeof check_error)) {                            \
       fprintf(stderr, "    %s:%d: not refused with \"%s\": \"%s\"\n", __FILE__, __LINE__, (word),  \
-              check_error);                                                                       \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
+              check_error);                                                                        \
+      check_current_failed = 1;                                                                    \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 
 static void server_with_tls_and_no_certificate_is_refused(void) {
@@ -377,8 +380,8 @@ static void key_that_does_not_match_its_certificate_is_refused(void) {
 }
 
 static void secret_of_the_wrong_length_is_refused(void) {
-  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT,
-                                        .secret = "0123456789abcde", .secret_length = 15};
+  procord_security_options_t options = {
+      .role = PROCORD_SECURITY_CLIENT, .secret = "0123456789abcde", .secret_length = 15};
   CHECK_REFUSED(&options, "16");
   static const char long_secret[PROCORD_SECRET_MAX_LENGTH + 1] = {0};
   options.secret = long_secret;
@@ -419,8 +422,8 @@ static void server_with_its_certificate_and_key_uses_tls(void) {
 }
 
 static void secret_only_security_uses_the_secret_and_not_tls(void) {
-  procord_security_options_t options = {.role = PROCORD_SECURITY_SERVER, .secret = SECRET,
-                                        .secret_length = sizeof SECRET - 1};
+  procord_security_options_t options = {
+      .role = PROCORD_SECURITY_SERVER, .secret = SECRET, .secret_length = sizeof SECRET - 1};
   procord_security_t *security = NULL;
   char error[512] = "";
   CHECK_EQ_INT(procord_security_new(&options, &security, error, sizeof error), 0);
@@ -433,8 +436,10 @@ static void secret_only_security_uses_the_secret_and_not_tls(void) {
 /* Each reference is dropped once, the last frees: AddressSanitizer sees a leak or a double free. */
 static void each_reference_is_released_once_and_the_last_frees(void) {
   CHECK(have_certificates);
-  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT, .ca_file = ca_pem,
-                                        .secret = SECRET, .secret_length = sizeof SECRET - 1};
+  procord_security_options_t options = {.role = PROCORD_SECURITY_CLIENT,
+                                        .ca_file = ca_pem,
+                                        .secret = SECRET,
+                                        .secret_length = sizeof SECRET - 1};
   procord_security_t *security = NULL;
   char error[512] = "";
   CHECK_EQ_INT(procord_security_new(&options, &security, error, sizeof error), 0);
@@ -452,9 +457,9 @@ static void each_reference_is_released_once_and_the_last_frees(void) {
 
 /* ---- procord_worker_parse_arguments and procord_security_from_command ---- */
 
-#define PARSE_ARGS(command, error, ...)                                                           \
-  procord_worker_parse_arguments(                                                                 \
-      (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                       \
+#define PARSE_ARGS(command, error, ...)                                                            \
+  procord_worker_parse_arguments(                                                                  \
+      (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                         \
       (const char *const[]){__VA_ARGS__}, (command), (error), sizeof(error))
 
 static int same(const char *a, const char *b) { return a && b && strcmp(a, b) == 0; }
@@ -577,8 +582,8 @@ static void security_from_a_command_has_its_tls_and_secret(void) {
 static void security_from_a_command_with_a_bad_secret_file_says_why(void) {
   procord_worker_command_t command;
   char error[512] = "";
-  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-secret-file", "/nonexistent/procord/s"),
-               0);
+  CHECK_EQ_INT(
+      PARSE_ARGS(&command, error, "prog", "--procord-secret-file", "/nonexistent/procord/s"), 0);
   procord_security_t *security = NULL;
   CHECK_EQ_INT(procord_security_from_command(&command, PROCORD_SECURITY_SERVER, &security, error,
                                              sizeof error),
@@ -592,15 +597,16 @@ static void security_from_a_command_with_a_bad_secret_file_says_why(void) {
 static procord_security_t *auth_client, *auth_server, *auth_client_wrong;
 
 static procord_security_t *secret_security(procord_security_role_t role, const char *secret) {
-  procord_security_options_t options = {.role = role, .secret = secret,
-                                        .secret_length = strlen(secret)};
+  procord_security_options_t options = {
+      .role = role, .secret = secret, .secret_length = strlen(secret)};
   procord_security_t *security = NULL;
   return procord_security_new(&options, &security, NULL, 0) == 0 ? security : NULL;
 }
 
 /* Gives `auth` a frame of `kind` with a copy of `body`. */
-static procord_auth_result_t step(procord_auth_t *auth, unsigned char kind, const unsigned char *body,
-                                  size_t length, unsigned char reply[PROCORD_AUTH_PROOF_LENGTH],
+static procord_auth_result_t step(procord_auth_t *auth, unsigned char kind,
+                                  const unsigned char *body, size_t length,
+                                  unsigned char reply[PROCORD_AUTH_PROOF_LENGTH],
                                   size_t *reply_length, const char **reason) {
   unsigned char copy[PROCORD_AUTH_MAX_FRAME];
   memcpy(copy, body, length);
@@ -645,9 +651,9 @@ static void same_secret_brings_both_sides_to_done(void) {
   unsigned char server_proof[PROCORD_AUTH_PROOF_LENGTH], nothing[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
-  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length,
-                    &reason),
-               PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(
+      step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length, &reason),
+      PROCORD_AUTH_DONE);
   CHECK_EQ_INT(length, PROCORD_AUTH_PROOF_LENGTH);
   CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, server_proof, length, nothing, &length, &reason),
                PROCORD_AUTH_DONE);
@@ -671,8 +677,9 @@ static void different_secrets_fail_at_the_server_with_wrong_shared_secret(void) 
   unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 99;
   const char *reason = NULL;
-  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, reply, &length, &reason),
-               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(
+      step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, reply, &length, &reason),
+      PROCORD_AUTH_FAILED);
   CHECK_EQ_INT(length, 0); /* no proof of ours for a peer that failed */
   CHECK_CONTAINS(reason, "wrong shared secret");
 }
@@ -684,9 +691,9 @@ static void tampered_server_proof_fails_the_client(void) {
   unsigned char server_proof[PROCORD_AUTH_PROOF_LENGTH], nothing[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
-  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length,
-                    &reason),
-               PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(
+      step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length, &reason),
+      PROCORD_AUTH_DONE);
   server_proof[PROCORD_AUTH_PROOF_LENGTH - 1] ^= 1;
   CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, server_proof, length, nothing, &length, &reason),
                PROCORD_AUTH_FAILED);
@@ -701,8 +708,9 @@ static void client_proof_reflected_as_the_server_proof_fails_the_client(void) {
   unsigned char nothing[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
-  CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, nothing, &length, &reason),
-               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(
+      step(&x.client, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, nothing, &length, &reason),
+      PROCORD_AUTH_FAILED);
 }
 
 /* A proof made for other nonces (another connection) does not pass. */
@@ -727,9 +735,9 @@ static void task_frame_first_fails_the_server_mentioning_the_shared_secret(void)
   size_t length = 99;
   const char *reason = NULL;
   CHECK_EQ_INT(procord_auth_start(&server, auth_server, PROCORD_AUTH_SERVER, unused), 0);
-  CHECK_EQ_INT(step(&server, PROCORD_FRAME_TASK, (const unsigned char *)"echo", 4, reply, &length,
-                    &reason),
-               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(
+      step(&server, PROCORD_FRAME_TASK, (const unsigned char *)"echo", 4, reply, &length, &reason),
+      PROCORD_AUTH_FAILED);
   CHECK_EQ_INT(length, 0);
   CHECK_CONTAINS(reason, "shared secret");
 }
@@ -741,9 +749,9 @@ static void client_proof_of_the_wrong_length_fails_the_server(void) {
   unsigned char reply[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
-  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof - 1, reply, &length,
-                    &reason),
-               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(
+      step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof - 1, reply, &length, &reason),
+      PROCORD_AUTH_FAILED);
   CHECK(reason != NULL);
 }
 
@@ -754,9 +762,9 @@ static void server_proof_of_the_wrong_length_fails_the_client(void) {
   unsigned char server_proof[PROCORD_AUTH_PROOF_LENGTH + 1], nothing[PROCORD_AUTH_PROOF_LENGTH];
   size_t length = 0;
   const char *reason = NULL;
-  CHECK_EQ_INT(step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length,
-                    &reason),
-               PROCORD_AUTH_DONE);
+  CHECK_EQ_INT(
+      step(&x.server, PROCORD_FRAME_AUTH, x.proof, sizeof x.proof, server_proof, &length, &reason),
+      PROCORD_AUTH_DONE);
   server_proof[PROCORD_AUTH_PROOF_LENGTH] = 0; /* the right proof and a byte more */
   CHECK_EQ_INT(step(&x.client, PROCORD_FRAME_AUTH, server_proof, sizeof server_proof, nothing,
                     &length, &reason),
@@ -813,7 +821,8 @@ static proof_outcome_t proof_checked(proof_way_t way, proof_alteration_t alterat
   }
   procord_frame_t frame = {.kind = PROCORD_FRAME_AUTH, .body = proof, .length = length};
   outcome.reply_length = 99; /* so that a failure must set it to 0 */
-  outcome.result = procord_auth_step(checker, &frame, reply, &outcome.reply_length, &outcome.reason);
+  outcome.result =
+      procord_auth_step(checker, &frame, reply, &outcome.reply_length, &outcome.reason);
   outcome.ok = 1;
   return outcome;
 }
@@ -824,9 +833,10 @@ static void altered_proof_fails(proof_way_t way, proof_alteration_t alteration) 
   CHECK(outcome.ok);
   CHECK_EQ_INT(outcome.result, PROCORD_AUTH_FAILED);
   CHECK_EQ_INT(outcome.reply_length, 0); /* no proof of ours for a peer that failed */
-  CHECK_CONTAINS(outcome.reason, way == CLIENT_PROOF_TO_THE_SERVER
-                                     ? "wrong shared secret"
-                                     : "the server could not prove that it knows the shared secret");
+  CHECK_CONTAINS(outcome.reason,
+                 way == CLIENT_PROOF_TO_THE_SERVER
+                     ? "wrong shared secret"
+                     : "the server could not prove that it knows the shared secret");
 }
 
 /* The controls: the same path with the proof left alone passes, so the
@@ -909,9 +919,9 @@ static void refusal_from_the_server_fails_the_client(void) {
                PROCORD_AUTH_FAILED);
   CHECK_CONTAINS(reason, "refused");
   CHECK_EQ_INT(procord_auth_start(&client, auth_client, PROCORD_AUTH_CLIENT, nonce), 0);
-  CHECK_EQ_INT(step(&client, PROCORD_FRAME_ERROR, (const unsigned char *)"1", 1, reply, &length,
-                    &reason),
-               PROCORD_AUTH_FAILED);
+  CHECK_EQ_INT(
+      step(&client, PROCORD_FRAME_ERROR, (const unsigned char *)"1", 1, reply, &length, &reason),
+      PROCORD_AUTH_FAILED);
   CHECK_CONTAINS(reason, "does not take a shared secret");
 }
 
@@ -1049,33 +1059,36 @@ static procord_security_t *client(const char *ca, const char *certificate, const
   return security;
 }
 
-#define CHECK_VALUE(r, expected)                                                                  \
-  do {                                                                                            \
+#define CHECK_VALUE(r, expected)                                                                   \
+  do {                                                                                             \
     if (!(r).finished || (r).kind != PROCORD_OUTCOME_VALUE || strcmp((r).body, (expected)) != 0) { \
-      fprintf(stderr, "    %s:%d: expected the value \"%s\"; got finished %d, kind %d, error %s, " \
-              "call \"%s\", detail \"%s\", body \"%s\"\n", __FILE__, __LINE__, (expected),       \
-              (r).finished, (int)(r).kind,                                                        \
-              procord_err_name((r).error), (r).call, (r).detail, (r).body);                       \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
+      fprintf(stderr,                                                                              \
+              "    %s:%d: expected the value \"%s\"; got finished %d, kind %d, error %s, "         \
+              "call \"%s\", detail \"%s\", body \"%s\"\n",                                         \
+              __FILE__, __LINE__, (expected), (r).finished, (int)(r).kind,                         \
+              procord_err_name((r).error), (r).call, (r).detail, (r).body);                        \
+      check_current_failed = 1;                                                                    \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 
-#define CHECK_DISCONNECTED(r, expected_error, expected_call)                                      \
-  do {                                                                                            \
-    if (!(r).finished || (r).kind != PROCORD_OUTCOME_DISCONNECTED ||                              \
-        (r).error != (expected_error) || strcmp((r).call, (expected_call)) != 0) {                \
-      fprintf(stderr, "    %s:%d: expected DISCONNECTED, %s, \"%s\"; got finished %d, kind %d, "  \
-              "error %s, call \"%s\", detail \"%s\", body \"%s\"\n", __FILE__, __LINE__,          \
-              procord_err_name(expected_error), (expected_call), (r).finished, (int)(r).kind,     \
-              procord_err_name((r).error), (r).call, (r).detail, (r).body);                       \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
+#define CHECK_DISCONNECTED(r, expected_error, expected_call)                                       \
+  do {                                                                                             \
+    if (!(r).finished || (r).kind != PROCORD_OUTCOME_DISCONNECTED ||                               \
+        (r).error != (expected_error) || strcmp((r).call, (expected_call)) != 0) {                 \
+      fprintf(stderr,                                                                              \
+              "    %s:%d: expected DISCONNECTED, %s, \"%s\"; got finished %d, kind %d, "           \
+              "error %s, call \"%s\", detail \"%s\", body \"%s\"\n",                               \
+              __FILE__, __LINE__, procord_err_name(expected_error), (expected_call), (r).finished, \
+              (int)(r).kind, procord_err_name((r).error), (r).call, (r).detail, (r).body);         \
+      check_current_failed = 1;                                                                    \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 
 #define TLS_SERVER "--procord-tls-cert", server_pem, "--procord-tls-key", server_key
-#define MUTUAL_TLS_SERVER TLS_SERVER, "--procord-tls-ca", ca_pem, "--procord-tls-require-client-cert"
+#define MUTUAL_TLS_SERVER                                                                          \
+  TLS_SERVER, "--procord-tls-ca", ca_pem, "--procord-tls-require-client-cert"
 
 /* ---- End to end: what passes ---- */
 
@@ -1243,8 +1256,8 @@ static void client_without_a_certificate_fails_with_etls_where_one_is_required(v
   const char *const options[] = {MUTUAL_TLS_SERVER, NULL};
   CHECK_EQ_INT(start_server(options, NULL), 0);
   result_t r = delegate(client(ca_pem, NULL, NULL, NULL, NULL), "echo", "x");
-  int logged = logged_within("refused: TLS handshake failed", 5000) &&
-               logged_within("certificate", 1000);
+  int logged =
+      logged_within("refused: TLS handshake failed", 5000) && logged_within("certificate", 1000);
   int stopped = stop_server();
   CHECK_DISCONNECTED(r, PROCORD_ETLS, "tls");
   CHECK_CONTAINS(r.detail, "certificate");
@@ -1269,7 +1282,8 @@ static void client_with_a_certificate_of_another_ca_fails_with_etls(void) {
   CHECK_NOTHING_LEFT();
 }
 
-static void plaintext_client_of_a_tls_server_gets_an_unknown_exception_saying_tls_is_required(void) {
+static void
+plaintext_client_of_a_tls_server_gets_an_unknown_exception_saying_tls_is_required(void) {
   BEGIN();
   CHECK(have_certificates);
   const char *const options[] = {TLS_SERVER, NULL};
@@ -1385,7 +1399,8 @@ static void silent_peer_is_dropped_after_the_handshake_timeout(void) {
   CHECK_NOTHING_LEFT();
 }
 
-/* A plaintext client is told why in a `U` frame, then the server closes: it never waits for the client. */
+/* A plaintext client is told why in a `U` frame, then the server closes: it never waits for the
+ * client. */
 static void plaintext_client_of_a_tls_server_is_told_why_then_closed(void) {
   BEGIN();
   CHECK(have_certificates);
@@ -1402,7 +1417,8 @@ static void plaintext_client_of_a_tls_server_is_told_why_then_closed(void) {
     if (poll(&p, 1, (int)(end - now_ms())) <= 0) continue;
     ssize_t n = recv(fd, answer + length, sizeof answer - 1 - length, 0);
     if (n > 0) length += (size_t)n;
-    else if (n == 0 || (errno != EINTR && errno != EAGAIN)) ended = 1;
+    else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+      ended = 1;
     answer[length] = 0;
   }
   if (fd >= 0) close(fd);
@@ -1533,18 +1549,21 @@ leave:
 static void tls_client_that_pipelines_without_reading_then_leaves_frees_its_worker(void) {
   BEGIN();
   CHECK(have_certificates);
-  const char *const options[] = {TLS_SERVER, "--procord-max-simultaneous-tasks", "1",
-                                 "--procord-read-timeout", "0", "--procord-drain-timeout", "1000",
-                                 NULL};
+  const char *const options[] = {
+      TLS_SERVER, "--procord-max-simultaneous-tasks", "1",    "--procord-read-timeout",
+      "0",        "--procord-drain-timeout",          "1000", NULL};
   CHECK_EQ_INT(start_server(options, NULL), 0);
   int tasks = 0;
   int blocked = pipeline_without_reading_then_leave(64, &tasks);
   result_t r = delegate_within(client(ca_pem, NULL, NULL, NULL, NULL), "echo", "next", 5000);
   int stopped = stop_server();
-  if (!blocked) fprintf(stderr, "    the pipelining client's writes never stopped (%d tasks)\n", tasks);
+  if (!blocked)
+    fprintf(stderr, "    the pipelining client's writes never stopped (%d tasks)\n", tasks);
   if (!r.finished)
-    fprintf(stderr, "    no answer within 5 s for the next client: the worker of the one that "
-                    "left (after %d tasks) still holds the server's only slot\n", tasks);
+    fprintf(stderr,
+            "    no answer within 5 s for the next client: the worker of the one that "
+            "left (after %d tasks) still holds the server's only slot\n",
+            tasks);
   CHECK(blocked);
   CHECK_VALUE(r, "next");
   CHECK(stopped);
@@ -1553,11 +1572,13 @@ static void tls_client_that_pipelines_without_reading_then_leaves_frees_its_work
 
 /* ---- A secured connection closed before it is connected ---- */
 
-static void ignore_frame(procord_connection_t *c, const procord_frame_t *frame, int error, void *context) {
+static void ignore_frame(procord_connection_t *c, const procord_frame_t *frame, int error,
+                         void *context) {
   (void)c, (void)frame, (void)error, (void)context;
 }
 
-static void stop_when_disconnected(procord_connection_t *c, procord_connection_state_t state, void *context) {
+static void stop_when_disconnected(procord_connection_t *c, procord_connection_state_t state,
+                                   void *context) {
   (void)c;
   if (state == PROCORD_DISCONNECTED) procord_loop_stop(context);
 }
@@ -1580,8 +1601,13 @@ static void closing_a_secured_connection_while_connecting_sends_nothing(void) {
   procord_loop_t *own = NULL;
   CHECK_EQ_INT(procord_loop_new(&own), 0);
   procord_connection_options_t options = {
-      .read_fd = fd, .write_fd = fd, .connecting = 1, .on_frame = ignore_frame,
-      .on_state = stop_when_disconnected, .context = own, .security = auth_client,
+      .read_fd = fd,
+      .write_fd = fd,
+      .connecting = 1,
+      .on_frame = ignore_frame,
+      .on_state = stop_when_disconnected,
+      .context = own,
+      .security = auth_client,
   };
   procord_connection_t *connection = NULL;
   CHECK_EQ_INT(procord_connection_open(own, &options, &connection), 0);
@@ -1616,8 +1642,12 @@ static int one_offs_answered(int count, int timeout_ms) {
     snprintf(inputs[started], sizeof inputs[started], "one-off %d", started);
     procord_security_t *security = client(NULL, NULL, NULL, NULL, SECRET);
     procord_delegation_options_t options = {
-        .task_name = "echo", .input = inputs[started], .input_length = strlen(inputs[started]),
-        .remote_host = "127.0.0.1", .remote_port = server.port, .connect_timeout_ms = 5000,
+        .task_name = "echo",
+        .input = inputs[started],
+        .input_length = strlen(inputs[started]),
+        .remote_host = "127.0.0.1",
+        .remote_port = server.port,
+        .connect_timeout_ms = 5000,
         .security = security,
     };
     int error = security ? procord_delegate(loop, &options, &tasks[started]) : -ENOMEM;
@@ -1645,10 +1675,12 @@ static int one_offs_answered(int count, int timeout_ms) {
 static int pool_tasks_answered(int connections, int count, int timeout_ms) {
   procord_security_t *security = client(NULL, NULL, NULL, NULL, SECRET);
   if (!security) return -1;
-  procord_pool_source_t source = {.remote_host = "127.0.0.1", .remote_port = server.port,
-                                  .security = security};
-  procord_pool_options_t options = {.sources = &source, .source_count = 1,
-                                    .max_workers = connections, .connect_timeout_ms = 5000};
+  procord_pool_source_t source = {
+      .remote_host = "127.0.0.1", .remote_port = server.port, .security = security};
+  procord_pool_options_t options = {.sources = &source,
+                                    .source_count = 1,
+                                    .max_workers = connections,
+                                    .connect_timeout_ms = 5000};
   procord_pool_t *pool = NULL;
   int error = procord_pool_new(loop, &options, &pool);
   procord_security_release(security); /* the pool holds its own reference */
@@ -1658,8 +1690,8 @@ static int pool_tasks_answered(int connections, int count, int timeout_ms) {
   for (; tasks && submitted < count; submitted++) {
     char input[32];
     snprintf(input, sizeof input, "pooled %d", submitted);
-    procord_delegation_options_t task = {.task_name = "echo", .input = input,
-                                         .input_length = strlen(input)};
+    procord_delegation_options_t task = {
+        .task_name = "echo", .input = input, .input_length = strlen(input)};
     if (procord_pool_delegate(pool, &task, &tasks[submitted]) != 0) break;
   }
   if (submitted) procord_delegation_wait(loop, tasks, (size_t)submitted, 1, timeout_ms);
@@ -1685,10 +1717,11 @@ static int pool_tasks_answered(int connections, int count, int timeout_ms) {
    `pidfds`; how many. */
 static int open_server_workers(int *pidfds, int capacity) {
   check_child_t workers[64];
-  int found = check_children_of(server.child.pid, workers, capacity < 64 ? capacity : 64), count = 0;
+  int found = check_children_of(server.child.pid, workers, capacity < 64 ? capacity : 64),
+      count = 0;
   for (int i = 0; i < found; i++) {
     int pidfd = (int)syscall(SYS_pidfd_open, workers[i].pid, 0); /* close-on-exec */
-    if (pidfd >= 0) pidfds[count++] = pidfd; /* else it is gone already */
+    if (pidfd >= 0) pidfds[count++] = pidfd;                     /* else it is gone already */
   }
   return count;
 }
@@ -1726,8 +1759,8 @@ static int still_running_after(int *pidfds, int count, int timeout_ms) {
 static void server_with_a_secret_stops_at_once_on_sigterm_after_its_clients_are_answered(void) {
   BEGIN();
   /* At info level the log says how many tasks the drain waited for. */
-  const char *const options[] = {"--procord-secret-file", secret_file, "--procord-log-level", "info",
-                                 NULL};
+  const char *const options[] = {"--procord-secret-file", secret_file, "--procord-log-level",
+                                 "info", NULL};
   for (int round = 1; round <= DRAIN_ROUNDS; round++) {
     CHECK_EQ_INT(start_server(options, NULL), 0);
     int one_offs = one_offs_answered(DRAIN_ONE_OFFS, 10000);

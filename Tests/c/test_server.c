@@ -70,7 +70,9 @@ typedef struct {
 } frame_t;
 
 /* A client not connected: client_close does nothing to it. */
+/* clang-format off */
 #define CLIENT_NONE {.fd = -1}
+/* clang-format on */
 
 /* Connects to the server's port from `from` (a local address, NULL:
    127.0.0.1), with a receive buffer of `receive_buffer` bytes (0: the
@@ -81,7 +83,8 @@ static int client_connect_with(client_t *c, int port, const char *from, int rece
   if (c->fd < 0) return -errno;
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (receive_buffer > 0) setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  if (receive_buffer > 0)
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   if (from) {
     struct sockaddr_in local = {.sin_family = AF_INET};
     if (inet_pton(AF_INET, from, &local.sin_addr) != 1 ||
@@ -187,7 +190,8 @@ static int client_pull(client_t *c) {
     c->size = size;
   }
   ssize_t n;
-  while ((n = recv(c->fd, c->buffer + c->used, c->size - c->used, MSG_DONTWAIT)) < 0 && errno == EINTR) {
+  while ((n = recv(c->fd, c->buffer + c->used, c->size - c->used, MSG_DONTWAIT)) < 0 &&
+         errno == EINTR) {
   }
   if (n > 0) {
     c->used += (size_t)n;
@@ -225,7 +229,8 @@ static int client_answer(client_t *c, int timeout_ms, frame_t *frame) {
   for (;;) {
     long long left = end - now_ms();
     int r = client_frame(c, left > 0 ? (int)left : 0, frame);
-    if (r != 1 || (frame->kind != PROCORD_FRAME_PRINT && frame->kind != PROCORD_FRAME_FLUSH)) return r;
+    if (r != 1 || (frame->kind != PROCORD_FRAME_PRINT && frame->kind != PROCORD_FRAME_FLUSH))
+      return r;
   }
 }
 
@@ -250,27 +255,31 @@ static void show_frame(const char *what, int result, const frame_t *frame) {
             (int)(frame->length < 200 ? frame->length : 200), (const char *)frame->body);
   else
     fprintf(stderr, "    %s: %s\n", what,
-            result == 0 ? "the end of the stream" : result == -1 ? "nothing in time" : "an ill-formed frame");
+            result == 0    ? "the end of the stream"
+            : result == -1 ? "nothing in time"
+                           : "an ill-formed frame");
 }
 
-/* The next frame is `kind` with `text`, within `timeout_ms` (prints skipped); says what came when not. */
-#define CHECK_ANSWER(client, timeout_ms, kind, text)                                              \
-  do {                                                                                            \
-    frame_t check_frame = {0};                                                                    \
-    int check_result = client_answer((client), (timeout_ms), &check_frame);                       \
-    if (!frame_is(check_result, &check_frame, (kind), (text))) {                                  \
-      fprintf(stderr, "    %s:%d: expected frame %c \"%s\"\n", __FILE__, __LINE__, (kind), (text)); \
-      show_frame("got", check_result, &check_frame);                                              \
-      check_current_failed = 1;                                                                   \
-      return;                                                                                     \
-    }                                                                                             \
+/* The next frame is `kind` with `text`, within `timeout_ms` (prints skipped); says what came when
+ * not. */
+#define CHECK_ANSWER(client, timeout_ms, kind, text)                                               \
+  do {                                                                                             \
+    frame_t check_frame = {0};                                                                     \
+    int check_result = client_answer((client), (timeout_ms), &check_frame);                        \
+    if (!frame_is(check_result, &check_frame, (kind), (text))) {                                   \
+      fprintf(stderr, "    %s:%d: expected frame %c \"%s\"\n", __FILE__, __LINE__, (kind),         \
+              (text));                                                                             \
+      show_frame("got", check_result, &check_frame);                                               \
+      check_current_failed = 1;                                                                    \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 
 /* An answer `text`, then `0R`. */
-#define CHECK_VALUE_THEN_0R(client, timeout_ms, text)                                             \
-  do {                                                                                            \
-    CHECK_ANSWER((client), (timeout_ms), PROCORD_FRAME_VALUE, (text));                            \
-    CHECK_ANSWER((client), 2000, PROCORD_FRAME_REUSABLE, "");                                     \
+#define CHECK_VALUE_THEN_0R(client, timeout_ms, text)                                              \
+  do {                                                                                             \
+    CHECK_ANSWER((client), (timeout_ms), PROCORD_FRAME_VALUE, (text));                             \
+    CHECK_ANSWER((client), 2000, PROCORD_FRAME_REUSABLE, "");                                      \
   } while (0)
 
 /* An echo of `text` on the connection is answered within 5 s (says what came when not). */
@@ -286,7 +295,8 @@ static int echoes_on(client_t *c, const char *text) {
    idle between tasks, with nothing left to read. */
 static int echoes_then_idles(client_t *c, const char *text) {
   frame_t frame = {0};
-  return echoes_on(c, text) && frame_is(client_frame(c, 2000, &frame), &frame, PROCORD_FRAME_REUSABLE, "");
+  return echoes_on(c, text) &&
+         frame_is(client_frame(c, 2000, &frame), &frame, PROCORD_FRAME_REUSABLE, "");
 }
 
 /* A one-off: a new connection, an echo of `text` answered within 5 s, closed. */
@@ -357,7 +367,8 @@ static void trickled_task_is_dropped_at_the_task_time_limit(void) {
     if (sent < (int)sizeof task - 1) {
       ssize_t n = send(c.fd, task + sent, 1, MSG_NOSIGNAL);
       if (n == 1) sent++;
-      else ended = 1; /* EPIPE, ECONNRESET: dropped */
+      else
+        ended = 1; /* EPIPE, ECONNRESET: dropped */
     }
     if (!ended) ended = client_ends_within(&c, 100) == 1;
     if (ended) ended_at = now_ms();
@@ -368,8 +379,8 @@ static void trickled_task_is_dropped_at_the_task_time_limit(void) {
   int logged = logged_within("its task did not arrive in time", 2000);
   int stopped = stop_server();
   if (!ended || took < 480 || took > 2500)
-    fprintf(stderr, "    ended %d after %lld ms, %d bytes sent; the log:\n%.4000s\n", ended, took, sent,
-            server.log);
+    fprintf(stderr, "    ended %d after %lld ms, %d bytes sent; the log:\n%.4000s\n", ended, took,
+            sent, server.log);
   CHECK(ended);
   CHECK(took >= 480);  /* the limit is 500 ms from the first byte */
   CHECK(took <= 2500); /* and not much more */
@@ -384,8 +395,8 @@ static void trickled_task_is_dropped_at_the_task_time_limit(void) {
    although it takes longer than the task time limit alone. */
 static void big_task_sent_steadily_is_not_cut_off_by_the_task_time_limit(void) {
   BEGIN();
-  const char *const options[] = {"--procord-task-timeout", "300", "--procord-min-receive-rate", "1048576",
-                                 NULL};
+  const char *const options[] = {"--procord-task-timeout", "300", "--procord-min-receive-rate",
+                                 "1048576", NULL};
   CHECK_EQ_INT(start_server(options, NULL), 0);
   enum { SIZE = 4 << 20, PIECE = 128 << 10, EVERY_MS = 30 };
   unsigned char *input = pattern(SIZE);
@@ -406,12 +417,14 @@ static void big_task_sent_steadily_is_not_cut_off_by_the_task_time_limit(void) {
   int echoed = r == 1 && frame.kind == PROCORD_FRAME_VALUE && frame.length == SIZE &&
                memcmp(frame.body, input, SIZE) == 0;
   if (!echoed) show_frame("the answer", r, &frame);
-  int reusable = echoed && client_frame(&c, 2000, &frame) == 1 && frame.kind == PROCORD_FRAME_REUSABLE;
+  int reusable =
+      echoed && client_frame(&c, 2000, &frame) == 1 && frame.kind == PROCORD_FRAME_REUSABLE;
   free(input);
   client_close(&c);
   int stopped = stop_server();
   if (error || !echoed)
-    fprintf(stderr, "    sent in %lld ms (error %d); the log:\n%.4000s\n", sent_in, error, server.log);
+    fprintf(stderr, "    sent in %lld ms (error %d); the log:\n%.4000s\n", sent_in, error,
+            server.log);
   CHECK_EQ_INT(error, 0);
   CHECK(sent_in > 600); /* it did take longer than the limit alone */
   CHECK(echoed);
@@ -424,8 +437,15 @@ static void big_task_sent_steadily_is_not_cut_off_by_the_task_time_limit(void) {
    answer's time limit; meanwhile its worker, the only one, serves another. */
 static void client_not_taking_its_answer_is_dropped_and_its_worker_serves_another(void) {
   BEGIN();
-  const char *const options[] = {"--procord-max-simultaneous-tasks", "1", "--procord-answer-timeout", "1000",
-                                 "--procord-min-send-rate", "67108864", "--procord-log-level", "debug", NULL};
+  const char *const options[] = {"--procord-max-simultaneous-tasks",
+                                 "1",
+                                 "--procord-answer-timeout",
+                                 "1000",
+                                 "--procord-min-send-rate",
+                                 "67108864",
+                                 "--procord-log-level",
+                                 "debug",
+                                 NULL};
   CHECK_EQ_INT(start_server(options, NULL), 0);
   enum { SIZE = 8 << 20 };
   unsigned char *input = pattern(SIZE);
@@ -465,9 +485,11 @@ static void client_not_taking_its_answer_is_dropped_and_its_worker_serves_anothe
   client_close(&other);
   int stopped = stop_server();
   if (!queued || !answered || dropped_before || !dropped)
-    fprintf(stderr, "    queued %d, answered %d after %lld ms, dropped before %d, dropped %d after %lld ms; "
-            "the log:\n%.4000s\n", queued, answered, answered_after, dropped_before, dropped, dropped_after,
-            server.log);
+    fprintf(
+        stderr,
+        "    queued %d, answered %d after %lld ms, dropped before %d, dropped %d after %lld ms; "
+        "the log:\n%.4000s\n",
+        queued, answered, answered_after, dropped_before, dropped, dropped_after, server.log);
   CHECK_EQ_INT(error, 0);
   CHECK(queued);
   CHECK(answered);
@@ -505,12 +527,14 @@ static void pipelined_tasks_of_one_connection_take_turns_with_another_connection
     int r;
     while ((r = client_frame(&a, 0, &frame)) == 1) {
       if (frame_is(r, &frame, PROCORD_FRAME_VALUE, "slept")) a_answers++;
-      else if (frame.kind != PROCORD_FRAME_REUSABLE) bad = 1;
+      else if (frame.kind != PROCORD_FRAME_REUSABLE)
+        bad = 1;
     }
     if (r != -1) bad = 1;
     r = client_frame(&b, 0, &frame);
     if (frame_is(r, &frame, PROCORD_FRAME_VALUE, "slept")) b_answered = 1;
-    else if (r != -1) bad = 1;
+    else if (r != -1)
+      bad = 1;
     struct pollfd p[2] = {{.fd = a.fd, .events = POLLIN}, {.fd = b.fd, .events = POLLIN}};
     if (!b_answered && !bad) poll(p, 2, 100);
   }
@@ -520,15 +544,18 @@ static void pipelined_tasks_of_one_connection_take_turns_with_another_connection
   while (!error && !bad && a_answers < TASKS && now_ms() < end) {
     int r = client_frame(&a, (int)(end - now_ms()), &frame);
     if (frame_is(r, &frame, PROCORD_FRAME_VALUE, "slept")) a_answers++;
-    else if (r == 1 && frame.kind == PROCORD_FRAME_REUSABLE) reusable++;
-    else bad = 1;
+    else if (r == 1 && frame.kind == PROCORD_FRAME_REUSABLE)
+      reusable++;
+    else
+      bad = 1;
   }
   int last_reusable = client_frame(&a, 2000, &frame) == 1 && frame.kind == PROCORD_FRAME_REUSABLE;
   client_close(&a);
   client_close(&b);
   int stopped = stop_server();
   if (!b_answered || a_answers_before_b > 3)
-    fprintf(stderr, "    b answered %d, after %d of a's %d answers\n", b_answered, a_answers_before_b, TASKS);
+    fprintf(stderr, "    b answered %d, after %d of a's %d answers\n", b_answered,
+            a_answers_before_b, TASKS);
   CHECK_EQ_INT(error, 0);
   CHECK(!bad);
   CHECK(b_answered);
@@ -544,7 +571,8 @@ static void pipelined_tasks_of_one_connection_take_turns_with_another_connection
 /* At max_connections, a new connection closes the one idle longest. */
 static void new_connection_at_max_connections_closes_the_one_idle_longest(void) {
   BEGIN();
-  const char *const options[] = {"--procord-max-connections", "4", "--procord-log-level", "info", NULL};
+  const char *const options[] = {"--procord-max-connections", "4", "--procord-log-level", "info",
+                                 NULL};
   CHECK_EQ_INT(start_server(options, NULL), 0);
   /* Four connections idle between tasks, each since its echo was
      answered, one after another: the first is the one idle longest. (A
@@ -553,7 +581,8 @@ static void new_connection_at_max_connections_closes_the_one_idle_longest(void) 
   client_t held[4], fifth = CLIENT_NONE;
   int opened = 0, error = 0;
   for (; opened < 4 && !error; opened++)
-    if (!(error = client_connect(&held[opened])) && !echoes_then_idles(&held[opened], "held")) error = -EPROTO;
+    if (!(error = client_connect(&held[opened])) && !echoes_then_idles(&held[opened], "held"))
+      error = -EPROTO;
   /* The fifth's task makes it a connection, which closes the first. */
   if (!error) error = client_connect(&fifth);
   if (!error) error = client_send_text_task(&fifth, "echo", "fifth");
@@ -586,7 +615,8 @@ static void new_connection_at_max_connections_none_idle_is_refused_with_a_u_fram
   client_t held[4], fifth = CLIENT_NONE;
   int opened = 0, error = 0;
   for (; opened < 4 && !error; opened++)
-    if (!(error = client_connect(&held[opened]))) error = client_send(&held[opened], "4Techo10Vhalf");
+    if (!(error = client_connect(&held[opened])))
+      error = client_send(&held[opened], "4Techo10Vhalf");
   usleep(300 * 1000); /* the server reads the halves: all four are mid-task */
   /* A byte, so that the kernel hands the fifth over (TCP_DEFER_ACCEPT). */
   if (!error) error = client_connect(&fifth);
@@ -638,7 +668,8 @@ static void connection_beyond_max_connections_per_peer_is_refused_with_a_u_frame
   if (!refused) show_frame("the third got", r, &frame);
   int closed = refused && client_ends_within(&third, 3000) == 1;
   /* Another address of this machine is another peer. */
-  int elsewhere_error = error ? error : client_connect_with(&elsewhere, server.port, "127.0.0.2", 0);
+  int elsewhere_error =
+      error ? error : client_connect_with(&elsewhere, server.port, "127.0.0.2", 0);
   int elsewhere_served = !elsewhere_error && echoes_on(&elsewhere, "elsewhere");
   /* The first two are still served. */
   int second_served = !error && echoes_on(&second, "second");
@@ -665,8 +696,8 @@ static void connection_beyond_max_connections_per_peer_is_refused_with_a_u_frame
    run one after the other, while another address's runs beside them. */
 static void tasks_of_one_address_beyond_max_tasks_per_peer_wait_their_turn(void) {
   BEGIN();
-  const char *const options[] = {"--procord-max-simultaneous-tasks", "4", "--procord-max-tasks-per-peer", "1",
-                                 NULL};
+  const char *const options[] = {"--procord-max-simultaneous-tasks", "4",
+                                 "--procord-max-tasks-per-peer", "1", NULL};
   CHECK_EQ_INT(start_server(options, NULL), 0);
   /* Workers warm: a task, then a moment for the second warm worker. */
   int warm = echo_is_served("warm");
@@ -689,7 +720,8 @@ static void tasks_of_one_address_beyond_max_tasks_per_peer_wait_their_turn(void)
       answered[i] = now_ms() - start;
       done++;
     }
-    struct pollfd p[3] = {{.fd = c[0].fd, .events = POLLIN}, {.fd = c[1].fd, .events = POLLIN},
+    struct pollfd p[3] = {{.fd = c[0].fd, .events = POLLIN},
+                          {.fd = c[1].fd, .events = POLLIN},
                           {.fd = c[2].fd, .events = POLLIN}};
     if (done < 3 && !bad) poll(p, 3, 50);
   }
@@ -697,15 +729,15 @@ static void tasks_of_one_address_beyond_max_tasks_per_peer_wait_their_turn(void)
   int stopped = stop_server();
   long long first = answered[0] < answered[1] ? answered[0] : answered[1];
   long long second = answered[0] < answered[1] ? answered[1] : answered[0];
-  fprintf(stderr, "    answered after %lld and %lld ms (127.0.0.1), %lld ms (127.0.0.2)\n", first, second,
-          answered[2]);
+  fprintf(stderr, "    answered after %lld and %lld ms (127.0.0.1), %lld ms (127.0.0.2)\n", first,
+          second, answered[2]);
   CHECK(warm);
   CHECK_EQ_INT(error, 0);
   CHECK(!bad);
   CHECK_EQ_INT(done, 3);
   CHECK(first >= SLEEP_MS && second >= SLEEP_MS && answered[2] >= SLEEP_MS);
   CHECK(second - first >= SLEEP_MS - 100); /* one task later */
-  CHECK(answered[2] < second - 200);      /* the other address did not wait */
+  CHECK(answered[2] < second - 200);       /* the other address did not wait */
   CHECK(stopped);
   CHECK_NOTHING_LEFT();
 }
@@ -780,8 +812,10 @@ static void sigterm_answers_a_running_task_without_0r_and_closes_idle_connection
   frame_t frame = {0};
   /* Idle after a task (and `0R`). */
   if (!error) error = client_send_text_task(&idle, "echo", "before");
-  int idle_served = !error && frame_is(client_frame(&idle, 5000, &frame), &frame, PROCORD_FRAME_VALUE, "before");
-  idle_served = idle_served && frame_is(client_frame(&idle, 2000, &frame), &frame, PROCORD_FRAME_REUSABLE, "");
+  int idle_served =
+      !error && frame_is(client_frame(&idle, 5000, &frame), &frame, PROCORD_FRAME_VALUE, "before");
+  idle_served = idle_served &&
+                frame_is(client_frame(&idle, 2000, &frame), &frame, PROCORD_FRAME_REUSABLE, "");
   if (!error) error = client_connect(&running);
   if (!error) error = client_send_text_task(&running, "announce-then-sleep", "600");
   /* Its task runs once it prints. */
@@ -826,8 +860,10 @@ static void sigterm_answers_a_running_task_without_0r_and_closes_idle_connection
     clean = 0;
   }
   if (!idle_closed || idle_closed_after > 300 || !clean)
-    fprintf(stderr, "    idle closed %d after %lld ms, answered after %lld ms, exit status %d; the log:\n"
-            "%.4000s\n", idle_closed, idle_closed_after, answered_after, status, server.log);
+    fprintf(stderr,
+            "    idle closed %d after %lld ms, answered after %lld ms, exit status %d; the log:\n"
+            "%.4000s\n",
+            idle_closed, idle_closed_after, answered_after, status, server.log);
   CHECK_EQ_INT(error, 0);
   CHECK(idle_served);
   CHECK(started);
@@ -901,7 +937,8 @@ static void figures_count_answers_unknown_tasks_protocol_errors_and_connections(
   procord_server_stats_t after = figure_settled(&s, &no_connection);
   int stopped = thread_server_stop(&s, port);
   server.port = 0;
-  if (!value || !e0 || !e1) fprintf(stderr, "    value %d, E0 %d, E1 %d; the log:\n%s", value, e0, e1, s.log);
+  if (!value || !e0 || !e1)
+    fprintf(stderr, "    value %d, E0 %d, E1 %d; the log:\n%s", value, e0, e1, s.log);
   CHECK_EQ_INT(error, 0);
   CHECK(value);
   CHECK(e0);
@@ -926,11 +963,11 @@ typedef struct {
   size_t size, piece;
   int every_ms;
   pthread_t thread;
-  int error;       /* of connecting or sending */
-  int echoed;      /* its input came back whole */
-  int result;      /* client_answer's */
+  int error;                      /* of connecting or sending */
+  int echoed;                     /* its input came back whole */
+  int result;                     /* client_answer's */
   long long sent_at, answered_at; /* ms from its start */
-  size_t received; /* bytes of answer */
+  size_t received;                /* bytes of answer */
 } big_sender_t;
 
 static void *send_big_echo(void *argument) {
@@ -972,7 +1009,8 @@ static void *send_big_echo(void *argument) {
 
 /* The most task bytes the server held, sampled until `answered` tasks are
    answered or `timeout_ms` has passed. */
-static unsigned long long most_held_until(thread_server_t *s, unsigned long long answered, int timeout_ms) {
+static unsigned long long most_held_until(thread_server_t *s, unsigned long long answered,
+                                          int timeout_ms) {
   unsigned long long most = 0;
   long long end = now_ms() + timeout_ms;
   for (;;) {
@@ -1016,7 +1054,8 @@ static void big_tasks_beyond_max_buffered_task_bytes_wait_for_room_and_all_compl
          figures(&s).task_bytes_buffered_now < (1 << 20) - (64 << 10))
     usleep(2 * 1000);
   long long second_at = now_ms() - start;
-  int second_started = first_started && pthread_create(&second.thread, NULL, send_big_echo, &second) == 0;
+  int second_started =
+      first_started && pthread_create(&second.thread, NULL, send_big_echo, &second) == 0;
   /* While the second waits for room, a small task. */
   usleep(200 * 1000);
   long long small_at = now_ms() - start;
@@ -1035,11 +1074,15 @@ static void big_tasks_beyond_max_buffered_task_bytes_wait_for_room_and_all_compl
   procord_server_stats_t after = figures(&s);
   int stopped = thread_server_stop(&s, port);
   server.port = 0;
-  long long first_answered_at = first.answered_at, second_answered_at = second_at + second.answered_at;
-  fprintf(stderr, "    first answered after %lld ms (%zu bytes); second started after %lld ms, answered "
-          "after %lld ms (%zu bytes); small task sent after %lld ms, answered after %lld ms; at most %llu "
-          "bytes held while the small one was read and after\n", first_answered_at, first.received, second_at,
-          second_answered_at, second.received, small_at, small_answered_at, most);
+  long long first_answered_at = first.answered_at,
+            second_answered_at = second_at + second.answered_at;
+  fprintf(
+      stderr,
+      "    first answered after %lld ms (%zu bytes); second started after %lld ms, answered "
+      "after %lld ms (%zu bytes); small task sent after %lld ms, answered after %lld ms; at most %llu "
+      "bytes held while the small one was read and after\n",
+      first_answered_at, first.received, second_at, second_answered_at, second.received, small_at,
+      small_answered_at, most);
   if (!first.echoed || !second.echoed) fprintf(stderr, "    the log:\n%s", s.log);
   CHECK(first_started && second_started);
   CHECK_EQ_INT(error, 0);

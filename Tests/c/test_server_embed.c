@@ -132,7 +132,8 @@ static int on_stopped_within_10_s(embedded_t *e) {
   limit.tv_sec += 10;
   pthread_mutex_lock(&e->lock);
   int timed_out = 0;
-  while (!e->stopped_calls && !timed_out) timed_out = pthread_cond_timedwait(&e->changed, &e->lock, &limit) != 0;
+  while (!e->stopped_calls && !timed_out)
+    timed_out = pthread_cond_timedwait(&e->changed, &e->lock, &limit) != 0;
   int called = e->stopped_calls > 0;
   pthread_mutex_unlock(&e->lock);
   return called;
@@ -201,7 +202,8 @@ static int started_within_10_s(watch_t *w) {
   limit.tv_sec += 10;
   pthread_mutex_lock(&w->lock);
   int timed_out = 0;
-  while (!w->started && !timed_out) timed_out = pthread_cond_timedwait(&w->changed, &w->lock, &limit) != 0;
+  while (!w->started && !timed_out)
+    timed_out = pthread_cond_timedwait(&w->changed, &w->lock, &limit) != 0;
   int started = w->started;
   pthread_mutex_unlock(&w->lock);
   return started;
@@ -209,8 +211,8 @@ static int started_within_10_s(watch_t *w) {
 
 /* Delegates `task` with `input` to the server at 127.0.0.1:port, on
    `on`; its prints (the worker's stdout) go to `watch`, if given. */
-static procord_delegation_t *delegate_to(procord_loop_t *on, int port, const char *task, const char *input,
-                                         watch_t *watch) {
+static procord_delegation_t *delegate_to(procord_loop_t *on, int port, const char *task,
+                                         const char *input, watch_t *watch) {
   procord_delegation_options_t options = {
       .task_name = task,
       .input = input,
@@ -237,11 +239,12 @@ static const procord_outcome_t *outcome_within_10_s(procord_loop_t *on, procord_
 static int echoes(procord_loop_t *on, int port, const char *text) {
   procord_delegation_t *d = delegate_to(on, port, "echo", text, NULL);
   const procord_outcome_t *outcome = outcome_within_10_s(on, d);
-  int answered = outcome && outcome->kind == PROCORD_OUTCOME_VALUE && outcome->length == strlen(text) &&
+  int answered = outcome && outcome->kind == PROCORD_OUTCOME_VALUE &&
+                 outcome->length == strlen(text) &&
                  memcmp(outcome->body, text, outcome->length) == 0;
   if (!answered && outcome)
-    fprintf(stderr, "    echo to port %d: outcome %d, error %d (%s)\n", port, (int)outcome->kind, outcome->error,
-            outcome->call ? outcome->call : "");
+    fprintf(stderr, "    echo to port %d: outcome %d, error %d (%s)\n", port, (int)outcome->kind,
+            outcome->error, outcome->call ? outcome->call : "");
   if (d) procord_delegation_release(d);
   return answered;
 }
@@ -493,7 +496,8 @@ static void stop_now_kills_a_running_task_and_reaps_every_worker(void) {
   CHECK_EQ_INT(procord_server_start(loop, &e.options, &e.server), 0);
   watch_t w;
   watch_init(&w);
-  procord_delegation_t *d = delegate_to(loop, port_of(e.server), "announce-then-sleep", "30000", &w);
+  procord_delegation_t *d =
+      delegate_to(loop, port_of(e.server), "announce-then-sleep", "30000", &w);
   CHECK(d != NULL);
   CHECK(started_within_10_s(&w));
   long long stopped_at = now_ms();
@@ -527,7 +531,8 @@ static void stop_from_the_loops_own_thread_acts_at_once(void) {
   w.server = e.server;
   w.how = PROCORD_SERVER_STOP_NOW;
   w.stop_result = -1;
-  procord_delegation_t *d = delegate_to(loop, port_of(e.server), "announce-then-sleep", "30000", &w);
+  procord_delegation_t *d =
+      delegate_to(loop, port_of(e.server), "announce-then-sleep", "30000", &w);
   CHECK(d != NULL);
   CHECK(started_within_10_s(&w));
   CHECK_EQ_INT(w.stop_result, 0);
@@ -591,7 +596,8 @@ static void free_while_running_kills_and_reaps_every_worker_at_once(void) {
   CHECK_EQ_INT(procord_server_start(loop, &e.options, &e.server), 0);
   watch_t w;
   watch_init(&w);
-  procord_delegation_t *d = delegate_to(loop, port_of(e.server), "announce-then-sleep", "30000", &w);
+  procord_delegation_t *d =
+      delegate_to(loop, port_of(e.server), "announce-then-sleep", "30000", &w);
   CHECK(d != NULL);
   CHECK(started_within_10_s(&w));
   procord_server_free(e.server);

@@ -114,14 +114,14 @@ static procord_security_t *secret_security(void) {
 }
 
 /* The outcome is DISCONNECTED at `stage`, with `error` and the stage's call. */
-#define CHECK_STAGE(seen, expected_stage, expected_error, expected_call)                          \
-  do {                                                                                            \
-    CHECK((seen).finished);                                                                       \
-    CHECK_EQ_INT((seen).outcome.kind, PROCORD_OUTCOME_DISCONNECTED);                              \
-    CHECK_EQ_INT((seen).outcome.stage, (expected_stage));                                         \
-    CHECK_EQ_INT((seen).outcome.error, (expected_error));                                         \
-    CHECK((seen).outcome.call && strcmp((seen).outcome.call, (expected_call)) == 0);              \
-    CHECK_EQ_INT(procord_outcome_stage(&(seen).outcome), (expected_stage));                       \
+#define CHECK_STAGE(seen, expected_stage, expected_error, expected_call)                           \
+  do {                                                                                             \
+    CHECK((seen).finished);                                                                        \
+    CHECK_EQ_INT((seen).outcome.kind, PROCORD_OUTCOME_DISCONNECTED);                               \
+    CHECK_EQ_INT((seen).outcome.stage, (expected_stage));                                          \
+    CHECK_EQ_INT((seen).outcome.error, (expected_error));                                          \
+    CHECK((seen).outcome.call &&strcmp((seen).outcome.call, (expected_call)) == 0);                \
+    CHECK_EQ_INT(procord_outcome_stage(&(seen).outcome), (expected_stage));                        \
   } while (0)
 
 /* ---- Local workers ---- */
@@ -331,19 +331,29 @@ static void an_outcome_with_a_call_only_has_the_stage_the_call_names(void) {
     const char *call;
     procord_stage_t stage;
   } calls[] = {
-      {"posix_spawn", PROCORD_STAGE_SPAWN}, {"spawn", PROCORD_STAGE_SPAWN},
-      {"getaddrinfo", PROCORD_STAGE_RESOLVE}, {"connect", PROCORD_STAGE_CONNECT},
-      {"socket", PROCORD_STAGE_CONNECT}, {"tls", PROCORD_STAGE_TLS},
-      {"authenticate", PROCORD_STAGE_AUTHENTICATE}, {"handshake", PROCORD_STAGE_HANDSHAKE},
-      {"read", PROCORD_STAGE_READ}, {"write", PROCORD_STAGE_WRITE},
-      {"parse", PROCORD_STAGE_PARSE}, {"receive", PROCORD_STAGE_RECEIVE},
-      {"peer", PROCORD_STAGE_PEER}, {"idle", PROCORD_STAGE_IDLE},
-      {"deadline", PROCORD_STAGE_DEADLINE}, {"close", PROCORD_STAGE_CLOSE},
-      {"waitpid", PROCORD_STAGE_REAP}, {"setup", PROCORD_STAGE_SETUP},
+      {"posix_spawn", PROCORD_STAGE_SPAWN},
+      {"spawn", PROCORD_STAGE_SPAWN},
+      {"getaddrinfo", PROCORD_STAGE_RESOLVE},
+      {"connect", PROCORD_STAGE_CONNECT},
+      {"socket", PROCORD_STAGE_CONNECT},
+      {"tls", PROCORD_STAGE_TLS},
+      {"authenticate", PROCORD_STAGE_AUTHENTICATE},
+      {"handshake", PROCORD_STAGE_HANDSHAKE},
+      {"read", PROCORD_STAGE_READ},
+      {"write", PROCORD_STAGE_WRITE},
+      {"parse", PROCORD_STAGE_PARSE},
+      {"receive", PROCORD_STAGE_RECEIVE},
+      {"peer", PROCORD_STAGE_PEER},
+      {"idle", PROCORD_STAGE_IDLE},
+      {"deadline", PROCORD_STAGE_DEADLINE},
+      {"close", PROCORD_STAGE_CLOSE},
+      {"waitpid", PROCORD_STAGE_REAP},
+      {"setup", PROCORD_STAGE_SETUP},
   };
   for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
     procord_outcome_t outcome = outcome_with(calls[i].call, PROCORD_STAGE_NONE);
-    if (procord_outcome_stage(&outcome) != calls[i].stage) fprintf(stderr, "    call %s\n", calls[i].call);
+    if (procord_outcome_stage(&outcome) != calls[i].stage)
+      fprintf(stderr, "    call %s\n", calls[i].call);
     CHECK_EQ_INT(procord_outcome_stage(&outcome), calls[i].stage);
   }
   procord_outcome_t unknown = outcome_with("frobnicate", PROCORD_STAGE_NONE);

@@ -17,7 +17,8 @@
 
 static procord_loop_t *loop;
 static char self_path[4096];
-static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3", NULL};
+static const char *socket_arguments[] = {NULL, "--procord-worker", "--procord-socket-fd", "3",
+                                         NULL};
 static int live_values; /* made by a deserializer or the task, not yet freed */
 
 typedef struct pair_s {
@@ -38,7 +39,7 @@ static int write_pair(const void *value, unsigned char **bytes, size_t *length, 
   (void)context;
   const pair_t *pair = value;
   if (pair->divisor == 999) return PROCORD_EBADVALUE; /* a value this serializer refuses */
-  if (pair->divisor == 998) return 1;                  /* refused with no code: EBADVALUE too */
+  if (pair->divisor == 998) return 1;                 /* refused with no code: EBADVALUE too */
   char text[48];
   snprintf(text, sizeof text, "%lld/%lld", pair->dividend, pair->divisor);
   return write_text(text, bytes, length);
@@ -82,7 +83,8 @@ static int read_number(const unsigned char *bytes, size_t length, void **value, 
   return 0;
 }
 
-static int write_error_text(const void *value, unsigned char **bytes, size_t *length, void *context) {
+static int write_error_text(const void *value, unsigned char **bytes, size_t *length,
+                            void *context) {
   (void)context;
   return write_text(value, bytes, length);
 }
@@ -123,9 +125,12 @@ static int divide(const void *input, void **result, void *context) {
 
 static const procord_task_t divide_task = {
     .name = "divide",
-    .write_input = write_pair, .read_input = read_pair,
-    .write_output = write_number, .read_output = read_number,
-    .write_error = write_error_text, .read_error = read_error_text,
+    .write_input = write_pair,
+    .read_input = read_pair,
+    .write_output = write_number,
+    .read_output = read_number,
+    .write_error = write_error_text,
+    .read_error = read_error_text,
     .free_value = free_value,
     .run = divide,
 };
@@ -133,8 +138,10 @@ static const procord_task_t divide_task = {
 /* The same task without error serializers: a raised error travels as `U`. */
 static const procord_task_t divide_without_errors = {
     .name = "divide-without-errors",
-    .write_input = write_pair, .read_input = read_pair,
-    .write_output = write_number, .read_output = read_number,
+    .write_input = write_pair,
+    .read_input = read_pair,
+    .write_output = write_number,
+    .read_output = read_number,
     .free_value = free_value,
     .run = divide,
 };
@@ -158,10 +165,10 @@ static procord_delegation_t *divide_by(const procord_task_t *task, long long a, 
   return procord_delegate_task(loop, task, &pair, &options, &delegation) == 0 ? delegation : NULL;
 }
 
-#define END_TEST()                                                                                \
-  do {                                                                                            \
-    CHECK_NOTHING_LEFT();                                                                         \
-    CHECK_EQ_INT(live_values, 0);                                                                 \
+#define END_TEST()                                                                                 \
+  do {                                                                                             \
+    CHECK_NOTHING_LEFT();                                                                          \
+    CHECK_EQ_INT(live_values, 0);                                                                  \
   } while (0)
 
 /* ---- Tests ---- */
@@ -224,7 +231,8 @@ static void failure_without_a_value_is_an_unknown_exception_naming_the_error(voi
   const procord_outcome_t *outcome = procord_delegation_outcome(d);
   CHECK(outcome);
   const char *expected = procord_strerror(-ENOTSUP);
-  int right = outcome->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION && outcome->length == strlen(expected) &&
+  int right = outcome->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION &&
+              outcome->length == strlen(expected) &&
               memcmp(outcome->body, expected, outcome->length) == 0;
   procord_delegation_release(d);
   CHECK(right);
@@ -243,7 +251,8 @@ static void input_the_worker_cannot_read_is_an_unknown_exception(void) {
   const procord_outcome_t *outcome = procord_delegation_outcome(d);
   CHECK(outcome);
   const char *expected = "the task's input could not be read";
-  int right = outcome->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION && outcome->length == strlen(expected) &&
+  int right = outcome->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION &&
+              outcome->length == strlen(expected) &&
               memcmp(outcome->body, expected, outcome->length) == 0;
   procord_delegation_release(d);
   CHECK(right);
@@ -304,8 +313,8 @@ static void described_task_runs_through_a_pool(void) {
   int right = 0;
   for (int i = 0; i < COUNT; i++) {
     void *value = NULL;
-    right += procord_task_result(&divide_task, tasks[i], &value) == PROCORD_TASK_RETURNED && value &&
-             *(long long *)value == 2 * i;
+    right += procord_task_result(&divide_task, tasks[i], &value) == PROCORD_TASK_RETURNED &&
+             value && *(long long *)value == 2 * i;
     procord_task_free_value(&divide_task, value);
     procord_delegation_release(tasks[i]);
   }
@@ -315,7 +324,7 @@ static void described_task_runs_through_a_pool(void) {
   procord_pool_wait(pool, -1);
   procord_pool_release(pool);
   CHECK_EQ_INT(right, COUNT);
-  CHECK_EQ_INT(stats.tasks_finished, COUNT); /* through the pool, */
+  CHECK_EQ_INT(stats.tasks_finished, COUNT);                       /* through the pool, */
   CHECK(stats.workers_started >= 1 && stats.workers_started <= 2); /* its workers reused */
   END_TEST();
 }
@@ -325,7 +334,8 @@ static int worker_half_answers(const char *input, unsigned char kind, const char
   procord_worker_task_t served_task = procord_task_worker(&divide_task);
   procord_reply_t reply = {0};
   served_task.run(served_task.context, (const unsigned char *)input, strlen(input), &reply);
-  int right = reply.kind == kind && reply.length == strlen(body) && memcmp(reply.body, body, reply.length) == 0;
+  int right = reply.kind == kind && reply.length == strlen(body) &&
+              memcmp(reply.body, body, reply.length) == 0;
   free(reply.body);
   return right;
 }
@@ -334,7 +344,8 @@ static void worker_half_frees_every_value_it_makes(void) {
   CHECK(worker_half_answers("84/2", PROCORD_FRAME_VALUE, "42"));
   CHECK(worker_half_answers("1/0", PROCORD_FRAME_EXCEPTION, "division by zero"));
   CHECK(worker_half_answers("1/7", PROCORD_FRAME_UNKNOWN_EXCEPTION, procord_strerror(-ENOTSUP)));
-  CHECK(worker_half_answers("garbage", PROCORD_FRAME_UNKNOWN_EXCEPTION, "the task's input could not be read"));
+  CHECK(worker_half_answers("garbage", PROCORD_FRAME_UNKNOWN_EXCEPTION,
+                            "the task's input could not be read"));
   CHECK_EQ_INT(live_values, 0);
 }
 
@@ -346,7 +357,8 @@ static int unreadable(const unsigned char *bytes, size_t length, void **value, v
   return -EPROTO; /* an error of the reader's own */
 }
 
-static int unreadable_without_a_code(const unsigned char *bytes, size_t length, void **value, void *context) {
+static int unreadable_without_a_code(const unsigned char *bytes, size_t length, void **value,
+                                     void *context) {
   (void)bytes;
   (void)length;
   (void)value;

@@ -134,8 +134,10 @@ static void task_print_then_answer(void *context, const unsigned char *input, si
 }
 
 static const procord_worker_task_t tasks[] = {
-    {"double", fixture_task_double, NULL},   {"fail", task_fail, NULL},
-    {"raise", task_raise, NULL},     {"echo", fixture_task_echo, NULL},
+    {"double", fixture_task_double, NULL},
+    {"fail", task_fail, NULL},
+    {"raise", task_raise, NULL},
+    {"echo", fixture_task_echo, NULL},
     {"context", task_context, "from the context"},
     {"bad-kind", task_bad_kind, NULL},
     {"sleep", task_sleep, NULL},
@@ -243,19 +245,20 @@ static int converse(int reusable, size_t max, const char *request, size_t reques
   return join_worker(&w);
 }
 
-#define CONVERSE(reusable, request, answer, answer_length)                                        \
-  converse((reusable), 0, (request), sizeof(request) - 1, (answer), sizeof(answer), &(answer_length))
+#define CONVERSE(reusable, request, answer, answer_length)                                         \
+  converse((reusable), 0, (request), sizeof(request) - 1, (answer), sizeof(answer),                \
+           &(answer_length))
 
 /*
  * One whole conversation on a new worker: serve returns `expected_result`
  * and the worker sends exactly `expected_answer` ("" for nothing at all).
  */
-#define CHECK_CONVERSATION(reusable, request, expected_result, expected_answer)                  \
-  do {                                                                                            \
-    char answer[64];                                                                              \
-    size_t length = 99;                                                                           \
-    CHECK_EQ_INT(CONVERSE((reusable), request, answer, length), (expected_result));               \
-    CHECK_BYTES(answer, length, expected_answer);                                                 \
+#define CHECK_CONVERSATION(reusable, request, expected_result, expected_answer)                    \
+  do {                                                                                             \
+    char answer[64];                                                                               \
+    size_t length = 99;                                                                            \
+    CHECK_EQ_INT(CONVERSE((reusable), request, answer, length), (expected_result));                \
+    CHECK_BYTES(answer, length, expected_answer);                                                  \
   } while (0)
 
 /* ---- Answers ---- */
@@ -290,9 +293,7 @@ static void lent_answer_is_sent_then_released_not_freed(void) {
   CHECK_EQ_INT(lent_releases, 1);
 }
 
-static void empty_output_is_answered_with_0v(void) {
-  CHECK_CONVERSATION(0, "4Techo0V", 0, "0V");
-}
+static void empty_output_is_answered_with_0v(void) { CHECK_CONVERSATION(0, "4Techo0V", 0, "0V"); }
 
 static void binary_input_reaches_the_task_intact(void) {
   char answer[64];
@@ -469,9 +470,7 @@ static void size_equal_to_the_maximum_is_served(void) {
   CHECK_BYTES(answer, length, "10V0123456789");
 }
 
-static void not_a_digit_gets_e2(void) {
-  CHECK_CONVERSATION(0, "xyz", PROCORD_EILL_FORMED, "1E2");
-}
+static void not_a_digit_gets_e2(void) { CHECK_CONVERSATION(0, "xyz", PROCORD_EILL_FORMED, "1E2"); }
 
 static void ill_formed_body_gets_e2(void) {
   CHECK_CONVERSATION(0, "2E00", PROCORD_EILL_FORMED, "1E2");
@@ -532,8 +531,8 @@ static void serve_to_a_vanished_reader_and_exit(int read_fd, int write_fd) {
   struct sigaction before;
   sigaction(SIGPIPE, NULL, &before);
   if (before.sa_handler != SIG_DFL) _exit(10);
-  procord_worker_options_t options = {.read_fd = read_fd, .write_fd = write_fd, .tasks = tasks,
-                                      .task_count = TASK_COUNT};
+  procord_worker_options_t options = {
+      .read_fd = read_fd, .write_fd = write_fd, .tasks = tasks, .task_count = TASK_COUNT};
   int result = procord_worker_serve(&options);
   if (result != PROCORD_EDISCONNECTED) _exit(11);
   struct sigaction after;
@@ -598,8 +597,10 @@ static char self_path[4096];
 /* Starts this program as a socket-mode worker; its stderr goes to `stderr_fd` (-1: ours). */
 static int spawn_self_worker(procord_child_t *child, int stderr_fd) {
   const char *arguments[] = {self_path, "--procord-worker", "--procord-socket-fd", "3", NULL};
-  procord_spawn_options_t options = {.program = self_path, .arguments = arguments,
-                                     .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = stderr_fd};
+  procord_spawn_options_t options = {.program = self_path,
+                                     .arguments = arguments,
+                                     .channel = PROCORD_CHANNEL_SOCKET,
+                                     .stderr_fd = stderr_fd};
   return procord_spawn(&options, child);
 }
 
@@ -689,11 +690,13 @@ static void socket_worker_whose_main_program_closes_between_tasks_exits_with_0(v
 static int spawn_self_capturing_worker(procord_child_t *child, procord_protocol_channel_t channel) {
   /* stdio mode captures stdout always; socket mode, stdout and stderr on request. */
   const char *stdio[] = {self_path, "--procord-worker", NULL};
-  const char *socket[] = {self_path, "--procord-worker", "--procord-socket-fd", "3",
-                          "--procord-capture-output", NULL};
-  procord_spawn_options_t options = {
-      .program = self_path, .channel = channel, .stderr_fd = -1,
-      .arguments = channel == PROCORD_CHANNEL_SOCKET ? socket : stdio};
+  const char *socket[] = {self_path, "--procord-worker",         "--procord-socket-fd",
+                          "3",       "--procord-capture-output", NULL};
+  procord_spawn_options_t options = {.program = self_path,
+                                     .channel = channel,
+                                     .stderr_fd = -1,
+                                     .arguments =
+                                         channel == PROCORD_CHANNEL_SOCKET ? socket : stdio};
   return procord_spawn(&options, child);
 }
 
@@ -716,8 +719,8 @@ static void text_append(text_t *t, const void *data, size_t length) {
 
 /* What a worker sent for one task. */
 typedef struct {
-  text_t printed[2];        /* the text of the `P` frames to O, to E */
-  char answer[64];          /* the body of the `V` */
+  text_t printed[2]; /* the text of the `P` frames to O, to E */
+  char answer[64];   /* the body of the `V` */
   size_t answer_length;
   int answers;              /* `V` frames */
   int printed_after_answer; /* `P` frames after the `V` */
@@ -746,7 +749,8 @@ static void record_frame(transcript_t *t, const procord_frame_t *frame) {
 static void read_transcript(int fd, int until_0r, int timeout_ms, transcript_t *t) {
   memset(t, 0, sizeof *t);
   procord_frame_parser_t *parser = NULL;
-  if (procord_frame_parser_new(0, &parser) != 0) return; /* out of memory: nothing read, the test fails */
+  if (procord_frame_parser_new(0, &parser) != 0)
+    return; /* out of memory: nothing read, the test fails */
   unsigned char chunk[65536];
   long long deadline = now_ms() + timeout_ms;
   for (;;) {
@@ -792,8 +796,10 @@ static int is_printed_text(const text_t *text, size_t n) {
   size_t stdio = 0, raw = 0;
   for (size_t i = 0; i < text->length; i++) {
     if (stdio < n && text->bytes[i] == STDIO_BYTE(stdio)) stdio++;
-    else if (raw < n && text->bytes[i] == RAW_BYTE(raw)) raw++;
-    else return 0;
+    else if (raw < n && text->bytes[i] == RAW_BYTE(raw))
+      raw++;
+    else
+      return 0;
   }
   return 1;
 }
@@ -878,11 +884,13 @@ static void check_printing_task(procord_protocol_channel_t channel, size_t n, in
 }
 
 /* Over three pipe buffers: the forwarding thread sends most of it, the drain what is left. */
-static void task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_stdio_mode(void) {
+static void
+task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_stdio_mode(void) {
   check_printing_task(PROCORD_CHANNEL_STDIO, 200000, 1);
 }
 
-static void task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_socket_mode(void) {
+static void
+task_that_prints_just_before_answering_sends_its_p_frames_before_its_v_in_socket_mode(void) {
   check_printing_task(PROCORD_CHANNEL_SOCKET, 200000, 1);
 }
 
@@ -893,11 +901,13 @@ static void task_that_prints_just_before_answering_sends_its_p_frames_before_its
  * worker that has run tasks already much less often), so a few new workers
  * make sure some of the text is the drain's to send.
  */
-static void task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_stdio_mode(void) {
+static void
+task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_stdio_mode(void) {
   check_printing_task(PROCORD_CHANNEL_STDIO, 5, 10);
 }
 
-static void task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_socket_mode(void) {
+static void
+task_that_prints_a_few_bytes_just_before_answering_sends_them_before_its_v_in_socket_mode(void) {
   check_printing_task(PROCORD_CHANNEL_SOCKET, 5, 10);
 }
 
@@ -953,8 +963,10 @@ static void worker_run_serves_from_an_input_file_to_an_output_file(void) {
   pid_t pid = fork();
   CHECK(pid >= 0);
   if (pid == 0) {
-    procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER, .socket_fd = -1,
-                                        .handoff_fd = -1, .input_file = input,
+    procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER,
+                                        .socket_fd = -1,
+                                        .handoff_fd = -1,
+                                        .input_file = input,
                                         .output_file = output};
     _exit(procord_worker_run(&command, tasks, TASK_COUNT) == 0 ? 0 : 1);
   }
@@ -973,7 +985,8 @@ static void worker_run_serves_from_an_input_file_to_an_output_file(void) {
 static void worker_run_with_a_missing_input_file_is_enoent(void) {
   char output[] = "/tmp/procord-test-output-XXXXXX";
   CHECK_EQ_INT(make_temporary(output, ""), 0);
-  procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER, .socket_fd = -1,
+  procord_worker_command_t command = {.mode = PROCORD_MODE_WORKER,
+                                      .socket_fd = -1,
                                       .handoff_fd = -1,
                                       .input_file = "/nonexistent/procord/input",
                                       .output_file = output};
@@ -984,9 +997,9 @@ static void worker_run_with_a_missing_input_file_is_enoent(void) {
 
 /* ---- procord_worker_parse_arguments ---- */
 
-#define PARSE_ARGS(command, error, ...)                                                           \
-  procord_worker_parse_arguments(                                                                 \
-      (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                       \
+#define PARSE_ARGS(command, error, ...)                                                            \
+  procord_worker_parse_arguments(                                                                  \
+      (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                         \
       (const char *const[]){__VA_ARGS__}, (command), (error), sizeof(error))
 
 static void arguments_without_procord_options_mean_no_worker(void) {
@@ -1121,9 +1134,9 @@ static void server_options_are_read(void) {
   procord_worker_command_t command;
   char error[128] = "";
   CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-hostname",
-                          "example.org", "--procord-port=65535",
-                          "--procord-max-simultaneous-tasks", "4", "--procord-reuse-address",
-                          "--procord-dont-fork", "--procord-max-message-size=1000"),
+                          "example.org", "--procord-port=65535", "--procord-max-simultaneous-tasks",
+                          "4", "--procord-reuse-address", "--procord-dont-fork",
+                          "--procord-max-message-size=1000"),
                0);
   CHECK_EQ_INT(command.mode, PROCORD_MODE_SERVER);
   CHECK(command.hostname && strcmp(command.hostname, "example.org") == 0);
@@ -1142,11 +1155,12 @@ static void server_bounds_on_clients_are_read(void) {
   CHECK_EQ_INT(command.idle_timeout_ms, -1); /* not given: the server's default */
   CHECK_EQ_INT(command.task_timeout_ms, -1);
   CHECK_EQ_INT(command.answer_timeout_ms, -1);
-  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections", "300",
-                          "--procord-max-connections-per-peer=20", "--procord-max-tasks-per-peer", "3",
-                          "--procord-idle-timeout", "0", "--procord-task-timeout=2500",
-                          "--procord-answer-timeout", "4000", "--procord-min-receive-rate", "1000",
-                          "--procord-min-send-rate=2000", "--procord-max-buffered-task-bytes", "1048576",
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections",
+                          "300", "--procord-max-connections-per-peer=20",
+                          "--procord-max-tasks-per-peer", "3", "--procord-idle-timeout", "0",
+                          "--procord-task-timeout=2500", "--procord-answer-timeout", "4000",
+                          "--procord-min-receive-rate", "1000", "--procord-min-send-rate=2000",
+                          "--procord-max-buffered-task-bytes", "1048576",
                           "--procord-max-buffered-answer-bytes=2097152"),
                0);
   CHECK_EQ_INT(command.max_connections, 300);
@@ -1159,11 +1173,13 @@ static void server_bounds_on_clients_are_read(void) {
   CHECK_EQ_INT(command.min_send_rate, 2000);
   CHECK_EQ_INT(command.max_buffered_task_bytes, 1048576);
   CHECK_EQ_INT(command.max_buffered_answer_bytes, 2097152);
-  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections", "0"),
-               PROCORD_EINVAL);
+  CHECK_EQ_INT(
+      PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-max-connections", "0"),
+      PROCORD_EINVAL);
   CHECK(strstr(error, "--procord-max-connections") != NULL);
-  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-min-send-rate", "fast"),
-               PROCORD_EINVAL);
+  CHECK_EQ_INT(
+      PARSE_ARGS(&command, error, "prog", "--procord-server", "--procord-min-send-rate", "fast"),
+      PROCORD_EINVAL);
   CHECK(strstr(error, "--procord-min-send-rate") != NULL);
 }
 
@@ -1205,7 +1221,9 @@ static void procord_option_after_a_program_argument_is_not_read(void) {
 static void first_argument_is_where_the_programs_own_arguments_begin(void) {
   procord_worker_command_t command;
   char error[128] = "";
-  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-hostname", "h", "--procord-port=7", "10", "20"), 0);
+  CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "--procord-hostname", "h", "--procord-port=7",
+                          "10", "20"),
+               0);
   CHECK_EQ_INT(command.first_argument, 4);
   CHECK_EQ_INT(PARSE_ARGS(&command, error, "prog", "10"), 0);
   CHECK_EQ_INT(command.first_argument, 1);

@@ -29,11 +29,11 @@ static char self_path[4096];
 typedef struct {
   procord_outcome_kind_t kind;
   int signal, exit_code;
-  int has_tail;             /* stderr_tail was not NULL */
-  size_t tail_length;       /* stderr_tail_length */
+  int has_tail;       /* stderr_tail was not NULL */
+  size_t tail_length; /* stderr_tail_length */
   char tail[PROCORD_STDERR_TAIL_MAX + 1];
   char body[64];
-  long long took_ms;        /* from the start to the end of the wait */
+  long long took_ms; /* from the start to the end of the wait */
 } result_t;
 
 /* Points our descriptor 2 at a new pipe; returns its read end, and our
@@ -89,7 +89,8 @@ static result_t run_script_within(const char *script, int timeout_ms, int saved_
     result.tail_length = outcome->stderr_tail_length;
     if (outcome->stderr_tail && outcome->stderr_tail_length <= PROCORD_STDERR_TAIL_MAX)
       memcpy(result.tail, outcome->stderr_tail, outcome->stderr_tail_length + 1); /* its NUL too */
-    if (outcome->body && outcome->length < sizeof result.body) memcpy(result.body, outcome->body, outcome->length);
+    if (outcome->body && outcome->length < sizeof result.body)
+      memcpy(result.body, outcome->body, outcome->length);
   }
   procord_delegation_release(delegation);
   return result;
@@ -146,12 +147,14 @@ static void end_left_process(pid_t pid) {
 
 static void crash_leaves_what_the_worker_wrote_to_stderr_in_the_outcome(void) {
   BEGIN();
-  result_t r = run_script("head -c 9 >/dev/null; echo 'about to fail' >&2; "
-                          "echo 'x.swift:3: Fatal error: Unexpectedly found nil' >&2; kill -SEGV $$");
+  result_t r =
+      run_script("head -c 9 >/dev/null; echo 'about to fail' >&2; "
+                 "echo 'x.swift:3: Fatal error: Unexpectedly found nil' >&2; kill -SEGV $$");
   CHECK_EQ_INT(r.kind, PROCORD_OUTCOME_DISCONNECTED);
   CHECK_EQ_INT(r.signal, SIGSEGV);
   CHECK(r.has_tail);
-  CHECK_BYTES(r.tail, r.tail_length, "about to fail\nx.swift:3: Fatal error: Unexpectedly found nil\n");
+  CHECK_BYTES(r.tail, r.tail_length,
+              "about to fail\nx.swift:3: Fatal error: Unexpectedly found nil\n");
   CHECK_EQ_INT(r.tail[r.tail_length], 0);
   CHECK_NOTHING_LEFT();
 }
@@ -220,7 +223,8 @@ static void tail_is_the_last_4_kib_from_a_line_start_and_all_of_it_is_passed_on(
   CHECK(length > r.tail_length);
   CHECK(memcmp(passed + length - r.tail_length, r.tail, r.tail_length) == 0);
   CHECK(strncmp(passed, "line 1\nline 2\n", 14) == 0);
-  CHECK(strstr(passed, "\nline 2999\nline 3000\n") == passed + length - strlen("\nline 2999\nline 3000\n"));
+  CHECK(strstr(passed, "\nline 2999\nline 3000\n") ==
+        passed + length - strlen("\nline 2999\nline 3000\n"));
   CHECK_NOTHING_LEFT();
 }
 
@@ -229,8 +233,9 @@ static void fatal_error_line_that_scrolled_out_comes_first_in_the_tail(void) {
   int saved, from = stderr_to_pipe(&saved);
   CHECK(from >= 0);
   /* The runtime's message, then a backtrace longer than the tail. */
-  result_t r = run_script("head -c 9 >/dev/null; echo 'x.swift:3: Fatal error: boom' >&2; i=1; "
-                          "while [ $i -le 1000 ]; do echo \"frame $i\"; i=$((i+1)); done >&2; kill -ILL $$");
+  result_t r =
+      run_script("head -c 9 >/dev/null; echo 'x.swift:3: Fatal error: boom' >&2; i=1; "
+                 "while [ $i -le 1000 ]; do echo \"frame $i\"; i=$((i+1)); done >&2; kill -ILL $$");
   stderr_back(saved);
   static char passed[65536];
   read_to_end(from, passed, sizeof passed);
@@ -256,7 +261,8 @@ static void fatal_error_line_that_scrolled_out_comes_first_in_the_tail(void) {
 static void crash_waits_for_the_pipe_end_only_a_little(void) {
   BEGIN();
   CHECK_EQ_INT(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-  result_t r = run_script("head -c 9 >/dev/null; " HOLDER "; echo \"holder $pid\" >&2; kill -SEGV $$");
+  result_t r =
+      run_script("head -c 9 >/dev/null; " HOLDER "; echo \"holder $pid\" >&2; kill -SEGV $$");
   end_left_process(number_after(r.tail, "holder "));
   prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
   CHECK_EQ_INT(r.kind, PROCORD_OUTCOME_DISCONNECTED);
@@ -286,10 +292,11 @@ static void answered_delegation_neither_has_a_tail_nor_waits_for_the_pipe_end(vo
   CHECK_EQ_INT(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
   int saved, from = stderr_to_pipe(&saved);
   int plain_values = 0, held_values = 0;
-  long long plain = quickest_answer_ms("head -c 9 >/dev/null; echo noise >&2; printf 1V0", &plain_values);
+  long long plain =
+      quickest_answer_ms("head -c 9 >/dev/null; echo noise >&2; printf 1V0", &plain_values);
   /* The same, but something it leaves holds the pipe open. */
-  long long held = quickest_answer_ms("head -c 9 >/dev/null; echo noise >&2; " HOLDER "; printf %dV%s ${#pid} $pid",
-                                      &held_values);
+  long long held = quickest_answer_ms(
+      "head -c 9 >/dev/null; echo noise >&2; " HOLDER "; printf %dV%s ${#pid} $pid", &held_values);
   stderr_back(saved);
   prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
   char passed[256];
@@ -299,7 +306,8 @@ static void answered_delegation_neither_has_a_tail_nor_waits_for_the_pipe_end(vo
   CHECK(plain_values && held_values);
   /* Waiting for the pipe's end would add 100 ms to every run. */
   CHECK(held < plain + 60);
-  CHECK_BYTES(passed, length, "noise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\n");
+  CHECK_BYTES(passed, length,
+              "noise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\nnoise\n");
   CHECK_NOTHING_LEFT();
 }
 
@@ -331,7 +339,8 @@ static void stderr_is_passed_on_while_the_worker_runs(void) {
 
 static void stderr_set_to_descriptor_2_is_not_piped(void) {
   BEGIN();
-  const char *sh[] = {"sh", "-c", "head -c 9 >/dev/null; echo 'said directly' >&2; kill -SEGV $$", NULL};
+  const char *sh[] = {"sh", "-c", "head -c 9 >/dev/null; echo 'said directly' >&2; kill -SEGV $$",
+                      NULL};
   int saved, from = stderr_to_pipe(&saved);
   procord_delegation_options_t options = {
       .task_name = "fact",
@@ -368,13 +377,15 @@ static void stuck_stderr_of_ours_does_not_stop_the_delegation(void) {
   int size = fcntl(STDERR_FILENO, F_SETPIPE_SZ, 4096);
   static char filler[1 << 16];
   memset(filler, 'f', sizeof filler);
-  ssize_t filled = size > 0 && (size_t)size <= sizeof filler ? write(STDERR_FILENO, filler, (size_t)size) : -1;
+  ssize_t filled =
+      size > 0 && (size_t)size <= sizeof filler ? write(STDERR_FILENO, filler, (size_t)size) : -1;
   /* 200 KB, far more than what waits for our stderr. A worker writing to
      our stderr itself would block: the wait is bounded, and our stderr put
      back before anything (the harness too) writes there. */
-  result_t r = run_script_within("head -c 9 >/dev/null; i=1; while [ $i -le 20000 ]; do echo \"line $i\"; "
-                                 "i=$((i+1)); done >&2; kill -SEGV $$",
-                                 10000, saved);
+  result_t r =
+      run_script_within("head -c 9 >/dev/null; i=1; while [ $i -le 20000 ]; do echo \"line $i\"; "
+                        "i=$((i+1)); done >&2; kill -SEGV $$",
+                        10000, saved);
   static char passed[1 << 17];
   size_t length = read_to_end(from, passed, sizeof passed);
   close(from);

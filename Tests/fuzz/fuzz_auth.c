@@ -57,10 +57,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argv;
   /* No zero byte: HMAC pads a short key with zeros, so a secret and the
      same secret less its trailing zeros would be one key. */
-  for (size_t i = 0; i < sizeof known_secret; i++) known_secret[i] = (unsigned char)(1 + (i * 37 + 11) % 255);
+  for (size_t i = 0; i < sizeof known_secret; i++)
+    known_secret[i] = (unsigned char)(1 + (i * 37 + 11) % 255);
   unsigned char secret[32];
   FILE *random = fopen("/dev/urandom", "rbe");
-  FUZZ_CHECK(random && fread(secret, 1, sizeof secret, random) == sizeof secret, "no random secret");
+  FUZZ_CHECK(random && fread(secret, 1, sizeof secret, random) == sizeof secret,
+             "no random secret");
   fclose(random);
   random_client = make_security(PROCORD_SECURITY_CLIENT, secret, sizeof secret);
   random_server = make_security(PROCORD_SECURITY_SERVER, secret, sizeof secret);
@@ -122,7 +124,8 @@ static procord_frame_t as_frame(const owned_frame_t *owned) {
 /* ---- One step of one side, with the checks every step has ---- */
 
 static procord_auth_result_t step(procord_auth_t *auth, const procord_frame_t *frame,
-                                  unsigned char reply[PROCORD_AUTH_PROOF_LENGTH], size_t *reply_length) {
+                                  unsigned char reply[PROCORD_AUTH_PROOF_LENGTH],
+                                  size_t *reply_length) {
   const char *reason = (const char *)1;
   *reply_length = 99;
   procord_auth_result_t result = procord_auth_step(auth, frame, reply, reply_length, &reason);
@@ -169,7 +172,7 @@ static void alone(procord_security_t *security, procord_auth_side_t side, frames
 /* ---- A client and a server, their frames passing through the input ---- */
 
 typedef struct exchange_s {
-  owned_frame_t sent[4];   /* as each side sent it */
+  owned_frame_t sent[4]; /* as each side sent it */
   unsigned char bodies[4][32];
   size_t count;
   frames_t *input;
@@ -212,18 +215,20 @@ static procord_security_t *other_client(size_t length, frames_t *frames) {
   memcpy(secret, known_secret, sizeof secret);
   const owned_frame_t *how = next_frame(frames);
   if (how && how->kind == 'L') {
-    length = length > PROCORD_SECRET_MIN_LENGTH ? length - 1 : length + 1; /* never a zero byte added */
+    length =
+        length > PROCORD_SECRET_MIN_LENGTH ? length - 1 : length + 1; /* never a zero byte added */
   } else {
-    for (size_t i = 0; how && how->length && i < length; i++) secret[i] ^= how->body[i % how->length];
+    for (size_t i = 0; how && how->length && i < length; i++)
+      secret[i] ^= how->body[i % how->length];
     if (memcmp(secret, known_secret, length) == 0) secret[length - 1] ^= 0x80;
   }
   return make_security(PROCORD_SECURITY_CLIENT, secret, length);
 }
 
 static void relay(size_t secret_index, int same_secret, frames_t *frames) {
-  procord_security_t *client_security =
-      same_secret ? procord_security_retain(known_client[secret_index])
-                  : other_client(secret_lengths[secret_index], frames);
+  procord_security_t *client_security = same_secret
+                                            ? procord_security_retain(known_client[secret_index])
+                                            : other_client(secret_lengths[secret_index], frames);
   procord_auth_t client, server;
   exchange_t x = {.input = frames};
   unsigned char reply[32], body[PROCORD_AUTH_MAX_FRAME];
@@ -232,8 +237,10 @@ static void relay(size_t secret_index, int same_secret, frames_t *frames) {
   int intact[4] = {0};
   procord_auth_result_t server_result = PROCORD_AUTH_FAILED, client_result = PROCORD_AUTH_FAILED;
 
-  FUZZ_CHECK(procord_auth_start(&client, client_security, PROCORD_AUTH_CLIENT, reply) == 0, "no start");
-  FUZZ_CHECK(procord_auth_start(&server, known_server[secret_index], PROCORD_AUTH_SERVER, body) == 0,
+  FUZZ_CHECK(procord_auth_start(&client, client_security, PROCORD_AUTH_CLIENT, reply) == 0,
+             "no start");
+  FUZZ_CHECK(procord_auth_start(&server, known_server[secret_index], PROCORD_AUTH_SERVER, body) ==
+                 0,
              "no start");
   record(&x, reply); /* 1: the client's nonce */
   intact[0] = hand_over(&x, 0, &frame, body);
@@ -256,7 +263,8 @@ done:;
   int client_should = server_should && intact[3];
   FUZZ_CHECK((server_result == PROCORD_AUTH_DONE) == server_should,
              "the server is %sDONE (same secret %d, frames unchanged %d %d %d)",
-             server_result == PROCORD_AUTH_DONE ? "" : "not ", same_secret, intact[0], intact[1], intact[2]);
+             server_result == PROCORD_AUTH_DONE ? "" : "not ", same_secret, intact[0], intact[1],
+             intact[2]);
   FUZZ_CHECK((client_result == PROCORD_AUTH_DONE) == client_should,
              "the client is %sDONE (same secret %d, frames unchanged %d %d %d %d)",
              client_result == PROCORD_AUTH_DONE ? "" : "not ", same_secret, intact[0], intact[1],

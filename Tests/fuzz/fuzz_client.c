@@ -63,10 +63,10 @@ static int port;
 static pthread_mutex_t server_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t server_cond = PTHREAD_COND_INITIALIZER;
 /* Guarded by server_lock: */
-static const uint8_t *answer;       /* the fuzz bytes of the current input */
+static const uint8_t *answer; /* the fuzz bytes of the current input */
 static size_t answer_length;
-static int expect_secret;           /* the client starts with `A` */
-static const void *expected_input;  /* what each `V` must carry */
+static int expect_secret;          /* the client starts with `A` */
+static const void *expected_input; /* what each `V` must carry */
 static size_t expected_input_length;
 static unsigned long accepted, closed;
 
@@ -103,16 +103,18 @@ static int frames_of_task; /* of the current task: `T` then `V` */
 
 /* A task's frames: `T` with the task's name, `V` with its input, in turns. */
 static int on_task_frame(const procord_frame_t *frame) {
-  FUZZ_CHECK(!serving_secret, "a client with a secret sent a `%c` frame before it was authenticated",
-             frame->kind);
+  FUZZ_CHECK(!serving_secret,
+             "a client with a secret sent a `%c` frame before it was authenticated", frame->kind);
   if (frames_of_task == 0) {
     FUZZ_CHECK(frame->kind == 'T' && frame->length == sizeof task_name - 1 &&
                    memcmp(frame->body, task_name, frame->length) == 0,
-               "the client sent a `%c` frame of %zu bytes for its task name", frame->kind, frame->length);
+               "the client sent a `%c` frame of %zu bytes for its task name", frame->kind,
+               frame->length);
   } else {
     FUZZ_CHECK(frame->kind == 'V' && frame->length == serving_input_length &&
                    memcmp(frame->body, serving_input, frame->length) == 0,
-               "the client sent a `%c` frame of %zu bytes for its input", frame->kind, frame->length);
+               "the client sent a `%c` frame of %zu bytes for its input", frame->kind,
+               frame->length);
   }
   frames_of_task = (frames_of_task + 1) % 2;
   return frames_of_task != 0; /* a whole task read: stop there */
@@ -130,7 +132,8 @@ static int on_secret_frame(const procord_frame_t *frame) {
 
 static int on_frame_until_end(const procord_frame_t *frame) {
   if (serving_secret) on_secret_frame(frame);
-  else on_task_frame(frame);
+  else
+    on_task_frame(frame);
   return 1;
 }
 
@@ -193,9 +196,10 @@ static void wait_server_idle(void) {
     if (closed == accepted && !waiting) break;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    FUZZ_CHECK(now.tv_sec < limit.tv_sec || (now.tv_sec == limit.tv_sec && now.tv_nsec < limit.tv_nsec),
-               "the server still serves %lu connections (and %d waits) after %d ms", accepted - closed,
-               waiting, LIMIT_MS);
+    FUZZ_CHECK(now.tv_sec < limit.tv_sec ||
+                   (now.tv_sec == limit.tv_sec && now.tv_nsec < limit.tv_nsec),
+               "the server still serves %lu connections (and %d waits) after %d ms",
+               accepted - closed, waiting, LIMIT_MS);
     if (closed == accepted) {
       /* One waits to be accepted: the server takes it at once. */
       pthread_mutex_unlock(&server_lock);
@@ -209,7 +213,6 @@ static void wait_server_idle(void) {
 }
 
 /* ---- What the delegation must end with ---- */
-
 
 /* One print as on_print sees it: `P` or `F`, the destination, the length, the text. */
 static void append_print(bytes_t *b, unsigned char kind, unsigned char destination,
@@ -270,7 +273,8 @@ static void expect(expected_t *e, const uint8_t *data, size_t size, size_t max) 
     if (frame.kind == 'E') {
       int code = 0;
       procord_error_from_frame_body(frame.body, frame.length, &code);
-      e->kind = code == PROCORD_ETASK_NOT_SUPPORTED ? PROCORD_OUTCOME_NO_WORKER : PROCORD_OUTCOME_DISCONNECTED;
+      e->kind = code == PROCORD_ETASK_NOT_SUPPORTED ? PROCORD_OUTCOME_NO_WORKER
+                                                    : PROCORD_OUTCOME_DISCONNECTED;
       if (code != PROCORD_ETASK_NOT_SUPPORTED) {
         e->error = code;
         e->call = "peer";
@@ -301,7 +305,8 @@ static void on_print(procord_delegation_t *delegation, unsigned char destination
   append_print(&task->prints, text ? 'P' : 'F', destination, text, length);
 }
 
-static void on_done(procord_delegation_t *delegation, const procord_outcome_t *outcome, void *context) {
+static void on_done(procord_delegation_t *delegation, const procord_outcome_t *outcome,
+                    void *context) {
   (void)delegation;
   (void)outcome;
   task_t *task = context;
@@ -325,11 +330,12 @@ static const procord_outcome_t *finished_outcome(task_t *task) {
   FUZZ_CHECK(o, "a finished delegation has no outcome");
   int answered = o->kind == PROCORD_OUTCOME_VALUE || o->kind == PROCORD_OUTCOME_EXCEPTION ||
                  o->kind == PROCORD_OUTCOME_UNKNOWN_EXCEPTION;
-  FUZZ_CHECK(answered || o->kind == PROCORD_OUTCOME_NO_WORKER || o->kind == PROCORD_OUTCOME_DISCONNECTED ||
-                 o->kind == PROCORD_OUTCOME_KILLED,
+  FUZZ_CHECK(answered || o->kind == PROCORD_OUTCOME_NO_WORKER ||
+                 o->kind == PROCORD_OUTCOME_DISCONNECTED || o->kind == PROCORD_OUTCOME_KILLED,
              "outcome kind %d", (int)o->kind);
   FUZZ_CHECK(answered ? o->length == 0 || o->body : !o->body && o->length == 0,
-             "outcome kind %d with a body of %zu bytes at %p", (int)o->kind, o->length, (void *)o->body);
+             "outcome kind %d with a body of %zu bytes at %p", (int)o->kind, o->length,
+             (void *)o->body);
   FUZZ_CHECK(o->kind != PROCORD_OUTCOME_DISCONNECTED || (o->error != 0 && o->call),
              "disconnected without a cause");
   FUZZ_CHECK(o->exit_code == -1 && o->signal == 0 && o->worker_pid == -1 && !o->killed_after_grace,
@@ -339,7 +345,8 @@ static const procord_outcome_t *finished_outcome(task_t *task) {
 }
 
 /* The outcome the worker's bytes call for. */
-static void check_expected(task_t *task, const procord_outcome_t *o, const expected_t *e, int one_off) {
+static void check_expected(task_t *task, const procord_outcome_t *o, const expected_t *e,
+                           int one_off) {
   FUZZ_CHECK(o->kind == e->kind, "outcome kind %d, expected %d (error %s, call %s)", (int)o->kind,
              (int)e->kind, procord_err_name(o->error), o->call ? o->call : "-");
   FUZZ_CHECK(o->error == e->error, "error %s, expected %s", procord_err_name(o->error),
@@ -348,11 +355,14 @@ static void check_expected(task_t *task, const procord_outcome_t *o, const expec
              "call %s, expected %s", o->call ? o->call : "-", e->call ? e->call : "-");
   FUZZ_CHECK(o->length == e->length && (e->length == 0 || memcmp(o->body, e->body, e->length) == 0),
              "a body of %zu bytes, expected %zu", o->length, e->length);
-  FUZZ_CHECK(!one_off || o->reusable == e->reusable, "reusable %d, expected %d", o->reusable, e->reusable);
+  FUZZ_CHECK(!one_off || o->reusable == e->reusable, "reusable %d, expected %d", o->reusable,
+             e->reusable);
   FUZZ_CHECK(o->attempts == 1, "%d attempts", o->attempts);
   FUZZ_CHECK(task->prints.length == e->prints.length &&
-                 (e->prints.length == 0 || memcmp(task->prints.data, e->prints.data, e->prints.length) == 0),
-             "on_print saw %zu bytes of prints, expected %zu", task->prints.length, e->prints.length);
+                 (e->prints.length == 0 ||
+                  memcmp(task->prints.data, e->prints.data, e->prints.length) == 0),
+             "on_print saw %zu bytes of prints, expected %zu", task->prints.length,
+             e->prints.length);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -362,7 +372,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   FUZZ_CHECK(procord_loop_new(&loop) == 0 && procord_loop_start_thread(loop) == 0, "no loop");
   unsigned char secret[32];
   FILE *random = fopen("/dev/urandom", "rbe");
-  FUZZ_CHECK(random && fread(secret, 1, sizeof secret, random) == sizeof secret, "no random secret");
+  FUZZ_CHECK(random && fread(secret, 1, sizeof secret, random) == sizeof secret,
+             "no random secret");
   fclose(random);
   procord_security_options_t options = {
       .role = PROCORD_SECURITY_CLIENT, .secret = secret, .secret_length = sizeof secret};
@@ -418,8 +429,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   procord_pool_t *pool = NULL;
   if (mode == POOL) {
     procord_pool_source_t source = {.remote_host = "127.0.0.1", .remote_port = port};
-    procord_pool_options_t pool_options = {.sources = &source, .source_count = 1, .max_workers = 1,
-                                           .connect_timeout_ms = LIMIT_MS, .max_message_size = max};
+    procord_pool_options_t pool_options = {.sources = &source,
+                                           .source_count = 1,
+                                           .max_workers = 1,
+                                           .connect_timeout_ms = LIMIT_MS,
+                                           .max_message_size = max};
     FUZZ_CHECK(procord_pool_new(loop, &pool_options, &pool) == 0, "no pool");
   }
   int killed = 0;
@@ -442,8 +456,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (i == 0 && killed) {
       FUZZ_CHECK(o->kind == PROCORD_OUTCOME_KILLED, "a killed task ended as %d", (int)o->kind);
     } else if (mode == SECRET) {
-      FUZZ_CHECK(o->kind == PROCORD_OUTCOME_DISCONNECTED, "a client with a secret nobody proved ended as %d",
-                 (int)o->kind);
+      FUZZ_CHECK(o->kind == PROCORD_OUTCOME_DISCONNECTED,
+                 "a client with a secret nobody proved ended as %d", (int)o->kind);
     } else if (i == 0) {
       check_expected(&tasks[i], o, &expected, mode != POOL);
     }
@@ -455,12 +469,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(expected.prints.data);
   if (pool) {
     procord_pool_shutdown(pool, 0);
-    FUZZ_CHECK(procord_pool_wait(pool, LIMIT_MS) == 1, "the pool has not stopped after %d ms", LIMIT_MS);
+    FUZZ_CHECK(procord_pool_wait(pool, LIMIT_MS) == 1, "the pool has not stopped after %d ms",
+               LIMIT_MS);
     procord_pool_release(pool);
   }
   wait_server_idle();
   if (mode == LENT) {
-    for (int waited = 0; __atomic_load_n(&lent_releases, __ATOMIC_SEQ_CST) == 0 && waited < LIMIT_MS; waited++)
+    for (int waited = 0;
+         __atomic_load_n(&lent_releases, __ATOMIC_SEQ_CST) == 0 && waited < LIMIT_MS; waited++)
       usleep(1000);
     FUZZ_CHECK(lent_releases == 1, "the lent input was given back %d times", lent_releases);
   }

@@ -187,7 +187,8 @@ static void check_frame(procord_frame_parser_t *parser, pass_t *p, size_t index,
   FUZZ_CHECK(index < p->ref->count, "frame %zu, the reference has %zu", index, p->ref->count);
   const ref_frame_t *expected = &p->ref->frames[index];
   FUZZ_CHECK(frame->kind == expected->kind && frame->length == expected->length &&
-                 (frame->length == 0 || memcmp(frame->body, p->data + expected->start, frame->length) == 0),
+                 (frame->length == 0 ||
+                  memcmp(frame->body, p->data + expected->start, frame->length) == 0),
              "frame %zu: kind %u length %zu, expected kind %u length %zu", index, frame->kind,
              frame->length, expected->kind, expected->length);
   FUZZ_CHECK(frame->body != NULL, "frame %zu has no body buffer", index);
@@ -208,7 +209,9 @@ static void run_pass(pass_t *p) {
   FUZZ_CHECK(procord_frame_parser_new(p->max, &parser) == 0, "out of memory");
   size_t at = 0, frames = 0;
   while (at < p->n) {
-    size_t piece = p->cut == WHOLE ? p->n - at : p->cut == BYTE_BY_BYTE ? 1 : 1 + next_control(p) % 24;
+    size_t piece = p->cut == WHOLE          ? p->n - at
+                   : p->cut == BYTE_BY_BYTE ? 1
+                                            : 1 + next_control(p) % 24;
     size_t end = at + (piece < p->n - at ? piece : p->n - at);
     while (at < end) {
       procord_frame_t frame;
@@ -226,7 +229,8 @@ static void run_pass(pass_t *p) {
         size_t used = SIZE_MAX;
         r = procord_frame_parser_feed(parser, p->data + at, end - at, &used, &frame);
         FUZZ_CHECK(used <= end - at, "consumed %zu of %zu", used, end - at);
-        FUZZ_CHECK(r != 0 || used == end - at, "returned 0 having consumed %zu of %zu", used, end - at);
+        FUZZ_CHECK(r != 0 || used == end - at, "returned 0 having consumed %zu of %zu", used,
+                   end - at);
         FUZZ_CHECK(r == 0 || r == 1 || r == PROCORD_ETOO_LONG || r == PROCORD_EILL_FORMED,
                    "feed gave %d", r);
         at += used;
@@ -234,7 +238,8 @@ static void run_pass(pass_t *p) {
       if (r == 1) {
         check_frame(parser, p, frames++, at, &frame);
       } else if (r < 0) {
-        FUZZ_CHECK(r == p->ref->error, "error %d at %zu, the reference says %d", r, at, p->ref->error);
+        FUZZ_CHECK(r == p->ref->error, "error %d at %zu, the reference says %d", r, at,
+                   p->ref->error);
         FUZZ_CHECK(at == p->ref->error_at + 1, "error after %zu bytes, known at byte %zu", at,
                    p->ref->error_at);
         FUZZ_CHECK(frames == p->ref->count, "error after %zu frames, expected %zu", frames,

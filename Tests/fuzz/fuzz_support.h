@@ -17,15 +17,14 @@
 
 /* A broken invariant is a finding: say which, then abort so that libFuzzer
    saves the input and prints the stack. */
-#define FUZZ_CHECK(condition, ...)                                               \
-  do {                                                                           \
-    if (!(condition)) {                                                          \
-      fprintf(stderr, "\n%s:%d: FUZZ_CHECK(%s) failed: ", __FILE__, __LINE__,    \
-              #condition);                                                       \
-      fprintf(stderr, __VA_ARGS__);                                              \
-      fprintf(stderr, "\n");                                                     \
-      abort();                                                                   \
-    }                                                                            \
+#define FUZZ_CHECK(condition, ...)                                                                 \
+  do {                                                                                             \
+    if (!(condition)) {                                                                            \
+      fprintf(stderr, "\n%s:%d: FUZZ_CHECK(%s) failed: ", __FILE__, __LINE__, #condition);         \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+      abort();                                                                                     \
+    }                                                                                              \
   } while (0)
 
 /*

@@ -82,12 +82,14 @@ static void fail(void *context, const unsigned char *input, size_t length, proco
 
 static const char printed[] = "printed";
 
-static void print(void *context, const unsigned char *input, size_t length, procord_reply_t *reply) {
+static void print(void *context, const unsigned char *input, size_t length,
+                  procord_reply_t *reply) {
   (void)context;
   tasks_run++;
   FUZZ_CHECK(procord_worker_print('O', input, length) == PROCORD_EINVALID_DESTINATION,
              "a print to O was not refused");
-  FUZZ_CHECK(procord_worker_flush('E') == PROCORD_EINVALID_DESTINATION, "a flush of E was not refused");
+  FUZZ_CHECK(procord_worker_flush('E') == PROCORD_EINVALID_DESTINATION,
+             "a flush of E was not refused");
   procord_worker_print('7', input, length); /* fails once the main program has gone */
   procord_worker_flush('7');
   reply->kind = PROCORD_FRAME_VALUE;
@@ -136,9 +138,9 @@ static const procord_worker_task_t tasks[] = {
 
 typedef struct expected_s {
   int result;
-  bytes_t output;  /* what it answers, when its writes succeed */
+  bytes_t output; /* what it answers, when its writes succeed */
   int tasks_run;
-  int lent;        /* how many of them were `lend` */
+  int lent; /* how many of them were `lend` */
 } expected_t;
 
 typedef struct stream_s {
@@ -167,18 +169,20 @@ static int answer_error(expected_t *e, int error) {
 
 static const procord_worker_task_t *find(const procord_frame_t *name) {
   for (size_t i = 0; i < TASK_COUNT; i++)
-    if (strlen(tasks[i].name) == name->length && memcmp(tasks[i].name, name->body, name->length) == 0)
+    if (strlen(tasks[i].name) == name->length &&
+        memcmp(tasks[i].name, name->body, name->length) == 0)
       return &tasks[i];
   return NULL;
 }
 
 /* The task's frames and answer, as the worker writes them. */
-static void expect_answer(expected_t *e, const procord_worker_task_t *task, const procord_frame_t *input,
-                          int reusable) {
+static void expect_answer(expected_t *e, const procord_worker_task_t *task,
+                          const procord_frame_t *input, int reusable) {
   e->tasks_run++;
   bytes_t *out = &e->output;
   if (task->run == echo) append_frame(out, 'V', NULL, 0, input->body, input->length);
-  if (task->run == fail) append_frame(out, 'X', fail_prefix, sizeof fail_prefix - 1, input->body, input->length);
+  if (task->run == fail)
+    append_frame(out, 'X', fail_prefix, sizeof fail_prefix - 1, input->body, input->length);
   if (task->run == print) {
     if (input->length) append_frame(out, 'P', "7", 1, input->body, input->length);
     append_frame(out, 'F', NULL, 0, "7", 1);
@@ -240,7 +244,7 @@ static void expect(expected_t *e, const uint8_t *data, size_t length, int reusab
 /* ---- The main program's side ---- */
 
 typedef struct peer_s {
-  int fd;            /* the input goes there; on a socket, answers come from there */
+  int fd; /* the input goes there; on a socket, answers come from there */
   int is_socket;
   int close_at_once; /* SOCKET_PEER_GONE: close the socket once the input is written */
   const uint8_t *input;
@@ -313,7 +317,8 @@ static void *play_main_program(void *argument) {
   sigaddset(&pipe_signal, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
   if (peer->is_socket) talk_on_socket(peer);
-  else write_to_pipe(peer);
+  else
+    write_to_pipe(peer);
   return NULL;
 }
 
@@ -394,12 +399,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case SOCKET:
     FUZZ_CHECK(result == ok.result, "served to %d, expected %d", result, ok.result);
     FUZZ_CHECK(tasks_run == ok.tasks_run, "ran %d tasks, expected %d", tasks_run, ok.tasks_run);
-    FUZZ_CHECK(replies_released == ok.lent, "released %d lent replies of %d", replies_released, ok.lent);
+    FUZZ_CHECK(replies_released == ok.lent, "released %d lent replies of %d", replies_released,
+               ok.lent);
     break;
   case PIPE_TO_CLOSED_PIPE:
     FUZZ_CHECK(result == failing.result, "served to %d with nobody reading, expected %d", result,
                failing.result);
-    FUZZ_CHECK(tasks_run == failing.tasks_run, "ran %d tasks, expected %d", tasks_run, failing.tasks_run);
+    FUZZ_CHECK(tasks_run == failing.tasks_run, "ran %d tasks, expected %d", tasks_run,
+               failing.tasks_run);
     FUZZ_CHECK(replies_released == failing.lent, "released %d lent replies of %d", replies_released,
                failing.lent);
     break;
@@ -408,13 +415,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int allowed[] = {ok.result, failing.result, 0, PROCORD_EDISCONNECTED, -ECONNRESET};
     FUZZ_CHECK(is_one_of(result, allowed, sizeof allowed / sizeof allowed[0]),
                "served to %d with the peer gone (%d if it had stayed)", result, ok.result);
-    FUZZ_CHECK(tasks_run <= ok.tasks_run, "ran %d tasks, at most %d expected", tasks_run, ok.tasks_run);
+    FUZZ_CHECK(tasks_run <= ok.tasks_run, "ran %d tasks, at most %d expected", tasks_run,
+               ok.tasks_run);
     break;
   }
   }
   if (transport == SOCKET)
     FUZZ_CHECK(peer.output.length == ok.output.length &&
-                   (ok.output.length == 0 || memcmp(peer.output.data, ok.output.data, ok.output.length) == 0),
+                   (ok.output.length == 0 ||
+                    memcmp(peer.output.data, ok.output.data, ok.output.length) == 0),
                "answered %zu bytes, expected %zu", peer.output.length, ok.output.length);
   free(peer.output.data);
   free(ok.output.data);

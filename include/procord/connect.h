@@ -68,7 +68,7 @@ typedef struct procord_connect_options_s {
   size_t size;
   const char *host; /* a DNS name, or an IPv4 or IPv6 literal (no brackets); copied */
   int port;
-  int timeout_ms;   /* for resolving and connecting together; 0: no limit */
+  int timeout_ms; /* for resolving and connecting together; 0: no limit */
   procord_connect_cb on_done;
   void *context;
 } procord_connect_options_t;

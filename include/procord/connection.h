@@ -54,8 +54,8 @@ typedef void (*procord_frame_cb)(procord_connection_t *connection, const procord
                                  int error, void *context);
 
 /* Called when the state changes (to CONNECTED after a connect, or DISCONNECTED). */
-typedef void (*procord_state_cb)(procord_connection_t *connection,
-                                 procord_connection_state_t state, void *context);
+typedef void (*procord_state_cb)(procord_connection_t *connection, procord_connection_state_t state,
+                                 void *context);
 
 typedef struct procord_connection_options_s {
   /* The size of this struct as the calling program was built with: set by
@@ -64,9 +64,9 @@ typedef struct procord_connection_options_s {
      it that is not 0 (a program built against a newer Procord than it runs
      with), is refused with PROCORD_EINVAL. */
   size_t size;
-  int read_fd;      /* the descriptor frames are read from */
-  int write_fd;     /* the descriptor frames are written to (may equal read_fd) */
-  int connecting;   /* non-zero: read_fd is a socket with a connect(2) in progress */
+  int read_fd;             /* the descriptor frames are read from */
+  int write_fd;            /* the descriptor frames are written to (may equal read_fd) */
+  int connecting;          /* non-zero: read_fd is a socket with a connect(2) in progress */
   size_t max_message_size; /* 0: procord_default_max_message_size() */
   /* With `connecting`: how long the connect may take before the connection
      is DISCONNECTED with PROCORD_ETIMEOUT, call "connect". 0: no limit. */
@@ -77,7 +77,7 @@ typedef struct procord_connection_options_s {
   int idle_timeout_ms;
   procord_frame_cb on_frame;
   procord_state_cb on_state;
-  void *context;    /* passed to both callbacks */
+  void *context; /* passed to both callbacks */
   /* Optional, a client's security (procord/security.h; a reference is
      taken): on a connected socket, TLS and/or authentication run first,
      with the state CONNECTING, bounded by connect_timeout_ms; frames sent

@@ -86,10 +86,10 @@ typedef struct procord_outcome_s {
      Procord's SIGKILL, not something that happened to the worker. */
   int killed_after_grace;
   const char *detail; /* more about the error, static (a resolver's message), or NULL */
-  int reusable;  /* the worker sent `0R` after its terminal frame (one-off delegations) */
-  int attempts;  /* how many workers the task was handed to (a pool retries: more than 1;
-                    a task sent ahead that came back unstarted does not count) */
-  pid_t worker_pid; /* the last worker's pid, or -1 (remote, or none started) */
+  int reusable;       /* the worker sent `0R` after its terminal frame (one-off delegations) */
+  int attempts;       /* how many workers the task was handed to (a pool retries: more than 1;
+                         a task sent ahead that came back unstarted does not count) */
+  pid_t worker_pid;   /* the last worker's pid, or -1 (remote, or none started) */
   /*
    * DISCONNECTED, a one-off local worker with a pipe as its stderr (see the
    * top of this file): the end of what it wrote there, NUL-terminated (it
@@ -137,8 +137,8 @@ typedef struct procord_delegation_options_s {
      it that is not 0 (a program built against a newer Procord than it runs
      with), is refused with PROCORD_EINVAL. `worker` has a size of its own. */
   size_t size;
-  const char *task_name;          /* required */
-  const void *input;              /* the serialized input, copied (unless input_release, below) */
+  const char *task_name; /* required */
+  const void *input;     /* the serialized input, copied (unless input_release, below) */
   size_t input_length;
   procord_spawn_options_t worker; /* how to start the worker (unless remote_host) */
   /* A worker server to delegate to instead of starting a worker: its host
@@ -146,8 +146,8 @@ typedef struct procord_delegation_options_s {
      name is resolved without blocking the loop (see procord/connect.h);
      killing a remote delegation (or its deadline) resets its connection
      (SO_LINGER 0, so that a server whose worker is busy, with more tasks
-     unread behind, sees it at once), and the server kills the task. Errors: DISCONNECTED with call "getaddrinfo" (error
-     PROCORD_ERESOLVE, detail says why) or "connect" (-ECONNREFUSED,
+     unread behind, sees it at once), and the server kills the task. Errors: DISCONNECTED with call
+     "getaddrinfo" (error PROCORD_ERESOLVE, detail says why) or "connect" (-ECONNREFUSED,
      PROCORD_ETIMEOUT...). */
   const char *remote_host;
   int remote_port;
@@ -156,7 +156,7 @@ typedef struct procord_delegation_options_s {
      delegation ends as DISCONNECTED with PROCORD_ETIMEOUT, call "idle".
      0: no limit (the original's behaviour). */
   int idle_timeout_ms;
-  size_t max_message_size;        /* of frames from the worker; 0: the default */
+  size_t max_message_size; /* of frames from the worker; 0: the default */
   /* After the worker has closed its stream (or answered), how long it may
      take to exit before it is killed; 0: 2000 ms. */
   int exit_grace_ms;
@@ -169,7 +169,7 @@ typedef struct procord_delegation_options_s {
      goes away before answering (see procord_pool_options_t.max_retries).
      A task that never reached a worker is retried even without this. */
   int idempotent;
-  procord_done_cb on_done;        /* may be NULL */
+  procord_done_cb on_done; /* may be NULL */
   /* Custom destinations (and `O`/`E` with capture_output); NULL: their text
      is dropped. Without capture_output, `O` and `E` text is written to this
      program's stdout and stderr as it arrives. */

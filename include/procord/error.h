@@ -18,20 +18,20 @@ extern "C" {
 /* Procord's own error codes. Values -4000..-4099 never collide with -errno. */
 enum procord_error_code {
   /* Protocol errors, one per `E` frame code of PROTOCOL.md (code = -4000 - N). */
-  PROCORD_ETASK_NOT_SUPPORTED = -4000, /* E0: the worker has no task of that name */
-  PROCORD_EUNEXPECTED = -4001,         /* E1: a frame arrived where it may not */
-  PROCORD_EILL_FORMED = -4002,         /* E2: a frame broke the grammar */
-  PROCORD_ETOO_LONG = -4003,           /* E3: a SIZE above the maximum message size */
-  PROCORD_EDISCONNECTED = -4004,       /* E4: the peer went away */
-  PROCORD_EINVALID_DESTINATION = -4005,/* E5: a print to a destination that is not valid */
+  PROCORD_ETASK_NOT_SUPPORTED = -4000,  /* E0: the worker has no task of that name */
+  PROCORD_EUNEXPECTED = -4001,          /* E1: a frame arrived where it may not */
+  PROCORD_EILL_FORMED = -4002,          /* E2: a frame broke the grammar */
+  PROCORD_ETOO_LONG = -4003,            /* E3: a SIZE above the maximum message size */
+  PROCORD_EDISCONNECTED = -4004,        /* E4: the peer went away */
+  PROCORD_EINVALID_DESTINATION = -4005, /* E5: a print to a destination that is not valid */
   /* Errors that have no frame code. */
-  PROCORD_ETIMEOUT = -4020,            /* a bounded wait ran out */
-  PROCORD_EINVAL = -4021,              /* an argument or option is invalid */
-  PROCORD_ECLOSED = -4022,             /* the object was closed or has finished */
-  PROCORD_ERESOLVE = -4023,            /* a host name could not be resolved */
-  PROCORD_EFULL = -4024,               /* a bounded queue is full */
-  PROCORD_ETLS = -4025,                /* TLS failed: the handshake, a certificate, a record */
-  PROCORD_EAUTH = -4026,               /* shared-secret authentication failed */
+  PROCORD_ETIMEOUT = -4020, /* a bounded wait ran out */
+  PROCORD_EINVAL = -4021,   /* an argument or option is invalid */
+  PROCORD_ECLOSED = -4022,  /* the object was closed or has finished */
+  PROCORD_ERESOLVE = -4023, /* a host name could not be resolved */
+  PROCORD_EFULL = -4024,    /* a bounded queue is full */
+  PROCORD_ETLS = -4025,     /* TLS failed: the handshake, a certificate, a record */
+  PROCORD_EAUTH = -4026,    /* shared-secret authentication failed */
   /* A worker would be more delegations deep than PROCORD_MAX_DELEGATION_DEPTH
      (environment variable; 16 by default): recursion that does not stop. */
   PROCORD_ENESTED = -4027,

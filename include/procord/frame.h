@@ -29,7 +29,7 @@ enum procord_frame_kind {
   PROCORD_FRAME_PRINT = 'P',             /* destination byte, then text */
   PROCORD_FRAME_FLUSH = 'F',             /* destination byte */
   PROCORD_FRAME_REUSABLE = 'R',          /* extension: `0R`, the worker takes another task */
-  PROCORD_FRAME_AUTH = 'A',              /* extension: shared-secret authentication (procord/security.h) */
+  PROCORD_FRAME_AUTH = 'A', /* extension: shared-secret authentication (procord/security.h) */
 };
 
 /*

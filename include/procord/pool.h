@@ -32,8 +32,8 @@
  * killing (which kills its worker; the pool replaces it) and releasing work
  * alike. procord_delegation_pid gives the worker the task runs on (-1 while
  * it waits); once the task has finished, that worker may be running others:
- * signal the task with procord_delegation_kill, never by its pid. Everything runs on the pool's loop; the functions here are
- * thread-safe unless they say otherwise.
+ * signal the task with procord_delegation_kill, never by its pid. Everything runs on the pool's
+ * loop; the functions here are thread-safe unless they say otherwise.
  */
 #ifndef PROCORD_POOL_H
 #define PROCORD_POOL_H
@@ -85,7 +85,7 @@ typedef struct procord_pool_options_s {
      10 s) while others can serve. Copied. */
   const procord_pool_source_t *sources;
   size_t source_count;
-  int min_workers;          /* kept started, even when idle; 0 by default */
+  int min_workers; /* kept started, even when idle; 0 by default */
   /* At most this many workers serve at once; 0: the number of sources. (A
      retired or killed worker may still be exiting, for up to exit_grace_ms,
      while its replacement starts.) Fewer for a while after a start failed
@@ -109,9 +109,9 @@ typedef struct procord_pool_options_s {
   int max_retries;
   /* Per worker, as in procord_delegation_options_t (a task's deadline_ms
      bounds a worker that stays silent): */
-  int connect_timeout_ms;   /* servers: resolving and connecting; 0: no limit */
-  size_t max_message_size;  /* of frames from workers; 0: the default */
-  int exit_grace_ms;        /* 0: 2000 ms */
+  int connect_timeout_ms;  /* servers: resolving and connecting; 0: no limit */
+  size_t max_message_size; /* of frames from workers; 0: the default */
+  int exit_grace_ms;       /* 0: 2000 ms */
   /* Called once on the loop's thread when the pool has stopped (after a
      shutdown, every worker reaped); may be NULL. */
   void (*on_stopped)(procord_pool_t *pool, void *context);
@@ -119,7 +119,7 @@ typedef struct procord_pool_options_s {
      left it for a worker, or ended); may be NULL. For a submitter that
      waits instead of taking PROCORD_EFULL. */
   void (*on_room)(procord_pool_t *pool, void *context);
-  void *context;             /* for on_stopped and on_room */
+  void *context; /* for on_stopped and on_room */
   /* Send ahead: when every worker is busy and no more may start, a busy
      worker that has shown it serves task after task (it has said `0R`)
      may be sent up to this many more idempotent tasks while it runs one
@@ -156,15 +156,15 @@ void procord_pool_options_init(procord_pool_options_t *options);
 
 /* A snapshot of a pool. */
 typedef struct procord_pool_stats_s {
-  size_t workers;           /* started and not retired: starting, idle or busy */
-  size_t idle;              /* ready and waiting for a task */
-  size_t busy;              /* running a task (or finishing one) */
-  size_t queued;            /* tasks waiting for a worker */
+  size_t workers;                     /* started and not retired: starting, idle or busy */
+  size_t idle;                        /* ready and waiting for a task */
+  size_t busy;                        /* running a task (or finishing one) */
+  size_t queued;                      /* tasks waiting for a worker */
   unsigned long long workers_started; /* since the pool was made, replacements included */
   unsigned long long tasks_submitted;
   unsigned long long tasks_finished;
   unsigned long long tasks_retried;
-  int stopped;              /* shut down, and every worker gone */
+  int stopped; /* shut down, and every worker gone */
   /* Added last, so that the fields before keep their places (the struct
      grew: a program built with an older header must be built again). */
   unsigned long long starts_limited; /* starts that failed for lack of resources */

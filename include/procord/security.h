@@ -119,8 +119,8 @@ int procord_security_uses_secret(const procord_security_t *security);
  * `size`) with a message in `error`. The secret is never read from the
  * command line, where every user of the machine can see it.
  */
-int procord_secret_load(const char *path, const char *variable, unsigned char *secret,
-                        size_t size, size_t *length, char *error, size_t error_size);
+int procord_secret_load(const char *path, const char *variable, unsigned char *secret, size_t size,
+                        size_t *length, char *error, size_t error_size);
 
 /*
  * Makes the security a command line asks for (procord/worker.h's

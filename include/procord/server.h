@@ -70,23 +70,24 @@ typedef int (*procord_keep_running_fn)(void *context);
  */
 typedef struct procord_server_stats_s {
   unsigned long long connections_accepted;
-  unsigned long long tasks_answered;      /* a terminal frame carried back to its client */
+  unsigned long long tasks_answered;           /* a terminal frame carried back to its client */
   unsigned long long refused_max_connections;  /* at max_connections, none idle to close */
   unsigned long long refused_peer_connections; /* at max_connections_per_peer */
-  unsigned long long evicted_idle;        /* idle clients closed to make way for a new one */
-  unsigned long long idle_timeouts;       /* idle past idle_timeout_ms */
-  unsigned long long task_timeouts;       /* a task not whole within its time (or silent past read_timeout_ms) */
-  unsigned long long answer_timeouts;     /* an answer not taken within its time */
-  unsigned long long protocol_errors;     /* ill-formed, unexpected or too long: answered `E` */
-  unsigned long long unknown_tasks;       /* answered `E0` */
+  unsigned long long evicted_idle;             /* idle clients closed to make way for a new one */
+  unsigned long long idle_timeouts;            /* idle past idle_timeout_ms */
+  unsigned long long
+      task_timeouts; /* a task not whole within its time (or silent past read_timeout_ms) */
+  unsigned long long answer_timeouts;       /* an answer not taken within its time */
+  unsigned long long protocol_errors;       /* ill-formed, unexpected or too long: answered `E` */
+  unsigned long long unknown_tasks;         /* answered `E0` */
   unsigned long long clients_gone_mid_task; /* its worker killed */
   unsigned long long workers_lost_mid_task; /* the worker ended during a task */
   unsigned long long workers_started;
-  unsigned long long handshakes_refused;  /* TLS or the secret failed, or timed out */
-  int connections_now;   /* client connections (not those in the gate) */
+  unsigned long long handshakes_refused; /* TLS or the secret failed, or timed out */
+  int connections_now;                   /* client connections (not those in the gate) */
   int tasks_running_now;
-  int tasks_waiting_now; /* whole tasks waiting for a worker */
-  unsigned long long task_bytes_buffered_now; /* see max_buffered_task_bytes */
+  int tasks_waiting_now;                        /* whole tasks waiting for a worker */
+  unsigned long long task_bytes_buffered_now;   /* see max_buffered_task_bytes */
   unsigned long long answer_bytes_buffered_now; /* see max_buffered_answer_bytes */
 } procord_server_stats_t;
 
@@ -105,14 +106,14 @@ typedef struct procord_server_options_s {
      "127.0.0.1", so that a server is never exposed by accident ("0.0.0.0"
      or "::" must be asked for). */
   const char *hostname;
-  int port;              /* 0: an ephemeral port (see the log or sd_notify STATUS) */
-  int reuse_address;     /* SO_REUSEADDR */
+  int port;          /* 0: an ephemeral port (see the log or sd_notify STATUS) */
+  int reuse_address; /* SO_REUSEADDR */
   /* A listening socket to serve instead of binding one (above 0; anything
      else fails the start with a log line saying why); 0 or -1: bind, unless
      the process was socket-activated (procord_server_activated_socket). */
   int listen_fd;
-  int max_simultaneous_tasks;  /* tasks running at once; 0: PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS */
-  int prestarted_workers;      /* idle workers kept ready; 0: min(2, max) */
+  int max_simultaneous_tasks; /* tasks running at once; 0: PROCORD_DEFAULT_MAX_SIMULTANEOUS_TASKS */
+  int prestarted_workers;     /* idle workers kept ready; 0: min(2, max) */
   /* Run each task inside the server process (on a thread of its own), one
      at a time, with `tasks`, instead of in worker processes. */
   int dont_fork;
@@ -147,7 +148,7 @@ typedef struct procord_server_options_s {
      for the whole process) come here too, as "libevent: ...", possibly from
      another thread of the process. */
   procord_log_fn log;
-  void *context;                          /* passed to the callbacks */
+  void *context; /* passed to the callbacks */
   /* Optional, a server's security (procord/security.h): each connection
      goes through TLS and/or shared-secret authentication in the server
      process before anything of a task is read. A peer that fails is told
@@ -205,10 +206,11 @@ typedef struct procord_server_options_s {
   procord_server_stats_t *stats;
   /* Optional: called once, when the server listens (before any client is
      served), on the calling thread of procord_server_run (of
-     procord_server_start: the loop's, when it runs on another), with the address (numeric `host:port`,
+     procord_server_start: the loop's, when it runs on another), with the address (numeric
+     `host:port`,
      `[host]:port` for IPv6) and the port: with port 0, the one the system
-     picked (0 for a Unix socket given as listen_fd). For a program that embeds a server and must tell its clients
-     where it is. */
+     picked (0 for a Unix socket given as listen_fd). For a program that embeds a server and must
+     tell its clients where it is. */
   void (*on_listening)(void *context, const char *address, int port);
   /* Optional: called once, on the loop's thread, when the server has
      stopped: every client closed, every worker gone and reaped, nothing of
@@ -326,8 +328,8 @@ typedef enum procord_server_stop_how {
  * Thread: any. From another thread than the loop's, it is queued to the
  * loop (as by procord_loop_call, with nothing to allocate) and this call
  * waits until the loop has taken it in (not until the server has stopped):
- * after it returns, new connections are refused. On the loop's thread, or with the loop not running, it acts
- * at once. Not from the server's own callbacks (its log, accept_filter,
+ * after it returns, new connections are refused. On the loop's thread, or with the loop not
+ * running, it acts at once. Not from the server's own callbacks (its log, accept_filter,
  * keep_running, on_listening), which run in the middle of its work: there,
  * keep_running returning 0 stops it.
  *

@@ -62,17 +62,17 @@ typedef int (*procord_task_run_fn)(const void *input, void **result, void *conte
 
 typedef struct procord_task_s {
   const char *name;
-  procord_serialize_fn write_input;     /* main program */
-  procord_deserialize_fn read_input;    /* worker */
-  procord_serialize_fn write_output;    /* worker */
-  procord_deserialize_fn read_output;   /* main program */
+  procord_serialize_fn write_input;   /* main program */
+  procord_deserialize_fn read_input;  /* worker */
+  procord_serialize_fn write_output;  /* worker */
+  procord_deserialize_fn read_output; /* main program */
   /* The error's serializers; both NULL: a raised error travels as `U`
      (an unknown exception) with the text "the task raised an error". */
   procord_serialize_fn write_error;
   procord_deserialize_fn read_error;
   void (*free_value)(void *value, void *context); /* NULL: free(), libc's */
-  procord_task_run_fn run;              /* worker; NULL in a main program only */
-  void *context;                        /* passed to every function above */
+  procord_task_run_fn run;                        /* worker; NULL in a main program only */
+  void *context;                                  /* passed to every function above */
 } procord_task_t;
 
 /*

@@ -20,13 +20,15 @@ extern "C" {
 #define PROCORD_VERSION_STRINGIFY_(x) #x
 #define PROCORD_VERSION_STRINGIFY(x) PROCORD_VERSION_STRINGIFY_(x)
 /* "MAJOR.MINOR.PATCH", for example "0.1.0". */
+/* clang-format off */
 #define PROCORD_VERSION_STRING                                                     \
   PROCORD_VERSION_STRINGIFY(PROCORD_VERSION_MAJOR) "."                             \
   PROCORD_VERSION_STRINGIFY(PROCORD_VERSION_MINOR) "."                             \
   PROCORD_VERSION_STRINGIFY(PROCORD_VERSION_PATCH)
+/* clang-format on */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for example 100 for 0.1.0: compare
    with `PROCORD_VERSION_NUMBER >= 200` for "0.2.0 or later". */
-#define PROCORD_VERSION_NUMBER                                                     \
+#define PROCORD_VERSION_NUMBER                                                                     \
   (PROCORD_VERSION_MAJOR * 10000 + PROCORD_VERSION_MINOR * 100 + PROCORD_VERSION_PATCH)
 
 /*

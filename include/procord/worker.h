@@ -148,7 +148,8 @@ int procord_worker_serve(const procord_worker_options_t *options);
  * exit. Once per process. Returns 0, PROCORD_EINVAL (no callback, or called
  * before), or a negated errno.
  */
-int procord_worker_watch_termination(void (*on_termination)(void *context), void *context, int on_sigterm);
+int procord_worker_watch_termination(void (*on_termination)(void *context), void *context,
+                                     int on_sigterm);
 
 /* What the `--procord-*` options of a command line ask for. */
 typedef enum procord_worker_mode {
@@ -159,22 +160,22 @@ typedef enum procord_worker_mode {
 
 typedef struct procord_worker_command_s {
   procord_worker_mode_t mode;
-  int socket_fd;             /* --procord-socket-fd N: protocol on N, not stdin/stdout; -1 */
-  int handoff_fd;            /* --procord-handoff-fd N (N > 0): a server's worker; -1 (0 counts as none too) */
-  int read_timeout_ms;       /* --procord-read-timeout MS (0: no limit), or -1 */
-  int drain_timeout_ms;      /* --procord-drain-timeout MS, or -1 */
-  int log_level;             /* --procord-log-level error|warning|info|debug, or -1 */
-  int capture_output;        /* --procord-capture-output: socket mode sends stdout/stderr as `P` */
-  const char *input_file;    /* --procord-input-file PATH, or NULL */
-  const char *output_file;   /* --procord-output-file PATH, or NULL */
-  const char *hostname;      /* --procord-hostname NAME, or NULL */
-  int port;                  /* --procord-port N, or -1 */
-  int max_simultaneous_tasks;/* --procord-max-simultaneous-tasks N, or 0 */
-  int reuse_address;         /* --procord-reuse-address */
-  int dont_fork;             /* --procord-dont-fork */
-  size_t max_message_size;   /* --procord-max-message-size N, or 0 */
-  int first_argument;        /* the index in argv of the program's own first argument
-                                (argc when there is none) */
+  int socket_fd;  /* --procord-socket-fd N: protocol on N, not stdin/stdout; -1 */
+  int handoff_fd; /* --procord-handoff-fd N (N > 0): a server's worker; -1 (0 counts as none too) */
+  int read_timeout_ms;        /* --procord-read-timeout MS (0: no limit), or -1 */
+  int drain_timeout_ms;       /* --procord-drain-timeout MS, or -1 */
+  int log_level;              /* --procord-log-level error|warning|info|debug, or -1 */
+  int capture_output;         /* --procord-capture-output: socket mode sends stdout/stderr as `P` */
+  const char *input_file;     /* --procord-input-file PATH, or NULL */
+  const char *output_file;    /* --procord-output-file PATH, or NULL */
+  const char *hostname;       /* --procord-hostname NAME, or NULL */
+  int port;                   /* --procord-port N, or -1 */
+  int max_simultaneous_tasks; /* --procord-max-simultaneous-tasks N, or 0 */
+  int reuse_address;          /* --procord-reuse-address */
+  int dont_fork;              /* --procord-dont-fork */
+  size_t max_message_size;    /* --procord-max-message-size N, or 0 */
+  int first_argument;         /* the index in argv of the program's own first argument
+                                 (argc when there is none) */
   /* Security (procord/security.h; procord_security_from_command reads these).
      A server's TLS options are its own certificate, key and the CA of its
      clients; a main program's, its client certificate, key and the CA of
@@ -186,21 +187,21 @@ typedef struct procord_worker_command_s {
   int tls_require_client_certificate; /* --procord-tls-require-client-cert (a server) */
   const char *tls_server_name;        /* --procord-tls-server-name NAME (a main program), or NULL */
   const char *secret_file;            /* --procord-secret-file PATH, or NULL */
-  const char *secret_environment;     /* --procord-secret-env NAME: the variable holding it, or NULL */
-  int handshake_timeout_ms;           /* --procord-handshake-timeout MS (a server), or -1 */
+  const char *secret_environment; /* --procord-secret-env NAME: the variable holding it, or NULL */
+  int handshake_timeout_ms;       /* --procord-handshake-timeout MS (a server), or -1 */
   /* A server's bounds on its clients (procord_server_options_t's, which
      say what each does): 0 (or -1 for the time limits) when not given; a
      time limit of 0 given means none. */
-  int max_connections;                /* --procord-max-connections N */
-  int max_connections_per_peer;       /* --procord-max-connections-per-peer N */
-  int max_tasks_per_peer;             /* --procord-max-tasks-per-peer N */
-  int idle_timeout_ms;                /* --procord-idle-timeout MS */
-  int task_timeout_ms;                /* --procord-task-timeout MS */
-  int answer_timeout_ms;              /* --procord-answer-timeout MS */
-  int min_receive_rate;               /* --procord-min-receive-rate BYTES_PER_SECOND */
-  int min_send_rate;                  /* --procord-min-send-rate BYTES_PER_SECOND */
-  size_t max_buffered_task_bytes;     /* --procord-max-buffered-task-bytes N */
-  size_t max_buffered_answer_bytes;   /* --procord-max-buffered-answer-bytes N */
+  int max_connections;              /* --procord-max-connections N */
+  int max_connections_per_peer;     /* --procord-max-connections-per-peer N */
+  int max_tasks_per_peer;           /* --procord-max-tasks-per-peer N */
+  int idle_timeout_ms;              /* --procord-idle-timeout MS */
+  int task_timeout_ms;              /* --procord-task-timeout MS */
+  int answer_timeout_ms;            /* --procord-answer-timeout MS */
+  int min_receive_rate;             /* --procord-min-receive-rate BYTES_PER_SECOND */
+  int min_send_rate;                /* --procord-min-send-rate BYTES_PER_SECOND */
+  size_t max_buffered_task_bytes;   /* --procord-max-buffered-task-bytes N */
+  size_t max_buffered_answer_bytes; /* --procord-max-buffered-answer-bytes N */
 } procord_worker_command_t;
 
 /*
@@ -208,9 +209,9 @@ typedef struct procord_worker_command_s {
  * argv[0], up to the first argument that is not one of them (or its value).
  * Later arguments belong to the program and are never read, so a program
  * argument that happens to start with `--procord-` cannot turn the program
- * into a worker. Both `--option VALUE` and `--option=VALUE` are accepted. Returns 0, or PROCORD_EINVAL for an unknown `--procord-` option
- * or a bad value, with a message in `error` (of `error_size` bytes, may be
- * NULL). Strings in `*command` point into argv.
+ * into a worker. Both `--option VALUE` and `--option=VALUE` are accepted. Returns 0, or
+ * PROCORD_EINVAL for an unknown `--procord-` option or a bad value, with a message in `error` (of
+ * `error_size` bytes, may be NULL). Strings in `*command` point into argv.
  */
 int procord_worker_parse_arguments(int argc, const char *const *argv,
                                    procord_worker_command_t *command, char *error,
@@ -223,11 +224,11 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
  * and stderr sent as `P` frames), on the input and output files, or on stdin
  * and stdout. In the last two, the protocol descriptors are moved away from 0
  * and 1 first and what the task writes to stdout travels as `P` frames to
- * `O`, so that nothing the task prints can corrupt the protocol. Returns like procord_worker_serve, or
- * a negated errno if a file could not be opened.
+ * `O`, so that nothing the task prints can corrupt the protocol. Returns like procord_worker_serve,
+ * or a negated errno if a file could not be opened.
  */
-int procord_worker_run(const procord_worker_command_t *command,
-                       const procord_worker_task_t *tasks, size_t task_count);
+int procord_worker_run(const procord_worker_command_t *command, const procord_worker_task_t *tasks,
+                       size_t task_count);
 
 /*
  * Runs a worker server as `command` says (mode PROCORD_MODE_SERVER): it

@@ -28,7 +28,7 @@
 #ifdef NDEBUG
 #define PROCORD_ASSERT(condition) ((void)0)
 #else
-#define PROCORD_ASSERT(condition) \
+#define PROCORD_ASSERT(condition)                                                                  \
   ((condition) ? (void)0 : procord_assert_failed(#condition, __FILE__, __LINE__, __func__))
 #endif
 _Noreturn void procord_assert_failed(const char *condition, const char *file, int line,
@@ -47,13 +47,15 @@ typedef struct procord_list_s {
   struct procord_list_s *next, *prev;
 } procord_list_t;
 
-#define PROCORD_LIST_ENTRY(node, type, field) ((type *)(void *)((char *)(node) - offsetof(type, field)))
+#define PROCORD_LIST_ENTRY(node, type, field)                                                      \
+  ((type *)(void *)((char *)(node)-offsetof(type, field)))
 
 /* Every node of `head`, first to last; `node` must not be removed meanwhile. */
-#define PROCORD_LIST_FOREACH(node, head) for ((node) = (head)->next; (node) != (head); (node) = (node)->next)
+#define PROCORD_LIST_FOREACH(node, head)                                                           \
+  for ((node) = (head)->next; (node) != (head); (node) = (node)->next)
 /* The same, where the body may remove `node` (and only it). */
-#define PROCORD_LIST_FOREACH_SAFE(node, following, head)                                 \
-  for ((node) = (head)->next, (following) = (node)->next; (node) != (head);              \
+#define PROCORD_LIST_FOREACH_SAFE(node, following, head)                                           \
+  for ((node) = (head)->next, (following) = (node)->next; (node) != (head);                        \
        (node) = (following), (following) = (node)->next)
 
 static inline void procord_list_init(procord_list_t *head) { head->next = head->prev = head; }
@@ -101,7 +103,8 @@ static inline procord_list_t *procord_list_last(const procord_list_t *head) {
 }
 
 /* The node after `node` in `head`, or NULL after the last. */
-static inline procord_list_t *procord_list_next(const procord_list_t *head, const procord_list_t *node) {
+static inline procord_list_t *procord_list_next(const procord_list_t *head,
+                                                const procord_list_t *node) {
   return node->next == head ? NULL : node->next;
 }
 
@@ -134,8 +137,6 @@ static inline procord_list_t *procord_list_pop_front(procord_list_t *head) {
  * NULL, so callers keep the habits of libc's.
  */
 
-
-
 /* Bodies from this size on are asked to use transparent huge pages. */
 #define PROCORD_HUGE_PAGE_THRESHOLD ((size_t)2 * 1024 * 1024)
 
@@ -162,7 +163,6 @@ void *procord_malloc_body(size_t size);
 /* ---- log ---- */
 
 /* Private: routing libevent's messages (log.c, procord/log.h). */
-
 
 /* Takes over libevent's log callback, if not yet (procord_loop_new). */
 void procord_log_take_libevent(void);
@@ -211,8 +211,6 @@ void procord_log_write(procord_log_level_t level, const char *format, ...)
  * calls set `.size = sizeof options` too, so that a field appended later is
  * not dropped from them as from an old program's.
  */
-
-
 
 /* Macros, so that this header needs only the types of the file using one. */
 #define PROCORD_FIRST_SIZE_SPAWN_OPTIONS sizeof(procord_spawn_options_t)
@@ -264,7 +262,7 @@ static inline int procord_options_copy(void *local, size_t local_size, const voi
 }
 
 /* procord_options_copy for `local`, a struct variable (not a pointer). */
-#define PROCORD_OPTIONS_COPY(local, given, first_release_size) \
+#define PROCORD_OPTIONS_COPY(local, given, first_release_size)                                     \
   procord_options_copy(&(local), sizeof(local), (given), (first_release_size))
 
 /*
@@ -274,14 +272,14 @@ static inline int procord_options_copy(void *local, size_t local_size, const voi
  * lies beyond its own size and sets that size to ours. Returns 0, or
  * PROCORD_EINVAL for a size too small, or too large.
  */
-static inline int procord_options_nested(void *nested, size_t nested_size, size_t first_release_size) {
+static inline int procord_options_nested(void *nested, size_t nested_size,
+                                         size_t first_release_size) {
   size_t size = procord_options_size(nested, first_release_size);
   if (size < sizeof(size_t) || size > nested_size) return PROCORD_EINVAL;
   memset((unsigned char *)nested + size, 0, nested_size - size);
   memcpy(nested, &nested_size, sizeof nested_size);
   return 0;
 }
-
 
 /* ---- stages of a failure (stage.c) ---- */
 

@@ -94,7 +94,8 @@ int procord_write_all_parts(int fd, int is_socket, struct iovec *parts, int coun
     if (n < 0) {
       int error = -errno;
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) error = procord_wait_for(fd, POLLOUT, timeout_ms);
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        error = procord_wait_for(fd, POLLOUT, timeout_ms);
       if (!error) continue;
       if (unwritten)
         for (*unwritten = 0; count > 0; parts++, count--) *unwritten += parts->iov_len;

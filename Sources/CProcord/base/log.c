@@ -25,7 +25,8 @@ static void on_libevent_log(int severity, const char *message) {
      replaced (its context may be gone). */
   pthread_mutex_lock(&lock);
   procord_list_t *newest = procord_list_first(&routes);
-  procord_log_route_t *route = newest ? PROCORD_LIST_ENTRY(newest, procord_log_route_t, node) : NULL;
+  procord_log_route_t *route =
+      newest ? PROCORD_LIST_ENTRY(newest, procord_log_route_t, node) : NULL;
   procord_log_fn log = route ? route->log : process_log;
   void *context = route ? route->context : process_context;
   if (log) log(context, level, line);

@@ -87,7 +87,8 @@ void procord_free(void *pointer) {
   if (!pointer) return;
   const procord_allocator_t *a = allocator();
   if (a) a->free(pointer, a->context);
-  else free(pointer);
+  else
+    free(pointer);
 }
 
 void *procord_malloc_body(size_t size) {
@@ -98,7 +99,8 @@ void *procord_malloc_body(size_t size) {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t start = ((uintptr_t)body + page - 1) & ~(page - 1);
     uintptr_t end = ((uintptr_t)body + size) & ~(page - 1);
-    if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE); /* advice: failure is harmless */
+    if (end > start)
+      madvise((void *)start, end - start, MADV_HUGEPAGE); /* advice: failure is harmless */
   }
   return body;
 }

@@ -305,7 +305,9 @@ procord_frame_effect_t procord_delegation_frame(procord_delegation_t *d, procord
     }
     return PROCORD_FRAME_BREAKS;
   }
-  default: procord_link_fail(link, PROCORD_EUNEXPECTED, PROCORD_STAGE_RECEIVE); return PROCORD_FRAME_BREAKS;
+  default:
+    procord_link_fail(link, PROCORD_EUNEXPECTED, PROCORD_STAGE_RECEIVE);
+    return PROCORD_FRAME_BREAKS;
   }
 }
 

@@ -60,8 +60,10 @@ static void add_signal(text_t *text, int signal) {
   const char *name = procord_signal_name(signal);
   const char *description = procord_signal_description(signal);
   if (!name) add(text, "%d", signal);
-  else if (description && *description) add(text, "SIG%s (%s)", name, description);
-  else add(text, "SIG%s", name);
+  else if (description && *description)
+    add(text, "SIG%s (%s)", name, description);
+  else
+    add(text, "SIG%s", name);
 }
 
 procord_stage_t procord_outcome_stage(const procord_outcome_t *outcome) {
@@ -83,31 +85,36 @@ static int is_protocol_error(int error) {
 static void add_ending(text_t *text, const procord_outcome_t *outcome, procord_stage_t stage,
                        const char *destination) {
   int error = outcome->error;
-  int end_of_stream = (error == PROCORD_EDISCONNECTED && stage == PROCORD_STAGE_READ) || error == -EPIPE ||
-                      error == -ECONNRESET;
+  int end_of_stream = (error == PROCORD_EDISCONNECTED && stage == PROCORD_STAGE_READ) ||
+                      error == -EPIPE || error == -ECONNRESET;
   int signal = outcome->killed_after_grace ? 0 : outcome->signal;
   int system_error = !end_of_stream && error < 0 && error > PROCORD_ETASK_NOT_SUPPORTED;
   if (error == PROCORD_ETLS) {
-    add(text, "worker disconnected: TLS with the server failed: %s", detail_or(outcome, "unknown reason"));
+    add(text, "worker disconnected: TLS with the server failed: %s",
+        detail_or(outcome, "unknown reason"));
   } else if (error == PROCORD_EAUTH) {
     add(text, "worker disconnected: authentication with the server failed: %s",
         detail_or(outcome, "unknown reason"));
   } else if (!end_of_stream && is_protocol_error(error)) {
-    add(text, "worker disconnected: %s: %s (is the worker a Procord worker of a compatible version?)",
+    add(text,
+        "worker disconnected: %s: %s (is the worker a Procord worker of a compatible version?)",
         stage == PROCORD_STAGE_PEER ? "the worker reported a protocol error" : "protocol error",
         procord_strerror(error));
   } else if (signal != 0) {
     add(text, "the worker crashed: killed by signal ");
     add_signal(text, signal);
   } else if (end_of_stream && outcome->exit_code >= 0) {
-    add(text, "worker disconnected: the worker exited with code %d without answering", outcome->exit_code);
+    add(text, "worker disconnected: the worker exited with code %d without answering",
+        outcome->exit_code);
   } else if (system_error && stage == PROCORD_STAGE_CONNECT) {
     add(text, "could not connect to %s: ", destination ? destination : "the server");
     add_error(text, error);
-    add(text, "; check that a Procord server listens there (--procord-server) and that this machine can "
-              "reach it");
+    add(text,
+        "; check that a Procord server listens there (--procord-server) and that this machine can "
+        "reach it");
   } else if (system_error) {
-    add(text, "%s on the worker's connection failed: ", outcome->call ? outcome->call : "a system call");
+    add(text,
+        "%s on the worker's connection failed: ", outcome->call ? outcome->call : "a system call");
     add_error(text, error);
   } else {
     add(text, "worker disconnected: the worker closed the connection without answering");
@@ -118,7 +125,8 @@ static void add_ending(text_t *text, const procord_outcome_t *outcome, procord_s
    stages that settle it first; for the others, a protocol error wins over
    how the worker ended; the exit code or signal explains a plain end of
    stream. */
-static void add_disconnection(text_t *text, const procord_outcome_t *outcome, const char *destination) {
+static void add_disconnection(text_t *text, const procord_outcome_t *outcome,
+                              const char *destination) {
   int error = outcome->error;
   const char *worker = destination ? destination : "the worker";
   int timed_out = error == PROCORD_ETIMEOUT;
@@ -134,14 +142,16 @@ static void add_disconnection(text_t *text, const procord_outcome_t *outcome, co
     add(text, "; check the path, and that it is an executable this user may run");
     return;
   case PROCORD_STAGE_RESOLVE:
-    add(text, "worker disconnected: could not resolve %s: %s; check the host name and this machine's resolver",
+    add(text,
+        "worker disconnected: could not resolve %s: %s; check the host name and this machine's resolver",
         worker, detail_or(outcome, "unknown reason"));
     return;
   case PROCORD_STAGE_REAP:
     if (error != -ECHILD) break;
-    add(text, "worker disconnected: the worker ended, but another part of this program reaped it first (a "
-              "SIGCHLD handler calling waitpid(-1)?), so how it ended is unknown: reap only the children you "
-              "started");
+    add(text,
+        "worker disconnected: the worker ended, but another part of this program reaped it first (a "
+        "SIGCHLD handler calling waitpid(-1)?), so how it ended is unknown: reap only the children you "
+        "started");
     return;
   case PROCORD_STAGE_CONNECT:
     if (!timed_out) break;
@@ -155,8 +165,7 @@ static void add_disconnection(text_t *text, const procord_outcome_t *outcome, co
     if (!timed_out) break;
     add(text, "worker disconnected: TLS or authentication with the server timed out");
     return;
-  default:
-    break; /* the rest, and a stage of a later version, by the error code */
+  default: break; /* the rest, and a stage of a later version, by the error code */
   }
   add_ending(text, outcome, stage, destination);
 }
@@ -180,7 +189,9 @@ static const char *fatal_error_line(const procord_outcome_t *outcome, size_t *le
 
 /* The worker's last words, or else the end of its stderr. */
 static void add_evidence(text_t *text, const procord_outcome_t *outcome) {
-  if (outcome->kind != PROCORD_OUTCOME_DISCONNECTED || !outcome->stderr_tail || !outcome->stderr_tail_length) return;
+  if (outcome->kind != PROCORD_OUTCOME_DISCONNECTED || !outcome->stderr_tail ||
+      !outcome->stderr_tail_length)
+    return;
   size_t length = 0;
   const char *fatal = fatal_error_line(outcome, &length);
   if (fatal) {
@@ -192,8 +203,8 @@ static void add_evidence(text_t *text, const procord_outcome_t *outcome) {
   }
 }
 
-size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *task_name, const char *destination,
-                                char *buffer, size_t size) {
+size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *task_name,
+                                const char *destination, char *buffer, size_t size) {
   text_t text = {.buffer = buffer, .size = buffer ? size : 0};
   int has_pid = outcome->worker_pid > 0;
   if (task_name) add(&text, "task \"%s\"", task_name);
@@ -221,21 +232,18 @@ size_t procord_outcome_describe(const procord_outcome_t *outcome, const char *ta
     add_bytes(&text, body ? body : "", body_length);
     break;
   case PROCORD_OUTCOME_NO_WORKER:
-    add(&text, "the worker serves no task named \"%s\": check the name, that the worker program serves it "
-               "(procord_worker_main, or Worker.main(tasks:) in Swift), and that the worker is the program "
-               "you meant", task_name ? task_name : "");
+    add(&text,
+        "the worker serves no task named \"%s\": check the name, that the worker program serves it "
+        "(procord_worker_main, or Worker.main(tasks:) in Swift), and that the worker is the program "
+        "you meant",
+        task_name ? task_name : "");
     break;
-  case PROCORD_OUTCOME_KILLED:
-    add(&text, "killed by this program");
-    break;
+  case PROCORD_OUTCOME_KILLED: add(&text, "killed by this program"); break;
   case PROCORD_OUTCOME_TIMED_OUT:
     add(&text, "the task ran past its deadline and its worker was stopped");
     break;
-  case PROCORD_OUTCOME_DISCONNECTED:
-    add_disconnection(&text, outcome, destination);
-    break;
-  default:
-    add(&text, "unknown outcome %d", (int)outcome->kind);
+  case PROCORD_OUTCOME_DISCONNECTED: add_disconnection(&text, outcome, destination); break;
+  default: add(&text, "unknown outcome %d", (int)outcome->kind);
   }
   add_evidence(&text, outcome);
   if (text.size > 0) text.buffer[text.length < text.size ? text.length : text.size - 1] = 0;

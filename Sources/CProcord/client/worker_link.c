@@ -210,7 +210,8 @@ static void on_connected(int fd, int error, const char *call, const char *detail
   if (error) {
     /* The connect names its call only: "getaddrinfo" for the lookup, "connect". */
     if (call) procord_link_fail_call(link, error, procord_stage_of_call(call), call);
-    else procord_link_fail(link, error, PROCORD_STAGE_SETUP);
+    else
+      procord_link_fail(link, error, PROCORD_STAGE_SETUP);
     link->end.detail = detail;
     end_if_done(link);
     return;

@@ -26,7 +26,9 @@ static void log_to_stderr(void *context, procord_log_level_t level, const char *
 
 /* A command line's time limit as the server's options take it: not given
    (-1) is the default (0), and 0 given is no limit (-1). */
-static int server_time_limit(int command_ms) { return command_ms < 0 ? 0 : command_ms == 0 ? -1 : command_ms; }
+static int server_time_limit(int command_ms) {
+  return command_ms < 0 ? 0 : command_ms == 0 ? -1 : command_ms;
+}
 
 int procord_worker_run_server(const procord_worker_command_t *command,
                               const procord_worker_task_t *tasks, size_t task_count) {
@@ -69,8 +71,10 @@ int procord_worker_run_server(const procord_worker_command_t *command,
       .dont_fork = command->dont_fork,
       .tasks = tasks,
       .task_count = task_count,
-      .worker = {.program = "/proc/self/exe", .arguments = arguments,
-                 .channel = PROCORD_CHANNEL_SOCKET, .stderr_fd = -1},
+      .worker = {.program = "/proc/self/exe",
+                 .arguments = arguments,
+                 .channel = PROCORD_CHANNEL_SOCKET,
+                 .stderr_fd = -1},
       .handle_signals = 1,
       .drain_timeout_ms = command->drain_timeout_ms > 0 ? command->drain_timeout_ms : 0,
       .read_timeout_ms = command->read_timeout_ms > 0 ? command->read_timeout_ms : 0,
@@ -98,7 +102,8 @@ int procord_worker_run_server(const procord_worker_command_t *command,
 void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tasks,
                          size_t task_count, procord_worker_command_t *command) {
   char error[256];
-  if (procord_worker_parse_arguments(argc, (const char *const *)argv, command, error, sizeof error) != 0) {
+  if (procord_worker_parse_arguments(argc, (const char *const *)argv, command, error,
+                                     sizeof error) != 0) {
     /* The entry point was called: what is wrong is said here, on stderr
        (a main program keeps its end), not as a worker that never served. */
     procord_lineage_mark_serving();
@@ -114,14 +119,16 @@ void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tas
     procord_lineage_mark_serving(); /* as above: it did call the entry point */
     /* Said on stderr, which a main program keeps the end of in the outcome:
        the worker has no protocol stream to say it on. */
-    fprintf(stderr,
-            "%s: --procord-socket-fd %d: descriptor %d is not a socket (%s): the main program must start this "
-            "worker with the socket channel (PROCORD_CHANNEL_SOCKET in C, channel: .socket in Swift), or "
-            "without --procord-socket-fd\n",
-            program, command->socket_fd, command->socket_fd, procord_strerror(-errno));
+    fprintf(
+        stderr,
+        "%s: --procord-socket-fd %d: descriptor %d is not a socket (%s): the main program must start this "
+        "worker with the socket channel (PROCORD_CHANNEL_SOCKET in C, channel: .socket in Swift), or "
+        "without --procord-socket-fd\n",
+        program, command->socket_fd, command->socket_fd, procord_strerror(-errno));
     exit(1);
   }
-  if (command->mode == PROCORD_MODE_WORKER) exit(procord_worker_run(command, tasks, task_count) == 0 ? 0 : 1);
+  if (command->mode == PROCORD_MODE_WORKER)
+    exit(procord_worker_run(command, tasks, task_count) == 0 ? 0 : 1);
   int result = procord_worker_run_server(command, tasks, task_count);
   if (result != 0) fprintf(stderr, "%s: server: %s\n", program, procord_strerror(result));
   exit(result == 0 ? 0 : 1);

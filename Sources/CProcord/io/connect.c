@@ -40,17 +40,17 @@ struct procord_connect_s {
   procord_loop_t *loop;
   procord_connect_options_t options;
   char *host;
-  int references;       /* the owner's, and the lookup's until its answer is handled */
-  int cancelled;        /* given up, or done: on_done is not called again */
+  int references; /* the owner's, and the lookup's until its answer is handled */
+  int cancelled;  /* given up, or done: on_done is not called again */
   struct evdns_getaddrinfo_request *request; /* the lookup in flight, if any */
-  int lookup_cancelled; /* evdns_getaddrinfo_cancel was called on `request` */
-  int starting;         /* inside evdns_getaddrinfo: an answer now is handled later */
-  int resolve_error;    /* EVUTIL_EAI_* of an answer handled later */
-  int refused_at_once;  /* evdns could not even make the query: not a name it can ask */
+  int lookup_cancelled;                      /* evdns_getaddrinfo_cancel was called on `request` */
+  int starting;        /* inside evdns_getaddrinfo: an answer now is handled later */
+  int resolve_error;   /* EVUTIL_EAI_* of an answer handled later */
+  int refused_at_once; /* evdns could not even make the query: not a name it can ask */
   struct sockaddr_storage *addresses;
   socklen_t *lengths;
   size_t address_count;
-  size_t next;          /* the next address to try */
+  size_t next; /* the next address to try */
   int fd;
   int last_error;
   struct event *writable;
@@ -93,7 +93,8 @@ static void cancel_lookup(procord_connect_t *a) {
   evdns_getaddrinfo_cancel(a->request);
 }
 
-static void finish_attempt(procord_connect_t *a, int fd, int error, const char *call, const char *detail) {
+static void finish_attempt(procord_connect_t *a, int fd, int error, const char *call,
+                           const char *detail) {
   cancel_lookup(a);
   if (a->writable) event_del(a->writable);
   if (a->timer) event_del(a->timer);
@@ -168,10 +169,8 @@ static const char *resolve_reason(int error) {
   case EVUTIL_EAI_FAIL:
     /* What evdns makes of a timeout, a refusal or a server failure. */
     return "no usable answer from the name servers (timed out, refused or failed)";
-  case EVUTIL_EAI_CANCEL:
-    return "the lookup was cancelled";
-  case EVUTIL_EAI_MEMORY:
-    return "out of memory";
+  case EVUTIL_EAI_CANCEL: return "the lookup was cancelled";
+  case EVUTIL_EAI_MEMORY: return "out of memory";
   default:
 #if EVUTIL_EAI_NONAME == EAI_NONAME
     return gai_strerror(error);
@@ -190,10 +189,12 @@ static void handle_answer(procord_connect_t *a, int error) {
   } else if (error == EVUTIL_EAI_MEMORY) {
     finish_attempt(a, -1, -ENOMEM, "getaddrinfo", resolve_reason(error));
   } else if (a->refused_at_once) {
-    finish_attempt(a, -1, PROCORD_ERESOLVE, "getaddrinfo", "not a name that can be looked up (too long, or ill-formed)");
+    finish_attempt(a, -1, PROCORD_ERESOLVE, "getaddrinfo",
+                   "not a name that can be looked up (too long, or ill-formed)");
   } else if (error || a->address_count == 0) {
     /* None at all: a hosts file entry of another family, say. */
-    finish_attempt(a, -1, PROCORD_ERESOLVE, "getaddrinfo", resolve_reason(error ? error : EVUTIL_EAI_NODATA));
+    finish_attempt(a, -1, PROCORD_ERESOLVE, "getaddrinfo",
+                   resolve_reason(error ? error : EVUTIL_EAI_NODATA));
   } else {
     try_next(a);
   }
@@ -255,7 +256,8 @@ static struct evdns_base *loop_resolver(procord_loop_t *loop) {
   /* Missing or unreadable, evdns falls back to a name server on 127.0.0.1
      (as the C library does); with none at all a query would wait forever. */
   evdns_base_resolv_conf_parse(resolver, DNS_OPTIONS_ALL, path);
-  if (evdns_base_count_nameservers(resolver) == 0 && evdns_base_nameserver_ip_add(resolver, "127.0.0.1") != 0) {
+  if (evdns_base_count_nameservers(resolver) == 0 &&
+      evdns_base_nameserver_ip_add(resolver, "127.0.0.1") != 0) {
     evdns_base_free(resolver, 0);
     return NULL;
   }
@@ -288,7 +290,8 @@ static int answer_at_once(procord_connect_t *a, const char *port) {
     return 1;
   }
   if (!is_localhost(a->host)) return 0;
-  if (getaddrinfo("127.0.0.1", port, &hints, &list) != 0 || getaddrinfo("::1", port, &hints, &ipv6) != 0) {
+  if (getaddrinfo("127.0.0.1", port, &hints, &list) != 0 ||
+      getaddrinfo("::1", port, &hints, &ipv6) != 0) {
     a->resolve_error = EVUTIL_EAI_MEMORY;
   } else {
     struct addrinfo *last = list;
@@ -330,9 +333,9 @@ int procord_connect(procord_loop_t *loop, const procord_connect_options_t *given
                     procord_connect_t **result) {
   procord_connect_options_t copy;
   const procord_connect_options_t *options = &copy;
-  if (!given || PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECT_OPTIONS) != 0) return PROCORD_EINVAL;
-  if (!loop || !options->host || !options->on_done || options->port <= 0 ||
-      options->port > 65535)
+  if (!given || PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECT_OPTIONS) != 0)
+    return PROCORD_EINVAL;
+  if (!loop || !options->host || !options->on_done || options->port <= 0 || options->port > 65535)
     return PROCORD_EINVAL;
   procord_connect_t *a = procord_allocate_zeroed(1, sizeof *a);
   if (!a) return -ENOMEM;

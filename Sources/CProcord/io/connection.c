@@ -57,7 +57,9 @@ static void close_descriptors(procord_connection_t *c) {
 
 /* With TLS, every byte goes through the TLS transport; else through the
    descriptors, with read_event and write_event. */
-static int over_tls(const procord_connection_t *c) { return procord_tls_transport_running(&c->tls); }
+static int over_tls(const procord_connection_t *c) {
+  return procord_tls_transport_running(&c->tls);
+}
 
 /* Ends a callback to the owner (entered with c->in_callback++): frees the
    connection if the owner asked for it in there and no callback further
@@ -124,7 +126,8 @@ static void hold_reading(procord_connection_t *c) {
 /* Takes again what comes, after hold_reading. */
 static void resume_reading(procord_connection_t *c) {
   if (over_tls(c)) procord_tls_transport_set_reading(&c->tls, 1);
-  else event_add(c->read_event, NULL);
+  else
+    event_add(c->read_event, NULL);
 }
 
 /* Reads no more, ever. */
@@ -158,8 +161,9 @@ static void on_watch_timeout(evutil_socket_t fd, short events, void *argument) {
   (void)events;
   procord_connection_t *c = argument;
   disconnect(c, PROCORD_ETIMEOUT,
-             c->securing ? PROCORD_STAGE_HANDSHAKE
-             : c->state == PROCORD_CONNECTING ? PROCORD_STAGE_CONNECT : PROCORD_STAGE_IDLE);
+             c->securing                      ? PROCORD_STAGE_HANDSHAKE
+             : c->state == PROCORD_CONNECTING ? PROCORD_STAGE_CONNECT
+                                              : PROCORD_STAGE_IDLE);
 }
 
 static int still_reading(procord_connection_t *c) {
@@ -281,7 +285,8 @@ static void read_frames(procord_connection_t *c) {
     unsigned char *window;
     size_t missing = procord_frame_parser_body_window(&c->parser, &window);
     int emptied;
-    ssize_t n = missing ? pull(c, window, missing, &emptied) : pull(c, chunk, sizeof chunk, &emptied);
+    ssize_t n =
+        missing ? pull(c, window, missing, &emptied) : pull(c, chunk, sizeof chunk, &emptied);
     if (n <= 0) return;
     budget -= (size_t)n < budget ? (size_t)n : budget;
     restart_idle_timer(c);
@@ -298,7 +303,8 @@ static void read_frames(procord_connection_t *c) {
 }
 
 void procord_connection_set_hooks(procord_connection_t *c,
-                                  void (*on_input)(procord_connection_t *c, size_t count, void *context),
+                                  void (*on_input)(procord_connection_t *c, size_t count,
+                                                   void *context),
                                   void (*on_drained)(procord_connection_t *c, void *context)) {
   c->on_input = on_input;
   c->on_drained = on_drained;
@@ -355,7 +361,8 @@ static struct evbuffer *next_output(procord_connection_t *c) {
 /* Calls the on_drained hook once the queue is empty; returns 0 if the
    connection was freed or closed in it. */
 static int report_drained(procord_connection_t *c) {
-  if (!c->on_drained || c->state != PROCORD_CONNECTED || procord_connection_pending_output(c) > 0) return 1;
+  if (!c->on_drained || c->state != PROCORD_CONNECTED || procord_connection_pending_output(c) > 0)
+    return 1;
   c->in_callback++;
   c->on_drained(c, c->options.context);
   return leave_callback(c) && c->state == PROCORD_CONNECTED;
@@ -457,7 +464,8 @@ static int authenticate_frame(procord_connection_t *c, const procord_frame_t *fr
   size_t length = 0;
   const char *reason = NULL;
   procord_auth_result_t result = procord_auth_step(&c->auth, frame, reply, &length, &reason);
-  if (result == PROCORD_AUTH_FAILED) return disconnect_because(c, PROCORD_EAUTH, PROCORD_STAGE_AUTHENTICATE, reason);
+  if (result == PROCORD_AUTH_FAILED)
+    return disconnect_because(c, PROCORD_EAUTH, PROCORD_STAGE_AUTHENTICATE, reason);
   if (length && send_urgent(c, reply, length) != 0)
     return disconnect_because(c, -ENOMEM, PROCORD_STAGE_AUTHENTICATE, NULL);
   if (result == PROCORD_AUTH_CONTINUE) return 1;
@@ -476,16 +484,16 @@ static void on_tls_report(void *owner, const procord_tls_report_t *report) {
     if (error) disconnect_because(c, error, PROCORD_STAGE_AUTHENTICATE, NULL);
     return;
   }
-  case PROCORD_TLS_READABLE:
-    read_frames(c);
-    return;
+  case PROCORD_TLS_READABLE: read_frames(c); return;
   case PROCORD_TLS_WRITTEN:
     restart_idle_timer(c); /* a peer that reads a long upload is not idle */
-    if (c->state == PROCORD_DISCONNECTING && procord_tls_transport_pending(&c->tls) == 0) flush_output(c);
+    if (c->state == PROCORD_DISCONNECTING && procord_tls_transport_pending(&c->tls) == 0)
+      flush_output(c);
     return;
   case PROCORD_TLS_ENDED:
     if (c->securing)
-      disconnect_because(c, PROCORD_ETLS, PROCORD_STAGE_TLS, "the server closed the connection during the TLS handshake");
+      disconnect_because(c, PROCORD_ETLS, PROCORD_STAGE_TLS,
+                         "the server closed the connection during the TLS handshake");
     else
       disconnect(c, PROCORD_EDISCONNECTED, PROCORD_STAGE_READ);
     return;
@@ -535,7 +543,8 @@ static void on_descriptor_writable(evutil_socket_t fd, short events, void *argum
   (void)events;
   procord_connection_t *c = argument;
   if (c->state == PROCORD_CONNECTING && !c->securing) finish_connect(c);
-  else flush_output(c);
+  else
+    flush_output(c);
 }
 
 static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
@@ -556,7 +565,8 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   const procord_connection_options_t *options = &copy;
   int refused = PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
   size_t claimed = procord_options_size(given, PROCORD_FIRST_SIZE_CONNECTION_OPTIONS);
-  if (refused && (claimed < offsetof(procord_connection_options_t, connecting) || claimed > PROCORD_OPTIONS_MOST_SIZE))
+  if (refused && (claimed < offsetof(procord_connection_options_t, connecting) ||
+                  claimed > PROCORD_OPTIONS_MOST_SIZE))
     copy.read_fd = copy.write_fd = -1; /* the descriptors were not read: close none */
   procord_connection_t *c = refused ? NULL : procord_allocate_zeroed(1, sizeof *c);
   int error = refused ? refused : c ? 0 : -ENOMEM;
@@ -578,8 +588,10 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   c->urgent = evbuffer_new();
   c->security = procord_security_retain(options->security);
   if (options->peer_name) c->peer_name = procord_strdup(options->peer_name);
-  c->read_event = event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_descriptor_readable, c);
-  c->write_event = event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_descriptor_writable, c);
+  c->read_event =
+      event_new(base, options->read_fd, EV_READ | EV_PERSIST, on_descriptor_readable, c);
+  c->write_event =
+      event_new(base, options->write_fd, EV_WRITE | EV_PERSIST, on_descriptor_writable, c);
   c->close_timer = evtimer_new(base, on_close_timeout, c);
   c->watch_timer = evtimer_new(base, on_watch_timeout, c);
   if (!c->output || !c->urgent || !c->read_event || !c->write_event || !c->close_timer ||
@@ -593,7 +605,8 @@ int procord_connection_open(procord_loop_t *loop, const procord_connection_optio
   int limit = options->connect_timeout_ms > 0 ? options->connect_timeout_ms
               : options->security             ? options->idle_timeout_ms
                                               : 0;
-  if (limit > 0 && (options->connecting || options->security)) procord_timer_arm(c->watch_timer, limit);
+  if (limit > 0 && (options->connecting || options->security))
+    procord_timer_arm(c->watch_timer, limit);
   *result = c;
   if (options->connecting) {
     event_add(c->write_event, NULL);
@@ -683,8 +696,8 @@ static void release_owned(const void *data, size_t length, void *release_fn) {
 /* Sends a body the connection references rather than copies; `cleanup`
    (evbuffer's signature) gives it back once written or dropped, also when
    this fails. The two public forms differ only in how they give it back. */
-static int send_referenced(procord_connection_t *c, unsigned char kind, const void *body, size_t length,
-                           evbuffer_ref_cleanup_cb cleanup, void *argument) {
+static int send_referenced(procord_connection_t *c, unsigned char kind, const void *body,
+                           size_t length, evbuffer_ref_cleanup_cb cleanup, void *argument) {
   if (can_send(c) && dropping(c)) {
     cleanup(body, length, argument);
     return 0;
@@ -744,7 +757,8 @@ void procord_connection_close(procord_connection_t *c) { disconnect(c, 0, PROCOR
 void procord_connection_abort(procord_connection_t *c) {
   if (c->state == PROCORD_DISCONNECTED) return;
   struct linger reset = {.l_onoff = 1, .l_linger = 0};
-  setsockopt(c->options.read_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset); /* ENOTSOCK: a pipe */
+  setsockopt(c->options.read_fd, SOL_SOCKET, SO_LINGER, &reset,
+             sizeof reset); /* ENOTSOCK: a pipe */
   disconnect(c, 0, PROCORD_STAGE_NONE);
 }
 
@@ -771,5 +785,6 @@ void procord_connection_free(procord_connection_t *c) {
     move_to(c, PROCORD_DISCONNECTED);
   }
   if (c->in_callback) c->free_requested = 1;
-  else release_connection(c);
+  else
+    release_connection(c);
 }

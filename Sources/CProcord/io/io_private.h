@@ -1,6 +1,6 @@
 /*
- * Private to the C core: io/, the loop, connections and their TLS, connect, listen, spawn, security objects, lineage.
- * The one header of this folder that others include (docs/ARCHITECTURE.md).
+ * Private to the C core: io/, the loop, connections and their TLS, connect, listen, spawn, security
+ * objects, lineage. The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_IO_PRIVATE_H
 #define PROCORD_IO_PRIVATE_H
@@ -24,11 +24,8 @@
 
 /* Private to the C core: what connections and delegations need of a loop. */
 
-
-
 struct event;
 struct event_base;
-
 
 /* The loop's libevent base; use it on the loop's thread only. */
 struct event_base *procord_loop_base(procord_loop_t *loop);
@@ -123,13 +120,11 @@ void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);
 
 /* Private to the C core: what connections and servers need of a procord_security_t. */
 
-
-
 struct procord_security_s {
   int references;
   procord_security_role_t role;
-  SSL_CTX *tls;        /* NULL: no TLS */
-  char *server_name;   /* a client's fixed name for the server's certificate, or NULL */
+  SSL_CTX *tls;         /* NULL: no TLS */
+  char *server_name;    /* a client's fixed name for the server's certificate, or NULL */
   size_t secret_length; /* 0: no secret */
   unsigned char secret[PROCORD_SECRET_MAX_LENGTH];
 };
@@ -246,26 +241,27 @@ struct procord_connection_s {
   procord_connection_state_t state; /* only moves forward: CONNECTING .. DISCONNECTED */
   procord_cause_t cause;
   procord_stage_t stage; /* the cause's, its call's stage (procord_connection_stage) */
-  const char *detail; /* static: more about the cause, or NULL */
+  const char *detail;    /* static: more about the cause, or NULL */
   procord_frame_parser_t parser;
   struct evbuffer *output;
   struct event *read_event, *write_event, *close_timer;
   struct event *watch_timer; /* connect timeout, then idle timeout */
-  int in_callback;   /* depth of callbacks running, so free can be deferred */
-  int corked;        /* depth of procord_connection_cork: sends queue without writing */
+  int in_callback;           /* depth of callbacks running, so free can be deferred */
+  int corked;                /* depth of procord_connection_cork: sends queue without writing */
   int free_requested;
   int reading_stopped;
-  int write_failed;  /* the peer stopped reading: output is dropped from now on */
-  int delivering;    /* a frame is being delivered: its body may be taken */
+  int write_failed; /* the peer stopped reading: output is dropped from now on */
+  int delivering;   /* a frame is being delivered: its body may be taken */
   /* Security. While `securing`, the state is CONNECTING: the owner's frames
      wait in `output`, and only the handshake's own frames (in `urgent`, or
      written to the TLS layer) are written. */
   procord_security_t *security;
   int securing;
-  procord_tls_transport_t tls; /* running: every byte goes through it (read_event and write_event stay off) */
-  struct evbuffer *urgent;     /* authentication frames, written before `output` */
+  procord_tls_transport_t
+      tls; /* running: every byte goes through it (read_event and write_event stay off) */
+  struct evbuffer *urgent; /* authentication frames, written before `output` */
   procord_auth_t auth;
-  char *peer_name;             /* for the server's certificate check */
+  char *peer_name; /* for the server's certificate check */
   /* A server's hold on a client (procord_connection_pause_reading,
      procord_connection_set_hooks). */
   int paused;
@@ -292,7 +288,8 @@ void procord_connection_pause_reading(procord_connection_t *c, int paused);
  * close or free the connection.
  */
 void procord_connection_set_hooks(procord_connection_t *c,
-                                  void (*on_input)(procord_connection_t *c, size_t count, void *context),
+                                  void (*on_input)(procord_connection_t *c, size_t count,
+                                                   void *context),
                                   void (*on_drained)(procord_connection_t *c, void *context));
 
 /* Closes at once like procord_connection_close, but a socket is reset
@@ -363,7 +360,6 @@ void procord_socket_set_nodelay(int fd);
  *   PROCORD_MAX_DELEGATION_DEPTH (environment; 16 by default);
  * - which parent to die with, in every mode.
  */
-
 
 #define PROCORD_LINEAGE_VARIABLE "PROCORD_LINEAGE"
 #define PROCORD_MAX_DEPTH_VARIABLE "PROCORD_MAX_DELEGATION_DEPTH"

@@ -50,8 +50,8 @@ static void tell_parent(const char *why) {
   int length = snprintf(who, sizeof who, "worker (pid %d): ", (int)getpid());
   procord_frame_writer_t writer;
   procord_frame_writer_init(&writer, fd, 1000);
-  procord_frame_writer_send_parts(&writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, who, (size_t)length, why,
-                                  strlen(why));
+  procord_frame_writer_send_parts(&writer, PROCORD_FRAME_UNKNOWN_EXCEPTION, who, (size_t)length,
+                                  why, strlen(why));
   procord_frame_writer_destroy(&writer);
 }
 
@@ -68,9 +68,10 @@ static pid_t watched_worker; /* the process the constructor watches, not a fork 
 
 static void tell_if_never_served(void) {
   if (getpid() != watched_worker || __atomic_load_n(&serving, __ATOMIC_ACQUIRE)) return;
-  tell_parent("this process was started as a Procord worker but its main returned without serving its "
-              "tasks: its program must call its worker entry point first thing in main (Worker.main(tasks:) "
-              "or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C)");
+  tell_parent(
+      "this process was started as a Procord worker but its main returned without serving its "
+      "tasks: its program must call its worker entry point first thing in main (Worker.main(tasks:) "
+      "or Worker.runIfRequested(tasks:) in Swift, procord_worker_main in C)");
 }
 
 /* Whether the leading `--procord-*` options, as Procord passes them to a
@@ -103,8 +104,9 @@ static int max_depth(void) {
   const char *value = getenv(PROCORD_MAX_DEPTH_VARIABLE);
   char *end = NULL;
   long n = value ? strtol(value, &end, 10) : 0;
-  return value && end != value && *end == 0 && n > 0 && n <= INT_MAX ? (int)n
-                                                                      : PROCORD_DEFAULT_MAX_DELEGATION_DEPTH;
+  return value && end != value && *end == 0 && n > 0 && n <= INT_MAX
+             ? (int)n
+             : PROCORD_DEFAULT_MAX_DELEGATION_DEPTH;
 }
 
 int procord_lineage_may_spawn(void) {

@@ -24,31 +24,31 @@
 #define MAX_CALLBACKS_BETWEEN_POLLS 32
 
 typedef enum loop_mode {
-  LOOP_OWN_BASE, /* procord_loop_new: run by procord_loop_run or the loop's thread */
+  LOOP_OWN_BASE,  /* procord_loop_new: run by procord_loop_run or the loop's thread */
   LOOP_HOST_BASE, /* procord_loop_new_on_base: the host runs its base */
   LOOP_POLLED,    /* procord_loop_new_polled: the host polls the backend descriptor */
 } loop_mode_t;
 
 struct procord_loop_s {
   loop_mode_t mode;
-  pthread_t owner;      /* hosted modes: the thread that runs the host's loop */
-  int backend_fd;       /* LOOP_POLLED: what the host polls (loop_backend.c), else -1 */
-  int freeing;          /* hosted modes: procord_loop_free runs the base until the work is gone */
+  pthread_t owner; /* hosted modes: the thread that runs the host's loop */
+  int backend_fd;  /* LOOP_POLLED: what the host polls (loop_backend.c), else -1 */
+  int freeing;     /* hosted modes: procord_loop_free runs the base until the work is gone */
   struct event_base *base;
   int wake_fd;
   struct event *wake_event;
   pthread_mutex_t queue_lock;
-  procord_list_t queue; /* procord_queued_call_t, oldest first */
-  int stop_requested;   /* guarded by queue_lock */
-  int free_requested;   /* guarded by queue_lock: stop once no work is left */
+  procord_list_t queue;             /* procord_queued_call_t, oldest first */
+  int stop_requested;               /* guarded by queue_lock */
+  int free_requested;               /* guarded by queue_lock: stop once no work is left */
   procord_queued_call_t abort_call; /* procord_loop_free's, queued without allocating */
-  int abort_queued;     /* guarded by queue_lock: abort_call is in the queue */
+  int abort_queued;                 /* guarded by queue_lock: abort_call is in the queue */
   pthread_t thread;
   int has_thread;
-  int thread_done;      /* atomic: the loop's own thread has returned */
+  int thread_done; /* atomic: the loop's own thread has returned */
   pthread_t running_thread;
   int running;
-  procord_list_t work;  /* procord_loop_work_t, newest first */
+  procord_list_t work; /* procord_loop_work_t, newest first */
   pthread_mutex_t done_lock;
   pthread_cond_t done_cond;
   void *resolver; /* the name resolver on this loop's base (connect.c), freed with it */
@@ -75,9 +75,8 @@ static void run_queue(evutil_socket_t fd, short events, void *argument) {
     if (allocated) procord_free(call);
   }
   pthread_mutex_lock(&loop->queue_lock);
-  int stop = loop->stop_requested ||
-             (loop->free_requested && procord_list_is_empty(&loop->work) &&
-              procord_list_is_empty(&loop->queue));
+  int stop = loop->stop_requested || (loop->free_requested && procord_list_is_empty(&loop->work) &&
+                                      procord_list_is_empty(&loop->queue));
   pthread_mutex_unlock(&loop->queue_lock);
   /* A host's base is the host's to stop: only procord_loop_free's own
      turns of it end here. */
@@ -118,7 +117,8 @@ static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t
     loop->base = host_base;
   } else if (!error) {
     struct event_config *config = event_config_new();
-    if (config) event_config_set_max_dispatch_interval(config, NULL, MAX_CALLBACKS_BETWEEN_POLLS, 0);
+    if (config)
+      event_config_set_max_dispatch_interval(config, NULL, MAX_CALLBACKS_BETWEEN_POLLS, 0);
     /* A polled loop nests libevent's epoll descriptor in its backend one. */
     if (config && mode == LOOP_POLLED) procord_backend_configure(config);
     loop->base = config ? event_base_new_with_config(config) : NULL;
@@ -129,7 +129,8 @@ static int create(struct event_base *host_base, loop_mode_t mode, procord_loop_t
     loop->wake_event = event_new(loop->base, loop->wake_fd, EV_READ | EV_PERSIST, run_queue, loop);
     if (!loop->wake_event || event_add(loop->wake_event, NULL) < 0) error = -ENOMEM;
   }
-  if (!error && mode == LOOP_POLLED) error = procord_backend_open(loop->base, loop->wake_fd, &loop->backend_fd);
+  if (!error && mode == LOOP_POLLED)
+    error = procord_backend_open(loop->base, loop->wake_fd, &loop->backend_fd);
   if (!error && mode != LOOP_OWN_BASE) block_sigpipe_on_this_thread();
   if (error) {
     if (loop->wake_event) event_free(loop->wake_event);
@@ -198,7 +199,8 @@ void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, proco
      queueing work: the base polls its descriptors again after every
      MAX_CALLBACKS_BETWEEN_POLLS callbacks (procord_loop_new). */
   if (procord_loop_is_current_thread(loop)) event_active(loop->wake_event, EV_READ, 0);
-  else wake(loop);
+  else
+    wake(loop);
 }
 
 /* The loop's base, run here until run_queue breaks it: for an own base, by
@@ -330,10 +332,11 @@ void procord_loop_free(procord_loop_t *loop) {
          host's callback): the work left still needs the loop, so it stays,
          and the host's dispatch goes on unbroken. */
       loop->freeing = 0;
-      procord_log_write(PROCORD_LOG_ERROR,
-                        "procord_loop_free: the host's event base could not be run (called from one of its "
-                        "callbacks?): the loop's work is being stopped, but the loop is not freed; call "
-                        "procord_loop_free again once the base's dispatch has returned");
+      procord_log_write(
+          PROCORD_LOG_ERROR,
+          "procord_loop_free: the host's event base could not be run (called from one of its "
+          "callbacks?): the loop's work is being stopped, but the loop is not freed; call "
+          "procord_loop_free again once the base's dispatch has returned");
       return;
     }
   }
@@ -348,11 +351,14 @@ void procord_loop_free(procord_loop_t *loop) {
   procord_free(loop);
 }
 
-struct event_base *procord_loop_base(procord_loop_t *loop) { return loop->base; }
+struct event_base *procord_loop_base(procord_loop_t *loop) {
+  return loop->base;
+}
 
 void *procord_loop_resolver(procord_loop_t *loop) { return loop->resolver; }
 
-void procord_loop_set_resolver(procord_loop_t *loop, void *resolver, void (*free_resolver)(void *)) {
+void procord_loop_set_resolver(procord_loop_t *loop, void *resolver,
+                               void (*free_resolver)(void *)) {
   loop->resolver = resolver;
   loop->resolver_free = free_resolver;
 }
@@ -402,7 +408,7 @@ struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
 
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work) {
   pthread_mutex_lock(&loop->queue_lock);
-  procord_list_node_clear(&work->node); /* the owner's struct need not be zeroed */
+  procord_list_node_clear(&work->node);              /* the owner's struct need not be zeroed */
   procord_list_push_front(&loop->work, &work->node); /* aborted newest first */
   pthread_mutex_unlock(&loop->queue_lock);
 }

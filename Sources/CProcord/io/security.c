@@ -42,14 +42,16 @@ static int load_tls(procord_security_t *s, const procord_security_options_t *o, 
                     size_t size) {
   int server = o->role == PROCORD_SECURITY_SERVER;
   if (server && !o->certificate_file)
-    return explain_failure(error, size, PROCORD_EINVAL, "a server with TLS needs a certificate (and its key)");
+    return explain_failure(error, size, PROCORD_EINVAL,
+                           "a server with TLS needs a certificate (and its key)");
   if (o->require_client_certificate && !o->ca_file)
     return explain_failure(error, size, PROCORD_EINVAL,
-                "requiring client certificates needs the CA file that signs them");
+                           "requiring client certificates needs the CA file that signs them");
   if (o->private_key_file && !o->certificate_file)
     return explain_failure(error, size, PROCORD_EINVAL, "a private key needs its certificate");
   SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-  if (!ctx) return explain_failure(error, size, -ENOMEM, "cannot make a TLS context: %s", openssl_reason());
+  if (!ctx)
+    return explain_failure(error, size, -ENOMEM, "cannot make a TLS context: %s", openssl_reason());
   s->tls = ctx;
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
@@ -62,20 +64,22 @@ static int load_tls(procord_security_t *s, const procord_security_options_t *o, 
     const char *key = o->private_key_file ? o->private_key_file : o->certificate_file;
     if (SSL_CTX_use_certificate_chain_file(ctx, o->certificate_file) != 1)
       return explain_failure(error, size, PROCORD_EINVAL, "cannot load the certificate %s: %s",
-                  o->certificate_file, openssl_reason());
+                             o->certificate_file, openssl_reason());
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
       return explain_failure(error, size, PROCORD_EINVAL, "cannot load the private key %s: %s", key,
-                  openssl_reason());
+                             openssl_reason());
     if (SSL_CTX_check_private_key(ctx) != 1)
-      return explain_failure(error, size, PROCORD_EINVAL, "the private key %s does not match the certificate %s: %s",
-                  key, o->certificate_file, openssl_reason());
+      return explain_failure(error, size, PROCORD_EINVAL,
+                             "the private key %s does not match the certificate %s: %s", key,
+                             o->certificate_file, openssl_reason());
   }
   if (o->ca_file) {
     if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1)
-      return explain_failure(error, size, PROCORD_EINVAL, "cannot load the CA file %s: %s", o->ca_file,
-                  openssl_reason());
+      return explain_failure(error, size, PROCORD_EINVAL, "cannot load the CA file %s: %s",
+                             o->ca_file, openssl_reason());
   } else if (!server && SSL_CTX_set_default_verify_paths(ctx) != 1) {
-    return explain_failure(error, size, PROCORD_EINVAL, "cannot load the system's CA store: %s", openssl_reason());
+    return explain_failure(error, size, PROCORD_EINVAL, "cannot load the system's CA store: %s",
+                           openssl_reason());
   }
   if (!server) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -84,7 +88,9 @@ static int load_tls(procord_security_t *s, const procord_security_options_t *o, 
        sends, and, when required, refuse a client that sends none. */
     STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
     if (names) SSL_CTX_set_client_CA_list(ctx, names);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (o->require_client_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+    SSL_CTX_set_verify(ctx,
+                       SSL_VERIFY_PEER |
+                           (o->require_client_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                        NULL);
   }
   return 0;
@@ -107,25 +113,31 @@ int procord_security_new(const procord_security_options_t *given, procord_securi
   procord_security_options_t copy;
   const procord_security_options_t *o = &copy;
   if (given && PROCORD_OPTIONS_COPY(copy, given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS) != 0)
-    return explain_failure(error, size, PROCORD_EINVAL,
-                "security options with a size this library does not know (%zu bytes; it knows %zu): "
-                "a program built against a newer Procord",
-                procord_options_size(given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS), sizeof copy);
-  if (!given || !security || (o->role != PROCORD_SECURITY_CLIENT && o->role != PROCORD_SECURITY_SERVER))
+    return explain_failure(
+        error, size, PROCORD_EINVAL,
+        "security options with a size this library does not know (%zu bytes; it knows %zu): "
+        "a program built against a newer Procord",
+        procord_options_size(given, PROCORD_FIRST_SIZE_SECURITY_OPTIONS), sizeof copy);
+  if (!given || !security ||
+      (o->role != PROCORD_SECURITY_CLIENT && o->role != PROCORD_SECURITY_SERVER))
     return explain_failure(error, size, PROCORD_EINVAL, "invalid security options");
-  if (o->secret && (o->secret_length < PROCORD_SECRET_MIN_LENGTH || o->secret_length > PROCORD_SECRET_MAX_LENGTH))
-    return explain_failure(error, size, PROCORD_EINVAL, "a shared secret must have %d to %d bytes (it has %zu)",
-                PROCORD_SECRET_MIN_LENGTH, PROCORD_SECRET_MAX_LENGTH, o->secret_length);
+  if (o->secret && (o->secret_length < PROCORD_SECRET_MIN_LENGTH ||
+                    o->secret_length > PROCORD_SECRET_MAX_LENGTH))
+    return explain_failure(error, size, PROCORD_EINVAL,
+                           "a shared secret must have %d to %d bytes (it has %zu)",
+                           PROCORD_SECRET_MIN_LENGTH, PROCORD_SECRET_MAX_LENGTH, o->secret_length);
   int tls = o->tls || o->certificate_file || o->private_key_file || o->ca_file ||
             o->require_client_certificate || o->server_name;
   if (!tls && !o->secret)
-    return explain_failure(error, size, PROCORD_EINVAL, "security options with neither TLS nor a shared secret");
+    return explain_failure(error, size, PROCORD_EINVAL,
+                           "security options with neither TLS nor a shared secret");
   procord_security_t *s = procord_allocate_zeroed(1, sizeof *s);
   if (!s) return explain_failure(error, size, -ENOMEM, "out of memory");
   s->references = 1;
   s->role = o->role;
   int result = 0;
-  if (o->server_name && o->role == PROCORD_SECURITY_CLIENT && !(s->server_name = procord_strdup(o->server_name)))
+  if (o->server_name && o->role == PROCORD_SECURITY_CLIENT &&
+      !(s->server_name = procord_strdup(o->server_name)))
     result = explain_failure(error, size, -ENOMEM, "out of memory");
   if (!result && tls) result = load_tls(s, o, error, size);
   if (result) {
@@ -213,11 +225,13 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
   unsigned char buffer[PROCORD_SECRET_MAX_LENGTH + 3];
   size_t n = 0;
   const char *source = path ? path : variable;
-  if (!source || !secret || !length) return explain_failure(error, error_size, PROCORD_EINVAL, "no secret named");
+  if (!source || !secret || !length)
+    return explain_failure(error, error_size, PROCORD_EINVAL, "no secret named");
   if (path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-      return explain_failure(error, error_size, PROCORD_EINVAL, "cannot read the secret file %s: %s", path, strerror(errno));
+      return explain_failure(error, error_size, PROCORD_EINVAL,
+                             "cannot read the secret file %s: %s", path, strerror(errno));
     ssize_t r;
     while (n < sizeof buffer && (r = procord_read_retrying(fd, buffer + n, sizeof buffer - n)) > 0)
       n += (size_t)r;
@@ -225,7 +239,8 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
   } else {
     const char *value = getenv(variable);
     if (!value)
-      return explain_failure(error, error_size, PROCORD_EINVAL, "the environment variable %s (the secret) is not set", variable);
+      return explain_failure(error, error_size, PROCORD_EINVAL,
+                             "the environment variable %s (the secret) is not set", variable);
     n = strlen(value);
     if (n > sizeof buffer) n = sizeof buffer;
     memcpy(buffer, value, n);
@@ -239,9 +254,12 @@ int procord_secret_load(const char *path, const char *variable, unsigned char *s
   n = without_newline(buffer, n);
   int result = 0;
   if (n < PROCORD_SECRET_MIN_LENGTH || n > PROCORD_SECRET_MAX_LENGTH || n > size)
-    result = explain_failure(error, error_size, PROCORD_EINVAL, "the secret in %s must have %d to %zu bytes (it has %s%zu)",
-                  source, PROCORD_SECRET_MIN_LENGTH, size < PROCORD_SECRET_MAX_LENGTH ? size : (size_t)PROCORD_SECRET_MAX_LENGTH,
-                  n > PROCORD_SECRET_MAX_LENGTH ? "over " : "", n);
+    result =
+        explain_failure(error, error_size, PROCORD_EINVAL,
+                        "the secret in %s must have %d to %zu bytes (it has %s%zu)", source,
+                        PROCORD_SECRET_MIN_LENGTH,
+                        size < PROCORD_SECRET_MAX_LENGTH ? size : (size_t)PROCORD_SECRET_MAX_LENGTH,
+                        n > PROCORD_SECRET_MAX_LENGTH ? "over " : "", n);
   else {
     memcpy(secret, buffer, n);
     *length = n;

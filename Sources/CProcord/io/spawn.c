@@ -218,8 +218,8 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
   int refused = procord_lineage_may_spawn();
   if (refused) return refused;
   char **environment = procord_lineage_environment(
-      options->environment ? options->environment : (const char *const *)environ, options->main_program,
-      options->channel);
+      options->environment ? options->environment : (const char *const *)environ,
+      options->main_program, options->channel);
   if (!environment) return -ENOMEM;
   int ours[2] = {-1, -1}, theirs[2] = {-1, -1};
   int error = make_channel(options->channel, ours, theirs);
@@ -254,8 +254,9 @@ int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) 
   e = e ? e : attributes(&attr);
   int listed = !e && registry_reserve() == 0;
   if (!e && !listed) e = ENOMEM;
-  e = e ? e : posix_spawnp(&pid, program_to_execute(options->program), &actions, &attr, (char *const *)arguments,
-                           environment);
+  e = e ? e
+        : posix_spawnp(&pid, program_to_execute(options->program), &actions, &attr,
+                       (char *const *)arguments, environment);
   procord_free(environment);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);

@@ -81,7 +81,8 @@ int procord_tls_transport_running(const procord_tls_transport_t *t) { return t->
 void procord_tls_transport_set_reading(procord_tls_transport_t *t, int reading) {
   if (!t->layer) return;
   if (reading) bufferevent_enable(t->layer, EV_READ);
-  else bufferevent_disable(t->layer, EV_READ);
+  else
+    bufferevent_disable(t->layer, EV_READ);
 }
 
 size_t procord_tls_transport_read(procord_tls_transport_t *t, void *buffer, size_t size) {

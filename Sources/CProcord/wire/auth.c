@@ -54,11 +54,14 @@ static procord_auth_result_t server_step(procord_auth_t *auth, const procord_fra
                                          unsigned char *reply, size_t *reply_length,
                                          const char **reason) {
   if (frame->kind != PROCORD_FRAME_AUTH)
-    return failed(reason, auth->step == 0
-                              ? "this server requires a shared secret, and the client did not offer to prove it"
-                              : "the client sent something else than its proof of the shared secret");
+    return failed(
+        reason,
+        auth->step == 0
+            ? "this server requires a shared secret, and the client did not offer to prove it"
+            : "the client sent something else than its proof of the shared secret");
   if (auth->step == 0) {
-    if (frame->length != PROCORD_AUTH_NONCE_LENGTH) return failed(reason, "the client's nonce has the wrong length");
+    if (frame->length != PROCORD_AUTH_NONCE_LENGTH)
+      return failed(reason, "the client's nonce has the wrong length");
     memcpy(auth->client_nonce, frame->body, PROCORD_AUTH_NONCE_LENGTH);
     memcpy(reply, auth->server_nonce, PROCORD_AUTH_NONCE_LENGTH);
     *reply_length = PROCORD_AUTH_NONCE_LENGTH;
@@ -83,11 +86,14 @@ static procord_auth_result_t client_step(procord_auth_t *auth, const procord_fra
                                     : "the server refused our proof of the shared secret");
   }
   if (frame->kind == PROCORD_FRAME_ERROR)
-    return failed(reason, "the server does not take a shared secret (it answered with a protocol error)");
+    return failed(reason,
+                  "the server does not take a shared secret (it answered with a protocol error)");
   if (frame->kind != PROCORD_FRAME_AUTH)
-    return failed(reason, "the server answered something else than the authentication it was asked for");
+    return failed(reason,
+                  "the server answered something else than the authentication it was asked for");
   if (auth->step == 0) {
-    if (frame->length != PROCORD_AUTH_NONCE_LENGTH) return failed(reason, "the server's nonce has the wrong length");
+    if (frame->length != PROCORD_AUTH_NONCE_LENGTH)
+      return failed(reason, "the server's nonce has the wrong length");
     memcpy(auth->server_nonce, frame->body, PROCORD_AUTH_NONCE_LENGTH);
     prove(auth, client_label, reply);
     *reply_length = PROCORD_AUTH_PROOF_LENGTH;

@@ -21,7 +21,8 @@ size_t procord_default_max_message_size(void) { return atomic_load(&default_max_
 
 void procord_frame_parser_init(procord_frame_parser_t *parser, size_t max_message_size) {
   memset(parser, 0, sizeof *parser);
-  parser->max_message_size = max_message_size ? max_message_size : procord_default_max_message_size();
+  parser->max_message_size =
+      max_message_size ? max_message_size : procord_default_max_message_size();
   parser->state = STATE_SIZE;
 }
 

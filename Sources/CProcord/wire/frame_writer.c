@@ -30,7 +30,9 @@ static int send_locked(procord_frame_writer_t *w, struct iovec *parts, int count
      unwritten, not only a lost `0R`. */
   size_t unwritten = SIZE_MAX;
   pthread_mutex_lock(&w->lock);
-  int error = w->failed ? w->failed : procord_write_all_parts(w->fd, w->is_socket, parts, count, w->timeout_ms, &unwritten);
+  int error = w->failed ? w->failed
+                        : procord_write_all_parts(w->fd, w->is_socket, parts, count, w->timeout_ms,
+                                                  &unwritten);
   if (error) w->failed = error;
   pthread_mutex_unlock(&w->lock);
   return error && tail && unwritten <= tail ? 1 : error;
@@ -48,8 +50,8 @@ int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kin
   return send_locked(w, parts, 3, 0);
 }
 
-int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char kind, const void *body,
-                                     size_t length, int then_reusable) {
+int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char kind,
+                                     const void *body, size_t length, int then_reusable) {
   static const char reusable[] = "0R";
   unsigned char header[PROCORD_FRAME_HEADER_MAX];
   struct iovec parts[3] = {

@@ -20,8 +20,6 @@
  * a parser in their own struct instead of allocating one.
  */
 
-
-
 struct procord_frame_parser_s {
   size_t max_message_size;
   int state;
@@ -44,7 +42,6 @@ void procord_frame_parser_init(procord_frame_parser_t *parser, size_t max_messag
 
 /* Private to the C core: blocking frame writes shared by a worker's threads. */
 
-
 /*
  * Writes whole frames to a blocking (or non-blocking: it waits) descriptor.
  * A lock keeps frames from different threads (the task's output, the
@@ -57,7 +54,6 @@ typedef struct procord_frame_writer_s {
   int failed;     /* the first error: a frame may be half written, so no more */
   pthread_mutex_t lock;
 } procord_frame_writer_t;
-
 
 void procord_frame_writer_init(procord_frame_writer_t *w, int fd, int timeout_ms);
 void procord_frame_writer_destroy(procord_frame_writer_t *w);
@@ -76,13 +72,12 @@ int procord_frame_writer_send_parts(procord_frame_writer_t *w, unsigned char kin
  * 1 when the answer was written but not `0R` (the peer went away as soon as
  * it had its answer: a clean end), or an error as send_parts.
  */
-int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char kind, const void *body,
-                                     size_t length, int then_reusable);
+int procord_frame_writer_send_answer(procord_frame_writer_t *w, unsigned char kind,
+                                     const void *body, size_t length, int then_reusable);
 
 /* Writes one frame with `body`. */
 int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, const void *body,
                               size_t length);
-
 
 /* ---- auth ---- */
 
@@ -101,8 +96,6 @@ int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, con
  * one side from being replayed as the other's; fresh nonces keep a proof
  * from being replayed on another connection.
  */
-
-
 
 #define PROCORD_AUTH_NONCE_LENGTH 32
 #define PROCORD_AUTH_PROOF_LENGTH 32

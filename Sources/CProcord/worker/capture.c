@@ -21,11 +21,11 @@
 #define CHUNK 65536
 
 typedef struct stream_s {
-  int closed;       /* every writer is gone (the task replaced the descriptor) */
-  int target;       /* 1 or 2 */
+  int closed;                /* every writer is gone (the task replaced the descriptor) */
+  int target;                /* 1 or 2 */
   unsigned char destination; /* 'O' or 'E' */
-  int saved;        /* the descriptor it had before, put back at stop */
-  int read_fd;      /* our end of the pipe */
+  int saved;                 /* the descriptor it had before, put back at stop */
+  int read_fd;               /* our end of the pipe */
 } stream_t;
 
 struct procord_output_capture_s {
@@ -53,9 +53,8 @@ static int forward_available(procord_output_capture_t *c, stream_t *s) {
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) s->closed = 1; /* the task closed or replaced the descriptor */
     if (n <= 0) return 0;      /* EAGAIN: empty for now */
-    if (!c->failed &&
-        procord_frame_writer_send_parts(c->writer, PROCORD_FRAME_PRINT, &s->destination, 1,
-                                        c->chunk, (size_t)n) != 0)
+    if (!c->failed && procord_frame_writer_send_parts(c->writer, PROCORD_FRAME_PRINT,
+                                                      &s->destination, 1, c->chunk, (size_t)n) != 0)
       c->failed = 1;
   }
   return 0;
@@ -65,7 +64,8 @@ static void *forward(void *argument) {
   procord_output_capture_t *c = argument;
   procord_thread_block_all_signals();
   struct pollfd p[3];
-  for (int i = 0; i < c->count; i++) p[i] = (struct pollfd){.fd = c->streams[i].read_fd, .events = POLLIN};
+  for (int i = 0; i < c->count; i++)
+    p[i] = (struct pollfd){.fd = c->streams[i].read_fd, .events = POLLIN};
   p[c->count] = (struct pollfd){.fd = c->stop[0], .events = POLLIN};
   for (;;) {
     if (procord_poll_retrying(p, (unsigned long)c->count + 1, -1) < 0) return NULL;

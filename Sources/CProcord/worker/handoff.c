@@ -12,8 +12,8 @@
 
 /* Each session is served for as long as the server keeps it, and the task
    dies with it if the server closes it mid-task (the watchdog). */
-static void serve_session(int session, void *context, unsigned char *last_answer,
-                          char *task_name, size_t name_room) {
+static void serve_session(int session, void *context, unsigned char *last_answer, char *task_name,
+                          size_t name_room) {
   const procord_worker_options_t *template = context;
   procord_worker_report_t report = {0};
   procord_worker_options_t options = *template;

@@ -213,7 +213,8 @@ static int run_task(session_t *s, const procord_worker_task_t *task, const proco
                                                s->options->reusable);
   report_answer(s, kind);
   if (reply.release) reply.release(reply.release_context);
-  else free(reply.body);
+  else
+    free(reply.body);
   if (error == 1) {
     /* The main program may close as soon as it has its answer: not an error. */
     s->peer_left = 1;
@@ -239,7 +240,8 @@ static int told_to_stop(session_t *s) {
   reader_t *r = &s->reader;
   if (s->options->stop_fd <= 0 || r->start < r->end || !procord_frame_parser_is_idle(&r->parser))
     return 0;
-  struct pollfd p[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = s->options->stop_fd, .events = POLLIN}};
+  struct pollfd p[2] = {{.fd = r->fd, .events = POLLIN},
+                        {.fd = s->options->stop_fd, .events = POLLIN}};
   int timeout = r->timeout_ms > 0 ? r->timeout_ms : -1;
   int n;
   n = procord_poll_retrying(p, 2, timeout);
@@ -258,7 +260,8 @@ static int serve_one(session_t *s, int after_a_task) {
   if (frame.kind != PROCORD_FRAME_TASK) return protocol_error(w, report, PROCORD_EUNEXPECTED);
   const procord_worker_task_t *task = find_task(s->options, &frame);
   if (!task && report) {
-    size_t n = frame.length < sizeof report->task_name - 1 ? frame.length : sizeof report->task_name - 1;
+    size_t n =
+        frame.length < sizeof report->task_name - 1 ? frame.length : sizeof report->task_name - 1;
     memcpy(report->task_name, frame.body, n);
     report->task_name[n] = 0;
   }
@@ -271,7 +274,6 @@ static int serve_one(session_t *s, int after_a_task) {
   int error = run_task(s, task, &frame);
   return error ? error : 1;
 }
-
 
 /*
  * The writer of the session being served, for procord_worker_print: the
@@ -325,7 +327,8 @@ int procord_worker_serve(const procord_worker_options_t *given) {
   s->reader.timeout_ms = options->read_timeout_ms;
   procord_frame_writer_init(&s->writer, options->write_fd, options->read_timeout_ms);
   procord_frame_parser_init(&s->reader.parser, options->max_message_size);
-  if (options->end_with_peer && procord_fd_is_socket(options->read_fd)) watchdog_start(&s->watchdog, options->read_fd);
+  if (options->end_with_peer && procord_fd_is_socket(options->read_fd))
+    watchdog_start(&s->watchdog, options->read_fd);
   int result = 0;
   pthread_mutex_lock(&current_lock);
   if (!current_writer) current_writer = &s->writer;
@@ -333,7 +336,8 @@ int procord_worker_serve(const procord_worker_options_t *given) {
   /* Without a capture (no descriptors left, say) the task's output goes
      where descriptors 1 and 2 point, which the callers keep off the protocol. */
   if (options->capture_output != PROCORD_CAPTURE_NONE &&
-      procord_capture_start(&s->writer, options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
+      procord_capture_start(&s->writer,
+                            options->capture_output == PROCORD_CAPTURE_STDOUT_AND_STDERR,
                             &s->capture) != 0)
     s->capture = NULL;
   for (int tasks = 0; result == 0; tasks++) {

@@ -57,58 +57,78 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
         IS("capture-output") || IS("tls") || IS("tls-require-client-cert")) {
       if (equals) return set_error(error, error_size, PROCORD_EINVAL, "%s takes no value", arg);
       if (IS("worker")) command->mode = PROCORD_MODE_WORKER;
-      else if (IS("server")) command->mode = PROCORD_MODE_SERVER;
-      else if (IS("reuse-address")) command->reuse_address = 1;
-      else if (IS("capture-output")) command->capture_output = 1;
-      else if (IS("tls")) command->tls = 1;
-      else if (IS("tls-require-client-cert")) command->tls_require_client_certificate = 1;
-      else command->dont_fork = 1;
+      else if (IS("server"))
+        command->mode = PROCORD_MODE_SERVER;
+      else if (IS("reuse-address"))
+        command->reuse_address = 1;
+      else if (IS("capture-output"))
+        command->capture_output = 1;
+      else if (IS("tls"))
+        command->tls = 1;
+      else if (IS("tls-require-client-cert"))
+        command->tls_require_client_certificate = 1;
+      else
+        command->dont_fork = 1;
       continue;
     }
     /* A secret on the command line would be in every user's `ps`. */
     if (IS("secret"))
-      return set_error(error, error_size, PROCORD_EINVAL, "%s: a secret is never read from the command "
-                       "line; use --procord-secret-file PATH or --procord-secret-env NAME", "--procord-secret");
-    if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") || IS("port") ||
-          IS("max-simultaneous-tasks") || IS("max-message-size") || IS("handoff-fd") ||
-          IS("read-timeout") || IS("drain-timeout") || IS("log-level") || IS("tls-cert") ||
-          IS("tls-key") || IS("tls-ca") || IS("tls-server-name") || IS("secret-file") ||
-          IS("secret-env") || IS("handshake-timeout") || IS("max-connections") ||
-          IS("max-connections-per-peer") || IS("max-tasks-per-peer") || IS("idle-timeout") ||
-          IS("task-timeout") || IS("answer-timeout") || IS("min-receive-rate") || IS("min-send-rate") ||
-          IS("max-buffered-task-bytes") || IS("max-buffered-answer-bytes")))
+      return set_error(error, error_size, PROCORD_EINVAL,
+                       "%s: a secret is never read from the command "
+                       "line; use --procord-secret-file PATH or --procord-secret-env NAME",
+                       "--procord-secret");
+    if (!(IS("input-file") || IS("output-file") || IS("hostname") || IS("socket-fd") ||
+          IS("port") || IS("max-simultaneous-tasks") || IS("max-message-size") ||
+          IS("handoff-fd") || IS("read-timeout") || IS("drain-timeout") || IS("log-level") ||
+          IS("tls-cert") || IS("tls-key") || IS("tls-ca") || IS("tls-server-name") ||
+          IS("secret-file") || IS("secret-env") || IS("handshake-timeout") ||
+          IS("max-connections") || IS("max-connections-per-peer") || IS("max-tasks-per-peer") ||
+          IS("idle-timeout") || IS("task-timeout") || IS("answer-timeout") ||
+          IS("min-receive-rate") || IS("min-send-rate") || IS("max-buffered-task-bytes") ||
+          IS("max-buffered-answer-bytes")))
       return set_error(error, error_size, PROCORD_EINVAL, "unknown option %s", arg);
     const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!value) return set_error(error, error_size, PROCORD_EINVAL, "%s needs a value", arg);
     long long n = 0;
     if (IS("input-file")) command->input_file = value;
-    else if (IS("output-file")) command->output_file = value;
-    else if (IS("hostname")) command->hostname = value;
-    else if (IS("tls-cert")) command->tls_certificate_file = value;
-    else if (IS("tls-key")) command->tls_private_key_file = value;
-    else if (IS("tls-ca")) command->tls_ca_file = value;
-    else if (IS("tls-server-name")) command->tls_server_name = value;
-    else if (IS("secret-file")) command->secret_file = value;
-    else if (IS("secret-env")) command->secret_environment = value;
+    else if (IS("output-file"))
+      command->output_file = value;
+    else if (IS("hostname"))
+      command->hostname = value;
+    else if (IS("tls-cert"))
+      command->tls_certificate_file = value;
+    else if (IS("tls-key"))
+      command->tls_private_key_file = value;
+    else if (IS("tls-ca"))
+      command->tls_ca_file = value;
+    else if (IS("tls-server-name"))
+      command->tls_server_name = value;
+    else if (IS("secret-file"))
+      command->secret_file = value;
+    else if (IS("secret-env"))
+      command->secret_environment = value;
     else if (IS("handshake-timeout") && parse_number(value, 1, 1 << 30, &n) == 0)
       command->handshake_timeout_ms = (int)n;
-    else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0) command->socket_fd = (int)n;
+    else if (IS("socket-fd") && parse_number(value, 0, 1 << 30, &n) == 0)
+      command->socket_fd = (int)n;
     /* 0 would be taken for "none" (a zero-initialized command) and the
        worker would serve stdin instead: refused. */
-    else if (IS("handoff-fd") && parse_number(value, 1, 1 << 30, &n) == 0) command->handoff_fd = (int)n;
+    else if (IS("handoff-fd") && parse_number(value, 1, 1 << 30, &n) == 0)
+      command->handoff_fd = (int)n;
     else if (IS("log-level")) {
       static const char *const levels[] = {"error", "warning", "info", "debug"};
       command->log_level = -1;
       for (int level = 0; level < 4; level++)
         if (strcmp(value, levels[level]) == 0) command->log_level = level;
       if (command->log_level < 0)
-        return set_error(error, error_size, PROCORD_EINVAL, "%s: expected error, warning, info or debug", arg);
-    }
-    else if (IS("read-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
+        return set_error(error, error_size, PROCORD_EINVAL,
+                         "%s: expected error, warning, info or debug", arg);
+    } else if (IS("read-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
       command->read_timeout_ms = (int)n;
     else if (IS("drain-timeout") && parse_number(value, 0, 1 << 30, &n) == 0)
       command->drain_timeout_ms = (int)n;
-    else if (IS("port") && parse_number(value, 0, 65535, &n) == 0) command->port = (int)n;
+    else if (IS("port") && parse_number(value, 0, 65535, &n) == 0)
+      command->port = (int)n;
     else if (IS("max-simultaneous-tasks") && parse_number(value, 1, 1 << 20, &n) == 0)
       command->max_simultaneous_tasks = (int)n;
     else if (IS("max-message-size") && parse_number(value, 1, (long long)1 << 50, &n) == 0)
@@ -140,9 +160,8 @@ int procord_worker_parse_arguments(int argc, const char *const *argv,
   if (command->secret_file && command->secret_environment)
     return set_error(error, error_size, PROCORD_EINVAL, "%s",
                      "--procord-secret-file and --procord-secret-env exclude each other");
-  if (command->mode != PROCORD_MODE_WORKER &&
-      (command->input_file || command->output_file || command->socket_fd >= 0 ||
-       command->handoff_fd > 0))
+  if (command->mode != PROCORD_MODE_WORKER && (command->input_file || command->output_file ||
+                                               command->socket_fd >= 0 || command->handoff_fd > 0))
     return set_error(error, error_size, PROCORD_EINVAL, "%s",
                      "--procord-input-file, --procord-output-file, --procord-socket-fd and "
                      "--procord-handoff-fd need --procord-worker");
@@ -219,8 +238,8 @@ static int open_or_error(const char *path, int flags) {
   return fd < 0 ? -errno : fd;
 }
 
-int procord_worker_run(const procord_worker_command_t *command,
-                       const procord_worker_task_t *tasks, size_t task_count) {
+int procord_worker_run(const procord_worker_command_t *command, const procord_worker_task_t *tasks,
+                       size_t task_count) {
   procord_lineage_mark_serving();
   /* Started through /proc/self/exe (the running binary, even if its file
      was replaced since), a worker is named `exe` in ps and pgrep: it takes
@@ -269,7 +288,8 @@ int procord_worker_run(const procord_worker_command_t *command,
   }
   int in = -1, out = -1;
   if (command->input_file || command->output_file) {
-    in = command->input_file ? open_or_error(command->input_file, O_RDONLY) : fcntl(0, F_DUPFD_CLOEXEC, 3);
+    in = command->input_file ? open_or_error(command->input_file, O_RDONLY)
+                             : fcntl(0, F_DUPFD_CLOEXEC, 3);
     out = command->output_file ? open_or_error(command->output_file, O_WRONLY | O_CREAT | O_TRUNC)
                                : fcntl(1, F_DUPFD_CLOEXEC, 3);
   } else {
@@ -277,7 +297,8 @@ int procord_worker_run(const procord_worker_command_t *command,
     out = fcntl(1, F_DUPFD_CLOEXEC, 3);
   }
   if (in < 0 || out < 0) {
-    int error = in < 0 ? (command->input_file ? in : -errno) : (command->output_file ? out : -errno);
+    int error =
+        in < 0 ? (command->input_file ? in : -errno) : (command->output_file ? out : -errno);
     if (in >= 0) close(in);
     if (out >= 0) close(out);
     return error;

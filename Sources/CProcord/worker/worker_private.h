@@ -1,19 +1,15 @@
 /*
- * Private to the C core: worker/, the worker's side: serving tasks, output capture, termination, hand-over sessions.
- * The one header of this folder that others include (docs/ARCHITECTURE.md).
+ * Private to the C core: worker/, the worker's side: serving tasks, output capture, termination,
+ * hand-over sessions. The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_WORKER_PRIVATE_H
 #define PROCORD_WORKER_PRIVATE_H
 
 #include "io/io_private.h"
 
-
-
-
 /* ---- capture ---- */
 
 /* Private to the C core: a worker's stdout and stderr, sent as `P` frames. */
-
 
 typedef struct procord_output_capture_s procord_output_capture_t;
 
@@ -44,6 +40,5 @@ void procord_capture_stop(procord_output_capture_t *capture);
    would, on its thread. Returns 0, or PROCORD_ECLOSED when nothing watches
    (then only killing the process stops its task). Async-signal-safe. */
 int procord_worker_request_termination(void);
-
 
 #endif

@@ -36,7 +36,8 @@ static void *watch_termination_pipe(void *argument) {
   for (;;) {
     ssize_t got = read(watch->read_fd, bytes, sizeof bytes);
     if (got > 0) watch->on_termination(watch->context);
-    else if (got < 0 && errno != EINTR) return NULL;
+    else if (got < 0 && errno != EINTR)
+      return NULL;
   }
 }
 
@@ -46,7 +47,8 @@ int procord_worker_request_termination(void) {
   return 0;
 }
 
-int procord_worker_watch_termination(void (*on_termination)(void *context), void *context, int on_sigterm) {
+int procord_worker_watch_termination(void (*on_termination)(void *context), void *context,
+                                     int on_sigterm) {
   if (!on_termination) return PROCORD_EINVAL;
   /* Once per process: the first caller claims it, atomically. */
   static int claimed;

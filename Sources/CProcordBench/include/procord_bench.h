@@ -148,9 +148,8 @@ int procord_bench_spawn_concurrent(const char *program, const char *const *argum
  * path.
  */
 int procord_bench_c_pool_rtt(const char *worker_program, const char *const *worker_arguments,
-                             const char *task_name, const unsigned char *input,
-                             size_t input_length, int on_host_base, int warmup, int rounds,
-                             uint64_t *round_trip_ns);
+                             const char *task_name, const unsigned char *input, size_t input_length,
+                             int on_host_base, int warmup, int rounds, uint64_t *round_trip_ns);
 
 /* ---- Readiness of a worker server (systemd's NOTIFY_SOCKET) ---- */
 
@@ -265,12 +264,12 @@ typedef struct procord_bench_attack_options_s {
 
 typedef struct procord_bench_attack_result_s {
   /* ---- The attackers ---- */
-  int attackers;              /* how many ran (after the clamp of idle-flood) */
-  uint64_t elapsed_ns;        /* how long the attack ran */
-  uint64_t connections;       /* connections they started, reopened ones included */
-  uint64_t connect_failures;  /* of those, connects that failed (refused, no descriptor...) */
-  uint64_t server_closes;     /* established connections that the server closed or reset */
-  int max_connected;          /* most connections established at once */
+  int attackers;             /* how many ran (after the clamp of idle-flood) */
+  uint64_t elapsed_ns;       /* how long the attack ran */
+  uint64_t connections;      /* connections they started, reopened ones included */
+  uint64_t connect_failures; /* of those, connects that failed (refused, no descriptor...) */
+  uint64_t server_closes;    /* established connections that the server closed or reset */
+  int max_connected;         /* most connections established at once */
   /* Greedy only, counted while the attack runs (not after): answers
      `3V120`, answers that were not that (or a `0R` that was not there),
      answers per second, how many attackers got at least one answer, and
@@ -301,8 +300,8 @@ typedef struct procord_bench_attack_result_s {
   uint64_t probe_max_ns;
 
   /* ---- The server, from /proc/PID (when server_pid is given) ---- */
-  int server_sampled;         /* the figures below were read */
-  int server_exited;          /* the process was gone at some sample */
+  int server_sampled; /* the figures below were read */
+  int server_exited;  /* the process was gone at some sample */
   /* Before the attack, at most during it (sampled every 100 ms), and after
      it: VmRSS, open descriptors (/proc/PID/fd), children (workers). */
   uint64_t server_rss_before_bytes;
