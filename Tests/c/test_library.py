@@ -86,17 +86,17 @@ class Server:
 
 def requirements_are_named_when_missing():
     """Without libevent's and OpenSSL's headers on the include path, the
-    build says which packages to install (Sources/CProcord/requirements.c)."""
+    build says which packages to install (Sources/CProcord/base/requirements.c)."""
     with tempfile.TemporaryDirectory() as empty:
         compiled = run(["cc", "-std=c11", "-nostdinc", "-isystem", empty, "-fsyntax-only",
-                        os.path.join(ROOT, "Sources/CProcord/requirements.c")])
+                        os.path.join(ROOT, "Sources/CProcord/base/requirements.c")])
         said = compiled.stderr
         check("a build without libevent's headers says: apt-get install libevent-dev",
               compiled.returncode != 0 and "apt-get install libevent-dev" in said, said[-2000:])
         check("a build without OpenSSL's headers says: apt-get install libssl-dev",
               compiled.returncode != 0 and "apt-get install libssl-dev" in said, said[-2000:])
     compiled = run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only",
-                    os.path.join(ROOT, "Sources/CProcord/requirements.c")])
+                    os.path.join(ROOT, "Sources/CProcord/base/requirements.c")])
     check("with them, the requirements check compiles without a word", compiled.returncode == 0 and
           compiled.stderr == "", compiled.stderr[-2000:])
 

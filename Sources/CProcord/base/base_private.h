@@ -53,6 +53,9 @@ typedef struct procord_list_s {
 /* Every node of `head`, first to last; `node` must not be removed meanwhile. */
 #define PROCORD_LIST_FOREACH(node, head)                                                           \
   for ((node) = (head)->next; (node) != (head); (node) = (node)->next)
+/* Every node of `head`, last to first. */
+#define PROCORD_LIST_FOREACH_REVERSE(node, head)                                                   \
+  for ((node) = (head)->prev; (node) != (head); (node) = (node)->prev)
 /* The same, where the body may remove `node` (and only it). */
 #define PROCORD_LIST_FOREACH_SAFE(node, following, head)                                           \
   for ((node) = (head)->next, (following) = (node)->next; (node) != (head);                        \
@@ -224,6 +227,13 @@ void procord_log_write(procord_log_level_t level, const char *format, ...)
 #define PROCORD_FIRST_SIZE_WORKER_OPTIONS sizeof(procord_worker_options_t)
 #define PROCORD_FIRST_SIZE_SERVER_OPTIONS sizeof(procord_server_options_t)
 #define PROCORD_FIRST_SIZE_ALLOCATOR sizeof(procord_allocator_t)
+
+/* What every procord_*_options_init does: all zero (every default), and
+   `size` (the struct's first field) set to this library's size. */
+static inline void procord_options_clear(void *options, size_t size) {
+  memset(options, 0, size);
+  memcpy(options, &size, sizeof size);
+}
 
 /* Larger than any options struct will ever be: a `size` above it is not a
    size but garbage. */

@@ -35,8 +35,7 @@ static const procord_allocator_t *allocator(void) {
 
 void procord_allocator_init(procord_allocator_t *allocator) {
   if (!allocator) return;
-  memset(allocator, 0, sizeof *allocator);
-  allocator->size = sizeof *allocator;
+  procord_options_clear(allocator, sizeof *allocator);
 }
 
 int procord_set_allocator(const procord_allocator_t *given) {

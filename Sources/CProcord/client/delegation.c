@@ -463,8 +463,7 @@ static void spawn_link(void *argument) {
 }
 
 void procord_delegation_options_init(procord_delegation_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
   procord_spawn_options_init(&options->worker);
 }
 

@@ -517,14 +517,12 @@ static void start_pool_on_loop(void *argument) {
 }
 
 void procord_pool_source_init(procord_pool_source_t *source) {
-  memset(source, 0, sizeof *source);
-  source->size = sizeof *source;
+  procord_options_clear(source, sizeof *source);
   procord_spawn_options_init(&source->worker);
 }
 
 void procord_pool_options_init(procord_pool_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }
 
 int procord_pool_new(procord_loop_t *loop, const procord_pool_options_t *given,

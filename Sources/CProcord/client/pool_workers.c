@@ -213,7 +213,8 @@ pool_worker_t *procord_pool_find_free_worker(procord_pool_t *p) {
   pool_worker_t *starting = NULL;
   /* The most recently used idle worker first (last in the list): the
      others may then idle out. */
-  for (procord_list_t *n = p->workers.prev; n != &p->workers; n = n->prev) {
+  procord_list_t *n;
+  PROCORD_LIST_FOREACH_REVERSE(n, &p->workers) {
     pool_worker_t *w = PROCORD_LIST_ENTRY(n, pool_worker_t, node);
     /* An idle worker whose stream has just ended (its end is on its way) gets no task. */
     if (w->state == POOL_WORKER_IDLE && procord_link_ready(w->link)) return w;

@@ -383,6 +383,5 @@ void procord_connect_cancel(procord_connect_t *a) {
 }
 
 void procord_connect_options_init(procord_connect_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }

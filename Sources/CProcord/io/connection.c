@@ -554,8 +554,7 @@ static void on_close_timeout(evutil_socket_t fd, short events, void *argument) {
 }
 
 void procord_connection_options_init(procord_connection_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }
 
 int procord_connection_open(procord_loop_t *loop, const procord_connection_options_t *given,

@@ -97,8 +97,7 @@ static void on_listener_retry(evutil_socket_t fd, short events, void *context) {
 }
 
 void procord_listener_options_init(procord_listener_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }
 
 int procord_listener_start(procord_loop_t *loop, int fd, procord_accept_cb on_accept,

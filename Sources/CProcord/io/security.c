@@ -104,8 +104,7 @@ static void free_security(procord_security_t *s) {
 }
 
 void procord_security_options_init(procord_security_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }
 
 int procord_security_new(const procord_security_options_t *given, procord_security_t **security,

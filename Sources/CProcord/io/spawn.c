@@ -203,8 +203,7 @@ static const char *program_to_execute(const char *program) {
 }
 
 void procord_spawn_options_init(procord_spawn_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }
 
 int procord_spawn(const procord_spawn_options_t *given, procord_child_t *child) {

@@ -115,8 +115,7 @@ static void fit_descriptor_limit(server_t *s) {
 void procord_server_options_init(procord_server_options_t *options) {
   /* Zero is each field's default: a field a later version appends too. */
   if (!options) return;
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
   procord_spawn_options_init(&options->worker);
 }
 

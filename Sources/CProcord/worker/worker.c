@@ -309,8 +309,7 @@ int procord_worker_flush(unsigned char destination) {
 }
 
 void procord_worker_options_init(procord_worker_options_t *options) {
-  memset(options, 0, sizeof *options);
-  options->size = sizeof *options;
+  procord_options_clear(options, sizeof *options);
 }
 
 int procord_worker_serve(const procord_worker_options_t *given) {
