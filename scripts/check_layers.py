@@ -18,7 +18,7 @@ whose functions are defined in several folders is an error of its own (split
 it), but for entry/'s, which may sit in any header. Every failure names the
 file and line.
 
-Usage: check_layers.py [--root DIR] [--self-test]
+Usage: check_layers.py [--root DIR] [--self-test] [--graph]
 """
 import argparse
 import os
@@ -31,10 +31,10 @@ RANK = {"base": 0, "wire": 1, "io": 2, "client": 3, "worker": 3, "server": 3, "e
 # Edges between folders of the same rank that the design allows, public headers only.
 PUBLIC_ACROSS = {("server", "worker")}
 
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+INCLUDE = re.compile(r'^\s*#\s*include\s+(?:"([^"]+)"|<(procord/[^>]+)>)')
 DEFINITION = re.compile(r"^(?!static\b|typedef\b|return\b|else\b|if\b|while\b|for\b|switch\b)[A-Za-z_][\w \t\*]*?\b([a-z_]\w*)\s*\(")
 DECLARATION = re.compile(r"\b(procord_\w+)\s*\(")
-IDENTIFIER = re.compile(r"\b([A-Za-z_]\w*)\b")
+IDENTIFIER = re.compile(r"(?<!->)(?<!\.)(?<![\w])([A-Za-z_]\w*)\b")
 
 
 def strip_comments_and_strings(text):
@@ -71,6 +71,7 @@ class Core:
         self.sources = os.path.join(root, "Sources", "CProcord")
         self.public = os.path.join(root, "include", "procord")
         self.errors = []
+        self.public_functions = {}  # public header -> the functions it declares
         self.files = {}  # relative path -> (folder, text without comments)
         for folder in sorted(os.listdir(self.sources)):
             path = os.path.join(self.sources, folder)
@@ -139,6 +140,7 @@ class Core:
                 self.errors.append(f"include/procord/{name}: declares functions of several layers ({said}): "
                                    "split it so that each public header belongs to one")
             owners[f"procord/{name}"] = min(folders, key=lambda f: RANK[f]) if folders else None
+            self.public_functions[f"procord/{name}"] = {m.group(1) for m in DECLARATION.finditer(code)}
         return owners
 
     # ---- The rules ----
@@ -149,7 +151,7 @@ class Core:
                 m = INCLUDE.match(line)
                 if not m:
                     continue
-                target = m.group(1)
+                target = m.group(1) or m.group(2)
                 if target.startswith("procord/"):
                     if target not in owners:
                         self.errors.append(f"{self.where(relative, number)}: includes {target}, "
@@ -179,15 +181,24 @@ class Core:
     @staticmethod
     def relation(folder, owner):
         if RANK[owner] > RANK[folder]:
-            return f"above it (base <- wire <- io <- client, worker, server <- entry)"
-        return "beside it (client, worker and server never reach into each other)"
+            return ("above it (base <- wire <- io <- client, worker, server <- entry): move what both "
+                    "need down, or have the upper one pass a hook")
+        return ("beside it (client, worker and server never reach into each other): move what both "
+                "need below them")
+
+    def across_allowed(self, caller_folder, symbol, callee_folder):
+        """server -> worker through the worker's public functions only."""
+        return (caller_folder, callee_folder) in PUBLIC_ACROSS and symbol in self.public_functions.get(
+            "procord/worker.h", set())
 
     def check_calls(self, defined):
-        """Edges file -> file it calls; cycles and calls that go up or across."""
-        edges = {}
+        """Edges file -> file it calls; cycles and calls that go up or across.
+
+        A private header's code (its static inline functions, its macros) is
+        its folder's: what it calls must be below or beside it like a .c
+        file's calls. It takes no part in the cycles between files."""
+        edges, wrong = {}, set()
         for relative, (folder, _, code) in self.files.items():
-            if not relative.endswith(".c"):
-                continue
             for number, line in enumerate(code.split("\n"), 1):
                 for m in IDENTIFIER.finditer(line):
                     callee = defined.get(m.group(1))
@@ -197,20 +208,23 @@ class Core:
         for caller, callees in sorted(edges.items()):
             for callee, (number, symbol) in sorted(callees.items()):
                 a, b = caller.split("/")[0], callee.split("/")[0]
-                if a == b or RANK[b] < RANK[a] or (a, b) in PUBLIC_ACROSS:
+                if a == b or RANK[b] < RANK[a] or self.across_allowed(a, symbol, b):
                     continue
+                wrong.add((caller, callee))
                 self.errors.append(f"{self.where(caller, number)}: {a}/ uses {symbol} of {callee}, "
                                    f"which is {self.relation(a, b)}")
-        for cycle, component in cycles(edges):
+        file_edges = {f: {g: e for g, e in callees.items() if (f, g) not in wrong}
+                      for f, callees in edges.items() if f.endswith(".c")}
+        for cycle, component in cycles(file_edges):
             steps = []
             for i, f in enumerate(cycle):
                 nxt = cycle[(i + 1) % len(cycle)]
-                number, symbol = edges[f][nxt]
+                number, symbol = file_edges[f][nxt]
                 steps.append(f"{self.where(f, number)} uses {symbol} of {nxt}")
             caught = f" (files caught in circles with them: {', '.join(component)})" if len(component) > len(cycle) else ""
             self.errors.append("a cycle between files: " + "; ".join(steps) + caught
                                + ": one of them must not know the other (a hook, or the shared part below both)")
-        return edges
+        return file_edges
 
     def run(self):
         defined = self.definitions()
@@ -314,9 +328,22 @@ def self_test(root):
                "beside it")
         expect("wire/ including a public header of client/",
                ("wire/frame.c", '\n#include "procord/pool.h"\n'), "wire/frame.c")
+        expect("wire/ including a public header of client/ with <>",
+               ("wire/frame.c", '\n#include <procord/pool.h>\n'), "wire/frame.c")
         expect("a cycle inside io/",
                ("io/loop.c", "\nvoid procord_self_test_probe(void) { procord_connection_free(0); }\n"),
                "a cycle between files")
+        expect("an inline function of io/'s header calling client/",
+               ("io/io_private.h", "\nstatic inline int probe(void) { return procord_link_send(0, 0, 0, 0); }\n"),
+               "io/io_private.h")
+        expect("a macro of wire/'s header calling client/",
+               ("wire/wire_private.h", "\n#define PROBE(x) procord_link_send((x), 0, 0, 0)\n"),
+               "wire/wire_private.h")
+        expect("server/ calling a function of worker/ that is not its public API",
+               ("server/server_log.c",
+                "\nint procord_worker_request_termination(void);\n"
+                "void procord_self_test_probe(void) { procord_worker_request_termination(); }\n"),
+               "server/server_log.c")
     return failures
 
 
