@@ -1,5 +1,9 @@
 /*
- * Private to the C core: base/, errors, memory, the log, options read by size.
+ * Private to the C core: base/, what every layer uses, in sections:
+ * invariants (assert.c), lists, memory (memory.c), the log (log.c),
+ * options read by their size, stages of a failure (stage.c), time and
+ * timers (time.c), signals (signals.c), descriptors (descriptors.c);
+ * error.c, version.c and requirements.c serve the public headers.
  * The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_BASE_PRIVATE_H

@@ -1,5 +1,9 @@
 /*
- * Private to the C core: client/, the main program's side: worker links, delegations, pools.
+ * Private to the C core: client/, the main program's side: the link to one
+ * worker (worker_link.c), a local worker's stderr (worker_stderr.c), a
+ * delegation (delegation.c), the pool (pool.c over pool_workers.c over
+ * pool_sources.c, and pool_queue.c); task.c and outcome_describe.c serve
+ * public headers only.
  * The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_CLIENT_PRIVATE_H
@@ -21,7 +25,7 @@
 /* ---- worker_link ---- */
 
 /*
- * Private to the C core: the link to one worker, a child process started
+ * The link to one worker, a child process started
  * here or a connection to a worker server, with the frame connection over
  * it. A one-off delegation owns a link for its one task; a pool keeps links
  * and lends them to task after task.
@@ -159,7 +163,7 @@ void procord_link_free(procord_link_t *link);
 /* ---- worker_stderr ---- */
 
 /*
- * Private to the C core: a local worker's stderr, read through a pipe
+ * A local worker's stderr, read through a pipe
  * instead of inherited (one-off delegations, see procord/delegation.h).
  * What the worker writes there goes on at once to this program's stderr
  * (descriptor 2), and its last PROCORD_STDERR_TAIL_MAX bytes are kept: the
@@ -225,7 +229,7 @@ void procord_worker_stderr_free(procord_worker_stderr_t *pipe);
 /* ---- delegation ---- */
 
 /*
- * Private to the C core: what a pool needs of a delegation. A delegation is
+ * What a pool needs of a delegation. A delegation is
  * the task's side (name, input, outcome, deadline, kill); the worker it runs
  * on is a link (worker_link.c), its own for a one-off delegation, lent by a
  * pool for a pooled one. Its struct is delegation.c's own: a pool keeps its

@@ -1,6 +1,10 @@
 /*
- * Private to the C core: io/, the loop, connections and their TLS, connect, listen, spawn, security
- * objects, lineage. The one header of this folder that others include (docs/ARCHITECTURE.md).
+ * Private to the C core: io/, descriptors on a loop: the loop (loop.c;
+ * loop_backend.c for a polled one), security objects (security.c), the TLS
+ * transport (tls_transport.c), connections (connection.c), lineage
+ * (lineage.c), spawn (spawn.c), listening (listen.c) and socket helpers
+ * (net.c); connect.c's API is public (procord/connect.h).
+ * The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_IO_PRIVATE_H
 #define PROCORD_IO_PRIVATE_H
@@ -22,7 +26,7 @@
 
 /* ---- loop ---- */
 
-/* Private to the C core: what connections and delegations need of a loop. */
+/* What connections and delegations need of a loop. */
 
 struct event;
 struct event_base;
@@ -118,7 +122,7 @@ void procord_loop_remove_work(procord_loop_t *loop, procord_loop_work_t *work);
 
 /* ---- security ---- */
 
-/* Private to the C core: what connections and servers need of a procord_security_t. */
+/* What connections and servers need of a procord_security_t. */
 
 struct procord_security_s {
   int references;
@@ -230,7 +234,7 @@ int procord_tls_transport_close(procord_tls_transport_t *t);
 /* ---- connection ---- */
 
 /*
- * Private to the C core: a connection's insides (connection.c: frames over
+ * A connection's insides (connection.c: frames over
  * a descriptor, or over TLS through tls_transport.c, and the shared-secret
  * exchange before the owner's frames).
  */

@@ -245,7 +245,7 @@ static int start_server(procord_loop_t *loop, const procord_server_options_t *gi
                         server_t **result) {
   procord_lineage_mark_serving(); /* it may delegate from now on */
   if (!given) return PROCORD_EINVAL;
-  /* Read by its size, as every options struct (options_private.h). */
+  /* Read by its size, as every options struct (base_private.h, options). */
   procord_server_options_t copy;
   const procord_server_options_t *options = &copy;
   const char *mistake =

@@ -1,5 +1,6 @@
 /*
- * Private to the C core: server/, the worker server: clients, workers, gate, relay, lifecycle.
+ * Private to the C core: server/, the worker server, in layers of its own
+ * (drawn below).
  * The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_SERVER_PRIVATE_H
@@ -21,7 +22,7 @@
 /* ---- the server's insides ---- */
 
 /*
- * Private to the C core: the insides of a worker server, in files that each
+ * The insides of a worker server, in files that each
  * call only those below them (scripts/check_layers.py checks it):
  *
  *   server_lifecycle.c  options, limits, starting on a loop, stopping,
@@ -369,10 +370,10 @@ void server_note(server_t *s, server_reason_t reason, procord_log_level_t level,
 /* systemd's Type=notify (procord_server_run's only): `state` to NOTIFY_SOCKET. */
 void server_notify(server_t *s, const char *state);
 
-/* ---- server_secure ---- */
+/* ---- server_gate.c, server_relay.c: security in the server process ---- */
 
 /*
- * Private to the C core: a server's security, in the server process.
+ * A server's security, in the server process.
  *
  * The gate (server_gate.c) takes each accepted connection through TLS and
  * shared-secret authentication before the server sees it as a client:

@@ -1,5 +1,8 @@
 /*
- * Private to the C core: wire/, frames, their parser and writer, the shared-secret exchange.
+ * Private to the C core: wire/, the bytes on the wire: frames (frame.c
+ * parses, frame_writer.c writes whole frames), the shared-secret exchange
+ * (auth.c), and the control channel between a server and its workers
+ * (control.c).
  * The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_WIRE_PRIVATE_H
@@ -40,7 +43,7 @@ void procord_frame_parser_init(procord_frame_parser_t *parser, size_t max_messag
 
 /* ---- frame_writer ---- */
 
-/* Private to the C core: blocking frame writes shared by a worker's threads. */
+/* Blocking frame writes shared by a worker's threads. */
 
 /*
  * Writes whole frames to a blocking (or non-blocking: it waits) descriptor.
@@ -82,7 +85,7 @@ int procord_frame_writer_send(procord_frame_writer_t *w, unsigned char kind, con
 /* ---- auth ---- */
 
 /*
- * Private to the C core: shared-secret authentication (docs/PROTOCOL.md,
+ * Shared-secret authentication (docs/PROTOCOL.md,
  * "Shared-secret authentication"). Four `A` frames, the client first:
  *
  *   client -> server  client nonce (32 random bytes)

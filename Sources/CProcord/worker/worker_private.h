@@ -1,6 +1,10 @@
 /*
- * Private to the C core: worker/, the worker's side: serving tasks, output capture, termination,
- * hand-over sessions. The one header of this folder that others include (docs/ARCHITECTURE.md).
+ * Private to the C core: worker/, the worker's side. What others call of it
+ * is public (procord/worker.h: worker.c serves, worker_command.c reads the
+ * command line, handoff.c serves a server's sessions,
+ * worker_termination.c cancels); here, what its files share: output
+ * capture (capture.c).
+ * The one header of this folder that others include (docs/ARCHITECTURE.md).
  */
 #ifndef PROCORD_WORKER_PRIVATE_H
 #define PROCORD_WORKER_PRIVATE_H
@@ -9,7 +13,7 @@
 
 /* ---- capture ---- */
 
-/* Private to the C core: a worker's stdout and stderr, sent as `P` frames. */
+/* A worker's stdout and stderr, sent as `P` frames. */
 
 typedef struct procord_output_capture_s procord_output_capture_t;
 
