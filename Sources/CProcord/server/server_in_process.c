@@ -10,7 +10,6 @@
 #include "base/base_private.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -39,10 +38,8 @@ static void serve_session_in_process(int session, void *context, unsigned char *
 
 static void *run_in_process(void *argument) {
   in_process_t *here = argument;
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL); /* the server's signals are the loop's */
-  procord_lineage_mark_serving();         /* its tasks may delegate */
+  procord_thread_block_all_signals(); /* the server's signals are the loop's */
+  procord_lineage_mark_serving();     /* its tasks may delegate */
   procord_control_serve_sessions(here->fd, serve_session_in_process, here);
   close(here->fd);
   procord_free(here);
