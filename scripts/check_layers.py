@@ -6,17 +6,20 @@ Sources/CProcord is in folders by layer, each calling only those below it:
     base  <-  wire  <-  io  <-  client, worker, server  <-  entry
 
 - A file includes its own folder's header, a lower folder's, and the public
-  headers (include/procord/) of its own or lower folders. client, worker and
-  server never include each other's private headers; the one public edge
-  between them is server -> worker (a server hands sessions to workers, and
-  with dont_fork serves them on a thread of its own through procord/worker.h).
+  headers (include/procord/, quoted or <>) of its own or lower folders, and
+  uses the functions of those folders only. client, worker and server never
+  reach into each other; the one edge between them is server -> worker,
+  through the functions procord/worker.h declares (a server hands sessions
+  to workers, and with dont_fork serves them on a thread of its own).
+- A private header's inline functions and macros are its folder's code.
 - No cycle between files: a file that calls a function of another is above
   it, never also below.
 
 A public header belongs to the folder that defines its functions; a header
 whose functions are defined in several folders is an error of its own (split
-it), but for entry/'s, which may sit in any header. Every failure names the
-file and line.
+it), but for entry/'s, which may sit in any header. C is read as text:
+functions are found where their definition starts a line with its return
+type. Every failure names the file and line, and what to do.
 
 Usage: check_layers.py [--root DIR] [--self-test] [--graph]
 """
@@ -28,7 +31,7 @@ import sys
 import tempfile
 
 RANK = {"base": 0, "wire": 1, "io": 2, "client": 3, "worker": 3, "server": 3, "entry": 4}
-# Edges between folders of the same rank that the design allows, public headers only.
+# Edges between folders of the same rank that the design allows: public functions only.
 PUBLIC_ACROSS = {("server", "worker")}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+(?:"([^"]+)"|<(procord/[^>]+)>)')
