@@ -45,8 +45,8 @@ typedef struct procord_listener_options_s {
      it that is not 0 (a program built against a newer Procord than it runs
      with), is refused with PROCORD_EINVAL. */
   size_t size;
-  const char
-      *hostname;     /* an address or name to bind; NULL: "127.0.0.1" (never exposed by accident) */
+  /* An address or name to bind; NULL: "127.0.0.1" (never exposed by accident). */
+  const char *hostname;
   int port;          /* 0: one the system picks (procord_listener_port says which) */
   int reuse_address; /* SO_REUSEADDR */
   /* A listening socket to take over (the listener owns it from the call on,

@@ -75,8 +75,8 @@ typedef struct procord_server_stats_s {
   unsigned long long refused_peer_connections; /* at max_connections_per_peer */
   unsigned long long evicted_idle;             /* idle clients closed to make way for a new one */
   unsigned long long idle_timeouts;            /* idle past idle_timeout_ms */
-  unsigned long long
-      task_timeouts; /* a task not whole within its time (or silent past read_timeout_ms) */
+  /* A task not whole within its time (or silent past read_timeout_ms). */
+  unsigned long long task_timeouts;
   unsigned long long answer_timeouts;       /* an answer not taken within its time */
   unsigned long long protocol_errors;       /* ill-formed, unexpected or too long: answered `E` */
   unsigned long long unknown_tasks;         /* answered `E0` */
@@ -206,11 +206,11 @@ typedef struct procord_server_options_s {
   procord_server_stats_t *stats;
   /* Optional: called once, when the server listens (before any client is
      served), on the calling thread of procord_server_run (of
-     procord_server_start: the loop's, when it runs on another), with the address (numeric
-     `host:port`,
-     `[host]:port` for IPv6) and the port: with port 0, the one the system
-     picked (0 for a Unix socket given as listen_fd). For a program that embeds a server and must
-     tell its clients where it is. */
+     procord_server_start: the loop's, when it runs on another), with the
+     address (numeric `host:port`, `[host]:port` for IPv6) and the port:
+     with port 0, the one the system picked (0 for a Unix socket given as
+     listen_fd). For a program that embeds a server and must tell its
+     clients where it is. */
   void (*on_listening)(void *context, const char *address, int port);
   /* Optional: called once, on the loop's thread, when the server has
      stopped: every client closed, every worker gone and reaped, nothing of

@@ -69,10 +69,6 @@ static inline void procord_list_init(procord_list_t *head) { head->next = head->
 
 static inline int procord_list_is_empty(const procord_list_t *head) { return head->next == head; }
 
-/* Marks a node that may hold garbage (a struct on the stack, or not
-   zeroed) as in no list, before it is added. */
-static inline void procord_list_node_clear(procord_list_t *node) { node->next = node->prev = NULL; }
-
 /* Whether an element's node is in a list. */
 static inline int procord_list_is_linked(const procord_list_t *node) { return node->next != NULL; }
 
@@ -334,10 +330,12 @@ void procord_thread_block_all_signals(void);
 
 /* Blocks SIGPIPE on this thread around writes that may meet a closed pipe
    (the write then fails with EPIPE), and says whether it was blocked
-   already; procord_sigpipe_unblock(that) discards the SIGPIPEs the writes
-   raised meanwhile and unblocks it, unless it was blocked before. */
+   already; procord_sigpipe_unblock(that, may_be_pending) unblocks it
+   unless it was blocked before, first discarding the SIGPIPEs the writes
+   raised when `may_be_pending` (a write failed with EPIPE; a loop that
+   wrote for long cannot tell). */
 int procord_sigpipe_block(void);
-void procord_sigpipe_unblock(int was_blocked);
+void procord_sigpipe_unblock(int was_blocked, int may_be_pending);
 
 /* ---- descriptors (descriptors.c) ---- */
 
@@ -374,15 +372,16 @@ ssize_t procord_write_parts(int fd, int is_socket, struct iovec *parts, int coun
 /*
  * Writes every byte of `parts` (their iov_base and iov_len are advanced):
  * again after EINTR and short writes; when `fd` is full (non-blocking), waits
- * for room up to `timeout_ms` (0 or less: no limit), so that a peer that
- * stops reading cannot hold a writer with a limit forever. Returns 0,
+ * for room up to `timeout_ms` (0: no limit; below 0: not at all, -EAGAIN),
+ * so that a peer that stops reading cannot hold a writer with a limit
+ * forever. Returns 0,
  * PROCORD_ETIMEOUT or -errno; then `*unwritten` (if not NULL) says how many
  * bytes were left. The one write-all of the core.
  */
 int procord_write_all_parts(int fd, int is_socket, struct iovec *parts, int count, int timeout_ms,
                             size_t *unwritten);
 
-/* procord_write_all_parts of one buffer, on any descriptor. */
-int procord_write_all(int fd, const void *bytes, size_t length, int timeout_ms);
+/* procord_write_all_parts of one buffer. */
+int procord_write_all(int fd, int is_socket, const void *bytes, size_t length, int timeout_ms);
 
 #endif

@@ -82,7 +82,7 @@ ssize_t procord_write_parts(int fd, int is_socket, struct iovec *parts, int coun
   int was_blocked = procord_sigpipe_block();
   ssize_t n = writev(fd, parts, count);
   int error = errno;
-  procord_sigpipe_unblock(was_blocked);
+  procord_sigpipe_unblock(was_blocked, n < 0 && error == EPIPE);
   errno = error;
   return n;
 }
@@ -94,7 +94,7 @@ int procord_write_all_parts(int fd, int is_socket, struct iovec *parts, int coun
     if (n < 0) {
       int error = -errno;
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && timeout_ms >= 0)
         error = procord_wait_for(fd, POLLOUT, timeout_ms);
       if (!error) continue;
       if (unwritten)
@@ -114,7 +114,7 @@ int procord_write_all_parts(int fd, int is_socket, struct iovec *parts, int coun
   return 0;
 }
 
-int procord_write_all(int fd, const void *bytes, size_t length, int timeout_ms) {
+int procord_write_all(int fd, int is_socket, const void *bytes, size_t length, int timeout_ms) {
   struct iovec part = {(void *)bytes, length};
-  return procord_write_all_parts(fd, procord_fd_is_socket(fd), &part, 1, timeout_ms, NULL);
+  return procord_write_all_parts(fd, is_socket, &part, 1, timeout_ms, NULL);
 }

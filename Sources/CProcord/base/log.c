@@ -58,7 +58,6 @@ void procord_log_route_to_server(procord_log_route_t *route, procord_log_fn log,
   pthread_mutex_lock(&lock);
   route->log = log;
   route->context = context;
-  procord_list_node_clear(&route->node); /* the caller's struct need not be zeroed */
   procord_list_push_front(&routes, &route->node);
   install();
   pthread_mutex_unlock(&lock);

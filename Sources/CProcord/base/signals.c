@@ -25,13 +25,14 @@ int procord_sigpipe_block(void) {
   return sigismember(&previous, SIGPIPE) == 1;
 }
 
-void procord_sigpipe_unblock(int was_blocked) {
+void procord_sigpipe_unblock(int was_blocked, int may_be_pending) {
   if (was_blocked) return;
   sigset_t pipe_signal;
   sigemptyset(&pipe_signal);
   sigaddset(&pipe_signal, SIGPIPE);
+  /* Only a write that failed with EPIPE left one: the others cost no call. */
   struct timespec now = {0, 0};
-  while (sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
+  while (may_be_pending && sigtimedwait(&pipe_signal, NULL, &now) == SIGPIPE) {
   }
   pthread_sigmask(SIG_UNBLOCK, &pipe_signal, NULL);
 }

@@ -261,9 +261,10 @@ static void print(procord_delegation_t *d, const procord_frame_t *frame) {
   if (frame->kind == PROCORD_FRAME_PRINT && standard) {
     /* After what the program itself printed so far, as a terminal shows it. */
     fflush(destination == 'O' ? stdout : stderr);
-    /* An error means our own stdout is gone: nothing better to do. */
-    (void)procord_write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, frame->body + 1,
-                            frame->length - 1, 0);
+    /* An error means our own stdout is gone, or full and non-blocking
+       (the loop does not wait for it): nothing better to do. */
+    (void)procord_write_all(destination == 'O' ? STDOUT_FILENO : STDERR_FILENO, 0, frame->body + 1,
+                            frame->length - 1, -1);
   }
 }
 

@@ -62,15 +62,15 @@ static void on_listener_readable(evutil_socket_t listen_fd, short events, void *
     if (fd < 0) {
       int error = errno;
       if (error == EINTR || error == ECONNABORTED) continue;
-      if (is_out_of_resources(error)) {
-        /* Pending peers stay queued: try later rather than spin. */
+      if (error != EAGAIN && error != EWOULDBLOCK) {
+        /* Out of descriptors or memory, or a socket gone bad (a policy's
+           EPERM): pending peers stay queued; try later rather than spin on
+           a listener that stays readable. */
         procord_timer_arm(l->retry_timer, ACCEPT_RETRY_MS);
         listener_update(l);
-        if (l->hooks.out_of_descriptors)
+        if (is_out_of_resources(error) && l->hooks.out_of_descriptors)
           l->hooks.out_of_descriptors(l->context, error, ACCEPT_RETRY_MS);
       }
-      /* Anything else (EAGAIN, a peer's network error): the loop says when
-         there is more. */
       return;
     }
     if (l->hooks.admit && !l->hooks.admit(l->context, (struct sockaddr *)&address, length)) {

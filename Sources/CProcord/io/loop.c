@@ -173,7 +173,7 @@ static void wake(procord_loop_t *loop) {
 }
 
 int procord_loop_call(procord_loop_t *loop, procord_loop_fn fn, void *argument) {
-  procord_queued_call_t *call = procord_allocate(sizeof *call);
+  procord_queued_call_t *call = procord_allocate_zeroed(1, sizeof *call); /* in no list */
   if (!call) return -ENOMEM;
   call->allocated = 1;
   procord_loop_queue(loop, call, fn, argument);
@@ -189,7 +189,6 @@ void procord_loop_queue(procord_loop_t *loop, procord_queued_call_t *call, proco
      finds the queue empty needs to wake it: a burst of calls costs one
      eventfd write, not one each. */
   int was_empty = procord_list_is_empty(&loop->queue);
-  procord_list_node_clear(&call->node); /* a call's node may be on the stack, never queued before */
   procord_list_push_back(&loop->queue, &call->node);
   pthread_mutex_unlock(&loop->queue_lock);
   if (!was_empty) return;
@@ -215,7 +214,7 @@ static int run_base(procord_loop_t *loop) {
   __atomic_store_n(&loop->running, 1, __ATOMIC_RELEASE);
   int result = event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
   __atomic_store_n(&loop->running, 0, __ATOMIC_RELEASE);
-  procord_sigpipe_unblock(sigpipe_was_blocked);
+  procord_sigpipe_unblock(sigpipe_was_blocked, 1);
   pthread_mutex_lock(&loop->queue_lock);
   loop->stop_requested = 0;
   pthread_mutex_unlock(&loop->queue_lock);
@@ -408,7 +407,6 @@ struct event *procord_loop_watch_child(procord_loop_t *loop, int pidfd,
 
 void procord_loop_add_work(procord_loop_t *loop, procord_loop_work_t *work) {
   pthread_mutex_lock(&loop->queue_lock);
-  procord_list_node_clear(&work->node);              /* the owner's struct need not be zeroed */
   procord_list_push_front(&loop->work, &work->node); /* aborted newest first */
   pthread_mutex_unlock(&loop->queue_lock);
 }

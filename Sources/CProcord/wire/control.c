@@ -22,7 +22,7 @@ int procord_control_send(int control_fd, unsigned char kind, const void *body, s
   if (length > PROCORD_CONTROL_BODY_MAX) return PROCORD_EINVAL;
   size_t header = procord_frame_encode_header(kind, length, frame);
   if (length) memcpy(frame + header, body, length);
-  return procord_write_all(control_fd, frame, header + length, 0);
+  return procord_write_all(control_fd, 1, frame, header + length, 0);
 }
 
 /* A control message that carries a socket: one byte, and room for one

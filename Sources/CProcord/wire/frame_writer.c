@@ -30,9 +30,11 @@ static int send_locked(procord_frame_writer_t *w, struct iovec *parts, int count
      unwritten, not only a lost `0R`. */
   size_t unwritten = SIZE_MAX;
   pthread_mutex_lock(&w->lock);
-  int error = w->failed ? w->failed
-                        : procord_write_all_parts(w->fd, w->is_socket, parts, count, w->timeout_ms,
-                                                  &unwritten);
+  int error = w->failed
+                  ? w->failed
+                  : procord_write_all_parts(w->fd, w->is_socket, parts, count,
+                                            w->timeout_ms > 0 ? w->timeout_ms : 0, /* 0: no limit */
+                                            &unwritten);
   if (error) w->failed = error;
   pthread_mutex_unlock(&w->lock);
   return error && tail && unwritten <= tail ? 1 : error;
