@@ -112,21 +112,6 @@ void procord_worker_main(int argc, char **argv, const procord_worker_task_t *tas
   }
   if (command->mode == PROCORD_MODE_NONE) return;
   const char *program = argc > 0 && argv[0] ? argv[0] : "procord";
-  int type = 0;
-  socklen_t length = sizeof type;
-  if (command->mode == PROCORD_MODE_WORKER && command->socket_fd >= 0 &&
-      getsockopt(command->socket_fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
-    procord_lineage_mark_serving(); /* as above: it did call the entry point */
-    /* Said on stderr, which a main program keeps the end of in the outcome:
-       the worker has no protocol stream to say it on. */
-    fprintf(
-        stderr,
-        "%s: --procord-socket-fd %d: descriptor %d is not a socket (%s): the main program must start this "
-        "worker with the socket channel (PROCORD_CHANNEL_SOCKET in C, channel: .socket in Swift), or "
-        "without --procord-socket-fd\n",
-        program, command->socket_fd, command->socket_fd, procord_strerror(-errno));
-    exit(1);
-  }
   if (command->mode == PROCORD_MODE_WORKER)
     exit(procord_worker_run(command, tasks, task_count) == 0 ? 0 : 1);
   int result = procord_worker_run_server(command, tasks, task_count);

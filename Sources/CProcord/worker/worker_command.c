@@ -273,6 +273,21 @@ int procord_worker_run(const procord_worker_command_t *command, const procord_wo
     return result;
   }
   if (command->socket_fd >= 0) {
+    int type = 0;
+    socklen_t length = sizeof type;
+    if (getsockopt(command->socket_fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
+      /* Said on stderr, which a main program keeps the end of in the
+         outcome: the worker has no protocol stream to say it on. Here, not
+         in procord_worker_main, so that Swift's workers say it too. */
+      int error = -errno;
+      fprintf(
+          stderr,
+          "%s: --procord-socket-fd %d: descriptor %d is not a socket (%s): the main program must "
+          "start this worker with the socket channel (PROCORD_CHANNEL_SOCKET in C, channel: "
+          ".socket in Swift), or without --procord-socket-fd\n",
+          program_invocation_name, command->socket_fd, command->socket_fd, procord_strerror(error));
+      return error;
+    }
     /* Keep the protocol away from any process the task starts. */
     procord_fd_set_cloexec(command->socket_fd);
     die_with(socket_peer(command->socket_fd));
